@@ -1,0 +1,189 @@
+"""The user-facing API of jobnet-operator: group ``jobnet.dev``, version ``v1alpha1``.
+
+These pydantic models are the single source of truth: the CRDs in ``crds/`` are generated
+from them (``jobnet crds``), the admission webhook, ``jobnet lint`` and the operator parse
+manifests with them, and ``kubectl explain`` shows their docstrings and field descriptions.
+
+Field names are the camelCase names users write in YAML; Python code uses snake_case.
+Unknown fields are rejected (a typo such as ``aftr:`` must not silently drop a dependency).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "jobnet.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+#: A job or JobNet name: a lowercase RFC 1123 label (it becomes a segment of a job path).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX_LENGTH = 63
+
+#: Environment variable names a job may be given.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+JobName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH)]
+EnvMap = dict[str, str]
+
+
+class ApiModel(BaseModel):
+    """Base for every API model: camelCase in YAML, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class HostSpec(ApiModel):
+    """Where a job runs: an external VM reached over SSH, with the watchdog agent on it."""
+
+    address: str = Field(
+        min_length=1,
+        description="Host name or IP address of the VM's sshd.",
+    )
+    port: int = Field(default=22, ge=1, le=65535, description="sshd port.")
+    user: str = Field(min_length=1, description="Unix user the job runs as (SSH login user).")
+    credentials_secret: str = Field(
+        min_length=1,
+        description=(
+            "Name of a Secret in the same namespace holding the SSH credentials: "
+            "`privateKey` (PEM/OpenSSH private key) or `password`, and `knownHosts` "
+            "(known_hosts lines; host keys are always verified, never trusted on first use)."
+        ),
+    )
+
+
+class RetrySpec(ApiModel):
+    """How often the operator tries to deliver a launch or kill request to the agent.
+
+    A retried delivery is deduplicated by the agent (same run, job path and attempt),
+    so retrying never runs a job twice."""
+
+    dispatch_attempts: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Total delivery attempts (1 = no retry). When all fail with an unknown outcome the job goes Stuck.",
+    )
+    interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds between delivery attempts.",
+    )
+
+
+class JobSpec(ApiModel):
+    """One node of a JobNet: either a script run on a VM, or the expansion of another root JobNet."""
+
+    name: JobName = Field(description="Job name, unique within its JobNet (lowercase RFC 1123 label).")
+    script: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Absolute path of the executable on the VM. Exactly one of `script` or `expand`.",
+    )
+    expand: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Name of a root JobNet in the same namespace, embedded here as a sub-jobnet. "
+            "Exactly one of `script` or `expand`."
+        ),
+    )
+    args: list[str] = Field(default_factory=list, description="Arguments passed to the script.")
+    env: EnvMap = Field(
+        default_factory=dict,
+        description="Environment variables for the script (override JobNet and JobRun env).",
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        description="Names of jobs in the same JobNet that must succeed before this one starts.",
+    )
+    host: HostSpec | None = Field(default=None, description="Overrides the JobNet's default host.")
+    working_dir: str | None = Field(
+        default=None,
+        description="Working directory on the VM (default: the login user's home directory).",
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Force-stop the job after this many seconds (overrides the JobNet default).",
+    )
+    retry: RetrySpec | None = Field(default=None, description="Overrides the JobNet's delivery retry policy.")
+
+
+StuckResolution = Literal["Auto", "Manual"]
+
+
+class JobNetSpec(ApiModel):
+    """A job network: a DAG of jobs, plus `finally` jobs that run at the end whatever the outcome."""
+
+    description: str | None = Field(default=None, description="Free text shown to people.")
+    host: HostSpec | None = Field(default=None, description="Default host for this JobNet's jobs.")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Default timeout per job, in seconds.")
+    retry: RetrySpec | None = Field(default=None, description="Default delivery retry policy for this JobNet's jobs.")
+    env: EnvMap = Field(default_factory=dict, description="Environment variables for every job of this JobNet.")
+    stuck_resolution: StuckResolution = Field(
+        default="Auto",
+        description=(
+            "`Auto`: a Stuck job is resolved automatically once the agent's journal knows its outcome. "
+            "`Manual`: a Stuck job always waits for a person's override annotation."
+        ),
+    )
+    jobs: list[JobSpec] = Field(min_length=1, description="The jobs of the DAG.")
+    finally_: list[JobSpec] = Field(
+        default_factory=list,
+        alias="finally",
+        description=(
+            "Jobs that run after all `jobs` have finished, whatever their outcome. "
+            "They may depend on each other with `after`, not on `jobs`."
+        ),
+    )
+
+
+class JobRunSpec(ApiModel):
+    """One execution of a JobNet."""
+
+    job_net_ref: str = Field(min_length=1, description="Name of the root JobNet to run (same namespace).")
+    env: EnvMap = Field(default_factory=dict, description="Environment variables for every job of this run.")
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes object metadata that validation needs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    generate_name: str | None = Field(default=None, alias="generateName")
+    namespace: str | None = None
+    uid: str | None = None
+
+
+class JobNetManifest(BaseModel):
+    """A whole JobNet object as written in YAML."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Literal["jobnet.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["JobNet"]
+    metadata: ObjectMeta
+    spec: JobNetSpec
+
+
+class JobRunManifest(BaseModel):
+    """A whole JobRun object as written in YAML (status is the operator's)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Literal["jobnet.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["JobRun"]
+    metadata: ObjectMeta
+    spec: JobRunSpec
+    status: dict[str, object] | None = None
