@@ -1,0 +1,151 @@
+{{/* Chart name, overridable. */}}
+{{- define "jobnet-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name used for every namespaced object. */}}
+{{- define "jobnet-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name for cluster-scoped objects: qualified by the release namespace so two releases never collide. */}}
+{{- define "jobnet-operator.clusterName" -}}
+{{- printf "%s-%s" (include "jobnet-operator.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobnet-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobnet-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jobnet-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "jobnet-operator.labels" -}}
+helm.sh/chart: {{ include "jobnet-operator.chart" . }}
+{{ include "jobnet-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jobnet-operator
+{{- end }}
+
+{{- define "jobnet-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "jobnet-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "jobnet-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "jobnet-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "jobnet-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobnet-operator.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "jobnet-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobnet-operator.webhookCertificateName" -}}
+{{- printf "%s-webhook" (include "jobnet-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The webhook's TLS material in self-signed mode, as a dict of base64 values {ca, crt, key}.
+An existing Secret is reused (upgrades must not rotate the CA under running replicas);
+otherwise a CA and a serving certificate are generated once per render and cached in
+.Values so that the Secret, the webhook CA bundle and the pod checksum all agree.
+*/}}
+{{- define "jobnet-operator.selfSignedTLS" -}}
+{{- if not (hasKey .Values "generatedWebhookTLS") }}
+{{- $secretName := include "jobnet-operator.webhookSecretName" . }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName }}
+{{- $existingData := dig "data" (dict) $existing }}
+{{- if and (hasKey $existingData "tls.crt") (hasKey $existingData "tls.key") (hasKey $existingData "ca.crt") }}
+{{- $_ := set .Values "generatedWebhookTLS" (dict "ca" (index $existingData "ca.crt") "crt" (index $existingData "tls.crt") "key" (index $existingData "tls.key")) }}
+{{- else }}
+{{- $service := include "jobnet-operator.webhookServiceName" . }}
+{{- $days := int .Values.webhook.selfSignedValidityDays }}
+{{- $ca := genCA (printf "%s-webhook-ca" (include "jobnet-operator.fullname" .)) $days }}
+{{- $dnsNames := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $service .Release.Namespace) nil $dnsNames $days $ca }}
+{{- $_ := set .Values "generatedWebhookTLS" (dict "ca" ($ca.Cert | b64enc) "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc)) }}
+{{- end }}
+{{- end }}
+{{- toJson .Values.generatedWebhookTLS }}
+{{- end }}
+
+{{/*
+The admission paths the operator serves. kopf routes an AdmissionReview by URL path:
+POST /<handler id> runs only the handler with that id, so each webhook entry must point
+at the id of its kopf @kopf.on.validate handler (a path naming no handler is allowed
+without any check).
+*/}}
+{{- define "jobnet-operator.jobnetWebhookPath" -}}/validate-jobnet{{- end }}
+{{- define "jobnet-operator.jobrunWebhookPath" -}}/validate-jobrun{{- end }}
+
+{{/* The namespaceSelector of both webhooks. */}}
+{{- define "jobnet-operator.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector }}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else if .Values.watchNamespaces }}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values:
+      {{- range .Values.watchNamespaces }}
+      - {{ . | quote }}
+      {{- end }}
+{{- else }}
+{}
+{{- end }}
+{{- end }}
+
+{{/*
+Everything the operator calls in a watched namespace (or cluster-wide), and nothing else:
+its custom resources and their status, Events about them, the SSH credentials Secrets.
+*/}}
+{{- define "jobnet-operator.rbacRules" -}}
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobnets", "jobruns"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobnets/status", "jobruns/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+  {{- with .Values.rbac.secretNames }}
+  resourceNames:
+    {{- range . }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/* kopf peering: the operator lists/watches the peering object and patches its keep-alive into it. */}}
+{{- define "jobnet-operator.peeringRule" -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ ternary "clusterkopfpeerings" "kopfpeerings" (empty .Values.watchNamespaces) | quote }}]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
