@@ -1,0 +1,94 @@
+"""Status models of JobNet and JobRun (the operator writes them; the CRD status schemas are
+generated from them by ``jobnet crds``).
+
+Per-job status is deliberately compact (a JobRun of thousands of jobs must stay far below
+etcd's 1.5 MiB request limit): short field names, everything but ``state`` optional, and only
+a bounded tail of the output (``OUTPUT_TAIL_MAX_CHARS``); full output stays on the VM.
+Timestamps are RFC 3339 strings (``2026-11-22T03:00:00Z``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+#: Longest output tail kept in a job's status, in characters.
+OUTPUT_TAIL_MAX_CHARS = 2048
+
+JobState = Literal[
+    "Pending",
+    "Ready",
+    "Starting",
+    "Running",
+    "Stopping",
+    "Succeeded",
+    "Failed",
+    "Stopped",
+    "Stuck",
+    "Skipped",
+]
+JOB_STATES: tuple[JobState, ...] = JobState.__args__  # type: ignore[attr-defined]
+
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped", "Stuck"]
+RUN_PHASES: tuple[RunPhase, ...] = RunPhase.__args__  # type: ignore[attr-defined]
+
+
+class StatusModel(BaseModel):
+    """Base of the status models: camelCase in the API, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class JobStatus(StatusModel):
+    """The state of one job (or sub-jobnet) of a run, keyed by its path in `JobRun.status.jobs`."""
+
+    state: JobState = Field(description="Pending, Ready, Starting, Running, Stopping, Succeeded, Failed, Stopped, Stuck or Skipped.")
+    attempt: int | None = Field(default=None, ge=1, description="Execution attempt on the VM (1 = first run).")
+    host: str | None = Field(default=None, description="Address of the VM the job runs on.")
+    pid: int | None = Field(default=None, description="Process id of the job on the VM.")
+    exit_code: int | None = Field(default=None, description="Exit code of the script, once it exited.")
+    started_at: str | None = Field(default=None, description="When the job started (RFC 3339).")
+    finished_at: str | None = Field(default=None, description="When the job finished (RFC 3339).")
+    reason: str | None = Field(default=None, description="Machine-readable reason of the state, e.g. `ScriptNotFound`, `HeartbeatLost`.")
+    message: str | None = Field(default=None, description="Explanation for people.")
+    output_tail: str | None = Field(
+        default=None,
+        max_length=OUTPUT_TAIL_MAX_CHARS,
+        description=f"The last lines of the job's output (at most {OUTPUT_TAIL_MAX_CHARS} characters).",
+    )
+
+
+class StateOverride(StatusModel):
+    """A state change a person requested with an override annotation (audit trail)."""
+
+    path: str = Field(description="Path of the job or sub-jobnet, e.g. `/nightly/load/step1`.")
+    from_state: JobState = Field(description="State before the override.")
+    to_state: JobState = Field(description="State after the override.")
+    by: str | None = Field(default=None, description="Who requested it, when known.")
+    at: str = Field(description="When it was applied (RFC 3339).")
+    message: str | None = Field(default=None, description="The reason given by the person.")
+
+
+class JobRunStatus(StatusModel):
+    """The observed state of a JobRun."""
+
+    phase: RunPhase = Field(default="Pending", description="Pending, Running, Succeeded, Failed, Stopped or Stuck.")
+    progress: str | None = Field(default=None, description="Finished jobs out of all jobs, e.g. `12/40`.")
+    reason: str | None = Field(default=None, description="Machine-readable reason of the phase, e.g. `InvalidJobNet`.")
+    message: str | None = Field(default=None, description="Explanation for people.")
+    started_at: str | None = Field(default=None, description="When the run started (RFC 3339).")
+    finished_at: str | None = Field(default=None, description="When the run finished (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    counts: dict[str, int] = Field(default_factory=dict, description="Number of jobs per state.")
+    jobs: dict[str, JobStatus] = Field(default_factory=dict, description="State of each job and sub-jobnet, keyed by path.")
+    overrides: list[StateOverride] = Field(default_factory=list, description="State overrides applied by people, oldest first.")
+
+
+class JobNetStatus(StatusModel):
+    """The observed state of a JobNet."""
+
+    job_count: int | None = Field(default=None, ge=0, description="Number of jobs once all expansions are expanded.")
+    valid: bool | None = Field(default=None, description="Whether the JobNet expands cleanly.")
+    message: str | None = Field(default=None, description="Why it is not valid, when it is not.")
