@@ -1,0 +1,86 @@
+"""Small helpers for tests that touch the network: polling with a deadline, address checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+import time
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+#: RFC 2544 benchmarking range: the only addresses the test VMs ever use.
+VM_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
+
+class DeadlineExceeded(AssertionError):
+    """A polled condition did not become true in time."""
+
+
+def wait_until(
+    probe: Callable[[], T],
+    *,
+    timeout: float,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> T:
+    """Call ``probe`` until it returns a truthy value (returned) or ``timeout`` seconds pass.
+
+    Exceptions from ``probe`` count as "not yet"; the last one is chained to the failure."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded(
+                f"{what} not reached within {timeout:.1f}s after {attempts} probes"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            ) from last_error
+        time.sleep(interval)
+
+
+def tcp_port_open(address: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _ip_json(*args: str) -> list[dict]:
+    out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True, timeout=10)
+    return json.loads(out.stdout or "[]")
+
+
+def host_networks() -> Iterator[tuple[ipaddress.IPv4Network, str]]:
+    """Every IPv4 network this host has an address in or a route to, with a description."""
+    for link in _ip_json("addr"):
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet":
+                net = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
+                yield net, f"address {info['local']}/{info['prefixlen']} on {link['ifname']}"
+    for route in _ip_json("route", "show", "table", "all"):
+        dst = route.get("dst", "")
+        if dst in ("", "default") or ":" in dst:
+            continue
+        try:
+            net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if route.get("type") == "blackhole" and net == VM_RANGE:
+            continue  # the VMs' own safety net, see vm.ensure_safety_route
+        yield net, f"route {dst} ({route.get('type', 'unicast')}, dev {route.get('dev', '-')})"
+
+
+def overlaps(subnet: ipaddress.IPv4Network) -> list[str]:
+    """Descriptions of every host address or route that overlaps ``subnet``."""
+    return [desc for net, desc in host_networks() if net.version == 4 and net.overlaps(subnet)]

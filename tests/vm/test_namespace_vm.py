@@ -1,0 +1,108 @@
+"""The namespace VM infrastructure itself: reachability, clean login, faults, safety checks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.netutil import tcp_port_open, wait_until
+from tests.support.vm import SLOTS_DIR, AddressOverlap, NamespaceVM, clean_stale, process_gone
+
+
+def _openssh(vm: NamespaceVM, tmp_path: Path, command: str) -> subprocess.CompletedProcess[str]:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(vm.known_hosts)
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(vm.client_key_file), "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "ConnectTimeout=5", f"{vm.user}@{vm.address}", command],
+        capture_output=True, text=True, timeout=20,
+    )
+
+
+def test_sshd_accepts_the_client_key_with_a_clean_login(vm: NamespaceVM, tmp_path: Path) -> None:
+    result = _openssh(vm, tmp_path, "id -un; command -v python3; echo HOME=$HOME; env")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == vm.user
+    assert lines[1] == "/usr/bin/python3"
+    assert f"HOME={vm.home}" in lines
+    assert "PYENV" not in result.stdout
+    assert f"Accepted publickey for {vm.user}" in vm.read_sshd_log()
+
+
+def test_exec_runs_as_the_vm_user_inside_the_namespace(vm: NamespaceVM) -> None:
+    result = vm.exec("id -u; ip -4 -o addr show")
+    uid, addresses = result.stdout.split("\n", 1)
+    assert int(uid) == vm.uid
+    assert vm.address in addresses
+    assert "192.0.2." not in addresses
+
+
+def test_cut_and_restore(vm: NamespaceVM) -> None:
+    assert tcp_port_open(vm.address, 22)
+    vm.cut()
+    assert not tcp_port_open(vm.address, 22, timeout=0.5)
+    vm.restore()
+    assert tcp_port_open(vm.address, 22)
+
+
+def test_drop_is_silent_loss(vm: NamespaceVM) -> None:
+    vm.drop()
+    with pytest.raises(TimeoutError):
+        socket.create_connection((vm.address, 22), timeout=0.5).close()
+    vm.undrop()
+    assert tcp_port_open(vm.address, 22)
+
+
+def test_crash_kills_every_process_changes_boot_id_and_keeps_the_disk(vm: NamespaceVM) -> None:
+    vm.exec("setsid sleep 300 </dev/null >/dev/null 2>&1 & echo data > ~/kept")
+    sleeper = wait_until(
+        lambda: [p for p in vm.pids() if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")],
+        timeout=5, what="sleep process in the VM",
+    )
+    old_boot_id = vm.boot_id
+
+    new_boot_id = vm.crash()
+
+    assert new_boot_id != old_boot_id
+    assert vm.pids() == []
+    assert process_gone(sleeper[0])
+    assert not tcp_port_open(vm.address, 22)
+    vm.start()
+    assert tcp_port_open(vm.address, 22)
+    assert (vm.home / "kept").read_text() == "data\n"
+    assert vm.boot_id == new_boot_id
+
+
+def test_kill_agent_spares_other_processes(vm: NamespaceVM) -> None:
+    vm.exec("setsid sleep 300 </dev/null >/dev/null 2>&1 &")
+    wait_until(lambda: len(vm.pids()) >= 2, timeout=5, what="sleep process in the VM")
+    before = vm.pids()
+    assert vm.kill_agent() == []
+    assert vm.pids() == before
+
+
+def test_a_subnet_overlapping_an_existing_one_is_refused(vm: NamespaceVM) -> None:
+    claims_before = sorted(SLOTS_DIR.iterdir())
+    with pytest.raises(AddressOverlap, match=str(vm.host_address)):
+        NamespaceVM(subnet=str(vm.subnet)).create()
+    with pytest.raises(AddressOverlap, match="must be a /30 inside 198.18.0.0/15"):
+        NamespaceVM(subnet="192.0.2.0/30").create()
+    assert sorted(SLOTS_DIR.iterdir()) == claims_before
+
+
+def test_leftovers_of_a_dead_test_process_are_cleaned(vm: NamespaceVM) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (SLOTS_DIR / str(vm.slot)).write_text(str(dead.pid))
+    netns = vm.netns
+
+    assert vm.slot in clean_stale()
+
+    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not (SLOTS_DIR / str(vm.slot)).exists()
+    vm.slot = None  # already destroyed
