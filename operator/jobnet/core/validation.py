@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -47,6 +48,7 @@ from jobnet.core.models import (
 )
 
 Catalog = Mapping[str, JobNetSpec]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 #: Environment variable prefixes jobnet sets itself; users cannot set them.
 RESERVED_ENV_PREFIXES = ("MM_", "JOBNET_")
@@ -91,26 +93,57 @@ def problems_from_validation_error(error: ValidationError, prefix: str = "spec")
             message = "unknown field"
         elif kind == "missing":
             message = "required field is missing"
+        elif kind == "too_short":
+            minimum = item.get("ctx", {}).get("min_length")
+            message = f"needs at least {minimum} item{'' if minimum == 1 else 's'}, got none" if not item["input"] else f"needs at least {minimum} items"
         else:
             message = item["msg"][:1].lower() + item["msg"][1:]
         problems.append(Problem(path=format_location(location, prefix), message=message))
     return problems
 
 
+def _without(raw: object, locations: list[tuple[str | int, ...]]) -> object:
+    """A copy of ``raw`` with the values at ``locations`` removed (other data shared)."""
+    if not locations:
+        return raw
+    if isinstance(raw, dict):
+        dropped = {loc[0] for loc in locations if len(loc) == 1}
+        return {
+            key: _without(value, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == key])
+            for key, value in raw.items()
+            if key not in dropped
+        }
+    if isinstance(raw, list):
+        return [_without(item, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == index]) for index, item in enumerate(raw)]
+    return raw
+
+
+def _parse(model: type[ModelT], raw: object) -> tuple[ModelT | None, list[Problem]]:
+    """Parse ``raw``; on schema problems, also try without the offending fields.
+
+    The second parse lets validation report the remaining problems too (a typo in one field
+    should not hide a cycle), while the schema problems are still reported."""
+    try:
+        return model.model_validate(raw), []
+    except ValidationError as error:
+        problems = problems_from_validation_error(error)
+        repaired = _without(raw, [tuple(item["loc"]) for item in error.errors() if item["type"] != "missing"])
+        try:
+            return model.model_validate(repaired), problems
+        except ValidationError:
+            return None, problems
+
+
 def parse_jobnet(raw: object) -> JobNetSpec | list[Problem]:
     """Parse a JobNet ``spec`` mapping; on failure return every schema problem."""
-    try:
-        return JobNetSpec.model_validate(raw)
-    except ValidationError as error:
-        return problems_from_validation_error(error)
+    spec, problems = _parse(JobNetSpec, raw)
+    return problems if problems or spec is None else spec
 
 
 def parse_jobrun(raw: object) -> JobRunSpec | list[Problem]:
     """Parse a JobRun ``spec`` mapping; on failure return every schema problem."""
-    try:
-        return JobRunSpec.model_validate(raw)
-    except ValidationError as error:
-        return problems_from_validation_error(error)
+    spec, problems = _parse(JobRunSpec, raw)
+    return problems if problems or spec is None else spec
 
 
 # --- one JobNet on its own -------------------------------------------------------------------
@@ -352,9 +385,10 @@ def validate_jobnet(name: str, raw_or_spec: object, catalog: Catalog) -> list[Pr
     invalid = name_problem(name, "JobNet")
     if invalid:
         problems.append(Problem(path="metadata.name", message=invalid))
-    spec = raw_or_spec if isinstance(raw_or_spec, JobNetSpec) else parse_jobnet(raw_or_spec)
-    if not isinstance(spec, JobNetSpec):
-        return problems + spec
+    spec, schema_problems = (raw_or_spec, []) if isinstance(raw_or_spec, JobNetSpec) else _parse(JobNetSpec, raw_or_spec)
+    problems.extend(schema_problems)
+    if spec is None:
+        return problems
     catalog = _with(catalog, name, spec)
     problems.extend(spec_problems(spec))
     problems.extend(_reference_problems(name, spec, catalog, ""))
@@ -397,12 +431,12 @@ def validate_expansion(root: str, catalog: Catalog) -> list[Problem]:
         )
         problems.extend(_reference_problems(name, spec, catalog, prefix))
     problems.extend(_cycle_problem(root, catalog, f"JobNet/{root} "))
-    problems.extend(_host_problems(root, catalog))
+    problems.extend(host_problems(root, catalog))
     return problems
 
 
-def _host_problems(root: str, catalog: Catalog) -> list[Problem]:
-    """Script jobs that get no host from anywhere when ``root`` is run.
+def host_problems(root: str, catalog: Catalog) -> list[Problem]:
+    """Script jobs that get no host from anywhere when ``root`` (in ``catalog``) is run.
 
     Only JobNets reached without an inherited host can have such jobs, and each of them is
     visited once (a host anywhere above covers everything below)."""
@@ -436,10 +470,10 @@ def _host_problems(root: str, catalog: Catalog) -> list[Problem]:
 def validate_jobrun(raw_or_spec: object, catalog: Catalog) -> list[Problem]:
     """All problems of a JobRun (a raw ``spec`` mapping or a parsed spec), including everything
     that would stop its JobNet from expanding and running."""
-    spec = raw_or_spec if isinstance(raw_or_spec, JobRunSpec) else parse_jobrun(raw_or_spec)
-    if not isinstance(spec, JobRunSpec):
-        return spec
-    problems = env_problems(spec.env, "spec.env")
+    spec, problems = (raw_or_spec, []) if isinstance(raw_or_spec, JobRunSpec) else _parse(JobRunSpec, raw_or_spec)
+    if spec is None:
+        return problems
+    problems.extend(env_problems(spec.env, "spec.env"))
     if spec.job_net_ref not in catalog:
         problems.append(
             Problem(path="spec.jobNetRef", message=f"JobNet {spec.job_net_ref!r} does not exist in this namespace")
