@@ -1,0 +1,146 @@
+"""Install the agent zipapp on a VM over SFTP, atomically, only when it is missing or different.
+
+A VM needs nothing but sshd and ``python3`` (>= 3.8). The zipapp lands in
+``~/.jobnet/jobnet-agent-<version>.pyz``: one exec round trip checks python3 and the installed
+file's SHA-256; if they differ it is uploaded to a temporary name and renamed into place
+(``posix-rename``), so a concurrent ``serve`` never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import threading
+import uuid
+import weakref
+from pathlib import Path
+
+import paramiko
+
+from jobnet.ssh.errors import AgentInstallFailed, ConnectionLost
+
+log = logging.getLogger(__name__)
+
+MIN_PYTHON = (3, 8)
+REMOTE_DIR = ".jobnet"
+
+# Runs with the VM's python3: prints "<major>.<minor> <home> <sha256 or ->" for the given path.
+_PROBE = (
+    "import hashlib,os,sys\n"
+    "p=os.path.expanduser(sys.argv[1]);h='-'\n"
+    "try:\n"
+    " with open(p,'rb') as f: h=hashlib.sha256(f.read()).hexdigest()\n"
+    "except OSError: pass\n"
+    "print('%d.%d %s %s'%(sys.version_info[0],sys.version_info[1],os.path.expanduser('~'),h))\n"
+)
+
+
+class AgentInstaller:
+    """Ensures the operator's agent zipapp is on a VM; remembers per transport what it checked."""
+
+    def __init__(self, zipapp: Path, version: str, *, python: str = "python3", timeout: float = 30.0) -> None:
+        self.zipapp = Path(zipapp)
+        self.version = version
+        self.python = python
+        self.timeout = timeout
+        self._content = self.zipapp.read_bytes()
+        self._sha256 = hashlib.sha256(self._content).hexdigest()
+        self._installed: "weakref.WeakKeyDictionary[paramiko.Transport, str]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    @property
+    def remote_name(self) -> str:
+        return f"{REMOTE_DIR}/jobnet-agent-{self.version}.pyz"
+
+    def ensure(self, transport: paramiko.Transport, host: str) -> str:
+        """Install if needed; return the absolute path of the agent zipapp on the VM."""
+        with self._lock:
+            known = self._installed.get(transport)
+        if known:
+            return known
+        version, home, remote_sha = self._probe(transport, host)
+        path = f"{home}/{self.remote_name}"
+        if remote_sha != self._sha256:
+            self._upload(transport, host, home, path)
+            log.info("installed agent %s on %s at %s (python %s)", self.version, host, path, version)
+        with self._lock:
+            self._installed[transport] = path
+        return path
+
+    def _probe(self, transport: paramiko.Transport, host: str) -> tuple[str, str, str]:
+        command = f"{shlex.quote(self.python)} -c {shlex.quote(_PROBE)} {shlex.quote('~/' + self.remote_name)}"
+        status, out, err = run_command(transport, command, timeout=self.timeout, host=host)
+        if status == 127 or "not found" in err:
+            raise AgentInstallFailed(
+                f"{self.python} not found on {host}: the VM needs python3 >= {'.'.join(map(str, MIN_PYTHON))} for the agent"
+            )
+        fields = out.split()
+        if status != 0 or len(fields) != 3:
+            raise AgentInstallFailed(f"checking {self.python} on {host} failed (exit {status}): {err.strip()[:300]}")
+        version, home, remote_sha = fields
+        if tuple(int(part) for part in version.split(".")) < MIN_PYTHON:
+            raise AgentInstallFailed(
+                f"{self.python} on {host} is version {version}; the agent needs >= {'.'.join(map(str, MIN_PYTHON))}"
+            )
+        return version, home, remote_sha
+
+    def _upload(self, transport: paramiko.Transport, host: str, home: str, path: str) -> None:
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            if sftp is None:
+                raise AgentInstallFailed(f"SFTP is not available on {host}")
+            with sftp:
+                sftp.get_channel().settimeout(self.timeout)
+                try:
+                    sftp.mkdir(f"{home}/{REMOTE_DIR}", mode=0o700)
+                except OSError:
+                    pass  # exists (the stat of the zipapp below fails clearly if it is not a directory)
+                try:
+                    with sftp.open(temporary, "wb") as remote:
+                        remote.set_pipelined(True)
+                        remote.write(self._content)
+                    sftp.chmod(temporary, 0o644)
+                    sftp.posix_rename(temporary, path)
+                except BaseException:
+                    try:
+                        sftp.remove(temporary)
+                    except OSError:
+                        pass
+                    raise
+                if sftp.stat(path).st_size != len(self._content):
+                    raise AgentInstallFailed(f"agent upload to {host}:{path} came out truncated")
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise AgentInstallFailed(f"uploading the agent to {host}:{path} failed: {exc.__class__.__name__}: {exc}") from None
+
+
+def run_command(transport: paramiko.Transport, command: str, *, timeout: float, host: str) -> tuple[int, str, str]:
+    """Run one command in a new session; returns (exit status, stdout, stderr) as text."""
+    try:
+        channel = transport.open_session(timeout=timeout)
+        with channel:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            return channel.recv_exit_status(), out, err
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise ConnectionLost(f"running a command on {host} failed: {exc.__class__.__name__}: {exc}") from None
+
+
+def default_zipapp(cache_dir: Path) -> tuple[Path, str]:
+    """The agent zipapp to install and its version.
+
+    ``JOBNET_AGENT_ZIPAPP`` (set in the operator image) wins; otherwise it is built from the
+    installed ``jobnet_agent`` package into ``cache_dir``."""
+    import jobnet_agent
+    from jobnet_agent.bundle import build_zipapp
+
+    version = jobnet_agent.__version__
+    configured = os.environ.get("JOBNET_AGENT_ZIPAPP")
+    if configured:
+        return Path(configured), version
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return build_zipapp(cache_dir / f"jobnet-agent-{version}.pyz"), version

@@ -1,0 +1,169 @@
+"""The operator's SSH edge against a real sshd in a namespace VM: pool, host keys, auth, installer."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from jobnet.ssh import (
+    AgentInstaller,
+    AgentInstallFailed,
+    AuthenticationFailed,
+    HostConnectionPool,
+    HostKeyMismatch,
+    HostUnreachable,
+    SshCredentials,
+    SshSettings,
+    SshTarget,
+    run_command,
+)
+from tests.support.vm import NamespaceVM
+
+FAST = SshSettings(connect_timeout=1.0, handshake_timeout=3.0, auth_timeout=3.0, reconnect_backoff_min=0.05,
+                   reconnect_backoff_max=0.2)
+
+
+def target(vm: NamespaceVM) -> SshTarget:
+    return SshTarget(vm.address, 22, vm.user)
+
+
+def key_credentials(vm: NamespaceVM) -> SshCredentials:
+    return SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key)
+
+
+@pytest.fixture
+def pool() -> HostConnectionPool:
+    pool = HostConnectionPool(FAST)
+    yield pool
+    pool.close()
+
+
+def _new_key(tmp_path: Path, key_type: str, fmt: str) -> tuple[str, str]:
+    path = tmp_path / f"id_{key_type}_{fmt}"
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-m", fmt, "-N", "", "-f", str(path)], check=True, timeout=30)
+    return path.read_text(), Path(f"{path}.pub").read_text()
+
+
+def test_one_transport_per_host_with_tcp_nodelay(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    first = pool.transport(target(vm), key_credentials(vm))
+    second = pool.transport(target(vm), key_credentials(vm))
+
+    assert first is second and first.is_authenticated()
+    assert first.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert run_command(first, "id -un", timeout=5, host=vm.address) == (0, f"{vm.user}\n", "")
+    assert vm.read_sshd_log().count(f"Accepted publickey for {vm.user}") == 1
+
+
+@pytest.mark.parametrize("key_type,fmt", [("rsa", "PEM"), ("ecdsa", "PEM"), ("ed25519", "RFC4716")])
+def test_private_key_types_and_formats(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path, key_type: str, fmt: str) -> None:
+    private, public = _new_key(tmp_path, key_type, fmt)
+    vm.authorize_key(public)
+    transport = pool.transport(target(vm), SshCredentials(known_hosts=vm.known_hosts, private_key=private))
+    assert transport.is_authenticated()
+
+
+def test_password_authentication(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    transport = pool.transport(target(vm), SshCredentials(known_hosts=vm.known_hosts, password=vm.password))
+    assert transport.is_authenticated()
+    assert f"Accepted password for {vm.user}" in vm.read_sshd_log()
+
+
+def test_wrong_key_is_authentication_failed_without_the_key_in_the_message(
+    vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path
+) -> None:
+    private, _ = _new_key(tmp_path, "ed25519", "RFC4716")
+    with pytest.raises(AuthenticationFailed) as failure:
+        pool.transport(target(vm), SshCredentials(known_hosts=vm.known_hosts, private_key=private))
+    assert failure.value.code == "AuthenticationFailed"
+    assert vm.user in failure.value.message and "publickey" in failure.value.message
+    secret_line = private.splitlines()[1]
+    assert secret_line not in str(failure.value)
+
+
+def test_wrong_password_is_authentication_failed(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    with pytest.raises(AuthenticationFailed) as failure:
+        pool.transport(target(vm), SshCredentials(known_hosts=vm.known_hosts, password="not-" + vm.password))
+    assert vm.password not in str(failure.value) and "password" in failure.value.message
+
+
+def test_changed_host_key_never_authenticates(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path) -> None:
+    _, other_host_key = _new_key(tmp_path, "ed25519", "RFC4716")
+    known_hosts = f"{vm.address} {' '.join(other_host_key.split()[:2])}\n"
+
+    with pytest.raises(HostKeyMismatch, match="does not match knownHosts") as failure:
+        pool.transport(target(vm), SshCredentials(known_hosts=known_hosts, private_key=vm.client_key))
+
+    assert failure.value.code == "HostKeyMismatch"
+    log = vm.read_sshd_log()
+    assert f"Connection from {vm.host_address}" in log  # it did connect ...
+    assert "Accepted" not in log and "Postponed" not in log and "Failed" not in log  # ... but never authenticated
+
+
+def test_unknown_host_never_connects(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    known_hosts = vm.known_hosts.replace(vm.address, "198.18.255.254")
+    with pytest.raises(HostKeyMismatch, match=f"no host key for {vm.address}"):
+        pool.transport(target(vm), SshCredentials(known_hosts=known_hosts, private_key=vm.client_key))
+    assert f"Connection from {vm.host_address}" not in vm.read_sshd_log()
+
+
+def test_host_down_is_host_unreachable(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    vm.crash()  # sshd gone: connection refused
+    with pytest.raises(HostUnreachable, match=f"cannot reach sshd at {vm.address}:22"):
+        pool.transport(target(vm), key_credentials(vm))
+    vm.cut()  # link down: timeout
+    with pytest.raises(HostUnreachable, match=f"cannot reach sshd at {vm.address}:22"):
+        pool.transport(target(vm), key_credentials(vm))
+
+
+def test_reconnects_after_the_transport_dies(vm: NamespaceVM, pool: HostConnectionPool) -> None:
+    first = pool.transport(target(vm), key_credentials(vm))
+    vm.crash()
+    vm.start()
+    first.close()  # what the keepalive / channel reader notice on a real dead peer
+    second = pool.transport(target(vm), key_credentials(vm))
+    assert second is not first and second.is_authenticated()
+
+
+def test_credentials_never_show_secrets(vm: NamespaceVM) -> None:
+    creds = SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key, password="hunter2")
+    assert "hunter2" not in repr(creds) and "PRIVATE KEY" not in repr(creds)
+    with pytest.raises(ValueError, match="unknown keys \\['passwd'\\]"):
+        SshCredentials.from_secret_data({"passwd": "x", "knownHosts": vm.known_hosts})
+    with pytest.raises(ValueError, match="knownHosts"):
+        SshCredentials(known_hosts="", password="x")
+
+
+def _dummy_zipapp(path: Path, greeting: str) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__main__.py", f"print({greeting!r})\n")
+    return path
+
+
+def test_installer_uploads_once_atomically_and_replaces_a_different_build(
+    vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path
+) -> None:
+    transport = pool.transport(target(vm), key_credentials(vm))
+    installer = AgentInstaller(_dummy_zipapp(tmp_path / "a.pyz", "build-a"), "9.9.9")
+
+    path = installer.ensure(transport, vm.address)
+
+    assert path == f"{vm.home}/.jobnet/jobnet-agent-9.9.9.pyz"
+    assert run_command(transport, f"python3 {path}", timeout=10, host=vm.address)[1] == "build-a\n"
+    assert AgentInstaller(installer.zipapp, "9.9.9").ensure(transport, vm.address) == path
+    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == ["jobnet-agent-9.9.9.pyz"]
+
+    rebuilt = AgentInstaller(_dummy_zipapp(tmp_path / "b.pyz", "build-b"), "9.9.9")
+    assert rebuilt.ensure(transport, vm.address) == path
+    assert run_command(transport, f"python3 {path}", timeout=10, host=vm.address)[1] == "build-b\n"
+    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == ["jobnet-agent-9.9.9.pyz"]
+
+
+def test_installer_says_clearly_when_python3_is_missing(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path) -> None:
+    transport = pool.transport(target(vm), key_credentials(vm))
+    installer = AgentInstaller(_dummy_zipapp(tmp_path / "a.pyz", "x"), "1.0", python="python3-missing-here")
+    with pytest.raises(AgentInstallFailed, match="python3-missing-here not found on .*needs python3 >= 3.8"):
+        installer.ensure(transport, vm.address)
