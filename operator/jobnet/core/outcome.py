@@ -1,0 +1,91 @@
+"""What an agent's JobRecord means for a job's state (docs/agent-protocol.md, "Mapping").
+
+``exited`` 0 -> Succeeded; ``exited`` non-zero, ``failedToStart``, ``interrupted``, ``lost`` ->
+Failed with the record's reason; ``killed`` -> Stopped, unless the process had already exited
+on its own (then the real exit code decides, F06-F09) or the kill was a timeout (Failed,
+TimedOut); ``timedOut`` -> Failed, TimedOut. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from jobnet.core.agentproto import JobRecord, KillRequested
+from jobnet.core.states import JobState, Reason
+
+
+class Outcome(BaseModel):
+    """The final state a terminal record proves, with reason and message for people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: JobState
+    reason: str | None
+    message: str
+    exit_code: int | None
+
+
+def _kill_reason(record: JobRecord) -> str | None:
+    requested = record.kill_requested
+    if isinstance(requested, KillRequested):
+        return requested.reason
+    if isinstance(requested, str):
+        return requested
+    return None
+
+
+def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outcome | None:
+    """The outcome a terminal record proves; None while the record is not terminal.
+
+    ``kill_reason`` is the reason of the kill the operator requested ("stop"/"timeout"), when
+    it requested one: a timeout kill that the agent reports as ``killed`` is still a timeout.
+    """
+    if not record.terminal:
+        return None
+    code = record.exit_code
+    detail = f": {record.message}" if record.message else ""
+    if record.state == "exited" or (record.state == "killed" and code is not None and record.signal is None):
+        # The script ended by itself (also when a kill arrived after it had exited): the real
+        # exit code decides, whatever was requested (F06-F09).
+        if code == 0:
+            return Outcome(state=JobState.SUCCEEDED, reason=None, message="exited with code 0", exit_code=0)
+        return Outcome(
+            state=JobState.FAILED,
+            reason=record.reason or Reason.NON_ZERO_EXIT,
+            message=f"exited with code {code}{detail}",
+            exit_code=code,
+        )
+    if record.state == "timedOut" or (
+        record.state == "killed" and "timeout" in (kill_reason, _kill_reason(record))
+    ):
+        return Outcome(
+            state=JobState.FAILED,
+            reason=Reason.TIMED_OUT,
+            message=f"killed after exceeding its timeout{detail}",
+            exit_code=code,
+        )
+    if record.state == "killed":
+        return Outcome(
+            state=JobState.STOPPED,
+            reason=record.reason or Reason.STOP_REQUESTED,
+            message=f"stopped on request{detail}",
+            exit_code=code,
+        )
+    # failedToStart, interrupted, lost: the script did not finish by itself (or we cannot
+    # know how it finished) - never a success.
+    default_reason = {"failedToStart": "FailedToStart", "interrupted": "HostRebooted", "lost": "SupervisorLost"}
+    return Outcome(
+        state=JobState.FAILED,
+        reason=record.reason or default_reason[record.state],
+        message=f"agent reports {record.state}{detail}",
+        exit_code=code,
+    )
+
+
+def describe_record(record: JobRecord) -> str:
+    """Short text for messages: ``exited with code 0``, ``running (pid 42)``."""
+    if record.state == "exited":
+        return f"exited with code {record.exit_code}"
+    if record.state in ("accepted", "running"):
+        return f"{record.state}" + (f" (pid {record.pid})" if record.pid else "")
+    return record.state + (f" ({record.reason})" if record.reason else "")

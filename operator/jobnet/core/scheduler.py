@@ -1,0 +1,718 @@
+"""The reconcile decision of a JobRun: facts in, new state and actions out.
+
+Modelled on Tekton's reconciler: the edge *fetches* (JobRun status, the agents' journals,
+heartbeats, the results of the deliveries it made), this module turns those *pure facts* into
+a decision, and the edge *acts* (launch, kill, ack, post Events, patch status)::
+
+    decision = reconcile(graph, runtime, facts, policy, now, overrides=..., stops=...)
+    persist(decision.runtime)          # status first: a crash after it loses no decision
+    perform(decision.actions)          # Launch/Kill are idempotent by JobKey on the agent
+
+Nothing here reads a clock or does I/O; ``now`` is passed in (unix seconds) and the same
+inputs always give the same decision.
+
+How a job is identified on a VM: ``JobKey(run=<run uid>, path, attempt)``. A delivery that
+certainly did not reach the agent (connect refused, authentication, host key) and one whose
+outcome is unknown (the connection broke after the request left) are both retried with the
+SAME key (the agent deduplicates), up to the job's ``retry.dispatchAttempts``. Only a person's
+override to Ready makes a new attempt (a new key). Hence a script never runs twice unless a
+person asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobnet.core.agentproto import JobKey, JobRecord, KillReason
+from jobnet.core.annotations import (
+    OverrideRequest,
+    StopRequest,
+    jobs_under,
+    override_problem,
+    override_targets,
+    scope_of,
+)
+from jobnet.core.expansion import RunGraph, RunNode
+from jobnet.core.models import HostSpec, RetrySpec, StuckResolution
+from jobnet.core.outcome import describe_record, record_outcome
+from jobnet.core.states import (
+    TERMINAL_STATES,
+    UNLAUNCHED_STATES,
+    JobState,
+    Reason,
+    RunPhase,
+    StuckReason,
+    automatic_transition_allowed,
+    derive_jobnet_state,
+    override_allowed,
+    run_phase,
+    stuck_message,
+)
+
+S = JobState
+DispatchOp = Literal["launch", "kill"]
+#: ``by`` of a settlement the operator made itself from the agent's journal.
+AUTO_RESOLVER = "jobnet-operator (auto)"
+_DEFAULT_RETRY = RetrySpec()
+#: Separates a Stuck job's message from what became known later under stuckResolution Manual.
+_KNOWN_MARKER = " | now known: "
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def host_id(host: HostSpec) -> str:
+    """How hosts are named in facts and actions: ``user@address:port``."""
+    return f"{host.user}@{host.address}:{host.port}"
+
+
+# ---------------------------------------------------------------- runtime state (persisted)
+
+
+class Dispatch(_Frozen):
+    """Bookkeeping of the delivery of a launch or kill request for the job's current key."""
+
+    op: DispatchOp
+    attempts_used: int = Field(ge=1)
+    last_attempt_at: float
+    in_flight: bool = True
+    #: Some delivery may have reached the agent: giving up is then Stuck, never Failed.
+    unknown_seen: bool = False
+    last_error: str | None = None
+    last_error_message: str | None = None
+
+
+class JobRuntime(_Frozen):
+    """What the scheduler knows and remembers about one job (persisted in JobRun status)."""
+
+    state: JobState = S.PENDING
+    #: The attempt launched last (0 = never); a launch after an override to Ready is attempt+1.
+    attempt: int = Field(default=0, ge=0)
+    reason: str | None = None
+    message: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: When the job entered its current state.
+    since: float | None = None
+    #: When a Running job is killed for exceeding its timeout.
+    deadline: float | None = None
+    kill_reason: KillReason | None = None
+    dispatch: Dispatch | None = None
+
+
+class Settlement(_Frozen):
+    """A Stuck/Failed job settled by a person (override) or by the operator (auto resolution)."""
+
+    path: str
+    from_state: JobState
+    to_state: JobState
+    by: str | None
+    at: float
+    message: str
+
+
+class RunRuntime(_Frozen):
+    """The scheduler's whole persisted state of one run."""
+
+    run_uid: str = Field(min_length=1)
+    #: One entry per job path of the graph; a missing entry means Pending, never launched.
+    jobs: dict[str, JobRuntime] = Field(default_factory=dict)
+    stop_scopes: tuple[str, ...] = ()
+    settlements: tuple[Settlement, ...] = ()
+    phase: RunPhase = RunPhase.PENDING
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+# ---------------------------------------------------------------- facts (fetched by the edge)
+
+
+class DeliveryResult(_Frozen):
+    """What became of one launch/kill request the edge sent for ``key``.
+
+    ``delivered``: the agent answered (``record`` is its answer; for a kill, None means the
+    agent never saw the key). ``notDelivered``: it certainly did not reach the agent
+    (``error_code`` HostUnreachable, AuthenticationFailed or HostKeyMismatch). ``unknown``: the
+    connection broke after the request left.
+    """
+
+    key: JobKey
+    op: DispatchOp
+    outcome: Literal["delivered", "notDelivered", "unknown"]
+    record: JobRecord | None = None
+    deduplicated: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class AgentFacts(_Frozen):
+    """What the edge knows from the agents since the last reconcile (or since start)."""
+
+    #: The latest known JobRecord per key (``JobKey.text()``), from events, list or get.
+    records: Mapping[str, JobRecord] = Field(default_factory=dict)
+    #: Keys the agent answered NotFound for (it never saw them).
+    absent_keys: frozenset[str] = frozenset()
+    #: Last heartbeat received per host (:func:`host_id`), on the operator's clock.
+    heartbeats: Mapping[str, float] = Field(default_factory=dict)
+    #: Results of the deliveries made since the last reconcile.
+    deliveries: tuple[DeliveryResult, ...] = ()
+
+
+class SchedulerPolicy(_Frozen):
+    heartbeat_deadline_seconds: float = Field(default=30.0, gt=0)
+    #: A delivery without any answer after this long counts as outcome unknown (also after an
+    #: operator restart: the deliveries in flight when it died are retried with the same key).
+    dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
+    kill_grace_seconds: float = Field(default=10.0, ge=0)
+    #: ``spec.stuckResolution`` per JobNet name; the nearest enclosing JobNet decides.
+    stuck_resolution: Mapping[str, StuckResolution] = Field(default_factory=dict)
+    default_stuck_resolution: StuckResolution = "Auto"
+
+
+# ---------------------------------------------------------------- decision (acted on by the edge)
+
+
+class Launch(_Frozen):
+    """Send ``launch`` for ``key`` to the agent on ``host`` (node details: ``graph.nodes[path]``)."""
+
+    kind: Literal["launch"] = "launch"
+    key: JobKey
+    path: str
+    host: str
+
+
+class Kill(_Frozen):
+    kind: Literal["kill"] = "kill"
+    key: JobKey
+    path: str
+    host: str
+    reason: KillReason
+    grace_seconds: float
+
+
+class Ack(_Frozen):
+    """Tell the agent its final record is stored; only after the status patch succeeded."""
+
+    kind: Literal["ack"] = "ack"
+    key: JobKey
+    path: str
+    host: str
+
+
+class Event(_Frozen):
+    """A Kubernetes Event to post on the JobRun (and log)."""
+
+    kind: Literal["event"] = "event"
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    path: str | None = None
+
+
+Action = Launch | Kill | Ack | Event
+
+
+class Decision(_Frozen):
+    runtime: RunRuntime
+    actions: tuple[Action, ...]
+    #: Job paths whose runtime changed (the edge patches only these: coalesced writes).
+    changed: frozenset[str]
+    #: Derived state of every jobnet node (root and sub-jobnets).
+    jobnet_states: dict[str, JobState]
+    #: Finished jobs out of all jobs, e.g. ``12/40``.
+    progress: str
+    #: When to reconcile again even if nothing happens (retry, timeout, heartbeat deadline).
+    next_wakeup_at: float | None
+
+
+class IllegalTransition(RuntimeError):
+    """The scheduler tried a transition the table forbids: a bug, never bad input."""
+
+
+# ---------------------------------------------------------------- the reconcile
+
+
+def reconcile(
+    graph: RunGraph,
+    runtime: RunRuntime,
+    facts: AgentFacts,
+    policy: SchedulerPolicy,
+    now: float,
+    *,
+    overrides: Iterable[OverrideRequest] = (),
+    stops: Iterable[StopRequest] = (),
+) -> Decision:
+    """Decide what the run does next. Pure and deterministic."""
+    return _Reconciler(graph, runtime, facts, policy, now).run(tuple(overrides), tuple(stops))
+
+
+def job_states(graph: RunGraph, runtime: RunRuntime) -> dict[str, JobState]:
+    """The state of every job of the graph (Pending when the runtime has no entry yet)."""
+    return {
+        node.path: runtime.jobs[node.path].state if node.path in runtime.jobs else S.PENDING
+        for node in graph.jobs()
+    }
+
+
+class _Reconciler:
+    def __init__(
+        self, graph: RunGraph, runtime: RunRuntime, facts: AgentFacts, policy: SchedulerPolicy, now: float
+    ) -> None:
+        self.graph = graph
+        self.runtime = runtime
+        self.facts = facts
+        self.policy = policy
+        self.now = now
+        self.jobs: dict[str, JobRuntime] = {
+            node.path: runtime.jobs.get(node.path) or JobRuntime() for node in graph.jobs()
+        }
+        self.stop_scopes: list[str] = list(runtime.stop_scopes)
+        self.settlements: list[Settlement] = list(runtime.settlements)
+        self.records: dict[str, JobRecord] = dict(facts.records)
+        self.actions: list[Action] = []
+        self.changed: set[str] = set()
+        self.wakeups: list[float] = []
+        self.jobnet_states: dict[str, JobState] = {}
+
+    # -------------------------------------------------------------- helpers
+
+    def key(self, path: str, attempt: int | None = None) -> JobKey:
+        return JobKey(run=self.runtime.run_uid, path=path, attempt=attempt or self.jobs[path].attempt)
+
+    def node(self, path: str) -> RunNode:
+        return self.graph.nodes[path]
+
+    def retry(self, path: str) -> RetrySpec:
+        return self.node(path).retry or _DEFAULT_RETRY
+
+    def resolution(self, path: str) -> StuckResolution:
+        parent = self.node(path).parent
+        while parent is not None:
+            jobnet = self.node(parent)
+            if jobnet.expanded_from in self.policy.stuck_resolution:
+                return self.policy.stuck_resolution[jobnet.expanded_from]
+            parent = jobnet.parent
+        return self.policy.default_stuck_resolution
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str, path: str | None) -> None:
+        self.actions.append(Event(type=type_, reason=reason, message=message, path=path))
+
+    def update(self, path: str, *, override: bool = False, **changes: object) -> JobRuntime:
+        job = self.jobs[path]
+        new_state = changes.get("state", job.state)
+        assert isinstance(new_state, JobState)
+        if new_state != job.state:
+            allowed = override_allowed if override else automatic_transition_allowed
+            if not allowed(job.state, new_state):
+                raise IllegalTransition(f"{path}: {job.state} -> {new_state} is not allowed")
+            changes["since"] = self.now
+        updated = job.model_copy(update=changes)
+        if updated != job:
+            self.jobs[path] = updated
+            self.changed.add(path)
+        return updated
+
+    def host_of(self, path: str) -> str:
+        job = self.jobs[path]
+        if job.host is not None:
+            return job.host
+        host = self.node(path).host
+        return host_id(host) if host is not None else "(no host)"
+
+    def record_for(self, path: str) -> JobRecord | None:
+        job = self.jobs[path]
+        if job.attempt == 0:
+            return None
+        return self.records.get(self.key(path).text())
+
+    def heard_from_host_since(self, path: str, since: float | None) -> bool:
+        beat = self.facts.heartbeats.get(self.host_of(path))
+        return beat is not None and (since is None or beat > since)
+
+    # -------------------------------------------------------------- the steps
+
+    def run(self, overrides: tuple[OverrideRequest, ...], stops: tuple[StopRequest, ...]) -> Decision:
+        for stop in stops:
+            self.apply_stop(stop)
+        for override in overrides:
+            self.apply_override(override)
+        for delivery in self.facts.deliveries:
+            self.apply_delivery(delivery)
+        for path in self.jobs:
+            self.apply_record(path)
+        for path in self.jobs:
+            self.check_liveness(path)
+        root_state = self.walk(self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None))
+        self.jobnet_states[self.graph.root] = root_state
+        return self.decide(root_state)
+
+    def scope_here(self, path: str, inherited: str | None) -> str | None:
+        return inherited or (path if path in self.stop_scopes else None)
+
+    def apply_stop(self, stop: StopRequest) -> None:
+        if stop.path not in self.graph.nodes:
+            self.event("Warning", "StopRejected", f"cannot stop {stop.path}: no such job or jobnet", stop.path)
+            return
+        if stop.path not in self.stop_scopes:
+            self.stop_scopes.append(stop.path)
+        who = f" by {stop.by}" if stop.by else ""
+        self.event("Normal", "StopRequested", f"stop of {stop.path} requested{who}", stop.path)
+        for path in jobs_under(self.graph, stop.path):
+            # A repeated stop re-delivers the kill to jobs whose stop outcome stayed unknown (F02).
+            if self.jobs[path].state == S.STUCK:
+                self.start_kill(path, "stop")
+
+    def apply_override(self, request: OverrideRequest) -> None:
+        states = {path: job.state for path, job in self.jobs.items()}
+        problem = (
+            f"unknown path {request.path}"
+            if request.path not in self.graph.nodes
+            else override_problem(self.graph, states, self.stop_scopes, request.path, request.state)
+        )
+        if problem is not None:
+            self.event("Warning", "OverrideRejected", problem, request.path)
+            return
+        who = request.by or "an override annotation"
+        for path in override_targets(self.graph, states, request.path, request.state):
+            job = self.jobs[path]
+            was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
+            if request.state == S.READY:
+                message = f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}"
+                self.update(
+                    path, override=True, state=S.READY, reason=Reason.OVERRIDDEN, message=message,
+                    pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
+                    kill_reason=None, dispatch=None,
+                )
+            else:
+                message = f"set to {request.state} by {who} (was {was})"
+                self.update(
+                    path, override=True, state=request.state, reason=Reason.OVERRIDDEN, message=message,
+                    finished_at=self.now, dispatch=None,
+                )
+            self.settlements.append(
+                Settlement(path=path, from_state=job.state, to_state=request.state, by=request.by, at=self.now, message=message)
+            )
+            self.event("Normal", "Overridden", f"{path}: {message}", path)
+
+    def apply_delivery(self, result: DeliveryResult) -> None:
+        path = result.key.path
+        job = self.jobs.get(path)
+        dispatch = job.dispatch if job is not None else None
+        if job is None or dispatch is None or job.attempt != result.key.attempt or dispatch.op != result.op:
+            return  # stale: about an earlier attempt, or already settled by a record
+        if result.outcome == "delivered":
+            self.update(path, dispatch=None)
+            if result.record is not None:
+                self.remember(result.record)
+            elif result.op == "kill":
+                self.update(
+                    path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, finished_at=self.now,
+                    message="stopped: the agent never received the launch, so the script never ran",
+                )
+                self.event("Normal", "JobStopped", f"{path}: {self.jobs[path].message}", path)
+            if result.deduplicated and result.op == "launch":
+                self.event("Normal", "LaunchDeduplicated", f"{path}: the agent had already accepted {result.key}; not started again", path)
+            return
+        self.update(
+            path,
+            dispatch=dispatch.model_copy(
+                update={
+                    "in_flight": False,
+                    "unknown_seen": dispatch.unknown_seen or result.outcome == "unknown",
+                    "last_error": result.error_code or ("ConnectionLost" if result.outcome == "unknown" else "NotDelivered"),
+                    "last_error_message": result.error_message,
+                }
+            ),
+        )
+
+    def remember(self, record: JobRecord) -> None:
+        text = record.key.text()
+        known = self.records.get(text)
+        if known is None or record.seq >= known.seq:
+            self.records[text] = record
+
+    def apply_record(self, path: str) -> None:
+        job = self.jobs[path]
+        if job.state not in (S.STARTING, S.RUNNING, S.STOPPING, S.STUCK):
+            return
+        record = self.record_for(path)
+        if record is None:
+            if job.state in (S.RUNNING, S.STOPPING) and self.key(path).text() in self.facts.absent_keys:
+                self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
+            return
+        outcome = record_outcome(record, kill_reason=job.kill_reason)
+        if job.state == S.STUCK:
+            self.resolve_stuck(path, record)
+            return
+        if outcome is not None:
+            self.finish(path, record)
+        elif job.state == S.STARTING:
+            self.enter_running(path, record)
+        elif record.pid is not None and record.pid != job.pid:
+            self.update(path, pid=record.pid, started_at=record.started_at or job.started_at)
+
+    def enter_running(self, path: str, record: JobRecord) -> None:
+        timeout = self.node(path).timeout_seconds
+        job = self.jobs[path]
+        self.update(
+            path, state=S.RUNNING, reason=None, message=None, dispatch=None, pid=record.pid,
+            started_at=record.started_at or self.now,
+            deadline=job.deadline or (self.now + timeout if timeout else None),
+        )
+
+    def finish(self, path: str, record: JobRecord) -> None:
+        job = self.jobs[path]
+        outcome = record_outcome(record, kill_reason=job.kill_reason)
+        assert outcome is not None
+        self.update(
+            path, state=outcome.state, reason=outcome.reason, message=outcome.message,
+            exit_code=outcome.exit_code, pid=record.pid or job.pid, dispatch=None,
+            started_at=record.started_at or job.started_at, finished_at=record.ended_at or self.now,
+        )
+        if outcome.state == S.FAILED:
+            self.event("Warning", "JobFailed", f"{path} failed ({outcome.reason}): {outcome.message}", path)
+        elif outcome.state == S.STOPPED:
+            self.event("Normal", "JobStopped", f"{path}: {outcome.message}", path)
+        if not record.acknowledged:
+            self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
+
+    def resolve_stuck(self, path: str, record: JobRecord) -> None:
+        job = self.jobs[path]
+        outcome = record_outcome(record, kill_reason=job.kill_reason)
+        fresh = self.heard_from_host_since(path, job.since)
+        if outcome is None:
+            # A live record only proves something when the agent spoke after we got stuck
+            # (an old `running` record from before a cut proves nothing).
+            if not fresh:
+                return
+            if job.reason in (StuckReason.STOP_OUTCOME_UNKNOWN, StuckReason.HOST_DOWN):
+                if not record.kill_requested:
+                    return  # the kill never arrived: the person stops it again (F02)
+                target, why = S.STOPPING, "the agent confirms the kill was delivered"
+            else:
+                target, why = S.RUNNING, f"the agent reports the job {describe_record(record)}"
+        else:
+            target, why = outcome.state, f"the agent reports the job {describe_record(record)}"
+        if self.resolution(path) == "Manual":
+            stuck_text = (job.message or "").split(_KNOWN_MARKER)[0]
+            message = f"{stuck_text}{_KNOWN_MARKER}{why}; settle it with an override (stuckResolution: Manual)"
+            if message != job.message:
+                self.update(path, message=message)
+                self.event("Normal", "StuckOutcomeKnown", f"{path}: {why}; waiting for an override", path)
+            return
+        message = f"resolved automatically: {why} (was Stuck: {job.reason})"
+        if outcome is not None:
+            self.finish(path, record)
+        elif target == S.RUNNING:
+            self.enter_running(path, record)
+        else:
+            self.update(path, state=S.STOPPING, dispatch=None, reason=None, message=None)
+        self.update(path, message=message if outcome is None else f"{self.jobs[path].message}; {message}")
+        self.settlements.append(
+            Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
+        )
+        self.event("Normal", "StuckResolved", f"{path}: {message}", path)
+
+    def make_stuck(self, path: str, reason: StuckReason, *, attempts: int = 0, detail: str = "") -> None:
+        message = stuck_message(reason, host=self.host_of(path), attempts=attempts, detail=detail)
+        self.update(path, state=S.STUCK, reason=reason, message=message, dispatch=None)
+        self.event("Warning", "JobStuck", f"{path} is Stuck ({reason}): {message}", path)
+
+    def check_liveness(self, path: str) -> None:
+        job = self.jobs[path]
+        dispatch = job.dispatch
+        if dispatch is not None and job.state in (S.STARTING, S.STOPPING):
+            self.check_dispatch(path, dispatch)
+            return
+        if job.state in (S.RUNNING, S.STOPPING):
+            beat = self.facts.heartbeats.get(self.host_of(path))
+            reference = max(beat if beat is not None else float("-inf"), job.since or self.now)
+            limit = reference + self.policy.heartbeat_deadline_seconds
+            if self.now > limit:
+                self.make_stuck(path, StuckReason.HEARTBEAT_LOST, detail=f"{self.now - reference:.0f}s")
+                return
+            self.wakeups.append(limit)
+        if job.state == S.RUNNING and job.deadline is not None:
+            if self.now >= job.deadline:
+                self.event("Warning", "JobTimedOut", f"{path} exceeded its timeout of {self.node(path).timeout_seconds}s; stopping it", path)
+                self.start_kill(path, "timeout")
+            else:
+                self.wakeups.append(job.deadline)
+
+    def check_dispatch(self, path: str, dispatch: Dispatch) -> None:
+        if dispatch.in_flight:
+            expires = dispatch.last_attempt_at + self.policy.dispatch_timeout_seconds
+            if self.now < expires:
+                self.wakeups.append(expires)
+                return
+            dispatch = dispatch.model_copy(
+                update={"in_flight": False, "unknown_seen": True, "last_error": "NoAnswer",
+                        "last_error_message": f"no answer within {self.policy.dispatch_timeout_seconds:g}s"}
+            )
+            self.update(path, dispatch=dispatch)
+        retry = self.retry(path)
+        last = dispatch.last_error_message or dispatch.last_error or "unknown error"
+        if dispatch.attempts_used < retry.dispatch_attempts:
+            due = dispatch.last_attempt_at + retry.interval_seconds
+            if self.now < due:
+                self.wakeups.append(due)
+                return
+            self.update(path, dispatch=dispatch.model_copy(
+                update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
+            ))
+            self.event(
+                "Warning", "DeliveryRetried",
+                f"{path}: {dispatch.op} attempt {dispatch.attempts_used} to {self.host_of(path)} failed ({last}); "
+                f"retrying with the same key ({dispatch.attempts_used + 1}/{retry.dispatch_attempts})", path,
+            )
+            self.send(path, dispatch.op)
+            return
+        attempts = dispatch.attempts_used
+        if dispatch.op == "launch" and not dispatch.unknown_seen:
+            code = dispatch.last_error or Reason.HOST_UNREACHABLE
+            message = f"could not deliver the launch to {self.host_of(path)} after {attempts} attempt(s): {last}"
+            self.update(path, state=S.FAILED, reason=code, message=message, dispatch=None, finished_at=self.now)
+            self.event("Warning", "JobFailed", f"{path} failed ({code}): {message}", path)
+        elif dispatch.op == "launch":
+            self.make_stuck(path, StuckReason.LAUNCH_OUTCOME_UNKNOWN, attempts=attempts, detail=last)
+        elif not dispatch.unknown_seen and dispatch.last_error == Reason.HOST_UNREACHABLE:
+            self.make_stuck(path, StuckReason.HOST_DOWN, attempts=attempts, detail=last)
+        else:
+            self.make_stuck(path, StuckReason.STOP_OUTCOME_UNKNOWN, attempts=attempts, detail=last)
+
+    def send(self, path: str, op: DispatchOp) -> None:
+        job = self.jobs[path]
+        key = self.key(path)
+        if op == "launch":
+            self.actions.append(Launch(key=key, path=path, host=self.host_of(path)))
+        else:
+            self.actions.append(
+                Kill(key=key, path=path, host=self.host_of(path), reason=job.kill_reason or "stop",
+                     grace_seconds=self.policy.kill_grace_seconds)
+            )
+
+    def start_kill(self, path: str, reason: KillReason) -> None:
+        job = self.jobs[path]
+        self.update(
+            path, state=S.STOPPING, kill_reason=job.kill_reason or reason,
+            dispatch=Dispatch(op="kill", attempts_used=1, last_attempt_at=self.now),
+        )
+        self.send(path, "kill")
+        self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
+
+    def launch(self, path: str) -> None:
+        node = self.node(path)
+        job = self.jobs[path]
+        if node.host is None:
+            self.update(path, state=S.FAILED, reason=Reason.NO_HOST, finished_at=self.now,
+                        message="no host: neither the job nor any enclosing JobNet sets `host`")
+            self.event("Warning", "JobFailed", f"{path} failed ({Reason.NO_HOST}): {self.jobs[path].message}", path)
+            return
+        self.update(
+            path, state=S.STARTING, attempt=job.attempt + 1, host=host_id(node.host), reason=None,
+            message=None, pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
+            kill_reason=None, dispatch=Dispatch(op="launch", attempts_used=1, last_attempt_at=self.now),
+        )
+        self.send(path, "launch")
+        self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
+
+    # -------------------------------------------------------------- gates (the DAG walk)
+
+    def walk(self, jobnet: str, *, gate_open: bool, blocked: str | None, scope: str | None) -> JobState:
+        """Schedule the children of ``jobnet`` in topological order; return its derived state."""
+        states: dict[str, JobState] = {}
+        normal_ended: bool | None = None  # known once the first finally child comes (they come last)
+        for child_path in self.node(jobnet).children:
+            child = self.node(child_path)
+            if child.is_finally and normal_ended is None:
+                normal_ended = all(state in TERMINAL_STATES for state in states.values())
+            upstream = next(
+                (dep for dep in child.after if states[dep] in TERMINAL_STATES and states[dep] != S.SUCCEEDED), None
+            )
+            child_blocked = blocked or (f"upstream {upstream} is {states[upstream]}" if upstream else None)
+            child_open = (
+                gate_open
+                and child_blocked is None
+                and all(states[dep] == S.SUCCEEDED for dep in child.after)
+                and (not child.is_finally or normal_ended)
+            )
+            child_scope = self.scope_here(child_path, scope)
+            if child.kind == "job":
+                states[child_path] = self.schedule_job(child_path, child_open, child_blocked, child_scope)
+            else:
+                state = self.walk(child_path, gate_open=child_open, blocked=child_blocked, scope=child_scope)
+                self.jobnet_states[child_path] = states[child_path] = state
+        return derive_jobnet_state(states.values())
+
+    def schedule_job(self, path: str, gate_open: bool, blocked: str | None, scope: str | None) -> JobState:
+        job = self.jobs[path]
+        if job.state in UNLAUNCHED_STATES:
+            if scope is not None:
+                self.update(path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, finished_at=self.now,
+                            message=f"not started: {scope} was stopped")
+            elif blocked is not None:
+                self.update(path, state=S.SKIPPED, reason=Reason.UPSTREAM_NOT_SUCCEEDED, message=f"not run: {blocked}")
+            elif gate_open:
+                self.launch(path)
+            elif job.state == S.SKIPPED:
+                self.update(path, state=S.PENDING, reason=None, message=None)
+        elif job.state == S.RUNNING and scope is not None:
+            self.start_kill(path, "stop")
+        return self.jobs[path].state
+
+    # -------------------------------------------------------------- summary
+
+    def decide(self, root_state: JobState) -> Decision:
+        phase = run_phase(root_state)
+        old = self.runtime
+        started_at = old.started_at
+        if started_at is None and phase != RunPhase.PENDING:
+            started_at = self.now
+        finished = phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+        finished_at = (old.finished_at or self.now) if finished else None
+        if phase != old.phase and phase not in (RunPhase.PENDING, RunPhase.RUNNING):
+            counts = self.counts()
+            detail = ", ".join(f"{count} {state}" for state, count in counts.items())
+            self.event("Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal", f"Run{phase}", f"run is {phase}: {detail}", None)
+        runtime = RunRuntime(
+            run_uid=old.run_uid,
+            jobs=self.jobs,
+            stop_scopes=tuple(self.stop_scopes),
+            settlements=tuple(self.settlements),
+            phase=phase,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+        done = sum(1 for job in self.jobs.values() if job.state in TERMINAL_STATES)
+        future = [time for time in self.wakeups if time > self.now]
+        return Decision(
+            runtime=runtime,
+            actions=tuple(self.actions),
+            changed=frozenset(self.changed),
+            jobnet_states=self.jobnet_states,
+            progress=f"{done}/{len(self.jobs)}",
+            next_wakeup_at=min(future) if future else None,
+        )
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job in self.jobs.values():
+            counts[str(job.state)] = counts.get(str(job.state), 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def new_runtime(run_uid: str) -> RunRuntime:
+    """The runtime of a run that has not started: every job Pending."""
+    return RunRuntime(run_uid=run_uid)
+
+
+def under_stop(graph: RunGraph, runtime: RunRuntime, path: str) -> str | None:
+    """The stopped scope containing ``path``, if any (for status and messages)."""
+    return scope_of(graph, path, runtime.stop_scopes)
