@@ -1,0 +1,545 @@
+"""The Helm chart, rendered and linted offline with Helm's own Go code (helm-python-sdk).
+
+Every test renders the real chart with a set of values and asserts on the Kubernetes
+objects a cluster would receive. ``lookup`` returns nothing offline, so these renders are
+what a first install produces; the upgrade path (reusing the existing webhook Secret) is
+covered by the template's structure, not by a test here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a test dependency: pip install -e '.[test]'")
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "jobnet-operator"
+RELEASE = "jobnet-operator"
+NAMESPACE = "jobnet-system"
+FULLNAME = "jobnet-operator"
+WEBHOOK_SERVICE = f"{FULLNAME}-webhook"
+WEBHOOK_SECRET = f"{FULLNAME}-webhook-tls"
+
+#: The operator's command line, exactly as the `jobnet operator` CLI defines it.
+OPERATOR_ARGS = [
+    "--webhook-port", "9443",
+    "--webhook-cert", "/etc/jobnet/webhook/tls.crt",
+    "--webhook-key", "/etc/jobnet/webhook/tls.key",
+    "--liveness-endpoint", "http://0.0.0.0:8080/healthz",
+    "--peering", "jobnet-operator",
+    "--log-format", "json",
+]  # fmt: skip
+
+#: kopf routes an AdmissionReview by URL path to the handler with that id.
+JOBNET_WEBHOOK_PATH = "/validate-jobnet"
+JOBRUN_WEBHOOK_PATH = "/validate-jobrun"
+
+#: The only permissions the operator needs in a watched namespace (or cluster-wide).
+OPERATOR_RULES = {
+    ("jobnet.dev", "jobnets"): {"get", "list", "watch", "patch"},
+    ("jobnet.dev", "jobruns"): {"get", "list", "watch", "patch"},
+    ("jobnet.dev", "jobnets/status"): {"patch"},
+    ("jobnet.dev", "jobruns/status"): {"patch"},
+    ("", "events"): {"create", "patch"},
+    ("", "secrets"): {"get"},
+}
+PEERING_VERBS = {"list", "watch", "patch"}
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "single-namespace": {"watchNamespaces": ["batch"]},
+    "two-namespaces": {"watchNamespaces": ["batch", "etl"], "rbac": {"secretNames": ["vm1-ssh", "vm2-ssh"]}},
+    "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
+    "cert-manager-cluster-issuer": {
+        "webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}
+    },
+    "one-replica": {"replicas": 1},
+    "standalone": {"replicas": 1, "peering": {"enabled": False}},
+    "custom-image": {
+        "image": {"repository": "registry.example.com/batch/jobnet-operator", "tag": "0.1.0-rc1", "pullPolicy": "Always"}
+    },
+    "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
+    "metrics-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "crd-watch": {"rbac": {"watchCRDs": True}, "watchNamespaces": ["batch"]},
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    for template, text in sorted(manifests.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: render(values) for name, values in VALUE_SETS.items()}
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(objects, kind)
+    assert len(found) == 1, f"expected exactly one {kind}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (operator,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def rules_of(role: dict[str, Any]) -> Iterator[tuple[str, str, frozenset[str], tuple[str, ...]]]:
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                yield group, resource, frozenset(rule["verbs"]), tuple(rule.get("resourceNames", ()))
+
+
+def permissions(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verbs, _ in rules_of(role):
+        granted.setdefault((group, resource), set()).update(verbs)
+    return granted
+
+
+def shipped_crd_names(chart: Any) -> set[str]:
+    return {doc["metadata"]["name"] for crd in chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc}
+
+
+def load_pem_b64(value: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(value))
+
+
+# --- lint and schema --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_chart_lints_strict(value_set: str) -> None:
+    report = helm.lint(CHART, VALUE_SETS[value_set], strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_chart_metadata() -> None:
+    with helm.Chart.load(CHART) as chart:
+        metadata = chart.metadata
+    assert metadata["apiVersion"] == "v2"
+    assert metadata["name"] == "jobnet-operator"
+    assert metadata["appVersion"] == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"replicas": "two"}, "replicas"),
+        ({"replicas": 0}, "replicas"),
+        ({"replicaCount": 2}, "replicaCount"),
+        ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+        ({"webhook": {"timeoutSeconds": 60}}, "timeoutSeconds"),
+        ({"watchNamespaces": ["Batch_Jobs"]}, "watchNamespaces"),
+        ({"image": {"digest": "latest"}}, "digest"),
+        ({"logFormat": "xml"}, "logFormat"),
+        ({"rbac": {"secretNames": "vm1-ssh"}}, "secretNames"),
+        ({"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}}, "kind"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], named: str) -> None:
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmError) as validated:
+            chart.validate_schema(chart.merge_values(values))
+        assert named in str(validated.value)
+        with pytest.raises(helm.HelmError):
+            chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def test_schema_accepts_defaults() -> None:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(chart.values)
+
+
+def test_several_replicas_without_peering_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match="peering.enabled"):
+        render({"replicas": 2, "peering": {"enabled": False}})
+
+
+# --- Deployment ---------------------------------------------------------------------------
+
+
+def test_deployment_runs_the_operator_cli_exactly(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    operator = container(rendered["default"])
+    assert operator["command"] == ["jobnet", "operator"]
+    assert operator["args"] == OPERATOR_ARGS
+
+
+def test_deployment_args_name_each_watched_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert container(rendered["two-namespaces"])["args"] == [
+        "--namespace", "batch", "--namespace", "etl", *OPERATOR_ARGS
+    ]  # fmt: skip
+
+
+def test_standalone_mode_has_no_peering(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["standalone"]
+    args = container(objects)["args"]
+    assert "--standalone" in args and "--peering" not in args
+    assert of_kind(objects, "ClusterKopfPeering") == [] and of_kind(objects, "KopfPeering") == []
+    role = one(objects, "ClusterRole")
+    assert not [r for r in rules_of(role) if r[0] == "kopf.dev"]
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    pod = one(rendered[value_set], "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(rendered[value_set])["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_pod_has_resources_tmp_and_webhook_certificate(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["default"]
+    operator = container(objects)
+    assert set(operator["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(operator["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(operator["resources"]["limits"])
+    mounts = {m["name"]: m for m in operator["volumeMounts"]}
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    assert mounts["webhook-tls"]["mountPath"] == "/etc/jobnet/webhook"
+    assert mounts["webhook-tls"]["readOnly"] is True
+    assert volumes["webhook-tls"]["secret"]["secretName"] == WEBHOOK_SECRET
+    env = {e["name"]: e for e in operator["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_liveness_probe_hits_kopfs_liveness_endpoint(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    operator = container(rendered["default"])
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    probe = operator["livenessProbe"]["httpGet"]
+    endpoint = operator["args"][operator["args"].index("--liveness-endpoint") + 1]
+    assert endpoint == f"http://0.0.0.0:{ports[probe['port']]}{probe['path']}"
+    readiness = operator["readinessProbe"]["tcpSocket"]
+    webhook_port = operator["args"][operator["args"].index("--webhook-port") + 1]
+    assert str(ports[readiness["port"]]) == webhook_port
+
+
+@pytest.mark.parametrize(
+    ("value_set", "image", "pull_policy"),
+    [
+        ("default", "ghcr.io/jobnet-dev/jobnet-operator:0.1.0", "IfNotPresent"),
+        ("custom-image", "registry.example.com/batch/jobnet-operator:0.1.0-rc1", "Always"),
+        ("image-digest", "ghcr.io/jobnet-dev/jobnet-operator@sha256:" + "ab" * 32, "IfNotPresent"),
+    ],
+)
+def test_image_reference(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str, image: str, pull_policy: str
+) -> None:
+    operator = container(rendered[value_set])
+    assert operator["image"] == image
+    assert operator["imagePullPolicy"] == pull_policy
+
+
+@pytest.mark.parametrize(("value_set", "replicas", "has_pdb"), [("default", 2, True), ("one-replica", 1, False)])
+def test_replicas_and_disruption_budget(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str, replicas: int, has_pdb: bool
+) -> None:
+    objects = rendered[value_set]
+    assert one(objects, "Deployment")["spec"]["replicas"] == replicas
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    assert len(budgets) == int(has_pdb)
+    if has_pdb:
+        assert budgets[0]["spec"]["maxUnavailable"] == 1
+
+
+def test_two_replicas_share_one_cluster_peering_object(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["default"]
+    peering = one(objects, "ClusterKopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    args = container(objects)["args"]
+    assert peering["metadata"]["name"] == args[args.index("--peering") + 1]
+
+
+def test_namespaced_mode_has_a_peering_object_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["two-namespaces"]
+    assert of_kind(objects, "ClusterKopfPeering") == []
+    peerings = of_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["batch", "etl"]
+    assert {p["metadata"]["name"] for p in peerings} == {"jobnet-operator"}
+
+
+def test_peering_crds_ship_with_the_chart() -> None:
+    with helm.Chart.load(CHART) as chart:
+        names = shipped_crd_names(chart)
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= names
+
+
+# --- RBAC ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_rbac_has_no_wildcards(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    roles = of_kind(rendered[value_set], "ClusterRole") + of_kind(rendered[value_set], "Role")
+    assert roles
+    for role in roles:
+        for group, resource, verbs, names in rules_of(role):
+            assert "*" not in group and "*" not in resource and "*" not in verbs and "*" not in names, role
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["default"]
+    assert of_kind(objects, "Role") == []
+    role = one(objects, "ClusterRole")
+    assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]
+    }  # fmt: skip
+    service_account = one(objects, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": service_account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == service_account["metadata"]["name"]
+
+
+def test_namespaced_rbac_is_one_role_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["two-namespaces"]
+    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["batch", "etl"]
+    for role in roles:
+        assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "kopfpeerings"): PEERING_VERBS}
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted((b["metadata"]["namespace"], b["roleRef"]["kind"]) for b in bindings) == [
+        ("batch", "Role"), ("etl", "Role")
+    ]  # fmt: skip
+    for binding in bindings:
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_secret_access_can_be_restricted_by_name(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for role in of_kind(rendered["two-namespaces"], "Role"):
+        secret_rules = [r for r in rules_of(role) if r[1] == "secrets"]
+        assert secret_rules == [("", "secrets", frozenset({"get"}), ("vm1-ssh", "vm2-ssh"))]
+    default_role = one(rendered["default"], "ClusterRole")
+    assert [r[3] for r in rules_of(default_role) if r[1] == "secrets"] == [()]
+
+
+def test_crd_watch_is_opt_in(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    def crd_verbs(objects: list[dict[str, Any]]) -> set[str]:
+        return {
+            verb
+            for role in of_kind(objects, "ClusterRole")
+            for group, resource, verbs, _ in rules_of(role)
+            if resource == "customresourcedefinitions"
+            for verb in verbs
+        }
+
+    assert crd_verbs(rendered["default"]) == set()
+    assert crd_verbs(rendered["crd-watch"]) == {"list", "watch"}
+
+
+# --- webhook ------------------------------------------------------------------------------
+
+
+def webhooks_by_resource(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    configuration = one(objects, "ValidatingWebhookConfiguration")
+    found: dict[str, dict[str, Any]] = {}
+    for webhook in configuration["webhooks"]:
+        (rule,) = webhook["rules"]
+        assert rule["apiGroups"] == ["jobnet.dev"] and rule["apiVersions"] == ["v1alpha1"]
+        (resource,) = rule["resources"]
+        found[resource] = webhook
+    return found
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_webhook_rules_cover_jobnet_writes_and_jobrun_create(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    webhooks = webhooks_by_resource(rendered[value_set])
+    assert set(webhooks) == {"jobnets", "jobruns"}
+    assert sorted(webhooks["jobnets"]["rules"][0]["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+    assert webhooks["jobruns"]["rules"][0]["operations"] == ["CREATE"]
+    assert webhooks["jobnets"]["clientConfig"]["service"]["path"] == JOBNET_WEBHOOK_PATH
+    assert webhooks["jobruns"]["clientConfig"]["service"]["path"] == JOBRUN_WEBHOOK_PATH
+    names = [w["name"] for w in webhooks.values()]
+    assert len(set(names)) == 2 and all(name.count(".") >= 2 for name in names)
+    for webhook in webhooks.values():
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["sideEffects"] == "None"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert 1 <= webhook["timeoutSeconds"] <= 30
+
+
+def test_webhook_reaches_the_operators_admission_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["default"]
+    service = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"] == WEBHOOK_SERVICE)
+    deployment = one(objects, "Deployment")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    operator = container(objects)
+    container_ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert str(container_ports[port["targetPort"]]) == operator["args"][operator["args"].index("--webhook-port") + 1]
+    for webhook in webhooks_by_resource(objects).values():
+        target = webhook["clientConfig"]["service"]
+        assert (target["name"], target["namespace"], target["port"]) == (WEBHOOK_SERVICE, NAMESPACE, port["port"])
+
+
+def test_self_signed_mode_bundles_a_ca_that_signed_the_serving_certificate(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["default"]
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == WEBHOOK_SECRET
+    assert secret["type"] == "kubernetes.io/tls"
+    ca = load_pem_b64(secret["data"]["ca.crt"])
+    serving = load_pem_b64(secret["data"]["tls.crt"])
+    for webhook in webhooks_by_resource(objects).values():
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    serving.verify_directly_issued_by(ca)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in san.get_values_for_type(x509.DNSName)
+    usages = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+    key_pem = base64.b64decode(secret["data"]["tls.key"])
+    assert load_pem_private_key(key_pem, password=None).public_key() == serving.public_key()
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/webhook-tls"]) == 64
+
+
+def test_tls_material_never_appears_in_the_pod_spec_or_notes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    secret = one(rendered["default"], "Secret")
+    deployment_text = json.dumps(one(rendered["default"], "Deployment"))
+    for value in secret["data"].values():
+        assert value not in deployment_text
+        assert hashlib.sha256(value.encode()).hexdigest() not in deployment_text
+
+
+@pytest.mark.parametrize("value_set", ["cert-manager", "cert-manager-cluster-issuer"])
+def test_cert_manager_mode_issues_and_injects_the_certificate(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    objects = rendered[value_set]
+    assert of_kind(objects, "Secret") == []
+    certificate = one(objects, "Certificate")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["spec"]["secretName"] == WEBHOOK_SECRET
+    assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert "server auth" in certificate["spec"]["usages"]
+    configuration = one(objects, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    for webhook in configuration["webhooks"]:
+        assert "caBundle" not in webhook["clientConfig"]
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"]["secretName"] == WEBHOOK_SECRET
+    issuer_ref = certificate["spec"]["issuerRef"]
+    if value_set == "cert-manager":
+        issuer = one(objects, "Issuer")
+        assert issuer["spec"] == {"selfSigned": {}}
+        assert issuer_ref == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}
+    else:
+        assert of_kind(objects, "Issuer") == []
+        assert issuer_ref == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+def test_webhook_sees_only_watched_namespaces(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for webhook in webhooks_by_resource(rendered["default"]).values():
+        assert webhook["namespaceSelector"] == {}
+    for webhook in webhooks_by_resource(rendered["two-namespaces"]).values():
+        assert webhook["namespaceSelector"] == {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["batch", "etl"]}]
+        }
+
+
+def test_webhook_namespace_selector_is_configurable() -> None:
+    selector = {"matchLabels": {"jobnet.dev/enabled": "true"}}
+    objects = render({"webhook": {"namespaceSelector": selector, "failurePolicy": "Ignore", "timeoutSeconds": 5}})
+    for webhook in webhooks_by_resource(objects).values():
+        assert webhook["namespaceSelector"] == selector
+        assert webhook["failurePolicy"] == "Ignore"
+        assert webhook["timeoutSeconds"] == 5
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def test_service_monitor_is_off_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert of_kind(rendered["default"], "ServiceMonitor") == []
+    metrics = [s for s in of_kind(rendered["default"], "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert [p["port"] for p in metrics[0]["spec"]["ports"]] == [9090]
+
+
+def test_service_monitor_scrapes_the_metrics_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["metrics-monitor"]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    metrics_service = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics"))
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert ports["metrics"] == 9090
+
+
+# --- every object -------------------------------------------------------------------------
+
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration", "ClusterKopfPeering"}
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_objects_are_labelled_and_placed(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    watched = set(VALUE_SETS[value_set].get("watchNamespaces", []))
+    for obj in rendered[value_set]:
+        metadata = obj["metadata"]
+        assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE, obj["kind"]
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in metadata, obj["kind"]
+        elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
+            assert metadata["namespace"] in watched
+        else:
+            assert metadata["namespace"] == NAMESPACE, obj["kind"]
+
+
+# --- CRDs ---------------------------------------------------------------------------------
+
+
+def test_chart_crds_are_the_generated_crds() -> None:
+    generated = sorted((REPO / "crds").glob("*.yaml"))
+    if not generated:
+        pytest.skip("crds/ holds no generated CRDs yet (`jobnet crds` writes them); nothing to compare")
+    for source in generated:
+        copy = CHART / "crds" / source.name
+        assert copy.is_file(), f"{copy.relative_to(REPO)} is missing: copy it from crds/ (make crds)"
+        assert copy.read_bytes() == source.read_bytes(), f"{copy.relative_to(REPO)} differs from crds/{source.name}"
+    with helm.Chart.load(CHART) as chart:
+        shipped = shipped_crd_names(chart)
+    assert {"jobnets.jobnet.dev", "jobruns.jobnet.dev"} <= shipped
