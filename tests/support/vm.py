@@ -382,6 +382,15 @@ class NamespaceVM:
         """The private key (OpenSSH format) authorised for :attr:`user`."""
         return self.client_key_file.read_text()
 
+    def put_file(self, relative_path: str, content: str, mode: int = 0o755) -> Path:
+        """Write a file into the VM user's home (owned by the VM user); returns its path."""
+        path = self.home / relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        path.chmod(mode)
+        os.chown(path, self.uid, self.gid)
+        return path
+
     def authorize_key(self, public_key_line: str) -> None:
         with open(self.home / ".ssh" / "authorized_keys", "a") as keys:
             keys.write(public_key_line.strip() + "\n")
@@ -450,16 +459,22 @@ class NamespaceVM:
         wait_until(lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd is None or self._sshd.poll() is not None,
                    timeout=5, what=f"{self.netns} reachable again")
 
-    _DROP_RULES = (["INPUT", "!", "-i", "lo", "-j", "DROP"], ["OUTPUT", "!", "-o", "lo", "-j", "DROP"])
+    _DROP_RULES = {"in": ("INPUT", "!", "-i", "lo", "-j", "DROP"), "out": ("OUTPUT", "!", "-o", "lo", "-j", "DROP")}
 
-    def drop(self) -> None:
-        """Silently drop every packet in and out of the VM (iptables inside the namespace)."""
-        for rule in self._DROP_RULES:
-            self._in_netns(["iptables", "-w", "5", "-I", rule[0], *rule[1:]])
+    def drop(self, direction: str = "both") -> None:
+        """Silently drop packets into (``in``), out of (``out``) or both ways of the VM
+        (iptables inside the namespace). ``out`` lets requests arrive but loses every answer."""
+        for chain in self._drop_chains(direction):
+            self._in_netns(["iptables", "-w", "5", "-I", *self._DROP_RULES[chain]])
 
-    def undrop(self) -> None:
-        for rule in self._DROP_RULES:
-            self._in_netns(["iptables", "-w", "5", "-D", rule[0], *rule[1:]])
+    def undrop(self, direction: str = "both") -> None:
+        for chain in self._drop_chains(direction):
+            self._in_netns(["iptables", "-w", "5", "-D", *self._DROP_RULES[chain]])
+
+    def _drop_chains(self, direction: str) -> tuple[str, ...]:
+        if direction not in ("in", "out", "both"):
+            raise ValueError(f"direction must be 'in', 'out' or 'both', not {direction!r}")
+        return ("in", "out") if direction == "both" else (direction,)
 
     def kill_agent(self, kinds: Sequence[str] = ("serve", "supervise")) -> list[int]:
         """kill -9 the agent's processes of the given kinds; jobs themselves keep running."""
