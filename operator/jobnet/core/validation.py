@@ -95,7 +95,7 @@ def problems_from_validation_error(error: ValidationError, prefix: str = "spec")
             message = "required field is missing"
         elif kind == "too_short":
             minimum = item.get("ctx", {}).get("min_length")
-            message = f"needs at least {minimum} item{'' if minimum == 1 else 's'}, got none" if not item["input"] else f"needs at least {minimum} items"
+            message = f"needs at least {minimum} {'item' if minimum == 1 else 'items'}, got {len(item['input'])}"
         else:
             message = item["msg"][:1].lower() + item["msg"][1:]
         problems.append(Problem(path=format_location(location, prefix), message=message))
