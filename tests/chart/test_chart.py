@@ -543,3 +543,22 @@ def test_chart_crds_are_the_generated_crds() -> None:
     with helm.Chart.load(CHART) as chart:
         shipped = shipped_crd_names(chart)
     assert {"jobnets.jobnet.dev", "jobruns.jobnet.dev"} <= shipped
+
+
+def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """kopf serves POST /<handler id> with that handler only; a path naming no handler would
+    admit everything unchecked, so every webhook entry must match a registered handler."""
+    kopf = pytest.importorskip("kopf")
+    webhook_module = pytest.importorskip("jobnet.kube.webhook", reason="the operator's webhook module is not written yet")
+    registry = kopf.OperatorRegistry()
+    webhook_module.register(registry, client=None)
+    handlers = {
+        f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
+        for handler in registry._webhooks.get_all_handlers()
+        if handler.reason == "validating"  # kopf's WebhookType is a str enum, not exported
+    }
+    configured = {
+        webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
+        for resource, webhook in webhooks_by_resource(rendered["default"]).items()
+    }
+    assert configured == handlers
