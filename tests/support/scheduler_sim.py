@@ -110,8 +110,8 @@ class Run:
         return self.record(path, "exited", exit_code=code)
 
     def deliver_launch(self, path: str, outcome: str = "delivered", *, error_code: str | None = None,
-                       state: str = "running", deduplicated: bool = False) -> None:
-        record = self.record(path, state) if outcome == "delivered" else None
+                       state: str = "running", deduplicated: bool = False, **fields: Any) -> None:
+        record = self.record(path, state, **fields) if outcome == "delivered" else None
         self.deliveries.append(
             DeliveryResult(key=self.key(path), op="launch", outcome=outcome, record=record,
                            deduplicated=deduplicated, error_code=error_code, error_message=error_code)

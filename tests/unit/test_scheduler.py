@@ -1,0 +1,457 @@
+"""The reconcile decision, rule by rule (scheduling, dispatch, timeouts, overrides, phase)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobnet.core.annotations import OverrideRequest
+from jobnet.core.scheduler import (
+    AUTO_RESOLVER,
+    AgentFacts,
+    JobRuntime,
+    RunRuntime,
+    SchedulerPolicy,
+    reconcile,
+)
+from jobnet.core.states import JobState, RunPhase
+from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
+
+S = JobState
+
+
+def diamond() -> Run:
+    """a -> (b, c) -> d, plus an independent e."""
+    return Run(graph("net", net={"jobs": [job("a"), job("b", "a"), job("c", "a"), job("d", "b", "c"), job("e")]}))
+
+
+def with_sub(**extra: object) -> Run:
+    """extract -> load (sub-jobnet: s1 -> s2, s3) -> report; finally notify."""
+    return Run(
+        graph(
+            "nightly",
+            nightly={
+                "jobs": [job("extract"), sub("load", "loadnet", "extract"), job("report", "load")],
+                "finally": [job("notify")],
+            },
+            loadnet={"jobs": [job("s1"), job("s2", "s1"), job("s3")], **extra},
+        )
+    )
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def test_first_reconcile_launches_the_roots_as_attempt_1() -> None:
+    run = diamond()
+    decision = run.reconcile()
+    assert run.launched() == ["/net/a", "/net/e"]
+    launch = run.launches()[0]
+    assert launch.key.run == RUN_UID and launch.key.attempt == 1 and launch.host == HOST_ID
+    assert run.state("/net/a") == S.STARTING and run.state("/net/b") == S.PENDING
+    assert run.phase == RunPhase.RUNNING and decision.progress == "0/5"
+    assert run.runtime.started_at == run.now
+
+
+def test_a_job_becomes_ready_only_when_all_its_after_jobs_succeeded() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a", "/net/e")
+    run.finish("/net/a")
+    assert run.launched() == ["/net/b", "/net/c"]
+    run.start_and_run("/net/b", "/net/c")
+    run.finish("/net/b")
+    assert run.launched() == []
+    assert run.state("/net/d") == S.PENDING
+    run.finish("/net/c")
+    assert run.launched() == ["/net/d"]
+
+
+def test_B01_chain_fan_out_fan_in_runs_to_succeeded() -> None:
+    run = diamond()
+    run.reconcile()
+    for wave in (["/net/a", "/net/e"], ["/net/b", "/net/c"], ["/net/d"]):
+        assert sorted(run.launched()) == wave
+        run.start_and_run(*wave)
+        decision = run.finish(*wave)
+    assert run.phase == RunPhase.SUCCEEDED and decision.progress == "5/5"
+    assert all(run.state(f"/net/{name}") == S.SUCCEEDED for name in "abcde")
+    assert [e.reason for e in run.events()] == ["RunSucceeded"]
+    assert run.runtime.finished_at == run.now
+
+
+def test_acks_follow_final_records_only() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    assert run.acks() == []
+    run.finish("/net/a")
+    assert [ack.key for ack in run.acks()] == [run.key("/net/a")]
+    run.reconcile()
+    assert run.acks() == []
+
+
+def test_sub_jobnet_starts_as_a_unit_after_its_own_after() -> None:
+    run = with_sub()
+    run.reconcile()
+    assert run.launched() == ["/nightly/extract"]
+    assert run.state("/nightly/load") == S.PENDING
+    run.start_and_run("/nightly/extract")
+    run.finish("/nightly/extract")
+    assert run.launched() == ["/nightly/load/s1", "/nightly/load/s3"]
+    assert run.state("/nightly/load") == S.RUNNING
+
+
+def test_sub_jobnet_succeeds_when_all_children_succeeded_then_its_downstream_runs() -> None:
+    run = with_sub()
+    run.reconcile()
+    run.start_and_run("/nightly/extract")
+    run.finish("/nightly/extract")
+    run.start_and_run("/nightly/load/s1", "/nightly/load/s3")
+    run.finish("/nightly/load/s1", "/nightly/load/s3")
+    run.start_and_run("/nightly/load/s2")
+    assert run.state("/nightly/load") == S.RUNNING
+    run.finish("/nightly/load/s2")
+    assert run.state("/nightly/load") == S.SUCCEEDED
+    assert run.launched() == ["/nightly/report"]
+
+
+def test_sub_jobnet_fails_only_when_nothing_runs_under_it_and_its_downstream_is_skipped() -> None:
+    run = with_sub()
+    run.reconcile()
+    run.start_and_run("/nightly/extract")
+    run.finish("/nightly/extract")
+    run.start_and_run("/nightly/load/s1", "/nightly/load/s3")
+    run.finish("/nightly/load/s1", code=1)
+    assert run.state("/nightly/load/s2") == S.SKIPPED
+    assert run.state("/nightly/load") == S.RUNNING  # s3 still runs under it
+    assert run.state("/nightly/report") == S.PENDING
+    run.finish("/nightly/load/s3")
+    assert run.state("/nightly/load") == S.FAILED
+    assert run.state("/nightly/report") == S.SKIPPED
+    assert run.reason("/nightly/report") == "UpstreamNotSucceeded"
+    assert "upstream /nightly/load is Failed" in (run.runtime.jobs["/nightly/report"].message or "")
+    # finally runs whatever the outcome; the run ends Failed once nothing runs.
+    assert run.launched() == ["/nightly/notify"]
+    assert run.phase == RunPhase.RUNNING
+    run.start_and_run("/nightly/notify")
+    run.finish("/nightly/notify")
+    assert run.phase == RunPhase.FAILED
+    assert run.events("JobFailed")[0].path == "/nightly/load/s1"
+    assert run.events("RunFailed")
+
+
+def test_failed_job_skips_its_downstream_but_independent_branches_continue() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a", "/net/e")
+    run.finish("/net/a", code=7)
+    assert {p: run.state(p) for p in ("/net/b", "/net/c", "/net/d")} == {
+        "/net/b": S.SKIPPED, "/net/c": S.SKIPPED, "/net/d": S.SKIPPED,
+    }
+    assert run.phase == RunPhase.RUNNING  # e still runs
+    run.finish("/net/e")
+    assert run.phase == RunPhase.FAILED
+    assert run.runtime.jobs["/net/a"].exit_code == 7
+
+
+def test_finally_jobs_wait_for_every_normal_job_even_a_stuck_one() -> None:
+    run = with_sub()
+    run.reconcile()
+    run.deliver_launch("/nightly/extract", "unknown", error_code="ConnectionLost")
+    run.reconcile()
+    assert run.state("/nightly/extract") == S.STUCK
+    assert run.state("/nightly/notify") == S.PENDING
+    assert run.phase == RunPhase.STUCK
+
+
+def test_finally_jobs_may_depend_on_each_other() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")], "finally": [job("f1"), job("f2", "f1")]}))
+    run.reconcile()
+    run.start_and_run("/n/a")
+    run.finish("/n/a", code=1)
+    assert run.launched() == ["/n/f1"]
+    run.start_and_run("/n/f1")
+    run.finish("/n/f1")
+    assert run.launched() == ["/n/f2"]
+
+
+def test_progress_counts_finished_jobs_over_all_jobs() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a", "/net/e")
+    decision = run.finish("/net/a", "/net/e")
+    assert decision.progress == "2/5"
+
+
+def test_reconcile_is_deterministic_and_does_not_mutate_its_input() -> None:
+    run = diamond()
+    run.reconcile()
+    before = run.runtime.model_copy(deep=True)
+    facts = AgentFacts(heartbeats={HOST_ID: run.now})
+    first = reconcile(run.graph, run.runtime, facts, run.policy, run.now + 1)
+    second = reconcile(run.graph, run.runtime, facts, run.policy, run.now + 1)
+    assert first == second
+    assert run.runtime == before
+
+
+def test_runtime_round_trips_through_json_so_status_can_hold_it() -> None:
+    run = with_sub()
+    run.reconcile()
+    run.deliver_launch("/nightly/extract", "unknown", error_code="ConnectionLost")
+    run.reconcile()
+    restored = RunRuntime.model_validate_json(run.runtime.model_dump_json())
+    assert restored == run.runtime
+
+
+def test_only_changed_jobs_are_reported_for_the_status_patch() -> None:
+    run = diamond()
+    run.reconcile()
+    assert run.last.changed == {"/net/a", "/net/e"}
+    run.beat()
+    run.advance(1)
+    assert run.reconcile().changed == frozenset()
+
+
+# ---------------------------------------------------------------- agent-reported failures
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason"), [("B04", "ScriptNotFound"), ("B05", "PermissionDenied")]
+)
+def test_B04_B05_failed_to_start(scenario: str, reason: str) -> None:
+    run = diamond()
+    run.reconcile()
+    run.deliver_launch("/net/a", state="failedToStart", reason=reason, message="cannot execute /opt/a.sh")
+    run.reconcile()
+    assert run.state("/net/a") == S.FAILED
+    assert run.reason("/net/a") == reason
+    [event] = run.events("JobFailed")
+    assert event.type == "Warning" and reason in event.message and event.path == "/net/a"
+
+
+# ---------------------------------------------------------------- dispatch failures
+
+
+@pytest.mark.parametrize(
+    ("scenario", "code"),
+    [("B06", "HostUnreachable"), ("B07", "AuthenticationFailed"), ("B08", "HostKeyMismatch")],
+)
+def test_B06_B07_B08_certain_delivery_failure_fails_the_job_with_that_reason(scenario: str, code: str) -> None:
+    run = diamond()
+    run.reconcile()
+    run.deliver_launch("/net/a", "notDelivered", error_code=code)
+    run.reconcile()
+    assert run.state("/net/a") == S.FAILED
+    assert run.reason("/net/a") == code
+    assert any(code in e.message for e in run.events("JobFailed"))
+
+
+def test_certain_delivery_failure_is_retried_with_the_same_key_after_the_interval() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")], "retry": {"dispatchAttempts": 3, "intervalSeconds": 5}}))
+    run.reconcile()
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    decision = run.reconcile()
+    assert run.launched() == [] and decision.next_wakeup_at == run.now + 5
+    run.advance(5)
+    run.reconcile()
+    assert run.launched() == ["/n/a"]
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    run.advance(5)
+    run.reconcile()
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    run.advance(5)
+    run.reconcile()
+    assert {launch.key for launch in run.launches()} == {run.key("/n/a", 1)}
+    assert len(run.launches()) == 3
+    assert run.state("/n/a") == S.FAILED and run.reason("/n/a") == "HostUnreachable"
+    assert "after 3 attempt(s)" in (run.runtime.jobs["/n/a"].message or "")
+    assert len(run.events("DeliveryRetried")) == 2
+
+
+def test_a_delivery_without_any_answer_counts_as_outcome_unknown() -> None:
+    run = diamond()
+    run.reconcile()
+    run.advance(run.policy.dispatch_timeout_seconds + 1)
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "LaunchOutcomeUnknown"
+
+
+def test_stale_delivery_results_of_an_earlier_attempt_are_ignored() -> None:
+    run = diamond()
+    run.reconcile()
+    run.deliver_launch("/net/a", "unknown")
+    run.reconcile()
+    run.override("/net/a", S.READY)
+    assert run.runtime.jobs["/net/a"].attempt == 2
+    run.deliver_launch("/net/a", "notDelivered", error_code="HostUnreachable")
+    stale = run.deliveries[-1].model_copy(update={"key": run.key("/net/a", 1)})
+    run.deliveries[-1] = stale
+    run.reconcile()
+    assert run.state("/net/a") == S.STARTING
+
+
+# ---------------------------------------------------------------- timeouts
+
+
+def test_B09_timeout_kills_with_reason_timeout_and_fails_the_job_timed_out() -> None:
+    run = Run(graph("n", n={"jobs": [job("slow", timeoutSeconds=60), job("next", "slow")]}))
+    run.reconcile()
+    run.start_and_run("/n/slow")
+    assert run.last.next_wakeup_at is not None and run.last.next_wakeup_at <= run.now + 60
+    run.advance(59)
+    run.beat()
+    run.reconcile()
+    assert run.kills() == []
+    run.advance(1)
+    run.beat()
+    run.reconcile()
+    [kill] = run.kills()
+    assert kill.reason == "timeout" and kill.key == run.key("/n/slow")
+    assert run.state("/n/slow") == S.STOPPING
+    assert run.events("JobTimedOut")[0].type == "Warning"
+    run.deliver_kill("/n/slow", state="killed", signal=15)
+    run.reconcile()
+    assert run.state("/n/slow") == S.FAILED and run.reason("/n/slow") == "TimedOut"
+    assert run.state("/n/next") == S.SKIPPED
+    assert run.phase == RunPhase.FAILED
+
+
+def test_agent_enforced_timeout_is_failed_timed_out_too() -> None:
+    run = Run(graph("n", n={"jobs": [job("slow", timeoutSeconds=60)]}))
+    run.reconcile()
+    run.start_and_run("/n/slow")
+    run.record("/n/slow", "timedOut", reason="TimedOut", signal=15)
+    run.beat()
+    run.reconcile()
+    assert run.state("/n/slow") == S.FAILED and run.reason("/n/slow") == "TimedOut"
+
+
+# ---------------------------------------------------------------- heartbeats
+
+
+def test_heartbeat_lost_past_the_deadline_makes_a_running_job_stuck() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.advance(30)
+    run.reconcile()
+    assert run.state("/net/a") == S.RUNNING
+    run.advance(1)
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "HeartbeatLost"
+    assert run.events("JobStuck")[0].type == "Warning"
+
+
+def test_running_job_the_agent_no_longer_knows_is_stuck_agent_lost() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    del run.records[run.key("/net/a").text()]
+    run.absent.add(run.key("/net/a").text())
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_override_to_ready_reruns_as_the_next_attempt_and_unskips_downstream() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a", "/net/e")
+    run.finish("/net/a", "/net/e", code=1)
+    assert run.phase == RunPhase.FAILED and run.state("/net/b") == S.SKIPPED
+    run.override("/net/a", S.READY)
+    [launch] = run.launches()[-1:]
+    assert launch.key.attempt == 2 and launch.path == "/net/a"
+    assert run.state("/net/b") == S.PENDING
+    assert run.phase == RunPhase.RUNNING and run.runtime.finished_at is None
+    [settlement] = run.runtime.settlements
+    assert (settlement.from_state, settlement.to_state, settlement.by) == (S.FAILED, S.READY, "alice")
+    assert run.events("Overridden")[0].path == "/net/a"
+
+
+def test_override_failed_to_succeeded_bypasses_it_and_downstream_runs() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.finish("/net/a", code=1)
+    run.override("/net/a", S.SUCCEEDED)
+    assert run.launched() == ["/net/b", "/net/c"]
+    assert run.reason("/net/a") == "Overridden"
+
+
+def test_illegal_override_is_refused_with_an_event_naming_the_state() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.override("/net/a", S.SUCCEEDED)
+    assert run.state("/net/a") == S.RUNNING
+    [event] = run.events("OverrideRejected")
+    assert event.type == "Warning" and "/net/a is Running" in event.message
+    assert run.runtime.settlements == ()
+
+
+def test_override_of_a_sub_jobnet_settles_every_stuck_job_under_it() -> None:
+    run = with_sub()
+    run.reconcile()
+    run.start_and_run("/nightly/extract")
+    run.finish("/nightly/extract")
+    run.deliver_launch("/nightly/load/s1", "unknown")
+    run.deliver_launch("/nightly/load/s3", "unknown")
+    run.reconcile()
+    assert run.state("/nightly/load") == S.STUCK and run.phase == RunPhase.STUCK
+    run.override("/nightly/load", S.SUCCEEDED)
+    assert run.state("/nightly/load/s1") == S.SUCCEEDED and run.state("/nightly/load/s3") == S.SUCCEEDED
+    assert run.launched() == ["/nightly/load/s2"]
+    assert [s.path for s in run.runtime.settlements] == ["/nightly/load/s1", "/nightly/load/s3"]
+
+
+def test_override_requests_are_revalidated_when_applied() -> None:
+    run = diamond()
+    run.reconcile()
+    run.reconcile(overrides=[OverrideRequest(path="/net/zzz", state=S.FAILED)])
+    assert "unknown path /net/zzz" in run.events("OverrideRejected")[0].message
+
+
+# ---------------------------------------------------------------- phase
+
+
+def test_run_is_stuck_only_when_nothing_else_can_progress() -> None:
+    run = diamond()
+    run.reconcile()
+    run.deliver_launch("/net/a", "unknown")
+    run.start_and_run("/net/e")
+    assert run.state("/net/a") == S.STUCK
+    assert run.phase == RunPhase.RUNNING
+    run.finish("/net/e")
+    assert run.phase == RunPhase.STUCK
+    assert run.events("RunStuck")[0].type == "Warning"
+
+
+def test_runtime_entries_default_to_pending() -> None:
+    run = diamond()
+    run.runtime = RunRuntime(run_uid=RUN_UID, jobs={"/net/a": JobRuntime(state=S.SUCCEEDED, attempt=1)})
+    run.reconcile()
+    assert sorted(run.launched()) == ["/net/b", "/net/c", "/net/e"]
+
+
+def test_stuck_resolution_policy_nearest_jobnet_wins() -> None:
+    run = with_sub()
+    run.policy = SchedulerPolicy(stuck_resolution={"nightly": "Auto", "loadnet": "Manual"})
+    run.reconcile()
+    run.deliver_launch("/nightly/extract", "unknown")
+    run.reconcile()
+    run.exited("/nightly/extract")
+    run.advance(1)
+    run.beat()
+    run.reconcile()
+    assert run.state("/nightly/extract") == S.SUCCEEDED  # Auto at the root
+    run.deliver_launch("/nightly/load/s1", "unknown")
+    run.start_and_run("/nightly/load/s3")
+    run.exited("/nightly/load/s1")
+    run.advance(1)
+    run.beat()
+    run.reconcile()
+    assert run.state("/nightly/load/s1") == S.STUCK  # Manual inside loadnet
+    assert run.runtime.settlements[0].by == AUTO_RESOLVER
