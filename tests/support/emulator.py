@@ -58,7 +58,10 @@ from kmock import KubernetesEmulator, ResourceInfo, resource
 from kmock._internal import rendering
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-CRDS_DIR = REPO_ROOT / "crds"
+#: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
+CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds")
+#: What a real API server accepts as metadata.name of most objects (a DNS-1123 subdomain).
+OBJECT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
 ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace (None if cluster-scoped), name
@@ -67,18 +70,6 @@ Body = dict[str, Any]
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the same as Kubernetes' (no vowels)
 DEFAULT_WATCH_TIMEOUT = 1800.0
 WEBHOOK_TIMEOUT_DEFAULT = 10.0
-
-# kopf's peering resources: registered so that `--peering` works against the emulator.
-KOPF_PEERINGS = {
-    "kopf.dev/v1/kopfpeerings": ResourceInfo(
-        kind="KopfPeering", singular="kopfpeering", namespaced=True,
-        verbs={"get", "list", "watch", "patch", "create", "delete", "update"},
-    ),
-    "kopf.dev/v1/clusterkopfpeerings": ResourceInfo(
-        kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False,
-        verbs={"get", "list", "watch", "patch", "create", "delete", "update"},
-    ),
-}
 
 # Server-side Table columns of built-in resources that tests look at with kubectl.
 BUILTIN_COLUMNS: dict[ResourceKey, list[dict[str, Any]]] = {
@@ -370,7 +361,7 @@ def parse_api_path(path: str) -> ApiPath | None:
 
 # --- the emulator ----------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     resource: ResourceKey
     namespace: str | None
@@ -420,8 +411,6 @@ class ApiEmulator(KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources.load_bundled()
-        for key, info in KOPF_PEERINGS.items():
-            self.resources[key] = info
         self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
 
     # -- the HTTP entry point (replaces kmock's DSL, which scans the whole request history) --
@@ -693,6 +682,11 @@ class ApiEmulator(KubernetesEmulator):
                 raise ApiError(422, "Invalid", f'{info.kind} "" is invalid: metadata.name: Required value: name or generateName is required')
             meta["name"] = meta["generateName"] + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
         name = meta["name"]
+        if len(name) > 253 or not OBJECT_NAME_RE.match(name):
+            raise ApiError(422, "Invalid",
+                           f'{info.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
+                           "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start "
+                           "and end with an alphanumeric character")
         key = (rkey, namespace if info.namespaced else None, name)
         if key in self._store:
             raise ApiError(409, "AlreadyExists", f'{self._kind_label(rkey)} "{name}" already exists',
@@ -819,10 +813,10 @@ class ApiEmulator(KubernetesEmulator):
                 columns=list(columns) if columns is not None else [AGE_COLUMN],
             )
 
-    def load_crds(self, directory: pathlib.Path = CRDS_DIR) -> int:
-        """Register every CustomResourceDefinition found in ``directory/*.yaml``."""
+    def load_crds(self, directories: tuple[pathlib.Path, ...] = CRD_DIRS) -> int:
+        """Register every CustomResourceDefinition found in ``*.yaml`` of ``directories``."""
         count = 0
-        for path in sorted(directory.glob("*.yaml")):
+        for path in sorted(p for directory in directories for p in directory.glob("*.yaml")):
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     self.put_object(doc)
@@ -913,7 +907,7 @@ class ApiEmulator(KubernetesEmulator):
         explanation = status.get("message") or status.get("reason") or ""
         message = (f'admission webhook "{name}" denied the request: {explanation}' if explanation
                    else f'admission webhook "{name}" denied the request without explanation')
-        raise ApiError(code, status.get("reason") or "Forbidden", message)
+        raise ApiError(code, status.get("reason") or "", message)
 
     # -- replies: JSON objects or server-side Tables --
 

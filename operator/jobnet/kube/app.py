@@ -1,0 +1,193 @@
+"""The kopf operator: settings, login, and the JobNet/JobRun handlers.
+
+Every handler is registered on a registry built here (never kopf's global one), so importing
+this module has no side effects and tests can build as many operators as they like.
+
+A JobRun is re-validated and expanded when it is created, because admission cannot stop
+every race (a JobNet it needs may be deleted after the JobRun was admitted, or the webhook
+may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Failed`` with
+reason ``InvalidJobNet``, a message naming every problem, and a Warning Event; a valid one
+becomes ``Pending`` with its job count, and its expanded graph is handed to the
+:class:`RunStarter` (the runtime that dispatches jobs plugs in there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import kopf
+
+from jobnet.core.expansion import RunGraph, expand, job_count
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.validation import parse_jobnet, validate_jobnet
+from jobnet.kube import webhook
+from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient, Timeouts
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of the annotations kopf keeps its handler progress in.
+ANNOTATIONS_PREFIX = "jobnet.dev"
+INVALID_JOBNET = "InvalidJobNet"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where the admission server listens and how it is reached."""
+
+    port: int = 9443
+    listen_address: str = "0.0.0.0"
+    host: str | None = None  # the host name in the webhook URL kopf advertises
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+    managed_configuration: str | None = None  # let kopf own a ValidatingWebhookConfiguration
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything ``jobnet operator`` is told on its command line."""
+
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    peering_name: str | None = None
+    standalone: bool = False
+    watch_server_timeout: float = 60.0
+    watch_client_timeout: float = 75.0
+    connect_timeout: float = 10.0
+    request_timeout: float = 30.0
+    retry_delay: float = 5.0  # before retrying a handler after an API failure
+
+
+class RunStarter(Protocol):
+    """Receives each valid JobRun's expanded graph once its status is ``Pending``."""
+
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None: ...
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf settings: explicit watch timeouts (kopf hangs without them), annotations-only
+    bookkeeping (status is ours and schema-checked), and the admission server."""
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_client_timeout
+    settings.watching.connect_timeout = config.connect_timeout
+    settings.networking.connect_timeout = config.connect_timeout
+    settings.networking.request_timeout = config.request_timeout
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+    settings.posting.reporting_component = "jobnet-operator"
+    settings.peering.mandatory = config.peering_name is not None
+    hook = config.webhook
+    settings.admission.server = kopf.WebhookServer(
+        addr=hook.listen_address, port=hook.port, host=hook.host,
+        certfile=hook.cert_file, pkeyfile=hook.key_file, insecure=hook.insecure,
+    )
+    settings.admission.managed = hook.managed_configuration
+
+
+def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStarter | None = None) -> kopf.OperatorRegistry:
+    """The operator's handlers, bound to ``client`` (and ``starter`` for valid JobRuns)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def apply_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings, config)
+
+    @kopf.on.login(registry=registry)
+    async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            await client.connect(info)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def close_client(**_: Any) -> None:
+        await client.close()
+
+    webhook.register(registry, client)
+
+    @kopf.on.create(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
+    async def start_jobrun(body: kopf.Body, name: str, namespace: str, uid: str, **_: Any) -> None:
+        if body.get("status", {}).get("phase"):
+            return  # started before (kopf replays a handler whose outcome it did not record)
+        try:
+            await _start(body, name, namespace, uid, client, starter)
+        except KubeApiError as e:
+            raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
+
+    @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
+    @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", field="spec", registry=registry)
+    @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
+    async def describe_jobnet(name: str, namespace: str, spec: Any, **_: Any) -> None:
+        try:
+            jobnets = await client.list_jobnets(namespace)
+            problems = validate_jobnet(name, dict(spec), jobnets.catalog)
+            if problems:
+                status = {"valid": False, "jobCount": None,
+                          "message": webhook.describe_problems(f"JobNet {name!r}", problems)}
+            else:
+                # Valid: it parses, and no expansion is missing or cyclic, so counting terminates.
+                parsed = parse_jobnet(dict(spec))
+                assert isinstance(parsed, JobNetSpec)
+                catalog = {**jobnets.catalog, name: parsed}
+                status = {"valid": True, "message": None, "jobCount": job_count(name, catalog)}
+            await client.patch_status(JOBNETS, namespace, name, status)
+        except KubeApiError as e:
+            raise kopf.TemporaryError(f"cannot describe JobNet {name!r} yet: {e}", delay=config.retry_delay) from None
+
+    return registry
+
+
+async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
+                 client: KubeClient, starter: RunStarter | None) -> None:
+    jobnets = await client.list_jobnets(namespace)
+    spec = dict(body.get("spec", {}))
+    reference = spec.get("jobNetRef")
+    problems = webhook.jobrun_problems(spec, jobnets.catalog, jobnets.broken)
+    generation = body.get("metadata", {}).get("generation")
+    if problems:
+        message = webhook.describe_problems(f"JobRun {name!r} cannot start: JobNet {reference!r}", problems)
+        await client.patch_status(JOBRUNS, namespace, name, {
+            "phase": "Failed", "reason": INVALID_JOBNET, "message": message,
+            "finishedAt": _now(), "observedGeneration": generation,
+        })
+        await client.post_event(body, "Warning", INVALID_JOBNET, message)
+        logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
+        return
+    graph = expand(reference, jobnets.catalog, run_id=uid)
+    jobs = len(graph.jobs())
+    await client.patch_status(JOBRUNS, namespace, name, {
+        "phase": "Pending", "progress": f"0/{jobs}", "observedGeneration": generation,
+        "counts": {"Pending": jobs},
+    })
+    logger.info("JobRun %s/%s expanded JobNet %r into %d jobs", namespace, name, reference, jobs)
+    if starter is not None:
+        await starter.start(body, graph)
+
+
+async def run(config: OperatorConfig, starter: RunStarter | None = None) -> None:
+    """Run the operator until it is told to stop (SIGTERM/SIGINT)."""
+    client = KubeClient(Timeouts(connect=config.connect_timeout, request=config.request_timeout))
+    registry = build_registry(config, client, starter)
+    await kopf.operator(
+        registry=registry,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=config.standalone,
+        peering_name=config.peering_name,
+        liveness_endpoint=config.liveness_endpoint,
+    )
+
+
+def run_blocking(config: OperatorConfig, starter: RunStarter | None = None) -> None:
+    asyncio.run(run(config, starter))

@@ -1,0 +1,88 @@
+"""``jobnet operator``: command-line arguments and start-up of the kopf operator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+
+from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
+
+LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", dest="namespaces", action="append", default=[], metavar="NS",
+                        help="watch this namespace (repeatable; default: all namespaces)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
+    hook = parser.add_argument_group("admission webhook")
+    hook.add_argument("--webhook-port", type=int, default=9443, help="port of the admission server (default: 9443)")
+    hook.add_argument("--webhook-listen-address", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    hook.add_argument("--webhook-host", help="host name the API server reaches the webhook at (default: the listen address)")
+    hook.add_argument("--webhook-cert", help="TLS certificate file of the admission server (PEM)")
+    hook.add_argument("--webhook-key", help="TLS private key file of the admission server (PEM)")
+    hook.add_argument("--webhook-insecure", action="store_true",
+                      help="serve plain HTTP (tests and `jobnet dev` only; a real API server requires HTTPS)")
+    hook.add_argument("--webhook-configuration", metavar="NAME",
+                      help="let the operator create and maintain the ValidatingWebhookConfiguration NAME "
+                           "(default: it is installed by the Helm chart)")
+    parser.add_argument("--liveness-endpoint", default="http://0.0.0.0:8080/healthz",
+                        help="kopf's liveness endpoint URL (default: http://0.0.0.0:8080/healthz)")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (mandatory if given)")
+    peering.add_argument("--standalone", action="store_true", help="no peering: only ever run one replica")
+    parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
+    parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages too")
+    timing = parser.add_argument_group("deadlines (seconds)")
+    timing.add_argument("--watch-server-timeout", type=_positive, default=60.0,
+                        help="the API server ends each watch request after this long (default: 60)")
+    timing.add_argument("--watch-client-timeout", type=_positive, default=75.0,
+                        help="give up on a silent watch request after this long (default: 75)")
+    timing.add_argument("--connect-timeout", type=_positive, default=10.0, help="TCP connect to the API server (default: 10)")
+    timing.add_argument("--request-timeout", type=_positive, default=30.0, help="one API request (default: 30)")
+    timing.add_argument("--retry-delay", type=_positive, default=5.0,
+                        help="before retrying a handler after an API failure (default: 5)")
+
+
+def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
+    if bool(args.webhook_cert) != bool(args.webhook_key):
+        raise SystemExit("jobnet operator: --webhook-cert and --webhook-key go together")
+    if args.webhook_insecure and args.webhook_cert:
+        raise SystemExit("jobnet operator: --webhook-insecure cannot be combined with --webhook-cert/--webhook-key")
+    if args.watch_client_timeout <= args.watch_server_timeout:
+        raise SystemExit("jobnet operator: --watch-client-timeout must be longer than --watch-server-timeout")
+    return OperatorConfig(
+        namespaces=tuple(args.namespaces),
+        webhook=WebhookConfig(
+            port=args.webhook_port, listen_address=args.webhook_listen_address, host=args.webhook_host,
+            cert_file=args.webhook_cert, key_file=args.webhook_key, insecure=args.webhook_insecure,
+            managed_configuration=args.webhook_configuration,
+        ),
+        liveness_endpoint=args.liveness_endpoint or None,
+        peering_name=args.peering,
+        standalone=args.standalone,
+        watch_server_timeout=args.watch_server_timeout,
+        watch_client_timeout=args.watch_client_timeout,
+        connect_timeout=args.connect_timeout,
+        request_timeout=args.request_timeout,
+        retry_delay=args.retry_delay,
+    )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    config = config_from_arguments(args)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's kubeconfig login
+    kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
+    logging.getLogger("jobnet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    run_blocking(config)
+    return 0

@@ -1,0 +1,176 @@
+"""All of the operator's own Kubernetes API I/O, in one place (like kopf's ``_cogs/clients``).
+
+kopf does the watching, the handler bookkeeping and the Events it posts itself; everything
+else the operator reads or writes goes through :class:`KubeClient`: the namespace's JobNets
+(for validation and expansion), status patches of JobRuns and JobNets, and Events.
+
+Credentials come from the same kopf login as the rest of the operator (a service account
+in-cluster, a kubeconfig outside), and are never logged: error messages name the request,
+never a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.validation import Problem, parse_jobnet
+
+JOBNETS = "jobnets"
+JOBRUNS = "jobruns"
+Body = dict[str, Any]
+
+
+class KubeApiError(Exception):
+    """The API server refused a request (or could not be reached); says which request."""
+
+    def __init__(self, what: str, status: int | None, detail: str) -> None:
+        super().__init__(f"{what}: {f'HTTP {status}: ' if status else ''}{detail}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Deadlines of the operator's own API requests, in seconds."""
+
+    connect: float = 10.0
+    request: float = 30.0
+
+
+@dataclass(frozen=True)
+class NamespaceJobNets:
+    """The JobNets of one namespace: those that parse, and the problems of those that do not."""
+
+    catalog: dict[str, JobNetSpec]
+    broken: dict[str, list[Problem]]
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    if not info.server.startswith("https://"):
+        return False
+    context = ssl.create_default_context(
+        cafile=info.ca_path,
+        cadata=base64.b64decode(info.ca_data).decode() if info.ca_data else None,
+    )
+    if info.certificate_path or info.certificate_data:
+        # ssl wants files for client certificates; data from a kubeconfig goes to private temp files.
+        with tempfile.NamedTemporaryFile("wb") as cert, tempfile.NamedTemporaryFile("wb") as key:
+            cert_path, key_path = info.certificate_path, info.private_key_path
+            if info.certificate_data:
+                cert.write(base64.b64decode(info.certificate_data))
+                cert.flush()
+                cert_path = cert.name
+            if info.private_key_data:
+                key.write(base64.b64decode(info.private_key_data))
+                key.flush()
+                key_path = key.name
+            context.load_cert_chain(cert_path, key_path)  # type: ignore[arg-type]
+    return context
+
+
+class KubeClient:
+    """A small async client for the operator's own requests (see the module docstring)."""
+
+    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect)
+        self._server = ""
+        self._headers: dict[str, str] = {}
+        self._ssl: ssl.SSLContext | bool = False
+        self._session: aiohttp.ClientSession | None = None
+
+    async def connect(self, info: kopf.ConnectionInfo) -> None:
+        """Use these credentials from now on (called at every kopf login, also re-logins)."""
+        await self.close()
+        self._server = info.server.rstrip("/")
+        self._headers = {"Accept": "application/json"}
+        if info.token:
+            self._headers["Authorization"] = f"Bearer {info.token}"
+        elif info.username and info.password:
+            basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
+        self._ssl = _ssl_context(info)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, what: str, *, json: Any = None,
+                       content_type: str = "application/json") -> Body:
+        if not self._server:
+            raise KubeApiError(what, None, "not logged in to the API server yet")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        try:
+            async with self._session.request(
+                method, f"{self._server}{path}", json=json, ssl=self._ssl,
+                headers={"Content-Type": content_type} if json is not None else None,
+            ) as response:
+                payload = await response.json(content_type=None)
+                if response.status >= 400:
+                    message = payload.get("message") if isinstance(payload, dict) else None
+                    raise KubeApiError(what, response.status, message or response.reason or "request failed")
+                return payload if isinstance(payload, dict) else {}
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise KubeApiError(what, None, f"the API server is unreachable ({type(e).__name__}: {e})") from None
+
+    @staticmethod
+    def _path(plural: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
+        return path + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
+
+    async def list_jobnets(self, namespace: str) -> NamespaceJobNets:
+        """The namespace's JobNets, parsed; a JobNet whose spec does not parse is in ``broken``."""
+        reply = await self._request("GET", self._path(JOBNETS, namespace), f"listing JobNets in {namespace!r}")
+        catalog: dict[str, JobNetSpec] = {}
+        broken: dict[str, list[Problem]] = {}
+        for item in reply.get("items", []):
+            name = item.get("metadata", {}).get("name", "")
+            parsed = parse_jobnet(item.get("spec"))
+            if isinstance(parsed, JobNetSpec):
+                catalog[name] = parsed
+            else:
+                broken[name] = parsed
+        return NamespaceJobNets(catalog, broken)
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+        """Merge-patch the status subresource of a JobNet or JobRun."""
+        return await self._request(
+            "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
+            json={"status": dict(status)}, content_type="application/merge-patch+json",
+        )
+
+    async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Post a core v1 Event about ``involved`` (a JobNet or JobRun body)."""
+        meta = involved.get("metadata", {})
+        namespace = meta.get("namespace", "default")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'jobnet')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+                "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "jobnet-operator"},
+            "reportingComponent": "jobnet-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", json=event)

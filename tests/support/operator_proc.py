@@ -1,0 +1,227 @@
+"""Run the REAL operator (``jobnet operator``) as a subprocess against the API emulator.
+
+The operator gets a kubeconfig pointing at the emulator, a plain-HTTP webhook server on a
+free localhost port, and writes its log to a file the test can read and assert on.
+:func:`register_webhooks` installs the same ValidatingWebhookConfiguration as the Helm
+chart, with a URL instead of a Service, so ``kubectl apply`` against the emulator goes
+through the operator's real admission webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.support.emulator import EmulatorServer, free_port
+
+WEBHOOK_CONFIGURATION = "jobnet-operator"
+WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
+    "jobnets.validate.jobnet.dev": ("/validate-jobnet", "jobnets", ["CREATE", "UPDATE", "DELETE"]),
+    "jobruns.validate.jobnet.dev": ("/validate-jobrun", "jobruns", ["CREATE"]),
+}
+
+
+class OperatorNotReady(AssertionError):
+    pass
+
+
+def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail") -> None:
+    """Install the chart's ValidatingWebhookConfiguration, calling ``base_url`` directly."""
+    emulator.put({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION},
+        "webhooks": [
+            {
+                "name": name,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": 10,
+                "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["v1alpha1"], "resources": [resource],
+                           "operations": operations, "scope": "Namespaced"}],
+                "clientConfig": {"url": f"{base_url}{path}"},
+            }
+            for name, (path, resource, operations) in WEBHOOKS.items()
+        ],
+    })
+
+
+def unregister_webhooks(emulator: EmulatorServer) -> None:
+    emulator.remove("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", None, WEBHOOK_CONFIGURATION)
+
+
+class OperatorProcess:
+    """One ``jobnet operator`` subprocess; ``start``/``stop``/``kill``/``restart`` it at will."""
+
+    def __init__(
+            self, emulator: EmulatorServer, workdir: Path, *,
+            namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+            ready_timeout: float = 30.0,
+    ) -> None:
+        self.emulator = emulator
+        self.workdir = workdir
+        self.namespaces = namespaces
+        self.extra_args = extra_args
+        self.ready_timeout = ready_timeout
+        self.webhook_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}"
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.liveness_port}/healthz"
+
+    def command(self) -> list[str]:
+        args = [
+            "operator", f"--kubeconfig={self.emulator.kubeconfig}",
+            "--webhook-insecure", "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
+            f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
+            "--standalone", "--log-format=text", "--verbose",
+            # Short deadlines keep reconnects within a test's time.
+            "--watch-server-timeout=10", "--watch-client-timeout=15", "--connect-timeout=2",
+            "--request-timeout=10", "--retry-delay=1",
+            *(f"--namespace={ns}" for ns in self.namespaces), *self.extra_args,
+        ]
+        return [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", *args]
+
+    def start(self) -> OperatorProcess:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("the operator is already running")
+        self._log_file = open(self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+        env.update(PYTHONUNBUFFERED="1", POD_ID=f"operator-{uuid.uuid4().hex[:6]}")
+        self.process = subprocess.Popen(
+            self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            start_new_session=True,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll (with a deadline) until the liveness endpoint answers and the webhook accepts connections."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise OperatorNotReady(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self._alive() and self._port_open(self.webhook_port):
+                return
+            time.sleep(0.1)
+        raise OperatorNotReady(f"the operator was not ready within {self.ready_timeout}s:\n{self.log_tail()}")
+
+    def _alive(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.liveness_url, timeout=1) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> int:
+        """SIGKILL: a crash, no cleanup at all."""
+        return self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, sig: signal.Signals, timeout: float) -> int:
+        if self.process is None:
+            raise RuntimeError("the operator was never started")
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return int(self.process.returncode)
+
+    def restart(self) -> OperatorProcess:
+        self.stop()
+        return self.start()
+
+    # -- the log --
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := regex.search(self.log_text()):
+                return match
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} not in the operator log within {timeout}s:\n{self.log_tail()}")
+
+    # -- the webhook, directly --
+
+    def admission_review(self, path: str, review: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """POST an ``admission.k8s.io/v1`` AdmissionReview to the webhook; return its ``response``."""
+        request = urllib.request.Request(
+            f"{self.webhook_url}{path}", data=json.dumps(review).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return dict(json.loads(reply.read())["response"])
+
+
+def admission_review(
+        operation: str, obj: dict[str, Any] | None, old: dict[str, Any] | None = None,
+        namespace: str = "default",
+) -> dict[str, Any]:
+    """A real ``admission.k8s.io/v1`` AdmissionReview request for a JobNet or JobRun."""
+    subject = obj if obj is not None else old
+    assert subject is not None
+    kind = subject["kind"]
+    plural = {"JobNet": "jobnets", "JobRun": "jobruns"}[kind]
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "jobnet.dev", "version": "v1alpha1", "kind": kind},
+            "resource": {"group": "jobnet.dev", "version": "v1alpha1", "resource": plural},
+            "requestKind": {"group": "jobnet.dev", "version": "v1alpha1", "kind": kind},
+            "requestResource": {"group": "jobnet.dev", "version": "v1alpha1", "resource": plural},
+            "name": subject["metadata"].get("name", ""),
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "tester", "groups": ["system:authenticated"]},
+            "object": obj,
+            "oldObject": old,
+            "dryRun": False,
+        },
+    }
