@@ -148,3 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def kubectl_plugin_main(argv: Sequence[str] | None = None) -> int:
     """``kubectl jobnet ...``: the same commands as ``jobnet`` for now."""
     return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -179,7 +179,10 @@ def lint(paths: Iterable[str | Path]) -> LintResult:
             found = validate_jobrun(_spec(document), catalog)
         if document.kind == "JobNet" and not found and document.name in roots:
             # Nothing expands this JobNet, so it only runs as a root: its jobs need hosts now.
-            found = host_problems(document.name, catalog)
+            own = f"JobNet/{document.name} "
+            found = [
+                Problem(path=p.path.removeprefix(own), message=p.message) for p in host_problems(document.name, catalog)
+            ]
         result.problems.extend((document, problem) for problem in found)
     return result
 

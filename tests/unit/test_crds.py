@@ -1,0 +1,112 @@
+"""The CRDs are generated from the models, committed up to date, and structural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds
+from jobnet.core.models import HostSpec
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+#: Keys a structural schema may use (a subset of OpenAPI v3 that the API server accepts).
+ALLOWED_KEYS = {
+    "type", "description", "properties", "required", "items", "additionalProperties", "enum",
+    "format", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "minItems", "maxItems", "nullable", "x-kubernetes-preserve-unknown-fields",
+}
+
+
+@pytest.mark.parametrize("name", sorted(generated_files()))
+def test_committed_crds_are_up_to_date(name):
+    committed = CRD_DIR / name
+    assert committed.exists(), f"{committed} is missing: run `jobnet crds`"
+    assert committed.read_text(encoding="utf-8") == generated_files()[name], (
+        f"{committed} differs from the models: run `jobnet crds`"
+    )
+
+
+def structural_violations(schema: dict, where: str = "") -> list[str]:
+    """Offline checks of the API server's structural schema rules."""
+    problems = []
+    unknown = set(schema) - ALLOWED_KEYS
+    if unknown:
+        problems.append(f"{where}: keys not allowed in a structural schema: {sorted(unknown)}")
+    if "type" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        problems.append(f"{where}: no type")
+    if "properties" in schema and "additionalProperties" in schema:
+        problems.append(f"{where}: properties and additionalProperties together")
+    if schema.get("type") == "array" and "items" not in schema:
+        problems.append(f"{where}: array without items")
+    if "additionalProperties" in schema and not isinstance(schema["additionalProperties"], dict):
+        problems.append(f"{where}: additionalProperties must be a schema")
+    for name in schema.get("required", []):
+        if name not in schema.get("properties", {}):
+            problems.append(f"{where}: required {name!r} is not a property")
+    for name, sub in schema.get("properties", {}).items():
+        problems.extend(structural_violations(sub, f"{where}.{name}"))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            problems.extend(structural_violations(schema[key], f"{where}[{key}]"))
+    return problems
+
+
+@pytest.mark.parametrize("crd", [jobnet_crd(), jobrun_crd()], ids=["JobNet", "JobRun"])
+def test_schema_is_structural(crd):
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert structural_violations(schema) == []
+    assert "$ref" not in yaml.safe_dump(crd)
+
+
+def test_crd_names_columns_and_subresources():
+    jobrun = jobrun_crd()
+    assert jobrun["metadata"]["name"] == "jobruns.jobnet.dev"
+    names = jobrun["spec"]["names"]
+    assert (names["kind"], names["shortNames"], names["categories"]) == ("JobRun", ["jr"], ["jobnet"])
+    version = jobrun["spec"]["versions"][0]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Phase"] == ".status.phase"
+    assert columns["Progress"] == ".status.progress"
+    assert columns["Age"] == ".metadata.creationTimestamp"
+    jobnet = jobnet_crd()
+    assert jobnet["spec"]["names"]["shortNames"] == ["jn"]
+    assert jobnet["spec"]["scope"] == "Namespaced"
+    assert {c["name"]: c["jsonPath"] for c in jobnet["spec"]["versions"][0]["additionalPrinterColumns"]}["Jobs"] == ".status.jobCount"
+
+
+def test_schema_keeps_descriptions_constraints_and_maps():
+    schema = jobnet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]
+    assert spec["required"] == ["jobs"]
+    job = spec["properties"]["jobs"]["items"]
+    assert job["description"].startswith("One node of a JobNet")
+    assert job["properties"]["name"]["maxLength"] == 63
+    assert job["properties"]["env"] == {
+        "description": job["properties"]["env"]["description"],
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+    }
+    assert job["properties"]["host"]["properties"]["port"]["maximum"] == 65535
+    assert job["properties"]["host"]["description"] == "Overrides the JobNet's default host."
+    assert "finally" in spec["properties"]
+    assert spec["properties"]["stuckResolution"]["enum"] == ["Auto", "Manual"]
+    status = jobrun_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert "Stuck" in status["properties"]["jobs"]["additionalProperties"]["properties"]["state"]["enum"]
+
+
+def test_model_without_optional_fields_converts():
+    schema = structural_schema(HostSpec)
+    assert schema["required"] == ["address", "user", "credentialsSecret"]
+    assert "default" not in schema["properties"]["port"]
+
+
+def test_write_crds(tmp_path):
+    written = write_crds(tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(generated_files())
+    for path in written:
+        assert yaml.safe_load(path.read_text())["kind"] == "CustomResourceDefinition"
