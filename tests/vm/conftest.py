@@ -7,7 +7,9 @@ from typing import Callable, Iterator
 
 import pytest
 
+from jobnet.ssh import AgentInstaller
 from tests.support.vm import NamespaceVM, missing_requirements
+from tests.vm.harness import AgentHarness
 
 _SKIP_REASON = missing_requirements()
 _HERE = Path(__file__).parent
@@ -40,3 +42,22 @@ def vm_factory() -> Iterator[Callable[..., NamespaceVM]]:
 def vm(vm_factory: Callable[..., NamespaceVM]) -> NamespaceVM:
     """A fresh namespace VM of this test's own."""
     return vm_factory()
+
+
+@pytest.fixture(scope="session")
+def agent_installer(tmp_path_factory: pytest.TempPathFactory) -> AgentInstaller:
+    """The operator's installer with the agent zipapp built from this checkout."""
+    import jobnet_agent
+    from jobnet_agent.bundle import build_zipapp
+
+    zipapp = build_zipapp(tmp_path_factory.mktemp("agent") / "jobnet-agent.pyz")
+    return AgentInstaller(zipapp, jobnet_agent.__version__)
+
+
+@pytest.fixture
+def agent(vm: NamespaceVM, agent_installer: AgentInstaller) -> Iterator[AgentHarness]:
+    """The real agent in a fresh VM, connected through the operator's SSH client."""
+    harness = AgentHarness(vm, agent_installer)
+    harness.connect()
+    yield harness
+    harness.close()
