@@ -103,6 +103,23 @@ def test_changed_host_key_never_authenticates(vm: NamespaceVM, pool: HostConnect
     assert "Accepted" not in log and "Postponed" not in log and "Failed" not in log  # ... but never authenticated
 
 
+def test_hashed_known_hosts_entries_are_understood(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(vm.known_hosts)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known_hosts)], check=True, capture_output=True, timeout=10)
+    hashed = known_hosts.read_text()
+    assert hashed.startswith("|1|") and vm.address not in hashed
+    assert pool.transport(target(vm), SshCredentials(known_hosts=hashed, private_key=vm.client_key)).is_authenticated()
+
+
+def test_known_key_of_another_type_is_a_mismatch(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path) -> None:
+    _, ecdsa_host_key = _new_key(tmp_path, "ecdsa", "PEM")
+    known_hosts = f"{vm.address} {' '.join(ecdsa_host_key.split()[:2])}\n"
+    with pytest.raises(HostKeyMismatch, match="offers none of the host key types"):
+        pool.transport(target(vm), SshCredentials(known_hosts=known_hosts, private_key=vm.client_key))
+    assert "Accepted" not in vm.read_sshd_log()
+
+
 def test_unknown_host_never_connects(vm: NamespaceVM, pool: HostConnectionPool) -> None:
     known_hosts = vm.known_hosts.replace(vm.address, "198.18.255.254")
     with pytest.raises(HostKeyMismatch, match=f"no host key for {vm.address}"):

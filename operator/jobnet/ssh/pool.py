@@ -205,6 +205,13 @@ class HostConnectionPool:
             transport.get_security_options().key_types = _algorithms_for(list(known.keys()))
             try:
                 transport.start_client(timeout=self.settings.handshake_timeout)
+            except paramiko.IncompatiblePeer as exc:
+                if "host key" not in str(exc):
+                    raise HostUnreachable(f"SSH handshake with {target} failed: {_describe(exc)}") from None
+                raise HostKeyMismatch(
+                    f"sshd at {target.address}:{target.port} offers none of the host key types knownHosts has for it "
+                    f"({', '.join(known.keys())}): refusing to connect"
+                ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise HostUnreachable(f"SSH handshake with {target} failed: {_describe(exc)}") from None
             self._verify_host_key(target, transport, known)
