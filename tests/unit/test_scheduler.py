@@ -411,7 +411,7 @@ def test_override_requests_are_revalidated_when_applied() -> None:
     run = diamond()
     run.reconcile()
     run.reconcile(overrides=[OverrideRequest(path="/net/zzz", state=S.FAILED)])
-    assert "unknown path /net/zzz" in run.events("OverrideRejected")[0].message
+    assert "unknown path '/net/zzz'" in run.events("OverrideRejected")[0].message
 
 
 # ---------------------------------------------------------------- phase

@@ -33,6 +33,7 @@ from jobnet.core.annotations import (
     jobs_under,
     override_problem,
     override_targets,
+    resolve_path,
     scope_of,
 )
 from jobnet.core.expansion import RunGraph, RunNode
@@ -357,30 +358,29 @@ class _Reconciler:
         return inherited or (path if path in self.stop_scopes else None)
 
     def apply_stop(self, stop: StopRequest) -> None:
-        if stop.path not in self.graph.nodes:
-            self.event("Warning", "StopRejected", f"cannot stop {stop.path}: no such job or jobnet", stop.path)
+        scope, error = resolve_path(self.graph, stop.path)
+        if scope is None:
+            self.event("Warning", "StopRejected", f"cannot stop: {error}", stop.path)
             return
-        if stop.path not in self.stop_scopes:
-            self.stop_scopes.append(stop.path)
+        if scope not in self.stop_scopes:
+            self.stop_scopes.append(scope)
         who = f" by {stop.by}" if stop.by else ""
-        self.event("Normal", "StopRequested", f"stop of {stop.path} requested{who}", stop.path)
-        for path in jobs_under(self.graph, stop.path):
+        self.event("Normal", "StopRequested", f"stop of {scope} requested{who}", scope)
+        for path in jobs_under(self.graph, scope):
             # A repeated stop re-delivers the kill to jobs whose stop outcome stayed unknown (F02).
             if self.jobs[path].state == S.STUCK:
                 self.start_kill(path, "stop")
 
     def apply_override(self, request: OverrideRequest) -> None:
         states = {path: job.state for path, job in self.jobs.items()}
-        problem = (
-            f"unknown path {request.path}"
-            if request.path not in self.graph.nodes
-            else override_problem(self.graph, states, self.stop_scopes, request.path, request.state)
-        )
-        if problem is not None:
-            self.event("Warning", "OverrideRejected", problem, request.path)
+        target, problem = resolve_path(self.graph, request.path)
+        if target is not None:
+            problem = override_problem(self.graph, states, self.stop_scopes, target, request.state)
+        if target is None or problem is not None:
+            self.event("Warning", "OverrideRejected", f"override {request.path}={request.state} refused: {problem}", request.path)
             return
         who = request.by or "an override annotation"
-        for path in override_targets(self.graph, states, request.path, request.state):
+        for path in override_targets(self.graph, states, target, request.state):
             job = self.jobs[path]
             was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
             if request.state == S.READY:
