@@ -562,3 +562,13 @@ def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[di
         for resource, webhook in webhooks_by_resource(rendered["default"]).items()
     }
     assert configured == handlers
+
+
+@pytest.mark.parametrize(("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")])
+def test_notes_say_what_was_installed_and_how_to_upgrade_crds(values: dict[str, Any], watching: str) -> None:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    (notes,) = [text for template, text in manifests.items() if template.endswith("NOTES.txt")]
+    assert f"Watching: {watching}" in notes
+    assert f"rollout status deployment/{FULLNAME}" in notes
+    assert "helm show crds" in notes and "kubectl apply --server-side" in notes
