@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from pathlib import Path
 
 import jobnet_agent
 import pytest
 
-from jobnet.core.agentproto import JobRecord
+from jobnet.core.agentproto import GetRequest, JobRecord, PingRequest, PingResult, RecordResult
+from jobnet.ssh import AgentRequestFailed, ConnectionLost
 from tests.support.netutil import wait_until
 from tests.support.vm import NamespaceVM, process_gone
 from tests.vm.harness import AgentHarness, new_key
@@ -142,3 +144,38 @@ def test_500_mb_of_stdout_keeps_agent_memory_bounded(agent: AgentHarness, vm: Na
     assert len(peak_kib) >= 2, "sampled serve and the supervisor"
     print(f"peak RSS (KiB) of agent processes while writing {size} bytes: {peak_kib}")
     assert max(peak_kib.values()) < 64 * 1024, f"agent memory grew with output: {peak_kib} KiB"
+
+
+def test_concurrent_asyncio_requests_are_matched_by_id(agent: AgentHarness) -> None:
+    keys = [new_key(f"/async/{n}") for n in range(20)]
+
+    async def ask_all() -> list[object]:
+        return await asyncio.gather(*(agent.chan.acall(GetRequest(key=key), RecordResult) for key in keys),
+                                    return_exceptions=True)
+
+    answers = asyncio.run(ask_all())
+
+    assert all(isinstance(a, AgentRequestFailed) and a.agent_code == "NotFound" for a in answers), answers
+    pings = asyncio.run(asyncio.wait_for(asyncio.gather(*(agent.chan.acall(PingRequest(), PingResult)
+                                                          for _ in range(50))), 10))
+    assert len(pings) == 50 and all(p.time > 0 for p in pings)
+
+
+def test_heartbeats_are_tracked(agent: AgentHarness) -> None:
+    wait_until(lambda: agent.chan.last_heartbeat is not None, timeout=5, what="first heartbeat")
+    first = agent.chan.last_heartbeat
+    wait_until(lambda: agent.chan.last_heartbeat is not first, timeout=5, what="next heartbeat")
+    assert agent.chan.heartbeat_age() < 1.0
+
+
+def test_a_dying_channel_fails_pending_requests_with_connection_lost(agent: AgentHarness, vm: NamespaceVM) -> None:
+    vm.drop("out")
+    pending = agent.chan.submit(PingRequest())
+    vm.kill_agent(("serve",))
+    vm.undrop("out")
+
+    with pytest.raises(ConnectionLost, match="while waiting for the ping response"):
+        pending.result(timeout=10)
+    assert agent.chan.closed
+    with pytest.raises(ConnectionLost, match=vm.address):
+        agent.chan.submit(PingRequest())
