@@ -89,16 +89,28 @@ def test_E02_agent_supervisor_killed_mid_job_ends_lost_never_succeeded(agent: Ag
     assert any("lost" in line.lower() for line in _log_lines(vm, key))
 
 
-def test_E03_agent_supervisor_dies_after_exit_before_report_result_not_lost(
+def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
     agent: AgentHarness, vm: NamespaceVM
 ) -> None:
-    agent.reconnect(env={"JOBNET_AGENT_CRASH_AT": "supervise:after-exit"})
+    """The process that reports to the operator (serve) dies while the job runs; the job exits 0
+    with nobody to report to; after reconnecting, the resumed watch delivers the result."""
+    agent.chan.watch(0)
     key = new_key("/e03/job")
-    agent.launch(key, agent.script("e03.sh", 'echo ran >> "$HOME/e03.txt"\nexit 0\n'))
+    agent.launch(key, agent.script("e03.sh", 'sleep 0.5; echo ran >> "$HOME/e03.txt"\nexit 0\n'))
+    wait_until(lambda: any(r.key == key and r.state == "running" for r in list(agent.events.queue)), timeout=5,
+               what="running event")
+    resume_from = agent.chan.last_event_seq
 
-    record = agent.wait_state(key, "exited", "lost", timeout=15)
+    assert vm.kill_agent(("serve",))
+    wait_until(lambda: agent.chan.closed, timeout=5, what="the channel notices serve died")
+    wait_until(lambda: (vm.home / "e03.txt").exists(), timeout=5, what="the job finished unobserved")
+    agent.reconnect()
+    agent.chan.watch(resume_from)
+    ended = wait_until(lambda: [r for r in list(agent.events.queue) if r.key == key and r.terminal], timeout=5,
+                       what="the exit reported after reconnecting")
 
-    assert record.state == "exited" and record.exit_code == 0, record
+    assert [(r.state, r.exit_code) for r in ended] == [("exited", 0)]
+    assert agent.get(key).exit_code == 0
     assert (vm.home / "e03.txt").read_text() == "ran\n"
 
 
