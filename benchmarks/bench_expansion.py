@@ -60,9 +60,11 @@ def main() -> None:
         started = time.perf_counter()
         validate_and_expand(catalog)
         timings.append((time.perf_counter() - started) * 1000)
-    print(f"validate + expand {jobs} jobs (3 levels of nested expansion): "
-          f"median {statistics.median(timings):.1f} ms, min {min(timings):.1f} ms, "
-          f"max {max(timings):.1f} ms over {args.repeat} runs")
+    print(
+        f"validate + expand {jobs} jobs (3 levels of nested expansion): "
+        f"median {statistics.median(timings):.1f} ms, min {min(timings):.1f} ms, "
+        f"max {max(timings):.1f} ms over {args.repeat} runs"
+    )
 
 
 if __name__ == "__main__":

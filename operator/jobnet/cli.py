@@ -122,14 +122,20 @@ def build_parser(with_operator: bool) -> argparse.ArgumentParser:
         ),
     )
     lint_parser.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
-    lint_parser.add_argument("--tree", action="store_true", help="print the expanded run tree of each JobRun (or root JobNet)")
+    lint_parser.add_argument(
+        "--tree", action="store_true", help="print the expanded run tree of each JobRun (or root JobNet)"
+    )
     lint_parser.set_defaults(handler=run_lint)
 
     crds_parser = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
-    crds_parser.add_argument("--output-dir", default=DEFAULT_CRD_DIR, help=f"directory to write to (default: {DEFAULT_CRD_DIR})")
+    crds_parser.add_argument(
+        "--output-dir", default=DEFAULT_CRD_DIR, help=f"directory to write to (default: {DEFAULT_CRD_DIR})"
+    )
     crds_parser.set_defaults(handler=run_crds)
 
-    operator_parser = commands.add_parser("operator", help="run the operator (Kubernetes controller and admission webhook)")
+    operator_parser = commands.add_parser(
+        "operator", help="run the operator (Kubernetes controller and admission webhook)"
+    )
     if with_operator:
         from jobnet.kube.cli import add_operator_arguments, run_operator
 

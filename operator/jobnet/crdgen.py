@@ -71,7 +71,9 @@ def _convert(schema: Mapping[str, Any], definitions: Mapping[str, Any], where: s
         schema = {**{k: v for k, v in schema.items() if k != "const"}, "enum": [schema["const"]]}
         schema.setdefault("type", "string")
 
-    unknown = set(schema) - set(_KEPT_KEYS) - _DROPPED_KEYS - {"properties", "required", "items", "additionalProperties"}
+    unknown = (
+        set(schema) - set(_KEPT_KEYS) - _DROPPED_KEYS - {"properties", "required", "items", "additionalProperties"}
+    )
     if unknown:
         raise SchemaConversionError(f"{where}: unsupported JSON schema keys {sorted(unknown)}")
     if "type" not in schema:
@@ -108,7 +110,9 @@ def _resource_schema(spec: type[BaseModel], status: type[BaseModel]) -> Schema:
     }
 
 
-def _crd(kind: str, plural: str, short_name: str, spec: type[BaseModel], status: type[BaseModel], columns: list[Schema]) -> Schema:
+def _crd(
+    kind: str, plural: str, short_name: str, spec: type[BaseModel], status: type[BaseModel], columns: list[Schema]
+) -> Schema:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

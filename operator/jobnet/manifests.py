@@ -92,7 +92,7 @@ def yaml_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def load_documents(paths: Iterable[str | Path]) -> list[Document]:
     """Every jobnet.dev document of the given files and directories."""
-    documents = []
+    documents: list[Document] = []
     for path in yaml_files(paths):
         try:
             text = path.read_text(encoding="utf-8")
@@ -127,7 +127,9 @@ def _envelope_problems(document: Document) -> list[Problem]:
     problems = []
     if document.body.get("apiVersion") != GROUP_VERSION:
         problems.append(
-            Problem(path="apiVersion", message=f"unsupported {document.body.get('apiVersion')!r}, use {GROUP_VERSION!r}")
+            Problem(
+                path="apiVersion", message=f"unsupported {document.body.get('apiVersion')!r}, use {GROUP_VERSION!r}"
+            )
         )
     if document.kind not in KINDS:
         problems.append(Problem(path="kind", message=f"unknown kind {document.kind!r}, expected JobNet or JobRun"))
@@ -152,7 +154,12 @@ def build_catalog(documents: Iterable[Document]) -> tuple[dict[str, JobNetSpec],
         if name in defined_at:
             first = defined_at[name]
             problems.append(
-                (document, Problem(path="metadata.name", message=f"JobNet {name!r} is also defined at {first.file}:{first.index}"))
+                (
+                    document,
+                    Problem(
+                        path="metadata.name", message=f"JobNet {name!r} is also defined at {first.file}:{first.index}"
+                    ),
+                )
             )
             continue
         defined_at[name] = document

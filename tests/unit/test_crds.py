@@ -6,17 +6,32 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds
 from jobnet.core.models import HostSpec
+from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 #: Keys a structural schema may use (a subset of OpenAPI v3 that the API server accepts).
 ALLOWED_KEYS = {
-    "type", "description", "properties", "required", "items", "additionalProperties", "enum",
-    "format", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "minItems", "maxItems", "nullable", "x-kubernetes-preserve-unknown-fields",
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "enum",
+    "format",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "nullable",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
@@ -76,7 +91,9 @@ def test_crd_names_columns_and_subresources():
     jobnet = jobnet_crd()
     assert jobnet["spec"]["names"]["shortNames"] == ["jn"]
     assert jobnet["spec"]["scope"] == "Namespaced"
-    assert {c["name"]: c["jsonPath"] for c in jobnet["spec"]["versions"][0]["additionalPrinterColumns"]}["Jobs"] == ".status.jobCount"
+    assert {c["name"]: c["jsonPath"] for c in jobnet["spec"]["versions"][0]["additionalPrinterColumns"]}[
+        "Jobs"
+    ] == ".status.jobCount"
 
 
 def test_schema_keeps_descriptions_constraints_and_maps():

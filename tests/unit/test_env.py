@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec
@@ -77,7 +76,9 @@ def test_job_of_the_root_jobnet(graph):
 
 
 def test_precedence_node_env_then_run_env_then_ours(graph):
-    env = environment(graph, "/rjn0008/j1", run_env={"JOB": "from-run", "RUN_DATE": "2026-11-22", "MM_SCHEDULE_ID": "forged"})
+    env = environment(
+        graph, "/rjn0008/j1", run_env={"JOB": "from-run", "RUN_DATE": "2026-11-22", "MM_SCHEDULE_ID": "forged"}
+    )
     assert env["JOB"] == "from-run"
     assert env["RUN_DATE"] == "2026-11-22"
     assert env["SHARED"] == "rjn0008"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import expand
 from jobnet.manifests import lint
@@ -70,7 +69,14 @@ def test_nested_expansion_example_gives_the_documented_ancestry():
     result = lint([EXAMPLES / "03-nested-expansion.yaml"])
     graph = expand("rjn0008", result.catalog, run_id="uid")
     env = job_environment(
-        graph, "/rjn0008/rjn0001/j11", run_uid="uid", run_name="r", namespace="ns", run_env={}, attempt=1, server_name="vm1"
+        graph,
+        "/rjn0008/rjn0001/j11",
+        run_uid="uid",
+        run_name="r",
+        namespace="ns",
+        run_env={},
+        attempt=1,
+        server_name="vm1",
     )
     assert env["MM_ACTUAL_JOB_ANCESTOR_IDS"] == "uid:/rjn0008/rjn0001"
     assert env["MM_FULL_ACTUAL_JOB_ANCESTOR_IDS"] == "uid:/rjn0008;uid:/rjn0008/rjn0001"

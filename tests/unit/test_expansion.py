@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobnet.core.expansion import ExpansionError, RunNode, expand, job_count
 from jobnet.core.models import JobNetSpec
 
@@ -22,7 +21,12 @@ def catalog() -> dict[str, JobNetSpec]:
             "jobs": [
                 {"name": "extract", "script": "/opt/extract.sh", "args": ["--date", "today"], "env": {"REGION": "us"}},
                 {"name": "transform", "script": "/opt/transform.sh", "after": ["extract"]},
-                {"name": "load", "expand": "load-jobnet", "after": ["transform"], "env": {"LEVEL": "expand-job", "BY": "load"}},
+                {
+                    "name": "load",
+                    "expand": "load-jobnet",
+                    "after": ["transform"],
+                    "env": {"LEVEL": "expand-job", "BY": "load"},
+                },
             ],
             "finally": [{"name": "notify", "script": "/opt/notify.sh"}],
         },
@@ -74,11 +78,20 @@ def test_structure_and_ids_of_nodes(catalog):
     graph = expand("nightly", catalog, run_id="uid-1")
     root = graph.node("/nightly")
     assert (root.kind, root.parent, root.expanded_from, root.actual_id, root.template_id) == (
-        "jobnet", None, "nightly", "uid-1:/nightly", "nightly"
+        "jobnet",
+        None,
+        "nightly",
+        "uid-1:/nightly",
+        "nightly",
     )
     load = graph.node("/nightly/load")
     assert (load.kind, load.name, load.parent, load.after, load.expanded_from, load.template_id) == (
-        "jobnet", "load", "/nightly", ("/nightly/transform",), "load-jobnet", "load-jobnet"
+        "jobnet",
+        "load",
+        "/nightly",
+        ("/nightly/transform",),
+        "load-jobnet",
+        "load-jobnet",
     )
     assert load.children == ("/nightly/load/step1", "/nightly/load/publish")
     publish = graph.node("/nightly/load/publish")
@@ -109,10 +122,18 @@ def test_settings_are_inherited_nearest_first(catalog):
 
 def test_a_jobnet_expanded_twice_gets_two_distinct_subtrees(catalog):
     catalog["twice"] = JobNetSpec.model_validate(
-        {"host": VM1, "jobs": [{"name": "a", "expand": "load-jobnet"}, {"name": "b", "expand": "load-jobnet", "after": ["a"]}]}
+        {
+            "host": VM1,
+            "jobs": [{"name": "a", "expand": "load-jobnet"}, {"name": "b", "expand": "load-jobnet", "after": ["a"]}],
+        }
     )
     graph = expand("twice", catalog, "r")
-    assert [n.path for n in graph.jobs()] == ["/twice/a/step1", "/twice/a/publish", "/twice/b/step1", "/twice/b/publish"]
+    assert [n.path for n in graph.jobs()] == [
+        "/twice/a/step1",
+        "/twice/a/publish",
+        "/twice/b/step1",
+        "/twice/b/publish",
+    ]
     assert graph.node("/twice/a/step1").template_id == graph.node("/twice/b/step1").template_id == "load-jobnet/step1"
     assert job_count("twice", catalog) == 4
     assert job_count("nightly", catalog) == 5
@@ -143,3 +164,11 @@ def test_invalid_jobnet_raises_with_every_problem(catalog):
 def test_unknown_path_names_the_path(catalog):
     with pytest.raises(KeyError, match="/nightly/nope"):
         expand("nightly", catalog).node("/nightly/nope")
+
+
+def test_copying_one_node_with_changes_leaves_the_others_alone(catalog):
+    graph = expand("nightly", catalog)
+    extract, transform = graph.node("/nightly/extract"), graph.node("/nightly/transform")
+    changed = extract.model_copy(update={"name": "renamed"})
+    assert changed.name == "renamed" and extract.name == "extract" and transform.name == "transform"
+    assert transform.model_fields_set == set(RunNode.model_fields)

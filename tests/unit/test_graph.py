@@ -7,7 +7,6 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from jobnet.core.graph import CycleError, format_cycle, topological_order
 
 
@@ -19,7 +18,7 @@ def assert_is_cycle(cycle: tuple, edges: dict) -> None:
     """Each node of ``cycle`` is a dependency of the next, and it closes on itself."""
     assert len(cycle) >= 2 and cycle[0] == cycle[-1]
     assert len(set(cycle[:-1])) == len(cycle) - 1, f"cycle repeats a node: {cycle}"
-    for dependency, dependent in zip(cycle, cycle[1:]):
+    for dependency, dependent in zip(cycle, cycle[1:], strict=False):
         assert dependency in edges[dependent], f"{dependent} does not depend on {dependency}"
 
 
@@ -101,7 +100,7 @@ def test_property_planted_cycle_is_found_and_is_real(edges, data):
     length = data.draw(st.integers(min_value=1, max_value=min(len(nodes), 6)))
     members = data.draw(st.permutations(nodes))[:length]
     planted = {node: list(deps) for node, deps in edges.items()}
-    for dependency, dependent in zip(members, members[1:] + members[:1]):
+    for dependency, dependent in zip(members, members[1:] + members[:1], strict=True):
         planted[dependent].append(dependency)
     with pytest.raises(CycleError) as caught:
         topological_order(planted, lambda node: planted[node])

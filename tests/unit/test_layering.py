@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,7 @@ def lint_imports(cwd: Path, extra_path: Path | None = None) -> subprocess.Comple
     env = dict(os.environ)
     if extra_path is not None:
         env["PYTHONPATH"] = str(extra_path)
-    return subprocess.run(
-        [LINT_IMPORTS, "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
-    )
+    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
 def test_contracts_are_kept():

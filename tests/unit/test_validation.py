@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobnet.core.models import JobNetSpec
 from jobnet.core.validation import (
     Problem,
@@ -43,7 +42,11 @@ def test_valid_jobnet_has_no_problems():
 
 
 def test_schema_errors_become_problems_with_field_paths():
-    raw = {"jobs": [{"name": "a", "script": "/a", "aftr": ["b"]}], "timeoutSeconds": "soon", "finally": [{"name": 3, "script": "/f"}]}
+    raw = {
+        "jobs": [{"name": "a", "script": "/a", "aftr": ["b"]}],
+        "timeoutSeconds": "soon",
+        "finally": [{"name": 3, "script": "/f"}],
+    }
     assert as_text(validate_jobnet("x", raw, {})) == [
         "spec.timeoutSeconds: input should be a valid integer, unable to parse string as an integer",
         "spec.jobs[0].aftr: unknown field",
@@ -101,7 +104,9 @@ def test_collects_all_structural_problems_at_once():
 
 def test_normal_job_cannot_depend_on_finally_job():
     spec = jobnet(script("a", "notify"), finally_=[script("notify")])
-    assert as_text(validate_jobnet("x", spec, {})) == ["spec.jobs[0].after[0]: job 'a' cannot depend on finally job 'notify'"]
+    assert as_text(validate_jobnet("x", spec, {})) == [
+        "spec.jobs[0].after[0]: job 'a' cannot depend on finally job 'notify'"
+    ]
 
 
 def test_cycle_among_finally_jobs_and_self_dependency():
@@ -188,7 +193,9 @@ def test_jobrun_schema_and_env_problems():
     assert as_text(validate_jobrun({"jobNetRef": "x", "env": {"1X": "y"}}, catalog)) == [
         "spec.env.1X: invalid environment variable name '1X'"
     ]
-    assert isinstance(parse_jobrun({"jobNetRef": "x"}), object) and not isinstance(parse_jobrun({"jobNetRef": "x"}), list)
+    assert isinstance(parse_jobrun({"jobNetRef": "x"}), object) and not isinstance(
+        parse_jobrun({"jobNetRef": "x"}), list
+    )
 
 
 def test_jobrun_reports_problems_anywhere_in_the_expansion_with_the_jobnet_named():

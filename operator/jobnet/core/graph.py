@@ -93,7 +93,7 @@ def _find_cycle(
         walk.append(node)
         node = next(dep for dep in dependencies(node) if dep in known and dep in unordered)
     # The walk goes from a node to its dependency: reverse it into execution order.
-    cycle = walk[position[node]:]
+    cycle = walk[position[node] :]
     cycle.reverse()
     # Start the reported cycle at its earliest given node, so the report is deterministic.
     on_cycle = set(cycle)

@@ -44,14 +44,18 @@ class StatusModel(BaseModel):
 class JobStatus(StatusModel):
     """The state of one job (or sub-jobnet) of a run, keyed by its path in `JobRun.status.jobs`."""
 
-    state: JobState = Field(description="Pending, Ready, Starting, Running, Stopping, Succeeded, Failed, Stopped, Stuck or Skipped.")
+    state: JobState = Field(
+        description="Pending, Ready, Starting, Running, Stopping, Succeeded, Failed, Stopped, Stuck or Skipped."
+    )
     attempt: int | None = Field(default=None, ge=1, description="Execution attempt on the VM (1 = first run).")
     host: str | None = Field(default=None, description="Address of the VM the job runs on.")
     pid: int | None = Field(default=None, description="Process id of the job on the VM.")
     exit_code: int | None = Field(default=None, description="Exit code of the script, once it exited.")
     started_at: str | None = Field(default=None, description="When the job started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When the job finished (RFC 3339).")
-    reason: str | None = Field(default=None, description="Machine-readable reason of the state, e.g. `ScriptNotFound`, `HeartbeatLost`.")
+    reason: str | None = Field(
+        default=None, description="Machine-readable reason of the state, e.g. `ScriptNotFound`, `HeartbeatLost`."
+    )
     message: str | None = Field(default=None, description="Explanation for people.")
     output_tail: str | None = Field(
         default=None,
@@ -82,8 +86,12 @@ class JobRunStatus(StatusModel):
     finished_at: str | None = Field(default=None, description="When the run finished (RFC 3339).")
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
     counts: dict[str, int] = Field(default_factory=dict, description="Number of jobs per state.")
-    jobs: dict[str, JobStatus] = Field(default_factory=dict, description="State of each job and sub-jobnet, keyed by path.")
-    overrides: list[StateOverride] = Field(default_factory=list, description="State overrides applied by people, oldest first.")
+    jobs: dict[str, JobStatus] = Field(
+        default_factory=dict, description="State of each job and sub-jobnet, keyed by path."
+    )
+    overrides: list[StateOverride] = Field(
+        default_factory=list, description="State overrides applied by people, oldest first."
+    )
 
 
 class JobNetStatus(StatusModel):

@@ -114,7 +114,10 @@ def _without(raw: object, locations: list[tuple[str | int, ...]]) -> object:
             if key not in dropped
         }
     if isinstance(raw, list):
-        return [_without(item, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == index]) for index, item in enumerate(raw)]
+        return [
+            _without(item, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == index])
+            for index, item in enumerate(raw)
+        ]
     return raw
 
 
@@ -232,7 +235,9 @@ def _kind_problems(ref: JobRef) -> list[Problem]:
         return [Problem(path=ref.path, message=f"job {job.name!r} sets neither script nor expand: set exactly one")]
     problems = []
     if job.script is not None and not job.script.startswith("/"):
-        problems.append(Problem(path=f"{ref.path}.script", message=f"script must be an absolute path, got {job.script!r}"))
+        problems.append(
+            Problem(path=f"{ref.path}.script", message=f"script must be an absolute path, got {job.script!r}")
+        )
     if job.expand is not None:
         if job.args:
             problems.append(Problem(path=f"{ref.path}.args", message="args apply to script jobs only, not to expand"))
@@ -268,9 +273,7 @@ def _after_problems(ref: JobRef, by_name: Mapping[str, JobRef]) -> list[Problem]
                 )
             )
         elif not ref.is_finally and target.is_finally:
-            problems.append(
-                Problem(path=path, message=f"job {name!r} cannot depend on finally job {dependency!r}")
-            )
+            problems.append(Problem(path=path, message=f"job {name!r} cannot depend on finally job {dependency!r}"))
     return problems
 
 
@@ -385,7 +388,9 @@ def validate_jobnet(name: str, raw_or_spec: object, catalog: Catalog) -> list[Pr
     invalid = name_problem(name, "JobNet")
     if invalid:
         problems.append(Problem(path="metadata.name", message=invalid))
-    spec, schema_problems = (raw_or_spec, []) if isinstance(raw_or_spec, JobNetSpec) else _parse(JobNetSpec, raw_or_spec)
+    spec, schema_problems = (
+        (raw_or_spec, []) if isinstance(raw_or_spec, JobNetSpec) else _parse(JobNetSpec, raw_or_spec)
+    )
     problems.extend(schema_problems)
     if spec is None:
         return problems
@@ -410,10 +415,7 @@ def validate_jobnet_deletion(name: str, catalog: Catalog) -> list[Problem]:
     return [
         Problem(
             path="metadata.name",
-            message=(
-                f"JobNet {name!r} is still expanded by {', '.join(referrers)}: "
-                "remove those expansions first"
-            ),
+            message=(f"JobNet {name!r} is still expanded by {', '.join(referrers)}: remove those expansions first"),
         )
     ]
 
@@ -422,13 +424,11 @@ def validate_expansion(root: str, catalog: Catalog) -> list[Problem]:
     """Problems that would stop JobNet ``root`` from being expanded and run (see module doc)."""
     if root not in catalog:
         return [Problem(path="", message=f"JobNet {root!r} does not exist")]
-    problems = []
+    problems: list[Problem] = []
     for name in _reachable(root, catalog):
         prefix = f"JobNet/{name} "
         spec = catalog[name]
-        problems.extend(
-            Problem(path=prefix + problem.path, message=problem.message) for problem in spec_problems(spec)
-        )
+        problems.extend(Problem(path=prefix + problem.path, message=problem.message) for problem in spec_problems(spec))
         problems.extend(_reference_problems(name, spec, catalog, prefix))
     problems.extend(_cycle_problem(root, catalog, f"JobNet/{root} "))
     problems.extend(host_problems(root, catalog))
@@ -461,7 +461,7 @@ def host_problems(root: str, catalog: Catalog) -> list[Problem]:
                         ),
                     )
                 )
-            elif job.expand in catalog and job.expand not in visited:
+            elif job.expand is not None and job.expand in catalog and job.expand not in visited:
                 visited.add(job.expand)
                 queue.append(job.expand)
     return problems
