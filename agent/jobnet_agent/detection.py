@@ -1,0 +1,137 @@
+"""Detection of jobs whose supervisor is gone: a pure decision, and the thin I/O that feeds it.
+
+Never guesses a success: the end is ``exited`` only with an exit code the job's wrapper wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+import time
+from typing import Dict, Optional, Tuple
+
+from jobnet_agent.journal import STARTED_MARKER, SUPERVISOR_LOCK, Journal
+from jobnet_agent.protocol import (
+    ACCEPTED,
+    EXITED,
+    FAILED_TO_START,
+    INTERRUPTED,
+    KILLED,
+    LOST,
+    TIMED_OUT,
+    JobRecord,
+)
+from jobnet_agent.supervisor import process_alive, read_wrapper_exit_code
+
+KEEP = "keep"
+ADOPT = "adopt"
+END = "end"
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What the agent can see of an active job right now."""
+
+    supervisor_alive: bool
+    boot_id: str
+    process_alive: bool
+    wrapper_exit_code: Optional[int]
+    may_have_started: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    action: str
+    changes: Dict[str, object]
+    why: str
+
+
+def decide(record: JobRecord, seen: Observation) -> Verdict:
+    """What to do about an active (accepted/running) record."""
+    if seen.supervisor_alive:
+        return Verdict(KEEP, {}, "supervisor alive")
+    if seen.wrapper_exit_code is not None:
+        code = seen.wrapper_exit_code
+        return Verdict(END, dict(
+            state=EXITED, exit_code=code, reason=None,
+            message="exited with code %d (recorded by the job's wrapper; its supervisor died before reporting)" % code,
+        ), "supervisor died after the job exited with code %d: result recovered" % code)  # fmt: skip
+    if record.boot_id is not None and record.boot_id != seen.boot_id:
+        if not seen.may_have_started:
+            return Verdict(END, dict(
+                state=FAILED_TO_START, reason="HostRebooted",
+                message="the host rebooted before the script was started (boot id %s, now %s); it never ran"
+                % (record.boot_id, seen.boot_id),
+            ), "interrupted: host rebooted before start")  # fmt: skip
+        return Verdict(END, dict(
+            state=INTERRUPTED, reason="HostRebooted",
+            message="the host rebooted while the job ran (boot id %s, now %s); its result is unknown"
+            % (record.boot_id, seen.boot_id),
+        ), "interrupted: host rebooted (boot id changed)")  # fmt: skip
+    if not seen.may_have_started:
+        return Verdict(END, dict(
+            state=FAILED_TO_START, reason="SupervisorLost",
+            message="the agent died before starting the script; it never ran",
+        ), "lost: supervisor died before starting the script")  # fmt: skip
+    if seen.process_alive and record.pid is not None:
+        return Verdict(ADOPT, {}, "supervisor died, pid %d still runs: adopting it" % record.pid)
+    if record.pid is None:
+        return Verdict(END, dict(
+            state=LOST, reason="SupervisorLost",
+            message="the supervisor died while starting the script, before it reported a pid; "
+            "whether the script ran is unknown",
+        ), "lost: supervisor died while starting the script")  # fmt: skip
+    if record.kill_requested is not None:
+        state, reason = (TIMED_OUT, "TimedOut") if record.kill_requested == "timeout" else (KILLED, "StopRequested")
+        return Verdict(END, dict(
+            state=state, reason=reason,
+            message="the process is gone after a kill was requested; its supervisor died, exit status unknown",
+        ), "supervisor died during a kill; process gone")  # fmt: skip
+    return Verdict(END, dict(
+        state=LOST, reason="SupervisorLost",
+        message="the supervisor died and the job's process (pid %d) is gone without an exit code; "
+        "its result is unknown" % record.pid,
+    ), "lost: supervisor died and pid %d is gone without an exit code" % record.pid)  # fmt: skip
+
+
+def try_take_supervisor_lock(job_dir: str) -> Optional[int]:
+    """The job's supervisor lock, if no supervisor holds it (the caller must close the fd)."""
+    try:
+        fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def observe(journal: Journal, record: JobRecord, boot_id: str) -> Tuple[Observation, Optional[int]]:
+    """Look at an active job. Returns the observation and, when the supervisor is gone, its lock."""
+    job_dir = journal.job_dir(record.key)
+    lock_fd = try_take_supervisor_lock(job_dir)
+    seen = Observation(
+        supervisor_alive=lock_fd is None,
+        boot_id=boot_id,
+        process_alive=record.pid is not None and process_alive(record.pid, record.pid_start_ticks),
+        wrapper_exit_code=read_wrapper_exit_code(job_dir),
+        may_have_started=os.path.exists(os.path.join(job_dir, STARTED_MARKER)),
+    )
+    return seen, lock_fd
+
+
+def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optional[JobRecord]:
+    """Commit an END verdict if the record did not change meanwhile (another process may act too)."""
+    _, committed = journal.update(
+        record.key,
+        lambda current: current.replace(ended_at=time.time(), **verdict.changes)
+        if current.seq == record.seq and current.state in (ACCEPTED, "running")
+        else None,
+    )
+    return committed

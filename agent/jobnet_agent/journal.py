@@ -1,0 +1,420 @@
+"""The durable journal of one agent state directory.
+
+Layout::
+
+    <state>/journal.lock          fcntl lock serialising every journal write; holds the write intent
+    <state>/events.log            append-only JSON lines {"seq": N, "record": {...}}, fsynced
+    <state>/jobs/<run>/<path>#<attempt>/
+        record.json               the job's latest JobRecord (atomic: tmp, fsync, rename, fsync dir)
+        spec.json                 what to run (mode 0600: env may hold secrets)
+        supervisor.lock           held (flock) by the job's supervisor for its whole life
+        control                   FIFO: a byte written here wakes the supervisor (kill requests)
+        started                   marker written (fsynced) just before the script is started
+        exitcode                  written by the job's shell wrapper when the script ends
+        stdout, stderr            output head; stdout.tail.<n>, stderr.tail.<n> the rotating tail
+
+A state change is one transaction under ``journal.lock``: allocate ``seq`` = last logged seq + 1,
+note the intent (seq, job dir) in the lock file, write the record file, append the event.
+A process killed between the record and the event leaves the intent behind; the next transaction
+sees it and appends the missing event, so the event log never misses a record that was written
+and a seq is never given to two records.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+import urllib.parse
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from jobnet_agent.faults import crash_point
+from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
+
+RECORD = "record.json"
+SPEC = "spec.json"
+SUPERVISOR_LOCK = "supervisor.lock"
+CONTROL_FIFO = "control"
+STARTED_MARKER = "started"
+EXIT_CODE = "exitcode"
+
+#: The event log is rewritten (latest record per job) when GC has removed jobs and it is this big.
+COMPACT_THRESHOLD_BYTES = 8 * 1024 * 1024
+
+
+class JournalError(Exception):
+    """The state directory cannot be used (missing permissions, corrupt files...)."""
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _dump(data: Dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _dir_name(part: str) -> str:
+    quoted = urllib.parse.quote(part, safe="")
+    if len(quoted) > 180:
+        return "h-" + hashlib.sha256(part.encode("utf-8")).hexdigest()
+    return quoted
+
+
+def read_last_line(fd: int, size: int) -> Tuple[Optional[bytes], int]:
+    """The last complete line of a file and the offset just after it (0 when there is none)."""
+    end = size
+    chunk = 8192
+    tail = b""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        tail = os.pread(fd, pos - start, start) + tail
+        pos = start
+        complete_end = tail.rfind(b"\n")
+        if complete_end < 0:
+            continue
+        line_start = tail.rfind(b"\n", 0, complete_end)
+        if line_start >= 0 or pos == 0:
+            end = pos + complete_end + 1
+            return tail[line_start + 1 : complete_end], end
+    return None, 0
+
+
+class Transaction:
+    """Journal writes made while holding ``journal.lock``."""
+
+    def __init__(self, journal: "Journal", lock_fd: int) -> None:
+        self._journal = journal
+        self._lock_fd = lock_fd
+        self.last_seq = 0
+
+    def commit(self, record: JobRecord) -> JobRecord:
+        """Give the record the next seq, write it, then log it. Returns the record as stored."""
+        journal = self._journal
+        record = record.replace(seq=self.last_seq + 1)
+        job_dir = journal.job_dir(record.key)
+        intent = ("%d %s\n" % (record.seq, os.path.relpath(job_dir, journal.state_dir))).encode("utf-8")
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, intent, 0)
+        atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()))
+        crash_point(
+            journal.role + ":journal-after-record",
+            "%s:journal-after-record:%s" % (journal.role, record.state),
+        )
+        journal.append_event(record)
+        self.last_seq = record.seq
+        return record
+
+
+class Journal:
+    def __init__(self, state_dir: str, role: str) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.role = role
+        self.jobs_dir = os.path.join(self.state_dir, "jobs")
+        self.events_path = os.path.join(self.state_dir, "events.log")
+        self.lock_path = os.path.join(self.state_dir, "journal.lock")
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def open(self, create: bool = True) -> None:
+        """Check (and create) the state directory; raise JournalError with a clear reason."""
+        try:
+            if create:
+                os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
+            info = os.stat(self.state_dir)
+        except FileExistsError:
+            raise JournalError("state dir %s: a path component is not a directory" % self.state_dir)
+        except OSError as exc:
+            raise JournalError("state dir %s is not usable: %s" % (self.state_dir, exc.strerror or exc))
+        if not stat.S_ISDIR(info.st_mode):
+            raise JournalError("state dir %s is not a directory" % self.state_dir)
+        if not os.path.isdir(self.jobs_dir):
+            raise JournalError("state dir %s has no jobs/ directory (never used by an agent?)" % self.state_dir)
+        if not os.access(self.state_dir, os.R_OK | os.W_OK | os.X_OK):
+            raise JournalError("state dir %s is not readable and writable by uid %d" % (self.state_dir, os.getuid()))
+        for path in (self.lock_path, self.events_path):
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise JournalError("cannot open %s: %s" % (path, exc.strerror or exc))
+
+    # -- paths and reads ---------------------------------------------------------------------
+
+    def job_dir(self, key: JobKey) -> str:
+        return os.path.join(self.jobs_dir, _dir_name(key.run), "%s#%d" % (_dir_name(key.path), key.attempt))
+
+    def read_record(self, key: JobKey) -> Optional[JobRecord]:
+        return self._read_record_file(os.path.join(self.job_dir(key), RECORD))
+
+    def read_record_at(self, job_dir: str) -> Optional[JobRecord]:
+        return self._read_record_file(os.path.join(job_dir, RECORD))
+
+    @staticmethod
+    def _read_record_file(path: str) -> Optional[JobRecord]:
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise JournalError("journal record %s is unreadable: %s" % (path, exc))
+        return JobRecord.from_stored(data)
+
+    def read_spec(self, key: JobKey) -> LaunchSpec:
+        path = os.path.join(self.job_dir(key), SPEC)
+        try:
+            with open(path, "rb") as handle:
+                return LaunchSpec.from_json(json.loads(handle.read().decode("utf-8")))
+        except (OSError, ValueError) as exc:
+            raise JournalError("launch spec %s is unreadable: %s" % (path, exc))
+
+    def job_dirs(self, run: Optional[str] = None) -> List[str]:
+        runs = [_dir_name(run)] if run is not None else sorted(os.listdir(self.jobs_dir))
+        found = []
+        for run_name in runs:
+            run_dir = os.path.join(self.jobs_dir, run_name)
+            try:
+                names = sorted(os.listdir(run_dir))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found.extend(os.path.join(run_dir, name) for name in names)
+        return found
+
+    def list_records(self, run: Optional[str] = None) -> List[JobRecord]:
+        records = []
+        for job_dir in self.job_dirs(run):
+            record = self._read_record_file(os.path.join(job_dir, RECORD))
+            if record is not None and (run is None or record.key.run == run):
+                records.append(record)
+        records.sort(key=lambda r: r.seq)
+        return records
+
+    def last_seq(self) -> int:
+        fd = os.open(self.events_path, os.O_RDONLY)
+        try:
+            line, _ = read_last_line(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return json.loads(line.decode("utf-8"))["seq"] if line else 0
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            tx = Transaction(self, fd)
+            tx.last_seq = self._finish_interrupted(fd)
+            yield tx
+        finally:
+            os.close(fd)
+
+    def _finish_interrupted(self, lock_fd: int) -> int:
+        """Repair what a process killed inside a transaction left; return the last logged seq."""
+        events_fd = os.open(self.events_path, os.O_RDWR)
+        try:
+            size = os.fstat(events_fd).st_size
+            line, end = read_last_line(events_fd, size)
+            if end != size:
+                # A torn append (killed mid-write): the record file has it, the intent re-logs it.
+                os.ftruncate(events_fd, end)
+                os.fsync(events_fd)
+        finally:
+            os.close(events_fd)
+        last = json.loads(line.decode("utf-8"))["seq"] if line else 0
+        intent = os.pread(lock_fd, 4096, 0).decode("utf-8", "replace").split()
+        if len(intent) == 2 and intent[0].isdigit() and int(intent[0]) > last:
+            record = self._read_record_file(os.path.join(self.state_dir, intent[1], RECORD))
+            if record is not None and record.seq == int(intent[0]):
+                self.append_event(record)
+                last = record.seq
+        return last
+
+    def append_event(self, record: JobRecord) -> None:
+        line = _dump({"seq": record.seq, "record": record.to_stored()}) + b"\n"
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def claim(
+        self, key: JobKey, spec: LaunchSpec, make_accepted: Callable[[], JobRecord]
+    ) -> Tuple[JobRecord, Optional[int]]:
+        """Claim a key for launching.
+
+        Returns ``(record, supervisor_lock_fd)``: a fresh ``accepted`` record and the job's
+        supervisor lock, already held (to hand over to the supervisor), or the existing record
+        and None when the key was claimed before. The claim is the ``mkdir`` of the job
+        directory, made under the journal lock together with the accepted record.
+        """
+        job_dir = self.job_dir(key)
+        with self.transaction() as tx:
+            run_dir = os.path.dirname(job_dir)
+            if not os.path.isdir(run_dir):
+                os.makedirs(run_dir, mode=0o700, exist_ok=True)
+                fsync_dir(self.jobs_dir)
+            try:
+                os.mkdir(job_dir, 0o700)
+            except FileExistsError:
+                existing = self.read_record(key)
+                if existing is not None:
+                    return existing, None
+                # The claimant died inside its transaction, before the accepted record: nothing
+                # was started (a supervisor is only started after that record), so claim it anew.
+            fsync_dir(run_dir)
+            atomic_write(os.path.join(job_dir, SPEC), _dump(spec.to_json()))
+            if not os.path.exists(os.path.join(job_dir, CONTROL_FIFO)):
+                os.mkfifo(os.path.join(job_dir, CONTROL_FIFO), 0o600)
+            lock_fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                record = tx.commit(make_accepted())
+            except BaseException:
+                os.close(lock_fd)
+                raise
+            return record, lock_fd
+
+    def update(
+        self, key: JobKey, change: Callable[[JobRecord], Optional[JobRecord]]
+    ) -> Tuple[Optional[JobRecord], Optional[JobRecord]]:
+        """Compare-and-set: ``change`` sees the current record and returns the new one or None.
+
+        Returns ``(current, committed)``; ``committed`` is None when nothing was written.
+        """
+        with self.transaction() as tx:
+            current = self.read_record(key)
+            if current is None:
+                return None, None
+            new = change(current)
+            if new is None:
+                return current, None
+            return current, tx.commit(new)
+
+    # -- recovery and garbage collection -----------------------------------------------------
+
+    def repair(self) -> List[JobRecord]:
+        """Log every record whose event is missing (e.g. after a power loss); return them."""
+        with self.transaction() as tx:
+            missing = [r for r in self.list_records() if r.seq > tx.last_seq]
+            for record in missing:
+                self.append_event(record)
+            return missing
+
+    def collect_garbage(self, retention_seconds: float, now: Optional[float] = None) -> List[JobKey]:
+        """Delete acknowledged, ended jobs acknowledged more than ``retention_seconds`` ago."""
+        now = time.time() if now is None else now
+        removed = []
+        with self.transaction() as tx:
+            for job_dir in self.job_dirs():
+                record_path = os.path.join(job_dir, RECORD)
+                record = self._read_record_file(record_path)
+                if record is None or not (record.ended and record.acknowledged):
+                    continue
+                if now - os.stat(record_path).st_mtime < retention_seconds:
+                    continue
+                shutil.rmtree(job_dir)
+                removed.append(record.key)
+                run_dir = os.path.dirname(job_dir)
+                try:
+                    os.rmdir(run_dir)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+            if removed and os.path.getsize(self.events_path) > COMPACT_THRESHOLD_BYTES:
+                self._compact(tx.last_seq)
+        return removed
+
+    def _compact(self, last_seq: int) -> None:
+        """Rewrite the event log as the latest record of each remaining job, keeping the last seq."""
+        lines = [_dump({"seq": r.seq, "record": r.to_stored()}) + b"\n" for r in self.list_records()]
+        lines.append(_dump({"seq": last_seq}) + b"\n")
+        atomic_write(self.events_path, b"".join(lines))
+
+
+class EventReader:
+    """Reads events with ``seq`` greater than a start point from the event log, incrementally.
+
+    Follows appends cheaply (one ``stat`` when nothing changed) and notices a compaction
+    (new inode): it then rereads from the start, skipping what it already delivered.
+    """
+
+    def __init__(self, events_path: str, from_seq: int) -> None:
+        self.path = events_path
+        self.delivered_seq = from_seq
+        self._fd: Optional[int] = None
+        self._inode: Optional[Tuple[int, int]] = None
+        self._offset = 0
+        self._partial = b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def poll(self, max_bytes: int = 1024 * 1024) -> List[JobRecord]:
+        info = os.stat(self.path)
+        identity = (info.st_dev, info.st_ino)
+        if identity != self._inode:
+            self.close()
+            self._fd = os.open(self.path, os.O_RDONLY)
+            opened = os.fstat(self._fd)
+            self._inode = (opened.st_dev, opened.st_ino)
+            self._offset = 0
+            self._partial = b""
+            info = opened
+        if info.st_size < self._offset:
+            # A torn append was cut off by a repair: reread, skipping what was delivered.
+            self._offset = 0
+            self._partial = b""
+        if info.st_size == self._offset:
+            return []
+        assert self._fd is not None
+        data = os.pread(self._fd, min(max_bytes, info.st_size - self._offset), self._offset)
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        records = []
+        for line in lines:
+            if not line:
+                continue
+            try:
+                entry = json.loads(line.decode("utf-8"))
+            except ValueError:
+                # Read across a cut-off torn append: start over from the beginning next poll.
+                self._offset = 0
+                self._partial = b""
+                return records
+            if entry["seq"] <= self.delivered_seq or "record" not in entry:
+                continue
+            self.delivered_seq = entry["seq"]
+            records.append(JobRecord.from_stored(entry["record"]))
+        return records

@@ -1,0 +1,397 @@
+"""``jobnet-agent serve``: the JSON-lines protocol on stdin/stdout (docs/agent-protocol.md).
+
+One serve process per SSH channel. It holds no state of its own: every answer comes from the
+journal, every job is run by its own detached supervisor, so the channel (and this process) may
+die at any moment without losing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any, Callable, Dict, Optional, Set, Tuple
+
+import jobnet_agent
+from jobnet_agent import PROTOCOL_VERSION, __version__
+from jobnet_agent.config import AgentConfig
+from jobnet_agent.detection import ADOPT, END, decide, end_record, observe
+from jobnet_agent.faults import crash_point
+from jobnet_agent.journal import CONTROL_FIFO, EventReader, Journal
+from jobnet_agent.log import AgentLog
+from jobnet_agent.output import StoredOutput
+from jobnet_agent.protocol import (
+    ACCEPTED,
+    ACTIVE_STATES,
+    MAX_READ_LENGTH,
+    RUNNING,
+    JobKey,
+    JobRecord,
+    LaunchSpec,
+    ProtocolError,
+    Request,
+    RequestError,
+    check_hello,
+    encode,
+    error,
+    event,
+    heartbeat,
+    int_arg,
+    kill_args,
+    ok,
+    optional_run_arg,
+    parse_request,
+    stream_arg,
+)
+
+_MAX_LINE_BYTES = 16 * 1024 * 1024
+_GC_INTERVAL_SECONDS = 60.0
+
+Handled = Tuple[Dict[str, Any], Optional[Callable[[], None]]]
+
+
+def spawn_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, adopt: bool) -> Optional[int]:
+    """Start a detached supervisor for ``job_dir``, handing it the (held) supervisor lock.
+
+    Returns the read end of its readiness pipe (a byte or EOF once the job has a pid or has
+    failed to start), or None for an adopting supervisor.
+    """
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
+    boot = "import sys; sys.path.insert(0, %r); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))" % (
+        package_root
+    )
+    command = [sys.executable, "-c", boot, "supervise"] + config.to_args()
+    command += ["--job-dir", job_dir, "--lock-fd", str(lock_fd)]
+    ready_r: Optional[int] = None
+    pass_fds = [lock_fd]
+    if adopt:
+        command.append("--adopt")
+    else:
+        ready_r, ready_w = os.pipe()
+        command += ["--ready-fd", str(ready_w)]
+        pass_fds.append(ready_w)
+    log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        # The supervisor forks at once and this child exits: nothing to reap later.
+        subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,  # a crashing supervisor's traceback lands in the agent log
+            pass_fds=pass_fds,
+            start_new_session=True,
+        ).wait()
+    finally:
+        os.close(log_fd)
+        os.close(lock_fd)
+        if not adopt:
+            os.close(ready_w)
+    return ready_r
+
+
+class Server:
+    def __init__(self, config: AgentConfig, boot_id: str, reader: IO[bytes], writer: IO[bytes]) -> None:
+        self.config = config
+        self.boot_id = boot_id
+        self.journal = Journal(config.state_dir, "serve")
+        self.log = AgentLog(config.agent_log_path, "serve")
+        self._reader = reader
+        self._writer = writer
+        self._write_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watch_stop: Optional[threading.Event] = None
+        self._watcher: Optional[EventReader] = None
+        self._adopted: Set[JobKey] = set()
+        self._connection_lost = False
+        self._handlers: Dict[str, Callable[[Request], Handled]] = {
+            "hello": self._hello,
+            "launch": self._launch,
+            "kill": self._kill,
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "tail": self._tail,
+            "read": self._read,
+            "ack": self._ack,
+            "ping": self._ping,
+        }
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.log.line("serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id))
+        for record in self.journal.repair():
+            self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
+        self.sweep()
+        self._collect_garbage()
+        for target in (self._heartbeats, self._sweeps):
+            threading.Thread(target=target, daemon=True).start()
+        try:
+            while not self._connection_lost:
+                line = self._reader.readline(_MAX_LINE_BYTES)
+                if not line:
+                    break
+                if line.strip():
+                    self._handle_line(line)
+        finally:
+            self._stopping.set()
+            self._report_unsent("channel closed")
+            self.log.line("serve disconnected: channel closed")
+        return 0
+
+    def _handle_line(self, line: bytes) -> None:
+        request_id: Optional[int] = None
+        after: Optional[Callable[[], None]] = None
+        try:
+            request = parse_request(line.decode("utf-8", "replace"))
+            request_id = request.id
+            result, after = self._handlers[request.op](request)
+            response = ok(request.id, result)
+        except RequestError as exc:
+            response = error(exc.request_id, exc.code, exc.message)
+        except ProtocolError as exc:
+            response = error(request_id, exc.code, exc.message)
+        except Exception as exc:  # an answer is owed whatever broke; the log keeps the detail
+            self.log.line("internal error answering request %s: %r" % (request_id, exc))
+            response = error(request_id, "Internal", "%s: %s" % (type(exc).__name__, exc))
+        self._send(response)
+        if after is not None:
+            after()
+
+    def _send(self, message: Dict[str, Any]) -> bool:
+        data = encode(message)
+        with self._write_lock:
+            if self._connection_lost:
+                return False
+            try:
+                self._writer.write(data)
+                self._writer.flush()
+                return True
+            except (OSError, ValueError):
+                self._connection_lost = True
+        self._report_unsent("connection lost")
+        self._stopping.set()
+        return False
+
+    def _report_unsent(self, why: str) -> None:
+        if self._watcher is None:
+            return
+        last = self.journal.last_seq()
+        sent = self._watcher.delivered_seq
+        if last > sent:
+            self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, sent + 1, last))
+
+    # -- background work ---------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        while not self._stopping.wait(self.config.heartbeat_seconds):
+            self._send(heartbeat(time.time(), self.journal.last_seq()))
+
+    def _sweeps(self) -> None:
+        last_gc = time.monotonic()
+        while not self._stopping.wait(self.config.sweep_seconds):
+            try:
+                self.sweep()
+                if time.monotonic() - last_gc >= _GC_INTERVAL_SECONDS:
+                    last_gc = time.monotonic()
+                    self._collect_garbage()
+            except Exception as exc:  # keep sweeping: a bad job dir must not blind the agent
+                self.log.line("sweep failed: %r" % (exc,))
+
+    def _collect_garbage(self) -> None:
+        for key in self.journal.collect_garbage(self.config.retention_seconds):
+            self.log.line("removed: acknowledged and older than the retention period", key)
+
+    def sweep(self) -> None:
+        """Find active jobs whose supervisor is gone and settle them (detection on restart)."""
+        for record in self.journal.list_records():
+            if record.state in ACTIVE_STATES:
+                self.check_job(record)
+
+    def check_job(self, record: JobRecord) -> None:
+        seen, lock_fd = observe(self.journal, record, self.boot_id)
+        if lock_fd is None:
+            return
+        try:
+            verdict = decide(record, seen)
+            if verdict.action == ADOPT:
+                self.log.line(verdict.why, record.key)
+                spawn_supervisor(self.config, self.journal.job_dir(record.key), lock_fd, adopt=True)
+                lock_fd = None
+            elif verdict.action == END:
+                committed = end_record(self.journal, record, verdict)
+                if committed is not None:
+                    self.log.line("%s: %s" % (verdict.why, committed.message), record.key)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _hello(self, request: Request) -> Handled:
+        check_hello(request.args)
+        client = request.args.get("client")
+        self.log.line("client %r connected (protocol %d)" % (client, PROTOCOL_VERSION))
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "agentVersion": __version__,
+            "bootId": self.boot_id,
+            "hostname": socket.gethostname(),
+            "lastSeq": self.journal.last_seq(),
+            "pid": os.getpid(),
+        }, None
+
+    def _key(self, request: Request) -> JobKey:
+        return JobKey.from_json(request.args.get("key"))
+
+    def _existing(self, key: JobKey) -> JobRecord:
+        record = self.journal.read_record(key)
+        if record is None:
+            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+        return record
+
+    def _launch(self, request: Request) -> Handled:
+        key = self._key(request)
+        spec = LaunchSpec.from_json(request.args)
+        accepted = JobRecord(key=key, state=ACCEPTED, accepted_at=time.time(), boot_id=self.boot_id)
+        record, lock_fd = self.journal.claim(key, spec, lambda: accepted)
+        if lock_fd is None:
+            if record.state == RUNNING and record.pid is not None:
+                self.log.line("launch ignored: already started (pid %d)" % record.pid, key)
+            else:
+                self.log.line("launch ignored: already %s" % record.describe_end(), key)
+            return {"record": record.to_wire(), "deduplicated": True}, None
+        self.log.line("accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key)
+        crash_point("serve:launch-after-accept")
+        ready = spawn_supervisor(self.config, self.journal.job_dir(key), lock_fd, adopt=False)
+        assert ready is not None
+        try:
+            select.select([ready], [], [], self.config.start_timeout_seconds)
+        finally:
+            os.close(ready)
+        current = self.journal.read_record(key) or record
+        return {"record": current.to_wire(), "deduplicated": False}, None
+
+    def _kill(self, request: Request) -> Handled:
+        key = self._key(request)
+        grace, reason = kill_args(request.args, self.config.grace_seconds)
+
+        def request_kill(current: JobRecord) -> Optional[JobRecord]:
+            if current.ended or current.kill_requested is not None:
+                return None
+            return current.replace(kill_requested=reason, grace_seconds=grace)
+
+        current, committed = self.journal.update(key, request_kill)
+        if current is None:
+            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+        if committed is None and current.ended:
+            self.log.line("kill ignored: already %s" % current.describe_end(), key)
+            return {"record": current.to_wire(), "deduplicated": current.kill_requested is not None,
+                    "alreadyEnded": True}, None  # fmt: skip
+        if committed is None:
+            self.log.line("kill ignored: a kill (%s) was already requested; reminding the supervisor" % current.kill_requested, key)
+        else:
+            self.log.line("kill requested (%s, grace %ss)" % (reason, grace), key)
+        crash_point("serve:kill-after-request")
+        self._wake_supervisor(committed or current)
+        return {"record": (committed or current).to_wire(), "deduplicated": committed is None,
+                "alreadyEnded": False}, None  # fmt: skip
+
+    def _wake_supervisor(self, record: JobRecord) -> None:
+        fifo = os.path.join(self.journal.job_dir(record.key), CONTROL_FIFO)
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            # No supervisor listens (not started yet, or gone): detection settles it, and an
+            # adopting supervisor carries out the kill recorded in the journal.
+            self.check_job(record)
+            return
+        try:
+            os.write(fd, b"k")
+        except BlockingIOError:
+            pass  # the FIFO is full of earlier wake-ups: the supervisor will look anyway
+        finally:
+            os.close(fd)
+
+    def _get(self, request: Request) -> Handled:
+        return {"record": self._existing(self._key(request)).to_wire()}, None
+
+    def _list(self, request: Request) -> Handled:
+        run = optional_run_arg(request.args)
+        return {"records": [r.to_wire() for r in self.journal.list_records(run)]}, None
+
+    def _watch(self, request: Request) -> Handled:
+        from_seq = int_arg(request.args, "fromSeq", default=0)
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+        stop = threading.Event()
+        self._watch_stop = stop
+        watcher = EventReader(self.journal.events_path, from_seq)
+        self._watcher = watcher
+        last_seq = self.journal.last_seq()
+
+        def start() -> None:
+            threading.Thread(target=self._stream_events, args=(watcher, stop), daemon=True).start()
+
+        return {"lastSeq": last_seq}, start
+
+    def _stream_events(self, watcher: EventReader, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set() and not self._stopping.is_set():
+                records = watcher.poll()
+                for record in records:
+                    if not self._send(event(record)):
+                        return
+                if not records:
+                    stop.wait(self.config.poll_seconds)
+        except Exception as exc:
+            self.log.line("event stream failed: %r" % (exc,))
+        finally:
+            watcher.close()
+
+    def _tail(self, request: Request) -> Handled:
+        key = self._key(request)
+        stream = stream_arg(request.args)
+        max_bytes = min(int_arg(request.args, "maxBytes", default=4096), MAX_READ_LENGTH)
+        self._existing(key)
+        data, total, dropped = StoredOutput(self.journal.job_dir(key), stream).tail(max_bytes)
+        return {"data": data.decode("utf-8", "replace"), "totalBytes": total, "droppedBytes": dropped}, None
+
+    def _read(self, request: Request) -> Handled:
+        key = self._key(request)
+        stream = stream_arg(request.args)
+        offset = int_arg(request.args, "offset", default=0)
+        length = min(int_arg(request.args, "length", default=MAX_READ_LENGTH), MAX_READ_LENGTH)
+        record = self._existing(key)
+        data, stored = StoredOutput(self.journal.job_dir(key), stream).read(offset, length)
+        eof = record.ended and offset + len(data) >= stored
+        return {"data": base64.b64encode(data).decode("ascii"), "eof": eof}, None
+
+    def _ack(self, request: Request) -> Handled:
+        key = self._key(request)
+
+        def acknowledge(current: JobRecord) -> Optional[JobRecord]:
+            if not current.ended or current.acknowledged:
+                return None
+            return current.replace(acknowledged=True)
+
+        current, committed = self.journal.update(key, acknowledge)
+        if current is None:
+            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+        if not current.ended:
+            raise ProtocolError("BadRequest", "job %s is still %s: only an ended job can be acknowledged" % (key.text(), current.state))
+        if committed is not None:
+            self.log.line("acknowledged (%s)" % committed.describe_end(), key)
+        return {"record": (committed or current).to_wire()}, None
+
+    def _ping(self, request: Request) -> Handled:
+        return {"time": time.time()}, None
+
+
+def serve(config: AgentConfig, boot_id: str) -> int:
+    return Server(config, boot_id, sys.stdin.buffer, sys.stdout.buffer).run()

@@ -1,0 +1,504 @@
+"""The per-job supervisor: starts one job, pumps its output, enforces timeout and kill, records the end.
+
+Started by ``serve`` (``jobnet-agent supervise``) fully detached: its own session, stdin from
+/dev/null, reparented to init by a fork, holding the job's ``supervisor.lock`` for its whole life
+(serve uses that lock to know whether a supervisor is alive).
+
+The script runs under a tiny ``/bin/sh`` wrapper, in its own session and process group (pgid =
+the wrapper's pid), so a kill reaches the whole tree. The wrapper writes the script's exit code
+to the job's ``exitcode`` file before it exits: if this supervisor dies at any moment, the
+result is still known. Output goes through FIFOs in the job directory, which the wrapper also
+holds open for reading: a dead supervisor never SIGPIPEs the job, and a new supervisor started
+in ``--adopt`` mode resumes pumping from the same FIFOs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+from jobnet_agent.config import AgentConfig
+from jobnet_agent.faults import crash_point
+from jobnet_agent.journal import CONTROL_FIFO, EXIT_CODE, STARTED_MARKER, Journal, atomic_write
+from jobnet_agent.log import AgentLog
+from jobnet_agent.output import CappedWriter
+from jobnet_agent.protocol import (
+    ACCEPTED,
+    EXITED,
+    FAILED_TO_START,
+    KILLED,
+    LOST,
+    RUNNING,
+    TIMED_OUT,
+    JobKey,
+    JobRecord,
+    LaunchSpec,
+)
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_SIZE = 1024 * 1024
+_READ_CHUNK = 256 * 1024
+#: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
+_ADOPTED_POLL_SECONDS = 0.05
+_INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (tells a pid from its reuse)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int, start_ticks: Optional[int]) -> bool:
+    """Whether ``pid`` is still the same live (non-zombie) process."""
+    if os.path.isdir("/proc/self"):
+        ticks = process_start_ticks(pid)
+        return ticks is not None and (start_ticks is None or ticks == start_ticks)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_wrapper_exit_code(job_dir: str) -> Optional[int]:
+    """The exit code the job's wrapper recorded, or None when it wrote none (or was cut short)."""
+    try:
+        with open(os.path.join(job_dir, EXIT_CODE), "rb") as handle:
+            text = handle.read(32)
+    except OSError:
+        return None
+    if not text.endswith(b"\n") or not text.strip().isdigit():
+        return None
+    return int(text.strip())
+
+
+def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
+    """Why the job cannot start, as (reason, message), or None. Checked before anything starts."""
+    if not os.path.isdir(working_dir):
+        return "BadWorkingDirectory", "working directory %s does not exist or is not a directory" % working_dir
+    if not os.access(working_dir, os.X_OK):
+        return "BadWorkingDirectory", "working directory %s is not accessible (no search permission)" % working_dir
+    try:
+        info = os.stat(spec.script)
+    except FileNotFoundError:
+        return "ScriptNotFound", "script %s does not exist" % spec.script
+    except NotADirectoryError:
+        return "ScriptNotFound", "script %s does not exist (a path component is not a directory)" % spec.script
+    except PermissionError:
+        return "PermissionDenied", "script %s cannot be reached: permission denied" % spec.script
+    if os.path.isdir(spec.script):
+        return "PermissionDenied", "script %s is a directory, not an executable file" % spec.script
+    if not os.access(spec.script, os.X_OK) or not info.st_mode & 0o111:
+        return "PermissionDenied", "script %s is not executable (mode %o)" % (spec.script, info.st_mode & 0o7777)
+    return None
+
+
+def job_environment(key: JobKey, spec: LaunchSpec) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INTERNAL_ENV_PREFIX)}
+    env.setdefault("JOBNET_RUN", key.run)
+    env.setdefault("JOBNET_JOB_PATH", key.path)
+    env.setdefault("JOBNET_ATTEMPT", str(key.attempt))
+    env.update(spec.env)
+    return env
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+@dataclasses.dataclass
+class _Kill:
+    reason: str  # "stop" or "timeout"
+    kill_at: float  # monotonic time of the SIGKILL
+    sigkill_sent: bool = False
+
+
+class _Leader:
+    """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
+
+    def __init__(self, pid: int, pgid: int, proc: Optional[subprocess.Popen], start_ticks: Optional[int]) -> None:
+        self.pid = pid
+        self.pgid = pgid
+        self._proc = proc
+        self._start_ticks = start_ticks
+        self.status: Optional[int] = None  # Popen returncode: -N for signal N
+        self.ended = False
+
+    @property
+    def adopted(self) -> bool:
+        return self._proc is None
+
+    def poll(self) -> bool:
+        if not self.ended:
+            if self._proc is not None:
+                self.status = self._proc.poll()
+                self.ended = self.status is not None
+            else:
+                self.ended = not process_alive(self.pid, self._start_ticks)
+        return self.ended
+
+
+class Supervisor:
+    def __init__(self, config: AgentConfig, job_dir: str) -> None:
+        self.config = config
+        self.job_dir = os.path.abspath(job_dir)
+        self.journal = Journal(config.state_dir, "supervise")
+        self.log = AgentLog(config.agent_log_path, "supervise")
+        record = self.journal.read_record_at(self.job_dir)
+        if record is None:
+            raise RuntimeError("no journal record in %s" % self.job_dir)
+        self.key = record.key
+        self._readers: List[Tuple[int, CappedWriter]] = []
+        self._kill: Optional[_Kill] = None
+
+    # -- journal helpers ---------------------------------------------------------------------
+
+    def _commit_if(self, states: Tuple[str, ...], **changes: object) -> Optional[JobRecord]:
+        _, committed = self.journal.update(
+            self.key, lambda r: r.replace(**changes) if r.state in states else None
+        )
+        return committed
+
+    def _end_before_start(self, state: str, reason: str, message: str) -> None:
+        self._commit_if((ACCEPTED,), state=state, reason=reason, message=message, ended_at=time.time())
+        self.log.line("failed to start: %s (%s)" % (message, reason) if state == FAILED_TO_START else message, self.key)
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self, ready_fd: Optional[int]) -> None:
+        """Start the job of an ``accepted`` record, then supervise it to its end."""
+        try:
+            leader = self._start()
+        finally:
+            if ready_fd is not None:
+                try:
+                    os.write(ready_fd, b"1")
+                except OSError:
+                    pass  # serve is gone; the journal has everything
+                os.close(ready_fd)
+        if leader is not None:
+            crash_point("supervise:after-running")
+            self._supervise(leader)
+
+    def _start(self) -> Optional[_Leader]:
+        record = self.journal.read_record(self.key)
+        if record is None or record.state != ACCEPTED:
+            self.log.line("supervisor not needed: job is already %s" % (record.state if record else "gone"), self.key)
+            return None
+        if record.kill_requested:
+            self._commit_if(
+                (ACCEPTED,), state=KILLED, reason="StopRequested",
+                message="stopped before it started", ended_at=time.time(),
+            )  # fmt: skip
+            self.log.line("stopped before it started (kill requested)", self.key)
+            return None
+        spec = self.journal.read_spec(self.key)
+        working_dir = spec.working_dir or os.path.expanduser("~")
+        problem = check_launchable(spec, working_dir)
+        if problem is not None:
+            self._end_before_start(FAILED_TO_START, problem[0], problem[1])
+            return None
+        self._open_outputs(resume=False)
+        # From here on a crash means "the script may have started": never start it again.
+        atomic_write(os.path.join(self.job_dir, STARTED_MARKER), b"")
+        crash_point("supervise:before-start")
+        keep_fds = tuple(fd for fd, _ in self._readers)
+        wrapper = '"$@" %s; c=$?; printf "%%s\\n" "$c" > %s; exit "$c"' % (
+            " ".join("%d<&-" % fd for fd in keep_fds),
+            shlex.quote(os.path.join(self.job_dir, EXIT_CODE)),
+        )
+        out_w = os.open(os.path.join(self.job_dir, "stdout.fifo"), os.O_WRONLY)
+        err_w = os.open(os.path.join(self.job_dir, "stderr.fifo"), os.O_WRONLY)
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", wrapper, spec.script, spec.script] + spec.args,
+                cwd=working_dir,
+                env=job_environment(self.key, spec),
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=keep_fds,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            reason = "BadWorkingDirectory" if exc.filename == working_dir else "PermissionDenied"
+            self._end_before_start(FAILED_TO_START, reason, "cannot start %s: %s" % (spec.script, exc))
+            return None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        crash_point("supervise:after-start")
+        ticks = process_start_ticks(proc.pid)
+        now = time.time()
+        running = self._commit_if(
+            (ACCEPTED,), state=RUNNING, pid=proc.pid, pgid=proc.pid, started_at=now, pid_start_ticks=ticks
+        )
+        self.log.line("started pid %d (script %s)" % (proc.pid, spec.script), self.key)
+        if running is None:
+            # Impossible unless someone edited the journal by hand: do not leave an orphan behind.
+            self.log.line("journal changed under the supervisor; killing pid %d" % proc.pid, self.key)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+        return _Leader(proc.pid, proc.pid, proc, ticks)
+
+    def _open_outputs(self, resume: bool) -> None:
+        for stream in ("stdout", "stderr"):
+            fifo = os.path.join(self.job_dir, stream + ".fifo")
+            if not resume and not os.path.exists(fifo):
+                os.mkfifo(fifo, 0o600)
+            # Read-write: the FIFO never reports EOF to us and never SIGPIPEs the job.
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            try:
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+            except OSError:
+                pass  # a smaller pipe only costs throughput
+            writer = CappedWriter(
+                self.job_dir, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume
+            )
+            self._readers.append((fd, writer))
+
+    # -- adopt -------------------------------------------------------------------------------
+
+    def adopt(self, ready_fd: Optional[int]) -> None:
+        """Take over a running job whose supervisor died (same boot, process still alive)."""
+        if ready_fd is not None:
+            os.close(ready_fd)
+        record = self.journal.read_record(self.key)
+        if record is None or record.state != RUNNING or record.pid is None:
+            return
+        self._open_outputs(resume=True)
+        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks)
+        self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
+        self._supervise(leader)
+
+    # -- supervise ---------------------------------------------------------------------------
+
+    def _supervise(self, leader: _Leader) -> None:
+        record = self.journal.read_record(self.key)
+        assert record is not None
+        spec = self.journal.read_spec(self.key)
+        deadline: Optional[float] = None
+        if spec.timeout_seconds is not None and record.started_at is not None:
+            deadline = time.monotonic() + spec.timeout_seconds - (time.time() - record.started_at)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.set_wakeup_fd(wake_w)
+        control = os.open(os.path.join(self.job_dir, CONTROL_FIFO), os.O_RDWR | os.O_NONBLOCK)
+        selector = selectors.DefaultSelector()
+        for fd, writer in self._readers:
+            selector.register(fd, selectors.EVENT_READ, writer)
+        selector.register(control, selectors.EVENT_READ, "control")
+        selector.register(wake_r, selectors.EVENT_READ, "wake")
+        if record.kill_requested:
+            self._begin_kill(leader, record.kill_requested, record.grace_seconds)
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and self._kill is None and now >= deadline:
+                    self._timeout(leader, spec.timeout_seconds or 0)
+                if self._kill is not None and not self._kill.sigkill_sent and now >= self._kill.kill_at:
+                    self._send(leader, signal.SIGKILL)
+                    self._kill.sigkill_sent = True
+                if leader.poll():
+                    self._pump_all()
+                    if self._kill is None or not group_alive(leader.pgid):
+                        break
+                timeout = 1.0 if not leader.adopted else _ADOPTED_POLL_SECONDS
+                if leader.ended:
+                    timeout = min(timeout, 0.01)
+                for moment in (deadline if self._kill is None else None, self._pending_sigkill()):
+                    if moment is not None:
+                        timeout = min(timeout, max(0.0, moment - now))
+                for selected, _ in selector.select(timeout):
+                    if selected.data == "control":
+                        self._drain(control)
+                        self._on_control(leader)
+                    elif selected.data == "wake":
+                        self._drain(wake_r)
+                    else:
+                        self._pump(selected.fd, selected.data)
+            crash_point("supervise:after-exit")
+            self._record_end(leader)
+        finally:
+            signal.set_wakeup_fd(-1)
+            selector.close()
+            for fd in (wake_r, wake_w, control):
+                os.close(fd)
+            for fd, writer in self._readers:
+                os.close(fd)
+                writer.close()
+
+    def _pending_sigkill(self) -> Optional[float]:
+        if self._kill is not None and not self._kill.sigkill_sent:
+            return self._kill.kill_at
+        return None
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _pump(self, fd: int, writer: CappedWriter, max_chunks: int = 16) -> None:
+        for _ in range(max_chunks):
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            writer.write(data)
+
+    def _pump_all(self) -> None:
+        for fd, writer in self._readers:
+            while True:
+                try:
+                    data = os.read(fd, _READ_CHUNK)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                writer.write(data)
+
+    def _on_control(self, leader: _Leader) -> None:
+        record = self.journal.read_record(self.key)
+        if record is not None and record.kill_requested and self._kill is None and not leader.ended:
+            self._begin_kill(leader, record.kill_requested, record.grace_seconds)
+
+    def _timeout(self, leader: _Leader, timeout_seconds: int) -> None:
+        grace = self.config.grace_seconds
+        self.journal.update(
+            self.key,
+            lambda r: r.replace(kill_requested="timeout", grace_seconds=grace)
+            if r.state == RUNNING and not r.kill_requested
+            else None,
+        )
+        self.log.line("timed out after %ds: killing pid %d" % (timeout_seconds, leader.pid), self.key)
+        self._begin_kill(leader, "timeout", grace)
+
+    def _begin_kill(self, leader: _Leader, reason: str, grace: Optional[float]) -> None:
+        grace = self.config.grace_seconds if grace is None else grace
+        self._kill = _Kill(reason=reason, kill_at=time.monotonic() + grace)
+        self._send(leader, signal.SIGTERM)
+        crash_point("supervise:after-sigterm")
+        if grace <= 0:
+            self._send(leader, signal.SIGKILL)
+            self._kill.sigkill_sent = True
+
+    def _send(self, leader: _Leader, signum: int) -> None:
+        try:
+            os.killpg(leader.pgid, signum)
+        except ProcessLookupError:
+            self.log.line("%s not sent: process group %d is gone" % (_signal_name(signum), leader.pgid), self.key)
+            return
+        self.log.line("sent %s to process group %d" % (_signal_name(signum), leader.pgid), self.key)
+
+    def _record_end(self, leader: _Leader) -> None:
+        (out_fd, out), (err_fd, err) = self._readers
+        sizes = dict(
+            stdout_bytes=out.total_bytes, stdout_dropped=out.dropped_bytes,
+            stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
+        )  # fmt: skip
+        changes = end_changes(
+            wrapper_exit=read_wrapper_exit_code(self.job_dir),
+            status=leader.status,
+            kill_reason=self._kill.reason if self._kill else None,
+            adopted=leader.adopted,
+        )
+        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
+        if committed is not None:
+            self.log.line("%s (%s)" % (committed.describe_end(), committed.message), self.key)
+
+
+def end_changes(
+    wrapper_exit: Optional[int], status: Optional[int], kill_reason: Optional[str], adopted: bool
+) -> Dict[str, object]:
+    """The end state of a job from what is known when its process-group leader is gone.
+
+    The wrapper's exit code is the truth whenever it exists (even when a kill was requested: the
+    script had already ended by itself, F06-F09). Without it, a kill we sent explains the end.
+    Anything else is unknown and reported as ``lost``, never as a success.
+    """
+    if wrapper_exit is not None:
+        return dict(state=EXITED, exit_code=wrapper_exit, signal=None, reason=None,
+                    message="exited with code %d" % wrapper_exit)  # fmt: skip
+    signum = -status if status is not None and status < 0 else None
+    if kill_reason is not None:
+        state, reason = (TIMED_OUT, "TimedOut") if kill_reason == "timeout" else (KILLED, "StopRequested")
+        how = "by %s" % _signal_name(signum) if signum else "(exit status unknown)"
+        return dict(state=state, reason=reason, signal=signum, exit_code=None,
+                    message="%s: process group ended %s" % ("timed out" if state == TIMED_OUT else "stopped", how))  # fmt: skip
+    if signum is not None:
+        return dict(state=EXITED, exit_code=128 + signum, signal=signum, reason="Signaled",
+                    message="terminated by %s, not sent by the agent" % _signal_name(signum))  # fmt: skip
+    if status is not None:
+        return dict(state=EXITED, exit_code=status, signal=None, reason=None,
+                    message="exited with code %d" % status)  # fmt: skip
+    return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
+                message="the job's process ended while adopted, without an exit code "
+                        "(killed from outside?); its result is unknown")  # fmt: skip
+
+
+def detach() -> None:
+    """Fork once more so the supervisor is reparented to init and serve's child exits at once."""
+    if os.fork() != 0:
+        os._exit(0)
+    # A handler, not SIG_IGN: ignored signals would be inherited by the job through exec.
+    signal.signal(signal.SIGHUP, _ignore_signal)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    return None
+
+
+def run_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
+    detach()
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        sys.stderr.write("jobnet-agent supervise: %s already has a supervisor\n" % job_dir)
+        return 1
+    supervisor = Supervisor(config, job_dir)
+    if adopt:
+        supervisor.adopt(ready_fd)
+    else:
+        supervisor.start(ready_fd)
+    return 0
