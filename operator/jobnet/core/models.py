@@ -97,19 +97,28 @@ class JobSpec(ApiModel):
             "Exactly one of `script` or `expand`."
         ),
     )
-    args: list[str] = Field(default_factory=list, description="Arguments passed to the script.")
+    args: list[str] = Field(default_factory=list, description="Arguments passed to the script (script jobs only).")
     env: EnvMap = Field(
         default_factory=dict,
-        description="Environment variables for the script (override JobNet and JobRun env).",
+        description=(
+            "Environment variables for the script. They override the env of the JobNets around the job; "
+            "the JobRun's env overrides them. On an `expand` job: env for every job of the embedded JobNet."
+        ),
     )
     after: list[str] = Field(
         default_factory=list,
         description="Names of jobs in the same JobNet that must succeed before this one starts.",
     )
-    host: HostSpec | None = Field(default=None, description="Overrides the JobNet's default host.")
+    host: HostSpec | None = Field(
+        default=None,
+        description=(
+            "Overrides the JobNet's default host. On an `expand` job: the default host of the embedded "
+            "JobNet's jobs when that JobNet sets none."
+        ),
+    )
     working_dir: str | None = Field(
         default=None,
-        description="Working directory on the VM (default: the login user's home directory).",
+        description="Working directory on the VM (default: the login user's home directory; script jobs only).",
     )
     timeout_seconds: int | None = Field(
         default=None,
@@ -152,7 +161,10 @@ class JobRunSpec(ApiModel):
     """One execution of a JobNet."""
 
     job_net_ref: str = Field(min_length=1, description="Name of the root JobNet to run (same namespace).")
-    env: EnvMap = Field(default_factory=dict, description="Environment variables for every job of this run.")
+    env: EnvMap = Field(
+        default_factory=dict,
+        description="Environment variables for every job of this run; they override JobNet and job env.",
+    )
 
 
 class ObjectMeta(BaseModel):
