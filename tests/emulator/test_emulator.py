@@ -1,0 +1,356 @@
+"""The API emulator behaves like a real API server where kmock 0.8 did not (one test per gap)."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.emulator import EmulatorServer
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+
+JOBNETS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobnets"
+JOBRUNS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobruns"
+
+
+def call(emulator: EmulatorServer, method: str, path: str, body: Any = None,
+         content_type: str = "application/json", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"Content-Type": content_type, **(headers or {})})
+        reply = connection.getresponse()
+        return reply.status, json.loads(reply.read() or b"null")
+    finally:
+        connection.close()
+
+
+def watch(emulator: EmulatorServer, path: str, count: int, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
+    """Read ``count`` events of a watch (server-side timeout bounds the wait); return content type and events."""
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=timeout + 5)
+    separator = "&" if "?" in path else "?"
+    connection.request("GET", f"{path}{separator}watch=true&timeoutSeconds={timeout}")
+    reply = connection.getresponse()
+    events = []
+    try:
+        while len(events) < count:
+            line = reply.readline()
+            if not line:
+                break
+            events.append(json.loads(line))
+    finally:
+        connection.close()
+    return reply.getheader("Content-Type", ""), events
+
+
+def create_jobnet(emulator: EmulatorServer, name: str) -> dict[str, Any]:
+    status, body = call(emulator, "POST", JOBNETS, jobnet(name, script_job("a")))
+    assert status == 201, body
+    return body
+
+
+def test_objects_get_uid_timestamps_generation_and_increasing_resource_versions(emulator: EmulatorServer) -> None:
+    created = create_jobnet(emulator, "one")
+    meta = created["metadata"]
+    assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
+    first = int(meta["resourceVersion"])
+
+    _, annotated = call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "b"}}},
+                        "application/merge-patch+json")
+    assert int(annotated["metadata"]["resourceVersion"]) > first
+    assert annotated["metadata"]["generation"] == 1  # metadata changes keep the generation
+
+    _, respecced = call(emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}},
+                        "application/merge-patch+json")
+    assert respecced["metadata"]["generation"] == 2
+    assert int(respecced["metadata"]["resourceVersion"]) > int(annotated["metadata"]["resourceVersion"])
+    assert respecced["metadata"]["uid"] == meta["uid"]
+
+
+def test_generate_name(emulator: EmulatorServer) -> None:
+    status, body = call(emulator, "POST", JOBNETS, {**jobnet("x", script_job("a")), "metadata": {"generateName": "nightly-"}})
+    assert status == 201
+    assert body["metadata"]["name"].startswith("nightly-") and len(body["metadata"]["name"]) == len("nightly-") + 5
+
+
+def test_json_patch_test_op_is_honoured_like_kopfs_finalizer_patch(emulator: EmulatorServer) -> None:
+    version = create_jobnet(emulator, "one")["metadata"]["resourceVersion"]
+    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": version},
+           {"op": "add", "path": "/metadata/finalizers", "value": ["jobnet.dev/test"]}]
+
+    status, body = call(emulator, "PATCH", f"{JOBNETS}/one", ops, "application/json-patch+json")
+    assert status == 200 and body["metadata"]["finalizers"] == ["jobnet.dev/test"]
+
+    status, body = call(emulator, "PATCH", f"{JOBNETS}/one", ops, "application/json-patch+json")  # stale now
+    assert status == 422 and body["kind"] == "Status"
+
+
+def test_merge_patch_removes_null_fields_and_merges_maps(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"a": "1", "b": "2"}}}, "application/merge-patch+json")
+    _, body = call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"a": None, "c": "3"}}},
+                   "application/merge-patch+json")
+    assert body["metadata"]["labels"] == {"b": "2", "c": "3"}
+
+
+def test_optimistic_concurrency_conflicts_on_stale_resource_version(emulator: EmulatorServer) -> None:
+    stale = create_jobnet(emulator, "one")
+    call(emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}}, "application/merge-patch+json")
+
+    status, body = call(emulator, "PUT", f"{JOBNETS}/one", stale)
+    assert status == 409 and body["reason"] == "Conflict"
+    status, _ = call(emulator, "PATCH", f"{JOBNETS}/one",
+                     {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}, "spec": {"timeoutSeconds": 7}},
+                     "application/merge-patch+json")
+    assert status == 409
+    status, _ = call(emulator, "PUT", f"{JOBNETS}/one", {**stale, "metadata": {**stale["metadata"], "resourceVersion": ""}})
+    assert status == 422  # custom resources need a resourceVersion to be replaced
+
+
+def test_status_is_a_real_subresource(emulator: EmulatorServer) -> None:
+    status, created = call(emulator, "POST", JOBRUNS, {**jobrun("x", name="r"), "status": {"phase": "Succeeded"}})
+    assert status == 201 and "status" not in created  # status is dropped on create
+
+    _, body = call(emulator, "PATCH", f"{JOBRUNS}/r", {"status": {"phase": "Failed"}}, "application/merge-patch+json")
+    assert "status" not in body  # the main resource ignores .status
+
+    _, body = call(emulator, "PATCH", f"{JOBRUNS}/r/status",
+                   {"status": {"phase": "Running"}, "spec": {"jobNetRef": "other"}}, "application/merge-patch+json")
+    assert body["status"] == {"phase": "Running"}
+    assert body["spec"]["jobNetRef"] == "x"  # /status changes nothing but .status
+    assert body["metadata"]["generation"] == 1
+
+
+def test_list_has_kind_api_version_and_resource_version(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    _, body = call(emulator, "GET", JOBNETS)
+    assert body["kind"] == "JobNetList" and body["apiVersion"] == "jobnet.dev/v1alpha1"
+    assert int(body["metadata"]["resourceVersion"]) >= int(body["items"][0]["metadata"]["resourceVersion"])
+    assert body["items"][0]["kind"] == "JobNet"
+
+
+def test_core_discovery_reports_group_version_v1(emulator: EmulatorServer) -> None:
+    _, body = call(emulator, "GET", "/api/v1")
+    assert body["groupVersion"] == "v1"
+    assert {"events", "secrets", "namespaces"} <= {r["name"] for r in body["resources"]}
+
+
+def test_crds_are_discoverable_with_short_names_category_and_status(emulator: EmulatorServer) -> None:
+    _, body = call(emulator, "GET", "/apis/jobnet.dev/v1alpha1")
+    resources = {r["name"]: r for r in body["resources"]}
+    assert resources["jobnets"]["shortNames"] == ["jn"] and resources["jobruns"]["shortNames"] == ["jr"]
+    assert resources["jobnets"]["categories"] == ["jobnet"] and resources["jobruns"]["kind"] == "JobRun"
+    assert {"jobnets/status", "jobruns/status"} <= set(resources)
+    _, body = call(emulator, "GET", "/apis/kopf.dev/v1")
+    assert {"kopfpeerings", "clusterkopfpeerings"} <= {r["name"] for r in body["resources"]}
+
+
+def test_watch_from_resource_version_replays_only_newer_events_and_loses_none(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "old")
+    _, listing = call(emulator, "GET", JOBNETS)
+    create_jobnet(emulator, "between-list-and-watch")
+
+    content_type, events = watch(emulator, f"{JOBNETS}?resourceVersion={listing['metadata']['resourceVersion']}", 1)
+    assert content_type.startswith("application/json")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "between-list-and-watch")]
+
+    _, everything = watch(emulator, JOBNETS, 2)  # no resourceVersion: the current state first
+    assert sorted(e["object"]["metadata"]["name"] for e in everything) == ["between-list-and-watch", "old"]
+
+
+def test_watch_streams_live_events_and_ends_at_timeout_seconds(emulator: EmulatorServer) -> None:
+    version = create_jobnet(emulator, "one")["metadata"]["resourceVersion"]
+    writer = threading.Timer(0.3, lambda: call(emulator, "DELETE", f"{JOBNETS}/one"))
+    writer.start()
+    _, events = watch(emulator, f"{JOBNETS}?resourceVersion={version}", 5, timeout=2)
+    writer.join()
+    assert [e["type"] for e in events] == ["DELETED"]  # and the stream ended by itself (timeoutSeconds)
+
+
+def test_watch_from_a_compacted_resource_version_gets_410_gone(tmp_path: Path) -> None:
+    with EmulatorServer(tmp_path, history_limit=3) as emulator:
+        first = create_jobnet(emulator, "a")["metadata"]["resourceVersion"]
+        for name in "bcde":
+            create_jobnet(emulator, name)
+        _, events = watch(emulator, f"{JOBNETS}?resourceVersion={first}", 1)
+        assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+
+
+def test_requests_are_not_recorded_so_cost_does_not_grow_with_history(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    for _ in range(50):
+        call(emulator, "GET", f"{JOBNETS}/one")
+    assert len(emulator.api._requests) == 0  # kmock matched every request against this list
+
+
+def test_finalizers_delay_deletion_until_removed(emulator: EmulatorServer) -> None:
+    call(emulator, "POST", JOBNETS, {**jobnet("one", script_job("a")),
+                                      "metadata": {"name": "one", "finalizers": ["jobnet.dev/x"]}})
+    status, body = call(emulator, "DELETE", f"{JOBNETS}/one")
+    assert status == 200 and body["metadata"]["deletionTimestamp"]
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one") is not None
+
+    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one") is None
+
+
+def test_unknown_fields_are_rejected_when_strict_and_pruned_otherwise(emulator: EmulatorServer) -> None:
+    typo = jobnet("typo", {**script_job("b"), "aftr": ["a"]})
+    status, body = call(emulator, "POST", f"{JOBNETS}?fieldValidation=Strict", typo)
+    assert status == 400 and 'unknown field "spec.jobs[0].aftr"' in body["message"]
+
+    status, body = call(emulator, "POST", JOBNETS, typo)
+    assert status == 201 and "aftr" not in body["spec"]["jobs"][0]
+
+
+def test_events_secrets_and_leases_are_stored(emulator: EmulatorServer) -> None:
+    for path, body in [
+        ("/api/v1/namespaces/default/events",
+         {"metadata": {"generateName": "x."}, "involvedObject": {"name": "r"}, "reason": "R", "message": "m", "type": "Normal"}),
+        ("/apis/events.k8s.io/v1/namespaces/default/events", {"metadata": {"name": "e"}, "reason": "R", "eventTime": None}),
+        ("/api/v1/namespaces/default/secrets", {"metadata": {"name": "s"}, "data": {"k": "dg=="}}),
+        ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": "l"}, "spec": {}}),
+    ]:
+        status, created = call(emulator, "POST", path, body)
+        assert status == 201, created
+    assert [e["reason"] for e in emulator.events_for("default", "r")] == ["R"]
+
+
+def test_objects_need_an_existing_namespace(emulator: EmulatorServer) -> None:
+    status, body = call(emulator, "POST", JOBNETS.replace("default", "nowhere"), jobnet("one", script_job("a"), namespace="nowhere"))
+    assert status == 404 and 'namespaces "nowhere" not found' in body["message"]
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    """A stand-in admission webhook: denies objects named ``bad``."""
+
+    reviews: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).reviews.append(review)
+        subject = review["request"]["object"] or review["request"]["oldObject"]
+        allowed = subject["metadata"]["name"] != "bad"
+        response = {"uid": review["request"]["uid"], "allowed": allowed,
+                    **({} if allowed else {"status": {"code": 422, "message": "bad is bad"}})}
+        payload = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Webhook.reviews = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/check"
+    server.shutdown()
+    thread.join(5)
+
+
+def _configure_webhook(emulator: EmulatorServer, url: str, policy: str) -> None:
+    emulator.put({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "test"},
+        "webhooks": [{"name": "check.example.dev", "failurePolicy": policy, "timeoutSeconds": 2,
+                      "clientConfig": {"url": url},
+                      "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"],
+                                 "operations": ["CREATE", "DELETE"]}]}],
+    })
+
+
+def test_admission_webhooks_are_called_and_deny_like_a_real_api_server(emulator: EmulatorServer, webhook_url: str) -> None:
+    _configure_webhook(emulator, webhook_url, "Fail")
+
+    assert kubectl_apply(emulator, jobnet("good", script_job("a"))).rc == 0
+    result = kubectl_apply(emulator, jobnet("bad", script_job("a")))
+    assert result.rc == 1
+    assert 'admission webhook "check.example.dev" denied the request: bad is bad' in result.stderr
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "bad") is None
+    assert emulator.kubectl("delete", "jn", "good").rc == 0
+
+    request = _Webhook.reviews[0]["request"]
+    assert request["operation"] == "CREATE" and request["resource"]["resource"] == "jobnets"
+    assert request["object"]["metadata"]["uid"] and request["oldObject"] is None
+    assert _Webhook.reviews[-1]["request"]["operation"] == "DELETE"
+    assert _Webhook.reviews[-1]["request"]["oldObject"]["metadata"]["name"] == "good"
+
+
+def test_unreachable_webhook_fails_or_is_ignored_per_failure_policy(emulator: EmulatorServer) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/check"
+    _configure_webhook(emulator, url, "Fail")
+    result = kubectl_apply(emulator, jobnet("one", script_job("a")))
+    assert result.rc == 1 and 'failed calling webhook "check.example.dev"' in result.stderr
+
+    _configure_webhook(emulator, url, "Ignore")
+    assert kubectl_apply(emulator, jobnet("one", script_job("a"))).rc == 0
+
+
+def test_kubectl_get_shows_printer_columns_and_categories(emulator: EmulatorServer) -> None:
+    assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0
+    call(emulator, "PATCH", f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running", "progress": "3/7"}},
+         "application/merge-patch+json")
+
+    result = emulator.kubectl("get", "jobruns")
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["NAME", "JOBNET", "PHASE", "PROGRESS", "AGE"]
+    assert row.split()[:4] == ["nightly-1", "nightly", "Running", "3/7"]
+
+    assert kubectl_apply(emulator, jobnet("nightly", script_job("a"))).rc == 0
+    result = emulator.kubectl("get", "jobnet")  # the category: JobNets and JobRuns
+    assert "jobnet.jobnet.dev/nightly" in result.stdout and "jobrun.jobnet.dev/nightly-1" in result.stdout
+
+
+def test_kubectl_get_watch_prints_changes(emulator: EmulatorServer) -> None:
+    assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0
+    process = subprocess.Popen(
+        ["kubectl", f"--kubeconfig={emulator.kubeconfig}", "get", "jr", "-w", "--no-headers"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(emulator.workdir)},
+    )
+    deadline = threading.Timer(15, process.kill)  # bounds the blocking reads below
+    deadline.start()
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the current state
+        assert first.split()[0] == "nightly-1"
+        call(emulator, "PATCH", f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running"}}, "application/merge-patch+json")
+        second = process.stdout.readline()
+        assert second.split()[:3] == ["nightly-1", "nightly", "Running"]
+    finally:
+        deadline.cancel()
+        process.kill()
+        process.wait(5)
+
+
+def test_outage_refuses_connections_and_ends_watches_then_recovers(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    watched: list[Any] = []
+    watcher = threading.Thread(target=lambda: watched.append(watch(emulator, JOBNETS, 5, timeout=30)))
+    watcher.start()
+    wait_for(lambda: any(emulator.api._watchers.values()), timeout=5, what="the watch being open")
+    with emulator.outage():
+        watcher.join(10)
+        assert not watcher.is_alive()  # the open watch was ended by the outage, long before its timeout
+        assert [e["object"]["metadata"]["name"] for e in watched[0][1]] == ["one"]
+        with pytest.raises(ConnectionRefusedError):
+            call(emulator, "GET", JOBNETS)
+        assert emulator.kubectl("get", "jn").rc != 0
+    status, body = call(emulator, "GET", JOBNETS)
+    assert status == 200 and [i["metadata"]["name"] for i in body["items"]] == ["one"]
