@@ -172,3 +172,15 @@ def test_copying_one_node_with_changes_leaves_the_others_alone(catalog):
     changed = extract.model_copy(update={"name": "renamed"})
     assert changed.name == "renamed" and extract.name == "extract" and transform.name == "transform"
     assert transform.model_fields_set == set(RunNode.model_fields)
+
+
+def test_job_count_refuses_missing_and_cyclic_expansions(catalog):
+    catalog["outer"] = JobNetSpec.model_validate({"jobs": [{"name": "a", "expand": "inner"}]})
+    catalog["inner"] = JobNetSpec.model_validate({"jobs": [{"name": "b", "expand": "deleted"}]})
+    with pytest.raises(ExpansionError, match="JobNet/inner: expands JobNet 'deleted', which does not exist"):
+        job_count("outer", catalog)
+    catalog["inner"] = JobNetSpec.model_validate({"jobs": [{"name": "b", "expand": "outer"}]})
+    with pytest.raises(ExpansionError, match="expansion cycle: outer -> inner -> outer"):
+        job_count("outer", catalog)
+    with pytest.raises(ExpansionError, match="JobNet 'nope' does not exist"):
+        job_count("nope", catalog)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jobnet.core.models import JobNetSpec
 from jobnet.core.validation import (
     Problem,
@@ -247,3 +249,38 @@ def test_a_jobnet_used_many_times_is_validated_once_and_quickly():
     catalog = {"mid": mid, "leaf": leaf, "root": jobnet(*[expansion(f"mid{i}", "mid") for i in range(300)])}
     # 300 x 300 x 300 = 27 million jobs once expanded: only linear validation can answer.
     assert validate_jobrun({"jobNetRef": "root"}, catalog) == []
+
+
+@st.composite
+def jobnets_with_optional_cycle(draw):
+    size = draw(st.integers(min_value=1, max_value=25))
+    names = [f"j{i}" for i in range(size)]
+    jobs = []
+    for index, name in enumerate(names):
+        after = sorted(set(draw(st.lists(st.sampled_from(names[:index]), max_size=3)))) if index else []
+        jobs.append({"name": name, "script": f"/opt/{name}.sh", "after": after})
+    planted = draw(st.booleans())
+    if planted:
+        members = draw(st.permutations(names))[: draw(st.integers(min_value=1, max_value=min(size, 5)))]
+        for dependency, dependent in zip(members, members[1:] + members[:1], strict=True):
+            job = jobs[names.index(dependent)]
+            if dependency not in job["after"]:
+                job["after"].append(dependency)
+    return {"host": HOST, "jobs": jobs}, planted
+
+
+@settings(max_examples=150, deadline=None)
+@given(jobnets_with_optional_cycle())
+def test_property_cycle_reported_exactly_when_planted_and_points_at_a_real_edge(case):
+    raw, planted = case
+    problems = validate_jobnet("random", raw, {})
+    assert bool(problems) == planted
+    if planted:
+        (problem,) = problems
+        cycle = problem.message.removeprefix("dependency cycle: ").split(" -> ")
+        after = {job["name"]: job["after"] for job in raw["jobs"]}
+        assert cycle[0] == cycle[-1]
+        for dependency, dependent in zip(cycle, cycle[1:], strict=False):
+            assert dependency in after[dependent]
+        index = int(problem.path.split("[")[1].split("]")[0])
+        assert raw["jobs"][index]["name"] == cycle[1]

@@ -31,9 +31,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from jobnet.core.graph import topological_order
+from jobnet.core.graph import CycleError, format_cycle, topological_order
 from jobnet.core.models import EnvMap, HostSpec, JobNetSpec, JobSpec, RetrySpec
-from jobnet.core.validation import Catalog, Problem, validate_expansion
+from jobnet.core.validation import Catalog, Problem, expansion_targets, validate_expansion
 
 NodeKind = Literal["job", "jobnet"]
 
@@ -272,15 +272,27 @@ def expand(root_name: str, catalog: Catalog, run_id: str = "") -> RunGraph:
 def job_count(root_name: str, catalog: Mapping[str, JobNetSpec]) -> int:
     """How many script jobs JobNet ``root_name`` expands to, without building the graph.
 
-    Assumes the JobNet expands cleanly (``validate_expansion`` returns no problems)."""
+    Linear in the jobs of the distinct JobNets involved. Raises ``ExpansionError`` when a
+    JobNet it reaches is missing or the expansions form a cycle."""
+    if root_name not in catalog:
+        raise ExpansionError([Problem(path="", message=f"JobNet {root_name!r} does not exist")])
+    reachable = [root_name]
+    seen = {root_name}
+    for name in reachable:
+        for target in expansion_targets(catalog[name]):
+            if target not in catalog:
+                problem = Problem(path=f"JobNet/{name}", message=f"expands JobNet {target!r}, which does not exist")
+                raise ExpansionError([problem])
+            if target not in seen:
+                seen.add(target)
+                reachable.append(target)
     counts: dict[str, int] = {}
-
-    def count(name: str) -> int:
-        if name not in counts:
-            spec = catalog[name]
-            counts[name] = sum(
-                count(job.expand) if job.expand is not None else 1 for job in (*spec.jobs, *spec.finally_)
-            )
-        return counts[name]
-
-    return count(root_name)
+    try:
+        order = topological_order(reachable, lambda name: expansion_targets(catalog[name]))
+    except CycleError as error:
+        cycle = format_cycle(reversed(error.cycle))
+        raise ExpansionError([Problem(path=f"JobNet/{root_name}", message=f"expansion cycle: {cycle}")]) from None
+    for name in order:
+        spec = catalog[name]
+        counts[name] = sum(counts[job.expand] if job.expand else 1 for job in (*spec.jobs, *spec.finally_))
+    return counts[root_name]
