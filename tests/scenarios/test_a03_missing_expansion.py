@@ -56,8 +56,9 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     assert status["reason"] == "InvalidJobNet"
     assert "JobNet 'inner'" in status["message"] and "does not exist" in status["message"]
     assert "spec.jobs[1].expand" in status["message"]
-    events = wait_for(lambda: emulator.events_for("default", "outer-1"), what="an Event on the JobRun")
-    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "InvalidJobNet")]
+    events = wait_for(lambda: [e for e in emulator.events_for("default", "outer-1") if e["reason"] == "InvalidJobNet"],
+                      what="an InvalidJobNet Event on the JobRun")
+    assert [e["type"] for e in events] == ["Warning"]
     assert "'inner'" in events[0]["message"]
     listing = emulator.kubectl("get", "jobruns")
     assert listing.rc == 0 and "outer-1" in listing.stdout and "Failed" in listing.stdout

@@ -86,6 +86,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
     settings.posting.reporting_component = "jobnet-operator"
+    # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
+    settings.posting.level = logging.WARNING
     settings.peering.mandatory = config.peering_name is not None
     hook = config.webhook
     settings.admission.server = kopf.WebhookServer(
