@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from jobnet.core.models import HostSpec
+from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
 from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+EXAMPLES = CRD_DIR.parent / "examples"
 
 #: Keys a structural schema may use (a subset of OpenAPI v3 that the API server accepts).
 ALLOWED_KEYS = {
@@ -127,3 +130,37 @@ def test_write_crds(tmp_path):
     assert sorted(p.name for p in written) == sorted(generated_files())
     for path in written:
         assert yaml.safe_load(path.read_text())["kind"] == "CustomResourceDefinition"
+
+
+def crd_validator(crd: dict) -> jsonschema.Draft7Validator:
+    """The CRD's schema as a JSON schema validator (the keywords used mean the same in both)."""
+    return jsonschema.Draft7Validator(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def test_crd_schemas_accept_every_example_and_a_full_status():
+    validators = {"JobNet": crd_validator(jobnet_crd()), "JobRun": crd_validator(jobrun_crd())}
+    documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    assert {d["kind"] for d in documents} == {"JobNet", "JobRun"}
+    for document in documents:
+        errors = [e.message for e in validators[document["kind"]].iter_errors(document)]
+        assert errors == [], f"{document['kind']}/{document['metadata']}: {errors}"
+    status = JobRunStatus(
+        phase="Stuck",
+        progress="1/2",
+        counts={"Succeeded": 1, "Stuck": 1},
+        jobs={
+            "/nightly/extract": JobStatus(state="Succeeded", attempt=1, exit_code=0, output_tail="done"),
+            "/nightly/load": JobStatus(state="Stuck", reason="HeartbeatLost"),
+        },
+        overrides=[StateOverride(path="/nightly/x", from_state="Stuck", to_state="Failed", at="2026-11-22T03:00:00Z")],
+    ).model_dump(by_alias=True, exclude_none=True)
+    run = {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {}, "spec": {"jobNetRef": "x"}}
+    assert list(validators["JobRun"].iter_errors({**run, "status": status})) == []
+    assert list(validators["JobRun"].iter_errors({**run, "status": {"phase": "Exploded"}}))
+
+
+def test_crd_schema_rejects_wrong_types_like_the_api_server_would():
+    validator = crd_validator(jobnet_crd())
+    bad = {"spec": {"timeoutSeconds": "soon", "jobs": [{"name": "a", "script": "/a", "args": "not-a-list"}]}}
+    messages = sorted(error.message for error in validator.iter_errors(bad))
+    assert messages == ["'not-a-list' is not of type 'array'", "'soon' is not of type 'integer'"]
