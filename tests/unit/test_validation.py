@@ -284,3 +284,15 @@ def test_property_cycle_reported_exactly_when_planted_and_points_at_a_real_edge(
             assert dependency in after[dependent]
         index = int(problem.path.split("[")[1].split("]")[0])
         assert raw["jobs"][index]["name"] == cycle[1]
+
+
+def test_a_wrong_list_item_does_not_shift_the_paths_of_other_problems():
+    raw = {"host": HOST, "jobs": [script("a", "b", args=[1]), script("b", "a", x=1)]}
+    assert as_text(validate_jobnet("x", raw, {})) == [
+        "spec.jobs[0].args[0]: input should be a valid string",
+        "spec.jobs[1].x: unknown field",
+        "spec.jobs[1].after[0]: dependency cycle: a -> b -> a",
+    ]
+    assert as_text(validate_jobnet("x", {"jobs": [script("a"), "oops"]}, {})) == [
+        "spec.jobs[1]: input should be a valid dictionary or instance of JobSpec"
+    ]

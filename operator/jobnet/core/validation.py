@@ -103,21 +103,23 @@ def problems_from_validation_error(error: ValidationError, prefix: str = "spec")
 
 
 def _without(raw: object, locations: list[tuple[str | int, ...]]) -> object:
-    """A copy of ``raw`` with the values at ``locations`` removed (other data shared)."""
+    """A copy of ``raw`` without the values at ``locations`` (untouched parts shared).
+
+    A location inside a list removes the whole list instead of one item: removing an item
+    would shift the indices, and with them the field paths of the remaining problems."""
     if not locations:
         return raw
+    dropped: set[str | int] = set()
+    nested: dict[str | int, list[tuple[str | int, ...]]] = {}
+    for location in locations:
+        if len(location) == 1 or (len(location) == 2 and isinstance(location[1], int)):
+            dropped.add(location[0])
+        else:
+            nested.setdefault(location[0], []).append(location[1:])
     if isinstance(raw, dict):
-        dropped = {loc[0] for loc in locations if len(loc) == 1}
-        return {
-            key: _without(value, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == key])
-            for key, value in raw.items()
-            if key not in dropped
-        }
+        return {key: _without(value, nested.get(key, [])) for key, value in raw.items() if key not in dropped}
     if isinstance(raw, list):
-        return [
-            _without(item, [loc[1:] for loc in locations if len(loc) > 1 and loc[0] == index])
-            for index, item in enumerate(raw)
-        ]
+        return [_without(item, nested.get(index, [])) for index, item in enumerate(raw)]
     return raw
 
 
@@ -130,9 +132,11 @@ def _parse(model: type[ModelT], raw: object) -> tuple[ModelT | None, list[Proble
         return model.model_validate(raw), []
     except ValidationError as error:
         problems = problems_from_validation_error(error)
-        repaired = _without(raw, [tuple(item["loc"]) for item in error.errors() if item["type"] != "missing"])
+        locations = [tuple(item["loc"]) for item in error.errors() if item["type"] != "missing"]
+        if not all(locations):
+            return None, problems  # the whole input is wrong: nothing left to check
         try:
-            return model.model_validate(repaired), problems
+            return model.model_validate(_without(raw, locations)), problems
         except ValidationError:
             return None, problems
 
