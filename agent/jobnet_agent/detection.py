@@ -20,10 +20,11 @@ from jobnet_agent.protocol import (
     INTERRUPTED,
     KILLED,
     LOST,
+    RUNNING,
     TIMED_OUT,
     JobRecord,
 )
-from jobnet_agent.supervisor import process_alive, read_wrapper_exit_code
+from jobnet_agent.supervisor import WrapperExit, end_changes, group_alive, process_alive, read_wrapper_exit
 
 KEEP = "keep"
 ADOPT = "adopt"
@@ -37,7 +38,7 @@ class Observation:
     supervisor_alive: bool
     boot_id: str
     process_alive: bool
-    wrapper_exit_code: Optional[int]
+    wrapper_exit: Optional[WrapperExit]
     may_have_started: bool
 
 
@@ -52,12 +53,13 @@ def decide(record: JobRecord, seen: Observation) -> Verdict:
     """What to do about an active (accepted/running) record."""
     if seen.supervisor_alive:
         return Verdict(KEEP, {}, "supervisor alive")
-    if seen.wrapper_exit_code is not None:
-        code = seen.wrapper_exit_code
-        return Verdict(END, dict(
-            state=EXITED, exit_code=code, reason=None,
-            message="exited with code %d (recorded by the job's wrapper; its supervisor died before reporting)" % code,
-        ), "supervisor died after the job exited with code %d: result recovered" % code)  # fmt: skip
+    if seen.wrapper_exit is not None:
+        changes = end_changes(seen.wrapper_exit, None, None)
+        if changes["state"] == EXITED:
+            why = "supervisor died after the job ended (code %d): result recovered" % seen.wrapper_exit.code
+        else:
+            why = "lost: supervisor died mid-run; the script ended unsupervised"
+        return Verdict(END, changes, why)
     if record.boot_id is not None and record.boot_id != seen.boot_id:
         if not seen.may_have_started:
             return Verdict(END, dict(
@@ -119,8 +121,9 @@ def observe(journal: Journal, record: JobRecord, boot_id: str) -> Tuple[Observat
     seen = Observation(
         supervisor_alive=lock_fd is None,
         boot_id=boot_id,
-        process_alive=record.pid is not None and process_alive(record.pid, record.pid_start_ticks),
-        wrapper_exit_code=read_wrapper_exit_code(job_dir),
+        process_alive=record.pid is not None
+        and (process_alive(record.pid, record.pid_start_ticks) or group_alive(record.pgid or record.pid)),
+        wrapper_exit=read_wrapper_exit(job_dir),
         may_have_started=os.path.exists(os.path.join(job_dir, STARTED_MARKER)),
     )
     return seen, lock_fd
@@ -131,7 +134,7 @@ def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optiona
     _, committed = journal.update(
         record.key,
         lambda current: current.replace(ended_at=time.time(), **verdict.changes)
-        if current.seq == record.seq and current.state in (ACCEPTED, "running")
+        if current.seq == record.seq and current.state in (ACCEPTED, RUNNING)
         else None,
     )
     return committed

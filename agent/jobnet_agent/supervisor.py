@@ -88,16 +88,40 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def read_wrapper_exit_code(job_dir: str) -> Optional[int]:
-    """The exit code the job's wrapper recorded, or None when it wrote none (or was cut short)."""
+@dataclasses.dataclass(frozen=True)
+class WrapperExit:
+    """What the job's wrapper wrote when the script ended."""
+
+    code: int
+    #: The wrapper's parent was no longer its supervisor: the script ended unsupervised.
+    orphaned: bool
+
+
+def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
+    """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
     try:
         with open(os.path.join(job_dir, EXIT_CODE), "rb") as handle:
-            text = handle.read(32)
+            text = handle.read(64)
     except OSError:
         return None
-    if not text.endswith(b"\n") or not text.strip().isdigit():
+    fields = text.split()
+    if not text.endswith(b"\n") or not fields or not fields[0].isdigit():
         return None
-    return int(text.strip())
+    return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
+
+
+def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...]) -> str:
+    """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
+
+    The script does not inherit the supervisor's FIFO read ends (closed for it). When the script
+    ends, the wrapper notes whether its parent is still the supervisor that started it (else the
+    supervisor died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way.
+    """
+    return (
+        '"$@" %s; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
+        '[ -n "$p" ] && [ "$p" != "$PPID" ] && o=" orphaned"; '
+        'printf "%%s%%s\\n" "$c" "$o" > %s; exit "$c"'
+    ) % (" ".join("%d<&-" % fd for fd in keep_fds), shlex.quote(exit_file))
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -165,7 +189,7 @@ class _Leader:
                 self.status = self._proc.poll()
                 self.ended = self.status is not None
             else:
-                self.ended = not process_alive(self.pid, self._start_ticks)
+                self.ended = not (process_alive(self.pid, self._start_ticks) or group_alive(self.pgid))
         return self.ended
 
 
@@ -234,10 +258,7 @@ class Supervisor:
         atomic_write(os.path.join(self.job_dir, STARTED_MARKER), b"")
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers)
-        wrapper = '"$@" %s; c=$?; printf "%%s\\n" "$c" > %s; exit "$c"' % (
-            " ".join("%d<&-" % fd for fd in keep_fds),
-            shlex.quote(os.path.join(self.job_dir, EXIT_CODE)),
-        )
+        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds)
         out_w = os.open(os.path.join(self.job_dir, "stdout.fifo"), os.O_WRONLY)
         err_w = os.open(os.path.join(self.job_dir, "stderr.fifo"), os.O_WRONLY)
         try:
@@ -436,28 +457,31 @@ class Supervisor:
             stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
         )  # fmt: skip
         changes = end_changes(
-            wrapper_exit=read_wrapper_exit_code(self.job_dir),
+            wrapper_exit=read_wrapper_exit(self.job_dir),
             status=leader.status,
             kill_reason=self._kill.reason if self._kill else None,
-            adopted=leader.adopted,
         )
         committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
         if committed is not None:
             self.log.line("%s (%s)" % (committed.describe_end(), committed.message), self.key)
 
 
-def end_changes(
-    wrapper_exit: Optional[int], status: Optional[int], kill_reason: Optional[str], adopted: bool
-) -> Dict[str, object]:
-    """The end state of a job from what is known when its process-group leader is gone.
+def end_changes(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]) -> Dict[str, object]:
+    """The end state of a job from what is known once its process-group leader is gone.
 
-    The wrapper's exit code is the truth whenever it exists (even when a kill was requested: the
-    script had already ended by itself, F06-F09). Without it, a kill we sent explains the end.
-    Anything else is unknown and reported as ``lost``, never as a success.
+    The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
+    was requested: the script had already ended by itself, F06-F09). A script that ended after
+    its supervisor died ran unsupervised for a while: ``lost``, for a person to settle, with the
+    recorded code in the message. Without the wrapper's record, a kill we sent explains the end;
+    anything else is unknown and ``lost``, never a success.
     """
+    if wrapper_exit is not None and wrapper_exit.orphaned:
+        return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
+                    message="its supervisor died mid-run; the script ended unsupervised (the wrapper "
+                            "recorded exit code %d): check its output and settle it" % wrapper_exit.code)  # fmt: skip
     if wrapper_exit is not None:
-        return dict(state=EXITED, exit_code=wrapper_exit, signal=None, reason=None,
-                    message="exited with code %d" % wrapper_exit)  # fmt: skip
+        return dict(state=EXITED, exit_code=wrapper_exit.code, signal=None, reason=None,
+                    message="exited with code %d" % wrapper_exit.code)  # fmt: skip
     signum = -status if status is not None and status < 0 else None
     if kill_reason is not None:
         state, reason = (TIMED_OUT, "TimedOut") if kill_reason == "timeout" else (KILLED, "StopRequested")
@@ -471,8 +495,8 @@ def end_changes(
         return dict(state=EXITED, exit_code=status, signal=None, reason=None,
                     message="exited with code %d" % status)  # fmt: skip
     return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
-                message="the job's process ended while adopted, without an exit code "
-                        "(killed from outside?); its result is unknown")  # fmt: skip
+                message="the job's process group ended without an exit code (killed from outside?); "
+                        "its result is unknown")  # fmt: skip
 
 
 def detach() -> None:

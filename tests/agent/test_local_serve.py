@@ -1,0 +1,321 @@
+"""``serve`` over pipes with real job processes: launch, kill, timeout, failures, watch, output."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from tests.agent.conftest import Agent, AgentDirs, key_text, new_key, pid_alive, wait_until
+
+
+def _lines(dirs: AgentDirs, key: dict, needle: str, count: int = 1) -> list[str]:
+    """Agent log lines of ``key`` containing ``needle``, once there are ``count`` (lines are
+    written just after the journal, so a test may look a moment before they land)."""
+
+    def found() -> list[str]:
+        return [line for line in dirs.log_text().splitlines() if key_text(key) in line and needle in line]
+
+    wait_until(lambda: len(found()) >= count, timeout=5, what="%r in the agent log" % needle)
+    return found()
+
+
+def test_hello_reports_versions_and_boot_id(agent: Agent, dirs: AgentDirs) -> None:
+    result = agent.call("hello", protocol=1, client="test")
+
+    assert result["protocol"] == 1 and result["agentVersion"]
+    assert result["bootId"] == dirs.boot_id_file.read_text().strip()
+    assert result["pid"] == agent.proc.pid and result["lastSeq"] == 0
+
+
+def test_hello_with_another_protocol_is_refused(agent: Agent) -> None:
+    assert agent.error("hello", protocol=2, client="test")["code"] == "UnsupportedProtocol"
+
+
+def test_bad_requests_get_clear_errors_and_the_channel_stays_usable(agent: Agent) -> None:
+    assert agent.error("launch", key={"run": "r", "path": "/p", "attempt": 0}, script="/bin/true")["code"] == "BadRequest"
+    error = agent.error("launch", key=new_key(), script="relative/script")
+    assert error["code"] == "BadRequest" and "absolute" in error["message"]
+    assert agent.error("frobnicate")["code"] == "BadRequest"
+    assert agent.error("get", key=new_key())["code"] == "NotFound"
+    assert "time" in agent.call("ping")
+
+
+def test_launch_runs_once_and_repeated_launch_is_deduplicated(agent: Agent, dirs: AgentDirs) -> None:
+    marker = dirs.work / "ran.txt"
+    script = dirs.script("once.sh", 'echo "$JOBNET_JOB_PATH $GREETING" >> %s\nsleep 0.3\n' % marker)
+    key = new_key("/net/once")
+
+    first = agent.launch(key, script, env={"GREETING": "hi"})
+    repeats = [agent.launch(key, script) for _ in range(3)]
+    ended = agent.wait_state(key, "exited")
+    after_end = agent.launch(key, script)
+
+    assert first["deduplicated"] is False and first["record"]["state"] == "running"
+    assert first["record"]["pid"] > 0 and first["record"]["pgid"] == first["record"]["pid"]
+    assert all(r["deduplicated"] and r["record"]["pid"] == first["record"]["pid"] for r in repeats)
+    assert after_end["deduplicated"] and after_end["record"]["state"] == "exited"
+    assert ended["exitCode"] == 0
+    assert marker.read_text() == "/net/once hi\n"
+    assert len(_lines(dirs, key, "launch ignored: already started (pid %d)" % first["record"]["pid"], 3)) == 3
+    assert len(_lines(dirs, key, "launch ignored: already exited with code 0")) == 1
+
+
+def test_concurrent_serves_launching_the_same_key_start_it_once(dirs: AgentDirs) -> None:
+    marker = dirs.work / "ran.txt"
+    script = dirs.script("once.sh", "echo ran >> %s\n" % marker)
+    key = new_key("/net/race")
+    agents = [Agent(dirs) for _ in range(3)]
+    try:
+        ids = [(a, a.send("launch", key=key, script=script, args=[], env={})) for a in agents]
+        results = [a.response(i)["result"] for a, i in ids]
+        agents[0].wait_state(key, "exited")
+    finally:
+        for a in agents:
+            a.close()
+
+    assert sorted(r["deduplicated"] for r in results) == [False, True, True]
+    assert marker.read_text() == "ran\n"
+
+
+def test_exit_code_and_output_are_recorded(agent: Agent, dirs: AgentDirs) -> None:
+    script = dirs.script("out.sh", 'echo "out $1"; echo "err $2" >&2; exit 3\n')
+    key = new_key()
+    agent.launch(key, script, ["a", "b"])
+
+    record = agent.wait_state(key, "exited")
+    tail = agent.call("tail", key=key, stream="stdout", maxBytes=100)
+    err = agent.call("read", key=key, stream="stderr", offset=0, length=100)
+
+    assert record["exitCode"] == 3 and record["stdoutBytes"] == 6 and record["stderrBytes"] == 6
+    assert tail == {"data": "out a\n", "totalBytes": 6, "droppedBytes": 0}
+    assert base64.b64decode(err["data"]) == b"err b\n" and err["eof"] is True
+    assert _lines(dirs, key, "exited with code 3")
+
+
+def test_working_dir_and_environment(agent: Agent, dirs: AgentDirs) -> None:
+    script = dirs.script("env.sh", 'pwd; echo "$JOBNET_RUN|$JOBNET_ATTEMPT|$X"\n')
+    key = new_key(attempt=2)
+    agent.launch(key, script, env={"X": "y z"}, workingDir=str(dirs.root))
+    agent.wait_state(key, "exited")
+
+    data = agent.call("tail", key=key, stream="stdout", maxBytes=1000)["data"]
+
+    assert data == "%s\n%s|2|y z\n" % (dirs.root, key["run"])
+
+
+def test_kill_stops_the_whole_process_tree_including_children_ignoring_sigterm(agent: Agent, dirs: AgentDirs) -> None:
+    pids = dirs.work / "pids"
+    script = dirs.script(
+        "tree.sh",
+        "sh -c 'trap \"\" TERM; echo $$ >> %s; while :; do sleep 0.05; done' &\n"
+        "sleep 1000 &\necho $! >> %s\nwait\n" % (pids, pids),
+    )
+    key = new_key()
+    launched = agent.launch(key, script)["record"]
+    children = wait_until(lambda: (lambda t: [int(p) for p in t.split()] if len(t.split()) == 2 else None)(
+        pids.read_text() if pids.exists() else ""), what="both children started")  # fmt: skip
+
+    result = agent.call("kill", key=key, graceSeconds=0.3, reason="stop")
+    record = agent.wait_state(key, "killed")
+
+    assert result["deduplicated"] is False and result["alreadyEnded"] is False
+    assert result["record"]["killRequested"] == "stop"
+    assert record["reason"] == "StopRequested" and record["signal"] == 15
+    wait_until(lambda: not any(pid_alive(p) for p in children + [launched["pid"]]), what="the whole tree to die")
+    assert _lines(dirs, key, "sent SIGTERM") and _lines(dirs, key, "sent SIGKILL")
+
+
+def test_repeated_kill_is_harmless_and_deduplicated(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("sleep.sh", "exec sleep 1000\n"))
+
+    first = agent.call("kill", key=key, reason="stop")
+    second = agent.call("kill", key=key, reason="stop")
+    agent.wait_state(key, "killed")
+    third = agent.call("kill", key=key, reason="stop")
+
+    assert first["deduplicated"] is False
+    assert second["deduplicated"] is True
+    assert third["deduplicated"] is True and third["alreadyEnded"] is True and third["record"]["state"] == "killed"
+    assert _lines(dirs, key, "kill ignored: already stopped")
+
+
+def test_kill_of_a_job_that_exited_0_reports_the_exit(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("ok.sh", "exit 0\n"))
+    agent.wait_state(key, "exited")
+
+    result = agent.call("kill", key=key, reason="stop")
+
+    assert result["alreadyEnded"] is True and result["deduplicated"] is False
+    assert result["record"]["state"] == "exited" and result["record"]["exitCode"] == 0
+    assert result["record"]["killRequested"] is None
+    assert _lines(dirs, key, "kill ignored: already exited with code 0")
+
+
+def test_kill_of_a_job_that_exited_non_zero_reports_the_exit(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("bad.sh", "exit 7\n"))
+    agent.wait_state(key, "exited")
+
+    result = agent.call("kill", key=key, reason="stop")
+
+    assert result["alreadyEnded"] is True and result["record"]["exitCode"] == 7
+    assert _lines(dirs, key, "kill ignored: already exited with code 7")
+
+
+def test_a_script_that_exits_when_it_gets_sigterm_is_reported_stopped(agent: Agent, dirs: AgentDirs) -> None:
+    """Only a script that ended *before* the kill keeps its exit code (F06-F09); one that ends
+    because of our SIGTERM was stopped, whatever code its trap chose."""
+    ready = dirs.work / "ready"
+    script = dirs.script("trap.sh", "trap 'exit 0' TERM\ntouch %s\nwhile :; do sleep 0.05; done\n" % ready)
+    key = new_key()
+    agent.launch(key, script)
+    wait_until(ready.exists, what="the trap to be installed")
+
+    agent.call("kill", key=key, graceSeconds=5, reason="stop")
+    record = agent.wait_state(key, "killed", "exited")
+
+    assert record["state"] == "killed" and record["signal"] == 15 and record["exitCode"] is None
+
+
+def test_timeout_is_enforced_and_reported(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("slow.sh", "exec sleep 1000\n"), timeoutSeconds=1)
+
+    record = agent.wait_state(key, "timedOut", timeout=10)
+
+    assert record["reason"] == "TimedOut" and record["killRequested"] == "timeout"
+    assert not pid_alive(record["pid"])
+    assert _lines(dirs, key, "timed out after 1s")
+
+
+def test_missing_script_fails_to_start(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    result = agent.launch(key, str(dirs.work / "nope.sh"))
+    record = result["record"]
+
+    assert record["state"] == "failedToStart" and record["reason"] == "ScriptNotFound"
+    assert "does not exist" in record["message"] and record["pid"] is None
+    assert _lines(dirs, key, "ScriptNotFound")
+
+
+def test_non_executable_script_fails_with_permission_denied(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    record = agent.launch(key, dirs.script("noexec.sh", "exit 0\n", executable=False))["record"]
+
+    assert record["state"] == "failedToStart" and record["reason"] == "PermissionDenied"
+    assert "not executable" in record["message"]
+    assert _lines(dirs, key, "PermissionDenied")
+
+
+def test_bad_working_directory_fails_to_start(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    record = agent.launch(key, dirs.script("ok.sh", "exit 0\n"), workingDir=str(dirs.root / "missing"))["record"]
+
+    assert record["state"] == "failedToStart" and record["reason"] == "BadWorkingDirectory"
+    assert str(dirs.root / "missing") in record["message"]
+
+
+def test_watch_replays_then_streams_and_resumes_from_a_seq(dirs: AgentDirs) -> None:
+    first = Agent(dirs)
+    key = new_key()
+    first.call("watch", fromSeq=0)
+    first.launch(key, dirs.script("ok.sh", "exit 0\n"))
+    seen = [first.next_event() for _ in range(3)]
+    first.close()
+
+    assert [e["state"] for e in seen] == ["accepted", "running", "exited"]
+    assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
+
+    second = Agent(dirs)
+    try:
+        other = new_key()
+        second.launch(other, dirs.script("ok.sh", "exit 0\n"))
+        second.wait_state(other, "exited")
+        result = second.call("watch", fromSeq=seen[1]["seq"])
+        replayed = [second.next_event() for _ in range(4)]
+    finally:
+        second.close()
+
+    # A record file is written (and readable by get) just before its event is logged.
+    assert seen[1]["seq"] < result["lastSeq"] <= replayed[-1]["seq"]
+    assert [(e["key"] == key, e["state"]) for e in replayed] == [
+        (True, "exited"), (False, "accepted"), (False, "running"), (False, "exited")]  # fmt: skip
+    assert second.events.empty()
+
+
+def test_heartbeats_carry_the_last_seq(agent: Agent) -> None:
+    beat = agent.heartbeats.get(timeout=5)
+
+    assert beat["lastSeq"] == 0 and beat["time"] > 0
+
+
+def test_ack_then_garbage_collection_after_retention(dirs: AgentDirs) -> None:
+    agent = Agent(dirs, retention_seconds=0)
+    key = new_key()
+    agent.launch(key, dirs.script("ok.sh", "exit 0\n"))
+    agent.wait_state(key, "exited")
+    assert agent.error("ack", key=new_key())["code"] == "NotFound"
+
+    acked = agent.call("ack", key=key)["record"]
+    agent.close()
+    job_dirs = list((dirs.state / "jobs").glob("*/*"))
+    restarted = Agent(dirs, retention_seconds=0)  # GC runs when serve starts
+    try:
+        restarted.call("ping")
+        gone = restarted.error("get", key=key)
+    finally:
+        restarted.close()
+
+    assert acked["acknowledged"] is True and len(job_dirs) == 1
+    assert gone["code"] == "NotFound" and not job_dirs[0].exists()
+
+
+def test_ack_of_a_running_job_is_refused(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("sleep.sh", "exec sleep 1000\n"))
+
+    error = agent.error("ack", key=key)
+    agent.call("kill", key=key, graceSeconds=0)
+
+    assert error["code"] == "BadRequest" and "running" in error["message"]
+
+
+def test_list_filters_by_run(agent: Agent, dirs: AgentDirs) -> None:
+    script = dirs.script("ok.sh", "exit 0\n")
+    a, b = new_key(run="runa"), new_key(run="runb")
+    agent.launch(a, script)
+    agent.launch(b, script)
+
+    assert [r["key"] for r in agent.call("list", run="runa")["records"]] == [a]
+    assert len(agent.call("list")["records"]) == 2
+
+
+def test_channel_close_ends_serve_but_not_the_job(dirs: AgentDirs) -> None:
+    agent = Agent(dirs)
+    key = new_key()
+    pid = agent.launch(key, dirs.script("sleep.sh", "sleep 0.5\necho done\n"))["record"]["pid"]
+
+    assert agent.close() == 0
+    assert pid_alive(pid)
+    after = Agent(dirs)
+    try:
+        record = after.wait_state(key, "exited")
+    finally:
+        after.close()
+    assert record["exitCode"] == 0 and record["stdoutBytes"] == 5
+    assert "serve disconnected: channel closed" in dirs.log_text()
+
+
+def test_output_files_are_private(agent: Agent, dirs: AgentDirs) -> None:
+    key = new_key()
+    agent.launch(key, dirs.script("ok.sh", "echo secret\n"), env={"TOKEN": "s3cr3t"})
+    agent.wait_state(key, "exited")
+    job_dir = next((dirs.state / "jobs").glob("*/*"))
+
+    assert os.stat(job_dir / "spec.json").st_mode & 0o077 == 0
+    assert os.stat(job_dir / "stdout").st_mode & 0o077 == 0
+    assert "s3cr3t" not in dirs.log_text()
+    assert "s3cr3t" not in Path(dirs.state / "events.log").read_text()
