@@ -47,7 +47,18 @@ class ExpansionError(ValueError):
 
 
 class RunNode(BaseModel):
-    """One node of a run graph: a job, or a jobnet (the root or an expanded sub-jobnet)."""
+    """One node of a run graph: a job, or a jobnet (the root or an expanded sub-jobnet).
+
+    - ``path``: ``/nightly/load/step1``; ``name``: its last segment; ``parent``: the path of
+      the enclosing jobnet node (None for the root).
+    - ``after``: paths of the sibling nodes that must succeed first; ``is_finally``: a
+      ``finally`` node of its parent (runs once the parent's other nodes have finished).
+    - ``children`` (jobnet nodes): child paths in topological order; ``expanded_from``
+      (jobnet nodes): the name of the JobNet it is an instance of.
+    - ``actual_id`` and ``template_id``: see the module docstring.
+    - Job nodes only, resolved by inheritance: ``script``, ``args``, ``env`` (do not mutate),
+      ``host``, ``timeout_seconds``, ``retry``, ``working_dir``.
+    """
 
     model_config = ConfigDict(frozen=True)
 
