@@ -36,7 +36,7 @@ def test_A06_duplicates_empty_graph_invalid_names_unknown_fields_rejected(
     result = kubectl_apply(emulator, typo)
     assert result.rc == 1 and 'unknown field "spec.jobs[1].aftr"' in result.stderr
 
-    stored = {jn["metadata"]["name"] for jn in emulator.list("jobnet.dev/v1alpha1", "jobnets")}
+    stored = {jn["metadata"]["name"] for jn in emulator.list_objects("jobnet.dev/v1alpha1", "jobnets")}
     assert stored == set()
 
 

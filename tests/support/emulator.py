@@ -344,6 +344,7 @@ class ApiPath:
 def parse_api_path(path: str) -> ApiPath | None:
     """Split ``/api/v1/namespaces/NS/PLURAL/NAME/SUB`` (kmock's parser fails on ``/api/v1/namespaces``)."""
     parts = [p for p in path.strip("/").split("/") if p]
+    version: str | None
     if len(parts) >= 2 and parts[0] == "api":
         group, version, rest = "", parts[1], parts[2:]
     elif len(parts) >= 2 and parts[0] == "apis":
@@ -487,7 +488,7 @@ class ApiEmulator(KubernetesEmulator):
     # -- discovery --
 
     def _get_resources(self) -> list[resource]:
-        return list(self.resources)
+        return [res for res in self.resources if isinstance(res, resource)]
 
     async def _serve_plain(self, path: str) -> aiohttp.web.StreamResponse:
         request = rendering.Request(url=path)
@@ -528,8 +529,8 @@ class ApiEmulator(KubernetesEmulator):
         if version is None:
             if not any(res.group == group for res in self.resources):
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource (/apis/{group})")
-            return await self._serve_group(request)
-        doc = await self._serve_version(request)
+            return dict(await self._serve_group(request))  # type: ignore[arg-type]  # kmock types it as any payload
+        doc: Body = dict(await self._serve_version(request))  # type: ignore[arg-type]
         if not doc["resources"] and group:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource (/apis/{group}/{version})")
         doc["groupVersion"] = f"{group}/{version}" if group else version  # kmock says "/v1"
@@ -975,16 +976,16 @@ class ApiEmulator(KubernetesEmulator):
             await response.prepare(raw)
             timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
             deadline = asyncio.get_running_loop().time() + timeout
-            for event in backlog:
-                await response.write(self._encode_event(rkey, event, as_table))
-                if event["type"] == "ERROR":
+            for replayed in backlog:
+                await response.write(self._encode_event(rkey, replayed, as_table))
+                if replayed["type"] == "ERROR":
                     return response
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
                 try:
-                    event = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    event: Body | None = await asyncio.wait_for(watcher.queue.get(), remaining)  # type: ignore[arg-type]
                 except TimeoutError:
                     break
                 if event is None:  # the server is going away
@@ -1128,7 +1129,7 @@ class EmulatorServer:
     def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> Body | None:
         return self.call(self.api.get_object, api_version, plural, namespace, name)
 
-    def list(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
+    def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
         return self.call(self.api.list_objects, api_version, plural, namespace)
 
     def put(self, obj: Body) -> Body:
@@ -1143,4 +1144,4 @@ class EmulatorServer:
         return self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
     def events_for(self, namespace: str, name: str) -> list[Body]:
-        return [e for e in self.list("v1", "events", namespace) if e.get("involvedObject", {}).get("name") == name]
+        return [e for e in self.list_objects("v1", "events", namespace) if e.get("involvedObject", {}).get("name") == name]

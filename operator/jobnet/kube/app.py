@@ -119,18 +119,20 @@ def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStart
     webhook.register(registry, client)
 
     @kopf.on.create(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
-    async def start_jobrun(body: kopf.Body, name: str, namespace: str, uid: str, **_: Any) -> None:
+    async def start_jobrun(body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any) -> None:
         if body.get("status", {}).get("phase"):
             return  # started before (kopf replays a handler whose outcome it did not record)
         try:
-            await _start(body, name, namespace, uid, client, starter)
+            await _start(body, name, namespace or "default", uid, client, starter)
         except KubeApiError as e:
             raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
 
     @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", field="spec", registry=registry)
     @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
-    async def describe_jobnet(name: str, namespace: str, spec: Any, **_: Any) -> None:
+    async def describe_jobnet(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
+        namespace = namespace or "default"
+        status: dict[str, Any]
         try:
             jobnets = await client.list_jobnets(namespace)
             problems = validate_jobnet(name, dict(spec), jobnets.catalog)
@@ -166,6 +168,7 @@ async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
         await client.post_event(body, "Warning", INVALID_JOBNET, message)
         logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
         return
+    assert isinstance(reference, str)  # validate_jobrun reported anything else as a problem
     graph = expand(reference, jobnets.catalog, run_id=uid)
     jobs = len(graph.jobs())
     await client.patch_status(JOBRUNS, namespace, name, {

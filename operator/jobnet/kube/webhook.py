@@ -9,13 +9,13 @@ uses the same paths).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
 from jobnet.core.models import API_GROUP, API_VERSION
-from jobnet.core.validation import Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
+from jobnet.core.validation import Catalog, Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
 from jobnet.kube.client import JOBNETS, JOBRUNS, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
@@ -42,8 +42,8 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
     @kopf.on.validate(API_GROUP, API_VERSION, JOBNETS, id=JOBNET_WEBHOOK_ID,
                       operations=["CREATE", "UPDATE", "DELETE"], registry=registry)
     async def validate_jobnet_change(
-            name: str | None, namespace: str | None, operation: str | None,
-            old: Any, new: Any, **_: Any,
+            name: str, namespace: str | None, operation: str | None = None,
+            old: Any = None, new: Any = None, **_: Any,
     ) -> None:
         namespace = namespace or "default"
         if operation == "UPDATE":
@@ -53,18 +53,18 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
                 return
         jobnets = await client.list_jobnets(namespace)
         if operation == "DELETE":
-            _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name or "", jobnets.catalog))
+            _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog))
             return
-        _deny(f"JobNet {name!r}", validate_jobnet(name or "", (new or {}).get("spec"), jobnets.catalog))
+        _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
 
     @kopf.on.validate(API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID,
                       operations=["CREATE"], registry=registry)
-    async def validate_jobrun_creation(name: str | None, namespace: str | None, new: Any, **_: Any) -> None:
+    async def validate_jobrun_creation(name: str, namespace: str | None, new: Any = None, **_: Any) -> None:
         jobnets = await client.list_jobnets(namespace or "default")
         _deny(f"JobRun {name!r}", jobrun_problems((new or {}).get("spec"), jobnets.catalog, jobnets.broken))
 
 
-def jobrun_problems(spec: Any, catalog: Any, broken: dict[str, list[Problem]]) -> list[Problem]:
+def jobrun_problems(spec: Any, catalog: Catalog, broken: Mapping[str, list[Problem]]) -> list[Problem]:
     """``validate_jobrun``, except that a referenced JobNet that does not even parse is reported
     with its own problems rather than as missing."""
     reference = spec.get("jobNetRef") if isinstance(spec, dict) else None
