@@ -164,3 +164,13 @@ def test_crd_schema_rejects_wrong_types_like_the_api_server_would():
     bad = {"spec": {"timeoutSeconds": "soon", "jobs": [{"name": "a", "script": "/a", "args": "not-a-list"}]}}
     messages = sorted(error.message for error in validator.iter_errors(bad))
     assert messages == ["'not-a-list' is not of type 'array'", "'soon' is not of type 'integer'"]
+
+
+def test_jobnet_crds_command_writes_the_committed_files(tmp_path, capsys):
+    from jobnet.cli import main
+
+    assert main(["crds", "--output-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(generated_files())
+    for name, content in generated_files().items():
+        assert (tmp_path / name).read_text(encoding="utf-8") == content
+    assert f"wrote {tmp_path / 'jobnet.dev_jobnets.yaml'}" in capsys.readouterr().out

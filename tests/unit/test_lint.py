@@ -203,3 +203,11 @@ def test_console_script_exit_code(tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert "which does not exist" in result.stdout
+
+
+def test_operator_subcommand_is_registered_from_the_kube_edge():
+    result = subprocess.run(
+        [sys.executable, "-m", "jobnet.cli", "operator", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--namespace" in result.stdout
