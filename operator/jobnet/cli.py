@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobnet.core.expansion import RunGraph, RunNode, expand
+from jobnet.core.expansion import ExpansionError, RunGraph, RunNode, expand
 from jobnet.core.validation import Catalog
 from jobnet.manifests import LintResult, ManifestError, lint, root_jobnets
 
@@ -72,8 +72,8 @@ def _trees(result: LintResult) -> list[str]:
             continue
         try:
             graph = expand(root, catalog)
-        except ValueError:
-            continue  # already reported as problems
+        except ExpansionError:
+            continue  # its problems are already printed
         lines.append(f"{label}: {len(graph.jobs())} jobs")
         lines.extend("  " + line for line in render_tree(graph))
     return lines
