@@ -647,3 +647,39 @@ def test_heartbeat_policy_is_configurable() -> None:
     run.advance(6)
     run.reconcile()
     assert run.state("/n/first") == S.STUCK
+
+
+def test_stop_while_a_launch_certainly_failed_stops_it_without_relaunching() -> None:
+    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 1})
+    run.reconcile()
+    run.deliver_launch("/n/first", "notDelivered", error_code="HostUnreachable")
+    run.stop("/n/first")
+    run.advance(1)
+    run.reconcile()
+    assert len(run.launches()) == 1
+    assert run.state("/n/first") == S.STOPPED
+
+
+def test_stop_while_a_launch_outcome_is_unknown_kills_by_the_same_key_instead_of_relaunching() -> None:
+    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 1})
+    run.reconcile()
+    run.deliver_launch("/n/first", "unknown")
+    decision = run.stop("/n/first")
+    assert [k.key for k in run.kills(decision)] == [run.key("/n/first")]
+    run.advance(1)
+    run.reconcile()
+    assert len(run.launches()) == 1
+    run.deliver_kill("/n/first", state=None)
+    run.reconcile()
+    assert run.state("/n/first") == S.STOPPED
+
+
+def test_stopping_a_sub_jobnet_before_it_starts_keeps_it_pending_behind_a_stuck_upstream() -> None:
+    run = nested()
+    run.reconcile()
+    run.stop("/n/load/s2")
+    run.deliver_launch("/n/extract", "unknown")
+    run.reconcile()
+    assert run.state("/n/load/s2") == S.STOPPED and run.state("/n/load/s1") == S.PENDING
+    assert run.state("/n/load") == S.PENDING
+    assert run.phase == RunPhase.STUCK

@@ -85,7 +85,7 @@ def test_every_stuck_reason_has_a_message_that_names_the_host(reason: StuckReaso
         ([S.STUCK, S.STARTING], S.RUNNING),
         ([S.STOPPING, S.SUCCEEDED], S.STOPPING),
         ([S.PENDING, S.PENDING], S.PENDING),
-        ([S.SUCCEEDED, S.PENDING], S.RUNNING),
+        ([S.STOPPED, S.PENDING], S.PENDING),  # stopped inside before the jobnet could start
         ([S.SKIPPED, S.SKIPPED], S.SKIPPED),
     ],
 )

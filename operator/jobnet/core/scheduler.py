@@ -559,6 +559,15 @@ class _Reconciler:
             self.update(path, dispatch=dispatch)
         retry = self.retry(path)
         last = dispatch.last_error_message or dispatch.last_error or "unknown error"
+        scope = scope_of(self.graph, path, self.stop_scopes)
+        if dispatch.op == "launch" and scope is not None:
+            # Stopped while its launch failed: never launch again under a stopped scope.
+            if dispatch.unknown_seen:
+                self.start_kill(path, "stop")  # it may have arrived: a kill by the same key settles it
+            else:
+                self.update(path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, dispatch=None, finished_at=self.now,
+                            message=f"not started: {scope} was stopped (the launch never reached the agent)")
+            return
         if dispatch.attempts_used < retry.dispatch_attempts:
             due = dispatch.last_attempt_at + retry.interval_seconds
             if self.now < due:

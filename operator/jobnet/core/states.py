@@ -169,7 +169,7 @@ def derive_jobnet_state(child_states: Iterable[JobState]) -> JobState:
     """The state of a jobnet (sub-jobnet or root) from its children's states.
 
     A jobnet finishes as a unit: Running while anything under it is active; Stuck when
-    nothing is active and something is Stuck; once everything ended: Failed if any child
+    nothing is active and something is Stuck; Pending while it waits to start; once everything ended: Failed if any child
     failed, else Stopped if any was stopped, else Succeeded (all Skipped: Skipped).
     """
     states = set(child_states)
@@ -181,11 +181,10 @@ def derive_jobnet_state(child_states: Iterable[JobState]) -> JobState:
         return S.STOPPING
     if S.STUCK in states:
         return S.STUCK
-    if states == {S.PENDING}:
-        return S.PENDING
     if S.PENDING in states:
-        # Some children ended, others wait: it is under way.
-        return S.RUNNING
+        # Nothing active or stuck, yet some children wait: the jobnet itself has not started
+        # (its own `after` is not satisfied); children may already be Stopped by a stop inside it.
+        return S.PENDING
     if S.FAILED in states:
         return S.FAILED
     if S.STOPPED in states:

@@ -1,0 +1,291 @@
+"""Property tests: random run graphs, random outcomes and random faults, driven to the end
+against a simulated agent (journal with dedupe by key, like the real one) and a simulated
+person who settles Stuck jobs. Whatever happens:
+
+* the run always ends (a terminal phase) within a bounded number of reconciles;
+* a key is never launched again once a launch of it was delivered (retries only after an
+  unknown or failed delivery), and a new attempt exists only after a person asked for it;
+* a job never starts before its `after` jobs (and those of its enclosing sub-jobnets)
+  succeeded, and a finally job never before its jobnet's normal jobs ended;
+* nothing starts under a stopped scope;
+* a job is Succeeded only if the agent saw it exit 0 or a person said so; the run Succeeds
+  only if every job did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobnet.core.agentproto import JobKey, JobRecord
+from jobnet.core.annotations import OverrideRequest, StopRequest, scope_of
+from jobnet.core.expansion import RunGraph
+from jobnet.core.scheduler import (
+    AgentFacts,
+    Decision,
+    DeliveryResult,
+    Kill,
+    Launch,
+    RunRuntime,
+    SchedulerPolicy,
+    new_runtime,
+    reconcile,
+)
+from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
+
+S = JobState
+MAX_STEPS = 400
+FAULTS = ("ok", "notDelivered", "unknownReached", "unknownLost", "silent")
+
+
+@st.composite
+def jobnet_specs(draw: st.DrawFn, prefix: str, allow_expand: bool) -> dict[str, Any]:
+    count = draw(st.integers(1, 5))
+    jobs: list[dict[str, Any]] = []
+    for index in range(count):
+        after = draw(st.lists(st.sampled_from([j["name"] for j in jobs]), unique=True, max_size=2)) if jobs else []
+        name = f"{prefix}{index}"
+        if allow_expand and draw(st.booleans()) and index > 0:
+            jobs.append({"name": name, "expand": "sub", "after": after})
+        else:
+            jobs.append({"name": name, "script": f"/opt/{name}.sh", "after": after})
+    finally_: list[dict[str, Any]] = []
+    for index in range(draw(st.integers(0, 2))):
+        after = [finally_[-1]["name"]] if finally_ and draw(st.booleans()) else []
+        finally_.append({"name": f"{prefix}f{index}", "script": f"/opt/{prefix}f{index}.sh", "after": after})
+    spec: dict[str, Any] = {"jobs": jobs, "finally": finally_}
+    if draw(st.booleans()):
+        spec["retry"] = {"dispatchAttempts": draw(st.integers(1, 3)), "intervalSeconds": 1}
+    if draw(st.booleans()):
+        spec["timeoutSeconds"] = draw(st.integers(2, 6))
+    spec["stuckResolution"] = draw(st.sampled_from(["Auto", "Manual"]))
+    return spec
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    root = draw(jobnet_specs("j", allow_expand=True))
+    sub = draw(jobnet_specs("s", allow_expand=False))
+    run_graph = graph("main", main=root, sub=sub)
+    names = [node.name for node in run_graph.jobs()]
+    return World(
+        graph=run_graph,
+        policy=SchedulerPolicy(
+            heartbeat_deadline_seconds=5,
+            dispatch_timeout_seconds=4,
+            kill_grace_seconds=1,
+            stuck_resolution={"main": root["stuckResolution"], "sub": sub["stuckResolution"]},
+        ),
+        exit_codes={name: draw(st.sampled_from([0, 0, 0, 1, None])) for name in names},  # None: failedToStart
+        durations={name: draw(st.integers(0, 8)) for name in names},
+        faults=draw(st.lists(st.sampled_from(FAULTS), max_size=12)),
+        link_down=set(draw(st.lists(st.integers(0, 60), max_size=15))),
+        stop_at=draw(st.none() | st.tuples(st.integers(0, 30), st.sampled_from(sorted(run_graph.nodes)))),
+        person_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED, S.FAILED, S.STOPPED]), max_size=6)),
+    )
+
+
+@dataclass
+class AgentJob:
+    record: JobRecord
+    started_step: int
+
+
+@dataclass
+class World:
+    graph: RunGraph
+    policy: SchedulerPolicy
+    exit_codes: dict[str, int | None]
+    durations: dict[str, int]
+    faults: list[str]
+    link_down: set[int]
+    stop_at: tuple[int, str] | None
+    person_choices: list[JobState]
+    agent: dict[str, AgentJob] = field(default_factory=dict)
+    executions: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    seen_records: dict[str, JobRecord] = field(default_factory=dict)
+
+    # ---------------------------------------------------------- the agent's side
+
+    def journal(self, key: JobKey, state: str, now: float, **fields: Any) -> JobRecord:
+        self.seq += 1
+        record = JobRecord(key=key, seq=self.seq, state=state, started_at=now, **fields)
+        return record
+
+    def agent_launch(self, key: JobKey, step: int, now: float) -> JobRecord:
+        text = key.text()
+        if text not in self.agent:  # dedupe by key, like the real agent
+            self.executions[key.path] = self.executions.get(key.path, 0) + 1
+            name = self.graph.nodes[key.path].name
+            if self.exit_codes[name] is None:
+                record = self.journal(key, "failedToStart", now, reason="ScriptNotFound")
+            else:
+                record = self.journal(key, "running", now, pid=1000 + self.seq)
+            self.agent[text] = AgentJob(record, step)
+        return self.agent[text].record
+
+    def agent_kill(self, key: JobKey, reason: str, now: float) -> JobRecord | None:
+        job = self.agent.get(key.text())
+        if job is None:
+            return None
+        if not job.record.terminal:
+            job.record = self.journal(key, "killed", now, signal=15, kill_requested={"reason": reason})
+        return job.record
+
+    def agent_tick(self, step: int, now: float) -> None:
+        for job in self.agent.values():
+            name = self.graph.nodes[job.record.key.path].name
+            if job.record.state == "running" and step - job.started_step >= self.durations[name]:
+                job.record = self.journal(job.record.key, "exited", now, exit_code=self.exit_codes[name])
+
+    # ---------------------------------------------------------- the edge's side
+
+    def deliver(self, action: Launch | Kill, step: int, now: float, link_up: bool) -> DeliveryResult | None:
+        fault = self.faults.pop(0) if self.faults else "ok"
+        if not link_up and fault in ("ok", "unknownReached", "silent"):
+            fault = "unknownLost"
+        op = "launch" if isinstance(action, Launch) else "kill"
+
+        def reach() -> JobRecord | None:
+            if isinstance(action, Launch):
+                return self.agent_launch(action.key, step, now)
+            return self.agent_kill(action.key, action.reason, now)
+
+        if fault == "ok":
+            record = reach()
+            return DeliveryResult(key=action.key, op=op, outcome="delivered", record=record)
+        if fault == "notDelivered":
+            return DeliveryResult(key=action.key, op=op, outcome="notDelivered", error_code="HostUnreachable")
+        if fault == "unknownReached":
+            reach()
+            return DeliveryResult(key=action.key, op=op, outcome="unknown", error_code="ConnectionLost")
+        if fault == "silent":
+            reach()
+            return None
+        return DeliveryResult(key=action.key, op=op, outcome="unknown", error_code="ConnectionLost")
+
+
+def check_decision(world: World, decision: Decision, delivered_keys: set[str]) -> None:
+    graph_ = world.graph
+    runtime = decision.runtime
+
+    def state(path: str) -> JobState:
+        return runtime.jobs[path].state if path in runtime.jobs else decision.jobnet_states[path]
+
+    ready_overrides: dict[str, int] = {}
+    for settlement in runtime.settlements:
+        if settlement.to_state == S.READY:
+            ready_overrides[settlement.path] = ready_overrides.get(settlement.path, 0) + 1
+    for action in decision.actions:
+        if not isinstance(action, Launch):
+            continue
+        assert action.key.text() not in delivered_keys, f"{action.key} launched again after a delivered launch"
+        assert action.key.attempt <= 1 + ready_overrides.get(action.path, 0), f"{action.key}: attempt without override"
+        assert scope_of(graph_, action.path, runtime.stop_scopes) is None, f"{action.path} launched in a stopped scope"
+        node = graph_.nodes[action.path]
+        while node.parent is not None:
+            for dep in node.after:
+                assert state(dep) == S.SUCCEEDED, f"{action.path} launched while {dep} is {state(dep)}"
+            if node.is_finally:
+                for sibling in graph_.nodes[node.parent].children:
+                    if not graph_.nodes[sibling].is_finally:
+                        assert state(sibling) in TERMINAL_STATES, f"finally {node.path} before {sibling} ended"
+            node = graph_.nodes[node.parent]
+
+
+def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
+    runtime = new_runtime(RUN_UID)
+    now = 1000.0
+    decisions: list[Decision] = []
+    pending_actions: list[Launch | Kill] = []
+    delivered_keys: set[str] = set()
+    stuck_since: int | None = None
+    for step in range(MAX_STEPS):
+        link_up = step not in world.link_down
+        world.agent_tick(step, now)
+        deliveries = []
+        for action in pending_actions:
+            result = world.deliver(action, step, now, link_up)
+            if result is not None:
+                deliveries.append(result)
+                if result.outcome == "delivered" and result.op == "launch":
+                    delivered_keys.add(action.key.text())
+        pending_actions = []
+        if link_up:
+            world.seen_records = {text: job.record for text, job in world.agent.items()}
+        facts = AgentFacts(
+            records=dict(world.seen_records),
+            heartbeats={HOST_ID: now} if link_up else {},
+            deliveries=tuple(deliveries),
+        )
+        stops = []
+        if world.stop_at is not None and world.stop_at[0] == step:
+            stops.append(StopRequest(path=world.stop_at[1], by="prop"))
+        overrides = []
+        if runtime.phase == RunPhase.STUCK:
+            stuck_since = step if stuck_since is None else stuck_since
+            if step - stuck_since >= 3:  # give auto resolution a chance first
+                choice = world.person_choices.pop(0) if world.person_choices else S.FAILED
+                for path, job in runtime.jobs.items():
+                    if job.state == S.STUCK:
+                        target = choice
+                        if target == S.READY and scope_of(world.graph, path, runtime.stop_scopes):
+                            target = S.STOPPED
+                        overrides.append(OverrideRequest(path=path, state=target, by="prop"))
+                stuck_since = None
+        else:
+            stuck_since = None
+        decision = reconcile(world.graph, runtime, facts, world.policy, now, overrides=overrides, stops=stops)
+        check_decision(world, decision, delivered_keys)
+        decisions.append(decision)
+        runtime = decision.runtime
+        pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill)]
+        if runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED) and not pending_actions:
+            return runtime, decisions
+        now += 1
+    raise AssertionError(f"run did not end within {MAX_STEPS} reconciles: {runtime.phase}, {decisions[-1].progress}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_random_runs_always_end_and_never_run_anything_twice_or_early(world: World) -> None:
+    runtime, decisions = drive(world)
+    ready_overrides: dict[str, int] = {}
+    for settlement in runtime.settlements:
+        if settlement.to_state == S.READY:
+            ready_overrides[settlement.path] = ready_overrides.get(settlement.path, 0) + 1
+    for path, count in world.executions.items():
+        assert count <= 1 + ready_overrides.get(path, 0), f"{path} ran {count} times"
+    for path, job in runtime.jobs.items():
+        assert job.state in TERMINAL_STATES, f"{path} is {job.state} in a finished run"
+        if job.state == S.SUCCEEDED:
+            agent_job = world.agent.get(JobKey(run=RUN_UID, path=path, attempt=max(job.attempt, 1)).text())
+            proven = agent_job is not None and agent_job.record.state in ("exited", "killed") and agent_job.record.exit_code == 0
+            assert proven or job.reason == "Overridden", f"{path} Succeeded without proof"
+    all_succeeded = all(job.state == S.SUCCEEDED for job in runtime.jobs.values())
+    assert (runtime.phase == RunPhase.SUCCEEDED) == all_succeeded
+    if any(job.state == S.FAILED for job in runtime.jobs.values()):
+        assert runtime.phase == RunPhase.FAILED
+    if runtime.phase == RunPhase.STOPPED:
+        assert runtime.stop_scopes or any(s.to_state == S.STOPPED for s in runtime.settlements)
+
+
+@settings(max_examples=100, deadline=None)
+@given(worlds())
+def test_without_faults_every_job_runs_exactly_once_and_the_run_ends_by_itself(world: World) -> None:
+    world.faults = []
+    world.link_down = set()
+    world.stop_at = None
+    world.person_choices = []
+    runtime, decisions = drive(world)
+    assert runtime.settlements == ()
+    launched = [a.key.text() for d in decisions for a in d.actions if isinstance(a, Launch)]
+    assert len(launched) == len(set(launched)) == sum(world.executions.values())
+    for path, job in runtime.jobs.items():
+        if job.state != S.SKIPPED:
+            assert world.executions.get(path) == 1, path
