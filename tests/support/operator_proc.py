@@ -69,9 +69,11 @@ class OperatorProcess:
     def __init__(
             self, emulator: EmulatorServer, workdir: Path, *,
             namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
-            ready_timeout: float = 30.0,
+            standalone: bool = True, log_format: str = "text", ready_timeout: float = 30.0,
     ) -> None:
         self.emulator = emulator
+        self.standalone = standalone
+        self.log_format = log_format
         self.workdir = workdir
         self.namespaces = namespaces
         self.extra_args = extra_args
@@ -95,7 +97,7 @@ class OperatorProcess:
             "operator", f"--kubeconfig={self.emulator.kubeconfig}",
             "--webhook-insecure", "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
             f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
-            "--standalone", "--log-format=text", "--verbose",
+            *(["--standalone"] if self.standalone else []), f"--log-format={self.log_format}", "--verbose",
             # Short deadlines keep reconnects within a test's time.
             "--watch-server-timeout=10", "--watch-client-timeout=15", "--connect-timeout=2",
             "--request-timeout=10", "--retry-delay=1",

@@ -57,6 +57,9 @@ class OperatorConfig:
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     peering_name: str | None = None
     standalone: bool = False
+    # kopf pauses every replica when two share the highest priority; distinct priorities
+    # leave exactly one active and the others on standby.
+    priority: int = 0
     watch_server_timeout: float = 60.0
     watch_client_timeout: float = 75.0
     connect_timeout: float = 10.0
@@ -190,6 +193,7 @@ async def run(config: OperatorConfig, starter: RunStarter | None = None) -> None
         namespaces=list(config.namespaces),
         standalone=config.standalone,
         peering_name=config.peering_name,
+        priority=config.priority,
         liveness_endpoint=config.liveness_endpoint,
     )
 

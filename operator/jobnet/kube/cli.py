@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 
 import kopf
 
@@ -40,6 +41,9 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (mandatory if given)")
     peering.add_argument("--standalone", action="store_true", help="no peering: only ever run one replica")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority; the highest active replica works, the others stand by "
+                             "(default: random, so that two replicas never share one and both pause)")
     parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
     parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages too")
     timing = parser.add_argument_group("deadlines (seconds)")
@@ -70,6 +74,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         liveness_endpoint=args.liveness_endpoint or None,
         peering_name=args.peering,
         standalone=args.standalone,
+        priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
         watch_server_timeout=args.watch_server_timeout,
         watch_client_timeout=args.watch_client_timeout,
         connect_timeout=args.connect_timeout,

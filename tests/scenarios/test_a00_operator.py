@@ -1,0 +1,82 @@
+"""The operator's plumbing that every scenario relies on: restarts do not redo work, an API
+outage is survived, two replicas with kopf peering leave exactly one working, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.emulator import EmulatorServer
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.operator_proc import OperatorProcess, register_webhooks
+
+pytestmark = pytest.mark.emulator
+JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
+
+
+def _status(emulator: EmulatorServer, name: str) -> dict:
+    return (emulator.get(*JOBRUNS, "default", name) or {}).get("status") or {}
+
+
+def test_restarted_operator_does_not_start_a_run_again(emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
+    wait_for(lambda: _status(emulator, "r1").get("phase") == "Pending", what="r1 Pending")
+    operator.wait_for_log(r"JobRun default/r1 expanded JobNet 'hello' into 1 jobs")
+    version = emulator.get(*JOBRUNS, "default", "r1")["metadata"]["resourceVersion"]
+
+    operator.kill()  # a crash: no cleanup
+    operator.log_path.write_text("")
+    operator.start()
+    assert kubectl_apply(emulator, jobrun("hello", name="r2")).rc == 0
+    operator.wait_for_log(r"JobRun default/r2 expanded")  # the restarted operator is working
+
+    assert "JobRun default/r1" not in operator.log_text()
+    assert emulator.get(*JOBRUNS, "default", "r1")["metadata"]["resourceVersion"] == version
+
+
+def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    assert kubectl_apply(emulator, jobnet("hello", script_job("a"))).rc == 0
+    with emulator.outage():
+        time.sleep(2)  # the outage itself: long enough for every watch to notice
+    assert operator.process is not None and operator.process.poll() is None
+    assert kubectl_apply(emulator, jobrun("hello", name="after-outage")).rc == 0
+    wait_for(lambda: _status(emulator, "after-outage").get("phase") == "Pending", timeout=30,
+             what="a JobRun created after the outage to be started")
+
+
+def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.put({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "jobnet-operator"}})
+    replicas = []
+    for index in range(2):
+        workdir = tmp_path / f"replica-{index}"
+        workdir.mkdir()
+        replica = OperatorProcess(emulator, workdir, standalone=False,
+                                  extra_args=("--peering=jobnet-operator", f"--priority={10 + index}"))
+        replicas.append(replica.start())
+    try:
+        register_webhooks(emulator, replicas[0].webhook_url)  # any replica serves admission
+        wait_for(lambda: len(emulator.get("kopf.dev/v1", "clusterkopfpeerings", None, "jobnet-operator")
+                             .get("status") or {}) == 2, what="both replicas in the peering object")
+        replicas[0].wait_for_log(r"Pausing operations")  # the lower priority stands by
+        assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
+        wait_for(lambda: _status(emulator, "r1").get("phase") == "Pending", what="r1 started")
+        replicas[1].wait_for_log(r"JobRun default/r1 expanded")
+        assert "JobRun default/r1" not in replicas[0].log_text()
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def test_json_log_format(emulator: EmulatorServer, tmp_path: Path) -> None:
+    process = OperatorProcess(emulator, tmp_path, log_format="json").start()
+    try:
+        assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
+        process.wait_for_log(r"JobRun default/r1 expanded")
+    finally:
+        process.stop()
+    records = [json.loads(line) for line in process.log_text().splitlines() if line.startswith("{")]
+    assert any("JobRun default/r1 expanded" in record["message"] for record in records)
+    assert all({"message", "timestamp", "severity"} <= set(record) for record in records)
