@@ -156,8 +156,10 @@ def test_concurrent_asyncio_requests_are_matched_by_id(agent: AgentHarness) -> N
     answers = asyncio.run(ask_all())
 
     assert all(isinstance(a, AgentRequestFailed) and a.agent_code == "NotFound" for a in answers), answers
-    pings = asyncio.run(asyncio.wait_for(asyncio.gather(*(agent.chan.acall(PingRequest(), PingResult)
-                                                          for _ in range(50))), 10))
+    async def ping_many() -> list[PingResult]:
+        return await asyncio.wait_for(asyncio.gather(*(agent.chan.acall(PingRequest(), PingResult) for _ in range(50))), 10)
+
+    pings = asyncio.run(ping_many())
     assert len(pings) == 50 and all(p.time > 0 for p in pings)
 
 
@@ -169,10 +171,10 @@ def test_heartbeats_are_tracked(agent: AgentHarness) -> None:
 
 
 def test_a_dying_channel_fails_pending_requests_with_connection_lost(agent: AgentHarness, vm: NamespaceVM) -> None:
-    vm.drop("out")
+    vm.drop("in")  # the request never reaches the agent, so no answer can come
     pending = agent.chan.submit(PingRequest())
     vm.kill_agent(("serve",))
-    vm.undrop("out")
+    vm.undrop("in")
 
     with pytest.raises(ConnectionLost, match="while waiting for the ping response"):
         pending.result(timeout=10)

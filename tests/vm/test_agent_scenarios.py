@@ -74,19 +74,42 @@ def test_E01_agent_vm_crash_mid_job_is_reported_interrupted_after_reboot(agent: 
     assert any("interrupted" in line.lower() for line in _log_lines(vm, key))
 
 
-def test_E02_agent_supervisor_killed_mid_job_ends_lost_never_succeeded(agent: AgentHarness, vm: NamespaceVM) -> None:
+def test_E02_agent_supervisor_killed_mid_job_is_adopted_then_lost_never_a_success(
+    agent: AgentHarness, vm: NamespaceVM
+) -> None:
+    """docs/agent-protocol.md: a running job whose supervisor died stays ``running`` and watched
+    until its process disappears, then ``lost`` (exit code unknown to the protocol)."""
     key = new_key("/e02/job")
-    agent.launch(key, agent.script("e02.sh", "sleep 1\n"))
+    launched = agent.launch(key, agent.script("e02.sh", "sleep 3; exit 0\n"))
     agent.wait_state(key, "running")
 
     killed = vm.kill_agent(("supervise", "serve"))
     wait_until(lambda: agent.chan.closed, timeout=5, what="the channel notices serve died")
     agent.reconnect()
-    record = agent.wait_state(key, "lost", "exited", timeout=15)
+    wait_until(lambda: any(f"adopted pid {launched.record.pid}" in line for line in _log_lines(vm, key)),
+               timeout=5, what="the agent adopted the running job")
+    while_alive = agent.get(key)
+    record = agent.wait_state(key, "exited", "lost", timeout=15)
 
     assert killed
-    assert record.state == "lost" and record.reason == "SupervisorLost" and record.exit_code is None
-    assert any("lost" in line.lower() for line in _log_lines(vm, key))
+    assert while_alive.state == "running"
+    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", None), record
+    assert "supervisor died mid-run" in (record.message or "")
+
+
+def test_E02_agent_supervisor_and_job_killed_is_lost_never_a_success(agent: AgentHarness, vm: NamespaceVM) -> None:
+    key = new_key("/e02/gone")
+    launched = agent.launch(key, agent.script("e02.sh", "sleep 30\n"))
+    agent.wait_state(key, "running")
+
+    vm.kill_agent(("supervise", "serve"))
+    vm.exec(f"kill -9 -{launched.record.pgid}")
+    agent.reconnect()
+    record = agent.wait_state(key, "lost", "exited", timeout=15)
+
+    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", None), record
+    wait_until(lambda: any("lost" in line for line in _log_lines(vm, key)), timeout=5,
+               what="agent log says the job is lost")
 
 
 def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
@@ -114,6 +137,23 @@ def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
     assert (vm.home / "e03.txt").read_text() == "ran\n"
 
 
+def test_E03_agent_supervisor_dies_after_the_exit_before_recording_it_result_recovered(
+    agent: AgentHarness, vm: NamespaceVM
+) -> None:
+    """The supervisor is killed right after the job exited, before it journalled the end: the
+    agent recovers the exit code the job's wrapper wrote, and says so in its log."""
+    agent.reconnect(env={"JOBNET_AGENT_CRASH_AT": "supervise:after-exit"})
+    key = new_key("/e03/recovered")
+    agent.launch(key, agent.script("e03.sh", 'echo ran >> "$HOME/e03.txt"\nexit 0\n'))
+
+    record = agent.wait_state(key, "exited", "lost", timeout=15)
+
+    assert (record.state, record.exit_code) == ("exited", 0), record
+    assert (vm.home / "e03.txt").read_text() == "ran\n"
+    wait_until(lambda: any("result recovered" in line for line in _log_lines(vm, key)), timeout=5,
+               what="agent log says the result was recovered")
+
+
 def test_F06_agent_kill_after_exit_0_is_ignored_and_reports_the_exit(agent: AgentHarness, vm: NamespaceVM) -> None:
     key = new_key("/f06/job")
     agent.launch(key, agent.script("f06.sh", "exit 0\n"))
@@ -139,6 +179,7 @@ def test_F12_agent_kill_repeated_after_a_lost_response_is_ignored_already_stoppe
     wait_until(lambda: process_gone(launched.record.pid), timeout=5, what="the agent killed the job")
     vm.undrop("out")
     agent.reconnect()
+    agent.wait_state(key, "killed")
     repeated = agent.kill(key, grace_seconds=0.3)
 
     assert repeated.already_ended or repeated.deduplicated
