@@ -4,6 +4,7 @@ outage is survived, two replicas with kopf peering leave exactly one working, JS
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -80,3 +81,37 @@ def test_json_log_format(emulator: EmulatorServer, tmp_path: Path) -> None:
     records = [json.loads(line) for line in process.log_text().splitlines() if line.startswith("{")]
     assert any("JobRun default/r1 expanded" in record["message"] for record in records)
     assert all({"message", "timestamp", "severity"} <= set(record) for record in records)
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for 127.0.0.1 signed by it (what the chart or cert-manager provides)."""
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    key, request, cert = directory / "tls.key", directory / "tls.csr", directory / "tls.crt"
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert, "-days", "1", "-subj", "/CN=test-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", request, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "1", "-extfile", extensions],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
+    return ca_cert, cert, key
+
+
+def test_webhook_over_tls_with_the_ca_bundle_like_the_chart(emulator: EmulatorServer, tmp_path: Path) -> None:
+    ca_cert, cert, key = _certificates(tmp_path)
+    process = OperatorProcess(emulator, tmp_path, tls=(cert, key))
+    register_webhooks(emulator, process.webhook_url, ca_bundle=ca_cert.read_bytes())
+    process.start()
+    try:
+        cyclic = jobnet("cyclic", script_job("a", "b"), script_job("b", "a"))
+        result = kubectl_apply(emulator, cyclic)
+        assert result.rc == 1 and "dependency cycle" in result.stderr
+
+        # An API server that does not trust the certificate never talks to the webhook.
+        register_webhooks(emulator, process.webhook_url, ca_bundle=None)
+        result = kubectl_apply(emulator, jobnet("fine", script_job("a")))
+        assert result.rc == 1 and "certificate verify failed" in result.stderr
+    finally:
+        process.stop()

@@ -9,6 +9,7 @@ through the operator's real admission webhook.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,8 +37,10 @@ class OperatorNotReady(AssertionError):
     pass
 
 
-def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail") -> None:
-    """Install the chart's ValidatingWebhookConfiguration, calling ``base_url`` directly."""
+def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail",
+                      ca_bundle: bytes | None = None) -> None:
+    """Install the chart's ValidatingWebhookConfiguration, calling ``base_url`` directly
+    (verifying its TLS certificate against ``ca_bundle`` when it is HTTPS)."""
     emulator.put({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -52,7 +55,8 @@ def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: s
                 "timeoutSeconds": 10,
                 "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["v1alpha1"], "resources": [resource],
                            "operations": operations, "scope": "Namespaced"}],
-                "clientConfig": {"url": f"{base_url}{path}"},
+                "clientConfig": {"url": f"{base_url}{path}",
+                                 **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {})},
             }
             for name, (path, resource, operations) in WEBHOOKS.items()
         ],
@@ -70,8 +74,10 @@ class OperatorProcess:
             self, emulator: EmulatorServer, workdir: Path, *,
             namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
             standalone: bool = True, log_format: str = "text", ready_timeout: float = 30.0,
+            tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.emulator = emulator
+        self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
         self.standalone = standalone
         self.log_format = log_format
         self.workdir = workdir
@@ -86,7 +92,7 @@ class OperatorProcess:
 
     @property
     def webhook_url(self) -> str:
-        return f"http://127.0.0.1:{self.webhook_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.webhook_port}"
 
     @property
     def liveness_url(self) -> str:
@@ -95,7 +101,8 @@ class OperatorProcess:
     def command(self) -> list[str]:
         args = [
             "operator", f"--kubeconfig={self.emulator.kubeconfig}",
-            "--webhook-insecure", "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
+            *([f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"] if self.tls else ["--webhook-insecure"]),
+            "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
             f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
             *(["--standalone"] if self.standalone else []), f"--log-format={self.log_format}", "--verbose",
             # Short deadlines keep reconnects within a test's time.
