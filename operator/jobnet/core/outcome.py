@@ -21,7 +21,8 @@ class Outcome(BaseModel):
 
     state: JobState
     reason: str | None
-    message: str
+    #: None for a plain success (exit code 0 says it all; keeps large runs' status compact).
+    message: str | None
     exit_code: int | None
 
 
@@ -48,7 +49,7 @@ def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outc
         # The script ended by itself (also when a kill arrived after it had exited): the real
         # exit code decides, whatever was requested (F06-F09).
         if code == 0:
-            return Outcome(state=JobState.SUCCEEDED, reason=None, message="exited with code 0", exit_code=0)
+            return Outcome(state=JobState.SUCCEEDED, reason=None, message=None, exit_code=0)
         return Outcome(
             state=JobState.FAILED,
             reason=record.reason or Reason.NON_ZERO_EXIT,

@@ -313,7 +313,8 @@ class _Reconciler:
             allowed = override_allowed if override else automatic_transition_allowed
             if not allowed(job.state, new_state):
                 raise IllegalTransition(f"{path}: {job.state} -> {new_state} is not allowed")
-            changes["since"] = self.now
+            # Only an undecided job needs to know since when (heartbeat and freshness checks).
+            changes["since"] = None if new_state in TERMINAL_STATES else self.now
         updated = job.model_copy(update=changes)
         if updated != job:
             self.jobs[path] = updated
@@ -514,7 +515,8 @@ class _Reconciler:
             self.enter_running(path, record)
         else:
             self.update(path, state=S.STOPPING, dispatch=None, reason=None, message=None)
-        self.update(path, message=message if outcome is None else f"{self.jobs[path].message}; {message}")
+        outcome_message = outcome.message if outcome is not None else None
+        self.update(path, message=f"{outcome_message}; {message}" if outcome_message else message)
         self.settlements.append(
             Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
         )

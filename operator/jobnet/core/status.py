@@ -41,6 +41,20 @@ class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class DispatchStatus(StatusModel):
+    """Delivery of a launch or kill request to the agent (retried with the same key)."""
+
+    op: Literal["launch", "kill"] = Field(description="The request being delivered.")
+    attempts: int = Field(ge=1, description="Delivery attempts made so far.")
+    last_attempt_at: str = Field(description="When the last attempt was sent (RFC 3339).")
+    in_flight: bool = Field(default=False, description="The last attempt has not been answered yet.")
+    outcome_unknown: bool = Field(
+        default=False, description="Some attempt may have reached the agent (the connection broke after sending)."
+    )
+    last_error: str | None = Field(default=None, description="Code of the last delivery failure.")
+    last_error_message: str | None = Field(default=None, description="The last delivery failure, for people.")
+
+
 class JobStatus(StatusModel):
     """The state of one job (or sub-jobnet) of a run, keyed by its path in `JobRun.status.jobs`."""
 
@@ -61,6 +75,18 @@ class JobStatus(StatusModel):
         default=None,
         max_length=OUTPUT_TAIL_MAX_CHARS,
         description=f"The last lines of the job's output (at most {OUTPUT_TAIL_MAX_CHARS} characters).",
+    )
+    since: str | None = Field(
+        default=None, description="When the job entered its current state (RFC 3339; kept while it is not finished)."
+    )
+    deadline: str | None = Field(
+        default=None, description="When the running job is stopped for exceeding its timeout (RFC 3339)."
+    )
+    kill_reason: Literal["stop", "timeout"] | None = Field(
+        default=None, description="Why a kill of the job was requested."
+    )
+    dispatch: DispatchStatus | None = Field(
+        default=None, description="The launch or kill request being delivered to the agent, while undecided."
     )
 
 
@@ -90,7 +116,12 @@ class JobRunStatus(StatusModel):
         default_factory=dict, description="State of each job and sub-jobnet, keyed by path."
     )
     overrides: list[StateOverride] = Field(
-        default_factory=list, description="State overrides applied by people, oldest first."
+        default_factory=list,
+        description="State overrides applied by people, and Stuck jobs resolved automatically, oldest first.",
+    )
+    stop_scopes: list[str] = Field(
+        default_factory=list,
+        description="Paths stopped with the `jobnet.dev/stop` annotation (the root path when the whole run was stopped).",
     )
 
 

@@ -1,0 +1,186 @@
+"""The scheduler's runtime <-> the JobRun status the operator persists.
+
+The status *is* the persisted runtime: after a restart the operator rebuilds the scheduler's
+state from it (:func:`runtime_from_status`) plus the agents' journals, so nothing is launched
+twice and nothing finished meanwhile is lost. Writes are coalesced: :func:`status_patch`
+builds one merge patch with only the jobs a decision changed. Bookkeeping that only matters
+while a job is undecided (``since``, ``deadline``, ``killReason``, ``dispatch``) is dropped
+once the job has finished, to keep 10,000-job runs compact. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from jobnet.core.expansion import RunGraph
+from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
+from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+from jobnet.core.status import DispatchStatus, JobRunStatus, JobStatus, StateOverride
+
+
+def to_rfc3339(timestamp: float | None) -> str | None:
+    """Unix seconds as RFC 3339 UTC with milliseconds: ``2026-11-22T03:00:00.250Z``."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_rfc3339(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+
+
+def job_status(job: JobRuntime) -> JobStatus:
+    """The status entry of one job (the edge adds ``outputTail``)."""
+    undecided = job.state not in TERMINAL_STATES
+    dispatch = job.dispatch if undecided else None
+    return JobStatus(
+        state=job.state,
+        attempt=job.attempt or None,
+        host=job.host,
+        pid=job.pid,
+        exit_code=job.exit_code,
+        started_at=to_rfc3339(job.started_at),
+        finished_at=to_rfc3339(job.finished_at),
+        reason=job.reason,
+        message=job.message,
+        since=to_rfc3339(job.since) if undecided else None,
+        deadline=to_rfc3339(job.deadline) if undecided else None,
+        kill_reason=job.kill_reason if undecided else None,
+        dispatch=None
+        if dispatch is None
+        else DispatchStatus(
+            op=dispatch.op,
+            attempts=dispatch.attempts_used,
+            last_attempt_at=to_rfc3339(dispatch.last_attempt_at) or "",
+            in_flight=dispatch.in_flight,
+            outcome_unknown=dispatch.unknown_seen,
+            last_error=dispatch.last_error,
+            last_error_message=dispatch.last_error_message,
+        ),
+    )
+
+
+def _override(settlement: Settlement) -> StateOverride:
+    return StateOverride(
+        path=settlement.path,
+        from_state=settlement.from_state,
+        to_state=settlement.to_state,
+        by=settlement.by,
+        at=to_rfc3339(settlement.at) or "",
+        message=settlement.message,
+    )
+
+
+def _summary(decision: Decision) -> dict[str, Any]:
+    runtime = decision.runtime
+    counts: dict[str, int] = {}
+    for job in runtime.jobs.values():
+        counts[str(job.state)] = counts.get(str(job.state), 0) + 1
+    return {
+        "phase": str(runtime.phase),
+        "progress": decision.progress,
+        "startedAt": to_rfc3339(runtime.started_at),
+        "finishedAt": to_rfc3339(runtime.finished_at),
+        "counts": dict(sorted(counts.items())),
+        "overrides": [_override(s).model_dump(by_alias=True, exclude_none=True) for s in runtime.settlements],
+        "stopScopes": list(runtime.stop_scopes),
+    }
+
+
+def run_status(decision: Decision) -> JobRunStatus:
+    """The whole status of a run after ``decision`` (for new runs and small ones)."""
+    jobs = {path: job_status(job) for path, job in decision.runtime.jobs.items()}
+    jobs.update({path: JobStatus(state=state) for path, state in decision.jobnet_states.items()})
+    return JobRunStatus.model_validate({**_summary(decision), "jobs": jobs})
+
+
+def status_patch(decision: Decision, previous_jobnet_states: dict[str, JobState] | None = None) -> dict[str, Any]:
+    """A JSON merge patch of ``status``: the summary plus only the jobs and jobnets that changed.
+
+    A job whose bookkeeping was dropped (it finished) is replaced as a whole, so no stale
+    ``dispatch`` survives the merge: changed entries carry explicit nulls.
+    """
+    previous = previous_jobnet_states or {}
+    jobs: dict[str, Any] = {}
+    for path in sorted(decision.changed):
+        jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(by_alias=True, mode="json", exclude={"output_tail"})
+    for path, state in decision.jobnet_states.items():
+        if previous.get(path) != state:
+            jobs[path] = {"state": str(state)}
+    return {**_summary(decision), "jobs": jobs}
+
+
+def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> RunRuntime:
+    """Rebuild the scheduler's runtime from a persisted status (operator restart, D04).
+
+    Jobs missing from the status are Pending. Entries of jobnet nodes are derived state and
+    ignored. A job found Starting/Stopping without delivery bookkeeping (an older status) is
+    treated as an in-flight delivery whose outcome is unknown: it is retried with the same key,
+    never assumed to have failed.
+    """
+    jobs: dict[str, JobRuntime] = {}
+    for node in graph.jobs():
+        entry = status.jobs.get(node.path)
+        if entry is None:
+            continue
+        state = JobState(entry.state)
+        since = from_rfc3339(entry.since)
+        dispatch: Dispatch | None = None
+        if entry.dispatch is not None:
+            dispatch = Dispatch(
+                op=entry.dispatch.op,
+                attempts_used=entry.dispatch.attempts,
+                last_attempt_at=from_rfc3339(entry.dispatch.last_attempt_at) or 0.0,
+                in_flight=entry.dispatch.in_flight,
+                unknown_seen=entry.dispatch.outcome_unknown,
+                last_error=entry.dispatch.last_error,
+                last_error_message=entry.dispatch.last_error_message,
+            )
+        elif state == JobState.STARTING or (state == JobState.STOPPING and entry.kill_reason is None):
+            dispatch = Dispatch(
+                op="launch" if state == JobState.STARTING else "kill",
+                attempts_used=1,
+                last_attempt_at=since or 0.0,
+                unknown_seen=True,
+            )
+        jobs[node.path] = JobRuntime(
+            state=state,
+            attempt=entry.attempt or 0,
+            reason=entry.reason,
+            message=entry.message,
+            host=entry.host,
+            pid=entry.pid,
+            exit_code=entry.exit_code,
+            started_at=from_rfc3339(entry.started_at),
+            finished_at=from_rfc3339(entry.finished_at),
+            since=since,
+            deadline=from_rfc3339(entry.deadline),
+            kill_reason=entry.kill_reason,
+            dispatch=dispatch,
+        )
+    settlements = tuple(
+        Settlement(
+            path=o.path,
+            from_state=JobState(o.from_state),
+            to_state=JobState(o.to_state),
+            by=o.by,
+            at=from_rfc3339(o.at) or 0.0,
+            message=o.message or "",
+        )
+        for o in status.overrides
+    )
+    return RunRuntime(
+        run_uid=run_uid,
+        jobs=jobs,
+        stop_scopes=tuple(status.stop_scopes),
+        settlements=settlements,
+        phase=RunPhase(status.phase),
+        started_at=from_rfc3339(status.started_at),
+        finished_at=from_rfc3339(status.finished_at),
+    )

@@ -1,0 +1,134 @@
+"""Runtime <-> JobRun status: what the operator persists is enough to resume after a restart."""
+
+from __future__ import annotations
+
+import json
+
+from jobnet.core.runstatus import (
+    from_rfc3339,
+    job_status,
+    run_status,
+    runtime_from_status,
+    status_patch,
+    to_rfc3339,
+)
+from jobnet.core.scheduler import JobRuntime
+from jobnet.core.states import JobState, RunPhase
+from jobnet.core.status import JobRunStatus
+from tests.support.scheduler_sim import RUN_UID, Run, graph, job, sub
+
+S = JobState
+
+
+def busy_run() -> Run:
+    """A run with a job Stuck, one Starting with a failed delivery, one Running with a timeout,
+    a stop scope and an override: every kind of bookkeeping."""
+    run = Run(
+        graph(
+            "n",
+            n={
+                "jobs": [
+                    job("a"),
+                    job("b", timeoutSeconds=60),
+                    job("c", retry={"dispatchAttempts": 3, "intervalSeconds": 5}),
+                    sub("s", "sn", "a"),
+                ],
+            },
+            sn={"jobs": [job("x")]},
+        )
+    )
+    run.reconcile()
+    run.deliver_launch("/n/a", "unknown")
+    run.deliver_launch("/n/b")
+    run.deliver_launch("/n/c", "notDelivered", error_code="HostUnreachable")
+    run.beat()
+    run.reconcile()
+    run.stop("/n/s")
+    return run
+
+
+def test_times_are_rfc3339_utc_and_round_trip() -> None:
+    assert to_rfc3339(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
+    assert from_rfc3339("2023-11-14T22:13:20.250Z") == 1_700_000_000.25
+    assert to_rfc3339(None) is None and from_rfc3339(None) is None
+
+
+def test_status_round_trips_to_the_same_runtime() -> None:
+    run = busy_run()
+    status = run_status(run.last)
+    restored = runtime_from_status(RUN_UID, run.graph, JobRunStatus.model_validate_json(status.model_dump_json()))
+    assert restored == run.runtime
+
+
+def test_resuming_from_status_continues_exactly_where_it_stopped() -> None:
+    run = busy_run()
+    run.advance(5)
+    run.beat()
+    expected = run.reconcile()
+    resumed = Run(run.graph, run.policy, now=run.now)
+    resumed.runtime = runtime_from_status(RUN_UID, run.graph, run_status(run.decisions[-2]))
+    resumed.heartbeats = dict(run.heartbeats)
+    resumed.records = dict(run.records)
+    got = resumed.reconcile()
+    assert got.actions == expected.actions
+    assert got.runtime == expected.runtime
+
+
+def test_full_status_shows_jobs_jobnets_counts_overrides_and_stop_scopes() -> None:
+    run = busy_run()
+    run.override("/n/a", S.FAILED)
+    status = run_status(run.last)
+    assert status.phase == "Running"
+    assert status.jobs["/n/s"].state == "Stopped" and status.jobs["/n"].state == "Running"
+    assert status.jobs["/n/a"].state == "Failed" and status.jobs["/n/a"].reason == "Overridden"
+    assert status.jobs["/n/b"].deadline is not None and status.jobs["/n/b"].pid is not None
+    assert status.jobs["/n/c"].dispatch is not None and status.jobs["/n/c"].dispatch.last_error == "HostUnreachable"
+    assert status.counts == {"Failed": 1, "Running": 1, "Starting": 1, "Stopped": 1}
+    assert status.progress == "2/4"
+    assert status.stop_scopes == ["/n/s"]
+    assert [(o.path, o.from_state, o.to_state, o.by) for o in status.overrides] == [("/n/a", "Stuck", "Failed", "alice")]
+
+
+def test_finished_jobs_drop_their_bookkeeping() -> None:
+    entry = job_status(
+        JobRuntime(state=S.SUCCEEDED, attempt=1, since=5.0, deadline=9.0, kill_reason="stop", exit_code=0)
+    )
+    assert (entry.since, entry.deadline, entry.kill_reason, entry.dispatch) == (None, None, None, None)
+    assert entry.exit_code == 0
+
+
+def test_patch_holds_only_what_changed_and_clears_stale_fields() -> None:
+    run = busy_run()
+    run.exited("/n/b", 0)
+    run.beat()
+    before = dict(run.last.jobnet_states)
+    decision = run.reconcile()
+    patch = status_patch(decision, before)
+    assert set(patch["jobs"]) == {"/n/b"}
+    assert patch["jobs"]["/n/b"]["state"] == "Succeeded"
+    assert patch["jobs"]["/n/b"]["deadline"] is None  # merge patch null: removed
+    assert "outputTail" not in patch["jobs"]["/n/b"]  # the edge's, never clobbered
+    assert patch["phase"] == "Running" and patch["progress"] == "2/4"
+    json.dumps(patch)
+
+
+def test_an_older_status_without_delivery_bookkeeping_is_resumed_as_outcome_unknown() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    status = JobRunStatus.model_validate(
+        {"phase": "Running", "jobs": {"/n/a": {"state": "Starting", "attempt": 1, "since": to_rfc3339(run.now)}}}
+    )
+    run.runtime = runtime_from_status(RUN_UID, run.graph, status)
+    run.advance(run.policy.dispatch_timeout_seconds + 1)
+    run.reconcile()
+    assert run.state("/n/a") == S.STUCK and run.reason("/n/a") == "LaunchOutcomeUnknown"
+    assert run.runtime.phase == RunPhase.STUCK
+
+
+def test_status_of_a_large_finished_run_stays_small_per_job() -> None:
+    run = Run(graph("big", big={"jobs": [job(f"j{i}") for i in range(200)]}))
+    run.reconcile()
+    run.start_and_run(*[f"/big/j{i}" for i in range(200)])
+    run.finish(*[f"/big/j{i}" for i in range(200)])
+    status = run_status(run.last).model_dump_json(by_alias=True, exclude_none=True)
+    # A finished job keeps state, attempt, host, pid, exit code and times: ~200 bytes.
+    assert len(status) / 200 < 230
