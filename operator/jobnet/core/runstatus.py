@@ -11,12 +11,18 @@ once the job has finished, to keep 10,000-job runs compact. Pure: no I/O, no clo
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+from jobnet.core import status as api
 from jobnet.core.status import DispatchStatus, JobRunStatus, JobStatus, StateOverride
+
+
+def _api_state(state: JobState) -> api.JobState:
+    """The status API spells states as literals; the enum's values are exactly those."""
+    return cast(api.JobState, str(state))
 
 
 def to_rfc3339(timestamp: float | None) -> str | None:
@@ -40,7 +46,7 @@ def job_status(job: JobRuntime) -> JobStatus:
     undecided = job.state not in TERMINAL_STATES
     dispatch = job.dispatch if undecided else None
     return JobStatus(
-        state=job.state,
+        state=_api_state(job.state),
         attempt=job.attempt or None,
         host=job.host,
         pid=job.pid,
@@ -69,8 +75,8 @@ def job_status(job: JobRuntime) -> JobStatus:
 def _override(settlement: Settlement) -> StateOverride:
     return StateOverride(
         path=settlement.path,
-        from_state=settlement.from_state,
-        to_state=settlement.to_state,
+        from_state=_api_state(settlement.from_state),
+        to_state=_api_state(settlement.to_state),
         by=settlement.by,
         at=to_rfc3339(settlement.at) or "",
         message=settlement.message,
@@ -96,7 +102,7 @@ def _summary(decision: Decision) -> dict[str, Any]:
 def run_status(decision: Decision) -> JobRunStatus:
     """The whole status of a run after ``decision`` (for new runs and small ones)."""
     jobs = {path: job_status(job) for path, job in decision.runtime.jobs.items()}
-    jobs.update({path: JobStatus(state=state) for path, state in decision.jobnet_states.items()})
+    jobs.update({path: JobStatus(state=_api_state(state)) for path, state in decision.jobnet_states.items()})
     return JobRunStatus.model_validate({**_summary(decision), "jobs": jobs})
 
 

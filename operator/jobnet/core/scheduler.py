@@ -297,7 +297,7 @@ class _Reconciler:
         parent = self.node(path).parent
         while parent is not None:
             jobnet = self.node(parent)
-            if jobnet.expanded_from in self.policy.stuck_resolution:
+            if jobnet.expanded_from is not None and jobnet.expanded_from in self.policy.stuck_resolution:
                 return self.policy.stuck_resolution[jobnet.expanded_from]
             parent = jobnet.parent
         return self.policy.default_stuck_resolution
@@ -652,7 +652,7 @@ class _Reconciler:
                 gate_open
                 and child_blocked is None
                 and all(states[dep] == S.SUCCEEDED for dep in child.after)
-                and (not child.is_finally or normal_ended)
+                and (not child.is_finally or normal_ended is True)
             )
             child_scope = self.scope_here(child_path, scope)
             if child.kind == "job":
