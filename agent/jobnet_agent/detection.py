@@ -55,11 +55,13 @@ def decide(record: JobRecord, seen: Observation) -> Verdict:
         return Verdict(KEEP, {}, "supervisor alive")
     if seen.wrapper_exit is not None:
         changes = end_changes(seen.wrapper_exit, None, None)
-        if changes["state"] == EXITED:
-            why = "supervisor died after the job ended (code %d): result recovered" % seen.wrapper_exit.code
-        else:
-            why = "lost: supervisor died mid-run; the script ended unsupervised"
-        return Verdict(END, changes, why)
+        if changes["state"] != EXITED:
+            return Verdict(END, changes, "lost: supervisor died mid-run")
+        changes["message"] = (
+            "exited with code %d (recorded by the job's wrapper; its supervisor died before reporting)"
+            % seen.wrapper_exit.code
+        )
+        return Verdict(END, changes, "supervisor died after the job ended: result recovered")
     if record.boot_id is not None and record.boot_id != seen.boot_id:
         if not seen.may_have_started:
             return Verdict(END, dict(

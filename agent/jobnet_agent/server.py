@@ -105,7 +105,8 @@ class Server:
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
         self._watch_stop: Optional[threading.Event] = None
-        self._watcher: Optional[EventReader] = None
+        self._watching = False
+        self._last_sent_seq = 0
         self._adopted: Set[JobKey] = set()
         self._connection_lost = False
         self._handlers: Dict[str, Callable[[Request], Handled]] = {
@@ -171,20 +172,23 @@ class Server:
             try:
                 self._writer.write(data)
                 self._writer.flush()
+                if "event" in message:
+                    self._last_sent_seq = message["event"]["seq"]
                 return True
             except (OSError, ValueError):
                 self._connection_lost = True
         self._report_unsent("connection lost")
-        self._stopping.set()
-        return False
+        self.log.line("serve disconnected: cannot write to the channel")
+        # Nothing can be reported any more and every fact is in the journal: leave now, the
+        # operator reconnects and resumes its watch from the last seq it saw.
+        os._exit(0)
 
     def _report_unsent(self, why: str) -> None:
-        if self._watcher is None:
+        if not self._watching:
             return
         last = self.journal.last_seq()
-        sent = self._watcher.delivered_seq
-        if last > sent:
-            self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, sent + 1, last))
+        if last > self._last_sent_seq:
+            self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, self._last_sent_seq + 1, last))
 
     # -- background work ---------------------------------------------------------------------
 
@@ -216,6 +220,9 @@ class Server:
     def check_job(self, record: JobRecord) -> None:
         seen, lock_fd = observe(self.journal, record, self.boot_id)
         if lock_fd is None:
+            if record.kill_requested is not None and record.state == RUNNING:
+                # A serve that recorded the kill may have died before waking the supervisor.
+                self._wake_supervisor(record)
             return
         try:
             verdict = decide(record, seen)
@@ -298,18 +305,19 @@ class Server:
         else:
             self.log.line("kill requested (%s, grace %ss)" % (reason, grace), key)
         crash_point("serve:kill-after-request")
-        self._wake_supervisor(committed or current)
+        self._wake_supervisor(committed or current, check=True)
         return {"record": (committed or current).to_wire(), "deduplicated": committed is None,
                 "alreadyEnded": False}, None  # fmt: skip
 
-    def _wake_supervisor(self, record: JobRecord) -> None:
+    def _wake_supervisor(self, record: JobRecord, check: bool = False) -> None:
         fifo = os.path.join(self.journal.job_dir(record.key), CONTROL_FIFO)
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
             # No supervisor listens (not started yet, or gone): detection settles it, and an
             # adopting supervisor carries out the kill recorded in the journal.
-            self.check_job(record)
+            if check:
+                self.check_job(record)
             return
         try:
             os.write(fd, b"k")
@@ -332,7 +340,9 @@ class Server:
         stop = threading.Event()
         self._watch_stop = stop
         watcher = EventReader(self.journal.events_path, from_seq)
-        self._watcher = watcher
+        with self._write_lock:
+            self._watching = True
+            self._last_sent_seq = from_seq
         last_seq = self.journal.last_seq()
 
         def start() -> None:

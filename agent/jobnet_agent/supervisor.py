@@ -79,13 +79,29 @@ def process_alive(pid: int, start_ticks: Optional[int]) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is in group ``pgid``.
+
+    Zombies count for ``kill``; they linger when init reaps slowly, so /proc is asked too.
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    if not os.path.isdir("/proc/self"):
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
