@@ -11,6 +11,7 @@ from jobnet.core.scheduler import (
     JobRuntime,
     RunRuntime,
     SchedulerPolicy,
+    job_states,
     reconcile,
 )
 from jobnet.core.states import JobState, RunPhase
@@ -455,3 +456,21 @@ def test_stuck_resolution_policy_nearest_jobnet_wins() -> None:
     run.reconcile()
     assert run.state("/nightly/load/s1") == S.STUCK  # Manual inside loadnet
     assert run.runtime.settlements[0].by == AUTO_RESOLVER
+
+
+def test_job_keys_in_lookups_match_the_protocol_text_form() -> None:
+    run = diamond()
+    run.reconcile()
+    launch = run.launches()[0]
+    assert launch.key.text() == f"{RUN_UID}:/net/a#1"
+    run.records[launch.key.text()] = run.record("/net/a", "running")
+    run.beat()
+    run.reconcile()
+    assert run.state("/net/a") == S.RUNNING
+
+
+def test_job_states_lists_every_job_pending_by_default() -> None:
+    run = diamond()
+    assert set(job_states(run.graph, run.runtime).values()) == {S.PENDING}
+    run.reconcile()
+    assert job_states(run.graph, run.runtime)["/net/a"] == S.STARTING

@@ -21,6 +21,8 @@ from jobnet.core.states import (
     StuckReason,
     automatic_transition_allowed,
     derive_jobnet_state,
+    is_active,
+    is_terminal,
     override_allowed,
     run_phase,
     stuck_message,
@@ -32,6 +34,11 @@ S = JobState
 def test_state_names_match_the_status_api_literals() -> None:
     assert [str(state) for state in JobState] == list(status.JOB_STATES)
     assert sorted(str(phase) for phase in RunPhase) == sorted(status.RUN_PHASES)
+
+
+def test_predicates() -> None:
+    assert [state for state in JobState if is_terminal(state)] == [S.SUCCEEDED, S.FAILED, S.STOPPED, S.SKIPPED]
+    assert [state for state in JobState if is_active(state)] == [S.READY, S.STARTING, S.RUNNING, S.STOPPING]
 
 
 def test_every_state_has_a_row_in_the_automatic_table() -> None:

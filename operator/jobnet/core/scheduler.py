@@ -284,8 +284,12 @@ class _Reconciler:
 
     # -------------------------------------------------------------- helpers
 
-    def key(self, path: str, attempt: int | None = None) -> JobKey:
-        return JobKey(run=self.runtime.run_uid, path=path, attempt=attempt or self.jobs[path].attempt)
+    def key(self, path: str) -> JobKey:
+        return JobKey(run=self.runtime.run_uid, path=path, attempt=self.jobs[path].attempt)
+
+    def key_text(self, path: str) -> str:
+        """``JobKey.text()`` of the job's current key, without building a model (hot path)."""
+        return f"{self.runtime.run_uid}:{path}#{self.jobs[path].attempt}"
 
     def node(self, path: str) -> RunNode:
         return self.graph.nodes[path]
@@ -332,7 +336,7 @@ class _Reconciler:
         job = self.jobs[path]
         if job.attempt == 0:
             return None
-        return self.records.get(self.key(path).text())
+        return self.records.get(self.key_text(path))
 
     def heard_from_host_since(self, path: str, since: float | None) -> bool:
         beat = self.facts.heartbeats.get(self.host_of(path))
@@ -445,7 +449,7 @@ class _Reconciler:
             return
         record = self.record_for(path)
         if record is None:
-            if job.state in (S.RUNNING, S.STOPPING) and self.key(path).text() in self.facts.absent_keys:
+            if job.state in (S.RUNNING, S.STOPPING) and self.key_text(path) in self.facts.absent_keys:
                 self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
             return
         outcome = record_outcome(record, kill_reason=job.kill_reason)
@@ -722,8 +726,3 @@ class _Reconciler:
 def new_runtime(run_uid: str) -> RunRuntime:
     """The runtime of a run that has not started: every job Pending."""
     return RunRuntime(run_uid=run_uid)
-
-
-def under_stop(graph: RunGraph, runtime: RunRuntime, path: str) -> str | None:
-    """The stopped scope containing ``path``, if any (for status and messages)."""
-    return scope_of(graph, path, runtime.stop_scopes)

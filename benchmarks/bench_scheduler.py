@@ -1,0 +1,77 @@
+"""Cost of one pure reconcile decision for runs of 1,000 and 10,000 jobs.
+
+Shape: a root JobNet expanding `part` N/100 times; `part` has 100 jobs, 10 chains of 10.
+Measured: the first reconcile (launches every chain head), and the median reconcile that
+collects ONE finished job and launches its successor — the scheduler's share of dispatch
+latency (upstream exit -> downstream launch request) in a run of that size.
+
+Run: python3 benchmarks/bench_scheduler.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from jobnet.core.agentproto import JobKey, JobRecord
+from jobnet.core.expansion import RunGraph, expand
+from jobnet.core.models import JobNetSpec
+from jobnet.core.scheduler import AgentFacts, Launch, SchedulerPolicy, new_runtime, reconcile
+
+HOST = {"address": "vm1.batch.example", "user": "batch", "credentialsSecret": "vm1-ssh"}
+HOST_ID = "batch@vm1.batch.example:22"
+
+
+def build(jobs: int) -> RunGraph:
+    part = {"jobs": [{"name": f"s{i}", "script": "/bin/true", "after": [f"s{i - 10}"] if i >= 10 else []} for i in range(100)]}
+    root = {"host": HOST, "jobs": [{"name": f"p{i}", "expand": "part"} for i in range(jobs // 100)]}
+    catalog = {"root": JobNetSpec.model_validate(root), "part": JobNetSpec.model_validate(part)}
+    return expand("root", catalog, run_id="bench")
+
+
+def measure(jobs: int, repeat: int) -> None:
+    graph = build(jobs)
+    policy = SchedulerPolicy()
+    now = 1000.0
+    started = time.perf_counter()
+    decision = reconcile(graph, new_runtime("bench"), AgentFacts(), policy, now)
+    first = time.perf_counter() - started
+    launches = [a for a in decision.actions if isinstance(a, Launch)]
+    records: dict[str, JobRecord] = {}
+    seq = 0
+
+    def journal(key: JobKey, state: str, **fields: object) -> None:
+        nonlocal seq
+        seq += 1
+        records[key.text()] = JobRecord.model_validate({"key": key, "seq": seq, "state": state, **fields})
+
+    for launch in launches:
+        journal(launch.key, "running", pid=seq + 100)
+    runtime = reconcile(graph, decision.runtime, AgentFacts(records=records, heartbeats={HOST_ID: now}), policy, now).runtime
+    samples = []
+    for launch in launches[:repeat]:
+        journal(launch.key, "exited", exitCode=0)
+        facts = AgentFacts(records=records, heartbeats={HOST_ID: now})
+        started = time.perf_counter()
+        decision = reconcile(graph, runtime, facts, policy, now)
+        samples.append(time.perf_counter() - started)
+        runtime = decision.runtime
+        assert any(isinstance(a, Launch) for a in decision.actions)
+    print(
+        f"{jobs:>6} jobs: first reconcile {first * 1000:7.1f} ms ({len(launches)} launches); "
+        f"one completion -> next launch: median {statistics.median(samples) * 1000:6.2f} ms, "
+        f"max {max(samples) * 1000:6.2f} ms over {len(samples)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    for jobs in (100, 1_000, 10_000):
+        measure(jobs, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
