@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
@@ -209,6 +210,17 @@ def test_unknown_fields_are_rejected_when_strict_and_pruned_otherwise(emulator: 
 
     status, body = call(emulator, "POST", JOBNETS, typo)
     assert status == 201 and "aftr" not in body["spec"]["jobs"][0]
+
+
+def test_server_side_dry_run_admits_but_stores_nothing(emulator: EmulatorServer) -> None:
+    result = kubectl_apply(emulator, jobnet("dry", script_job("a")), verb="apply")
+    assert result.rc == 0
+    result = emulator.kubectl("delete", "jn", "dry", "--dry-run=server")
+    assert result.rc == 0 and "server dry run" in result.stdout
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "dry") is not None
+    result = emulator.kubectl("apply", "-f", "-", "--dry-run=server", input=yaml.safe_dump(jobnet("wet", script_job("a"))))
+    assert result.rc == 0 and "server dry run" in result.stdout
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "wet") is None
 
 
 def test_events_secrets_and_leases_are_stored(emulator: EmulatorServer) -> None:

@@ -474,7 +474,7 @@ class ApiEmulator(KubernetesEmulator):
                 return aiohttp.web.json_response(await self._update(
                     rkey, namespace, name, data, query, subresource, raw.content_type, replace=method == "PUT"))
             if method == "DELETE" and name is not None:
-                return aiohttp.web.json_response(await self._delete(rkey, namespace, name, data or {}))
+                return aiohttp.web.json_response(await self._delete(rkey, namespace, name, data or {}, query))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by the emulator for {path}")
 
     @contextlib.asynccontextmanager
@@ -700,6 +700,8 @@ class ApiEmulator(KubernetesEmulator):
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
         await self._admit(rkey, "CREATE", obj, None, query)
+        if query.get("dryRun") == "All":
+            return obj  # validated and admitted, never stored
         return self._commit(rkey, key[1], name, obj, "ADDED")
 
     async def _update(
@@ -756,6 +758,8 @@ class ApiEmulator(KubernetesEmulator):
         if new == old:
             return old  # a no-op write does not bump the resourceVersion, as on a real server
         await self._admit(rkey, "UPDATE", new, old, query, subresource)
+        if query.get("dryRun") == "All":
+            return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._by_resource[rkey].discard(key)
             del self._store[key]
@@ -767,7 +771,8 @@ class ApiEmulator(KubernetesEmulator):
     def _spec_of(obj: Body) -> Body:
         return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
-    async def _delete(self, rkey: ResourceKey, namespace: str | None, name: str | None, options: Body) -> Body:
+    async def _delete(self, rkey: ResourceKey, namespace: str | None, name: str | None, options: Body,
+                      query: Mapping[str, str]) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
         old = self._get_or_404(rkey, key[1], name)
@@ -779,7 +784,10 @@ class ApiEmulator(KubernetesEmulator):
                                f"Precondition failed: {field_name}")
         if old["metadata"].get("deletionTimestamp"):
             return old
-        await self._admit(rkey, "DELETE", None, old, {})
+        dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
+        await self._admit(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {})
+        if dry_run:
+            return old
         if old["metadata"].get("finalizers"):
             new = copy.deepcopy(old)
             new["metadata"]["deletionTimestamp"] = _now()
