@@ -366,3 +366,9 @@ def test_outage_refuses_connections_and_ends_watches_then_recovers(emulator: Emu
         assert emulator.kubectl("get", "jn").rc != 0
     status, body = call(emulator, "GET", JOBNETS)
     assert status == 200 and [i["metadata"]["name"] for i in body["items"]] == ["one"]
+
+
+def test_kubectl_explain_shows_the_crd_schema(emulator: EmulatorServer) -> None:
+    result = emulator.kubectl("explain", "jobrun.spec")
+    assert result.rc == 0, result.stderr
+    assert "jobNetRef" in result.stdout and "Name of the root JobNet to run" in result.stdout

@@ -522,7 +522,16 @@ class ApiEmulator(KubernetesEmulator):
             }}
         if not paths:
             raise ApiError(404, "NotFound", f"no OpenAPI document for {group_version}")
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (emulated)", "version": "unversioned"}, "paths": paths}
+        schemas = {  # the CRDs' own schemas, for `kubectl explain`
+            f"{'.'.join(reversed(group.split('.')))}.{version}.{self.resources[res].kind}": {
+                **extras.schema,
+                "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": self.resources[res].kind}],
+            }
+            for res in self.resources if res.group == group and res.version == version
+            for extras in [self._crds.get(_rkey(res))] if extras is not None and extras.schema is not None
+        }
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (emulated)", "version": "unversioned"},
+                "paths": paths, "components": {"schemas": schemas}}
 
     async def _discover(self, group: str, version: str | None) -> Body:
         request = rendering.Request(resource=resource(group=group, version=version))
