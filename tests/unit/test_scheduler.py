@@ -8,6 +8,7 @@ from jobnet.core.annotations import OverrideRequest
 from jobnet.core.scheduler import (
     AUTO_RESOLVER,
     AgentFacts,
+    DeliveryResult,
     JobRuntime,
     RunRuntime,
     SchedulerPolicy,
@@ -474,3 +475,14 @@ def test_job_states_lists_every_job_pending_by_default() -> None:
     assert set(job_states(run.graph, run.runtime).values()) == {S.PENDING}
     run.reconcile()
     assert job_states(run.graph, run.runtime)["/net/a"] == S.STARTING
+
+
+def test_delivery_results_must_be_consistent() -> None:
+    run = diamond()
+    run.reconcile()
+    key = run.key("/net/a")
+    with pytest.raises(ValueError, match="must carry the agent's record"):
+        DeliveryResult(key=key, op="launch", outcome="delivered")
+    other = run.record("/net/e", "running", attempt=1)
+    with pytest.raises(ValueError, match="carries a record of"):
+        DeliveryResult(key=key, op="launch", outcome="delivered", record=other)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobnet.core.agentproto import JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
@@ -151,6 +151,14 @@ class DeliveryResult(_Frozen):
     deduplicated: bool = False
     error_code: str | None = None
     error_message: str | None = None
+
+    @model_validator(mode="after")
+    def _delivered_launch_has_a_record(self) -> DeliveryResult:
+        if self.outcome == "delivered" and self.op == "launch" and self.record is None:
+            raise ValueError(f"a delivered launch of {self.key} must carry the agent's record")
+        if self.record is not None and self.record.key != self.key:
+            raise ValueError(f"delivery result for {self.key} carries a record of {self.record.key}")
+        return self
 
 
 class AgentFacts(_Frozen):
