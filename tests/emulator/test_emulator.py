@@ -223,6 +223,16 @@ def test_server_side_dry_run_admits_but_stores_nothing(emulator: EmulatorServer)
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "wet") is None
 
 
+def test_size_limits_of_a_real_cluster(emulator: EmulatorServer) -> None:
+    call(emulator, "POST", JOBRUNS, jobrun("x", name="r"))
+    status, body = call(emulator, "PATCH", f"{JOBRUNS}/r/status", {"status": {"message": "x" * 1_600_000}},
+                        "application/merge-patch+json")
+    assert status == 500 and body["message"] == "etcdserver: request is too large"
+    status, body = call(emulator, "PATCH", f"{JOBRUNS}/r", {"metadata": {"annotations": {"big": "x" * 300_000}}},
+                        "application/merge-patch+json")
+    assert status == 422 and "metadata.annotations: Too long" in body["message"]
+
+
 def test_events_secrets_and_leases_are_stored(emulator: EmulatorServer) -> None:
     for path, body in [
         ("/api/v1/namespaces/default/events",

@@ -69,6 +69,8 @@ Body = dict[str, Any]
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the same as Kubernetes' (no vowels)
 DEFAULT_WATCH_TIMEOUT = 1800.0
+OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
+ANNOTATIONS_LIMIT = 262_144  # total size of an object's annotations (256 KiB)
 WEBHOOK_TIMEOUT_DEFAULT = 10.0
 
 # Server-side Table columns of built-in resources that tests look at with kubectl.
@@ -651,6 +653,16 @@ class ApiEmulator(KubernetesEmulator):
     def _kind_label(self, rkey: ResourceKey) -> str:
         return f"{rkey[2]}.{rkey[0]}" if rkey[0] else rkey[2]
 
+    def _check_limits(self, rkey: ResourceKey, obj: Body) -> None:
+        """The size limits of a real cluster: 256 KiB of annotations, 1.5 MiB per object in etcd."""
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        annotation_bytes = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+        if annotation_bytes > ANNOTATIONS_LIMIT:
+            raise ApiError(422, "Invalid", f'{self._kind_label(rkey)} "{obj["metadata"].get("name")}" is invalid: '
+                           f"metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes")
+        if len(json.dumps(obj, separators=(",", ":"))) > OBJECT_SIZE_LIMIT:
+            raise ApiError(500, "InternalError", "etcdserver: request is too large")
+
     def _check_schema(self, rkey: ResourceKey, obj: Body, query: Mapping[str, str]) -> Body:
         extras = self._crds.get(rkey)
         if extras is None or extras.schema is None:
@@ -708,6 +720,7 @@ class ApiEmulator(KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
+        self._check_limits(rkey, obj)
         await self._admit(rkey, "CREATE", obj, None, query)
         if query.get("dryRun") == "All":
             return obj  # validated and admitted, never stored
@@ -766,6 +779,7 @@ class ApiEmulator(KubernetesEmulator):
             meta["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
             return old  # a no-op write does not bump the resourceVersion, as on a real server
+        self._check_limits(rkey, new)
         await self._admit(rkey, "UPDATE", new, old, query, subresource)
         if query.get("dryRun") == "All":
             return new
