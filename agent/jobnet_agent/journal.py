@@ -144,6 +144,8 @@ class Journal:
 
     def open(self, create: bool = True) -> None:
         """Check (and create) the state directory; raise JournalError with a clear reason."""
+        if not create and not os.path.exists(self.state_dir):
+            raise JournalError("state dir %s does not exist: no agent has used it (wrong --state-dir?)" % self.state_dir)
         try:
             if create:
                 os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)

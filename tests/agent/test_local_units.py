@@ -1,0 +1,277 @@
+"""Pure unit tests of the agent's protocol, journal, detection and end-state modules."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
+from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
+from jobnet_agent.protocol import (
+    JobKey,
+    JobRecord,
+    LaunchSpec,
+    ProtocolError,
+    RequestError,
+    kill_args,
+    parse_request,
+)
+from jobnet_agent.supervisor import WrapperExit, end_changes
+
+KEY = JobKey(run="r1", path="/net/a", attempt=1)
+
+
+# -- protocol ----------------------------------------------------------------------------------
+
+
+def test_key_text_round_trip() -> None:
+    key = JobKey(run="6f1c", path="/nightly/load#x/step1", attempt=12)
+
+    assert key.text() == "6f1c:/nightly/load#x/step1#12"
+    assert JobKey.parse_text(key.text()) == key
+
+
+@pytest.mark.parametrize(
+    "value, needle",
+    [
+        ({"run": "r", "path": "/p", "attempt": 0}, "attempt"),
+        ({"run": "r", "path": "/p", "attempt": True}, "attempt"),
+        ({"run": "", "path": "/p", "attempt": 1}, "key.run"),
+        ({"run": "a:b", "path": "/p", "attempt": 1}, "':'"),
+        ({"run": "r", "path": "/p\n", "attempt": 1}, "printable"),
+        ({"run": "r", "path": "/p", "attempt": 1, "extra": 1}, "unknown field"),
+        ("r:/p#1", "must be an object"),
+    ],
+)
+def test_bad_keys_are_refused_with_a_clear_message(value: object, needle: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        JobKey.from_json(value)
+    assert caught.value.code == "BadRequest" and needle in caught.value.message
+
+
+def test_key_text_form_errors_name_the_expected_form() -> None:
+    with pytest.raises(ValueError, match="run:path#attempt"):
+        JobKey.parse_text("no-attempt")
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ({"script": "run.sh"}, "absolute"),
+        ({"script": "/x", "args": [1]}, "args"),
+        ({"script": "/x", "env": {"1BAD": "v"}}, "not a valid variable name"),
+        ({"script": "/x", "env": {"A": 1}}, "env A"),
+        ({"script": "/x", "timeoutSeconds": 0}, "timeoutSeconds"),
+        ({"script": "/x", "workingDir": ""}, "workingDir"),
+    ],
+)
+def test_bad_launch_specs_are_refused(spec: dict, needle: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        LaunchSpec.from_json(spec)
+    assert needle in caught.value.message
+
+
+def test_parse_request_keeps_the_id_for_errors() -> None:
+    assert parse_request('{"id": 3, "op": "ping"}').op == "ping"
+    with pytest.raises(RequestError) as caught:
+        parse_request('{"id": 4, "op": "nope"}')
+    assert caught.value.request_id == 4
+    with pytest.raises(ProtocolError, match="integer id"):
+        parse_request('{"op": "ping"}')
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        parse_request("{")
+
+
+def test_kill_args_defaults_and_validation() -> None:
+    assert kill_args({}, 10.0) == (10.0, "stop")
+    assert kill_args({"graceSeconds": 0, "reason": "timeout"}, 10.0) == (0.0, "timeout")
+    with pytest.raises(ProtocolError):
+        kill_args({"reason": "because"}, 1.0)
+    with pytest.raises(ProtocolError):
+        kill_args({"graceSeconds": -1}, 1.0)
+
+
+def test_private_record_fields_never_go_on_the_wire() -> None:
+    record = JobRecord(key=KEY, state="running", grace_seconds=3.0, pid_start_ticks=99)
+
+    assert not any(name.startswith("_") for name in record.to_wire())
+    assert JobRecord.from_stored(json.loads(json.dumps(record.to_stored()))) == record
+
+
+# -- end states and detection ------------------------------------------------------------------
+
+
+def test_the_wrappers_exit_code_wins_over_a_kill_request() -> None:
+    changes = end_changes(WrapperExit(code=0, orphaned=False), status=-15, kill_reason="stop")
+
+    assert changes["state"] == "exited" and changes["exit_code"] == 0
+
+
+def test_an_unsupervised_end_is_lost_even_with_exit_code_0() -> None:
+    changes = end_changes(WrapperExit(code=0, orphaned=True), status=None, kill_reason=None)
+
+    assert changes["state"] == "lost" and changes["exit_code"] is None
+    assert "recorded exit code 0" in str(changes["message"])
+
+
+def test_our_kill_ends_killed_or_timed_out_with_the_signal() -> None:
+    assert end_changes(None, -15, "stop")["state"] == "killed"
+    timed_out = end_changes(None, -9, "timeout")
+    assert timed_out["state"] == "timedOut" and timed_out["signal"] == 9
+
+
+def test_an_outside_signal_is_a_failure_not_a_stop() -> None:
+    changes = end_changes(None, -9, None)
+
+    assert changes["state"] == "exited" and changes["exit_code"] == 137 and changes["reason"] == "Signaled"
+
+
+def test_no_status_and_no_wrapper_record_is_lost() -> None:
+    assert end_changes(None, None, None)["state"] == "lost"
+
+
+def _seen(**overrides: object) -> Observation:
+    values = dict(supervisor_alive=False, boot_id="boot-1", process_alive=False, wrapper_exit=None,
+                  may_have_started=True)  # fmt: skip
+    values.update(overrides)
+    return Observation(**values)  # type: ignore[arg-type]
+
+
+RUNNING = JobRecord(key=KEY, state="running", pid=10, pgid=10, boot_id="boot-1", seq=2)
+
+
+def test_decide_keeps_jobs_whose_supervisor_lives() -> None:
+    assert decide(RUNNING, _seen(supervisor_alive=True)).action == KEEP
+
+
+def test_decide_recovers_a_supervised_exit_after_the_supervisor_died() -> None:
+    verdict = decide(RUNNING, _seen(wrapper_exit=WrapperExit(3, False)))
+
+    assert verdict.action == END and verdict.changes["state"] == "exited" and verdict.changes["exit_code"] == 3
+
+
+def test_decide_reports_a_reboot_as_interrupted() -> None:
+    verdict = decide(RUNNING, _seen(boot_id="boot-2", process_alive=True))
+
+    assert verdict.changes["state"] == "interrupted" and verdict.changes["reason"] == "HostRebooted"
+
+
+def test_decide_adopts_a_live_process() -> None:
+    assert decide(RUNNING, _seen(process_alive=True)).action == ADOPT
+
+
+def test_decide_never_calls_a_vanished_process_a_success() -> None:
+    verdict = decide(RUNNING, _seen())
+
+    assert verdict.changes["state"] == "lost" and verdict.changes["reason"] == "SupervisorLost"
+
+
+def test_decide_a_job_that_never_started_failed_to_start() -> None:
+    accepted = JobRecord(key=KEY, state="accepted", boot_id="boot-1")
+
+    assert decide(accepted, _seen(may_have_started=False)).changes["state"] == "failedToStart"
+    assert decide(accepted, _seen(may_have_started=True)).changes["state"] == "lost"
+
+
+def test_decide_a_vanished_process_after_a_kill_request_was_stopped() -> None:
+    killing = RUNNING.replace(kill_requested="stop")
+
+    assert decide(killing, _seen()).changes["state"] == "killed"
+
+
+# -- journal -----------------------------------------------------------------------------------
+
+
+def _journal(tmp_path: Path) -> Journal:
+    journal = Journal(str(tmp_path / "state"), "test")
+    journal.open()
+    return journal
+
+
+def _spec() -> LaunchSpec:
+    return LaunchSpec(script="/bin/true", args=[], env={}, working_dir=None, timeout_seconds=None)
+
+
+def test_claim_is_once_per_key_and_seqs_increase(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    first, lock = journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))
+    again, no_lock = journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))
+    assert lock is not None
+    os.close(lock)
+    _, running = journal.update(KEY, lambda r: r.replace(state="running"))
+
+    assert (first.seq, again.seq, no_lock) == (1, 1, None)
+    assert running is not None and running.seq == 2 and journal.last_seq() == 2
+    assert [r.state for r in EventReader(journal.events_path, 0).poll()] == ["accepted", "running"]
+
+
+def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+
+    current, committed = journal.update(KEY, lambda r: None)
+
+    assert current is not None and committed is None and journal.last_seq() == 1
+
+
+def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    # Simulate: the record of seq 2 was written, its event append was cut off mid-line.
+    record = journal.read_record(KEY)
+    assert record is not None
+    with open(journal.lock_path, "w") as lock_file:
+        lock_file.write("2 %s\n" % os.path.relpath(journal.job_dir(KEY), journal.state_dir))
+    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"),
+                 json.dumps(record.replace(seq=2, state="running").to_stored()).encode())  # fmt: skip
+    with open(journal.events_path, "ab") as events:
+        events.write(b'{"seq": 2, "rec')
+
+    with journal.transaction() as tx:
+        assert tx.last_seq == 2
+
+    lines = Path(journal.events_path).read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2]
+    assert json.loads(lines[1])["record"]["state"] == "running"
+
+
+def test_event_reader_follows_appends_and_compaction(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    reader = EventReader(journal.events_path, 0)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    assert [r.seq for r in reader.poll()] == [1]
+    assert reader.poll() == []
+    journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0))
+    journal._compact(journal.last_seq())  # a new file: only the latest record per job
+    other = JobKey(run="r2", path="/b", attempt=1)
+    os.close(journal.claim(other, _spec(), lambda: JobRecord(key=other, state="accepted"))[1] or -1)
+
+    assert [(r.seq, r.state) for r in reader.poll()] == [(2, "exited"), (3, "accepted")]
+
+
+def test_garbage_collection_removes_only_acknowledged_ended_jobs(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    done = JobKey(run="r", path="/done", attempt=1)
+    active = JobKey(run="r", path="/active", attempt=1)
+    for key in (done, active):
+        os.close(journal.claim(key, _spec(), lambda key=key: JobRecord(key=key, state="accepted"))[1] or -1)
+    journal.update(done, lambda r: r.replace(state="exited", exit_code=0, acknowledged=True))
+
+    assert journal.collect_garbage(retention_seconds=3600) == []
+    assert journal.collect_garbage(retention_seconds=0) == [done]
+    assert journal.read_record(done) is None and journal.read_record(active) is not None
+
+
+def test_an_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+
+    with pytest.raises(JournalError, match="not"):
+        Journal(str(tmp_path / "file" / "state"), "test").open()
+    with pytest.raises(JournalError, match="does not exist"):
+        Journal(str(tmp_path / "missing"), "test").open(create=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JournalError, match="never used by an agent"):
+        Journal(str(tmp_path / "empty"), "test").open(create=False)
