@@ -69,6 +69,7 @@ Body = dict[str, Any]
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the same as Kubernetes' (no vowels)
 DEFAULT_WATCH_TIMEOUT = 1800.0
+REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
 OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
 ANNOTATIONS_LIMIT = 262_144  # total size of an object's annotations (256 KiB)
 WEBHOOK_TIMEOUT_DEFAULT = 10.0
@@ -420,7 +421,11 @@ class ApiEmulator(KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:  # type: ignore[override]
         try:
-            body = await raw.read()
+            try:
+                body = await raw.read()
+            except aiohttp.web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, "RequestEntityTooLarge",
+                               f"Request entity too large: limit is {REQUEST_SIZE_LIMIT}") from None
             return await self._dispatch(raw, body)
         except ApiError as e:
             return aiohttp.web.json_response(e.status(), status=e.code)
@@ -1096,7 +1101,12 @@ class EmulatorServer:
         self._loop.close()
 
     async def _listen(self) -> None:
-        self._http_server = aiohttp.web.Server(self.api)
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> aiohttp.web.BaseRequest:
+            # A real API server reads request bodies of up to 3 MiB (aiohttp's default is 1 MiB).
+            return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, self._loop,
+                                           client_max_size=REQUEST_SIZE_LIMIT)
+
+        self._http_server = aiohttp.web.Server(self.api, request_factory=make_request)
         self._listener = await self._loop.create_server(
             self._http_server, "127.0.0.1", self.port or 0, reuse_address=True)
         self.port = self._listener.sockets[0].getsockname()[1]
