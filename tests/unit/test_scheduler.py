@@ -486,3 +486,51 @@ def test_delivery_results_must_be_consistent() -> None:
     other = run.record("/net/e", "running", attempt=1)
     with pytest.raises(ValueError, match="carries a record of"):
         DeliveryResult(key=key, op="launch", outcome="delivered", record=other)
+
+
+# ---------------------------------------------------------------- annotations through reconcile
+
+
+def test_annotations_are_parsed_applied_and_reported_as_consumed() -> None:
+    run = diamond()
+    run.reconcile()
+    run.deliver_launch("/net/a", "unknown")
+    run.start_and_run("/net/e")
+    decision = run.reconcile()
+    assert decision.consumed_annotations == ()
+    decision = reconcile(
+        run.graph, run.runtime, AgentFacts(heartbeats={HOST_ID: run.now}), run.policy, run.now,
+        annotations={"jobnet.dev/override": "/net/a=succeeded,/net/b=Failed", "jobnet.dev/stop": "/net/e", "other": "x"},
+        annotated_by="bob",
+    )
+    assert decision.consumed_annotations == ("jobnet.dev/stop", "jobnet.dev/override")
+    assert decision.runtime.jobs["/net/a"].state == S.SUCCEEDED
+    assert decision.runtime.settlements[-1].by == "bob"
+    assert decision.runtime.stop_scopes == ("/net/e",)
+    rejected = [a for a in decision.actions if getattr(a, "reason", None) == "OverrideRejected"]
+    assert [e.message for e in rejected] == [
+        "jobnet.dev/override: /net/b is Pending; cannot override it to Failed "
+        "(allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)"
+    ]
+
+
+def test_stop_annotation_applies_before_an_override_in_the_same_reconcile() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.finish("/net/a", code=1)
+    decision = reconcile(
+        run.graph, run.runtime, AgentFacts(), run.policy, run.now,
+        annotations={"jobnet.dev/override": "/net/a=Ready", "jobnet.dev/stop": "/"},
+    )
+    assert decision.runtime.jobs["/net/a"].state == S.FAILED
+    assert any("cannot be re-run: it is inside /net, which was stopped" in getattr(a, "message", "") for a in decision.actions)
+
+
+def test_bad_stop_annotation_is_an_event_and_consumed() -> None:
+    run = diamond()
+    decision = reconcile(run.graph, run.runtime, AgentFacts(), run.policy, run.now, annotations={"jobnet.dev/stop": "/net/zz"})
+    assert decision.consumed_annotations == ("jobnet.dev/stop",)
+    assert decision.runtime.stop_scopes == ()
+    [event] = [a for a in decision.actions if getattr(a, "reason", None) == "StopRejected"]
+    assert event.type == "Warning" and "unknown path '/net/zz'" in event.message

@@ -4,8 +4,9 @@ Modelled on Tekton's reconciler: the edge *fetches* (JobRun status, the agents' 
 heartbeats, the results of the deliveries it made), this module turns those *pure facts* into
 a decision, and the edge *acts* (launch, kill, ack, post Events, patch status)::
 
-    decision = reconcile(graph, runtime, facts, policy, now, overrides=..., stops=...)
-    persist(decision.runtime)          # status first: a crash after it loses no decision
+    decision = reconcile(graph, runtime, facts, policy, now, annotations=jobrun.metadata.annotations)
+    patch_status(runstatus.status_patch(decision))   # first: a crash after it loses no decision
+    remove_annotations(decision.consumed_annotations)
     perform(decision.actions)          # Launch/Kill are idempotent by JobKey on the agent
 
 Nothing here reads a clock or does I/O; ``now`` is passed in (unix seconds) and the same
@@ -28,11 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobnet.core.agentproto import JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
+    OVERRIDE_ANNOTATION,
+    STOP_ANNOTATION,
     OverrideRequest,
     StopRequest,
     jobs_under,
     override_problem,
     override_targets,
+    parse_override_annotation,
+    parse_stop_annotation,
     resolve_path,
     scope_of,
 )
@@ -239,6 +244,9 @@ class Decision(_Frozen):
     progress: str
     #: When to reconcile again even if nothing happens (retry, timeout, heartbeat deadline).
     next_wakeup_at: float | None
+    #: Annotation keys that were applied (or refused with an Event): remove them after the
+    #: status patch succeeded.
+    consumed_annotations: tuple[str, ...] = ()
 
 
 class IllegalTransition(RuntimeError):
@@ -255,11 +263,21 @@ def reconcile(
     policy: SchedulerPolicy,
     now: float,
     *,
+    annotations: Mapping[str, str] | None = None,
+    annotated_by: str | None = None,
     overrides: Iterable[OverrideRequest] = (),
     stops: Iterable[StopRequest] = (),
 ) -> Decision:
-    """Decide what the run does next. Pure and deterministic."""
-    return _Reconciler(graph, runtime, facts, policy, now).run(tuple(overrides), tuple(stops))
+    """Decide what the run does next. Pure and deterministic.
+
+    ``annotations`` are the JobRun's annotations: ``jobnet.dev/stop`` and
+    ``jobnet.dev/override`` are parsed against the current state (stops first), every problem
+    becomes a Warning Event, and :attr:`Decision.consumed_annotations` names the keys the edge
+    removes once the status is persisted. ``overrides``/``stops`` are the same requests already
+    parsed (they are validated again here).
+    """
+    reconciler = _Reconciler(graph, runtime, facts, policy, now)
+    return reconciler.run(dict(annotations or {}), annotated_by, tuple(overrides), tuple(stops))
 
 
 def job_states(graph: RunGraph, runtime: RunRuntime) -> dict[str, JobState]:
@@ -289,6 +307,7 @@ class _Reconciler:
         self.changed: set[str] = set()
         self.wakeups: list[float] = []
         self.jobnet_states: dict[str, JobState] = {}
+        self.consumed: tuple[str, ...] = ()
 
     # -------------------------------------------------------------- helpers
 
@@ -352,9 +371,32 @@ class _Reconciler:
 
     # -------------------------------------------------------------- the steps
 
-    def run(self, overrides: tuple[OverrideRequest, ...], stops: tuple[StopRequest, ...]) -> Decision:
+    def run(
+        self,
+        annotations: dict[str, str],
+        annotated_by: str | None,
+        overrides: tuple[OverrideRequest, ...],
+        stops: tuple[StopRequest, ...],
+    ) -> Decision:
+        if STOP_ANNOTATION in annotations:
+            parsed_stops = parse_stop_annotation(annotations[STOP_ANNOTATION], self.graph, annotated_by)
+            for error in parsed_stops.errors:
+                self.event("Warning", "StopRejected", f"{STOP_ANNOTATION}: {error}", None)
+            stops = parsed_stops.requests + stops
         for stop in stops:
             self.apply_stop(stop)
+        if OVERRIDE_ANNOTATION in annotations:
+            parsed = parse_override_annotation(
+                annotations[OVERRIDE_ANNOTATION],
+                self.graph,
+                {path: job.state for path, job in self.jobs.items()},
+                self.stop_scopes,
+                annotated_by,
+            )
+            for error in parsed.errors:
+                self.event("Warning", "OverrideRejected", f"{OVERRIDE_ANNOTATION}: {error}", None)
+            overrides = parsed.requests + overrides
+        self.consumed = tuple(key for key in (STOP_ANNOTATION, OVERRIDE_ANNOTATION) if key in annotations)
         for override in overrides:
             self.apply_override(override)
         for delivery in self.facts.deliveries:
@@ -722,6 +764,7 @@ class _Reconciler:
             jobnet_states=self.jobnet_states,
             progress=f"{done}/{len(self.jobs)}",
             next_wakeup_at=min(future) if future else None,
+            consumed_annotations=self.consumed,
         )
 
     def counts(self) -> dict[str, int]:
