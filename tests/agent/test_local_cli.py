@@ -1,0 +1,158 @@
+"""The human commands (status, jobs, logs, version), config errors, and the zipapp."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jobnet_agent import __version__
+from jobnet_agent.bundle import build_zipapp
+from tests.agent.conftest import AGENT_PYTHON, Agent, AgentDirs, agent_env, key_text, new_key, wait_until
+
+def _find_python38() -> str | None:
+    """A working Python 3.8 (the agent's oldest supported version), if this machine has one."""
+    candidates = [shutil.which("python3.8")] + sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
+                               capture_output=True, timeout=30)  # fmt: skip
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+PYTHON38 = _find_python38()
+
+
+def _finished_job(dirs: AgentDirs, body: str = 'echo "line $1"; echo oops >&2; exit 2\n') -> dict:
+    agent = Agent(dirs)
+    try:
+        key = new_key("/nightly/load")
+        agent.launch(key, dirs.script("job.sh", body), ["one"])
+        agent.wait_state(key, "exited")
+    finally:
+        agent.close()
+    return key
+
+
+def test_version_names_agent_and_protocol(dirs: AgentDirs) -> None:
+    result = dirs.cli("version")
+
+    assert result.returncode == 0 and result.stdout.startswith("jobnet-agent %s (protocol 1" % __version__)
+
+
+def test_jobs_and_status_show_what_the_journal_knows(dirs: AgentDirs) -> None:
+    key = _finished_job(dirs)
+
+    jobs = dirs.cli("jobs", *dirs.options())
+    only_other_run = dirs.cli("jobs", "--run", "other", *dirs.options())
+    status = dirs.cli("status", *dirs.options())
+
+    assert jobs.returncode == 0 and key_text(key) in jobs.stdout and "exit 2" in jobs.stdout
+    assert key_text(key) not in only_other_run.stdout
+    assert status.returncode == 0 and "exited 1" in status.stdout and "last journal seq 3" in status.stdout
+
+
+def test_logs_prints_stdout_or_stderr(dirs: AgentDirs) -> None:
+    key = _finished_job(dirs)
+
+    out = dirs.cli("logs", key_text(key), *dirs.options())
+    err = dirs.cli("logs", key_text(key), "--stderr", *dirs.options())
+    unknown = dirs.cli("logs", "nope:/x#1", *dirs.options())
+    malformed = dirs.cli("logs", "nope", *dirs.options())
+
+    assert (out.returncode, out.stdout) == (0, "line one\n")
+    assert err.stdout == "oops\n"
+    assert unknown.returncode == 2 and "no job nope:/x#1" in unknown.stderr
+    assert malformed.returncode == 2 and "run:path#attempt" in malformed.stderr
+
+
+def test_logs_says_when_output_was_dropped(dirs: AgentDirs) -> None:
+    agent = Agent(dirs, max_output_bytes=1000, tail_bytes=100)
+    try:
+        key = new_key()
+        agent.launch(key, dirs.script("big.sh", "head -c 5000 /dev/zero\n"))
+        agent.wait_state(key, "exited")
+    finally:
+        agent.close()
+
+    result = dirs.cli("logs", key_text(key), *dirs.options())
+
+    assert len(result.stdout) == 1000 and "4000 bytes were dropped" in result.stderr
+
+
+def test_status_of_a_state_dir_that_does_not_exist_says_so(dirs: AgentDirs) -> None:
+    result = dirs.cli("status", "--state-dir", str(dirs.root / "nowhere"), "--boot-id-file", str(dirs.boot_id_file))
+
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        (["--grace-seconds", "-1"], "--grace-seconds must be >= 0"),
+        (["--tail-bytes", "100", "--max-output-bytes", "100"], "--tail-bytes must be between"),
+        (["--heartbeat-seconds", "0"], "--heartbeat-seconds must be > 0"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(dirs: AgentDirs, options: list[str], needle: str) -> None:
+    result = dirs.cli("serve", "--state-dir", str(dirs.state), *options)
+
+    assert result.returncode == 2 and needle in result.stderr
+
+
+def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentDirs) -> None:
+    (tmp_path / "a").mkdir()
+    first = build_zipapp(tmp_path / "a" / "jobnet-agent.pyz")
+    second = build_zipapp(tmp_path / "jobnet-agent.pyz")
+    isolated = tmp_path / "isolated"
+    isolated.mkdir()
+    copy = isolated / "jobnet-agent.pyz"
+    shutil.copy(first, copy)
+
+    env = {k: v for k, v in agent_env().items() if k != "PYTHONPATH"}
+    version = subprocess.run([AGENT_PYTHON, str(copy), "version"], env=env, capture_output=True, text=True, cwd=isolated)
+
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    assert first.read_bytes().startswith(b"#!/usr/bin/env python3\n") and first.stat().st_mode & 0o111
+    assert version.returncode == 0 and __version__ in version.stdout
+
+
+PYTHONS = [
+    pytest.param(AGENT_PYTHON, id="current"),
+    pytest.param(PYTHON38, id="python3.8", marks=pytest.mark.skipif(
+        PYTHON38 is None, reason="no working python3.8 here (the agent's oldest supported Python)")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_zipapp_serves_and_supervises_jobs(tmp_path: Path, dirs: AgentDirs, python: str) -> None:
+    """From the zipapp alone (no PYTHONPATH): supervisors re-enter the same archive."""
+    pyz = build_zipapp(tmp_path / "jobnet-agent.pyz")
+    env = {k: v for k, v in agent_env().items() if k != "PYTHONPATH"}
+    script = dirs.script("ok.sh", "echo from-zipapp\n")
+    key = new_key()
+    requests = [
+        {"id": 1, "op": "hello", "protocol": 1, "client": "t"},
+        {"id": 2, "op": "launch", "key": key, "script": script, "args": [], "env": {}},
+    ]
+    serve = subprocess.run(
+        [python, str(pyz), "serve", *dirs.options()],
+        input="".join(json.dumps(r) + "\n" for r in requests), env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    responses = [json.loads(line) for line in serve.stdout.splitlines() if '"id"' in line]
+
+    assert [r["ok"] for r in responses] == [True, True], serve.stderr
+    assert responses[1]["result"]["record"]["state"] in ("running", "exited")
+    assert responses[1]["result"]["record"]["pid"] > 0
+
+    def run(*args: str) -> str:
+        return subprocess.run([python, str(pyz), *args, *dirs.options()], env=env,
+                              capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+
+    wait_until(lambda: "exit 0" in run("jobs"), what="the job to end")
+    assert run("logs", key_text(key)) == "from-zipapp\n"
