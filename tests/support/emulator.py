@@ -372,7 +372,7 @@ class Watcher:
     name: str | None
     label_selector: str
     field_selector: str
-    queue: asyncio.Queue[Body | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
 
     def wants(self, obj: Body) -> bool:
         meta = obj.get("metadata", {})
@@ -397,6 +397,7 @@ class ApiEmulator(KubernetesEmulator):
     """The request handler: an in-memory Kubernetes API server (see the module docstring)."""
 
     history_limit: int = 10_000  # watch events kept per resource for ?resourceVersion= replays
+    history_bytes: int = 64 * 1024 * 1024  # and at most this many bytes of them
     webhook_timeout_cap: float = 10.0  # tests keep admission timeouts short
     user: str = "kubernetes-admin"
 
@@ -404,7 +405,11 @@ class ApiEmulator(KubernetesEmulator):
     _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
         factory=lambda: collections.defaultdict(set), init=False)
     _revision: int = attrs.field(default=1, init=False)
-    _log: dict[ResourceKey, collections.deque[tuple[int, Body]]] = attrs.field(factory=dict, init=False)
+    # Watch events as sent (one JSON line each), kept for ?resourceVersion= replays. Serialised
+    # once: big objects (a JobRun status near the etcd limit) are neither copied per watcher nor
+    # kept alive as dicts, and the log's memory is bounded in bytes as well as in count.
+    _log: dict[ResourceKey, collections.deque[tuple[int, bytes]]] = attrs.field(factory=dict, init=False)
+    _log_bytes: dict[ResourceKey, int] = attrs.field(factory=lambda: collections.defaultdict(int), init=False)
     _log_floor: dict[ResourceKey, int] = attrs.field(factory=dict, init=False)
     _watchers: dict[ResourceKey, set[Watcher]] = attrs.field(
         factory=lambda: collections.defaultdict(set), init=False)
@@ -618,14 +623,17 @@ class ApiEmulator(KubernetesEmulator):
         return copy.deepcopy(obj)
 
     def _emit(self, rkey: ResourceKey, event_type: str, obj: Body) -> None:
-        event = {"type": event_type, "object": copy.deepcopy(obj)}
+        line = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
         log = self._log.setdefault(rkey, collections.deque())
-        log.append((self._revision, event))
-        while len(log) > self.history_limit:
-            self._log_floor[rkey] = log.popleft()[0]
+        log.append((self._revision, line))
+        self._log_bytes[rkey] += len(line)
+        while len(log) > self.history_limit or (len(log) > 1 and self._log_bytes[rkey] > self.history_bytes):
+            revision, dropped = log.popleft()
+            self._log_floor[rkey] = revision
+            self._log_bytes[rkey] -= len(dropped)
         for watcher in list(self._watchers.get(rkey, ())):
             if watcher.wants(obj):
-                watcher.queue.put_nowait(event)
+                watcher.queue.put_nowait(line)
 
     def _objects_of(self, rkey: ResourceKey, namespace: str | None) -> list[Body]:
         keys = sorted(k for k in self._by_resource.get(rkey, ()) if namespace is None or k[1] == namespace)
@@ -994,18 +1002,18 @@ class ApiEmulator(KubernetesEmulator):
         watcher = Watcher(rkey, namespace, name, query.get("labelSelector", ""), query.get("fieldSelector", ""))
         since = query.get("resourceVersion", "")
         # The snapshot/replay and the subscription happen with no await in between: no lost events.
-        backlog: list[Body]
+        backlog: list[bytes]
         if since in ("", "0"):
-            backlog = [{"type": "ADDED", "object": copy.deepcopy(obj)}
+            backlog = [json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
                        for obj in self._objects_of(rkey, namespace) if watcher.wants(obj)]
         elif not since.isdigit():
             raise ApiError(400, "BadRequest", f"invalid resourceVersion {since!r}")
         elif int(since) < self._log_floor.get(rkey, 0):
-            backlog = [{"type": "ERROR", "object": ApiError(
-                410, "Expired", f"too old resource version: {since} ({self._log_floor[rkey]})").status()}]
+            expired = ApiError(410, "Expired", f"too old resource version: {since} ({self._log_floor[rkey]})")
+            backlog = [json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n"]
         else:
-            backlog = [copy.deepcopy(event) for revision, event in self._log.get(rkey, ())
-                       if revision > int(since) and watcher.wants(event["object"])]
+            backlog = [line for revision, line in self._log.get(rkey, ())
+                       if revision > int(since) and watcher.wants(json.loads(line)["object"])]
         self._watchers[rkey].add(watcher)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
@@ -1014,14 +1022,14 @@ class ApiEmulator(KubernetesEmulator):
             deadline = asyncio.get_running_loop().time() + timeout
             for replayed in backlog:
                 await response.write(self._encode_event(rkey, replayed, as_table))
-                if replayed["type"] == "ERROR":
+                if replayed.startswith(b'{"type": "ERROR"'):
                     return response
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
                 try:
-                    event: Body | None = await asyncio.wait_for(watcher.queue.get(), remaining)  # type: ignore[arg-type]
+                    event: bytes | None = await asyncio.wait_for(watcher.queue.get(), remaining)  # type: ignore[arg-type]
                 except TimeoutError:
                     break
                 if event is None:  # the server is going away
@@ -1034,11 +1042,14 @@ class ApiEmulator(KubernetesEmulator):
             self._watchers[rkey].discard(watcher)
         return response
 
-    def _encode_event(self, rkey: ResourceKey, event: Body, as_table: bool) -> bytes:
-        if as_table and event["type"] != "ERROR":
-            event = {"type": event["type"], "object": self._table(
-                rkey, [event["object"]], event["object"]["metadata"].get("resourceVersion", ""))}
-        return json.dumps(event).encode() + b"\n"
+    def _encode_event(self, rkey: ResourceKey, line: bytes, as_table: bool) -> bytes:
+        if not as_table:
+            return line
+        event = json.loads(line)
+        if event["type"] == "ERROR":
+            return line
+        table = self._table(rkey, [event["object"]], event["object"]["metadata"].get("resourceVersion", ""))
+        return json.dumps({"type": event["type"], "object": table}).encode() + b"\n"
 
     def close_watches(self) -> None:
         for watchers in self._watchers.values():
