@@ -23,7 +23,8 @@ from tests.support.vm import NamespaceVM
 FAST_SSH = SshSettings(connect_timeout=1.0, handshake_timeout=3.0, auth_timeout=3.0, keepalive_interval=1.0,
                        dead_connection_timeout=3.0, reconnect_backoff_min=0.05, reconnect_backoff_max=0.2)
 #: Short agent deadlines so failure tests finish in seconds.
-FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sweep-seconds", "0.1")
+FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sweep-seconds", "0.1",
+                   "--start-timeout-seconds", "2")
 
 
 def new_key(path: str = "/test/job", attempt: int = 1) -> JobKey:
