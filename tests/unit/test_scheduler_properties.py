@@ -86,6 +86,7 @@ def worlds(draw: st.DrawFn) -> World:
         link_down=set(draw(st.lists(st.integers(0, 60), max_size=15))),
         stop_at=draw(st.none() | st.tuples(st.integers(0, 30), st.sampled_from(sorted(run_graph.nodes)))),
         person_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED, S.FAILED, S.STOPPED]), max_size=6)),
+        failed_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED]), max_size=3)),
     )
 
 
@@ -105,6 +106,8 @@ class World:
     link_down: set[int]
     stop_at: tuple[int, str] | None
     person_choices: list[JobState]
+    #: What a person does, one by one, to a failed run: re-run or bypass its first Failed job.
+    failed_choices: list[JobState]
     agent: dict[str, AgentJob] = field(default_factory=dict)
     executions: dict[str, int] = field(default_factory=dict)
     seq: int = 0
@@ -240,12 +243,20 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
                 stuck_since = None
         else:
             stuck_since = None
+        if runtime.phase == RunPhase.FAILED and world.failed_choices:
+            choice = world.failed_choices.pop(0)
+            failed = [
+                path for path, job in runtime.jobs.items()
+                if job.state == S.FAILED and not (choice == S.READY and scope_of(world.graph, path, runtime.stop_scopes))
+            ]
+            overrides.extend(OverrideRequest(path=path, state=choice, by="prop") for path in failed[:1])
         decision = reconcile(world.graph, runtime, facts, world.policy, now, overrides=overrides, stops=stops)
         check_decision(world, decision, delivered_keys)
         decisions.append(decision)
         runtime = decision.runtime
         pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill)]
-        if runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED) and not pending_actions:
+        finished = runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+        if finished and not pending_actions and not (runtime.phase == RunPhase.FAILED and world.failed_choices):
             return runtime, decisions
         now += 1
     raise AssertionError(f"run did not end within {MAX_STEPS} reconciles: {runtime.phase}, {decisions[-1].progress}")
@@ -282,6 +293,7 @@ def test_without_faults_every_job_runs_exactly_once_and_the_run_ends_by_itself(w
     world.link_down = set()
     world.stop_at = None
     world.person_choices = []
+    world.failed_choices = []
     runtime, decisions = drive(world)
     assert runtime.settlements == ()
     launched = [a.key.text() for d in decisions for a in d.actions if isinstance(a, Launch)]
