@@ -62,8 +62,9 @@ def test_launch_survives_kill_9_at(point: str, expected_end: str, agent: AgentHa
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "agent: a supervisor killed after writing the exited record but before appending its event leaves the "
-    "event log without it while serve runs; Journal.repair only runs at serve start (reported to the agent owner)"))
+    "agent: a supervisor killed after writing the exited record but before appending its event leaves that "
+    "event out of the live watch stream until the next journal write or serve start (Journal.repair runs only "
+    "then; the periodic sweep does not); reported to the agent owner"))
 def test_exit_recorded_by_a_dying_supervisor_reaches_a_connected_watcher(agent: AgentHarness, vm: NamespaceVM) -> None:
     agent.reconnect(env={"JOBNET_AGENT_CRASH_AT": "supervise:journal-after-record:exited"})
     agent.chan.watch(0)
