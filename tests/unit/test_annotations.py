@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobnet.core.annotations import (
     OverrideRequest,
     StopRequest,
@@ -13,6 +12,7 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.expansion import RunGraph
 from jobnet.core.states import JobState
+
 from tests.support.scheduler_sim import graph, job, sub
 
 S = JobState
@@ -75,8 +75,10 @@ def test_valid_items_survive_next_to_invalid_ones(nightly: RunGraph) -> None:
 def test_failed_job_cannot_be_overridden_to_stopped(nightly: RunGraph) -> None:
     parsed = parse_override_annotation("/nightly/extract=Stopped", nightly, states(nightly, extract=S.FAILED))
     assert parsed.errors == (
-        "/nightly/extract is Failed; cannot override it to Stopped "
-        "(allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)",
+        (
+            "/nightly/extract is Failed; cannot override it to Stopped "
+            "(allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)"
+        ),
     )
 
 
@@ -96,8 +98,10 @@ def test_override_of_a_sub_jobnet_needs_an_eligible_job_under_it(nightly: RunGra
     assert ok.requests == (OverrideRequest(path="/nightly/load", state=S.FAILED),)
     refused = parse_override_annotation("/nightly/load=Failed", nightly, states(nightly, step1=S.RUNNING))
     assert refused.errors == (
-        "/nightly/load is a jobnet with no job that can be overridden to Failed (its jobs are Pending, Running; "
-        "allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)",
+        (
+            "/nightly/load is a jobnet with no job that can be overridden to Failed (its jobs are Pending, Running; "
+            "allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)"
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from jobnet.core.runstatus import (
 from jobnet.core.scheduler import JobRuntime
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import JobRunStatus
+
 from tests.support.scheduler_sim import RUN_UID, Run, graph, job, sub
 
 S = JobState

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from jobnet.core.annotations import OverrideRequest
 from jobnet.core.scheduler import (
     AUTO_RESOLVER,
@@ -16,6 +15,7 @@ from jobnet.core.scheduler import (
     reconcile,
 )
 from jobnet.core.states import JobState, RunPhase
+
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
 
 S = JobState
@@ -509,8 +509,10 @@ def test_annotations_are_parsed_applied_and_reported_as_consumed() -> None:
     assert decision.runtime.stop_scopes == ("/net/e",)
     rejected = [a for a in decision.actions if getattr(a, "reason", None) == "OverrideRejected"]
     assert [e.message for e in rejected] == [
-        "jobnet.dev/override: /net/b is Pending; cannot override it to Failed "
-        "(allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)"
+        (
+            "jobnet.dev/override: /net/b is Pending; cannot override it to Failed "
+            "(allowed: Stuck -> Failed|Ready|Stopped|Succeeded; Failed -> Ready|Succeeded)"
+        )
     ]
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.annotations import OverrideRequest, StopRequest, scope_of
 from jobnet.core.expansion import RunGraph
@@ -35,6 +34,7 @@ from jobnet.core.scheduler import (
     reconcile,
 )
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
 
 S = JobState
@@ -265,7 +265,7 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
 def test_random_runs_always_end_and_never_run_anything_twice_or_early(world: World) -> None:
-    runtime, decisions = drive(world)
+    runtime, _ = drive(world)
     ready_overrides: dict[str, int] = {}
     for settlement in runtime.settlements:
         if settlement.to_state == S.READY:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from jobnet.core.scheduler import AUTO_RESOLVER, SchedulerPolicy
 from jobnet.core.states import JobState, RunPhase
+
 from tests.support.scheduler_sim import Run, graph, job, sub
 
 S = JobState

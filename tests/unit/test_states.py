@@ -5,7 +5,6 @@ from __future__ import annotations
 import string
 
 import pytest
-
 from jobnet.core import status
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.outcome import record_outcome

@@ -109,7 +109,7 @@ def override_targets(
     graph: RunGraph, states: Mapping[str, JobState], path: str, target: JobState
 ) -> list[str]:
     """The jobs an override of ``path`` to ``target`` changes: those whose state allows it."""
-    return [job for job in jobs_under(graph, path) if override_allowed(states[job], target)]
+    return [job for job in jobs_under(graph, path) if override_allowed(states.get(job, JobState.PENDING), target)]
 
 
 def override_problem(
@@ -125,10 +125,10 @@ def override_problem(
     if not targets:
         if node.kind == "job":
             return (
-                f"{path} is {states[path]}; cannot override it to {target} "
+                f"{path} is {states.get(path, JobState.PENDING)}; cannot override it to {target} "
                 f"(allowed: {describe_override_rules()})"
             )
-        present = sorted({str(states[job]) for job in jobs_under(graph, path)})
+        present = sorted({str(states.get(job, JobState.PENDING)) for job in jobs_under(graph, path)})
         return (
             f"{path} is a jobnet with no job that can be overridden to {target} "
             f"(its jobs are {', '.join(present)}; allowed: {describe_override_rules()})"
@@ -151,7 +151,8 @@ def parse_override_annotation(
 ) -> ParsedOverrides:
     """Parse ``PATH=STATE[,PATH=STATE...]`` against the run's current job states.
 
-    ``states`` maps every job path to its state. Returns the valid requests and every error.
+    ``states`` maps job paths to their states (a job missing from it is Pending; see
+    ``jobnet.core.scheduler.job_states``). Returns the valid requests and every error.
     """
     scopes = tuple(stop_scopes)
     requests: list[OverrideRequest] = []

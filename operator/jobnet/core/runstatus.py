@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from jobnet.core import status as api
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
-from jobnet.core import status as api
 from jobnet.core.status import DispatchStatus, JobRunStatus, JobStatus, StateOverride
 
 
@@ -36,7 +36,7 @@ def from_rfc3339(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise ValueError(f"not an RFC 3339 time: {text!r}") from None
 
