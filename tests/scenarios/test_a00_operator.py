@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,3 +118,20 @@ def test_webhook_over_tls_with_the_ca_bundle_like_the_chart(emulator: EmulatorSe
         assert result.rc == 1 and "certificate verify failed" in result.stderr
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize(("arguments", "complaint"), [
+    (["--webhook-cert=/tmp/c.pem"], "--webhook-cert and --webhook-key go together"),
+    (["--webhook-insecure", "--webhook-cert=/c", "--webhook-key=/k"], "--webhook-insecure cannot be combined"),
+    (["--watch-server-timeout=60", "--watch-client-timeout=30"], "--watch-client-timeout must be longer"),
+    (["--kubeconfig=/nonexistent/kubeconfig"], "--kubeconfig /nonexistent/kubeconfig: no such file"),
+    (["--connect-timeout=0"], "must be a positive number of seconds"),
+    (["--standalone", "--peering=x"], "not allowed with argument"),
+])
+def test_operator_command_line_rejects_bad_arguments_clearly(arguments: list[str], complaint: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "operator", *arguments],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert complaint in result.stderr

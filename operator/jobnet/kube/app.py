@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,6 +54,7 @@ class OperatorConfig:
     """Everything ``jobnet operator`` is told on its command line."""
 
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    kubeconfig: str | None = None  # explicit: wins over an in-cluster service account
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     peering_name: str | None = None
@@ -110,7 +112,11 @@ def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStart
 
     @kopf.on.login(registry=registry)
     async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if config.kubeconfig:
+            os.environ["KUBECONFIG"] = config.kubeconfig  # where kopf's kubeconfig login reads it
+            info = kopf.login_with_kubeconfig(**kwargs)
+        else:
+            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         if info is not None:
             await client.connect(info)
         return info

@@ -58,6 +58,9 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
+    """The operator's configuration; a clear error (SystemExit) for contradictory arguments."""
+    if args.kubeconfig and not os.path.isfile(args.kubeconfig):
+        raise SystemExit(f"jobnet operator: --kubeconfig {args.kubeconfig}: no such file")
     if bool(args.webhook_cert) != bool(args.webhook_key):
         raise SystemExit("jobnet operator: --webhook-cert and --webhook-key go together")
     if args.webhook_insecure and args.webhook_cert:
@@ -66,6 +69,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise SystemExit("jobnet operator: --watch-client-timeout must be longer than --watch-server-timeout")
     return OperatorConfig(
         namespaces=tuple(args.namespaces),
+        kubeconfig=args.kubeconfig,
         webhook=WebhookConfig(
             port=args.webhook_port, listen_address=args.webhook_listen_address, host=args.webhook_host,
             cert_file=args.webhook_cert, key_file=args.webhook_key, insecure=args.webhook_insecure,
@@ -85,8 +89,6 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
 
 def run_operator(args: argparse.Namespace) -> int:
     config = config_from_arguments(args)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
     logging.getLogger("jobnet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     run_blocking(config)
