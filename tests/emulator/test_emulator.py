@@ -382,3 +382,15 @@ def test_kubectl_explain_shows_the_crd_schema(emulator: EmulatorServer) -> None:
     result = emulator.kubectl("explain", "jobrun.spec")
     assert result.rc == 0, result.stderr
     assert "jobNetRef" in result.stdout and "Name of the root JobNet to run" in result.stdout
+
+
+def test_stall_accepts_requests_but_answers_only_afterwards(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    with emulator.stall():
+        connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=0.5)
+        connection.request("GET", JOBNETS)  # connecting works: the server is up but hung
+        with pytest.raises(TimeoutError):
+            connection.getresponse()
+        connection.close()
+    status, body = call(emulator, "GET", JOBNETS)
+    assert status == 200 and len(body["items"]) == 1

@@ -23,7 +23,10 @@ honestly is added here (each gap has a test in ``tests/emulator/``):
 * validating admission webhooks are real: the stored ``ValidatingWebhookConfiguration``
   objects are honoured (rules, ``failurePolicy``, ``timeoutSeconds``) by POSTing
   ``admission.k8s.io/v1`` AdmissionReviews and denying like a real API server;
-* the API can be made unreachable for a while (:meth:`EmulatorServer.outage`).
+* the size limits of a real cluster (3 MiB requests, 1.5 MiB objects, 256 KiB annotations),
+  server-side dry runs, and enough OpenAPI v3 for kubectl's field validation and ``explain``;
+* the API can be made unreachable for a while (:meth:`EmulatorServer.outage`: connections
+  refused, open watches ended) or hung (:meth:`EmulatorServer.stall`: requests never answered).
 
 The emulator runs in a background thread with its own event loop so that synchronous tests,
 ``kubectl`` and operator subprocesses can all talk to it over real HTTP on 127.0.0.1.
@@ -415,6 +418,7 @@ class ApiEmulator(KubernetesEmulator):
         factory=lambda: collections.defaultdict(set), init=False)
     _crds: dict[ResourceKey, CrdExtras] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
+    _open: asyncio.Event | None = attrs.field(default=None, init=False)  # cleared while stalled
     _http: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -425,6 +429,8 @@ class ApiEmulator(KubernetesEmulator):
     # -- the HTTP entry point (replaces kmock's DSL, which scans the whole request history) --
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:  # type: ignore[override]
+        if self._open is not None:
+            await self._open.wait()
         try:
             try:
                 body = await raw.read()
@@ -1051,6 +1057,16 @@ class ApiEmulator(KubernetesEmulator):
         table = self._table(rkey, [event["object"]], event["object"]["metadata"].get("resourceVersion", ""))
         return json.dumps({"type": event["type"], "object": table}).encode() + b"\n"
 
+    def set_stalled(self, stalled: bool) -> None:
+        """While stalled, requests are accepted but not answered (a hung API server)."""
+        if self._open is None:
+            self._open = asyncio.Event()
+            self._open.set()
+        if stalled:
+            self._open.clear()
+        else:
+            self._open.set()
+
     def close_watches(self) -> None:
         for watchers in self._watchers.values():
             for watcher in watchers:
@@ -1141,6 +1157,15 @@ class EmulatorServer:
             yield
         finally:
             self._run(self._listen())
+
+    @contextlib.contextmanager
+    def stall(self) -> Iterator[None]:
+        """Accept connections but answer nothing inside the block (clients run into their timeouts)."""
+        self.call(self.api.set_stalled, True)
+        try:
+            yield
+        finally:
+            self.call(self.api.set_stalled, False)
 
     def _run(self, coro: Any, timeout: float = 15.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
