@@ -62,6 +62,7 @@ class Run:
         self.deliveries: list[DeliveryResult] = []
         self.decisions: list[Decision] = []
         self.seq = 0
+        self.watching_since: float | None = None
 
     # ---------------------------------------------------------- driving
 
@@ -71,6 +72,7 @@ class Run:
             heartbeats=dict(self.heartbeats),
             absent_keys=frozenset(self.absent),
             deliveries=tuple(self.deliveries),
+            watching_since=self.watching_since,
         )
         self.deliveries = []
         decision = reconcile(self.graph, self.runtime, facts, self.policy, self.now, overrides=overrides, stops=stops)

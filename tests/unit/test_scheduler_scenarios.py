@@ -684,3 +684,22 @@ def test_stopping_a_sub_jobnet_before_it_starts_keeps_it_pending_behind_a_stuck_
     assert run.state("/n/load/s2") == S.STOPPED and run.state("/n/load/s1") == S.PENDING
     assert run.state("/n/load") == S.PENDING
     assert run.phase == RunPhase.STUCK
+
+
+def test_D04_restart_after_a_long_outage_gives_running_jobs_a_full_heartbeat_deadline() -> None:
+    run = chain(resolution="Manual")
+    run.reconcile()
+    run.start_and_run("/n/first")
+    persisted = run.runtime
+    restarted = Run(run.graph, run.policy, now=run.now + 600)  # operator was down 10 minutes
+    restarted.runtime = persisted
+    restarted.records = dict(run.records)
+    restarted.watching_since = restarted.now
+    restarted.reconcile()
+    assert restarted.state("/n/first") == S.RUNNING  # not declared lost before we even listened
+    restarted.advance(10)
+    restarted.beat()
+    restarted.reconcile()
+    restarted.advance(31)
+    restarted.reconcile()
+    assert restarted.state("/n/first") == S.STUCK and restarted.reason("/n/first") == "HeartbeatLost"

@@ -177,6 +177,9 @@ class AgentFacts(_Frozen):
     heartbeats: Mapping[str, float] = Field(default_factory=dict)
     #: Results of the deliveries made since the last reconcile.
     deliveries: tuple[DeliveryResult, ...] = ()
+    #: When this operator process started listening to the agents: after a restart, heartbeat
+    #: deadlines count from here, not from before the outage.
+    watching_since: float | None = None
 
 
 class SchedulerPolicy(_Frozen):
@@ -589,7 +592,7 @@ class _Reconciler:
             return
         if job.state in (S.RUNNING, S.STOPPING):
             beat = self.facts.heartbeats.get(self.host_of(path))
-            reference = max(beat if beat is not None else float("-inf"), job.since or self.now)
+            reference = max(beat or float("-inf"), job.since or self.now, self.facts.watching_since or float("-inf"))
             limit = reference + self.policy.heartbeat_deadline_seconds
             if self.now > limit:
                 self.make_stuck(path, StuckReason.HEARTBEAT_LOST, detail=f"{self.now - reference:.0f}s")
