@@ -1,6 +1,7 @@
 """The SSH edge: connection pool, agent installer, agent channel (paramiko).
 
-Typical use (the operator runs these in worker threads or through the async variants)::
+The operator uses :class:`HostAgent` (asyncio: connect, install, hello, watch, resume after a
+reconnect); underneath, step by step (blocking, worker threads)::
 
     pool = HostConnectionPool(SshSettings(...))
     transport = pool.transport(SshTarget(address, port, user), SshCredentials.from_secret_data(secret))
@@ -22,6 +23,7 @@ from jobnet.ssh.errors import (
     ResponseTimeout,
     SshError,
 )
+from jobnet.ssh.hostagent import AgentSettings, HostAgent
 from jobnet.ssh.installer import AgentInstaller, default_zipapp, run_command
 from jobnet.ssh.pool import HostConnectionPool, SshCredentials, SshSettings, SshTarget
 
@@ -30,8 +32,10 @@ __all__ = [
     "AgentInstallFailed",
     "AgentInstaller",
     "AgentRequestFailed",
+    "AgentSettings",
     "AuthenticationFailed",
     "ConnectionLost",
+    "HostAgent",
     "HostConnectionPool",
     "HostKeyMismatch",
     "HostUnreachable",

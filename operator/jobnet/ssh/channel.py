@@ -80,6 +80,7 @@ class AgentChannel:
         open_timeout: float = 10.0,
     ) -> None:
         self.host = host
+        self.transport = transport
         self.request_timeout = request_timeout
         self._on_event = on_event
         self._on_heartbeat = on_heartbeat

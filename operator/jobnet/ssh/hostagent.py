@@ -1,0 +1,148 @@
+"""The operator's asyncio handle on one VM's agent: connect, install, hello, watch, resume.
+
+:class:`HostAgent` owns nothing but the *channel*; the transport comes from the shared
+:class:`~jobnet.ssh.pool.HostConnectionPool`. It connects lazily (the first request or
+:meth:`HostAgent.connect`), installs the agent if needed, checks the protocol with ``hello``
+and starts the event stream with ``watch`` from the last ``seq`` it delivered, so after any
+reconnect the consumer receives every journal entry exactly once and in order.
+
+Events are delivered on the event loop (``on_event`` is called from the loop thread, in seq
+order). Blocking SSH work runs in worker threads; no SSH call ever blocks the loop.
+Requests never retry by themselves: a failure is raised to the caller, classified
+(:mod:`jobnet.ssh.errors`), because only the caller knows whether re-sending is safe (a launch
+is re-sent with the same key; the agent deduplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from pydantic import BaseModel
+
+from jobnet.core.agentproto import AgentRequest, HelloResult, JobRecord
+from jobnet.ssh.channel import AgentChannel, serve_command
+from jobnet.ssh.errors import ConnectionLost
+from jobnet.ssh.installer import AgentInstaller
+from jobnet.ssh.pool import HostConnectionPool, SshCredentials, SshTarget
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How the operator runs and talks to ``jobnet-agent serve`` (seconds)."""
+
+    request_timeout: float = 10.0
+    open_timeout: float = 10.0
+    #: extra ``serve`` options, e.g. ("--heartbeat-seconds", "2", "--grace-seconds", "10")
+    serve_args: tuple[str, ...] = ()
+    client_name: str = "jobnet-operator"
+
+
+class HostAgent:
+    """One VM's agent for the operator (asyncio)."""
+
+    def __init__(
+        self,
+        pool: HostConnectionPool,
+        installer: AgentInstaller,
+        target: SshTarget,
+        credentials: SshCredentials,
+        *,
+        on_event: Callable[[JobRecord], None],
+        settings: AgentSettings | None = None,
+    ) -> None:
+        self.pool = pool
+        self.installer = installer
+        self.target = target
+        self.credentials = credentials
+        self.settings = settings or AgentSettings()
+        self._on_event = on_event
+        self._channel: AgentChannel | None = None
+        self._connect_lock = asyncio.Lock()
+        #: highest seq delivered to on_event: the next watch resumes after it
+        self.delivered_seq = 0
+        self.hello: HelloResult | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._channel is not None and not self._channel.closed
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the agent's last heartbeat on the current channel (None: no channel)."""
+        return self._channel.heartbeat_age() if self.connected and self._channel else None
+
+    async def connect(self) -> AgentChannel:
+        """The live channel, connecting (and installing the agent) if there is none."""
+        async with self._connect_lock:
+            if self._channel is not None and not self._channel.closed:
+                return self._channel
+            loop = asyncio.get_running_loop()
+            channel = await asyncio.to_thread(self._open_channel, loop)
+            try:
+                hello = await asyncio.to_thread(channel.hello, self.settings.client_name, self.settings.request_timeout)
+                if hello.last_seq < self.delivered_seq:
+                    log.warning(
+                        "agent on %s has journal seq %d < %d already seen: its state directory was reset; "
+                        "resuming from the start", self.target, hello.last_seq, self.delivered_seq,
+                    )
+                    self.delivered_seq = 0
+                await asyncio.to_thread(channel.watch, self.delivered_seq, self.settings.request_timeout)
+            except BaseException:
+                channel.close()
+                raise
+            self.hello = hello
+            self._channel = channel
+            log.info("agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
+                     self.target, hello.agent_version, hello.boot_id, self.delivered_seq)
+            return channel
+
+    async def request(self, request: AgentRequest, result_type: type[R], timeout: float | None = None) -> R:
+        """Send one request on the (re)connected channel; raises the classified SshError."""
+        channel = await self.connect()
+        return await channel.acall(request, result_type, timeout)
+
+    async def close(self) -> None:
+        async with self._connect_lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def drop_connection(self) -> None:
+        """Forget the channel and the pooled transport (e.g. after the heartbeat was lost), so the
+        next request reconnects instead of waiting on a dead TCP connection."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            self.pool.invalidate(self.target, channel.transport)
+            channel.close()
+
+    # ------------------------------------------------------------ worker-thread side
+
+    def _open_channel(self, loop: asyncio.AbstractEventLoop) -> AgentChannel:
+        transport = self.pool.transport(self.target, self.credentials)
+        agent_path = self.installer.ensure(transport, self.target.address)
+        command = serve_command(agent_path, python=self.installer.python, serve_args=self.settings.serve_args)
+
+        def forward(record: JobRecord) -> None:
+            loop.call_soon_threadsafe(self._deliver, record)
+
+        def closed(error: ConnectionLost) -> None:
+            log.warning("%s", error.message)
+
+        try:
+            return AgentChannel(transport, command, host=str(self.target), on_event=forward, on_close=closed,
+                                request_timeout=self.settings.request_timeout, open_timeout=self.settings.open_timeout)
+        except ConnectionLost:
+            self.pool.invalidate(self.target, transport)
+            raise
+
+    def _deliver(self, record: JobRecord) -> None:
+        """On the loop: hand over each journal entry once, in order (a resumed watch may overlap)."""
+        if record.seq <= self.delivered_seq:
+            return
+        self.delivered_seq = record.seq
+        self._on_event(record)

@@ -1,0 +1,69 @@
+"""HostAgent (the operator's asyncio handle on a VM's agent) over real SSH into a namespace VM."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from jobnet.core.agentproto import GetRequest, JobRecord, LaunchRequest, LaunchResult, RecordResult
+from jobnet.ssh import AgentInstaller, AgentSettings, ConnectionLost, HostAgent, HostConnectionPool, HostKeyMismatch, SshCredentials, SshTarget
+from tests.support.vm import NamespaceVM
+from tests.vm.harness import FAST_AGENT_ARGS, FAST_SSH, new_key
+
+
+def _host_agent(vm: NamespaceVM, installer: AgentInstaller, events: list[JobRecord], **overrides: object) -> HostAgent:
+    credentials = SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key)
+    return HostAgent(
+        HostConnectionPool(FAST_SSH), installer, SshTarget(vm.address, 22, vm.user),
+        overrides.get("credentials", credentials),  # type: ignore[arg-type]
+        on_event=events.append,
+        settings=AgentSettings(request_timeout=3.0, serve_args=(
+            "--state-dir", str(vm.state_dir), *vm.agent_serve_args(), *FAST_AGENT_ARGS)),
+    )
+
+
+async def _until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(vm: NamespaceVM, agent_installer: AgentInstaller) -> None:
+    events: list[JobRecord] = []
+    host = _host_agent(vm, agent_installer, events)
+    first, second = new_key("/ha/first"), new_key("/ha/second")
+
+    async def scenario() -> None:
+        await host.request(LaunchRequest(key=first, script="/bin/true"), LaunchResult)
+        await _until(lambda: any(r.key == first and r.terminal for r in events), 5, "first job's end")
+        script = str(vm.put_file("second.sh", '#!/bin/sh\nsleep 0.5; touch "$HOME/second.done"\n'))
+        launched = await host.request(LaunchRequest(key=second, script=script), LaunchResult)
+        assert launched.record.pid
+        vm.cut()
+        with pytest.raises(ConnectionLost):
+            await host.request(GetRequest(key=second), RecordResult, timeout=0.5)
+        host.drop_connection()  # what the operator does when heartbeats stop
+        await _until(lambda: (vm.home / "second.done").exists(), 5, "second job ended during the cut")
+        vm.restore()
+        record = (await host.request(GetRequest(key=second), RecordResult)).record
+        assert record.state == "exited"
+        await _until(lambda: any(r.key == second and r.terminal for r in events), 5, "second job's end via resumed watch")
+        await host.close()
+
+    asyncio.run(scenario())
+
+    seqs = [r.seq for r in events]
+    assert seqs == list(range(1, max(seqs) + 1))
+    assert [r.state for r in events if r.key == second] == ["accepted", "running", "exited"]
+
+
+def test_connect_errors_are_classified(vm: NamespaceVM, agent_installer: AgentInstaller) -> None:
+    wrong = SshCredentials(known_hosts=vm.known_hosts.replace(vm.address, "198.18.255.254"), private_key=vm.client_key)
+    host = _host_agent(vm, agent_installer, [], credentials=wrong)
+    with pytest.raises(HostKeyMismatch):
+        asyncio.run(host.connect())
+    assert not host.connected
