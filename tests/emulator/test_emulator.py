@@ -394,3 +394,18 @@ def test_stall_accepts_requests_but_answers_only_afterwards(emulator: EmulatorSe
         connection.close()
     status, body = call(emulator, "GET", JOBNETS)
     assert status == 200 and len(body["items"]) == 1
+
+
+def test_custom_resources_are_validated_against_their_schema_before_admission(emulator: EmulatorServer) -> None:
+    bad = jobnet("bad", {"name": "", "script": "/x.sh"}, timeoutSeconds="soon")
+    bad["spec"]["stuckResolution"] = "Sometimes"
+    status, body = call(emulator, "POST", JOBNETS, bad)
+    assert status == 422 and body["reason"] == "Invalid"
+    message = body["message"]
+    assert message.startswith('JobNet.jobnet.dev "bad" is invalid: [')
+    assert "spec.timeoutSeconds in body must be of type integer" in message
+    assert 'spec.stuckResolution: Unsupported value: "Sometimes": supported values: "Auto", "Manual"' in message
+    assert "spec.jobs[0].name in body should be at least 1 chars long" in message
+
+    status, body = call(emulator, "POST", JOBRUNS, {**jobrun("x", name="r"), "spec": {}})
+    assert status == 422 and "spec.jobNetRef: Required value" in body["message"]

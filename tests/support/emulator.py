@@ -17,7 +17,8 @@ honestly is added here (each gap has a test in ``tests/emulator/``):
 * every request is served in O(objects of that resource), never O(request history): the
   request-recording DSL of kmock is bypassed entirely;
 * CustomResourceDefinitions are real: creating one registers its resource for discovery
-  (short names, categories, status subresource), unknown fields are rejected
+  (short names, categories, status subresource), objects are validated against its schema
+  (types, required, enums, lengths, bounds) before admission, unknown fields are rejected
   (``fieldValidation=Strict``, as kubectl sends) or pruned like a structural schema does,
   and ``kubectl get`` receives server-side Tables with the CRD's printer columns;
 * validating admission webhooks are real: the stored ``ValidatingWebhookConfiguration``
@@ -313,6 +314,57 @@ def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "") -
         for index, item in enumerate(obj):
             found += unknown_fields(item, schema["items"], f"{path}[{index}]")
     return found
+
+
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
+
+
+def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "") -> list[str]:
+    """What a real API server's OpenAPI validation of a custom resource says about ``obj``
+    (types, required, enum, lengths, bounds, item counts, patterns), in its wording."""
+    if not schema or obj is None and schema.get("nullable"):
+        return []
+    where = path.lstrip(".") or "<root>"
+    shown = json.dumps(obj) if isinstance(obj, str) else obj if not isinstance(obj, (dict, list)) else len(obj)
+    expected = schema.get("type")
+    python_type = _JSON_TYPES.get(expected or "")
+    if python_type is not None and (not isinstance(obj, python_type) or isinstance(obj, bool) and expected != "boolean"):
+        return [f"{where}: Invalid value: {json.dumps(type(obj).__name__)}: {where} in body must be of type {expected}: {json.dumps(obj)[:80]}"]
+    errors = []
+    if "enum" in schema and obj not in schema["enum"]:
+        supported = ", ".join(json.dumps(v) for v in schema["enum"])
+        errors.append(f"{where}: Unsupported value: {json.dumps(obj)}: supported values: {supported}")
+    if isinstance(obj, str):
+        if len(obj) < schema.get("minLength", 0):
+            errors.append(f"{where}: Invalid value: {shown}: {where} in body should be at least {schema['minLength']} chars long")
+        if "maxLength" in schema and len(obj) > schema["maxLength"]:
+            errors.append(f"{where}: Too long: may not be more than {schema['maxLength']} bytes")
+        if "pattern" in schema and not re.search(schema["pattern"], obj):
+            errors.append(f"{where}: Invalid value: {shown}: {where} in body should match '{schema['pattern']}'")
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        if "minimum" in schema and obj < schema["minimum"]:
+            errors.append(f"{where}: Invalid value: {obj}: {where} in body should be greater than or equal to {schema['minimum']}")
+        if "maximum" in schema and obj > schema["maximum"]:
+            errors.append(f"{where}: Invalid value: {obj}: {where} in body should be less than or equal to {schema['maximum']}")
+    if isinstance(obj, list):
+        if len(obj) < schema.get("minItems", 0):
+            errors.append(f"{where}: Invalid value: {len(obj)}: {where} in body should have at least {schema['minItems']} items")
+        if "maxItems" in schema and len(obj) > schema["maxItems"]:
+            errors.append(f"{where}: Too many: {len(obj)}: must have at most {schema['maxItems']} items")
+        for index, item in enumerate(obj):
+            errors += schema_errors(item, schema.get("items"), f"{path}[{index}]")
+    if isinstance(obj, dict):
+        for key in schema.get("required", []):
+            if key not in obj:
+                errors.append(f"{path.lstrip('.') + '.' if path else ''}{key}: Required value")
+        properties = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, value in obj.items():
+            if key in properties:
+                errors += schema_errors(value, properties[key], f"{path}.{key}")
+            elif isinstance(additional, dict):
+                errors += schema_errors(value, additional, f"{path}.{key}")
+    return errors
 
 
 def prune(obj: Any, schema: Mapping[str, Any] | None, root: bool = True) -> Any:
@@ -692,7 +744,15 @@ class ApiEmulator(KubernetesEmulator):
             details = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in unknown)
             raise ApiError(400, "BadRequest",
                            f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: strict decoding error: {details}')
-        return prune(obj, extras.schema)
+        obj = prune(obj, extras.schema)
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        required = [key for key in extras.schema.get("required", []) if key not in ("apiVersion", "kind", "metadata")]
+        errors = schema_errors(body, {**extras.schema, "required": required})
+        if errors:
+            info = self.resources[resource(*rkey)]
+            listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+            raise ApiError(422, "Invalid", f'{info.kind}.{rkey[0]} "{obj["metadata"].get("name", "")}" is invalid: {listed}')
+        return obj
 
     def _has_status(self, rkey: ResourceKey) -> bool:
         return "status" in self.resources[resource(*rkey)].subresources
