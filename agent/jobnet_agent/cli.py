@@ -36,10 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     supervise = commands.add_parser("supervise", help="(internal) supervise one job; started by serve")
     add_options(supervise)
-    supervise.add_argument("--job-dir", required=True)
-    supervise.add_argument("--lock-fd", type=int, required=True)
+    supervise.add_argument("--job-dir", default=None)
+    supervise.add_argument("--lock-fd", type=int, default=None)
     supervise.add_argument("--ready-fd", type=int, default=None)
     supervise.add_argument("--adopt", action="store_true")
+    supervise.add_argument("--standby-fd", type=int, default=None)
     commands.add_parser("version", help="print the agent and protocol version")
     return parser
 
@@ -60,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "supervise":
             from jobnet_agent.supervisor import run_supervisor
 
-            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt)
+            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.standby_fd)
         if args.command == "status":
             return _status(config, journal)
         if args.command == "jobs":

@@ -8,6 +8,7 @@ Layout::
         record.json               the job's latest JobRecord (atomic: tmp, fsync, rename, fsync dir)
         spec.json                 what to run (mode 0600: env may hold secrets)
         supervisor.lock           held (flock) by the job's supervisor for its whole life
+        supervisor.pid            the current supervisor's pid, for people (liveness is the lock)
         control                   FIFO: a byte written here wakes the supervisor (kill requests)
         started                   marker written (fsynced) just before the script is started
         exitcode                  written by the job's shell wrapper when the script ends
@@ -40,6 +41,7 @@ from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 RECORD = "record.json"
 SPEC = "spec.json"
 SUPERVISOR_LOCK = "supervisor.lock"
+SUPERVISOR_PID = "supervisor.pid"
 CONTROL_FIFO = "control"
 STARTED_MARKER = "started"
 EXIT_CODE = "exitcode"

@@ -7,6 +7,7 @@ die at any moment without losing anything.
 
 from __future__ import annotations
 
+import array
 import base64
 import os
 import select
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Optional, Set, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
@@ -55,31 +56,17 @@ _GC_INTERVAL_SECONDS = 60.0
 Handled = Tuple[Dict[str, Any], Optional[Callable[[], None]]]
 
 
-def spawn_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, adopt: bool) -> Optional[int]:
-    """Start a detached supervisor for ``job_dir``, handing it the (held) supervisor lock.
-
-    Returns the read end of its readiness pipe (a byte or EOF once the job has a pid or has
-    failed to start), or None for an adopting supervisor.
-    """
+def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
+    """Run ``jobnet-agent supervise ARGS`` detached; returns once it has forked away."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
     boot = "import sys; sys.path.insert(0, %r); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))" % (
         package_root
     )
-    command = [sys.executable, "-c", boot, "supervise"] + config.to_args()
-    command += ["--job-dir", job_dir, "--lock-fd", str(lock_fd)]
-    ready_r: Optional[int] = None
-    pass_fds = [lock_fd]
-    if adopt:
-        command.append("--adopt")
-    else:
-        ready_r, ready_w = os.pipe()
-        command += ["--ready-fd", str(ready_w)]
-        pass_fds.append(ready_w)
     log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         # The supervisor forks at once and this child exits: nothing to reap later.
         subprocess.Popen(
-            command,
+            [sys.executable, "-c", boot, "supervise"] + config.to_args() + args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log_fd,  # a crashing supervisor's traceback lands in the agent log
@@ -88,10 +75,67 @@ def spawn_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, adopt: boo
         ).wait()
     finally:
         os.close(log_fd)
+
+
+def spawn_adopting_supervisor(config: AgentConfig, job_dir: str, lock_fd: int) -> None:
+    """Start a supervisor that takes over the running job of ``job_dir``; hands it the lock."""
+    try:
+        _start_supervisor_process(config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--adopt"], [lock_fd])
+    finally:
         os.close(lock_fd)
-        if not adopt:
-            os.close(ready_w)
-    return ready_r
+
+
+class StandbySupervisor:
+    """A supervisor process started ahead of time, waiting for a job.
+
+    A launch then costs a message instead of a Python start-up (tens of milliseconds). The
+    job's lock and readiness pipe travel with the message (SCM_RIGHTS). A standby whose serve
+    goes away exits.
+    """
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._channel: Optional[socket.socket] = None
+        self._preparing = False
+
+    def prepare(self) -> None:
+        """Start a standby in the background unless one is ready or on its way."""
+        with self._lock:
+            if self._channel is not None or self._preparing:
+                return
+            self._preparing = True
+        threading.Thread(target=self._start_one, daemon=True).start()
+
+    def _start_one(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        started = False
+        try:
+            _start_supervisor_process(self._config, ["--standby-fd", str(theirs.fileno())], [theirs.fileno()])
+            started = True
+        finally:
+            theirs.close()
+            if not started:
+                ours.close()  # launches start supervisors the slow way meanwhile
+            with self._lock:
+                self._channel = ours if started else None
+                self._preparing = False
+
+    def hand_over(self, job_dir: str, lock_fd: int, ready_w: int) -> bool:
+        """Give a job to the standby, if one is ready; False means start a supervisor anew."""
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is None:
+            return False
+        try:
+            channel.sendmsg(
+                [job_dir.encode("utf-8")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))]
+            )
+            return True
+        except OSError:
+            return False  # the standby died: start one the slow way
+        finally:
+            channel.close()
 
 
 class Server:
@@ -107,7 +151,7 @@ class Server:
         self._watch_stop: Optional[threading.Event] = None
         self._watching = False
         self._last_sent_seq = 0
-        self._adopted: Set[JobKey] = set()
+        self._standby = StandbySupervisor(config)
         self._connection_lost = False
         self._handlers: Dict[str, Callable[[Request], Handled]] = {
             "hello": self._hello,
@@ -128,6 +172,7 @@ class Server:
         self.log.line("serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id))
         for record in self.journal.repair():
             self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
+        self._standby.prepare()
         self.sweep()
         self._collect_garbage()
         for target in (self._heartbeats, self._sweeps):
@@ -228,8 +273,8 @@ class Server:
             verdict = decide(record, seen)
             if verdict.action == ADOPT:
                 self.log.line(verdict.why, record.key)
-                spawn_supervisor(self.config, self.journal.job_dir(record.key), lock_fd, adopt=True)
-                lock_fd = None
+                adopting_lock, lock_fd = lock_fd, None
+                spawn_adopting_supervisor(self.config, self.journal.job_dir(record.key), adopting_lock)
             elif verdict.action == END:
                 committed = end_record(self.journal, record, verdict)
                 if committed is not None:
@@ -275,12 +320,23 @@ class Server:
             return {"record": record.to_wire(), "deduplicated": True}, None
         self.log.line("accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key)
         crash_point("serve:launch-after-accept")
-        ready = spawn_supervisor(self.config, self.journal.job_dir(key), lock_fd, adopt=False)
-        assert ready is not None
+        job_dir = self.journal.job_dir(key)
+        ready_r, ready_w = os.pipe()
         try:
-            select.select([ready], [], [], self.config.start_timeout_seconds)
+            if not self._standby.hand_over(job_dir, lock_fd, ready_w):
+                _start_supervisor_process(
+                    self.config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--ready-fd", str(ready_w)],
+                    [lock_fd, ready_w],
+                )  # fmt: skip
         finally:
-            os.close(ready)
+            os.close(lock_fd)
+            os.close(ready_w)
+        self._standby.prepare()
+        try:
+            # A byte (or EOF if the supervisor died) once the job has a pid or failed to start.
+            select.select([ready_r], [], [], self.config.start_timeout_seconds)
+        finally:
+            os.close(ready_r)
         current = self.journal.read_record(key) or record
         return {"record": current.to_wire(), "deduplicated": False}, None
 

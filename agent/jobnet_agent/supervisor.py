@@ -14,6 +14,7 @@ in ``--adopt`` mode resumes pumping from the same FIFOs.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import errno
 import fcntl
@@ -21,6 +22,7 @@ import os
 import selectors
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.faults import crash_point
-from jobnet_agent.journal import CONTROL_FIFO, EXIT_CODE, STARTED_MARKER, Journal, atomic_write
+from jobnet_agent.journal import CONTROL_FIFO, EXIT_CODE, STARTED_MARKER, SUPERVISOR_PID, Journal, atomic_write, fsync_dir
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
 from jobnet_agent.protocol import (
@@ -271,7 +273,8 @@ class Supervisor:
             return None
         self._open_outputs(resume=False)
         # From here on a crash means "the script may have started": never start it again.
-        atomic_write(os.path.join(self.job_dir, STARTED_MARKER), b"")
+        os.close(os.open(os.path.join(self.job_dir, STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
+        fsync_dir(self.job_dir)  # the marker's existence is what counts
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers)
         wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds)
@@ -527,8 +530,41 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
-def run_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
+def receive_job(standby_fd: int) -> Optional[Tuple[str, int, int]]:
+    """Wait (as a standby supervisor) for serve to hand over a job: (job dir, lock fd, ready fd).
+
+    None when serve went away first. The fds come with the message (SCM_RIGHTS), so the job's
+    supervisor lock changes hands without ever being free.
+    """
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=standby_fd)
+    fds = array.array("i")
+    try:
+        message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(2 * fds.itemsize))
+    finally:
+        channel.close()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if not message or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return message.decode("utf-8"), fds[0], fds[1]
+
+
+def run_supervisor(
+    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
+    adopt: bool, standby_fd: Optional[int],
+) -> int:  # fmt: skip
     detach()
+    if standby_fd is not None:
+        job = receive_job(standby_fd)
+        if job is None:
+            return 0
+        job_dir, lock_fd, ready_fd = job
+    if job_dir is None or lock_fd is None:
+        sys.stderr.write("jobnet-agent supervise: needs --job-dir and --lock-fd, or --standby-fd\n")
+        return 2
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -537,6 +573,7 @@ def run_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Op
         sys.stderr.write("jobnet-agent supervise: %s already has a supervisor\n" % job_dir)
         return 1
     supervisor = Supervisor(config, job_dir)
+    atomic_write(os.path.join(supervisor.job_dir, SUPERVISOR_PID), b"%d\n" % os.getpid())
     if adopt:
         supervisor.adopt(ready_fd)
     else:

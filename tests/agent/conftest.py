@@ -215,7 +215,17 @@ def key_text(key: dict[str, Any]) -> str:
 
 
 def supervisor_pids(state_dir: Path) -> list[int]:
-    """Pids of the supervisor processes of a state dir (from /proc)."""
+    """Pids of the live supervisors of the jobs of a state dir."""
+    found = []
+    for pid_file in state_dir.glob("jobs/*/*/supervisor.pid"):
+        pid = int(pid_file.read_text())
+        if pid_alive(pid):
+            found.append(pid)
+    return found
+
+
+def agent_process_pids(state_dir: Path) -> list[int]:
+    """Every agent process (serve, supervisors, standby supervisors) of a state dir, from /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -224,7 +234,7 @@ def supervisor_pids(state_dir: Path) -> list[int]:
             argv = Path("/proc/%s/cmdline" % entry).read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"supervise" in argv and str(state_dir).encode() in argv and pid_alive(int(entry)):
+        if str(state_dir).encode() in argv and pid_alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -242,7 +252,7 @@ def dirs(tmp_path: Path) -> Iterator[AgentDirs]:
     created = AgentDirs(tmp_path)
     yield created
     # Never leave a job or supervisor of this test behind.
-    for pid in supervisor_pids(created.state):
+    for pid in agent_process_pids(created.state):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
