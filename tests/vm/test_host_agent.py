@@ -49,9 +49,10 @@ def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(vm: Namespac
         host.drop_connection()  # what the operator does when heartbeats stop
         await _until(lambda: (vm.home / "second.done").exists(), 5, "second job ended during the cut")
         vm.restore()
-        record = (await host.request(GetRequest(key=second), RecordResult)).record
-        assert record.state == "exited"
+        await host.connect()  # the operator's probe
         await _until(lambda: any(r.key == second and r.terminal for r in events), 5, "second job's end via resumed watch")
+        record = (await host.request(GetRequest(key=second), RecordResult)).record
+        assert record.state == "exited" and host.connected
         await host.close()
 
     asyncio.run(scenario())
