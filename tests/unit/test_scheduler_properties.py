@@ -8,6 +8,7 @@ person who settles Stuck jobs. Whatever happens:
 * a job never starts before its `after` jobs (and those of its enclosing sub-jobnets)
   succeeded, and a finally job never before its jobnet's normal jobs ended;
 * nothing starts under a stopped scope;
+* all of this also across operator restarts from the persisted status;
 * a job is Succeeded only if the agent saw it exit 0 or a person said so; the run Succeeds
   only if every job did.
 """
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.annotations import OverrideRequest, StopRequest, scope_of
 from jobnet.core.expansion import RunGraph
+from jobnet.core.runstatus import run_status, runtime_from_status
 from jobnet.core.scheduler import (
     AgentFacts,
     Decision,
@@ -34,6 +36,7 @@ from jobnet.core.scheduler import (
     reconcile,
 )
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+from jobnet.core.status import JobRunStatus
 
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
 
@@ -84,6 +87,8 @@ def worlds(draw: st.DrawFn) -> World:
         durations={name: draw(st.integers(0, 8)) for name in names},
         faults=draw(st.lists(st.sampled_from(FAULTS), max_size=12)),
         link_down=set(draw(st.lists(st.integers(0, 60), max_size=15))),
+        restarts=set(draw(st.lists(st.integers(1, 40), max_size=3))),
+        sent_before_crash=draw(st.booleans()),
         stop_at=draw(st.none() | st.tuples(st.integers(0, 30), st.sampled_from(sorted(run_graph.nodes)))),
         person_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED, S.FAILED, S.STOPPED]), max_size=6)),
         failed_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED]), max_size=3)),
@@ -104,6 +109,10 @@ class World:
     durations: dict[str, int]
     faults: list[str]
     link_down: set[int]
+    #: Steps at which the operator is killed and restarted from its persisted status (D04).
+    restarts: set[int]
+    #: Whether the requests decided just before a crash reached the agent (answers lost).
+    sent_before_crash: bool
     stop_at: tuple[int, str] | None
     person_choices: list[JobState]
     #: What a person does, one by one, to a failed run: re-run or bypass its first Failed job.
@@ -148,8 +157,11 @@ class World:
 
     # ---------------------------------------------------------- the edge's side
 
-    def deliver(self, action: Launch | Kill, step: int, now: float, link_up: bool) -> DeliveryResult | None:
-        fault = self.faults.pop(0) if self.faults else "ok"
+    def deliver(
+        self, action: Launch | Kill, step: int, now: float, link_up: bool, fault: str | None = None
+    ) -> DeliveryResult | None:
+        if fault is None:
+            fault = self.faults.pop(0) if self.faults else "ok"
         if not link_up and fault in ("ok", "unknownReached", "silent"):
             fault = "unknownLost"
         op = "launch" if isinstance(action, Launch) else "kill"
@@ -208,10 +220,20 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
     pending_actions: list[Launch | Kill] = []
     delivered_keys: set[str] = set()
     stuck_since: int | None = None
+    watching_since: float | None = None
     for step in range(MAX_STEPS):
         link_up = step not in world.link_down
         world.agent_tick(step, now)
         deliveries = []
+        if step in world.restarts and decisions:
+            # The operator dies after persisting its last decision and restarts from the status.
+            for action in pending_actions if world.sent_before_crash and link_up else []:
+                world.deliver(action, step, now, link_up, fault="silent")
+            pending_actions = []
+            persisted = JobRunStatus.model_validate_json(run_status(decisions[-1]).model_dump_json())
+            runtime = runtime_from_status(RUN_UID, world.graph, persisted)
+            world.seen_records = {}
+            watching_since = now
         for action in pending_actions:
             result = world.deliver(action, step, now, link_up)
             if result is not None:
@@ -225,6 +247,7 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
             records=dict(world.seen_records),
             heartbeats={HOST_ID: now} if link_up else {},
             deliveries=tuple(deliveries),
+            watching_since=watching_since,
         )
         stops = []
         if world.stop_at is not None and world.stop_at[0] == step:
@@ -294,6 +317,7 @@ def test_without_faults_every_job_runs_exactly_once_and_the_run_ends_by_itself(w
     world.stop_at = None
     world.person_choices = []
     world.failed_choices = []
+    world.restarts = set()
     runtime, decisions = drive(world)
     assert runtime.settlements == ()
     launched = [a.key.text() for d in decisions for a in d.actions if isinstance(a, Launch)]
