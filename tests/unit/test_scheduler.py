@@ -486,6 +486,8 @@ def test_delivery_results_must_be_consistent() -> None:
     other = run.record("/net/e", "running", attempt=1)
     with pytest.raises(ValueError, match="carries a record of"):
         DeliveryResult(key=key, op="launch", outcome="delivered", record=other)
+    with pytest.raises(ValueError, match="a request that may have left is an `unknown` outcome"):
+        DeliveryResult(key=key, op="kill", outcome="notDelivered", error_code="ConnectionLost")
 
 
 # ---------------------------------------------------------------- annotations through reconcile

@@ -46,6 +46,7 @@ from jobnet.core.models import HostSpec, RetrySpec, StuckResolution
 from jobnet.core.outcome import describe_record, record_outcome
 from jobnet.core.states import (
     TERMINAL_STATES,
+    UNDELIVERED_REASONS,
     UNLAUNCHED_STATES,
     JobState,
     Reason,
@@ -163,6 +164,11 @@ class DeliveryResult(_Frozen):
             raise ValueError(f"a delivered launch of {self.key} must carry the agent's record")
         if self.record is not None and self.record.key != self.key:
             raise ValueError(f"delivery result for {self.key} carries a record of {self.record.key}")
+        if self.outcome == "notDelivered" and self.error_code not in UNDELIVERED_REASONS:
+            raise ValueError(
+                f"notDelivered needs error_code {' or '.join(sorted(UNDELIVERED_REASONS))} (got {self.error_code!r}); "
+                "a request that may have left is an `unknown` outcome"
+            )
         return self
 
 
@@ -484,7 +490,7 @@ class _Reconciler:
                 update={
                     "in_flight": False,
                     "unknown_seen": dispatch.unknown_seen or result.outcome == "unknown",
-                    "last_error": result.error_code or ("ConnectionLost" if result.outcome == "unknown" else "NotDelivered"),
+                    "last_error": result.error_code or "ConnectionLost",
                     "last_error_message": result.error_message,
                 }
             ),

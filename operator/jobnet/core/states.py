@@ -162,7 +162,12 @@ class Reason(StrEnum):
     STOP_REQUESTED = "StopRequested"
     UPSTREAM_NOT_SUCCEEDED = "UpstreamNotSucceeded"
     OVERRIDDEN = "Overridden"
-    AUTO_RESOLVED = "AutoResolved"
+
+
+#: Delivery failures that prove the request never reached the agent (retried, then Failed).
+UNDELIVERED_REASONS: frozenset[Reason] = frozenset(
+    {Reason.HOST_UNREACHABLE, Reason.AUTHENTICATION_FAILED, Reason.HOST_KEY_MISMATCH}
+)
 
 
 def derive_jobnet_state(child_states: Iterable[JobState]) -> JobState:
