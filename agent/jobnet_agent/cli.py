@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_args
@@ -88,7 +87,7 @@ def _outcome(record: JobRecord) -> str:
 
 def _status(config: AgentConfig, journal: Journal) -> int:
     records = journal.list_records()
-    counts = {}  # type: dict
+    counts: Dict[str, int] = {}
     for record in records:
         counts[record.state] = counts.get(record.state, 0) + 1
     print("jobnet-agent %s, state dir %s" % (__version__, config.state_dir))

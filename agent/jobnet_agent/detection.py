@@ -24,7 +24,13 @@ from jobnet_agent.protocol import (
     TIMED_OUT,
     JobRecord,
 )
-from jobnet_agent.supervisor import WrapperExit, end_changes, group_alive, process_alive, read_wrapper_exit
+from jobnet_agent.supervisor import (
+    WrapperExit,
+    end_changes,
+    group_alive,
+    process_alive,
+    read_wrapper_exit,
+)
 
 KEEP = "keep"
 ADOPT = "adopt"

@@ -200,7 +200,7 @@ class Journal:
 
     def job_dirs(self, run: Optional[str] = None) -> List[str]:
         runs = [_dir_name(run)] if run is not None else sorted(os.listdir(self.jobs_dir))
-        found = []
+        found: List[str] = []
         for run_name in runs:
             run_dir = os.path.join(self.jobs_dir, run_name)
             try:
@@ -406,7 +406,7 @@ class EventReader:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        records = []
+        records: List[JobRecord] = []
         for line in lines:
             if not line:
                 continue

@@ -309,7 +309,7 @@ def stream_arg(args: Dict[str, Any]) -> str:
     stream = args.get("stream", "stdout")
     if stream not in STREAMS:
         raise bad_request("stream must be 'stdout' or 'stderr', got %r" % (stream,))
-    return stream
+    return str(stream)
 
 
 def int_arg(args: Dict[str, Any], name: str, default: Optional[int] = None, minimum: int = 0) -> int:

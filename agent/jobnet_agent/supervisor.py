@@ -30,7 +30,15 @@ from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.faults import crash_point
-from jobnet_agent.journal import CONTROL_FIFO, EXIT_CODE, STARTED_MARKER, SUPERVISOR_PID, Journal, atomic_write, fsync_dir
+from jobnet_agent.journal import (
+    CONTROL_FIFO,
+    EXIT_CODE,
+    STARTED_MARKER,
+    SUPERVISOR_PID,
+    Journal,
+    atomic_write,
+    fsync_dir,
+)
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
 from jobnet_agent.protocol import (
@@ -189,7 +197,7 @@ class _Kill:
 class _Leader:
     """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
 
-    def __init__(self, pid: int, pgid: int, proc: Optional[subprocess.Popen], start_ticks: Optional[int]) -> None:
+    def __init__(self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int]) -> None:
         self.pid = pid
         self.pgid = pgid
         self._proc = proc
@@ -470,7 +478,7 @@ class Supervisor:
         self.log.line("sent %s to process group %d" % (_signal_name(signum), leader.pgid), self.key)
 
     def _record_end(self, leader: _Leader) -> None:
-        (out_fd, out), (err_fd, err) = self._readers
+        (_, out), (_, err) = self._readers
         sizes = dict(
             stdout_bytes=out.total_bytes, stdout_dropped=out.dropped_bytes,
             stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,

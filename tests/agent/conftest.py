@@ -178,8 +178,11 @@ class Agent:
         return self.call("get", key=key)["record"]
 
     def wait_state(self, key: dict[str, Any], *states: str, timeout: float = 10.0) -> dict[str, Any]:
-        return wait_until(lambda: (lambda r: r if r["state"] in states else None)(self.get(key)),
-                          timeout=timeout, what="%s to reach %s" % (key, states))  # fmt: skip
+        def reached() -> Optional[dict[str, Any]]:
+            record = self.get(key)
+            return record if record["state"] in states else None
+
+        return wait_until(reached, timeout=timeout, what="%s to reach %s" % (key, states))
 
     def next_event(self, timeout: float = 5.0) -> dict[str, Any]:
         try:

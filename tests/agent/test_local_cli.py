@@ -9,10 +9,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from jobnet_agent import __version__
 from jobnet_agent.bundle import build_zipapp
-from tests.agent.conftest import AGENT_PYTHON, Agent, AgentDirs, agent_env, key_text, new_key, wait_until
+
+from tests.agent.conftest import (
+    AGENT_PYTHON,
+    Agent,
+    AgentDirs,
+    agent_env,
+    key_text,
+    new_key,
+    wait_until,
+)
+
 
 def _find_python38() -> str | None:
     """A working Python 3.8 (the agent's oldest supported version), if this machine has one."""

@@ -337,7 +337,7 @@ def test_lost_channel_with_unsent_events_is_logged_and_serve_leaves(dirs: AgentD
         key = new_key()
         other.launch(key, dirs.script("ok.sh", "exit 0\n"))
         other.wait_state(key, "exited")
-        line = wait_until(lambda: [l for l in dirs.log_text().splitlines() if "could not report: connection lost" in l],
+        line = wait_until(lambda: [x for x in dirs.log_text().splitlines() if "could not report: connection lost" in x],
                           what="the unsent events to be logged")  # fmt: skip
         exit_code = serve.wait(10)
     finally:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from jobnet_agent.output import CappedWriter, StoredOutput
+
 from tests.agent.conftest import Agent, AgentDirs, new_key, supervisor_pids, wait_until
 
 MIB = 1024 * 1024

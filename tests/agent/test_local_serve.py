@@ -5,8 +5,16 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Optional
 
-from tests.agent.conftest import Agent, AgentDirs, key_text, new_key, pid_alive, wait_until
+from tests.agent.conftest import (
+    Agent,
+    AgentDirs,
+    key_text,
+    new_key,
+    pid_alive,
+    wait_until,
+)
 
 
 def _lines(dirs: AgentDirs, key: dict, needle: str, count: int = 1) -> list[str]:
@@ -113,8 +121,12 @@ def test_kill_stops_the_whole_process_tree_including_children_ignoring_sigterm(a
     )
     key = new_key()
     launched = agent.launch(key, script)["record"]
-    children = wait_until(lambda: (lambda t: [int(p) for p in t.split()] if len(t.split()) == 2 else None)(
-        pids.read_text() if pids.exists() else ""), what="both children started")  # fmt: skip
+
+    def both_children() -> Optional[list[int]]:
+        found = pids.read_text().split() if pids.exists() else []
+        return [int(p) for p in found] if len(found) == 2 else None
+
+    children = wait_until(both_children, what="both children started")
 
     result = agent.call("kill", key=key, graceSeconds=0.3, reason="stop")
     record = agent.wait_state(key, "killed")

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
 from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
 from jobnet_agent.protocol import (
