@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jobnet.core.runstatus import (
     from_rfc3339,
@@ -133,3 +134,38 @@ def test_status_of_a_large_finished_run_stays_small_per_job() -> None:
     status = run_status(run.last).model_dump_json(by_alias=True, exclude_none=True)
     # A finished job keeps state, attempt, host, pid, exit code and times: ~200 bytes.
     assert len(status) / 200 < 230
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+def test_applying_every_patch_in_turn_gives_exactly_the_full_status() -> None:
+    run = busy_run()
+    stored: dict[str, Any] = {}
+    previous: dict[str, JobState] | None = None
+    for index, decision in enumerate(run.decisions):
+        stored = merge(stored, status_patch(decision, previous, full=index == 0))
+        previous = dict(decision.jobnet_states)
+    run.exited("/n/b", 0)
+    run.beat()
+    stored = merge(stored, status_patch(run.reconcile(), previous))
+    expected = run_status(run.last).model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert stored == expected
+    assert stored["counts"] == {"Starting": 1, "Stopped": 1, "Stuck": 1, "Succeeded": 1}
+
+
+def test_first_full_patch_lists_pending_jobs_too() -> None:
+    run = Run(graph("n", n={"jobs": [job("a"), job("b", "a")]}))
+    patch = status_patch(run.reconcile(), full=True)
+    assert patch["jobs"]["/n/b"]["state"] == "Pending"
+    assert patch["jobs"]["/n"] == {"state": "Running"}

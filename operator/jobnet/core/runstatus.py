@@ -83,11 +83,14 @@ def _override(settlement: Settlement) -> StateOverride:
     )
 
 
-def _summary(decision: Decision) -> dict[str, Any]:
+def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
     runtime = decision.runtime
-    counts: dict[str, int] = {}
+    counts: dict[str, int | None] = {}
     for job in runtime.jobs.values():
-        counts[str(job.state)] = counts.get(str(job.state), 0) + 1
+        counts[str(job.state)] = (counts.get(str(job.state)) or 0) + 1
+    if for_patch:
+        # A merge patch merges maps: a state no job is in any more must be removed explicitly.
+        counts = {str(state): counts.get(str(state)) for state in JobState}
     return {
         "phase": str(runtime.phase),
         "progress": decision.progress,
@@ -103,23 +106,26 @@ def run_status(decision: Decision) -> JobRunStatus:
     """The whole status of a run after ``decision`` (for new runs and small ones)."""
     jobs = {path: job_status(job) for path, job in decision.runtime.jobs.items()}
     jobs.update({path: JobStatus(state=_api_state(state)) for path, state in decision.jobnet_states.items()})
-    return JobRunStatus.model_validate({**_summary(decision), "jobs": jobs})
+    return JobRunStatus.model_validate({**_summary(decision, for_patch=False), "jobs": jobs})
 
 
-def status_patch(decision: Decision, previous_jobnet_states: dict[str, JobState] | None = None) -> dict[str, Any]:
+def status_patch(
+    decision: Decision, previous_jobnet_states: dict[str, JobState] | None = None, *, full: bool = False
+) -> dict[str, Any]:
     """A JSON merge patch of ``status``: the summary plus only the jobs and jobnets that changed.
 
-    A job whose bookkeeping was dropped (it finished) is replaced as a whole, so no stale
-    ``dispatch`` survives the merge: changed entries carry explicit nulls.
+    ``full=True`` (the first write of a run) includes every job, Pending ones too. Changed
+    entries carry explicit nulls, so nothing stale (a finished job's ``dispatch``) survives the
+    merge; ``outputTail`` is left to the edge.
     """
     previous = previous_jobnet_states or {}
     jobs: dict[str, Any] = {}
-    for path in sorted(decision.changed):
+    for path in sorted(decision.runtime.jobs if full else decision.changed):
         jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(by_alias=True, mode="json", exclude={"output_tail"})
     for path, state in decision.jobnet_states.items():
-        if previous.get(path) != state:
+        if full or previous.get(path) != state:
             jobs[path] = {"state": str(state)}
-    return {**_summary(decision), "jobs": jobs}
+    return {**_summary(decision, for_patch=True), "jobs": jobs}
 
 
 def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> RunRuntime:
