@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 from jobnet.core import status
@@ -16,6 +17,7 @@ from jobnet.core.states import (
     STUCK_MESSAGES,
     TERMINAL_STATES,
     JobState,
+    Reason,
     RunPhase,
     StuckReason,
     automatic_transition_allowed,
@@ -153,3 +155,22 @@ def test_a_lost_record_is_never_a_success_even_with_an_exit_code_field() -> None
 @pytest.mark.parametrize("state", ["accepted", "running"])
 def test_live_records_prove_no_outcome(state: str) -> None:
     assert record_outcome(_record(state, pid=7)) is None
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "job-states.md"
+
+
+def test_the_runbook_has_a_section_for_every_stuck_reason_with_the_annotate_command() -> None:
+    text = DOC.read_text()
+    for reason in StuckReason:
+        assert f"### {reason}\n" in text, f"docs/job-states.md has no runbook section for {reason}"
+        section = text.split(f"### {reason}\n", 1)[1].split("\n### ", 1)[0]
+        assert "kubectl annotate jobrun R jobnet.dev/" in section, f"runbook for {reason} gives no command"
+
+
+def test_every_state_and_reason_code_is_documented() -> None:
+    text = DOC.read_text()
+    for state in JobState:
+        assert f"| `{state}` |" in text, f"state {state} is not in the states table"
+    for reason in Reason:
+        assert f"`{reason}`" in text, f"reason {reason} is not documented"
