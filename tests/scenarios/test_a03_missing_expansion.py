@@ -60,6 +60,10 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
                       what="an InvalidJobNet Event on the JobRun")
     assert [e["type"] for e in events] == ["Warning"]
     assert "'inner'" in events[0]["message"]
+    outer = wait_for(lambda: emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"].get("valid") is False
+                     and emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"],
+                     what="JobNet outer marked invalid after 'inner' disappeared")
+    assert "'inner'" in outer["message"]
     listing = emulator.kubectl("get", "jobruns")
     assert listing.rc == 0 and "outer-1" in listing.stdout and "Failed" in listing.stdout
     operator.wait_for_log(r"JobRun default/outer-1 failed to start: .*'inner'")

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import kopf
 
 from jobnet.core.expansion import RunGraph, expand, job_count
-from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
-from jobnet.core.validation import parse_jobnet, validate_jobnet
+from jobnet.core.models import API_GROUP, API_VERSION
+from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
-from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient, Timeouts
+from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class RunStarter(Protocol):
     """Receives each valid JobRun's expanded graph once its status is ``Pending``."""
 
     async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None: ...
+
+    def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
+        """Add the starter's own handlers (runs resumed after a restart, annotation changes)."""
 
 
 def _now() -> str:
@@ -126,6 +129,8 @@ def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStart
         await client.close()
 
     webhook.register(registry, client)
+    if starter is not None:
+        starter.register(registry, client)
 
     @kopf.on.create(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
     async def start_jobrun(body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any) -> None:
@@ -136,29 +141,43 @@ def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStart
         except KubeApiError as e:
             raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
 
-    @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
-    @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", field="spec", registry=registry)
-    @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnet", registry=registry)
-    async def describe_jobnet(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
-        namespace = namespace or "default"
-        status: dict[str, Any]
+    # A JobNet's validity depends on the JobNets it expands, so every change of any JobNet
+    # re-describes the namespace (patching only the statuses that change).
+    @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
+    @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", field="spec", registry=registry)
+    @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
+    async def describe_jobnets(name: str, namespace: str | None, **_: Any) -> None:
         try:
-            jobnets = await client.list_jobnets(namespace)
-            problems = validate_jobnet(name, dict(spec), jobnets.catalog)
-            if problems:
-                status = {"valid": False, "jobCount": None,
-                          "message": webhook.describe_problems(f"JobNet {name!r}", problems)}
-            else:
-                # Valid: it parses, and no expansion is missing or cyclic, so counting terminates.
-                parsed = parse_jobnet(dict(spec))
-                assert isinstance(parsed, JobNetSpec)
-                catalog = {**jobnets.catalog, name: parsed}
-                status = {"valid": True, "message": None, "jobCount": job_count(name, catalog)}
-            await client.patch_status(JOBNETS, namespace, name, status)
+            await _describe_namespace(namespace or "default", client)
         except KubeApiError as e:
-            raise kopf.TemporaryError(f"cannot describe JobNet {name!r} yet: {e}", delay=config.retry_delay) from None
+            raise kopf.TemporaryError(f"cannot describe JobNets after {name!r} changed: {e}",
+                                      delay=config.retry_delay) from None
+
+    # JobNets have no finalizer, so a deletion is only seen as a watch event (no retries: a
+    # missed one is caught by the next change).
+    @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="notice-deleted-jobnet",
+                   when=lambda type, **_: type == "DELETED", registry=registry)
+    async def notice_deleted_jobnet(namespace: str | None, **_: Any) -> None:
+        await _describe_namespace(namespace or "default", client)
 
     return registry
+
+
+def jobnet_status(name: str, jobnets: NamespaceJobNets) -> dict[str, Any]:
+    """The status JobNet ``name`` should have: valid or not (and why), and its job count."""
+    problems = jobnets.broken.get(name) or validate_jobnet(name, jobnets.catalog[name], jobnets.catalog)
+    if problems:
+        return {"valid": False, "jobCount": None, "message": webhook.describe_problems(f"JobNet {name!r}", problems)}
+    # Valid: no expansion is missing or cyclic, so counting terminates.
+    return {"valid": True, "jobCount": job_count(name, jobnets.catalog), "message": None}
+
+
+async def _describe_namespace(namespace: str, client: KubeClient) -> None:
+    jobnets = await client.list_jobnets(namespace)
+    for name, current in jobnets.statuses.items():
+        wanted = jobnet_status(name, jobnets)
+        if any(current.get(key) != value for key, value in wanted.items()):
+            await client.patch_status(JOBNETS, namespace, name, wanted)
 
 
 async def _start(body: kopf.Body, name: str, namespace: str, uid: str,

@@ -48,10 +48,12 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class NamespaceJobNets:
-    """The JobNets of one namespace: those that parse, and the problems of those that do not."""
+    """The JobNets of one namespace: those that parse, the problems of those that do not, and
+    the status each has now."""
 
     catalog: dict[str, JobNetSpec]
     broken: dict[str, list[Problem]]
+    statuses: dict[str, dict[str, Any]]
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -135,20 +137,37 @@ class KubeClient:
         reply = await self._request("GET", self._path(JOBNETS, namespace), f"listing JobNets in {namespace!r}")
         catalog: dict[str, JobNetSpec] = {}
         broken: dict[str, list[Problem]] = {}
+        statuses: dict[str, dict[str, Any]] = {}
         for item in reply.get("items", []):
             name = item.get("metadata", {}).get("name", "")
+            statuses[name] = item.get("status") or {}
             parsed = parse_jobnet(item.get("spec"))
             if isinstance(parsed, JobNetSpec):
                 catalog[name] = parsed
             else:
                 broken[name] = parsed
-        return NamespaceJobNets(catalog, broken)
+        return NamespaceJobNets(catalog, broken, statuses)
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         """Merge-patch the status subresource of a JobNet or JobRun."""
         return await self._request(
             "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
             json={"status": dict(status)}, content_type="application/merge-patch+json",
+        )
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The decoded ``data`` (and ``stringData``-style plain values) of a Secret; never logged."""
+        reply = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                                    f"reading Secret {namespace}/{name}")
+        data = {key: base64.b64decode(value).decode() for key, value in (reply.get("data") or {}).items()}
+        data.update(reply.get("stringData") or {})
+        return data
+
+    async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
+        """Merge-patch the object so that these annotations are gone."""
+        await self._request(
+            "PATCH", self._path(plural, namespace, name), f"removing annotations {', '.join(keys)} of {plural}/{name}",
+            json={"metadata": {"annotations": {key: None for key in keys}}}, content_type="application/merge-patch+json",
         )
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
