@@ -64,6 +64,7 @@ DispatchOp = Literal["launch", "kill"]
 #: ``by`` of a settlement the operator made itself from the agent's journal.
 AUTO_RESOLVER = "jobnet-operator (auto)"
 _DEFAULT_RETRY = RetrySpec()
+_LIVE_STATES = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STUCK})
 #: Separates a Stuck job's message from what became known later under stuckResolution Manual.
 _KNOWN_MARKER = " | now known: "
 
@@ -410,9 +411,11 @@ class _Reconciler:
             self.apply_override(override)
         for delivery in self.facts.deliveries:
             self.apply_delivery(delivery)
-        for path in self.jobs:
+        # Only launched, undecided jobs can learn anything from the agents or time out.
+        live = [path for path, job in self.jobs.items() if job.state in _LIVE_STATES]
+        for path in live:
             self.apply_record(path)
-        for path in self.jobs:
+        for path in live:
             self.check_liveness(path)
         root_state = self.walk(self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None))
         self.jobnet_states[self.graph.root] = root_state
@@ -504,8 +507,6 @@ class _Reconciler:
 
     def apply_record(self, path: str) -> None:
         job = self.jobs[path]
-        if job.state not in (S.STARTING, S.RUNNING, S.STOPPING, S.STUCK):
-            return
         record = self.record_for(path)
         if record is None:
             if job.state in (S.RUNNING, S.STOPPING) and self.key_text(path) in self.facts.absent_keys:
@@ -701,20 +702,26 @@ class _Reconciler:
 
     def walk(self, jobnet: str, *, gate_open: bool, blocked: str | None, scope: str | None) -> JobState:
         """Schedule the children of ``jobnet`` in topological order; return its derived state."""
+        nodes = self.graph.nodes
         states: dict[str, JobState] = {}
         normal_ended: bool | None = None  # known once the first finally child comes (they come last)
-        for child_path in self.node(jobnet).children:
-            child = self.node(child_path)
+        for child_path in nodes[jobnet].children:
+            child = nodes[child_path]
             if child.is_finally and normal_ended is None:
                 normal_ended = all(state in TERMINAL_STATES for state in states.values())
-            upstream = next(
-                (dep for dep in child.after if states[dep] in TERMINAL_STATES and states[dep] != S.SUCCEEDED), None
-            )
-            child_blocked = blocked or (f"upstream {upstream} is {states[upstream]}" if upstream else None)
+            after_succeeded = True
+            child_blocked = blocked
+            for dep in child.after:
+                dep_state = states[dep]
+                if dep_state != S.SUCCEEDED:
+                    after_succeeded = False
+                    if dep_state in TERMINAL_STATES:
+                        child_blocked = child_blocked or f"upstream {dep} is {dep_state}"
+                        break
             child_open = (
                 gate_open
                 and child_blocked is None
-                and all(states[dep] == S.SUCCEEDED for dep in child.after)
+                and after_succeeded
                 and (not child.is_finally or normal_ended is True)
             )
             child_scope = self.scope_here(child_path, scope)
