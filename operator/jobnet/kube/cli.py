@@ -10,6 +10,8 @@ import secrets
 import kopf
 
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
+from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
+from jobnet.ssh import SshSettings
 
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
 
@@ -44,6 +46,9 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=None,
                         help="peering priority; the highest active replica works, the others stand by "
                              "(default: random, so that two replicas never share one and both pause)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: off)")
+    parser.add_argument("--metrics-address", default="0.0.0.0", help="address of the metrics server (default: 0.0.0.0)")
     parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
     parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages too")
     timing = parser.add_argument_group("deadlines (seconds)")
@@ -55,6 +60,29 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--request-timeout", type=_positive, default=30.0, help="one API request (default: 30)")
     timing.add_argument("--retry-delay", type=_positive, default=5.0,
                         help="before retrying a handler after an API failure (default: 5)")
+    runtime = parser.add_argument_group("job runtime (seconds)")
+    runtime.add_argument("--heartbeat-deadline", type=_positive, default=30.0,
+                         help="a running job whose agent stays silent this long goes Stuck (HeartbeatLost) (default: 30)")
+    runtime.add_argument("--dispatch-timeout", type=_positive, default=30.0,
+                         help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)")
+    runtime.add_argument("--kill-grace", type=float, default=10.0,
+                         help="SIGTERM to SIGKILL when a job is stopped (default: 10)")
+    runtime.add_argument("--agent-request-timeout", type=_positive, default=10.0,
+                         help="one request to an agent, and opening its channel (default: 10)")
+    runtime.add_argument("--ssh-connect-timeout", type=_positive, default=5.0, help="TCP connect to a VM's sshd (default: 5)")
+    runtime.add_argument("--ssh-handshake-timeout", type=_positive, default=10.0,
+                         help="SSH handshake and authentication with a VM (default: 10)")
+    runtime.add_argument("--ssh-keepalive", type=_positive, default=5.0, help="SSH keepalive interval (default: 5)")
+    runtime.add_argument("--ssh-dead-connection-timeout", type=_positive, default=15.0,
+                         help="unacknowledged data older than this breaks an SSH connection (default: 15)")
+    runtime.add_argument("--reconnect-backoff-min", type=_positive, default=0.2,
+                         help="first delay before reconnecting to a VM (doubles per failure) (default: 0.2)")
+    runtime.add_argument("--reconnect-backoff-max", type=_positive, default=10.0,
+                         help="longest delay between reconnect attempts (default: 10)")
+    runtime.add_argument("--agent-serve-arg", dest="agent_serve_args", action="append", default=[], metavar="ARG",
+                         help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
+                              "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1")
+    runtime.add_argument("--server-name", default=None, help="MM_SERVER_NAME of every job (default: this host's name)")
 
 
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -87,9 +115,35 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
+    if args.reconnect_backoff_max < args.reconnect_backoff_min:
+        raise SystemExit("jobnet operator: --reconnect-backoff-max must not be shorter than --reconnect-backoff-min")
+    if args.kill_grace < 0:
+        raise SystemExit(f"jobnet operator: --kill-grace must be >= 0, not {args.kill_grace}")
+    ssh = SshSettings(
+        connect_timeout=args.ssh_connect_timeout, handshake_timeout=args.ssh_handshake_timeout,
+        auth_timeout=args.ssh_handshake_timeout, keepalive_interval=args.ssh_keepalive,
+        dead_connection_timeout=args.ssh_dead_connection_timeout,
+        reconnect_backoff_min=args.reconnect_backoff_min, reconnect_backoff_max=args.reconnect_backoff_max,
+    )
+    return RuntimeConfig(
+        heartbeat_deadline=args.heartbeat_deadline, dispatch_timeout=args.dispatch_timeout,
+        kill_grace=args.kill_grace, agent_request_timeout=args.agent_request_timeout,
+        agent_serve_args=tuple(args.agent_serve_args), ssh=ssh, api_retry_delay=args.retry_delay,
+        **({"server_name": args.server_name} if args.server_name else {}),
+    )
+
+
 def run_operator(args: argparse.Namespace) -> int:
     config = config_from_arguments(args)
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
     logging.getLogger("jobnet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    run_blocking(config)
+    if args.metrics_port is not None:
+        from jobnet.metrics import operator_metrics
+
+        try:
+            operator_metrics.serve(args.metrics_port, args.metrics_address)
+        except (OSError, OverflowError) as error:
+            raise SystemExit(f"jobnet operator: cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {error}")
+    run_blocking(config, JobRunRuntime(runtime_config_from_arguments(args)))
     return 0
