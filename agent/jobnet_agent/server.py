@@ -52,6 +52,7 @@ from jobnet_agent.protocol import (
 
 _MAX_LINE_BYTES = 16 * 1024 * 1024
 _GC_INTERVAL_SECONDS = 60.0
+_SHUTDOWN_SECONDS = 10.0
 
 Handled = Tuple[Dict[str, Any], Optional[Callable[[], None]]]
 
@@ -138,6 +139,35 @@ class StandbySupervisor:
             channel.close()
 
 
+class ActiveJobs:
+    """The accepted and running jobs, kept current by following the event log.
+
+    One directory scan when serve starts; afterwards a sweep costs a ``stat`` of the event log
+    plus the new events, however many ended jobs the state dir keeps.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        from_seq = journal.last_seq()
+        records = journal.list_records()
+        self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
+        self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
+        self._reader = EventReader(journal.events_path, from_seq)
+
+    def current(self) -> List[JobRecord]:
+        while True:
+            records = self._reader.poll()
+            if not records:
+                return list(self._jobs.values())
+            for record in records:
+                if self._latest_seq.get(record.key, 0) >= record.seq:
+                    continue  # already known from the scan
+                self._latest_seq[record.key] = record.seq
+                if record.state in ACTIVE_STATES:
+                    self._jobs[record.key] = record
+                else:
+                    self._jobs.pop(record.key, None)
+
+
 class Server:
     def __init__(self, config: AgentConfig, boot_id: str, reader: IO[bytes], writer: IO[bytes]) -> None:
         self.config = config
@@ -173,10 +203,12 @@ class Server:
         for record in self.journal.repair():
             self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
         self._standby.prepare()
+        self._active = ActiveJobs(self.journal)
         self.sweep()
         self._collect_garbage()
-        for target in (self._heartbeats, self._sweeps):
-            threading.Thread(target=target, daemon=True).start()
+        threading.Thread(target=self._heartbeats, daemon=True).start()
+        sweeper = threading.Thread(target=self._sweeps, daemon=True)
+        sweeper.start()
         try:
             while not self._connection_lost:
                 line = self._reader.readline(_MAX_LINE_BYTES)
@@ -186,6 +218,8 @@ class Server:
                     self._handle_line(line)
         finally:
             self._stopping.set()
+            # Let a sweep in progress finish its journal transaction rather than cut it short.
+            sweeper.join(timeout=_SHUTDOWN_SECONDS)
             self._report_unsent("channel closed")
             self.log.line("serve disconnected: channel closed")
         return 0
@@ -258,9 +292,8 @@ class Server:
 
     def sweep(self) -> None:
         """Find active jobs whose supervisor is gone and settle them (detection on restart)."""
-        for record in self.journal.list_records():
-            if record.state in ACTIVE_STATES:
-                self.check_job(record)
+        for record in self._active.current():
+            self.check_job(record)
 
     def check_job(self, record: JobRecord) -> None:
         seen, lock_fd = observe(self.journal, record, self.boot_id)

@@ -434,15 +434,10 @@ class Supervisor:
             writer.write(data)
 
     def _pump_all(self) -> None:
+        """Take what the FIFOs hold once the script ended (bounded: a background child the
+        script left behind may keep writing; what it writes later is not the job's output)."""
         for fd, writer in self._readers:
-            while True:
-                try:
-                    data = os.read(fd, _READ_CHUNK)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                writer.write(data)
+            self._pump(fd, writer, max_chunks=2 * _PIPE_SIZE // _READ_CHUNK + 1)
 
     def _on_control(self, leader: _Leader) -> None:
         record = self.journal.read_record(self.key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,7 @@ from tests.agent.conftest import (
     key_text,
     new_key,
     pid_alive,
+    supervisor_pids,
     wait_until,
 )
 
@@ -331,3 +333,36 @@ def test_output_files_are_private(agent: Agent, dirs: AgentDirs) -> None:
     assert os.stat(job_dir / "stdout").st_mode & 0o077 == 0
     assert "s3cr3t" not in dirs.log_text()
     assert "s3cr3t" not in Path(dirs.state / "events.log").read_text()
+
+
+def test_the_job_survives_sighup_and_kill_9_of_serve_and_its_end_is_recorded(dirs: AgentDirs) -> None:
+    go = dirs.work / "go"
+    agent = Agent(dirs)
+    key = new_key()
+    pid = agent.launch(key, dirs.script("job.sh", "while [ ! -e %s ]; do sleep 0.02; done\nexit 9\n" % go))["record"]["pid"]
+    [supervisor] = supervisor_pids(dirs.state)
+
+    os.kill(supervisor, signal.SIGHUP)  # what a closing SSH session sends
+    agent.kill9()
+    go.touch()
+    after = Agent(dirs)
+    try:
+        record = after.wait_state(key, "exited")
+    finally:
+        after.close()
+
+    assert record["exitCode"] == 9 and record["pid"] == pid
+    assert "adopt" not in dirs.log_text()  # the original supervisor saw it through
+
+
+def test_exit_is_reported_to_a_watcher_promptly(agent: Agent, dirs: AgentDirs) -> None:
+    """Not a timing assertion: the exit event arrives while the channel is otherwise idle."""
+    go = dirs.work / "go"
+    key = new_key()
+    agent.launch(key, dirs.script("job.sh", "while [ ! -e %s ]; do sleep 0.01; done\n" % go))
+    agent.call("watch", fromSeq=agent.get(key)["seq"])
+    go.touch()
+
+    event = agent.next_event(timeout=5)
+
+    assert event["key"] == key and event["state"] == "exited"
