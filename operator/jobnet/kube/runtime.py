@@ -1,0 +1,621 @@
+"""The JobRun runtime: fetch facts, call the pure scheduler, act (persist, then SSH, then Events).
+
+One :class:`RunLoop` per active JobRun (an asyncio task) wakes on agent events for its run,
+on changes of its annotations and at the scheduler's deadlines, and per iteration::
+
+    decision = reconcile(graph, runtime, facts, policy, now, annotations=...)
+    patch the status (one merge patch, only when something changed)      # first
+    remove the consumed annotations
+    Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
+
+The attempt of a launch is in the status before the launch request leaves, so a launch that
+kopf or a restart repeats carries the same key and the agent deduplicates it.
+
+:class:`HostLink` is one VM's agent shared by every run that uses it (per namespace, address,
+port, user and credentials Secret): it keeps the agent channel open (reconnecting with backoff,
+dropping a channel whose heartbeats stopped), caches the latest journal record per job key and
+routes events to the run they belong to. After an operator restart the links watch the journals
+from the start, so whatever finished meanwhile is collected.
+
+Runs are (re)started from kopf's watch events: a run that is Pending/Running/Stuck, or one that
+carries a stop/override annotation, gets a loop; its runtime is rebuilt from its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from jobnet.core.agentproto import (
+    AckRequest,
+    JobKey,
+    JobRecord,
+    KillRequest,
+    KillResult,
+    LaunchRequest,
+    LaunchResult,
+    RecordResult,
+)
+from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION
+from jobnet.core.env import job_environment
+from jobnet.core.expansion import ExpansionError, RunGraph, expand
+from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
+from jobnet.core.runstatus import runtime_from_status, status_patch
+from jobnet.core.scheduler import (
+    Ack,
+    Action,
+    AgentFacts,
+    DeliveryResult,
+    Event,
+    Kill,
+    Launch,
+    RunRuntime,
+    SchedulerPolicy,
+    host_id,
+    new_runtime,
+    reconcile,
+)
+from jobnet.core.states import JobState, RunPhase
+from jobnet.core.status import JobRunStatus
+from jobnet.kube.client import JOBRUNS, KubeApiError, KubeClient
+from jobnet.ssh import (
+    AgentInstaller,
+    AgentRequestFailed,
+    AgentSettings,
+    HostAgent,
+    HostConnectionPool,
+    SshCredentials,
+    SshError,
+    SshSettings,
+    SshTarget,
+    default_zipapp,
+)
+from jobnet.ssh.errors import AuthenticationFailed, HostKeyMismatch, HostUnreachable
+
+logger = logging.getLogger("jobnet.runtime")
+
+#: Annotations a person uses to steer a run; their presence (re)starts a finished run's loop.
+RUN_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
+_FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+_UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Every deadline of the runtime (seconds); ``jobnet operator`` options set them."""
+
+    heartbeat_deadline: float = 30.0
+    dispatch_timeout: float = 30.0
+    kill_grace: float = 10.0
+    agent_request_timeout: float = 10.0
+    #: extra ``jobnet-agent serve`` arguments, e.g. ("--heartbeat-seconds", "1")
+    agent_serve_args: tuple[str, ...] = ()
+    ssh: SshSettings = field(default_factory=SshSettings)
+    #: how long to wait before trying again after the API server refused a status patch
+    api_retry_delay: float = 2.0
+    #: ``MM_SERVER_NAME`` of every job
+    server_name: str = field(default_factory=socket.gethostname)
+
+    def policy(self, stuck_resolution: Mapping[str, Any]) -> SchedulerPolicy:
+        return SchedulerPolicy(
+            heartbeat_deadline_seconds=self.heartbeat_deadline,
+            dispatch_timeout_seconds=self.dispatch_timeout,
+            kill_grace_seconds=self.kill_grace,
+            stuck_resolution=stuck_resolution,
+        )
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    namespace: str
+    address: str
+    port: int
+    user: str
+    secret: str
+
+    @classmethod
+    def of(cls, namespace: str, host: HostSpec) -> LinkKey:
+        return cls(namespace, host.address, host.port, host.user, host.credentials_secret)
+
+    @property
+    def host_id(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+
+class CredentialsUnavailable(AuthenticationFailed):
+    """The credentials Secret is missing or unusable: nothing was sent to the VM."""
+
+
+class HostLink:
+    """One VM's agent, shared by the runs that use it (see the module docstring)."""
+
+    def __init__(self, key: LinkKey, runtime: JobRunRuntime) -> None:
+        self.key = key
+        self.runtime = runtime
+        self.target = SshTarget(key.address, key.port, key.user)
+        self.agent: HostAgent | None = None
+        self.subscribers: dict[str, RunLoop] = {}
+        #: latest journal record per key text; dropped once the agent confirms our ack
+        self.records: dict[str, JobRecord] = {}
+        self.last_event_at: float | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    # -------------------------------------------------------------- subscriptions
+
+    def subscribe(self, loop: RunLoop) -> None:
+        self.subscribers[loop.uid] = loop
+        for record in self.records.values():
+            if record.key.run == loop.uid:
+                loop.on_record(record)
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_connected(), name=f"agent link {self.key.host_id}")
+
+    def unsubscribe(self, loop: RunLoop) -> None:
+        self.subscribers.pop(loop.uid, None)
+
+    def last_heard(self) -> float | None:
+        """Last sign of life from the agent, on the operator's clock (heartbeat or event)."""
+        heard = [self.last_event_at] if self.last_event_at is not None else []
+        age = self.agent.heartbeat_age() if self.agent is not None else None
+        if age is not None:
+            heard.append(time.time() - age)
+        return max(heard) if heard else None
+
+    # -------------------------------------------------------------- connecting
+
+    async def connect(self) -> HostAgent:
+        """The connected agent (credentials read from the Secret on every new connection)."""
+        if self.agent is not None and self.agent.connected:
+            return self.agent
+        credentials = await self._credentials()
+        if self.agent is None:
+            self.agent = HostAgent(
+                self.runtime.pool, self.runtime.installer(), self.target, credentials,
+                on_event=self._on_event,
+                settings=AgentSettings(request_timeout=self.runtime.config.agent_request_timeout,
+                                       open_timeout=self.runtime.config.agent_request_timeout,
+                                       serve_args=self.runtime.config.agent_serve_args),
+            )
+        else:
+            self.agent.credentials = credentials
+        await self.agent.connect()
+        return self.agent
+
+    async def _credentials(self) -> SshCredentials:
+        secret = f"{self.key.namespace}/{self.key.secret}"
+        try:
+            data = await self.runtime.client.get_secret_data(self.key.namespace, self.key.secret)
+        except KubeApiError as e:
+            raise CredentialsUnavailable(f"cannot read the credentials Secret {secret} for {self.target}: {e}") from None
+        try:
+            return SshCredentials.from_secret_data(data)
+        except ValueError as e:
+            raise CredentialsUnavailable(f"credentials Secret {secret} is not usable: {e}") from None
+
+    async def _keep_connected(self) -> None:
+        """While runs use this host: keep the channel (and so events and heartbeats) flowing."""
+        config = self.runtime.config
+        backoff = config.ssh.reconnect_backoff_min
+        probe = min(1.0, config.heartbeat_deadline / 3)
+        while self.subscribers:
+            try:
+                agent = await self.connect()
+            except SshError as e:
+                logger.warning("host=%s agent unreachable: %s (next try in %.1fs)", self.key.host_id, e.message, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, config.ssh.reconnect_backoff_max)
+                continue
+            if backoff != config.ssh.reconnect_backoff_min:
+                logger.info("host=%s agent reachable again", self.key.host_id)
+                self._wake_all()
+            backoff = config.ssh.reconnect_backoff_min
+            age = agent.heartbeat_age()
+            if age is not None and age > config.heartbeat_deadline:
+                logger.warning("host=%s no heartbeat for %.1fs: dropping the connection to reconnect", self.key.host_id, age)
+                agent.drop_connection()
+                self._wake_all()
+                continue
+            await asyncio.sleep(probe)
+        if self.agent is not None:
+            await self.agent.close()
+
+    def _wake_all(self) -> None:
+        for loop in list(self.subscribers.values()):
+            loop.wake()
+
+    def _on_event(self, record: JobRecord) -> None:
+        self.last_event_at = time.time()
+        text = record.key.text()
+        if record.acknowledged and record.terminal:
+            self.records.pop(text, None)
+        else:
+            self.records[text] = record
+        loop = self.subscribers.get(record.key.run)
+        if loop is not None:
+            loop.on_record(record)
+
+    async def close(self) -> None:
+        self.subscribers.clear()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self.agent is not None:
+            await self.agent.close()
+
+
+class RunLoop:
+    """The runtime of one JobRun (see the module docstring)."""
+
+    def __init__(self, runtime: JobRunRuntime, body: Mapping[str, Any], graph: RunGraph, policy: SchedulerPolicy) -> None:
+        meta = body.get("metadata", {})
+        self.runtime = runtime
+        self.name: str = meta["name"]
+        self.namespace: str = meta.get("namespace") or "default"
+        self.uid: str = meta["uid"]
+        self.graph = graph
+        self.policy = policy
+        self.run_env: dict[str, str] = dict((body.get("spec") or {}).get("env") or {})
+        self.involved = {"apiVersion": GROUP_VERSION, "kind": "JobRun",
+                         "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}}
+        status = body.get("status") or {}
+        self.state: RunRuntime = (runtime_from_status(self.uid, graph, JobRunStatus.model_validate(status))
+                                  if status.get("jobs") else new_runtime(self.uid))
+        self.jobnet_states: dict[str, JobState] = {
+            path: JobState(entry["state"]) for path, entry in (status.get("jobs") or {}).items()
+            if graph.nodes.get(path) is not None and graph.nodes[path].kind == "jobnet"
+        }
+        self.annotations: dict[str, str] = {}
+        #: annotation values already applied (until the removal shows up in the watch)
+        self.consumed: dict[str, str] = {}
+        self.records: dict[str, JobRecord] = {}
+        self.deliveries: list[DeliveryResult] = []
+        self.links: dict[LinkKey, HostLink] = {}
+        self.requests: set[asyncio.Task[None]] = set()
+        self.watching_since = time.time()
+        self.last_summary: dict[str, Any] | None = None
+        self._wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.set_annotations(meta.get("annotations") or {})
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    # -------------------------------------------------------------- inputs
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def set_annotations(self, annotations: Mapping[str, str]) -> None:
+        wanted = {key: annotations[key] for key in RUN_ANNOTATIONS if key in annotations}
+        for key in list(self.consumed):
+            if wanted.get(key) != self.consumed[key]:
+                del self.consumed[key]  # removed (or set anew): a new value is a new request
+        fresh = {key: value for key, value in wanted.items() if self.consumed.get(key) != value}
+        if fresh != self.annotations:
+            self.annotations = fresh
+            self.wake()
+
+    def on_record(self, record: JobRecord) -> None:
+        text = record.key.text()
+        known = self.records.get(text)
+        if known is None or record.seq >= known.seq:
+            self.records[text] = record
+            self.wake()
+
+    # -------------------------------------------------------------- the loop
+
+    def start(self) -> None:
+        for node in self.graph.jobs():
+            entry = self.state.jobs.get(node.path)
+            if node.host is not None and entry is not None and entry.state not in (
+                    JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING):
+                self.link(node.host)
+        self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
+
+    def link(self, host: HostSpec) -> HostLink:
+        key = LinkKey.of(self.namespace, host)
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = self.runtime.link(key)
+            link.subscribe(self)
+        return link
+
+    async def run(self) -> None:
+        logger.info("run=%s runtime started (phase %s)", self.label, self.state.phase)
+        try:
+            while True:
+                next_wakeup = await self.iterate()
+                if next_wakeup is None:
+                    break
+                timeout = max(0.0, next_wakeup - time.time()) if next_wakeup != float("inf") else None
+                self._wake.clear()
+                if not self.has_news():
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    except TimeoutError:
+                        pass
+            await self.drain_requests()
+            logger.info("run=%s runtime finished (phase %s)", self.label, self.state.phase)
+        finally:
+            for link in self.links.values():
+                link.unsubscribe(self)
+            self.runtime.forget(self)
+
+    def has_news(self) -> bool:
+        return bool(self.deliveries)
+
+    async def iterate(self) -> float | None:
+        """One fetch -> decide -> persist -> act round. Returns when to come back (inf: on news
+        only; None: the run has finished and nothing is in flight)."""
+        now = time.time()
+        deliveries, self.deliveries = self.deliveries, []
+        heartbeats: dict[str, float] = {}
+        for key, link in self.links.items():
+            heard = link.last_heard()
+            if heard is not None:
+                heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
+        facts = AgentFacts(records=self.records, heartbeats=heartbeats, deliveries=tuple(deliveries),
+                           watching_since=self.watching_since)
+        annotations = dict(self.annotations)
+        decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
+        # The first write of this loop carries every job: the status may predate a restart.
+        patch = status_patch(decision, self.jobnet_states, full=self.last_summary is None)
+        summary = {key: value for key, value in patch.items() if key != "jobs"}
+        if patch["jobs"] or summary != self.last_summary:
+            try:
+                await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name, patch)
+            except KubeApiError as e:
+                # Nothing is acted on before its decision is stored: decide again later.
+                self.deliveries = deliveries + self.deliveries
+                logger.warning("run=%s cannot store the status (%s); retrying in %.1fs",
+                               self.label, e, self.runtime.config.api_retry_delay)
+                return now + self.runtime.config.api_retry_delay
+            self.last_summary = summary
+        self.state = decision.runtime
+        self.jobnet_states = dict(decision.jobnet_states)
+        if decision.consumed_annotations:
+            for key in decision.consumed_annotations:
+                self.consumed[key] = annotations[key]
+                self.annotations.pop(key, None)
+            try:
+                await self.runtime.client.remove_annotations(JOBRUNS, self.namespace, self.name,
+                                                             decision.consumed_annotations)
+            except KubeApiError as e:
+                logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
+        for action in decision.actions:
+            await self.act(action)
+        if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
+            return None
+        return decision.next_wakeup_at or float("inf")
+
+    async def drain_requests(self) -> None:
+        if self.requests:
+            await asyncio.wait(self.requests, timeout=self.runtime.config.agent_request_timeout)
+
+    # -------------------------------------------------------------- acting
+
+    async def act(self, action: Action) -> None:
+        if isinstance(action, Event):
+            await self.post_event(action)
+        elif isinstance(action, (Launch, Kill, Ack)):
+            node = self.graph.nodes[action.path]
+            assert node.host is not None  # the scheduler never dispatches a job without a host
+            link = self.link(node.host)
+            request = {Launch: self.launch, Kill: self.kill, Ack: self.ack}[type(action)]
+            task = asyncio.create_task(request(link, action))  # type: ignore[operator]
+            self.requests.add(task)
+            task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self.requests.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("run=%s request failed unexpectedly", self.label, exc_info=task.exception())
+        self.wake()
+
+    def job_log(self, level: int, path: str | None, text: str, *args: Any) -> None:
+        job = self.state.jobs.get(path) if path else None
+        where = f" job={path} host={job.host} attempt={job.attempt}" if job is not None else (f" job={path}" if path else "")
+        logger.log(level, f"run={self.label}{where}: {text}", *args)
+
+    async def post_event(self, event: Event) -> None:
+        self.job_log(logging.WARNING if event.type == "Warning" else logging.INFO, event.path,
+                     "%s: %s", event.reason, event.message)
+        try:
+            await self.runtime.client.post_event(self.involved, event.type, event.reason, event.message)
+        except KubeApiError as e:
+            logger.warning("run=%s cannot post Event %s: %s", self.label, event.reason, e)
+
+    async def _connected(self, link: HostLink, key: JobKey, op: str) -> HostAgent | DeliveryResult:
+        """The connected agent, or the failure that proves the request never left."""
+        try:
+            return await link.connect()
+        except SshError as e:
+            code = next((code for cls, code in _UNDELIVERED.items() if isinstance(e, cls)), HostUnreachable.code)
+            self.job_log(logging.WARNING, key.path, "cannot reach the agent for %s: %s", op, e.message)
+            return DeliveryResult(key=key, op=op, outcome="notDelivered",  # type: ignore[arg-type]
+                                  error_code=code, error_message=e.message)
+
+    def deliver(self, result: DeliveryResult) -> None:
+        if result.record is not None:
+            self.on_record(result.record)
+        self.deliveries.append(result)
+        self.wake()
+
+    async def launch(self, link: HostLink, action: Launch) -> None:
+        node = self.graph.nodes[action.path]
+        agent = await self._connected(link, action.key, "launch")
+        if isinstance(agent, DeliveryResult):
+            self.deliver(agent)
+            return
+        environment = job_environment(
+            self.graph, action.path, run_uid=self.uid, run_name=self.name, namespace=self.namespace,
+            run_env=self.run_env, attempt=action.key.attempt, server_name=self.runtime.config.server_name,
+        )
+        assert node.script is not None  # job nodes always have a script
+        request = LaunchRequest(key=action.key, script=node.script, args=list(node.args), env=environment,
+                                working_dir=node.working_dir)
+        self.job_log(logging.INFO, action.path, "launching %s", node.script)
+        try:
+            result = await agent.request(request, LaunchResult)
+        except AgentRequestFailed as e:
+            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
+                                        error_code=e.agent_code, error_message=e.message))
+            return
+        except SshError as e:
+            self.job_log(logging.WARNING, action.path, "launch outcome unknown: %s", e.message)
+            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
+                                        error_code=e.code, error_message=e.message))
+            return
+        if result.deduplicated:
+            self.job_log(logging.INFO, action.path, "the agent had already accepted %s", action.key)
+        self.deliver(DeliveryResult(key=action.key, op="launch", outcome="delivered", record=result.record,
+                                    deduplicated=result.deduplicated))
+
+    async def kill(self, link: HostLink, action: Kill) -> None:
+        agent = await self._connected(link, action.key, "kill")
+        if isinstance(agent, DeliveryResult):
+            self.deliver(agent)
+            return
+        self.job_log(logging.INFO, action.path, "killing (%s, grace %.1fs)", action.reason, action.grace_seconds)
+        try:
+            result = await agent.request(KillRequest(key=action.key, reason=action.reason,
+                                                     grace_seconds=action.grace_seconds), KillResult)
+        except AgentRequestFailed as e:
+            if e.agent_code == "NotFound":
+                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered"))
+            else:
+                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
+                                            error_code=e.agent_code, error_message=e.message))
+            return
+        except SshError as e:
+            self.job_log(logging.WARNING, action.path, "kill outcome unknown: %s", e.message)
+            self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
+                                        error_code=e.code, error_message=e.message))
+            return
+        if result.already_ended:
+            self.job_log(logging.INFO, action.path, "kill not needed: the job had already ended")
+        self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered", record=result.record,
+                                    deduplicated=result.deduplicated))
+
+    async def ack(self, link: HostLink, action: Ack) -> None:
+        try:
+            agent = await link.connect()
+            await agent.request(AckRequest(key=action.key), RecordResult)
+        except SshError as e:
+            # The record stays unacknowledged on the agent: the next reconcile acks it again.
+            self.job_log(logging.DEBUG, action.path, "ack not delivered: %s", e.message)
+
+
+class JobRunRuntime:
+    """The :class:`~jobnet.kube.app.RunStarter` that runs JobRuns (see the module docstring)."""
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.pool = HostConnectionPool(self.config.ssh)
+        self._client: KubeClient | None = None
+        self._installer: AgentInstaller | None = None
+        self.loops: dict[str, RunLoop] = {}
+        self._starting: set[str] = set()
+        self.links: dict[LinkKey, HostLink] = {}
+
+    @property
+    def client(self) -> KubeClient:
+        assert self._client is not None, "register() first"
+        return self._client
+
+    def installer(self) -> AgentInstaller:
+        if self._installer is None:
+            zipapp, version = default_zipapp(Path(tempfile.mkdtemp(prefix="jobnet-agent-")))
+            self._installer = AgentInstaller(zipapp, version)
+        return self._installer
+
+    def link(self, key: LinkKey) -> HostLink:
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = HostLink(key, self)
+        return link
+
+    def forget(self, loop: RunLoop) -> None:
+        if self.loops.get(loop.uid) is loop:
+            del self.loops[loop.uid]
+
+    # -------------------------------------------------------------- kopf
+
+    def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
+        self._client = client
+
+        @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="jobrun-runtime", registry=registry)
+        async def jobrun_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+            await self.on_jobrun(event.get("type"), body)
+
+        @kopf.on.cleanup(registry=registry)
+        async def stop_runtime(**_: Any) -> None:
+            await self.close()
+
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
+        """A new run was expanded (status Pending): run it."""
+        await self.ensure_loop(jobrun, graph)
+
+    async def on_jobrun(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        uid = body.get("metadata", {}).get("uid")
+        if not uid:
+            return
+        loop = self.loops.get(uid)
+        if event_type == "DELETED":
+            if loop is not None and loop.task is not None:
+                loop.task.cancel()
+            return
+        annotations = body.get("metadata", {}).get("annotations") or {}
+        if loop is not None:
+            loop.set_annotations(annotations)
+            return
+        phase = (body.get("status") or {}).get("phase")
+        steered = any(key in annotations for key in RUN_ANNOTATIONS)
+        if phase in (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STUCK) or (phase in _FINISHED and steered):
+            if (body.get("status") or {}).get("reason") == "InvalidJobNet":
+                return  # never expanded: nothing to run
+            await self.ensure_loop(body, None)
+
+    async def ensure_loop(self, body: Mapping[str, Any], graph: RunGraph | None) -> None:
+        meta = body.get("metadata", {})
+        uid = meta["uid"]
+        if uid in self.loops or uid in self._starting:
+            return
+        self._starting.add(uid)
+        try:
+            namespace = meta.get("namespace") or "default"
+            jobnets = await self.client.list_jobnets(namespace)
+            if graph is None:
+                reference = (body.get("spec") or {}).get("jobNetRef", "")
+                try:
+                    graph = expand(reference, jobnets.catalog, run_id=uid)
+                except (ExpansionError, KeyError) as e:
+                    logger.error("run=%s/%s cannot be resumed: JobNet %r no longer expands: %s",
+                                 namespace, meta.get("name"), reference, e)
+                    return
+            resolution = {name: spec.stuck_resolution for name, spec in jobnets.catalog.items()}
+            loop = RunLoop(self, body, graph, self.config.policy(resolution))
+            self.loops[uid] = loop
+            loop.start()
+        except KubeApiError as e:
+            raise kopf.TemporaryError(f"cannot start the runtime of JobRun {meta.get('name')!r}: {e}",
+                                      delay=self.config.api_retry_delay) from None
+        finally:
+            self._starting.discard(uid)
+
+    async def close(self) -> None:
+        for loop in list(self.loops.values()):
+            if loop.task is not None:
+                loop.task.cancel()
+        for link in self.links.values():
+            await link.close()
+        self.pool.close()

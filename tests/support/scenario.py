@@ -1,0 +1,231 @@
+"""The scenario harness: the real operator, the API emulator and namespace VMs, driven with kubectl.
+
+A :class:`Scenario` (fixture ``scenario`` in tests/scenarios/conftest.py) gives a test:
+
+* ``scenario.vm()``: a fresh namespace VM (real sshd, clean user) plus a credentials Secret for
+  it in the emulator (its client key and known_hosts line); ``scenario.host(vm)`` is the
+  ``host:`` block of a JobNet for it;
+* the real ``jobnet operator`` subprocess with short deadlines, started on first use (or with
+  :meth:`Scenario.start_operator` and extra arguments); with exactly one VM the agent gets that
+  VM's boot-id file, so a VM "reboot" (``vm.crash()``) is visible to the agent;
+* kubectl: :meth:`apply` (``kubectl apply -f -``), :meth:`annotate`
+  (``kubectl annotate --overwrite``), :meth:`kubectl`;
+* reading: :meth:`get_run`, :meth:`job`, :meth:`events`, :meth:`operator_log`, :meth:`agent_log`;
+* waiting (poll with a deadline, never a bare sleep): :meth:`wait_phase`, :meth:`wait_job_state`,
+  :meth:`wait_event`, :meth:`wait_agent_log`;
+* scripts: :meth:`write_script` writes one into the VM user's home; :meth:`marker_script` writes
+  one that appends a line to a marker file every time it runs, and :meth:`script_runs` counts
+  those lines (proves exactly-once).
+
+Every test gets its own emulator, operator and VMs (own slots, ports and names), so scenario
+tests are safe under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from tests.support.emulator import EmulatorServer, KubectlResult
+from tests.support.operator_proc import OperatorProcess, register_webhooks
+from tests.support.vm import NamespaceVM
+
+JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
+NAMESPACE = "default"
+
+#: Short runtime deadlines so that failure scenarios end within seconds.
+FAST_RUNTIME_ARGS = (
+    "--heartbeat-deadline=4", "--dispatch-timeout=5", "--kill-grace=0.5", "--agent-request-timeout=3",
+    "--ssh-connect-timeout=1", "--ssh-handshake-timeout=3", "--ssh-keepalive=1",
+    "--ssh-dead-connection-timeout=3", "--reconnect-backoff-min=0.05", "--reconnect-backoff-max=0.5",
+)
+#: Short agent deadlines (as in tests/vm/harness.py).
+FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sweep-seconds", "0.1",
+                   "--start-timeout-seconds", "2")
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str, describe: Callable[[], str] = lambda: "",
+         interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds saying what and why."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s (last: {value!r})\n{describe()}")
+        time.sleep(interval)
+
+
+class Scenario:
+    """One scenario test's world (see the module docstring)."""
+
+    def __init__(self, emulator: EmulatorServer, workdir: Path, make_vm: Callable[..., NamespaceVM]) -> None:
+        self.emulator = emulator
+        self.workdir = workdir
+        self._make_vm = make_vm
+        self.vms: list[NamespaceVM] = []
+        self.operator: OperatorProcess | None = None
+
+    # -------------------------------------------------------------- setting up
+
+    def vm(self, label: str = "") -> NamespaceVM:
+        """A new namespace VM with its credentials Secret ``<netns>-ssh`` in the emulator."""
+        vm = self._make_vm(label=label)
+        self.vms.append(vm)
+        self.secret(self.secret_name(vm), private_key=vm.client_key, known_hosts=vm.known_hosts)
+        return vm
+
+    @staticmethod
+    def secret_name(vm: NamespaceVM) -> str:
+        return f"{vm.netns}-ssh"
+
+    def secret(self, name: str, *, known_hosts: str, private_key: str | None = None, password: str | None = None) -> None:
+        """Create or replace a credentials Secret (``privateKey``/``password``, ``knownHosts``)."""
+        data = {"knownHosts": known_hosts, "privateKey": private_key, "password": password}
+        self.emulator.put({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items() if value is not None},
+        })
+
+    def host(self, vm: NamespaceVM, **overrides: Any) -> dict[str, Any]:
+        """The ``host:`` block of a JobNet for ``vm``."""
+        return {"address": vm.address, "port": 22, "user": vm.user, "credentialsSecret": self.secret_name(vm), **overrides}
+
+    def start_operator(self, *extra_args: str) -> OperatorProcess:
+        """Start the real operator (fast deadlines, fast agent) unless it already runs."""
+        if self.operator is not None:
+            return self.operator
+        agent_args = list(FAST_AGENT_ARGS)
+        if len(self.vms) == 1:
+            agent_args += ["--boot-id-file", str(self.vms[0].boot_id_file)]
+        process = OperatorProcess(
+            self.emulator, self.workdir,
+            extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
+        )
+        register_webhooks(self.emulator, process.webhook_url)
+        self.operator = process.start()
+        return process
+
+    def close(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+
+    # -------------------------------------------------------------- kubectl
+
+    def kubectl(self, *args: str, input: str | None = None) -> KubectlResult:
+        return self.emulator.kubectl(*args, input=input)
+
+    def apply(self, manifests: str | list[dict[str, Any]], *, check: bool = True) -> KubectlResult:
+        """``kubectl apply -f -`` of YAML text (or manifests); starts the operator first."""
+        self.start_operator()
+        text = manifests if isinstance(manifests, str) else yaml.safe_dump_all(manifests)
+        result = self.kubectl("apply", "-f", "-", input=textwrap.dedent(text))
+        if check:
+            assert result.rc == 0, f"kubectl apply failed ({result.rc}): {result.stderr}"
+        return result
+
+    def annotate(self, run: str, key: str, value: str) -> None:
+        result = self.kubectl("annotate", "--overwrite", "jobrun", run, f"{key}={value}")
+        assert result.rc == 0, f"kubectl annotate failed ({result.rc}): {result.stderr}"
+
+    def get_runs_table(self) -> str:
+        """``kubectl get jobruns`` as people see it."""
+        result = self.kubectl("get", "jobruns")
+        assert result.rc == 0, result.stderr
+        return result.stdout
+
+    # -------------------------------------------------------------- reading
+
+    def get_run(self, name: str) -> dict[str, Any]:
+        run = self.emulator.get(*JOBRUNS, NAMESPACE, name)
+        assert run is not None, f"JobRun {name} does not exist"
+        return run
+
+    def status(self, run: str) -> dict[str, Any]:
+        return self.get_run(run).get("status") or {}
+
+    def job(self, run: str, path: str) -> dict[str, Any]:
+        return (self.status(run).get("jobs") or {}).get(path) or {}
+
+    def events(self, run: str) -> list[dict[str, Any]]:
+        return self.emulator.events_for(NAMESPACE, run)
+
+    def event_reasons(self, run: str) -> list[str]:
+        return [event.get("reason", "") for event in self.events(run)]
+
+    def operator_log(self) -> str:
+        return self.operator.log_text() if self.operator is not None else ""
+
+    @staticmethod
+    def agent_log(vm: NamespaceVM) -> str:
+        return vm.read_agent_log()
+
+    def describe(self, run: str | None = None) -> str:
+        """What a failing wait prints: the run's status, its Events and the operator log's tail."""
+        parts = []
+        if run is not None:
+            run_body = self.emulator.get(*JOBRUNS, NAMESPACE, run)
+            parts.append("status: " + yaml.safe_dump((run_body or {}).get("status")))
+            parts.append("events: " + "\n".join(f"  {e.get('reason')}: {e.get('message')}" for e in self.events(run)))
+        if self.operator is not None:
+            parts.append("operator log (tail):\n" + self.operator.log_tail(60))
+        return "\n".join(parts)
+
+    # -------------------------------------------------------------- waiting
+
+    def wait_phase(self, run: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
+        poll(lambda: self.status(run).get("phase") == phase, timeout, f"JobRun {run} phase {phase}",
+             lambda: self.describe(run))
+        return self.status(run)
+
+    def wait_job_state(self, run: str, path: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        poll(lambda: self.job(run, path).get("state") == state, timeout, f"{run} job {path} {state}",
+             lambda: self.describe(run))
+        return self.job(run, path)
+
+    def wait_event(self, run: str, reason: str, timeout: float = 15.0, contains: str = "") -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((e for e in self.events(run) if e.get("reason") == reason and contains in e.get("message", "")),
+                        None)
+        return poll(find, timeout, f"Event {reason} ({contains!r}) on {run}", lambda: self.describe(run))  # type: ignore[no-any-return]
+
+    def wait_operator_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        assert self.operator is not None, "the operator has not been started"
+        return self.operator.wait_for_log(pattern, timeout)
+
+    def wait_agent_log(self, vm: NamespaceVM, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        return poll(lambda: regex.search(vm.read_agent_log()), timeout,  # type: ignore[no-any-return]
+                    f"{pattern!r} in the agent log of {vm.netns}", lambda: vm.read_agent_log()[-3000:])
+
+    # -------------------------------------------------------------- scripts on the VM
+
+    @staticmethod
+    def write_script(vm: NamespaceVM, path: str, body: str, mode: int = 0o755) -> str:
+        """Write a ``/bin/sh`` script to ``path`` (relative to the VM user's home); its absolute path."""
+        text = body if body.startswith("#!") else "#!/bin/sh\n" + textwrap.dedent(body)
+        return str(vm.put_file(path, text, mode))
+
+    def marker_script(self, vm: NamespaceVM, name: str, body: str = "exit 0\n", mode: int = 0o755) -> str:
+        """A script ``bin/<name>.sh`` that first appends a line to ``markers/<name>`` (one per run),
+        then runs ``body``."""
+        marker = vm.home / "markers" / name
+        marker.parent.mkdir(exist_ok=True)
+        os.chown(marker.parent, vm.uid, vm.gid)
+        head = f'echo "$JOBNET_JOB_PATH#$JOBNET_ATTEMPT pid $$" >> {marker}\n'
+        return self.write_script(vm, f"bin/{name}.sh", head + textwrap.dedent(body), mode)
+
+    @staticmethod
+    def script_runs(vm: NamespaceVM, name: str) -> int:
+        """How many times the marker script ``name`` ran (lines in its marker file)."""
+        marker = vm.home / "markers" / name
+        return len(marker.read_text().splitlines()) if marker.exists() else 0
