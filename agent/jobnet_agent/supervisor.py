@@ -60,6 +60,8 @@ _READ_CHUNK = 256 * 1024
 #: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
 _ADOPTED_POLL_SECONDS = 0.05
 _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
+#: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
+_KILL_WAIT_SECONDS = 5.0
 
 
 def process_start_ticks(pid: int) -> Optional[int]:
@@ -197,11 +199,14 @@ class _Kill:
 class _Leader:
     """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
 
-    def __init__(self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int]) -> None:
+    def __init__(
+        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job_dir: str
+    ) -> None:
         self.pid = pid
         self.pgid = pgid
         self._proc = proc
         self._start_ticks = start_ticks
+        self._job_dir = job_dir
         self.status: Optional[int] = None  # Popen returncode: -N for signal N
         self.ended = False
 
@@ -214,8 +219,10 @@ class _Leader:
             if self._proc is not None:
                 self.status = self._proc.poll()
                 self.ended = self.status is not None
-            else:
-                self.ended = not (process_alive(self.pid, self._start_ticks) or group_alive(self.pgid))
+            elif not process_alive(self.pid, self._start_ticks):
+                # Not our child: the wrapper's record says the script ended; without one (the
+                # wrapper was killed on its own), the job lasts as long as its process group.
+                self.ended = read_wrapper_exit(self._job_dir) is not None or not group_alive(self.pgid)
         return self.ended
 
 
@@ -240,9 +247,9 @@ class Supervisor:
         )
         return committed
 
-    def _end_before_start(self, state: str, reason: str, message: str) -> None:
-        self._commit_if((ACCEPTED,), state=state, reason=reason, message=message, ended_at=time.time())
-        self.log.line("failed to start: %s (%s)" % (message, reason) if state == FAILED_TO_START else message, self.key)
+    def _fail_to_start(self, reason: str, message: str) -> None:
+        self._commit_if((ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time())
+        self.log.line("failed to start: %s (%s)" % (message, reason), self.key)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -277,7 +284,7 @@ class Supervisor:
         working_dir = spec.working_dir or os.path.expanduser("~")
         problem = check_launchable(spec, working_dir)
         if problem is not None:
-            self._end_before_start(FAILED_TO_START, problem[0], problem[1])
+            self._fail_to_start(*problem)
             return None
         self._open_outputs(resume=False)
         # From here on a crash means "the script may have started": never start it again.
@@ -301,7 +308,7 @@ class Supervisor:
             )
         except OSError as exc:
             reason = "BadWorkingDirectory" if exc.filename == working_dir else "PermissionDenied"
-            self._end_before_start(FAILED_TO_START, reason, "cannot start %s: %s" % (spec.script, exc))
+            self._fail_to_start(reason, "cannot start %s: %s" % (spec.script, exc))
             return None
         finally:
             os.close(out_w)
@@ -319,7 +326,7 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return None
-        return _Leader(proc.pid, proc.pid, proc, ticks)
+        return _Leader(proc.pid, proc.pid, proc, ticks, self.job_dir)
 
     def _open_outputs(self, resume: bool) -> None:
         for stream in ("stdout", "stderr"):
@@ -347,7 +354,7 @@ class Supervisor:
         if record is None or record.state != RUNNING or record.pid is None:
             return
         self._open_outputs(resume=True)
-        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks)
+        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job_dir)
         self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
         self._supervise(leader)
 
@@ -383,7 +390,7 @@ class Supervisor:
                     self._kill.sigkill_sent = True
                 if leader.poll():
                     self._pump_all()
-                    if self._kill is None or not group_alive(leader.pgid):
+                    if self._kill is None or not group_alive(leader.pgid) or self._kill_overdue(now):
                         break
                 timeout = 1.0 if not leader.adopted else _ADOPTED_POLL_SECONDS
                 if leader.ended:
@@ -409,6 +416,14 @@ class Supervisor:
             for fd, writer in self._readers:
                 os.close(fd)
                 writer.close()
+
+    def _kill_overdue(self, now: float) -> bool:
+        """SIGKILL was sent long ago and some of the group still stands (e.g. stuck in the
+        kernel): record the end rather than wait forever; the log says so."""
+        if self._kill is None or not self._kill.sigkill_sent or now < self._kill.kill_at + _KILL_WAIT_SECONDS:
+            return False
+        self.log.line("process group still has members %.0fs after SIGKILL; recording the end" % _KILL_WAIT_SECONDS, self.key)
+        return True
 
     def _pending_sigkill(self) -> Optional[float]:
         if self._kill is not None and not self._kill.sigkill_sent:
