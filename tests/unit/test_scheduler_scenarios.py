@@ -330,16 +330,38 @@ def test_E01_annotation_path() -> None:
     assert run.phase == RunPhase.FAILED
 
 
-def test_E02_supervisor_killed_mid_job_is_failed_never_succeeded() -> None:
+def test_E02_supervisor_killed_mid_job_is_stuck_then_annotated_failed() -> None:
+    run = chain()
+    run.reconcile()
+    run.start_and_run("/n/first")
+    run.advance(5)
+    run.record("/n/first", "lost", reason="SupervisorLost", message="its supervisor died mid-run")
+    run.beat()
+    run.reconcile()
+    assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "SupervisorLost"
+    assert "its supervisor died mid-run" in run.events("JobStuck")[0].message
+    run.advance(60)
+    run.beat()
+    run.reconcile()
+    assert run.state("/n/first") == S.STUCK  # Auto cannot resolve what nobody knows
+    assert run.phase == RunPhase.STUCK
+    run.override("/n/first", S.FAILED)
+    assert run.phase == RunPhase.FAILED
+
+
+def test_E02_lost_while_already_stuck_refines_the_reason() -> None:
     run = chain()
     run.reconcile()
     run.start_and_run("/n/first")
     run.advance(31)
     run.reconcile()
+    assert run.reason("/n/first") == "HeartbeatLost"
     run.record("/n/first", "lost", reason="SupervisorLost")
     run.beat()
     run.reconcile()
-    assert run.state("/n/first") == S.FAILED and run.reason("/n/first") == "SupervisorLost"
+    run.reconcile()
+    assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "SupervisorLost"
+    assert len(run.events("JobStuck")) == 2
 
 
 def test_E03_supervisor_died_after_exit_result_is_not_lost() -> None:
@@ -703,3 +725,23 @@ def test_D04_restart_after_a_long_outage_gives_running_jobs_a_full_heartbeat_dea
     restarted.advance(31)
     restarted.reconcile()
     assert restarted.state("/n/first") == S.STUCK and restarted.reason("/n/first") == "HeartbeatLost"
+
+
+def test_stopping_a_stuck_job_whose_process_already_ended_sends_no_kill() -> None:
+    run = chain()
+    run.reconcile()
+    run.start_and_run("/n/first")
+    run.record("/n/first", "lost", reason="SupervisorLost")
+    run.beat()
+    run.reconcile()
+    decision = run.stop("/n/first")
+    assert run.kills(decision) == []
+    assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "SupervisorLost"
+
+
+def test_a_kill_shows_in_the_job_message_while_stopping() -> None:
+    run = chain()
+    run.reconcile()
+    run.start_and_run("/n/first")
+    run.stop("/n/first")
+    assert run.runtime.jobs["/n/first"].message == "kill requested (stop)"

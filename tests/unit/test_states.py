@@ -138,7 +138,7 @@ def _record(state: str, **fields: object) -> JobRecord:
         (_record("failedToStart", reason="ScriptNotFound"), None, S.FAILED, "ScriptNotFound"),
         (_record("failedToStart", reason="PermissionDenied"), None, S.FAILED, "PermissionDenied"),
         (_record("interrupted", reason="HostRebooted"), None, S.FAILED, "HostRebooted"),
-        (_record("lost"), None, S.FAILED, "SupervisorLost"),
+        (_record("lost"), None, S.STUCK, "SupervisorLost"),  # E02: result unknown, a person settles it
     ],
 )
 def test_terminal_record_outcomes(record: JobRecord, kill_reason: str | None, state: JobState, reason: str | None) -> None:
@@ -149,7 +149,7 @@ def test_terminal_record_outcomes(record: JobRecord, kill_reason: str | None, st
 
 def test_a_lost_record_is_never_a_success_even_with_an_exit_code_field() -> None:
     outcome = record_outcome(_record("lost", exitCode=0))
-    assert outcome is not None and outcome.state == S.FAILED
+    assert outcome is not None and outcome.state == S.STUCK
 
 
 @pytest.mark.parametrize("state", ["accepted", "running"])

@@ -1,9 +1,11 @@
 """What an agent's JobRecord means for a job's state (docs/agent-protocol.md, "Mapping").
 
-``exited`` 0 -> Succeeded; ``exited`` non-zero, ``failedToStart``, ``interrupted``, ``lost`` ->
-Failed with the record's reason; ``killed`` -> Stopped, unless the process had already exited
-on its own (then the real exit code decides, F06-F09) or the kill was a timeout (Failed,
-TimedOut); ``timedOut`` -> Failed, TimedOut. Pure: no I/O.
+``exited`` 0 -> Succeeded; ``exited`` non-zero, ``failedToStart``, ``interrupted`` -> Failed
+with the record's reason; ``killed`` -> Stopped, unless the process had already exited on its
+own (then the real exit code decides, F06-F09) or the kill was a timeout (Failed, TimedOut);
+``timedOut`` -> Failed, TimedOut. ``lost`` (the job's supervisor died and the script ended
+unsupervised: its result is unknown) -> Stuck ``SupervisorLost``: the operator never pretends to
+know it (scenario E02); a person settles it. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from jobnet.core.agentproto import JobRecord, KillRequested
-from jobnet.core.states import JobState, Reason
+from jobnet.core.states import JobState, Reason, StuckReason
 
 
 class Outcome(BaseModel):
@@ -72,9 +74,15 @@ def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outc
             message=f"stopped on request{detail}",
             exit_code=code,
         )
-    # failedToStart, interrupted, lost: the script did not finish by itself (or we cannot
-    # know how it finished) - never a success.
-    default_reason = {"failedToStart": "FailedToStart", "interrupted": "HostRebooted", "lost": "SupervisorLost"}
+    if record.state == "lost":
+        return Outcome(
+            state=JobState.STUCK,
+            reason=StuckReason.SUPERVISOR_LOST,
+            message=f"the agent lost the job's supervisor; how the script ended is unknown{detail}",
+            exit_code=None,
+        )
+    # failedToStart, interrupted: the script did not finish by itself - never a success.
+    default_reason = {"failedToStart": "FailedToStart", "interrupted": "HostRebooted"}
     return Outcome(
         state=JobState.FAILED,
         reason=record.reason or default_reason[record.state],

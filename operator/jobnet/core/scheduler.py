@@ -434,8 +434,10 @@ class _Reconciler:
         who = f" by {stop.by}" if stop.by else ""
         self.event("Normal", "StopRequested", f"stop of {scope} requested{who}", scope)
         for path in jobs_under(self.graph, scope):
-            # A repeated stop re-delivers the kill to jobs whose stop outcome stayed unknown (F02).
-            if self.jobs[path].state == S.STUCK:
+            # A repeated stop re-delivers the kill to Stuck jobs that may still run (F02, F10);
+            # one whose process the agent reports ended has nothing left to kill.
+            record = self.record_for(path)
+            if self.jobs[path].state == S.STUCK and (record is None or not record.terminal):
                 self.start_kill(path, "stop")
 
     def apply_override(self, request: OverrideRequest) -> None:
@@ -513,6 +515,11 @@ class _Reconciler:
                 self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
             return
         outcome = record_outcome(record, kill_reason=job.kill_reason)
+        if outcome is not None and outcome.state == S.STUCK:
+            # A final record that proves nothing (`lost`): only a person can settle it.
+            if job.state != S.STUCK or job.reason != outcome.reason:
+                self.make_stuck(path, StuckReason.SUPERVISOR_LOST, detail=record.message or record.state)
+            return
         if job.state == S.STUCK:
             self.resolve_stuck(path, record)
             return
@@ -588,7 +595,12 @@ class _Reconciler:
 
     def make_stuck(self, path: str, reason: StuckReason, *, attempts: int = 0, detail: str = "") -> None:
         message = stuck_message(reason, host=self.host_of(path), attempts=attempts, detail=detail)
-        self.update(path, state=S.STUCK, reason=reason, message=message, dispatch=None)
+        if self.jobs[path].state == S.STUCK:
+            # Already Stuck; what the agent says now is more precise: the reason changes, and the
+            # job stays Stuck since the same moment.
+            self.update(path, reason=reason, message=message)
+        else:
+            self.update(path, state=S.STUCK, reason=reason, message=message, dispatch=None)
         self.event("Warning", "JobStuck", f"{path} is Stuck ({reason}): {message}", path)
 
     def check_liveness(self, path: str) -> None:
@@ -675,8 +687,9 @@ class _Reconciler:
 
     def start_kill(self, path: str, reason: KillReason) -> None:
         job = self.jobs[path]
+        kill_reason = job.kill_reason or reason
         self.update(
-            path, state=S.STOPPING, kill_reason=job.kill_reason or reason,
+            path, state=S.STOPPING, kill_reason=kill_reason, reason=None, message=f"kill requested ({kill_reason})",
             dispatch=Dispatch(op="kill", attempts_used=1, last_attempt_at=self.now),
         )
         self.send(path, "kill")

@@ -119,6 +119,7 @@ class StuckReason(StrEnum):
     STOP_OUTCOME_UNKNOWN = "StopOutcomeUnknown"
     HOST_DOWN = "HostDown"
     AGENT_LOST = "AgentLost"
+    SUPERVISOR_LOST = "SupervisorLost"
 
 
 #: Human message per stuck reason; ``str.format`` fields: path, host, attempts, detail.
@@ -138,6 +139,10 @@ STUCK_MESSAGES: Mapping[StuckReason, str] = {
     StuckReason.HOST_DOWN: (
         "cannot reach {host} to stop the job ({attempts} attempt(s), last: {detail}); "
         "the VM may be down and the job's state is unknown"
+    ),
+    StuckReason.SUPERVISOR_LOST: (
+        "the agent on {host} lost the job's supervisor and the script ended unsupervised, so its "
+        "result is unknown ({detail})"
     ),
     StuckReason.AGENT_LOST: (
         "the agent on {host} has no record of this job ({detail}); its state directory may "
