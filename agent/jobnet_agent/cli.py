@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Dict, List, Optional
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_args
+from jobnet_agent.detection import try_take_supervisor_lock
 from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import ACTIVE_STATES, JobKey, JobRecord
@@ -93,9 +95,15 @@ def _status(config: AgentConfig, journal: Journal) -> int:
     print("jobnet-agent %s, state dir %s" % (__version__, config.state_dir))
     print("boot id %s, last journal seq %d, agent log %s" % (config.read_boot_id(), journal.last_seq(), config.agent_log_path))
     print("jobs: %s" % (", ".join("%s %d" % item for item in sorted(counts.items())) or "none"))
-    active = [r for r in records if r.state in ACTIVE_STATES]
-    for record in active:
-        print("  %-10s pid %-7s since %s  %s" % (record.state, record.pid or "-", _when(record.started_at or record.accepted_at), record.key.text()))
+    for record in records:
+        if record.state not in ACTIVE_STATES:
+            continue
+        lock_fd = try_take_supervisor_lock(journal.job_dir(record.key))
+        if lock_fd is not None:
+            os.close(lock_fd)
+        supervised = "supervised" if lock_fd is None else "SUPERVISOR GONE (the next serve settles it)"
+        print("  %-9s pid %-7s since %s  %s  %s" % (
+            record.state, record.pid or "-", _when(record.started_at or record.accepted_at), record.key.text(), supervised))  # fmt: skip
     return 0
 
 

@@ -66,6 +66,21 @@ def test_jobs_and_status_show_what_the_journal_knows(dirs: AgentDirs) -> None:
     assert status.returncode == 0 and "exited 1" in status.stdout and "last journal seq 3" in status.stdout
 
 
+def test_status_shows_active_jobs_and_whether_they_are_supervised(dirs: AgentDirs) -> None:
+    agent = Agent(dirs)
+    try:
+        key = new_key()
+        agent.launch(key, dirs.script("sleep.sh", "exec sleep 1000\n"))
+        status = dirs.cli("status", *dirs.options())
+        agent.call("kill", key=key, graceSeconds=0)
+        agent.wait_state(key, "killed")
+    finally:
+        agent.close()
+
+    [line] = [line for line in status.stdout.splitlines() if key_text(key) in line]
+    assert "running" in line and line.endswith("supervised")
+
+
 def test_logs_prints_stdout_or_stderr(dirs: AgentDirs) -> None:
     key = _finished_job(dirs)
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
 from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
 from jobnet_agent.protocol import (
@@ -18,7 +19,7 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.supervisor import WrapperExit, end_changes
+from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
 
@@ -274,3 +275,20 @@ def test_an_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(JournalError, match="never used by an agent"):
         Journal(str(tmp_path / "empty"), "test").open(create=False)
+
+
+def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    marker = tmp_path / "ran"
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntouch %s\n" % marker)
+    script.chmod(0o755)
+    spec = LaunchSpec(script=str(script), args=[], env={}, working_dir=None, timeout_seconds=None)
+    os.close(journal.claim(KEY, spec, lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    journal.update(KEY, lambda r: r.replace(kill_requested="stop"))
+
+    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job_dir(KEY)).start(ready_fd=None)
+
+    record = journal.read_record(KEY)
+    assert record is not None and record.state == "killed" and record.message == "stopped before it started"
+    assert not marker.exists() and not os.path.exists(os.path.join(journal.job_dir(KEY), "started"))
