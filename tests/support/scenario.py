@@ -28,8 +28,9 @@ import os
 import re
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -132,6 +133,19 @@ class Scenario:
         if check:
             assert result.rc == 0, f"kubectl apply failed ({result.rc}): {result.stderr}"
         return result
+
+    def run_jobnet(self, jobnet: str, host: dict[str, Any], jobs: list[dict[str, Any]], *,
+                   run: str | None = None, **spec: Any) -> str:
+        """Apply JobNet ``jobnet`` (``host`` default, ``jobs``, more ``spec`` fields) and a JobRun of
+        it named ``run`` (default ``<jobnet>-1``); returns the run's name."""
+        run = run or f"{jobnet}-1"
+        self.apply([
+            {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": jobnet},
+             "spec": {"host": host, "jobs": jobs, **spec}},
+            {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {"name": run},
+             "spec": {"jobNetRef": jobnet}},
+        ])
+        return run
 
     def annotate(self, run: str, key: str, value: str) -> None:
         result = self.kubectl("annotate", "--overwrite", "jobrun", run, f"{key}={value}")

@@ -60,7 +60,6 @@ from jobnet.core.scheduler import (
     Launch,
     RunRuntime,
     SchedulerPolicy,
-    host_id,
     new_runtime,
     reconcile,
 )
@@ -383,9 +382,9 @@ class RunLoop:
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
         if decision.consumed_annotations:
-            for key in decision.consumed_annotations:
-                self.consumed[key] = annotations[key]
-                self.annotations.pop(key, None)
+            for name in decision.consumed_annotations:
+                self.consumed[name] = annotations[name]
+                self.annotations.pop(name, None)
             try:
                 await self.runtime.client.remove_annotations(JOBRUNS, self.namespace, self.name,
                                                              decision.consumed_annotations)
