@@ -1,4 +1,5 @@
-"""The ``jobnet`` command: ``lint``, ``crds`` and ``operator``.
+"""The ``jobnet`` command: ``lint``, ``crds``, ``operator`` and the kubectl plugin commands
+(``tree``, ``logs``, ``override``, ``stop``, ``events``; see :mod:`jobnet.plugin`).
 
 ``jobnet lint`` and ``jobnet crds`` never import the Kubernetes or SSH edges: the ``operator``
 subcommand's arguments and code are imported only when it is the one asked for.
@@ -14,6 +15,7 @@ from pathlib import Path
 from jobnet.core.expansion import ExpansionError, RunGraph, RunNode, expand
 from jobnet.core.validation import Catalog
 from jobnet.manifests import LintResult, ManifestError, lint, root_jobnets
+from jobnet.plugin import add_plugin_commands
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -107,9 +109,9 @@ def run_crds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser(with_operator: bool) -> argparse.ArgumentParser:
+def build_parser(with_operator: bool, prog: str = "jobnet") -> argparse.ArgumentParser:
     """The argument parser; the operator's own arguments only when ``with_operator``."""
-    parser = argparse.ArgumentParser(prog="jobnet", description="Kubernetes-native batch job networks.")
+    parser = argparse.ArgumentParser(prog=prog, description="Kubernetes-native batch job networks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     lint_parser = commands.add_parser(
@@ -133,6 +135,8 @@ def build_parser(with_operator: bool) -> argparse.ArgumentParser:
     )
     crds_parser.set_defaults(handler=run_crds)
 
+    add_plugin_commands(commands)
+
     operator_parser = commands.add_parser(
         "operator", help="run the operator (Kubernetes controller and admission webhook)"
     )
@@ -144,16 +148,16 @@ def build_parser(with_operator: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "jobnet") -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(with_operator=bool(arguments) and arguments[0] == "operator")
+    parser = build_parser(with_operator=bool(arguments) and arguments[0] == "operator", prog=prog)
     args = parser.parse_args(arguments)
     return int(args.handler(args) or EXIT_OK)
 
 
 def kubectl_plugin_main(argv: Sequence[str] | None = None) -> int:
-    """``kubectl jobnet ...``: the same commands as ``jobnet`` for now."""
-    return main(argv)
+    """``kubectl jobnet ...``: the same commands as ``jobnet``."""
+    return main(argv, prog="kubectl jobnet")
 
 
 if __name__ == "__main__":

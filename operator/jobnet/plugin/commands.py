@@ -1,0 +1,250 @@
+"""Arguments and handlers of the plugin commands (``tree``, ``logs``, ``override``, ``stop``, ``events``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION, parse_override_annotation, parse_stop_annotation
+from jobnet.core.states import JobState
+from jobnet.plugin.view import Connection, JobRunView, PluginError
+
+if TYPE_CHECKING:
+    from jobnet.plugin.kube import PluginKube
+
+#: The reason a person gives with ``override --message`` (recorded with the override).
+OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
+EXIT_OK = 0
+EXIT_FAILED = 1
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a number of lines (0 or more), not {text!r}")
+    return int(text)
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """The kubectl-like options every plugin command takes."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("cluster access (as kubectl)")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    group.add_argument("--context", help="kubeconfig context (default: the current context)")
+    group.add_argument("-n", "--namespace", help="namespace of the JobRun (default: the context's namespace)")
+    group.add_argument("--request-timeout", type=_positive, default=20.0, help="seconds per API request (default: 20)")
+    return options
+
+
+def _kube(args: argparse.Namespace) -> PluginKube:
+    from jobnet.plugin.kube import PluginKube
+
+    return PluginKube(Connection(args.kubeconfig, args.context, args.namespace, args.request_timeout))
+
+
+def _wants_colour(choice: str) -> bool:
+    if choice == "auto":
+        return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return choice == "always"
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def run_tree(args: argparse.Namespace) -> int:
+    from jobnet.plugin.tree import FINISHED_PHASES, render
+
+    kube = _kube(args)
+    colours = _wants_colour(args.color)
+    if not args.watch:
+        print("\n".join(render(kube.jobrun_view(args.run), kube.namespace, time.time(), colours=colours, wide=args.wide)))
+        return EXIT_OK
+    redraw = sys.stdout.isatty()
+    deadline = time.monotonic() + args.timeout
+    shown_version = None
+    while True:
+        view = kube.jobrun_view(args.run)
+        version = view.body["metadata"].get("resourceVersion")
+        if redraw or version != shown_version:
+            frame = "\n".join(render(view, kube.namespace, time.time(), colours=colours, wide=args.wide))
+            print((CLEAR_SCREEN if redraw else "\n" if shown_version else "") + frame, flush=True)
+            shown_version = version
+        if view.status.phase in FINISHED_PHASES:
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            print(f"{args.label}: {view.name} is still {view.status.phase} after --timeout {args.timeout:g}s",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+
+
+def run_logs_command(args: argparse.Namespace) -> int:
+    from jobnet.plugin.logs import LogsOptions, run_logs, serve_args_from_environment
+
+    options = LogsOptions(
+        path=args.path,
+        stream="stderr" if args.stderr else "stdout",
+        follow=args.follow,
+        tail_lines=args.tail,
+        timeout=args.timeout,
+        ssh_timeout=args.ssh_timeout,
+        serve_args=serve_args_from_environment(),
+    )
+    return run_logs(_kube(args), args.run, options, sys.stdout.buffer, sys.stderr, args.label)
+
+
+def _require_graph(view: JobRunView) -> None:
+    if view.graph is None:
+        raise PluginError(f"cannot check the request against the run: {view.graph_problem}")
+
+
+def _combined(pending: str | None, addition: str) -> str:
+    """An annotation not yet consumed by the operator is kept: the new request is added to it."""
+    return f"{pending},{addition}" if pending and pending.strip() else addition
+
+
+def run_override(args: argparse.Namespace) -> int:
+    kube = _kube(args)
+    view = kube.jobrun_view(args.run)
+    _require_graph(view)
+    assert view.graph is not None
+    states = {
+        node.path: JobState(view.status.jobs[node.path].state) if node.path in view.status.jobs else JobState.PENDING
+        for node in view.graph.jobs()
+    }
+    pending = view.annotations.get(OVERRIDE_ANNOTATION)
+    parsed = parse_override_annotation(
+        _combined(pending, f"{args.path}={args.state}"), view.graph, states, view.status.stop_scopes
+    )
+    if parsed.errors:
+        note = f" (together with the pending {OVERRIDE_ANNOTATION}={pending!r})" if pending else ""
+        raise PluginError(f"override refused{note}:\n  " + "\n  ".join(parsed.errors))
+    annotations = {OVERRIDE_ANNOTATION: ",".join(f"{r.path}={r.state}" for r in parsed.requests)}
+    if args.message:
+        annotations[OVERRIDE_MESSAGE_ANNOTATION] = args.message
+    kube.annotate_jobrun(view, annotations)
+    new = parsed.requests[-1]
+    print(f"jobrun/{view.name}: override {new.path}={new.state} requested; the operator applies it "
+          f"(see `kubectl jobnet events {view.name}` and status.overrides)")
+    return EXIT_OK
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from jobnet.plugin.tree import FINISHED_PHASES
+
+    kube = _kube(args)
+    view = kube.jobrun_view(args.run)
+    if view.status.phase in FINISHED_PHASES:
+        raise PluginError(f"JobRun {view.name} already ended ({view.status.phase}): nothing to stop")
+    _require_graph(view)
+    assert view.graph is not None
+    parsed = parse_stop_annotation(_combined(view.annotations.get(STOP_ANNOTATION), args.path), view.graph)
+    if parsed.errors:
+        raise PluginError("stop refused:\n  " + "\n  ".join(parsed.errors))
+    kube.annotate_jobrun(view, {STOP_ANNOTATION: ",".join(r.path for r in parsed.requests)})
+    stopped = parsed.requests[-1].path
+    print(f"jobrun/{view.name}: stop of {stopped} requested; running jobs under it are killed, nothing new starts")
+    return EXIT_OK
+
+
+def run_events(args: argparse.Namespace) -> int:
+    from jobnet.plugin.kube import event_time
+
+    kube = _kube(args)
+    view = kube.jobrun_view(args.run, with_graph=False)
+    events = kube.jobrun_events(view)
+    if not events:
+        print(f"No events for JobRun {view.name} in namespace {kube.namespace}.")
+        return EXIT_OK
+    rows = [("LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE")]
+    for event in events:
+        rows.append((event_time(event) or "-", event.get("type") or "", event.get("reason") or "",
+                     str(event.get("count") or 1), " ".join(str(event.get("message") or "").split())))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]).rstrip())
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report a PluginError as ``<prog> <command>: <message>`` with exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except PluginError as error:
+            print(f"{args.label}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Declare ``tree``, ``logs``, ``override``, ``stop`` and ``events`` on ``commands``."""
+    common = [_connection_options()]
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], **kwargs: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, parents=common, **kwargs)
+        parser.set_defaults(handler=_guarded(handler), label=parser.prog)
+        return parser
+
+    tree = command("tree", run_tree, help="show a JobRun as a tree of jobnets and jobs with their states",
+                   description="The run as an indented tree: state, host, attempt, duration, exit code, "
+                               "reason and message of every job and sub-jobnet, with the run's phase and progress.")
+    tree.add_argument("run", metavar="RUN", help="JobRun name")
+    tree.add_argument("-w", "--watch", action="store_true", help="redraw until the run ends (Succeeded, Failed, Stopped)")
+    tree.add_argument("--interval", type=_positive, default=2.0, help="seconds between redraws with --watch (default: 2)")
+    tree.add_argument("--timeout", type=_positive, default=24 * 3600.0,
+                      help="stop watching after this many seconds, exit status 1 (default: 86400)")
+    tree.add_argument("--wide", action="store_true", help="do not shorten messages")
+    tree.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                      help="colour states (default: auto = when the output is a terminal and NO_COLOR is unset)")
+
+    logs = command("logs", run_logs_command, help="print a job's full output from the agent on its VM",
+                   description="Streams the output the agent keeps on the job's VM (over SSH, host key verified, "
+                               "credentials from the Secret the job's host names). When the VM cannot be reached, "
+                               "prints the tail kept in the JobRun status instead and exits with status 3. "
+                               "$JOBNET_AGENT_SERVE_ARGS: agent serve options the operator uses (e.g. --state-dir).")
+    logs.add_argument("run", metavar="RUN", help="JobRun name")
+    logs.add_argument("path", metavar="PATH", help="job path, e.g. /nightly/load/step1")
+    logs.add_argument("--stderr", action="store_true", help="print the job's stderr instead of its stdout")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines (then more with --follow)")
+    logs.add_argument("--timeout", type=_positive, help="give up following after this many seconds (exit status 1)")
+    logs.add_argument("--ssh-timeout", type=_positive, default=10.0,
+                      help="seconds for connecting to the VM and for each agent request (default: 10)")
+
+    override = command("override", run_override, help="settle or re-run a job: set its state (jobnet.dev/override)",
+                       description="Checks the request against the run's current states first (Stuck -> Ready, "
+                                   "Succeeded, Failed, Stopped; Failed -> Ready, Succeeded), then sets the "
+                                   "jobnet.dev/override annotation, which the operator applies and records.")
+    override.add_argument("run", metavar="RUN", help="JobRun name")
+    override.add_argument("path", metavar="PATH", help="job or sub-jobnet path (/ = every job of the run)")
+    override.add_argument("state", metavar="STATE", help="Ready (run again), Succeeded, Failed or Stopped")
+    override.add_argument("-m", "--message", help="why (recorded with the override)")
+
+    stop = command("stop", run_stop, help="stop a job, a sub-jobnet or the whole run (jobnet.dev/stop)")
+    stop.add_argument("run", metavar="RUN", help="JobRun name")
+    stop.add_argument("path", metavar="PATH", nargs="?", default="/", help="what to stop (default: / = the whole run)")
+
+    events = command("events", run_events, help="the Events of a JobRun, oldest first")
+    events.add_argument("run", metavar="RUN", help="JobRun name")

@@ -1,0 +1,142 @@
+"""The plugin's Kubernetes API access: the kubeconfig read like kubectl reads it.
+
+``--kubeconfig`` or ``$KUBECONFIG`` (several files joined with ``:``, merged) or
+``~/.kube/config``; ``--context`` or the current context; ``-n`` or the context's namespace or
+``default``. Uses the official client (token, client certificates, exec plugins all work) and
+turns every failure into a :class:`PluginError` that says which request failed and why, never a
+credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from jobnet.core.expansion import ExpansionError, RunGraph, expand
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.status import JobRunStatus
+from jobnet.core.validation import parse_jobnet
+from jobnet.plugin.view import Body, Connection, JobRunView, PluginError
+
+
+class PluginKube:
+    """Synchronous, minimal API access for the plugin commands."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.timeout = connection.request_timeout
+        try:
+            contexts, current = config.list_kube_config_contexts(connection.kubeconfig)
+            chosen = current
+            if connection.context is not None:
+                chosen = next((c for c in contexts if c["name"] == connection.context), None)
+                if chosen is None:
+                    names = ", ".join(sorted(c["name"] for c in contexts)) or "none"
+                    raise PluginError(f"context {connection.context!r} not found in the kubeconfig (contexts: {names})")
+            self.api_client = config.new_client_from_config(connection.kubeconfig, connection.context)
+        except ConfigException as error:
+            where = connection.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise PluginError(f"cannot use the kubeconfig ({where}): {error}") from None
+        context_namespace = (chosen or {}).get("context", {}).get("namespace")
+        self.namespace = connection.namespace or context_namespace or "default"
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, _request_timeout=self.timeout, **kwargs)
+        except ApiException as error:
+            raise PluginError(f"{what}: {_api_message(error)}") from None
+        except (HTTPError, OSError) as error:
+            server = self.api_client.configuration.host
+            raise PluginError(f"{what}: the API server at {server} is unreachable ({type(error).__name__})") from None
+
+    def get_jobrun(self, name: str) -> Body:
+        return self._call(
+            f"getting JobRun {name!r} in namespace {self.namespace!r}",
+            self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobruns", name,
+        )
+
+    def jobrun_view(self, name: str, with_graph: bool = True) -> JobRunView:
+        """The JobRun, its parsed status and (``with_graph``) its run graph expanded from the
+        namespace's JobNets."""
+        body = self.get_jobrun(name)
+        try:
+            status = JobRunStatus.model_validate(body.get("status") or {})
+        except ValueError as error:
+            raise PluginError(f"JobRun {name!r} has a status this plugin cannot read: {error}") from None
+        if not with_graph:
+            return JobRunView(body=body, status=status, graph=None, graph_problem=None)
+        reference = body.get("spec", {}).get("jobNetRef", "")
+        listing = self._call(
+            f"listing JobNets in namespace {self.namespace!r}",
+            self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobnets",
+        )
+        catalog = {}
+        for item in listing.get("items", []):
+            parsed = parse_jobnet(item.get("spec"))
+            if isinstance(parsed, JobNetSpec):
+                catalog[item["metadata"]["name"]] = parsed
+        try:
+            graph: RunGraph | None = expand(reference, catalog, run_id=body["metadata"].get("uid", ""))
+            problem = None
+        except ExpansionError as error:
+            graph, problem = None, f"JobNet {reference!r} cannot be expanded now: {error}"
+        return JobRunView(body=body, status=status, graph=graph, graph_problem=problem)
+
+    def annotate_jobrun(self, view: JobRunView, annotations: dict[str, str]) -> Body:
+        """Merge ``annotations`` into the JobRun, only if it did not change since ``view`` was read
+        (a concurrent change, e.g. the operator consuming an annotation, is a 409 conflict)."""
+        patch = {"metadata": {"annotations": annotations, "resourceVersion": view.body["metadata"]["resourceVersion"]}}
+        return self._call(
+            f"annotating JobRun {view.name!r}",
+            self.custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobruns",
+            view.name, patch, _content_type="application/merge-patch+json",
+        )
+
+    def jobrun_events(self, view: JobRunView) -> list[Body]:
+        """The Events about this JobRun (this very object: same uid), oldest first."""
+        selector = f"involvedObject.kind=JobRun,involvedObject.name={view.name}"
+        reply = self._call(
+            f"listing Events of JobRun {view.name!r}", self.core.list_namespaced_event, self.namespace,
+            field_selector=selector, _preload_content=False,
+        )
+        events = json.loads(reply.data).get("items", [])
+        mine = [e for e in events if not view.uid or e.get("involvedObject", {}).get("uid") in (None, view.uid)]
+        return sorted(mine, key=event_time)
+
+    def secret_data(self, name: str) -> dict[str, str]:
+        """A Secret's decoded data (never printed)."""
+        reply = self._call(
+            f"reading Secret {name!r} in namespace {self.namespace!r}",
+            self.core.read_namespaced_secret, name, self.namespace, _preload_content=False,
+        )
+        data = json.loads(reply.data).get("data") or {}
+        try:
+            return {key: base64.b64decode(value).decode() for key, value in data.items()}
+        except (ValueError, UnicodeDecodeError):
+            raise PluginError(f"Secret {name!r} has data that is not base64-encoded UTF-8 text") from None
+
+
+def event_time(event: Body) -> str:
+    """When an Event last happened (RFC 3339 text sorts in time order)."""
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime") or event.get("lastTimestamp") or event.get("eventTime")
+        or event.get("firstTimestamp") or event.get("metadata", {}).get("creationTimestamp") or ""
+    )
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except ValueError:
+        message = None
+    hint = " (it changed meanwhile: run the command again)" if error.status == 409 else ""
+    return f"HTTP {error.status}: {message or error.reason}{hint}"
