@@ -20,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=2000)
     parser.add_argument("--launches", type=int, default=300)
+    parser.add_argument("--spaced", type=int, default=20, help="launches measured one at a time on an idle agent")
+    parser.add_argument("--spacing", type=float, default=0.5)
     args = parser.parse_args()
 
     with agent_on_vm() as agent:
@@ -44,6 +46,15 @@ def main() -> None:
         elapsed = time.perf_counter() - start_all
         print(f"sequential launches (/bin/true, answered with pid): {args.launches / elapsed:.0f} launches/s; "
               f"per launch {summary_ms(launch_times)}")
+
+        spaced = []
+        for index in range(args.spaced):
+            time.sleep(args.spacing)  # let the agent get ready for the next job (idle VM case)
+            start = time.perf_counter()
+            chan.call(LaunchRequest(key=JobKey(run=run, path=f"/bench/spaced{index}", attempt=1), script="/bin/true"),
+                      LaunchResult)
+            spaced.append(time.perf_counter() - start)
+        print(f"launch latency on an idle agent (one launch every {args.spacing}s): {summary_ms(spaced)}")
 
         start_all = time.perf_counter()
         futures = [chan.submit(LaunchRequest(key=new_key(f"/bench/par{index}"), script="/bin/true"))
