@@ -591,7 +591,7 @@ def run_supervisor(
         sys.stderr.write("jobnet-agent supervise: %s already has a supervisor\n" % job_dir)
         return 1
     supervisor = Supervisor(config, job_dir)
-    atomic_write(os.path.join(supervisor.job_dir, SUPERVISOR_PID), b"%d\n" % os.getpid())
+    atomic_write(os.path.join(supervisor.job_dir, SUPERVISOR_PID), b"%d\n" % os.getpid(), durable=False)
     if adopt:
         supervisor.adopt(ready_fd)
     else:
