@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 def test_B01_chain_and_fanout_succeeds(scenario: Scenario) -> None:
     vm = scenario.vm()
     names = ["extract", "transform", "load-a", "load-b", "load-c", "report"]
-    scripts = {name: scenario.marker_script(vm, name) for name in names}
+    scripts = {name: scenario.marker_script(vm, name, f"echo {name} done\n") for name in names}
     scenario.apply(f"""
         apiVersion: jobnet.dev/v1alpha1
         kind: JobNet
@@ -41,6 +41,7 @@ def test_B01_chain_and_fanout_succeeds(scenario: Scenario) -> None:
         assert job["state"] == "Succeeded", (name, job)
         assert job["exitCode"] == 0 and job["attempt"] == 1 and job["host"] == f"{vm.user}@{vm.address}:22"
         assert scenario.script_runs(vm, name) == 1, f"{name} ran {scenario.script_runs(vm, name)} times"
+        assert job["outputTail"] == f"{name} done\n"  # the bounded tail of its output
     # The chain and the fan-in held: each job started only after its upstream had finished.
     jobs = status["jobs"]
     assert jobs["/nightly/transform"]["startedAt"] >= jobs["/nightly/extract"]["finishedAt"]

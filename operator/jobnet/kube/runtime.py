@@ -43,7 +43,10 @@ from jobnet.core.agentproto import (
     KillResult,
     LaunchRequest,
     LaunchResult,
+    OutputStream,
     RecordResult,
+    TailRequest,
+    TailResult,
 )
 from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION
 from jobnet.core.env import job_environment
@@ -63,8 +66,8 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
-from jobnet.core.states import JobState, RunPhase
-from jobnet.core.status import JobRunStatus
+from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
+from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.kube.client import JOBRUNS, KubeApiError, KubeClient
 from jobnet.ssh import (
     AgentInstaller,
@@ -275,6 +278,10 @@ class RunLoop:
         #: annotation values already applied (until the removal shows up in the watch)
         self.consumed: dict[str, str] = {}
         self.records: dict[str, JobRecord] = {}
+        #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status
+        self.tails: dict[str, tuple[str, int, str]] = {}
+        #: keys whose tail is being fetched: their final record waits, so that one patch carries both
+        self.tail_fetches: set[str] = set()
         self.deliveries: list[DeliveryResult] = []
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
@@ -308,7 +315,39 @@ class RunLoop:
         known = self.records.get(text)
         if known is None or record.seq >= known.seq:
             self.records[text] = record
+            if record.terminal and not record.acknowledged and (record.stdout_bytes or record.stderr_bytes) \
+                    and (known is None or not known.terminal):
+                self.fetch_tail(record)
             self.wake()
+
+    def fetch_tail(self, record: JobRecord) -> None:
+        node = self.graph.nodes.get(record.key.path)
+        if node is None or node.host is None:
+            return
+        self.tail_fetches.add(record.key.text())
+        task = asyncio.create_task(self._fetch_tail(self.link(node.host), record))
+        self.requests.add(task)
+        task.add_done_callback(self._request_done)
+
+    async def _fetch_tail(self, link: HostLink, record: JobRecord) -> None:
+        """The last lines of stdout and stderr (half the budget each when both have output)."""
+        text = record.key.text()
+        sizes: tuple[tuple[OutputStream, int], ...] = (("stdout", record.stdout_bytes), ("stderr", record.stderr_bytes))
+        streams = [stream for stream, size in sizes if size]
+        budget = OUTPUT_TAIL_MAX_CHARS // len(streams) - 16
+        parts = []
+        try:
+            agent = await link.connect()
+            for stream in streams:
+                result = await agent.request(TailRequest(key=record.key, stream=stream, max_bytes=budget), TailResult)
+                data = result.data[-budget:]
+                parts.append(data if len(streams) == 1 else f"[{stream}]\n{data}")
+        except SshError as e:
+            self.job_log(logging.DEBUG, record.key.path, "no output tail: %s", e.message)
+        finally:
+            self.tail_fetches.discard(text)
+        if parts:
+            self.tails[text] = (record.key.path, record.key.attempt, "\n".join(parts)[-OUTPUT_TAIL_MAX_CHARS:])
 
     # -------------------------------------------------------------- the loop
 
@@ -362,13 +401,16 @@ class RunLoop:
             heard = link.last_heard()
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
-        facts = AgentFacts(records=self.records, heartbeats=heartbeats, deliveries=tuple(deliveries),
+        records = {text: record for text, record in self.records.items() if text not in self.tail_fetches} \
+            if self.tail_fetches else self.records
+        facts = AgentFacts(records=records, heartbeats=heartbeats, deliveries=tuple(deliveries),
                            watching_since=self.watching_since)
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
         # The first write of this loop carries every job: the status may predate a restart.
         patch = status_patch(decision, self.jobnet_states, full=self.last_summary is None)
         summary = {key: value for key, value in patch.items() if key != "jobs"}
+        tails_written = self.add_tails(patch["jobs"], decision.runtime)
         if patch["jobs"] or summary != self.last_summary:
             try:
                 await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name, patch)
@@ -379,6 +421,8 @@ class RunLoop:
                                self.label, e, self.runtime.config.api_retry_delay)
                 return now + self.runtime.config.api_retry_delay
             self.last_summary = summary
+        for text in tails_written:
+            del self.tails[text]
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
         if decision.consumed_annotations:
@@ -395,6 +439,17 @@ class RunLoop:
         if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
             return None
         return decision.next_wakeup_at or float("inf")
+
+    def add_tails(self, jobs: dict[str, Any], runtime: RunRuntime) -> list[str]:
+        """Put the fetched output tails of finished jobs into the patch; the keys it wrote."""
+        written = []
+        for text, (path, attempt, tail) in self.tails.items():
+            job = runtime.jobs.get(path)
+            if job is None or job.attempt != attempt or job.state not in TERMINAL_STATES:
+                continue
+            jobs.setdefault(path, {})["outputTail"] = tail
+            written.append(text)
+        return written
 
     async def drain_requests(self) -> None:
         if self.requests:
