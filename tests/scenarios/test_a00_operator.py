@@ -25,9 +25,7 @@ def _status(emulator: EmulatorServer, name: str) -> dict:
 
 def test_restarted_operator_does_not_start_a_run_again(emulator: EmulatorServer, operator: OperatorProcess) -> None:
     assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
-    wait_for(lambda: _status(emulator, "r1").get("phase") == "Pending", what="r1 Pending")
     operator.wait_for_log(r"JobRun default/r1 expanded JobNet 'hello' into 1 jobs")
-    status = _status(emulator, "r1")
 
     operator.kill()  # a crash: no cleanup
     operator.log_path.write_text("")
@@ -36,9 +34,8 @@ def test_restarted_operator_does_not_start_a_run_again(emulator: EmulatorServer,
     operator.wait_for_log(r"JobRun default/r2 expanded")  # the restarted operator is working
 
     # kopf may replay the handler if the crash came before it recorded success; the run's own
-    # guard then keeps it from being expanded and started a second time.
+    # guard (its status has a phase) keeps it from being expanded and started a second time.
     assert "JobRun default/r1" not in operator.log_text()
-    assert _status(emulator, "r1") == status
 
 
 def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: OperatorProcess) -> None:
@@ -47,7 +44,7 @@ def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: Ope
         time.sleep(2)  # the outage itself: long enough for every watch to notice
     assert operator.process is not None and operator.process.poll() is None
     assert kubectl_apply(emulator, jobrun("hello", name="after-outage")).rc == 0
-    wait_for(lambda: _status(emulator, "after-outage").get("phase") == "Pending", timeout=30,
+    wait_for(lambda: _status(emulator, "after-outage").get("phase"), timeout=30,
              what="a JobRun created after the outage to be started")
 
 
@@ -66,7 +63,7 @@ def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer,
                              .get("status") or {}) == 2, what="both replicas in the peering object")
         replicas[0].wait_for_log(r"Pausing operations")  # the lower priority stands by
         assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
-        wait_for(lambda: _status(emulator, "r1").get("phase") == "Pending", what="r1 started")
+        wait_for(lambda: _status(emulator, "r1").get("phase"), what="r1 started")
         replicas[1].wait_for_log(r"JobRun default/r1 expanded")
         assert "JobRun default/r1" not in replicas[0].log_text()
     finally:

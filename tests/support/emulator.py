@@ -39,7 +39,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import copy
 import datetime
 import json
 import pathlib
@@ -196,10 +195,15 @@ def field_selector_matches(selector: str, obj: Body) -> bool:
 
 # --- patches -----------------------------------------------------------------------------
 
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (several times faster than ``copy.deepcopy``)."""
+    return json.loads(json.dumps(obj))
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -232,7 +236,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
     """RFC 6902 JSON patch, including ``test`` (a failed test is HTTP 422, as kopf expects)."""
     if not isinstance(ops, list):
         raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in ops:
         kind, path = op.get("op"), op.get("path", "")
         tokens = _pointer(path)
@@ -249,7 +253,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
             continue
         if not tokens:
             if kind in ("add", "replace"):
-                doc = copy.deepcopy(op["value"])
+                doc = clone(op["value"])
                 continue
             raise ApiError(422, "Invalid", f"cannot {kind} the whole document")
         parent = _walk_to_parent(doc, tokens, path)
@@ -259,18 +263,18 @@ def json_patch(doc: Any, ops: Any) -> Any:
             if index < 0 or index > len(parent) or (kind != "add" and index >= len(parent)):
                 raise ApiError(422, "Invalid", f"the server rejected our request: index {path!r} out of range")
             if kind == "add":
-                parent.insert(index, copy.deepcopy(op["value"]))
+                parent.insert(index, clone(op["value"]))
             elif kind == "remove":
                 del parent[index]
             elif kind == "replace":
-                parent[index] = copy.deepcopy(op["value"])
+                parent[index] = clone(op["value"])
             else:
                 raise ApiError(400, "BadRequest", f"unknown JSON patch operation {kind!r}")
         elif isinstance(parent, dict):
             if kind in ("remove", "replace") and last not in parent:
                 raise ApiError(422, "Invalid", f"the server rejected our request: path {path!r} does not exist")
             if kind in ("add", "replace"):
-                parent[last] = copy.deepcopy(op["value"])
+                parent[last] = clone(op["value"])
             elif kind == "remove":
                 del parent[last]
             else:
@@ -293,9 +297,22 @@ def _json_path_pointer(doc: Any, tokens: list[str]) -> Any:
 
 # --- structural schemas --------------------------------------------------------------------
 
-def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "") -> list[str]:
+# The schema functions below take ``before``: the same place in the stored object a write
+# starts from. A patched object shares every unchanged subtree with it (merge patches copy only
+# what they change), and what is identical was checked when it was stored: it is skipped, so a
+# small status patch of a big JobRun costs O(change), not O(object).
+
+def _child(before: Any, key: str) -> Any:
+    return before.get(key) if isinstance(before, dict) else None
+
+
+def _item(before: Any, index: int) -> Any:
+    return before[index] if isinstance(before, list) and index < len(before) else None
+
+
+def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "", before: Any = None) -> list[str]:
     """The paths of fields a structural schema does not declare (what the API server prunes)."""
-    if not schema or schema.get("x-kubernetes-preserve-unknown-fields"):
+    if not schema or schema.get("x-kubernetes-preserve-unknown-fields") or (before is not None and obj is before):
         return []
     found: list[str] = []
     if isinstance(obj, dict):
@@ -305,27 +322,26 @@ def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "") -
         additional = schema.get("additionalProperties")
         for key, value in obj.items():
             if properties is not None and key in properties:
-                found += unknown_fields(value, properties[key], f"{path}.{key}")
+                found += unknown_fields(value, properties[key], f"{path}.{key}", _child(before, key))
             elif isinstance(additional, dict):
-                found += unknown_fields(value, additional, f"{path}.{key}")
+                found += unknown_fields(value, additional, f"{path}.{key}", _child(before, key))
             elif properties is not None or additional is False:
                 found.append(f"{path}.{key}")
     elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(obj):
-            found += unknown_fields(item, schema["items"], f"{path}[{index}]")
+            found += unknown_fields(item, schema["items"], f"{path}[{index}]", _item(before, index))
     return found
 
 
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
 
 
-def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "") -> list[str]:
+def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", before: Any = None) -> list[str]:
     """What a real API server's OpenAPI validation of a custom resource says about ``obj``
     (types, required, enum, lengths, bounds, item counts, patterns), in its wording."""
-    if not schema or obj is None and schema.get("nullable"):
+    if not schema or obj is None and schema.get("nullable") or (before is not None and obj is before):
         return []
     where = path.lstrip(".") or "<root>"
-    shown = json.dumps(obj) if isinstance(obj, str) else obj if not isinstance(obj, (dict, list)) else len(obj)
     expected = schema.get("type")
     python_type = _JSON_TYPES.get(expected or "")
     if python_type is not None and (not isinstance(obj, python_type) or isinstance(obj, bool) and expected != "boolean"):
@@ -336,11 +352,11 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "") ->
         errors.append(f"{where}: Unsupported value: {json.dumps(obj)}: supported values: {supported}")
     if isinstance(obj, str):
         if len(obj) < schema.get("minLength", 0):
-            errors.append(f"{where}: Invalid value: {shown}: {where} in body should be at least {schema['minLength']} chars long")
+            errors.append(f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should be at least {schema['minLength']} chars long")
         if "maxLength" in schema and len(obj) > schema["maxLength"]:
             errors.append(f"{where}: Too long: may not be more than {schema['maxLength']} bytes")
         if "pattern" in schema and not re.search(schema["pattern"], obj):
-            errors.append(f"{where}: Invalid value: {shown}: {where} in body should match '{schema['pattern']}'")
+            errors.append(f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should match '{schema['pattern']}'")
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         if "minimum" in schema and obj < schema["minimum"]:
             errors.append(f"{where}: Invalid value: {obj}: {where} in body should be greater than or equal to {schema['minimum']}")
@@ -352,7 +368,7 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "") ->
         if "maxItems" in schema and len(obj) > schema["maxItems"]:
             errors.append(f"{where}: Too many: {len(obj)}: must have at most {schema['maxItems']} items")
         for index, item in enumerate(obj):
-            errors += schema_errors(item, schema.get("items"), f"{path}[{index}]")
+            errors += schema_errors(item, schema.get("items"), f"{path}[{index}]", _item(before, index))
     if isinstance(obj, dict):
         for key in schema.get("required", []):
             if key not in obj:
@@ -361,14 +377,14 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "") ->
         additional = schema.get("additionalProperties")
         for key, value in obj.items():
             if key in properties:
-                errors += schema_errors(value, properties[key], f"{path}.{key}")
+                errors += schema_errors(value, properties[key], f"{path}.{key}", _child(before, key))
             elif isinstance(additional, dict):
-                errors += schema_errors(value, additional, f"{path}.{key}")
+                errors += schema_errors(value, additional, f"{path}.{key}", _child(before, key))
     return errors
 
 
-def prune(obj: Any, schema: Mapping[str, Any] | None, root: bool = True) -> Any:
-    if not schema or schema.get("x-kubernetes-preserve-unknown-fields"):
+def prune(obj: Any, schema: Mapping[str, Any] | None, root: bool = True, before: Any = None) -> Any:
+    if not schema or schema.get("x-kubernetes-preserve-unknown-fields") or (before is not None and obj is before):
         return obj
     if isinstance(obj, dict):
         properties = schema.get("properties")
@@ -378,14 +394,14 @@ def prune(obj: Any, schema: Mapping[str, Any] | None, root: bool = True) -> Any:
         result = {}
         for key, value in obj.items():
             if properties is not None and key in properties:
-                result[key] = prune(value, properties[key], False)
+                result[key] = prune(value, properties[key], False, _child(before, key))
             elif isinstance(additional, dict):
-                result[key] = prune(value, additional, False)
+                result[key] = prune(value, additional, False, _child(before, key))
             elif properties is None and additional is not False:
                 result[key] = value
         return result
     if isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        return [prune(item, schema["items"], False) for item in obj]
+        return [prune(item, schema["items"], False, _item(before, index)) for index, item in enumerate(obj)]
     return obj
 
 
@@ -625,7 +641,7 @@ class ApiEmulator(KubernetesEmulator):
     def put_object(self, obj: Body) -> Body:
         """Create or replace an object without admission (test setup)."""
         rkey, namespace, name = self._key_of(obj)
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         old = self._store.get((rkey, namespace, name))
         meta = obj.setdefault("metadata", {})
         if old is None:
@@ -648,10 +664,10 @@ class ApiEmulator(KubernetesEmulator):
 
     def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> Body | None:
         obj = self._store.get((_rkey(resource(api_version, plural)), namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
-        return self.list_body(_rkey(resource(api_version, plural)), namespace, {})["items"]
+        return clone(self.list_body(_rkey(resource(api_version, plural)), namespace, {})["items"])
 
     def _key_of(self, obj: Body) -> ObjectKey:
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
@@ -678,7 +694,7 @@ class ApiEmulator(KubernetesEmulator):
         if rkey == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
             self._register_crd(obj)
         self._emit(rkey, event, obj)
-        return copy.deepcopy(obj)
+        return obj  # stored as is: callers serialise it, never change it
 
     def _emit(self, rkey: ResourceKey, event_type: str, obj: Body) -> None:
         line = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
@@ -700,7 +716,7 @@ class ApiEmulator(KubernetesEmulator):
     def list_body(self, rkey: ResourceKey, namespace: str | None, query: Mapping[str, str]) -> Body:
         info = self.resources[resource(*rkey)]
         items = [
-            copy.deepcopy(obj) for obj in self._objects_of(rkey, namespace)
+            obj for obj in self._objects_of(rkey, namespace)
             if Watcher(rkey, None, None, query.get("labelSelector", ""), query.get("fieldSelector", "")).wants(obj)
         ]
         group, version, _ = rkey
@@ -717,7 +733,7 @@ class ApiEmulator(KubernetesEmulator):
             group = f".{rkey[0]}" if rkey[0] else ""
             raise ApiError(404, "NotFound", f'{rkey[2]}{group} "{name}" not found',
                            {"name": name, "group": rkey[0], "kind": rkey[2]})
-        return copy.deepcopy(obj)
+        return obj  # the stored object: read it, never change it
 
     # -- writes --
 
@@ -734,20 +750,20 @@ class ApiEmulator(KubernetesEmulator):
         if len(json.dumps(obj, separators=(",", ":"))) > OBJECT_SIZE_LIMIT:
             raise ApiError(500, "InternalError", "etcdserver: request is too large")
 
-    def _check_schema(self, rkey: ResourceKey, obj: Body, query: Mapping[str, str]) -> Body:
+    def _check_schema(self, rkey: ResourceKey, obj: Body, query: Mapping[str, str], before: Body | None = None) -> Body:
         extras = self._crds.get(rkey)
         if extras is None or extras.schema is None:
             return obj
-        unknown = unknown_fields(obj, extras.schema)
+        unknown = unknown_fields(obj, extras.schema, before=before)
         if unknown and query.get("fieldValidation") == "Strict":
             info = self.resources[resource(*rkey)]
             details = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in unknown)
             raise ApiError(400, "BadRequest",
                            f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: strict decoding error: {details}')
-        obj = prune(obj, extras.schema)
+        obj = prune(obj, extras.schema, before=before)
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
         required = [key for key in extras.schema.get("required", []) if key not in ("apiVersion", "kind", "metadata")]
-        errors = schema_errors(body, {**extras.schema, "required": required})
+        errors = schema_errors(body, {**extras.schema, "required": required}, before=before)
         if errors:
             info = self.resources[resource(*rkey)]
             listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
@@ -761,7 +777,7 @@ class ApiEmulator(KubernetesEmulator):
         info = self.resources[resource(*rkey)]
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
-        obj = copy.deepcopy(data)
+        obj = data  # freshly parsed from the request: ours to change
         group, version, plural = rkey
         obj.setdefault("apiVersion", f"{group}/{version}" if group else version)
         obj.setdefault("kind", info.kind)
@@ -818,7 +834,7 @@ class ApiEmulator(KubernetesEmulator):
             wanted_version = (data.get("metadata") or {}).get("resourceVersion")
             if not wanted_version and rkey in self._crds:
                 raise ApiError(422, "Invalid", f'{info.kind} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')
-            new = copy.deepcopy(data)
+            new = data
         else:
             wanted_version = (data.get("metadata") or {}).get("resourceVersion") if isinstance(data, dict) else None
             if content_type == "application/json-patch+json":
@@ -846,7 +862,7 @@ class ApiEmulator(KubernetesEmulator):
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        new = self._check_schema(rkey, new, query)
+        new = clone(self._check_schema(rkey, new, query, before=old))  # then detached from the stored object
         meta = new.setdefault("metadata", {})
         for keep in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "name", "namespace"):
             if keep in old["metadata"]:
@@ -866,7 +882,7 @@ class ApiEmulator(KubernetesEmulator):
             self._by_resource[rkey].discard(key)
             del self._store[key]
             self._emit(rkey, "DELETED", self._bump(new))
-            return copy.deepcopy(new)
+            return new
         return self._commit(rkey, key[1], key[2], new, "MODIFIED")
 
     @staticmethod
@@ -891,7 +907,7 @@ class ApiEmulator(KubernetesEmulator):
         if dry_run:
             return old
         if old["metadata"].get("finalizers"):
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._commit(rkey, key[1], key[2], new, "MODIFIED")
