@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
@@ -54,7 +54,18 @@ _MAX_LINE_BYTES = 16 * 1024 * 1024
 _GC_INTERVAL_SECONDS = 60.0
 _SHUTDOWN_SECONDS = 10.0
 
-Handled = Tuple[Dict[str, Any], Optional[Callable[[], None]]]
+#: How many launches may wait for their supervisor at once (then the channel waits too).
+_MAX_PENDING_LAUNCHES = 16
+
+
+class Later:
+    """A request whose effect is done (and journaled) but whose answer takes a while."""
+
+    def __init__(self, finish: Callable[[], Dict[str, Any]]) -> None:
+        self.finish = finish
+
+
+Handled = Union[Tuple[Dict[str, Any], Optional[Callable[[], None]]], Later]
 
 
 def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
@@ -182,6 +193,7 @@ class Server:
         self._watching = False
         self._last_sent_seq = 0
         self._standby = StandbySupervisor(config)
+        self._later_slots = threading.BoundedSemaphore(_MAX_PENDING_LAUNCHES)
         self._connection_lost = False
         self._handlers: Dict[str, Callable[[Request], Handled]] = {
             "hello": self._hello,
@@ -218,30 +230,51 @@ class Server:
                     self._handle_line(line)
         finally:
             self._stopping.set()
-            # Let a sweep in progress finish its journal transaction rather than cut it short.
-            sweeper.join(timeout=_SHUTDOWN_SECONDS)
+            # Let launches and a sweep in progress finish rather than cut them short.
+            deadline = time.monotonic() + _SHUTDOWN_SECONDS
+            for _ in range(_MAX_PENDING_LAUNCHES):
+                self._later_slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            sweeper.join(timeout=max(0.0, deadline - time.monotonic()))
             self._report_unsent("channel closed")
             self.log.line("serve disconnected: channel closed")
         return 0
 
     def _handle_line(self, line: bytes) -> None:
         request_id: Optional[int] = None
-        after: Optional[Callable[[], None]] = None
         try:
             request = parse_request(line.decode("utf-8", "replace"))
             request_id = request.id
-            result, after = self._handlers[request.op](request)
-            response = ok(request.id, result)
-        except RequestError as exc:
-            response = error(exc.request_id, exc.code, exc.message)
-        except ProtocolError as exc:
-            response = error(request_id, exc.code, exc.message)
-        except Exception as exc:  # an answer is owed whatever broke; the log keeps the detail
-            self.log.line("internal error answering request %s: %r" % (request_id, exc))
-            response = error(request_id, "Internal", "%s: %s" % (type(exc).__name__, exc))
-        self._send(response)
+            outcome = self._handlers[request.op](request)
+        except Exception as exc:
+            self._send(self._error_response(request_id, exc))
+            return
+        if isinstance(outcome, Later):
+            # Answered from a thread once done; the next requests need not wait for it.
+            self._later_slots.acquire()
+            threading.Thread(target=self._finish_later, args=(request.id, outcome), daemon=True).start()
+            return
+        result, after = outcome
+        self._send(ok(request.id, result))
         if after is not None:
             after()
+
+    def _finish_later(self, request_id: int, later: "Later") -> None:
+        try:
+            response = ok(request_id, later.finish())
+        except Exception as exc:
+            response = self._error_response(request_id, exc)
+        finally:
+            self._later_slots.release()
+        self._send(response)
+
+    def _error_response(self, request_id: Optional[int], exc: Exception) -> Dict[str, Any]:
+        if isinstance(exc, RequestError):
+            return error(exc.request_id, exc.code, exc.message)
+        if isinstance(exc, ProtocolError):
+            return error(request_id, exc.code, exc.message)
+        # An answer is owed whatever broke; the agent log keeps the detail.
+        self.log.line("internal error answering request %s: %r" % (request_id, exc))
+        return error(request_id, "Internal", "%s: %s" % (type(exc).__name__, exc))
 
     def _send(self, message: Dict[str, Any]) -> bool:
         data = encode(message)
@@ -353,6 +386,11 @@ class Server:
             return {"record": record.to_wire(), "deduplicated": True}, None
         self.log.line("accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key)
         crash_point("serve:launch-after-accept")
+        # The claim is journaled: later requests on this channel already see the job. Starting
+        # it and waiting for its pid happen off the request loop.
+        return Later(lambda: self._start_job(key, record, lock_fd))
+
+    def _start_job(self, key: JobKey, accepted: JobRecord, lock_fd: int) -> Dict[str, Any]:
         job_dir = self.journal.job_dir(key)
         ready_r, ready_w = os.pipe()
         try:
@@ -370,8 +408,8 @@ class Server:
             select.select([ready_r], [], [], self.config.start_timeout_seconds)
         finally:
             os.close(ready_r)
-        current = self.journal.read_record(key) or record
-        return {"record": current.to_wire(), "deduplicated": False}, None
+        current = self.journal.read_record(key) or accepted
+        return {"record": current.to_wire(), "deduplicated": False}
 
     def _kill(self, request: Request) -> Handled:
         key = self._key(request)

@@ -366,3 +366,21 @@ def test_exit_is_reported_to_a_watcher_promptly(agent: Agent, dirs: AgentDirs) -
     event = agent.next_event(timeout=5)
 
     assert event["key"] == key and event["state"] == "exited"
+
+
+def test_pipelined_launches_are_all_answered_and_a_launch_is_visible_before_its_answer(
+    agent: Agent, dirs: AgentDirs
+) -> None:
+    script = dirs.script("ok.sh", "exit 0\n")
+    keys = [new_key("/fan/%d" % i) for i in range(8)]
+    launches = [agent.send("launch", key=k, script=script, args=[], env={}) for k in keys]
+    peek = agent.send("get", key=keys[-1])
+
+    seen_early = agent.response(peek)
+    answers = [agent.response(i) for i in launches]
+
+    assert seen_early["ok"] and seen_early["result"]["record"]["key"] == keys[-1]
+    assert all(a["ok"] and not a["result"]["deduplicated"] for a in answers)
+    assert len({a["result"]["record"]["pid"] for a in answers}) == len(keys)
+    for key in keys:
+        assert agent.wait_state(key, "exited")["exitCode"] == 0
