@@ -67,6 +67,8 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     listing = emulator.kubectl("get", "jobruns")
     assert listing.rc == 0 and "outer-1" in listing.stdout and "Failed" in listing.stdout
     operator.wait_for_log(r"JobRun default/outer-1 failed to start: .*'inner'")
+    described = emulator.kubectl("describe", "jr", "outer-1")
+    assert described.rc == 0 and "InvalidJobNet" in described.stdout.split("Events:")[-1]
 
     # Not a crash: the operator is alive and still starts valid runs.
     assert operator.process is not None and operator.process.poll() is None
