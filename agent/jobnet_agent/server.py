@@ -193,6 +193,7 @@ class Server:
         self._watching = False
         self._last_sent_seq = 0
         self._standby = StandbySupervisor(config)
+        self._active: ActiveJobs  # set by run(), after the journal is repaired
         self._later_slots = threading.BoundedSemaphore(_MAX_PENDING_LAUNCHES)
         self._connection_lost = False
         self._handlers: Dict[str, Callable[[Request], Handled]] = {
