@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 import yaml
-
 from jobnet.cli import kubectl_plugin_main
+
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import GROUP_VERSION, expand_job, jobnet, jobrun, kubectl_apply, script_job
+from tests.support.kube import (
+    GROUP_VERSION,
+    expand_job,
+    jobnet,
+    jobrun,
+    kubectl_apply,
+    script_job,
+)
 
 SCRIPTS_DIR = Path(sysconfig.get_path("scripts"))
 PLUGIN = SCRIPTS_DIR / "kubectl-jobnet"
@@ -68,7 +75,7 @@ class Cli:
         return {"PATH": f"{SCRIPTS_DIR}:/usr/bin:/bin", "HOME": str(self.emulator.workdir), **extra}
 
     def command(self, argv: list[str], timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.environment(**env))
+        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=self.environment(**env))
 
     def annotations(self, name: str = RUN, namespace: str = "default") -> dict[str, str]:
         body = self.emulator.get(GROUP_VERSION, "jobruns", namespace, name)

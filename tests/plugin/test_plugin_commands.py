@@ -9,7 +9,14 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.plugin.conftest import PLUGIN, RUN, Cli, nightly_objects, stuck_status, write_kubeconfig
+from tests.plugin.conftest import (
+    PLUGIN,
+    RUN,
+    Cli,
+    nightly_objects,
+    stuck_status,
+    write_kubeconfig,
+)
 from tests.support.kube import GROUP_VERSION, kubectl_apply
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -69,7 +76,7 @@ def test_tree_watch_ends_when_the_run_finishes(cli: Cli) -> None:
     assert first_frame.startswith(f"JobRun {RUN}")
     finished = stuck_status()
     finished.update(phase="Succeeded", progress="6/6", finishedAt="2026-11-22T03:05:00.000Z")
-    for path, entry in finished["jobs"].items():
+    for entry in finished["jobs"].values():
         entry.update(state="Succeeded", reason=None, message=None)
     cli.set_status(finished)
     out, err = process.communicate(timeout=30)

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from jobnet.core.agentproto import JobKey
 from jobnet.ssh import AgentInstaller
+
 from tests.plugin.conftest import PLUGIN, Cli
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import GROUP_VERSION, jobnet, jobrun, kubectl_apply, script_job

@@ -8,10 +8,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from jobnet.metrics import OperatorMetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from jobnet.metrics import OperatorMetrics
 from tests.support.emulator import free_port
 from tests.support.netutil import wait_until
 

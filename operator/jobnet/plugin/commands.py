@@ -9,7 +9,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION, parse_override_annotation, parse_stop_annotation
+from jobnet.core.annotations import (
+    OVERRIDE_ANNOTATION,
+    STOP_ANNOTATION,
+    parse_override_annotation,
+    parse_stop_annotation,
+)
 from jobnet.core.states import JobState
 from jobnet.plugin.view import Connection, JobRunView, PluginError
 
@@ -202,8 +207,10 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     """Declare ``tree``, ``logs``, ``override``, ``stop`` and ``events`` on ``commands``."""
     common = [_connection_options()]
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], **kwargs: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, parents=common, **kwargs)
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, parents=common, help=help, description=description or help)
         parser.set_defaults(handler=_guarded(handler), label=parser.prog)
         return parser
 

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from jobnet.core.agentproto import JobKey, ReadRequest, ReadResult, TailRequest, TailResult
+from jobnet.core.agentproto import (
+    JobKey,
+    ReadRequest,
+    ReadResult,
+    TailRequest,
+    TailResult,
+)
 from jobnet.core.annotations import resolve_path
 from jobnet.core.models import HostSpec
 from jobnet.plugin.view import JobRunView, PluginError
