@@ -197,11 +197,19 @@ def clean_stale() -> list[int]:
     SLOTS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []
     for claim in SLOTS_DIR.iterdir():
+        if claim.name.startswith(".draft-"):
+            if not _pid_alive(int(claim.name.split("-")[1])):
+                claim.unlink(missing_ok=True)
+            continue
+        if not claim.name.isdigit():
+            continue
         try:
-            owner = int(claim.read_text().strip() or "0")
-        except (ValueError, FileNotFoundError):
-            owner = 0
-        if not claim.name.isdigit() or (owner and _pid_alive(owner)):
+            owner = int(claim.read_text().strip())
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            owner = 0  # unreadable claim: nobody can own it
+        if owner and _pid_alive(owner):
             continue
         stale.append(int(claim.name))
         _destroy_slot(int(claim.name))
@@ -210,14 +218,19 @@ def clean_stale() -> list[int]:
 
 def _claim_slot() -> int:
     SLOTS_DIR.mkdir(parents=True, exist_ok=True)
-    for slot in range(1, MAX_SLOT + 1):
-        try:
-            fd = os.open(SLOTS_DIR / str(slot), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "w") as claim:
-            claim.write(str(os.getpid()))
-        return slot
+    # The claim appears with its owner's pid already in it (link of a written file), so another
+    # process cleaning stale claims never sees an empty one.
+    draft = SLOTS_DIR / f".draft-{os.getpid()}-{uuid.uuid4().hex}"
+    draft.write_text(str(os.getpid()))
+    try:
+        for slot in range(1, MAX_SLOT + 1):
+            try:
+                os.link(draft, SLOTS_DIR / str(slot))
+            except FileExistsError:
+                continue
+            return slot
+    finally:
+        draft.unlink()
     raise VMError(f"all {MAX_SLOT} VM slots are claimed (see {SLOTS_DIR})")
 
 

@@ -103,7 +103,7 @@ def test_leftovers_of_a_dead_test_process_are_cleaned(vm: NamespaceVM) -> None:
     (SLOTS_DIR / str(vm.slot)).write_text(str(dead.pid))
     netns = vm.netns
 
-    assert vm.slot in clean_stale()
+    clean_stale()  # (another worker's VM creation may get there first: same outcome)
 
     assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not (SLOTS_DIR / str(vm.slot)).exists()
