@@ -569,6 +569,14 @@ class RunLoop:
             self.job_log(logging.DEBUG, action.path, "ack not delivered: %s", e.message)
 
 
+EVENT_HANDLER = "jobrun-runtime"
+
+
+class _QuietEventHandler(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and record.getMessage() == f"Handler '{EVENT_HANDLER}' succeeded.")
+
+
 class JobRunRuntime:
     """The :class:`~jobnet.kube.app.RunStarter` that runs JobRuns (see the module docstring)."""
 
@@ -607,7 +615,11 @@ class JobRunRuntime:
     def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         self._client = client
 
-        @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="jobrun-runtime", registry=registry)
+        # The event handler sees every write of every run (our own status patches included);
+        # kopf's per-call "succeeded" line would drown the log of a large run.
+        logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
+
+        @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id=EVENT_HANDLER, registry=registry)
         async def jobrun_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
             await self.on_jobrun(event.get("type"), body)
 
