@@ -35,7 +35,9 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+import pytest
 
 from tests.support.netutil import VM_RANGE, overlaps, tcp_port_open, wait_until
 
@@ -357,6 +359,9 @@ class NamespaceVM:
                 "MaxStartups 100",
                 "MaxSessions 100",
                 "Subsystem sftp internal-sftp",
+                # The agent reads its boot id source from here (jobnet_agent.config), so an
+                # operator with default settings sees this VM's boot id, not the host's.
+                f"SetEnv JOBNET_AGENT_BOOT_ID_FILE={self.boot_id_file}",
                 "",
             ])
         )
@@ -418,8 +423,17 @@ class NamespaceVM:
         return self.home / ".jobnet" / "state"
 
     def agent_serve_args(self) -> list[str]:
-        """Extra ``serve`` arguments that give the agent this VM's boot id."""
+        """``serve`` arguments naming this VM's boot id file explicitly (sshd also exports it as
+        ``JOBNET_AGENT_BOOT_ID_FILE``, so an agent started with defaults finds it too)."""
         return ["--boot-id-file", str(self.boot_id_file)]
+
+    def secret_data(self) -> dict[str, str]:
+        """The credentials Secret's ``stringData`` for this VM (key auth, known host key)."""
+        return {"privateKey": self.client_key, "knownHosts": self.known_hosts}
+
+    def host_spec(self, credentials_secret: str) -> dict[str, object]:
+        """A JobNet ``host:`` block pointing at this VM."""
+        return {"address": self.address, "port": SSH_PORT, "user": self.user, "credentialsSecret": credentials_secret}
 
     # ------------------------------------------------------------ inspection
 
@@ -505,3 +519,32 @@ class NamespaceVM:
             self._sshd.wait(timeout=5)
         self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
         return self.boot_id
+
+
+# ---------------------------------------------------------------- pytest fixtures
+# Import them into a conftest.py to use namespace VMs there:
+#     from tests.support.vm import vm, vm_factory  # noqa: F401 (pytest fixtures)
+
+
+@pytest.fixture
+def vm_factory() -> Iterator[Callable[..., NamespaceVM]]:
+    """Make namespace VMs that are destroyed when the test ends; skips when VMs cannot run here."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    made: list[NamespaceVM] = []
+
+    def make(**kwargs: object) -> NamespaceVM:
+        vm = NamespaceVM(**kwargs).create()  # type: ignore[arg-type]
+        made.append(vm)
+        return vm
+
+    yield make
+    for vm in reversed(made):
+        vm.destroy()
+
+
+@pytest.fixture
+def vm(vm_factory: Callable[..., NamespaceVM]) -> NamespaceVM:
+    """A fresh namespace VM of this test's own."""
+    return vm_factory()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from jobnet.ssh import AgentInstaller
-from tests.support.vm import NamespaceVM, missing_requirements
+from tests.support.vm import NamespaceVM, missing_requirements, vm, vm_factory  # noqa: F401 (fixtures)
 from tests.vm.harness import AgentHarness
 
 _SKIP_REASON = missing_requirements()
@@ -21,27 +21,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vm)
             if _SKIP_REASON:
                 item.add_marker(pytest.mark.skip(reason=_SKIP_REASON))
-
-
-@pytest.fixture
-def vm_factory() -> Iterator[Callable[..., NamespaceVM]]:
-    """Make namespace VMs that are destroyed when the test ends."""
-    made: list[NamespaceVM] = []
-
-    def make(**kwargs: object) -> NamespaceVM:
-        vm = NamespaceVM(**kwargs).create()  # type: ignore[arg-type]
-        made.append(vm)
-        return vm
-
-    yield make
-    for vm in reversed(made):
-        vm.destroy()
-
-
-@pytest.fixture
-def vm(vm_factory: Callable[..., NamespaceVM]) -> NamespaceVM:
-    """A fresh namespace VM of this test's own."""
-    return vm_factory()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ def _host_agent(vm: NamespaceVM, installer: AgentInstaller, events: list[JobReco
         HostConnectionPool(FAST_SSH), installer, SshTarget(vm.address, 22, vm.user),
         overrides.get("credentials", credentials),  # type: ignore[arg-type]
         on_event=events.append,
-        settings=AgentSettings(request_timeout=3.0, serve_args=(
-            "--state-dir", str(vm.state_dir), *vm.agent_serve_args(), *FAST_AGENT_ARGS)),
+        # Like the operator: default state dir and boot id source (the VM's sshd points the agent
+        # at the VM's boot id file); only the deadlines are shortened.
+        settings=AgentSettings(request_timeout=3.0, serve_args=FAST_AGENT_ARGS),
     )
 
 
@@ -39,6 +40,8 @@ def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(vm: Namespac
 
     async def scenario() -> None:
         await host.request(LaunchRequest(key=first, script="/bin/true"), LaunchResult)
+        assert host.hello is not None and host.hello.boot_id == vm.boot_id
+        assert (vm.state_dir / "agent.log").exists()
         await _until(lambda: any(r.key == first and r.terminal for r in events), 5, "first job's end")
         script = str(vm.put_file("second.sh", '#!/bin/sh\nsleep 0.5; touch "$HOME/second.done"\n'))
         launched = await host.request(LaunchRequest(key=second, script=script), LaunchResult)

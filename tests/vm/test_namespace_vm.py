@@ -128,3 +128,9 @@ def test_drop_out_lets_requests_in_but_loses_answers(vm: NamespaceVM) -> None:
         assert client.recv(100) == b"hello"  # TCP retransmits the lost answer once the path is back
     with pytest.raises(ValueError, match="direction"):
         vm.drop("sideways")
+
+
+def test_sshd_gives_sessions_the_vms_boot_id_file(vm: NamespaceVM, tmp_path: Path) -> None:
+    result = _openssh(vm, tmp_path, 'cat "$JOBNET_AGENT_BOOT_ID_FILE"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == vm.boot_id
