@@ -19,6 +19,7 @@ from jobnet.ssh import (
     SshCredentials,
     SshSettings,
     SshTarget,
+    default_zipapp,
     run_command,
 )
 from tests.support.vm import NamespaceVM
@@ -184,3 +185,17 @@ def test_installer_says_clearly_when_python3_is_missing(vm: NamespaceVM, pool: H
     installer = AgentInstaller(_dummy_zipapp(tmp_path / "a.pyz", "x"), "1.0", python="python3-missing-here")
     with pytest.raises(AgentInstallFailed, match="python3-missing-here not found on .*needs python3 >= 3.8"):
         installer.ensure(transport, vm.address)
+
+
+def test_default_zipapp_is_built_from_the_installed_agent_unless_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobnet_agent
+
+    monkeypatch.delenv("JOBNET_AGENT_ZIPAPP", raising=False)
+    built, version = default_zipapp(tmp_path / "cache")
+    assert version == jobnet_agent.__version__
+    assert zipfile.is_zipfile(built) and built.name == f"jobnet-agent-{version}.pyz"
+
+    monkeypatch.setenv("JOBNET_AGENT_ZIPAPP", str(built))
+    assert default_zipapp(tmp_path / "elsewhere") == (built, version)
