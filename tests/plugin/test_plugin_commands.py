@@ -9,6 +9,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+from jobnet.cli import kubectl_plugin_main
+from jobnet.plugin.tree import format_duration
+
 from tests.plugin.conftest import (
     PLUGIN,
     RUN,
@@ -51,6 +55,14 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
 
 
 T0_TEXT = "2026-11-22T03:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(None, "-"), (0.25, "250ms"), (2.5, "2.5s"), (59.94, "59.9s"), (65, "1m05s"), (3599, "59m59s"), (7380, "2h03m")],
+)
+def test_durations_read_like_kubectl_ages(seconds: float | None, text: str) -> None:
+    assert format_duration(seconds) == text
 
 
 def test_tree_colours_and_wide_messages(cli: Cli) -> None:
@@ -179,10 +191,15 @@ def test_clear_errors_for_unknown_run_context_and_unreachable_api(cli: Cli, tmp_
     assert code == 1 and "context 'prod' not found in the kubeconfig (contexts: emulator)" in err
     dead = write_kubeconfig(cli.emulator, tmp_path / "dead.yaml", "default")
     dead.write_text(dead.read_text().replace(cli.emulator.url, "http://127.0.0.1:9"))
-    code = __import__("jobnet.cli").cli.kubectl_plugin_main(["tree", RUN, "--kubeconfig", str(dead), "--request-timeout", "2"])
+    code = kubectl_plugin_main(["tree", RUN, "--kubeconfig", str(dead), "--request-timeout", "2"])
     err = cli.capsys.readouterr().err
     assert code == 1 and "the API server at http://127.0.0.1:9 is unreachable" in err
     assert "emulator-test-token" not in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("clusters: [\n")
+    code = kubectl_plugin_main(["stop", RUN, "--kubeconfig", str(broken)])
+    err = cli.capsys.readouterr().err
+    assert code == 1 and err.startswith(f"kubectl jobnet stop: cannot use the kubeconfig ({broken}):")
 
 
 def test_through_real_kubectl_with_kubeconfig_env_and_context_namespace(cli: Cli, tmp_path: Path) -> None:

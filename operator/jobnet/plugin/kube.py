@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -40,7 +41,7 @@ class PluginKube:
                     names = ", ".join(sorted(c["name"] for c in contexts)) or "none"
                     raise PluginError(f"context {connection.context!r} not found in the kubeconfig (contexts: {names})")
             self.api_client = config.new_client_from_config(connection.kubeconfig, connection.context)
-        except ConfigException as error:
+        except (ConfigException, yaml.YAMLError, OSError) as error:
             where = connection.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise PluginError(f"cannot use the kubeconfig ({where}): {error}") from None
         context_namespace = (chosen or {}).get("context", {}).get("namespace")

@@ -117,13 +117,23 @@ class AgentOutputReader:
             SshSettings(connect_timeout=timeout, handshake_timeout=timeout, auth_timeout=timeout)
         )
         target = SshTarget(location.host.address, location.host.port, location.host.user)
-        transport = self.pool.transport(target, credentials)
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jobnet"
-        installer = AgentInstaller(*default_zipapp(cache), timeout=timeout)
-        agent_path = installer.ensure(transport, location.host.address)
-        command = serve_command(agent_path, python=installer.python, serve_args=options.serve_args)
-        self.channel = AgentChannel(transport, command, host=str(target), request_timeout=timeout, open_timeout=timeout)
-        self.channel.hello("kubectl-jobnet")
+        try:
+            transport = self.pool.transport(target, credentials)
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jobnet"
+            installer = AgentInstaller(*default_zipapp(cache), timeout=timeout)
+            agent_path = installer.ensure(transport, location.host.address)
+            command = serve_command(agent_path, python=installer.python, serve_args=options.serve_args)
+            self.channel = AgentChannel(
+                transport, command, host=str(target), request_timeout=timeout, open_timeout=timeout
+            )
+        except BaseException:
+            self.pool.close()
+            raise
+        try:
+            self.channel.hello("kubectl-jobnet")
+        except BaseException:
+            self.close()
+            raise
 
     def read(self, key: JobKey, stream: str, offset: int) -> ReadResult:
         request = ReadRequest(key=key, stream=stream, offset=offset, length=READ_CHUNK)  # type: ignore[arg-type]
