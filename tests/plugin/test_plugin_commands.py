@@ -16,6 +16,7 @@ from jobnet.plugin.tree import format_duration
 from tests.plugin.conftest import (
     PLUGIN,
     RUN,
+    T0,
     Cli,
     nightly_objects,
     stuck_status,
@@ -35,7 +36,7 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"JobRun {RUN} (namespace default, JobNet nightly)"
-    assert "Phase: Stuck" in lines[1] and "Progress: 2/6" in lines[1] and f"Started: {T0_TEXT}" in lines[1]
+    assert "Phase: Stuck" in lines[1] and "Progress: 2/6" in lines[1] and f"Started: {T0}" in lines[1]
     assert "Finished: -" in lines[1]
     table = lines[lines.index("") + 1:]
     assert columns(table[0]) == ["NAME", "STATE", "HOST", "ATTEMPT", "DURATION", "EXIT", "REASON", "MESSAGE"]
@@ -53,8 +54,6 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
     assert columns(rows["step2"]) == ["step2", "Pending"]
     assert not ANSI.search(out), "no colours when stdout is not a terminal"
 
-
-T0_TEXT = "2026-11-22T03:00:00.000Z"
 
 
 @pytest.mark.parametrize(
