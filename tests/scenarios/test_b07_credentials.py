@@ -24,9 +24,14 @@ def test_B07_wrong_credentials_fail_the_job(scenario: Scenario) -> None:
     script = scenario.marker_script(vm, "never")
     scenario.secret("wrong-key", known_hosts=vm.known_hosts, private_key=_unauthorised_key())
     scenario.secret("wrong-password", known_hosts=vm.known_hosts, password="not-" + vm.password)
+    allowed = scenario.marker_script(vm, "allowed")
+    # The right credentials connect first: the wrong ones must not ride on that connection.
     run = scenario.run_jobnet("b07", scenario.host(vm), [
-        {"name": "by-key", "script": script, "host": scenario.host(vm, credentialsSecret="wrong-key")},
-        {"name": "by-password", "script": script, "host": scenario.host(vm, credentialsSecret="wrong-password")},
+        {"name": "right", "script": allowed},
+        {"name": "by-key", "script": script, "after": ["right"],
+         "host": scenario.host(vm, credentialsSecret="wrong-key")},
+        {"name": "by-password", "script": script, "after": ["right"],
+         "host": scenario.host(vm, credentialsSecret="wrong-password")},
     ])
 
     status = scenario.wait_phase(run, "Failed")
@@ -38,6 +43,7 @@ def test_B07_wrong_credentials_fail_the_job(scenario: Scenario) -> None:
         event = scenario.wait_event(run, "JobFailed", contains=f"/b07/{name}")
         assert "AuthenticationFailed" in event["message"]
     assert scenario.script_runs(vm, "never") == 0
+    assert status["jobs"]["/b07/right"]["state"] == "Succeeded" and scenario.script_runs(vm, "allowed") == 1
     log = scenario.operator_log()
     assert vm.password not in log and "not-" + vm.password not in log  # secrets never logged
     assert "PRIVATE KEY" not in log

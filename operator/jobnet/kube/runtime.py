@@ -144,6 +144,9 @@ class HostLink:
         self.key = key
         self.runtime = runtime
         self.target = SshTarget(key.address, key.port, key.user)
+        # A pool of its own: a connection made with one Secret (one namespace) must never carry
+        # the jobs of another Secret to the same VM user.
+        self.pool = HostConnectionPool(runtime.config.ssh)
         self.agent: HostAgent | None = None
         self.subscribers: dict[str, RunLoop] = {}
         #: latest journal record per key text; dropped once the agent confirms our ack
@@ -181,7 +184,7 @@ class HostLink:
         credentials = await self._credentials()
         if self.agent is None:
             self.agent = HostAgent(
-                self.runtime.pool, self.runtime.installer(), self.target, credentials,
+                self.pool, self.runtime.installer(), self.target, credentials,
                 on_event=self._on_event,
                 settings=AgentSettings(request_timeout=self.runtime.config.agent_request_timeout,
                                        open_timeout=self.runtime.config.agent_request_timeout,
@@ -251,6 +254,7 @@ class HostLink:
             self._keeper.cancel()
         if self.agent is not None:
             await self.agent.close()
+        self.pool.close()
 
 
 class RunLoop:
@@ -582,7 +586,6 @@ class JobRunRuntime:
 
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
-        self.pool = HostConnectionPool(self.config.ssh)
         self._client: KubeClient | None = None
         self._installer: AgentInstaller | None = None
         self.loops: dict[str, RunLoop] = {}
@@ -684,4 +687,3 @@ class JobRunRuntime:
                 loop.task.cancel()
         for link in self.links.values():
             await link.close()
-        self.pool.close()
