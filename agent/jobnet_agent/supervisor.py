@@ -500,7 +500,9 @@ class Supervisor:
         )
         committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
         if committed is not None:
-            self.log.line("%s (%s)" % (committed.describe_end(), committed.message), self.key)
+            how = committed.describe_end()
+            details = "" if committed.message in (None, how) else " (%s)" % committed.message
+            self.log.line(how + details, self.key)
 
 
 def end_changes(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]) -> Dict[str, object]:
