@@ -375,25 +375,24 @@ class RunLoop:
         logger.info("run=%s runtime started (phase %s)", self.label, self.state.phase)
         try:
             while True:
+                # Cleared before the round reads its inputs: news arriving during the round's
+                # awaits (a record during the status patch) make the next wait return at once.
+                self._wake.clear()
                 next_wakeup = await self.iterate()
                 if next_wakeup is None:
+                    if self._wake.is_set():
+                        continue  # finished, but something arrived meanwhile (an annotation)
                     break
-                timeout = max(0.0, next_wakeup - time.time()) if next_wakeup != float("inf") else None
-                self._wake.clear()
-                if not self.has_news():
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout)
-                    except TimeoutError:
-                        pass
-            await self.drain_requests()
+                timeout = None if next_wakeup == float("inf") else max(0.0, next_wakeup - time.time())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
             logger.info("run=%s runtime finished (phase %s)", self.label, self.state.phase)
         finally:
             for link in self.links.values():
                 link.unsubscribe(self)
             self.runtime.forget(self)
-
-    def has_news(self) -> bool:
-        return bool(self.deliveries)
 
     async def iterate(self) -> float | None:
         """One fetch -> decide -> persist -> act round. Returns when to come back (inf: on news
@@ -454,10 +453,6 @@ class RunLoop:
             jobs.setdefault(path, {})["outputTail"] = tail
             written.append(text)
         return written
-
-    async def drain_requests(self) -> None:
-        if self.requests:
-            await asyncio.wait(self.requests, timeout=self.runtime.config.agent_request_timeout)
 
     # -------------------------------------------------------------- acting
 
