@@ -78,7 +78,8 @@ def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: Li
     try:
         # The supervisor forks at once and this child exits: nothing to reap later.
         subprocess.Popen(
-            [sys.executable, "-c", boot, "supervise"] + config.to_args() + args,
+            # -I -S: no site-packages to scan (the agent is standard library only), no env surprises.
+            [sys.executable, "-I", "-S", "-c", boot, "supervise"] + config.to_args() + args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log_fd,  # a crashing supervisor's traceback lands in the agent log
