@@ -90,3 +90,41 @@ def test_capped_writer_resumes_where_a_dead_writer_stopped(tmp_path: Path) -> No
 
     assert resumed.total_bytes == 16
     assert StoredOutput(str(tmp_path), "stdout").read(0, 100) == (b"012345cdef", 10)
+
+
+def test_read_streams_the_full_output_in_chunks_and_eof_waits_for_the_end(dirs: AgentDirs) -> None:
+    go = dirs.work / "go"
+    script = dirs.script("data.sh", "seq 1 30000\nwhile [ ! -e %s ]; do sleep 0.02; done\necho end\n" % go)
+    expected = "".join("%d\n" % i for i in range(1, 30001)).encode()
+    agent = Agent(dirs)
+    try:
+        key = new_key()
+        agent.launch(key, script)
+        wait_until(lambda: agent.call("tail", key=key, stream="stdout", maxBytes=1)["totalBytes"] == len(expected),
+                   what="the numbers to be written")  # fmt: skip
+        chunks, offset, eof = [], 0, False
+        for _ in range(100):
+            answer = agent.call("read", key=key, stream="stdout", offset=offset, length=16384)
+            data = base64.b64decode(answer["data"])
+            if not data:
+                eof = answer["eof"]
+                break
+            chunks.append(data)
+            offset += len(data)
+        go.touch()
+        agent.wait_state(key, "exited")
+        last = agent.call("read", key=key, stream="stdout", offset=offset, length=16384)
+    finally:
+        agent.close()
+
+    assert b"".join(chunks) == expected and eof is False  # still running: more may come
+    assert base64.b64decode(last["data"]) == b"end\n" and last["eof"] is True
+
+
+def test_the_agent_log_goes_where_log_file_says(dirs: AgentDirs) -> None:
+    log = dirs.root / "elsewhere.log"
+    agent = Agent(dirs, log_file=log)
+    agent.call("ping")
+    agent.close()
+
+    assert "serve started" in log.read_text() and not dirs.agent_log.exists()
