@@ -170,7 +170,7 @@ class HostLink:
     def last_heard(self) -> float | None:
         """Last sign of life from the agent, on the operator's clock (heartbeat or event)."""
         heard = [self.last_event_at] if self.last_event_at is not None else []
-        age = self.agent.heartbeat_age() if self.agent is not None else None
+        age = self.agent.synced_heartbeat_age() if self.agent is not None else None
         if age is not None:
             heard.append(time.time() - age)
         return max(heard) if heard else None

@@ -76,6 +76,19 @@ class HostAgent:
         """Seconds since the agent's last heartbeat on the current channel (None: no channel)."""
         return self._channel.heartbeat_age() if self.connected and self._channel else None
 
+    def synced_heartbeat_age(self) -> float | None:
+        """Seconds since the agent's last heartbeat, counted only once every journal entry that
+        heartbeat announced has been delivered (None: not so on this channel yet).
+
+        A heartbeat alone proves the agent lives, not that the consumer's records are current:
+        right after a reconnect the resumed watch may still be replaying (e.g. a job the consumer
+        holds as ``running`` that the rebooted agent has since recorded ``interrupted``)."""
+        channel = self._channel if self.connected else None
+        beat = channel.last_heartbeat if channel is not None else None
+        if channel is None or beat is None or beat.last_seq > self.delivered_seq:
+            return None
+        return channel.heartbeat_age()
+
     async def connect(self) -> AgentChannel:
         """The live channel, connecting (and installing the agent) if there is none."""
         async with self._connect_lock:
