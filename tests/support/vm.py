@@ -180,7 +180,8 @@ def _with_passwd_lock_retry(cmd: Sequence[str], input: str | None = None) -> Non
 
 def _userdel(user: str) -> None:
     try:
-        _with_passwd_lock_retry(["userdel", user])
+        # --force: a killed process of the user may linger as a zombie until init reaps it.
+        _with_passwd_lock_retry(["userdel", "--force", user])
     except VMError:
         if _user_exists(user):
             raise
