@@ -10,6 +10,10 @@ once the job has finished, to keep 10,000-job runs compact. Pure: no I/O, no clo
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -17,7 +21,20 @@ from jobnet.core import status as api
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
-from jobnet.core.status import DispatchStatus, JobRunStatus, JobStatus, StateOverride
+from jobnet.core.status import (
+    OUTPUT_TAIL_MAX_CHARS,
+    DispatchStatus,
+    JobRunStatus,
+    JobStatus,
+    StateOverride,
+)
+
+#: Runs with at most this many entries (jobs and jobnets) keep every entry plain in ``status.jobs``.
+PLAIN_MAX_ENTRIES = 256
+#: Entries per compressed chunk of a larger run (a change rewrites only its chunk).
+CHUNK_ENTRIES = 256
+#: Output tail characters a whole run may keep in its status; each job gets an equal share.
+RUN_TAIL_BUDGET_CHARS = 256 * 1024
 
 
 def _api_state(state: JobState) -> api.JobState:
@@ -196,3 +213,103 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
         started_at=from_rfc3339(status.started_at),
         finished_at=from_rfc3339(status.finished_at),
     )
+
+
+# ---------------------------------------------------------------- object size (docs/scale.md)
+
+
+def output_tail_limit(entry_count: int) -> int:
+    """Longest output tail one job of a run with ``entry_count`` entries keeps in the status:
+    an equal share of :data:`RUN_TAIL_BUDGET_CHARS`, at most :data:`OUTPUT_TAIL_MAX_CHARS`."""
+    return min(OUTPUT_TAIL_MAX_CHARS, RUN_TAIL_BUDGET_CHARS // max(1, entry_count))
+
+
+def encode_chunk(entries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Entries (path -> camelCase entry without nulls) as base64 of gzipped compact JSON."""
+    text = json.dumps(dict(sorted(entries.items())), separators=(",", ":"), sort_keys=True)
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode("ascii")
+
+
+def decode_chunk(chunk: str) -> dict[str, dict[str, Any]]:
+    try:
+        entries = json.loads(gzip.decompress(base64.b64decode(chunk, validate=True)))
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"a status.jobChunks entry is not base64 gzip JSON: {e}") from None
+    if not isinstance(entries, dict):
+        raise ValueError("a status.jobChunks entry does not hold an object of path -> job entry")  # noqa: TRY004 - bad data, not a caller's type error
+    return entries
+
+
+def decoded_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` with the entries of ``jobChunks`` merged into ``jobs`` (plain entries win) and
+    ``jobChunks`` removed: the shape every reader (recovery, ``kubectl jobnet``) works on."""
+    chunks = status.get("jobChunks") or {}
+    if not chunks:
+        return dict(status)
+    jobs: dict[str, Any] = {}
+    for index in sorted(chunks, key=lambda key: (len(key), key)):
+        if chunks[index] is not None:
+            jobs.update(decode_chunk(chunks[index]))
+    jobs.update(status.get("jobs") or {})
+    return {**{key: value for key, value in status.items() if key != "jobChunks"}, "jobs": jobs}
+
+
+def _merged(old: Mapping[str, Any] | None, change: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in {**(old or {}), **change}.items() if value is not None}
+
+
+class StatusEncoder:
+    """Keeps every JobRun object far below etcd's limit (docs/scale.md): turns the merge patches
+    of :func:`status_patch` (plus the edge's ``outputTail``) into the patch to send.
+
+    Every output tail is cut to the run's share (:func:`output_tail_limit`). A run of at most
+    :data:`PLAIN_MAX_ENTRIES` entries keeps them plain in ``status.jobs``; a larger run keeps
+    them in ``status.jobChunks``: the run's node paths, sorted, in fixed chunks of
+    :data:`CHUNK_ENTRIES`, each rewritten only when one of its entries changed. The encoder
+    holds the last written entry of every path of a chunked run (it rewrites whole chunks).
+    """
+
+    def __init__(self, paths: Iterable[str], status: Mapping[str, Any] | None = None) -> None:
+        ordered = sorted(paths)
+        self.tail_limit = output_tail_limit(len(ordered))
+        self.chunked = len(ordered) > PLAIN_MAX_ENTRIES
+        self._chunk_of = {path: index // CHUNK_ENTRIES for index, path in enumerate(ordered)}
+        self._chunk_count = (len(ordered) + CHUNK_ENTRIES - 1) // CHUNK_ENTRIES
+        self._entries: dict[int, dict[str, dict[str, Any]]] = {}
+        # Chunks of the stored status this encoder never writes (the run's graph changed since, or
+        # it is now plain): a full write removes them.
+        written = {str(index) for index in range(self._chunk_count)} if self.chunked else set()
+        self._stale_chunks = sorted(set((status or {}).get("jobChunks") or {}) - written)
+        if self.chunked:
+            for path, entry in (decoded_status(status or {}).get("jobs") or {}).items():
+                if path in self._chunk_of:
+                    self._entries.setdefault(self._chunk_of[path], {})[path] = _merged(None, entry)
+
+    def _cut_tail(self, entry: dict[str, Any]) -> dict[str, Any]:
+        tail = entry.get("outputTail")
+        if isinstance(tail, str) and len(tail) > self.tail_limit:
+            return {**entry, "outputTail": tail[len(tail) - self.tail_limit:] if self.tail_limit else None}
+        return entry
+
+    def encode(self, patch: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
+        """The patch to send for ``patch`` (``full``: it is the first write, holding every entry;
+        a chunked run then also clears whatever else the stored status had)."""
+        jobs = {path: self._cut_tail(entry) for path, entry in (patch.get("jobs") or {}).items()}
+        stale: dict[str, str | None] = dict.fromkeys(self._stale_chunks) if full else {}
+        if not self.chunked:
+            return {**patch, "jobs": jobs, **({"jobChunks": stale} if stale else {})}
+        touched: set[int] = set(range(self._chunk_count)) if full else set()
+        for path, entry in jobs.items():
+            index = self._chunk_of.get(path)
+            if index is None:
+                raise ValueError(f"status patch names {path!r}, which is not a node of this run")
+            chunk = self._entries.setdefault(index, {})
+            chunk[path] = _merged(chunk.get(path), entry)
+            touched.add(index)
+        encoded = {key: value for key, value in patch.items() if key != "jobs"}
+        if full:
+            encoded["jobs"] = None  # plain entries of an older status would shadow the chunks
+        chunks = {**stale, **{str(index): encode_chunk(self._entries.get(index, {})) for index in sorted(touched)}}
+        if chunks:
+            encoded["jobChunks"] = chunks
+        return encoded

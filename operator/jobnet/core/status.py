@@ -113,7 +113,14 @@ class JobRunStatus(StatusModel):
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
     counts: dict[str, int] = Field(default_factory=dict, description="Number of jobs per state.")
     jobs: dict[str, JobStatus] = Field(
-        default_factory=dict, description="State of each job and sub-jobnet, keyed by path."
+        default_factory=dict,
+        description="State of each job and sub-jobnet, keyed by path (runs of at most 256 jobs and jobnets; "
+        "larger runs keep them in `jobChunks`).",
+    )
+    job_chunks: dict[str, str] | None = Field(
+        default=None,
+        description="Large runs only: the `jobs` entries, in chunks of 256 paths, each a base64 gzip of a JSON "
+        "object path -> entry (read them with `kubectl jobnet tree`; see docs/scale.md).",
     )
     overrides: list[StateOverride] = Field(
         default_factory=list,
