@@ -211,7 +211,12 @@ class HostLink:
         config = self.runtime.config
         backoff = config.ssh.reconnect_backoff_min
         probe = min(1.0, config.heartbeat_deadline / 3)
-        while self.subscribers:
+        while True:
+            if not self.subscribers:
+                if self.agent is not None:
+                    await self.agent.close()
+                if not self.subscribers:  # nobody subscribed while the channel was closing
+                    return
             try:
                 agent = await self.connect()
             except SshError as e:
@@ -230,8 +235,6 @@ class HostLink:
                 self._wake_all()
                 continue
             await asyncio.sleep(probe)
-        if self.agent is not None:
-            await self.agent.close()
 
     def _wake_all(self) -> None:
         for loop in list(self.subscribers.values()):
