@@ -1,4 +1,4 @@
-"""A Kubernetes API server emulator for tests: kmock's ``KubernetesEmulator`` with its gaps closed.
+"""A Kubernetes API server emulator (tests and ``jobnet dev``): kmock's ``KubernetesEmulator`` with its gaps closed.
 
 kmock 0.8 gives us the bundled discovery data of a real cluster and the rendering of the
 discovery documents. What it lacks for running a real kopf operator and real ``kubectl``
@@ -49,7 +49,7 @@ import ssl
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ import yaml
 from kmock import KubernetesEmulator, ResourceInfo, resource
 from kmock._internal import rendering
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]  # a source checkout
 #: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
 CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds")
 #: What a real API server accepts as metadata.name of most objects (a DNS-1123 subdomain).
@@ -942,9 +942,14 @@ class ApiEmulator(KubernetesEmulator):
 
     def load_crds(self, directories: tuple[pathlib.Path, ...] = CRD_DIRS) -> int:
         """Register every CustomResourceDefinition found in ``*.yaml`` of ``directories``."""
+        paths = sorted(p for directory in directories for p in directory.glob("*.yaml"))
+        return self.load_crd_texts(path.read_text() for path in paths)
+
+    def load_crd_texts(self, texts: Iterable[str]) -> int:
+        """Register every CustomResourceDefinition in the YAML ``texts``; returns how many."""
         count = 0
-        for path in sorted(p for directory in directories for p in directory.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
+        for text in texts:
+            for doc in yaml.safe_load_all(text):
                 if doc and doc.get("kind") == "CustomResourceDefinition":
                     self.put_object(doc)
                     count += 1
