@@ -71,7 +71,9 @@ def first_write(run_graph: RunGraph, runtime: RunRuntime, rng: random.Random) ->
     patch = status_patch(decision_of(run_graph, runtime), full=True)
     for path in runtime.jobs:
         patch["jobs"][path]["outputTail"] = random_tail(rng)
-    return encoder, encoder.encode(patch, full=True)
+    encoded = encoder.encode(patch, full=True)
+    encoder.commit()
+    return encoder, encoded
 
 
 def object_size(status: dict[str, Any]) -> int:
@@ -182,6 +184,7 @@ def test_chunked_status_restores_exactly_the_runtime_recovery_needs() -> None:
     previous: dict[str, JobState] | None = None
     for index, decision in enumerate(run.decisions):
         stored = merge(stored, encoder.encode(status_patch(decision, previous, full=index == 0), full=index == 0))
+        encoder.commit()
         previous = dict(decision.jobnet_states)
     assert encoder.chunked and not stored.get("jobs")
 
@@ -211,3 +214,22 @@ def test_a_full_write_clears_plain_entries_and_chunks_the_run_no_longer_has() ->
 def test_an_unreadable_chunk_is_named_clearly() -> None:
     with pytest.raises(ValueError, match="jobChunks entry is not base64 gzip JSON"):
         decoded_status({"jobChunks": {"0": "not base64!"}})
+
+
+def test_a_refused_patch_leaves_no_trace_in_later_chunks() -> None:
+    """The API server refused a patch and the scheduler then decided otherwise: the next chunk
+    written holds the stored entry, not the refused one."""
+    rng = random.Random(11)
+    run_graph = wide_graph(3, 100)
+    runtime = finished_runtime(run_graph, rng)
+    encoder, _ = first_write(run_graph, runtime, rng)
+    jobnets = decision_of(run_graph, runtime).jobnet_states
+    refused = runtime.model_copy(update={"jobs": {**runtime.jobs, "/big/part000/step001": JobRuntime(state=S.STUCK)}})
+    encoder.encode(status_patch(decision_of(run_graph, refused, {"/big/part000/step001"}), jobnets))
+    # not committed: the write failed
+    other = runtime.model_copy(update={"jobs": {**runtime.jobs, "/big/part000/step002": JobRuntime(state=S.READY)}})
+    patch = encoder.encode(status_patch(decision_of(run_graph, other, {"/big/part000/step002"}), jobnets))
+    (chunk,) = patch["jobChunks"].values()
+    entries = decode_chunk(chunk)
+    assert entries["/big/part000/step001"]["state"] == "Succeeded"
+    assert entries["/big/part000/step002"]["state"] == "Ready"

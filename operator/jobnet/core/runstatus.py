@@ -266,7 +266,8 @@ class StatusEncoder:
     :data:`PLAIN_MAX_ENTRIES` entries keeps them plain in ``status.jobs``; a larger run keeps
     them in ``status.jobChunks``: the run's node paths, sorted, in fixed chunks of
     :data:`CHUNK_ENTRIES`, each rewritten only when one of its entries changed. The encoder
-    holds the last written entry of every path of a chunked run (it rewrites whole chunks).
+    holds the last stored entry of every path of a chunked run (it rewrites whole chunks): call
+    :meth:`commit` once the patch of :meth:`encode` was stored.
     """
 
     def __init__(self, paths: Iterable[str], status: Mapping[str, Any] | None = None) -> None:
@@ -276,6 +277,7 @@ class StatusEncoder:
         self._chunk_of = {path: index // CHUNK_ENTRIES for index, path in enumerate(ordered)}
         self._chunk_count = (len(ordered) + CHUNK_ENTRIES - 1) // CHUNK_ENTRIES
         self._entries: dict[int, dict[str, dict[str, Any]]] = {}
+        self._pending: dict[int, dict[str, dict[str, Any]]] = {}
         # Chunks of the stored status this encoder never writes (the run's graph changed since, or
         # it is now plain): a full write removes them.
         written = {str(index) for index in range(self._chunk_count)} if self.chunked else set()
@@ -293,23 +295,34 @@ class StatusEncoder:
 
     def encode(self, patch: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
         """The patch to send for ``patch`` (``full``: it is the first write, holding every entry;
-        a chunked run then also clears whatever else the stored status had)."""
+        a chunked run then also clears whatever else the stored status had). Until :meth:`commit`,
+        the encoder still describes the stored status: a refused patch is simply encoded again."""
         jobs = {path: self._cut_tail(entry) for path, entry in (patch.get("jobs") or {}).items()}
         stale: dict[str, str | None] = dict.fromkeys(self._stale_chunks) if full else {}
         if not self.chunked:
             return {**patch, "jobs": jobs, **({"jobChunks": stale} if stale else {})}
         touched: set[int] = set(range(self._chunk_count)) if full else set()
+        pending: dict[int, dict[str, dict[str, Any]]] = {}
         for path, entry in jobs.items():
             index = self._chunk_of.get(path)
             if index is None:
                 raise ValueError(f"status patch names {path!r}, which is not a node of this run")
-            chunk = self._entries.setdefault(index, {})
+            chunk = pending.get(index)
+            if chunk is None:
+                chunk = pending[index] = dict(self._entries.get(index, {}))
             chunk[path] = _merged(chunk.get(path), entry)
             touched.add(index)
+        self._pending = pending
         encoded = {key: value for key, value in patch.items() if key != "jobs"}
         if full:
             encoded["jobs"] = None  # plain entries of an older status would shadow the chunks
-        chunks = {**stale, **{str(index): encode_chunk(self._entries.get(index, {})) for index in sorted(touched)}}
+        chunks = {**stale, **{str(index): encode_chunk(pending.get(index) or self._entries.get(index, {}))
+                              for index in sorted(touched)}}
         if chunks:
             encoded["jobChunks"] = chunks
         return encoded
+
+    def commit(self) -> None:
+        """The patch of the last :meth:`encode` was stored."""
+        self._entries.update(self._pending)
+        self._pending = {}

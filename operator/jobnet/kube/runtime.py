@@ -52,7 +52,12 @@ from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
-from jobnet.core.runstatus import runtime_from_status, status_patch
+from jobnet.core.runstatus import (
+    StatusEncoder,
+    decoded_status,
+    runtime_from_status,
+    status_patch,
+)
 from jobnet.core.scheduler import (
     Ack,
     Action,
@@ -274,7 +279,10 @@ class RunLoop:
         self.run_env: dict[str, str] = dict((body.get("spec") or {}).get("env") or {})
         self.involved = {"apiVersion": GROUP_VERSION, "kind": "JobRun",
                          "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}}
-        status = body.get("status") or {}
+        stored_status = body.get("status") or {}
+        #: keeps the status compact (large runs: compressed chunks; see docs/scale.md)
+        self.status_encoder = StatusEncoder(graph.nodes, stored_status)
+        status = decoded_status(stored_status)
         self.state: RunRuntime = (runtime_from_status(self.uid, graph, JobRunStatus.model_validate(status))
                                   if status.get("jobs") else new_runtime(self.uid))
         self.jobnet_states: dict[str, JobState] = {
@@ -414,18 +422,21 @@ class RunLoop:
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
         # The first write of this loop carries every job: the status may predate a restart.
-        patch = status_patch(decision, self.jobnet_states, full=self.last_summary is None)
+        full = self.last_summary is None
+        patch = status_patch(decision, self.jobnet_states, full=full)
         summary = {key: value for key, value in patch.items() if key != "jobs"}
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
         if patch["jobs"] or summary != self.last_summary:
             try:
-                await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name, patch)
+                await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name,
+                                                       self.status_encoder.encode(patch, full=full))
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again later.
                 self.deliveries = deliveries + self.deliveries
                 logger.warning("run=%s cannot store the status (%s); retrying in %.1fs",
                                self.label, e, self.runtime.config.api_retry_delay)
                 return now + self.runtime.config.api_retry_delay
+            self.status_encoder.commit()
             self.last_summary = summary
         for text in tails_written:
             del self.tails[text]
@@ -588,6 +599,7 @@ class JobRunRuntime:
         self._installer: AgentInstaller | None = None
         self.loops: dict[str, RunLoop] = {}
         self._starting: set[str] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
 
     @property
@@ -653,33 +665,57 @@ class JobRunRuntime:
             await self.ensure_loop(body, None)
 
     async def ensure_loop(self, body: Mapping[str, Any], graph: RunGraph | None) -> None:
-        meta = body.get("metadata", {})
-        uid = meta["uid"]
+        """Start the run's loop unless it runs (or is being started). API failures are retried in
+        the background: kopf does not retry event handlers, and a resumed run may see no
+        further event for a long time."""
+        uid = body["metadata"]["uid"]
         if uid in self.loops or uid in self._starting:
             return
         self._starting.add(uid)
+        if not await self._try_start(body, graph):
+            task = asyncio.create_task(self._retry_start(body, graph), name=f"start jobrun {uid}")
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            return
+        self._starting.discard(uid)
+
+    async def _retry_start(self, body: Mapping[str, Any], graph: RunGraph | None) -> None:
         try:
-            namespace = meta.get("namespace") or "default"
+            while True:
+                await asyncio.sleep(self.config.api_retry_delay)
+                if await self._try_start(body, graph):
+                    return
+        finally:
+            self._starting.discard(body["metadata"]["uid"])
+
+    async def _try_start(self, body: Mapping[str, Any], graph: RunGraph | None) -> bool:
+        """True when the loop runs now or never will; False to try again (the API failed)."""
+        meta = body["metadata"]
+        namespace, name, uid = meta.get("namespace") or "default", meta.get("name"), meta["uid"]
+        try:
             jobnets = await self.client.list_jobnets(namespace)
             if graph is None:
                 reference = (body.get("spec") or {}).get("jobNetRef", "")
                 try:
                     graph = expand(reference, jobnets.catalog, run_id=uid)
                 except (ExpansionError, KeyError) as e:
-                    logger.error("run=%s/%s cannot be resumed: JobNet %r no longer expands: %s",
-                                 namespace, meta.get("name"), reference, e)
-                    return
-            resolution = {name: spec.stuck_resolution for name, spec in jobnets.catalog.items()}
-            loop = RunLoop(self, body, graph, self.config.policy(resolution))
-            self.loops[uid] = loop
-            loop.start()
+                    message = f"cannot resume the run: JobNet {reference!r} no longer expands: {e}"
+                    logger.error("run=%s/%s %s", namespace, name, message)
+                    await self.client.post_event(body, "Warning", "ResumeFailed", message)
+                    return True
         except KubeApiError as e:
-            raise kopf.TemporaryError(f"cannot start the runtime of JobRun {meta.get('name')!r}: {e}",
-                                      delay=self.config.api_retry_delay) from None
-        finally:
-            self._starting.discard(uid)
+            logger.warning("run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
+                           namespace, name, e, self.config.api_retry_delay)
+            return False
+        resolution = {jobnet: spec.stuck_resolution for jobnet, spec in jobnets.catalog.items()}
+        loop = RunLoop(self, body, graph, self.config.policy(resolution))
+        self.loops[uid] = loop
+        loop.start()
+        return True
 
     async def close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
         for loop in list(self.loops.values()):
             if loop.task is not None:
                 loop.task.cancel()

@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError
 
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.runstatus import decoded_status
 from jobnet.core.status import JobRunStatus
 from jobnet.core.validation import parse_jobnet
 from jobnet.plugin.view import Body, Connection, JobRunView, PluginError
@@ -69,7 +70,8 @@ class PluginKube:
         namespace's JobNets."""
         body = self.get_jobrun(name)
         try:
-            status = JobRunStatus.model_validate(body.get("status") or {})
+            # Large runs keep their job entries in compressed chunks (docs/scale.md).
+            status = JobRunStatus.model_validate(decoded_status(body.get("status") or {}))
         except ValueError as error:
             raise PluginError(f"JobRun {name!r} has a status this plugin cannot read: {error}") from None
         if not with_graph:
