@@ -156,7 +156,7 @@ class HostLink:
         self.subscribers: dict[str, RunLoop] = {}
         #: latest journal record per key text; dropped once the agent confirms our ack
         self.records: dict[str, JobRecord] = {}
-        self.last_event_at: float | None = None
+        self._heard_at: float | None = None
         self._keeper: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- subscriptions
@@ -173,12 +173,15 @@ class HostLink:
         self.subscribers.pop(loop.uid, None)
 
     def last_heard(self) -> float | None:
-        """Last sign of life from the agent, on the operator's clock (heartbeat or event)."""
-        heard = [self.last_event_at] if self.last_event_at is not None else []
+        """When the agent last proved our records current, on the operator's clock: its last
+        heartbeat whose journal seq we have caught up with. An event alone proves nothing about
+        the other jobs: right after a reconnect the resumed watch replays old entries (a job's
+        ``running`` while its ``exited`` is still on the way). Kept across a lost connection, so
+        the heartbeat deadline counts from it rather than from the job's start."""
         age = self.agent.synced_heartbeat_age() if self.agent is not None else None
         if age is not None:
-            heard.append(time.time() - age)
-        return max(heard) if heard else None
+            self._heard_at = time.time() - age
+        return self._heard_at
 
     # -------------------------------------------------------------- connecting
 
@@ -246,7 +249,6 @@ class HostLink:
             loop.wake()
 
     def _on_event(self, record: JobRecord) -> None:
-        self.last_event_at = time.time()
         text = record.key.text()
         if record.acknowledged and record.terminal:
             self.records.pop(text, None)
