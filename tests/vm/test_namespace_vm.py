@@ -105,7 +105,8 @@ def test_leftovers_of_a_dead_test_process_are_cleaned(vm: NamespaceVM) -> None:
 
     clean_stale()  # (another worker's VM creation may get there first: same outcome)
 
-    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert netns not in [line.split()[0] for line in listed.splitlines() if line.strip()]
     assert not (SLOTS_DIR / str(vm.slot)).exists()
     vm.slot = None  # already destroyed
 
