@@ -1,8 +1,8 @@
-"""The ``jobnet`` command: ``lint``, ``crds``, ``operator`` and the kubectl plugin commands
+"""The ``jobnet`` command: ``lint``, ``crds``, ``operator``, ``dev`` and the kubectl plugin commands
 (``tree``, ``logs``, ``override``, ``stop``, ``events``; see :mod:`jobnet.plugin`).
 
 ``jobnet lint`` and ``jobnet crds`` never import the Kubernetes or SSH edges: the ``operator``
-subcommand's arguments and code are imported only when it is the one asked for.
+and ``dev`` subcommands' arguments and code are imported only when they are the one asked for.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def run_crds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser(with_operator: bool, prog: str = "jobnet") -> argparse.ArgumentParser:
-    """The argument parser; the operator's own arguments only when ``with_operator``."""
+def build_parser(with_operator: bool, prog: str = "jobnet", with_dev: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; the operator's (``dev``'s) own arguments only when ``with_operator`` (``with_dev``)."""
     parser = argparse.ArgumentParser(prog=prog, description="Kubernetes-native batch job networks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -145,12 +145,24 @@ def build_parser(with_operator: bool, prog: str = "jobnet") -> argparse.Argument
 
         add_operator_arguments(operator_parser)
         operator_parser.set_defaults(handler=run_operator)
+
+    dev_parser = commands.add_parser(
+        "dev", help="try it without a cluster: API emulator, operator and a local VM on this machine",
+        description="Start the Kubernetes API emulator on 127.0.0.1, the operator and one local VM, write "
+                    "a kubeconfig, and run until Ctrl-C (then clean up everything); see docs/dev.md.",
+    )
+    if with_dev:
+        from jobnet.devenv.command import add_dev_arguments, run_dev
+
+        add_dev_arguments(dev_parser)
+        dev_parser.set_defaults(handler=run_dev)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "jobnet") -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(with_operator=bool(arguments) and arguments[0] == "operator", prog=prog)
+    parser = build_parser(with_operator=bool(arguments) and arguments[0] == "operator", prog=prog,
+                          with_dev=bool(arguments) and arguments[0] == "dev")
     args = parser.parse_args(arguments)
     return int(args.handler(args) or EXIT_OK)
 

@@ -1181,8 +1181,11 @@ class EmulatorServer:
     so tests never race with requests being served.
     """
 
-    def __init__(self, workdir: pathlib.Path, *, load_crds: bool = True, history_limit: int = 10_000) -> None:
+    def __init__(self, workdir: pathlib.Path, *, load_crds: bool = True, history_limit: int = 10_000,
+                 kubeconfig: pathlib.Path | None = None) -> None:
         self.workdir = workdir
+        #: written on start: the emulator's address, for kubectl and the operator.
+        self.kubeconfig = kubeconfig or workdir / "kubeconfig.yaml"
         self.port = 0
         self.api = ApiEmulator(history_limit=history_limit)
         self._load_crds = load_crds
@@ -1262,10 +1265,6 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def kubeconfig(self) -> pathlib.Path:
-        return self.workdir / "kubeconfig.yaml"
 
     def kubeconfig_dict(self, namespace: str = "default") -> Body:
         return {

@@ -1,4 +1,4 @@
-"""Small helpers for tests that touch the network: polling with a deadline, address checks."""
+"""Small network helpers of namespace VMs (tests and `jobnet dev`): polling with a deadline, address checks."""
 
 from __future__ import annotations
 

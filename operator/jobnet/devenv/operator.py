@@ -1,4 +1,4 @@
-"""Run the REAL operator (``jobnet operator``) as a subprocess against the API emulator.
+"""Run the real operator (``jobnet operator``) as a subprocess against the API emulator (tests, ``jobnet dev``).
 
 The operator gets a kubeconfig pointing at the emulator, a plain-HTTP webhook server on a
 free localhost port, and writes its log to a file the test can read and assert on.
@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.emulator import EmulatorServer, free_port
+from jobnet.devenv.emulator import EmulatorServer, free_port
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
@@ -205,32 +205,3 @@ class OperatorProcess:
         )
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return dict(json.loads(reply.read())["response"])
-
-
-def admission_review(
-        operation: str, obj: dict[str, Any] | None, old: dict[str, Any] | None = None,
-        namespace: str = "default",
-) -> dict[str, Any]:
-    """A real ``admission.k8s.io/v1`` AdmissionReview request for a JobNet or JobRun."""
-    subject = obj if obj is not None else old
-    assert subject is not None
-    kind = subject["kind"]
-    plural = {"JobNet": "jobnets", "JobRun": "jobruns"}[kind]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "jobnet.dev", "version": "v1alpha1", "kind": kind},
-            "resource": {"group": "jobnet.dev", "version": "v1alpha1", "resource": plural},
-            "requestKind": {"group": "jobnet.dev", "version": "v1alpha1", "kind": kind},
-            "requestResource": {"group": "jobnet.dev", "version": "v1alpha1", "resource": plural},
-            "name": subject["metadata"].get("name", ""),
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "tester", "groups": ["system:authenticated"]},
-            "object": obj,
-            "oldObject": old,
-            "dryRun": False,
-        },
-    }

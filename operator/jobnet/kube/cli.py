@@ -23,6 +23,15 @@ def _positive(text: str) -> float:
     return value
 
 
+def host_alias(text: str) -> tuple[str, str]:
+    """``NAME=ADDRESS`` of ``--host-alias``: a clear error for anything else."""
+    name, separator, address = text.partition("=")
+    name, address = name.strip(), address.strip()
+    if not separator or not name or not address or "=" in address:
+        raise argparse.ArgumentTypeError(f"expected NAME=ADDRESS (e.g. vm1.batch.example=10.0.0.7), not {text!r}")
+    return name, address
+
+
 def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", dest="namespaces", action="append", default=[], metavar="NS",
                         help="watch this namespace (repeatable; default: all namespaces)")
@@ -82,6 +91,10 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument("--agent-serve-arg", dest="agent_serve_args", action="append", default=[], metavar="ARG",
                          help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
                               "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1")
+    runtime.add_argument("--host-alias", dest="host_aliases", action="append", default=[], type=host_alias,
+                         metavar="NAME=ADDRESS",
+                         help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
+                              "(repeatable); the host key is still verified against knownHosts under NAME")
     runtime.add_argument("--server-name", default=None, help="MM_SERVER_NAME of every job (default: this host's name)")
 
 
@@ -118,6 +131,9 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
 def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
     if args.reconnect_backoff_max < args.reconnect_backoff_min:
         raise SystemExit("jobnet operator: --reconnect-backoff-max must not be shorter than --reconnect-backoff-min")
+    aliased = [name for name, _ in args.host_aliases]
+    if len(set(aliased)) != len(aliased):
+        raise SystemExit(f"jobnet operator: --host-alias names a host twice: {sorted({n for n in aliased if aliased.count(n) > 1})}")
     if args.kill_grace < 0:
         raise SystemExit(f"jobnet operator: --kill-grace must be >= 0, not {args.kill_grace}")
     ssh = SshSettings(
@@ -125,6 +141,7 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         auth_timeout=args.ssh_handshake_timeout, keepalive_interval=args.ssh_keepalive,
         dead_connection_timeout=args.ssh_dead_connection_timeout,
         reconnect_backoff_min=args.reconnect_backoff_min, reconnect_backoff_max=args.reconnect_backoff_max,
+        host_aliases=dict(args.host_aliases),
     )
     return RuntimeConfig(
         heartbeat_deadline=args.heartbeat_deadline, dispatch_timeout=args.dispatch_timeout,

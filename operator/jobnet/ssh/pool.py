@@ -119,6 +119,9 @@ class SshSettings:
     dead_connection_timeout: float = 15.0
     reconnect_backoff_min: float = 0.2
     reconnect_backoff_max: float = 10.0
+    #: host name -> address to connect to instead of resolving the name (like a pod's
+    #: ``hostAliases``); the host key is still looked up in knownHosts under the name.
+    host_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,10 +227,12 @@ class HostConnectionPool:
             raise
 
     def _open_socket(self, target: SshTarget) -> socket.socket:
+        address = self.settings.host_aliases.get(target.address, target.address)
+        via = f" (host alias: {address})" if address != target.address else ""
         try:
-            sock = socket.create_connection((target.address, target.port), timeout=self.settings.connect_timeout)
+            sock = socket.create_connection((address, target.port), timeout=self.settings.connect_timeout)
         except (OSError, socket.timeout) as exc:
-            raise HostUnreachable(f"cannot reach sshd at {target.address}:{target.port}: {_describe(exc)}") from None
+            raise HostUnreachable(f"cannot reach sshd at {target.address}:{target.port}{via}: {_describe(exc)}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
