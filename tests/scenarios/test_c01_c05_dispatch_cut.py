@@ -1,0 +1,342 @@
+"""C01–C05: the network between the operator and a VM breaks while a launch is being dispatched.
+
+The fault must hit an SSH connection that is already open (a fresh connection that cannot be made
+proves the launch never left: that is B06, a Failed job). So every run here has two VMs:
+
+* ``net`` (the VM under test) runs ``warmup`` first, which opens the operator's agent channel to
+  it and keeps it open for the rest of the run;
+* ``ctl`` runs ``gate``, a job that waits for a ``go`` file the test writes straight onto ``ctl``'s
+  disk (no network involved) after injecting the fault on ``net``;
+* ``target`` (on ``net``, after ``warmup`` and ``gate``) is then launched over the broken
+  connection, and ``downstream`` (on ``net``) follows it.
+
+The faults: ``cut()`` (the host side of the link goes down: the launch request never reaches the
+agent) and ``drop("out")`` (the request reaches the agent, which starts the job, but no answer
+comes back). Both are undone only once the scenario's point is proven.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.scenario import Scenario, poll
+from tests.support.vm import NamespaceVM
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+
+#: How long a script waits for a file at most (polls every 0.05 s: 2 minutes).
+WAIT_POLLS = 2400
+
+
+@dataclass
+class CutRun:
+    """One run of the two-VM JobNet described in the module docstring."""
+
+    scenario: Scenario
+    name: str
+    net: NamespaceVM
+    ctl: NamespaceVM
+    run: str
+
+    def path(self, job: str) -> str:
+        return f"/{self.name}/{job}"
+
+    @property
+    def uid(self) -> str:
+        return str(self.scenario.get_run(self.run)["metadata"]["uid"])
+
+    def key(self, job: str, attempt: int = 1) -> str:
+        """The agent's key text ``run:path#attempt`` (as in the agent log)."""
+        return f"{self.uid}:{self.path(job)}#{attempt}"
+
+    def agent_lines(self, job: str, attempt: int = 1) -> list[str]:
+        """The agent log lines of ``net`` about one launch of ``job``."""
+        key = self.key(job, attempt)
+        return [line for line in self.scenario.agent_log(self.net).splitlines() if key in line]
+
+    def launch_over_broken_link(self, fault: str) -> None:
+        """Once ``warmup`` ran (the channel to ``net`` is open) and ``gate`` runs: break the
+        link to ``net`` (``cut`` or ``drop-out``), then let ``gate`` end so that ``target`` is
+        launched at once, well before the operator can notice the dead connection."""
+        self.scenario.wait_job_state(self.run, self.path("warmup"), "Succeeded", timeout=60)
+        self.scenario.wait_job_state(self.run, self.path("gate"), "Running", timeout=60)
+        assert operator_connections(self.net), f"no open connection to {self.net.netns} to break"
+        if fault == "cut":
+            self.net.cut()
+        else:
+            self.net.drop("out")
+        self.ctl.put_file("go", "", 0o644)
+
+    def wait_old_connection_gone(self) -> None:
+        """Until the kernel has given up the connection the launch left on: after that, nothing
+        queued before the cut can reach the VM when the link comes back."""
+        poll(lambda: not operator_connections(self.net), 30, f"no TCP connection left to {self.net.address}:22",
+             lambda: "\n".join(operator_connections(self.net)))
+
+    def operator_log_for(self, job: str) -> str:
+        """The operator log lines naming ``job``."""
+        return "\n".join(line for line in self.scenario.operator_log().splitlines() if f"job={self.path(job)} " in line)
+
+
+def start_cut_run(scenario: Scenario, name: str, *, target_body: Callable[[NamespaceVM], str] = lambda net: "exit 0\n",
+                  retry: dict[str, Any] | None = None, stuck_resolution: str = "Auto") -> CutRun:
+    net = scenario.vm("net")
+    ctl = scenario.vm("ctl")
+    gate = scenario.marker_script(ctl, "gate", wait_for_file(ctl.home / "go"))
+    jobs: list[dict[str, Any]] = [
+        {"name": "warmup", "script": scenario.marker_script(net, "warmup")},
+        {"name": "gate", "script": gate, "host": scenario.host(ctl)},
+        {"name": "target", "script": scenario.marker_script(net, "target", target_body(net)),
+         "after": ["warmup", "gate"]},
+        {"name": "downstream", "script": scenario.marker_script(net, "downstream"), "after": ["target"]},
+    ]
+    spec: dict[str, Any] = {"stuckResolution": stuck_resolution}
+    if retry is not None:
+        spec["retry"] = retry
+    run = scenario.run_jobnet(name, scenario.host(net), jobs, **spec)
+    return CutRun(scenario, name, net, ctl, run)
+
+
+def operator_connections(vm: NamespaceVM) -> list[str]:
+    """The host's TCP connections to the VM's sshd that the kernel still keeps (any state but
+    TIME-WAIT): while one exists, bytes queued before a cut could still reach the VM."""
+    out = subprocess.run(["ss", "-Htn", "state", "all", "dst", f"{vm.address}:22"],
+                         capture_output=True, text=True, check=True, timeout=10).stdout
+    return [line for line in out.splitlines() if line.strip() and not line.startswith("TIME-WAIT")]
+
+
+def wait_for_file(path: Path) -> str:
+    """Shell lines that wait (bounded) until ``path`` exists, and fail if it never does."""
+    return f"""\
+        n=0
+        while [ ! -e {path} ] && [ $n -lt {WAIT_POLLS} ]; do sleep 0.05; n=$((n+1)); done
+        [ -e {path} ]
+        """
+
+
+def overrides(status: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    return [entry for entry in status.get("overrides") or [] if entry["path"] == path]
+
+
+# ---------------------------------------------------------------------- C01
+
+
+def test_C01_cut_before_launch_reaches_agent_no_retry_stuck_then_annotate_ready_runs(scenario: Scenario) -> None:
+    cut = start_cut_run(scenario, "c01")
+    target = cut.path("target")
+
+    cut.launch_over_broken_link("cut")
+    try:
+        job = scenario.wait_job_state(cut.run, target, "Stuck", timeout=60)
+        # The launch left on the open connection and no answer came: the operator cannot know
+        # whether the agent got it, so it does not guess Failed.
+        assert job["reason"] == "LaunchOutcomeUnknown" and job["attempt"] == 1, job
+        assert "launch outcome unknown" in cut.operator_log_for("target"), scenario.operator_log()[-4000:]
+        cut.wait_old_connection_gone()
+    finally:
+        cut.net.restore()
+    event = scenario.wait_event(cut.run, "JobStuck", contains=target)
+    assert "LaunchOutcomeUnknown" in event["message"] and event["type"] == "Warning", event
+    scenario.wait_phase(cut.run, "Stuck")
+    assert "Stuck" in scenario.get_runs_table()
+    assert cut.agent_lines("target") == [], "the agent never saw the launch"
+    assert scenario.script_runs(cut.net, "target") == 0
+
+    scenario.annotate(cut.run, "jobnet.dev/override", f"{target}=Ready")
+
+    status = scenario.wait_phase(cut.run, "Succeeded", timeout=60)
+    job = status["jobs"][target]
+    assert job["state"] == "Succeeded" and job["attempt"] == 2 and job["exitCode"] == 0, job
+    assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
+    runs = (cut.net.home / "markers" / "target").read_text().splitlines()
+    assert len(runs) == 1 and runs[0].startswith(f"{target}#2 "), runs  # ran once: the new attempt
+    assert cut.agent_lines("target", 1) == []
+    assert sum("accepted" in line for line in cut.agent_lines("target", 2)) == 1
+    overridden = scenario.wait_event(cut.run, "Overridden", contains=target)
+    assert "re-run" in overridden["message"] and "attempt 2" in overridden["message"], overridden
+    assert [(o["fromState"], o["toState"]) for o in overrides(status, target)] == [("Stuck", "Ready")]
+    assert "jobnet.dev/override" not in (scenario.get_run(cut.run)["metadata"].get("annotations") or {})
+
+
+# ---------------------------------------------------------------------- C02, C03
+
+
+def launch_with_lost_answer(scenario: Scenario, name: str, exit_code: int, resolution: str) -> CutRun:
+    """The launch of ``target`` reaches the agent, which runs it to ``exit_code``, but its answer
+    never comes back and there is no retry: the job is Stuck. Returns once the network is back."""
+    cut = start_cut_run(scenario, name, target_body=lambda net: f"exit {exit_code}\n", stuck_resolution=resolution)
+    target = cut.path("target")
+    cut.launch_over_broken_link("drop-out")
+    try:
+        job = scenario.wait_job_state(cut.run, target, "Stuck", timeout=60)
+        assert job["reason"] == "LaunchOutcomeUnknown" and job["attempt"] == 1, job
+        assert "launch outcome unknown" in cut.operator_log_for("target"), scenario.operator_log()[-4000:]
+        event = scenario.wait_event(cut.run, "JobStuck", contains=target)
+        assert "LaunchOutcomeUnknown" in event["message"], event
+        scenario.wait_phase(cut.run, "Stuck")
+        # Meanwhile, on the VM, the job ran to its end: the agent log says so.
+        scenario.wait_agent_log(cut.net, rf"{re.escape(cut.key('target'))} exited with code {exit_code}\b")
+        assert scenario.script_runs(cut.net, "target") == 1
+        assert scenario.job(cut.run, target)["state"] == "Stuck"
+    finally:
+        cut.net.undrop("out")
+    return cut
+
+
+def assert_launched_once(cut: CutRun) -> None:
+    """``target`` ran once: one accepted launch, never a repeated one, never a second attempt."""
+    lines = cut.agent_lines("target")
+    assert sum("accepted" in line for line in lines) == 1, lines
+    assert not any("launch ignored" in line for line in lines), lines
+    assert cut.agent_lines("target", 2) == []
+    assert cut.scenario.script_runs(cut.net, "target") == 1
+
+
+@pytest.mark.parametrize("resolution", ["Auto", "Manual"])
+def test_C02_cut_after_start_exit0_stuck_then_resolved_or_annotated_succeeded(scenario: Scenario, resolution: str) -> None:
+    cut = launch_with_lost_answer(scenario, "c02", 0, resolution)
+    target = cut.path("target")
+
+    if resolution == "Auto":
+        # The network is back: the agent's journal settles it, nobody launches it again.
+        resolved = scenario.wait_event(cut.run, "StuckResolved", contains=target, timeout=60)
+        assert "exited with code 0" in resolved["message"], resolved
+    else:
+        # First the agent may report it running; then, what settles it: its end.
+        scenario.wait_event(cut.run, "StuckOutcomeKnown", contains=f"{target}: the agent reports the job exited with code 0",
+                            timeout=60)
+        job = scenario.job(cut.run, target)
+        assert job["state"] == "Stuck" and "settle it with an override" in job["message"], job
+        assert scenario.script_runs(cut.net, "downstream") == 0
+        scenario.annotate(cut.run, "jobnet.dev/override", f"{target}=Succeeded")
+
+    status = scenario.wait_phase(cut.run, "Succeeded", timeout=60)
+    job = status["jobs"][target]
+    assert job["state"] == "Succeeded" and job["attempt"] == 1, job
+    assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
+    assert scenario.script_runs(cut.net, "downstream") == 1
+    assert_launched_once(cut)
+    settled = overrides(status, target)
+    assert [(o["fromState"], o["toState"]) for o in settled] == [("Stuck", "Succeeded")], settled
+    if resolution == "Auto":
+        assert settled[0]["by"] == "jobnet-operator (auto)" and job["exitCode"] == 0, (settled, job)
+        assert "resolved automatically" in job["message"], job
+    else:
+        assert settled[0].get("by") != "jobnet-operator (auto)", settled
+        scenario.wait_event(cut.run, "Overridden", contains=target)
+    assert "RunSucceeded" in scenario.event_reasons(cut.run)
+
+
+@pytest.mark.parametrize("resolution", ["Auto", "Manual"])
+def test_C03_cut_after_start_exit_nonzero_stuck_then_resolved_or_annotated_failed(scenario: Scenario, resolution: str) -> None:
+    cut = launch_with_lost_answer(scenario, "c03", 3, resolution)
+    target = cut.path("target")
+
+    if resolution == "Auto":
+        resolved = scenario.wait_event(cut.run, "StuckResolved", contains=target, timeout=60)
+        assert "exited with code 3" in resolved["message"], resolved
+    else:
+        scenario.wait_event(cut.run, "StuckOutcomeKnown", contains=f"{target}: the agent reports the job exited with code 3",
+                            timeout=60)
+        assert scenario.job(cut.run, target)["state"] == "Stuck"
+        scenario.annotate(cut.run, "jobnet.dev/override", f"{target}=Failed")
+
+    status = scenario.wait_phase(cut.run, "Failed", timeout=60)
+    job = status["jobs"][target]
+    assert job["state"] == "Failed" and job["attempt"] == 1, job
+    assert status["jobs"][cut.path("downstream")]["state"] == "Skipped"
+    assert scenario.script_runs(cut.net, "downstream") == 0
+    assert_launched_once(cut)
+    settled = overrides(status, target)
+    assert [(o["fromState"], o["toState"]) for o in settled] == [("Stuck", "Failed")], settled
+    if resolution == "Auto":
+        assert job["reason"] == "NonZeroExit" and job["exitCode"] == 3, job
+        assert settled[0]["by"] == "jobnet-operator (auto)", settled
+    else:
+        scenario.wait_event(cut.run, "Overridden", contains=target)
+    assert "RunFailed" in scenario.event_reasons(cut.run)
+
+
+# ---------------------------------------------------------------------- C04, C05
+
+
+def test_C04_cut_before_launch_reaches_agent_retried_after_reconnect_runs_once(scenario: Scenario) -> None:
+    cut = start_cut_run(scenario, "c04", retry={"dispatchAttempts": 30, "intervalSeconds": 1})
+    target = cut.path("target")
+    log_start = len(scenario.operator_log())
+
+    cut.launch_over_broken_link("cut")
+    try:
+        scenario.wait_event(cut.run, "DeliveryRetried", contains=target, timeout=60)
+        cut.wait_old_connection_gone()  # so the first request can never arrive late
+        assert scenario.job(cut.run, target)["state"] == "Starting"
+    finally:
+        cut.net.restore()
+
+    status = scenario.wait_phase(cut.run, "Succeeded", timeout=60)
+    job = status["jobs"][target]
+    assert job["state"] == "Succeeded" and job["attempt"] == 1 and job["exitCode"] == 0, job
+    assert scenario.script_runs(cut.net, "target") == 1
+    assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
+    # The agent saw the launch once: from a retry, after the reconnect.
+    lines = cut.agent_lines("target")
+    assert sum("accepted" in line for line in lines) == 1 and not any("launch ignored" in line for line in lines), lines
+    reasons = scenario.event_reasons(cut.run)
+    assert "JobStuck" not in reasons and "JobFailed" not in reasons, reasons
+    # Operator log: the disconnect, the retry, the reconnect, in that order.
+    log = scenario.operator_log()[log_start:]
+    host = re.escape(f"{cut.net.user}@{cut.net.address}:22")
+    disconnect = re.search(rf"agent channel to {host} lost", log)
+    retry = re.search(rf"job={re.escape(target)} .*DeliveryRetried: .*retrying with the same key", log)
+    assert disconnect and retry, log[-5000:]
+    assert re.search(rf"job={re.escape(target)} .*launch outcome unknown", log), log[-5000:]
+    after = log[max(disconnect.start(), retry.start()):]
+    reconnect = re.search(rf"SSH connected to {host}.*\n(.*\n)*.*agent channel to {host} open", after)
+    assert reconnect, after[-5000:]
+    assert re.search(rf"job={re.escape(target)} .*launching", after[reconnect.end():]), after[-5000:]
+
+
+#: C05's connection must outlive the loss of the answers, as it does with the default deadlines (a
+#: request timeout far below the dead-connection timeout): while the VM's answers are lost, TCP
+#: holds back the retried requests; when they flow again, the retries reach the agent.
+C05_DEADLINES = ("--ssh-dead-connection-timeout=40", "--heartbeat-deadline=40")
+
+
+def test_C05_cut_after_start_retried_launch_ignored_by_agent_job_succeeds_once(scenario: Scenario) -> None:
+    scenario.start_operator(*C05_DEADLINES)
+    cut = start_cut_run(scenario, "c05", retry={"dispatchAttempts": 30, "intervalSeconds": 1},
+                        target_body=lambda net: wait_for_file(net.home / "release"))
+    target = cut.path("target")
+    key = re.escape(cut.key("target"))
+
+    cut.launch_over_broken_link("drop-out")
+    try:
+        scenario.wait_agent_log(cut.net, rf"{key} started pid", timeout=30)
+        # The answer is lost; the operator repeats the launch by the same key (twice at least).
+        scenario.wait_event(cut.run, "DeliveryRetried", contains=f"{target}: launch attempt 2 to", timeout=30)
+        assert scenario.job(cut.run, target)["state"] == "Starting"
+        assert "launch outcome unknown" in cut.operator_log_for("target"), scenario.operator_log()[-4000:]
+    finally:
+        cut.net.undrop("out")
+    ignored = scenario.wait_agent_log(cut.net, rf"{key} launch ignored: already started \(pid (\d+)\)", timeout=30)
+    scenario.wait_job_state(cut.run, target, "Running", timeout=60)
+    cut.net.put_file("release", "", 0o644)
+
+    status = scenario.wait_phase(cut.run, "Succeeded", timeout=60)
+    job = status["jobs"][target]
+    assert job["state"] == "Succeeded" and job["attempt"] == 1 and job["exitCode"] == 0, job
+    assert job["pid"] == int(ignored.group(1)), (job, ignored.group(0))
+    assert scenario.script_runs(cut.net, "target") == 1
+    assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
+    lines = cut.agent_lines("target")
+    assert sum("accepted" in line for line in lines) == 1 and sum("started pid" in line for line in lines) == 1, lines
+    assert cut.agent_lines("target", 2) == []
+    reasons = scenario.event_reasons(cut.run)
+    assert "JobStuck" not in reasons and "JobFailed" not in reasons, reasons
