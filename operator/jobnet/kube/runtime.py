@@ -602,6 +602,7 @@ class JobRunRuntime:
         self.loops: dict[str, RunLoop] = {}
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
 
     @property
