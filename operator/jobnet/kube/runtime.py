@@ -602,7 +602,6 @@ class JobRunRuntime:
         self.loops: dict[str, RunLoop] = {}
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
-        self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
 
     @property
