@@ -168,6 +168,8 @@ class DevEnvironment:
                            "sshd you have: --local-ssh HOST:PORT --user U --key FILE")
         if shutil.which("kubectl") is None:
             raise DevError("kubectl is not on PATH (https://kubernetes.io/docs/tasks/tools/)")
+        if self.local_ssh is not None:  # refused before anything starts when the host key is unknown
+            known_hosts, private_key = self.local_ssh.known_hosts_line(DEV_HOST), self.local_ssh.key_file.read_text()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "operator.log").unlink(missing_ok=True)
         self.emulator = self._stack.enter_context(
@@ -181,8 +183,6 @@ class DevEnvironment:
                 raise DevError(f"cannot make the local VM: {error}") from None
             self._stack.callback(self.vm.destroy)
             known_hosts, private_key = self.vm.known_hosts_for(DEV_HOST), self.vm.client_key
-        else:
-            known_hosts, private_key = self.local_ssh.known_hosts_line(DEV_HOST), self.local_ssh.key_file.read_text()
         self.emulator.put({
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": DEV_SECRET, "namespace": NAMESPACE},

@@ -222,11 +222,16 @@ def clean_stale() -> list[int]:
         if not claim.name.isdigit():
             continue
         try:
-            owner = int(claim.read_text().strip())
+            text = claim.read_text().strip()
+            age = time.time() - claim.stat().st_mtime
         except FileNotFoundError:
             continue
-        except ValueError:
-            owner = 0  # unreadable claim: nobody can own it
+        if not text.isdigit():
+            if age < 60:
+                continue  # being written by a claimer (older versions of this module wrote the pid late)
+            owner = 0
+        else:
+            owner = int(text)
         if owner and _pid_alive(owner):
             continue
         stale.append(int(claim.name))

@@ -1,0 +1,106 @@
+"""``jobnet dev --demo`` end to end, as a user runs it: a subprocess with the real kubectl, the real
+operator, the API emulator and a namespace VM; and ``--local-ssh`` against an sshd one already has
+(here a namespace VM's, reached by address, its host key in a known_hosts file of the test's)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobnet.devenv.command import DEV_USER
+from jobnet.devenv.vm import NamespaceVM, missing_requirements
+
+REPO = Path(__file__).resolve().parents[2]
+#: The demo's own deadlines keep it under two minutes; this only catches a hang.
+DEMO_TIMEOUT = 180
+
+pytestmark = [
+    pytest.mark.vm, pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
+]
+
+
+def run_dev(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "dev", *args],
+        capture_output=True, text=True, timeout=DEMO_TIMEOUT, cwd=cwd,
+    )
+
+
+def user_exists(name: str) -> bool:
+    return subprocess.run(["id", name], capture_output=True).returncode == 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: Path) -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    if user_exists(DEV_USER):
+        pytest.skip(f"user {DEV_USER} exists here (another `jobnet dev` running?): the demo VM needs it")
+
+    result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), cwd=REPO)
+    out = result.stdout
+
+    assert result.returncode == 0, f"exit {result.returncode}\n{out}\n{result.stderr}"
+    assert "jobnet dev --demo: OK" in out
+    assert re.search(r"^hello-\w+ +hello +Succeeded +1/1 ", out, re.MULTILINE), out
+    assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
+    # The tree of the nested expansion, on the aliased VM.
+    assert re.search(r"^    j11 +Succeeded +batch@vm1\.batch\.example:22 ", out, re.MULTILINE), out
+    # The Stuck job, what became known, the annotation, and the run's success.
+    assert re.search(r"^  work +Stuck .* HeartbeatLost +no heartbeat from the agent", out, re.MULTILINE), out
+    assert "now known: the agent reports the job exited with code 0; settle it with an override" in out
+    assert "jobrun.jobnet.dev/stuck-demo-1 annotated" in out
+    assert re.search(r"^  work +Succeeded .* Overridden +set to Succeeded by an override annotation", out, re.MULTILINE), out
+    assert re.search(r"^  report +Succeeded ", out, re.MULTILINE), out
+    assert re.search(r"^stuck-demo-1 +stuck-demo +Succeeded +2/2 ", out, re.MULTILINE), out
+    # Everything it started is gone (the VM's user, the operator); the kubeconfig and log stay.
+    assert not user_exists(DEV_USER)
+    assert not processes_mentioning(str(tmp_path / "dev" / "kubeconfig"))
+    assert "JobStuck" in (tmp_path / "dev" / "operator.log").read_text()
+
+
+def test_dev_demo_with_an_sshd_one_already_has(tmp_path: Path, vm: NamespaceVM) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(vm.known_hosts)
+    examples = tmp_path / "examples"
+    shutil.copytree(REPO / "examples", examples)
+
+    result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), "--examples", str(examples),
+                     "--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
+                     "--known-hosts", str(known_hosts), cwd=tmp_path)
+    out = result.stdout
+
+    assert result.returncode == 0, f"exit {result.returncode}\n{out}\n{result.stderr}"
+    assert f"your sshd at {vm.address}:22, user {vm.user}" in out
+    assert re.search(rf"^  greet +Succeeded +{vm.user}@vm1\.batch\.example:22 ", out, re.MULTILINE), out
+    assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
+    assert "Skipping the Stuck job: cutting the link needs the namespace VM" in out
+    assert "jobnet dev --demo: OK" in out
+    assert "greet" in vm.read_agent_log()  # the jobs ran on that sshd's machine
+
+
+def test_local_ssh_refuses_a_host_key_it_has_never_seen(tmp_path: Path, vm: NamespaceVM) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    result = run_dev("--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
+                     "--known-hosts", str(tmp_path / "known_hosts"), "--workdir", str(tmp_path / "dev"), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert f"no host key for {vm.address} in {tmp_path / 'known_hosts'}" in result.stderr
+    assert "host keys are always verified" in result.stderr
+    assert not (tmp_path / "dev").exists()  # refused before starting anything
