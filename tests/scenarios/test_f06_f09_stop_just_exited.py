@@ -132,6 +132,7 @@ def test_F07_stop_run_or_sub_jobnet_whose_job_just_exited_0_succeeded_downstream
     assert jobs["/f07/inner/second"]["reason"] == "StopRequested"
     # Under a stopped run the tail is Stopped; after a stopped sub-jobnet it is Skipped.
     assert jobs["/f07/tail"]["state"] == ("Stopped" if stop_path == "/" else "Skipped"), jobs["/f07/tail"]
+    assert jobs["/f07/inner"]["state"] == "Stopped", jobs["/f07/inner"]  # the sub-jobnet ends as a unit
     assert scenario.script_runs(vm, "first") == 1
     assert scenario.script_runs(vm, "second") == 0 and scenario.script_runs(vm, "f07-tail") == 0
     assert "/f07/inner/second" not in scenario.agent_log(vm), "the downstream job must never reach the agent"
@@ -180,6 +181,7 @@ def test_F09_stop_run_or_sub_jobnet_whose_job_just_exited_non_zero_fails_the_run
     assert jobs["/f09/inner/first"]["state"] == "Failed" and jobs["/f09/inner/first"]["exitCode"] == 3, jobs
     assert jobs["/f09/inner/second"]["state"] == "Stopped", jobs["/f09/inner/second"]
     assert jobs["/f09/tail"]["state"] == ("Stopped" if stop_path == "/" else "Skipped"), jobs["/f09/tail"]
+    assert jobs["/f09/inner"]["state"] == "Failed", jobs["/f09/inner"]  # the real failure wins over the stop
     assert scenario.script_runs(vm, "first") == 1
     assert scenario.script_runs(vm, "second") == 0 and scenario.script_runs(vm, "f09-tail") == 0
     assert "/f09/inner/second" not in scenario.agent_log(vm), "the downstream job must never reach the agent"

@@ -55,3 +55,33 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
     annotations = scenario.get_run(run)["metadata"].get("annotations") or {}
     assert "jobnet.dev/override" not in annotations and "jobnet.dev/stop" not in annotations, annotations
     assert scenario.script_runs(vm, "work") == 1 and scenario.script_runs(vm, "after") == 0
+
+
+def test_F10_vm_back_after_the_stop_stuck_job_auto_resolved_failed_host_rebooted(scenario: Scenario) -> None:
+    """The automatic path: the VM boots again; its agent knows the job was interrupted by the
+    reboot (boot id changed), so the Stuck job is resolved to Failed (HostRebooted), recorded as
+    an automatic settlement: never Stopped or Succeeded on a guess."""
+    vm = scenario.vm()
+    work = scenario.marker_script(vm, "work", "sleep 300\n")
+    run = scenario.run_jobnet("f10", scenario.host(vm), [{"name": "work", "script": work}])
+    scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
+    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f10/work started")
+
+    vm.crash()
+    vm.cut()
+    scenario.wait_operator_log(r"host=\S+ agent unreachable: ", timeout=30)
+    scenario.annotate(run, "jobnet.dev/stop", "/f10/work")
+    scenario.wait_job_state(run, "/f10/work", "Stuck", timeout=60)
+    assert scenario.job(run, "/f10/work")["reason"] == "HostDown"
+
+    vm.restore()
+    vm.start()
+
+    status = scenario.wait_phase(run, "Failed", timeout=60)
+    job = status["jobs"]["/f10/work"]
+    assert job["state"] == "Failed" and job["reason"] == "HostRebooted", job
+    assert "resolved automatically" in job["message"], job
+    assert [(o["fromState"], o["toState"]) for o in status.get("overrides") or [] if o["path"] == "/f10/work"] \
+        == [("Stuck", "Failed")], status.get("overrides")
+    scenario.wait_event(run, "StuckResolved", contains="/f10/work")
+    assert scenario.script_runs(vm, "work") == 1
