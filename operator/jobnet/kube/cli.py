@@ -95,7 +95,6 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
                          metavar="NAME=ADDRESS",
                          help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
                               "(repeatable); the host key is still verified against knownHosts under NAME")
-    runtime.add_argument("--server-name", default=None, help="MM_SERVER_NAME of every job (default: this host's name)")
 
 
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -147,7 +146,6 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         heartbeat_deadline=args.heartbeat_deadline, dispatch_timeout=args.dispatch_timeout,
         kill_grace=args.kill_grace, agent_request_timeout=args.agent_request_timeout,
         agent_serve_args=tuple(args.agent_serve_args), ssh=ssh, api_retry_delay=args.retry_delay,
-        **({"server_name": args.server_name} if args.server_name else {}),
     )
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -109,8 +108,6 @@ class RuntimeConfig:
     ssh: SshSettings = field(default_factory=SshSettings)
     #: how long to wait before trying again after the API server refused a status patch
     api_retry_delay: float = 2.0
-    #: ``MM_SERVER_NAME`` of every job
-    server_name: str = field(default_factory=socket.gethostname)
 
     def policy(self, stuck_resolution: Mapping[str, Any]) -> SchedulerPolicy:
         return SchedulerPolicy(
@@ -527,7 +524,7 @@ class RunLoop:
             return
         environment = job_environment(
             self.graph, action.path, run_uid=self.uid, run_name=self.name, namespace=self.namespace,
-            run_env=self.run_env, attempt=action.key.attempt, server_name=self.runtime.config.server_name,
+            run_env=self.run_env, attempt=action.key.attempt, server_name=link.key.address,
         )
         assert node.script is not None  # job nodes always have a script
         request = LaunchRequest(key=action.key, script=node.script, args=list(node.args), env=environment,
