@@ -4,14 +4,17 @@ JobNet names host NAME, and the host key is still verified against knownHosts un
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
+import yaml
 
 from jobnet.devenv.vm import NamespaceVM
 from jobnet.kube.cli import add_operator_arguments, runtime_config_from_arguments
 from jobnet.ssh import HostConnectionPool, HostKeyMismatch, HostUnreachable, SshCredentials, SshSettings, SshTarget
 
 NAME = "vm1.batch.example"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "jobnet-operator"
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -70,3 +73,14 @@ def test_a_key_known_only_under_the_address_is_not_trusted_for_the_name(vm: Name
                        SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key))
     pool.close()
     assert "Accepted publickey" not in vm.read_sshd_log()  # credentials never sent
+
+
+def test_the_chart_passes_host_aliases_to_the_operator() -> None:
+    helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (test extra) renders the chart")
+    chart = helm_python.Chart.load(str(CHART))
+    rendered = chart.render(values={"hostAliases": {NAME: "10.0.0.7", "db.example": "10.0.0.8"}})
+    deployment = yaml.safe_load(rendered["jobnet-operator/templates/deployment.yaml"])
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--host-alias")] == ["--host-alias=db.example=10.0.0.8", f"--host-alias={NAME}=10.0.0.7"]
+    default = yaml.safe_load(chart.render(values={})["jobnet-operator/templates/deployment.yaml"])
+    assert not [a for a in default["spec"]["template"]["spec"]["containers"][0]["args"] if a.startswith("--host-alias")]
