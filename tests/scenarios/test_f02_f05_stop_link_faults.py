@@ -1,0 +1,171 @@
+"""F02-F05: a force stop meets a broken link between the operator and the VM.
+
+* F02: the link is cut before the kill request reaches the agent: Stuck StopOutcomeUnknown, the
+  agent never saw a kill and the script still runs; once the link is back, stopping again
+  delivers the kill: Stopped.
+* F03: only the agent's answers are lost (``vm.drop("out")``): the kill reaches the agent and the
+  job dies, but the operator cannot know: Stuck until known; resolved to Stopped when the link
+  returns (Auto), or a person annotates it Stopped (Manual).
+* F04: as F03, restored while the delivery is still being retried: Stopped, never Stuck.
+* F05: as F03, past every retry: Stuck; the agent log shows what it could not report; Auto
+  resolves it when the link returns, or a person annotates it Stopped.
+
+The script is killed exactly once and never started again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.support.scenario import Scenario, poll
+from tests.support.vm import NamespaceVM, process_gone
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+
+STOP = "jobnet.dev/stop"
+OVERRIDE = "jobnet.dev/override"
+
+
+class StopFault:
+    """One JobNet ``<name>`` with a long job ``work`` (and ``after-work``) running on its own VM."""
+
+    def __init__(self, scenario: Scenario, name: str, resolution: str = "Auto", retry: dict[str, Any] | None = None) -> None:
+        self.scenario = scenario
+        self.vm: NamespaceVM = scenario.vm()
+        self.path = f"/{name}/work"
+        spec: dict[str, Any] = {"stuckResolution": resolution}
+        if retry is not None:
+            spec["retry"] = retry
+        self.run = scenario.run_jobnet(name, scenario.host(self.vm), [
+            {"name": "work", "script": scenario.marker_script(self.vm, "work", "sleep 300\n")},
+            {"name": "after-work", "script": scenario.marker_script(self.vm, "after-work"), "after": ["work"]},
+        ], **spec)
+        scenario.wait_job_state(self.run, self.path, "Running", timeout=60)
+        poll(lambda: scenario.script_runs(self.vm, "work") == 1, 30, "the script started on the VM")
+        marker = (self.vm.home / "markers" / "work").read_text()
+        self.pid = int(re.search(r" pid (\d+)", marker).group(1))  # type: ignore[union-attr]
+        assert not process_gone(self.pid)
+
+    def stop(self) -> None:
+        self.scenario.annotate(self.run, STOP, self.path)
+
+    def kill_lines(self) -> list[str]:
+        return [line for line in self.scenario.agent_log(self.vm).splitlines() if f"{self.path}#1 kill" in line]
+
+    def wait_killed_on_the_vm(self) -> None:
+        poll(lambda: any("kill requested (stop" in line for line in self.kill_lines()), 30,
+             f"the agent log says {self.path} was killed",
+             lambda: f"agent log:\n{self.scenario.agent_log(self.vm)[-3000:]}\n{self.scenario.describe(self.run)}")
+        poll(lambda: process_gone(self.pid), 15, "the agent killed the script")
+
+    def wait_stuck(self, *reasons: str) -> dict[str, Any]:
+        job = self.scenario.wait_job_state(self.run, self.path, "Stuck", timeout=60)
+        assert job["reason"] in reasons, job
+        event = self.scenario.wait_event(self.run, "JobStuck", contains=self.path)
+        assert job["reason"] in event["message"] and event["type"] == "Warning", event
+        return job
+
+    def channels_opened(self) -> int:
+        return len(re.findall(r"agent channel to \S+ open", self.scenario.operator_log()))
+
+    def wait_reconnected(self, opened_before: int) -> None:
+        poll(lambda: self.channels_opened() > opened_before, 60, "the operator reconnected to the agent",
+             lambda: self.scenario.describe(self.run))
+
+    def assert_stopped(self, reason: str = "StopRequested") -> None:
+        status = self.scenario.wait_phase(self.run, "Stopped", timeout=60)
+        job = status["jobs"][self.path]
+        assert job["state"] == "Stopped" and job["reason"] == reason, job
+        assert status["jobs"][self.path.replace("/work", "/after-work")]["state"] == "Skipped"
+        assert process_gone(self.pid)
+        assert self.scenario.script_runs(self.vm, "work") == 1, "the stopped script must never start again"
+        assert self.scenario.script_runs(self.vm, "after-work") == 0
+        self.scenario.wait_event(self.run, "RunStopped")
+
+
+def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped(scenario: Scenario) -> None:
+    fault = StopFault(scenario, "f02")
+    fault.vm.cut()
+    fault.stop()
+
+    stuck = fault.wait_stuck("StopOutcomeUnknown")
+
+    assert "kill outcome unknown" in scenario.operator_log()
+    assert fault.kill_lines() == [], "the agent must never have seen the kill"
+    assert not process_gone(fault.pid), "the script still runs"
+    # Restore only once the operator gave the old connection up: otherwise TCP would still carry
+    # the kill it had written to the agent, which is the other scenario (F03).
+    scenario.wait_operator_log(rf"host=\S+ agent unreachable", timeout=60)
+    opened = fault.channels_opened()
+    fault.vm.restore()
+    fault.wait_reconnected(opened)
+    # The agent now answers, but it never got the kill: the job waits for the person to stop again.
+    assert scenario.job(fault.run, fault.path)["state"] == "Stuck", scenario.job(fault.run, fault.path)
+    assert fault.kill_lines() == [] and not process_gone(fault.pid)
+    assert "stop" in stuck["message"].lower() or "kill" in stuck["message"].lower(), stuck
+
+    fault.stop()
+
+    fault.assert_stopped()
+    fault.wait_killed_on_the_vm()
+    assert len([line for line in fault.kill_lines() if "kill requested" in line]) == 1, fault.kill_lines()
+
+
+@pytest.mark.parametrize("resolution", ["Auto", "Manual"])
+def test_F03_cut_after_the_kill_reached_the_agent_stuck_until_known(scenario: Scenario, resolution: str) -> None:
+    fault = StopFault(scenario, f"f03{resolution[0].lower()}", resolution)
+    fault.vm.drop("out")  # the kill reaches the agent; its answer never comes back
+    fault.stop()
+
+    fault.wait_killed_on_the_vm()
+    fault.wait_stuck("StopOutcomeUnknown")
+    fault.vm.undrop("out")
+
+    if resolution == "Auto":
+        resolved = scenario.wait_event(fault.run, "StuckResolved", contains=fault.path, timeout=60)
+        assert "kill" in resolved["message"], resolved
+        fault.assert_stopped()
+    else:
+        known = scenario.wait_event(fault.run, "StuckOutcomeKnown", contains=fault.path, timeout=60)
+        assert "killed" in known["message"], known
+        assert scenario.job(fault.run, fault.path)["state"] == "Stuck"
+        scenario.annotate(fault.run, OVERRIDE, f"{fault.path}=Stopped")
+        fault.assert_stopped(reason="Overridden")
+        scenario.wait_event(fault.run, "Overridden", contains=fault.path)
+
+
+def test_F04_link_down_after_the_kill_restored_within_retries_stopped(scenario: Scenario) -> None:
+    fault = StopFault(scenario, "f04", retry={"dispatchAttempts": 8, "intervalSeconds": 1})
+    fault.vm.drop("out")
+    fault.stop()
+
+    fault.wait_killed_on_the_vm()
+    scenario.wait_operator_log(rf"job={re.escape(fault.path)} .*kill outcome unknown", timeout=30)
+    fault.vm.undrop("out")
+
+    fault.assert_stopped()
+    assert "JobStuck" not in scenario.event_reasons(fault.run), scenario.describe(fault.run)
+    assert len([line for line in fault.kill_lines() if "kill requested" in line]) == 1, fault.kill_lines()
+
+
+@pytest.mark.parametrize("resolution", ["Auto", "Manual"])
+def test_F05_link_down_after_the_kill_past_every_retry(scenario: Scenario, resolution: str) -> None:
+    fault = StopFault(scenario, f"f05{resolution[0].lower()}", resolution,
+                      retry={"dispatchAttempts": 2, "intervalSeconds": 0.5})
+    fault.vm.drop("out")
+    fault.stop()
+
+    fault.wait_killed_on_the_vm()
+    fault.wait_stuck("StopOutcomeUnknown", "HostDown")
+    fault.vm.undrop("out")
+
+    if resolution == "Auto":
+        scenario.wait_event(fault.run, "StuckResolved", contains=fault.path, timeout=60)
+        fault.assert_stopped()
+    else:
+        scenario.wait_event(fault.run, "StuckOutcomeKnown", contains=fault.path, timeout=60)
+        scenario.annotate(fault.run, OVERRIDE, f"{fault.path}=Stopped")
+        fault.assert_stopped(reason="Overridden")
