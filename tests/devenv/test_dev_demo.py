@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from jobnet.devenv.vm import NamespaceVM, missing_requirements
 REPO = Path(__file__).resolve().parents[2]
 #: The demo's own deadlines keep it under two minutes; this only catches a hang.
 DEMO_TIMEOUT = 180
+#: Both namespace-VM runs need the user `batch`: never at the same time (pytest -n ... --dist loadgroup).
+ONE_DEV_VM_AT_A_TIME = pytest.mark.xdist_group("jobnet-dev-batch-user")
 
 pytestmark = [
     pytest.mark.vm, pytest.mark.slow,
@@ -47,12 +52,17 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: Path) -> None:
+def skip_unless_a_dev_vm_can_run() -> None:
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
     if user_exists(DEV_USER):
-        pytest.skip(f"user {DEV_USER} exists here (another `jobnet dev` running?): the demo VM needs it")
+        pytest.skip(f"user {DEV_USER} exists here (another `jobnet dev` running?): the dev VM needs it")
+
+
+@ONE_DEV_VM_AT_A_TIME
+def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: Path) -> None:
+    skip_unless_a_dev_vm_can_run()
 
     result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), cwd=REPO)
     out = result.stdout
@@ -104,3 +114,43 @@ def test_local_ssh_refuses_a_host_key_it_has_never_seen(tmp_path: Path, vm: Name
     assert f"no host key for {vm.address} in {tmp_path / 'known_hosts'}" in result.stderr
     assert "host keys are always verified" in result.stderr
     assert not (tmp_path / "dev").exists()  # refused before starting anything
+
+
+def wait_for(probe: Callable[[], object], timeout: float, what: str, seen: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"{what} within {timeout}s; {seen()}"
+        time.sleep(0.2)
+
+
+@ONE_DEV_VM_AT_A_TIME
+def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path) -> None:
+    skip_unless_a_dev_vm_can_run()
+    workdir = tmp_path / "dev"
+    output = tmp_path / "output"
+    with open(output, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "dev",
+             "--workdir", str(workdir)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        wait_for(lambda: "Ctrl-C stops everything" in output.read_text(), 60, "jobnet dev ready", output.read_text)
+        assert f"export KUBECONFIG={workdir / 'kubeconfig'}" in output.read_text()
+
+        def kubectl(*args: str) -> str:
+            done = subprocess.run(["kubectl", f"--kubeconfig={workdir / 'kubeconfig'}", *args],
+                                  capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        kubectl("apply", "-f", str(REPO / "examples" / "05-stuck-demo.yaml"))
+        wait_for(lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "jsonpath={.status.phase}") == "Succeeded",
+                 60, "stuck-demo-1 Succeeded (nothing cut)", lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "yaml"))
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, output.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert "jobnet dev: stopping and cleaning up" in output.read_text()
+    assert not user_exists(DEV_USER)
+    assert not processes_mentioning(str(workdir / "kubeconfig"))
