@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     supervise.add_argument("--lock-fd", type=int, default=None)
     supervise.add_argument("--ready-fd", type=int, default=None)
     supervise.add_argument("--adopt", action="store_true")
-    supervise.add_argument("--standby-fd", type=int, default=None)
+    supervise.add_argument("--fork-server-fd", type=int, default=None)
     commands.add_parser("version", help="print the agent and protocol version")
     return parser
 
@@ -62,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "supervise":
             from jobnet_agent.supervisor import run_supervisor
 
-            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.standby_fd)
+            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd)
         if args.command == "status":
             return _status(config, journal)
         if args.command == "jobs":

@@ -98,12 +98,13 @@ def spawn_adopting_supervisor(config: AgentConfig, job_dir: str, lock_fd: int) -
         os.close(lock_fd)
 
 
-class StandbySupervisor:
-    """A supervisor process started ahead of time, waiting for a job.
+class SupervisorForkServer:
+    """A supervisor process started ahead of time that forks a supervisor for each job.
 
-    A launch then costs a message instead of a Python start-up (tens of milliseconds). The
-    job's lock and readiness pipe travel with the message (SCM_RIGHTS). A standby whose serve
-    goes away exits.
+    A launch then costs a message and a fork instead of a Python start-up (tens of
+    milliseconds, more from a zipapp). The job's lock and readiness pipe travel with the
+    message (SCM_RIGHTS). It exits when serve goes away; if it dies, the next launch starts a
+    supervisor the slow way and a new fork server is started.
     """
 
     def __init__(self, config: AgentConfig) -> None:
@@ -113,18 +114,18 @@ class StandbySupervisor:
         self._preparing = False
 
     def prepare(self) -> None:
-        """Start a standby in the background unless one is ready or on its way."""
+        """Start the fork server in the background unless it runs or is on its way."""
         with self._lock:
             if self._channel is not None or self._preparing:
                 return
             self._preparing = True
-        threading.Thread(target=self._start_one, daemon=True).start()
+        threading.Thread(target=self._start, daemon=True).start()
 
-    def _start_one(self) -> None:
+    def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         started = False
         try:
-            _start_supervisor_process(self._config, ["--standby-fd", str(theirs.fileno())], [theirs.fileno()])
+            _start_supervisor_process(self._config, ["--fork-server-fd", str(theirs.fileno())], [theirs.fileno()])
             started = True
         finally:
             theirs.close()
@@ -135,20 +136,21 @@ class StandbySupervisor:
                 self._preparing = False
 
     def hand_over(self, job_dir: str, lock_fd: int, ready_w: int) -> bool:
-        """Give a job to the standby, if one is ready; False means start a supervisor anew."""
+        """Give a job to the fork server, if it runs; False means start a supervisor anew."""
         with self._lock:
-            channel, self._channel = self._channel, None
-        if channel is None:
-            return False
-        try:
-            channel.sendmsg(
-                [job_dir.encode("utf-8")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))]
-            )
-            return True
-        except OSError:
-            return False  # the standby died: start one the slow way
-        finally:
-            channel.close()
+            channel = self._channel
+            if channel is None:
+                return False
+            try:
+                channel.sendmsg(
+                    [job_dir.encode("utf-8")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))]
+                )
+                return True
+            except OSError:
+                self._channel = None  # it died: start a new one, this job the slow way
+                channel.close()
+        self.prepare()
+        return False
 
 
 class ActiveJobs:
@@ -193,7 +195,7 @@ class Server:
         self._watch_stop: Optional[threading.Event] = None
         self._watching = False
         self._last_sent_seq = 0
-        self._standby = StandbySupervisor(config)
+        self._fork_server = SupervisorForkServer(config)
         self._active: ActiveJobs  # set by run(), after the journal is repaired
         self._later_slots = threading.BoundedSemaphore(_MAX_PENDING_LAUNCHES)
         self._connection_lost = False
@@ -216,7 +218,7 @@ class Server:
         self.log.line("serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id))
         for record in self.journal.repair():
             self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
-        self._standby.prepare()
+        self._fork_server.prepare()
         self._active = ActiveJobs(self.journal)
         self.sweep()
         self._collect_garbage()
@@ -396,7 +398,7 @@ class Server:
         job_dir = self.journal.job_dir(key)
         ready_r, ready_w = os.pipe()
         try:
-            if not self._standby.hand_over(job_dir, lock_fd, ready_w):
+            if not self._fork_server.hand_over(job_dir, lock_fd, ready_w):
                 _start_supervisor_process(
                     self.config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--ready-fd", str(ready_w)],
                     [lock_fd, ready_w],
@@ -404,7 +406,6 @@ class Server:
         finally:
             os.close(lock_fd)
             os.close(ready_w)
-        self._standby.prepare()
         try:
             # A byte (or EOF if the supervisor died) once the job has a pid or failed to start.
             select.select([ready_r], [], [], self.config.start_timeout_seconds)

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
@@ -550,18 +551,14 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
-def receive_job(standby_fd: int) -> Optional[Tuple[str, int, int]]:
-    """Wait (as a standby supervisor) for serve to hand over a job: (job dir, lock fd, ready fd).
+def receive_job(channel: socket.socket) -> Optional[Tuple[str, int, int]]:
+    """Wait for serve to hand over a job: (job dir, lock fd, ready fd); None once serve is gone.
 
-    None when serve went away first. The fds come with the message (SCM_RIGHTS), so the job's
-    supervisor lock changes hands without ever being free.
+    The fds come with the message (SCM_RIGHTS), so the job's supervisor lock changes hands
+    without ever being free.
     """
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=standby_fd)
     fds = array.array("i")
-    try:
-        message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(2 * fds.itemsize))
-    finally:
-        channel.close()
+    message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(2 * fds.itemsize))
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -572,19 +569,8 @@ def receive_job(standby_fd: int) -> Optional[Tuple[str, int, int]]:
     return message.decode("utf-8"), fds[0], fds[1]
 
 
-def run_supervisor(
-    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
-    adopt: bool, standby_fd: Optional[int],
-) -> int:  # fmt: skip
-    detach()
-    if standby_fd is not None:
-        job = receive_job(standby_fd)
-        if job is None:
-            return 0
-        job_dir, lock_fd, ready_fd = job
-    if job_dir is None or lock_fd is None:
-        sys.stderr.write("jobnet-agent supervise: needs --job-dir and --lock-fd, or --standby-fd\n")
-        return 2
+def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
+    """Take the job's supervisor lock (handed over already held) and supervise it to its end."""
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -599,3 +585,61 @@ def run_supervisor(
     else:
         supervisor.start(ready_fd)
     return 0
+
+
+def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
+    """Fork a supervisor for every job serve hands over, until serve goes away.
+
+    Started once per serve: every module a supervisor needs is imported already, so a launch
+    costs a fork (about a millisecond) instead of a Python start-up (tens to hundreds of
+    milliseconds, more from a zipapp). Single-threaded, so forking is safe.
+    """
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
+    try:
+        while True:
+            job = receive_job(channel)
+            if job is None:
+                return 0
+            job_dir, lock_fd, ready_fd = job
+            try:
+                child = os.fork()
+            except OSError as exc:
+                # Closing the fds frees the job's lock: serve's sweep settles it (never started).
+                sys.stderr.write("jobnet-agent supervise: cannot fork a supervisor for %s: %s\n" % (job_dir, exc))
+                child = None
+            if child == 0:
+                channel.close()
+                _run_forked_supervisor(config, job_dir, lock_fd, ready_fd)
+            os.close(lock_fd)
+            os.close(ready_fd)
+            if child is not None:
+                os.waitpid(child, 0)  # the child forks the supervisor away and exits at once
+    finally:
+        channel.close()
+
+
+def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: int) -> None:
+    """In the fork server's child: become a detached supervisor (never returns)."""
+    code = 1
+    try:
+        detach()
+        os.setsid()
+        code = supervise_job(config, job_dir, lock_fd, ready_fd, adopt=False)
+    except BaseException:
+        traceback.print_exc()  # stderr is the agent log
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_supervisor(
+    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
+    adopt: bool, fork_server_fd: Optional[int],
+) -> int:  # fmt: skip
+    detach()
+    if fork_server_fd is not None:
+        return serve_as_fork_server(config, fork_server_fd)
+    if job_dir is None or lock_fd is None:
+        sys.stderr.write("jobnet-agent supervise: needs --job-dir and --lock-fd, or --fork-server-fd\n")
+        return 2
+    return supervise_job(config, job_dir, lock_fd, ready_fd, adopt)
