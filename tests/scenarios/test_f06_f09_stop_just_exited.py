@@ -17,6 +17,7 @@ which holds back every later segment: the kill would only leave after the undrop
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def stop_just_after_exit(scenario: Scenario, vm: NamespaceVM, run: str, job: str
         vm.undrop("out")
 
 
-def sub_jobnet_manifests(scenario: Scenario, vm: NamespaceVM, name: str, first: str, second: str) -> list[dict]:
+def sub_jobnet_manifests(scenario: Scenario, vm: NamespaceVM, name: str, first: str, second: str) -> list[dict[str, Any]]:
     """JobNet ``<name>`` = [sub-jobnet ``inner`` (expanding ``<name>-inner``: first -> second),
     ``tail`` after it], and the JobRun ``<name>-1``."""
     tail = scenario.marker_script(vm, f"{name}-tail")
