@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -30,6 +30,8 @@ from tests.support.scenario import Scenario, poll
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+
+Fault = Literal["cut", "drop-out"]
 
 #: How long a script waits for a file at most (polls every 0.05 s: 2 minutes).
 WAIT_POLLS = 2400
@@ -61,7 +63,7 @@ class CutRun:
         key = self.key(job, attempt)
         return [line for line in self.scenario.agent_log(self.net).splitlines() if key in line]
 
-    def launch_over_broken_link(self, fault: str) -> None:
+    def launch_over_broken_link(self, fault: Fault) -> None:
         """Once ``warmup`` ran (the channel to ``net`` is open) and ``gate`` runs: break the
         link to ``net`` (``cut`` or ``drop-out``), then let ``gate`` end so that ``target`` is
         launched at once, well before the operator can notice the dead connection."""
