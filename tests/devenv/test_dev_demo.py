@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobnet.devenv.command import DEV_USER
-from jobnet.devenv.vm import NamespaceVM, missing_requirements
+from tests.support.vm import NamespaceVM, missing_requirements
 
 REPO = Path(__file__).resolve().parents[2]
 #: The demo's own deadlines keep it under two minutes; this only catches a hang.

@@ -29,8 +29,12 @@ from typing import Any
 import yaml
 
 from jobnet.crdgen import generated_files
-from jobnet.devenv.emulator import EmulatorServer
-from jobnet.devenv.operator import OperatorNotReady, OperatorProcess, register_webhooks
+
+try:
+    from jobnet.devenv.emulator import EmulatorServer
+    from jobnet.devenv.operator import OperatorNotReady, OperatorProcess, register_webhooks
+except ImportError as missing:  # kmock comes with the dev extra only
+    raise SystemExit(f"jobnet dev needs the dev extra (pip install -e '.[dev]'): {missing}") from None
 from jobnet.devenv.vm import NamespaceVM, VMError, missing_requirements
 
 #: What the examples call their VM, its user and its credentials Secret.

@@ -333,7 +333,7 @@ def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "", b
     return found
 
 
-_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
 
 
 def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", before: Any = None) -> list[str]:

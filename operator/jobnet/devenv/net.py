@@ -61,7 +61,7 @@ def _ip_json(*args: str) -> list[dict]:
     return json.loads(out.stdout or "[]")
 
 
-def host_networks() -> Iterator[tuple[ipaddress.IPv4Network, str]]:
+def host_networks() -> Iterator[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
     """Every IPv4 network this host has an address in or a route to, with a description."""
     for link in _ip_json("addr"):
         for info in link.get("addr_info", []):

@@ -258,7 +258,7 @@ def _claim_slot() -> int:
 
 
 def slot_subnet(slot: int) -> ipaddress.IPv4Network:
-    return ipaddress.ip_network(f"{VM_RANGE.network_address + 4 * slot}/30")
+    return ipaddress.IPv4Network(f"{VM_RANGE.network_address + 4 * slot}/30")
 
 
 class NamespaceVM:
