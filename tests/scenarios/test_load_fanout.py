@@ -1,0 +1,63 @@
+"""Load: a run of 400 jobs fanned out over 2 VMs completes with few API writes per job, and its
+JobRun never grows past 1 MiB (docs/scale.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from jobnet.core.runstatus import PLAIN_MAX_ENTRIES, decoded_status
+from tests.support.apiwatch import JobRunWatch
+from tests.support.scenario import Scenario
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, pytest.mark.slow]
+
+MiB = 1024 * 1024
+PER_VM = 200
+#: Status writes per job, on average. A job moves Pending -> Starting -> Running -> Succeeded;
+#: without coalescing that is 3 writes per job, with it many jobs share one write.
+MAX_STATUS_WRITES_PER_JOB = 2.0
+
+
+def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(scenario: Scenario) -> None:
+    vm_a, vm_b = scenario.vm("a"), scenario.vm("b")
+    fan = [{"name": f"a{i:03d}", "script": "/bin/true", "after": ["start"]} for i in range(PER_VM)]
+    fan += [{"name": f"b{i:03d}", "script": "/bin/true", "after": ["start"], "host": scenario.host(vm_b)}
+            for i in range(PER_VM)]
+    jobs = [{"name": "start", "script": "/bin/true"}, *fan,
+            {"name": "end", "script": "/bin/true", "after": [job["name"] for job in fan]}]
+    scenario.start_operator()
+
+    with JobRunWatch(scenario.emulator, "load-1") as watch:
+        scenario.run_jobnet("load", scenario.host(vm_a), jobs)
+        status = scenario.wait_phase("load-1", "Succeeded", timeout=240)
+    job_count = len(jobs)
+    stored = decoded_status(status)
+
+    assert status["progress"] == f"{job_count}/{job_count}"
+    assert "jobChunks" in status and job_count + 1 > PLAIN_MAX_ENTRIES  # a chunked run, as designed
+    for job in jobs:
+        entry = stored["jobs"][f"/load/{job['name']}"]
+        assert entry["state"] == "Succeeded" and entry["attempt"] == 1 and entry["exitCode"] == 0, (job, entry)
+    hosts = {stored["jobs"][f"/load/{name}"]["host"] for name in ("a000", "b000")}
+    assert hosts == {f"{vm_a.user}@{vm_a.address}:22", f"{vm_b.user}@{vm_b.address}:22"}
+
+    writes = len(watch.writes)
+    events = len(scenario.events("load-1"))
+    print(f"\n{job_count} jobs: {writes} JobRun writes ({writes / job_count:.2f} per job), {events} Events, "
+          f"largest object {watch.largest / 1024:.1f} KiB, "
+          f"{job_count / (watch.writes[-1].at - watch.created_at):.0f} jobs/s end to end")
+    assert watch.writes and watch.largest < MiB
+    assert writes / job_count <= MAX_STATUS_WRITES_PER_JOB, f"{writes} writes for {job_count} jobs"
+    assert "cannot store the status" not in scenario.operator_log()
+
+    # Every job is still visible to people: kubectl jobnet tree decodes the chunks.
+    tree = subprocess.run(["kubectl", "jobnet", "tree", "load-1"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KUBECONFIG": str(scenario.emulator.kubeconfig)}, check=False)
+    assert tree.returncode == 0, tree.stderr
+    shown = set(re.findall(r"\b[ab]\d{3}\b|\bstart\b|\bend\b", tree.stdout))
+    assert shown == {job["name"] for job in jobs}, sorted({job["name"] for job in jobs} - shown)
+    assert tree.stdout.count("Succeeded") >= job_count
