@@ -8,8 +8,8 @@ import re
 import subprocess
 
 import pytest
-
 from jobnet.core.runstatus import PLAIN_MAX_ENTRIES, decoded_status
+
 from tests.support.apiwatch import JobRunWatch
 from tests.support.scenario import Scenario
 

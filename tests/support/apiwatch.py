@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from tests.support.emulator import EmulatorServer
 
@@ -44,7 +44,7 @@ class JobRunWatch:
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"watch {run}", daemon=True)
 
-    def __enter__(self) -> JobRunWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._connected.wait(10):
             raise AssertionError(f"the watch {self.url} did not connect within 10s: {self.error!r}")
