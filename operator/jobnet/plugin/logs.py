@@ -29,6 +29,7 @@ from jobnet.core.agentproto import (
 )
 from jobnet.core.annotations import resolve_path
 from jobnet.core.models import HostSpec
+from jobnet.core.scheduler import host_id
 from jobnet.plugin.view import JobRunView, PluginError
 
 if TYPE_CHECKING:
@@ -69,6 +70,16 @@ class JobLocation:
     output_tail: str | None
 
 
+def recorded_host(host: HostSpec, recorded: str) -> HostSpec:
+    """``host`` moved to where the status says the job ran: ``user@address:port`` (the runtime's
+    :func:`~jobnet.core.scheduler.host_id`); a bare address keeps the JobNet's user and port."""
+    user, _, rest = recorded.rpartition("@")
+    address, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        address, port = rest, str(host.port)
+    return host.model_copy(update={"user": user or host.user, "address": address, "port": int(port)})
+
+
 def locate(view: JobRunView, raw_path: str) -> JobLocation:
     """The key and host of the job at ``raw_path`` (its current attempt); clear errors otherwise."""
     if view.graph is None:
@@ -86,9 +97,9 @@ def locate(view: JobRunView, raw_path: str) -> JobLocation:
     if node.host is None:
         raise PluginError(f"{path} has no host in its JobNet")
     host = node.host
-    if entry.host and entry.host != host.address:
+    if entry.host and entry.host != host_id(host):
         # The JobNet was edited since the job ran; the output is where it ran.
-        host = host.model_copy(update={"address": entry.host})
+        host = recorded_host(host, entry.host)
     key = JobKey(run=view.uid, path=path, attempt=entry.attempt)
     return JobLocation(key=key, host=host, output_tail=entry.output_tail)
 
