@@ -3,9 +3,12 @@
 Layout::
 
     <state>/journal.lock          fcntl lock serialising every journal write; holds the write intent
-    <state>/events.log            append-only JSON lines {"seq": N, "record": {...}}, fsynced
+    <state>/events.log            append-only JSON lines {"seq": N, "record": {...}}, fsynced: the
+                                  durable truth (a state is reported only once its line is fsynced)
+    <state>/boot_id               the boot under which the record files were last made current
     <state>/jobs/<run>/<path>#<attempt>/
-        record.json               the job's latest JobRecord (atomic: tmp, fsync, rename, fsync dir)
+        record.json               the job's latest JobRecord (atomic: tmp, rename), a cache of the
+                                  event log that is rebuilt from it after a reboot
         spec.json                 what to run (mode 0600: env may hold secrets)
         supervisor.lock           held (flock) by the job's supervisor for its whole life
         supervisor.pid            the current supervisor's pid, for people (liveness is the lock)
@@ -19,6 +22,12 @@ note the intent (seq, job dir) in the lock file, write the record file, append t
 A process killed between the record and the event leaves the intent behind; the next transaction
 sees it and appends the missing event, so the event log never misses a record that was written
 and a seq is never given to two records.
+
+One fsync per state change: only the event log is fsynced. The record files are replaced
+atomically but not fsynced, so they are always current while the machine stays up (a killed
+process loses nothing the page cache holds), and only a power loss or kernel crash can leave
+one stale, torn or missing. Both mean a reboot, so when serve starts under a new boot id it
+rebuilds every record file from the event log (:meth:`Journal.repair`) before any request.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import shutil
 import stat
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -45,6 +55,7 @@ SUPERVISOR_PID = "supervisor.pid"
 CONTROL_FIFO = "control"
 STARTED_MARKER = "started"
 EXIT_CODE = "exitcode"
+BOOT_ID = "boot_id"
 
 #: The event log is rewritten (latest record per job) when GC has removed jobs and it is this big.
 COMPACT_THRESHOLD_BYTES = 8 * 1024 * 1024
@@ -130,7 +141,8 @@ class Transaction:
         intent = ("%d %s\n" % (record.seq, os.path.relpath(job_dir, journal.state_dir))).encode("utf-8")
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, intent, 0)
-        atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()))
+        # Not fsynced: the event below is the durable copy (see the module docstring).
+        atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()), durable=False)
         crash_point(
             journal.role + ":journal-after-record",
             "%s:journal-after-record:%s" % (journal.role, record.state),
@@ -140,6 +152,18 @@ class Transaction:
         return record
 
 
+@dataclass
+class RepairReport:
+    """What :meth:`Journal.repair` fixed."""
+
+    #: Record files rebuilt from the event log after a reboot (stale, torn or missing).
+    restored: List[JobRecord] = field(default_factory=list)
+    #: Records whose event was missing, now logged.
+    relogged: List[JobRecord] = field(default_factory=list)
+    #: Unreadable record files of claims whose accepted event never became durable (never started).
+    discarded: List[str] = field(default_factory=list)
+
+
 class Journal:
     def __init__(self, state_dir: str, role: str) -> None:
         self.state_dir = os.path.abspath(state_dir)
@@ -147,6 +171,7 @@ class Journal:
         self.jobs_dir = os.path.join(self.state_dir, "jobs")
         self.events_path = os.path.join(self.state_dir, "events.log")
         self.lock_path = os.path.join(self.state_dir, "journal.lock")
+        self.boot_id_path = os.path.join(self.state_dir, BOOT_ID)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -195,6 +220,15 @@ class Journal:
         except (OSError, ValueError) as exc:
             raise JournalError("journal record %s is unreadable: %s" % (path, exc))
         return JobRecord.from_stored(data)
+
+    @classmethod
+    def _read_record_file_if_intact(cls, path: str) -> Optional[JobRecord]:
+        """The record, or None when it is missing or torn (a power loss hit it before its event
+        was durable: never reported, rebuilt or discarded by :meth:`Journal.repair`)."""
+        try:
+            return cls._read_record_file(path)
+        except JournalError:
+            return None
 
     def read_spec(self, key: JobKey) -> LaunchSpec:
         path = os.path.join(self.job_dir(key), SPEC)
@@ -261,7 +295,7 @@ class Journal:
         last = json.loads(line.decode("utf-8"))["seq"] if line else 0
         intent = os.pread(lock_fd, 4096, 0).decode("utf-8", "replace").split()
         if len(intent) == 2 and intent[0].isdigit() and int(intent[0]) > last:
-            record = self._read_record_file(os.path.join(self.state_dir, intent[1], RECORD))
+            record = self._read_record_file_if_intact(os.path.join(self.state_dir, intent[1], RECORD))
             if record is not None and record.seq == int(intent[0]):
                 self.append_event(record)
                 last = record.seq
@@ -300,9 +334,10 @@ class Journal:
                     return existing, None
                 # The claimant died inside its transaction, before the accepted record: nothing
                 # was started (a supervisor is only started after that record), so claim it anew.
+            # The job directory must survive a power loss: the supervisor's ``started`` marker
+            # lives in it. The accepted record is made durable by its event (the commit below).
             fsync_dir(run_dir)
-            # Not durable on purpose: after a power loss the job is never started again, and the
-            # job directory and accepted record are fsynced by the commit below.
+            # Not durable on purpose: after a power loss the job is never started again.
             atomic_write(os.path.join(job_dir, SPEC), _dump(spec.to_json()), durable=False)
             if not os.path.exists(os.path.join(job_dir, CONTROL_FIFO)):
                 os.mkfifo(os.path.join(job_dir, CONTROL_FIFO), 0o600)
@@ -333,13 +368,53 @@ class Journal:
 
     # -- recovery and garbage collection -----------------------------------------------------
 
-    def repair(self) -> List[JobRecord]:
-        """Log every record whose event is missing (e.g. after a power loss); return them."""
+    def repair(self, boot_id: str) -> RepairReport:
+        """Make the record files and the event log agree; serve calls it before any request.
+
+        Under a new boot id (the machine went down: unsynced record files may be stale, torn or
+        missing) every record file is first rebuilt from the event log. Then every record whose
+        event is missing is logged.
+        """
+        report = RepairReport()
         with self.transaction() as tx:
-            missing = [r for r in self.list_records() if r.seq > tx.last_seq]
-            for record in missing:
+            if self._last_boot_id() != boot_id:
+                self._restore_records(report)
+                atomic_write(self.boot_id_path, boot_id.encode("utf-8") + b"\n")
+            report.relogged = [r for r in self.list_records() if r.seq > tx.last_seq]
+            for record in report.relogged:
                 self.append_event(record)
-            return missing
+        return report
+
+    def _last_boot_id(self) -> Optional[str]:
+        try:
+            with open(self.boot_id_path, "rb") as handle:
+                return handle.read().decode("utf-8", "replace").strip()
+        except FileNotFoundError:
+            return None
+
+    def _restore_records(self, report: RepairReport) -> None:
+        logged: Dict[str, JobRecord] = {}
+        reader = EventReader(self.events_path, 0)
+        try:
+            records = reader.poll()
+            while records:
+                for record in records:
+                    logged[self.job_dir(record.key)] = record
+                records = reader.poll()
+        finally:
+            reader.close()
+        for job_dir, record in logged.items():
+            current = self._read_record_file_if_intact(os.path.join(job_dir, RECORD))
+            if current is None or current.seq < record.seq:
+                os.makedirs(job_dir, mode=0o700, exist_ok=True)
+                atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()))
+                report.restored.append(record)
+        for job_dir in self.job_dirs():
+            path = os.path.join(job_dir, RECORD)
+            if job_dir not in logged and os.path.exists(path) and self._read_record_file_if_intact(path) is None:
+                os.unlink(path)
+                fsync_dir(job_dir)
+                report.discarded.append(path)
 
     def collect_garbage(self, retention_seconds: float, now: Optional[float] = None) -> List[JobKey]:
         """Delete acknowledged, ended jobs acknowledged more than ``retention_seconds`` ago."""

@@ -216,7 +216,13 @@ class Server:
 
     def run(self) -> int:
         self.log.line("serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id))
-        for record in self.journal.repair():
+        repaired = self.journal.repair(self.boot_id)
+        for record in repaired.restored:
+            self.log.line("journal repaired after a reboot: record restored from the event log (seq %d, %s)"
+                          % (record.seq, record.state), record.key)  # fmt: skip
+        for path in repaired.discarded:
+            self.log.line("journal repaired after a reboot: discarded torn record %s (its claim was never logged)" % path)
+        for record in repaired.relogged:
             self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
         self._fork_server.prepare()
         self._active = ActiveJobs(self.journal)
@@ -305,6 +311,13 @@ class Server:
         last = self.journal.last_seq()
         if last > self._last_sent_seq:
             self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, self._last_sent_seq + 1, last))
+        # Written to the channel is not received (the network may have lost it): a result the
+        # operator has not acknowledged is unreported as far as anyone can tell. The journal keeps
+        # it for the next connection.
+        for record in self.journal.list_records():
+            if record.ended and not record.acknowledged and record.seq <= self._last_sent_seq:
+                self.log.line("could not report: %s before the operator acknowledged the result (%s)"
+                              % (why, record.describe_end()), record.key)
 
     # -- background work ---------------------------------------------------------------------
 
