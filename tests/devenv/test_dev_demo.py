@@ -154,3 +154,22 @@ def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path)
     assert "jobnet dev: stopping and cleaning up" in output.read_text()
     assert not user_exists(DEV_USER)
     assert not processes_mentioning(str(workdir / "kubeconfig"))
+
+
+def test_a_failing_demo_step_exits_1_naming_the_step(tmp_path: Path, vm: NamespaceVM) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(vm.known_hosts)
+    examples = tmp_path / "examples"
+    shutil.copytree(REPO / "examples", examples)
+    hello = examples / "01-hello.yaml"
+    hello.write_text(hello.read_text().replace("script: /bin/echo", "script: /bin/false"))
+
+    result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), "--examples", str(examples),
+                     "--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
+                     "--known-hosts", str(known_hosts), cwd=tmp_path)
+
+    assert result.returncode == 1, f"{result.stdout}\n{result.stderr}"
+    assert re.search(r"jobnet dev --demo: FAILED: run hello-\w+ ended Failed instead of Succeeded: .*/hello/greet Failed",
+                     result.stderr), result.stderr
+    assert "jobnet dev --demo: OK" not in result.stdout
+    assert not processes_mentioning(str(tmp_path / "dev" / "kubeconfig"))  # cleaned up all the same

@@ -29,6 +29,8 @@ SUCCESS_EXAMPLES = ("01-hello.yaml", "03-nested-expansion.yaml")
 STUCK_EXAMPLE = "05-stuck-demo.yaml"
 STUCK_JOB = "/stuck-demo/work"
 RUN_DEADLINE = 45.0
+#: The whole demo (after start-up) ends within this, success or not.
+DEMO_DEADLINE = 100.0
 STUCK_DEADLINE = 30.0
 POLL_INTERVAL = 0.2
 
@@ -37,14 +39,17 @@ class DemoFailed(Exception):
     """A step of the demo did not happen; the message says which and what was seen instead."""
 
 
-def _poll(probe: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], str]) -> T:
-    deadline = time.monotonic() + timeout
+def _poll(probe: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], str], *,
+          overall: float = float("inf")) -> T:
+    """Poll ``probe`` until truthy, for ``timeout`` seconds but never past the ``overall`` deadline."""
+    deadline = min(time.monotonic() + timeout, overall)
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise DemoFailed(f"{what} did not happen within {timeout:.0f}s; {seen()}")
+            raise DemoFailed(f"{what} did not happen in time (step limit {timeout:.0f}s, whole demo "
+                             f"{DEMO_DEADLINE:.0f}s); {seen()}")
         time.sleep(POLL_INTERVAL)
 
 
@@ -54,6 +59,7 @@ class Demo:
         self.env = env
         self.emulator = env.emulator
         self.examples = examples
+        self.deadline = time.monotonic() + DEMO_DEADLINE
 
     # -------------------------------------------------------------- showing
 
@@ -94,18 +100,18 @@ class Demo:
             if current in ("Failed", "Stopped") and current != phase:
                 raise DemoFailed(f"run {run} ended {current} instead of {phase}: {self.seen(run)()}")
             return current == phase
-        _poll(reached, timeout, f"run {run} {phase}", self.seen(run))
+        _poll(reached, timeout, f"run {run} {phase}", self.seen(run), overall=self.deadline)
 
     def wait_job(self, run: str, path: str, state: str, timeout: float = STUCK_DEADLINE) -> dict[str, Any]:
         def job() -> dict[str, Any] | None:
             found = (self.status(run).get("jobs") or {}).get(path) or {}
             return found if found.get("state") == state else None
-        return _poll(job, timeout, f"job {path} of {run} {state}", self.seen(run))
+        return _poll(job, timeout, f"job {path} of {run} {state}", self.seen(run), overall=self.deadline)
 
     def wait_event(self, run: str, reason: str, timeout: float = STUCK_DEADLINE) -> dict[str, Any]:
         def event() -> dict[str, Any] | None:
             return next((e for e in self.emulator.events_for(NAMESPACE, run) if e.get("reason") == reason), None)
-        return _poll(event, timeout, f"Event {reason} on {run}", self.seen(run))
+        return _poll(event, timeout, f"Event {reason} on {run}", self.seen(run), overall=self.deadline)
 
     # -------------------------------------------------------------- applying
 
@@ -158,7 +164,8 @@ class Demo:
             self.show("jobnet", "tree", run, "--color=never", "--wide")
             self.say("Nobody can know whether it finished: the operator waits. The job ends on the VM meanwhile")
             _poll(lambda: re.search(rf"{re.escape(STUCK_JOB)}#1 exited with code \d+", vm.read_agent_log()),
-                  STUCK_DEADLINE, f"{STUCK_JOB} ending on the VM", lambda: f"agent log: {vm.state_dir / 'agent.log'}")
+                  STUCK_DEADLINE, f"{STUCK_JOB} ending on the VM", lambda: f"agent log: {vm.state_dir / 'agent.log'}",
+                  overall=self.deadline)
         finally:
             vm.restore()
         self.say("The link is back: the operator shows what the agent's journal says, and waits for a person")
