@@ -1,0 +1,155 @@
+"""Issue-4 benchmarks, end to end: the real operator against the API emulator, jobs on namespace VMs.
+
+* dispatch latency: a chain of jobs on one VM; from an upstream job's exit to its downstream job
+  started on the VM, both times from the agent's journal (the job's finishedAt/startedAt in the
+  status); median and p95 (target: median < 20 ms);
+* throughput: a fan-out of 1,000 jobs over 4 VMs; job completions per second, end to end from
+  the JobRun's creation to its last status write (target >= 200/s), and on the VMs alone;
+* API writes per job: JobRun writes seen on a real watch, and Events posted;
+* operator peak memory (VmHWM of the operator process).
+
+Needs root, ip netns and OpenSSH (like tests/vm). Run from the repository root:
+``python3 benchmarks/bench_dispatch.py [--chain 40] [--fanout 1000] [--vms 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobnet.core.runstatus import decoded_status, from_rfc3339  # noqa: E402
+from tests.support.apiwatch import JobRunWatch  # noqa: E402
+from tests.support.emulator import EmulatorServer  # noqa: E402
+from tests.support.scenario import Scenario  # noqa: E402
+from tests.support.vm import NamespaceVM, missing_requirements  # noqa: E402
+
+
+@contextmanager
+def world(stack: ExitStack) -> Iterator[Scenario]:
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dispatch-")))
+    emulator = stack.enter_context(EmulatorServer(workdir))
+
+    def make_vm(**kwargs: Any) -> NamespaceVM:
+        vm = NamespaceVM(**kwargs).create()
+        stack.callback(vm.destroy)
+        return vm
+
+    scenario = Scenario(emulator, workdir, make_vm)
+    try:
+        yield scenario
+    finally:
+        scenario.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run(scenario: Scenario, name: str, host: dict[str, Any], jobs: list[dict[str, Any]],
+        timeout: float) -> tuple[dict[str, Any], JobRunWatch, float]:
+    """Run a JobNet to Succeeded; its decoded status, the watch of its writes, wall seconds."""
+    with JobRunWatch(scenario.emulator, f"{name}-1") as watch:
+        began = time.time()
+        scenario.run_jobnet(name, host, jobs)
+        status = scenario.wait_phase(f"{name}-1", "Succeeded", timeout=timeout)
+        wall = time.time() - began
+    return decoded_status(status), watch, wall
+
+
+def times(status: dict[str, Any], path: str) -> tuple[float, float]:
+    entry = status["jobs"][path]
+    return from_rfc3339(entry["startedAt"]) or 0.0, from_rfc3339(entry["finishedAt"]) or 0.0
+
+
+def writes_line(scenario: Scenario, run_name: str, watch: JobRunWatch, jobs: int) -> str:
+    reasons = collections.Counter(event.get("reason") for event in scenario.events(run_name))
+    events = sum(reasons.values())
+    return (f"  API writes: {len(watch.writes)} JobRun writes ({len(watch.writes) / jobs:.2f} per job), "
+            f"{events} Events ({events / jobs:.2f} per job: {dict(reasons.most_common(4))}); "
+            f"largest JobRun {watch.largest / 1024:.1f} KiB")
+
+
+def bench_chain(scenario: Scenario, vm: NamespaceVM, length: int) -> None:
+    jobs = [{"name": f"c{i:03d}", "script": "/bin/true", **({"after": [f"c{i - 1:03d}"]} if i else {})}
+            for i in range(length)]
+    status, watch, wall = run(scenario, "chain", scenario.host(vm), jobs, timeout=30 + length)
+    gaps = []
+    for i in range(1, length):
+        _, upstream_end = times(status, f"/chain/c{i - 1:03d}")
+        downstream_start, _ = times(status, f"/chain/c{i:03d}")
+        gaps.append(downstream_start - upstream_end)
+    print(f"dispatch latency, chain of {length} jobs on 1 VM (upstream exit -> downstream started, agent clock):")
+    print(f"  median {statistics.median(gaps) * 1e3:.1f} ms, p95 {percentile(gaps, 0.95) * 1e3:.1f} ms, "
+          f"min {min(gaps) * 1e3:.1f} ms, max {max(gaps) * 1e3:.1f} ms (target: median < 20 ms); "
+          f"whole run {wall:.2f} s")
+    print(writes_line(scenario, "chain-1", watch, length))
+
+
+def bench_fanout(scenario: Scenario, vms: list[NamespaceVM], width: int) -> None:
+    fan = [{"name": f"f{i:04d}", "script": "/bin/true", "after": ["start"], "host": scenario.host(vms[i % len(vms)])}
+           for i in range(width)]
+    jobs = [{"name": "start", "script": "/bin/true"}, *fan]
+    status, watch, wall = run(scenario, "fan", scenario.host(vms[0]), jobs, timeout=60 + width / 5)
+    spans = [times(status, f"/fan/{job['name']}") for job in fan]
+    on_vms = max(end for _, end in spans) - min(start for start, _ in spans)
+    assert watch.created_at is not None and watch.writes
+    end_to_end = watch.writes[-1].at - watch.created_at
+    print(f"throughput, fan-out of {width} jobs over {len(vms)} VMs:")
+    print(f"  end to end (JobRun created -> last status write): {end_to_end:.2f} s = "
+          f"{len(jobs) / end_to_end:.0f} job completions/s (target >= 200/s); "
+          f"on the VMs (first start -> last exit): {on_vms:.2f} s = {width / on_vms:.0f} jobs/s; "
+          f"kubectl-observed {wall:.2f} s")
+    print(writes_line(scenario, "fan-1", watch, len(jobs)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_memory_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chain", type=int, default=40, help="jobs in the latency chain (default 40)")
+    parser.add_argument("--fanout", type=int, default=1000, help="jobs in the fan-out (default 1000)")
+    parser.add_argument("--vms", type=int, default=4, help="VMs of the fan-out (default 4)")
+    args = parser.parse_args()
+    reason = missing_requirements()
+    if reason:
+        sys.exit(f"cannot run: {reason}")
+    with ExitStack() as stack, world(stack) as scenario:
+        vms = [scenario.vm(f"b{i}") for i in range(args.vms)]
+        # The product's default deadlines (the tests' short ones would call a busy agent's slow
+        # answers lost): an agent request may wait behind hundreds of queued launches.
+        operator = scenario.start_operator("--agent-request-timeout=30", "--dispatch-timeout=60",
+                                           "--heartbeat-deadline=30")
+        assert operator.process is not None
+        bench_chain(scenario, vms[0], args.chain)
+        cpu_before = cpu_seconds(operator.process.pid)
+        bench_fanout(scenario, vms, args.fanout)
+        print(f"  operator CPU: {(cpu_seconds(operator.process.pid) - cpu_before) / (args.fanout + 1) * 1e3:.2f} ms "
+              "per job (the rest of the machine's 2 cores runs the agents, supervisors, sshd and the emulator)")
+        print(f"operator peak memory (VmHWM): {peak_memory_kib(operator.process.pid) / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
