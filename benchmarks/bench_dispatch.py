@@ -28,11 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobnet.core.runstatus import decoded_status, from_rfc3339  # noqa: E402
-from tests.support.apiwatch import JobRunWatch  # noqa: E402
-from tests.support.emulator import EmulatorServer  # noqa: E402
-from tests.support.scenario import Scenario  # noqa: E402
-from tests.support.vm import NamespaceVM, missing_requirements  # noqa: E402
+from jobnet.core.runstatus import decoded_status, from_rfc3339
+
+from tests.support.apiwatch import JobRunWatch
+from tests.support.emulator import EmulatorServer
+from tests.support.scenario import Scenario
+from tests.support.vm import NamespaceVM, missing_requirements
 
 
 @contextmanager

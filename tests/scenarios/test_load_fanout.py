@@ -29,7 +29,9 @@ def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(sce
             for i in range(PER_VM)]
     jobs = [{"name": "start", "script": "/bin/true"}, *fan,
             {"name": "end", "script": "/bin/true", "after": [job["name"] for job in fan]}]
-    scenario.start_operator()
+    # The product's default deadlines: with the scenario tests' short ones (3 s per agent request)
+    # a launch queued behind a hundred others on a loaded 2-core machine is taken as lost.
+    scenario.start_operator("--agent-request-timeout=30", "--dispatch-timeout=60", "--heartbeat-deadline=30")
 
     with JobRunWatch(scenario.emulator, "load-1") as watch:
         scenario.run_jobnet("load", scenario.host(vm_a), jobs)
@@ -46,13 +48,15 @@ def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(sce
     assert hosts == {f"{vm_a.user}@{vm_a.address}:22", f"{vm_b.user}@{vm_b.address}:22"}
 
     writes = len(watch.writes)
-    events = len(scenario.events("load-1"))
+    reasons = scenario.event_reasons("load-1")
+    events = len(reasons)
     print(f"\n{job_count} jobs: {writes} JobRun writes ({writes / job_count:.2f} per job), {events} Events, "
           f"largest object {watch.largest / 1024:.1f} KiB, "
           f"{job_count / (watch.writes[-1].at - watch.created_at):.0f} jobs/s end to end")
     assert watch.writes and watch.largest < MiB
     assert writes / job_count <= MAX_STATUS_WRITES_PER_JOB, f"{writes} writes for {job_count} jobs"
     assert "cannot store the status" not in scenario.operator_log()
+    assert reasons == ["RunSucceeded"], sorted(set(reasons))  # nothing went Stuck or was retried on the way
 
     # Every job is still visible to people: kubectl jobnet tree decodes the chunks.
     tree = subprocess.run(["kubectl", "jobnet", "tree", "load-1"], capture_output=True, text=True, timeout=60,
