@@ -41,7 +41,7 @@ INVALID = {
 
 
 def test_valid_examples_are_numbered_and_cover_the_documented_set():
-    assert [p.name[:3] for p in VALID] == ["01-", "02-", "03-", "04-"]
+    assert [p.name[:3] for p in VALID] == ["01-", "02-", "03-", "04-", "05-"]  # 05: jobnet dev --demo (tests/devenv)
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
