@@ -80,7 +80,7 @@ def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_
         scenario: Scenario) -> None:
     vm = scenario.vm()
     loud = scenario.marker_script(vm, "loud", f"seq 1 {STDOUT_LINES}\nseq 1 {STDERR_LINES} >&2\n")
-    operator = scenario.start_operator(f"--agent-serve-arg=--max-output-bytes", f"--agent-serve-arg={KEEP_BYTES}")
+    operator = scenario.start_operator("--agent-serve-arg=--max-output-bytes", f"--agent-serve-arg={KEEP_BYTES}")
     assert operator.process is not None
     operator_baseline = _peak_rss(operator.process.pid)
     assert operator_baseline is not None

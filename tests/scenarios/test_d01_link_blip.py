@@ -7,20 +7,24 @@ import re
 
 import pytest
 
-from tests.support.scenario import Scenario
+from tests.support.scenario import Scenario, poll
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
-#: Far above the cut (about 5 s until the SSH connection is declared dead plus the reconnect), so
-#: the job never goes Stuck: this scenario is the blip the product must ride out silently.
-HEARTBEAT_DEADLINE = 25
-JOB_SECONDS = 15
+#: Above the cut (about 5 s until the SSH connection is declared dead plus the reconnect), so the
+#: job never goes Stuck: this scenario is the blip the product must ride out silently. The job has
+#: run longer than this before the cut: the deadline counts from the agent's last heartbeat, not
+#: from the job's start.
+HEARTBEAT_DEADLINE = 8
+BEFORE_CUT_SECONDS = HEARTBEAT_DEADLINE + 2
+AFTER_CUT_SECONDS = 12
 
 
 def test_D01_link_down_mid_job_and_back_before_it_ends_succeeds(scenario: Scenario) -> None:
     vm = scenario.vm()
-    done_file = vm.home / "long.done"
-    long = scenario.marker_script(vm, "long", f"sleep {JOB_SECONDS}\necho finished > {done_file}\n")
+    half_file, done_file = vm.home / "long.half", vm.home / "long.done"
+    long = scenario.marker_script(vm, "long", f"sleep {BEFORE_CUT_SECONDS}\ntouch {half_file}\n"
+                                              f"sleep {AFTER_CUT_SECONDS}\ntouch {done_file}\n")
     after = scenario.marker_script(vm, "after")
     scenario.start_operator(f"--heartbeat-deadline={HEARTBEAT_DEADLINE}")
     run = scenario.run_jobnet("d01", scenario.host(vm), [
@@ -29,6 +33,7 @@ def test_D01_link_down_mid_job_and_back_before_it_ends_succeeds(scenario: Scenar
     ])
     scenario.wait_job_state(run, "/d01/long", "Running", timeout=60)
     scenario.wait_agent_log(vm, r"/d01/long#1 started pid")
+    poll(half_file.exists, 60, "the job running longer than the heartbeat deadline")
     log_before_cut = len(scenario.operator_log())
 
     vm.cut()
