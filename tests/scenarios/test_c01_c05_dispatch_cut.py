@@ -254,7 +254,7 @@ def test_C02_cut_after_start_exit0_stuck_then_resolved_or_annotated_succeeded(sc
 
     assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
     assert scenario.script_runs(cut.net, "downstream") == 1
-    assert "RunSucceeded" in scenario.event_reasons(cut.run)
+    scenario.wait_event(cut.run, "RunSucceeded")
 
 
 @pytest.mark.parametrize("resolution", ["Auto", "Manual"])
@@ -266,7 +266,7 @@ def test_C03_cut_after_start_exit_nonzero_stuck_then_resolved_or_annotated_faile
         assert job["reason"] == "NonZeroExit" and job["exitCode"] == 3, job
     assert status["jobs"][cut.path("downstream")]["state"] == "Skipped"
     assert scenario.script_runs(cut.net, "downstream") == 0
-    assert "RunFailed" in scenario.event_reasons(cut.run)
+    scenario.wait_event(cut.run, "RunFailed")
 
 
 # ---------------------------------------------------------------------- C04, C05
