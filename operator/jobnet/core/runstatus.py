@@ -224,10 +224,19 @@ def output_tail_limit(entry_count: int) -> int:
     return min(OUTPUT_TAIL_MAX_CHARS, RUN_TAIL_BUDGET_CHARS // max(1, entry_count))
 
 
+def _entry_json(entry: Mapping[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":"), sort_keys=True)
+
+
+def _chunk_of_texts(texts: Mapping[str, str]) -> str:
+    """A chunk from entries already serialised (path -> compact JSON of the entry)."""
+    text = "{" + ",".join(f"{json.dumps(path)}:{texts[path]}" for path in sorted(texts)) + "}"
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode("ascii")
+
+
 def encode_chunk(entries: Mapping[str, Mapping[str, Any]]) -> str:
     """Entries (path -> camelCase entry without nulls) as base64 of gzipped compact JSON."""
-    text = json.dumps(dict(sorted(entries.items())), separators=(",", ":"), sort_keys=True)
-    return base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode("ascii")
+    return _chunk_of_texts({path: _entry_json(entry) for path, entry in entries.items()})
 
 
 def decode_chunk(chunk: str) -> dict[str, dict[str, Any]]:
@@ -266,8 +275,9 @@ class StatusEncoder:
     :data:`PLAIN_MAX_ENTRIES` entries keeps them plain in ``status.jobs``; a larger run keeps
     them in ``status.jobChunks``: the run's node paths, sorted, in fixed chunks of
     :data:`CHUNK_ENTRIES`, each rewritten only when one of its entries changed. The encoder
-    holds the last stored entry of every path of a chunked run (it rewrites whole chunks): call
-    :meth:`commit` once the patch of :meth:`encode` was stored.
+    holds the last stored entry of every path of a chunked run, with its JSON (it rewrites whole
+    chunks, and serialises only the entries that changed): call :meth:`commit` once the patch of
+    :meth:`encode` was stored.
     """
 
     def __init__(self, paths: Iterable[str], status: Mapping[str, Any] | None = None) -> None:
@@ -277,7 +287,8 @@ class StatusEncoder:
         self._chunk_of = {path: index // CHUNK_ENTRIES for index, path in enumerate(ordered)}
         self._chunk_count = (len(ordered) + CHUNK_ENTRIES - 1) // CHUNK_ENTRIES
         self._entries: dict[int, dict[str, dict[str, Any]]] = {}
-        self._pending: dict[int, dict[str, dict[str, Any]]] = {}
+        self._texts: dict[int, dict[str, str]] = {}
+        self._pending: dict[int, tuple[dict[str, dict[str, Any]], dict[str, str]]] = {}
         # Chunks of the stored status this encoder never writes (the run's graph changed since, or
         # it is now plain): a full write removes them.
         written = {str(index) for index in range(self._chunk_count)} if self.chunked else set()
@@ -285,7 +296,9 @@ class StatusEncoder:
         if self.chunked:
             for path, entry in (decoded_status(status or {}).get("jobs") or {}).items():
                 if path in self._chunk_of:
-                    self._entries.setdefault(self._chunk_of[path], {})[path] = _merged(None, entry)
+                    index = self._chunk_of[path]
+                    self._entries.setdefault(index, {})[path] = stored = _merged(None, entry)
+                    self._texts.setdefault(index, {})[path] = _entry_json(stored)
 
     def _cut_tail(self, entry: dict[str, Any]) -> dict[str, Any]:
         tail = entry.get("outputTail")
@@ -302,21 +315,23 @@ class StatusEncoder:
         if not self.chunked:
             return {**patch, "jobs": jobs, **({"jobChunks": stale} if stale else {})}
         touched: set[int] = set(range(self._chunk_count)) if full else set()
-        pending: dict[int, dict[str, dict[str, Any]]] = {}
+        pending: dict[int, tuple[dict[str, dict[str, Any]], dict[str, str]]] = {}
         for path, entry in jobs.items():
             index = self._chunk_of.get(path)
             if index is None:
                 raise ValueError(f"status patch names {path!r}, which is not a node of this run")
-            chunk = pending.get(index)
-            if chunk is None:
-                chunk = pending[index] = dict(self._entries.get(index, {}))
-            chunk[path] = _merged(chunk.get(path), entry)
+            if index not in pending:
+                pending[index] = (dict(self._entries.get(index, {})), dict(self._texts.get(index, {})))
+            entries, texts = pending[index]
+            entries[path] = merged = _merged(entries.get(path), entry)
+            texts[path] = _entry_json(merged)
             touched.add(index)
         self._pending = pending
         encoded = {key: value for key, value in patch.items() if key != "jobs"}
         if full:
             encoded["jobs"] = None  # plain entries of an older status would shadow the chunks
-        chunks = {**stale, **{str(index): encode_chunk(pending.get(index) or self._entries.get(index, {}))
+        chunks = {**stale, **{str(index): _chunk_of_texts(pending[index][1] if index in pending
+                                                           else self._texts.get(index, {}))
                               for index in sorted(touched)}}
         if chunks:
             encoded["jobChunks"] = chunks
@@ -324,5 +339,6 @@ class StatusEncoder:
 
     def commit(self) -> None:
         """The patch of the last :meth:`encode` was stored."""
-        self._entries.update(self._pending)
+        for index, (entries, texts) in self._pending.items():
+            self._entries[index], self._texts[index] = entries, texts
         self._pending = {}
