@@ -17,16 +17,20 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
 
 from jobnet.core.runstatus import decoded_status, from_rfc3339
 
@@ -96,6 +100,38 @@ def bench_chain(scenario: Scenario, vm: NamespaceVM, length: int) -> None:
           f"min {min(gaps) * 1e3:.1f} ms, max {max(gaps) * 1e3:.1f} ms (target: median < 20 ms); "
           f"whole run {wall:.2f} s")
     print(writes_line(scenario, "chain-1", watch, length))
+    print_chain_breakdown(scenario, vm, [job["name"] for job in jobs])
+
+
+def _log_times(text: str, pattern: str, time_format: str) -> dict[str, float]:
+    """Job name -> time of the first log line matching ``pattern`` (groups: time, job name)."""
+    found: dict[str, float] = {}
+    for match in re.finditer(pattern, text):
+        at = datetime.strptime(match.group(1), time_format).replace(tzinfo=UTC).timestamp()
+        found.setdefault(match.group(2), at)
+    return found
+
+
+def print_chain_breakdown(scenario: Scenario, vm: NamespaceVM, names: list[str]) -> None:
+    """Where a chain step's time goes, from the operator's and the agent's log lines (same host
+    clock; the operator logs with millisecond resolution)."""
+    operator_log, agent_log = scenario.operator_log(), scenario.agent_log(vm)
+    agent_time = "%Y-%m-%dT%H:%M:%S.%fZ"
+    launching = _log_times(operator_log, r"\[(\S+ \S+)\] jobnet.runtime .*job=/chain/(\w+) .*: launching",
+                           "%Y-%m-%d %H:%M:%S,%f")
+    accepted = _log_times(agent_log, r"(\S+Z) serve\[\d+\] \S+:/chain/(\w+)#1 accepted", agent_time)
+    started = _log_times(agent_log, r"(\S+Z) supervise\[\d+\] \S+:/chain/(\w+)#1 started", agent_time)
+    exited = _log_times(agent_log, r"(\S+Z) supervise\[\d+\] \S+:/chain/(\w+)#1 exited", agent_time)
+    parts: dict[str, list[float]] = {"upstream exited -> operator sends the launch": [],
+                                     "launch sent -> agent accepted it": [],
+                                     "accepted -> script started": []}
+    for upstream, job in itertools.pairwise(names):
+        if upstream in exited and all(job in times for times in (launching, accepted, started)):
+            parts["upstream exited -> operator sends the launch"].append(launching[job] - exited[upstream])
+            parts["launch sent -> agent accepted it"].append(accepted[job] - launching[job])
+            parts["accepted -> script started"].append(started[job] - accepted[job])
+    print("  where a step's time goes (medians): " + "; ".join(
+        f"{part} {statistics.median(values) * 1e3:.0f} ms" for part, values in parts.items() if values))
 
 
 def bench_fanout(scenario: Scenario, vms: list[NamespaceVM], width: int) -> None:
