@@ -25,7 +25,7 @@ class AgentConfig:
     tail_bytes: int = 1024 * 1024
     retention_seconds: float = 7 * 24 * 3600.0
     log_file: Optional[str] = None
-    poll_seconds: float = 0.005
+    poll_seconds: float = 0.5
     sweep_seconds: float = 1.0
     start_timeout_seconds: float = 10.0
 
@@ -79,7 +79,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="keep acknowledged jobs this long (default %(default)s)")
     parser.add_argument("--log-file", default=None, help="agent log (default <state-dir>/agent.log)")
     parser.add_argument("--poll-seconds", type=float, default=defaults.poll_seconds,
-                        help="how often watchers look for new journal events (default %(default)s)")
+                        help="how often a watch looks for new journal events without a wake-up from their writer (default %(default)s)")
     parser.add_argument("--sweep-seconds", type=float, default=defaults.sweep_seconds,
                         help="how often serve checks for jobs whose supervisor is gone (default %(default)s)")
     parser.add_argument("--start-timeout-seconds", type=float, default=defaults.start_timeout_seconds,

@@ -6,6 +6,8 @@ Layout::
     <state>/events.log            append-only JSON lines {"seq": N, "record": {...}}, fsynced: the
                                   durable truth (a state is reported only once its line is fsynced)
     <state>/boot_id               the boot under which the record files were last made current
+    <state>/watchers/<pid>-<n>.wake  FIFO of a process following the event log: every writer
+                                  writes a byte to each after appending an event (wakes it at once)
     <state>/jobs/<run>/<path>#<attempt>/
         record.json               the job's latest JobRecord (atomic: tmp, rename), a cache of the
                                   event log that is rebuilt from it after a reboot
@@ -35,10 +37,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
+import select
 import shutil
 import stat
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -56,6 +61,9 @@ CONTROL_FIFO = "control"
 STARTED_MARKER = "started"
 EXIT_CODE = "exitcode"
 BOOT_ID = "boot_id"
+WATCHERS = "watchers"
+_WAKE_SUFFIX = ".wake"
+_wake_numbers = itertools.count(1)
 
 #: Size of the intent in the lock file (padded with spaces); job dir paths are far shorter.
 _INTENT_BYTES = 1024
@@ -175,6 +183,7 @@ class Journal:
         self.events_path = os.path.join(self.state_dir, "events.log")
         self.lock_path = os.path.join(self.state_dir, "journal.lock")
         self.boot_id_path = os.path.join(self.state_dir, BOOT_ID)
+        self.watchers_dir = os.path.join(self.state_dir, WATCHERS)
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -312,6 +321,7 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+        wake_followers(self.watchers_dir)
 
     def claim(
         self, key: JobKey, spec: LaunchSpec, make_accepted: Callable[[], JobRecord]
@@ -508,3 +518,80 @@ class EventReader:
             self.delivered_seq = entry["seq"]
             records.append(JobRecord.from_stored(entry["record"]))
         return records
+
+
+def wake_followers(watchers_dir: str) -> None:
+    """Write a byte to the wake-up FIFO of every process following the event log."""
+    try:
+        names = os.listdir(watchers_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.endswith(_WAKE_SUFFIX):
+            continue
+        path = os.path.join(watchers_dir, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                # Nobody holds it open: its follower died without removing it.
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            continue
+        try:
+            os.write(fd, b"!")
+        except BlockingIOError:
+            pass  # full of earlier wake-ups: it wakes anyway
+        finally:
+            os.close(fd)
+
+
+class EventWakeup:
+    """A follower's wake-up FIFO in ``<state>/watchers/``: journal writers write to it after
+    every appended event, so following the event log needs no tight polling.
+
+    It is held open (read-write) from before it gets its visible name until it is removed, so
+    a writer never mistakes a live follower's FIFO for a stale one.
+    """
+
+    def __init__(self, watchers_dir: str) -> None:
+        os.makedirs(watchers_dir, mode=0o700, exist_ok=True)
+        name = "%d-%d" % (os.getpid(), next(_wake_numbers))
+        hidden = os.path.join(watchers_dir, name + ".new")
+        os.mkfifo(hidden, 0o600)
+        self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK)
+        self.path = os.path.join(watchers_dir, name + _WAKE_SUFFIX)
+        os.rename(hidden, self.path)
+        self._closed = False
+        self._lock = threading.Lock()  # wake() may come from another thread than close()
+
+    def wait(self, timeout: float) -> None:
+        """Return once woken (or after ``timeout``), with the wake-ups consumed."""
+        select.select([self._fd], [], [], timeout)
+        try:
+            while os.read(self._fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._fd, b"!")
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)

@@ -23,7 +23,7 @@ from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import ADOPT, END, decide, end_record, observe
 from jobnet_agent.faults import crash_point
-from jobnet_agent.journal import CONTROL_FIFO, EventReader, Journal
+from jobnet_agent.journal import CONTROL_FIFO, EventReader, EventWakeup, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import (
@@ -192,7 +192,7 @@ class Server:
         self._writer = writer
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._watch_stop: Optional[threading.Event] = None
+        self._current_watch: Optional[Tuple[threading.Event, EventWakeup]] = None
         self._watching = False
         self._last_sent_seq = 0
         self._fork_server = SupervisorForkServer(config)
@@ -240,6 +240,7 @@ class Server:
                     self._handle_line(line)
         finally:
             self._stopping.set()
+            self._stop_watch()
             # Let launches and a sweep in progress finish rather than cut them short.
             deadline = time.monotonic() + _SHUTDOWN_SECONDS
             for _ in range(_MAX_PENDING_LAUNCHES):
@@ -478,10 +479,10 @@ class Server:
 
     def _watch(self, request: Request) -> Handled:
         from_seq = int_arg(request.args, "fromSeq", default=0)
-        if self._watch_stop is not None:
-            self._watch_stop.set()
+        self._stop_watch()
         stop = threading.Event()
-        self._watch_stop = stop
+        wakeup = EventWakeup(self.journal.watchers_dir)
+        self._current_watch = (stop, wakeup)
         watcher = EventReader(self.journal.events_path, from_seq)
         with self._write_lock:
             self._watching = True
@@ -489,11 +490,17 @@ class Server:
         last_seq = self.journal.last_seq()
 
         def start() -> None:
-            threading.Thread(target=self._stream_events, args=(watcher, stop), daemon=True).start()
+            threading.Thread(target=self._stream_events, args=(watcher, stop, wakeup), daemon=True).start()
 
         return {"lastSeq": last_seq}, start
 
-    def _stream_events(self, watcher: EventReader, stop: threading.Event) -> None:
+    def _stop_watch(self) -> None:
+        if self._current_watch is not None:
+            stop, wakeup = self._current_watch
+            stop.set()
+            wakeup.wake()
+
+    def _stream_events(self, watcher: EventReader, stop: threading.Event, wakeup: EventWakeup) -> None:
         try:
             while not stop.is_set() and not self._stopping.is_set():
                 records = watcher.poll()
@@ -501,11 +508,14 @@ class Server:
                     if not self._send(event(record)):
                         return
                 if not records:
-                    stop.wait(self.config.poll_seconds)
+                    # Woken by every journal writer; the timeout only bounds a missed wake-up
+                    # (e.g. from an older agent version sharing the state dir).
+                    wakeup.wait(self.config.poll_seconds)
         except Exception as exc:
             self.log.line("event stream failed: %r" % (exc,))
         finally:
             watcher.close()
+            wakeup.close()
 
     def _tail(self, request: Request) -> Handled:
         key = self._key(request)
