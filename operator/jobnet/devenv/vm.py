@@ -28,6 +28,8 @@ the boot id changes, the disk stays; then sshd starts again).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import pwd
@@ -38,7 +40,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from jobnet.devenv.net import VM_RANGE, overlaps, tcp_port_open, wait_until
 
@@ -210,9 +212,24 @@ def _user_exists(user: str) -> bool:
     return True
 
 
-def clean_stale() -> list[int]:
-    """Destroy VMs left behind by test processes that died (their claim's pid is gone)."""
+@contextlib.contextmanager
+def _slots_locked() -> Iterator[None]:
+    """One process at a time cleans stale slots or claims one. Without it, two cleaners of the
+    same stale slot race: the slower one destroys the VM a third process has meanwhile built
+    there. (flock: released by the kernel if the holder dies.)"""
     SLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(SLOTS_DIR / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def clean_stale() -> list[int]:
+    """Destroy VMs left behind by processes that died (their claim's pid is gone)."""
+    with _slots_locked():
+        return _clean_stale_locked()
+
+
+def _clean_stale_locked() -> list[int]:
     stale = []
     for claim in SLOTS_DIR.iterdir():
         if claim.name.startswith(".draft-"):
@@ -240,7 +257,11 @@ def clean_stale() -> list[int]:
 
 
 def _claim_slot() -> int:
-    SLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    with _slots_locked():
+        return _claim_slot_locked()
+
+
+def _claim_slot_locked() -> int:
     # The claim appears with its owner's pid already in it (link of a written file), so another
     # process cleaning stale claims never sees an empty one.
     draft = SLOTS_DIR / f".draft-{os.getpid()}-{uuid.uuid4().hex}"
