@@ -175,10 +175,13 @@ class HostLink:
         the other jobs: right after a reconnect the resumed watch replays old entries (a job's
         ``running`` while its ``exited`` is still on the way). Kept across a lost connection, so
         the heartbeat deadline counts from it rather than from the job's start."""
+        self.note_heartbeat()
+        return self._heard_at
+
+    def note_heartbeat(self) -> None:
         age = self.agent.synced_heartbeat_age() if self.agent is not None else None
         if age is not None:
             self._heard_at = time.time() - age
-        return self._heard_at
 
     # -------------------------------------------------------------- connecting
 
@@ -233,6 +236,7 @@ class HostLink:
                 logger.info("host=%s agent reachable again", self.key.host_id)
                 self._wake_all()
             backoff = config.ssh.reconnect_backoff_min
+            self.note_heartbeat()  # at every probe: the channel may die before the runs look again
             age = agent.heartbeat_age()
             if age is not None and age > config.heartbeat_deadline:
                 logger.warning("host=%s no heartbeat for %.1fs: dropping the connection to reconnect", self.key.host_id, age)
