@@ -236,7 +236,7 @@ def settle_lost_answer(scenario: Scenario, name: str, exit_code: int, resolution
     assert scenario.script_runs(cut.net, "target") == 1
     settled = overrides(status, target)
     if resolution == "Auto":
-        # Straight to the end, or through Running when the journal's `running` entry came first.
+        # Straight to the end, or through Running when an older journal entry (accepted, running) came first.
         assert len(settled) == 1 and settled[0]["fromState"] == "Stuck" and settled[0]["toState"] in (final, "Running"), settled
         assert settled[0]["by"] == "jobnet-operator (auto)", settled
         assert job["exitCode"] == exit_code, job
