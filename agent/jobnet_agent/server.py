@@ -319,13 +319,6 @@ class Server:
             if record.ended and not record.acknowledged and record.seq <= self._last_sent_seq:
                 self.log.line("could not report: %s before the operator acknowledged the result (%s)"
                               % (why, record.describe_end()), record.key)
-        # Written to the channel is not received (the network may have lost it): a result the
-        # operator has not acknowledged is unreported as far as anyone can tell. The journal keeps
-        # it for the next connection.
-        for record in self.journal.list_records():
-            if record.ended and not record.acknowledged and record.seq <= self._last_sent_seq:
-                self.log.line("could not report: %s before the operator acknowledged the result (%s)"
-                              % (why, record.describe_end()), record.key)
 
     # -- background work ---------------------------------------------------------------------
 
