@@ -335,22 +335,13 @@ class Journal:
         """
         job_dir = self.job_dir(key)
         with self.transaction() as tx:
-            run_dir = os.path.dirname(job_dir)
-            if not os.path.isdir(run_dir):
-                os.makedirs(run_dir, mode=0o700, exist_ok=True)
-                fsync_dir(self.jobs_dir)
-            try:
-                os.mkdir(job_dir, 0o700)
-            except FileExistsError:
-                existing = self.read_record(key)
-                if existing is not None:
-                    return existing, None
-                # The claimant died inside its transaction, before the accepted record: nothing
-                # was started (a supervisor is only started after that record), so claim it anew.
-            # The job directory must survive a power loss: the supervisor's ``started`` marker
-            # lives in it. The accepted record is made durable by its event (the commit below).
-            fsync_dir(run_dir)
-            # Not durable on purpose: after a power loss the job is never started again.
+            existing = self._claim_job_dir(key)
+            if existing is not None:
+                return existing, None
+            # Nothing here is fsynced but the accepted event (the commit below): the supervisor
+            # makes the job directory durable, outside the journal lock, before its ``started``
+            # marker; after a power loss before that, the job directory is rebuilt from the event
+            # log and the job never ran. The spec is never needed after a reboot.
             atomic_write(os.path.join(job_dir, SPEC), _dump(spec.to_json()), durable=False)
             if not os.path.exists(os.path.join(job_dir, CONTROL_FIFO)):
                 os.mkfifo(os.path.join(job_dir, CONTROL_FIFO), 0o600)
@@ -362,6 +353,33 @@ class Journal:
                 os.close(lock_fd)
                 raise
             return record, lock_fd
+
+    def fence(self, key: JobKey, make_fenced: Callable[[], JobRecord]) -> Tuple[JobRecord, bool]:
+        """Claim a key as ended without running, so that a launch of it arriving later is refused.
+
+        Returns ``(record, fenced)``: the new fenced record and True, or the existing record and
+        False when the key was claimed before (launched, or fenced already).
+        """
+        with self.transaction() as tx:
+            existing = self._claim_job_dir(key)
+            if existing is not None:
+                return existing, False
+            return tx.commit(make_fenced()), True
+
+    def _claim_job_dir(self, key: JobKey) -> Optional[JobRecord]:
+        """Inside a transaction: make the key's job directory, or return the record it has."""
+        job_dir = self.job_dir(key)
+        run_dir = os.path.dirname(job_dir)
+        if not os.path.isdir(run_dir):
+            os.makedirs(run_dir, mode=0o700, exist_ok=True)
+            fsync_dir(self.jobs_dir)
+        try:
+            os.mkdir(job_dir, 0o700)
+        except FileExistsError:
+            # None: the claimant died inside its transaction, before its first record: nothing
+            # was started (a supervisor is only started after that record), so claim it anew.
+            return self.read_record(key)
+        return None
 
     def update(
         self, key: JobKey, change: Callable[[JobRecord], Optional[JobRecord]]

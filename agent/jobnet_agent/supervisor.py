@@ -288,9 +288,11 @@ class Supervisor:
             self._fail_to_start(*problem)
             return None
         self._open_outputs(resume=False)
-        # From here on a crash means "the script may have started": never start it again.
+        # From here on a crash means "the script may have started": never start it again. The
+        # marker's existence is what counts, so it and its job directory must survive a power loss.
+        fsync_dir(os.path.dirname(self.job_dir))
         os.close(os.open(os.path.join(self.job_dir, STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
-        fsync_dir(self.job_dir)  # the marker's existence is what counts
+        fsync_dir(self.job_dir)
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers)
         wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds)
