@@ -21,6 +21,10 @@ LOST = "lost"
 ACTIVE_STATES = frozenset([ACCEPTED, RUNNING])
 TERMINAL_STATES = frozenset([EXITED, KILLED, TIMED_OUT, FAILED_TO_START, INTERRUPTED, LOST])
 
+#: Reason of a key claimed by ``fence`` before any launch of it arrived: it never runs.
+FENCED = "Fenced"
+FENCED_MESSAGE = "fenced before it was launched: a newer attempt replaced it"
+
 KILL_REASONS = ("stop", "timeout")
 STREAMS = ("stdout", "stderr")
 
@@ -255,7 +259,7 @@ class Request:
     args: Dict[str, Any]
 
 
-_OPS = ("hello", "launch", "kill", "get", "list", "watch", "tail", "read", "ack", "ping")
+_OPS = ("hello", "launch", "kill", "fence", "get", "list", "watch", "tail", "read", "ack", "ping")
 
 
 def parse_request(line: str) -> Request:

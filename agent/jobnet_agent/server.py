@@ -29,6 +29,9 @@ from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import (
     ACCEPTED,
     ACTIVE_STATES,
+    FAILED_TO_START,
+    FENCED,
+    FENCED_MESSAGE,
     MAX_READ_LENGTH,
     RUNNING,
     JobKey,
@@ -203,6 +206,7 @@ class Server:
             "hello": self._hello,
             "launch": self._launch,
             "kill": self._kill,
+            "fence": self._fence,
             "get": self._get,
             "list": self._list,
             "watch": self._watch,
@@ -397,7 +401,9 @@ class Server:
         accepted = JobRecord(key=key, state=ACCEPTED, accepted_at=time.time(), boot_id=self.boot_id)
         record, lock_fd = self.journal.claim(key, spec, lambda: accepted)
         if lock_fd is None:
-            if record.state == RUNNING and record.pid is not None:
+            if record.reason == FENCED:
+                self.log.line("launch ignored: key was fenced", key)
+            elif record.state == RUNNING and record.pid is not None:
                 self.log.line("launch ignored: already started (pid %d)" % record.pid, key)
             else:
                 self.log.line("launch ignored: already %s" % record.describe_end(), key)
@@ -452,6 +458,18 @@ class Server:
         self._wake_supervisor(committed or current, check=True)
         return {"record": (committed or current).to_wire(), "deduplicated": committed is None,
                 "alreadyEnded": False}, None  # fmt: skip
+
+    def _fence(self, request: Request) -> Handled:
+        key = self._key(request)
+        now = time.time()
+        fenced = JobRecord(key=key, state=FAILED_TO_START, reason=FENCED, message=FENCED_MESSAGE,
+                           accepted_at=now, ended_at=now, boot_id=self.boot_id)  # fmt: skip
+        record, new = self.journal.fence(key, lambda: fenced)
+        if new:
+            self.log.line("fenced: never launched here, a launch of it will be refused", key)
+        else:
+            self.log.line("fence found the key already %s" % record.describe_end(), key)
+        return {"record": record.to_wire(), "fenced": record.reason == FENCED}, None
 
     def _wake_supervisor(self, record: JobRecord, check: bool = False) -> None:
         fifo = os.path.join(self.journal.job_dir(record.key), CONTROL_FIFO)
