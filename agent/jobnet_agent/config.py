@@ -9,6 +9,8 @@ from typing import List, Optional
 
 DEFAULT_STATE_DIR = "~/.jobnet/state"
 DEFAULT_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+#: The event log is rewritten (latest record per job) when GC has removed jobs and it is this big.
+DEFAULT_COMPACT_THRESHOLD_BYTES = 8 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -28,6 +30,7 @@ class AgentConfig:
     poll_seconds: float = 0.5
     sweep_seconds: float = 1.0
     start_timeout_seconds: float = 10.0
+    compact_threshold_bytes: int = DEFAULT_COMPACT_THRESHOLD_BYTES
 
     @property
     def agent_log_path(self) -> str:
@@ -57,6 +60,7 @@ class AgentConfig:
             "--poll-seconds", repr(self.poll_seconds),
             "--sweep-seconds", repr(self.sweep_seconds),
             "--start-timeout-seconds", repr(self.start_timeout_seconds),
+            "--compact-threshold-bytes", str(self.compact_threshold_bytes),
         ]  # fmt: skip
 
 
@@ -83,7 +87,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-seconds", type=float, default=defaults.sweep_seconds,
                         help="how often serve checks for jobs whose supervisor is gone (default %(default)s)")
     parser.add_argument("--start-timeout-seconds", type=float, default=defaults.start_timeout_seconds,
-                        help="how long launch waits for the pid before answering (default %(default)s)")  # fmt: skip
+                        help="how long launch waits for the pid before answering (default %(default)s)")
+    parser.add_argument("--compact-threshold-bytes", type=int, default=defaults.compact_threshold_bytes,
+                        help="compact the event log when garbage collection removed jobs and it is bigger (default %(default)s)")  # fmt: skip
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
@@ -93,6 +99,8 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
     for name in ("heartbeat_seconds", "poll_seconds", "sweep_seconds", "start_timeout_seconds"):
         if getattr(args, name) <= 0:
             raise ConfigError("--%s must be > 0, got %s" % (name.replace("_", "-"), getattr(args, name)))
+    if args.compact_threshold_bytes < 0:
+        raise ConfigError("--compact-threshold-bytes must be >= 0, got %d" % args.compact_threshold_bytes)
     if args.max_output_bytes < 2:
         raise ConfigError("--max-output-bytes must be at least 2, got %d" % args.max_output_bytes)
     if args.tail_bytes < 1 or args.tail_bytes >= args.max_output_bytes:
@@ -113,4 +121,5 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         poll_seconds=args.poll_seconds,
         sweep_seconds=args.sweep_seconds,
         start_timeout_seconds=args.start_timeout_seconds,
+        compact_threshold_bytes=args.compact_threshold_bytes,
     )

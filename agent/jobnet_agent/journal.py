@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
 from jobnet_agent.faults import crash_point
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
@@ -67,9 +68,6 @@ _wake_numbers = itertools.count(1)
 
 #: Size of the intent in the lock file (padded with spaces); job dir paths are far shorter.
 _INTENT_BYTES = 1024
-
-#: The event log is rewritten (latest record per job) when GC has removed jobs and it is this big.
-COMPACT_THRESHOLD_BYTES = 8 * 1024 * 1024
 
 
 class JournalError(Exception):
@@ -279,6 +277,26 @@ class Journal:
             os.close(fd)
         return json.loads(line.decode("utf-8"))["seq"] if line else 0
 
+    def last_event_seq(self) -> int:
+        """The seq of the last entry a watch sends as an event (0: none).
+
+        Below ``last_seq`` only after a compaction: its closing ``{"seq": N}`` marker keeps seq
+        numbering going but is no event, so a watcher that has received every event never sees N.
+        """
+        fd = os.open(self.events_path, os.O_RDONLY)
+        try:
+            end = os.fstat(fd).st_size
+            while True:
+                line, end = read_last_line(fd, end)
+                if not line:
+                    return 0
+                entry = json.loads(line.decode("utf-8"))
+                if "record" in entry:
+                    return entry["seq"]
+                end -= len(line) + 1
+        finally:
+            os.close(fd)
+
     # -- writes ------------------------------------------------------------------------------
 
     @contextmanager
@@ -447,8 +465,14 @@ class Journal:
                 fsync_dir(job_dir)
                 report.discarded.append(path)
 
-    def collect_garbage(self, retention_seconds: float, now: Optional[float] = None) -> List[JobKey]:
-        """Delete acknowledged, ended jobs acknowledged more than ``retention_seconds`` ago."""
+    def collect_garbage(
+        self,
+        retention_seconds: float,
+        now: Optional[float] = None,
+        compact_threshold_bytes: int = DEFAULT_COMPACT_THRESHOLD_BYTES,
+    ) -> List[JobKey]:
+        """Delete acknowledged, ended jobs acknowledged more than ``retention_seconds`` ago, then
+        compact the event log if it has passed ``compact_threshold_bytes``."""
         now = time.time() if now is None else now
         removed = []
         with self.transaction() as tx:
@@ -467,7 +491,7 @@ class Journal:
                 except OSError as exc:
                     if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                         raise
-            if removed and os.path.getsize(self.events_path) > COMPACT_THRESHOLD_BYTES:
+            if removed and os.path.getsize(self.events_path) > compact_threshold_bytes:
                 self._compact(tx.last_seq)
         return removed
 

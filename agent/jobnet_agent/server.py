@@ -313,7 +313,7 @@ class Server:
     def _report_unsent(self, why: str) -> None:
         if not self._watching:
             return
-        last = self.journal.last_seq()
+        last = self.journal.last_event_seq()
         if last > self._last_sent_seq:
             self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, self._last_sent_seq + 1, last))
         # Written to the channel is not received (the network may have lost it): a result the
@@ -328,7 +328,7 @@ class Server:
 
     def _heartbeats(self) -> None:
         while not self._stopping.wait(self.config.heartbeat_seconds):
-            self._send(heartbeat(time.time(), self.journal.last_seq()))
+            self._send(heartbeat(time.time(), self.journal.last_event_seq()))
 
     def _sweeps(self) -> None:
         last_gc = time.monotonic()
@@ -342,7 +342,9 @@ class Server:
                 self.log.line("sweep failed: %r" % (exc,))
 
     def _collect_garbage(self) -> None:
-        for key in self.journal.collect_garbage(self.config.retention_seconds):
+        for key in self.journal.collect_garbage(
+            self.config.retention_seconds, compact_threshold_bytes=self.config.compact_threshold_bytes
+        ):
             self.log.line("removed: acknowledged and older than the retention period", key)
 
     def sweep(self) -> None:
@@ -505,7 +507,7 @@ class Server:
         with self._write_lock:
             self._watching = True
             self._last_sent_seq = from_seq
-        last_seq = self.journal.last_seq()
+        last_seq = self.journal.last_event_seq()
 
         def start() -> None:
             threading.Thread(target=self._stream_events, args=(watcher, stop, wakeup), daemon=True).start()

@@ -104,14 +104,16 @@ class HostAgent:
                         "resuming from the start", self.target, hello.last_seq, self.delivered_seq,
                     )
                     self.delivered_seq = 0
-                await asyncio.to_thread(channel.watch, self.delivered_seq, self.settings.request_timeout)
+                # The replay advances delivered_seq as soon as the watch starts: log where it began.
+                watch_from = self.delivered_seq
+                await asyncio.to_thread(channel.watch, watch_from, self.settings.request_timeout)
             except BaseException:
                 channel.close()
                 raise
             self.hello = hello
             self._channel = channel
             log.info("agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
-                     self.target, hello.agent_version, hello.boot_id, self.delivered_seq)
+                     self.target, hello.agent_version, hello.boot_id, watch_from)
             return channel
 
     async def request(self, request: AgentRequest, result_type: type[R], timeout: float | None = None) -> R:
