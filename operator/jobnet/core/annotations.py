@@ -5,6 +5,8 @@
   (Ready, Succeeded); see :data:`jobnet.core.states.OVERRIDE_TRANSITIONS`. PATH may name a
   sub-jobnet (or ``/`` for the whole run): the override then applies to every job under it
   whose current state allows that transition.
+* ``jobnet.dev/override-message: TEXT`` (optional, next to the override) is the reason the person
+  gives; it is kept with each job the override settles (status.overrides[].message) and its Event.
 * ``jobnet.dev/stop: 'PATH[,PATH...]'`` stops a job, a sub-jobnet, or ``/`` the whole run.
 
 Parsing collects every problem (unknown path, unknown state, illegal transition naming the
@@ -27,6 +29,7 @@ from jobnet.core.states import (
 )
 
 OVERRIDE_ANNOTATION = "jobnet.dev/override"
+OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
 STOP_ANNOTATION = "jobnet.dev/stop"
 
 
@@ -38,6 +41,8 @@ class OverrideRequest(BaseModel):
     path: str
     state: JobState
     by: str | None = None
+    #: The reason the person gave (``jobnet.dev/override-message``).
+    message: str | None = None
 
 
 class StopRequest(BaseModel):
@@ -148,11 +153,13 @@ def parse_override_annotation(
     states: Mapping[str, JobState],
     stop_scopes: Iterable[str] = (),
     by: str | None = None,
+    message: str | None = None,
 ) -> ParsedOverrides:
     """Parse ``PATH=STATE[,PATH=STATE...]`` against the run's current job states.
 
     ``states`` maps job paths to their states (a job missing from it is Pending; see
-    ``jobnet.core.scheduler.job_states``). Returns the valid requests and every error.
+    ``jobnet.core.scheduler.job_states``). ``message`` is the person's reason, given to every
+    request. Returns the valid requests and every error.
     """
     scopes = tuple(stop_scopes)
     requests: list[OverrideRequest] = []
@@ -185,7 +192,7 @@ def parse_override_annotation(
         if problem is not None:
             errors.append(problem)
             continue
-        requests.append(OverrideRequest(path=path, state=state, by=by))
+        requests.append(OverrideRequest(path=path, state=state, by=by, message=message))
     return ParsedOverrides(requests=tuple(requests), errors=tuple(errors))
 
 

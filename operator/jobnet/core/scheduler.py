@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from jobnet.core.agentproto import JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
+    OVERRIDE_MESSAGE_ANNOTATION,
     STOP_ANNOTATION,
     OverrideRequest,
     StopRequest,
@@ -290,6 +291,11 @@ def reconcile(
     return reconciler.run(dict(annotations or {}), annotated_by, tuple(overrides), tuple(stops))
 
 
+def _with_reason(message: str, reason: str | None) -> str:
+    """An override's message, followed by the reason the person gave (if any)."""
+    return f"{message}: {reason}" if reason else message
+
+
 def job_states(graph: RunGraph, runtime: RunRuntime) -> dict[str, JobState]:
     """The state of every job of the graph (Pending when the runtime has no entry yet)."""
     return {
@@ -402,11 +408,16 @@ class _Reconciler:
                 {path: job.state for path, job in self.jobs.items()},
                 self.stop_scopes,
                 annotated_by,
+                annotations.get(OVERRIDE_MESSAGE_ANNOTATION),
             )
             for error in parsed.errors:
                 self.event("Warning", "OverrideRejected", f"{OVERRIDE_ANNOTATION}: {error}", None)
             overrides = parsed.requests + overrides
-        self.consumed = tuple(key for key in (STOP_ANNOTATION, OVERRIDE_ANNOTATION) if key in annotations)
+        # The message goes with its override (a message alone waits for the override it explains).
+        consumable = (STOP_ANNOTATION, OVERRIDE_ANNOTATION) + (
+            (OVERRIDE_MESSAGE_ANNOTATION,) if OVERRIDE_ANNOTATION in annotations else ()
+        )
+        self.consumed = tuple(key for key in consumable if key in annotations)
         for override in overrides:
             self.apply_override(override)
         for delivery in self.facts.deliveries:
@@ -453,14 +464,16 @@ class _Reconciler:
             job = self.jobs[path]
             was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
             if request.state == S.READY:
-                message = f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}"
+                message = _with_reason(
+                    f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", request.message
+                )
                 self.update(
                     path, override=True, state=S.READY, reason=Reason.OVERRIDDEN, message=message,
                     pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
                     kill_reason=None, dispatch=None,
                 )
             else:
-                message = f"set to {request.state} by {who} (was {was})"
+                message = _with_reason(f"set to {request.state} by {who} (was {was})", request.message)
                 self.update(
                     path, override=True, state=request.state, reason=Reason.OVERRIDDEN, message=message,
                     finished_at=self.now, dispatch=None,

@@ -47,7 +47,7 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
-from jobnet.core.annotations import OVERRIDE_ANNOTATION, STOP_ANNOTATION
+from jobnet.core.annotations import OVERRIDE_ANNOTATION, OVERRIDE_MESSAGE_ANNOTATION, STOP_ANNOTATION
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
@@ -90,7 +90,9 @@ from jobnet.ssh.errors import AuthenticationFailed, HostKeyMismatch, HostUnreach
 logger = logging.getLogger("jobnet.runtime")
 
 #: Annotations a person uses to steer a run; their presence (re)starts a finished run's loop.
-RUN_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
+STEERING_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
+#: What the run's loop reads: those, and the reason given with an override.
+RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION,)
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 
@@ -661,7 +663,7 @@ class JobRunRuntime:
             loop.set_annotations(annotations)
             return
         phase = (body.get("status") or {}).get("phase")
-        steered = any(key in annotations for key in RUN_ANNOTATIONS)
+        steered = any(key in annotations for key in STEERING_ANNOTATIONS)
         if phase in (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STUCK) or (phase in _FINISHED and steered):
             if (body.get("status") or {}).get("reason") == "InvalidJobNet":
                 return  # never expanded: nothing to run

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
+    OVERRIDE_MESSAGE_ANNOTATION,
     STOP_ANNOTATION,
     parse_override_annotation,
     parse_stop_annotation,
@@ -21,8 +22,6 @@ from jobnet.plugin.view import Connection, JobRunView, PluginError
 if TYPE_CHECKING:
     from jobnet.plugin.kube import PluginKube
 
-#: The reason a person gives with ``override --message`` (recorded with the override).
-OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
 EXIT_OK = 0
 EXIT_FAILED = 1
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
