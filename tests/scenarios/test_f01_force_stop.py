@@ -113,11 +113,12 @@ def test_F01_stop_a_running_sub_jobnet(scenario: Scenario) -> None:
 
 def test_F01_stop_the_whole_run(scenario: Scenario) -> None:
     vm = scenario.vm()
+    finally_jobs: dict[str, Any] = {"finally": [{"name": "cleanup", "script": scenario.marker_script(vm, "cleanup")}]}
     run = scenario.run_jobnet("f01r", scenario.host(vm), [
         {"name": "left", "script": tree_script(scenario, vm, "left")},
         {"name": "right", "script": tree_script(scenario, vm, "right")},
         {"name": "join", "script": scenario.marker_script(vm, "join"), "after": ["left", "right"]},
-    ], **{"finally": [{"name": "cleanup", "script": scenario.marker_script(vm, "cleanup")}]})
+    ], **finally_jobs)
     scenario.wait_job_state(run, "/f01r/left", "Running", timeout=60)
     scenario.wait_job_state(run, "/f01r/right", "Running", timeout=60)
     pids = process_tree(vm, "left") + process_tree(vm, "right")

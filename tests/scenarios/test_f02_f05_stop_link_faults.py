@@ -106,7 +106,7 @@ def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped
     assert not process_gone(fault.pid), "the script still runs"
     # Restore only once the operator gave the old connection up: otherwise TCP would still carry
     # the kill it had written to the agent, which is the other scenario (F03).
-    scenario.wait_operator_log(rf"host=\S+ agent unreachable", timeout=60)
+    scenario.wait_operator_log(r"host=\S+ agent unreachable", timeout=60)
     opened = fault.channels_opened()
     fault.vm.restore()
     fault.wait_reconnected(opened)
