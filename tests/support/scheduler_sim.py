@@ -20,6 +20,7 @@ from jobnet.core.scheduler import (
     Decision,
     DeliveryResult,
     Event,
+    Fence,
     Kill,
     Launch,
     RunRuntime,
@@ -129,6 +130,26 @@ class Run:
                            error_code=error_code, error_message=error_code)
         )
 
+    def deliver_fence(self, path: str, outcome: str = "delivered", *, state: str = "failedToStart",
+                      error_code: str | None = None, **fields: Any) -> None:
+        """The agent answers the fence of the job's current key: by default, it fenced it."""
+        record = None
+        if outcome == "delivered":
+            if state == "failedToStart":
+                fields = {"reason": "Fenced", "message": "fenced before it was launched", **fields}
+            record = self.record(path, state, **fields)
+        self.deliveries.append(
+            DeliveryResult(key=self.key(path), op="fence", outcome=outcome, record=record,
+                           error_code=error_code, error_message=error_code)
+        )
+
+    def override_ready_fenced(self, path: str) -> Decision:
+        """A person overrides a job whose launch is unconfirmed to Ready; the agent fences the old key."""
+        self.override(path, JobState.READY)
+        assert [fence.path for fence in self.fences()] == [path]
+        self.deliver_fence(path)
+        return self.reconcile()
+
     # ---------------------------------------------------------- looking
 
     @property
@@ -156,6 +177,9 @@ class Run:
 
     def kills(self, decision: Decision | None = None) -> list[Kill]:
         return [a for a in (decision or self.last).actions if isinstance(a, Kill)]
+
+    def fences(self, decision: Decision | None = None) -> list[Fence]:
+        return [a for a in (decision or self.last).actions if isinstance(a, Fence)]
 
     def acks(self, decision: Decision | None = None) -> list[Ack]:
         return [a for a in (decision or self.last).actions if isinstance(a, Ack)]

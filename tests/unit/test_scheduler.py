@@ -283,7 +283,7 @@ def test_stale_delivery_results_of_an_earlier_attempt_are_ignored() -> None:
     run.reconcile()
     run.deliver_launch("/net/a", "unknown")
     run.reconcile()
-    run.override("/net/a", S.READY)
+    run.override_ready_fenced("/net/a")
     assert run.runtime.jobs["/net/a"].attempt == 2
     run.deliver_launch("/net/a", "notDelivered", error_code="HostUnreachable")
     stale = run.deliveries[-1].model_copy(update={"key": run.key("/net/a", 1)})

@@ -58,7 +58,7 @@ def test_C01_cut_before_launch_no_retry_is_stuck_then_annotated_ready_runs_once_
     run.beat()
     run.reconcile()
     assert run.state("/n/first") == S.STUCK
-    run.override("/n/first", S.READY)
+    run.override_ready_fenced("/n/first")
     assert launch_keys(run, "/n/first") == [f"{run.key('/n/first', 1)}", f"{run.key('/n/first', 2)}"]
     run.start_and_run("/n/first")
     run.finish("/n/first")

@@ -33,6 +33,8 @@ TERMINAL_STATES: frozenset[str] = frozenset(
     {"exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"}
 )
 KillReason = Literal["stop", "timeout"]
+#: ``reason`` of the record of a key the agent fenced before any launch of it arrived.
+FENCED_REASON = "Fenced"
 OutputStream = Literal["stdout", "stderr"]
 ErrorCode = Literal["BadRequest", "NotFound", "UnsupportedProtocol", "Internal"]
 
@@ -106,6 +108,11 @@ class JobRecord(_Incoming):
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def fenced(self) -> bool:
+        """The agent claimed this key before any launch of it arrived: it never ran."""
+        return self.state == "failedToStart" and self.reason == FENCED_REASON
+
 
 # ---------------------------------------------------------------- requests
 
@@ -147,6 +154,13 @@ class KillRequest(AgentRequest):
         if self.grace_seconds is None:
             del message["graceSeconds"]
         return message
+
+
+class FenceRequest(AgentRequest):
+    """Claim ``key`` as never to run if the agent never saw it (docs/agent-protocol.md, Fence)."""
+
+    op: ClassVar[str] = "fence"
+    key: JobKey
 
 
 class GetRequest(AgentRequest):
@@ -212,6 +226,12 @@ class KillResult(_Incoming):
     record: JobRecord
     deduplicated: bool
     already_ended: bool
+
+
+class FenceResult(_Incoming):
+    record: JobRecord
+    #: The key is fenced: it never ran and never will (a late launch of it is refused).
+    fenced: bool
 
 
 class RecordResult(_Incoming):

@@ -85,6 +85,7 @@ def job_status(job: JobRuntime) -> JobStatus:
             outcome_unknown=dispatch.unknown_seen,
             last_error=dispatch.last_error,
             last_error_message=dispatch.last_error_message,
+            override_by=dispatch.override_by,
         ),
     )
 
@@ -170,6 +171,7 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
                 unknown_seen=entry.dispatch.outcome_unknown,
                 last_error=entry.dispatch.last_error,
                 last_error_message=entry.dispatch.last_error_message,
+                override_by=entry.dispatch.override_by,
             )
         elif state == JobState.STARTING or (state == JobState.STOPPING and entry.kill_reason is None):
             dispatch = Dispatch(

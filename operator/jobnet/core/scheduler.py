@@ -17,7 +17,10 @@ certainly did not reach the agent (connect refused, authentication, host key) an
 outcome is unknown (the connection broke after the request left) are both retried with the
 SAME key (the agent deduplicates), up to the job's ``retry.dispatchAttempts``. Only a person's
 override to Ready makes a new attempt (a new key). Hence a script never runs twice unless a
-person asked for it.
+person asked for it. When the agent never confirmed the current attempt (its launch may still
+sit in a TCP buffer), that override first *fences* the old key on the agent (claims it as never
+to run) and launches the new attempt only once the agent confirms the old one never ran; if it
+did run, the job takes its real state instead (see docs/job-states.md, Fencing).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from jobnet.core.states import (
 )
 
 S = JobState
-DispatchOp = Literal["launch", "kill"]
+DispatchOp = Literal["launch", "kill", "fence"]
 #: ``by`` of a settlement the operator made itself from the agent's journal.
 AUTO_RESOLVER = "jobnet-operator (auto)"
 _DEFAULT_RETRY = RetrySpec()
@@ -83,7 +86,7 @@ def host_id(host: HostSpec) -> str:
 
 
 class Dispatch(_Frozen):
-    """Bookkeeping of the delivery of a launch or kill request for the job's current key."""
+    """Bookkeeping of the delivery of a launch, kill or fence request for the job's current key."""
 
     op: DispatchOp
     attempts_used: int = Field(ge=1)
@@ -93,6 +96,8 @@ class Dispatch(_Frozen):
     unknown_seen: bool = False
     last_error: str | None = None
     last_error_message: str | None = None
+    #: For a fence: who asked for the override to Ready that waits for it.
+    override_by: str | None = None
 
 
 class JobRuntime(_Frozen):
@@ -144,10 +149,10 @@ class RunRuntime(_Frozen):
 
 
 class DeliveryResult(_Frozen):
-    """What became of one launch/kill request the edge sent for ``key``.
+    """What became of one launch/kill/fence request the edge sent for ``key``.
 
     ``delivered``: the agent answered (``record`` is its answer; for a kill, None means the
-    agent never saw the key). ``notDelivered``: it certainly did not reach the agent
+    agent never saw the key; a fence always has one). ``notDelivered``: it certainly did not reach the agent
     (``error_code`` HostUnreachable, AuthenticationFailed or HostKeyMismatch). ``unknown``: the
     connection broke after the request left.
     """
@@ -162,8 +167,8 @@ class DeliveryResult(_Frozen):
 
     @model_validator(mode="after")
     def _delivered_launch_has_a_record(self) -> DeliveryResult:
-        if self.outcome == "delivered" and self.op == "launch" and self.record is None:
-            raise ValueError(f"a delivered launch of {self.key} must carry the agent's record")
+        if self.outcome == "delivered" and self.op != "kill" and self.record is None:
+            raise ValueError(f"a delivered {self.op} of {self.key} must carry the agent's record")
         if self.record is not None and self.record.key != self.key:
             raise ValueError(f"delivery result for {self.key} carries a record of {self.record.key}")
         if self.outcome == "notDelivered" and self.error_code not in UNDELIVERED_REASONS:
@@ -222,6 +227,15 @@ class Kill(_Frozen):
     grace_seconds: float
 
 
+class Fence(_Frozen):
+    """Send ``fence`` for ``key``: the agent claims it as never to run unless it already has it."""
+
+    kind: Literal["fence"] = "fence"
+    key: JobKey
+    path: str
+    host: str
+
+
 class Ack(_Frozen):
     """Tell the agent its final record is stored; only after the status patch succeeded."""
 
@@ -241,7 +255,7 @@ class Event(_Frozen):
     path: str | None = None
 
 
-Action = Launch | Kill | Ack | Event
+Action = Launch | Kill | Fence | Ack | Event
 
 
 class Decision(_Frozen):
@@ -459,29 +473,87 @@ class _Reconciler:
         if target is None or problem is not None:
             self.event("Warning", "OverrideRejected", f"override {request.path}={request.state} refused: {problem}", request.path)
             return
-        who = request.by or "an override annotation"
         for path in override_targets(self.graph, states, target, request.state):
-            job = self.jobs[path]
-            was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
-            if request.state == S.READY:
-                message = _with_reason(
-                    f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", request.message
-                )
-                self.update(
-                    path, override=True, state=S.READY, reason=Reason.OVERRIDDEN, message=message,
-                    pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
-                    kill_reason=None, dispatch=None,
-                )
+            if request.state == S.READY and self.launch_unconfirmed(path):
+                self.start_fence(path, request.by, request.message)
             else:
-                message = _with_reason(f"set to {request.state} by {who} (was {was})", request.message)
-                self.update(
-                    path, override=True, state=request.state, reason=Reason.OVERRIDDEN, message=message,
-                    finished_at=self.now, dispatch=None,
-                )
-            self.settlements.append(
-                Settlement(path=path, from_state=job.state, to_state=request.state, by=request.by, at=self.now, message=message)
+                self.settle_by_override(path, request.state, request.by, request.message)
+
+    def settle_by_override(self, path: str, state: JobState, by: str | None, reason: str | None) -> None:
+        job = self.jobs[path]
+        who = by or "an override annotation"
+        was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
+        if state == S.READY:
+            message = _with_reason(f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason)
+            self.update(
+                path, override=True, state=S.READY, reason=Reason.OVERRIDDEN, message=message,
+                pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
+                kill_reason=None, dispatch=None,
             )
-            self.event("Normal", "Overridden", f"{path}: {message}", path)
+        else:
+            message = _with_reason(f"set to {state} by {who} (was {was})", reason)
+            self.update(
+                path, override=True, state=state, reason=Reason.OVERRIDDEN, message=message,
+                finished_at=self.now, dispatch=None,
+            )
+        self.settlements.append(
+            Settlement(path=path, from_state=job.state, to_state=state, by=by, at=self.now, message=message)
+        )
+        self.event("Normal", "Overridden", f"{path}: {message}", path)
+
+    def launch_unconfirmed(self, path: str) -> bool:
+        """The agent never confirmed the current attempt: its launch may still reach the agent.
+
+        (A job Stuck HostDown before any record was being stopped: its scope refuses Ready.)
+        """
+        job = self.jobs[path]
+        return job.state == S.STUCK and job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN and self.record_for(path) is None
+
+    def start_fence(self, path: str, by: str | None, reason: str | None) -> None:
+        """Before attempt N+1 may run, make sure attempt N never will (the job stays Stuck meanwhile)."""
+        job = self.jobs[path]
+        if job.dispatch is not None and job.dispatch.op == "fence":
+            return  # the same override again: the fence is already on its way
+        self.update(path, dispatch=Dispatch(op="fence", attempts_used=1, last_attempt_at=self.now, override_by=by))
+        self.send(path, "fence")
+        self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
+        self.event(
+            "Normal", "FenceRequested",
+            _with_reason(
+                f"{path}: the override to Ready by {by or 'an override annotation'} waits until attempt {job.attempt} "
+                f"is fenced on {self.host_of(path)} (its launch may still arrive there); attempt {job.attempt + 1} "
+                "runs only once the agent confirms it never ran",
+                reason,
+            ),
+            path,
+        )
+
+    def settle_fence(self, path: str, record: JobRecord) -> None:
+        """The agent's answer about the fenced key decides the waiting override to Ready."""
+        job = self.jobs[path]
+        assert job.dispatch is not None and job.dispatch.op == "fence"
+        by = job.dispatch.override_by
+        if record.fenced:
+            if not record.acknowledged:
+                self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
+            self.settle_by_override(path, S.READY, by, None)
+            return
+        found = describe_record(record)
+        outcome = record_outcome(record, kill_reason=job.kill_reason)
+        if outcome is not None and outcome.state == S.STUCK:
+            self.update(path, dispatch=None)
+            self.make_stuck(path, StuckReason.SUPERVISOR_LOST, detail=record.message or record.state)
+        elif outcome is not None:
+            self.finish(path, record)
+        else:
+            self.enter_running(path, record)
+        target = self.jobs[path].state
+        message = f"override to Ready by {by or 'an override annotation'} not applied: attempt {job.attempt} was found {found} on the VM"
+        if target != S.STUCK:
+            self.settlements.append(
+                Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
+            )
+        self.event("Warning", "OverrideNotApplied", f"{path}: {message}; the job is {target}", path)
 
     def apply_delivery(self, result: DeliveryResult) -> None:
         path = result.key.path
@@ -489,6 +561,10 @@ class _Reconciler:
         dispatch = job.dispatch if job is not None else None
         if job is None or dispatch is None or job.attempt != result.key.attempt or dispatch.op != result.op:
             return  # stale: about an earlier attempt, or already settled by a record
+        if result.outcome == "delivered" and result.op == "fence":
+            assert result.record is not None
+            self.remember(result.record)  # settled by apply_record, like the same record seen in a watch
+            return
         if result.outcome == "delivered":
             self.update(path, dispatch=None)
             if result.record is not None:
@@ -526,6 +602,9 @@ class _Reconciler:
         if record is None:
             if job.state in (S.RUNNING, S.STOPPING) and self.key_text(path) in self.facts.absent_keys:
                 self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
+            return
+        if job.dispatch is not None and job.dispatch.op == "fence":
+            self.settle_fence(path, record)
             return
         outcome = record_outcome(record, kill_reason=job.kill_reason)
         if outcome is not None and outcome.state == S.STUCK:
@@ -619,6 +698,9 @@ class _Reconciler:
     def check_liveness(self, path: str) -> None:
         job = self.jobs[path]
         dispatch = job.dispatch
+        if dispatch is not None and dispatch.op == "fence":
+            self.check_fence(path, dispatch)
+            return
         if dispatch is not None and job.state in (S.STARTING, S.STOPPING):
             self.check_dispatch(path, dispatch)
             return
@@ -637,17 +719,46 @@ class _Reconciler:
             else:
                 self.wakeups.append(job.deadline)
 
-    def check_dispatch(self, path: str, dispatch: Dispatch) -> None:
-        if dispatch.in_flight:
-            expires = dispatch.last_attempt_at + self.policy.dispatch_timeout_seconds
-            if self.now < expires:
-                self.wakeups.append(expires)
-                return
-            dispatch = dispatch.model_copy(
-                update={"in_flight": False, "unknown_seen": True, "last_error": "NoAnswer",
-                        "last_error_message": f"no answer within {self.policy.dispatch_timeout_seconds:g}s"}
+    def unanswered(self, path: str, dispatch: Dispatch) -> Dispatch | None:
+        """The dispatch once no answer can come any more, or None while one still may."""
+        if not dispatch.in_flight:
+            return dispatch
+        expires = dispatch.last_attempt_at + self.policy.dispatch_timeout_seconds
+        if self.now < expires:
+            self.wakeups.append(expires)
+            return None
+        dispatch = dispatch.model_copy(
+            update={"in_flight": False, "unknown_seen": True, "last_error": "NoAnswer",
+                    "last_error_message": f"no answer within {self.policy.dispatch_timeout_seconds:g}s"}
+        )
+        self.update(path, dispatch=dispatch)
+        return dispatch
+
+    def check_fence(self, path: str, pending: Dispatch) -> None:
+        """A fence is retried until the agent answers, however long: the re-run waits for it."""
+        dispatch = self.unanswered(path, pending)
+        if dispatch is None:
+            return
+        due = dispatch.last_attempt_at + self.retry(path).interval_seconds
+        if self.now < due:
+            self.wakeups.append(due)
+            return
+        if dispatch.attempts_used == 1:
+            self.event(
+                "Warning", "FenceRetried",
+                f"{path}: the fence of attempt {self.jobs[path].attempt} did not reach {self.host_of(path)} "
+                f"({dispatch.last_error_message or dispatch.last_error}); the job stays Stuck and the fence is "
+                f"retried every {self.retry(path).interval_seconds:g}s until the agent answers", path,
             )
-            self.update(path, dispatch=dispatch)
+        self.update(path, dispatch=dispatch.model_copy(
+            update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
+        ))
+        self.send(path, "fence")
+
+    def check_dispatch(self, path: str, pending: Dispatch) -> None:
+        dispatch = self.unanswered(path, pending)
+        if dispatch is None:
+            return
         retry = self.retry(path)
         last = dispatch.last_error_message or dispatch.last_error or "unknown error"
         scope = scope_of(self.graph, path, self.stop_scopes)
@@ -692,6 +803,8 @@ class _Reconciler:
         key = self.key(path)
         if op == "launch":
             self.actions.append(Launch(key=key, path=path, host=self.host_of(path)))
+        elif op == "fence":
+            self.actions.append(Fence(key=key, path=path, host=self.host_of(path)))
         else:
             self.actions.append(
                 Kill(key=key, path=path, host=self.host_of(path), reason=job.kill_reason or "stop",

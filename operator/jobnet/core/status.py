@@ -42,9 +42,11 @@ class StatusModel(BaseModel):
 
 
 class DispatchStatus(StatusModel):
-    """Delivery of a launch or kill request to the agent (retried with the same key)."""
+    """Delivery of a launch, kill or fence request to the agent (retried with the same key)."""
 
-    op: Literal["launch", "kill"] = Field(description="The request being delivered.")
+    op: Literal["launch", "kill", "fence"] = Field(
+        description="The request being delivered; `fence`: an override to Ready waits until the agent confirms the current attempt never ran."
+    )
     attempts: int = Field(ge=1, description="Delivery attempts made so far.")
     last_attempt_at: str = Field(description="When the last attempt was sent (RFC 3339).")
     in_flight: bool = Field(default=False, description="The last attempt has not been answered yet.")
@@ -53,6 +55,7 @@ class DispatchStatus(StatusModel):
     )
     last_error: str | None = Field(default=None, description="Code of the last delivery failure.")
     last_error_message: str | None = Field(default=None, description="The last delivery failure, for people.")
+    override_by: str | None = Field(default=None, description="For a fence: who asked for the override to Ready that waits for it.")
 
 
 class JobStatus(StatusModel):

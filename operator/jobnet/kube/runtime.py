@@ -36,6 +36,8 @@ import kopf
 
 from jobnet.core.agentproto import (
     AckRequest,
+    FenceRequest,
+    FenceResult,
     JobKey,
     JobRecord,
     KillRequest,
@@ -63,6 +65,7 @@ from jobnet.core.scheduler import (
     AgentFacts,
     DeliveryResult,
     Event,
+    Fence,
     Kill,
     Launch,
     RunRuntime,
@@ -478,11 +481,11 @@ class RunLoop:
     async def act(self, action: Action) -> None:
         if isinstance(action, Event):
             await self.post_event(action)
-        elif isinstance(action, (Launch, Kill, Ack)):
+        elif isinstance(action, (Launch, Kill, Fence, Ack)):
             node = self.graph.nodes[action.path]
             assert node.host is not None  # the scheduler never dispatches a job without a host
             link = self.link(node.host)
-            request = {Launch: self.launch, Kill: self.kill, Ack: self.ack}[type(action)]
+            request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
             task = asyncio.create_task(request(link, action))  # type: ignore[operator]
             self.requests.add(task)
             task.add_done_callback(self._request_done)
@@ -577,6 +580,22 @@ class RunLoop:
             self.job_log(logging.INFO, action.path, "kill not needed: the job had already ended")
         self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered", record=result.record,
                                     deduplicated=result.deduplicated))
+
+    async def fence(self, link: HostLink, action: Fence) -> None:
+        agent = await self._connected(link, action.key, "fence")
+        if isinstance(agent, DeliveryResult):
+            self.deliver(agent)
+            return
+        self.job_log(logging.INFO, action.path, "fencing %s before the re-run", action.key)
+        try:
+            result = await agent.request(FenceRequest(key=action.key), FenceResult)
+        except (AgentRequestFailed, SshError) as e:
+            code = e.agent_code if isinstance(e, AgentRequestFailed) else e.code
+            self.job_log(logging.WARNING, action.path, "fence outcome unknown: %s", e.message)
+            self.deliver(DeliveryResult(key=action.key, op="fence", outcome="unknown", error_code=code, error_message=e.message))
+            return
+        self.job_log(logging.INFO, action.path, "fence answered: %s", "fenced" if result.fenced else f"the key is {result.record.state}")
+        self.deliver(DeliveryResult(key=action.key, op="fence", outcome="delivered", record=result.record))
 
     async def ack(self, link: HostLink, action: Ack) -> None:
         try:
