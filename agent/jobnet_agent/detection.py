@@ -13,6 +13,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 from jobnet_agent.journal import STARTED_MARKER, SUPERVISOR_LOCK, Journal
+from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import (
     ACCEPTED,
     EXITED,
@@ -139,10 +140,21 @@ def observe(journal: Journal, record: JobRecord, boot_id: str) -> Tuple[Observat
 
 def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optional[JobRecord]:
     """Commit an END verdict if the record did not change meanwhile (another process may act too)."""
+    sizes = stored_output_sizes(journal.job_dir(record.key))
     _, committed = journal.update(
         record.key,
-        lambda current: current.replace(ended_at=time.time(), **verdict.changes)
+        lambda current: current.replace(ended_at=time.time(), **sizes, **verdict.changes)
         if current.seq == record.seq and current.state in (ACCEPTED, RUNNING)
         else None,
     )
     return committed
+
+
+def stored_output_sizes(job_dir: str) -> Dict[str, int]:
+    """The output sizes of a job whose supervisor (which counts them) is gone, from what is
+    stored: the output stays retrievable (``tail``/``read``), so the record must say it exists."""
+    sizes: Dict[str, int] = {}
+    for stream in ("stdout", "stderr"):
+        total, _, dropped = StoredOutput(job_dir, stream).sizes()
+        sizes[stream + "_bytes"], sizes[stream + "_dropped"] = total, dropped
+    return sizes

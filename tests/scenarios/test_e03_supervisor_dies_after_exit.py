@@ -76,6 +76,7 @@ def test_E03_supervisor_dies_after_exit_result_recovered_run_succeeds(scenario: 
     status = _assert_run_succeeded_once(scenario, vm, run, "e03a")
     job = status["jobs"]["/e03a/work"]
     assert job["state"] == "Succeeded" and job["exitCode"] == 0, job
+    assert job.get("outputTail") == "work done\n", job  # the output is part of the result
     assert not any(e.get("reason") == "Overridden" for e in scenario.events(run))
 
 
