@@ -24,6 +24,7 @@ import kopf
 
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
 from jobnet.core.validation import Problem, parse_jobnet
+from jobnet.metrics import operator_metrics
 
 JOBNETS = "jobnets"
 JOBRUNS = "jobruns"
@@ -150,6 +151,7 @@ class KubeClient:
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         """Merge-patch the status subresource of a JobNet or JobRun."""
+        operator_metrics.api_write(plural)
         return await self._request(
             "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
             json={"status": dict(status)}, content_type="application/merge-patch+json",
@@ -165,6 +167,7 @@ class KubeClient:
 
     async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
         """Merge-patch the object so that these annotations are gone."""
+        operator_metrics.api_write(plural)
         await self._request(
             "PATCH", self._path(plural, namespace, name), f"removing annotations {', '.join(keys)} of {plural}/{name}",
             json={"metadata": {"annotations": {key: None for key in keys}}}, content_type="application/merge-patch+json",
@@ -192,4 +195,5 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
+        operator_metrics.api_write("events")
         await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", json=event)

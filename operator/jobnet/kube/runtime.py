@@ -76,6 +76,8 @@ from jobnet.core.scheduler import (
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.kube.client import JOBRUNS, KubeApiError, KubeClient
+from jobnet.kube.runmetrics import report_round
+from jobnet.metrics import operator_metrics
 from jobnet.ssh import (
     AgentInstaller,
     AgentRequestFailed,
@@ -448,6 +450,7 @@ class RunLoop:
             self.last_summary = summary
         for text in tails_written:
             del self.tails[text]
+        report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
         if decision.consumed_annotations:
@@ -674,6 +677,7 @@ class JobRunRuntime:
             return
         loop = self.loops.get(uid)
         if event_type == "DELETED":
+            operator_metrics.forget_run(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
             return

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from pydantic import BaseModel
 
 from jobnet.core.agentproto import AgentRequest, HelloResult, JobRecord
+from jobnet.metrics import operator_metrics
 from jobnet.ssh.channel import AgentChannel, serve_command
 from jobnet.ssh.errors import ConnectionLost
 from jobnet.ssh.installer import AgentInstaller
@@ -110,6 +112,8 @@ class HostAgent:
             except BaseException:
                 channel.close()
                 raise
+            if self.hello is not None:
+                operator_metrics.ssh_reconnect(str(self.target))
             self.hello = hello
             self._channel = channel
             log.info("agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
@@ -119,7 +123,10 @@ class HostAgent:
     async def request(self, request: AgentRequest, result_type: type[R], timeout: float | None = None) -> R:
         """Send one request on the (re)connected channel; raises the classified SshError."""
         channel = await self.connect()
-        return await channel.acall(request, result_type, timeout)
+        sent = time.monotonic()
+        result = await channel.acall(request, result_type, timeout)
+        operator_metrics.observe_agent_roundtrip(time.monotonic() - sent)
+        return result
 
     async def close(self) -> None:
         async with self._connect_lock:
