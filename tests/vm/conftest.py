@@ -34,7 +34,7 @@ def agent_installer(tmp_path_factory: pytest.TempPathFactory) -> AgentInstaller:
 
 
 @pytest.fixture
-def agent(vm: NamespaceVM, agent_installer: AgentInstaller) -> Iterator[AgentHarness]:
+def agent(vm: NamespaceVM, agent_installer: AgentInstaller) -> Iterator[AgentHarness]:  # noqa: F811 (the vm fixture, imported above)
     """The real agent in a fresh VM, connected through the operator's SSH client."""
     harness = AgentHarness(vm, agent_installer)
     harness.connect()
