@@ -11,8 +11,10 @@ proves the launch never left: that is B06, a Failed job). So every run here has 
   connection, and ``downstream`` (on ``net``) follows it.
 
 The faults: ``cut()`` (the host side of the link goes down: the launch request never reaches the
-agent) and ``drop("out")`` (the request reaches the agent, which starts the job, but no answer
-comes back). Both are undone only once the scenario's point is proven.
+agent), ``drop("out")`` (the request reaches the agent, which starts the job, but no answer
+comes back) and ``drop("in")`` (the request is held: TCP keeps retransmitting it, so it may still
+reach the agent once the VM accepts packets again). All are undone only once the scenario's point
+is proven.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
-Fault = Literal["cut", "drop-out"]
+Fault = Literal["cut", "drop-out", "drop-in"]
 
 #: How long a script waits for a file at most (polls every 0.05 s: 2 minutes).
 WAIT_POLLS = 2400
@@ -65,7 +67,7 @@ class CutRun:
 
     def launch_over_broken_link(self, fault: Fault) -> None:
         """Once ``warmup`` ran (the channel to ``net`` is open) and ``gate`` runs: break the
-        link to ``net`` (``cut`` or ``drop-out``), then let ``gate`` end so that ``target`` is
+        link to ``net`` (``cut``, ``drop-out`` or ``drop-in``), then let ``gate`` end so that ``target`` is
         launched at once, well before the operator can notice the dead connection."""
         self.scenario.wait_job_state(self.run, self.path("warmup"), "Succeeded", timeout=60)
         self.scenario.wait_job_state(self.run, self.path("gate"), "Running", timeout=60)
@@ -73,7 +75,7 @@ class CutRun:
         if fault == "cut":
             self.net.cut()
         else:
-            self.net.drop("out")
+            self.net.drop(fault.removeprefix("drop-"))
         self.ctl.put_file("go", "", 0o644)
         first = self.scenario.wait_operator_log(
             rf"job={re.escape(self.path('target'))} .*(launch outcome unknown|cannot reach the agent for launch)", timeout=30)
@@ -175,11 +177,79 @@ def test_C01_cut_before_launch_reaches_agent_no_retry_stuck_then_annotate_ready_
     assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
     runs = (cut.net.home / "markers" / "target").read_text().splitlines()
     assert len(runs) == 1 and runs[0].startswith(f"{target}#2 "), runs  # ran once: the new attempt
-    assert cut.agent_lines("target", 1) == []
+    # Before the re-run, attempt 1 was fenced on the agent: it can never start late.
+    first = cut.agent_lines("target", 1)
+    assert any("fenced: never launched here" in line for line in first), first
+    assert not any("accepted" in line for line in first), first
     assert sum("accepted" in line for line in cut.agent_lines("target", 2)) == 1
     overridden = scenario.wait_event(cut.run, "Overridden", contains=target)
     assert "re-run" in overridden["message"] and "attempt 2" in overridden["message"], overridden
     assert [(o["fromState"], o["toState"]) for o in overrides(status, target)] == [("Stuck", "Ready")]
+    assert "jobnet.dev/override" not in (scenario.get_run(cut.run)["metadata"].get("annotations") or {})
+
+
+@pytest.mark.parametrize("connection", ["abandoned", "kept"])
+def test_C01_override_ready_fences_a_late_launch(scenario: Scenario, connection: str) -> None:
+    """C01 where the launch request is held in TCP, not lost: a person's re-run must not let the
+    old request start attempt 1 next to attempt 2 when it finally arrives. The override first
+    fences attempt 1 (impossible while the VM drops packets: the job stays Stuck, nothing starts);
+    once packets flow, the held request and the fence race, and the script runs exactly once.
+
+    ``abandoned``: the operator gives the dead connection up within seconds and fences over a new
+    one, so the fence comes first (the held request, if the kernel still delivers it, is refused).
+    ``kept``: with the product's long dead-connection deadline the fences queue on the same
+    connection behind the held launch, which arrives first and runs: the re-run is not applied."""
+    if connection == "kept":
+        scenario.start_operator(*C05_DEADLINES)
+    cut = start_cut_run(scenario, f"c01f-{connection}", retry={"intervalSeconds": 1})
+    target = cut.path("target")
+
+    cut.launch_over_broken_link("drop-in")
+    try:
+        job = scenario.wait_job_state(cut.run, target, "Stuck", timeout=60)
+        assert job["reason"] == "LaunchOutcomeUnknown" and job["attempt"] == 1, job
+        scenario.annotate(cut.run, "jobnet.dev/override", f"{target}=Ready")
+        requested = scenario.wait_event(cut.run, "FenceRequested", contains=target)
+        assert "attempt 1" in requested["message"] and "attempt 2" in requested["message"], requested
+        retried = scenario.wait_event(cut.run, "FenceRetried", contains=target, timeout=60)
+        assert retried["type"] == "Warning" and "stays Stuck" in retried["message"], retried
+        job = scenario.job(cut.run, target)
+        assert job["state"] == "Stuck" and job["reason"] == "LaunchOutcomeUnknown" and job["attempt"] == 1, job
+        assert job["dispatch"]["op"] == "fence", job
+        assert cut.agent_lines("target") == [] and cut.agent_lines("target", 2) == [], "nothing reached the agent"
+        assert scenario.script_runs(cut.net, "target") == 0
+    finally:
+        cut.net.undrop("in")
+
+    status = scenario.wait_phase(cut.run, "Succeeded", timeout=90)
+    job = status["jobs"][target]
+    assert job["state"] == "Succeeded" and job["exitCode"] == 0, job
+    assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
+    runs = (cut.net.home / "markers" / "target").read_text().splitlines()
+    assert len(runs) == 1 and runs[0].startswith(f"{target}#{job['attempt']} "), runs  # exactly once in total
+    first, second = cut.agent_lines("target", 1), cut.agent_lines("target", 2)
+    settled = [(o["fromState"], o["toState"]) for o in overrides(status, target)]
+    assert job["attempt"] == (2 if connection == "abandoned" else 1), job
+    if job["attempt"] == 2:
+        # The fence came first: attempt 1 is claimed as never to run; the held request, if it still
+        # arrived, was refused.
+        assert any("fenced: never launched here" in line for line in first), first
+        assert not any("accepted: script" in line for line in first), first
+        known = ("fenced: never launched here", "fence found the key already failedToStart",  # a retried fence
+                 "launch ignored: key was fenced", "acknowledged (failedToStart)")
+        assert [line for line in first if not any(what in line for what in known)] == [], first
+        assert sum("accepted: script" in line for line in second) == 1, second
+        assert settled == [("Stuck", "Ready")], settled
+        overridden = scenario.wait_event(cut.run, "Overridden", contains=target)
+        assert "attempt 2" in overridden["message"], overridden
+    else:
+        # The held request came first and ran attempt 1: the fence found it, the re-run was not applied.
+        assert sum("accepted: script" in line for line in first) == 1, first
+        assert any("fence found the key already" in line for line in first), first
+        assert second == [], second
+        assert settled == [("Stuck", "Running")] or settled == [("Stuck", "Succeeded")], settled
+        warning = scenario.wait_event(cut.run, "OverrideNotApplied", contains=target)
+        assert "attempt 1 was found" in warning["message"] and warning["type"] == "Warning", warning
     assert "jobnet.dev/override" not in (scenario.get_run(cut.run)["metadata"].get("annotations") or {})
 
 
