@@ -292,7 +292,7 @@ class Journal:
                     return 0
                 entry = json.loads(line.decode("utf-8"))
                 if "record" in entry:
-                    return entry["seq"]
+                    return int(entry["seq"])
                 end -= len(line) + 1
         finally:
             os.close(fd)
