@@ -236,3 +236,54 @@ def test_a_pending_fence_survives_an_operator_restart() -> None:
     run.deliver_fence(FIRST)
     run.reconcile()
     assert run.runtime.settlements[0].by == "alice" and [launch.key.attempt for launch in run.launches()] == [1, 2]
+
+
+def set_failed_then_rerun(run: Run) -> None:
+    """A person settled the unconfirmed launch as Failed, then re-runs the job."""
+    run.override(FIRST, S.FAILED)
+    assert run.state(FIRST) == S.FAILED and run.phase == RunPhase.FAILED
+    run.override(FIRST, S.READY)
+    [fence] = run.fences()
+    assert fence.key == run.key(FIRST, 1)
+
+
+def test_a_rerun_of_a_job_set_failed_after_an_unconfirmed_launch_waits_ready_for_the_fence() -> None:
+    run = stuck_launch()
+    set_failed_then_rerun(run)
+    job = run.runtime.jobs[FIRST]
+    assert job.state == S.READY and job.attempt == 1 and job.dispatch is not None and job.dispatch.op == "fence"
+    assert run.launched() == [] and run.phase == RunPhase.RUNNING
+    run.reconcile()
+    assert run.launched() == [] and run.state(FIRST) == S.READY
+    persisted = JobRunStatus.model_validate_json(run_status(run.last).model_dump_json())
+    run.runtime = runtime_from_status(run.runtime.run_uid, run.graph, persisted)
+    run.deliver_fence(FIRST)
+    run.reconcile()
+    assert [launch.key.attempt for launch in run.launches()] == [1, 2] and run.state(FIRST) == S.STARTING
+    assert [(s.from_state, s.to_state) for s in run.runtime.settlements] == [(S.STUCK, S.FAILED), (S.FAILED, S.READY)]
+
+
+def test_a_rerun_of_a_job_set_failed_is_not_applied_when_the_fence_finds_attempt_1_ran() -> None:
+    run = stuck_launch()
+    set_failed_then_rerun(run)
+    run.deliver_fence(FIRST, state="exited", exit_code=0)
+    run.reconcile()
+    job = run.runtime.jobs[FIRST]
+    assert job.state == S.FAILED and job.attempt == 1 and job.dispatch is None
+    assert [launch.key.attempt for launch in run.launches()] == [1] and run.phase == RunPhase.FAILED
+    [warning] = run.events("OverrideNotApplied")
+    assert "attempt 1 was found exited with code 0" in warning.message and "stays Failed" in warning.message
+    # Now the agent's record is known: a re-run is the person's informed choice and starts at once.
+    run.override(FIRST, S.READY)
+    assert run.fences() == [] and [launch.key.attempt for launch in run.launches()] == [1, 2]
+
+
+def test_a_stop_while_a_rerun_waits_for_its_fence_stops_it_unlaunched() -> None:
+    run = stuck_launch()
+    set_failed_then_rerun(run)
+    run.stop(FIRST)
+    job = run.runtime.jobs[FIRST]
+    assert job.state == S.STOPPED and job.dispatch is None
+    run.deliver_fence(FIRST)
+    run.reconcile()
+    assert [launch.key.attempt for launch in run.launches()] == [1] and run.phase == RunPhase.STOPPED

@@ -5,6 +5,8 @@ person who settles Stuck jobs. Whatever happens:
 * the run always ends (a terminal phase) within a bounded number of reconciles;
 * a key is never launched again once a launch of it was delivered (retries only after an
   unknown or failed delivery), and a new attempt exists only after a person asked for it;
+* a launch that reaches the agent late (it sat in a buffer while the link was cut) never
+  starts an attempt once a newer attempt of the same job exists there (the old key is fenced);
 * a job never starts before its `after` jobs (and those of its enclosing sub-jobnets)
   succeeded, and a finally job never before its jobnet's normal jobs ended;
 * nothing starts under a stopped scope;
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.annotations import OverrideRequest, StopRequest, scope_of
@@ -28,6 +30,7 @@ from jobnet.core.scheduler import (
     AgentFacts,
     Decision,
     DeliveryResult,
+    Fence,
     Kill,
     Launch,
     RunRuntime,
@@ -42,7 +45,8 @@ from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
 
 S = JobState
 MAX_STEPS = 400
-FAULTS = ("ok", "notDelivered", "unknownReached", "unknownLost", "silent")
+#: ``late``: the connection breaks (outcome unknown) but the request reaches the agent later.
+FAULTS = ("ok", "notDelivered", "unknownReached", "unknownLost", "silent", "late")
 
 
 @st.composite
@@ -92,6 +96,7 @@ def worlds(draw: st.DrawFn) -> World:
         stop_at=draw(st.none() | st.tuples(st.integers(0, 30), st.sampled_from(sorted(run_graph.nodes)))),
         person_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED, S.FAILED, S.STOPPED]), max_size=6)),
         failed_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED]), max_size=3)),
+        late_by=draw(st.integers(1, 15)),
     )
 
 
@@ -117,7 +122,11 @@ class World:
     person_choices: list[JobState]
     #: What a person does, one by one, to a failed run: re-run or bypass its first Failed job.
     failed_choices: list[JobState]
+    #: How many steps a ``late`` request takes to reach the agent.
+    late_by: int
     agent: dict[str, AgentJob] = field(default_factory=dict)
+    #: Requests on their way to the agent: (arrival step, request).
+    held: list[tuple[int, Launch | Kill | Fence]] = field(default_factory=list)
     executions: dict[str, int] = field(default_factory=dict)
     seq: int = 0
     seen_records: dict[str, JobRecord] = field(default_factory=dict)
@@ -132,6 +141,9 @@ class World:
     def agent_launch(self, key: JobKey, step: int, now: float) -> JobRecord:
         text = key.text()
         if text not in self.agent:  # dedupe by key, like the real agent
+            newer = [other for other in self.agent.values()
+                     if other.record.key.path == key.path and other.record.key.attempt > key.attempt]
+            assert not newer, f"{text} started after {newer[0].record.key} existed on the agent"
             self.executions[key.path] = self.executions.get(key.path, 0) + 1
             name = self.graph.nodes[key.path].name
             if self.exit_codes[name] is None:
@@ -149,6 +161,26 @@ class World:
             job.record = self.journal(key, "killed", now, signal=15, kill_requested={"reason": reason})
         return job.record
 
+    def agent_fence(self, key: JobKey, step: int, now: float) -> JobRecord:
+        if key.text() not in self.agent:
+            record = self.journal(key, "failedToStart", now, reason="Fenced")
+            self.agent[key.text()] = AgentJob(record, step)
+        return self.agent[key.text()].record
+
+    def arrive_late(self, step: int, now: float) -> None:
+        """Held requests whose time came reach the agent; nobody hears the answer."""
+        arriving = [action for at, action in self.held if at <= step]
+        self.held = [(at, action) for at, action in self.held if at > step]
+        for action in arriving:
+            self.reach(action, step, now)
+
+    def reach(self, action: Launch | Kill | Fence, step: int, now: float) -> JobRecord | None:
+        if isinstance(action, Launch):
+            return self.agent_launch(action.key, step, now)
+        if isinstance(action, Fence):
+            return self.agent_fence(action.key, step, now)
+        return self.agent_kill(action.key, action.reason, now)
+
     def agent_tick(self, step: int, now: float) -> None:
         for job in self.agent.values():
             name = self.graph.nodes[job.record.key.path].name
@@ -158,19 +190,20 @@ class World:
     # ---------------------------------------------------------- the edge's side
 
     def deliver(
-        self, action: Launch | Kill, step: int, now: float, link_up: bool, fault: str | None = None
+        self, action: Launch | Kill | Fence, step: int, now: float, link_up: bool, fault: str | None = None
     ) -> DeliveryResult | None:
         if fault is None:
             fault = self.faults.pop(0) if self.faults else "ok"
         if not link_up and fault in ("ok", "unknownReached", "silent"):
             fault = "unknownLost"
-        op = "launch" if isinstance(action, Launch) else "kill"
+        op = action.kind
 
         def reach() -> JobRecord | None:
-            if isinstance(action, Launch):
-                return self.agent_launch(action.key, step, now)
-            return self.agent_kill(action.key, action.reason, now)
+            return self.reach(action, step, now)
 
+        if fault == "late":
+            self.held.append((step + self.late_by, action))
+            return DeliveryResult(key=action.key, op=op, outcome="unknown", error_code="ConnectionLost")
         if fault == "ok":
             record = reach()
             return DeliveryResult(key=action.key, op=op, outcome="delivered", record=record)
@@ -217,13 +250,14 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
     runtime = new_runtime(RUN_UID)
     now = 1000.0
     decisions: list[Decision] = []
-    pending_actions: list[Launch | Kill] = []
+    pending_actions: list[Launch | Kill | Fence] = []
     delivered_keys: set[str] = set()
     stuck_since: int | None = None
     watching_since: float | None = None
     for step in range(MAX_STEPS):
         link_up = step not in world.link_down
         world.agent_tick(step, now)
+        world.arrive_late(step, now)
         deliveries = []
         if step in world.restarts and decisions:
             # The operator dies after persisting its last decision and restarts from the status.
@@ -277,16 +311,30 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
         check_decision(world, decision, delivered_keys)
         decisions.append(decision)
         runtime = decision.runtime
-        pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill)]
+        pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill | Fence)]
         finished = runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
-        if finished and not pending_actions and not (runtime.phase == RunPhase.FAILED and world.failed_choices):
+        if finished and not pending_actions and not world.held and not (runtime.phase == RunPhase.FAILED and world.failed_choices):
             return runtime, decisions
         now += 1
     raise AssertionError(f"run did not end within {MAX_STEPS} reconciles: {runtime.phase}, {decisions[-1].progress}")
 
 
+def late_launch_world(person: JobState = S.READY, then: tuple[JobState, ...] = ()) -> World:
+    """C01 with a late arrival: the launch sits in a buffer, the job goes Stuck, a person settles
+    it (``person``; ``then`` for the Failed run, e.g. a re-run) and only then the old launch
+    reaches the agent (random draws rarely line this up)."""
+    return World(
+        graph=graph("main", main={"jobs": [{"name": "j0", "script": "/opt/j0.sh"}]}, sub={"jobs": [{"name": "s0", "script": "/opt/s0.sh"}]}),
+        policy=SchedulerPolicy(heartbeat_deadline_seconds=5, dispatch_timeout_seconds=4, kill_grace_seconds=1),
+        exit_codes={"j0": 0, "s0": 0}, durations={"j0": 2, "s0": 0}, faults=["late"], link_down=set(), restarts=set(),
+        sent_before_crash=False, stop_at=None, person_choices=[person], failed_choices=list(then), late_by=10,
+    )
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
+@example(late_launch_world())
+@example(late_launch_world(S.FAILED, then=(S.READY,)))
 def test_random_runs_always_end_and_never_run_anything_twice_or_early(world: World) -> None:
     runtime, _ = drive(world)
     ready_overrides: dict[str, int] = {}

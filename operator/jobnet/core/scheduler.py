@@ -437,7 +437,10 @@ class _Reconciler:
         for delivery in self.facts.deliveries:
             self.apply_delivery(delivery)
         # Only launched, undecided jobs can learn anything from the agents or time out.
-        live = [path for path, job in self.jobs.items() if job.state in _LIVE_STATES]
+        live = [
+            path for path, job in self.jobs.items()
+            if job.state in _LIVE_STATES or (job.state == S.READY and job.dispatch is not None)  # a re-run waiting for its fence
+        ]
         for path in live:
             self.apply_record(path)
         for path in live:
@@ -475,6 +478,9 @@ class _Reconciler:
             return
         for path in override_targets(self.graph, states, target, request.state):
             if request.state == S.READY and self.launch_unconfirmed(path):
+                if self.jobs[path].state == S.FAILED:
+                    # Failed by a person: the re-run is applied at once but waits, Ready, for the fence.
+                    self.settle_by_override(path, S.READY, request.by, request.message)
                 self.start_fence(path, request.by, request.message)
             else:
                 self.settle_by_override(path, request.state, request.by, request.message)
@@ -504,13 +510,19 @@ class _Reconciler:
     def launch_unconfirmed(self, path: str) -> bool:
         """The agent never confirmed the current attempt: its launch may still reach the agent.
 
-        (A job Stuck HostDown before any record was being stopped: its scope refuses Ready.)
+        That is a job Stuck LaunchOutcomeUnknown, or one a person then set Failed (no pid, never
+        started). (A job Stuck HostDown before any record was being stopped: its scope refuses Ready.)
         """
         job = self.jobs[path]
-        return job.state == S.STUCK and job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN and self.record_for(path) is None
+        if job.attempt == 0 or self.record_for(path) is not None:
+            return False
+        if job.state == S.STUCK:
+            return job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN
+        return job.state == S.FAILED and job.reason == Reason.OVERRIDDEN and job.pid is None and job.started_at is None
 
     def start_fence(self, path: str, by: str | None, reason: str | None) -> None:
-        """Before attempt N+1 may run, make sure attempt N never will (the job stays Stuck meanwhile)."""
+        """Before attempt N+1 may run, make sure attempt N never will (the job stays Stuck, or
+        Ready after a re-run of a Failed job, meanwhile)."""
         job = self.jobs[path]
         if job.dispatch is not None and job.dispatch.op == "fence":
             return  # the same override again: the fence is already on its way
@@ -536,9 +548,22 @@ class _Reconciler:
         if record.fenced:
             if not record.acknowledged:
                 self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
-            self.settle_by_override(path, S.READY, by, None)
+            if job.state == S.READY:
+                self.update(path, dispatch=None)  # the re-run was applied already: it launches now
+            else:
+                self.settle_by_override(path, S.READY, by, None)
             return
         found = describe_record(record)
+        message = f"override to Ready by {by or 'an override annotation'} not applied: attempt {job.attempt} was found {found} on the VM"
+        if job.state == S.READY:
+            # A re-run of a job a person had set Failed: it stays Failed (settle it again, now knowing).
+            message = f"{message}; it stays Failed as set before"
+            self.update(path, state=S.FAILED, message=message, finished_at=self.now, dispatch=None)
+            self.settlements.append(
+                Settlement(path=path, from_state=S.READY, to_state=S.FAILED, by=AUTO_RESOLVER, at=self.now, message=message)
+            )
+            self.event("Warning", "OverrideNotApplied", f"{path}: {message}", path)
+            return
         outcome = record_outcome(record, kill_reason=job.kill_reason)
         if outcome is not None and outcome.state == S.STUCK:
             self.update(path, dispatch=None)
@@ -548,7 +573,6 @@ class _Reconciler:
         else:
             self.enter_running(path, record)
         target = self.jobs[path].state
-        message = f"override to Ready by {by or 'an override annotation'} not applied: attempt {job.attempt} was found {found} on the VM"
         if target != S.STUCK:
             self.settlements.append(
                 Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
@@ -876,9 +900,12 @@ class _Reconciler:
         if job.state in UNLAUNCHED_STATES:
             if scope is not None:
                 self.update(path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, finished_at=self.now,
-                            message=f"not started: {scope} was stopped")
+                            message=f"not started: {scope} was stopped", dispatch=None)
             elif blocked is not None:
-                self.update(path, state=S.SKIPPED, reason=Reason.UPSTREAM_NOT_SUCCEEDED, message=f"not run: {blocked}")
+                self.update(path, state=S.SKIPPED, reason=Reason.UPSTREAM_NOT_SUCCEEDED, message=f"not run: {blocked}",
+                            dispatch=None)
+            elif job.dispatch is not None:
+                pass  # a re-run waiting for the fence of the previous attempt
             elif gate_open:
                 self.launch(path)
             elif job.state == S.SKIPPED:
