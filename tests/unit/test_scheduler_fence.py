@@ -8,6 +8,7 @@ state and the override is not applied; while the fence cannot be delivered the j
 
 from __future__ import annotations
 
+from jobnet.core.annotations import OverrideRequest
 from jobnet.core.runstatus import run_status, runtime_from_status
 from jobnet.core.scheduler import AUTO_RESOLVER, SchedulerPolicy
 from jobnet.core.states import JobState, RunPhase
@@ -287,3 +288,16 @@ def test_a_stop_while_a_rerun_waits_for_its_fence_stops_it_unlaunched() -> None:
     run.deliver_fence(FIRST)
     run.reconcile()
     assert [launch.key.attempt for launch in run.launches()] == [1] and run.phase == RunPhase.STOPPED
+
+
+def test_the_reason_given_with_the_override_is_kept_until_the_fence_applies_it() -> None:
+    run = stuck_launch()
+    run.reconcile(overrides=[OverrideRequest(path=FIRST, state=S.READY, by="alice", message="the VM was rebooted")])
+    assert run.events("FenceRequested")[0].message.endswith(": the VM was rebooted")
+    persisted = JobRunStatus.model_validate_json(run_status(run.last).model_dump_json())
+    run.runtime = runtime_from_status(run.runtime.run_uid, run.graph, persisted)
+    run.deliver_fence(FIRST)
+    run.reconcile()
+    [settlement] = run.runtime.settlements
+    assert settlement.message.endswith(": the VM was rebooted") and settlement.by == "alice"
+    assert run.events("Overridden")[0].message.endswith(": the VM was rebooted")

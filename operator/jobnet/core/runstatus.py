@@ -86,6 +86,7 @@ def job_status(job: JobRuntime) -> JobStatus:
             last_error=dispatch.last_error,
             last_error_message=dispatch.last_error_message,
             override_by=dispatch.override_by,
+            override_message=dispatch.override_message,
         ),
     )
 
@@ -172,6 +173,7 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
                 last_error=entry.dispatch.last_error,
                 last_error_message=entry.dispatch.last_error_message,
                 override_by=entry.dispatch.override_by,
+                override_message=entry.dispatch.override_message,
             )
         elif state == JobState.STARTING or (state == JobState.STOPPING and entry.kill_reason is None):
             dispatch = Dispatch(

@@ -96,8 +96,9 @@ class Dispatch(_Frozen):
     unknown_seen: bool = False
     last_error: str | None = None
     last_error_message: str | None = None
-    #: For a fence: who asked for the override to Ready that waits for it.
+    #: For a fence: who asked for the override to Ready that waits for it, and their reason.
     override_by: str | None = None
+    override_message: str | None = None
 
 
 class JobRuntime(_Frozen):
@@ -526,7 +527,8 @@ class _Reconciler:
         job = self.jobs[path]
         if job.dispatch is not None and job.dispatch.op == "fence":
             return  # the same override again: the fence is already on its way
-        self.update(path, dispatch=Dispatch(op="fence", attempts_used=1, last_attempt_at=self.now, override_by=by))
+        self.update(path, dispatch=Dispatch(op="fence", attempts_used=1, last_attempt_at=self.now,
+                                            override_by=by, override_message=reason))
         self.send(path, "fence")
         self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
         self.event(
@@ -551,7 +553,7 @@ class _Reconciler:
             if job.state == S.READY:
                 self.update(path, dispatch=None)  # the re-run was applied already: it launches now
             else:
-                self.settle_by_override(path, S.READY, by, None)
+                self.settle_by_override(path, S.READY, by, job.dispatch.override_message)
             return
         found = describe_record(record)
         message = f"override to Ready by {by or 'an override annotation'} not applied: attempt {job.attempt} was found {found} on the VM"

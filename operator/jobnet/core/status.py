@@ -56,6 +56,7 @@ class DispatchStatus(StatusModel):
     last_error: str | None = Field(default=None, description="Code of the last delivery failure.")
     last_error_message: str | None = Field(default=None, description="The last delivery failure, for people.")
     override_by: str | None = Field(default=None, description="For a fence: who asked for the override to Ready that waits for it.")
+    override_message: str | None = Field(default=None, description="For a fence: the reason given with that override.")
 
 
 class JobStatus(StatusModel):
