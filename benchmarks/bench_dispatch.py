@@ -36,7 +36,7 @@ from jobnet.core.runstatus import decoded_status, from_rfc3339
 
 from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
-from tests.support.scenario import Scenario
+from tests.support.scenario import Scenario, poll
 from tests.support.vm import NamespaceVM, missing_requirements
 
 
@@ -157,6 +157,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bench_large(scenario: Scenario, vms: list[NamespaceVM], parts_per_vm: int, part_size: int) -> None:
+    """A run of ``len(vms) * parts_per_vm * part_size`` jobs built the way a large JobNet is
+    written: one JobNet per VM of ``part_size`` jobs, expanded ``parts_per_vm`` times each."""
+    manifests: list[dict[str, Any]] = [
+        {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": f"part{v}"},
+         "spec": {"host": scenario.host(vm), "jobs": [{"name": f"j{i:03d}", "script": "/bin/true"}
+                                                      for i in range(part_size)]}}
+        for v, vm in enumerate(vms)]
+    expands = [{"name": f"p{v}x{k:02d}", "expand": f"part{v}", "after": ["start"]}
+               for k in range(parts_per_vm) for v in range(len(vms))]
+    manifests.append({"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": "large"},
+                      "spec": {"host": scenario.host(vms[0]),
+                               "jobs": [{"name": "start", "script": "/bin/true"}, *expands]}})
+    manifests.append({"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {"name": "large-1"},
+                      "spec": {"jobNetRef": "large"}})
+    jobs = len(vms) * parts_per_vm * part_size + 1
+    with JobRunWatch(scenario.emulator, "large-1", timeout=3600) as watch:
+        scenario.apply(manifests)
+        poll(lambda: scenario.status("large-1").get("phase") in ("Succeeded", "Failed", "Stopped"),
+             timeout=120 + jobs / 5, what="the large run finishes")
+        status = scenario.status("large-1")
+    assert watch.created_at is not None and watch.writes
+    took = watch.writes[-1].at - watch.created_at
+    events = collections.Counter(event.get("reason") for event in scenario.events("large-1"))
+    print(f"large run: {jobs} jobs over {len(vms)} VMs ({len(expands)} expanded sub-jobnets): {took:.1f} s = "
+          f"{jobs / took:.0f} jobs/s; phase {status['phase']}, counts {status.get('counts')}, "
+          f"Events {dict(events.most_common(5))}; "
+          f"final JobRun {watch.writes[-1].size / 1024:.0f} KiB, largest ever {watch.largest / 1024:.0f} KiB "
+          f"(limit 1.5 MiB); {len(watch.writes)} writes ({len(watch.writes) / jobs:.2f} per job)")
+
+
 def peak_memory_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -169,6 +200,8 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=40, help="jobs in the latency chain (default 40)")
     parser.add_argument("--fanout", type=int, default=1000, help="jobs in the fan-out (default 1000)")
     parser.add_argument("--vms", type=int, default=4, help="VMs of the fan-out (default 4)")
+    parser.add_argument("--large", type=int, default=0, metavar="N",
+                        help="also run N x 250-job sub-jobnets per VM (--large 10 with 4 VMs: 10,001 jobs)")
     args = parser.parse_args()
     reason = missing_requirements()
     if reason:
@@ -185,6 +218,8 @@ def main() -> None:
         bench_fanout(scenario, vms, args.fanout)
         print(f"  operator CPU: {(cpu_seconds(operator.process.pid) - cpu_before) / (args.fanout + 1) * 1e3:.2f} ms "
               "per job (the rest of the machine's 2 cores runs the agents, supervisors, sshd and the emulator)")
+        if args.large:
+            bench_large(scenario, vms, args.large, 250)
         print(f"operator peak memory (VmHWM): {peak_memory_kib(operator.process.pid) / 1024:.1f} MiB")
 
 
