@@ -23,6 +23,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
+    return value
+
+
 def host_alias(text: str) -> tuple[str, str]:
     """``NAME=ADDRESS`` of ``--host-alias``: a clear error for anything else."""
     name, separator, address = text.partition("=")
@@ -88,6 +98,9 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
                          help="first delay before reconnecting to a VM (doubles per failure) (default: 0.2)")
     runtime.add_argument("--reconnect-backoff-max", type=_positive, default=10.0,
                          help="longest delay between reconnect attempts (default: 10)")
+    runtime.add_argument("--max-inflight-launches-per-host", type=_positive_count, default=16, metavar="N",
+                         help="launch requests in flight to one VM at once; the rest wait in the operator "
+                              "and their request timeout starts only when sent (default: 16)")
     runtime.add_argument("--agent-serve-arg", dest="agent_serve_args", action="append", default=[], metavar="ARG",
                          help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
                               "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1")
@@ -146,6 +159,7 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         heartbeat_deadline=args.heartbeat_deadline, dispatch_timeout=args.dispatch_timeout,
         kill_grace=args.kill_grace, agent_request_timeout=args.agent_request_timeout,
         agent_serve_args=tuple(args.agent_serve_args), ssh=ssh, api_retry_delay=args.retry_delay,
+        max_inflight_launches_per_host=args.max_inflight_launches_per_host,
     )
 
 

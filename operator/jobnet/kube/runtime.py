@@ -115,6 +115,15 @@ class RuntimeConfig:
     ssh: SshSettings = field(default_factory=SshSettings)
     #: how long to wait before trying again after the API server refused a status patch
     api_retry_delay: float = 2.0
+    #: launch requests in flight to one host at once; the others wait in the operator, their
+    #: request timeout not yet started (a 1,000-job fan-out must not queue past the timeout)
+    max_inflight_launches_per_host: int = 16
+
+    @property
+    def secret_read_deadline(self) -> float:
+        """How long a transient failure to read a credentials Secret is retried before the
+        request counts as not delivered: well inside the scheduler's dispatch timeout."""
+        return self.dispatch_timeout / 2
 
     def policy(self, stuck_resolution: Mapping[str, Any]) -> SchedulerPolicy:
         return SchedulerPolicy(
@@ -146,6 +155,17 @@ class CredentialsUnavailable(AuthenticationFailed):
     """The credentials Secret is missing or unusable: nothing was sent to the VM."""
 
 
+class CredentialsUnreadable(HostUnreachable):
+    """The API server did not answer the read of the credentials Secret in time: nothing was
+    sent to the VM, and a later try may succeed (not a credentials problem)."""
+
+
+def _secret_read_is_transient(error: KubeApiError) -> bool:
+    """Unreachable, timed out, throttled or a server error: worth retrying. Anything else
+    (404 missing, 403 forbidden) is an answer about the Secret itself."""
+    return error.status is None or error.status in (408, 429) or error.status >= 500
+
+
 class HostLink:
     """One VM's agent, shared by the runs that use it (see the module docstring)."""
 
@@ -162,6 +182,9 @@ class HostLink:
         self.records: dict[str, JobRecord] = {}
         self._heard_at: float | None = None
         self._keeper: asyncio.Task[None] | None = None
+        # One connection attempt (so one Secret read) at a time, however many launches wait.
+        self._connect_lock = asyncio.Lock()
+        self.launch_window = asyncio.Semaphore(runtime.config.max_inflight_launches_per_host)
 
     # -------------------------------------------------------------- subscriptions
 
@@ -196,6 +219,12 @@ class HostLink:
         """The connected agent (credentials read from the Secret on every new connection)."""
         if self.agent is not None and self.agent.connected:
             return self.agent
+        async with self._connect_lock:
+            return await self._connect_locked()
+
+    async def _connect_locked(self) -> HostAgent:
+        if self.agent is not None and self.agent.connected:
+            return self.agent
         credentials = await self._credentials()
         if self.agent is None:
             self.agent = HostAgent(
@@ -211,11 +240,30 @@ class HostLink:
         return self.agent
 
     async def _credentials(self) -> SshCredentials:
+        """The Secret's credentials; a transient API failure is retried with backoff up to
+        :attr:`RuntimeConfig.secret_read_deadline` (then :class:`CredentialsUnreadable`)."""
+        config = self.runtime.config
         secret = f"{self.key.namespace}/{self.key.secret}"
-        try:
-            data = await self.runtime.client.get_secret_data(self.key.namespace, self.key.secret)
-        except KubeApiError as e:
-            raise CredentialsUnavailable(f"cannot read the credentials Secret {secret} for {self.target}: {e}") from None
+        give_up_at = time.monotonic() + config.secret_read_deadline
+        backoff = config.ssh.reconnect_backoff_min
+        while True:
+            try:
+                data = await self.runtime.client.get_secret_data(self.key.namespace, self.key.secret)
+                break
+            except KubeApiError as e:
+                if not _secret_read_is_transient(e):
+                    raise CredentialsUnavailable(
+                        f"cannot read the credentials Secret {secret} for {self.target}: {e}") from None
+                left = give_up_at - time.monotonic()
+                if left <= 0:
+                    raise CredentialsUnreadable(
+                        f"cannot read the credentials Secret {secret} for {self.target} "
+                        f"(retried for {config.secret_read_deadline:g}s): {e}") from None
+                delay = min(backoff, left)
+                logger.warning("host=%s cannot read credentials Secret %s: %s; retrying in %.1fs",
+                               self.key.host_id, secret, e, delay)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, config.ssh.reconnect_backoff_max)
         try:
             return SshCredentials.from_secret_data(data)
         except ValueError as e:
@@ -529,6 +577,11 @@ class RunLoop:
         self.wake()
 
     async def launch(self, link: HostLink, action: Launch) -> None:
+        # A launch waiting for the window has not left: its request timeout starts once sent.
+        async with link.launch_window:
+            await self._launch(link, action)
+
+    async def _launch(self, link: HostLink, action: Launch) -> None:
         node = self.graph.nodes[action.path]
         agent = await self._connected(link, action.key, "launch")
         if isinstance(agent, DeliveryResult):
