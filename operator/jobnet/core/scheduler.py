@@ -521,26 +521,42 @@ class _Reconciler:
             return job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN
         return job.state == S.FAILED and job.reason == Reason.OVERRIDDEN and job.pid is None and job.started_at is None
 
+    def launch_provably_missing(self, path: str) -> bool:
+        """Stuck LaunchOutcomeUnknown, yet the agent, heard with a caught-up heartbeat since
+        (its journal replay is complete), has no record of the key: under stuckResolution Auto
+        the operator fences the key itself and re-sends the job once the agent confirms."""
+        job = self.jobs[path]
+        return (
+            job.state == S.STUCK
+            and job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN
+            and job.dispatch is None
+            and self.resolution(path) == "Auto"
+            and self.heard_from_host_since(path, job.since)
+        )
+
     def start_fence(self, path: str, by: str | None, reason: str | None) -> None:
         """Before attempt N+1 may run, make sure attempt N never will (the job stays Stuck, or
         Ready after a re-run of a Failed job, meanwhile)."""
         job = self.jobs[path]
-        if job.dispatch is not None and job.dispatch.op == "fence":
+        pending = job.dispatch
+        if pending is not None and pending.op == "fence":
+            if pending.override_by == AUTO_RESOLVER and by != AUTO_RESOLVER:
+                # A person's override to Ready replaces the automatic one: theirs is recorded.
+                self.update(path, dispatch=pending.model_copy(update={"override_by": by, "override_message": reason}))
             return  # the same override again: the fence is already on its way
         self.update(path, dispatch=Dispatch(op="fence", attempts_used=1, last_attempt_at=self.now,
                                             override_by=by, override_message=reason))
         self.send(path, "fence")
         self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
-        self.event(
-            "Normal", "FenceRequested",
-            _with_reason(
-                f"{path}: the override to Ready by {by or 'an override annotation'} waits until attempt {job.attempt} "
-                f"is fenced on {self.host_of(path)} (its launch may still arrive there); attempt {job.attempt + 1} "
-                "runs only once the agent confirms it never ran",
-                reason,
-            ),
-            path,
-        )
+        if by == AUTO_RESOLVER:
+            why = (f"{path}: {self.host_of(path)} is heard again with its journal caught up and has no record of "
+                   f"attempt {job.attempt}; fencing it (its launch may still arrive there) before re-sending the job "
+                   f"as attempt {job.attempt + 1}")
+        else:
+            why = (f"{path}: the override to Ready by {by or 'an override annotation'} waits until attempt {job.attempt} "
+                   f"is fenced on {self.host_of(path)} (its launch may still arrive there); attempt {job.attempt + 1} "
+                   "runs only once the agent confirms it never ran")
+        self.event("Normal", "FenceRequested", _with_reason(why, reason), path)
 
     def settle_fence(self, path: str, record: JobRecord) -> None:
         """The agent's answer about the fenced key decides the waiting override to Ready."""
@@ -552,8 +568,15 @@ class _Reconciler:
                 self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
             if job.state == S.READY:
                 self.update(path, dispatch=None)  # the re-run was applied already: it launches now
+            elif by == AUTO_RESOLVER:
+                self.resend_after_fence(path)
             else:
                 self.settle_by_override(path, S.READY, by, job.dispatch.override_message)
+            return
+        if by == AUTO_RESOLVER:
+            # The key did reach the agent: the job takes its real state (auto resolution).
+            self.update(path, dispatch=None)
+            self.apply_record(path)
             return
         found = describe_record(record)
         message = f"override to Ready by {by or 'an override annotation'} not applied: attempt {job.attempt} was found {found} on the VM"
@@ -580,6 +603,23 @@ class _Reconciler:
                 Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
             )
         self.event("Warning", "OverrideNotApplied", f"{path}: {message}; the job is {target}", path)
+
+    def resend_after_fence(self, path: str) -> None:
+        """The agent confirmed the fence of a launch that never reached it: run the job again as
+        the next attempt, an automatic settlement (Stuck -> Ready) like a person's override."""
+        job = self.jobs[path]
+        message = (f"resolved automatically: the launch of attempt {job.attempt} never reached {self.host_of(path)} "
+                   f"(the agent confirms it fenced the key); re-sent as attempt {job.attempt + 1} "
+                   f"(was Stuck: {job.reason})")
+        self.update(
+            path, override=True, state=S.READY, reason=None, message=message,
+            pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
+            kill_reason=None, dispatch=None,
+        )
+        self.settlements.append(
+            Settlement(path=path, from_state=S.STUCK, to_state=S.READY, by=AUTO_RESOLVER, at=self.now, message=message)
+        )
+        self.event("Normal", "StuckResolved", f"{path}: {message}", path)
 
     def apply_delivery(self, result: DeliveryResult) -> None:
         path = result.key.path
@@ -628,6 +668,8 @@ class _Reconciler:
         if record is None:
             if job.state in (S.RUNNING, S.STOPPING) and self.key_text(path) in self.facts.absent_keys:
                 self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
+            elif self.launch_provably_missing(path):
+                self.start_fence(path, AUTO_RESOLVER, None)
             return
         if job.dispatch is not None and job.dispatch.op == "fence":
             self.settle_fence(path, record)
