@@ -7,13 +7,24 @@ under pytest-xdist. Folders add their own fixtures in their own conftest.py file
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from jobnet.devenv.emulator import PORT_BASE_VARIABLE, PORT_BLOCK_SIZE
 from tests.support.emulator import EmulatorServer
 from tests.support.operator_proc import OperatorProcess, register_webhooks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each xdist worker hands out ports from its own block below the kernel's ephemeral range
+    # (32768+), so two workers never pick the same port for their servers.
+    # Assigned, not defaulted: workers inherit the controller's environment.
+    worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    os.environ[PORT_BASE_VARIABLE] = str(20000 + index * PORT_BLOCK_SIZE)
 
 
 @pytest.fixture

@@ -40,7 +40,9 @@ import base64
 import collections
 import contextlib
 import datetime
+import itertools
 import json
+import os
 import pathlib
 import random
 import re
@@ -488,6 +490,7 @@ class ApiEmulator(KubernetesEmulator):
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
     _open: asyncio.Event | None = attrs.field(default=None, init=False)  # cleared while stalled
     _http: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
+    _unavailable: dict[str, int] = attrs.field(factory=dict, init=False)  # path: 503 answers left
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -516,6 +519,9 @@ class ApiEmulator(KubernetesEmulator):
 
     async def _dispatch(self, raw: aiohttp.web.BaseRequest, body: bytes) -> aiohttp.web.StreamResponse:
         path = raw.path
+        if self._unavailable.get(path, 0) > 0:
+            self._unavailable[path] -= 1
+            raise ApiError(503, "ServiceUnavailable", f"the server is currently unable to handle the request ({path})")
         if path in ("/", "/version", "/api", "/apis"):
             return await self._serve_plain(path)
         if path.startswith("/openapi/v3"):
@@ -1148,6 +1154,10 @@ class ApiEmulator(KubernetesEmulator):
         else:
             self._open.set()
 
+    def fail_next(self, path: str, count: int) -> None:
+        """Answer the next ``count`` requests for ``path`` 503 (an overloaded API server)."""
+        self._unavailable[path] = count
+
     def close_watches(self) -> None:
         for watchers in self._watchers.values():
             for watcher in watchers:
@@ -1161,10 +1171,36 @@ class ApiEmulator(KubernetesEmulator):
 
 # --- the server in a background thread ---------------------------------------------------------
 
+#: Environment variable naming the first port of a block this process hands out in turn (see
+#: :func:`free_port`); parallel test workers each get their own block.
+PORT_BASE_VARIABLE = "JOBNET_PORT_BASE"
+PORT_BLOCK_SIZE = 500
+_next_port_offset = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that is free now, for a server that binds it a moment later.
+
+    A port the kernel picks (bind to 0, close) can be handed to another process before ours
+    binds it, and kopf's webhook server binds with SO_REUSEPORT, so two servers could silently
+    share a port. With ``JOBNET_PORT_BASE`` set (a block below the kernel's ephemeral range, one
+    per parallel worker), ports are handed out in turn from that block instead, so no other
+    process of ours can be given the same one.
+    """
+    base = os.environ.get(PORT_BASE_VARIABLE)
+    if not base:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(PORT_BLOCK_SIZE):
+        port = int(base) + next(_next_port_offset) % PORT_BLOCK_SIZE
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{int(base) + PORT_BLOCK_SIZE - 1} ({PORT_BASE_VARIABLE})")
 
 
 @dataclass
@@ -1241,6 +1277,10 @@ class EmulatorServer:
             yield
         finally:
             self._run(self._listen())
+
+    def fail_next(self, path: str, count: int) -> None:
+        """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable."""
+        self.call(self.api.fail_next, path, count)
 
     @contextlib.contextmanager
     def stall(self) -> Iterator[None]:
