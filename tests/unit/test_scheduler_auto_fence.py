@@ -45,11 +45,13 @@ def test_a_caught_up_agent_without_the_key_gets_it_fenced_and_nothing_launches_y
     assert "no record of attempt 1" in requested.message and "attempt 2" in requested.message
 
 
-def test_without_a_heartbeat_since_the_job_went_stuck_nothing_is_fenced() -> None:
+def test_without_a_heartbeat_since_the_job_went_stuck_nothing_is_fenced_and_it_looks_again() -> None:
     run = stuck_launch()
     run.advance(5)
-    run.reconcile()
+    decision = run.reconcile()
     assert run.fences() == [] and run.state(FIRST) == S.STUCK
+    # A heartbeat wakes no reconcile by itself: the run asks to be woken to look again.
+    assert decision.next_wakeup_at == run.now + 10  # a third of the 30 s heartbeat deadline
 
 
 def test_a_heartbeat_from_before_the_job_went_stuck_proves_nothing() -> None:
@@ -64,7 +66,7 @@ def test_under_manual_resolution_a_person_decides() -> None:
     run = stuck_launch(resolution="Manual")
     heard_again(run)
     heard_again(run)
-    assert run.fences() == [] and run.launched() == []
+    assert run.fences() == [] and run.launched() == [] and run.last.next_wakeup_at is None
     assert run.state(FIRST) == S.STUCK and run.runtime.jobs[FIRST].dispatch is None
 
 

@@ -521,18 +521,24 @@ class _Reconciler:
             return job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN
         return job.state == S.FAILED and job.reason == Reason.OVERRIDDEN and job.pid is None and job.started_at is None
 
-    def launch_provably_missing(self, path: str) -> bool:
-        """Stuck LaunchOutcomeUnknown, yet the agent, heard with a caught-up heartbeat since
-        (its journal replay is complete), has no record of the key: under stuckResolution Auto
-        the operator fences the key itself and re-sends the job once the agent confirms."""
+    def awaits_auto_fence(self, path: str) -> bool:
+        """Stuck LaunchOutcomeUnknown under stuckResolution Auto, no fence on its way yet."""
         job = self.jobs[path]
         return (
             job.state == S.STUCK
             and job.reason == StuckReason.LAUNCH_OUTCOME_UNKNOWN
             and job.dispatch is None
             and self.resolution(path) == "Auto"
-            and self.heard_from_host_since(path, job.since)
         )
+
+    def fence_if_provably_missing(self, path: str) -> None:
+        """The agent, heard with a caught-up heartbeat since the job went Stuck (its journal
+        replay is complete), has no record of the key: the operator fences it itself and re-sends
+        the job once the agent confirms. Until heard, look again: a heartbeat alone wakes no one."""
+        if self.heard_from_host_since(path, self.jobs[path].since):
+            self.start_fence(path, AUTO_RESOLVER, None)
+        else:
+            self.wakeups.append(self.now + self.policy.heartbeat_deadline_seconds / 3)
 
     def start_fence(self, path: str, by: str | None, reason: str | None) -> None:
         """Before attempt N+1 may run, make sure attempt N never will (the job stays Stuck, or
@@ -668,8 +674,8 @@ class _Reconciler:
         if record is None:
             if job.state in (S.RUNNING, S.STOPPING) and self.key_text(path) in self.facts.absent_keys:
                 self.make_stuck(path, StuckReason.AGENT_LOST, detail=f"key {self.key(path)}")
-            elif self.launch_provably_missing(path):
-                self.start_fence(path, AUTO_RESOLVER, None)
+            elif self.awaits_auto_fence(path):
+                self.fence_if_provably_missing(path)
             return
         if job.dispatch is not None and job.dispatch.op == "fence":
             self.settle_fence(path, record)
