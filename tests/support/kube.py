@@ -40,13 +40,16 @@ def kubectl_apply(emulator: EmulatorServer, *docs: dict[str, Any], verb: str = "
     return emulator.kubectl(verb, "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "the condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "the condition",
+             describe: Any = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds
+    saying what did not happen (and ``describe()``, the state that explains why, if given)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s (last value: {value!r})")
+            why = f"\n{describe()}" if describe is not None else ""
+            raise AssertionError(f"{what} did not happen within {timeout}s (last value: {value!r}){why}")
         time.sleep(interval)

@@ -27,7 +27,6 @@ import base64
 import os
 import re
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import yaml
 
 from tests.support.emulator import EmulatorServer, KubectlResult
+from tests.support.kube import wait_for
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 from tests.support.vm import NamespaceVM
 
@@ -55,14 +55,7 @@ FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sw
 def poll(predicate: Callable[[], Any], timeout: float, what: str, describe: Callable[[], str] = lambda: "",
          interval: float = 0.1) -> Any:
     """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds saying what and why."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s (last: {value!r})\n{describe()}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, interval, what, describe)
 
 
 class Scenario:
