@@ -56,6 +56,10 @@ def skip_unless_a_dev_vm_can_run() -> None:
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
+    # The other dev-VM test of this group may still be removing the user it made.
+    deadline = time.monotonic() + 30
+    while user_exists(DEV_USER) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if user_exists(DEV_USER):
         pytest.skip(f"user {DEV_USER} exists here (another `jobnet dev` running?): the dev VM needs it")
 
