@@ -9,28 +9,12 @@ import secrets
 
 import kopf
 
+from jobnet.argtypes import positive_count, positive_seconds
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
 from jobnet.ssh import SshSettings
 
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
-
-
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
-    return value
 
 
 def host_alias(text: str) -> tuple[str, str]:
@@ -71,34 +55,34 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
     parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages too")
     timing = parser.add_argument_group("deadlines (seconds)")
-    timing.add_argument("--watch-server-timeout", type=_positive, default=60.0,
+    timing.add_argument("--watch-server-timeout", type=positive_seconds, default=60.0,
                         help="the API server ends each watch request after this long (default: 60)")
-    timing.add_argument("--watch-client-timeout", type=_positive, default=75.0,
+    timing.add_argument("--watch-client-timeout", type=positive_seconds, default=75.0,
                         help="give up on a silent watch request after this long (default: 75)")
-    timing.add_argument("--connect-timeout", type=_positive, default=10.0, help="TCP connect to the API server (default: 10)")
-    timing.add_argument("--request-timeout", type=_positive, default=30.0, help="one API request (default: 30)")
-    timing.add_argument("--retry-delay", type=_positive, default=5.0,
+    timing.add_argument("--connect-timeout", type=positive_seconds, default=10.0, help="TCP connect to the API server (default: 10)")
+    timing.add_argument("--request-timeout", type=positive_seconds, default=30.0, help="one API request (default: 30)")
+    timing.add_argument("--retry-delay", type=positive_seconds, default=5.0,
                         help="before retrying a handler after an API failure (default: 5)")
     runtime = parser.add_argument_group("job runtime (seconds)")
-    runtime.add_argument("--heartbeat-deadline", type=_positive, default=30.0,
+    runtime.add_argument("--heartbeat-deadline", type=positive_seconds, default=30.0,
                          help="a running job whose agent stays silent this long goes Stuck (HeartbeatLost) (default: 30)")
-    runtime.add_argument("--dispatch-timeout", type=_positive, default=30.0,
+    runtime.add_argument("--dispatch-timeout", type=positive_seconds, default=30.0,
                          help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)")
     runtime.add_argument("--kill-grace", type=float, default=10.0,
                          help="SIGTERM to SIGKILL when a job is stopped (default: 10)")
-    runtime.add_argument("--agent-request-timeout", type=_positive, default=10.0,
+    runtime.add_argument("--agent-request-timeout", type=positive_seconds, default=10.0,
                          help="one request to an agent, and opening its channel (default: 10)")
-    runtime.add_argument("--ssh-connect-timeout", type=_positive, default=5.0, help="TCP connect to a VM's sshd (default: 5)")
-    runtime.add_argument("--ssh-handshake-timeout", type=_positive, default=10.0,
+    runtime.add_argument("--ssh-connect-timeout", type=positive_seconds, default=5.0, help="TCP connect to a VM's sshd (default: 5)")
+    runtime.add_argument("--ssh-handshake-timeout", type=positive_seconds, default=10.0,
                          help="SSH handshake and authentication with a VM (default: 10)")
-    runtime.add_argument("--ssh-keepalive", type=_positive, default=5.0, help="SSH keepalive interval (default: 5)")
-    runtime.add_argument("--ssh-dead-connection-timeout", type=_positive, default=15.0,
+    runtime.add_argument("--ssh-keepalive", type=positive_seconds, default=5.0, help="SSH keepalive interval (default: 5)")
+    runtime.add_argument("--ssh-dead-connection-timeout", type=positive_seconds, default=15.0,
                          help="unacknowledged data older than this breaks an SSH connection (default: 15)")
-    runtime.add_argument("--reconnect-backoff-min", type=_positive, default=0.2,
+    runtime.add_argument("--reconnect-backoff-min", type=positive_seconds, default=0.2,
                          help="first delay before reconnecting to a VM (doubles per failure) (default: 0.2)")
-    runtime.add_argument("--reconnect-backoff-max", type=_positive, default=10.0,
+    runtime.add_argument("--reconnect-backoff-max", type=positive_seconds, default=10.0,
                          help="longest delay between reconnect attempts (default: 10)")
-    runtime.add_argument("--max-inflight-launches-per-host", type=_positive_count, default=16, metavar="N",
+    runtime.add_argument("--max-inflight-launches-per-host", type=positive_count, default=16, metavar="N",
                          help="launch requests in flight to one VM at once; the rest wait in the operator "
                               "and their request timeout starts only when sent (default: 16)")
     runtime.add_argument("--agent-serve-arg", dest="agent_serve_args", action="append", default=[], metavar="ARG",

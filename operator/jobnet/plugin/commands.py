@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jobnet.argtypes import positive_seconds
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
@@ -27,16 +28,6 @@ EXIT_FAILED = 1
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
-
-
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be a number of lines (0 or more), not {text!r}")
@@ -50,7 +41,7 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     group.add_argument("--context", help="kubeconfig context (default: the current context)")
     group.add_argument("-n", "--namespace", help="namespace of the JobRun (default: the context's namespace)")
-    group.add_argument("--request-timeout", type=_positive, default=20.0, help="seconds per API request (default: 20)")
+    group.add_argument("--request-timeout", type=positive_seconds, default=20.0, help="seconds per API request (default: 20)")
     return options
 
 
@@ -218,8 +209,8 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
                                "reason and message of every job and sub-jobnet, with the run's phase and progress.")
     tree.add_argument("run", metavar="RUN", help="JobRun name")
     tree.add_argument("-w", "--watch", action="store_true", help="redraw until the run ends (Succeeded, Failed, Stopped)")
-    tree.add_argument("--interval", type=_positive, default=2.0, help="seconds between redraws with --watch (default: 2)")
-    tree.add_argument("--timeout", type=_positive, default=24 * 3600.0,
+    tree.add_argument("--interval", type=positive_seconds, default=2.0, help="seconds between redraws with --watch (default: 2)")
+    tree.add_argument("--timeout", type=positive_seconds, default=24 * 3600.0,
                       help="stop watching after this many seconds, exit status 1 (default: 86400)")
     tree.add_argument("--wide", action="store_true", help="do not shorten messages")
     tree.add_argument("--color", choices=("auto", "always", "never"), default="auto",
@@ -235,8 +226,8 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     logs.add_argument("--stderr", action="store_true", help="print the job's stderr instead of its stdout")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines (then more with --follow)")
-    logs.add_argument("--timeout", type=_positive, help="give up following after this many seconds (exit status 1)")
-    logs.add_argument("--ssh-timeout", type=_positive, default=10.0,
+    logs.add_argument("--timeout", type=positive_seconds, help="give up following after this many seconds (exit status 1)")
+    logs.add_argument("--ssh-timeout", type=positive_seconds, default=10.0,
                       help="seconds for connecting to the VM and for each agent request (default: 10)")
 
     override = command("override", run_override, help="settle or re-run a job: set its state (jobnet.dev/override)",
