@@ -22,9 +22,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Each xdist worker hands out ports from its own block below the kernel's ephemeral range
     # (32768+), so two workers never pick the same port for their servers.
     # Assigned, not defaulted: workers inherit the controller's environment.
+    # JOBNET_TEST_PORT_BASE moves the whole range, so that two test sessions can share a machine.
     worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    os.environ[PORT_BASE_VARIABLE] = str(20000 + index * PORT_BLOCK_SIZE)
+    first = int(os.environ.get("JOBNET_TEST_PORT_BASE", "20000"))
+    os.environ[PORT_BASE_VARIABLE] = str(first + index * PORT_BLOCK_SIZE)
 
 
 @pytest.fixture
