@@ -16,6 +16,7 @@ is re-sent with the same key; the agent deduplicates).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Callable, TypeVar
 
 from pydantic import BaseModel
 
-from jobnet.core.agentproto import AgentRequest, HelloResult, JobRecord
+from jobnet.core.agentproto import AgentRequest, Heartbeat, HelloResult, JobRecord
 from jobnet.metrics import operator_metrics
 from jobnet.ssh.channel import AgentChannel, serve_command
 from jobnet.ssh.errors import ConnectionLost
@@ -43,6 +44,40 @@ class AgentSettings:
     #: extra ``serve`` options, e.g. ("--heartbeat-seconds", "2", "--grace-seconds", "10")
     serve_args: tuple[str, ...] = ()
     client_name: str = "jobnet-operator"
+
+
+class HeartbeatSync:
+    """When the agent last proved the consumer's records current.
+
+    A heartbeat announces the journal seq of the agent's last event; it proves "every record as
+    of my arrival" once the consumer has been delivered that seq. Each heartbeat counts from
+    when it arrived: on a busy agent the newest heartbeat is nearly always a few events ahead of
+    the stream, and the proof must not wait for a quiet moment that may never come. Fed on the
+    event loop, in the order the channel received heartbeats and events."""
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[tuple[int, float]] = collections.deque()
+        self._delivered_seq = 0
+        #: arrival (monotonic) of the newest heartbeat whose announced seq has been delivered
+        self.proven_at: float | None = None
+
+    def heard(self, announced_seq: int, arrived_at: float) -> None:
+        self._pending.append((announced_seq, arrived_at))
+        self._settle()
+
+    def delivered(self, seq: int) -> None:
+        self._delivered_seq = max(self._delivered_seq, seq)
+        self._settle()
+
+    def forget_pending(self) -> None:
+        """The agent's journal was reset: its numbering starts over, so pending announcements
+        mean nothing any more (the proofs already made stay true)."""
+        self._pending.clear()
+        self._delivered_seq = 0
+
+    def _settle(self) -> None:
+        while self._pending and self._pending[0][0] <= self._delivered_seq:
+            _, self.proven_at = self._pending.popleft()
 
 
 class HostAgent:
@@ -69,6 +104,7 @@ class HostAgent:
         #: highest seq delivered to on_event: the next watch resumes after it
         self.delivered_seq = 0
         self.hello: HelloResult | None = None
+        self._heartbeats = HeartbeatSync()
 
     @property
     def connected(self) -> bool:
@@ -79,17 +115,16 @@ class HostAgent:
         return self._channel.heartbeat_age() if self.connected and self._channel else None
 
     def synced_heartbeat_age(self) -> float | None:
-        """Seconds since the agent's last heartbeat, counted only once every journal entry that
-        heartbeat announced has been delivered (None: not so on this channel yet).
+        """Seconds since the newest heartbeat whose announced journal seq has been delivered
+        (None: none so far, or no channel now); see :class:`HeartbeatSync`.
 
         A heartbeat alone proves the agent lives, not that the consumer's records are current:
         right after a reconnect the resumed watch may still be replaying (e.g. a job the consumer
         holds as ``running`` that the rebooted agent has since recorded ``interrupted``)."""
-        channel = self._channel if self.connected else None
-        beat = channel.last_heartbeat if channel is not None else None
-        if channel is None or beat is None or beat.last_seq > self.delivered_seq:
+        proven_at = self._heartbeats.proven_at
+        if not self.connected or proven_at is None:
             return None
-        return channel.heartbeat_age()
+        return time.monotonic() - proven_at
 
     async def connect(self) -> AgentChannel:
         """The live channel, connecting (and installing the agent) if there is none."""
@@ -106,6 +141,7 @@ class HostAgent:
                         "resuming from the start", self.target, hello.last_seq, self.delivered_seq,
                     )
                     self.delivered_seq = 0
+                    self._heartbeats.forget_pending()
                 # The replay advances delivered_seq as soon as the watch starts: log where it began.
                 watch_from = self.delivered_seq
                 await asyncio.to_thread(channel.watch, watch_from, self.settings.request_timeout)
@@ -152,11 +188,15 @@ class HostAgent:
         def forward(record: JobRecord) -> None:
             loop.call_soon_threadsafe(self._deliver, record)
 
+        def beat(heartbeat: Heartbeat) -> None:
+            loop.call_soon_threadsafe(self._heard, heartbeat.last_seq, time.monotonic())
+
         def closed(error: ConnectionLost) -> None:
             log.warning("%s", error.message)
 
         try:
-            return AgentChannel(transport, command, host=str(self.target), on_event=forward, on_close=closed,
+            return AgentChannel(transport, command, host=str(self.target), on_event=forward, on_heartbeat=beat,
+                                on_close=closed,
                                 request_timeout=self.settings.request_timeout, open_timeout=self.settings.open_timeout)
         except ConnectionLost:
             self.pool.invalidate(self.target, transport)
@@ -168,3 +208,10 @@ class HostAgent:
             return
         self.delivered_seq = record.seq
         self._on_event(record)
+        self._heartbeats.delivered(record.seq)
+
+    def _heard(self, announced_seq: int, arrived_at: float) -> None:
+        # Counted once the watch runs: before that, a reset journal's announcements would be
+        # compared with the numbering of the old one.
+        if self.connected:
+            self._heartbeats.heard(announced_seq, arrived_at)
