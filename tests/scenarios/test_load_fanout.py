@@ -68,12 +68,6 @@ def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(sce
     assert tree.stdout.count("Succeeded") >= job_count
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime: launches still in flight when the operator is killed (queued behind others on a busy "
-    "agent, or dropped with the connection) go Stuck LaunchOutcomeUnknown after the restart even "
-    "though the agent's replayed journal proves the key was never accepted; the restarted runtime "
-    "would have to fence or re-send such keys (same key, deduplicated). Same with a plain status "
-    "(240 jobs): not caused by the chunking, which restores every entry"))
 def test_load_operator_killed_mid_run_of_300_jobs_resumes_from_the_chunked_status(scenario: Scenario) -> None:
     """kill -9 of the operator while a chunked 302-job run is half done: the restarted operator
     rebuilds the run from the compressed chunks, launches nothing twice and collects what

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from jobnet.core.runstatus import (
     from_rfc3339,
     job_status,
@@ -120,10 +122,51 @@ def test_an_older_status_without_delivery_bookkeeping_is_resumed_as_outcome_unkn
         {"phase": "Running", "jobs": {"/n/a": {"state": "Starting", "attempt": 1, "since": to_rfc3339(run.now)}}}
     )
     run.runtime = runtime_from_status(RUN_UID, run.graph, status)
+    resumed = run.reconcile()
+    assert [(type(a).__name__, a.key.attempt) for a in resumed.actions] == [("Launch", 1)]  # same key again
     run.advance(run.policy.dispatch_timeout_seconds + 1)
     run.reconcile()
     assert run.state("/n/a") == S.STUCK and run.reason("/n/a") == "LaunchOutcomeUnknown"
     assert run.runtime.phase == RunPhase.STUCK
+
+
+@pytest.mark.parametrize(("op", "state", "action"), [
+    ("launch", S.STARTING, "Launch"), ("kill", S.STOPPING, "Kill"), ("fence", S.STUCK, "Fence"),
+])
+def test_a_request_in_flight_when_the_operator_stopped_is_re_sent_at_once_with_the_same_key(
+        op: str, state: S, action: str) -> None:
+    """Its answer died with the old process: waiting out the dispatch timeout would only turn a
+    launch that may well have run into Stuck LaunchOutcomeUnknown (or cost it an attempt)."""
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    sent_at = run.now
+    run.advance(3600)  # the operator was down for an hour
+    dispatch = {"op": op, "attempts": 1, "lastAttemptAt": to_rfc3339(sent_at), "inFlight": True}
+    entry = {"state": state.value, "attempt": 2, "since": to_rfc3339(sent_at), "dispatch": dispatch,
+             **({"killReason": "stop"} if op == "kill" else {}),
+             **({"reason": "LaunchOutcomeUnknown"} if op == "fence" else {})}
+    status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": entry}})
+    run.runtime = runtime_from_status(RUN_UID, run.graph, status)
+
+    resumed = run.reconcile()
+
+    assert [(type(a).__name__, a.key.attempt) for a in resumed.actions if type(a).__name__ != "Event"] == [(action, 2)]
+    job_now = run.runtime.jobs["/n/a"]
+    assert job_now.state == state and job_now.dispatch is not None
+    assert job_now.dispatch.in_flight and job_now.dispatch.attempts_used == 1
+    assert job_now.dispatch.last_attempt_at == run.now  # its timeout counts from the re-send
+    assert [(type(a).__name__) for a in run.reconcile().actions if type(a).__name__ != "Event"] == []  # once
+
+
+def test_a_resumed_launch_that_the_replayed_journal_shows_running_is_not_re_sent() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": {
+        "state": "Starting", "attempt": 1, "since": to_rfc3339(run.now),
+        "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True}}}})
+    run.runtime = runtime_from_status(RUN_UID, run.graph, status)
+    run.record("/n/a", "running")
+    resumed = run.reconcile()
+    assert not [a for a in resumed.actions if type(a).__name__ == "Launch"]
+    assert run.state("/n/a") == S.RUNNING
 
 
 def test_status_of_a_large_finished_run_stays_small_per_job() -> None:

@@ -151,8 +151,9 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
     """Rebuild the scheduler's runtime from a persisted status (operator restart, D04).
 
     Jobs missing from the status are Pending. Entries of jobnet nodes are derived state and
-    ignored. A job found Starting/Stopping without delivery bookkeeping (an older status) is
-    treated as an in-flight delivery whose outcome is unknown: it is retried with the same key,
+    ignored. A request that was in flight when the status was written died with its sender: it
+    is re-sent at once with the same key (the agent deduplicates). A job found Starting/Stopping
+    without delivery bookkeeping (an older status) is treated the same way, its outcome unknown,
     never assumed to have failed.
     """
     jobs: dict[str, JobRuntime] = {}
@@ -168,7 +169,8 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
                 op=entry.dispatch.op,
                 attempts_used=entry.dispatch.attempts,
                 last_attempt_at=from_rfc3339(entry.dispatch.last_attempt_at) or 0.0,
-                in_flight=entry.dispatch.in_flight,
+                in_flight=False,
+                interrupted=entry.dispatch.in_flight,
                 unknown_seen=entry.dispatch.outcome_unknown,
                 last_error=entry.dispatch.last_error,
                 last_error_message=entry.dispatch.last_error_message,
@@ -180,6 +182,8 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
                 op="launch" if state == JobState.STARTING else "kill",
                 attempts_used=1,
                 last_attempt_at=since or 0.0,
+                in_flight=False,
+                interrupted=True,
                 unknown_seen=True,
             )
         jobs[node.path] = JobRuntime(

@@ -92,6 +92,9 @@ class Dispatch(_Frozen):
     attempts_used: int = Field(ge=1)
     last_attempt_at: float
     in_flight: bool = True
+    #: In flight when the operator (or this run's loop) stopped, so no answer will ever come to
+    #: it: re-sent at once with the same key, as the same delivery attempt.
+    interrupted: bool = False
     #: Some delivery may have reached the agent: giving up is then Stuck, never Failed.
     unknown_seen: bool = False
     last_error: str | None = None
@@ -772,6 +775,9 @@ class _Reconciler:
     def check_liveness(self, path: str) -> None:
         job = self.jobs[path]
         dispatch = job.dispatch
+        if dispatch is not None and dispatch.interrupted:
+            self.resend_interrupted(path, dispatch)
+            return
         if dispatch is not None and dispatch.op == "fence":
             self.check_fence(path, dispatch)
             return
@@ -792,6 +798,16 @@ class _Reconciler:
                 self.start_kill(path, "timeout")
             else:
                 self.wakeups.append(job.deadline)
+
+    def resend_interrupted(self, path: str, dispatch: Dispatch) -> None:
+        """The request may or may not have reached the agent before its sender stopped: the
+        same key again settles it either way (the agent carries it out once, or answers with
+        what it did), so the operator's restart never costs a job an attempt or a Stuck."""
+        self.update(path, dispatch=dispatch.model_copy(
+            update={"interrupted": False, "in_flight": True, "last_attempt_at": self.now}
+        ))
+        self.send(path, dispatch.op)
+        self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
 
     def unanswered(self, path: str, dispatch: Dispatch) -> Dispatch | None:
         """The dispatch once no answer can come any more, or None while one still may."""
