@@ -31,6 +31,10 @@ JOBRUNS = "jobruns"
 Body = dict[str, Any]
 
 
+#: Posts of an Event whose generated name was taken, before giving up.
+_GENERATED_NAME_TRIES = 3
+
+
 class KubeApiError(Exception):
     """The API server refused a request (or could not be reached); says which request."""
 
@@ -195,5 +199,14 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        operator_metrics.api_write("events")
-        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", json=event)
+        # A generated name can collide (5 random characters: likely once among a few thousand
+        # Events of one run); API servers before Kubernetes 1.32 answer 409 instead of retrying.
+        for attempt in range(1, _GENERATED_NAME_TRIES + 1):
+            operator_metrics.api_write("events")
+            try:
+                await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}",
+                                    json=event)
+                return
+            except KubeApiError as e:
+                if e.status != 409 or attempt == _GENERATED_NAME_TRIES:
+                    raise
