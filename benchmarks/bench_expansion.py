@@ -1,8 +1,6 @@
-"""Validate and expand a 10,000-job JobNet built from three levels of nested expansions.
+"""Validate and expand a 10,000-job JobNet built from three levels of nested expansions (A08).
 
-Shape: root `bench-root` expands `bench-mid` 10 times; `bench-mid` expands `bench-leaf`
-10 times; `bench-leaf` has 100 script jobs in chains of 10 with fan-in edges.
-10 x 10 x 100 = 10,000 jobs. Prints the median of several runs (target: under 100 ms).
+Shape: see tests/support/large_jobnet.py. Prints the median of several runs (target: under 100 ms).
 
 Run: python3 benchmarks/bench_expansion.py [--repeat N]
 """
@@ -11,41 +9,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec
 from jobnet.core.validation import validate_jobnet, validate_jobrun
 
-FAN_OUT = 10
-LEAF_JOBS = 100
+from tests.support.large_jobnet import ROOT, large_jobnet_specs
 
 
 def build_catalog() -> dict[str, JobNetSpec]:
-    leaf_jobs = []
-    for index in range(LEAF_JOBS):
-        after = [f"j{index - 1}"] if index % 10 else ([f"j{index - 10}", f"j{index - 1}"] if index else [])
-        leaf_jobs.append({"name": f"j{index}", "script": "/bin/true", "after": after})
-    leaf = {"jobs": leaf_jobs, "env": {"LEVEL": "leaf"}}
-
-    def expander(target: str) -> dict:
-        jobs = [
-            {"name": f"x{index}", "expand": target, "after": [f"x{index - 1}"] if index else []}
-            for index in range(FAN_OUT)
-        ]
-        return {"jobs": jobs}
-
-    root = expander("bench-mid")
-    root["host"] = {"address": "vm1.batch.example", "user": "batch", "credentialsSecret": "vm1-ssh"}
-    raw = {"bench-root": root, "bench-mid": expander("bench-leaf"), "bench-leaf": leaf}
-    return {name: JobNetSpec.model_validate(spec) for name, spec in raw.items()}
+    return {name: JobNetSpec.model_validate(spec) for name, spec in large_jobnet_specs().items()}
 
 
 def validate_and_expand(catalog: dict[str, JobNetSpec]) -> int:
     for name, spec in catalog.items():
         assert not validate_jobnet(name, spec, catalog)
-    assert not validate_jobrun({"jobNetRef": "bench-root"}, catalog)
-    graph = expand("bench-root", catalog, run_id="6f1c2a9e-bench")
+    assert not validate_jobrun({"jobNetRef": ROOT}, catalog)
+    graph = expand(ROOT, catalog, run_id="6f1c2a9e-bench")
     return len(graph.jobs())
 
 
