@@ -1,16 +1,20 @@
-"""Crash points: kill this process with SIGKILL at a named step, to prove the journal survives it.
+"""Crash and pause points: make this process SIGKILL itself, or stall, at a named step.
 
 Set ``JOBNET_AGENT_CRASH_AT`` to a comma-separated list of point names (e.g.
-``supervise:after-exit``). Unset (the normal case), every crash point is a no-op. The tests use it
-to stop an agent process at exactly one step instead of racing a ``kill -9`` against it.
+``supervise:after-exit``), ``JOBNET_AGENT_PAUSE_AT`` to a comma-separated list of
+``name=seconds`` (e.g. ``serve:before-hand-over=1``). Unset (the normal case), every point is a
+no-op. The tests use them to stop an agent process at exactly one step, or to hold it there
+while they cut its channel, instead of racing a ``kill -9`` or a disconnect against it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _ENV = "JOBNET_AGENT_CRASH_AT"
+_PAUSE_ENV = "JOBNET_AGENT_PAUSE_AT"
 
 
 def crash_point(*names: str) -> None:
@@ -20,3 +24,13 @@ def crash_point(*names: str) -> None:
     points = {p.strip() for p in wanted.split(",")}
     if points.intersection(names):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    wanted = os.environ.get(_PAUSE_ENV)
+    if not wanted:
+        return
+    for item in wanted.split(","):
+        point, _, seconds = item.strip().partition("=")
+        if point == name:
+            time.sleep(float(seconds))

@@ -22,7 +22,7 @@ import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import ADOPT, END, decide, end_record, observe
-from jobnet_agent.faults import crash_point
+from jobnet_agent.faults import crash_point, pause_point
 from jobnet_agent.journal import CONTROL_FIFO, EventReader, EventWakeup, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import StoredOutput
@@ -247,8 +247,7 @@ class Server:
             self._stop_watch()
             # Let launches and a sweep in progress finish rather than cut them short.
             deadline = time.monotonic() + _SHUTDOWN_SECONDS
-            for _ in range(_MAX_PENDING_LAUNCHES):
-                self._later_slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            self._wait_for_requests_in_progress(deadline)
             sweeper.join(timeout=max(0.0, deadline - time.monotonic()))
             self._report_unsent("channel closed")
             self.log.line("serve disconnected: channel closed")
@@ -307,8 +306,18 @@ class Server:
         self._report_unsent("connection lost")
         self.log.line("serve disconnected: cannot write to the channel")
         # Nothing can be reported any more and every fact is in the journal: leave now, the
-        # operator reconnects and resumes its watch from the last seq it saw.
+        # operator reconnects and resumes its watch from the last seq it saw. Not before the
+        # launches in progress have their supervisors: an accepted job is a promise to run it,
+        # whoever is listening (else it would end failedToStart with its operator gone).
+        self._wait_for_requests_in_progress(time.monotonic() + _SHUTDOWN_SECONDS)
         os._exit(0)
+
+    def _wait_for_requests_in_progress(self, deadline: float) -> None:
+        """Until the requests answered from threads (launches handing their job to a
+        supervisor) are done, or the deadline."""
+        for _ in range(_MAX_PENDING_LAUNCHES):
+            if not self._later_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return
 
     def _report_unsent(self, why: str) -> None:
         if not self._watching:
@@ -417,6 +426,7 @@ class Server:
         return Later(lambda: self._start_job(key, record, lock_fd))
 
     def _start_job(self, key: JobKey, accepted: JobRecord, lock_fd: int) -> Dict[str, Any]:
+        pause_point("serve:before-hand-over")
         job_dir = self.journal.job_dir(key)
         ready_r, ready_w = os.pipe()
         try:

@@ -51,6 +51,7 @@ def agent_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(AGENT_SRC)
     env.pop("JOBNET_AGENT_CRASH_AT", None)
+    env.pop("JOBNET_AGENT_PAUSE_AT", None)
     env.update(extra or {})
     return env
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Optional
 
 from tests.agent.conftest import (
+    AGENT_PYTHON,
     Agent,
     AgentDirs,
+    agent_env,
     key_text,
     new_key,
     pid_alive,
@@ -321,6 +325,40 @@ def test_channel_close_ends_serve_but_not_the_job(dirs: AgentDirs) -> None:
         after.close()
     assert record["exitCode"] == 0 and record["stdoutBytes"] == 5
     assert "serve disconnected: channel closed" in dirs.log_text()
+
+
+def test_a_launch_accepted_just_before_the_channel_breaks_still_starts_its_job(dirs: AgentDirs) -> None:
+    """The operator dies (its SSH connection with it) while serve hands an accepted job to a
+    supervisor: serve, unable to write, still finishes the hand-over before it leaves, so the
+    job runs once instead of ending failedToStart ("the agent died before starting it")."""
+    key = new_key()
+    marker = dirs.work / "ran"
+    launch = {"id": 1, "op": "launch", "key": key, "script": dirs.script("job.sh", f"echo once >> {marker}\n"),
+              "args": [], "env": {}}
+    serve = subprocess.Popen(
+        [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(heartbeat_seconds=0.05)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=agent_env({"JOBNET_AGENT_PAUSE_AT": "serve:before-hand-over=1"}),
+    )
+    assert serve.stdin is not None and serve.stdout is not None
+    serve.stdin.write((json.dumps(launch) + "\n").encode())
+    serve.stdin.flush()
+    wait_until(lambda: "accepted: script" in dirs.log_text(), timeout=10, what="the launch accepted")
+    serve.stdout.close()  # the connection is gone: serve's next write (a heartbeat) fails
+
+    try:
+        assert serve.wait(timeout=20) == 0
+    finally:
+        serve.stdin.close()
+    after = Agent(dirs)
+    try:
+        record = after.wait_state(key, "exited", "failedToStart")
+    finally:
+        after.close()
+    assert record["state"] == "exited" and record["exitCode"] == 0, record
+    assert marker.read_text() == "once\n"
+    log = dirs.log_text()
+    assert log.index("accepted: script") < log.index("serve disconnected: cannot write to the channel"), log
 
 
 def test_output_files_are_private(agent: Agent, dirs: AgentDirs) -> None:
