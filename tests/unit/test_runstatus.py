@@ -157,6 +157,19 @@ def test_a_request_in_flight_when_the_operator_stopped_is_re_sent_at_once_with_t
     assert [(type(a).__name__) for a in run.reconcile().actions if type(a).__name__ != "Event"] == []  # once
 
 
+def test_a_resumed_launch_that_cannot_be_delivered_again_is_stuck_not_failed() -> None:
+    """The first send may have reached the agent: giving up is Stuck LaunchOutcomeUnknown."""
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": {
+        "state": "Starting", "attempt": 1, "since": to_rfc3339(run.now),
+        "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True}}}})
+    run.runtime = runtime_from_status(RUN_UID, run.graph, status)
+    run.reconcile()
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    run.reconcile()
+    assert run.state("/n/a") == S.STUCK and run.reason("/n/a") == "LaunchOutcomeUnknown"
+
+
 def test_a_resumed_launch_that_the_replayed_journal_shows_running_is_not_re_sent() -> None:
     run = Run(graph("n", n={"jobs": [job("a")]}))
     status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": {

@@ -171,7 +171,8 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
                 last_attempt_at=from_rfc3339(entry.dispatch.last_attempt_at) or 0.0,
                 in_flight=False,
                 interrupted=entry.dispatch.in_flight,
-                unknown_seen=entry.dispatch.outcome_unknown,
+                # What became of a request in flight is unknown: it may have reached the agent.
+                unknown_seen=entry.dispatch.outcome_unknown or entry.dispatch.in_flight,
                 last_error=entry.dispatch.last_error,
                 last_error_message=entry.dispatch.last_error_message,
                 override_by=entry.dispatch.override_by,
