@@ -53,10 +53,6 @@ def test_D04_operator_killed_mid_run_collects_results_and_completes(scenario: Sc
     scenario.wait_event(run, "RunSucceeded")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known intermittent defect (issue 4, same as the strict xfail in test_load_fanout.py): after the restart the "
-    "re-sent launch of the same key sometimes gets no answer within the dispatch timeout, so the job goes Stuck "
-    "LaunchOutcomeUnknown instead of being collected; seen once in five full runs under load"))
 def test_D04_operator_killed_right_after_a_launch_left_never_runs_it_twice(scenario: Scenario) -> None:
     vm = scenario.vm()
     first = scenario.marker_script(vm, "first")
