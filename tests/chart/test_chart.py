@@ -577,16 +577,17 @@ def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[di
     webhook_module = pytest.importorskip("jobnet.kube.webhook", reason="the operator's webhook module is not written yet")
     registry = kopf.OperatorRegistry()
     webhook_module.register(registry, client=None)
-    handlers = {
-        f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
-        for handler in registry._webhooks.get_all_handlers()
-        if handler.reason == "validating"  # kopf's WebhookType is a str enum, not exported
-    }
-    configured = {
-        webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
-        for resource, webhook in webhooks_by_resource(rendered["default"]).items()
-    }
-    assert configured == handlers
+    for kind, reason in zip(WEBHOOK_KINDS, ("validating", "mutating"), strict=True):
+        handlers = {
+            f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
+            for handler in registry._webhooks.get_all_handlers()
+            if handler.reason == reason  # kopf's WebhookType is a str enum, not exported
+        }
+        configured = {
+            webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
+            for resource, webhook in webhooks_by_resource(rendered["default"], kind).items()
+        }
+        assert configured == handlers, kind
 
 
 @pytest.mark.parametrize(("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")])

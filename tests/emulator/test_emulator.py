@@ -482,7 +482,7 @@ def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(emulator:
     assert request["userInfo"] == {"username": "alice", "groups": ["ops", "oncall", "system:authenticated"]}
 
 
-def test_a_webhook_patch_that_does_not_apply_is_an_internal_error(emulator: EmulatorServer, webhook_url: str) -> None:
+def test_a_webhook_patch_that_does_not_apply_is_an_internal_error(emulator: EmulatorServer) -> None:
     class BadPatch(_Webhook):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

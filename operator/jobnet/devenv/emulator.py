@@ -66,8 +66,8 @@ import aiohttp.web
 import attrs
 import yaml
 from kmock import KubernetesEmulator, ResourceInfo, resource
-from multidict import MultiMapping
 from kmock._internal import rendering
+from multidict import MultiMapping
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]  # a source checkout
 #: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
