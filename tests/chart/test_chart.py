@@ -413,6 +413,7 @@ def test_mutating_webhook_stamps_jobrun_writes_through_the_same_service(
     assert mutating["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert mutating["clientConfig"]["service"]["path"] == JOBRUN_MUTATING_WEBHOOK_PATH
     assert mutating["sideEffects"] == "None" and mutating["admissionReviewVersions"] == ["v1"]
+    assert mutating["reinvocationPolicy"] == "IfNeeded"  # stamped again after another webhook's change
     for same in ("failurePolicy", "timeoutSeconds", "namespaceSelector"):
         assert mutating[same] == validating[same], same
     assert {k: v for k, v in mutating["clientConfig"].items() if k != "service"} == {
