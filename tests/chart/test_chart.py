@@ -44,6 +44,8 @@ OPERATOR_ARGS = [
 #: kopf routes an AdmissionReview by URL path to the handler with that id.
 JOBNET_WEBHOOK_PATH = "/validate-jobnet"
 JOBRUN_WEBHOOK_PATH = "/validate-jobrun"
+JOBRUN_MUTATING_WEBHOOK_PATH = "/mutate-jobrun"
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
 #: The only permissions the operator needs in a watched namespace (or cluster-wide).
 OPERATOR_RULES = {
@@ -367,8 +369,10 @@ def test_crd_watch_is_opt_in(rendered: dict[str, list[dict[str, Any]]]) -> None:
 # --- webhook ------------------------------------------------------------------------------
 
 
-def webhooks_by_resource(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    configuration = one(objects, "ValidatingWebhookConfiguration")
+def webhooks_by_resource(
+    objects: list[dict[str, Any]], kind: str = "ValidatingWebhookConfiguration"
+) -> dict[str, dict[str, Any]]:
+    configuration = one(objects, kind)
     found: dict[str, dict[str, Any]] = {}
     for webhook in configuration["webhooks"]:
         (rule,) = webhook["rules"]
@@ -379,13 +383,13 @@ def webhooks_by_resource(objects: list[dict[str, Any]]) -> dict[str, dict[str, A
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
-def test_webhook_rules_cover_jobnet_writes_and_jobrun_create(
+def test_webhook_rules_cover_jobnet_writes_and_jobrun_create_and_update(
     rendered: dict[str, list[dict[str, Any]]], value_set: str
 ) -> None:
     webhooks = webhooks_by_resource(rendered[value_set])
     assert set(webhooks) == {"jobnets", "jobruns"}
     assert sorted(webhooks["jobnets"]["rules"][0]["operations"]) == ["CREATE", "DELETE", "UPDATE"]
-    assert webhooks["jobruns"]["rules"][0]["operations"] == ["CREATE"]
+    assert webhooks["jobruns"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert webhooks["jobnets"]["clientConfig"]["service"]["path"] == JOBNET_WEBHOOK_PATH
     assert webhooks["jobruns"]["clientConfig"]["service"]["path"] == JOBRUN_WEBHOOK_PATH
     names = [w["name"] for w in webhooks.values()]
@@ -397,6 +401,27 @@ def test_webhook_rules_cover_jobnet_writes_and_jobrun_create(
         assert 1 <= webhook["timeoutSeconds"] <= 30
 
 
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_mutating_webhook_stamps_jobrun_writes_through_the_same_service(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    objects = rendered[value_set]
+    (mutating,) = webhooks_by_resource(objects, "MutatingWebhookConfiguration").values()
+    validating = webhooks_by_resource(objects)["jobruns"]
+    assert mutating["name"] == "jobruns.mutate.jobnet.dev"
+    assert mutating["rules"][0]["resources"] == ["jobruns"]
+    assert mutating["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert mutating["clientConfig"]["service"]["path"] == JOBRUN_MUTATING_WEBHOOK_PATH
+    assert mutating["sideEffects"] == "None" and mutating["admissionReviewVersions"] == ["v1"]
+    assert mutating["reinvocationPolicy"] == "IfNeeded"  # stamped again after another webhook's change
+    for same in ("failurePolicy", "timeoutSeconds", "namespaceSelector"):
+        assert mutating[same] == validating[same], same
+    assert {k: v for k, v in mutating["clientConfig"].items() if k != "service"} == {
+        k: v for k, v in validating["clientConfig"].items() if k != "service"}  # the same CA bundle (or none)
+    configurations = [one(objects, kind)["metadata"] for kind in WEBHOOK_KINDS]
+    assert configurations[0] == configurations[1]  # name, labels and cert-manager's CA injection
+
+
 def test_webhook_reaches_the_operators_admission_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["default"]
     service = next(s for s in of_kind(objects, "Service") if s["metadata"]["name"] == WEBHOOK_SERVICE)
@@ -406,7 +431,7 @@ def test_webhook_reaches_the_operators_admission_port(rendered: dict[str, list[d
     operator = container(objects)
     container_ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
     assert str(container_ports[port["targetPort"]]) == operator["args"][operator["args"].index("--webhook-port") + 1]
-    for webhook in webhooks_by_resource(objects).values():
+    for webhook in [w for kind in WEBHOOK_KINDS for w in webhooks_by_resource(objects, kind).values()]:
         target = webhook["clientConfig"]["service"]
         assert (target["name"], target["namespace"], target["port"]) == (WEBHOOK_SERVICE, NAMESPACE, port["port"])
 
@@ -420,7 +445,7 @@ def test_self_signed_mode_bundles_a_ca_that_signed_the_serving_certificate(
     assert secret["type"] == "kubernetes.io/tls"
     ca = load_pem_b64(secret["data"]["ca.crt"])
     serving = load_pem_b64(secret["data"]["tls.crt"])
-    for webhook in webhooks_by_resource(objects).values():
+    for webhook in [w for kind in WEBHOOK_KINDS for w in webhooks_by_resource(objects, kind).values()]:
         assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     serving.verify_directly_issued_by(ca)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
@@ -453,12 +478,13 @@ def test_cert_manager_mode_issues_and_injects_the_certificate(
     assert certificate["spec"]["secretName"] == WEBHOOK_SECRET
     assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
     assert "server auth" in certificate["spec"]["usages"]
-    configuration = one(objects, "ValidatingWebhookConfiguration")
-    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-        f"{NAMESPACE}/{certificate['metadata']['name']}"
-    )
-    for webhook in configuration["webhooks"]:
-        assert "caBundle" not in webhook["clientConfig"]
+    for kind in WEBHOOK_KINDS:
+        configuration = one(objects, kind)
+        assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{NAMESPACE}/{certificate['metadata']['name']}"
+        )
+        for webhook in configuration["webhooks"]:
+            assert "caBundle" not in webhook["clientConfig"]
     volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["webhook-tls"]["secret"]["secretName"] == WEBHOOK_SECRET
     issuer_ref = certificate["spec"]["issuerRef"]
@@ -483,7 +509,7 @@ def test_webhook_sees_only_watched_namespaces(rendered: dict[str, list[dict[str,
 def test_webhook_namespace_selector_is_configurable() -> None:
     selector = {"matchLabels": {"jobnet.dev/enabled": "true"}}
     objects = render({"webhook": {"namespaceSelector": selector, "failurePolicy": "Ignore", "timeoutSeconds": 5}})
-    for webhook in webhooks_by_resource(objects).values():
+    for webhook in [w for kind in WEBHOOK_KINDS for w in webhooks_by_resource(objects, kind).values()]:
         assert webhook["namespaceSelector"] == selector
         assert webhook["failurePolicy"] == "Ignore"
         assert webhook["timeoutSeconds"] == 5
@@ -512,7 +538,7 @@ def test_service_monitor_scrapes_the_metrics_port(rendered: dict[str, list[dict[
 # --- every object -------------------------------------------------------------------------
 
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration", "ClusterKopfPeering"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", *WEBHOOK_KINDS, "ClusterKopfPeering"}
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -552,16 +578,17 @@ def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[di
     webhook_module = pytest.importorskip("jobnet.kube.webhook", reason="the operator's webhook module is not written yet")
     registry = kopf.OperatorRegistry()
     webhook_module.register(registry, client=None)
-    handlers = {
-        f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
-        for handler in registry._webhooks.get_all_handlers()
-        if handler.reason == "validating"  # kopf's WebhookType is a str enum, not exported
-    }
-    configured = {
-        webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
-        for resource, webhook in webhooks_by_resource(rendered["default"]).items()
-    }
-    assert configured == handlers
+    for kind, reason in zip(WEBHOOK_KINDS, ("validating", "mutating"), strict=True):
+        handlers = {
+            f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
+            for handler in registry._webhooks.get_all_handlers()
+            if handler.reason == reason  # kopf's WebhookType is a str enum, not exported
+        }
+        configured = {
+            webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
+            for resource, webhook in webhooks_by_resource(rendered["default"], kind).items()
+        }
+        assert configured == handlers, kind
 
 
 @pytest.mark.parametrize(("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")])

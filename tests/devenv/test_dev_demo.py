@@ -77,11 +77,11 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
     assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
     # The tree of the nested expansion, on the aliased VM.
     assert re.search(r"^    j11 +Succeeded +batch@vm1\.batch\.example:22 ", out, re.MULTILINE), out
-    # The Stuck job, what became known, the annotation, and the run's success.
+    # The Stuck job, what became known, the annotation (recorded with the kubeconfig's user as who), and the run's success.
     assert re.search(r"^  work +Stuck .* HeartbeatLost +no heartbeat from the agent", out, re.MULTILINE), out
     assert "now known: the agent reports the job exited with code 0; settle it with an override" in out
     assert "jobrun.jobnet.dev/stuck-demo-1 annotated" in out
-    assert re.search(r"^  work +Succeeded .* Overridden +set to Succeeded by an override annotation", out, re.MULTILINE), out
+    assert re.search(r"^  work +Succeeded .* Overridden +set to Succeeded by kubernetes-admin \(was Stuck", out, re.MULTILINE), out
     assert re.search(r"^  report +Succeeded ", out, re.MULTILINE), out
     assert re.search(r"^stuck-demo-1 +stuck-demo +Succeeded +2/2 ", out, re.MULTILINE), out
     # Everything it started is gone (the VM's user, the operator); the kubeconfig and log stay.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import http.server
 import json
@@ -409,3 +410,105 @@ def test_custom_resources_are_validated_against_their_schema_before_admission(em
 
     status, body = call(emulator, "POST", JOBRUNS, {**jobrun("x", name="r"), "spec": {}})
     assert status == 422 and "spec.jobNetRef: Required value" in body["message"]
+
+
+class _MutatingWebhook(_Webhook):
+    """A stand-in mutating webhook at ``/mutate`` (stamps ``example.dev/by`` with the requester;
+    for an object named ``breaks-schema`` it sets ``spec.jobs`` to a string), validating at any
+    other path like :class:`_Webhook`."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path != "/mutate":
+            super().do_POST()
+            return
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).reviews.append(review)
+        request = review["request"]
+        ops: list[dict[str, Any]] = [
+            {"op": "add", "path": "/metadata/annotations", "value": {}},
+            {"op": "add", "path": "/metadata/annotations/example.dev~1by", "value": request["userInfo"]["username"]},
+        ]
+        if request["object"]["metadata"]["name"] == "breaks-schema":
+            ops.append({"op": "replace", "path": "/spec/jobs", "value": "not a list"})
+        response = {"uid": request["uid"], "allowed": True, "patchType": "JSONPatch",
+                    "patch": base64.b64encode(json.dumps(ops).encode()).decode()}
+        payload = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def mutating_webhook_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MutatingWebhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Webhook.reviews = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(emulator: EmulatorServer, mutating_webhook_url: str) -> None:
+    rules = [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"], "operations": ["CREATE", "UPDATE"]}]
+    emulator.put({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "stamp"},
+        "webhooks": [{"name": "stamp.example.dev", "failurePolicy": "Fail", "timeoutSeconds": 2,
+                      "clientConfig": {"url": f"{mutating_webhook_url}/mutate"}, "rules": rules}],
+    })
+    _configure_webhook(emulator, f"{mutating_webhook_url}/check", "Fail")
+
+    assert kubectl_apply(emulator, jobnet("stamped", script_job("a"))).rc == 0
+    stored = emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "stamped")
+    assert stored is not None and stored["metadata"]["annotations"]["example.dev/by"] == "kubernetes-admin"
+    mutation, validation = _Webhook.reviews[-2:]
+    assert mutation["request"]["userInfo"]["groups"] == ["system:masters", "system:authenticated"]
+    assert validation["request"]["object"]["metadata"]["annotations"]["example.dev/by"] == "kubernetes-admin"
+
+    result = kubectl_apply(emulator, jobnet("breaks-schema", script_job("a")))
+    assert result.rc == 1 and "spec.jobs" in result.stderr, result.stderr
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "breaks-schema") is None
+
+    result = emulator.kubectl("--as=alice", "--as-group=ops", "--as-group=oncall", "label", "jn", "stamped", "tier=gold")
+    assert result.rc == 0, result.stderr
+    stored = emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "stamped")
+    assert stored is not None and stored["metadata"]["annotations"]["example.dev/by"] == "alice"
+    assert stored["metadata"]["labels"] == {"tier": "gold"}
+    request = _Webhook.reviews[-1]["request"]
+    assert request["operation"] == "UPDATE" and request["oldObject"]["metadata"]["annotations"]["example.dev/by"] == "kubernetes-admin"
+    assert request["userInfo"] == {"username": "alice", "groups": ["ops", "oncall", "system:authenticated"]}
+
+
+def test_a_webhook_patch_that_does_not_apply_is_an_internal_error(emulator: EmulatorServer) -> None:
+    class BadPatch(_Webhook):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            patch = base64.b64encode(json.dumps([{"op": "remove", "path": "/no/such/field"}]).encode()).decode()
+            payload = json.dumps({"response": {"uid": review["request"]["uid"], "allowed": True,
+                                               "patchType": "JSONPatch", "patch": patch}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BadPatch)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        emulator.put({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "broken"},
+            "webhooks": [{"name": "broken.example.dev", "failurePolicy": "Fail", "timeoutSeconds": 2,
+                          "clientConfig": {"url": f"http://127.0.0.1:{server.server_address[1]}/"},
+                          "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"],
+                                     "operations": ["CREATE"]}]}],
+        })
+        status, body = call(emulator, "POST", JOBNETS, jobnet("one", script_job("a")))
+        assert status == 500 and 'admission webhook "broken.example.dev" returned an invalid patch' in body["message"], body
+    finally:
+        server.shutdown()
+        thread.join(5)

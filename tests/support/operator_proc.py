@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from jobnet.devenv.operator import (  # noqa: F401 (re-exports)
+    MUTATING_WEBHOOKS,
     WEBHOOK_CONFIGURATION,
     WEBHOOKS,
     OperatorNotReady,
@@ -18,7 +19,7 @@ from jobnet.devenv.operator import (  # noqa: F401 (re-exports)
 
 def admission_review(
         operation: str, obj: dict[str, Any] | None, old: dict[str, Any] | None = None,
-        namespace: str = "default",
+        namespace: str = "default", username: str = "tester",
 ) -> dict[str, Any]:
     """A real ``admission.k8s.io/v1`` AdmissionReview request for a JobNet or JobRun."""
     subject = obj if obj is not None else old
@@ -37,7 +38,7 @@ def admission_review(
             "name": subject["metadata"].get("name", ""),
             "namespace": namespace,
             "operation": operation,
-            "userInfo": {"username": "tester", "groups": ["system:authenticated"]},
+            "userInfo": {"username": username, "groups": ["system:authenticated"]},
             "object": obj,
             "oldObject": old,
             "dryRun": False,

@@ -95,11 +95,61 @@ otherwise a CA and a serving certificate are generated once per render and cache
 {{/*
 The admission paths the operator serves. kopf routes an AdmissionReview by URL path:
 POST /<handler id> runs only the handler with that id, so each webhook entry must point
-at the id of its kopf @kopf.on.validate handler (a path naming no handler is allowed
-without any check).
+at the id of its kopf @kopf.on.validate / @kopf.on.mutate handler (a path naming no
+handler is allowed without any check).
 */}}
 {{- define "jobnet-operator.jobnetWebhookPath" -}}/validate-jobnet{{- end }}
 {{- define "jobnet-operator.jobrunWebhookPath" -}}/validate-jobrun{{- end }}
+{{- define "jobnet-operator.jobrunMutatingWebhookPath" -}}/mutate-jobrun{{- end }}
+
+{{/*
+The metadata and webhook entries of a Validating- or MutatingWebhookConfiguration (both reach
+the same Service with the same TLS). Called with (dict "root" $ "kind" "validate"|"mutate"
+"webhooks" (list (dict "name" "path" "operations") ...)).
+*/}}
+{{- define "jobnet-operator.webhookConfiguration" -}}
+{{- $root := .root }}
+{{- $kind := .kind }}
+{{- $service := include "jobnet-operator.webhookServiceName" $root }}
+{{- $selector := include "jobnet-operator.webhookNamespaceSelector" $root }}
+metadata:
+  name: {{ include "jobnet-operator.clusterName" $root }}
+  labels:
+    {{- include "jobnet-operator.labels" $root | nindent 4 }}
+  {{- if $root.Values.webhook.certManager.enabled }}
+  annotations:
+    cert-manager.io/inject-ca-from: {{ printf "%s/%s" $root.Release.Namespace (include "jobnet-operator.webhookCertificateName" $root) }}
+  {{- end }}
+webhooks:
+  {{- range $webhook := .webhooks }}
+  - name: {{ $webhook.name }}.{{ $kind }}.jobnet.dev
+    admissionReviewVersions: ["v1"]
+    sideEffects: None
+    failurePolicy: {{ $root.Values.webhook.failurePolicy }}
+    matchPolicy: Equivalent
+    timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
+    {{- if eq $kind "mutate" }}
+    reinvocationPolicy: IfNeeded
+    {{- end }}
+    namespaceSelector:
+      {{- $selector | trim | nindent 6 }}
+    rules:
+      - apiGroups: ["jobnet.dev"]
+        apiVersions: ["v1alpha1"]
+        resources: [{{ $webhook.name | quote }}]
+        operations: {{ toJson $webhook.operations }}
+        scope: Namespaced
+    clientConfig:
+      service:
+        name: {{ $service }}
+        namespace: {{ $root.Release.Namespace }}
+        path: {{ $webhook.path }}
+        port: 443
+      {{- if not $root.Values.webhook.certManager.enabled }}
+      caBundle: {{ (include "jobnet-operator.selfSignedTLS" $root | fromJson).ca }}
+      {{- end }}
+  {{- end }}
+{{- end }}
 
 {{/* The namespaceSelector of both webhooks. */}}
 {{- define "jobnet-operator.webhookNamespaceSelector" -}}

@@ -8,6 +8,16 @@
 * ``jobnet.dev/override-message: TEXT`` (optional, next to the override) is the reason the person
   gives; it is kept with each job the override settles (status.overrides[].message) and its Event.
 * ``jobnet.dev/stop: 'PATH[,PATH...]'`` stops a job, a sub-jobnet, or ``/`` the whole run.
+* ``jobnet.dev/override-by`` / ``jobnet.dev/stop-by`` name the person who set (or last changed)
+  the annotation. Only the operator's mutating admission webhook writes them, from the
+  requester the API server authenticated: a value a person supplies is overwritten
+  (:func:`requester_stamps`), so the audit trail (status.overrides[].by, the Events) cannot be
+  forged through them. The operator removes each stamp together with its annotation.
+
+The admission webhook refuses at once what is wrong whatever the run's state (syntax, unknown
+path, unknown state: :func:`static_steering_problems`); what depends on the state (an override
+the job's current state does not allow) is decided by the scheduler, which refuses it with a
+Warning Event.
 
 Parsing collects every problem (unknown path, unknown state, illegal transition naming the
 current state, ...) so one ``kubectl annotate`` shows all mistakes at once. Pure: no I/O.
@@ -31,6 +41,10 @@ from jobnet.core.states import (
 OVERRIDE_ANNOTATION = "jobnet.dev/override"
 OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
 STOP_ANNOTATION = "jobnet.dev/stop"
+OVERRIDE_BY_ANNOTATION = "jobnet.dev/override-by"
+STOP_BY_ANNOTATION = "jobnet.dev/stop-by"
+#: Each steering annotation and the annotation that names who set it.
+REQUESTER_ANNOTATIONS = {OVERRIDE_ANNOTATION: OVERRIDE_BY_ANNOTATION, STOP_ANNOTATION: STOP_BY_ANNOTATION}
 
 
 class OverrideRequest(BaseModel):
@@ -147,6 +161,39 @@ def override_problem(
     return None
 
 
+def _override_items(text: str, graph: RunGraph | None) -> tuple[list[tuple[str, JobState]], list[str]]:
+    """The ``(path, state)`` pairs of ``PATH=STATE[,PATH=STATE...]`` and every problem that does
+    not depend on the run's state (syntax, unknown path or state, a path named twice). Without
+    a ``graph`` the paths are taken as written."""
+    if not text.strip():
+        return [], [f"{OVERRIDE_ANNOTATION} is empty: expected PATH=STATE[,PATH=STATE...]"]
+    allowed_names = {str(state).lower(): state for state in OVERRIDE_TARGETS}
+    items: list[tuple[str, JobState]] = []
+    errors: list[str] = []
+    for item in _items(text):
+        if "=" not in item:
+            example = f"{graph.root if graph is not None else '/jobnet'}/extract=Succeeded"
+            errors.append(f"{item!r} is not PATH=STATE (e.g. {example})")
+            continue
+        raw_path, _, raw_state = item.partition("=")
+        path, error = resolve_path(graph, raw_path) if graph is not None else (raw_path.strip(), None)
+        state = allowed_names.get(raw_state.strip().lower())
+        if state is None:
+            errors.append(
+                f"{item!r}: unknown override state {raw_state.strip()!r}; "
+                f"use one of {', '.join(sorted(str(s) for s in OVERRIDE_TARGETS))}"
+            )
+        if error is not None:
+            errors.append(error)
+        if path is None or state is None:
+            continue
+        if any(path == seen for seen, _ in items):
+            errors.append(f"{path} is named twice in one override")
+            continue
+        items.append((path, state))
+    return items, errors
+
+
 def parse_override_annotation(
     text: str,
     graph: RunGraph,
@@ -162,32 +209,9 @@ def parse_override_annotation(
     request. Returns the valid requests and every error.
     """
     scopes = tuple(stop_scopes)
+    items, errors = _override_items(text, graph)
     requests: list[OverrideRequest] = []
-    errors: list[str] = []
-    seen: set[str] = set()
-    allowed_names = {str(state).lower(): state for state in OVERRIDE_TARGETS}
-    if not text.strip():
-        return ParsedOverrides(errors=(f"{OVERRIDE_ANNOTATION} is empty: expected PATH=STATE[,PATH=STATE...]",))
-    for item in _items(text):
-        if "=" not in item:
-            errors.append(f"{item!r} is not PATH=STATE (e.g. {graph.root}/extract=Succeeded)")
-            continue
-        raw_path, _, raw_state = item.partition("=")
-        path, error = resolve_path(graph, raw_path)
-        state = allowed_names.get(raw_state.strip().lower())
-        if state is None:
-            errors.append(
-                f"{item!r}: unknown override state {raw_state.strip()!r}; "
-                f"use one of {', '.join(sorted(str(s) for s in OVERRIDE_TARGETS))}"
-            )
-        if error is not None:
-            errors.append(error)
-        if path is None or state is None:
-            continue
-        if path in seen:
-            errors.append(f"{path} is named twice in one override")
-            continue
-        seen.add(path)
+    for path, state in items:
         problem = override_problem(graph, states, scopes, path, state)
         if problem is not None:
             errors.append(problem)
@@ -209,3 +233,50 @@ def parse_stop_annotation(text: str, graph: RunGraph, by: str | None = None) -> 
         elif all(request.path != path for request in requests):
             requests.append(StopRequest(path=path, by=by))
     return ParsedStops(requests=tuple(requests), errors=tuple(errors))
+
+
+def changed_steering(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """The steering annotations ``new`` adds or changes (a removal is no request)."""
+    return [key for key in REQUESTER_ANNOTATIONS if key in new and new[key] != old.get(key)]
+
+
+def static_steering_problems(
+    old: Mapping[str, str], new: Mapping[str, str], graph: RunGraph | None
+) -> list[tuple[str, str]]:
+    """What is wrong, whatever the run's state, with the steering annotations an update adds
+    or changes (``old``/``new``: the annotations before and after), as ``(annotation, problem)``.
+    Without the run's ``graph`` (its JobNet cannot be expanded now) the paths are not checked:
+    the scheduler judges them when it applies the annotation."""
+    problems: list[tuple[str, str]] = []
+    for key in changed_steering(old, new):
+        text = new[key]
+        if key == OVERRIDE_ANNOTATION:
+            errors = _override_items(text, graph)[1]
+        elif graph is not None:
+            errors = list(parse_stop_annotation(text, graph).errors)
+        else:
+            errors = [] if text.strip() else [f"{STOP_ANNOTATION} is empty: expected a path such as /"]
+        problems.extend((key, error) for error in errors)
+    return problems
+
+
+def requester_stamps(old: Mapping[str, str], new: Mapping[str, str], requester: str | None) -> dict[str, str | None]:
+    """The changes that make ``new``'s requester annotations true (key -> value, None = remove).
+
+    A steering annotation the update adds or changes is stamped with ``requester``; an
+    unchanged one keeps the stamp it had (a person cannot rewrite who set it); without the
+    steering annotation there is no stamp. Only differences from ``new`` are returned, so the
+    operator's own writes (removing applied annotations, its bookkeeping) need no change.
+    """
+    changed = set(changed_steering(old, new))
+    stamps: dict[str, str | None] = {}
+    for key, by_key in REQUESTER_ANNOTATIONS.items():
+        if key not in new:
+            wanted = None
+        elif key in changed:
+            wanted = requester or None
+        else:
+            wanted = old.get(by_key)
+        if new.get(by_key) != wanted:
+            stamps[by_key] = wanted
+    return stamps

@@ -33,8 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from jobnet.core.agentproto import JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
+    OVERRIDE_BY_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
     STOP_ANNOTATION,
+    STOP_BY_ANNOTATION,
     OverrideRequest,
     StopRequest,
     jobs_under,
@@ -302,7 +304,8 @@ def reconcile(
     ``annotations`` are the JobRun's annotations: ``jobnet.dev/stop`` and
     ``jobnet.dev/override`` are parsed against the current state (stops first), every problem
     becomes a Warning Event, and :attr:`Decision.consumed_annotations` names the keys the edge
-    removes once the status is persisted. ``overrides``/``stops`` are the same requests already
+    removes once the status is persisted. Who asked is ``jobnet.dev/stop-by`` /
+    ``jobnet.dev/override-by`` (stamped by the admission webhook), else ``annotated_by``. ``overrides``/``stops`` are the same requests already
     parsed (they are validated again here).
     """
     reconciler = _Reconciler(graph, runtime, facts, policy, now)
@@ -413,7 +416,9 @@ class _Reconciler:
         stops: tuple[StopRequest, ...],
     ) -> Decision:
         if STOP_ANNOTATION in annotations:
-            parsed_stops = parse_stop_annotation(annotations[STOP_ANNOTATION], self.graph, annotated_by)
+            parsed_stops = parse_stop_annotation(
+                annotations[STOP_ANNOTATION], self.graph, annotations.get(STOP_BY_ANNOTATION) or annotated_by
+            )
             for error in parsed_stops.errors:
                 self.event("Warning", "StopRejected", f"{STOP_ANNOTATION}: {error}", None)
             stops = parsed_stops.requests + stops
@@ -425,16 +430,17 @@ class _Reconciler:
                 self.graph,
                 {path: job.state for path, job in self.jobs.items()},
                 self.stop_scopes,
-                annotated_by,
+                annotations.get(OVERRIDE_BY_ANNOTATION) or annotated_by,
                 annotations.get(OVERRIDE_MESSAGE_ANNOTATION),
             )
             for error in parsed.errors:
                 self.event("Warning", "OverrideRejected", f"{OVERRIDE_ANNOTATION}: {error}", None)
             overrides = parsed.requests + overrides
-        # The message goes with its override (a message alone waits for the override it explains).
+        # The message and the requester go with their annotation (a message alone waits for the
+        # override it explains).
         consumable = (STOP_ANNOTATION, OVERRIDE_ANNOTATION) + (
-            (OVERRIDE_MESSAGE_ANNOTATION,) if OVERRIDE_ANNOTATION in annotations else ()
-        )
+            (OVERRIDE_MESSAGE_ANNOTATION, OVERRIDE_BY_ANNOTATION) if OVERRIDE_ANNOTATION in annotations else ()
+        ) + ((STOP_BY_ANNOTATION,) if STOP_ANNOTATION in annotations else ())
         self.consumed = tuple(key for key in consumable if key in annotations)
         for override in overrides:
             self.apply_override(override)

@@ -21,9 +21,15 @@ honestly is added here (each gap has a test in ``tests/emulator/``):
   (types, required, enums, lengths, bounds) before admission, unknown fields are rejected
   (``fieldValidation=Strict``, as kubectl sends) or pruned like a structural schema does,
   and ``kubectl get`` receives server-side Tables with the CRD's printer columns;
-* validating admission webhooks are real: the stored ``ValidatingWebhookConfiguration``
-  objects are honoured (rules, ``failurePolicy``, ``timeoutSeconds``) by POSTing
-  ``admission.k8s.io/v1`` AdmissionReviews and denying like a real API server;
+* admission webhooks are real: the stored ``MutatingWebhookConfiguration`` and
+  ``ValidatingWebhookConfiguration`` objects are honoured (rules, ``failurePolicy``,
+  ``timeoutSeconds``) by POSTing ``admission.k8s.io/v1`` AdmissionReviews, in a real API
+  server's order: the mutating webhooks (each one's JSONPatch applied before the next is
+  called), the schema again on a mutated object, then the validating webhooks; denials read
+  like a real API server's;
+* the requester in ``userInfo`` is the emulator's fixed admin, or whom kubectl impersonates
+  (``kubectl --as=alice --as-group=ops``: the ``Impersonate-User``/``Impersonate-Group``
+  headers); there is no authentication or authorization, so impersonation is always allowed;
 * the size limits of a real cluster (3 MiB requests, 1.5 MiB objects, 256 KiB annotations),
   server-side dry runs, and enough OpenAPI v3 for kubectl's field validation and ``explain``;
 * the API can be made unreachable for a while (:meth:`EmulatorServer.outage`: connections
@@ -61,6 +67,7 @@ import attrs
 import yaml
 from kmock import KubernetesEmulator, ResourceInfo, resource
 from kmock._internal import rendering
+from multidict import MultiMapping
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]  # a source checkout
 #: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
@@ -553,6 +560,7 @@ class ApiEmulator(KubernetesEmulator):
             except ValueError as e:
                 raise ApiError(400, "BadRequest", f"the request body is not valid JSON ({raw.content_type}): {e}") from None
         method = raw.method.upper()
+        requester = self.requester(raw.headers)
         if method == "GET" and query.get("watch") in ("true", "1"):
             return await self._serve_watch_stream(raw, rkey, namespace, name, query)
         if method == "GET" and name is None:
@@ -561,13 +569,21 @@ class ApiEmulator(KubernetesEmulator):
             return self._reply(raw, rkey, self._get_or_404(rkey, namespace, name))
         async with self._lock_writes():
             if method == "POST" and name is None:
-                return aiohttp.web.json_response(await self._create(rkey, namespace, data, query), status=201)
+                return aiohttp.web.json_response(await self._create(rkey, namespace, data, query, requester), status=201)
             if method in ("PUT", "PATCH") and name is not None:
                 return aiohttp.web.json_response(await self._update(
-                    rkey, namespace, name, data, query, subresource, raw.content_type, replace=method == "PUT"))
+                    rkey, namespace, name, data, query, subresource, raw.content_type, requester, replace=method == "PUT"))
             if method == "DELETE" and name is not None:
-                return aiohttp.web.json_response(await self._delete(rkey, namespace, name, data or {}, query))
+                return aiohttp.web.json_response(await self._delete(rkey, namespace, name, data or {}, query, requester))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by the emulator for {path}")
+
+    def requester(self, headers: MultiMapping[str]) -> Body:
+        """The ``userInfo`` of a request: whom kubectl impersonates (``--as``, ``--as-group``),
+        else the fixed admin every client of the emulator is."""
+        user = headers.get("Impersonate-User")
+        if not user:
+            return {"username": self.user, "groups": ["system:masters", "system:authenticated"]}
+        return {"username": user, "groups": [*headers.getall("Impersonate-Group", []), "system:authenticated"]}
 
     @contextlib.asynccontextmanager
     async def _lock_writes(self) -> Any:
@@ -779,7 +795,8 @@ class ApiEmulator(KubernetesEmulator):
     def _has_status(self, rkey: ResourceKey) -> bool:
         return "status" in self.resources[resource(*rkey)].subresources
 
-    async def _create(self, rkey: ResourceKey, namespace: str | None, data: Any, query: Mapping[str, str]) -> Body:
+    async def _create(self, rkey: ResourceKey, namespace: str | None, data: Any, query: Mapping[str, str],
+                      requester: Body) -> Body:
         info = self.resources[resource(*rkey)]
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
@@ -822,14 +839,14 @@ class ApiEmulator(KubernetesEmulator):
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
         self._check_limits(rkey, obj)
-        await self._admit(rkey, "CREATE", obj, None, query)
+        obj = await self._admit(rkey, "CREATE", obj, None, query, requester)
         if query.get("dryRun") == "All":
             return obj  # validated and admitted, never stored
         return self._commit(rkey, key[1], name, obj, "ADDED")
 
     async def _update(
             self, rkey: ResourceKey, namespace: str | None, name: str | None, data: Any,
-            query: Mapping[str, str], subresource: str | None, content_type: str, *, replace: bool,
+            query: Mapping[str, str], subresource: str | None, content_type: str, requester: Body, *, replace: bool,
     ) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
@@ -876,12 +893,14 @@ class ApiEmulator(KubernetesEmulator):
             else:
                 meta.pop(keep, None)
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
-        if self._spec_of(new) != self._spec_of(old):
-            meta["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
             return old  # a no-op write does not bump the resourceVersion, as on a real server
         self._check_limits(rkey, new)
-        await self._admit(rkey, "UPDATE", new, old, query, subresource)
+        new = await self._admit(rkey, "UPDATE", new, old, query, requester, subresource)
+        if self._spec_of(new) != self._spec_of(old):
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        if new == old:
+            return old  # a mutating webhook undid the change
         if query.get("dryRun") == "All":
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -896,7 +915,7 @@ class ApiEmulator(KubernetesEmulator):
         return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
     async def _delete(self, rkey: ResourceKey, namespace: str | None, name: str | None, options: Body,
-                      query: Mapping[str, str]) -> Body:
+                      query: Mapping[str, str], requester: Body) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
         old = self._get_or_404(rkey, key[1], name)
@@ -909,7 +928,7 @@ class ApiEmulator(KubernetesEmulator):
         if old["metadata"].get("deletionTimestamp"):
             return old
         dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
-        await self._admit(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {})
+        await self._validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
         if dry_run:
             return old
         if old["metadata"].get("finalizers"):
@@ -964,14 +983,45 @@ class ApiEmulator(KubernetesEmulator):
     # -- admission --
 
     async def _admit(
+            self, rkey: ResourceKey, operation: str, new: Body, old: Body | None,
+            query: Mapping[str, str], requester: Body, subresource: str | None = None,
+    ) -> Body:
+        """Admit a create or update as a real API server does; returns the object to store."""
+        admitted = new
+        for webhook in self._webhooks("mutatingwebhookconfigurations", rkey, operation, subresource):
+            result = await self._call_webhook(webhook, rkey, operation, admitted, old, query, subresource, requester)
+            if result.get("patch"):
+                admitted = self._apply_admission_patch(webhook, result, admitted)
+        if admitted != new:
+            admitted = self._check_schema(rkey, admitted, query, before=old)
+            self._check_limits(rkey, admitted)
+        await self._validate(rkey, operation, admitted, old, query, requester, subresource)
+        return admitted
+
+    async def _validate(
             self, rkey: ResourceKey, operation: str, new: Body | None, old: Body | None,
-            query: Mapping[str, str], subresource: str | None = None,
+            query: Mapping[str, str], requester: Body, subresource: str | None = None,
     ) -> None:
-        configs = self._objects_of(("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"), None)
-        for config in configs:
+        for webhook in self._webhooks("validatingwebhookconfigurations", rkey, operation, subresource):
+            await self._call_webhook(webhook, rkey, operation, new, old, query, subresource, requester)
+
+    def _webhooks(self, kind_plural: str, rkey: ResourceKey, operation: str, subresource: str | None) -> Iterator[Body]:
+        for config in self._objects_of(("admissionregistration.k8s.io", "v1", kind_plural), None):
             for webhook in config.get("webhooks") or []:
                 if self._webhook_applies(webhook, rkey, operation, subresource):
-                    await self._call_webhook(webhook, rkey, operation, new, old, query, subresource)
+                    yield webhook
+
+    @staticmethod
+    def _apply_admission_patch(webhook: Body, result: Body, obj: Body) -> Body:
+        name = webhook.get("name", "")
+        try:
+            if result.get("patchType") != "JSONPatch":
+                raise ValueError(f"unsupported patchType {result.get('patchType')!r}")
+            return json_patch(obj, json.loads(base64.b64decode(result["patch"])))
+        except (ApiError, ValueError) as e:
+            detail = e.message if isinstance(e, ApiError) else str(e)
+            raise ApiError(500, "InternalError",
+                           f'Internal error occurred: admission webhook "{name}" returned an invalid patch: {detail}') from None
 
     @staticmethod
     def _webhook_applies(webhook: Body, rkey: ResourceKey, operation: str, subresource: str | None) -> bool:
@@ -987,8 +1037,9 @@ class ApiEmulator(KubernetesEmulator):
 
     async def _call_webhook(
             self, webhook: Body, rkey: ResourceKey, operation: str, new: Body | None, old: Body | None,
-            query: Mapping[str, str], subresource: str | None,
-    ) -> None:
+            query: Mapping[str, str], subresource: str | None, requester: Body,
+    ) -> Body:
+        """The webhook's AdmissionReview response (a denial or a failed call raises)."""
         name = webhook.get("name", "")
         url = (webhook.get("clientConfig") or {}).get("url")
         info = self.resources[resource(*rkey)]
@@ -1007,7 +1058,7 @@ class ApiEmulator(KubernetesEmulator):
                 "name": subject["metadata"].get("name", ""),
                 **({"namespace": subject["metadata"]["namespace"]} if subject["metadata"].get("namespace") else {}),
                 "operation": operation,
-                "userInfo": {"username": self.user, "groups": ["system:masters", "system:authenticated"]},
+                "userInfo": requester,
                 "object": new,
                 "oldObject": old,
                 "dryRun": query.get("dryRun") == "All",
@@ -1032,13 +1083,13 @@ class ApiEmulator(KubernetesEmulator):
                 result = (await reply.json()).get("response") or {}
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
             if webhook.get("failurePolicy", "Fail") == "Ignore":
-                return
+                return {"allowed": True}
             reason = "context deadline exceeded" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
             raise ApiError(500, "InternalError",
                            f'Internal error occurred: failed calling webhook "{name}": failed to call webhook: '
                            f'Post "{url}": {reason}') from None
         if result.get("allowed"):
-            return
+            return result
         status = result.get("status") or {}
         code = int(status.get("code") or 0)
         code = code if code >= 400 else 400

@@ -2,9 +2,9 @@
 
 The operator gets a kubeconfig pointing at the emulator, a plain-HTTP webhook server on a
 free localhost port, and writes its log to a file the test can read and assert on.
-:func:`register_webhooks` installs the same ValidatingWebhookConfiguration as the Helm
-chart, with a URL instead of a Service, so ``kubectl apply`` against the emulator goes
-through the operator's real admission webhook.
+:func:`register_webhooks` installs the same Validating- and MutatingWebhookConfiguration as
+the Helm chart, with URLs instead of a Service, so ``kubectl apply``/``annotate`` against the
+emulator go through the operator's real admission webhooks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from jobnet.devenv.emulator import EmulatorServer, free_port
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
     "jobnets.validate.jobnet.dev": ("/validate-jobnet", "jobnets", ["CREATE", "UPDATE", "DELETE"]),
-    "jobruns.validate.jobnet.dev": ("/validate-jobrun", "jobruns", ["CREATE"]),
+    "jobruns.validate.jobnet.dev": ("/validate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
+}
+MUTATING_WEBHOOKS = {  # the same for the MutatingWebhookConfiguration
+    "jobruns.mutate.jobnet.dev": ("/mutate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
 }
 
 
@@ -39,32 +42,34 @@ class OperatorNotReady(AssertionError):
 
 def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail",
                       ca_bundle: bytes | None = None) -> None:
-    """Install the chart's ValidatingWebhookConfiguration, calling ``base_url`` directly
-    (verifying its TLS certificate against ``ca_bundle`` when it is HTTPS)."""
-    emulator.put({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIGURATION},
-        "webhooks": [
-            {
-                "name": name,
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": failure_policy,
-                "matchPolicy": "Equivalent",
-                "timeoutSeconds": 10,
-                "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["v1alpha1"], "resources": [resource],
-                           "operations": operations, "scope": "Namespaced"}],
-                "clientConfig": {"url": f"{base_url}{path}",
-                                 **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {})},
-            }
-            for name, (path, resource, operations) in WEBHOOKS.items()
-        ],
-    })
+    """Install the chart's Validating- and MutatingWebhookConfiguration, calling ``base_url``
+    directly (verifying its TLS certificate against ``ca_bundle`` when it is HTTPS)."""
+    for kind, webhooks in (("ValidatingWebhookConfiguration", WEBHOOKS), ("MutatingWebhookConfiguration", MUTATING_WEBHOOKS)):
+        emulator.put({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": WEBHOOK_CONFIGURATION},
+            "webhooks": [
+                {
+                    "name": name,
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": failure_policy,
+                    "matchPolicy": "Equivalent",
+                    "timeoutSeconds": 10,
+                    "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["v1alpha1"], "resources": [resource],
+                               "operations": operations, "scope": "Namespaced"}],
+                    "clientConfig": {"url": f"{base_url}{path}",
+                                     **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {})},
+                }
+                for name, (path, resource, operations) in webhooks.items()
+            ],
+        })
 
 
 def unregister_webhooks(emulator: EmulatorServer) -> None:
-    emulator.remove("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", None, WEBHOOK_CONFIGURATION)
+    for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        emulator.remove("admissionregistration.k8s.io/v1", plural, None, WEBHOOK_CONFIGURATION)
 
 
 class OperatorProcess:

@@ -39,8 +39,8 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     hook.add_argument("--webhook-insecure", action="store_true",
                       help="serve plain HTTP (tests and `jobnet dev` only; a real API server requires HTTPS)")
     hook.add_argument("--webhook-configuration", metavar="NAME",
-                      help="let the operator create and maintain the ValidatingWebhookConfiguration NAME "
-                           "(default: it is installed by the Helm chart)")
+                      help="let the operator create and maintain the Validating- and MutatingWebhookConfiguration "
+                           "NAME (default: they are installed by the Helm chart)")
     parser.add_argument("--liveness-endpoint", default="http://0.0.0.0:8080/healthz",
                         help="kopf's liveness endpoint URL (default: http://0.0.0.0:8080/healthz)")
     peering = parser.add_mutually_exclusive_group()

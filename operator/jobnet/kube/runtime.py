@@ -49,7 +49,12 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
-from jobnet.core.annotations import OVERRIDE_ANNOTATION, OVERRIDE_MESSAGE_ANNOTATION, STOP_ANNOTATION
+from jobnet.core.annotations import (
+    OVERRIDE_ANNOTATION,
+    OVERRIDE_MESSAGE_ANNOTATION,
+    REQUESTER_ANNOTATIONS,
+    STOP_ANNOTATION,
+)
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
@@ -96,8 +101,9 @@ logger = logging.getLogger("jobnet.runtime")
 
 #: Annotations a person uses to steer a run; their presence (re)starts a finished run's loop.
 STEERING_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
-#: What the run's loop reads: those, and the reason given with an override.
-RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION,)
+#: What the run's loop reads: those, the reason given with an override and who set each
+#: (stamped by the admission webhook; the scheduler passes them on as the requester).
+RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION, *REQUESTER_ANNOTATIONS.values())
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 

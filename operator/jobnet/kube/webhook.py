@@ -1,10 +1,18 @@
-"""The admission webhook: kopf ``@kopf.on.validate`` handlers for JobNets and JobRuns.
+"""The admission webhooks: kopf ``@kopf.on.validate`` handlers for JobNets and JobRuns, and the
+``@kopf.on.mutate`` handler that records who steers a JobRun.
 
-The decisions are the pure core's (``jobnet.core.validation``); this module only fetches the
-namespace's JobNets through the client and turns problems into a denial that lists every
-problem with its field path. The handler ids are the URL paths the API server calls
-(``/validate-jobnet``, ``/validate-jobrun``; the Helm chart's ValidatingWebhookConfiguration
-uses the same paths).
+The decisions are the pure core's (``jobnet.core.validation``, ``jobnet.core.annotations``);
+this module only fetches the namespace's JobNets through the client and turns problems into a
+denial that lists every problem with its field path. The handler ids are the URL paths the
+API server calls (``/validate-jobnet``, ``/validate-jobrun``, ``/mutate-jobrun``; the Helm
+chart's Validating- and MutatingWebhookConfiguration use the same paths).
+
+A JobRun UPDATE is judged only when it adds or changes ``jobnet.dev/override`` or
+``jobnet.dev/stop``: every other write (the operator removing applied annotations, its own
+bookkeeping, finalizers during deletion, a person's labels) passes untouched. The mutating
+handler stamps ``jobnet.dev/override-by``/``jobnet.dev/stop-by`` with the requester the API
+server authenticated (``userInfo.username``) and overwrites any value the request brought, so
+the audit trail cannot be forged through them.
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ from typing import Any
 
 import kopf
 
+from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
+from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.validation import Catalog, Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
 from jobnet.kube.client import JOBNETS, JOBRUNS, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
 JOBRUN_WEBHOOK_ID = "validate-jobrun"
+JOBRUN_MUTATING_WEBHOOK_ID = "mutate-jobrun"
 
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
@@ -58,10 +69,49 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
 
     @kopf.on.validate(API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID,
-                      operations=["CREATE"], registry=registry)
-    async def validate_jobrun_creation(name: str, namespace: str | None, new: Any = None, **_: Any) -> None:
+                      operations=["CREATE", "UPDATE"], registry=registry)
+    async def validate_jobrun_change(
+            name: str, namespace: str | None, operation: str | None = None,
+            old: Any = None, new: Any = None, **_: Any,
+    ) -> None:
+        before, after = annotations_of(old), annotations_of(new)
+        steered = changed_steering(before, after)
+        if operation == "UPDATE" and not steered:
+            return
         jobnets = await client.list_jobnets(namespace or "default")
-        _deny(f"JobRun {name!r}", jobrun_problems((new or {}).get("spec"), jobnets.catalog, jobnets.broken))
+        spec = (new or {}).get("spec")
+        problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken) if operation == "CREATE" else []
+        if steered:
+            graph = run_graph(spec, jobnets.catalog, (new or {}).get("metadata", {}).get("uid", ""))
+            problems += [Problem(path=f"metadata.annotations[{key}]", message=message)
+                         for key, message in static_steering_problems(before, after, graph)]
+        _deny(f"JobRun {name!r}", problems)
+
+    @kopf.on.mutate(API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_MUTATING_WEBHOOK_ID,
+                    operations=["CREATE", "UPDATE"], registry=registry)
+    async def stamp_jobrun_requester(
+            userinfo: Any, patch: kopf.Patch, old: Any = None, new: Any = None, **_: Any,
+    ) -> None:
+        stamps = requester_stamps(annotations_of(old), annotations_of(new), (userinfo or {}).get("username"))
+        if stamps:
+            patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamps)
+
+
+def annotations_of(body: Any) -> dict[str, str]:
+    """The annotations of an admission request's object (none for an absent object)."""
+    return dict(((body or {}).get("metadata") or {}).get("annotations") or {})
+
+
+def run_graph(spec: Any, catalog: Catalog, run_id: str) -> RunGraph | None:
+    """The JobRun's graph expanded from the namespace's JobNets; None when it does not expand
+    (the JobRun's own validation or the scheduler says why)."""
+    reference = spec.get("jobNetRef") if isinstance(spec, dict) else None
+    if not isinstance(reference, str):
+        return None
+    try:
+        return expand(reference, catalog, run_id=run_id)
+    except (ExpansionError, KeyError):
+        return None
 
 
 def jobrun_problems(spec: Any, catalog: Catalog, broken: Mapping[str, list[Problem]]) -> list[Problem]:
