@@ -6,9 +6,12 @@ this module has no side effects and tests can build as many operators as they li
 A JobRun is re-validated and expanded when it is created, because admission cannot stop
 every race (a JobNet it needs may be deleted after the JobRun was admitted, or the webhook
 may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Failed`` with
-reason ``InvalidJobNet``, a message naming every problem, and a Warning Event; a valid one
-becomes ``Pending`` with its job count, and its expanded graph is handed to the
-:class:`RunStarter` (the runtime that dispatches jobs plugs in there).
+reason ``InvalidJobNet``, a message naming every problem, and a Warning Event. For a valid one
+the JobNets it expands from are first stored as the run's snapshot (a ConfigMap owned by the
+run, ``jobnet.core.snapshot``: the run executes that definition to its end, whatever happens to
+the JobNets), then it becomes ``Pending`` with its job count and ``status.jobNetSnapshot``, and
+its expanded graph is handed to the :class:`RunStarter` (the runtime that dispatches jobs plugs
+in there).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class OperatorConfig:
 class RunStarter(Protocol):
     """Receives each valid JobRun's expanded graph once its status is ``Pending``."""
 
-    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None: ...
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
+        """``jobrun`` carries the status just written (``Pending``, ``jobNetSnapshot``)."""
 
     def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         """Add the starter's own handlers (runs resumed after a restart, annotation changes)."""
