@@ -208,7 +208,7 @@ async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
         await _fail(body, name, namespace, client, SNAPSHOT_TOO_LARGE, f"JobRun {name!r} cannot start: {e}")
         return
     # The snapshot is stored before the run is Pending: nothing can be launched without it.
-    await _store_snapshot(configmap, client)
+    await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
     status = {
         "phase": "Pending", "progress": f"0/{jobs}", "observedGeneration": generation,
@@ -230,7 +230,7 @@ async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, 
     logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
 
 
-async def _store_snapshot(configmap: dict[str, Any], client: KubeClient) -> None:
+async def store_snapshot(configmap: dict[str, Any], client: KubeClient) -> None:
     """Create the run's snapshot ConfigMap. One that exists already is left from an earlier
     attempt of this start (the name holds the run's uid) that never set the run Pending, so
     nothing used it: it is replaced (it is immutable) by the snapshot of now."""
