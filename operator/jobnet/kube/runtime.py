@@ -796,29 +796,32 @@ class JobRunRuntime:
             if graph is None:
                 graph = expand(reference, catalog, run_id=uid)
         except KubeApiError as e:
-            if e.status != HTTP_NOT_FOUND:
+            if e.status != HTTP_NOT_FOUND or stored is None:
                 logger.warning("run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
                                namespace, name, e, self.config.api_retry_delay)
                 return False
-            await self._resume_failed(body, f"its JobNet snapshot is gone: {e}")
-            return True
+            return await self._resume_failed(body, f"its JobNet snapshot is gone: {e}")
         except (ValidationError, SnapshotError) as e:
-            await self._resume_failed(body, f"its JobNet snapshot is unusable: {e}")
-            return True
+            return await self._resume_failed(body, f"its JobNet snapshot is unusable: {e}")
         except (ExpansionError, KeyError) as e:
-            await self._resume_failed(body, f"JobNet {reference!r} no longer expands: {e}")
-            return True
+            return await self._resume_failed(body, f"JobNet {reference!r} no longer expands: {e}")
         resolution = {jobnet: spec.stuck_resolution for jobnet, spec in catalog.items()}
         loop = RunLoop(self, body, graph, self.config.policy(resolution))
         self.loops[uid] = loop
         loop.start()
         return True
 
-    async def _resume_failed(self, body: Mapping[str, Any], why: str) -> None:
+    async def _resume_failed(self, body: Mapping[str, Any], why: str) -> bool:
+        """Say why the run cannot resume (never with a guessed graph); False when that could not
+        be said yet (the API failed), to try again."""
         meta = body["metadata"]
         message = f"cannot resume the run: {why}"
         logger.error("run=%s/%s %s", meta.get("namespace") or "default", meta.get("name"), message)
-        await self.client.post_event(body, "Warning", "ResumeFailed", message)
+        try:
+            await self.client.post_event(body, "Warning", "ResumeFailed", message)
+        except KubeApiError:
+            return False
+        return True
 
     async def close(self) -> None:
         for task in list(self._retries):
