@@ -1,10 +1,13 @@
-"""The snapshot ConfigMap through the real client and the emulator over HTTP: stored before the run
-is Pending, and a start repeated after a crash between the two writes replaces the leftover
-(it was never used: the run was not Pending yet) with the snapshot of now."""
+"""The snapshot ConfigMap through the real client and the emulator over HTTP: a start repeated after
+a crash between the two writes replaces the leftover (it was never used: the run was not Pending
+yet) with the snapshot of now; a snapshot too large for a ConfigMap fails the run at start with
+a clear reason (the real operator)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import random
 
 import kopf
 import pytest
@@ -14,6 +17,8 @@ from jobnet.kube.app import store_snapshot
 from jobnet.kube.client import KubeClient
 
 from tests.support.emulator import EmulatorServer
+from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.emulator
 
@@ -49,3 +54,27 @@ def test_a_repeated_start_replaces_the_unused_snapshot_and_the_stored_one_reads_
     configmaps = [c for c in emulator.list_objects("v1", "configmaps", "default")
                   if c["metadata"]["name"].startswith("nightly-1-jobnets-")]
     assert len(configmaps) == 1 and configmaps[0]["immutable"] is True
+
+
+def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so(
+        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    rng = random.Random(5)
+    # Two JobNets of ~900 KB of incompressible env each: every object fits, their snapshot (~1.3 MB
+    # gzipped) does not. ``create``, not ``apply``: apply's last-applied annotation would not fit.
+    parts = [jobnet(f"part{i}", {**script_job("a"), "env": {"NOISE": base64.b64encode(rng.randbytes(675_000)).decode()}})
+             for i in range(2)]
+    assert kubectl_apply(emulator, *parts, jobnet("huge", expand_job("p0", "part0"), expand_job("p1", "part1")),
+                         verb="create").rc == 0
+    assert kubectl_apply(emulator, jobrun("huge", name="huge-1"), verb="create").rc == 0
+
+    status = wait_for(lambda: (emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1") or {}).get(
+        "status", {}).get("reason") and emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1")["status"],
+        timeout=30, what="the JobRun's status")
+
+    assert status["phase"] == "Failed" and status["reason"] == "JobNetSnapshotTooLarge", status
+    assert "more than a ConfigMap holds" in status["message"] and "JobNets huge, part0, part1" in status["message"]
+    assert "jobNetSnapshot" not in status
+    wait_for(lambda: [e for e in emulator.events_for("default", "huge-1") if e["reason"] == "JobNetSnapshotTooLarge"],
+             what="a JobNetSnapshotTooLarge Event on the JobRun")
+    assert not [c for c in emulator.list_objects("v1", "configmaps", "default")
+                if c["metadata"]["name"].startswith("huge-1-jobnets-")]
