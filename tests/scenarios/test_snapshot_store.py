@@ -1,4 +1,5 @@
-"""The snapshot ConfigMap through the real client and the emulator over HTTP: a start repeated after
+"""The snapshot ConfigMap through the real client and the emulator over HTTP: the write that makes a
+run Pending names its snapshot; a start repeated after
 a crash between the two writes replaces the leftover (it was never used: the run was not Pending
 yet) with the snapshot of now; a snapshot too large for a ConfigMap fails the run at start with
 a clear reason (the real operator)."""
@@ -16,6 +17,7 @@ from jobnet.core.snapshot import SNAPSHOT_KEY, decode_snapshot, encode_snapshot,
 from jobnet.kube.app import store_snapshot
 from jobnet.kube.client import KubeClient
 
+from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job, wait_for
 from tests.support.operator_proc import OperatorProcess
@@ -30,6 +32,20 @@ def spec(script: str) -> dict[str, JobNetSpec]:
     return {"nightly": JobNetSpec.model_validate({
         "host": {"address": "vm1", "user": "batch", "credentialsSecret": "s"},
         "jobs": [{"name": "extract", "script": script}]})}
+
+
+def test_the_write_that_makes_a_run_pending_names_its_stored_snapshot(
+        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    # Nothing listens on 127.0.0.1:1: the run's job goes nowhere, which does not matter here.
+    closed = {"address": "127.0.0.1", "port": 1, "user": "batch", "credentialsSecret": "none"}
+    assert kubectl_apply(emulator, jobnet("quick", script_job("a"), host=closed)).rc == 0
+    with JobRunWatch(emulator, "quick-1", timeout=60) as watch:
+        assert kubectl_apply(emulator, jobrun("quick", name="quick-1")).rc == 0
+        first = wait_for(lambda: next((w.status for w in watch.writes if w.status.get("phase")), None),
+                         timeout=30, what="the JobRun's first status write")
+
+    assert first["phase"] == "Pending" and first["jobNetSnapshot"]["jobNets"][0]["name"] == "quick", first
+    assert emulator.get("v1", "configmaps", "default", first["jobNetSnapshot"]["configMap"]) is not None
 
 
 def test_a_repeated_start_replaces_the_unused_snapshot_and_the_stored_one_reads_back(emulator: EmulatorServer) -> None:
