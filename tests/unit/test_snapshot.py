@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jobnet.core.expansion import expand
+from jobnet.core.expansion import ExpansionError, expand
 from jobnet.core.models import JobNetSpec
 from jobnet.core.runstatus import StatusEncoder, status_patch
 from jobnet.core.snapshot import (
@@ -83,11 +83,16 @@ def test_a_run_expanded_from_its_snapshot_has_the_graph_it_started_with_whatever
     used, data, status = snapshot_of(NIGHTLY, "nightly")
     started = expand("nightly", NIGHTLY, run_id=UID)
 
-    # Meanwhile a job is added, a script changes and an expanded JobNet is deleted.
-    edited = dict(NIGHTLY)
-    edited["nightly"] = NIGHTLY["nightly"].model_copy(update={"jobs": [*NIGHTLY["nightly"].jobs, *catalog_of(
-        x={"jobs": [job("added")]})["x"].jobs]})
+    # Meanwhile a job is added to the root and the script of an expanded JobNet changes ...
+    edited = {**NIGHTLY, **catalog_of(
+        nightly={**NIGHTLY["nightly"].model_dump(by_alias=True, exclude_defaults=True),
+                 "jobs": [*NIGHTLY["nightly"].model_dump(by_alias=True, exclude_defaults=True)["jobs"], job("added")]},
+        **{"check-jobnet": {"jobs": [job("probe", args=["--quick"])]}})}
+    assert expand("nightly", edited, run_id=UID) != started
+    # ... and then the expanded JobNet is deleted: the current JobNets do not even expand any more.
     del edited["check-jobnet"]
+    with pytest.raises(ExpansionError, match="check-jobnet"):
+        expand("nightly", edited, run_id=UID)
 
     restored = decode_snapshot(data, status)
     assert restored == used
