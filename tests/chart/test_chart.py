@@ -54,6 +54,7 @@ OPERATOR_RULES = {
     ("jobnet.dev", "jobnets/status"): {"patch"},
     ("jobnet.dev", "jobruns/status"): {"patch"},
     ("", "events"): {"create", "patch"},
+    ("", "configmaps"): {"create", "get", "delete"},
     ("", "secrets"): {"get"},
 }
 PEERING_VERBS = {"list", "watch", "patch"}

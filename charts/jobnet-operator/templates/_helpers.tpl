@@ -170,7 +170,8 @@ matchExpressions:
 
 {{/*
 Everything the operator calls in a watched namespace (or cluster-wide), and nothing else:
-its custom resources and their status, Events about them, the SSH credentials Secrets.
+its custom resources and their status, Events about them, the JobNet snapshot ConfigMaps of its
+JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
 */}}
 {{- define "jobnet-operator.rbacRules" -}}
 - apiGroups: ["jobnet.dev"]
@@ -182,6 +183,9 @@ its custom resources and their status, Events about them, the SSH credentials Se
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "get", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

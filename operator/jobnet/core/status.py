@@ -105,6 +105,28 @@ class StateOverride(StatusModel):
     message: str | None = Field(default=None, description="The reason given by the person.")
 
 
+class SnapshotJobNet(StatusModel):
+    """One JobNet of a run's snapshot, as it was when the run started."""
+
+    name: str = Field(description="Name of the JobNet.")
+    resource_version: str | None = Field(default=None, description="Its `metadata.resourceVersion` at the start.")
+    generation: int | None = Field(default=None, description="Its `metadata.generation` at the start.")
+
+
+class JobNetSnapshotStatus(StatusModel):
+    """Where the definition a run started with is kept: the run always executes it, whatever
+    happens to the JobNets afterwards (edits apply to the next run; see docs/api.md)."""
+
+    config_map: str = Field(description="Name of the ConfigMap (owned by the JobRun) holding the snapshot.")
+    key: str = Field(description="Key of the snapshot in the ConfigMap's `binaryData`.")
+    format: str = Field(description="Encoding of the snapshot: `gzip-json-v1`, a gzipped JSON object JobNet name -> spec.")
+    sha256: str = Field(description="SHA-256 (hex) of the snapshot bytes; a resumed run refuses a snapshot that differs.")
+    size_bytes: int = Field(ge=0, description="Size of the snapshot (gzipped), in bytes.")
+    job_nets: list[SnapshotJobNet] = Field(
+        description="The JobNets the run was expanded from (the root and every JobNet it expands, transitively)."
+    )
+
+
 class JobRunStatus(StatusModel):
     """The observed state of a JobRun."""
 
@@ -115,6 +137,11 @@ class JobRunStatus(StatusModel):
     started_at: str | None = Field(default=None, description="When the run started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When the run finished (RFC 3339).")
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    job_net_snapshot: JobNetSnapshotStatus | None = Field(
+        default=None,
+        description="The JobNet definitions the run started with (written before anything is launched; "
+        "runs started by an operator older than snapshots have none).",
+    )
     counts: dict[str, int] = Field(default_factory=dict, description="Number of jobs per state.")
     jobs: dict[str, JobStatus] = Field(
         default_factory=dict,

@@ -6,9 +6,12 @@ this module has no side effects and tests can build as many operators as they li
 A JobRun is re-validated and expanded when it is created, because admission cannot stop
 every race (a JobNet it needs may be deleted after the JobRun was admitted, or the webhook
 may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Failed`` with
-reason ``InvalidJobNet``, a message naming every problem, and a Warning Event; a valid one
-becomes ``Pending`` with its job count, and its expanded graph is handed to the
-:class:`RunStarter` (the runtime that dispatches jobs plugs in there).
+reason ``InvalidJobNet``, a message naming every problem, and a Warning Event. For a valid one
+the JobNets it expands from are first stored as the run's snapshot (a ConfigMap owned by the
+run, ``jobnet.core.snapshot``: the run executes that definition to its end, whatever happens to
+the JobNets), then it becomes ``Pending`` with its job count and ``status.jobNetSnapshot``, and
+its expanded graph is handed to the :class:`RunStarter` (the runtime that dispatches jobs plugs
+in there).
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ import kopf
 
 from jobnet.core.expansion import RunGraph, expand, job_count
 from jobnet.core.models import API_GROUP, API_VERSION
+from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
-from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
+from jobnet.kube.client import HTTP_CONFLICT, JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
 
 logger = logging.getLogger(__name__)
 
 #: Prefix of the annotations kopf keeps its handler progress in.
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
+SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ class OperatorConfig:
 class RunStarter(Protocol):
     """Receives each valid JobRun's expanded graph once its status is ``Pending``."""
 
-    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None: ...
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
+        """``jobrun`` carries the status just written (``Pending``, ``jobNetSnapshot``)."""
 
     def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         """Add the starter's own handlers (runs resumed after a restart, annotation changes)."""
@@ -188,24 +194,53 @@ async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
     problems = webhook.jobrun_problems(spec, jobnets.catalog, jobnets.broken)
     generation = body.get("metadata", {}).get("generation")
     if problems:
-        message = webhook.describe_problems(f"JobRun {name!r} cannot start: JobNet {reference!r}", problems)
-        await client.patch_status(JOBRUNS, namespace, name, {
-            "phase": "Failed", "reason": INVALID_JOBNET, "message": message,
-            "finishedAt": _now(), "observedGeneration": generation,
-        })
-        await client.post_event(body, "Warning", INVALID_JOBNET, message)
-        logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
+        await _fail(body, name, namespace, client, INVALID_JOBNET,
+                    webhook.describe_problems(f"JobRun {name!r} cannot start: JobNet {reference!r}", problems))
         return
     assert isinstance(reference, str)  # validate_jobrun reported anything else as a problem
     graph = expand(reference, jobnets.catalog, run_id=uid)
+    used = used_jobnets(reference, jobnets.catalog)
+    data = encode_snapshot(used)
+    configmap = snapshot_configmap(body, data)
+    try:
+        snapshot = snapshot_status(configmap["metadata"]["name"], data, jobnets.versions, used)
+    except SnapshotError as e:
+        await _fail(body, name, namespace, client, SNAPSHOT_TOO_LARGE, f"JobRun {name!r} cannot start: {e}")
+        return
+    # The snapshot is stored before the run is Pending: nothing can be launched without it.
+    await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
-    await client.patch_status(JOBRUNS, namespace, name, {
+    status = {
         "phase": "Pending", "progress": f"0/{jobs}", "observedGeneration": generation,
-        "counts": {"Pending": jobs},
-    })
-    logger.info("JobRun %s/%s expanded JobNet %r into %d jobs", namespace, name, reference, jobs)
+        "counts": {"Pending": jobs}, "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
+    }
+    await client.patch_status(JOBRUNS, namespace, name, status)
+    logger.info("JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
+                namespace, name, reference, jobs, len(used), snapshot.size_bytes, snapshot.config_map)
     if starter is not None:
-        await starter.start(body, graph)
+        await starter.start({**body, "status": status}, graph)
+
+
+async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:
+    await client.patch_status(JOBRUNS, namespace, name, {
+        "phase": "Failed", "reason": reason, "message": message,
+        "finishedAt": _now(), "observedGeneration": body.get("metadata", {}).get("generation"),
+    })
+    await client.post_event(body, "Warning", reason, message)
+    logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
+
+
+async def store_snapshot(configmap: dict[str, Any], client: KubeClient) -> None:
+    """Create the run's snapshot ConfigMap. One that exists already is left from an earlier
+    attempt of this start (the name holds the run's uid) that never set the run Pending, so
+    nothing used it: it is replaced (it is immutable) by the snapshot of now."""
+    try:
+        await client.create_configmap(configmap)
+    except KubeApiError as e:
+        if e.status != HTTP_CONFLICT:
+            raise
+        await client.delete_configmap(configmap["metadata"]["namespace"], configmap["metadata"]["name"])
+        await client.create_configmap(configmap)
 
 
 async def run(config: OperatorConfig, starter: RunStarter | None = None) -> None:

@@ -16,7 +16,7 @@ import datetime
 import ssl
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,8 @@ from jobnet.metrics import operator_metrics
 
 JOBNETS = "jobnets"
 JOBRUNS = "jobruns"
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
 Body = dict[str, Any]
 
 
@@ -53,12 +55,13 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class NamespaceJobNets:
-    """The JobNets of one namespace: those that parse, the problems of those that do not, and
-    the status each has now."""
+    """The JobNets of one namespace: those that parse, the problems of those that do not, the
+    status each has now, and the version of each (``resourceVersion`` and ``generation``)."""
 
     catalog: dict[str, JobNetSpec]
     broken: dict[str, list[Problem]]
     statuses: dict[str, dict[str, Any]]
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -143,15 +146,18 @@ class KubeClient:
         catalog: dict[str, JobNetSpec] = {}
         broken: dict[str, list[Problem]] = {}
         statuses: dict[str, dict[str, Any]] = {}
+        versions: dict[str, dict[str, Any]] = {}
         for item in reply.get("items", []):
-            name = item.get("metadata", {}).get("name", "")
+            meta = item.get("metadata", {})
+            name = meta.get("name", "")
             statuses[name] = item.get("status") or {}
+            versions[name] = {"resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation")}
             parsed = parse_jobnet(item.get("spec"))
             if isinstance(parsed, JobNetSpec):
                 catalog[name] = parsed
             else:
                 broken[name] = parsed
-        return NamespaceJobNets(catalog, broken, statuses)
+        return NamespaceJobNets(catalog, broken, statuses, versions)
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         """Merge-patch the status subresource of a JobNet or JobRun."""
@@ -160,6 +166,22 @@ class KubeClient:
             "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
             json={"status": dict(status)}, content_type="application/merge-patch+json",
         )
+
+    async def create_configmap(self, body: Mapping[str, Any]) -> Body:
+        """Create a ConfigMap (its namespace is in ``body``); HTTP 409 when it exists."""
+        meta = body["metadata"]
+        operator_metrics.api_write("configmaps")
+        return await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/configmaps",
+                                   f"creating ConfigMap {meta['namespace']}/{meta['name']}", json=dict(body))
+
+    async def get_configmap(self, namespace: str, name: str) -> Body:
+        return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                   f"reading ConfigMap {namespace}/{name}")
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        operator_metrics.api_write("configmaps")
+        await self._request("DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                            f"deleting ConfigMap {namespace}/{name}")
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """The decoded ``data`` (and ``stringData``-style plain values) of a Secret; never logged."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from jobnet.core.agentproto import (
     AckRequest,
@@ -78,9 +79,10 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
+from jobnet.core.snapshot import SnapshotError, decode_snapshot
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
-from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
-from jobnet.kube.client import JOBRUNS, KubeApiError, KubeClient
+from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobNetSnapshotStatus, JobRunStatus
+from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
 from jobnet.kube.runmetrics import report_round
 from jobnet.metrics import operator_metrics
 from jobnet.ssh import (
@@ -776,28 +778,55 @@ class JobRunRuntime:
             self._starting.discard(body["metadata"]["uid"])
 
     async def _try_start(self, body: Mapping[str, Any], graph: RunGraph | None) -> bool:
-        """True when the loop runs now or never will; False to try again (the API failed)."""
+        """True when the loop runs now or never will; False to try again (the API failed).
+
+        The run executes the JobNets of its snapshot (``status.jobNetSnapshot``), never the
+        JobNets as they are now: ``graph`` is given for a new run, a resumed run is expanded
+        again from the snapshot. A run started by an operator without snapshots is expanded
+        from the current JobNets, with a log line and a Warning Event saying so."""
         meta = body["metadata"]
         namespace, name, uid = meta.get("namespace") or "default", meta.get("name"), meta["uid"]
+        reference = (body.get("spec") or {}).get("jobNetRef", "")
+        stored = (body.get("status") or {}).get("jobNetSnapshot")
         try:
-            jobnets = await self.client.list_jobnets(namespace)
+            if stored is not None:
+                snapshot = JobNetSnapshotStatus.model_validate(stored)
+                configmap = await self.client.get_configmap(namespace, snapshot.config_map)
+                catalog = decode_snapshot((configmap.get("binaryData") or {}).get(snapshot.key, ""), snapshot)
+            else:
+                catalog = (await self.client.list_jobnets(namespace)).catalog
+                message = (f"the run has no JobNet snapshot (started by an older operator): it resumes with "
+                           f"JobNet {reference!r} and the JobNets it expands as they are now")
+                logger.warning("run=%s/%s %s", namespace, name, message)
+                await self.client.post_event(body, "Warning", "NoJobNetSnapshot", message)
             if graph is None:
-                reference = (body.get("spec") or {}).get("jobNetRef", "")
-                try:
-                    graph = expand(reference, jobnets.catalog, run_id=uid)
-                except (ExpansionError, KeyError) as e:
-                    message = f"cannot resume the run: JobNet {reference!r} no longer expands: {e}"
-                    logger.error("run=%s/%s %s", namespace, name, message)
-                    await self.client.post_event(body, "Warning", "ResumeFailed", message)
-                    return True
+                graph = expand(reference, catalog, run_id=uid)
         except KubeApiError as e:
-            logger.warning("run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
-                           namespace, name, e, self.config.api_retry_delay)
-            return False
-        resolution = {jobnet: spec.stuck_resolution for jobnet, spec in jobnets.catalog.items()}
+            if e.status != HTTP_NOT_FOUND or stored is None:
+                logger.warning("run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
+                               namespace, name, e, self.config.api_retry_delay)
+                return False
+            return await self._resume_failed(body, f"its JobNet snapshot is gone: {e}")
+        except (ValidationError, SnapshotError) as e:
+            return await self._resume_failed(body, f"its JobNet snapshot is unusable: {e}")
+        except (ExpansionError, KeyError) as e:
+            return await self._resume_failed(body, f"JobNet {reference!r} no longer expands: {e}")
+        resolution = {jobnet: spec.stuck_resolution for jobnet, spec in catalog.items()}
         loop = RunLoop(self, body, graph, self.config.policy(resolution))
         self.loops[uid] = loop
         loop.start()
+        return True
+
+    async def _resume_failed(self, body: Mapping[str, Any], why: str) -> bool:
+        """Say why the run cannot resume (never with a guessed graph); False when that could not
+        be said yet (the API failed), to try again."""
+        meta = body["metadata"]
+        message = f"cannot resume the run: {why}"
+        logger.error("run=%s/%s %s", meta.get("namespace") or "default", meta.get("name"), message)
+        try:
+            await self.client.post_event(body, "Warning", "ResumeFailed", message)
+        except KubeApiError:
+            return False
         return True
 
     async def close(self) -> None:
