@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from jobnet.cli import kubectl_plugin_main
+from jobnet.core.models import JobNetSpec
+from jobnet.core.snapshot import encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.plugin.tree import format_duration
 
 from tests.plugin.conftest import (
@@ -75,8 +77,33 @@ def test_tree_falls_back_to_status_paths_when_the_jobnet_is_gone(cli: Cli) -> No
     cli.emulator.remove(GROUP_VERSION, "jobnets", "default", "load-net")
     code, out, err = cli.run("tree", RUN)
     assert code == 0, err
-    assert "Note: JobNet 'nightly' cannot be expanded now" in out and "load-net" in out
+    assert "Note: the run's graph cannot be rebuilt from JobNet 'nightly' now" in out and "load-net" in out
     assert "    step1" in out and "HeartbeatLost" in out
+
+
+def test_tree_shows_the_graph_the_run_started_with_when_the_jobnet_was_edited_since(cli: Cli) -> None:
+    """The run executes its JobNet snapshot: the tree is built from it, not from the edited JobNet."""
+    body = cli.emulator.get(GROUP_VERSION, "jobruns", "default", RUN)
+    assert body is not None
+    catalog = {item["metadata"]["name"]: JobNetSpec.model_validate(item["spec"])
+               for item in cli.emulator.list_objects(GROUP_VERSION, "jobnets", "default")}
+    started = used_jobnets("nightly", catalog)
+    data = encode_snapshot(started)
+    configmap = snapshot_configmap(body, data)
+    cli.emulator.put(configmap)
+    versions = {name: cli.emulator.get(GROUP_VERSION, "jobnets", "default", name)["metadata"] for name in started}
+    snapshot = snapshot_status(configmap["metadata"]["name"], data, versions, started)
+    cli.set_status({**stuck_status(), "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json")})
+    edited = cli.emulator.get(GROUP_VERSION, "jobnets", "default", "load-net")
+    assert edited is not None
+    edited["spec"]["jobs"] = [{"name": "renamed", "script": "/opt/batch/renamed.sh"}]
+    cli.emulator.put(edited)
+
+    code, out, err = cli.run("tree", RUN)
+
+    assert code == 0, err
+    assert "    step1" in out and "    step2" in out and "renamed" not in out
+    assert "Note:" not in out
 
 
 def test_tree_watch_ends_when_the_run_finishes(cli: Cli) -> None:

@@ -114,3 +114,20 @@ def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_o
     poll(lambda: not STEERING_KEYS & set(scenario.get_run(run)["metadata"].get("annotations") or {}), timeout=15,
          what="the override and its stamp removed by the operator")
 
+
+
+@pytest.mark.emulator
+def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
+        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    """The JobNet was edited mid-run (a job renamed): the run still executes its snapshot, so an
+    override or stop of the old path is admitted and the new path is refused."""
+    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load", "extract")),
+                         jobrun("nightly", name="nightly-1")).rc == 0
+    wait_for(lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
+             timeout=30, what="the run's JobNet snapshot")
+    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load2", "extract"))).rc == 0
+
+    refused = emulator.kubectl("annotate", "jobrun", "nightly-1", "jobnet.dev/stop=/nightly/load2")
+    assert refused.rc == 1 and "unknown path '/nightly/load2'" in refused.stderr, refused.stderr
+    admitted = emulator.kubectl("annotate", "jobrun", "nightly-1", "jobnet.dev/stop=/nightly/load")
+    assert admitted.rc == 0, admitted.stderr

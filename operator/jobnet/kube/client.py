@@ -23,6 +23,8 @@ import aiohttp
 import kopf
 
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.snapshot import decode_snapshot
+from jobnet.core.status import JobNetSnapshotStatus
 from jobnet.core.validation import Problem, parse_jobnet
 from jobnet.metrics import operator_metrics
 
@@ -177,6 +179,14 @@ class KubeClient:
     async def get_configmap(self, namespace: str, name: str) -> Body:
         return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
                                    f"reading ConfigMap {namespace}/{name}")
+
+    async def read_jobnet_snapshot(self, namespace: str, stored: Mapping[str, Any]) -> dict[str, JobNetSpec]:
+        """The JobNets a run started with, from the ConfigMap its ``status.jobNetSnapshot``
+        (``stored``) names. Raises KubeApiError (404: it is gone), and pydantic's
+        ValidationError or SnapshotError when the status or the ConfigMap is unusable."""
+        snapshot = JobNetSnapshotStatus.model_validate(stored)
+        configmap = await self.get_configmap(namespace, snapshot.config_map)
+        return decode_snapshot((configmap.get("binaryData") or {}).get(snapshot.key, ""), snapshot)
 
     async def delete_configmap(self, namespace: str, name: str) -> None:
         operator_metrics.api_write("configmaps")

@@ -79,9 +79,9 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
-from jobnet.core.snapshot import SnapshotError, decode_snapshot
+from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
-from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobNetSnapshotStatus, JobRunStatus
+from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
 from jobnet.kube.runmetrics import report_round
 from jobnet.metrics import operator_metrics
@@ -790,9 +790,7 @@ class JobRunRuntime:
         stored = (body.get("status") or {}).get("jobNetSnapshot")
         try:
             if stored is not None:
-                snapshot = JobNetSnapshotStatus.model_validate(stored)
-                configmap = await self.client.get_configmap(namespace, snapshot.config_map)
-                catalog = decode_snapshot((configmap.get("binaryData") or {}).get(snapshot.key, ""), snapshot)
+                catalog = await self.client.read_jobnet_snapshot(namespace, stored)
             else:
                 catalog = (await self.client.list_jobnets(namespace)).catalog
                 message = (f"the run has no JobNet snapshot (started by an older operator): it resumes with "

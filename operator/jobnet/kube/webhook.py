@@ -26,7 +26,7 @@ from jobnet.core.annotations import changed_steering, requester_stamps, static_s
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.validation import Catalog, Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
-from jobnet.kube.client import JOBNETS, JOBRUNS, KubeClient
+from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
 JOBRUN_WEBHOOK_ID = "validate-jobrun"
@@ -78,11 +78,15 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         steered = changed_steering(before, after)
         if operation == "UPDATE" and not steered:
             return
-        jobnets = await client.list_jobnets(namespace or "default")
+        namespace = namespace or "default"
         spec = (new or {}).get("spec")
-        problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken) if operation == "CREATE" else []
+        problems: list[Problem] = []
+        if operation == "CREATE":
+            jobnets = await client.list_jobnets(namespace)
+            problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken)
         if steered:
-            graph = run_graph(spec, jobnets.catalog, (new or {}).get("metadata", {}).get("uid", ""))
+            catalog = await started_catalog(client, namespace, new)
+            graph = run_graph(spec, catalog, (new or {}).get("metadata", {}).get("uid", ""))
             problems += [Problem(path=f"metadata.annotations[{key}]", message=message)
                          for key, message in static_steering_problems(before, after, graph)]
         _deny(f"JobRun {name!r}", problems)
@@ -100,6 +104,20 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
 def annotations_of(body: Any) -> dict[str, str]:
     """The annotations of an admission request's object (none for an absent object)."""
     return dict(((body or {}).get("metadata") or {}).get("annotations") or {})
+
+
+async def started_catalog(client: KubeClient, namespace: str, jobrun: Any) -> Catalog:
+    """The JobNets a run executes: those of its snapshot once it has one (the JobNets may have
+    been edited since it started), else the namespace's as they are now. An unreadable snapshot
+    gives an empty catalog: the paths are then not checked here, and the run says why it cannot
+    resume."""
+    stored = ((jobrun or {}).get("status") or {}).get("jobNetSnapshot")
+    if stored is None:
+        return (await client.list_jobnets(namespace)).catalog
+    try:
+        return await client.read_jobnet_snapshot(namespace, stored)
+    except (KubeApiError, ValueError):  # pydantic's ValidationError and SnapshotError are ValueErrors
+        return {}
 
 
 def run_graph(spec: Any, catalog: Catalog, run_id: str) -> RunGraph | None:

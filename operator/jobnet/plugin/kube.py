@@ -23,7 +23,8 @@ from urllib3.exceptions import HTTPError
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
 from jobnet.core.runstatus import decoded_status
-from jobnet.core.status import JobRunStatus
+from jobnet.core.snapshot import SnapshotError, decode_snapshot
+from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
 from jobnet.core.validation import parse_jobnet
 from jobnet.plugin.view import Body, Connection, JobRunView, PluginError
 
@@ -66,8 +67,8 @@ class PluginKube:
         )
 
     def jobrun_view(self, name: str, with_graph: bool = True) -> JobRunView:
-        """The JobRun, its parsed status and (``with_graph``) its run graph expanded from the
-        namespace's JobNets."""
+        """The JobRun, its parsed status and (``with_graph``) its run graph, expanded from the
+        JobNets it started with (its snapshot), else from the namespace's JobNets."""
         body = self.get_jobrun(name)
         try:
             # Large runs keep their job entries in compressed chunks (docs/scale.md).
@@ -77,6 +78,18 @@ class PluginKube:
         if not with_graph:
             return JobRunView(body=body, status=status, graph=None, graph_problem=None)
         reference = body.get("spec", {}).get("jobNetRef", "")
+        snapshot = (body.get("status") or {}).get("jobNetSnapshot")
+        try:
+            catalog = self._snapshot_catalog(snapshot) if snapshot is not None else self._current_catalog()
+            graph: RunGraph | None = expand(reference, catalog, run_id=body["metadata"].get("uid", ""))
+            problem = None
+        except (ExpansionError, SnapshotError, ValueError) as error:
+            source = "its JobNet snapshot" if snapshot is not None else f"JobNet {reference!r}"
+            graph, problem = None, f"the run's graph cannot be rebuilt from {source} now: {error}"
+        return JobRunView(body=body, status=status, graph=graph, graph_problem=problem)
+
+    def _current_catalog(self) -> dict[str, JobNetSpec]:
+        """The namespace's JobNets as they are now (a run started before snapshots existed)."""
         listing = self._call(
             f"listing JobNets in namespace {self.namespace!r}",
             self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobnets",
@@ -86,12 +99,17 @@ class PluginKube:
             parsed = parse_jobnet(item.get("spec"))
             if isinstance(parsed, JobNetSpec):
                 catalog[item["metadata"]["name"]] = parsed
-        try:
-            graph: RunGraph | None = expand(reference, catalog, run_id=body["metadata"].get("uid", ""))
-            problem = None
-        except ExpansionError as error:
-            graph, problem = None, f"JobNet {reference!r} cannot be expanded now: {error}"
-        return JobRunView(body=body, status=status, graph=graph, graph_problem=problem)
+        return catalog
+
+    def _snapshot_catalog(self, stored: Any) -> dict[str, JobNetSpec]:
+        """The JobNets the run started with (edits made since do not apply to it)."""
+        snapshot = JobNetSnapshotStatus.model_validate(stored)
+        reply = self._call(
+            f"reading the run's JobNet snapshot (ConfigMap {snapshot.config_map!r})",
+            self.core.read_namespaced_config_map, snapshot.config_map, self.namespace, _preload_content=False,
+        )
+        binary = json.loads(reply.data).get("binaryData") or {}  # kept base64, as the operator wrote it
+        return decode_snapshot(binary.get(snapshot.key, ""), snapshot)
 
     def annotate_jobrun(self, view: JobRunView, annotations: dict[str, str]) -> Body:
         """Merge ``annotations`` into the JobRun, only if it did not change since ``view`` was read
