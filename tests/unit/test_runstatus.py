@@ -225,3 +225,11 @@ def test_first_full_patch_lists_pending_jobs_too() -> None:
     patch = status_patch(run.reconcile(), full=True)
     assert patch["jobs"]["/n/b"]["state"] == "Pending"
     assert patch["jobs"]["/n"] == {"state": "Running"}
+
+
+def test_a_status_written_by_a_newer_operator_is_read_for_what_this_version_knows() -> None:
+    status = JobRunStatus.model_validate({
+        "phase": "Running", "futureSummary": {"x": 1},
+        "jobs": {"/n/a": {"state": "Running", "attempt": 1, "futureField": "?"}},
+    })
+    assert status.phase == "Running" and status.jobs["/n/a"].state == "Running"

@@ -36,9 +36,11 @@ RUN_PHASES: tuple[RunPhase, ...] = RunPhase.__args__  # type: ignore[attr-define
 
 
 class StatusModel(BaseModel):
-    """Base of the status models: camelCase in the API, unknown fields rejected."""
+    """Base of the status models: camelCase in the API. Fields it does not know are ignored, so
+    that a reader older than the operator that wrote a status (a `kubectl jobnet` plugin not yet
+    upgraded) still reads what it knows."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 class DispatchStatus(StatusModel):
