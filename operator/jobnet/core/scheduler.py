@@ -194,12 +194,19 @@ class AgentFacts(_Frozen):
     #: When this operator process started listening to the agents: after a restart, heartbeat
     #: deadlines count from here, not from before the outage.
     watching_since: float | None = None
+    #: Launches (key texts) the edge still holds back: its per-host window of launch requests in
+    #: flight is full, so the request has not left and no answer is due yet.
+    queued_launches: frozenset[str] = frozenset()
+    #: When the edge actually sent each launch request it still awaits the answer to (key text ->
+    #: the operator's clock): the dispatch timeout counts from the send, not from the decision.
+    launch_sent_at: Mapping[str, float] = Field(default_factory=dict)
 
 
 class SchedulerPolicy(_Frozen):
     heartbeat_deadline_seconds: float = Field(default=30.0, gt=0)
-    #: A delivery without any answer after this long counts as outcome unknown (also after an
-    #: operator restart: the deliveries in flight when it died are retried with the same key).
+    #: A delivery without any answer this long after its request left counts as outcome unknown
+    #: (a launch the edge still queues has not left; after an operator restart the deliveries in
+    #: flight when it died count from their decision and are retried with the same key).
     dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
     #: ``spec.stuckResolution`` per JobNet name; the nearest enclosing JobNet decides.
@@ -797,7 +804,16 @@ class _Reconciler:
         """The dispatch once no answer can come any more, or None while one still may."""
         if not dispatch.in_flight:
             return dispatch
-        expires = dispatch.last_attempt_at + self.policy.dispatch_timeout_seconds
+        sent_at = dispatch.last_attempt_at
+        if dispatch.op == "launch":
+            key = self.key_text(path)
+            if key in self.facts.queued_launches:
+                # Not sent yet: its answer is not due. The edge reports its result whatever
+                # becomes of it; this later look is only a backstop.
+                self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
+                return None
+            sent_at = max(sent_at, self.facts.launch_sent_at.get(key, sent_at))
+        expires = sent_at + self.policy.dispatch_timeout_seconds
         if self.now < expires:
             self.wakeups.append(expires)
             return None
