@@ -24,18 +24,20 @@ carries a stop/override annotation, gets a loop; its runtime is rebuilt from its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
 from jobnet.core.agentproto import (
     AckRequest,
+    AgentRequest,
     FenceRequest,
     FenceResult,
     JobKey,
@@ -99,6 +101,8 @@ STEERING_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
 #: What the run's loop reads: those, and the reason given with an override.
 RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION,)
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+#: the answer type of an agent request
+AnswerT = TypeVar("AnswerT", LaunchResult, KillResult, FenceResult)
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 
 
@@ -356,6 +360,11 @@ class RunLoop:
         #: keys whose tail is being fetched: their final record waits, so that one patch carries both
         self.tail_fetches: set[str] = set()
         self.deliveries: list[DeliveryResult] = []
+        #: launch requests waiting for their host's launch window, per key text (a re-sent key may
+        #: wait twice), and when the latest request of each key left: the scheduler's dispatch
+        #: timeout counts from the send
+        self.queued_launches: dict[str, int] = {}
+        self.launch_sent_at: dict[str, float] = {}
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.watching_since = time.time()
@@ -476,7 +485,8 @@ class RunLoop:
         records = {text: record for text, record in self.records.items() if text not in self.tail_fetches} \
             if self.tail_fetches else self.records
         facts = AgentFacts(records=records, heartbeats=heartbeats, deliveries=tuple(deliveries),
-                           watching_since=self.watching_since)
+                           watching_since=self.watching_since, queued_launches=frozenset(self.queued_launches),
+                           launch_sent_at=self.launch_sent_at)
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
         # The first write of this loop carries every job: the status may predate a restart.
@@ -537,6 +547,10 @@ class RunLoop:
             assert node.host is not None  # the scheduler never dispatches a job without a host
             link = self.link(node.host)
             request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
+            if isinstance(action, Launch):
+                # Queued from the decision on: the next round may come before the task first runs.
+                text = action.key.text()
+                self.queued_launches[text] = self.queued_launches.get(text, 0) + 1
             task = asyncio.create_task(request(link, action))  # type: ignore[operator]
             self.requests.add(task)
             task.add_done_callback(self._request_done)
@@ -570,41 +584,69 @@ class RunLoop:
             return DeliveryResult(key=key, op=op, outcome="notDelivered",  # type: ignore[arg-type]
                                   error_code=code, error_message=e.message)
 
+    def leave_launch_queue(self, key: JobKey, *, sent: bool) -> None:
+        text = key.text()
+        waiting = self.queued_launches.pop(text, 1) - 1
+        if waiting:
+            self.queued_launches[text] = waiting
+        if sent:
+            self.launch_sent_at[text] = time.time()
+
     def deliver(self, result: DeliveryResult) -> None:
+        if result.op == "launch":
+            self.launch_sent_at.pop(result.key.text(), None)
         if result.record is not None:
             self.on_record(result.record)
         self.deliveries.append(result)
         self.wake()
 
-    async def launch(self, link: HostLink, action: Launch) -> None:
-        # A launch waiting for the window has not left: its request timeout starts once sent.
-        async with link.launch_window:
-            await self._launch(link, action)
+    async def send(self, link: HostLink, action: Launch | Kill | Fence, request: AgentRequest,
+                   answer_type: type[AnswerT], doing: str) -> AnswerT | None:
+        """Deliver ``request`` for ``action``: the agent's answer, or None once the failure is
+        reported to the scheduler (not delivered, or outcome unknown).
 
-    async def _launch(self, link: HostLink, action: Launch) -> None:
+        A launch first waits for its host's launch window; it counts as queued until it leaves
+        (its timeouts start then), see :attr:`queued_launches`."""
+        key, op = action.key, action.kind
+        queued = isinstance(action, Launch)
+        try:
+            async with link.launch_window if queued else contextlib.nullcontext():
+                agent = await self._connected(link, key, op)
+                if isinstance(agent, DeliveryResult):
+                    self.deliver(agent)
+                    return None
+                self.job_log(logging.INFO, action.path, "%s", doing)
+                if queued:
+                    queued = False
+                    self.leave_launch_queue(key, sent=True)
+                try:
+                    return await agent.request(request, answer_type)
+                except AgentRequestFailed as e:
+                    if op == "kill" and e.agent_code == "NotFound":
+                        # The agent never saw the key: nothing runs (the scheduler settles it Stopped).
+                        self.deliver(DeliveryResult(key=key, op=op, outcome="delivered"))
+                        return None
+                    code, message = e.agent_code, e.message
+                except SshError as e:
+                    code, message = e.code, e.message
+                self.job_log(logging.WARNING, action.path, "%s outcome unknown: %s", op, message)
+                self.deliver(DeliveryResult(key=key, op=op, outcome="unknown", error_code=code, error_message=message))
+                return None
+        finally:
+            if queued:
+                self.leave_launch_queue(key, sent=False)  # never sent: no agent, or cancelled
+
+    async def launch(self, link: HostLink, action: Launch) -> None:
         node = self.graph.nodes[action.path]
-        agent = await self._connected(link, action.key, "launch")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
-            return
+        assert node.script is not None  # job nodes always have a script
         environment = job_environment(
             self.graph, action.path, run_uid=self.uid, run_name=self.name, namespace=self.namespace,
             run_env=self.run_env, attempt=action.key.attempt, server_name=link.key.address,
         )
-        assert node.script is not None  # job nodes always have a script
         request = LaunchRequest(key=action.key, script=node.script, args=list(node.args), env=environment,
                                 working_dir=node.working_dir)
-        self.job_log(logging.INFO, action.path, "launching %s", node.script)
-        try:
-            result = await agent.request(request, LaunchResult)
-        except AgentRequestFailed as e:
-            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
-                                        error_code=e.agent_code, error_message=e.message))
-            return
-        except SshError as e:
-            self.job_log(logging.WARNING, action.path, "launch outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
-                                        error_code=e.code, error_message=e.message))
+        result = await self.send(link, action, request, LaunchResult, f"launching {node.script}")
+        if result is None:
             return
         if result.deduplicated:
             self.job_log(logging.INFO, action.path, "the agent had already accepted %s", action.key)
@@ -612,25 +654,10 @@ class RunLoop:
                                     deduplicated=result.deduplicated))
 
     async def kill(self, link: HostLink, action: Kill) -> None:
-        agent = await self._connected(link, action.key, "kill")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
-            return
-        self.job_log(logging.INFO, action.path, "killing (%s, grace %.1fs)", action.reason, action.grace_seconds)
-        try:
-            result = await agent.request(KillRequest(key=action.key, reason=action.reason,
-                                                     grace_seconds=action.grace_seconds), KillResult)
-        except AgentRequestFailed as e:
-            if e.agent_code == "NotFound":
-                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered"))
-            else:
-                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
-                                            error_code=e.agent_code, error_message=e.message))
-            return
-        except SshError as e:
-            self.job_log(logging.WARNING, action.path, "kill outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
-                                        error_code=e.code, error_message=e.message))
+        request = KillRequest(key=action.key, reason=action.reason, grace_seconds=action.grace_seconds)
+        result = await self.send(link, action, request, KillResult,
+                                 f"killing ({action.reason}, grace {action.grace_seconds:.1f}s)")
+        if result is None:
             return
         if result.already_ended:
             self.job_log(logging.INFO, action.path, "kill not needed: the job had already ended")
@@ -638,19 +665,12 @@ class RunLoop:
                                     deduplicated=result.deduplicated))
 
     async def fence(self, link: HostLink, action: Fence) -> None:
-        agent = await self._connected(link, action.key, "fence")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
+        result = await self.send(link, action, FenceRequest(key=action.key), FenceResult,
+                                 f"fencing {action.key} before the re-run")
+        if result is None:
             return
-        self.job_log(logging.INFO, action.path, "fencing %s before the re-run", action.key)
-        try:
-            result = await agent.request(FenceRequest(key=action.key), FenceResult)
-        except (AgentRequestFailed, SshError) as e:
-            code = e.agent_code if isinstance(e, AgentRequestFailed) else e.code
-            self.job_log(logging.WARNING, action.path, "fence outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="fence", outcome="unknown", error_code=code, error_message=e.message))
-            return
-        self.job_log(logging.INFO, action.path, "fence answered: %s", "fenced" if result.fenced else f"the key is {result.record.state}")
+        self.job_log(logging.INFO, action.path, "fence answered: %s",
+                     "fenced" if result.fenced else f"the key is {result.record.state}")
         self.deliver(DeliveryResult(key=action.key, op="fence", outcome="delivered", record=result.record))
 
     async def ack(self, link: HostLink, action: Ack) -> None:
