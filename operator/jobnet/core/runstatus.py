@@ -235,7 +235,7 @@ def _entry_json(entry: Mapping[str, Any]) -> str:
 def _chunk_of_texts(texts: Mapping[str, str]) -> str:
     """A chunk from entries already serialised (path -> compact JSON of the entry)."""
     text = "{" + ",".join(f"{json.dumps(path)}:{texts[path]}" for path in sorted(texts)) + "}"
-    return base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=1, mtime=0)).decode("ascii")
 
 
 def encode_chunk(entries: Mapping[str, Mapping[str, Any]]) -> str:

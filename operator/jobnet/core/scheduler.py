@@ -69,6 +69,7 @@ DispatchOp = Literal["launch", "kill", "fence"]
 AUTO_RESOLVER = "jobnet-operator (auto)"
 _DEFAULT_RETRY = RetrySpec()
 _LIVE_STATES = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STUCK})
+_HEARTBEAT_WATCHED = frozenset({S.RUNNING, S.STOPPING})
 #: Separates a Stuck job's message from what became known later under stuckResolution Manual.
 _KNOWN_MARKER = " | now known: "
 
@@ -120,6 +121,10 @@ class JobRuntime(_Frozen):
     deadline: float | None = None
     kill_reason: KillReason | None = None
     dispatch: Dispatch | None = None
+
+
+#: The runtime of every job never launched (frozen, so one instance serves them all).
+_NEVER_LAUNCHED = JobRuntime()
 
 
 class Settlement(_Frozen):
@@ -335,15 +340,15 @@ class _Reconciler:
         self.facts = facts
         self.policy = policy
         self.now = now
-        self.jobs: dict[str, JobRuntime] = {
-            node.path: runtime.jobs.get(node.path) or JobRuntime() for node in graph.jobs()
-        }
+        known = runtime.jobs
+        self.jobs: dict[str, JobRuntime] = {node.path: known.get(node.path, _NEVER_LAUNCHED) for node in graph.jobs()}
         self.stop_scopes: list[str] = list(runtime.stop_scopes)
         self.settlements: list[Settlement] = list(runtime.settlements)
         self.records: dict[str, JobRecord] = dict(facts.records)
         self.actions: list[Action] = []
         self.changed: set[str] = set()
         self.wakeups: list[float] = []
+        self.heard_floors: dict[str, float] = {}
         self.jobnet_states: dict[str, JobState] = {}
         self.consumed: tuple[str, ...] = ()
 
@@ -402,6 +407,15 @@ class _Reconciler:
         if job.attempt == 0:
             return None
         return self.records.get(self.key_text(path))
+
+    def heard_floor(self, host: str) -> float:
+        """Since when the host's jobs are known alive: its last heartbeat, but never before this
+        operator started watching (an outage of the operator is not the host's silence)."""
+        floor = self.heard_floors.get(host)
+        if floor is None:
+            beat = self.facts.heartbeats.get(host)
+            floor = self.heard_floors[host] = max(beat or float("-inf"), self.facts.watching_since or float("-inf"))
+        return floor
 
     def heard_from_host_since(self, path: str, since: float | None) -> bool:
         beat = self.facts.heartbeats.get(self.host_of(path))
@@ -785,9 +799,8 @@ class _Reconciler:
         if dispatch is not None and job.state in (S.STARTING, S.STOPPING):
             self.check_dispatch(path, dispatch)
             return
-        if job.state in (S.RUNNING, S.STOPPING):
-            beat = self.facts.heartbeats.get(self.host_of(path))
-            reference = max(beat or float("-inf"), job.since or self.now, self.facts.watching_since or float("-inf"))
+        if job.state in _HEARTBEAT_WATCHED:
+            reference = max(self.heard_floor(self.host_of(path)), job.since or self.now)
             limit = reference + self.policy.heartbeat_deadline_seconds
             if self.now > limit:
                 self.make_stuck(path, StuckReason.HEARTBEAT_LOST, detail=f"{self.now - reference:.0f}s")
@@ -931,7 +944,7 @@ class _Reconciler:
 
     def walk(self, jobnet: str, *, gate_open: bool, blocked: str | None, scope: str | None) -> JobState:
         """Schedule the children of ``jobnet`` in topological order; return its derived state."""
-        nodes = self.graph.nodes
+        nodes, jobs, stop_scopes = self.graph.nodes, self.jobs, self.stop_scopes
         states: dict[str, JobState] = {}
         normal_ended: bool | None = None  # known once the first finally child comes (they come last)
         for child_path in nodes[jobnet].children:
@@ -953,9 +966,12 @@ class _Reconciler:
                 and after_succeeded
                 and (not child.is_finally or normal_ended is True)
             )
-            child_scope = self.scope_here(child_path, scope)
+            child_scope = scope or (child_path if child_path in stop_scopes else None)
             if child.kind == "job":
-                states[child_path] = self.schedule_job(child_path, child_open, child_blocked, child_scope)
+                state = jobs[child_path].state
+                if child_scope is not None or state in UNLAUNCHED_STATES:
+                    state = self.schedule_job(child_path, child_open, child_blocked, child_scope)
+                states[child_path] = state
             else:
                 state = self.walk(child_path, gate_open=child_open, blocked=child_blocked, scope=child_scope)
                 self.jobnet_states[child_path] = states[child_path] = state
