@@ -110,7 +110,9 @@ class KubeClient:
             self._session = None
 
     async def _request(self, method: str, path: str, what: str, *, json: Any = None,
-                       content_type: str = "application/json") -> Body:
+                       content_type: str = "application/json", answer: bool = True) -> Body:
+        """The answer's body (``answer=False``: {} on success; a write's answer is the whole
+        object, which for a large run is costly to decode and nobody reads)."""
         if not self._server:
             raise KubeApiError(what, None, "not logged in to the API server yet")
         if self._session is None:
@@ -120,6 +122,9 @@ class KubeClient:
                 method, f"{self._server}{path}", json=json, ssl=self._ssl,
                 headers={"Content-Type": content_type} if json is not None else None,
             ) as response:
+                if not answer and response.status < 400:
+                    await response.read()  # consumed, so the connection goes back to the pool
+                    return {}
                 payload = await response.json(content_type=None)
                 if response.status >= 400:
                     message = payload.get("message") if isinstance(payload, dict) else None
@@ -149,12 +154,12 @@ class KubeClient:
                 broken[name] = parsed
         return NamespaceJobNets(catalog, broken, statuses)
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource of a JobNet or JobRun."""
         operator_metrics.api_write(plural)
-        return await self._request(
+        await self._request(
             "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
-            json={"status": dict(status)}, content_type="application/merge-patch+json",
+            json={"status": dict(status)}, content_type="application/merge-patch+json", answer=False,
         )
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -171,6 +176,7 @@ class KubeClient:
         await self._request(
             "PATCH", self._path(plural, namespace, name), f"removing annotations {', '.join(keys)} of {plural}/{name}",
             json={"metadata": {"annotations": {key: None for key in keys}}}, content_type="application/merge-patch+json",
+            answer=False,
         )
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -196,4 +202,5 @@ class KubeClient:
             "count": 1,
         }
         operator_metrics.api_write("events")
-        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", json=event)
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", json=event,
+                            answer=False)
