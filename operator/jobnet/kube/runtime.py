@@ -28,7 +28,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -357,8 +357,12 @@ class RunLoop:
         self.records: dict[str, JobRecord] = {}
         #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status
         self.tails: dict[str, tuple[str, int, str]] = {}
-        #: keys whose tail is being fetched: their final record waits, so that one patch carries both
+        #: keys whose tail is being fetched; the scheduler decides on their final record at once (the
+        #: downstream job does not wait for an output tail), the tail follows in a later patch
         self.tail_fetches: set[str] = set()
+        #: acks held back until the job's tail is stored (or could not be fetched): an acknowledged
+        #: record gets no tail fetch after an operator restart
+        self.acks_after_tail: dict[str, Ack] = {}
         self.deliveries: list[DeliveryResult] = []
         #: launch requests waiting for their host's launch window, per key text (a re-sent key may
         #: wait twice), and when the latest request of each key left: the scheduler's dispatch
@@ -407,9 +411,7 @@ class RunLoop:
         if node is None or node.host is None:
             return
         self.tail_fetches.add(record.key.text())
-        task = asyncio.create_task(self._fetch_tail(self.link(node.host), record))
-        self.requests.add(task)
-        task.add_done_callback(self._request_done)
+        self.track(self._fetch_tail(self.link(node.host), record))
 
     async def _fetch_tail(self, link: HostLink, record: JobRecord) -> None:
         """The last lines of stdout and stderr (half the budget each when both have output)."""
@@ -430,6 +432,8 @@ class RunLoop:
             self.tail_fetches.discard(text)
         if parts:
             self.tails[text] = (record.key.path, record.key.attempt, "\n".join(parts)[-OUTPUT_TAIL_MAX_CHARS:])
+        else:
+            self.release_ack(text)
 
     # -------------------------------------------------------------- the loop
 
@@ -482,13 +486,15 @@ class RunLoop:
             heard = link.last_heard()
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
-        records = {text: record for text, record in self.records.items() if text not in self.tail_fetches} \
-            if self.tail_fetches else self.records
-        facts = AgentFacts(records=records, heartbeats=heartbeats, deliveries=tuple(deliveries),
+        facts = AgentFacts(records=self.records, heartbeats=heartbeats, deliveries=tuple(deliveries),
                            watching_since=self.watching_since, queued_launches=frozenset(self.queued_launches),
                            launch_sent_at=self.launch_sent_at)
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
+        if self.tail_fetches and decision.runtime.phase in _FINISHED:
+            # A finished run's status is complete: it ends in one write with the last output tails.
+            self.deliveries = deliveries + self.deliveries
+            return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
         full = self.last_summary is None
         patch = status_patch(decision, self.jobnet_states, full=full)
@@ -508,6 +514,7 @@ class RunLoop:
             self.last_summary = summary
         for text in tails_written:
             del self.tails[text]
+            self.release_ack(text)
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
@@ -539,21 +546,36 @@ class RunLoop:
 
     # -------------------------------------------------------------- acting
 
+    def release_ack(self, text: str) -> None:
+        ack = self.acks_after_tail.pop(text, None)
+        if ack is not None:
+            self.dispatch(ack)
+
     async def act(self, action: Action) -> None:
         if isinstance(action, Event):
             await self.post_event(action)
-        elif isinstance(action, (Launch, Kill, Fence, Ack)):
-            node = self.graph.nodes[action.path]
-            assert node.host is not None  # the scheduler never dispatches a job without a host
-            link = self.link(node.host)
-            request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
-            if isinstance(action, Launch):
-                # Queued from the decision on: the next round may come before the task first runs.
-                text = action.key.text()
-                self.queued_launches[text] = self.queued_launches.get(text, 0) + 1
-            task = asyncio.create_task(request(link, action))  # type: ignore[operator]
-            self.requests.add(task)
-            task.add_done_callback(self._request_done)
+        elif isinstance(action, Ack) and (action.key.text() in self.tail_fetches or action.key.text() in self.tails):
+            self.acks_after_tail[action.key.text()] = action
+        else:
+            self.dispatch(action)
+
+    def dispatch(self, action: Launch | Kill | Fence | Ack) -> None:
+        """Start the agent request of ``action`` in the background."""
+        node = self.graph.nodes[action.path]
+        assert node.host is not None  # the scheduler never dispatches a job without a host
+        link = self.link(node.host)
+        if isinstance(action, Launch):
+            # Queued from the decision on: the next round may come before the task first runs.
+            text = action.key.text()
+            self.queued_launches[text] = self.queued_launches.get(text, 0) + 1
+        request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
+        self.track(request(link, action))  # type: ignore[operator]
+
+    def track(self, request: Coroutine[Any, Any, None]) -> None:
+        """Run ``request`` in the background; the loop wakes when it is done."""
+        task = asyncio.create_task(request)
+        self.requests.add(task)
+        task.add_done_callback(self._request_done)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self.requests.discard(task)
