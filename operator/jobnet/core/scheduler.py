@@ -969,7 +969,10 @@ class _Reconciler:
             child_scope = scope or (child_path if child_path in stop_scopes else None)
             if child.kind == "job":
                 state = jobs[child_path].state
-                if child_scope is not None or state in UNLAUNCHED_STATES:
+                # Only a job not yet launched, or one under a stopped scope, may change here; a
+                # Pending job whose gate stays closed (most of a large run) does not either.
+                if child_scope is not None or (state in UNLAUNCHED_STATES and (
+                        child_open or child_blocked is not None or state != S.PENDING)):
                     state = self.schedule_job(child_path, child_open, child_blocked, child_scope)
                 states[child_path] = state
             else:
