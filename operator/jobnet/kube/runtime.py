@@ -103,6 +103,14 @@ RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION,)
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
 #: the answer type of an agent request
 AnswerT = TypeVar("AnswerT", LaunchResult, KillResult, FenceResult)
+#: The order a round acts in, by kind (a stable sort: within a kind, the scheduler's order).
+_ACTION_RANK: dict[type, int] = {Launch: 0, Kill: 0, Fence: 0, Ack: 1, Event: 2}
+
+
+def _action_order(action: Action) -> int:
+    return _ACTION_RANK[type(action)]
+
+
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 
 
@@ -527,7 +535,9 @@ class RunLoop:
                                                              decision.consumed_annotations)
             except KubeApiError as e:
                 logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
-        for action in decision.actions:
+        # Launches, kills and fences leave first (background requests): a downstream launch never
+        # waits behind acks on the same channel or behind the POST of an Event.
+        for action in sorted(decision.actions, key=_action_order):
             await self.act(action)
         if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
             return None
