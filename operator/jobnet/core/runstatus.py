@@ -104,9 +104,7 @@ def _override(settlement: Settlement) -> StateOverride:
 
 def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
     runtime = decision.runtime
-    counts: dict[str, int | None] = {}
-    for job in runtime.jobs.values():
-        counts[str(job.state)] = (counts.get(str(job.state)) or 0) + 1
+    counts: dict[str, int | None] = dict(decision.counts)
     if for_patch:
         # A merge patch merges maps: a state no job is in any more must be removed explicitly.
         counts = {str(state): counts.get(str(state)) for state in JobState}

@@ -280,6 +280,8 @@ class Decision(_Frozen):
     jobnet_states: dict[str, JobState]
     #: Finished jobs out of all jobs, e.g. ``12/40``.
     progress: str
+    #: How many jobs are in each state (states without jobs left out), sorted by state.
+    counts: dict[str, int]
     #: When to reconcile again even if nothing happens (retry, timeout, heartbeat deadline).
     next_wakeup_at: float | None
     #: Annotation keys that were applied (or refused with an Event): remove them after the
@@ -1009,8 +1011,8 @@ class _Reconciler:
             started_at = self.now
         finished = phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
         finished_at = (old.finished_at or self.now) if finished else None
+        counts = self.counts()
         if phase != old.phase and phase not in (RunPhase.PENDING, RunPhase.RUNNING):
-            counts = self.counts()
             detail = ", ".join(f"{count} {state}" for state, count in counts.items())
             self.event("Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal", f"Run{phase}", f"run is {phase}: {detail}", None)
         runtime = RunRuntime(
@@ -1022,7 +1024,7 @@ class _Reconciler:
             started_at=started_at,
             finished_at=finished_at,
         )
-        done = sum(1 for job in self.jobs.values() if job.state in TERMINAL_STATES)
+        done = sum(count for state, count in counts.items() if state in TERMINAL_STATES)
         future = [time for time in self.wakeups if time > self.now]
         return Decision(
             runtime=runtime,
@@ -1030,6 +1032,7 @@ class _Reconciler:
             changed=frozenset(self.changed),
             jobnet_states=self.jobnet_states,
             progress=f"{done}/{len(self.jobs)}",
+            counts=counts,
             next_wakeup_at=min(future) if future else None,
             consumed_annotations=self.consumed,
         )
@@ -1037,8 +1040,8 @@ class _Reconciler:
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for job in self.jobs.values():
-            counts[str(job.state)] = counts.get(str(job.state), 0) + 1
-        return dict(sorted(counts.items()))
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return {str(state): count for state, count in sorted(counts.items())}
 
 
 def new_runtime(run_uid: str) -> RunRuntime:
