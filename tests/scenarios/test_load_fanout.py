@@ -1,5 +1,6 @@
 """Load: a run of 400 jobs fanned out over 2 VMs completes with few API writes per job, and its
-JobRun never grows past 1 MiB (docs/scale.md)."""
+JobRun never grows past 1 MiB (docs/scale.md); launches queued in the operator longer than the
+dispatch timeout are not taken as lost."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import collections
 import os
 import re
 import subprocess
+from datetime import datetime
 
 import pytest
 from jobnet.core.runstatus import PLAIN_MAX_ENTRIES, decoded_status
@@ -108,3 +110,33 @@ def test_load_operator_killed_mid_run_of_300_jobs_resumes_from_the_chunked_statu
         assert len(re.findall(r"accepted: script", scenario.agent_log(vm))) == count
     restarted = operator.log_text()[log_before_restart:]
     assert re.search(rf"run=default/{run} runtime started \(phase Running\)", restarted), restarted[-3000:]
+
+
+#: Seconds a launch may go unanswered once sent; the test's queue is far longer than that.
+QUEUE_DISPATCH_TIMEOUT = 1.5
+
+
+def test_load_launches_queued_longer_than_the_dispatch_timeout_are_not_taken_as_lost(scenario: Scenario) -> None:
+    """One launch in flight per VM: 300 launches wait in the operator, the last ones far longer
+    than the dispatch timeout. The timeout counts from each launch's send, so none is retried or
+    goes Stuck, and every script runs once."""
+    vm = scenario.vm()
+    script = scenario.marker_script(vm, "queued")
+    fan = [{"name": f"q{i:03d}", "script": script, "after": ["start"]} for i in range(300)]
+    jobs = [{"name": "start", "script": "/bin/true"}, *fan]
+    scenario.start_operator("--max-inflight-launches-per-host=1", f"--dispatch-timeout={QUEUE_DISPATCH_TIMEOUT}",
+                            "--heartbeat-deadline=30")
+    run = scenario.run_jobnet("queue", scenario.host(vm), jobs)
+    status = scenario.wait_phase(run, "Succeeded", timeout=240)
+
+    stored = decoded_status(status)
+    assert all(stored["jobs"][f"/queue/{job['name']}"]["attempt"] == 1 for job in jobs)
+    assert scenario.event_reasons(run) == ["RunSucceeded"]  # no DeliveryRetried, JobStuck, LaunchDeduplicated
+    runs = collections.Counter(line.split("#")[0] for line in (vm.home / "markers" / "queued").read_text().splitlines())
+    assert runs == {f"/queue/{job['name']}": 1 for job in fan}, {path: n for path, n in runs.items() if n != 1}
+    # The queue really outlasted the timeout (else nothing was checked): launches sent over
+    # a span longer than it, one at a time.
+    sent = [datetime.strptime(match, "%Y-%m-%d %H:%M:%S,%f").timestamp() for match in
+            re.findall(r"\[(\S+ \S+)\] jobnet\.runtime .*job=/queue/q\d+ .*: launching", scenario.operator_log())]
+    assert len(sent) == len(fan), len(sent)
+    assert max(sent) - min(sent) > QUEUE_DISPATCH_TIMEOUT, f"the queue drained in {max(sent) - min(sent):.2f}s"

@@ -94,8 +94,9 @@ class Scenario:
         """The ``host:`` block of a JobNet for ``vm``."""
         return {"address": vm.address, "port": 22, "user": vm.user, "credentialsSecret": self.secret_name(vm), **overrides}
 
-    def start_operator(self, *extra_args: str) -> OperatorProcess:
-        """Start the real operator (fast deadlines, fast agent) unless it already runs."""
+    def start_operator(self, *extra_args: str, verbose: bool = True) -> OperatorProcess:
+        """Start the real operator (fast deadlines, fast agent) unless it already runs;
+        ``verbose``: with kopf's debug log (benchmarks measure without)."""
         if self.operator is not None:
             return self.operator
         agent_args = list(FAST_AGENT_ARGS)
@@ -104,6 +105,7 @@ class Scenario:
         process = OperatorProcess(
             self.emulator, self.workdir,
             extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
+            verbose=verbose,
         )
         register_webhooks(self.emulator, process.webhook_url)
         self.operator = process.start()

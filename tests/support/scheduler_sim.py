@@ -64,6 +64,9 @@ class Run:
         self.decisions: list[Decision] = []
         self.seq = 0
         self.watching_since: float | None = None
+        #: the edge's launch queue: keys held back by the per-host window, and when each left
+        self.queued_launches: set[str] = set()
+        self.launch_sent_at: dict[str, float] = {}
 
     # ---------------------------------------------------------- driving
 
@@ -74,6 +77,8 @@ class Run:
             absent_keys=frozenset(self.absent),
             deliveries=tuple(self.deliveries),
             watching_since=self.watching_since,
+            queued_launches=frozenset(self.queued_launches),
+            launch_sent_at=dict(self.launch_sent_at),
         )
         self.deliveries = []
         decision = reconcile(self.graph, self.runtime, facts, self.policy, self.now, overrides=overrides, stops=stops)
@@ -89,6 +94,17 @@ class Run:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def queue_launch(self, *paths: str) -> None:
+        """The edge holds the launches of ``paths`` back (the host's launch window is full)."""
+        self.queued_launches.update(self.key(path).text() for path in paths)
+
+    def send_launch(self, *paths: str) -> None:
+        """The edge sends the queued launches of ``paths`` now."""
+        for path in paths:
+            text = self.key(path).text()
+            self.queued_launches.discard(text)
+            self.launch_sent_at[text] = self.now
 
     def beat(self) -> None:
         self.heartbeats[HOST_ID] = self.now

@@ -278,6 +278,49 @@ def test_a_delivery_without_any_answer_counts_as_outcome_unknown() -> None:
     assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "LaunchOutcomeUnknown"
 
 
+def test_a_launch_queued_in_the_operator_past_the_dispatch_timeout_is_not_unanswered() -> None:
+    run = diamond()
+    run.reconcile()
+    run.queue_launch("/net/a", "/net/e")
+    run.advance(run.policy.dispatch_timeout_seconds * 3)
+    decision = run.reconcile()
+    assert run.state("/net/a") == S.STARTING and run.state("/net/e") == S.STARTING
+    assert run.launched() == [] and run.events("DeliveryRetried") == [] and run.events("JobStuck") == []
+    # A backstop look later; the edge's result of the launch wakes the run before that.
+    assert decision.next_wakeup_at == run.now + run.policy.dispatch_timeout_seconds
+
+
+def test_the_dispatch_timeout_of_a_launch_counts_from_its_send() -> None:
+    run = diamond()
+    run.reconcile()
+    run.queue_launch("/net/a")
+    run.advance(run.policy.dispatch_timeout_seconds + 5)
+    run.send_launch("/net/a")
+    sent = run.now
+    run.advance(run.policy.dispatch_timeout_seconds - 1)
+    decision = run.reconcile()
+    assert run.state("/net/a") == S.STARTING
+    assert decision.next_wakeup_at == sent + run.policy.dispatch_timeout_seconds
+    run.advance(1)
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "LaunchOutcomeUnknown"
+
+
+def test_a_send_time_before_the_decision_never_shortens_the_timeout() -> None:
+    """A send time left over from an earlier try of the same key proves nothing about this one."""
+    run = Run(graph("n", n={"jobs": [job("a")], "retry": {"dispatchAttempts": 2, "intervalSeconds": 1}}))
+    run.reconcile()
+    run.send_launch("/n/a")
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    run.advance(1)
+    run.reconcile()
+    assert run.launched() == ["/n/a"]
+    retried_at = run.now
+    run.advance(run.policy.dispatch_timeout_seconds - 0.5)
+    run.reconcile()
+    assert run.state("/n/a") == S.STARTING and run.last.next_wakeup_at == retried_at + run.policy.dispatch_timeout_seconds
+
+
 def test_stale_delivery_results_of_an_earlier_attempt_are_ignored() -> None:
     run = diamond()
     run.reconcile()

@@ -22,6 +22,24 @@ def chain(retry: dict[str, float] | None = None, resolution: str = "Auto", **fir
     return Run(graph("n", n=spec), policy)
 
 
+def cut_during_launch(retry: dict[str, float] | None = None, resolution: str = "Auto",
+                      error_code: str | None = None) -> Run:
+    """:func:`chain` whose launch of first left, then the connection broke: outcome unknown."""
+    run = chain(retry, resolution)
+    run.reconcile()
+    run.deliver_launch("/n/first", "unknown", error_code=error_code)
+    run.reconcile()
+    return run
+
+
+def first_running(retry: dict[str, float] | None = None, resolution: str = "Auto", **first: object) -> Run:
+    """:func:`chain` with first launched and running."""
+    run = chain(retry, resolution, **first)
+    run.reconcile()
+    run.start_and_run("/n/first")
+    return run
+
+
 def nested() -> Run:
     """extract -> load (sub-jobnet: s1 -> s2) -> report, all on one VM."""
     return Run(
@@ -46,10 +64,7 @@ def run_to_end(run: Run, path: str = "/n/second") -> None:
 
 
 def test_C01_cut_before_launch_no_retry_is_stuck_then_annotated_ready_runs_once_more() -> None:
-    run = chain()
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown", error_code="ConnectionLost")
-    run.reconcile()
+    run = cut_during_launch(error_code="ConnectionLost")
     assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "LaunchOutcomeUnknown"
     assert "ConnectionLost" in run.events("JobStuck")[0].message
     assert run.phase == RunPhase.STUCK
@@ -67,10 +82,7 @@ def test_C01_cut_before_launch_no_retry_is_stuck_then_annotated_ready_runs_once_
 
 
 def test_C02_cut_after_start_exit_0_annotated_succeeded_downstream_runs() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown", error_code="ConnectionLost")
-    run.reconcile()
+    run = cut_during_launch(resolution="Manual", error_code="ConnectionLost")
     assert run.state("/n/first") == S.STUCK
     run.override("/n/first", S.SUCCEEDED)
     assert run.launched() == ["/n/second"]
@@ -82,10 +94,7 @@ def test_C02_cut_after_start_exit_0_annotated_succeeded_downstream_runs() -> Non
 
 
 def test_C02_automatic_resolution_from_the_journal_when_the_network_returns() -> None:
-    run = chain()
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown", error_code="ConnectionLost")
-    run.reconcile()
+    run = cut_during_launch(error_code="ConnectionLost")
     assert run.state("/n/first") == S.STUCK
     run.advance(10)
     run.exited("/n/first", 0)  # what the agent's journal says once reachable again
@@ -102,10 +111,7 @@ def test_C02_automatic_resolution_from_the_journal_when_the_network_returns() ->
 
 
 def test_C02_manual_resolution_waits_but_shows_what_the_agent_knows() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch(resolution="Manual")
     run.advance(10)
     run.exited("/n/first", 0)
     run.beat()
@@ -119,20 +125,14 @@ def test_C02_manual_resolution_waits_but_shows_what_the_agent_knows() -> None:
 
 
 def test_C03_cut_after_start_exit_nonzero_annotated_failed_run_fails() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch(resolution="Manual")
     run.override("/n/first", S.FAILED)
     assert run.state("/n/second") == S.SKIPPED
     assert run.phase == RunPhase.FAILED
 
 
 def test_C03_automatic_resolution_to_failed() -> None:
-    run = chain()
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch()
     run.advance(5)
     run.exited("/n/first", 4)
     run.beat()
@@ -142,10 +142,7 @@ def test_C03_automatic_resolution_to_failed() -> None:
 
 
 def test_C04_cut_before_launch_with_retries_runs_once_with_the_same_key() -> None:
-    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 2})
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown", error_code="ConnectionLost")
-    run.reconcile()
+    run = cut_during_launch(retry={"dispatchAttempts": 3, "intervalSeconds": 2}, error_code="ConnectionLost")
     assert run.state("/n/first") == S.STARTING
     run.advance(2)
     run.reconcile()
@@ -162,10 +159,7 @@ def test_C04_cut_before_launch_with_retries_runs_once_with_the_same_key() -> Non
 
 
 def test_C05_cut_after_start_retried_launch_is_deduplicated() -> None:
-    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 2})
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch(retry={"dispatchAttempts": 3, "intervalSeconds": 2})
     run.advance(2)
     run.reconcile()
     run.deliver_launch("/n/first", deduplicated=True)
@@ -180,10 +174,7 @@ def test_C05_cut_after_start_retried_launch_is_deduplicated() -> None:
 
 def test_C_retries_exhausted_after_an_unknown_then_certain_failure_is_still_stuck() -> None:
     """Once any delivery may have arrived, giving up cannot claim the job never ran."""
-    run = chain(retry={"dispatchAttempts": 2, "intervalSeconds": 1})
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch(retry={"dispatchAttempts": 2, "intervalSeconds": 1})
     run.advance(1)
     run.reconcile()
     run.deliver_launch("/n/first", "notDelivered", error_code="HostUnreachable")
@@ -195,9 +186,7 @@ def test_C_retries_exhausted_after_an_unknown_then_certain_failure_is_still_stuc
 
 
 def test_D01_link_down_and_back_within_the_deadline_job_succeeds() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(25)  # no heartbeats meanwhile
     run.reconcile()
     run.beat()
@@ -208,9 +197,7 @@ def test_D01_link_down_and_back_within_the_deadline_job_succeeds() -> None:
 
 
 def test_D02_link_down_past_the_deadline_stuck_then_result_collected() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "HeartbeatLost"
@@ -227,9 +214,7 @@ def test_D02_link_down_past_the_deadline_stuck_then_result_collected() -> None:
 
 
 def test_D02_heartbeat_back_while_the_job_still_runs_returns_to_running() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     assert run.state("/n/first") == S.STUCK
@@ -242,9 +227,7 @@ def test_D02_heartbeat_back_while_the_job_still_runs_returns_to_running() -> Non
 
 
 def test_D02_annotation_path() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(resolution="Manual")
     run.advance(31)
     run.reconcile()
     run.override("/n/first", S.SUCCEEDED)
@@ -252,9 +235,7 @@ def test_D02_annotation_path() -> None:
 
 
 def test_D03_link_down_job_exits_nonzero_ends_failed() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     run.advance(5)
@@ -305,9 +286,7 @@ def test_D04_restart_without_any_journal_entry_retries_the_in_flight_launch_with
 
 
 def test_E01_vm_down_mid_job_stuck_then_resolved_failed_host_rebooted() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     assert run.reason("/n/first") == "HeartbeatLost"
@@ -321,9 +300,7 @@ def test_E01_vm_down_mid_job_stuck_then_resolved_failed_host_rebooted() -> None:
 
 
 def test_E01_annotation_path() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(resolution="Manual")
     run.advance(31)
     run.reconcile()
     run.override("/n/first", S.FAILED)
@@ -331,9 +308,7 @@ def test_E01_annotation_path() -> None:
 
 
 def test_E02_supervisor_killed_mid_job_is_stuck_then_annotated_failed() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(5)
     run.record("/n/first", "lost", reason="SupervisorLost", message="its supervisor died mid-run")
     run.beat()
@@ -350,9 +325,7 @@ def test_E02_supervisor_killed_mid_job_is_stuck_then_annotated_failed() -> None:
 
 
 def test_E02_lost_while_already_stuck_refines_the_reason() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     assert run.reason("/n/first") == "HeartbeatLost"
@@ -365,9 +338,7 @@ def test_E02_lost_while_already_stuck_refines_the_reason() -> None:
 
 
 def test_E03_supervisor_died_after_exit_result_is_not_lost() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.advance(31)
     run.reconcile()
     assert run.state("/n/first") == S.STUCK
@@ -383,9 +354,7 @@ def test_E03_supervisor_died_after_exit_result_is_not_lost() -> None:
 
 
 def test_F01_stop_a_running_job() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     [kill] = run.kills()
     assert kill.reason == "stop" and kill.key == run.key("/n/first") and kill.grace_seconds == run.policy.kill_grace_seconds
@@ -442,10 +411,7 @@ def test_stop_of_a_starting_job_waits_for_the_launch_to_be_known_then_kills() ->
 
 
 def test_kill_of_a_key_the_agent_never_saw_means_it_never_ran() -> None:
-    run = chain()
-    run.reconcile()
-    run.deliver_launch("/n/first", "unknown")
-    run.reconcile()
+    run = cut_during_launch()
     run.stop("/n/first")
     assert [k.key for k in run.kills()] == [run.key("/n/first")]
     run.deliver_kill("/n/first", state=None)
@@ -455,9 +421,7 @@ def test_kill_of_a_key_the_agent_never_saw_means_it_never_ran() -> None:
 
 
 def test_F02_kill_cut_before_it_reached_the_agent_stuck_then_stop_again() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown", error_code="ConnectionLost")
     run.reconcile()
@@ -476,9 +440,7 @@ def test_F02_kill_cut_before_it_reached_the_agent_stuck_then_stop_again() -> Non
 
 
 def test_F03_kill_reached_the_agent_answer_lost_auto_resolved_stopped() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -492,9 +454,7 @@ def test_F03_kill_reached_the_agent_answer_lost_auto_resolved_stopped() -> None:
 
 
 def test_F03_annotation_path() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(resolution="Manual")
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -503,9 +463,7 @@ def test_F03_annotation_path() -> None:
 
 
 def test_F03_kill_known_delivered_but_process_still_dying_goes_stopping() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -517,9 +475,7 @@ def test_F03_kill_known_delivered_but_process_still_dying_goes_stopping() -> Non
 
 
 def test_F04_link_down_after_kill_restored_within_retries_stopped() -> None:
-    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 2})
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(retry={"dispatchAttempts": 3, "intervalSeconds": 2})
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -534,9 +490,7 @@ def test_F04_link_down_after_kill_restored_within_retries_stopped() -> None:
 
 
 def test_F05_link_down_after_kill_past_every_retry_then_resolved_when_it_returns() -> None:
-    run = chain(retry={"dispatchAttempts": 2, "intervalSeconds": 1})
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(retry={"dispatchAttempts": 2, "intervalSeconds": 1})
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -553,9 +507,7 @@ def test_F05_link_down_after_kill_past_every_retry_then_resolved_when_it_returns
 
 
 def test_F06_stopping_a_job_that_had_exited_0_keeps_success_and_downstream_starts() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     run.deliver_kill("/n/first", state="exited", exit_code=0)  # agent: kill not needed
     run.reconcile()
@@ -565,9 +517,7 @@ def test_F06_stopping_a_job_that_had_exited_0_keeps_success_and_downstream_start
 
 
 def test_F07_stopping_the_run_whose_job_had_exited_0_downstream_does_not_start() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/")
     run.deliver_kill("/n/first", state="exited", exit_code=0)
     run.reconcile()
@@ -593,9 +543,7 @@ def test_F07_stopping_a_sub_jobnet_whose_job_had_exited_0() -> None:
 
 
 def test_F08_stopping_a_job_that_had_exited_nonzero_is_failed_downstream_does_not_start() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     run.deliver_kill("/n/first", state="exited", exit_code=3)
     run.reconcile()
@@ -615,9 +563,7 @@ def test_F09_stopping_the_run_whose_job_had_exited_nonzero_ends_failed() -> None
 
 
 def test_F10_stop_while_the_vm_is_down_stuck_host_down_then_annotated_failed() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(resolution="Manual")
     run.advance(31)
     run.reconcile()
     assert run.reason("/n/first") == "HeartbeatLost"
@@ -631,9 +577,7 @@ def test_F10_stop_while_the_vm_is_down_stuck_host_down_then_annotated_failed() -
 
 
 def test_F11_kill_not_delivered_is_retried_after_the_interval_then_stopped() -> None:
-    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 4})
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(retry={"dispatchAttempts": 3, "intervalSeconds": 4})
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     decision = run.reconcile()
@@ -648,9 +592,7 @@ def test_F11_kill_not_delivered_is_retried_after_the_interval_then_stopped() -> 
 
 
 def test_F12_repeated_kill_after_it_executed_stopped_with_an_event() -> None:
-    run = chain(retry={"dispatchAttempts": 3, "intervalSeconds": 1})
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(retry={"dispatchAttempts": 3, "intervalSeconds": 1})
     run.stop("/n/first")
     run.deliver_kill("/n/first", "unknown")
     run.reconcile()
@@ -709,9 +651,7 @@ def test_stopping_a_sub_jobnet_before_it_starts_keeps_it_pending_behind_a_stuck_
 
 
 def test_D04_restart_after_a_long_outage_gives_running_jobs_a_full_heartbeat_deadline() -> None:
-    run = chain(resolution="Manual")
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running(resolution="Manual")
     persisted = run.runtime
     restarted = Run(run.graph, run.policy, now=run.now + 600)  # operator was down 10 minutes
     restarted.runtime = persisted
@@ -728,9 +668,7 @@ def test_D04_restart_after_a_long_outage_gives_running_jobs_a_full_heartbeat_dea
 
 
 def test_stopping_a_stuck_job_whose_process_already_ended_sends_no_kill() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.record("/n/first", "lost", reason="SupervisorLost")
     run.beat()
     run.reconcile()
@@ -740,8 +678,6 @@ def test_stopping_a_stuck_job_whose_process_already_ended_sends_no_kill() -> Non
 
 
 def test_a_kill_shows_in_the_job_message_while_stopping() -> None:
-    run = chain()
-    run.reconcile()
-    run.start_and_run("/n/first")
+    run = first_running()
     run.stop("/n/first")
     assert run.runtime.jobs["/n/first"].message == "kill requested (stop)"

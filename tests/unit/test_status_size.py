@@ -4,6 +4,7 @@ status restores exactly the runtime recovery needs (docs/scale.md)."""
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import random
 from typing import Any
@@ -58,7 +59,8 @@ def finished_runtime(run_graph: RunGraph, rng: random.Random, state: JobState = 
 def decision_of(run_graph: RunGraph, runtime: RunRuntime, changed: set[str] | None = None) -> Decision:
     jobnets = {node.path: JobState.SUCCEEDED for node in run_graph.nodes.values() if node.kind == "jobnet"}
     return Decision(runtime=runtime, actions=(), changed=frozenset(runtime.jobs if changed is None else changed),
-                    jobnet_states=jobnets, progress=f"{len(runtime.jobs)}/{len(runtime.jobs)}", next_wakeup_at=None)
+                    jobnet_states=jobnets, progress=f"{len(runtime.jobs)}/{len(runtime.jobs)}",
+                    counts=dict(collections.Counter(str(job.state) for job in runtime.jobs.values())), next_wakeup_at=None)
 
 
 def random_tail(rng: random.Random) -> str:

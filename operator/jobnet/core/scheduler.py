@@ -71,6 +71,7 @@ DispatchOp = Literal["launch", "kill", "fence"]
 AUTO_RESOLVER = "jobnet-operator (auto)"
 _DEFAULT_RETRY = RetrySpec()
 _LIVE_STATES = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STUCK})
+_HEARTBEAT_WATCHED = frozenset({S.RUNNING, S.STOPPING})
 #: Separates a Stuck job's message from what became known later under stuckResolution Manual.
 _KNOWN_MARKER = " | now known: "
 
@@ -125,6 +126,10 @@ class JobRuntime(_Frozen):
     deadline: float | None = None
     kill_reason: KillReason | None = None
     dispatch: Dispatch | None = None
+
+
+#: The runtime of every job never launched (frozen, so one instance serves them all).
+_NEVER_LAUNCHED = JobRuntime()
 
 
 class Settlement(_Frozen):
@@ -199,12 +204,19 @@ class AgentFacts(_Frozen):
     #: When this operator process started listening to the agents: after a restart, heartbeat
     #: deadlines count from here, not from before the outage.
     watching_since: float | None = None
+    #: Launches (key texts) the edge still holds back: its per-host window of launch requests in
+    #: flight is full, so the request has not left and no answer is due yet.
+    queued_launches: frozenset[str] = frozenset()
+    #: When the edge actually sent each launch request it still awaits the answer to (key text ->
+    #: the operator's clock): the dispatch timeout counts from the send, not from the decision.
+    launch_sent_at: Mapping[str, float] = Field(default_factory=dict)
 
 
 class SchedulerPolicy(_Frozen):
     heartbeat_deadline_seconds: float = Field(default=30.0, gt=0)
-    #: A delivery without any answer after this long counts as outcome unknown (also after an
-    #: operator restart: the deliveries in flight when it died are retried with the same key).
+    #: A delivery without any answer this long after its request left counts as outcome unknown
+    #: (a launch the edge still queues has not left; after an operator restart the deliveries in
+    #: flight when it died count from their decision and are retried with the same key).
     dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
     #: ``spec.stuckResolution`` per JobNet name; the nearest enclosing JobNet decides.
@@ -273,6 +285,8 @@ class Decision(_Frozen):
     jobnet_states: dict[str, JobState]
     #: Finished jobs out of all jobs, e.g. ``12/40``.
     progress: str
+    #: How many jobs are in each state (states without jobs left out), sorted by state.
+    counts: dict[str, int]
     #: When to reconcile again even if nothing happens (retry, timeout, heartbeat deadline).
     next_wakeup_at: float | None
     #: Annotation keys that were applied (or refused with an Event): remove them after the
@@ -334,15 +348,15 @@ class _Reconciler:
         self.facts = facts
         self.policy = policy
         self.now = now
-        self.jobs: dict[str, JobRuntime] = {
-            node.path: runtime.jobs.get(node.path) or JobRuntime() for node in graph.jobs()
-        }
+        known = runtime.jobs
+        self.jobs: dict[str, JobRuntime] = {node.path: known.get(node.path, _NEVER_LAUNCHED) for node in graph.jobs()}
         self.stop_scopes: list[str] = list(runtime.stop_scopes)
         self.settlements: list[Settlement] = list(runtime.settlements)
         self.records: dict[str, JobRecord] = dict(facts.records)
         self.actions: list[Action] = []
         self.changed: set[str] = set()
         self.wakeups: list[float] = []
+        self.heard_floors: dict[str, float] = {}
         self.jobnet_states: dict[str, JobState] = {}
         self.consumed: tuple[str, ...] = ()
 
@@ -401,6 +415,15 @@ class _Reconciler:
         if job.attempt == 0:
             return None
         return self.records.get(self.key_text(path))
+
+    def heard_floor(self, host: str) -> float:
+        """Since when the host's jobs are known alive: its last heartbeat, but never before this
+        operator started watching (an outage of the operator is not the host's silence)."""
+        floor = self.heard_floors.get(host)
+        if floor is None:
+            beat = self.facts.heartbeats.get(host)
+            floor = self.heard_floors[host] = max(beat or float("-inf"), self.facts.watching_since or float("-inf"))
+        return floor
 
     def heard_from_host_since(self, path: str, since: float | None) -> bool:
         beat = self.facts.heartbeats.get(self.host_of(path))
@@ -790,9 +813,8 @@ class _Reconciler:
         if dispatch is not None and job.state in (S.STARTING, S.STOPPING):
             self.check_dispatch(path, dispatch)
             return
-        if job.state in (S.RUNNING, S.STOPPING):
-            beat = self.facts.heartbeats.get(self.host_of(path))
-            reference = max(beat or float("-inf"), job.since or self.now, self.facts.watching_since or float("-inf"))
+        if job.state in _HEARTBEAT_WATCHED:
+            reference = max(self.heard_floor(self.host_of(path)), job.since or self.now)
             limit = reference + self.policy.heartbeat_deadline_seconds
             if self.now > limit:
                 self.make_stuck(path, StuckReason.HEARTBEAT_LOST, detail=f"{self.now - reference:.0f}s")
@@ -819,7 +841,16 @@ class _Reconciler:
         """The dispatch once no answer can come any more, or None while one still may."""
         if not dispatch.in_flight:
             return dispatch
-        expires = dispatch.last_attempt_at + self.policy.dispatch_timeout_seconds
+        sent_at = dispatch.last_attempt_at
+        if dispatch.op == "launch":
+            key = self.key_text(path)
+            if key in self.facts.queued_launches:
+                # Not sent yet: its answer is not due. The edge reports its result whatever
+                # becomes of it; this later look is only a backstop.
+                self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
+                return None
+            sent_at = max(sent_at, self.facts.launch_sent_at.get(key, sent_at))
+        expires = sent_at + self.policy.dispatch_timeout_seconds
         if self.now < expires:
             self.wakeups.append(expires)
             return None
@@ -937,7 +968,7 @@ class _Reconciler:
 
     def walk(self, jobnet: str, *, gate_open: bool, blocked: str | None, scope: str | None) -> JobState:
         """Schedule the children of ``jobnet`` in topological order; return its derived state."""
-        nodes = self.graph.nodes
+        nodes, jobs, stop_scopes = self.graph.nodes, self.jobs, self.stop_scopes
         states: dict[str, JobState] = {}
         normal_ended: bool | None = None  # known once the first finally child comes (they come last)
         for child_path in nodes[jobnet].children:
@@ -959,9 +990,15 @@ class _Reconciler:
                 and after_succeeded
                 and (not child.is_finally or normal_ended is True)
             )
-            child_scope = self.scope_here(child_path, scope)
+            child_scope = scope or (child_path if child_path in stop_scopes else None)
             if child.kind == "job":
-                states[child_path] = self.schedule_job(child_path, child_open, child_blocked, child_scope)
+                state = jobs[child_path].state
+                # Only a job not yet launched, or one under a stopped scope, may change here; a
+                # Pending job whose gate stays closed (most of a large run) does not either.
+                if child_scope is not None or (state in UNLAUNCHED_STATES and (
+                        child_open or child_blocked is not None or state != S.PENDING)):
+                    state = self.schedule_job(child_path, child_open, child_blocked, child_scope)
+                states[child_path] = state
             else:
                 state = self.walk(child_path, gate_open=child_open, blocked=child_blocked, scope=child_scope)
                 self.jobnet_states[child_path] = states[child_path] = state
@@ -996,8 +1033,8 @@ class _Reconciler:
             started_at = self.now
         finished = phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
         finished_at = (old.finished_at or self.now) if finished else None
+        counts = self.counts()
         if phase != old.phase and phase not in (RunPhase.PENDING, RunPhase.RUNNING):
-            counts = self.counts()
             detail = ", ".join(f"{count} {state}" for state, count in counts.items())
             self.event("Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal", f"Run{phase}", f"run is {phase}: {detail}", None)
         runtime = RunRuntime(
@@ -1009,7 +1046,7 @@ class _Reconciler:
             started_at=started_at,
             finished_at=finished_at,
         )
-        done = sum(1 for job in self.jobs.values() if job.state in TERMINAL_STATES)
+        done = sum(count for state, count in counts.items() if state in TERMINAL_STATES)
         future = [time for time in self.wakeups if time > self.now]
         return Decision(
             runtime=runtime,
@@ -1017,6 +1054,7 @@ class _Reconciler:
             changed=frozenset(self.changed),
             jobnet_states=self.jobnet_states,
             progress=f"{done}/{len(self.jobs)}",
+            counts=counts,
             next_wakeup_at=min(future) if future else None,
             consumed_annotations=self.consumed,
         )
@@ -1024,8 +1062,8 @@ class _Reconciler:
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for job in self.jobs.values():
-            counts[str(job.state)] = counts.get(str(job.state), 0) + 1
-        return dict(sorted(counts.items()))
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return {str(state): count for state, count in sorted(counts.items())}
 
 
 def new_runtime(run_uid: str) -> RunRuntime:

@@ -79,9 +79,11 @@ class OperatorProcess:
             self, emulator: EmulatorServer, workdir: Path, *,
             namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
             standalone: bool = True, log_format: str = "text", ready_timeout: float = 30.0,
-            tls: tuple[Path, Path] | None = None,
+            tls: tuple[Path, Path] | None = None, verbose: bool = True,
     ) -> None:
         self.emulator = emulator
+        #: kopf's debug messages too (tests read them); benchmarks measure the production setting
+        self.verbose = verbose
         self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
         self.standalone = standalone
         self.log_format = log_format
@@ -109,7 +111,8 @@ class OperatorProcess:
             *([f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"] if self.tls else ["--webhook-insecure"]),
             "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
             f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
-            *(["--standalone"] if self.standalone else []), f"--log-format={self.log_format}", "--verbose",
+            *(["--standalone"] if self.standalone else []), f"--log-format={self.log_format}",
+            *(["--verbose"] if self.verbose else []),
             # Short deadlines keep reconnects within a test's time.
             "--watch-server-timeout=10", "--watch-client-timeout=15", "--connect-timeout=2",
             "--request-timeout=10", "--retry-delay=1",

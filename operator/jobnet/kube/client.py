@@ -119,7 +119,9 @@ class KubeClient:
             self._session = None
 
     async def _request(self, method: str, path: str, what: str, *, json: Any = None,
-                       content_type: str = "application/json") -> Body:
+                       content_type: str = "application/json", answer: bool = True) -> Body:
+        """The answer's body (``answer=False``: {} on success; a write's answer is the whole
+        object, which for a large run is costly to decode and nobody reads)."""
         if not self._server:
             raise KubeApiError(what, None, "not logged in to the API server yet")
         if self._session is None:
@@ -129,6 +131,9 @@ class KubeClient:
                 method, f"{self._server}{path}", json=json, ssl=self._ssl,
                 headers={"Content-Type": content_type} if json is not None else None,
             ) as response:
+                if not answer and response.status < 400:
+                    await response.read()  # consumed, so the connection goes back to the pool
+                    return {}
                 payload = await response.json(content_type=None)
                 if response.status >= 400:
                     message = payload.get("message") if isinstance(payload, dict) else None
@@ -161,12 +166,12 @@ class KubeClient:
                 broken[name] = parsed
         return NamespaceJobNets(catalog, broken, statuses, versions)
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource of a JobNet or JobRun."""
         operator_metrics.api_write(plural)
-        return await self._request(
+        await self._request(
             "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
-            json={"status": dict(status)}, content_type="application/merge-patch+json",
+            json={"status": dict(status)}, content_type="application/merge-patch+json", answer=False,
         )
 
     async def create_configmap(self, body: Mapping[str, Any]) -> Body:
@@ -207,6 +212,7 @@ class KubeClient:
         await self._request(
             "PATCH", self._path(plural, namespace, name), f"removing annotations {', '.join(keys)} of {plural}/{name}",
             json={"metadata": {"annotations": {key: None for key in keys}}}, content_type="application/merge-patch+json",
+            answer=False,
         )
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -237,7 +243,7 @@ class KubeClient:
             operator_metrics.api_write("events")
             try:
                 await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}",
-                                    json=event)
+                                    json=event, answer=False)
                 return
             except KubeApiError as e:
                 if e.status != 409 or attempt == _GENERATED_NAME_TRIES:

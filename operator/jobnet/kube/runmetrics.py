@@ -24,16 +24,12 @@ def report_round(metrics: OperatorMetrics, graph: RunGraph, before: RunRuntime, 
             latency = _dispatch_latency(graph, after, path, new.started_at)
             if latency is not None:
                 metrics.observe_dispatch_latency(latency)
-    counts: dict[str, int] = {}
+    counts = dict(decision.counts)  # every job of the graph (a decision's runtime holds them all)
     stuck_reasons: dict[str, int] = {}
-    for job in after.jobs.values():
-        counts[str(job.state)] = counts.get(str(job.state), 0) + 1
-        if job.state == JobState.STUCK and job.reason is not None:
-            stuck_reasons[str(job.reason)] = stuck_reasons.get(str(job.reason), 0) + 1
-    # A job without a runtime entry has never left Pending.
-    never_started = len(graph.jobs()) - len(after.jobs)
-    if never_started:
-        counts[str(JobState.PENDING)] = counts.get(str(JobState.PENDING), 0) + never_started
+    if counts.get(str(JobState.STUCK)):
+        for job in after.jobs.values():
+            if job.state == JobState.STUCK and job.reason is not None:
+                stuck_reasons[str(job.reason)] = stuck_reasons.get(str(job.reason), 0) + 1
     metrics.observe_run(after.run_uid, str(after.phase), counts, stuck_reasons)
 
 

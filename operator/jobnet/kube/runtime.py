@@ -24,19 +24,21 @@ carries a stop/override annotation, gets a loop; its runtime is rebuilt from its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from pydantic import ValidationError
 
 from jobnet.core.agentproto import (
     AckRequest,
+    AgentRequest,
     FenceRequest,
     FenceResult,
     JobKey,
@@ -107,6 +109,16 @@ STEERING_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
 #: (stamped by the admission webhook; the scheduler passes them on as the requester).
 RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION, *REQUESTER_ANNOTATIONS.values())
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+#: the answer type of an agent request
+AnswerT = TypeVar("AnswerT", LaunchResult, KillResult, FenceResult)
+#: The order a round acts in, by kind (a stable sort: within a kind, the scheduler's order).
+_ACTION_RANK: dict[type, int] = {Launch: 0, Kill: 0, Fence: 0, Ack: 1, Event: 2}
+
+
+def _action_order(action: Action) -> int:
+    return _ACTION_RANK[type(action)]
+
+
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 
 
@@ -361,9 +373,18 @@ class RunLoop:
         self.records: dict[str, JobRecord] = {}
         #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status
         self.tails: dict[str, tuple[str, int, str]] = {}
-        #: keys whose tail is being fetched: their final record waits, so that one patch carries both
+        #: keys whose tail is being fetched; the scheduler decides on their final record at once (the
+        #: downstream job does not wait for an output tail), the tail follows in a later patch
         self.tail_fetches: set[str] = set()
+        #: acks held back until the job's tail is stored (or could not be fetched): an acknowledged
+        #: record gets no tail fetch after an operator restart
+        self.acks_after_tail: dict[str, Ack] = {}
         self.deliveries: list[DeliveryResult] = []
+        #: launch requests waiting for their host's launch window, per key text (a re-sent key may
+        #: wait twice), and when the latest request of each key left: the scheduler's dispatch
+        #: timeout counts from the send
+        self.queued_launches: dict[str, int] = {}
+        self.launch_sent_at: dict[str, float] = {}
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.watching_since = time.time()
@@ -406,9 +427,7 @@ class RunLoop:
         if node is None or node.host is None:
             return
         self.tail_fetches.add(record.key.text())
-        task = asyncio.create_task(self._fetch_tail(self.link(node.host), record))
-        self.requests.add(task)
-        task.add_done_callback(self._request_done)
+        self.track(self._fetch_tail(self.link(node.host), record))
 
     async def _fetch_tail(self, link: HostLink, record: JobRecord) -> None:
         """The last lines of stdout and stderr (half the budget each when both have output)."""
@@ -429,6 +448,8 @@ class RunLoop:
             self.tail_fetches.discard(text)
         if parts:
             self.tails[text] = (record.key.path, record.key.attempt, "\n".join(parts)[-OUTPUT_TAIL_MAX_CHARS:])
+        else:
+            self.release_ack(text)
 
     # -------------------------------------------------------------- the loop
 
@@ -481,12 +502,15 @@ class RunLoop:
             heard = link.last_heard()
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
-        records = {text: record for text, record in self.records.items() if text not in self.tail_fetches} \
-            if self.tail_fetches else self.records
-        facts = AgentFacts(records=records, heartbeats=heartbeats, deliveries=tuple(deliveries),
-                           watching_since=self.watching_since)
+        facts = AgentFacts(records=self.records, heartbeats=heartbeats, deliveries=tuple(deliveries),
+                           watching_since=self.watching_since, queued_launches=frozenset(self.queued_launches),
+                           launch_sent_at=self.launch_sent_at)
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
+        if self.tail_fetches and decision.runtime.phase in _FINISHED:
+            # A finished run's status is complete: it ends in one write with the last output tails.
+            self.deliveries = deliveries + self.deliveries
+            return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
         full = self.last_summary is None
         patch = status_patch(decision, self.jobnet_states, full=full)
@@ -506,6 +530,7 @@ class RunLoop:
             self.last_summary = summary
         for text in tails_written:
             del self.tails[text]
+            self.release_ack(text)
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
@@ -518,7 +543,9 @@ class RunLoop:
                                                              decision.consumed_annotations)
             except KubeApiError as e:
                 logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
-        for action in decision.actions:
+        # Launches, kills and fences leave first (background requests): a downstream launch never
+        # waits behind acks on the same channel or behind the POST of an Event.
+        for action in sorted(decision.actions, key=_action_order):
             await self.act(action)
         if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
             return None
@@ -537,17 +564,36 @@ class RunLoop:
 
     # -------------------------------------------------------------- acting
 
+    def release_ack(self, text: str) -> None:
+        ack = self.acks_after_tail.pop(text, None)
+        if ack is not None:
+            self.dispatch(ack)
+
     async def act(self, action: Action) -> None:
         if isinstance(action, Event):
             await self.post_event(action)
-        elif isinstance(action, (Launch, Kill, Fence, Ack)):
-            node = self.graph.nodes[action.path]
-            assert node.host is not None  # the scheduler never dispatches a job without a host
-            link = self.link(node.host)
-            request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
-            task = asyncio.create_task(request(link, action))  # type: ignore[operator]
-            self.requests.add(task)
-            task.add_done_callback(self._request_done)
+        elif isinstance(action, Ack) and (action.key.text() in self.tail_fetches or action.key.text() in self.tails):
+            self.acks_after_tail[action.key.text()] = action
+        else:
+            self.dispatch(action)
+
+    def dispatch(self, action: Launch | Kill | Fence | Ack) -> None:
+        """Start the agent request of ``action`` in the background."""
+        node = self.graph.nodes[action.path]
+        assert node.host is not None  # the scheduler never dispatches a job without a host
+        link = self.link(node.host)
+        if isinstance(action, Launch):
+            # Queued from the decision on: the next round may come before the task first runs.
+            text = action.key.text()
+            self.queued_launches[text] = self.queued_launches.get(text, 0) + 1
+        request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
+        self.track(request(link, action))  # type: ignore[operator]
+
+    def track(self, request: Coroutine[Any, Any, None]) -> None:
+        """Run ``request`` in the background; the loop wakes when it is done."""
+        task = asyncio.create_task(request)
+        self.requests.add(task)
+        task.add_done_callback(self._request_done)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self.requests.discard(task)
@@ -578,41 +624,69 @@ class RunLoop:
             return DeliveryResult(key=key, op=op, outcome="notDelivered",  # type: ignore[arg-type]
                                   error_code=code, error_message=e.message)
 
+    def leave_launch_queue(self, key: JobKey, *, sent: bool) -> None:
+        text = key.text()
+        waiting = self.queued_launches.pop(text, 1) - 1
+        if waiting:
+            self.queued_launches[text] = waiting
+        if sent:
+            self.launch_sent_at[text] = time.time()
+
     def deliver(self, result: DeliveryResult) -> None:
+        if result.op == "launch":
+            self.launch_sent_at.pop(result.key.text(), None)
         if result.record is not None:
             self.on_record(result.record)
         self.deliveries.append(result)
         self.wake()
 
-    async def launch(self, link: HostLink, action: Launch) -> None:
-        # A launch waiting for the window has not left: its request timeout starts once sent.
-        async with link.launch_window:
-            await self._launch(link, action)
+    async def send(self, link: HostLink, action: Launch | Kill | Fence, request: AgentRequest,
+                   answer_type: type[AnswerT], doing: str) -> AnswerT | None:
+        """Deliver ``request`` for ``action``: the agent's answer, or None once the failure is
+        reported to the scheduler (not delivered, or outcome unknown).
 
-    async def _launch(self, link: HostLink, action: Launch) -> None:
+        A launch first waits for its host's launch window; it counts as queued until it leaves
+        (its timeouts start then), see :attr:`queued_launches`."""
+        key, op = action.key, action.kind
+        queued = isinstance(action, Launch)
+        try:
+            async with link.launch_window if queued else contextlib.nullcontext():
+                agent = await self._connected(link, key, op)
+                if isinstance(agent, DeliveryResult):
+                    self.deliver(agent)
+                    return None
+                self.job_log(logging.INFO, action.path, "%s", doing)
+                if queued:
+                    queued = False
+                    self.leave_launch_queue(key, sent=True)
+                try:
+                    return await agent.request(request, answer_type)
+                except AgentRequestFailed as e:
+                    if op == "kill" and e.agent_code == "NotFound":
+                        # The agent never saw the key: nothing runs (the scheduler settles it Stopped).
+                        self.deliver(DeliveryResult(key=key, op=op, outcome="delivered"))
+                        return None
+                    code, message = e.agent_code, e.message
+                except SshError as e:
+                    code, message = e.code, e.message
+                self.job_log(logging.WARNING, action.path, "%s outcome unknown: %s", op, message)
+                self.deliver(DeliveryResult(key=key, op=op, outcome="unknown", error_code=code, error_message=message))
+                return None
+        finally:
+            if queued:
+                self.leave_launch_queue(key, sent=False)  # never sent: no agent, or cancelled
+
+    async def launch(self, link: HostLink, action: Launch) -> None:
         node = self.graph.nodes[action.path]
-        agent = await self._connected(link, action.key, "launch")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
-            return
+        assert node.script is not None  # job nodes always have a script
         environment = job_environment(
             self.graph, action.path, run_uid=self.uid, run_name=self.name, namespace=self.namespace,
             run_env=self.run_env, attempt=action.key.attempt, server_name=link.key.address,
         )
-        assert node.script is not None  # job nodes always have a script
         request = LaunchRequest(key=action.key, script=node.script, args=list(node.args), env=environment,
                                 working_dir=node.working_dir)
-        self.job_log(logging.INFO, action.path, "launching %s", node.script)
-        try:
-            result = await agent.request(request, LaunchResult)
-        except AgentRequestFailed as e:
-            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
-                                        error_code=e.agent_code, error_message=e.message))
-            return
-        except SshError as e:
-            self.job_log(logging.WARNING, action.path, "launch outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="launch", outcome="unknown",
-                                        error_code=e.code, error_message=e.message))
+        result = await self.send(link, action, request, LaunchResult, f"launching {node.script}")
+        if result is None:
             return
         if result.deduplicated:
             self.job_log(logging.INFO, action.path, "the agent had already accepted %s", action.key)
@@ -620,25 +694,10 @@ class RunLoop:
                                     deduplicated=result.deduplicated))
 
     async def kill(self, link: HostLink, action: Kill) -> None:
-        agent = await self._connected(link, action.key, "kill")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
-            return
-        self.job_log(logging.INFO, action.path, "killing (%s, grace %.1fs)", action.reason, action.grace_seconds)
-        try:
-            result = await agent.request(KillRequest(key=action.key, reason=action.reason,
-                                                     grace_seconds=action.grace_seconds), KillResult)
-        except AgentRequestFailed as e:
-            if e.agent_code == "NotFound":
-                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered"))
-            else:
-                self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
-                                            error_code=e.agent_code, error_message=e.message))
-            return
-        except SshError as e:
-            self.job_log(logging.WARNING, action.path, "kill outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="kill", outcome="unknown",
-                                        error_code=e.code, error_message=e.message))
+        request = KillRequest(key=action.key, reason=action.reason, grace_seconds=action.grace_seconds)
+        result = await self.send(link, action, request, KillResult,
+                                 f"killing ({action.reason}, grace {action.grace_seconds:.1f}s)")
+        if result is None:
             return
         if result.already_ended:
             self.job_log(logging.INFO, action.path, "kill not needed: the job had already ended")
@@ -646,19 +705,12 @@ class RunLoop:
                                     deduplicated=result.deduplicated))
 
     async def fence(self, link: HostLink, action: Fence) -> None:
-        agent = await self._connected(link, action.key, "fence")
-        if isinstance(agent, DeliveryResult):
-            self.deliver(agent)
+        result = await self.send(link, action, FenceRequest(key=action.key), FenceResult,
+                                 f"fencing {action.key} before the re-run")
+        if result is None:
             return
-        self.job_log(logging.INFO, action.path, "fencing %s before the re-run", action.key)
-        try:
-            result = await agent.request(FenceRequest(key=action.key), FenceResult)
-        except (AgentRequestFailed, SshError) as e:
-            code = e.agent_code if isinstance(e, AgentRequestFailed) else e.code
-            self.job_log(logging.WARNING, action.path, "fence outcome unknown: %s", e.message)
-            self.deliver(DeliveryResult(key=action.key, op="fence", outcome="unknown", error_code=code, error_message=e.message))
-            return
-        self.job_log(logging.INFO, action.path, "fence answered: %s", "fenced" if result.fenced else f"the key is {result.record.state}")
+        self.job_log(logging.INFO, action.path, "fence answered: %s",
+                     "fenced" if result.fenced else f"the key is {result.record.state}")
         self.deliver(DeliveryResult(key=action.key, op="fence", outcome="delivered", record=result.record))
 
     async def ack(self, link: HostLink, action: Ack) -> None:
