@@ -88,8 +88,28 @@ def test_acks_follow_final_records_only() -> None:
     assert run.acks() == []
     run.finish("/net/a")
     assert [ack.key for ack in run.acks()] == [run.key("/net/a")]
+    run.reconcile()  # not confirmed yet: asked again (the edge sends one ack per record)
+    assert [ack.key for ack in run.acks()] == [run.key("/net/a")]
+    run.record("/net/a", "exited", exit_code=0, acknowledged=True)
     run.reconcile()
     assert run.acks() == []
+
+
+def test_a_record_that_ends_after_a_person_settled_the_stuck_job_is_acknowledged() -> None:
+    """Overridden while Stuck, the job's state is the person's; the agent's late record of it is
+    still acknowledged, so the agent does not keep reporting it as news."""
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK
+    run.override("/net/a", S.SUCCEEDED)
+    assert run.acks() == []  # nothing ended on the agent yet
+    run.exited("/net/a", 3)
+    run.reconcile()
+    assert [ack.key for ack in run.acks()] == [run.key("/net/a")]
+    assert run.state("/net/a") == S.SUCCEEDED  # the person's word stands
 
 
 def test_sub_jobnet_starts_as_a_unit_after_its_own_after() -> None:

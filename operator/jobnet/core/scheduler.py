@@ -478,9 +478,24 @@ class _Reconciler:
             self.apply_record(path)
         for path in live:
             self.check_liveness(path)
+        self.ack_settled_records()
         root_state = self.walk(self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None))
         self.jobnet_states[self.graph.root] = root_state
         return self.decide(root_state)
+
+    def ack_settled_records(self) -> None:
+        """Acknowledge every ended, unacknowledged record of a job this run has settled: one a
+        person overrode while it was Stuck, an earlier attempt, a job whose ack did not reach
+        the agent before. The agent then forgets it after its retention instead of reporting it
+        to every operator start as news. Acks sent this round (a job just finished) are not
+        repeated; the edge sends one ack per key at a time."""
+        acked = {action.key.text() for action in self.actions if isinstance(action, Ack)}
+        for text, record in self.facts.records.items():
+            job = self.jobs.get(record.key.path)
+            if (job is None or not record.terminal or record.acknowledged or text in acked
+                    or job.state not in TERMINAL_STATES or record.key.attempt > job.attempt):
+                continue
+            self.actions.append(Ack(key=record.key, path=record.key.path, host=self.host_of(record.key.path)))
 
     def scope_here(self, path: str, inherited: str | None) -> str | None:
         return inherited or (path if path in self.stop_scopes else None)

@@ -379,6 +379,11 @@ class RunLoop:
         #: acks held back until the job's tail is stored (or could not be fetched): an acknowledged
         #: record gets no tail fetch after an operator restart
         self.acks_after_tail: dict[str, Ack] = {}
+        #: the record seq each key's ack was sent for: the scheduler asks again every round until
+        #: the acknowledged record comes back, but one try per record is enough (an agent that
+        #: cannot be reached now gets it after the next operator start, or forgets it after its
+        #: retention), and a busy loop of acks to a host that is down would be worse
+        self.acks_sent: dict[str, int] = {}
         self.deliveries: list[DeliveryResult] = []
         #: launch requests waiting for their host's launch window, per key text (a re-sent key may
         #: wait twice), and when the latest request of each key left: the scheduler's dispatch
@@ -579,6 +584,13 @@ class RunLoop:
 
     def dispatch(self, action: Launch | Kill | Fence | Ack) -> None:
         """Start the agent request of ``action`` in the background."""
+        if isinstance(action, Ack):
+            text = action.key.text()
+            record = self.records.get(text)
+            seq = record.seq if record is not None else 0
+            if self.acks_sent.get(text) == seq:
+                return
+            self.acks_sent[text] = seq
         node = self.graph.nodes[action.path]
         assert node.host is not None  # the scheduler never dispatches a job without a host
         link = self.link(node.host)
@@ -718,7 +730,7 @@ class RunLoop:
             agent = await link.connect()
             await agent.request(AckRequest(key=action.key), RecordResult)
         except SshError as e:
-            # The record stays unacknowledged on the agent: the next reconcile acks it again.
+            # The record stays unacknowledged on the agent: the next operator start acks it again.
             self.job_log(logging.DEBUG, action.path, "ack not delivered: %s", e.message)
 
 
