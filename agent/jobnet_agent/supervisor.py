@@ -139,18 +139,21 @@ def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
     return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
 
 
-def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...]) -> str:
+def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
     """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
 
     The script does not inherit the supervisor's FIFO read ends (closed for it). When the script
-    ends, the wrapper notes whether its parent is still the supervisor that started it (else the
-    supervisor died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way.
+    ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else the supervisor
+    died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way. The pid is
+    given, not taken from ``$PPID``: the shell reads that at its start, and a supervisor that dies
+    before the shell gets to run would leave ``$PPID`` naming the new parent (E02 then looked like
+    a supervised end).
     """
     return (
         '"$@" %s; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
-        '[ -n "$p" ] && [ "$p" != "$PPID" ] && o=" orphaned"; '
+        '[ -n "$p" ] && [ "$p" != %d ] && o=" orphaned"; '
         'printf "%%s%%s\\n" "$c" "$o" > %s; exit "$c"'
-    ) % (" ".join("%d<&-" % fd for fd in keep_fds), shlex.quote(exit_file))
+    ) % (" ".join("%d<&-" % fd for fd in keep_fds), supervisor_pid, shlex.quote(exit_file))
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -295,7 +298,7 @@ class Supervisor:
         fsync_dir(self.job_dir)
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers)
-        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds)
+        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds, os.getpid())
         out_w = os.open(os.path.join(self.job_dir, "stdout.fifo"), os.O_WRONLY)
         err_w = os.open(os.path.join(self.job_dir, "stderr.fifo"), os.O_WRONLY)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes
+from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes, read_wrapper_exit, wrapper_command
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
 
@@ -115,6 +116,27 @@ def test_an_unsupervised_end_is_lost_even_with_exit_code_0() -> None:
 
     assert changes["state"] == "lost" and changes["exit_code"] is None
     assert "recorded exit code 0" in str(changes["message"])
+
+
+def run_wrapper(job_dir: Path, supervisor_pid: int) -> WrapperExit | None:
+    """Run the job wrapper around ``exit 3`` as a child of this test process."""
+    wrapper = wrapper_command(str(job_dir / "exitcode"), (), supervisor_pid)
+    code = subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", "exit 3"], timeout=10).returncode
+    assert code == 3
+    return read_wrapper_exit(str(job_dir))
+
+
+def test_the_wrapper_records_a_supervised_end_as_a_fact(tmp_path: Path) -> None:
+    assert run_wrapper(tmp_path, supervisor_pid=os.getpid()) == WrapperExit(code=3, orphaned=False)
+
+
+def test_the_wrapper_records_an_end_under_another_parent_as_orphaned(tmp_path: Path) -> None:
+    """E02 regression: a supervisor that died before its wrapper's shell started left ``$PPID``
+    naming the new parent, so comparing with ``$PPID`` called the end supervised. The wrapper
+    compares with the supervisor's own pid, whatever its parent was at start."""
+    not_the_parent = os.getppid()
+
+    assert run_wrapper(tmp_path, supervisor_pid=not_the_parent) == WrapperExit(code=3, orphaned=True)
 
 
 def test_our_kill_ends_killed_or_timed_out_with_the_signal() -> None:
