@@ -18,6 +18,7 @@ import array
 import dataclasses
 import errno
 import fcntl
+import gc
 import os
 import selectors
 import shlex
@@ -548,6 +549,10 @@ def detach() -> None:
     """Fork once more so the supervisor is reparented to init and serve's child exits at once."""
     if os.fork() != 0:
         os._exit(0)
+    ignore_hangups()
+
+
+def ignore_hangups() -> None:
     # A handler, not SIG_IGN: ignored signals would be inherited by the job through exec.
     signal.signal(signal.SIGHUP, _ignore_signal)
 
@@ -596,10 +601,16 @@ def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
     """Fork a supervisor for every job serve hands over, until serve goes away.
 
     Started once per serve: every module a supervisor needs is imported already, so a launch
-    costs a fork (about a millisecond) instead of a Python start-up (tens to hundreds of
-    milliseconds, more from a zipapp). Single-threaded, so forking is safe.
+    costs one fork (about a millisecond) instead of a Python start-up (tens to hundreds of
+    milliseconds, more from a zipapp). Single-threaded, so forking is safe. The kernel reaps the
+    supervisors (SIGCHLD ignored), so one fork suffices; they are reparented to init when this
+    process exits with serve.
     """
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Everything imported so far stays as it is: a collection in a supervisor would touch (and so
+    # copy) every page of it.
+    gc.freeze()
     try:
         while True:
             job = receive_job(channel)
@@ -617,8 +628,6 @@ def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
                 _run_forked_supervisor(config, job_dir, lock_fd, ready_fd)
             os.close(lock_fd)
             os.close(ready_fd)
-            if child is not None:
-                os.waitpid(child, 0)  # the child forks the supervisor away and exits at once
     finally:
         channel.close()
 
@@ -627,7 +636,9 @@ def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, read
     """In the fork server's child: become a detached supervisor (never returns)."""
     code = 1
     try:
-        detach()
+        # The supervisor waits for its job: its children must not be reaped by the kernel.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ignore_hangups()
         os.setsid()
         code = supervise_job(config, job_dir, lock_fd, ready_fd, adopt=False)
     except BaseException:
