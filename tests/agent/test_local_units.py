@@ -239,6 +239,39 @@ def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
     assert current is not None and committed is None and journal.last_seq() == 1
 
 
+def test_a_record_rewritten_in_place_reads_back_whole_even_when_shorter(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    path = Path(journal.job_dir(KEY)) / "record.json"
+    inode = path.stat().st_ino
+    journal.update(KEY, lambda r: r.replace(state="running", message="x" * 300))
+    _, ended = journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0, message=None))
+
+    assert journal.read_record(KEY) == ended
+    assert path.stat().st_ino == inode  # rewritten, not replaced: no new inode per state
+    assert json.loads(path.read_text())["state"] == "exited"  # still plain JSON for people
+
+
+def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    path = Path(journal.job_dir(KEY)) / "record.json"
+    path.write_bytes(path.read_bytes().replace(b'"accepted"', b'"exited"  '))
+
+    with pytest.raises(JournalError, match="torn"):
+        journal.read_record(KEY)
+
+
+def test_a_record_written_by_an_older_agent_without_a_seal_still_reads(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    record = journal.read_record(KEY)
+    assert record is not None
+    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"), json.dumps(record.to_stored()).encode())
+
+    assert journal.read_record(KEY) == record
+
+
 def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
