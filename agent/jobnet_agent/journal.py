@@ -12,12 +12,13 @@ Layout::
         record.json               the job's latest JobRecord (one sealed JSON line, rewritten in
                                   place), a cache of the event log rebuilt from it after a reboot
         spec.json                 what to run (mode 0600: env may hold secrets)
-        supervisor.lock           held (flock) by the job's supervisor for its whole life
-        supervisor.pid            the current supervisor's pid, for people (liveness is the lock)
+        supervisor.lock           held (flock) by the job's supervisor for its whole life; holds
+                                  its pid, for people (liveness is the lock)
         control                   FIFO: a byte written here wakes the supervisor (kill requests)
         started                   marker written (fsynced) just before the script is started
         exitcode                  written by the job's shell wrapper when the script ends
-        stdout, stderr            output head; stdout.tail.<n>, stderr.tail.<n> the rotating tail
+        stdout, stderr            output head (made by the first byte); stdout.tail.<n>,
+                                  stderr.tail.<n> the rotating tail
 
 A state change is one transaction under ``journal.lock``: allocate ``seq`` = last logged seq + 1,
 note the intent (seq, job dir) in the lock file, write the record file, append the event.
@@ -60,7 +61,6 @@ from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 RECORD = "record.json"
 SPEC = "spec.json"
 SUPERVISOR_LOCK = "supervisor.lock"
-SUPERVISOR_PID = "supervisor.pid"
 CONTROL_FIFO = "control"
 STARTED_MARKER = "started"
 EXIT_CODE = "exitcode"
