@@ -43,7 +43,8 @@ class VmCpu:
 
     def adopt(self, pids: Sequence[int]) -> None:
         for pid in pids if self.available else ():
-            (self.group / "cgroup.procs").write_text(f"{pid}\n")
+            with contextlib.suppress(ProcessLookupError):  # a short-lived process of the VM's setup
+                (self.group / "cgroup.procs").write_text(f"{pid}\n")
 
     def seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds used so far."""
