@@ -14,7 +14,8 @@ Layout::
         spec.json                 what to run (mode 0600: env may hold secrets)
         supervisor.lock           held (flock) by the job's supervisor for its whole life; holds
                                   its pid, for people (liveness is the lock)
-        control                   FIFO: a byte written here wakes the supervisor (kill requests)
+        control                   FIFO made by the supervisor once the script runs: a byte
+                                  written here wakes it (kill requests)
         started                   marker written (fsynced) just before the script is started
         exitcode                  written by the job's shell wrapper when the script ends
         stdout, stderr            output head (made by the first byte); stdout.tail.<n>,
@@ -430,8 +431,6 @@ class Journal:
             # marker; after a power loss before that, the job directory is rebuilt from the event
             # log and the job never ran. The spec is never needed after a reboot.
             atomic_write(os.path.join(job_dir, SPEC), _dump(spec.to_json()), durable=False)
-            if not os.path.exists(os.path.join(job_dir, CONTROL_FIFO)):
-                os.mkfifo(os.path.join(job_dir, CONTROL_FIFO), 0o600)
             lock_fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:

@@ -387,6 +387,15 @@ class Supervisor:
     # -- supervise ---------------------------------------------------------------------------
 
     def _supervise(self, leader: _Leader) -> None:
+        # Listening before the record is read: a kill recorded after this read wakes us. Made
+        # here, not with the claim, so its inode allocation is off the launch path (serve
+        # reminds a supervisor without one yet of a recorded kill on its sweep).
+        control_path = os.path.join(self.job_dir, CONTROL_FIFO)
+        try:
+            os.mkfifo(control_path, 0o600)
+        except FileExistsError:
+            pass  # adopting: the first supervisor made it
+        control = os.open(control_path, os.O_RDWR | os.O_NONBLOCK)
         record = self.journal.read_record(self.key)
         assert record is not None
         spec = self.journal.read_spec(self.key)
@@ -398,7 +407,6 @@ class Supervisor:
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, _ignore_signal)
         signal.set_wakeup_fd(wake_w)
-        control = os.open(os.path.join(self.job_dir, CONTROL_FIFO), os.O_RDWR | os.O_NONBLOCK)
         selector = selectors.DefaultSelector()
         for fd, writer in self._readers:
             if fd is not None:
