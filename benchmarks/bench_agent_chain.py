@@ -30,7 +30,7 @@ def main() -> None:
         keys = [JobKey(run=run, path=f"/chain/j{index}", attempt=1) for index in range(args.jobs)]
         with agent.cpu.measure("chain", args.jobs):
             start = time.perf_counter()
-            ended_at, started_at, exit_to_event = run_chain(agent, keys)
+            ended_at, started_at, accepted_at, exit_to_event = run_chain(agent, keys)
             elapsed = time.perf_counter() - start
         while True:  # the last running events may still be queued
             try:
@@ -39,19 +39,26 @@ def main() -> None:
                 break
             if record.state == "running" and record.started_at:
                 started_at[record.key] = record.started_at
+                accepted_at[record.key] = record.accepted_at or record.started_at
         exit_to_next_start = [started_at[following] - ended_at[previous]
                               for previous, following in zip(keys, keys[1:]) if following in started_at]
         print(f"chain of {args.jobs} /bin/true jobs through one channel: {elapsed:.2f} s "
               f"({elapsed / args.jobs * 1e3:.1f} ms per job)")
         print(f"exit -> exited event at the client: {summary_ms(exit_to_event)}")
         print(f"exit -> next job started on the VM: {summary_ms(exit_to_next_start)}")
+        print(f"  of which accepted -> started (the agent's part): "
+              f"{summary_ms([started_at[key] - accepted_at[key] for key in started_at])}")
 
 
-def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[dict[JobKey, float], dict[JobKey, float], list[float]]:
+Times = dict[JobKey, float]
+
+
+def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[Times, Times, Times, list[float]]:
     """Launch each job when the previous one's ``exited`` event arrives: (ended at, started at,
-    exit -> event received) per job."""
-    ended_at: dict[JobKey, float] = {}
-    started_at: dict[JobKey, float] = {}
+    accepted at, exit -> event received) per job."""
+    ended_at: Times = {}
+    started_at: Times = {}
+    accepted_at: Times = {}
     exit_to_event = []
     agent.chan.call(LaunchRequest(key=keys[0], script="/bin/true"), LaunchResult)
     index = 0
@@ -59,6 +66,7 @@ def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[dict[JobKey, flo
         record = agent.events.get(timeout=30)
         if record.state == "running" and record.started_at:
             started_at[record.key] = record.started_at
+            accepted_at[record.key] = record.accepted_at or record.started_at
         if record.key != keys[index] or record.state != "exited":
             continue
         received = time.time()
@@ -67,7 +75,7 @@ def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[dict[JobKey, flo
         index += 1
         if index < len(keys):
             agent.chan.call(LaunchRequest(key=keys[index], script="/bin/true"), LaunchResult)
-    return ended_at, started_at, exit_to_event
+    return ended_at, started_at, accepted_at, exit_to_event
 
 if __name__ == "__main__":
     main()
