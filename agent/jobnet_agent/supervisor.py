@@ -1,7 +1,8 @@
 """The per-job supervisor: starts one job, pumps its output, enforces timeout and kill, records the end.
 
-Started by ``serve`` (``jobnet-agent supervise``) fully detached: its own session, stdin from
-/dev/null, reparented to init by a fork, holding the job's ``supervisor.lock`` for its whole life
+Started by ``serve`` (``jobnet-agent supervise``, or forked by its fork server) fully detached:
+its own session, stdin from /dev/null, never a child of serve (reparented to init by a fork, or
+once the fork server exits with serve), holding the job's ``supervisor.lock`` for its whole life
 (serve uses that lock to know whether a supervisor is alive).
 
 The script runs under a tiny ``/bin/sh`` wrapper, in its own session and process group (pgid =
@@ -145,7 +146,7 @@ def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
 def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
     """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
 
-    The script does not inherit the supervisor's FIFO read ends (closed for it). When the script
+    The script does not inherit the output pipes' read ends the wrapper holds (closed for it). When the script
     ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else the supervisor
     died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way. The pid is
     given, not taken from ``$PPID``: the shell reads that at its start, and a supervisor that dies
@@ -485,7 +486,7 @@ class Supervisor:
             writer.write(data)
 
     def _pump_all(self) -> None:
-        """Take what the FIFOs hold once the script ended (bounded: a background child the
+        """Take what the pipes hold once the script ended (bounded: a background child the
         script left behind may keep writing; what it writes later is not the job's output)."""
         for fd, writer in self._readers:
             if fd is not None:
