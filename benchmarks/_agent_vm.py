@@ -6,6 +6,7 @@ the repository root is put on sys.path so the test support code can be reused.""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -24,6 +25,7 @@ from tests.vm.harness import AgentHarness  # noqa: E402
 
 
 CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
+_group_numbers = itertools.count(1)
 
 
 class VmCpu:
@@ -33,8 +35,8 @@ class VmCpu:
 
     Without a writable cpuacct hierarchy, :attr:`available` is False and nothing is measured."""
 
-    def __init__(self, label: str) -> None:
-        self.group = CPUACCT_ROOT / f"jobnet-bench-{label}-{os.getpid()}"
+    def __init__(self) -> None:
+        self.group = CPUACCT_ROOT / f"jobnet-bench-{os.getpid()}-{next(_group_numbers)}"
         try:
             self.group.mkdir()
             self.available = True
@@ -55,14 +57,21 @@ class VmCpu:
         return int(fields["user"]) / ticks, int(fields["system"]) / ticks
 
     def release(self) -> None:
+        """Remove the group (once the VM is gone; a process still in it moves to the root)."""
         if not self.available:
             return
         parent = self.group.parent / "cgroup.procs"
-        for pid in (self.group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):  # it may have exited meanwhile
-                parent.write_text(f"{pid}\n")
-        with contextlib.suppress(OSError):
+        for _ in range(3):
+            pids = (self.group / "cgroup.procs").read_text().split()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):  # it may have exited meanwhile
+                    parent.write_text(f"{pid}\n")
+        try:
             self.group.rmdir()
+        except OSError as exc:
+            print(f"note: cgroup {self.group} not removed: {exc}", file=sys.stderr)
 
 
 class CpuMeter:
@@ -90,18 +99,20 @@ def agent_on_vm(extra_args: Sequence[str] = ()) -> Iterator[AgentHarness]:
     reason = missing_requirements()
     if reason:
         sys.exit(f"cannot run: {reason}")
-    with tempfile.TemporaryDirectory() as tmp, NamespaceVM(label="bench") as vm:
-        installer = AgentInstaller(build_zipapp(Path(tmp) / "jobnet-agent.pyz"), jobnet_agent.__version__)
-        harness = AgentHarness(vm, installer, request_timeout=60)
-        vm_cpu = VmCpu(f"vm{vm.slot}")
-        vm_cpu.adopt(vm.pids())  # sshd alone so far: every login and job descends from it
-        harness.cpu = CpuMeter(vm_cpu)  # type: ignore[attr-defined]
-        try:
-            harness.connect(extra_args=extra_args)
-            yield harness
-        finally:
-            harness.close()
-            vm_cpu.release()
+    vm_cpu = VmCpu()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, NamespaceVM(label="bench") as vm:
+            installer = AgentInstaller(build_zipapp(Path(tmp) / "jobnet-agent.pyz"), jobnet_agent.__version__)
+            harness = AgentHarness(vm, installer, request_timeout=60)
+            vm_cpu.adopt(vm.pids())  # sshd alone so far: every login and job descends from it
+            harness.cpu = CpuMeter(vm_cpu)  # type: ignore[attr-defined]
+            try:
+                harness.connect(extra_args=extra_args)
+                yield harness
+            finally:
+                harness.close()
+    finally:
+        vm_cpu.release()  # the VM's processes are gone now
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
