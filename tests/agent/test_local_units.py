@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,30 @@ def test_a_record_rewritten_in_place_reads_back_whole_even_when_shorter(tmp_path
     assert journal.read_record(KEY) == ended
     assert path.stat().st_ino == inode  # rewritten, not replaced: no new inode per state
     assert json.loads(path.read_text())["state"] == "exited"  # still plain JSON for people
+
+
+def test_readers_never_see_a_mix_of_two_records_rewritten_in_place(tmp_path: Path) -> None:
+    """Each record's message names its seq; a reader racing the in-place rewrites (other
+    processes do, without the journal lock) must only ever get whole records."""
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    seen: list[JobRecord] = []
+
+    def read_while_rewritten() -> None:
+        for _ in range(3000):
+            record = journal.read_record(KEY)
+            assert record is not None
+            seen.append(record)
+
+    reader = threading.Thread(target=read_while_rewritten)
+    reader.start()
+    for round_ in range(1500):
+        # Alternately long and short: some rewrites leave padding behind.
+        journal.update(KEY, lambda r: r.replace(message="seq %d " % (r.seq + 1) + "x" * (300 * (round_ % 2))))
+    reader.join(timeout=60)
+
+    assert not reader.is_alive() and len(seen) == 3000
+    assert all(r.message is None or r.message.startswith("seq %d " % r.seq) for r in seen)
 
 
 def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
