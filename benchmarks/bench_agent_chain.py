@@ -4,8 +4,8 @@ previous one's `exited` event arrives on the watch stream (the lower bound of th
 
     python3 benchmarks/bench_agent_chain.py [--jobs 30]
 
-Reported: exit (agent's endedAt) -> event received, and exit -> next job started (startedAt);
-the VM shares the host's clock."""
+Reported: exit (agent's endedAt) -> event received, exit -> next job started (startedAt; the VM
+shares the host's clock), and the VM's CPU time per job (every VM process: sshd, agent, job)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 from _agent_vm import agent_on_vm, summary_ms
 
 from jobnet.core.agentproto import JobKey, LaunchRequest, LaunchResult
-from tests.vm.harness import new_key
+from tests.vm.harness import AgentHarness, new_key
 
 
 def main() -> None:
@@ -28,25 +28,10 @@ def main() -> None:
         agent.chan.watch(0)
         run = new_key().run
         keys = [JobKey(run=run, path=f"/chain/j{index}", attempt=1) for index in range(args.jobs)]
-        exit_to_event, exit_to_next_start = [], []
-        ended_at: dict[JobKey, float] = {}
-        started_at: dict[JobKey, float] = {}
-        start = time.perf_counter()
-        agent.chan.call(LaunchRequest(key=keys[0], script="/bin/true"), LaunchResult)
-        index = 0
-        while index < len(keys):
-            record = agent.events.get(timeout=30)
-            if record.state == "running" and record.started_at:
-                started_at[record.key] = record.started_at
-            if record.key != keys[index] or record.state != "exited":
-                continue
-            received = time.time()
-            ended_at[record.key] = record.ended_at or received
-            exit_to_event.append(received - ended_at[record.key])
-            index += 1
-            if index < len(keys):
-                agent.chan.call(LaunchRequest(key=keys[index], script="/bin/true"), LaunchResult)
-        elapsed = time.perf_counter() - start
+        with agent.cpu.measure("chain", args.jobs):
+            start = time.perf_counter()
+            ended_at, started_at, accepted_at, exit_to_event = run_chain(agent, keys)
+            elapsed = time.perf_counter() - start
         while True:  # the last running events may still be queued
             try:
                 record = agent.events.get_nowait()
@@ -54,14 +39,43 @@ def main() -> None:
                 break
             if record.state == "running" and record.started_at:
                 started_at[record.key] = record.started_at
-        for previous, following in zip(keys, keys[1:]):
-            if following in started_at:
-                exit_to_next_start.append(started_at[following] - ended_at[previous])
+                accepted_at[record.key] = record.accepted_at or record.started_at
+        exit_to_next_start = [started_at[following] - ended_at[previous]
+                              for previous, following in zip(keys, keys[1:]) if following in started_at]
         print(f"chain of {args.jobs} /bin/true jobs through one channel: {elapsed:.2f} s "
               f"({elapsed / args.jobs * 1e3:.1f} ms per job)")
         print(f"exit -> exited event at the client: {summary_ms(exit_to_event)}")
         print(f"exit -> next job started on the VM: {summary_ms(exit_to_next_start)}")
+        print(f"  of which accepted -> started (the agent's part): "
+              f"{summary_ms([started_at[key] - accepted_at[key] for key in started_at])}")
 
+
+Times = dict[JobKey, float]
+
+
+def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[Times, Times, Times, list[float]]:
+    """Launch each job when the previous one's ``exited`` event arrives: (ended at, started at,
+    accepted at, exit -> event received) per job."""
+    ended_at: Times = {}
+    started_at: Times = {}
+    accepted_at: Times = {}
+    exit_to_event = []
+    agent.chan.call(LaunchRequest(key=keys[0], script="/bin/true"), LaunchResult)
+    index = 0
+    while index < len(keys):
+        record = agent.events.get(timeout=30)
+        if record.state == "running" and record.started_at:
+            started_at[record.key] = record.started_at
+            accepted_at[record.key] = record.accepted_at or record.started_at
+        if record.key != keys[index] or record.state != "exited":
+            continue
+        received = time.time()
+        ended_at[record.key] = record.ended_at or received
+        exit_to_event.append(received - ended_at[record.key])
+        index += 1
+        if index < len(keys):
+            agent.chan.call(LaunchRequest(key=keys[index], script="/bin/true"), LaunchResult)
+    return ended_at, started_at, accepted_at, exit_to_event
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Agent channel benchmarks on a namespace VM: request round trip, launches per second, and
 completions per second of a fan-out (every launch sent at once, until every `exited` event
-has arrived on the watch stream).
+has arrived on the watch stream) with the VM's CPU time per job.
 
     python3 benchmarks/bench_agent_roundtrip.py [--pings 2000] [--launches 300] [--fanout 500]
 
@@ -78,18 +78,19 @@ def fan_out(agent: AgentHarness, jobs: int) -> None:
     # Only this fan-out's events count (the watch replays the earlier jobs' too).
     replayed_up_to = agent.chan.watch(0).last_seq
     keys = {new_key(f"/bench/fan{index}") for index in range(jobs)}
-    start = time.perf_counter()
-    futures = [agent.chan.submit(LaunchRequest(key=key, script="/bin/true")) for key in keys]
-    pending = set(keys)
-    deadline = start + 120
-    while pending and time.perf_counter() < deadline:
-        try:
-            record = agent.events.get(timeout=max(0.0, deadline - time.perf_counter()))
-        except queue.Empty:
-            break
-        if record.state == "exited" and record.seq > replayed_up_to:
-            pending.discard(record.key)
-    elapsed = time.perf_counter() - start
+    with agent.cpu.measure("fan-out", jobs):
+        start = time.perf_counter()
+        futures = [agent.chan.submit(LaunchRequest(key=key, script="/bin/true")) for key in keys]
+        pending = set(keys)
+        deadline = start + 120
+        while pending and time.perf_counter() < deadline:
+            try:
+                record = agent.events.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if record.state == "exited" and record.seq > replayed_up_to:
+                pending.discard(record.key)
+        elapsed = time.perf_counter() - start
     failed = sum(1 for f in futures if not f.done() or f.exception())
     print(f"fan-out of {jobs} /bin/true jobs through one channel: {(jobs - len(pending)) / elapsed:.0f} "
           f"completions/s ({elapsed:.2f} s; {len(pending)} not exited, {failed} launches failed)")

@@ -123,12 +123,16 @@ def try_take_supervisor_lock(job_dir: str) -> Optional[int]:
     return fd
 
 
-def observe(journal: Journal, record: JobRecord, boot_id: str) -> Tuple[Observation, Optional[int]]:
-    """Look at an active job. Returns the observation and, when the supervisor is gone, its lock."""
+def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple[Observation, int]]:
+    """Look at an active job whose supervisor is gone: the observation and the job's supervisor
+    lock (taken). None while a supervisor holds the lock: the usual case on every sweep, so
+    nothing else is probed then (a /proc scan, file lookups)."""
     job_dir = journal.job_dir(record.key)
     lock_fd = try_take_supervisor_lock(job_dir)
+    if lock_fd is None:
+        return None
     seen = Observation(
-        supervisor_alive=lock_fd is None,
+        supervisor_alive=False,
         boot_id=boot_id,
         process_alive=record.pid is not None
         and (process_alive(record.pid, record.pid_start_ticks) or group_alive(record.pgid or record.pid)),

@@ -9,15 +9,17 @@ Layout::
     <state>/watchers/<pid>-<n>.wake  FIFO of a process following the event log: every writer
                                   writes a byte to each after appending an event (wakes it at once)
     <state>/jobs/<run>/<path>#<attempt>/
-        record.json               the job's latest JobRecord (atomic: tmp, rename), a cache of the
-                                  event log that is rebuilt from it after a reboot
+        record.json               the job's latest JobRecord (one sealed JSON line, rewritten in
+                                  place), a cache of the event log rebuilt from it after a reboot
         spec.json                 what to run (mode 0600: env may hold secrets)
-        supervisor.lock           held (flock) by the job's supervisor for its whole life
-        supervisor.pid            the current supervisor's pid, for people (liveness is the lock)
-        control                   FIFO: a byte written here wakes the supervisor (kill requests)
+        supervisor.lock           held (flock) by the job's supervisor for its whole life; holds
+                                  its pid, for people (liveness is the lock)
+        control                   FIFO made by the supervisor once the script runs: a byte
+                                  written here wakes it (kill requests)
         started                   marker written (fsynced) just before the script is started
         exitcode                  written by the job's shell wrapper when the script ends
-        stdout, stderr            output head; stdout.tail.<n>, stderr.tail.<n> the rotating tail
+        stdout, stderr            output head (made by the first byte); stdout.tail.<n>,
+                                  stderr.tail.<n> the rotating tail
 
 A state change is one transaction under ``journal.lock``: allocate ``seq`` = last logged seq + 1,
 note the intent (seq, job dir) in the lock file, write the record file, append the event.
@@ -25,11 +27,13 @@ A process killed between the record and the event leaves the intent behind; the 
 sees it and appends the missing event, so the event log never misses a record that was written
 and a seq is never given to two records.
 
-One fsync per state change: only the event log is fsynced. The record files are replaced
-atomically but not fsynced, so they are always current while the machine stays up (a killed
-process loses nothing the page cache holds), and only a power loss or kernel crash can leave
-one stale, torn or missing. Both mean a reboot, so when serve starts under a new boot id it
-rebuilds every record file from the event log (:meth:`Journal.repair`) before any request.
+One fsync per state change: only the event log is fsynced. The record files are not fsynced,
+so they are always current while the machine stays up (a killed process loses nothing the page
+cache holds), and only a power loss or kernel crash can leave one stale, torn or missing. Both
+mean a reboot, so when serve starts under a new boot id it rebuilds every record file from the
+event log (:meth:`Journal.repair`) before any request. A record file is created by a rename and
+then rewritten in place within its first page (a kill -9 cannot tear a one-page write); its line
+ends with a crc32 of the rest, so a reader that catches it mid-rewrite rereads it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -57,7 +62,6 @@ from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 RECORD = "record.json"
 SPEC = "spec.json"
 SUPERVISOR_LOCK = "supervisor.lock"
-SUPERVISOR_PID = "supervisor.pid"
 CONTROL_FIFO = "control"
 STARTED_MARKER = "started"
 EXIT_CODE = "exitcode"
@@ -107,6 +111,68 @@ def _dump(data: Dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+_CHECK = b',"_check":'
+#: A record file rewritten in place stays within the first page: one page is copied whole or not
+#: at all by a write that a kill -9 interrupts. A bigger record is replaced by a rename.
+_IN_PLACE_MAX_BYTES = 4096
+#: How often a reader rereads a record caught mid-rewrite before calling it torn.
+_TORN_READ_RETRIES = 200
+
+
+def sealed_record(record: JobRecord) -> bytes:
+    """The record file's content: one JSON line whose last member checks the rest (crc32), so a
+    reader can tell a record caught mid-rewrite (reread it) from a complete one."""
+    body = _dump(record.to_stored())
+    return body[:-1] + _CHECK + b"%d}\n" % zlib.crc32(body)
+
+
+def unseal_record(data: bytes) -> Optional[Dict[str, Any]]:
+    """The stored record of a record file's content; None when it does not check out (torn)."""
+    line = data.split(b"\n", 1)[0]
+    at = line.rfind(_CHECK)
+    if at < 0:
+        # Written by an agent version that replaced record files by a rename: never torn.
+        body = line
+    else:
+        body = line[:at] + b"}"
+        check = line[at + len(_CHECK) : -1]
+        if not check.isdigit() or int(check) != zlib.crc32(body):
+            return None
+    try:
+        data_ = json.loads(body.decode("utf-8"))
+    except ValueError:
+        return None
+    return data_ if isinstance(data_, dict) else None
+
+
+def write_record(path: str, record: JobRecord) -> None:
+    """Make ``path`` hold ``record`` (not durable: see the module docstring).
+
+    An existing record file is rewritten in place, padded with spaces to its old size: a new
+    file per state costs an inode allocation, which is the most expensive step of a state change
+    on a crowded ext4 (~0.5 ms CPU measured), and a truncation costs more. Readers check the seal
+    (:func:`unseal_record`) and reread a record caught mid-rewrite.
+    """
+    data = sealed_record(record)
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        fd = None
+    if fd is None or len(data) > _IN_PLACE_MAX_BYTES:
+        if fd is not None:
+            os.close(fd)
+        atomic_write(path, data, durable=False)
+        return
+    try:
+        padding = os.fstat(fd).st_size - len(data)
+        if padding > 0:
+            data += b" " * padding
+        if os.pwrite(fd, data, 0) != len(data):
+            raise JournalError("short write of journal record %s" % path)
+    finally:
+        os.close(fd)
+
+
 def _dir_name(part: str) -> str:
     quoted = urllib.parse.quote(part, safe="")
     if len(quoted) > 180:
@@ -151,7 +217,7 @@ class Transaction:
         # Overwritten in place at a fixed size: an ftruncate of the lock file costs milliseconds.
         os.pwrite(self._lock_fd, intent.ljust(_INTENT_BYTES), 0)
         # Not fsynced: the event below is the durable copy (see the module docstring).
-        atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()), durable=False)
+        write_record(os.path.join(job_dir, RECORD), record)
         crash_point(
             journal.role + ":journal-after-record",
             "%s:journal-after-record:%s" % (journal.role, record.state),
@@ -222,14 +288,18 @@ class Journal:
 
     @staticmethod
     def _read_record_file(path: str) -> Optional[JobRecord]:
-        try:
-            with open(path, "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise JournalError("journal record %s is unreadable: %s" % (path, exc))
-        return JobRecord.from_stored(data)
+        for _ in range(_TORN_READ_RETRIES):
+            try:
+                with open(path, "rb") as handle:
+                    stored = unseal_record(handle.read())
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise JournalError("journal record %s is unreadable: %s" % (path, exc))
+            if stored is not None:
+                return JobRecord.from_stored(stored)
+            time.sleep(0.0005)  # caught mid-rewrite: the writer is a few bytes from done
+        raise JournalError("journal record %s is unreadable: torn (its seal does not check out)" % path)
 
     @classmethod
     def _read_record_file_if_intact(cls, path: str) -> Optional[JobRecord]:
@@ -361,8 +431,6 @@ class Journal:
             # marker; after a power loss before that, the job directory is rebuilt from the event
             # log and the job never ran. The spec is never needed after a reboot.
             atomic_write(os.path.join(job_dir, SPEC), _dump(spec.to_json()), durable=False)
-            if not os.path.exists(os.path.join(job_dir, CONTROL_FIFO)):
-                os.mkfifo(os.path.join(job_dir, CONTROL_FIFO), 0o600)
             lock_fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
@@ -456,7 +524,7 @@ class Journal:
             current = self._read_record_file_if_intact(os.path.join(job_dir, RECORD))
             if current is None or current.seq < record.seq:
                 os.makedirs(job_dir, mode=0o700, exist_ok=True)
-                atomic_write(os.path.join(job_dir, RECORD), _dump(record.to_stored()))
+                atomic_write(os.path.join(job_dir, RECORD), sealed_record(record))
                 report.restored.append(record)
         for job_dir in self.job_dirs():
             path = os.path.join(job_dir, RECORD)

@@ -33,9 +33,13 @@ class CappedWriter:
         self.head_limit = max_bytes - self.tail_bytes
         self._dir = job_dir
         self._stream = stream
-        head_flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resume else os.O_TRUNC)
-        self._head_fd = os.open(os.path.join(job_dir, stream), head_flags, 0o600)
-        self._head_size = os.fstat(self._head_fd).st_size
+        # A new stream's head file is created by its first byte: a file costs an inode allocation
+        # (about half a millisecond on a crowded ext4) and many jobs never write to stderr.
+        self._head_fd: Optional[int] = None
+        self._head_size = 0
+        if resume:
+            self._head_fd = os.open(os.path.join(job_dir, stream), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._head_size = os.fstat(self._head_fd).st_size
         self._segment = -1
         self._segment_fd: Optional[int] = None
         self._segment_size = 0
@@ -62,6 +66,8 @@ class CappedWriter:
         self.total_bytes += len(data)
         view = memoryview(data)
         if self._head_size < self.head_limit:
+            if self._head_fd is None:
+                self._head_fd = os.open(os.path.join(self._dir, self._stream), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             room = self.head_limit - self._head_size
             self._write_all(self._head_fd, view[:room])
             self._head_size += min(room, len(view))
@@ -95,7 +101,9 @@ class CappedWriter:
             view = view[written:]
 
     def close(self) -> None:
-        os.close(self._head_fd)
+        if self._head_fd is not None:
+            os.close(self._head_fd)
+            self._head_fd = None
         if self._segment_fd is not None:
             os.close(self._segment_fd)
             self._segment_fd = None

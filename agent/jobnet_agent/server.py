@@ -362,18 +362,20 @@ class Server:
             self.check_job(record)
 
     def check_job(self, record: JobRecord) -> None:
-        seen, lock_fd = observe(self.journal, record, self.boot_id)
-        if lock_fd is None:
+        observed = observe(self.journal, record, self.boot_id)
+        if observed is None:
             if record.kill_requested is not None and record.state == RUNNING:
                 # A serve that recorded the kill may have died before waking the supervisor.
                 self._wake_supervisor(record)
             return
+        seen, taken = observed
+        lock_fd: Optional[int] = taken
         try:
             verdict = decide(record, seen)
             if verdict.action == ADOPT:
                 self.log.line(verdict.why, record.key)
-                adopting_lock, lock_fd = lock_fd, None
-                spawn_adopting_supervisor(self.config, self.journal.job_dir(record.key), adopting_lock)
+                lock_fd = None  # handed over to the adopting supervisor
+                spawn_adopting_supervisor(self.config, self.journal.job_dir(record.key), taken)
             elif verdict.action == END:
                 committed = end_record(self.journal, record, verdict)
                 if committed is not None:

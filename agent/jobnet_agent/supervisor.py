@@ -1,15 +1,17 @@
 """The per-job supervisor: starts one job, pumps its output, enforces timeout and kill, records the end.
 
-Started by ``serve`` (``jobnet-agent supervise``) fully detached: its own session, stdin from
-/dev/null, reparented to init by a fork, holding the job's ``supervisor.lock`` for its whole life
+Started by ``serve`` (``jobnet-agent supervise``, or forked by its fork server) fully detached:
+its own session, stdin from /dev/null, never a child of serve (reparented to init by a fork, or
+once the fork server exits with serve), holding the job's ``supervisor.lock`` for its whole life
 (serve uses that lock to know whether a supervisor is alive).
 
 The script runs under a tiny ``/bin/sh`` wrapper, in its own session and process group (pgid =
 the wrapper's pid), so a kill reaches the whole tree. The wrapper writes the script's exit code
 to the job's ``exitcode`` file before it exits: if this supervisor dies at any moment, the
-result is still known. Output goes through FIFOs in the job directory, which the wrapper also
-holds open for reading: a dead supervisor never SIGPIPEs the job, and a new supervisor started
-in ``--adopt`` mode resumes pumping from the same FIFOs.
+result is still known. Output goes through pipes whose read ends the wrapper also holds: a
+dead supervisor never SIGPIPEs the job, and a new supervisor started in ``--adopt`` mode reopens
+the same pipes through ``/proc/<wrapper pid>/fd/1`` and ``/fd/2`` and resumes pumping them (pipes,
+not FIFOs in the job directory: a file costs an inode allocation, ~0.5 ms on a crowded ext4).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import array
 import dataclasses
 import errno
 import fcntl
+import gc
 import os
 import selectors
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -35,9 +39,7 @@ from jobnet_agent.journal import (
     CONTROL_FIFO,
     EXIT_CODE,
     STARTED_MARKER,
-    SUPERVISOR_PID,
     Journal,
-    atomic_write,
     fsync_dir,
 )
 from jobnet_agent.log import AgentLog
@@ -61,6 +63,8 @@ _READ_CHUNK = 256 * 1024
 #: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
 _ADOPTED_POLL_SECONDS = 0.05
 _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
+#: The supervisor's pid in its lock file, padded so an adopting supervisor overwrites it whole.
+_PID_FIELD_BYTES = 16
 #: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
 _KILL_WAIT_SECONDS = 5.0
 
@@ -139,18 +143,21 @@ def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
     return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
 
 
-def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...]) -> str:
+def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
     """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
 
-    The script does not inherit the supervisor's FIFO read ends (closed for it). When the script
-    ends, the wrapper notes whether its parent is still the supervisor that started it (else the
-    supervisor died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way.
+    The script does not inherit the output pipes' read ends the wrapper holds (closed for it). When the script
+    ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else the supervisor
+    died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way. The pid is
+    given, not taken from ``$PPID``: the shell reads that at its start, and a supervisor that dies
+    before the shell gets to run would leave ``$PPID`` naming the new parent (E02 then looked like
+    a supervised end).
     """
     return (
         '"$@" %s; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
-        '[ -n "$p" ] && [ "$p" != "$PPID" ] && o=" orphaned"; '
+        '[ -n "$p" ] && [ "$p" != %d ] && o=" orphaned"; '
         'printf "%%s%%s\\n" "$c" "$o" > %s; exit "$c"'
-    ) % (" ".join("%d<&-" % fd for fd in keep_fds), shlex.quote(exit_file))
+    ) % (" ".join("%d<&-" % fd for fd in keep_fds), supervisor_pid, shlex.quote(exit_file))
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -237,7 +244,10 @@ class Supervisor:
         if record is None:
             raise RuntimeError("no journal record in %s" % self.job_dir)
         self.key = record.key
-        self._readers: List[Tuple[int, CappedWriter]] = []
+        #: Per stream: the pipe fd we read (None: unreachable after an adoption) and its writer.
+        self._readers: List[Tuple[Optional[int], CappedWriter]] = []
+        #: The write ends we hold so that the pipes never report EOF to us.
+        self._pipe_write_ends: List[int] = []
         self._kill: Optional[_Kill] = None
 
     # -- journal helpers ---------------------------------------------------------------------
@@ -287,17 +297,16 @@ class Supervisor:
         if problem is not None:
             self._fail_to_start(*problem)
             return None
-        self._open_outputs(resume=False)
+        self._open_pipes()
         # From here on a crash means "the script may have started": never start it again. The
         # marker's existence is what counts, so it and its job directory must survive a power loss.
         fsync_dir(os.path.dirname(self.job_dir))
         os.close(os.open(os.path.join(self.job_dir, STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
         fsync_dir(self.job_dir)
         crash_point("supervise:before-start")
-        keep_fds = tuple(fd for fd, _ in self._readers)
-        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds)
-        out_w = os.open(os.path.join(self.job_dir, "stdout.fifo"), os.O_WRONLY)
-        err_w = os.open(os.path.join(self.job_dir, "stderr.fifo"), os.O_WRONLY)
+        keep_fds = tuple(fd for fd, _ in self._readers if fd is not None)
+        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds, os.getpid())
+        out_w, err_w = self._pipe_write_ends
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", wrapper, spec.script, spec.script] + spec.args,
@@ -313,9 +322,6 @@ class Supervisor:
             reason = "BadWorkingDirectory" if exc.filename == working_dir else "PermissionDenied"
             self._fail_to_start(reason, "cannot start %s: %s" % (spec.script, exc))
             return None
-        finally:
-            os.close(out_w)
-            os.close(err_w)
         crash_point("supervise:after-start")
         ticks = process_start_ticks(proc.pid)
         now = time.time()
@@ -331,21 +337,39 @@ class Supervisor:
             return None
         return _Leader(proc.pid, proc.pid, proc, ticks, self.job_dir)
 
-    def _open_outputs(self, resume: bool) -> None:
+    def _open_pipes(self) -> None:
         for stream in ("stdout", "stderr"):
-            fifo = os.path.join(self.job_dir, stream + ".fifo")
-            if not resume and not os.path.exists(fifo):
-                os.mkfifo(fifo, 0o600)
-            # Read-write: the FIFO never reports EOF to us and never SIGPIPEs the job.
-            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            read_end, write_end = os.pipe()
+            os.set_blocking(read_end, False)
+            self._pipe_write_ends.append(write_end)
+            self._add_reader(stream, read_end, resume=False)
+
+    def _reopen_pipes(self, leader_pid: int, start_ticks: Optional[int]) -> None:
+        """Reach the pipes of an adopted job through its wrapper's stdout and stderr."""
+        for stream, fd_number in (("stdout", 1), ("stderr", 2)):
+            fd: Optional[int] = None
+            try:
+                # Read-write: the pipe never reports EOF to us (we are one of its writers too).
+                fd = os.open("/proc/%d/fd/%d" % (leader_pid, fd_number), os.O_RDWR | os.O_NONBLOCK)
+                # Still the same wrapper after the open (not a reused pid), and still its pipe (not
+                # the exit code file it redirects to for a moment at its very end).
+                if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not process_alive(leader_pid, start_ticks):
+                    os.close(fd)
+                    fd = None
+            except OSError:
+                fd = None
+            if fd is None:
+                self.log.line("%s of pid %d cannot be reached any more: the rest of it is not kept" % (stream, leader_pid), self.key)
+            self._add_reader(stream, fd, resume=True)
+
+    def _add_reader(self, stream: str, fd: Optional[int], resume: bool) -> None:
+        if fd is not None:
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
             except OSError:
                 pass  # a smaller pipe only costs throughput
-            writer = CappedWriter(
-                self.job_dir, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume
-            )
-            self._readers.append((fd, writer))
+        writer = CappedWriter(self.job_dir, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume)
+        self._readers.append((fd, writer))
 
     # -- adopt -------------------------------------------------------------------------------
 
@@ -356,7 +380,7 @@ class Supervisor:
         record = self.journal.read_record(self.key)
         if record is None or record.state != RUNNING or record.pid is None:
             return
-        self._open_outputs(resume=True)
+        self._reopen_pipes(record.pid, record.pid_start_ticks)
         leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job_dir)
         self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
         self._supervise(leader)
@@ -364,6 +388,15 @@ class Supervisor:
     # -- supervise ---------------------------------------------------------------------------
 
     def _supervise(self, leader: _Leader) -> None:
+        # Listening before the record is read: a kill recorded after this read wakes us. Made
+        # here, not with the claim, so its inode allocation is off the launch path (serve
+        # reminds a supervisor without one yet of a recorded kill on its sweep).
+        control_path = os.path.join(self.job_dir, CONTROL_FIFO)
+        try:
+            os.mkfifo(control_path, 0o600)
+        except FileExistsError:
+            pass  # adopting: the first supervisor made it
+        control = os.open(control_path, os.O_RDWR | os.O_NONBLOCK)
         record = self.journal.read_record(self.key)
         assert record is not None
         spec = self.journal.read_spec(self.key)
@@ -375,10 +408,10 @@ class Supervisor:
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, _ignore_signal)
         signal.set_wakeup_fd(wake_w)
-        control = os.open(os.path.join(self.job_dir, CONTROL_FIFO), os.O_RDWR | os.O_NONBLOCK)
         selector = selectors.DefaultSelector()
         for fd, writer in self._readers:
-            selector.register(fd, selectors.EVENT_READ, writer)
+            if fd is not None:
+                selector.register(fd, selectors.EVENT_READ, writer)
         selector.register(control, selectors.EVENT_READ, "control")
         selector.register(wake_r, selectors.EVENT_READ, "wake")
         if record.kill_requested:
@@ -414,10 +447,11 @@ class Supervisor:
         finally:
             signal.set_wakeup_fd(-1)
             selector.close()
-            for fd in (wake_r, wake_w, control):
+            for fd in (wake_r, wake_w, control, *self._pipe_write_ends):
                 os.close(fd)
             for fd, writer in self._readers:
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
                 writer.close()
 
     def _kill_overdue(self, now: float) -> bool:
@@ -452,10 +486,11 @@ class Supervisor:
             writer.write(data)
 
     def _pump_all(self) -> None:
-        """Take what the FIFOs hold once the script ended (bounded: a background child the
+        """Take what the pipes hold once the script ended (bounded: a background child the
         script left behind may keep writing; what it writes later is not the job's output)."""
         for fd, writer in self._readers:
-            self._pump(fd, writer, max_chunks=2 * _PIPE_SIZE // _READ_CHUNK + 1)
+            if fd is not None:
+                self._pump(fd, writer, max_chunks=2 * _PIPE_SIZE // _READ_CHUNK + 1)
 
     def _on_control(self, leader: _Leader) -> None:
         record = self.journal.read_record(self.key)
@@ -545,6 +580,10 @@ def detach() -> None:
     """Fork once more so the supervisor is reparented to init and serve's child exits at once."""
     if os.fork() != 0:
         os._exit(0)
+    ignore_hangups()
+
+
+def ignore_hangups() -> None:
     # A handler, not SIG_IGN: ignored signals would be inherited by the job through exec.
     signal.signal(signal.SIGHUP, _ignore_signal)
 
@@ -581,7 +620,8 @@ def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Opt
         sys.stderr.write("jobnet-agent supervise: %s already has a supervisor\n" % job_dir)
         return 1
     supervisor = Supervisor(config, job_dir)
-    atomic_write(os.path.join(supervisor.job_dir, SUPERVISOR_PID), b"%d\n" % os.getpid(), durable=False)
+    # For people (liveness is the lock): in the lock file, as a file more costs an inode allocation.
+    os.pwrite(lock_fd, (b"%d\n" % os.getpid()).ljust(_PID_FIELD_BYTES), 0)
     if adopt:
         supervisor.adopt(ready_fd)
     else:
@@ -593,10 +633,16 @@ def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
     """Fork a supervisor for every job serve hands over, until serve goes away.
 
     Started once per serve: every module a supervisor needs is imported already, so a launch
-    costs a fork (about a millisecond) instead of a Python start-up (tens to hundreds of
-    milliseconds, more from a zipapp). Single-threaded, so forking is safe.
+    costs one fork (about a millisecond) instead of a Python start-up (tens to hundreds of
+    milliseconds, more from a zipapp). Single-threaded, so forking is safe. The kernel reaps the
+    supervisors (SIGCHLD ignored), so one fork suffices; they are reparented to init when this
+    process exits with serve.
     """
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Everything imported so far stays as it is: a collection in a supervisor would touch (and so
+    # copy) every page of it.
+    gc.freeze()
     try:
         while True:
             job = receive_job(channel)
@@ -614,8 +660,6 @@ def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
                 _run_forked_supervisor(config, job_dir, lock_fd, ready_fd)
             os.close(lock_fd)
             os.close(ready_fd)
-            if child is not None:
-                os.waitpid(child, 0)  # the child forks the supervisor away and exits at once
     finally:
         channel.close()
 
@@ -624,7 +668,9 @@ def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, read
     """In the fork server's child: become a detached supervisor (never returns)."""
     code = 1
     try:
-        detach()
+        # The supervisor waits for its job: its children must not be reaped by the kernel.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ignore_hangups()
         os.setsid()
         code = supervise_job(config, job_dir, lock_fd, ready_fd, adopt=False)
     except BaseException:

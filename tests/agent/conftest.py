@@ -221,10 +221,10 @@ def key_text(key: dict[str, Any]) -> str:
 def supervisor_pids(state_dir: Path) -> list[int]:
     """Pids of the live supervisors of the jobs of a state dir."""
     found = []
-    for pid_file in state_dir.glob("jobs/*/*/supervisor.pid"):
-        pid = int(pid_file.read_text())
-        if pid_alive(pid):
-            found.append(pid)
+    for lock_file in state_dir.glob("jobs/*/*/supervisor.lock"):
+        text = lock_file.read_text().strip()  # empty until a supervisor took the job
+        if text and pid_alive(int(text)):
+            found.append(int(text))
     return found
 
 

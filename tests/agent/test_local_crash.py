@@ -151,16 +151,11 @@ def test_supervisor_killed_before_recording_the_pid_ends_lost_and_ran_once(dirs:
     assert_journal_consistent(dirs)
 
 
-@pytest.mark.parametrize("crash_at", [
-    pytest.param("supervise:journal-after-record:running", marks=pytest.mark.xfail(strict=False, reason=(
-        "known intermittent agent defect: under load the adopted job sometimes ends 'exited' with its real code "
-        "instead of 'lost' (the wrapper's note of whether its supervisor was alive sees the adopting one); "
-        "seen once in eight full runs; see the issue 3 note"))),
-    "supervise:after-running",
-])
+@pytest.mark.parametrize("crash_at", ["supervise:journal-after-record:running", "supervise:after-running"])
 def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: AgentDirs, crash_at: str) -> None:
     """E02: the job keeps running; a new supervisor adopts it (pumps output, honours kills);
-    since it ran unsupervised for a while it ends ``lost`` with the recorded code in the message."""
+    since it ran unsupervised for a while it ends ``lost`` with the recorded code in the message,
+    however soon after starting the script the supervisor died."""
     key = new_key()
     go = dirs.work / "go"
     body = "echo before\nwhile [ ! -e %s ]; do sleep 0.02; done\necho after\nexit 4\n" % go

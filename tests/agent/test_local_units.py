@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes
+from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes, read_wrapper_exit, wrapper_command
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
 
@@ -115,6 +117,27 @@ def test_an_unsupervised_end_is_lost_even_with_exit_code_0() -> None:
 
     assert changes["state"] == "lost" and changes["exit_code"] is None
     assert "recorded exit code 0" in str(changes["message"])
+
+
+def run_wrapper(job_dir: Path, supervisor_pid: int) -> WrapperExit | None:
+    """Run the job wrapper around ``exit 3`` as a child of this test process."""
+    wrapper = wrapper_command(str(job_dir / "exitcode"), (), supervisor_pid)
+    code = subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", "exit 3"], timeout=10).returncode
+    assert code == 3
+    return read_wrapper_exit(str(job_dir))
+
+
+def test_the_wrapper_records_a_supervised_end_as_a_fact(tmp_path: Path) -> None:
+    assert run_wrapper(tmp_path, supervisor_pid=os.getpid()) == WrapperExit(code=3, orphaned=False)
+
+
+def test_the_wrapper_records_an_end_under_another_parent_as_orphaned(tmp_path: Path) -> None:
+    """E02 regression: a supervisor that died before its wrapper's shell started left ``$PPID``
+    naming the new parent, so comparing with ``$PPID`` called the end supervised. The wrapper
+    compares with the supervisor's own pid, whatever its parent was at start."""
+    not_the_parent = os.getppid()
+
+    assert run_wrapper(tmp_path, supervisor_pid=not_the_parent) == WrapperExit(code=3, orphaned=True)
 
 
 def test_our_kill_ends_killed_or_timed_out_with_the_signal() -> None:
@@ -215,6 +238,63 @@ def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
     current, committed = journal.update(KEY, lambda r: None)
 
     assert current is not None and committed is None and journal.last_seq() == 1
+
+
+def test_a_record_rewritten_in_place_reads_back_whole_even_when_shorter(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    path = Path(journal.job_dir(KEY)) / "record.json"
+    inode = path.stat().st_ino
+    journal.update(KEY, lambda r: r.replace(state="running", message="x" * 300))
+    _, ended = journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0, message=None))
+
+    assert journal.read_record(KEY) == ended
+    assert path.stat().st_ino == inode  # rewritten, not replaced: no new inode per state
+    assert json.loads(path.read_text())["state"] == "exited"  # still plain JSON for people
+
+
+def test_readers_never_see_a_mix_of_two_records_rewritten_in_place(tmp_path: Path) -> None:
+    """Each record's message names its seq; a reader racing the in-place rewrites (other
+    processes do, without the journal lock) must only ever get whole records."""
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    seen: list[JobRecord] = []
+
+    def read_while_rewritten() -> None:
+        for _ in range(3000):
+            record = journal.read_record(KEY)
+            assert record is not None
+            seen.append(record)
+
+    reader = threading.Thread(target=read_while_rewritten)
+    reader.start()
+    for round_ in range(1500):
+        # Alternately long and short: some rewrites leave padding behind.
+        journal.update(KEY, lambda r: r.replace(message="seq %d " % (r.seq + 1) + "x" * (300 * (round_ % 2))))
+    reader.join(timeout=60)
+
+    assert not reader.is_alive() and len(seen) == 3000
+    assert all(r.message is None or r.message.startswith("seq %d " % r.seq) for r in seen)
+
+
+def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    path = Path(journal.job_dir(KEY)) / "record.json"
+    path.write_bytes(path.read_bytes().replace(b'"accepted"', b'"exited"  '))
+
+    with pytest.raises(JournalError, match="torn"):
+        journal.read_record(KEY)
+
+
+def test_a_record_written_by_an_older_agent_without_a_seal_still_reads(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    record = journal.read_record(KEY)
+    assert record is not None
+    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"), json.dumps(record.to_stored()).encode())
+
+    assert journal.read_record(KEY) == record
 
 
 def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> None:

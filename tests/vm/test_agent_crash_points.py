@@ -27,7 +27,7 @@ CRASH_POINTS = {
 
 def _job_supervisors_gone(vm: NamespaceVM) -> bool:
     """Every supervisor that took a job is dead (an idle standby supervisor does not count)."""
-    pids = [int(p.read_text()) for p in vm.state_dir.glob("jobs/*/*/supervisor.pid") if p.read_text().strip()]
+    pids = [int(p.read_text()) for p in vm.state_dir.glob("jobs/*/*/supervisor.lock") if p.read_text().strip()]
     return bool(pids) and all(process_gone(pid) for pid in pids)
 
 

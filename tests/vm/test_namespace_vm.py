@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -88,13 +89,26 @@ def test_kill_agent_spares_other_processes(vm: NamespaceVM) -> None:
     assert not process_gone(sleeper[0])
 
 
+def our_slot_claims() -> list[str]:
+    """The slots this process holds (other sessions on the machine claim and free theirs meanwhile)."""
+    ours = []
+    for claim in SLOTS_DIR.iterdir():
+        try:
+            owner = claim.read_text().strip()
+        except FileNotFoundError:
+            continue  # freed by its owner while we looked
+        if owner == str(os.getpid()):
+            ours.append(claim.name)
+    return sorted(ours)
+
+
 def test_a_subnet_overlapping_an_existing_one_is_refused(vm: NamespaceVM) -> None:
-    claims_before = sorted(SLOTS_DIR.iterdir())
+    claims_before = our_slot_claims()
     with pytest.raises(AddressOverlap, match=str(vm.host_address)):
         NamespaceVM(subnet=str(vm.subnet)).create()
     with pytest.raises(AddressOverlap, match="must be a /30 inside 198.18.0.0/15"):
         NamespaceVM(subnet="192.0.2.0/30").create()
-    assert sorted(SLOTS_DIR.iterdir()) == claims_before
+    assert our_slot_claims() == claims_before == [str(vm.slot)]
 
 
 def test_leftovers_of_a_dead_test_process_are_cleaned(vm: NamespaceVM) -> None:
