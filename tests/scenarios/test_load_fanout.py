@@ -5,6 +5,7 @@ dispatch timeout are not taken as lost."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import subprocess
@@ -98,7 +99,8 @@ def test_load_operator_killed_mid_run_of_300_jobs_resumes_from_the_chunked_statu
                    what="the run settles after the restart")
     status = decoded_status(scenario.status(run))
     unsucceeded = {path: entry for path, entry in status["jobs"].items() if entry["state"] != "Succeeded"}
-    assert settled and status["phase"] == "Succeeded", (unsucceeded, operator.log_text()[log_before_restart:][-4000:])
+    assert settled and status["phase"] == "Succeeded", (
+        f"{json.dumps(unsucceeded, indent=1)}\n{operator.log_text()[log_before_restart:][-4000:]}")
 
     for job in jobs:
         entry = status["jobs"][f"/load/{job['name']}"]
