@@ -57,8 +57,9 @@ _MAX_LINE_BYTES = 16 * 1024 * 1024
 _GC_INTERVAL_SECONDS = 60.0
 _SHUTDOWN_SECONDS = 10.0
 
-#: How many launches may wait for their supervisor at once (then the channel waits too).
-_MAX_PENDING_LAUNCHES = 16
+#: How many requests may be in progress at once, most of them launches waiting for their
+#: supervisor (then the channel waits too).
+_MAX_REQUESTS_IN_PROGRESS = 16
 
 
 class Later:
@@ -200,7 +201,7 @@ class Server:
         self._last_sent_seq = 0
         self._fork_server = SupervisorForkServer(config)
         self._active: ActiveJobs  # set by run(), after the journal is repaired
-        self._later_slots = threading.BoundedSemaphore(_MAX_PENDING_LAUNCHES)
+        self._request_slots = threading.BoundedSemaphore(_MAX_REQUESTS_IN_PROGRESS)
         self._connection_lost = False
         self._handlers: Dict[str, Callable[[Request], Handled]] = {
             "hello": self._hello,
@@ -254,19 +255,24 @@ class Server:
         return 0
 
     def _handle_line(self, line: bytes) -> None:
+        # A slot is held from the first byte of work until the request is carried out (by this
+        # thread, or by the thread it hands a launch to): a serve that has to leave waits for
+        # the slots, so it never leaves a launch it has accepted without a supervisor.
+        self._request_slots.acquire()
         request_id: Optional[int] = None
         try:
             request = parse_request(line.decode("utf-8", "replace"))
             request_id = request.id
             outcome = self._handlers[request.op](request)
         except Exception as exc:
+            self._request_slots.release()
             self._send(self._error_response(request_id, exc))
             return
         if isinstance(outcome, Later):
-            # Answered from a thread once done; the next requests need not wait for it.
-            self._later_slots.acquire()
+            # Answered from a thread once done (it releases the slot); the next requests need not wait for it.
             threading.Thread(target=self._finish_later, args=(request.id, outcome), daemon=True).start()
             return
+        self._request_slots.release()
         result, after = outcome
         self._send(ok(request.id, result))
         if after is not None:
@@ -278,7 +284,7 @@ class Server:
         except Exception as exc:
             response = self._error_response(request_id, exc)
         finally:
-            self._later_slots.release()
+            self._request_slots.release()
         self._send(response)
 
     def _error_response(self, request_id: Optional[int], exc: Exception) -> Dict[str, Any]:
@@ -313,10 +319,10 @@ class Server:
         os._exit(0)
 
     def _wait_for_requests_in_progress(self, deadline: float) -> None:
-        """Until the requests answered from threads (launches handing their job to a
-        supervisor) are done, or the deadline."""
-        for _ in range(_MAX_PENDING_LAUNCHES):
-            if not self._later_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        """Until the requests in progress are done (a launch being accepted, or handing its job to
+        a supervisor), or the deadline."""
+        for _ in range(_MAX_REQUESTS_IN_PROGRESS):
+            if not self._request_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return
 
     def _report_unsent(self, why: str) -> None:
@@ -423,6 +429,7 @@ class Server:
             return {"record": record.to_wire(), "deduplicated": True}, None
         self.log.line("accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key)
         crash_point("serve:launch-after-accept")
+        pause_point("serve:launch-after-accept")
         # The claim is journaled: later requests on this channel already see the job. Starting
         # it and waiting for its pid happen off the request loop.
         return Later(lambda: self._start_job(key, record, lock_fd))

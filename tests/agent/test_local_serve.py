@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 from tests.agent.conftest import (
     AGENT_PYTHON,
     Agent,
@@ -327,10 +329,11 @@ def test_channel_close_ends_serve_but_not_the_job(dirs: AgentDirs) -> None:
     assert "serve disconnected: channel closed" in dirs.log_text()
 
 
-def test_a_launch_accepted_just_before_the_channel_breaks_still_starts_its_job(dirs: AgentDirs) -> None:
-    """The operator dies (its SSH connection with it) while serve hands an accepted job to a
-    supervisor: serve, unable to write, still finishes the hand-over before it leaves, so the
-    job runs once instead of ending failedToStart ("the agent died before starting it")."""
+@pytest.mark.parametrize("pause_at", ["serve:launch-after-accept", "serve:before-hand-over"])
+def test_a_launch_accepted_just_before_the_channel_breaks_still_starts_its_job(dirs: AgentDirs, pause_at: str) -> None:
+    """The operator dies (its SSH connection with it) while serve accepts a launch or hands the
+    accepted job to a supervisor: serve, unable to write, still finishes that before it leaves,
+    so the job runs once instead of ending failedToStart ("the agent died before starting it")."""
     key = new_key()
     marker = dirs.work / "ran"
     launch = {"id": 1, "op": "launch", "key": key, "script": dirs.script("job.sh", f"echo once >> {marker}\n"),
@@ -338,7 +341,7 @@ def test_a_launch_accepted_just_before_the_channel_breaks_still_starts_its_job(d
     serve = subprocess.Popen(
         [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(heartbeat_seconds=0.05)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env=agent_env({"JOBNET_AGENT_PAUSE_AT": "serve:before-hand-over=1"}),
+        env=agent_env({"JOBNET_AGENT_PAUSE_AT": f"{pause_at}=1"}),
     )
     assert serve.stdin is not None and serve.stdout is not None
     serve.stdin.write((json.dumps(launch) + "\n").encode())
