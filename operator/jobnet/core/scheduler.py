@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobnet.core.agentproto import JobKey, JobRecord, KillReason
+from jobnet.core.agentproto import TERMINAL_STATES as AGENT_TERMINAL_STATES, JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_BY_ANNOTATION,
@@ -490,10 +490,12 @@ class _Reconciler:
         to every operator start as news. Acks sent this round (a job just finished) are not
         repeated; the edge sends one ack per key at a time."""
         acked = {action.key.text() for action in self.actions if isinstance(action, Ack)}
-        for text, record in self.facts.records.items():
+        # Cheapest tests first: this looks at every record of a large run each round.
+        ended = [(text, record) for text, record in self.facts.records.items()
+                 if not record.acknowledged and record.state in AGENT_TERMINAL_STATES]
+        for text, record in ended:
             job = self.jobs.get(record.key.path)
-            if (job is None or not record.terminal or record.acknowledged or text in acked
-                    or job.state not in TERMINAL_STATES or record.key.attempt > job.attempt):
+            if job is None or text in acked or job.state not in TERMINAL_STATES or record.key.attempt > job.attempt:
                 continue
             self.actions.append(Ack(key=record.key, path=record.key.path, host=self.host_of(record.key.path)))
 
