@@ -30,7 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobnet.core.agentproto import TERMINAL_STATES as AGENT_TERMINAL_STATES, JobKey, JobRecord, KillReason
+from jobnet.core.agentproto import TERMINAL_STATES as AGENT_TERMINAL_STATES
+from jobnet.core.agentproto import JobKey, JobRecord, KillReason
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_BY_ANNOTATION,
