@@ -27,6 +27,18 @@ HOST = {"address": "vm1.batch.example", "user": "batch", "credentialsSecret": "v
 HOST_ID = "batch@vm1.batch.example:22"
 
 
+class FakeJournal:
+    """The agents' journal records the scheduler is given, each new state with the next seq."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+        self.seq = 0
+
+    def __call__(self, key: JobKey, state: str, **fields: object) -> None:
+        self.seq += 1
+        self.records[key.text()] = JobRecord.model_validate({"key": key, "seq": self.seq, "state": state, **fields})
+
+
 def build(jobs: int) -> RunGraph:
     part = {"jobs": [{"name": f"s{i}", "script": "/bin/true", "after": [f"s{i - 10}"] if i >= 10 else []} for i in range(100)]}
     root = {"host": HOST, "jobs": [{"name": f"p{i}", "expand": "part"} for i in range(jobs // 100)]}
@@ -42,21 +54,15 @@ def measure(jobs: int, repeat: int) -> None:
     decision = reconcile(graph, new_runtime("bench"), AgentFacts(), policy, now)
     first = time.process_time() - started
     launches = [a for a in decision.actions if isinstance(a, Launch)]
-    records: dict[str, JobRecord] = {}
-    seq = 0
-
-    def journal(key: JobKey, state: str, **fields: object) -> None:
-        nonlocal seq
-        seq += 1
-        records[key.text()] = JobRecord.model_validate({"key": key, "seq": seq, "state": state, **fields})
+    agent = FakeJournal()
 
     for launch in launches:
-        journal(launch.key, "running", pid=seq + 100)
-    runtime = reconcile(graph, decision.runtime, AgentFacts(records=records, heartbeats={HOST_ID: now}), policy, now).runtime
+        agent(launch.key, "running", pid=agent.seq + 100)
+    runtime = reconcile(graph, decision.runtime, AgentFacts(records=agent.records, heartbeats={HOST_ID: now}), policy, now).runtime
     samples = []
     for launch in launches[:repeat]:
-        journal(launch.key, "exited", exitCode=0)
-        facts = AgentFacts(records=records, heartbeats={HOST_ID: now})
+        agent(launch.key, "exited", exitCode=0)
+        facts = AgentFacts(records=agent.records, heartbeats={HOST_ID: now})
         started = time.process_time()
         decision = reconcile(graph, runtime, facts, policy, now)
         samples.append(time.process_time() - started)
@@ -75,28 +81,22 @@ def measure_fanout(jobs: int, repeat: int) -> None:
     graph = expand("fan", {"fan": JobNetSpec.model_validate(spec)}, run_id="bench")
     policy = SchedulerPolicy()
     now = 1000.0
-    records: dict[str, JobRecord] = {}
-    seq = 0
-
-    def journal(key: JobKey, state: str, **fields: object) -> None:
-        nonlocal seq
-        seq += 1
-        records[key.text()] = JobRecord.model_validate({"key": key, "seq": seq, "state": state, **fields})
+    agent = FakeJournal()
 
     def decide(runtime: RunRuntime) -> Decision:
-        return reconcile(graph, runtime, AgentFacts(records=records, heartbeats={HOST_ID: now}), policy, now)
+        return reconcile(graph, runtime, AgentFacts(records=agent.records, heartbeats={HOST_ID: now}), policy, now)
 
     decision = reconcile(graph, new_runtime("bench"), AgentFacts(), policy, now)
     [start] = [a for a in decision.actions if isinstance(a, Launch)]
-    journal(start.key, "exited", exitCode=0, pid=100)
+    agent(start.key, "exited", exitCode=0, pid=100)
     decision = decide(decision.runtime)
     fan = [a for a in decision.actions if isinstance(a, Launch)]
     for launch in fan:
-        journal(launch.key, "running", pid=seq + 100)
+        agent(launch.key, "running", pid=agent.seq + 100)
     runtime = decide(decision.runtime).runtime
     samples = []
     for launch in fan[:repeat]:
-        journal(launch.key, "exited", exitCode=0)
+        agent(launch.key, "exited", exitCode=0)
         started = time.process_time()
         runtime = decide(runtime).runtime
         samples.append(time.process_time() - started)

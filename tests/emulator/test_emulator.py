@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import http.server
 import json
@@ -275,15 +276,24 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def webhook_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+@contextlib.contextmanager
+def _serving(handler: type[_Webhook]) -> Iterator[str]:
+    """A webhook server on a free loopback port, its reviews (shared by both handlers) cleared."""
+    _Webhook.reviews = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    _Webhook.reviews = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/check"
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def webhook_url() -> Iterator[str]:
+    with _serving(_Webhook) as url:
+        yield f"{url}/check"
 
 
 def _configure_webhook(emulator: EmulatorServer, url: str, policy: str) -> None:
@@ -442,13 +452,8 @@ class _MutatingWebhook(_Webhook):
 
 @pytest.fixture
 def mutating_webhook_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MutatingWebhook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Webhook.reviews = []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join(5)
+    with _serving(_MutatingWebhook) as url:
+        yield url
 
 
 def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(emulator: EmulatorServer, mutating_webhook_url: str) -> None:
