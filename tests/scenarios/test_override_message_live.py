@@ -18,14 +18,7 @@ REASON = "checked on the VM: the export is complete, exit 3 is a known false ala
 
 
 def test_override_message_is_recorded_and_its_annotation_removed(scenario: Scenario) -> None:
-    vm = scenario.vm()
-    export = scenario.marker_script(vm, "export", "exit 3\n")
-    report = scenario.marker_script(vm, "report")
-    run = scenario.run_jobnet("chain", scenario.host(vm), [
-        {"name": "export", "script": export},
-        {"name": "report", "script": report, "after": ["export"]},
-    ])  # fmt: skip
-    scenario.wait_phase(run, "Failed", timeout=60)
+    vm, run = scenario.run_failed_export_chain()
 
     environment = {"PATH": f"{PLUGIN_DIR}:/usr/bin:/bin", "HOME": str(scenario.workdir),
                    "KUBECONFIG": str(scenario.emulator.kubeconfig), "XDG_CACHE_HOME": str(scenario.workdir / "cache")}

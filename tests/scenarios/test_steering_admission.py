@@ -89,14 +89,7 @@ def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
 @pytest.mark.emulator
 @pytest.mark.vm
 def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_overwritten(scenario: Scenario) -> None:
-    vm = scenario.vm()
-    export = scenario.marker_script(vm, "export", "exit 3\n")
-    report = scenario.marker_script(vm, "report")
-    run = scenario.run_jobnet("chain", scenario.host(vm), [
-        {"name": "export", "script": export},
-        {"name": "report", "script": report, "after": ["export"]},
-    ])  # fmt: skip
-    scenario.wait_phase(run, "Failed", timeout=60)
+    vm, run = scenario.run_failed_export_chain()
 
     refused = scenario.kubectl("--as=alice", "annotate", "jobrun", run, "jobnet.dev/override=/chain/export=Sucseeded")
     assert refused.rc == 1 and "unknown override state 'Sucseeded'" in refused.stderr, refused.stderr

@@ -129,6 +129,19 @@ class Scenario:
             assert result.rc == 0, f"kubectl apply failed ({result.rc}): {result.stderr}"
         return result
 
+    def run_failed_export_chain(self) -> tuple[NamespaceVM, str]:
+        """A run of JobNet ``chain`` on a new VM whose ``export`` exited 3, so ``report`` waits:
+        the run Failed, ready for an override. Returns the VM and the run's name."""
+        vm = self.vm()
+        export = self.marker_script(vm, "export", "exit 3\n")
+        report = self.marker_script(vm, "report")
+        run = self.run_jobnet("chain", self.host(vm), [
+            {"name": "export", "script": export},
+            {"name": "report", "script": report, "after": ["export"]},
+        ])  # fmt: skip
+        self.wait_phase(run, "Failed", timeout=60)
+        return vm, run
+
     def run_jobnet(self, jobnet: str, host: dict[str, Any], jobs: list[dict[str, Any]], *,
                    run: str | None = None, **spec: Any) -> str:
         """Apply JobNet ``jobnet`` (``host`` default, ``jobs``, more ``spec`` fields) and a JobRun of
