@@ -42,6 +42,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from jobnet_agent.supervisor import process_alive
+
 from jobnet.devenv.net import VM_RANGE, overlaps, tcp_port_open, wait_until
 
 SLOTS_DIR = Path("/run/jobnet-vms/slots")
@@ -80,16 +82,6 @@ def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = 20, input: 
     if check and result.returncode != 0:
         raise VMError(f"{' '.join(cmd)} failed with exit code {result.returncode}: {result.stderr.strip()}")
     return result
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _netns_pids(netns: str) -> list[int]:
@@ -131,14 +123,7 @@ def _kill_and_wait(pids: Iterable[int], what: str, timeout: float = 5.0) -> list
 
 def process_gone(pid: int) -> bool:
     """The process has exited (a zombie waiting for its reaper counts as gone)."""
-    return not _pid_alive(pid) or _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return True
+    return not process_alive(pid, None)
 
 
 def ensure_safety_route() -> None:
@@ -233,7 +218,7 @@ def _clean_stale_locked() -> list[int]:
     stale = []
     for claim in SLOTS_DIR.iterdir():
         if claim.name.startswith(".draft-"):
-            if not _pid_alive(int(claim.name.split("-")[1])):
+            if not process_alive(int(claim.name.split("-")[1]), None):
                 claim.unlink(missing_ok=True)
             continue
         if not claim.name.isdigit():
@@ -249,7 +234,7 @@ def _clean_stale_locked() -> list[int]:
             owner = 0
         else:
             owner = int(text)
-        if owner and _pid_alive(owner):
+        if owner and process_alive(owner, None):
             continue
         stale.append(int(claim.name))
         _destroy_slot(int(claim.name))
@@ -509,7 +494,7 @@ class NamespaceVM:
     def pids(self) -> list[int]:
         """Every process of the VM: in its network namespace or owned by its user."""
         pids = set(_netns_pids(self.netns)) | set(_user_pids(self.uid))
-        return sorted(pid for pid in pids if not _is_zombie(pid))
+        return sorted(pid for pid in pids if process_alive(pid, None))
 
     def agent_processes(self, kinds: Sequence[str] = ("serve", "supervise")) -> dict[int, list[str]]:
         """The agent's processes of the given kinds (``serve``, ``supervise``): pid -> argv."""
