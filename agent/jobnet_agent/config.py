@@ -48,20 +48,37 @@ class AgentConfig:
 
     def to_args(self) -> List[str]:
         """The options that recreate this configuration (for the supervisors serve starts)."""
-        return [
-            "--state-dir", self.state_dir,
-            "--boot-id-file", self.boot_id_file,
-            "--grace-seconds", repr(self.grace_seconds),
-            "--heartbeat-seconds", repr(self.heartbeat_seconds),
-            "--max-output-bytes", str(self.max_output_bytes),
-            "--tail-bytes", str(self.tail_bytes),
-            "--retention-seconds", repr(self.retention_seconds),
-            "--log-file", self.agent_log_path,
-            "--poll-seconds", repr(self.poll_seconds),
-            "--sweep-seconds", repr(self.sweep_seconds),
-            "--start-timeout-seconds", repr(self.start_timeout_seconds),
-            "--compact-threshold-bytes", str(self.compact_threshold_bytes),
-        ]  # fmt: skip
+        args = ["--state-dir", self.state_dir, "--boot-id-file", self.boot_id_file, "--log-file", self.agent_log_path]
+        for option in _TUNABLES:
+            args += ["--" + option.name.replace("_", "-"), repr(getattr(self, option.name))]
+        return args
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tunable:
+    """A number option of the agent: ``--<name with dashes>``, checked against ``minimum``."""
+
+    name: str
+    kind: type
+    minimum: float
+    #: whether the minimum itself is allowed
+    inclusive: bool
+    help: str
+
+
+_TUNABLES = (
+    _Tunable("grace_seconds", float, 0, True, "SIGTERM to SIGKILL delay when killing a job"),
+    _Tunable("heartbeat_seconds", float, 0, False, "heartbeat interval of serve"),
+    _Tunable("max_output_bytes", int, 2, True, "bytes kept per output stream, head plus tail"),
+    _Tunable("tail_bytes", int, 1, True, "of those, bytes kept from the end"),
+    _Tunable("retention_seconds", float, 0, True, "keep acknowledged jobs this long"),
+    _Tunable("poll_seconds", float, 0, False,
+             "how often a watch looks for new journal events without a wake-up from their writer"),
+    _Tunable("sweep_seconds", float, 0, False, "how often serve checks for jobs whose supervisor is gone"),
+    _Tunable("start_timeout_seconds", float, 0, False, "how long launch waits for the pid before answering"),
+    _Tunable("compact_threshold_bytes", int, 0, True,
+             "compact the event log when garbage collection removed jobs and it is bigger"),
+)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -71,39 +88,19 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="journal and job output directory (default %(default)s)")
     parser.add_argument("--boot-id-file", default=env("JOBNET_AGENT_BOOT_ID_FILE", DEFAULT_BOOT_ID_FILE),
                         help="file holding this host's boot id (default %(default)s)")
-    parser.add_argument("--grace-seconds", type=float, default=defaults.grace_seconds,
-                        help="SIGTERM to SIGKILL delay when killing a job (default %(default)s)")
-    parser.add_argument("--heartbeat-seconds", type=float, default=defaults.heartbeat_seconds,
-                        help="heartbeat interval of serve (default %(default)s)")
-    parser.add_argument("--max-output-bytes", type=int, default=defaults.max_output_bytes,
-                        help="bytes kept per output stream, head plus tail (default %(default)s)")
-    parser.add_argument("--tail-bytes", type=int, default=defaults.tail_bytes,
-                        help="of those, bytes kept from the end (default %(default)s)")
-    parser.add_argument("--retention-seconds", type=float, default=defaults.retention_seconds,
-                        help="keep acknowledged jobs this long (default %(default)s)")
     parser.add_argument("--log-file", default=None, help="agent log (default <state-dir>/agent.log)")
-    parser.add_argument("--poll-seconds", type=float, default=defaults.poll_seconds,
-                        help="how often a watch looks for new journal events without a wake-up from their writer (default %(default)s)")
-    parser.add_argument("--sweep-seconds", type=float, default=defaults.sweep_seconds,
-                        help="how often serve checks for jobs whose supervisor is gone (default %(default)s)")
-    parser.add_argument("--start-timeout-seconds", type=float, default=defaults.start_timeout_seconds,
-                        help="how long launch waits for the pid before answering (default %(default)s)")
-    parser.add_argument("--compact-threshold-bytes", type=int, default=defaults.compact_threshold_bytes,
-                        help="compact the event log when garbage collection removed jobs and it is bigger (default %(default)s)")  # fmt: skip
+    for option in _TUNABLES:
+        parser.add_argument("--" + option.name.replace("_", "-"), type=option.kind,
+                            default=getattr(defaults, option.name), help=option.help + " (default %(default)s)")
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
-    for name in ("grace_seconds", "retention_seconds"):
-        if getattr(args, name) < 0:
-            raise ConfigError("--%s must be >= 0, got %s" % (name.replace("_", "-"), getattr(args, name)))
-    for name in ("heartbeat_seconds", "poll_seconds", "sweep_seconds", "start_timeout_seconds"):
-        if getattr(args, name) <= 0:
-            raise ConfigError("--%s must be > 0, got %s" % (name.replace("_", "-"), getattr(args, name)))
-    if args.compact_threshold_bytes < 0:
-        raise ConfigError("--compact-threshold-bytes must be >= 0, got %d" % args.compact_threshold_bytes)
-    if args.max_output_bytes < 2:
-        raise ConfigError("--max-output-bytes must be at least 2, got %d" % args.max_output_bytes)
-    if args.tail_bytes < 1 or args.tail_bytes >= args.max_output_bytes:
+    for option in _TUNABLES:
+        value = getattr(args, option.name)
+        if value < option.minimum or (value == option.minimum and not option.inclusive):
+            raise ConfigError("--%s must be %s %s, got %s" % (
+                option.name.replace("_", "-"), ">=" if option.inclusive else ">", option.minimum, value))
+    if args.tail_bytes >= args.max_output_bytes:
         raise ConfigError(
             "--tail-bytes must be between 1 and --max-output-bytes - 1 (%d), got %d"
             % (args.max_output_bytes - 1, args.tail_bytes)
@@ -112,14 +109,6 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
         state_dir=os.path.abspath(os.path.expanduser(args.state_dir)),
         boot_id_file=args.boot_id_file,
-        grace_seconds=args.grace_seconds,
-        heartbeat_seconds=args.heartbeat_seconds,
-        max_output_bytes=args.max_output_bytes,
-        tail_bytes=args.tail_bytes,
-        retention_seconds=args.retention_seconds,
         log_file=log_file,
-        poll_seconds=args.poll_seconds,
-        sweep_seconds=args.sweep_seconds,
-        start_timeout_seconds=args.start_timeout_seconds,
-        compact_threshold_bytes=args.compact_threshold_bytes,
+        **{option.name: getattr(args, option.name) for option in _TUNABLES}
     )
