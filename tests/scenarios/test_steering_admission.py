@@ -124,3 +124,17 @@ def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
     assert refused.rc == 1 and "unknown path '/nightly/load2'" in refused.stderr, refused.stderr
     admitted = emulator.kubectl("annotate", "jobrun", "nightly-1", "jobnet.dev/stop=/nightly/load")
     assert admitted.rc == 0, admitted.stderr
+
+
+@pytest.mark.emulator
+def test_a_jobrun_spec_cannot_change_once_the_run_exists(emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract")), jobnet("other", script_job("x")),
+                         jobrun("nightly", name="nightly-1")).rc == 0
+
+    for patch in ('{"spec":{"env":{"DAY":"2026-11-24"}}}', '{"spec":{"jobNetRef":"other"}}'):
+        refused = emulator.kubectl("patch", "jobrun", "nightly-1", "--type=merge", "-p", patch)
+        assert refused.rc == 1, refused.stdout
+        assert "spec: a JobRun's spec cannot change once it exists" in refused.stderr, refused.stderr
+    assert (emulator.get(*JOBRUNS, "default", "nightly-1") or {})["spec"] == {"jobNetRef": "nightly"}
+    assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0  # the same spec again is fine
+    assert emulator.kubectl("label", "jobrun", "nightly-1", "team=batch").rc == 0  # metadata stays editable

@@ -76,11 +76,16 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
     ) -> None:
         before, after = annotations_of(old), annotations_of(new)
         steered = changed_steering(before, after)
-        if operation == "UPDATE" and not steered:
+        respecified = operation == "UPDATE" and (old or {}).get("spec") != (new or {}).get("spec")
+        if operation == "UPDATE" and not steered and not respecified:
             return
         namespace = namespace or "default"
         spec = (new or {}).get("spec")
         problems: list[Problem] = []
+        if respecified:
+            problems.append(Problem(path="spec", message=(
+                "a JobRun's spec cannot change once it exists (the run executes what it named when it was "
+                "created); create a new JobRun for another JobNet or environment")))
         if operation == "CREATE":
             jobnets = await client.list_jobnets(namespace)
             problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken)
