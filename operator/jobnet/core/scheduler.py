@@ -479,26 +479,30 @@ class _Reconciler:
             self.apply_record(path)
         for path in live:
             self.check_liveness(path)
-        self.ack_settled_records()
         root_state = self.walk(self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None))
         self.jobnet_states[self.graph.root] = root_state
+        self.ack_settled_records()
         return self.decide(root_state)
 
     def ack_settled_records(self) -> None:
-        """Acknowledge every ended, unacknowledged record of a job this run has settled: one a
-        person overrode while it was Stuck, an earlier attempt, a job whose ack did not reach
-        the agent before. The agent then forgets it after its retention instead of reporting it
-        to every operator start as news. Acks sent this round (a job just finished) are not
-        repeated; the edge sends one ack per key at a time."""
-        acked = {action.key.text() for action in self.actions if isinstance(action, Ack)}
+        """Acknowledge every ended, unacknowledged record the run is done with: its job's current
+        attempt once the job is settled (finished, or set by a person while Stuck), and any
+        attempt a newer one replaced (a fenced key, an earlier run). The agent then forgets it
+        after its retention instead of reporting it to every operator start as news. Asked every
+        round until the acknowledged record comes back; the edge sends one ack per record.
+        Runs after the walk, so that a re-run launched this round already supersedes its key."""
         # Cheapest tests first: this looks at every record of a large run each round.
-        ended = [(text, record) for text, record in self.facts.records.items()
+        ended = [record for record in self.records.values()
                  if not record.acknowledged and record.state in AGENT_TERMINAL_STATES]
-        for text, record in ended:
-            job = self.jobs.get(record.key.path)
-            if job is None or text in acked or job.state not in TERMINAL_STATES or record.key.attempt > job.attempt:
+        for record in ended:
+            path = record.key.path
+            job = self.jobs.get(path)
+            if job is None:
                 continue
-            self.actions.append(Ack(key=record.key, path=record.key.path, host=self.host_of(record.key.path)))
+            superseded = record.key.attempt < job.attempt
+            settled = record.key.attempt == job.attempt and job.state in TERMINAL_STATES
+            if superseded or settled:
+                self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
 
     def scope_here(self, path: str, inherited: str | None) -> str | None:
         return inherited or (path if path in self.stop_scopes else None)
@@ -620,8 +624,6 @@ class _Reconciler:
         assert job.dispatch is not None and job.dispatch.op == "fence"
         by = job.dispatch.override_by
         if record.fenced:
-            if not record.acknowledged:
-                self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
             if job.state == S.READY:
                 self.update(path, dispatch=None)  # the re-run was applied already: it launches now
             elif by == AUTO_RESOLVER:
@@ -768,8 +770,6 @@ class _Reconciler:
             self.event("Warning", "JobFailed", f"{path} failed ({outcome.reason}): {outcome.message}", path)
         elif outcome.state == S.STOPPED:
             self.event("Normal", "JobStopped", f"{path}: {outcome.message}", path)
-        if not record.acknowledged:
-            self.actions.append(Ack(key=record.key, path=path, host=self.host_of(path)))
 
     def resolve_stuck(self, path: str, record: JobRecord) -> None:
         job = self.jobs[path]
