@@ -259,12 +259,18 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
     reviews: list[dict[str, Any]] = []
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).reviews.append(review)
+        review = self.read_review()
         subject = review["request"]["object"] or review["request"]["oldObject"]
         allowed = subject["metadata"]["name"] != "bad"
-        response = {"uid": review["request"]["uid"], "allowed": allowed,
-                    **({} if allowed else {"status": {"code": 422, "message": "bad is bad"}})}
+        self.answer({"uid": review["request"]["uid"], "allowed": allowed,
+                     **({} if allowed else {"status": {"code": 422, "message": "bad is bad"}})})
+
+    def read_review(self) -> dict[str, Any]:
+        review: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).reviews.append(review)
+        return review
+
+    def answer(self, response: dict[str, Any]) -> None:
         payload = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -431,23 +437,15 @@ class _MutatingWebhook(_Webhook):
         if self.path != "/mutate":
             super().do_POST()
             return
-        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).reviews.append(review)
-        request = review["request"]
+        request = self.read_review()["request"]
         ops: list[dict[str, Any]] = [
             {"op": "add", "path": "/metadata/annotations", "value": {}},
             {"op": "add", "path": "/metadata/annotations/example.dev~1by", "value": request["userInfo"]["username"]},
         ]
         if request["object"]["metadata"]["name"] == "breaks-schema":
             ops.append({"op": "replace", "path": "/spec/jobs", "value": "not a list"})
-        response = {"uid": request["uid"], "allowed": True, "patchType": "JSONPatch",
-                    "patch": base64.b64encode(json.dumps(ops).encode()).decode()}
-        payload = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.answer({"uid": request["uid"], "allowed": True, "patchType": "JSONPatch",
+                     "patch": base64.b64encode(json.dumps(ops).encode()).decode()})
 
 
 @pytest.fixture
