@@ -57,27 +57,22 @@ class HeartbeatSync:
 
     def __init__(self) -> None:
         self._pending: collections.deque[tuple[int, float]] = collections.deque()
-        self._delivered_seq = 0
         #: arrival (monotonic) of the newest heartbeat whose announced seq has been delivered
         self.proven_at: float | None = None
 
-    def heard(self, announced_seq: int, arrived_at: float) -> None:
+    def heard(self, announced_seq: int, arrived_at: float, delivered_seq: int) -> None:
         self._pending.append((announced_seq, arrived_at))
-        self._settle()
+        self.settle(delivered_seq)
 
-    def delivered(self, seq: int) -> None:
-        self._delivered_seq = max(self._delivered_seq, seq)
-        self._settle()
+    def settle(self, delivered_seq: int) -> None:
+        """Every event up to ``delivered_seq`` has been delivered."""
+        while self._pending and self._pending[0][0] <= delivered_seq:
+            _, self.proven_at = self._pending.popleft()
 
     def forget_pending(self) -> None:
         """The agent's journal was reset: its numbering starts over, so pending announcements
         mean nothing any more (the proofs already made stay true)."""
         self._pending.clear()
-        self._delivered_seq = 0
-
-    def _settle(self) -> None:
-        while self._pending and self._pending[0][0] <= self._delivered_seq:
-            _, self.proven_at = self._pending.popleft()
 
 
 class HostAgent:
@@ -208,10 +203,10 @@ class HostAgent:
             return
         self.delivered_seq = record.seq
         self._on_event(record)
-        self._heartbeats.delivered(record.seq)
+        self._heartbeats.settle(self.delivered_seq)
 
     def _heard(self, announced_seq: int, arrived_at: float) -> None:
         # Counted once the watch runs: before that, a reset journal's announcements would be
         # compared with the numbering of the old one.
         if self.connected:
-            self._heartbeats.heard(announced_seq, arrived_at)
+            self._heartbeats.heard(announced_seq, arrived_at, self.delivered_seq)
