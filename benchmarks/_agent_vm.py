@@ -11,18 +11,16 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jobnet_agent  # noqa: E402
-from jobnet_agent.bundle import build_zipapp  # noqa: E402
-
 from jobnet.ssh import AgentInstaller  # noqa: E402
+from jobnet_agent.bundle import build_zipapp  # noqa: E402
 from tests.support.vm import NamespaceVM, missing_requirements  # noqa: E402
 from tests.vm.harness import AgentHarness  # noqa: E402
-
 
 CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
 _group_numbers = itertools.count(1)
@@ -89,8 +87,10 @@ class CpuMeter:
             print(f"{what}: VM CPU not measured (no writable {CPUACCT_ROOT})")
             return
         user, system = (user1 - user0) / jobs * 1e3, (system1 - system0) / jobs * 1e3
-        print(f"{what}: VM CPU per job {user + system:.2f} ms (user {user:.2f}, system {system:.2f}; "
-              f"all VM processes, {jobs} jobs)")
+        print(
+            f"{what}: VM CPU per job {user + system:.2f} ms (user {user:.2f}, system {system:.2f}; "
+            f"all VM processes, {jobs} jobs)"
+        )
 
 
 @contextlib.contextmanager
@@ -121,5 +121,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def summary_ms(values: Sequence[float]) -> str:
-    return (f"median {statistics.median(values) * 1e3:.3f} ms, p95 {percentile(values, 0.95) * 1e3:.3f} ms, "
-            f"min {min(values) * 1e3:.3f} ms, n={len(values)}")
+    return (
+        f"median {statistics.median(values) * 1e3:.3f} ms, p95 {percentile(values, 0.95) * 1e3:.3f} ms, "
+        f"min {min(values) * 1e3:.3f} ms, n={len(values)}"
+    )

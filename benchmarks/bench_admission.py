@@ -73,9 +73,14 @@ def main() -> int:
             print(f"JobRun admission, real operator webhook over HTTP on localhost ({args.jobs}-job JobNet)")
             report("UPDATE without steering: /mutate-jobrun", timed(operator, "/mutate-jobrun", plain, args.rounds))
             report("UPDATE without steering: /validate-jobrun", timed(operator, "/validate-jobrun", plain, args.rounds))
-            report("UPDATE setting jobnet.dev/override: /mutate-jobrun", timed(operator, "/mutate-jobrun", steering, args.rounds))
-            report("UPDATE setting jobnet.dev/override: /validate-jobrun (expands)",
-                   timed(operator, "/validate-jobrun", steering, args.rounds))
+            report(
+                "UPDATE setting jobnet.dev/override: /mutate-jobrun",
+                timed(operator, "/mutate-jobrun", steering, args.rounds),
+            )
+            report(
+                "UPDATE setting jobnet.dev/override: /validate-jobrun (expands)",
+                timed(operator, "/validate-jobrun", steering, args.rounds),
+            )
         finally:
             operator.stop()
     return 0

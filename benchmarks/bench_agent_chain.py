@@ -40,14 +40,21 @@ def main() -> None:
             if record.state == "running" and record.started_at:
                 started_at[record.key] = record.started_at
                 accepted_at[record.key] = record.accepted_at or record.started_at
-        exit_to_next_start = [started_at[following] - ended_at[previous]
-                              for previous, following in zip(keys, keys[1:]) if following in started_at]
-        print(f"chain of {args.jobs} /bin/true jobs through one channel: {elapsed:.2f} s "
-              f"({elapsed / args.jobs * 1e3:.1f} ms per job)")
+        exit_to_next_start = [
+            started_at[following] - ended_at[previous]
+            for previous, following in zip(keys, keys[1:])
+            if following in started_at
+        ]
+        print(
+            f"chain of {args.jobs} /bin/true jobs through one channel: {elapsed:.2f} s "
+            f"({elapsed / args.jobs * 1e3:.1f} ms per job)"
+        )
         print(f"exit -> exited event at the client: {summary_ms(exit_to_event)}")
         print(f"exit -> next job started on the VM: {summary_ms(exit_to_next_start)}")
-        print(f"  of which accepted -> started (the agent's part): "
-              f"{summary_ms([started_at[key] - accepted_at[key] for key in started_at])}")
+        print(
+            f"  of which accepted -> started (the agent's part): "
+            f"{summary_ms([started_at[key] - accepted_at[key] for key in started_at])}"
+        )
 
 
 Times = dict[JobKey, float]
@@ -76,6 +83,7 @@ def run_chain(agent: AgentHarness, keys: list[JobKey]) -> tuple[Times, Times, Ti
         if index < len(keys):
             agent.chan.call(LaunchRequest(key=keys[index], script="/bin/true"), LaunchResult)
     return ended_at, started_at, accepted_at, exit_to_event
+
 
 if __name__ == "__main__":
     main()

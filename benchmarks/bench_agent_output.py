@@ -40,9 +40,11 @@ def run_once(size: int, extra_args: list[str], label: str) -> None:
         elapsed = time.perf_counter() - start
         record = agent.get(key)
         kept = record.stdout_bytes - record.stdout_dropped
-        print(f"{label}: {size / 1e6:.0f} MB in {elapsed:.2f} s = {size / 1e6 / elapsed:.0f} MB/s "
-              f"(state {record.state}, kept on disk {kept / 1e6:.0f} MB, dropped {record.stdout_dropped / 1e6:.0f} MB, "
-              f"supervisor peak RSS {peak_kib / 1024:.1f} MiB)")
+        print(
+            f"{label}: {size / 1e6:.0f} MB in {elapsed:.2f} s = {size / 1e6 / elapsed:.0f} MB/s "
+            f"(state {record.state}, kept on disk {kept / 1e6:.0f} MB, dropped {record.stdout_dropped / 1e6:.0f} MB, "
+            f"supervisor peak RSS {peak_kib / 1024:.1f} MiB)"
+        )
 
 
 def main() -> None:

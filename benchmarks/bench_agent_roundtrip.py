@@ -46,25 +46,33 @@ def main() -> None:
         start_all = time.perf_counter()
         for index in range(args.launches):
             start = time.perf_counter()
-            chan.call(LaunchRequest(key=JobKey(run=run, path=f"/bench/seq{index}", attempt=1), script="/bin/true"),
-                      LaunchResult)
+            chan.call(
+                LaunchRequest(key=JobKey(run=run, path=f"/bench/seq{index}", attempt=1), script="/bin/true"),
+                LaunchResult,
+            )
             launch_times.append(time.perf_counter() - start)
         elapsed = time.perf_counter() - start_all
-        print(f"sequential launches (/bin/true, answered with pid): {args.launches / elapsed:.0f} launches/s; "
-              f"per launch {summary_ms(launch_times)}")
+        print(
+            f"sequential launches (/bin/true, answered with pid): {args.launches / elapsed:.0f} launches/s; "
+            f"per launch {summary_ms(launch_times)}"
+        )
 
         spaced = []
         for index in range(args.spaced):
             time.sleep(args.spacing)  # let the agent get ready for the next job (idle VM case)
             start = time.perf_counter()
-            chan.call(LaunchRequest(key=JobKey(run=run, path=f"/bench/spaced{index}", attempt=1), script="/bin/true"),
-                      LaunchResult)
+            chan.call(
+                LaunchRequest(key=JobKey(run=run, path=f"/bench/spaced{index}", attempt=1), script="/bin/true"),
+                LaunchResult,
+            )
             spaced.append(time.perf_counter() - start)
         print(f"launch latency on an idle agent (one launch every {args.spacing}s): {summary_ms(spaced)}")
 
         start_all = time.perf_counter()
-        futures = [chan.submit(LaunchRequest(key=new_key(f"/bench/par{index}"), script="/bin/true"))
-                   for index in range(args.launches)]
+        futures = [
+            chan.submit(LaunchRequest(key=new_key(f"/bench/par{index}"), script="/bin/true"))
+            for index in range(args.launches)
+        ]
         concurrent.futures.wait(futures, timeout=120)
         elapsed = time.perf_counter() - start_all
         failed = sum(1 for f in futures if not f.done() or f.exception())
@@ -92,8 +100,10 @@ def fan_out(agent: AgentHarness, jobs: int) -> None:
                 pending.discard(record.key)
         elapsed = time.perf_counter() - start
     failed = sum(1 for f in futures if not f.done() or f.exception())
-    print(f"fan-out of {jobs} /bin/true jobs through one channel: {(jobs - len(pending)) / elapsed:.0f} "
-          f"completions/s ({elapsed:.2f} s; {len(pending)} not exited, {failed} launches failed)")
+    print(
+        f"fan-out of {jobs} /bin/true jobs through one channel: {(jobs - len(pending)) / elapsed:.0f} "
+        f"completions/s ({elapsed:.2f} s; {len(pending)} not exited, {failed} launches failed)"
+    )
 
 
 if __name__ == "__main__":

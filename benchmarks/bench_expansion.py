@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec
 from jobnet.core.validation import validate_jobnet, validate_jobrun
-
 from tests.support.large_jobnet import ROOT, large_jobnet_specs
 
 

@@ -40,7 +40,11 @@ class FakeJournal:
 
 
 def build(jobs: int) -> RunGraph:
-    part = {"jobs": [{"name": f"s{i}", "script": "/bin/true", "after": [f"s{i - 10}"] if i >= 10 else []} for i in range(100)]}
+    part = {
+        "jobs": [
+            {"name": f"s{i}", "script": "/bin/true", "after": [f"s{i - 10}"] if i >= 10 else []} for i in range(100)
+        ]
+    }
     root = {"host": HOST, "jobs": [{"name": f"p{i}", "expand": "part"} for i in range(jobs // 100)]}
     catalog = {"root": JobNetSpec.model_validate(root), "part": JobNetSpec.model_validate(part)}
     return expand("root", catalog, run_id="bench")
@@ -58,7 +62,9 @@ def measure(jobs: int, repeat: int) -> None:
 
     for launch in launches:
         agent(launch.key, "running", pid=agent.seq + 100)
-    runtime = reconcile(graph, decision.runtime, AgentFacts(records=agent.records, heartbeats={HOST_ID: now}), policy, now).runtime
+    runtime = reconcile(
+        graph, decision.runtime, AgentFacts(records=agent.records, heartbeats={HOST_ID: now}), policy, now
+    ).runtime
     samples = []
     for launch in launches[:repeat]:
         agent(launch.key, "exited", exitCode=0)
@@ -76,8 +82,13 @@ def measure(jobs: int, repeat: int) -> None:
 
 
 def measure_fanout(jobs: int, repeat: int) -> None:
-    spec = {"host": HOST, "jobs": [{"name": "start", "script": "/bin/true"},
-                                   *({"name": f"f{i:05d}", "script": "/bin/true", "after": ["start"]} for i in range(jobs))]}
+    spec = {
+        "host": HOST,
+        "jobs": [
+            {"name": "start", "script": "/bin/true"},
+            *({"name": f"f{i:05d}", "script": "/bin/true", "after": ["start"]} for i in range(jobs)),
+        ],
+    }
     graph = expand("fan", {"fan": JobNetSpec.model_validate(spec)}, run_id="bench")
     policy = SchedulerPolicy()
     now = 1000.0
@@ -100,8 +111,10 @@ def measure_fanout(jobs: int, repeat: int) -> None:
         started = time.process_time()
         runtime = decide(runtime).runtime
         samples.append(time.process_time() - started)
-    print(f"{jobs:>6} jobs running (fan-out), one completes: median {statistics.median(samples) * 1000:6.2f} ms CPU, "
-          f"max {max(samples) * 1000:6.2f} ms over {len(samples)}")
+    print(
+        f"{jobs:>6} jobs running (fan-out), one completes: median {statistics.median(samples) * 1000:6.2f} ms CPU, "
+        f"max {max(samples) * 1000:6.2f} ms over {len(samples)}"
+    )
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bench_expansion import build_catalog
+
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec
 from jobnet.core.snapshot import decode_snapshot, encode_snapshot, snapshot_status, used_jobnets
@@ -32,9 +33,23 @@ def random_flat_catalog(jobs: int) -> dict[str, JobNetSpec]:
         return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(length))
 
     names = [word(12) for _ in range(jobs)]
-    return {"flat": JobNetSpec.model_validate({"host": HOST, "jobs": [
-        {"name": name, "script": f"/opt/{word(20)}.sh", "args": ["--part", word(8)], "env": {"PART": word(6)},
-         "after": [names[index - 1]] if index else []} for index, name in enumerate(names)]})}
+    return {
+        "flat": JobNetSpec.model_validate(
+            {
+                "host": HOST,
+                "jobs": [
+                    {
+                        "name": name,
+                        "script": f"/opt/{word(20)}.sh",
+                        "args": ["--part", word(8)],
+                        "env": {"PART": word(6)},
+                        "after": [names[index - 1]] if index else [],
+                    }
+                    for index, name in enumerate(names)
+                ],
+            }
+        )
+    }
 
 
 def median_ms(action: Callable[[], object], repeat: int) -> float:
@@ -58,9 +73,11 @@ def measure(label: str, root: str, catalog: dict[str, JobNetSpec], repeat: int) 
     jobs = len(expand(root, decode_snapshot(data, status), run_id="bench").jobs())
     start_ms = median_ms(build, repeat)
     resume_ms = median_ms(lambda: expand(root, decode_snapshot(data, status), run_id="bench"), repeat)
-    print(f"{label}: {jobs} jobs, snapshot {status.size_bytes} bytes gzipped ({len(data)} "
-          f"base64); build+encode median {start_ms:.1f} ms, decode+expand median {resume_ms:.1f} ms "
-          f"over {repeat} runs")
+    print(
+        f"{label}: {jobs} jobs, snapshot {status.size_bytes} bytes gzipped ({len(data)} "
+        f"base64); build+encode median {start_ms:.1f} ms, decode+expand median {resume_ms:.1f} ms "
+        f"over {repeat} runs"
+    )
 
 
 def main() -> None:

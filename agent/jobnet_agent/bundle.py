@@ -26,7 +26,7 @@ def _sources() -> List[Path]:
     return sorted(p for p in package_dir.glob("*.py") if p.is_file())
 
 
-def build_zipapp(dest_path: Union[str, "os.PathLike[str]"]) -> Path:
+def build_zipapp(dest_path: Union[str, os.PathLike[str]]) -> Path:
     """Write the agent zipapp to ``dest_path`` (atomically) and return its path."""
     dest = Path(dest_path)
     tmp = dest.with_name(dest.name + ".tmp.%d" % os.getpid())

@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _jobs(journal, args.run)
         return _logs(journal, args.key, "stderr" if args.stderr else "stdout", args.follow)
     except (ConfigError, JournalError, ValueError) as exc:
-        sys.stderr.write("jobnet-agent %s: %s\n" % (args.command, exc))
+        sys.stderr.write(f"jobnet-agent {args.command}: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -81,7 +81,7 @@ def _when(moment: Optional[float]) -> str:
 
 def _outcome(record: JobRecord) -> str:
     if record.state == "exited":
-        return "exit %s" % record.exit_code
+        return f"exit {record.exit_code}"
     if record.reason:
         return record.reason
     return ""
@@ -92,8 +92,11 @@ def _status(config: AgentConfig, journal: Journal) -> int:
     counts: Dict[str, int] = {}
     for record in records:
         counts[record.state] = counts.get(record.state, 0) + 1
-    print("jobnet-agent %s, state dir %s" % (__version__, config.state_dir))
-    print("boot id %s, last journal seq %d, agent log %s" % (config.read_boot_id(), journal.last_seq(), config.agent_log_path))
+    print(f"jobnet-agent {__version__}, state dir {config.state_dir}")
+    print(
+        "boot id %s, last journal seq %d, agent log %s"
+        % (config.read_boot_id(), journal.last_seq(), config.agent_log_path)
+    )
     print("jobs: %s" % (", ".join("%s %d" % item for item in sorted(counts.items())) or "none"))
     for record in records:
         if record.state not in ACTIVE_STATES:
@@ -119,7 +122,7 @@ def _jobs(journal: Journal, run: Optional[str]) -> int:
 def _logs(journal: Journal, key_text: str, stream: str, follow: bool) -> int:
     key = JobKey.parse_text(key_text)
     if journal.read_record(key) is None:
-        raise ValueError("the agent has no job %s" % key.text())
+        raise ValueError(f"the agent has no job {key.text()}")
     output = StoredOutput(journal.job_dir(key), stream)
     out = sys.stdout.buffer
     offset = 0
@@ -136,5 +139,7 @@ def _logs(journal: Journal, key_text: str, stream: str, follow: bool) -> int:
         time.sleep(_FOLLOW_POLL_SECONDS)  # a person watching output; nothing to synchronise with
     _, _, dropped = output.sizes()
     if dropped:
-        sys.stderr.write("jobnet-agent logs: %d bytes were dropped from the middle of %s (output cap)\n" % (dropped, stream))
+        sys.stderr.write(
+            "jobnet-agent logs: %d bytes were dropped from the middle of %s (output cap)\n" % (dropped, stream)
+        )
     return 0

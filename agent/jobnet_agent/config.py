@@ -38,12 +38,12 @@ class AgentConfig:
 
     def read_boot_id(self) -> str:
         try:
-            with open(self.boot_id_file, "r") as handle:
+            with open(self.boot_id_file) as handle:
                 boot_id = handle.read().strip()
         except OSError as exc:
-            raise ConfigError("cannot read boot id file %s: %s" % (self.boot_id_file, exc.strerror or exc))
+            raise ConfigError(f"cannot read boot id file {self.boot_id_file}: {exc.strerror or exc}")
         if not boot_id:
-            raise ConfigError("boot id file %s is empty" % self.boot_id_file)
+            raise ConfigError(f"boot id file {self.boot_id_file} is empty")
         return boot_id
 
     def to_args(self) -> List[str]:
@@ -72,34 +72,57 @@ _TUNABLES = (
     _Tunable("max_output_bytes", int, 2, True, "bytes kept per output stream, head plus tail"),
     _Tunable("tail_bytes", int, 1, True, "of those, bytes kept from the end"),
     _Tunable("retention_seconds", float, 0, True, "keep acknowledged jobs this long"),
-    _Tunable("poll_seconds", float, 0, False,
-             "how often a watch looks for new journal events without a wake-up from their writer"),
+    _Tunable(
+        "poll_seconds",
+        float,
+        0,
+        False,
+        "how often a watch looks for new journal events without a wake-up from their writer",
+    ),
     _Tunable("sweep_seconds", float, 0, False, "how often serve checks for jobs whose supervisor is gone"),
     _Tunable("start_timeout_seconds", float, 0, False, "how long launch waits for the pid before answering"),
-    _Tunable("compact_threshold_bytes", int, 0, True,
-             "compact the event log when garbage collection removed jobs and it is bigger"),
+    _Tunable(
+        "compact_threshold_bytes",
+        int,
+        0,
+        True,
+        "compact the event log when garbage collection removed jobs and it is bigger",
+    ),
 )
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     defaults = AgentConfig(state_dir=DEFAULT_STATE_DIR)
     env = os.environ.get
-    parser.add_argument("--state-dir", default=env("JOBNET_AGENT_STATE_DIR", DEFAULT_STATE_DIR),
-                        help="journal and job output directory (default %(default)s)")
-    parser.add_argument("--boot-id-file", default=env("JOBNET_AGENT_BOOT_ID_FILE", DEFAULT_BOOT_ID_FILE),
-                        help="file holding this host's boot id (default %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        default=env("JOBNET_AGENT_STATE_DIR", DEFAULT_STATE_DIR),
+        help="journal and job output directory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--boot-id-file",
+        default=env("JOBNET_AGENT_BOOT_ID_FILE", DEFAULT_BOOT_ID_FILE),
+        help="file holding this host's boot id (default %(default)s)",
+    )
     parser.add_argument("--log-file", default=None, help="agent log (default <state-dir>/agent.log)")
     for option in _TUNABLES:
-        parser.add_argument("--" + option.name.replace("_", "-"), type=option.kind,
-                            default=getattr(defaults, option.name), help=option.help + " (default %(default)s)")
+        parser.add_argument(
+            "--" + option.name.replace("_", "-"),
+            type=option.kind,
+            default=getattr(defaults, option.name),
+            help=option.help + " (default %(default)s)",
+        )
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
     for option in _TUNABLES:
         value = getattr(args, option.name)
         if value < option.minimum or (value == option.minimum and not option.inclusive):
-            raise ConfigError("--%s must be %s %s, got %s" % (
-                option.name.replace("_", "-"), ">=" if option.inclusive else ">", option.minimum, value))
+            raise ConfigError(
+                "--{} must be {} {}, got {}".format(
+                    option.name.replace("_", "-"), ">=" if option.inclusive else ">", option.minimum, value
+                )
+            )
     if args.tail_bytes >= args.max_output_bytes:
         raise ConfigError(
             "--tail-bytes must be between 1 and --max-output-bytes - 1 (%d), got %d"
@@ -110,5 +133,5 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
         state_dir=os.path.abspath(os.path.expanduser(args.state_dir)),
         boot_id_file=args.boot_id_file,
         log_file=log_file,
-        **{option.name: getattr(args, option.name) for option in _TUNABLES}
+        **{option.name: getattr(args, option.name) for option in _TUNABLES},
     )

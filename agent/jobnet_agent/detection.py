@@ -73,13 +73,11 @@ def decide(record: JobRecord, seen: Observation) -> Verdict:
         if not seen.may_have_started:
             return Verdict(END, dict(
                 state=FAILED_TO_START, reason="HostRebooted",
-                message="the host rebooted before the script was started (boot id %s, now %s); it never ran"
-                % (record.boot_id, seen.boot_id),
+                message=f"the host rebooted before the script was started (boot id {record.boot_id}, now {seen.boot_id}); it never ran",
             ), "interrupted: host rebooted before start")  # fmt: skip
         return Verdict(END, dict(
             state=INTERRUPTED, reason="HostRebooted",
-            message="the host rebooted while the job ran (boot id %s, now %s); its result is unknown"
-            % (record.boot_id, seen.boot_id),
+            message=f"the host rebooted while the job ran (boot id {record.boot_id}, now {seen.boot_id}); its result is unknown",
         ), "interrupted: host rebooted (boot id changed)")  # fmt: skip
     if not seen.may_have_started:
         return Verdict(END, dict(
@@ -147,9 +145,11 @@ def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optiona
     sizes = stored_output_sizes(journal.job_dir(record.key))
     _, committed = journal.update(
         record.key,
-        lambda current: current.replace(ended_at=time.time(), **sizes, **verdict.changes)
-        if current.seq == record.seq and current.state in (ACCEPTED, RUNNING)
-        else None,
+        lambda current: (
+            current.replace(ended_at=time.time(), **sizes, **verdict.changes)
+            if current.seq == record.seq and current.state in (ACCEPTED, RUNNING)
+            else None
+        ),
     )
     return committed
 

@@ -51,8 +51,8 @@ import threading
 import time
 import urllib.parse
 import zlib
-from dataclasses import dataclass, field
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
@@ -168,7 +168,7 @@ def write_record(path: str, record: JobRecord) -> None:
         if padding > 0:
             data += b" " * padding
         if os.pwrite(fd, data, 0) != len(data):
-            raise JournalError("short write of journal record %s" % path)
+            raise JournalError(f"short write of journal record {path}")
     finally:
         os.close(fd)
 
@@ -203,7 +203,7 @@ def read_last_line(fd: int, size: int) -> Tuple[Optional[bytes], int]:
 class Transaction:
     """Journal writes made while holding ``journal.lock``."""
 
-    def __init__(self, journal: "Journal", lock_fd: int) -> None:
+    def __init__(self, journal: Journal, lock_fd: int) -> None:
         self._journal = journal
         self._lock_fd = lock_fd
         self.last_seq = 0
@@ -220,7 +220,7 @@ class Transaction:
         write_record(os.path.join(job_dir, RECORD), record)
         crash_point(
             journal.role + ":journal-after-record",
-            "%s:journal-after-record:%s" % (journal.role, record.state),
+            f"{journal.role}:journal-after-record:{record.state}",
         )
         journal.append_event(record)
         self.last_seq = record.seq
@@ -254,26 +254,26 @@ class Journal:
     def open(self, create: bool = True) -> None:
         """Check (and create) the state directory; raise JournalError with a clear reason."""
         if not create and not os.path.exists(self.state_dir):
-            raise JournalError("state dir %s does not exist: no agent has used it (wrong --state-dir?)" % self.state_dir)
+            raise JournalError(f"state dir {self.state_dir} does not exist: no agent has used it (wrong --state-dir?)")
         try:
             if create:
                 os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
             info = os.stat(self.state_dir)
         except FileExistsError:
-            raise JournalError("state dir %s: a path component is not a directory" % self.state_dir)
+            raise JournalError(f"state dir {self.state_dir}: a path component is not a directory")
         except OSError as exc:
-            raise JournalError("state dir %s is not usable: %s" % (self.state_dir, exc.strerror or exc))
+            raise JournalError(f"state dir {self.state_dir} is not usable: {exc.strerror or exc}")
         if not stat.S_ISDIR(info.st_mode):
-            raise JournalError("state dir %s is not a directory" % self.state_dir)
+            raise JournalError(f"state dir {self.state_dir} is not a directory")
         if not os.path.isdir(self.jobs_dir):
-            raise JournalError("state dir %s has no jobs/ directory (never used by an agent?)" % self.state_dir)
+            raise JournalError(f"state dir {self.state_dir} has no jobs/ directory (never used by an agent?)")
         if not os.access(self.state_dir, os.R_OK | os.W_OK | os.X_OK):
             raise JournalError("state dir %s is not readable and writable by uid %d" % (self.state_dir, os.getuid()))
         for path in (self.lock_path, self.events_path):
             try:
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             except OSError as exc:
-                raise JournalError("cannot open %s: %s" % (path, exc.strerror or exc))
+                raise JournalError(f"cannot open {path}: {exc.strerror or exc}")
 
     # -- paths and reads ---------------------------------------------------------------------
 
@@ -295,11 +295,11 @@ class Journal:
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                raise JournalError("journal record %s is unreadable: %s" % (path, exc))
+                raise JournalError(f"journal record {path} is unreadable: {exc}")
             if stored is not None:
                 return JobRecord.from_stored(stored)
             time.sleep(0.0005)  # caught mid-rewrite: the writer is a few bytes from done
-        raise JournalError("journal record %s is unreadable: torn (its seal does not check out)" % path)
+        raise JournalError(f"journal record {path} is unreadable: torn (its seal does not check out)")
 
     @classmethod
     def _read_record_file_if_intact(cls, path: str) -> Optional[JobRecord]:
@@ -316,7 +316,7 @@ class Journal:
             with open(path, "rb") as handle:
                 return LaunchSpec.from_json(json.loads(handle.read().decode("utf-8")))
         except (OSError, ValueError) as exc:
-            raise JournalError("launch spec %s is unreadable: %s" % (path, exc))
+            raise JournalError(f"launch spec {path} is unreadable: {exc}")
 
     def job_dirs(self, run: Optional[str] = None) -> List[str]:
         runs = [_dir_name(run)] if run is not None else sorted(os.listdir(self.jobs_dir))

@@ -35,7 +35,7 @@ class AgentLog:
             os.write(self._fd, data)
         except OSError as exc:
             # The log is a diagnostic aid: a full disk must not stop jobs from being supervised.
-            sys.stderr.write("jobnet-agent: cannot write agent log %s: %s\n" % (self.path, exc))
+            sys.stderr.write(f"jobnet-agent: cannot write agent log {self.path}: {exc}\n")
 
     def close(self) -> None:
         os.close(self._fd)

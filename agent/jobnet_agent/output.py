@@ -67,7 +67,9 @@ class CappedWriter:
         view = memoryview(data)
         if self._head_size < self.head_limit:
             if self._head_fd is None:
-                self._head_fd = os.open(os.path.join(self._dir, self._stream), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                self._head_fd = os.open(
+                    os.path.join(self._dir, self._stream), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+                )
             room = self.head_limit - self._head_size
             self._write_all(self._head_fd, view[:room])
             self._head_size += min(room, len(view))
@@ -168,7 +170,7 @@ class StoredOutput:
                 return self._read_pieces(pieces, offset, length), sum(p[2] for p in pieces)
             except FileNotFoundError:
                 continue
-        raise FileNotFoundError("output of %s keeps rotating away; try again" % self._stream)
+        raise FileNotFoundError(f"output of {self._stream} keeps rotating away; try again")
 
     def tail(self, max_bytes: int) -> Tuple[bytes, int, int]:
         """The last ``max_bytes`` stored bytes, total bytes written, and bytes dropped."""
@@ -180,7 +182,7 @@ class StoredOutput:
                 return self._read_pieces(pieces, start, stored - start), total, total - stored
             except FileNotFoundError:
                 continue
-        raise FileNotFoundError("output of %s keeps rotating away; try again" % self._stream)
+        raise FileNotFoundError(f"output of {self._stream} keeps rotating away; try again")
 
     @staticmethod
     def _read_pieces(pieces: List[Piece], offset: int, length: int) -> bytes:

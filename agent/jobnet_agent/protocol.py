@@ -64,37 +64,37 @@ class JobKey:
         return {"run": self.run, "path": self.path, "attempt": self.attempt}
 
     @classmethod
-    def from_json(cls, value: Any) -> "JobKey":
+    def from_json(cls, value: Any) -> JobKey:
         if not isinstance(value, dict):
-            raise bad_request("key must be an object {run, path, attempt}, got %s" % type(value).__name__)
+            raise bad_request(f"key must be an object {{run, path, attempt}}, got {type(value).__name__}")
         unknown = sorted(set(value) - {"run", "path", "attempt"})
         if unknown:
-            raise bad_request("key has unknown field(s): %s" % ", ".join(unknown))
+            raise bad_request("key has unknown field(s): {}".format(", ".join(unknown)))
         run = _key_part(value, "run")
         path = _key_part(value, "path")
         attempt = value.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
-            raise bad_request("key.attempt must be an integer >= 1, got %r" % (attempt,))
+            raise bad_request(f"key.attempt must be an integer >= 1, got {attempt!r}")
         if ":" in run:
-            raise bad_request("key.run must not contain ':' (got %r)" % run)
+            raise bad_request(f"key.run must not contain ':' (got {run!r})")
         return cls(run=run, path=path, attempt=attempt)
 
     @classmethod
-    def parse_text(cls, text: str) -> "JobKey":
+    def parse_text(cls, text: str) -> JobKey:
         """Parse the text form ``run:path#attempt``."""
         run, sep, rest = text.partition(":")
         path, hash_sep, attempt = rest.rpartition("#")
         if not sep or not hash_sep or not attempt.isdigit():
-            raise ValueError("job key %r is not of the form run:path#attempt (e.g. 6f1c:/nightly/load#1)" % text)
+            raise ValueError(f"job key {text!r} is not of the form run:path#attempt (e.g. 6f1c:/nightly/load#1)")
         return cls.from_json({"run": run, "path": path, "attempt": int(attempt)})
 
 
 def _key_part(value: Dict[str, Any], name: str) -> str:
     part = value.get(name)
     if not isinstance(part, str) or not part:
-        raise bad_request("key.%s must be a non-empty string, got %r" % (name, part))
+        raise bad_request(f"key.{name} must be a non-empty string, got {part!r}")
     if len(part) > 1024 or _CONTROL_CHARS.search(part):
-        raise bad_request("key.%s must be at most 1024 printable characters" % name)
+        raise bad_request(f"key.{name} must be at most 1024 printable characters")
     return part
 
 
@@ -132,7 +132,7 @@ class JobRecord:
     def ended(self) -> bool:
         return self.state in TERMINAL_STATES
 
-    def replace(self, **changes: Any) -> "JobRecord":
+    def replace(self, **changes: Any) -> JobRecord:
         message = changes.get("message")
         if message is not None and len(message) > MAX_MESSAGE_CHARS:
             changes["message"] = message[: MAX_MESSAGE_CHARS - 3] + "..."
@@ -168,7 +168,7 @@ class JobRecord:
         return stored
 
     @classmethod
-    def from_stored(cls, data: Dict[str, Any]) -> "JobRecord":
+    def from_stored(cls, data: Dict[str, Any]) -> JobRecord:
         return cls(
             key=JobKey.from_json(data["key"]),
             state=data["state"],
@@ -196,7 +196,7 @@ class JobRecord:
     def describe_end(self) -> str:
         """How a person would say how this job ended, e.g. ``exited with code 0``."""
         if self.state == EXITED:
-            return "exited with code %s" % self.exit_code
+            return f"exited with code {self.exit_code}"
         if self.state == KILLED:
             return "stopped"
         if self.state == TIMED_OUT:
@@ -224,12 +224,12 @@ class LaunchSpec:
         }
 
     @classmethod
-    def from_json(cls, data: Dict[str, Any]) -> "LaunchSpec":
+    def from_json(cls, data: Dict[str, Any]) -> LaunchSpec:
         script = data.get("script")
         if not isinstance(script, str) or not script:
             raise bad_request("script must be a non-empty string (absolute path of the executable)")
         if not script.startswith("/"):
-            raise bad_request("script must be an absolute path, got %r" % script)
+            raise bad_request(f"script must be an absolute path, got {script!r}")
         if "\x00" in script:
             raise bad_request("script must not contain NUL characters")
         args = data.get("args", [])
@@ -240,15 +240,15 @@ class LaunchSpec:
             raise bad_request("env must be an object of string values")
         for name, value in env.items():
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise bad_request("env name %r is not a valid variable name" % name)
+                raise bad_request(f"env name {name!r} is not a valid variable name")
             if not isinstance(value, str) or "\x00" in value:
-                raise bad_request("env %s must be a string without NUL characters" % name)
+                raise bad_request(f"env {name} must be a string without NUL characters")
         working_dir = data.get("workingDir")
         if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
             raise bad_request("workingDir must be a non-empty string or null")
         timeout = data.get("timeoutSeconds")
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1):
-            raise bad_request("timeoutSeconds must be an integer >= 1 or null, got %r" % (timeout,))
+            raise bad_request(f"timeoutSeconds must be an integer >= 1 or null, got {timeout!r}")
         return cls(script=script, args=list(args), env=dict(env), working_dir=working_dir, timeout_seconds=timeout)
 
 
@@ -267,7 +267,7 @@ def parse_request(line: str) -> Request:
     try:
         data = json.loads(line)
     except ValueError as exc:
-        raise bad_request("request is not valid JSON: %s" % exc)
+        raise bad_request(f"request is not valid JSON: {exc}")
     if not isinstance(data, dict):
         raise bad_request("request must be a JSON object")
     request_id = data.get("id")
@@ -275,7 +275,7 @@ def parse_request(line: str) -> Request:
         raise bad_request("request needs an integer id")
     op = data.get("op")
     if op not in _OPS:
-        raise RequestError(request_id, bad_request("unknown op %r; known: %s" % (op, ", ".join(_OPS))))
+        raise RequestError(request_id, bad_request("unknown op {!r}; known: {}".format(op, ", ".join(_OPS))))
     args = {k: v for k, v in data.items() if k not in ("id", "op")}
     return Request(id=request_id, op=op, args=args)
 
@@ -302,17 +302,17 @@ def kill_args(args: Dict[str, Any], default_grace: float) -> Tuple[float, str]:
     if grace is None:
         grace = default_grace
     if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0 or grace > 86400:
-        raise bad_request("graceSeconds must be a number between 0 and 86400, got %r" % (grace,))
+        raise bad_request(f"graceSeconds must be a number between 0 and 86400, got {grace!r}")
     reason = args.get("reason", "stop")
     if reason not in KILL_REASONS:
-        raise bad_request("reason must be 'stop' or 'timeout', got %r" % (reason,))
+        raise bad_request(f"reason must be 'stop' or 'timeout', got {reason!r}")
     return float(grace), reason
 
 
 def stream_arg(args: Dict[str, Any]) -> str:
     stream = args.get("stream", "stdout")
     if stream not in STREAMS:
-        raise bad_request("stream must be 'stdout' or 'stderr', got %r" % (stream,))
+        raise bad_request(f"stream must be 'stdout' or 'stderr', got {stream!r}")
     return str(stream)
 
 

@@ -75,9 +75,7 @@ Handled = Union[Tuple[Dict[str, Any], Optional[Callable[[], None]]], Later]
 def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
     """Run ``jobnet-agent supervise ARGS`` detached; returns once it has forked away."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
-    boot = "import sys; sys.path.insert(0, %r); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))" % (
-        package_root
-    )
+    boot = f"import sys; sys.path.insert(0, {package_root!r}); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))"
     log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         # The supervisor forks at once and this child exits: nothing to reap later.
@@ -147,7 +145,8 @@ class SupervisorForkServer:
                 return False
             try:
                 channel.sendmsg(
-                    [job_dir.encode("utf-8")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))]
+                    [job_dir.encode("utf-8")],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))],
                 )
                 return True
             except OSError:
@@ -220,13 +219,15 @@ class Server:
     # -- main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.log.line("serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id))
+        self.log.line(
+            "serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id)
+        )
         repaired = self.journal.repair(self.boot_id)
         for record in repaired.restored:
             self.log.line("journal repaired after a reboot: record restored from the event log (seq %d, %s)"
                           % (record.seq, record.state), record.key)  # fmt: skip
         for path in repaired.discarded:
-            self.log.line("journal repaired after a reboot: discarded torn record %s (its claim was never logged)" % path)
+            self.log.line(f"journal repaired after a reboot: discarded torn record {path} (its claim was never logged)")
         for record in repaired.relogged:
             self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
         self._fork_server.prepare()
@@ -278,7 +279,7 @@ class Server:
         if after is not None:
             after()
 
-    def _finish_later(self, request_id: int, later: "Later") -> None:
+    def _finish_later(self, request_id: int, later: Later) -> None:
         try:
             response = ok(request_id, later.finish())
         except Exception as exc:
@@ -293,8 +294,8 @@ class Server:
         if isinstance(exc, ProtocolError):
             return error(request_id, exc.code, exc.message)
         # An answer is owed whatever broke; the agent log keeps the detail.
-        self.log.line("internal error answering request %s: %r" % (request_id, exc))
-        return error(request_id, "Internal", "%s: %s" % (type(exc).__name__, exc))
+        self.log.line(f"internal error answering request {request_id}: {exc!r}")
+        return error(request_id, "Internal", f"{type(exc).__name__}: {exc}")
 
     def _send(self, message: Dict[str, Any]) -> bool:
         data = encode(message)
@@ -336,8 +337,10 @@ class Server:
         # it for the next connection.
         for record in self.journal.list_records():
             if record.ended and not record.acknowledged and record.seq <= self._last_sent_seq:
-                self.log.line("could not report: %s before the operator acknowledged the result (%s)"
-                              % (why, record.describe_end()), record.key)
+                self.log.line(
+                    f"could not report: {why} before the operator acknowledged the result ({record.describe_end()})",
+                    record.key,
+                )
 
     # -- background work ---------------------------------------------------------------------
 
@@ -354,7 +357,7 @@ class Server:
                     last_gc = time.monotonic()
                     self._collect_garbage()
             except Exception as exc:  # keep sweeping: a bad job dir must not blind the agent
-                self.log.line("sweep failed: %r" % (exc,))
+                self.log.line(f"sweep failed: {exc!r}")
 
     def _collect_garbage(self) -> None:
         for key in self.journal.collect_garbage(
@@ -385,7 +388,7 @@ class Server:
             elif verdict.action == END:
                 committed = end_record(self.journal, record, verdict)
                 if committed is not None:
-                    self.log.line("%s: %s" % (verdict.why, committed.message), record.key)
+                    self.log.line(f"{verdict.why}: {committed.message}", record.key)
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -411,7 +414,7 @@ class Server:
     def _existing(self, key: JobKey) -> JobRecord:
         record = self.journal.read_record(key)
         if record is None:
-            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
         return record
 
     def _launch(self, request: Request) -> Handled:
@@ -425,9 +428,11 @@ class Server:
             elif record.state == RUNNING and record.pid is not None:
                 self.log.line("launch ignored: already started (pid %d)" % record.pid, key)
             else:
-                self.log.line("launch ignored: already %s" % record.describe_end(), key)
+                self.log.line(f"launch ignored: already {record.describe_end()}", key)
             return {"record": record.to_wire(), "deduplicated": True}, None
-        self.log.line("accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key)
+        self.log.line(
+            "accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key
+        )
         crash_point("serve:launch-after-accept")
         pause_point("serve:launch-after-accept")
         # The claim is journaled: later requests on this channel already see the job. Starting
@@ -466,15 +471,18 @@ class Server:
 
         current, committed = self.journal.update(key, request_kill)
         if current is None:
-            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
         if committed is None and current.ended:
-            self.log.line("kill ignored: already %s" % current.describe_end(), key)
+            self.log.line(f"kill ignored: already {current.describe_end()}", key)
             return {"record": current.to_wire(), "deduplicated": current.kill_requested is not None,
                     "alreadyEnded": True}, None  # fmt: skip
         if committed is None:
-            self.log.line("kill ignored: a kill (%s) was already requested; reminding the supervisor" % current.kill_requested, key)
+            self.log.line(
+                f"kill ignored: a kill ({current.kill_requested}) was already requested; reminding the supervisor",
+                key,
+            )
         else:
-            self.log.line("kill requested (%s, grace %ss)" % (reason, grace), key)
+            self.log.line(f"kill requested ({reason}, grace {grace}s)", key)
         crash_point("serve:kill-after-request")
         self._wake_supervisor(committed or current, check=True)
         return {"record": (committed or current).to_wire(), "deduplicated": committed is None,
@@ -489,7 +497,7 @@ class Server:
         if new:
             self.log.line("fenced: never launched here, a launch of it will be refused", key)
         else:
-            self.log.line("fence found the key already %s" % record.describe_end(), key)
+            self.log.line(f"fence found the key already {record.describe_end()}", key)
         return {"record": record.to_wire(), "fenced": record.reason == FENCED}, None
 
     def _wake_supervisor(self, record: JobRecord, check: bool = False) -> None:
@@ -551,7 +559,7 @@ class Server:
                     # (e.g. from an older agent version sharing the state dir).
                     wakeup.wait(self.config.poll_seconds)
         except Exception as exc:
-            self.log.line("event stream failed: %r" % (exc,))
+            self.log.line(f"event stream failed: {exc!r}")
         finally:
             watcher.close()
             wakeup.close()
@@ -584,11 +592,14 @@ class Server:
 
         current, committed = self.journal.update(key, acknowledge)
         if current is None:
-            raise ProtocolError("NotFound", "the agent has no job %s" % key.text())
+            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
         if not current.ended:
-            raise ProtocolError("BadRequest", "job %s is still %s: only an ended job can be acknowledged" % (key.text(), current.state))
+            raise ProtocolError(
+                "BadRequest",
+                f"job {key.text()} is still {current.state}: only an ended job can be acknowledged",
+            )
         if committed is not None:
-            self.log.line("acknowledged (%s)" % committed.describe_end(), key)
+            self.log.line(f"acknowledged ({committed.describe_end()})", key)
         return {"record": (committed or current).to_wire()}, None
 
     def _ping(self, request: Request) -> Handled:

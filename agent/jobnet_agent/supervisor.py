@@ -112,7 +112,7 @@ def group_alive(pgid: int) -> bool:
         if not entry.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % entry, "rb") as handle:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
@@ -163,21 +163,21 @@ def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: i
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
     """Why the job cannot start, as (reason, message), or None. Checked before anything starts."""
     if not os.path.isdir(working_dir):
-        return "BadWorkingDirectory", "working directory %s does not exist or is not a directory" % working_dir
+        return "BadWorkingDirectory", f"working directory {working_dir} does not exist or is not a directory"
     if not os.access(working_dir, os.X_OK):
-        return "BadWorkingDirectory", "working directory %s is not accessible (no search permission)" % working_dir
+        return "BadWorkingDirectory", f"working directory {working_dir} is not accessible (no search permission)"
     try:
         info = os.stat(spec.script)
     except FileNotFoundError:
-        return "ScriptNotFound", "script %s does not exist" % spec.script
+        return "ScriptNotFound", f"script {spec.script} does not exist"
     except NotADirectoryError:
-        return "ScriptNotFound", "script %s does not exist (a path component is not a directory)" % spec.script
+        return "ScriptNotFound", f"script {spec.script} does not exist (a path component is not a directory)"
     except PermissionError:
-        return "PermissionDenied", "script %s cannot be reached: permission denied" % spec.script
+        return "PermissionDenied", f"script {spec.script} cannot be reached: permission denied"
     if os.path.isdir(spec.script):
-        return "PermissionDenied", "script %s is a directory, not an executable file" % spec.script
+        return "PermissionDenied", f"script {spec.script} is a directory, not an executable file"
     if not os.access(spec.script, os.X_OK) or not info.st_mode & 0o111:
-        return "PermissionDenied", "script %s is not executable (mode %o)" % (spec.script, info.st_mode & 0o7777)
+        return "PermissionDenied", f"script {spec.script} is not executable (mode {info.st_mode & 0o7777:o})"
     return None
 
 
@@ -242,7 +242,7 @@ class Supervisor:
         self.log = AgentLog(config.agent_log_path, "supervise")
         record = self.journal.read_record_at(self.job_dir)
         if record is None:
-            raise RuntimeError("no journal record in %s" % self.job_dir)
+            raise RuntimeError(f"no journal record in {self.job_dir}")
         self.key = record.key
         #: Per stream: the pipe fd we read (None: unreachable after an adoption) and its writer.
         self._readers: List[Tuple[Optional[int], CappedWriter]] = []
@@ -253,14 +253,12 @@ class Supervisor:
     # -- journal helpers ---------------------------------------------------------------------
 
     def _commit_if(self, states: Tuple[str, ...], **changes: object) -> Optional[JobRecord]:
-        _, committed = self.journal.update(
-            self.key, lambda r: r.replace(**changes) if r.state in states else None
-        )
+        _, committed = self.journal.update(self.key, lambda r: r.replace(**changes) if r.state in states else None)
         return committed
 
     def _fail_to_start(self, reason: str, message: str) -> None:
         self._commit_if((ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time())
-        self.log.line("failed to start: %s (%s)" % (message, reason), self.key)
+        self.log.line(f"failed to start: {message} ({reason})", self.key)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -320,7 +318,7 @@ class Supervisor:
             )
         except OSError as exc:
             reason = "BadWorkingDirectory" if exc.filename == working_dir else "PermissionDenied"
-            self._fail_to_start(reason, "cannot start %s: %s" % (spec.script, exc))
+            self._fail_to_start(reason, f"cannot start {spec.script}: {exc}")
             return None
         crash_point("supervise:after-start")
         ticks = process_start_ticks(proc.pid)
@@ -359,7 +357,10 @@ class Supervisor:
             except OSError:
                 fd = None
             if fd is None:
-                self.log.line("%s of pid %d cannot be reached any more: the rest of it is not kept" % (stream, leader_pid), self.key)
+                self.log.line(
+                    "%s of pid %d cannot be reached any more: the rest of it is not kept" % (stream, leader_pid),
+                    self.key,
+                )
             self._add_reader(stream, fd, resume=True)
 
     def _add_reader(self, stream: str, fd: Optional[int], resume: bool) -> None:
@@ -459,7 +460,10 @@ class Supervisor:
         kernel): record the end rather than wait forever; the log says so."""
         if self._kill is None or not self._kill.sigkill_sent or now < self._kill.kill_at + _KILL_WAIT_SECONDS:
             return False
-        self.log.line("process group still has members %.0fs after SIGKILL; recording the end" % _KILL_WAIT_SECONDS, self.key)
+        self.log.line(
+            f"process group still has members {_KILL_WAIT_SECONDS:.0f}s after SIGKILL; recording the end",
+            self.key,
+        )
         return True
 
     def _pending_sigkill(self) -> Optional[float]:
@@ -501,9 +505,11 @@ class Supervisor:
         grace = self.config.grace_seconds
         self.journal.update(
             self.key,
-            lambda r: r.replace(kill_requested="timeout", grace_seconds=grace)
-            if r.state == RUNNING and not r.kill_requested
-            else None,
+            lambda r: (
+                r.replace(kill_requested="timeout", grace_seconds=grace)
+                if r.state == RUNNING and not r.kill_requested
+                else None
+            ),
         )
         self.log.line("timed out after %ds: killing pid %d" % (timeout_seconds, leader.pid), self.key)
         self._begin_kill(leader, "timeout", grace)
@@ -539,11 +545,13 @@ class Supervisor:
         committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
         if committed is not None:
             how = committed.describe_end()
-            details = "" if committed.message in (None, how) else " (%s)" % committed.message
+            details = "" if committed.message in (None, how) else f" ({committed.message})"
             self.log.line(how + details, self.key)
 
 
-def end_changes(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]) -> Dict[str, object]:
+def end_changes(
+    wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]
+) -> Dict[str, object]:
     """The end state of a job from what is known once its process-group leader is gone.
 
     The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
@@ -562,12 +570,12 @@ def end_changes(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill
     signum = -status if status is not None and status < 0 else None
     if kill_reason is not None:
         state, reason = (TIMED_OUT, "TimedOut") if kill_reason == "timeout" else (KILLED, "StopRequested")
-        how = "by %s" % _signal_name(signum) if signum else "(exit status unknown)"
+        how = f"by {_signal_name(signum)}" if signum else "(exit status unknown)"
         return dict(state=state, reason=reason, signal=signum, exit_code=None,
-                    message="%s: process group ended %s" % ("timed out" if state == TIMED_OUT else "stopped", how))  # fmt: skip
+                    message="{}: process group ended {}".format("timed out" if state == TIMED_OUT else "stopped", how))  # fmt: skip
     if signum is not None:
         return dict(state=EXITED, exit_code=128 + signum, signal=signum, reason="Signaled",
-                    message="terminated by %s, not sent by the agent" % _signal_name(signum))  # fmt: skip
+                    message=f"terminated by {_signal_name(signum)}, not sent by the agent")  # fmt: skip
     if status is not None:
         return dict(state=EXITED, exit_code=status, signal=None, reason=None,
                     message="exited with code %d" % status)  # fmt: skip
@@ -617,7 +625,7 @@ def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Opt
     except OSError as exc:
         if exc.errno not in (errno.EAGAIN, errno.EACCES):
             raise
-        sys.stderr.write("jobnet-agent supervise: %s already has a supervisor\n" % job_dir)
+        sys.stderr.write(f"jobnet-agent supervise: {job_dir} already has a supervisor\n")
         return 1
     supervisor = Supervisor(config, job_dir)
     # For people (liveness is the lock): in the lock file, as a file more costs an inode allocation.
@@ -653,7 +661,7 @@ def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
                 child = os.fork()
             except OSError as exc:
                 # Closing the fds frees the job's lock: serve's sweep settles it (never started).
-                sys.stderr.write("jobnet-agent supervise: cannot fork a supervisor for %s: %s\n" % (job_dir, exc))
+                sys.stderr.write(f"jobnet-agent supervise: cannot fork a supervisor for {job_dir}: {exc}\n")
                 child = None
             if child == 0:
                 channel.close()

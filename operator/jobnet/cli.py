@@ -147,9 +147,10 @@ def build_parser(with_operator: bool, prog: str = "jobnet", with_dev: bool = Fal
         operator_parser.set_defaults(handler=run_operator)
 
     dev_parser = commands.add_parser(
-        "dev", help="try it without a cluster: API emulator, operator and a local VM on this machine",
+        "dev",
+        help="try it without a cluster: API emulator, operator and a local VM on this machine",
         description="Start the Kubernetes API emulator on 127.0.0.1, the operator and one local VM, write "
-                    "a kubeconfig, and run until Ctrl-C (then clean up everything); see docs/dev.md.",
+        "a kubeconfig, and run until Ctrl-C (then clean up everything); see docs/dev.md.",
     )
     if with_dev:
         from jobnet.devenv.command import add_dev_arguments, run_dev
@@ -161,8 +162,11 @@ def build_parser(with_operator: bool, prog: str = "jobnet", with_dev: bool = Fal
 
 def main(argv: Sequence[str] | None = None, prog: str = "jobnet") -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(with_operator=bool(arguments) and arguments[0] == "operator", prog=prog,
-                          with_dev=bool(arguments) and arguments[0] == "dev")
+    parser = build_parser(
+        with_operator=bool(arguments) and arguments[0] == "operator",
+        prog=prog,
+        with_dev=bool(arguments) and arguments[0] == "dev",
+    )
     args = parser.parse_args(arguments)
     return int(args.handler(args) or EXIT_OK)
 

@@ -112,19 +112,25 @@ class OperatorMetrics:
         self._dispatch_latency = Histogram(
             "jobnet_dispatch_latency_seconds",
             "From an upstream job's exit to its downstream job started on the VM.",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self._agent_roundtrip = Histogram(
             "jobnet_agent_roundtrip_seconds",
             "From sending a request to the agent to its answer.",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self._ssh_reconnects = Counter(
-            "jobnet_ssh_reconnects", "SSH connections re-established to a host after one was lost.", ["host"],
+            "jobnet_ssh_reconnects",
+            "SSH connections re-established to a host after one was lost.",
+            ["host"],
             registry=self.registry,
         )
         self._api_writes = Counter(
-            "jobnet_api_writes", "Writes to the Kubernetes API (status patches, Events), by resource.", ["resource"],
+            "jobnet_api_writes",
+            "Writes to the Kubernetes API (status patches, Events), by resource.",
+            ["resource"],
             registry=self.registry,
         )
 

@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,7 +36,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 5.0, interval: float
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
         time.sleep(interval)
 
 
@@ -47,7 +48,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def agent_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(AGENT_SRC)
     env.pop("JOBNET_AGENT_CRASH_AT", None)
@@ -102,14 +103,18 @@ class AgentDirs:
 
     def cli(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [AGENT_PYTHON, "-m", "jobnet_agent", *args], env=agent_env(), capture_output=True, text=True, timeout=timeout
+            [AGENT_PYTHON, "-m", "jobnet_agent", *args],
+            env=agent_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
 class Agent:
     """One ``serve`` process: requests get responses by id; events and heartbeats are queued."""
 
-    def __init__(self, dirs: AgentDirs, crash_at: Optional[str] = None, **options: Any) -> None:
+    def __init__(self, dirs: AgentDirs, crash_at: str | None = None, **options: Any) -> None:
         self.dirs = dirs
         extra = {"JOBNET_AGENT_CRASH_AT": crash_at} if crash_at else {}
         self.proc = subprocess.Popen(
@@ -119,8 +124,8 @@ class Agent:
             stderr=subprocess.PIPE,
             env=agent_env(extra),
         )
-        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
-        self.heartbeats: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.heartbeats: queue.Queue[dict[str, Any]] = queue.Queue()
         self._responses: dict[int, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self._next_id = 0
@@ -170,7 +175,7 @@ class Agent:
         assert not response["ok"], response
         return response["error"]
 
-    def launch(self, key: dict[str, Any], script: str, args: Optional[list[str]] = None, **extra: Any) -> dict[str, Any]:
+    def launch(self, key: dict[str, Any], script: str, args: list[str] | None = None, **extra: Any) -> dict[str, Any]:
         return self.call("launch", key=key, script=script, args=args or [], env=extra.pop("env", {}),
                          workingDir=extra.pop("workingDir", None), timeoutSeconds=extra.pop("timeoutSeconds", None),
                          **extra)  # fmt: skip
@@ -179,17 +184,17 @@ class Agent:
         return self.call("get", key=key)["record"]
 
     def wait_state(self, key: dict[str, Any], *states: str, timeout: float = 10.0) -> dict[str, Any]:
-        def reached() -> Optional[dict[str, Any]]:
+        def reached() -> dict[str, Any] | None:
             record = self.get(key)
             return record if record["state"] in states else None
 
-        return wait_until(reached, timeout=timeout, what="%s to reach %s" % (key, states))
+        return wait_until(reached, timeout=timeout, what=f"{key} to reach {states}")
 
     def next_event(self, timeout: float = 5.0) -> dict[str, Any]:
         try:
             return self.events.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError("no event within %ss" % timeout) from None
+            raise AssertionError(f"no event within {timeout}s") from None
 
     def close(self, timeout: float = 10.0) -> int:
         """Close stdin (the SSH channel closing) and wait for serve to exit."""
@@ -210,7 +215,7 @@ class Agent:
         return self.proc.stderr.read().decode(errors="replace")
 
 
-def new_key(path: str = "/net/job", attempt: int = 1, run: Optional[str] = None) -> dict[str, Any]:
+def new_key(path: str = "/net/job", attempt: int = 1, run: str | None = None) -> dict[str, Any]:
     return {"run": run or uuid.uuid4().hex[:12], "path": path, "attempt": attempt}
 
 
@@ -235,7 +240,7 @@ def agent_process_pids(state_dir: Path) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            argv = Path("/proc/%s/cmdline" % entry).read_bytes().split(b"\0")
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if str(state_dir).encode() in argv and pid_alive(int(entry)):
@@ -243,7 +248,7 @@ def agent_process_pids(state_dir: Path) -> list[int]:
     return found
 
 
-def kill_tree_of(pgid: Optional[int]) -> None:
+def kill_tree_of(pgid: int | None) -> None:
     if pgid:
         try:
             os.killpg(pgid, signal.SIGKILL)

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from jobnet_agent import __version__
 from jobnet_agent.bundle import build_zipapp
-
 from tests.agent.conftest import (
     AGENT_PYTHON,
     Agent,
@@ -25,7 +25,9 @@ from tests.agent.conftest import (
 
 def _find_python38() -> str | None:
     """A working Python 3.8 (the agent's oldest supported version), if this machine has one."""
-    candidates = [shutil.which("python3.8")] + sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))
+    candidates = [shutil.which("python3.8")] + sorted(
+        str(p) for p in Path.home().glob(".pyenv/versions/3.8*/bin/python3.8")
+    )
     for candidate in filter(None, candidates):
         probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
                                capture_output=True, timeout=30)  # fmt: skip
@@ -51,7 +53,7 @@ def _finished_job(dirs: AgentDirs, body: str = 'echo "line $1"; echo oops >&2; e
 def test_version_names_agent_and_protocol(dirs: AgentDirs) -> None:
     result = dirs.cli("version")
 
-    assert result.returncode == 0 and result.stdout.startswith("jobnet-agent %s (protocol 1" % __version__)
+    assert result.returncode == 0 and result.stdout.startswith(f"jobnet-agent {__version__} (protocol 1")
 
 
 def test_jobs_and_status_show_what_the_journal_knows(dirs: AgentDirs) -> None:
@@ -139,7 +141,9 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
     shutil.copy(first, copy)
 
     env = {k: v for k, v in agent_env().items() if k != "PYTHONPATH"}
-    version = subprocess.run([AGENT_PYTHON, str(copy), "version"], env=env, capture_output=True, text=True, cwd=isolated)
+    version = subprocess.run(
+        [AGENT_PYTHON, str(copy), "version"], env=env, capture_output=True, text=True, cwd=isolated
+    )
 
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     assert first.read_bytes().startswith(b"#!/usr/bin/env python3\n") and first.stat().st_mode & 0o111

@@ -63,7 +63,7 @@ def logged(dirs: AgentDirs, key: dict[str, Any], needle: str) -> list[str]:
     def found() -> list[str]:
         return [line for line in dirs.log_text().splitlines() if key_text(key) in line and needle in line]
 
-    return wait_until(found, timeout=5, what="%r in the agent log" % needle)
+    return wait_until(found, timeout=5, what=f"{needle!r} in the agent log")
 
 
 def launch_crashing(dirs: AgentDirs, crash_at: str, body: str, key: dict[str, Any]) -> str:
@@ -82,7 +82,7 @@ def launch_crashing(dirs: AgentDirs, crash_at: str, body: str, key: dict[str, An
 def test_serve_killed_after_accepting_never_starts_the_job(dirs: AgentDirs) -> None:
     key = new_key()
     marker = dirs.work / "ran"
-    launch_crashing(dirs, "serve:launch-after-accept", "echo ran >> %s\n" % marker, key)
+    launch_crashing(dirs, "serve:launch-after-accept", f"echo ran >> {marker}\n", key)
 
     agent = Agent(dirs)
     try:
@@ -116,7 +116,7 @@ def test_serve_killed_between_record_and_event_gets_its_event_logged_on_restart(
 def test_supervisor_killed_before_starting_the_script_is_lost_and_never_runs(dirs: AgentDirs) -> None:
     key = new_key()
     marker = dirs.work / "ran"
-    launch_crashing(dirs, "supervise:before-start", "echo ran >> %s\n" % marker, key)
+    launch_crashing(dirs, "supervise:before-start", f"echo ran >> {marker}\n", key)
 
     agent = Agent(dirs)
     try:
@@ -133,7 +133,12 @@ def test_supervisor_killed_before_starting_the_script_is_lost_and_never_runs(dir
 def test_supervisor_killed_before_recording_the_pid_ends_lost_and_ran_once(dirs: AgentDirs) -> None:
     key = new_key()
     marker, go = dirs.work / "ran", dirs.work / "go"
-    launch_crashing(dirs, "supervise:after-start", "while [ ! -e %s ]; do sleep 0.02; done\necho ran >> %s\n" % (go, marker), key)
+    launch_crashing(
+        dirs,
+        "supervise:after-start",
+        f"while [ ! -e {go} ]; do sleep 0.02; done\necho ran >> {marker}\n",
+        key,
+    )
     wait_until(lambda: not supervisor_pids(dirs.state), what="the supervisor to crash")
 
     agent = Agent(dirs)
@@ -158,7 +163,7 @@ def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: Agent
     however soon after starting the script the supervisor died."""
     key = new_key()
     go = dirs.work / "go"
-    body = "echo before\nwhile [ ! -e %s ]; do sleep 0.02; done\necho after\nexit 4\n" % go
+    body = f"echo before\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho after\nexit 4\n"
     launch_crashing(dirs, crash_at, body, key)
 
     agent = Agent(dirs)
@@ -264,7 +269,7 @@ def test_real_kill_9_of_the_supervisor_mid_job_then_the_job_ends(dirs: AgentDirs
     key = new_key()
     go = dirs.work / "go"
     agent = Agent(dirs)
-    agent.launch(key, dirs.script("job.sh", "while [ ! -e %s ]; do sleep 0.02; done\n" % go))
+    agent.launch(key, dirs.script("job.sh", f"while [ ! -e {go} ]; do sleep 0.02; done\n"))
     [supervisor] = supervisor_pids(dirs.state)
     os.kill(supervisor, signal.SIGKILL)
     logged(dirs, key, "adopted pid")

@@ -9,13 +9,13 @@ def _log_lines(dirs: AgentDirs, key: dict, needle: str) -> list[str]:
     def found() -> list[str]:
         return [line for line in dirs.log_text().splitlines() if key_text(key) in line and needle in line]
 
-    wait_until(lambda: len(found()) >= 1, timeout=5, what="%r in the agent log" % needle)
+    wait_until(lambda: len(found()) >= 1, timeout=5, what=f"{needle!r} in the agent log")
     return found()
 
 
 def test_fence_of_an_unseen_key_refuses_a_later_launch(agent: Agent, dirs: AgentDirs) -> None:
     marker = dirs.work / "ran.txt"
-    script = dirs.script("late.sh", "echo ran >> %s\n" % marker)
+    script = dirs.script("late.sh", f"echo ran >> {marker}\n")
     key = new_key("/net/late")
 
     fence = agent.call("fence", key=key)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from jobnet_agent.output import CappedWriter, StoredOutput
-
 from tests.agent.conftest import Agent, AgentDirs, new_key, supervisor_pids, wait_until
 
 MIB = 1024 * 1024
@@ -25,8 +24,7 @@ def test_a_200_mb_writer_is_capped_to_head_and_tail_with_bounded_supervisor_memo
     go = dirs.work / "go"
     script = dirs.script(
         "big.sh",
-        "printf HEAD; head -c %d /dev/zero; printf TAIL\n"
-        "while [ ! -e %s ]; do sleep 0.02; done\n" % (total - 8, go),
+        "printf HEAD; head -c %d /dev/zero; printf TAIL\nwhile [ ! -e %s ]; do sleep 0.02; done\n" % (total - 8, go),
     )
     agent = Agent(dirs, max_output_bytes=4 * MIB, tail_bytes=MIB)
     try:
@@ -94,7 +92,7 @@ def test_capped_writer_resumes_where_a_dead_writer_stopped(tmp_path: Path) -> No
 
 def test_read_streams_the_full_output_in_chunks_and_eof_waits_for_the_end(dirs: AgentDirs) -> None:
     go = dirs.work / "go"
-    script = dirs.script("data.sh", "seq 1 30000\nwhile [ ! -e %s ]; do sleep 0.02; done\necho end\n" % go)
+    script = dirs.script("data.sh", f"seq 1 30000\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho end\n")
     expected = "".join("%d\n" % i for i in range(1, 30001)).encode()
     agent = Agent(dirs)
     try:

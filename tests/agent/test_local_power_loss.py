@@ -11,7 +11,6 @@ from pathlib import Path
 
 from jobnet_agent.journal import Journal
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
-
 from tests.agent.conftest import Agent, AgentDirs, key_text, new_key
 
 BOOT = "boot-1"
@@ -54,7 +53,7 @@ def test_the_same_boot_trusts_the_record_files(tmp_path: Path) -> None:
 def test_a_new_boot_rebuilds_stale_torn_and_missing_record_files_from_the_event_log(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     journal.repair(BOOT)
-    stale, torn, missing, lost_dir, current = (JobKey(run="r1", path="/%s" % name, attempt=1)
+    stale, torn, missing, lost_dir, current = (JobKey(run="r1", path=f"/{name}", attempt=1)
                                                for name in ("stale", "torn", "missing", "dir", "ok"))  # fmt: skip
     for key in (stale, torn, missing, lost_dir, current):
         _claim(journal, key)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -32,7 +31,7 @@ def _lines(dirs: AgentDirs, key: dict, needle: str, count: int = 1) -> list[str]
     def found() -> list[str]:
         return [line for line in dirs.log_text().splitlines() if key_text(key) in line and needle in line]
 
-    wait_until(lambda: len(found()) >= count, timeout=5, what="%r in the agent log" % needle)
+    wait_until(lambda: len(found()) >= count, timeout=5, what=f"{needle!r} in the agent log")
     return found()
 
 
@@ -49,7 +48,9 @@ def test_hello_with_another_protocol_is_refused(agent: Agent) -> None:
 
 
 def test_bad_requests_get_clear_errors_and_the_channel_stays_usable(agent: Agent) -> None:
-    assert agent.error("launch", key={"run": "r", "path": "/p", "attempt": 0}, script="/bin/true")["code"] == "BadRequest"
+    assert (
+        agent.error("launch", key={"run": "r", "path": "/p", "attempt": 0}, script="/bin/true")["code"] == "BadRequest"
+    )
     error = agent.error("launch", key=new_key(), script="relative/script")
     assert error["code"] == "BadRequest" and "absolute" in error["message"]
     assert agent.error("frobnicate")["code"] == "BadRequest"
@@ -59,7 +60,7 @@ def test_bad_requests_get_clear_errors_and_the_channel_stays_usable(agent: Agent
 
 def test_launch_runs_once_and_repeated_launch_is_deduplicated(agent: Agent, dirs: AgentDirs) -> None:
     marker = dirs.work / "ran.txt"
-    script = dirs.script("once.sh", 'echo "$JOBNET_JOB_PATH $GREETING" >> %s\nsleep 0.3\n' % marker)
+    script = dirs.script("once.sh", f'echo "$JOBNET_JOB_PATH $GREETING" >> {marker}\nsleep 0.3\n')
     key = new_key("/net/once")
 
     first = agent.launch(key, script, env={"GREETING": "hi"})
@@ -79,7 +80,7 @@ def test_launch_runs_once_and_repeated_launch_is_deduplicated(agent: Agent, dirs
 
 def test_concurrent_serves_launching_the_same_key_start_it_once(dirs: AgentDirs) -> None:
     marker = dirs.work / "ran.txt"
-    script = dirs.script("once.sh", "echo ran >> %s\n" % marker)
+    script = dirs.script("once.sh", f"echo ran >> {marker}\n")
     key = new_key("/net/race")
     agents = [Agent(dirs) for _ in range(3)]
     try:
@@ -117,20 +118,20 @@ def test_working_dir_and_environment(agent: Agent, dirs: AgentDirs) -> None:
 
     data = agent.call("tail", key=key, stream="stdout", maxBytes=1000)["data"]
 
-    assert data == "%s\n%s|2|y z\n" % (dirs.root, key["run"])
+    assert data == "{}\n{}|2|y z\n".format(dirs.root, key["run"])
 
 
 def test_kill_stops_the_whole_process_tree_including_children_ignoring_sigterm(agent: Agent, dirs: AgentDirs) -> None:
     pids = dirs.work / "pids"
     script = dirs.script(
         "tree.sh",
-        "sh -c 'trap \"\" TERM; echo $$ >> %s; while :; do sleep 0.05; done' &\n"
-        "sleep 1000 &\necho $! >> %s\nwait\n" % (pids, pids),
+        f"sh -c 'trap \"\" TERM; echo $$ >> {pids}; while :; do sleep 0.05; done' &\n"
+        f"sleep 1000 &\necho $! >> {pids}\nwait\n",
     )
     key = new_key()
     launched = agent.launch(key, script)["record"]
 
-    def both_children() -> Optional[list[int]]:
+    def both_children() -> list[int] | None:
         found = pids.read_text().split() if pids.exists() else []
         return [int(p) for p in found] if len(found) == 2 else None
 
@@ -189,7 +190,7 @@ def test_a_script_that_exits_when_it_gets_sigterm_is_reported_stopped(agent: Age
     """Only a script that ended *before* the kill keeps its exit code (F06-F09); one that ends
     because of our SIGTERM was stopped, whatever code its trap chose."""
     ready = dirs.work / "ready"
-    script = dirs.script("trap.sh", "trap 'exit 0' TERM\ntouch %s\nwhile :; do sleep 0.05; done\n" % ready)
+    script = dirs.script("trap.sh", f"trap 'exit 0' TERM\ntouch {ready}\nwhile :; do sleep 0.05; done\n")
     key = new_key()
     agent.launch(key, script)
     wait_until(ready.exists, what="the trap to be installed")
@@ -336,11 +337,19 @@ def test_a_launch_accepted_just_before_the_channel_breaks_still_starts_its_job(d
     so the job runs once instead of ending failedToStart ("the agent died before starting it")."""
     key = new_key()
     marker = dirs.work / "ran"
-    launch = {"id": 1, "op": "launch", "key": key, "script": dirs.script("job.sh", f"echo once >> {marker}\n"),
-              "args": [], "env": {}}
+    launch = {
+        "id": 1,
+        "op": "launch",
+        "key": key,
+        "script": dirs.script("job.sh", f"echo once >> {marker}\n"),
+        "args": [],
+        "env": {},
+    }
     serve = subprocess.Popen(
         [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(heartbeat_seconds=0.05)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         env=agent_env({"JOBNET_AGENT_PAUSE_AT": f"{pause_at}=1"}),
     )
     assert serve.stdin is not None and serve.stdout is not None
@@ -380,7 +389,9 @@ def test_the_job_survives_sighup_and_kill_9_of_serve_and_its_end_is_recorded(dir
     go = dirs.work / "go"
     agent = Agent(dirs)
     key = new_key()
-    pid = agent.launch(key, dirs.script("job.sh", "while [ ! -e %s ]; do sleep 0.02; done\nexit 9\n" % go))["record"]["pid"]
+    pid = agent.launch(key, dirs.script("job.sh", f"while [ ! -e {go} ]; do sleep 0.02; done\nexit 9\n"))["record"][
+        "pid"
+    ]
     [supervisor] = supervisor_pids(dirs.state)
 
     os.kill(supervisor, signal.SIGHUP)  # what a closing SSH session sends
@@ -400,7 +411,7 @@ def test_exit_is_reported_to_a_watcher_promptly(agent: Agent, dirs: AgentDirs) -
     """Not a timing assertion: the exit event arrives while the channel is otherwise idle."""
     go = dirs.work / "go"
     key = new_key()
-    agent.launch(key, dirs.script("job.sh", "while [ ! -e %s ]; do sleep 0.01; done\n" % go))
+    agent.launch(key, dirs.script("job.sh", f"while [ ! -e {go} ]; do sleep 0.01; done\n"))
     agent.call("watch", fromSeq=agent.get(key)["seq"])
     go.touch()
 

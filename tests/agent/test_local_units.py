@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
 from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
@@ -304,7 +305,7 @@ def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> N
     record = journal.read_record(KEY)
     assert record is not None
     with open(journal.lock_path, "w") as lock_file:
-        lock_file.write("2 %s\n" % os.path.relpath(journal.job_dir(KEY), journal.state_dir))
+        lock_file.write(f"2 {os.path.relpath(journal.job_dir(KEY), journal.state_dir)}\n")
     atomic_write(os.path.join(journal.job_dir(KEY), "record.json"),
                  json.dumps(record.replace(seq=2, state="running").to_stored()).encode())  # fmt: skip
     with open(journal.events_path, "ab") as events:
@@ -361,7 +362,7 @@ def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_
     journal = _journal(tmp_path)
     marker = tmp_path / "ran"
     script = tmp_path / "job.sh"
-    script.write_text("#!/bin/sh\ntouch %s\n" % marker)
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
     script.chmod(0o755)
     spec = LaunchSpec(script=str(script), args=[], env={}, working_dir=None, timeout_seconds=None)
     os.close(journal.claim(KEY, spec, lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)

@@ -70,7 +70,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "one-replica": {"replicas": 1},
     "standalone": {"replicas": 1, "peering": {"enabled": False}},
     "custom-image": {
-        "image": {"repository": "registry.example.com/batch/jobnet-operator", "tag": "0.1.0-rc1", "pullPolicy": "Always"}
+        "image": {
+            "repository": "registry.example.com/batch/jobnet-operator",
+            "tag": "0.1.0-rc1",
+            "pullPolicy": "Always",
+        }
     },
     "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
     "metrics-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
@@ -418,7 +422,8 @@ def test_mutating_webhook_stamps_jobrun_writes_through_the_same_service(
     for same in ("failurePolicy", "timeoutSeconds", "namespaceSelector"):
         assert mutating[same] == validating[same], same
     assert {k: v for k, v in mutating["clientConfig"].items() if k != "service"} == {
-        k: v for k, v in validating["clientConfig"].items() if k != "service"}  # the same CA bundle (or none)
+        k: v for k, v in validating["clientConfig"].items() if k != "service"
+    }  # the same CA bundle (or none)
     configurations = [one(objects, kind)["metadata"] for kind in WEBHOOK_KINDS]
     assert configurations[0] == configurations[1]  # name, labels and cert-manager's CA injection
 
@@ -576,7 +581,9 @@ def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[di
     """kopf serves POST /<handler id> with that handler only; a path naming no handler would
     admit everything unchecked, so every webhook entry must match a registered handler."""
     kopf = pytest.importorskip("kopf")
-    webhook_module = pytest.importorskip("jobnet.kube.webhook", reason="the operator's webhook module is not written yet")
+    webhook_module = pytest.importorskip(
+        "jobnet.kube.webhook", reason="the operator's webhook module is not written yet"
+    )
     registry = kopf.OperatorRegistry()
     webhook_module.register(registry, client=None)
     for kind, reason in zip(WEBHOOK_KINDS, ("validating", "mutating"), strict=True):
@@ -592,7 +599,9 @@ def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[di
         assert configured == handlers, kind
 
 
-@pytest.mark.parametrize(("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")])
+@pytest.mark.parametrize(
+    ("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")]
+)
 def test_notes_say_what_was_installed_and_how_to_upgrade_crds(values: dict[str, Any], watching: str) -> None:
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)

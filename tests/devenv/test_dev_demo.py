@@ -25,7 +25,8 @@ DEMO_TIMEOUT = 180
 ONE_DEV_VM_AT_A_TIME = pytest.mark.xdist_group("jobnet-dev-batch-user")
 
 pytestmark = [
-    pytest.mark.vm, pytest.mark.slow,
+    pytest.mark.vm,
+    pytest.mark.slow,
     pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
 ]
 
@@ -33,7 +34,10 @@ pytestmark = [
 def run_dev(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "dev", *args],
-        capture_output=True, text=True, timeout=DEMO_TIMEOUT, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+        cwd=cwd,
     )
 
 
@@ -81,7 +85,9 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
     assert re.search(r"^  work +Stuck .* HeartbeatLost +no heartbeat from the agent", out, re.MULTILINE), out
     assert "now known: the agent reports the job exited with code 0; settle it with an override" in out
     assert "jobrun.jobnet.dev/stuck-demo-1 annotated" in out
-    assert re.search(r"^  work +Succeeded .* Overridden +set to Succeeded by kubernetes-admin \(was Stuck", out, re.MULTILINE), out
+    assert re.search(
+        r"^  work +Succeeded .* Overridden +set to Succeeded by kubernetes-admin \(was Stuck", out, re.MULTILINE
+    ), out
     assert re.search(r"^  report +Succeeded ", out, re.MULTILINE), out
     assert re.search(r"^stuck-demo-1 +stuck-demo +Succeeded +2/2 ", out, re.MULTILINE), out
     # Everything it started is gone (the VM's user, the operator); the kubeconfig and log stay.
@@ -96,9 +102,22 @@ def test_dev_demo_with_an_sshd_one_already_has(tmp_path: Path, vm: NamespaceVM) 
     examples = tmp_path / "examples"
     shutil.copytree(REPO / "examples", examples)
 
-    result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), "--examples", str(examples),
-                     "--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
-                     "--known-hosts", str(known_hosts), cwd=tmp_path)
+    result = run_dev(
+        "--demo",
+        "--workdir",
+        str(tmp_path / "dev"),
+        "--examples",
+        str(examples),
+        "--local-ssh",
+        f"{vm.address}:22",
+        "--user",
+        vm.user,
+        "--key",
+        str(vm.client_key_file),
+        "--known-hosts",
+        str(known_hosts),
+        cwd=tmp_path,
+    )
     out = result.stdout
 
     assert result.returncode == 0, f"exit {result.returncode}\n{out}\n{result.stderr}"
@@ -112,8 +131,19 @@ def test_dev_demo_with_an_sshd_one_already_has(tmp_path: Path, vm: NamespaceVM) 
 
 def test_local_ssh_refuses_a_host_key_it_has_never_seen(tmp_path: Path, vm: NamespaceVM) -> None:
     (tmp_path / "known_hosts").write_text("")
-    result = run_dev("--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
-                     "--known-hosts", str(tmp_path / "known_hosts"), "--workdir", str(tmp_path / "dev"), cwd=tmp_path)
+    result = run_dev(
+        "--local-ssh",
+        f"{vm.address}:22",
+        "--user",
+        vm.user,
+        "--key",
+        str(vm.client_key_file),
+        "--known-hosts",
+        str(tmp_path / "known_hosts"),
+        "--workdir",
+        str(tmp_path / "dev"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result
     assert f"no host key for {vm.address} in {tmp_path / 'known_hosts'}" in result.stderr
     assert "host keys are always verified" in result.stderr
@@ -135,26 +165,49 @@ def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path,
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(vm.known_hosts)
     manifest = tmp_path / "05-stuck-demo.yaml"
-    manifest.write_text((REPO / "examples" / "05-stuck-demo.yaml").read_text().replace("user: batch", f"user: {vm.user}"))
+    manifest.write_text(
+        (REPO / "examples" / "05-stuck-demo.yaml").read_text().replace("user: batch", f"user: {vm.user}")
+    )
     with open(output, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "dev",
-             "--workdir", str(workdir), "--local-ssh", f"{vm.address}:22", "--user", vm.user,
-             "--key", str(vm.client_key_file), "--known-hosts", str(known_hosts)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from jobnet.cli import main; sys.exit(main())",
+                "dev",
+                "--workdir",
+                str(workdir),
+                "--local-ssh",
+                f"{vm.address}:22",
+                "--user",
+                vm.user,
+                "--key",
+                str(vm.client_key_file),
+                "--known-hosts",
+                str(known_hosts),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     try:
         wait_for(lambda: "Ctrl-C stops everything" in output.read_text(), 60, "jobnet dev ready", output.read_text)
         assert f"export KUBECONFIG={workdir / 'kubeconfig'}" in output.read_text()
 
         def kubectl(*args: str) -> str:
-            done = subprocess.run(["kubectl", f"--kubeconfig={workdir / 'kubeconfig'}", *args],
-                                  capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                ["kubectl", f"--kubeconfig={workdir / 'kubeconfig'}", *args], capture_output=True, text=True, timeout=30
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
         kubectl("apply", "-f", str(manifest))
-        wait_for(lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "jsonpath={.status.phase}") == "Succeeded",
-                 60, "stuck-demo-1 Succeeded (nothing cut)", lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "yaml"))
+        wait_for(
+            lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "jsonpath={.status.phase}") == "Succeeded",
+            60,
+            "stuck-demo-1 Succeeded (nothing cut)",
+            lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "yaml"),
+        )
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, output.read_text()
     finally:
@@ -173,12 +226,27 @@ def test_a_failing_demo_step_exits_1_naming_the_step(tmp_path: Path, vm: Namespa
     hello = examples / "01-hello.yaml"
     hello.write_text(hello.read_text().replace("script: /bin/echo", "script: /bin/false"))
 
-    result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), "--examples", str(examples),
-                     "--local-ssh", f"{vm.address}:22", "--user", vm.user, "--key", str(vm.client_key_file),
-                     "--known-hosts", str(known_hosts), cwd=tmp_path)
+    result = run_dev(
+        "--demo",
+        "--workdir",
+        str(tmp_path / "dev"),
+        "--examples",
+        str(examples),
+        "--local-ssh",
+        f"{vm.address}:22",
+        "--user",
+        vm.user,
+        "--key",
+        str(vm.client_key_file),
+        "--known-hosts",
+        str(known_hosts),
+        cwd=tmp_path,
+    )
 
     assert result.returncode == 1, f"{result.stdout}\n{result.stderr}"
-    assert re.search(r"jobnet dev --demo: FAILED: run hello-\w+ ended Failed instead of Succeeded: .*/hello/greet Failed",
-                     result.stderr), result.stderr
+    assert re.search(
+        r"jobnet dev --demo: FAILED: run hello-\w+ ended Failed instead of Succeeded: .*/hello/greet Failed",
+        result.stderr,
+    ), result.stderr
     assert "jobnet dev --demo: OK" not in result.stdout
     assert not processes_mentioning(str(tmp_path / "dev" / "kubeconfig"))  # cleaned up all the same

@@ -30,7 +30,9 @@ def test_host_aliases_reach_the_ssh_settings() -> None:
 
 
 @pytest.mark.parametrize("bad", ["vm1", "=10.0.0.1", "vm1=", "vm1=a=b"])
-def test_a_malformed_host_alias_is_refused_naming_the_expected_form(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_malformed_host_alias_is_refused_naming_the_expected_form(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = argparse.ArgumentParser(prog="jobnet operator")
     add_operator_arguments(parser)
     with pytest.raises(SystemExit):
@@ -47,8 +49,10 @@ def test_a_name_aliased_twice_is_refused() -> None:
 def test_an_unreachable_alias_says_both_the_name_and_the_address() -> None:
     pool = HostConnectionPool(SshSettings(connect_timeout=1, host_aliases={NAME: "127.0.0.1"}))
     # Port 1 on loopback: nothing listens there, the connect is refused at once.
-    credentials = SshCredentials(known_hosts=f"[{NAME}]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtUV1Vn8Kd2Rz1jHn1n3vP8K0WfGqI8Wl7GmBGNw2iX\n",
-                                 password="unused")
+    credentials = SshCredentials(
+        known_hosts=f"[{NAME}]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtUV1Vn8Kd2Rz1jHn1n3vP8K0WfGqI8Wl7GmBGNw2iX\n",
+        password="unused",
+    )
     with pytest.raises(HostUnreachable, match=rf"cannot reach sshd at {NAME}:1 \(host alias: 127.0.0.1\)"):
         pool.transport(SshTarget(NAME, 1, "batch"), credentials)
 
@@ -58,7 +62,9 @@ def test_an_aliased_name_connects_to_the_address_and_verifies_the_key_under_the_
     pool = HostConnectionPool(SshSettings(connect_timeout=2, host_aliases={NAME: vm.address}))
     target = SshTarget(NAME, 22, vm.user)
     try:
-        transport = pool.transport(target, SshCredentials(known_hosts=vm.known_hosts_for(NAME), private_key=vm.client_key))
+        transport = pool.transport(
+            target, SshCredentials(known_hosts=vm.known_hosts_for(NAME), private_key=vm.client_key)
+        )
         assert transport.is_authenticated()
         assert f"Accepted publickey for {vm.user}" in vm.read_sshd_log()  # it really was this VM's sshd
     finally:
@@ -69,8 +75,9 @@ def test_an_aliased_name_connects_to_the_address_and_verifies_the_key_under_the_
 def test_a_key_known_only_under_the_address_is_not_trusted_for_the_name(vm: NamespaceVM) -> None:
     pool = HostConnectionPool(SshSettings(connect_timeout=2, host_aliases={NAME: vm.address}))
     with pytest.raises(HostKeyMismatch, match=f"no host key for {NAME} in knownHosts"):
-        pool.transport(SshTarget(NAME, 22, vm.user),
-                       SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key))
+        pool.transport(
+            SshTarget(NAME, 22, vm.user), SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key)
+        )
     pool.close()
     assert "Accepted publickey" not in vm.read_sshd_log()  # credentials never sent
 
@@ -81,6 +88,9 @@ def test_the_chart_passes_host_aliases_to_the_operator() -> None:
     rendered = chart.render(values={"hostAliases": {NAME: "10.0.0.7", "db.example": "10.0.0.8"}})
     deployment = yaml.safe_load(rendered["jobnet-operator/templates/deployment.yaml"])
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert [a for a in args if a.startswith("--host-alias")] == ["--host-alias=db.example=10.0.0.8", f"--host-alias={NAME}=10.0.0.7"]
+    assert [a for a in args if a.startswith("--host-alias")] == [
+        "--host-alias=db.example=10.0.0.8",
+        f"--host-alias={NAME}=10.0.0.7",
+    ]
     default = yaml.safe_load(chart.render(values={})["jobnet-operator/templates/deployment.yaml"])
     assert not [a for a in default["spec"]["template"]["spec"]["containers"][0]["args"] if a.startswith("--host-alias")]

@@ -24,8 +24,14 @@ JOBNETS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobnets"
 JOBRUNS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobruns"
 
 
-def call(emulator: EmulatorServer, method: str, path: str, body: Any = None,
-         content_type: str = "application/json", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def call(
+    emulator: EmulatorServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
     try:
         payload = json.dumps(body).encode() if body is not None else None
@@ -66,28 +72,34 @@ def test_objects_get_uid_timestamps_generation_and_increasing_resource_versions(
     assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
     first = int(meta["resourceVersion"])
 
-    _, annotated = call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "b"}}},
-                        "application/merge-patch+json")
+    _, annotated = call(
+        emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "b"}}}, "application/merge-patch+json"
+    )
     assert int(annotated["metadata"]["resourceVersion"]) > first
     assert annotated["metadata"]["generation"] == 1  # metadata changes keep the generation
 
-    _, respecced = call(emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}},
-                        "application/merge-patch+json")
+    _, respecced = call(
+        emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}}, "application/merge-patch+json"
+    )
     assert respecced["metadata"]["generation"] == 2
     assert int(respecced["metadata"]["resourceVersion"]) > int(annotated["metadata"]["resourceVersion"])
     assert respecced["metadata"]["uid"] == meta["uid"]
 
 
 def test_generate_name(emulator: EmulatorServer) -> None:
-    status, body = call(emulator, "POST", JOBNETS, {**jobnet("x", script_job("a")), "metadata": {"generateName": "nightly-"}})
+    status, body = call(
+        emulator, "POST", JOBNETS, {**jobnet("x", script_job("a")), "metadata": {"generateName": "nightly-"}}
+    )
     assert status == 201
     assert body["metadata"]["name"].startswith("nightly-") and len(body["metadata"]["name"]) == len("nightly-") + 5
 
 
 def test_json_patch_test_op_is_honoured_like_kopfs_finalizer_patch(emulator: EmulatorServer) -> None:
     version = create_jobnet(emulator, "one")["metadata"]["resourceVersion"]
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": version},
-           {"op": "add", "path": "/metadata/finalizers", "value": ["jobnet.dev/test"]}]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["jobnet.dev/test"]},
+    ]
 
     status, body = call(emulator, "PATCH", f"{JOBNETS}/one", ops, "application/json-patch+json")
     assert status == 200 and body["metadata"]["finalizers"] == ["jobnet.dev/test"]
@@ -98,9 +110,20 @@ def test_json_patch_test_op_is_honoured_like_kopfs_finalizer_patch(emulator: Emu
 
 def test_merge_patch_removes_null_fields_and_merges_maps(emulator: EmulatorServer) -> None:
     create_jobnet(emulator, "one")
-    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"a": "1", "b": "2"}}}, "application/merge-patch+json")
-    _, body = call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"a": None, "c": "3"}}},
-                   "application/merge-patch+json")
+    call(
+        emulator,
+        "PATCH",
+        f"{JOBNETS}/one",
+        {"metadata": {"labels": {"a": "1", "b": "2"}}},
+        "application/merge-patch+json",
+    )
+    _, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBNETS}/one",
+        {"metadata": {"labels": {"a": None, "c": "3"}}},
+        "application/merge-patch+json",
+    )
     assert body["metadata"]["labels"] == {"b": "2", "c": "3"}
 
 
@@ -110,11 +133,17 @@ def test_optimistic_concurrency_conflicts_on_stale_resource_version(emulator: Em
 
     status, body = call(emulator, "PUT", f"{JOBNETS}/one", stale)
     assert status == 409 and body["reason"] == "Conflict"
-    status, _ = call(emulator, "PATCH", f"{JOBNETS}/one",
-                     {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}, "spec": {"timeoutSeconds": 7}},
-                     "application/merge-patch+json")
+    status, _ = call(
+        emulator,
+        "PATCH",
+        f"{JOBNETS}/one",
+        {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}, "spec": {"timeoutSeconds": 7}},
+        "application/merge-patch+json",
+    )
     assert status == 409
-    status, _ = call(emulator, "PUT", f"{JOBNETS}/one", {**stale, "metadata": {**stale["metadata"], "resourceVersion": ""}})
+    status, _ = call(
+        emulator, "PUT", f"{JOBNETS}/one", {**stale, "metadata": {**stale["metadata"], "resourceVersion": ""}}
+    )
     assert status == 422  # custom resources need a resourceVersion to be replaced
 
 
@@ -125,8 +154,13 @@ def test_status_is_a_real_subresource(emulator: EmulatorServer) -> None:
     _, body = call(emulator, "PATCH", f"{JOBRUNS}/r", {"status": {"phase": "Failed"}}, "application/merge-patch+json")
     assert "status" not in body  # the main resource ignores .status
 
-    _, body = call(emulator, "PATCH", f"{JOBRUNS}/r/status",
-                   {"status": {"phase": "Running"}, "spec": {"jobNetRef": "other"}}, "application/merge-patch+json")
+    _, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBRUNS}/r/status",
+        {"status": {"phase": "Running"}, "spec": {"jobNetRef": "other"}},
+        "application/merge-patch+json",
+    )
     assert body["status"] == {"phase": "Running"}
     assert body["spec"]["jobNetRef"] == "x"  # /status changes nothing but .status
     assert body["metadata"]["generation"] == 1
@@ -195,8 +229,12 @@ def test_requests_are_not_recorded_so_cost_does_not_grow_with_history(emulator: 
 
 
 def test_finalizers_delay_deletion_until_removed(emulator: EmulatorServer) -> None:
-    call(emulator, "POST", JOBNETS, {**jobnet("one", script_job("a")),
-                                      "metadata": {"name": "one", "finalizers": ["jobnet.dev/x"]}})
+    call(
+        emulator,
+        "POST",
+        JOBNETS,
+        {**jobnet("one", script_job("a")), "metadata": {"name": "one", "finalizers": ["jobnet.dev/x"]}},
+    )
     status, body = call(emulator, "DELETE", f"{JOBNETS}/one")
     assert status == 200 and body["metadata"]["deletionTimestamp"]
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one") is not None
@@ -220,26 +258,49 @@ def test_server_side_dry_run_admits_but_stores_nothing(emulator: EmulatorServer)
     result = emulator.kubectl("delete", "jn", "dry", "--dry-run=server")
     assert result.rc == 0 and "server dry run" in result.stdout
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "dry") is not None
-    result = emulator.kubectl("apply", "-f", "-", "--dry-run=server", input=yaml.safe_dump(jobnet("wet", script_job("a"))))
+    result = emulator.kubectl(
+        "apply", "-f", "-", "--dry-run=server", input=yaml.safe_dump(jobnet("wet", script_job("a")))
+    )
     assert result.rc == 0 and "server dry run" in result.stdout
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "wet") is None
 
 
 def test_size_limits_of_a_real_cluster(emulator: EmulatorServer) -> None:
     call(emulator, "POST", JOBRUNS, jobrun("x", name="r"))
-    status, body = call(emulator, "PATCH", f"{JOBRUNS}/r/status", {"status": {"message": "x" * 1_600_000}},
-                        "application/merge-patch+json")
+    status, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBRUNS}/r/status",
+        {"status": {"message": "x" * 1_600_000}},
+        "application/merge-patch+json",
+    )
     assert status == 500 and body["message"] == "etcdserver: request is too large"
-    status, body = call(emulator, "PATCH", f"{JOBRUNS}/r", {"metadata": {"annotations": {"big": "x" * 300_000}}},
-                        "application/merge-patch+json")
+    status, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBRUNS}/r",
+        {"metadata": {"annotations": {"big": "x" * 300_000}}},
+        "application/merge-patch+json",
+    )
     assert status == 422 and "metadata.annotations: Too long" in body["message"]
 
 
 def test_events_secrets_and_leases_are_stored(emulator: EmulatorServer) -> None:
     for path, body in [
-        ("/api/v1/namespaces/default/events",
-         {"metadata": {"generateName": "x."}, "involvedObject": {"name": "r"}, "reason": "R", "message": "m", "type": "Normal"}),
-        ("/apis/events.k8s.io/v1/namespaces/default/events", {"metadata": {"name": "e"}, "reason": "R", "eventTime": None}),
+        (
+            "/api/v1/namespaces/default/events",
+            {
+                "metadata": {"generateName": "x."},
+                "involvedObject": {"name": "r"},
+                "reason": "R",
+                "message": "m",
+                "type": "Normal",
+            },
+        ),
+        (
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            {"metadata": {"name": "e"}, "reason": "R", "eventTime": None},
+        ),
         ("/api/v1/namespaces/default/secrets", {"metadata": {"name": "s"}, "data": {"k": "dg=="}}),
         ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": "l"}, "spec": {}}),
     ]:
@@ -249,7 +310,9 @@ def test_events_secrets_and_leases_are_stored(emulator: EmulatorServer) -> None:
 
 
 def test_objects_need_an_existing_namespace(emulator: EmulatorServer) -> None:
-    status, body = call(emulator, "POST", JOBNETS.replace("default", "nowhere"), jobnet("one", script_job("a"), namespace="nowhere"))
+    status, body = call(
+        emulator, "POST", JOBNETS.replace("default", "nowhere"), jobnet("one", script_job("a"), namespace="nowhere")
+    )
     assert status == 404 and 'namespaces "nowhere" not found' in body["message"]
 
 
@@ -262,8 +325,13 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
         review = self.read_review()
         subject = review["request"]["object"] or review["request"]["oldObject"]
         allowed = subject["metadata"]["name"] != "bad"
-        self.answer({"uid": review["request"]["uid"], "allowed": allowed,
-                     **({} if allowed else {"status": {"code": 422, "message": "bad is bad"}})})
+        self.answer(
+            {
+                "uid": review["request"]["uid"],
+                "allowed": allowed,
+                **({} if allowed else {"status": {"code": 422, "message": "bad is bad"}}),
+            }
+        )
 
     def read_review(self) -> dict[str, Any]:
         review: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -271,7 +339,9 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
         return review
 
     def answer(self, response: dict[str, Any]) -> None:
-        payload = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
+        payload = json.dumps(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -303,17 +373,34 @@ def webhook_url() -> Iterator[str]:
 
 
 def _configure_webhook(emulator: EmulatorServer, url: str, policy: str) -> None:
-    emulator.put({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "test"},
-        "webhooks": [{"name": "check.example.dev", "failurePolicy": policy, "timeoutSeconds": 2,
-                      "clientConfig": {"url": url},
-                      "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"],
-                                 "operations": ["CREATE", "DELETE"]}]}],
-    })
+    emulator.put(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "test"},
+            "webhooks": [
+                {
+                    "name": "check.example.dev",
+                    "failurePolicy": policy,
+                    "timeoutSeconds": 2,
+                    "clientConfig": {"url": url},
+                    "rules": [
+                        {
+                            "apiGroups": ["jobnet.dev"],
+                            "apiVersions": ["*"],
+                            "resources": ["jobnets"],
+                            "operations": ["CREATE", "DELETE"],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
 
 
-def test_admission_webhooks_are_called_and_deny_like_a_real_api_server(emulator: EmulatorServer, webhook_url: str) -> None:
+def test_admission_webhooks_are_called_and_deny_like_a_real_api_server(
+    emulator: EmulatorServer, webhook_url: str
+) -> None:
     _configure_webhook(emulator, webhook_url, "Fail")
 
     assert kubectl_apply(emulator, jobnet("good", script_job("a"))).rc == 0
@@ -344,8 +431,13 @@ def test_unreachable_webhook_fails_or_is_ignored_per_failure_policy(emulator: Em
 
 def test_kubectl_get_shows_printer_columns_and_categories(emulator: EmulatorServer) -> None:
     assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0
-    call(emulator, "PATCH", f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running", "progress": "3/7"}},
-         "application/merge-patch+json")
+    call(
+        emulator,
+        "PATCH",
+        f"{JOBRUNS}/nightly-1/status",
+        {"status": {"phase": "Running", "progress": "3/7"}},
+        "application/merge-patch+json",
+    )
 
     result = emulator.kubectl("get", "jobruns")
     header, row = result.stdout.splitlines()
@@ -361,7 +453,10 @@ def test_kubectl_get_watch_prints_changes(emulator: EmulatorServer) -> None:
     assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0
     process = subprocess.Popen(
         ["kubectl", f"--kubeconfig={emulator.kubeconfig}", "get", "jr", "-w", "--no-headers"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(emulator.workdir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(emulator.workdir)},
     )
     deadline = threading.Timer(15, process.kill)  # bounds the blocking reads below
     deadline.start()
@@ -369,7 +464,13 @@ def test_kubectl_get_watch_prints_changes(emulator: EmulatorServer) -> None:
         assert process.stdout is not None
         first = process.stdout.readline()  # the current state
         assert first.split()[0] == "nightly-1"
-        call(emulator, "PATCH", f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running"}}, "application/merge-patch+json")
+        call(
+            emulator,
+            "PATCH",
+            f"{JOBRUNS}/nightly-1/status",
+            {"status": {"phase": "Running"}},
+            "application/merge-patch+json",
+        )
         second = process.stdout.readline()
         assert second.split()[:3] == ["nightly-1", "nightly", "Running"]
     finally:
@@ -444,8 +545,14 @@ class _MutatingWebhook(_Webhook):
         ]
         if request["object"]["metadata"]["name"] == "breaks-schema":
             ops.append({"op": "replace", "path": "/spec/jobs", "value": "not a list"})
-        self.answer({"uid": request["uid"], "allowed": True, "patchType": "JSONPatch",
-                     "patch": base64.b64encode(json.dumps(ops).encode()).decode()})
+        self.answer(
+            {
+                "uid": request["uid"],
+                "allowed": True,
+                "patchType": "JSONPatch",
+                "patch": base64.b64encode(json.dumps(ops).encode()).decode(),
+            }
+        )
 
 
 @pytest.fixture
@@ -454,14 +561,33 @@ def mutating_webhook_url() -> Iterator[str]:
         yield url
 
 
-def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(emulator: EmulatorServer, mutating_webhook_url: str) -> None:
-    rules = [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"], "operations": ["CREATE", "UPDATE"]}]
-    emulator.put({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "stamp"},
-        "webhooks": [{"name": "stamp.example.dev", "failurePolicy": "Fail", "timeoutSeconds": 2,
-                      "clientConfig": {"url": f"{mutating_webhook_url}/mutate"}, "rules": rules}],
-    })
+def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(
+    emulator: EmulatorServer, mutating_webhook_url: str
+) -> None:
+    rules = [
+        {
+            "apiGroups": ["jobnet.dev"],
+            "apiVersions": ["*"],
+            "resources": ["jobnets"],
+            "operations": ["CREATE", "UPDATE"],
+        }
+    ]
+    emulator.put(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "stamp"},
+            "webhooks": [
+                {
+                    "name": "stamp.example.dev",
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 2,
+                    "clientConfig": {"url": f"{mutating_webhook_url}/mutate"},
+                    "rules": rules,
+                }
+            ],
+        }
+    )
     _configure_webhook(emulator, f"{mutating_webhook_url}/check", "Fail")
 
     assert kubectl_apply(emulator, jobnet("stamped", script_job("a"))).rc == 0
@@ -475,13 +601,18 @@ def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(emulator:
     assert result.rc == 1 and "spec.jobs" in result.stderr, result.stderr
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "breaks-schema") is None
 
-    result = emulator.kubectl("--as=alice", "--as-group=ops", "--as-group=oncall", "label", "jn", "stamped", "tier=gold")
+    result = emulator.kubectl(
+        "--as=alice", "--as-group=ops", "--as-group=oncall", "label", "jn", "stamped", "tier=gold"
+    )
     assert result.rc == 0, result.stderr
     stored = emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "stamped")
     assert stored is not None and stored["metadata"]["annotations"]["example.dev/by"] == "alice"
     assert stored["metadata"]["labels"] == {"tier": "gold"}
     request = _Webhook.reviews[-1]["request"]
-    assert request["operation"] == "UPDATE" and request["oldObject"]["metadata"]["annotations"]["example.dev/by"] == "kubernetes-admin"
+    assert (
+        request["operation"] == "UPDATE"
+        and request["oldObject"]["metadata"]["annotations"]["example.dev/by"] == "kubernetes-admin"
+    )
     assert request["userInfo"] == {"username": "alice", "groups": ["ops", "oncall", "system:authenticated"]}
 
 
@@ -490,8 +621,16 @@ def test_a_webhook_patch_that_does_not_apply_is_an_internal_error(emulator: Emul
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             patch = base64.b64encode(json.dumps([{"op": "remove", "path": "/no/such/field"}]).encode()).decode()
-            payload = json.dumps({"response": {"uid": review["request"]["uid"], "allowed": True,
-                                               "patchType": "JSONPatch", "patch": patch}}).encode()
+            payload = json.dumps(
+                {
+                    "response": {
+                        "uid": review["request"]["uid"],
+                        "allowed": True,
+                        "patchType": "JSONPatch",
+                        "patch": patch,
+                    }
+                }
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -502,16 +641,33 @@ def test_a_webhook_patch_that_does_not_apply_is_an_internal_error(emulator: Emul
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        emulator.put({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "broken"},
-            "webhooks": [{"name": "broken.example.dev", "failurePolicy": "Fail", "timeoutSeconds": 2,
-                          "clientConfig": {"url": f"http://127.0.0.1:{server.server_address[1]}/"},
-                          "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["*"], "resources": ["jobnets"],
-                                     "operations": ["CREATE"]}]}],
-        })
+        emulator.put(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "broken"},
+                "webhooks": [
+                    {
+                        "name": "broken.example.dev",
+                        "failurePolicy": "Fail",
+                        "timeoutSeconds": 2,
+                        "clientConfig": {"url": f"http://127.0.0.1:{server.server_address[1]}/"},
+                        "rules": [
+                            {
+                                "apiGroups": ["jobnet.dev"],
+                                "apiVersions": ["*"],
+                                "resources": ["jobnets"],
+                                "operations": ["CREATE"],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
         status, body = call(emulator, "POST", JOBNETS, jobnet("one", script_job("a")))
-        assert status == 500 and 'admission webhook "broken.example.dev" returned an invalid patch' in body["message"], body
+        assert (
+            status == 500 and 'admission webhook "broken.example.dev" returned an invalid patch' in body["message"]
+        ), body
     finally:
         server.shutdown()
         thread.join(5)

@@ -15,8 +15,11 @@ from tests.support.emulator import EmulatorServer
 
 pytestmark = pytest.mark.emulator
 
-INVOLVED = {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun",
-            "metadata": {"name": "nightly", "namespace": "default", "uid": "u-1"}}
+INVOLVED = {
+    "apiVersion": "jobnet.dev/v1alpha1",
+    "kind": "JobRun",
+    "metadata": {"name": "nightly", "namespace": "default", "uid": "u-1"},
+}
 
 
 @pytest.fixture
@@ -47,11 +50,11 @@ def post_events(server: EmulatorServer, count: int) -> None:
 
 
 def test_a_taken_generated_name_is_retried_and_the_event_is_stored(
-        emulator: EmulatorServer, colliding_names: list[str]) -> None:
+    emulator: EmulatorServer, colliding_names: list[str]
+) -> None:
     post_events(emulator, 2)
 
     events = emulator.list_objects("v1", "events", "default")
     assert sorted(event["message"] for event in events) == ["event 0", "event 1"]
     assert sorted(event["metadata"]["name"] for event in events) == ["nightly.bbbbb", "nightly.ccccc"]
     assert colliding_names[:3] == ["bbbbb", "bbbbb", "ccccc"]  # the second post was refused once
-

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from jobnet.cli import kubectl_plugin_main
 
+from jobnet.cli import kubectl_plugin_main
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import (
     GROUP_VERSION,
@@ -42,13 +42,26 @@ def stuck_status() -> dict[str, Any]:
         "counts": {"Succeeded": 2, "Stuck": 1, "Pending": 3},
         "jobs": {
             "/nightly": {"state": "Stuck"},
-            "/nightly/extract": {"state": "Succeeded", **done, "startedAt": T0, "finishedAt": "2026-11-22T03:00:02.500Z"},
-            "/nightly/transform": {"state": "Succeeded", **done, "startedAt": "2026-11-22T03:00:02.510Z",
-                                   "finishedAt": "2026-11-22T03:01:07.510Z"},
+            "/nightly/extract": {
+                "state": "Succeeded",
+                **done,
+                "startedAt": T0,
+                "finishedAt": "2026-11-22T03:00:02.500Z",
+            },
+            "/nightly/transform": {
+                "state": "Succeeded",
+                **done,
+                "startedAt": "2026-11-22T03:00:02.510Z",
+                "finishedAt": "2026-11-22T03:01:07.510Z",
+            },
             "/nightly/load": {"state": "Stuck"},
             "/nightly/load/step1": {
-                "state": "Stuck", "host": "vm1.internal", "attempt": 1, "pid": 4242,
-                "startedAt": "2026-11-22T03:01:07.520Z", "reason": "HeartbeatLost",
+                "state": "Stuck",
+                "host": "vm1.internal",
+                "attempt": 1,
+                "pid": 4242,
+                "startedAt": "2026-11-22T03:01:07.520Z",
+                "reason": "HeartbeatLost",
                 "message": "no heartbeat from the agent on vm1.internal for 30s; the job may still be running or may have ended",
                 "outputTail": "loading partition 7\n",
             },
@@ -75,7 +88,9 @@ class Cli:
         return {"PATH": f"{SCRIPTS_DIR}:/usr/bin:/bin", "HOME": str(self.emulator.workdir), **extra}
 
     def command(self, argv: list[str], timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=self.environment(**env))
+        return subprocess.run(
+            argv, check=False, capture_output=True, text=True, timeout=timeout, env=self.environment(**env)
+        )
 
     def annotations(self, name: str = RUN, namespace: str = "default") -> dict[str, str]:
         body = self.emulator.get(GROUP_VERSION, "jobruns", namespace, name)
@@ -84,15 +99,30 @@ class Cli:
 
     def set_status(self, status: dict[str, Any], name: str = RUN, namespace: str = "default") -> None:
         """Write the status through the API's /status subresource, as the operator does."""
-        result = self.emulator.kubectl("patch", "jobrun", name, "-n", namespace, "--subresource=status",
-                                       "--type=merge", "-p", json.dumps({"status": status}))
+        result = self.emulator.kubectl(
+            "patch",
+            "jobrun",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
         assert result.rc == 0, result.stderr
 
 
 def nightly_objects(namespace: str = "default") -> list[dict[str, Any]]:
     report = script_job("report")
-    nightly = jobnet("nightly", script_job("extract"), script_job("transform", "extract"),
-                     expand_job("load", "load-net", "transform"), namespace=namespace, **{"finally": [report]})
+    nightly = jobnet(
+        "nightly",
+        script_job("extract"),
+        script_job("transform", "extract"),
+        expand_job("load", "load-net", "transform"),
+        namespace=namespace,
+        **{"finally": [report]},
+    )
     load = jobnet("load-net", script_job("step1"), script_job("step2", "step1"), namespace=namespace)
     return [nightly, load, jobrun("nightly", RUN, namespace=namespace)]
 

@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from jobnet.cli import kubectl_plugin_main
 from jobnet.core.models import JobNetSpec
 from jobnet.core.snapshot import encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.plugin.tree import format_duration
-
 from tests.plugin.conftest import (
     PLUGIN,
     RUN,
@@ -40,7 +40,7 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
     assert lines[0] == f"JobRun {RUN} (namespace default, JobNet nightly)"
     assert "Phase: Stuck" in lines[1] and "Progress: 2/6" in lines[1] and f"Started: {T0}" in lines[1]
     assert "Finished: -" in lines[1]
-    table = lines[lines.index("") + 1:]
+    table = lines[lines.index("") + 1 :]
     assert columns(table[0]) == ["NAME", "STATE", "HOST", "ATTEMPT", "DURATION", "EXIT", "REASON", "MESSAGE"]
     names = [row[: row.index(" ", len(row) - len(row.lstrip()))] for row in table[1:]]
     assert names == ["/nightly", "  extract", "  transform", "  load", "    step1", "    step2", "  report"]
@@ -55,7 +55,6 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
     assert rows["step1"].rstrip().endswith("...")  # long messages are shortened without --wide
     assert columns(rows["step2"]) == ["step2", "Pending"]
     assert not ANSI.search(out), "no colours when stdout is not a terminal"
-
 
 
 @pytest.mark.parametrize(
@@ -85,8 +84,10 @@ def test_tree_shows_the_graph_the_run_started_with_when_the_jobnet_was_edited_si
     """The run executes its JobNet snapshot: the tree is built from it, not from the edited JobNet."""
     body = cli.emulator.get(GROUP_VERSION, "jobruns", "default", RUN)
     assert body is not None
-    catalog = {item["metadata"]["name"]: JobNetSpec.model_validate(item["spec"])
-               for item in cli.emulator.list_objects(GROUP_VERSION, "jobnets", "default")}
+    catalog = {
+        item["metadata"]["name"]: JobNetSpec.model_validate(item["spec"])
+        for item in cli.emulator.list_objects(GROUP_VERSION, "jobnets", "default")
+    }
     started = used_jobnets("nightly", catalog)
     data = encode_snapshot(started)
     configmap = snapshot_configmap(body, data)
@@ -107,8 +108,18 @@ def test_tree_shows_the_graph_the_run_started_with_when_the_jobnet_was_edited_si
 
 
 def test_tree_watch_ends_when_the_run_finishes(cli: Cli) -> None:
-    argv = [str(PLUGIN), "tree", RUN, "--watch", "--interval", "0.2", "--timeout", "30",
-            "--kubeconfig", str(cli.emulator.kubeconfig)]
+    argv = [
+        str(PLUGIN),
+        "tree",
+        RUN,
+        "--watch",
+        "--interval",
+        "0.2",
+        "--timeout",
+        "30",
+        "--kubeconfig",
+        str(cli.emulator.kubeconfig),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli.environment())
     first_frame = process.stdout.readline()  # type: ignore[union-attr]
     assert first_frame.startswith(f"JobRun {RUN}")
@@ -178,11 +189,16 @@ def test_a_finished_run_cannot_be_stopped(cli: Cli) -> None:
 
 def _event(name: str, uid: str, reason: str, when: str, message: str, kind: str = "JobRun") -> dict[str, object]:
     return {
-        "apiVersion": "v1", "kind": "Event",
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"name": f"{name}.{uid}.{reason.lower()}", "namespace": "default"},
         "involvedObject": {"apiVersion": GROUP_VERSION, "kind": kind, "name": name, "namespace": "default", "uid": uid},
-        "type": "Warning" if reason == "Stuck" else "Normal", "reason": reason, "message": message,
-        "firstTimestamp": when, "lastTimestamp": when, "count": 1,
+        "type": "Warning" if reason == "Stuck" else "Normal",
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
     }
 
 
@@ -190,9 +206,13 @@ def test_events_of_this_run_only_oldest_first(cli: Cli) -> None:
     uid = cli.emulator.get(GROUP_VERSION, "jobruns", "default", RUN)["metadata"]["uid"]  # type: ignore[index]
     cli.emulator.put(_event(RUN, uid, "Stuck", "2026-11-22T03:02:00Z", "/nightly/load/step1: HeartbeatLost"))
     cli.emulator.put(_event(RUN, uid, "Started", "2026-11-22T03:00:00Z", "run started"))
-    cli.emulator.put(_event(RUN, "uid-of-an-older-run", "Started", "2026-11-21T03:00:00Z", "an older run of the same name"))
+    cli.emulator.put(
+        _event(RUN, "uid-of-an-older-run", "Started", "2026-11-21T03:00:00Z", "an older run of the same name")
+    )
     cli.emulator.put(_event("nightly-2", "other", "Started", "2026-11-22T03:01:00Z", "another run"))
-    cli.emulator.put(_event(RUN, "jobnet-uid", "Valid", "2026-11-22T03:01:00Z", "a JobNet of the same name", kind="JobNet"))
+    cli.emulator.put(
+        _event(RUN, "jobnet-uid", "Valid", "2026-11-22T03:01:00Z", "a JobNet of the same name", kind="JobNet")
+    )
     code, out, err = cli.run("events", RUN)
     assert code == 0, err
     lines = out.splitlines()
@@ -230,8 +250,12 @@ def test_clear_errors_for_unknown_run_context_and_unreachable_api(cli: Cli, tmp_
 
 def test_through_real_kubectl_with_kubeconfig_env_and_context_namespace(cli: Cli, tmp_path: Path) -> None:
     """kubectl finds kubectl-jobnet on PATH; $KUBECONFIG and the context's namespace are honoured."""
-    result = kubectl_apply(cli.emulator, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "batch"}},
-                           *nightly_objects("batch"), verb="create")
+    result = kubectl_apply(
+        cli.emulator,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "batch"}},
+        *nightly_objects("batch"),
+        verb="create",
+    )
     assert result.rc == 0, result.stderr
     cli.set_status(stuck_status(), namespace="batch")
     kubeconfig = write_kubeconfig(cli.emulator, tmp_path / "batch.yaml", "batch")
@@ -266,8 +290,18 @@ def test_watch_redraws_in_place_on_a_terminal(cli: Cli) -> None:
     import pty
 
     controller, terminal = pty.openpty()
-    argv = [str(PLUGIN), "tree", RUN, "--watch", "--interval", "0.2", "--timeout", "1",
-            "--kubeconfig", str(cli.emulator.kubeconfig)]
+    argv = [
+        str(PLUGIN),
+        "tree",
+        RUN,
+        "--watch",
+        "--interval",
+        "0.2",
+        "--timeout",
+        "1",
+        "--kubeconfig",
+        str(cli.emulator.kubeconfig),
+    ]
     process = subprocess.Popen(argv, stdout=terminal, stderr=subprocess.PIPE, env=cli.environment(TERM="xterm"))
     os.close(terminal)
     chunks: list[bytes] = []

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from jobnet.core.agentproto import JobKey
 from jobnet.ssh import AgentInstaller
-
 from tests.plugin.conftest import PLUGIN, Cli
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import GROUP_VERSION, jobnet, jobrun, kubectl_apply, script_job
@@ -48,9 +48,13 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHarness]:
 
 def _secret(vm: NamespaceVM, known_hosts: str) -> dict[str, object]:
     data = {"privateKey": vm.client_key, "knownHosts": known_hosts}
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": "vm-ssh", "namespace": "default"},
-            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "vm-ssh", "namespace": "default"},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
 
 
 class LogsSetup:
@@ -76,7 +80,9 @@ class LogsSetup:
 
     def set_job(self, name: str, state: str, tail: str | None = None) -> None:
         entry = {"state": state, "attempt": 1, "host": self.vm.address, **({"outputTail": tail} if tail else {})}
-        self.cli.set_status({"phase": "Running", "jobs": {"/etl": {"state": "Running"}, f"/etl/{name}": entry}}, name=RUN)
+        self.cli.set_status(
+            {"phase": "Running", "jobs": {"/etl": {"state": "Running"}, f"/etl/{name}": entry}}, name=RUN
+        )
 
     def environment(self) -> dict[str, str]:
         return self.cli.environment(JOBNET_AGENT_SERVE_ARGS=self.serve_args, XDG_CACHE_HOME=str(self.cache))
@@ -91,7 +97,8 @@ def setup(cli: Cli, harness: AgentHarness, monkeypatch: pytest.MonkeyPatch, tmp_
 def finished_job(setup: LogsSetup) -> LogsSetup:
     """/etl/extract ran on the VM: LINES lines on stdout, two on stderr, exit 0."""
     script = setup.harness.script(
-        "extract.sh", f'i=1; while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done\necho warn1 >&2\necho warn2 >&2\n'
+        "extract.sh",
+        f'i=1; while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done\necho warn1 >&2\necho warn2 >&2\n',
     )
     key = setup.key("extract")
     setup.harness.launch(key, script)
@@ -117,16 +124,28 @@ def test_full_output_stdout_and_stderr(finished_job: LogsSetup) -> None:
 def test_follow_streams_a_running_job_until_it_ends(setup: LogsSetup) -> None:
     release = setup.vm.home / "release-follow"
     script = setup.harness.script(
-        "follow.sh", f'echo first\nwhile [ ! -e {shlex.quote(str(release))} ]; do sleep 0.05; done\necho second\n'
+        "follow.sh", f"echo first\nwhile [ ! -e {shlex.quote(str(release))} ]; do sleep 0.05; done\necho second\n"
     )
     key = setup.key("follow")
     setup.harness.launch(key, script)
     setup.harness.wait_state(key, "running", timeout=10)
     setup.set_job("follow", "Running")
     process = subprocess.Popen(
-        [str(PLUGIN), "logs", RUN, "/etl/follow", "--follow", "--timeout", "30",
-         "--kubeconfig", str(setup.cli.emulator.kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=setup.environment(),
+        [
+            str(PLUGIN),
+            "logs",
+            RUN,
+            "/etl/follow",
+            "--follow",
+            "--timeout",
+            "30",
+            "--kubeconfig",
+            str(setup.cli.emulator.kubeconfig),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=setup.environment(),
     )
     try:
         assert process.stdout is not None

@@ -44,8 +44,11 @@ def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: Ope
         time.sleep(2)  # the outage itself: long enough for every watch to notice
     assert operator.process is not None and operator.process.poll() is None
     assert kubectl_apply(emulator, jobrun("hello", name="after-outage")).rc == 0
-    wait_for(lambda: _status(emulator, "after-outage").get("phase"), timeout=30,
-             what="a JobRun created after the outage to be started")
+    wait_for(
+        lambda: _status(emulator, "after-outage").get("phase"),
+        timeout=30,
+        what="a JobRun created after the outage to be started",
+    )
 
 
 def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer, tmp_path: Path) -> None:
@@ -54,13 +57,19 @@ def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer,
     for index in range(2):
         workdir = tmp_path / f"replica-{index}"
         workdir.mkdir()
-        replica = OperatorProcess(emulator, workdir, standalone=False,
-                                  extra_args=("--peering=jobnet-operator", f"--priority={10 + index}"))
+        replica = OperatorProcess(
+            emulator, workdir, standalone=False, extra_args=("--peering=jobnet-operator", f"--priority={10 + index}")
+        )
         replicas.append(replica.start())
     try:
         register_webhooks(emulator, replicas[0].webhook_url)  # any replica serves admission
-        wait_for(lambda: len(emulator.get("kopf.dev/v1", "clusterkopfpeerings", None, "jobnet-operator")
-                             .get("status") or {}) == 2, what="both replicas in the peering object")
+        wait_for(
+            lambda: (
+                len(emulator.get("kopf.dev/v1", "clusterkopfpeerings", None, "jobnet-operator").get("status") or {})
+                == 2
+            ),
+            what="both replicas in the peering object",
+        )
         replicas[0].wait_for_log(r"Pausing operations")  # the lower priority stands by
         assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
         wait_for(lambda: _status(emulator, "r1").get("phase"), what="r1 started")
@@ -90,10 +99,39 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     extensions = directory / "san.cnf"
     extensions.write_text("subjectAltName=IP:127.0.0.1\n")
     for command in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert, "-days", "1", "-subj", "/CN=test-ca"],
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca_cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ],
         ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", request, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
-         "-days", "1", "-extfile", extensions],
+        [
+            "x509",
+            "-req",
+            "-in",
+            request,
+            "-CA",
+            ca_cert,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-extfile",
+            extensions,
+        ],
     ):
         subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
     return ca_cert, cert, key
@@ -117,18 +155,23 @@ def test_webhook_over_tls_with_the_ca_bundle_like_the_chart(emulator: EmulatorSe
         process.stop()
 
 
-@pytest.mark.parametrize(("arguments", "complaint"), [
-    (["--webhook-cert=/tmp/c.pem"], "--webhook-cert and --webhook-key go together"),
-    (["--webhook-insecure", "--webhook-cert=/c", "--webhook-key=/k"], "--webhook-insecure cannot be combined"),
-    (["--watch-server-timeout=60", "--watch-client-timeout=30"], "--watch-client-timeout must be longer"),
-    (["--kubeconfig=/nonexistent/kubeconfig"], "--kubeconfig /nonexistent/kubeconfig: no such file"),
-    (["--connect-timeout=0"], "must be a positive number of seconds"),
-    (["--standalone", "--peering=x"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (["--webhook-cert=/tmp/c.pem"], "--webhook-cert and --webhook-key go together"),
+        (["--webhook-insecure", "--webhook-cert=/c", "--webhook-key=/k"], "--webhook-insecure cannot be combined"),
+        (["--watch-server-timeout=60", "--watch-client-timeout=30"], "--watch-client-timeout must be longer"),
+        (["--kubeconfig=/nonexistent/kubeconfig"], "--kubeconfig /nonexistent/kubeconfig: no such file"),
+        (["--connect-timeout=0"], "must be a positive number of seconds"),
+        (["--standalone", "--peering=x"], "not allowed with argument"),
+    ],
+)
 def test_operator_command_line_rejects_bad_arguments_clearly(arguments: list[str], complaint: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", "operator", *arguments],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert complaint in result.stderr

@@ -15,19 +15,23 @@ JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
 
 
 def test_A03_expansion_of_missing_jobnet_rejected(emulator: EmulatorServer, operator: OperatorProcess) -> None:
-    result = kubectl_apply(emulator, jobnet("outer", script_job("extract"), expand_job("load", "no-such-jobnet", "extract")))
+    result = kubectl_apply(
+        emulator, jobnet("outer", script_job("extract"), expand_job("load", "no-such-jobnet", "extract"))
+    )
 
     assert result.rc == 1
     assert "spec.jobs[1].expand" in result.stderr
     assert "'load'" in result.stderr and "'no-such-jobnet'" in result.stderr
 
     response = operator.admission_review(
-        "/validate-jobnet", admission_review("CREATE", jobnet("outer", expand_job("load", "no-such-jobnet"))))
+        "/validate-jobnet", admission_review("CREATE", jobnet("outer", expand_job("load", "no-such-jobnet")))
+    )
     assert response["allowed"] is False and "'no-such-jobnet'" in response["status"]["message"]
 
 
 def test_A03_deleting_an_expanded_jobnet_is_rejected_naming_referrers(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     assert kubectl_apply(emulator, jobnet("inner", script_job("step1"))).rc == 0
     assert kubectl_apply(emulator, jobnet("outer", expand_job("load", "inner"))).rc == 0
 
@@ -40,29 +44,43 @@ def test_A03_deleting_an_expanded_jobnet_is_rejected_naming_referrers(
 
 
 def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     assert kubectl_apply(emulator, jobnet("inner", script_job("step1"))).rc == 0
-    assert kubectl_apply(emulator, jobnet("outer", script_job("extract"), expand_job("load", "inner", "extract"))).rc == 0
+    assert (
+        kubectl_apply(emulator, jobnet("outer", script_job("extract"), expand_job("load", "inner", "extract"))).rc == 0
+    )
     # The race admission cannot stop: the webhook is not configured while "inner" is deleted
     # and the JobRun is created, so both writes get in.
     unregister_webhooks(emulator)
     assert emulator.kubectl("delete", "jn", "inner").rc == 0
     assert kubectl_apply(emulator, jobrun("outer", name="outer-1")).rc == 0
 
-    status = wait_for(lambda: (emulator.get(*JOBRUNS, "default", "outer-1") or {}).get("status", {}).get("phase") and
-                      emulator.get(*JOBRUNS, "default", "outer-1")["status"], what="the JobRun's status")
+    status = wait_for(
+        lambda: (
+            (emulator.get(*JOBRUNS, "default", "outer-1") or {}).get("status", {}).get("phase")
+            and emulator.get(*JOBRUNS, "default", "outer-1")["status"]
+        ),
+        what="the JobRun's status",
+    )
 
     assert status["phase"] == "Failed"
     assert status["reason"] == "InvalidJobNet"
     assert "JobNet 'inner'" in status["message"] and "does not exist" in status["message"]
     assert "spec.jobs[1].expand" in status["message"]
-    events = wait_for(lambda: [e for e in emulator.events_for("default", "outer-1") if e["reason"] == "InvalidJobNet"],
-                      what="an InvalidJobNet Event on the JobRun")
+    events = wait_for(
+        lambda: [e for e in emulator.events_for("default", "outer-1") if e["reason"] == "InvalidJobNet"],
+        what="an InvalidJobNet Event on the JobRun",
+    )
     assert [e["type"] for e in events] == ["Warning"]
     assert "'inner'" in events[0]["message"]
-    outer = wait_for(lambda: emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"].get("valid") is False
-                     and emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"],
-                     what="JobNet outer marked invalid after 'inner' disappeared")
+    outer = wait_for(
+        lambda: (
+            emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"].get("valid") is False
+            and emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"]
+        ),
+        what="JobNet outer marked invalid after 'inner' disappeared",
+    )
     assert "'inner'" in outer["message"]
     listing = emulator.kubectl("get", "jobruns")
     assert listing.rc == 0 and "outer-1" in listing.stdout and "Failed" in listing.stdout
@@ -75,5 +93,7 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     assert kubectl_apply(emulator, jobnet("inner", script_job("step1"))).rc == 0
     assert kubectl_apply(emulator, jobrun("outer", name="outer-2")).rc == 0
     operator.wait_for_log(r"JobRun default/outer-2 expanded JobNet 'outer' into 2 jobs")
-    status = wait_for(lambda: (emulator.get(*JOBRUNS, "default", "outer-2") or {}).get("status"), what="outer-2's status")
+    status = wait_for(
+        lambda: (emulator.get(*JOBRUNS, "default", "outer-2") or {}).get("status"), what="outer-2's status"
+    )
     assert status.get("reason") != "InvalidJobNet"

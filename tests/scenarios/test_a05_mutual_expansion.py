@@ -14,7 +14,8 @@ JOBNETS = ("jobnet.dev/v1alpha1", "jobnets")
 
 
 def test_A05_mutual_expansion_rejected_when_closing_edge_added(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     assert kubectl_apply(emulator, jobnet("ring-y", script_job("work"))).rc == 0
     assert kubectl_apply(emulator, jobnet("ring-x", expand_job("to-y", "ring-y"))).rc == 0
 
@@ -27,7 +28,8 @@ def test_A05_mutual_expansion_rejected_when_closing_edge_added(
 
 
 def test_A05_three_jobnet_expansion_cycle_rejected_on_update(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     assert kubectl_apply(emulator, jobnet("ring-z", script_job("work"))).rc == 0
     assert kubectl_apply(emulator, jobnet("ring-y", expand_job("to-z", "ring-z"))).rc == 0
     assert kubectl_apply(emulator, jobnet("ring-x", expand_job("to-y", "ring-y"))).rc == 0

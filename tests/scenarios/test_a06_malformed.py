@@ -13,7 +13,8 @@ pytestmark = pytest.mark.emulator
 
 
 def test_A06_duplicates_empty_graph_invalid_names_unknown_fields_rejected(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     duplicates = jobnet("dupes", script_job("a"), script_job("a"))
     empty = jobnet("empty")
     bad_job_name = jobnet("bad-job-name", script_job("Extract_Data"))
@@ -40,13 +41,16 @@ def test_A06_duplicates_empty_graph_invalid_names_unknown_fields_rejected(
     assert stored == set()
 
 
-@pytest.mark.parametrize(("manifest", "expected"), [
-    (jobnet("dupes", script_job("a"), script_job("a")), "spec.jobs[1].name"),
-    (jobnet("empty"), "spec.jobs"),
-    (jobnet("bad-job-name", script_job("Extract_Data")), "spec.jobs[0].name"),
-    (jobnet("typo", script_job("a"), {**script_job("b"), "aftr": ["a"]}), "spec.jobs[1].aftr: unknown field"),
-    (jobnet("both", {"name": "a", "script": "/x.sh", "expand": "other"}), "spec.jobs[0]"),
-])
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        (jobnet("dupes", script_job("a"), script_job("a")), "spec.jobs[1].name"),
+        (jobnet("empty"), "spec.jobs"),
+        (jobnet("bad-job-name", script_job("Extract_Data")), "spec.jobs[0].name"),
+        (jobnet("typo", script_job("a"), {**script_job("b"), "aftr": ["a"]}), "spec.jobs[1].aftr: unknown field"),
+        (jobnet("both", {"name": "a", "script": "/x.sh", "expand": "other"}), "spec.jobs[0]"),
+    ],
+)
 def test_A06_webhook_denies_malformed_jobnet(operator: OperatorProcess, manifest: dict, expected: str) -> None:
     # Straight to the webhook: it does not rely on the API server's schema to catch these.
     response = operator.admission_review("/validate-jobnet", admission_review("CREATE", manifest))

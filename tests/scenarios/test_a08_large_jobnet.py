@@ -25,10 +25,18 @@ MiB = 1024 * 1024
 
 
 def test_A08_10000_job_jobnet_over_nested_expansions_is_admitted_expanded_and_run(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     specs = large_jobnet_specs()
-    manifests = [{"apiVersion": GROUP_VERSION, "kind": "JobNet", "metadata": {"name": name, "namespace": "default"},
-                  "spec": spec} for name, spec in reversed(specs.items())]  # leaves first: each expands existing ones
+    manifests = [
+        {
+            "apiVersion": GROUP_VERSION,
+            "kind": "JobNet",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+        for name, spec in reversed(specs.items())
+    ]  # leaves first: each expands existing ones
     for manifest in manifests:
         result = kubectl_apply(emulator, manifest)
         assert result.rc == 0, result.stderr
@@ -54,4 +62,6 @@ def test_A08_10000_job_jobnet_over_nested_expansions_is_admitted_expanded_and_ru
     assert re.search(rf"JobRun default/big expanded JobNet '{ROOT}' into {JOB_COUNT} jobs", operator.log_text())
 
     listed = emulator.kubectl("get", "jobruns", "big")
-    assert listed.rc == 0 and re.search(rf"big\s+{ROOT}\s+Failed\s+{JOB_COUNT}/{JOB_COUNT}", listed.stdout), listed.stdout
+    assert listed.rc == 0 and re.search(rf"big\s+{ROOT}\s+Failed\s+{JOB_COUNT}/{JOB_COUNT}", listed.stdout), (
+        listed.stdout
+    )

@@ -24,8 +24,11 @@ def _seen_environment(vm: NamespaceVM, job: str) -> dict[str, str]:
 
 
 def _jobnet_variables(env: dict[str, str]) -> dict[str, str]:
-    return {name: value for name, value in env.items()
-            if name.startswith(("MM_", "JOBNET_")) and name not in VM_SESSION_VARIABLES}
+    return {
+        name: value
+        for name, value in env.items()
+        if name.startswith(("MM_", "JOBNET_")) and name not in VM_SESSION_VARIABLES
+    }
 
 
 def test_B02_nested_expansion_job_gets_the_documented_variables(scenario: Scenario) -> None:

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS
 
+from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
@@ -55,10 +55,18 @@ def _seq_digest(lines: int) -> tuple[int, str]:
 def _kubectl_jobnet_logs(scenario: Scenario, run: str, path: str, *flags: str) -> tuple[int, str]:
     """Size and SHA-256 of ``kubectl jobnet logs RUN PATH [flags]`` (the real kubectl and plugin)."""
     digest, size = hashlib.sha256(), 0
-    environment = {"PATH": f"{PLUGIN_DIR}:/usr/bin:/bin", "HOME": str(scenario.workdir),
-                   "KUBECONFIG": str(scenario.emulator.kubeconfig), "XDG_CACHE_HOME": str(scenario.workdir / "cache")}
-    with subprocess.Popen(["kubectl", "jobnet", "logs", run, path, *flags],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment) as logs:
+    environment = {
+        "PATH": f"{PLUGIN_DIR}:/usr/bin:/bin",
+        "HOME": str(scenario.workdir),
+        "KUBECONFIG": str(scenario.emulator.kubeconfig),
+        "XDG_CACHE_HOME": str(scenario.workdir / "cache"),
+    }
+    with subprocess.Popen(
+        ["kubectl", "jobnet", "logs", run, path, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    ) as logs:
         assert logs.stdout is not None and logs.stderr is not None
         while chunk := logs.stdout.read(1 << 20):
             digest.update(chunk)
@@ -76,8 +84,7 @@ def _sample_agent_peaks(vm: NamespaceVM, peaks: dict[int, tuple[str, int]]) -> N
             peaks[pid] = (kind, max(peak, peaks.get(pid, (kind, 0))[1]))
 
 
-def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_retrievable(
-        scenario: Scenario) -> None:
+def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_retrievable(scenario: Scenario) -> None:
     vm = scenario.vm()
     loud = scenario.marker_script(vm, "loud", f"seq 1 {STDOUT_LINES}\nseq 1 {STDERR_LINES} >&2\n")
     operator = scenario.start_operator("--agent-serve-arg=--max-output-bytes", f"--agent-serve-arg={KEEP_BYTES}")
@@ -105,7 +112,8 @@ def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_
     assert worst < AGENT_PEAK_LIMIT, f"agent peak RSS {worst / MIB:.0f} MiB: {agent_peaks}"
     assert operator_peak is not None
     assert operator_peak - operator_baseline < OPERATOR_GROWTH_LIMIT, (
-        f"operator peak RSS grew from {operator_baseline / MIB:.0f} to {operator_peak / MIB:.0f} MiB")
+        f"operator peak RSS grew from {operator_baseline / MIB:.0f} to {operator_peak / MIB:.0f} MiB"
+    )
     # The status holds a bounded tail of both streams.
     tail = job["outputTail"]
     assert len(tail) <= OUTPUT_TAIL_MAX_CHARS, len(tail)
@@ -115,5 +123,7 @@ def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_
     assert "dropped" not in scenario.agent_log(vm)
     assert _kubectl_jobnet_logs(scenario, run, "/b03/loud") == _seq_digest(STDOUT_LINES)
     assert _kubectl_jobnet_logs(scenario, run, "/b03/loud", "--stderr") == _seq_digest(STDERR_LINES)
-    print(f"B03: agent peak RSS {', '.join(f'{kind} {peak / MIB:.1f} MiB' for kind, peak in agent_peaks.values())}; "
-          f"operator {operator_baseline / MIB:.1f} -> {operator_peak / MIB:.1f} MiB")
+    print(
+        f"B03: agent peak RSS {', '.join(f'{kind} {peak / MIB:.1f} MiB' for kind, peak in agent_peaks.values())}; "
+        f"operator {operator_baseline / MIB:.1f} -> {operator_peak / MIB:.1f} MiB"
+    )

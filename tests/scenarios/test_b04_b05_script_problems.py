@@ -13,10 +13,14 @@ def test_B04_missing_script_fails_saying_so(scenario: Scenario) -> None:
     vm = scenario.vm()
     missing = f"{vm.home}/bin/no-such-script.sh"
     downstream = scenario.marker_script(vm, "after-missing")
-    run = scenario.run_jobnet("b04", scenario.host(vm), [
-        {"name": "missing", "script": missing},
-        {"name": "next", "script": downstream, "after": ["missing"]},
-    ])
+    run = scenario.run_jobnet(
+        "b04",
+        scenario.host(vm),
+        [
+            {"name": "missing", "script": missing},
+            {"name": "next", "script": downstream, "after": ["missing"]},
+        ],
+    )
 
     status = scenario.wait_phase(run, "Failed")
 

@@ -19,12 +19,21 @@ def test_B06_unreachable_host_fails_the_job(scenario: Scenario) -> None:
     # Nobody has the network address of the VM's own /30: connecting there times out.
     nobody = str(ipaddress.ip_network(vm.subnet).network_address)
     # knownHosts does name the wrong address: the connection itself must fail, not the key check.
-    scenario.secret("wrong-address", known_hosts=nobody + " " + vm.known_hosts.split(" ", 1)[1],
-                    private_key=vm.client_key)
-    run = scenario.run_jobnet("b06", scenario.host(vm), [
-        {"name": "wrong-address", "script": script, "host": scenario.host(vm, address=nobody, credentialsSecret="wrong-address")},
-        {"name": "sshd-down", "script": script, "host": scenario.host(down)},
-    ])
+    scenario.secret(
+        "wrong-address", known_hosts=nobody + " " + vm.known_hosts.split(" ", 1)[1], private_key=vm.client_key
+    )
+    run = scenario.run_jobnet(
+        "b06",
+        scenario.host(vm),
+        [
+            {
+                "name": "wrong-address",
+                "script": script,
+                "host": scenario.host(vm, address=nobody, credentialsSecret="wrong-address"),
+            },
+            {"name": "sshd-down", "script": script, "host": scenario.host(down)},
+        ],
+    )
 
     status = scenario.wait_phase(run, "Failed")
 
@@ -36,4 +45,6 @@ def test_B06_unreachable_host_fails_the_job(scenario: Scenario) -> None:
         assert "HostUnreachable" in event["message"] and address in event["message"]
     assert scenario.script_runs(vm, "never") == 0
     assert "Accepted" not in down.read_sshd_log()
-    scenario.wait_operator_log(rf"job=/b06/sshd-down host={down.user}@{down.address}:22 attempt=1: cannot reach the agent")
+    scenario.wait_operator_log(
+        rf"job=/b06/sshd-down host={down.user}@{down.address}:22 attempt=1: cannot reach the agent"
+    )

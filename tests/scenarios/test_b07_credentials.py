@@ -26,13 +26,25 @@ def test_B07_wrong_credentials_fail_the_job(scenario: Scenario) -> None:
     scenario.secret("wrong-password", known_hosts=vm.known_hosts, password="not-" + vm.password)
     allowed = scenario.marker_script(vm, "allowed")
     # The right credentials connect first: the wrong ones must not ride on that connection.
-    run = scenario.run_jobnet("b07", scenario.host(vm), [
-        {"name": "right", "script": allowed},
-        {"name": "by-key", "script": script, "after": ["right"],
-         "host": scenario.host(vm, credentialsSecret="wrong-key")},
-        {"name": "by-password", "script": script, "after": ["right"],
-         "host": scenario.host(vm, credentialsSecret="wrong-password")},
-    ])
+    run = scenario.run_jobnet(
+        "b07",
+        scenario.host(vm),
+        [
+            {"name": "right", "script": allowed},
+            {
+                "name": "by-key",
+                "script": script,
+                "after": ["right"],
+                "host": scenario.host(vm, credentialsSecret="wrong-key"),
+            },
+            {
+                "name": "by-password",
+                "script": script,
+                "after": ["right"],
+                "host": scenario.host(vm, credentialsSecret="wrong-password"),
+            },
+        ],
+    )
 
     status = scenario.wait_phase(run, "Failed")
 

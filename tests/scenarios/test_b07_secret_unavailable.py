@@ -18,8 +18,9 @@ def test_B07_a_secret_read_failing_for_a_while_is_retried_and_the_job_succeeds(s
     # The operator reads the Secret when it first connects to the VM: the first reads get 503
     # (for about 1.5s of backoff). One dispatch attempt: the wait must not use it up.
     scenario.emulator.fail_next(f"/api/v1/namespaces/{NAMESPACE}/secrets/{secret}", 6)
-    run = scenario.run_jobnet("b07t", scenario.host(vm), [{"name": "job", "script": script}],
-                              retry={"dispatchAttempts": 1})
+    run = scenario.run_jobnet(
+        "b07t", scenario.host(vm), [{"name": "job", "script": script}], retry={"dispatchAttempts": 1}
+    )
 
     status = scenario.wait_phase(run, "Succeeded")
 

@@ -17,10 +17,14 @@ def test_B08_host_key_mismatch_fails_without_connecting(scenario: Scenario) -> N
     changed = vm.address + " " + other.known_hosts.split(" ", 1)[1]
     scenario.secret("changed-key", known_hosts=changed, private_key=vm.client_key)
     scenario.secret("unknown-host", known_hosts=other.known_hosts, private_key=vm.client_key)
-    run = scenario.run_jobnet("b08", scenario.host(vm), [
-        {"name": "changed", "script": script, "host": scenario.host(vm, credentialsSecret="changed-key")},
-        {"name": "unknown", "script": script, "host": scenario.host(vm, credentialsSecret="unknown-host")},
-    ])
+    run = scenario.run_jobnet(
+        "b08",
+        scenario.host(vm),
+        [
+            {"name": "changed", "script": script, "host": scenario.host(vm, credentialsSecret="changed-key")},
+            {"name": "unknown", "script": script, "host": scenario.host(vm, credentialsSecret="unknown-host")},
+        ],
+    )
 
     status = scenario.wait_phase(run, "Failed")
 

@@ -16,22 +16,33 @@ def test_B09_timeout_kills_the_process_tree_and_fails_timed_out(scenario: Scenar
     pids_file = vm.home / "tree.pids"
     # A tree: the script, a background child, and a grandchild that ignores SIGTERM (so the
     # agent's SIGKILL after the grace period is needed too).
-    slow = scenario.marker_script(vm, "slow", f"""\
+    slow = scenario.marker_script(
+        vm,
+        "slow",
+        f"""\
         sleep 300 &
         echo $! >> {pids_file}
         sh -c 'trap "" TERM; sleep 300 & echo $! >> {pids_file}; wait' &
         echo $! >> {pids_file}
         echo $$ >> {pids_file}
         wait
-        """)
+        """,
+    )
     downstream = scenario.marker_script(vm, "after-slow")
-    run = scenario.run_jobnet("b09", scenario.host(vm), [
-        {"name": "slow", "script": slow, "timeoutSeconds": 2},
-        {"name": "next", "script": downstream, "after": ["slow"]},
-    ])
+    run = scenario.run_jobnet(
+        "b09",
+        scenario.host(vm),
+        [
+            {"name": "slow", "script": slow, "timeoutSeconds": 2},
+            {"name": "next", "script": downstream, "after": ["slow"]},
+        ],
+    )
     scenario.wait_job_state(run, "/b09/slow", "Running", timeout=60)
-    tree = poll(lambda: len(pids_file.read_text().split()) == 4 if pids_file.exists() else False, 30,
-                "the job's process tree written to the pids file")
+    tree = poll(
+        lambda: len(pids_file.read_text().split()) == 4 if pids_file.exists() else False,
+        30,
+        "the job's process tree written to the pids file",
+    )
     assert tree
     pids = [int(pid) for pid in pids_file.read_text().split()]
 

@@ -78,16 +78,23 @@ class CutRun:
             self.net.drop(fault.removeprefix("drop-"))
         self.ctl.put_file("go", "", 0o644)
         first = self.scenario.wait_operator_log(
-            rf"job={re.escape(self.path('target'))} .*(launch outcome unknown|cannot reach the agent for launch)", timeout=30)
+            rf"job={re.escape(self.path('target'))} .*(launch outcome unknown|cannot reach the agent for launch)",
+            timeout=30,
+        )
         assert first.group(1) == "launch outcome unknown", (
             "the operator had already given up the connection when the launch left (the machine was too slow "
-            f"for the dead-connection deadline), so the fault did not hit an open connection: {first.group(0)}")
+            f"for the dead-connection deadline), so the fault did not hit an open connection: {first.group(0)}"
+        )
 
     def wait_old_connection_gone(self) -> None:
         """Until the kernel has given up the connection the launch left on: after that, nothing
         queued before the cut can reach the VM when the link comes back."""
-        poll(lambda: not operator_connections(self.net), 30, f"no TCP connection left to {self.net.address}:22",
-             lambda: "\n".join(operator_connections(self.net)))
+        poll(
+            lambda: not operator_connections(self.net),
+            30,
+            f"no TCP connection left to {self.net.address}:22",
+            lambda: "\n".join(operator_connections(self.net)),
+        )
 
     @property
     def net_host(self) -> str:
@@ -97,20 +104,33 @@ class CutRun:
     def wait_reconnected(self, log_offset: int) -> None:
         """Until the operator log, from ``log_offset`` on, shows a new agent channel to ``net``."""
         opened = re.compile(rf"agent channel to {re.escape(self.net_host)} open")
-        poll(lambda: opened.search(self.scenario.operator_log()[log_offset:]), 60, f"a new agent channel to {self.net_host}",
-             lambda: self.scenario.operator_log()[log_offset:][-4000:])
+        poll(
+            lambda: opened.search(self.scenario.operator_log()[log_offset:]),
+            60,
+            f"a new agent channel to {self.net_host}",
+            lambda: self.scenario.operator_log()[log_offset:][-4000:],
+        )
 
 
-def start_cut_run(scenario: Scenario, name: str, *, target_body: Callable[[NamespaceVM], str] = lambda net: "exit 0\n",
-                  retry: dict[str, Any] | None = None, stuck_resolution: str = "Auto") -> CutRun:
+def start_cut_run(
+    scenario: Scenario,
+    name: str,
+    *,
+    target_body: Callable[[NamespaceVM], str] = lambda net: "exit 0\n",
+    retry: dict[str, Any] | None = None,
+    stuck_resolution: str = "Auto",
+) -> CutRun:
     net = scenario.vm("net")
     ctl = scenario.vm("ctl")
     gate = scenario.marker_script(ctl, "gate", wait_for_file(ctl.home / "go"))
     jobs: list[dict[str, Any]] = [
         {"name": "warmup", "script": scenario.marker_script(net, "warmup")},
         {"name": "gate", "script": gate, "host": scenario.host(ctl)},
-        {"name": "target", "script": scenario.marker_script(net, "target", target_body(net)),
-         "after": ["warmup", "gate"]},
+        {
+            "name": "target",
+            "script": scenario.marker_script(net, "target", target_body(net)),
+            "after": ["warmup", "gate"],
+        },
         {"name": "downstream", "script": scenario.marker_script(net, "downstream"), "after": ["target"]},
     ]
     spec: dict[str, Any] = {"stuckResolution": stuck_resolution}
@@ -123,8 +143,13 @@ def start_cut_run(scenario: Scenario, name: str, *, target_body: Callable[[Names
 def operator_connections(vm: NamespaceVM) -> list[str]:
     """The host's TCP connections to the VM's sshd that the kernel still keeps (any state but
     TIME-WAIT): while one exists, bytes queued before a cut could still reach the VM."""
-    out = subprocess.run(["ss", "-Htn", "state", "all", "dst", f"{vm.address}:22"],
-                         capture_output=True, text=True, check=True, timeout=10).stdout
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "all", "dst", f"{vm.address}:22"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
     return [line for line in out.splitlines() if line.strip() and not line.startswith("TIME-WAIT")]
 
 
@@ -235,8 +260,12 @@ def test_C01_override_ready_fences_a_late_launch(scenario: Scenario, connection:
         # arrived, was refused.
         assert any("fenced: never launched here" in line for line in first), first
         assert not any("accepted: script" in line for line in first), first
-        known = ("fenced: never launched here", "fence found the key already failedToStart",  # a retried fence
-                 "launch ignored: key was fenced", "acknowledged (failedToStart)")
+        known = (
+            "fenced: never launched here",
+            "fence found the key already failedToStart",  # a retried fence
+            "launch ignored: key was fenced",
+            "acknowledged (failedToStart)",
+        )
         assert [line for line in first if not any(what in line for what in known)] == [], first
         assert sum("accepted: script" in line for line in second) == 1, second
         assert settled == [("Stuck", "Ready")], settled
@@ -288,8 +317,12 @@ def settle_lost_answer(scenario: Scenario, name: str, exit_code: int, resolution
         scenario.wait_event(cut.run, "StuckResolved", contains=target, timeout=60)
     else:
         # The agent may first report it running; what settles it is its end.
-        scenario.wait_event(cut.run, "StuckOutcomeKnown", timeout=60,
-                            contains=f"{target}: the agent reports the job exited with code {exit_code}")
+        scenario.wait_event(
+            cut.run,
+            "StuckOutcomeKnown",
+            timeout=60,
+            contains=f"{target}: the agent reports the job exited with code {exit_code}",
+        )
         job = scenario.job(cut.run, target)
         assert job["state"] == "Stuck" and "settle it with an override" in job["message"], job
         assert scenario.script_runs(cut.net, "downstream") == 0
@@ -307,7 +340,9 @@ def settle_lost_answer(scenario: Scenario, name: str, exit_code: int, resolution
     settled = overrides(status, target)
     if resolution == "Auto":
         # Straight to the end, or through Running when an older journal entry (accepted, running) came first.
-        assert len(settled) == 1 and settled[0]["fromState"] == "Stuck" and settled[0]["toState"] in (final, "Running"), settled
+        assert (
+            len(settled) == 1 and settled[0]["fromState"] == "Stuck" and settled[0]["toState"] in (final, "Running")
+        ), settled
         assert settled[0]["by"] == "jobnet-operator (auto)", settled
         assert job["exitCode"] == exit_code, job
     else:
@@ -319,7 +354,9 @@ def settle_lost_answer(scenario: Scenario, name: str, exit_code: int, resolution
 
 
 @pytest.mark.parametrize("resolution", ["Auto", "Manual"])
-def test_C02_cut_after_start_exit0_stuck_then_resolved_or_annotated_succeeded(scenario: Scenario, resolution: str) -> None:
+def test_C02_cut_after_start_exit0_stuck_then_resolved_or_annotated_succeeded(
+    scenario: Scenario, resolution: str
+) -> None:
     cut, status = settle_lost_answer(scenario, "c02", 0, resolution)
 
     assert status["jobs"][cut.path("downstream")]["state"] == "Succeeded"
@@ -328,7 +365,9 @@ def test_C02_cut_after_start_exit0_stuck_then_resolved_or_annotated_succeeded(sc
 
 
 @pytest.mark.parametrize("resolution", ["Auto", "Manual"])
-def test_C03_cut_after_start_exit_nonzero_stuck_then_resolved_or_annotated_failed(scenario: Scenario, resolution: str) -> None:
+def test_C03_cut_after_start_exit_nonzero_stuck_then_resolved_or_annotated_failed(
+    scenario: Scenario, resolution: str
+) -> None:
     cut, status = settle_lost_answer(scenario, "c03", 3, resolution)
 
     if resolution == "Auto":
@@ -372,11 +411,15 @@ def test_C04_cut_before_launch_reaches_agent_retried_after_reconnect_runs_once(s
     retry = re.search(rf"job={re.escape(target)} .*DeliveryRetried: .*retrying with the same key", log)
     assert disconnect and retry, log[-5000:]
     position = max(disconnect.end(), retry.end())
-    for what, pattern in (("the reconnect", rf"SSH connected to {host}"),
-                          ("the new agent channel", rf"agent channel to {host} open"),
-                          ("the retried launch", rf"job={re.escape(target)} .*launching")):
+    for what, pattern in (
+        ("the reconnect", rf"SSH connected to {host}"),
+        ("the new agent channel", rf"agent channel to {host} open"),
+        ("the retried launch", rf"job={re.escape(target)} .*launching"),
+    ):
         found = re.compile(pattern).search(log, position)
-        assert found, f"{what} ({pattern}) is missing from the operator log after the disconnect:\n{log[position:][-5000:]}"
+        assert found, (
+            f"{what} ({pattern}) is missing from the operator log after the disconnect:\n{log[position:][-5000:]}"
+        )
         position = found.end()
 
 
@@ -388,8 +431,12 @@ C05_DEADLINES = ("--ssh-dead-connection-timeout=40", "--heartbeat-deadline=40")
 
 def test_C05_cut_after_start_retried_launch_ignored_by_agent_job_succeeds_once(scenario: Scenario) -> None:
     scenario.start_operator(*C05_DEADLINES)
-    cut = start_cut_run(scenario, "c05", retry={"dispatchAttempts": 30, "intervalSeconds": 1},
-                        target_body=lambda net: wait_for_file(net.home / "release"))
+    cut = start_cut_run(
+        scenario,
+        "c05",
+        retry={"dispatchAttempts": 30, "intervalSeconds": 1},
+        target_body=lambda net: wait_for_file(net.home / "release"),
+    )
     target = cut.path("target")
     key = re.escape(cut.key("target"))
 

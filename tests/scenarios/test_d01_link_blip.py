@@ -23,14 +23,19 @@ AFTER_CUT_SECONDS = 12
 def test_D01_link_down_mid_job_and_back_before_it_ends_succeeds(scenario: Scenario) -> None:
     vm = scenario.vm()
     half_file, done_file = vm.home / "long.half", vm.home / "long.done"
-    long = scenario.marker_script(vm, "long", f"sleep {BEFORE_CUT_SECONDS}\ntouch {half_file}\n"
-                                              f"sleep {AFTER_CUT_SECONDS}\ntouch {done_file}\n")
+    long = scenario.marker_script(
+        vm, "long", f"sleep {BEFORE_CUT_SECONDS}\ntouch {half_file}\nsleep {AFTER_CUT_SECONDS}\ntouch {done_file}\n"
+    )
     after = scenario.marker_script(vm, "after")
     scenario.start_operator(f"--heartbeat-deadline={HEARTBEAT_DEADLINE}")
-    run = scenario.run_jobnet("d01", scenario.host(vm), [
-        {"name": "long", "script": long},
-        {"name": "after", "script": after, "after": ["long"]},
-    ])
+    run = scenario.run_jobnet(
+        "d01",
+        scenario.host(vm),
+        [
+            {"name": "long", "script": long},
+            {"name": "after", "script": after, "after": ["long"]},
+        ],
+    )
     scenario.wait_job_state(run, "/d01/long", "Running", timeout=60)
     scenario.wait_agent_log(vm, r"/d01/long#1 started pid")
     poll(half_file.exists, 60, "the job running longer than the heartbeat deadline")
@@ -40,7 +45,9 @@ def test_D01_link_down_mid_job_and_back_before_it_ends_succeeds(scenario: Scenar
     try:
         # The operator notices the dead connection (keepalives unanswered) and keeps trying.
         scenario.wait_operator_log(r"agent channel to \S+ lost", timeout=30)
-        scenario.wait_operator_log(rf"host={re.escape(vm.user)}@{re.escape(vm.address)}:22 agent unreachable", timeout=30)
+        scenario.wait_operator_log(
+            rf"host={re.escape(vm.user)}@{re.escape(vm.address)}:22 agent unreachable", timeout=30
+        )
     finally:
         vm.restore()
     assert not done_file.exists(), "the job ended during the cut: the scenario needs a longer job"

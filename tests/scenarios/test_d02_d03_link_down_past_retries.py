@@ -25,10 +25,15 @@ def _cut_until_stuck_and_ended(scenario: Scenario, jobnet: str, exit_code: int, 
     vm = scenario.vm()
     work = scenario.marker_script(vm, "work", f"sleep {JOB_SECONDS}\necho work output\nexit {exit_code}\n")
     downstream = scenario.marker_script(vm, "next")
-    run = scenario.run_jobnet(jobnet, scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "next", "script": downstream, "after": ["work"]},
-    ], stuckResolution=resolution)
+    run = scenario.run_jobnet(
+        jobnet,
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "next", "script": downstream, "after": ["work"]},
+        ],
+        stuckResolution=resolution,
+    )
     path = f"/{jobnet}/work"
     scenario.wait_job_state(run, path, "Running", timeout=60)
 

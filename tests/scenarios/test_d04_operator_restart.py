@@ -19,11 +19,15 @@ def test_D04_operator_killed_mid_run_collects_results_and_completes(scenario: Sc
     quick = scenario.marker_script(vm, "quick", "sleep 1\necho quick done\n")
     long = scenario.marker_script(vm, "long", "sleep 8\n")
     join = scenario.marker_script(vm, "join")
-    run = scenario.run_jobnet("d04", scenario.host(vm), [
-        {"name": "quick", "script": quick},
-        {"name": "long", "script": long},
-        {"name": "join", "script": join, "after": ["quick", "long"]},
-    ])
+    run = scenario.run_jobnet(
+        "d04",
+        scenario.host(vm),
+        [
+            {"name": "quick", "script": quick},
+            {"name": "long", "script": long},
+            {"name": "join", "script": join, "after": ["quick", "long"]},
+        ],
+    )
     scenario.wait_job_state(run, "/d04/quick", "Running", timeout=60)
     scenario.wait_job_state(run, "/d04/long", "Running", timeout=60)
     operator = scenario.operator
@@ -58,11 +62,15 @@ def test_D04_operator_killed_right_after_a_launch_left_never_runs_it_twice(scena
     first = scenario.marker_script(vm, "first")
     second = scenario.marker_script(vm, "second", "sleep 2\n")
     third = scenario.marker_script(vm, "third")
-    run = scenario.run_jobnet("d04l", scenario.host(vm), [
-        {"name": "first", "script": first},
-        {"name": "second", "script": second, "after": ["first"]},
-        {"name": "third", "script": third, "after": ["second"]},
-    ])
+    run = scenario.run_jobnet(
+        "d04l",
+        scenario.host(vm),
+        [
+            {"name": "first", "script": first},
+            {"name": "second", "script": second, "after": ["first"]},
+            {"name": "third", "script": third, "after": ["second"]},
+        ],
+    )
     operator = scenario.operator
     assert operator is not None
     scenario.wait_operator_log(r"job=/d04l/second .*launching", timeout=60)
@@ -84,10 +92,14 @@ def test_D04_api_server_unreachable_while_a_job_ends_then_the_run_completes(scen
     vm = scenario.vm()
     work = scenario.marker_script(vm, "work", "sleep 2\n")
     downstream = scenario.marker_script(vm, "next")
-    run = scenario.run_jobnet("d04a", scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "next", "script": downstream, "after": ["work"]},
-    ])
+    run = scenario.run_jobnet(
+        "d04a",
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "next", "script": downstream, "after": ["work"]},
+        ],
+    )
     scenario.wait_job_state(run, "/d04a/work", "Running", timeout=60)
 
     with scenario.emulator.outage():

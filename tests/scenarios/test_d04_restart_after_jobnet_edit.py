@@ -29,13 +29,21 @@ while [ ! -e "$HOME/release" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 
 
 def jobnet(name: str, host: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": name},
-            "spec": {"host": host, "jobs": jobs}}
+    return {
+        "apiVersion": "jobnet.dev/v1alpha1",
+        "kind": "JobNet",
+        "metadata": {"name": name},
+        "spec": {"host": host, "jobs": jobs},
+    }
 
 
 def jobrun(name: str, jobnet_name: str) -> dict[str, Any]:
-    return {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {"name": name},
-            "spec": {"jobNetRef": jobnet_name}}
+    return {
+        "apiVersion": "jobnet.dev/v1alpha1",
+        "kind": "JobRun",
+        "metadata": {"name": name},
+        "spec": {"jobNetRef": jobnet_name},
+    }
 
 
 def start_waiting_run(scenario: Scenario, vm: NamespaceVM, prefix: str) -> tuple[str, dict[str, Any], str]:
@@ -45,12 +53,17 @@ def start_waiting_run(scenario: Scenario, vm: NamespaceVM, prefix: str) -> tuple
     host = scenario.host(vm)
     first = scenario.marker_script(vm, "first", WAIT_FOR_RELEASE)
     second = scenario.marker_script(vm, "second")
-    scenario.apply([
-        jobnet(f"{prefix}-inner", host, [{"name": "second", "script": second}]),
-        jobnet(prefix, host, [{"name": "first", "script": first},
-                              {"name": "tail", "expand": f"{prefix}-inner", "after": ["first"]}]),
-        jobrun(f"{prefix}-1", prefix),
-    ])
+    scenario.apply(
+        [
+            jobnet(f"{prefix}-inner", host, [{"name": "second", "script": second}]),
+            jobnet(
+                prefix,
+                host,
+                [{"name": "first", "script": first}, {"name": "tail", "expand": f"{prefix}-inner", "after": ["first"]}],
+            ),
+            jobrun(f"{prefix}-1", prefix),
+        ]
+    )
     run = f"{prefix}-1"
     scenario.wait_job_state(run, f"/{prefix}/first", "Running", timeout=60)
     return run, host, first
@@ -85,12 +98,20 @@ def test_D04_run_resumed_after_its_jobnets_were_edited_runs_the_original_definit
     # Mid-run edits: a job is added to the root, the expanded JobNet runs another script.
     added = scenario.marker_script(vm, "added")
     second_new = scenario.marker_script(vm, "second-new")
-    scenario.apply([
-        jobnet("d04e-inner", host, [{"name": "second", "script": second_new}]),
-        jobnet("d04e", host, [{"name": "first", "script": first},
-                              {"name": "tail", "expand": "d04e-inner", "after": ["first"]},
-                              {"name": "added", "script": added, "after": ["first"]}]),
-    ])
+    scenario.apply(
+        [
+            jobnet("d04e-inner", host, [{"name": "second", "script": second_new}]),
+            jobnet(
+                "d04e",
+                host,
+                [
+                    {"name": "first", "script": first},
+                    {"name": "tail", "expand": "d04e-inner", "after": ["first"]},
+                    {"name": "added", "script": added, "after": ["first"]},
+                ],
+            ),
+        ]
+    )
     log_position = restart_while_down(scenario)
     vm.put_file("release", "go\n", 0o644)
 
@@ -138,8 +159,15 @@ def test_D04_run_without_a_snapshot_resumes_from_the_current_jobnets_and_says_so
     run, _, _ = start_waiting_run(scenario, vm, "d04o")
 
     def forget_the_snapshot() -> None:  # as a run started by an operator without snapshots
-        result = scenario.kubectl("patch", "jobruns", run, "--subresource=status", "--type=merge",
-                                  "-p", json.dumps({"status": {"jobNetSnapshot": None}}))
+        result = scenario.kubectl(
+            "patch",
+            "jobruns",
+            run,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"jobNetSnapshot": None}}),
+        )
         assert result.rc == 0, result.stderr
 
     restart_while_down(scenario, forget_the_snapshot)

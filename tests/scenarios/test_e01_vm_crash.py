@@ -24,10 +24,15 @@ def _crash_mid_job(scenario: Scenario, jobnet: str, resolution: str) -> tuple[Na
     vm = scenario.vm()
     work = scenario.marker_script(vm, "work", "sleep 60\n")
     after = scenario.marker_script(vm, "after-work")
-    run = scenario.run_jobnet(jobnet, scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "after-work", "script": after, "after": ["work"]},
-    ], stuckResolution=resolution)
+    run = scenario.run_jobnet(
+        jobnet,
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "after-work", "script": after, "after": ["work"]},
+        ],
+        stuckResolution=resolution,
+    )
     scenario.wait_job_state(run, f"/{jobnet}/work", "Running", timeout=60)
     poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
     old_boot = vm.boot_id
@@ -67,8 +72,10 @@ def test_E01_vm_crash_mid_job_stuck_then_auto_resolved_failed_host_rebooted(scen
     resolutions = [e["message"] for e in scenario.events(run) if e.get("reason") == "StuckResolved"]
     assert len(resolutions) == 1, resolutions
     overrides = scenario.status(run).get("overrides") or []
-    assert any(entry["path"] == "/e01a/work" and entry["toState"] == "Failed" and "auto" in (entry.get("by") or "")
-               for entry in overrides), overrides
+    assert any(
+        entry["path"] == "/e01a/work" and entry["toState"] == "Failed" and "auto" in (entry.get("by") or "")
+        for entry in overrides
+    ), overrides
     _assert_interrupted_by_reboot(scenario, vm, run, "e01a", old_boot)
 
 

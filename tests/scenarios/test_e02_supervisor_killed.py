@@ -18,10 +18,15 @@ def test_E02_supervisor_killed_mid_job_stuck_then_annotate_failed(scenario: Scen
     vm = scenario.vm()
     work = scenario.marker_script(vm, "work", "sleep 3\nexit 0\n")
     after = scenario.marker_script(vm, "after-work")
-    run = scenario.run_jobnet("e02", scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "after-work", "script": after, "after": ["work"]},
-    ], stuckResolution="Auto")
+    run = scenario.run_jobnet(
+        "e02",
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "after-work", "script": after, "after": ["work"]},
+        ],
+        stuckResolution="Auto",
+    )
     scenario.wait_job_state(run, "/e02/work", "Running", timeout=60)
     poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
 

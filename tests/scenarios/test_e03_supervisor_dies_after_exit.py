@@ -44,10 +44,15 @@ def _start(scenario: Scenario, jobnet: str, resolution: str) -> tuple[NamespaceV
     _agent_crashes_at(vm, CRASH_POINT)
     work = scenario.marker_script(vm, "work", 'echo "work done"\n' + GATED_BODY)
     after = scenario.marker_script(vm, "after-work")
-    run = scenario.run_jobnet(jobnet, scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "after-work", "script": after, "after": ["work"]},
-    ], stuckResolution=resolution)
+    run = scenario.run_jobnet(
+        jobnet,
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "after-work", "script": after, "after": ["work"]},
+        ],
+        stuckResolution=resolution,
+    )
     scenario.wait_job_state(run, f"/{jobnet}/work", "Running", timeout=60)
     poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
     return vm, run
@@ -55,8 +60,7 @@ def _start(scenario: Scenario, jobnet: str, resolution: str) -> tuple[NamespaceV
 
 def _release_and_wait_for_recovery(scenario: Scenario, vm: NamespaceVM, jobnet: str) -> None:
     vm.put_file("release", "")
-    scenario.wait_agent_log(vm, rf"/{jobnet}/work#1.*supervisor died after the job ended: result recovered",
-                            timeout=30)
+    scenario.wait_agent_log(vm, rf"/{jobnet}/work#1.*supervisor died after the job ended: result recovered", timeout=30)
 
 
 def _assert_run_succeeded_once(scenario: Scenario, vm: NamespaceVM, run: str, jobnet: str) -> dict:

@@ -48,11 +48,15 @@ def assert_stopped(job: dict[str, Any], what: str) -> None:
 
 def test_F01_stop_a_running_job(scenario: Scenario) -> None:
     vm = scenario.vm()
-    run = scenario.run_jobnet("f01j", scenario.host(vm), [
-        {"name": "long", "script": tree_script(scenario, vm, "long")},
-        {"name": "side", "script": scenario.marker_script(vm, "side", "echo side\n")},
-        {"name": "next", "script": scenario.marker_script(vm, "next"), "after": ["long"]},
-    ])
+    run = scenario.run_jobnet(
+        "f01j",
+        scenario.host(vm),
+        [
+            {"name": "long", "script": tree_script(scenario, vm, "long")},
+            {"name": "side", "script": scenario.marker_script(vm, "side", "echo side\n")},
+            {"name": "next", "script": scenario.marker_script(vm, "next"), "after": ["long"]},
+        ],
+    )
     scenario.wait_job_state(run, "/f01j/long", "Running", timeout=60)
     pids = process_tree(vm, "long")
 
@@ -78,18 +82,31 @@ def test_F01_stop_a_running_job(scenario: Scenario) -> None:
 def test_F01_stop_a_running_sub_jobnet(scenario: Scenario) -> None:
     vm = scenario.vm()
     host = scenario.host(vm)
-    scenario.apply([
-        {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": "f01inner"},
-         "spec": {"host": host, "jobs": [
-             {"name": "first", "script": tree_script(scenario, vm, "first")},
-             {"name": "second", "script": scenario.marker_script(vm, "second"), "after": ["first"]},
-         ]}},
-    ])
-    run = scenario.run_jobnet("f01s", host, [
-        {"name": "sub", "expand": "f01inner"},
-        {"name": "side", "script": scenario.marker_script(vm, "side", "echo side\n")},
-        {"name": "after-sub", "script": scenario.marker_script(vm, "after-sub"), "after": ["sub"]},
-    ])
+    scenario.apply(
+        [
+            {
+                "apiVersion": "jobnet.dev/v1alpha1",
+                "kind": "JobNet",
+                "metadata": {"name": "f01inner"},
+                "spec": {
+                    "host": host,
+                    "jobs": [
+                        {"name": "first", "script": tree_script(scenario, vm, "first")},
+                        {"name": "second", "script": scenario.marker_script(vm, "second"), "after": ["first"]},
+                    ],
+                },
+            },
+        ]
+    )
+    run = scenario.run_jobnet(
+        "f01s",
+        host,
+        [
+            {"name": "sub", "expand": "f01inner"},
+            {"name": "side", "script": scenario.marker_script(vm, "side", "echo side\n")},
+            {"name": "after-sub", "script": scenario.marker_script(vm, "after-sub"), "after": ["sub"]},
+        ],
+    )
     scenario.wait_job_state(run, "/f01s/sub/first", "Running", timeout=60)
     pids = process_tree(vm, "first")
 
@@ -114,11 +131,16 @@ def test_F01_stop_a_running_sub_jobnet(scenario: Scenario) -> None:
 def test_F01_stop_the_whole_run(scenario: Scenario) -> None:
     vm = scenario.vm()
     finally_jobs: dict[str, Any] = {"finally": [{"name": "cleanup", "script": scenario.marker_script(vm, "cleanup")}]}
-    run = scenario.run_jobnet("f01r", scenario.host(vm), [
-        {"name": "left", "script": tree_script(scenario, vm, "left")},
-        {"name": "right", "script": tree_script(scenario, vm, "right")},
-        {"name": "join", "script": scenario.marker_script(vm, "join"), "after": ["left", "right"]},
-    ], **finally_jobs)
+    run = scenario.run_jobnet(
+        "f01r",
+        scenario.host(vm),
+        [
+            {"name": "left", "script": tree_script(scenario, vm, "left")},
+            {"name": "right", "script": tree_script(scenario, vm, "right")},
+            {"name": "join", "script": scenario.marker_script(vm, "join"), "after": ["left", "right"]},
+        ],
+        **finally_jobs,
+    )
     scenario.wait_job_state(run, "/f01r/left", "Running", timeout=60)
     scenario.wait_job_state(run, "/f01r/right", "Running", timeout=60)
     pids = process_tree(vm, "left") + process_tree(vm, "right")

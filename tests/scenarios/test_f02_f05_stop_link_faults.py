@@ -32,17 +32,24 @@ OVERRIDE = "jobnet.dev/override"
 class StopFault:
     """One JobNet ``<name>`` with a long job ``work`` (and ``after-work``) running on its own VM."""
 
-    def __init__(self, scenario: Scenario, name: str, resolution: str = "Auto", retry: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, name: str, resolution: str = "Auto", retry: dict[str, Any] | None = None
+    ) -> None:
         self.scenario = scenario
         self.vm: NamespaceVM = scenario.vm()
         self.path = f"/{name}/work"
         spec: dict[str, Any] = {"stuckResolution": resolution}
         if retry is not None:
             spec["retry"] = retry
-        self.run = scenario.run_jobnet(name, scenario.host(self.vm), [
-            {"name": "work", "script": scenario.marker_script(self.vm, "work", "sleep 300\n")},
-            {"name": "after-work", "script": scenario.marker_script(self.vm, "after-work"), "after": ["work"]},
-        ], **spec)
+        self.run = scenario.run_jobnet(
+            name,
+            scenario.host(self.vm),
+            [
+                {"name": "work", "script": scenario.marker_script(self.vm, "work", "sleep 300\n")},
+                {"name": "after-work", "script": scenario.marker_script(self.vm, "after-work"), "after": ["work"]},
+            ],
+            **spec,
+        )
         scenario.wait_job_state(self.run, self.path, "Running", timeout=60)
         poll(lambda: scenario.script_runs(self.vm, "work") == 1, 30, "the script started on the VM")
         marker = (self.vm.home / "markers" / "work").read_text()
@@ -56,9 +63,12 @@ class StopFault:
         return [line for line in self.scenario.agent_log(self.vm).splitlines() if f"{self.path}#1 kill" in line]
 
     def wait_killed_on_the_vm(self) -> None:
-        poll(lambda: any("kill requested (stop" in line for line in self.kill_lines()), 30,
-             f"the agent log says {self.path} was killed",
-             lambda: f"agent log:\n{self.scenario.agent_log(self.vm)[-3000:]}\n{self.scenario.describe(self.run)}")
+        poll(
+            lambda: any("kill requested (stop" in line for line in self.kill_lines()),
+            30,
+            f"the agent log says {self.path} was killed",
+            lambda: f"agent log:\n{self.scenario.agent_log(self.vm)[-3000:]}\n{self.scenario.describe(self.run)}",
+        )
         poll(lambda: process_gone(self.pid), 15, "the agent killed the script")
 
     def wait_stuck(self, *reasons: str) -> dict[str, Any]:
@@ -72,15 +82,20 @@ class StopFault:
         return len(re.findall(r"agent channel to \S+ open", self.scenario.operator_log()))
 
     def wait_reconnected(self, opened_before: int) -> None:
-        poll(lambda: self.channels_opened() > opened_before, 60, "the operator reconnected to the agent",
-             lambda: self.scenario.describe(self.run))
+        poll(
+            lambda: self.channels_opened() > opened_before,
+            60,
+            "the operator reconnected to the agent",
+            lambda: self.scenario.describe(self.run),
+        )
 
     def wait_outcome_known(self) -> None:
         """Manual: the agent's final answer (killed) is shown on the Stuck job, which waits.
 
         A ``running`` record with the kill delivered may be shown first; the final one follows."""
-        self.scenario.wait_event(self.run, "StuckOutcomeKnown", contains=f"{self.path}: the agent reports the job killed",
-                                 timeout=60)
+        self.scenario.wait_event(
+            self.run, "StuckOutcomeKnown", contains=f"{self.path}: the agent reports the job killed", timeout=60
+        )
         assert self.scenario.job(self.run, self.path)["state"] == "Stuck"
 
     def assert_stopped(self, reason: str = "StopRequested") -> None:
@@ -159,8 +174,9 @@ def test_F04_link_down_after_the_kill_restored_within_retries_stopped(scenario: 
 
 @pytest.mark.parametrize("resolution", ["Auto", "Manual"])
 def test_F05_link_down_after_the_kill_past_every_retry(scenario: Scenario, resolution: str) -> None:
-    fault = StopFault(scenario, f"f05{resolution[0].lower()}", resolution,
-                      retry={"dispatchAttempts": 2, "intervalSeconds": 0.5})
+    fault = StopFault(
+        scenario, f"f05{resolution[0].lower()}", resolution, retry={"dispatchAttempts": 2, "intervalSeconds": 0.5}
+    )
     fault.vm.drop("out")  # the kill reaches the agent, its answer does not come back
     fault.stop()
 
@@ -181,7 +197,9 @@ def test_F05_link_down_after_the_kill_past_every_retry(scenario: Scenario, resol
     # up); its agent says the result it sent was never acknowledged. Under Manual nobody
     # acknowledges it before the person decides, so the line is there whatever the timing.
     scenario.wait_agent_log(
-        fault.vm, rf"{re.escape(fault.path)}#1 could not report: .* before the operator acknowledged the result \(stopped\)",
-        timeout=30)
+        fault.vm,
+        rf"{re.escape(fault.path)}#1 could not report: .* before the operator acknowledged the result \(stopped\)",
+        timeout=30,
+    )
     scenario.annotate(fault.run, OVERRIDE, f"{fault.path}=Stopped")
     fault.assert_stopped(reason="Overridden")

@@ -28,8 +28,13 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 STOP = "jobnet.dev/stop"
 #: Nothing may time out while the test holds the agent's answers back (see the module docstring).
-PATIENT_OPERATOR = ("--heartbeat-deadline=60", "--dispatch-timeout=60", "--agent-request-timeout=60",
-                    "--ssh-dead-connection-timeout=60", "--ssh-keepalive=600")
+PATIENT_OPERATOR = (
+    "--heartbeat-deadline=60",
+    "--dispatch-timeout=60",
+    "--agent-request-timeout=60",
+    "--ssh-dead-connection-timeout=60",
+    "--ssh-keepalive=600",
+)
 
 
 def gated_script(scenario: Scenario, vm: NamespaceVM, name: str, exit_code: int) -> str:
@@ -46,11 +51,17 @@ def open_gate(vm: NamespaceVM, name: str) -> None:
 def wait_agent_line(scenario: Scenario, vm: NamespaceVM, run: str, pattern: str, timeout: float = 30) -> None:
     """Wait for ``pattern`` in the agent log; a failure shows the agent log, the run and the operator log."""
     regex = re.compile(pattern)
-    poll(lambda: regex.search(scenario.agent_log(vm)), timeout, f"{pattern!r} in the agent log",
-         lambda: f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}")
+    poll(
+        lambda: regex.search(scenario.agent_log(vm)),
+        timeout,
+        f"{pattern!r} in the agent log",
+        lambda: f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}",
+    )
 
 
-def stop_just_after_exit(scenario: Scenario, vm: NamespaceVM, run: str, job: str, stop_path: str, exit_code: int) -> None:
+def stop_just_after_exit(
+    scenario: Scenario, vm: NamespaceVM, run: str, job: str, stop_path: str, exit_code: int
+) -> None:
     """Let ``job`` (gate named after its last path segment) exit with ``exit_code`` while the
     operator cannot hear it, then stop ``stop_path``; returns once the agent has ignored the kill
     and the answers flow again."""
@@ -70,20 +81,39 @@ def stop_just_after_exit(scenario: Scenario, vm: NamespaceVM, run: str, job: str
         vm.undrop("out")
 
 
-def sub_jobnet_manifests(scenario: Scenario, vm: NamespaceVM, name: str, first: str, second: str) -> list[dict[str, Any]]:
+def sub_jobnet_manifests(
+    scenario: Scenario, vm: NamespaceVM, name: str, first: str, second: str
+) -> list[dict[str, Any]]:
     """JobNet ``<name>`` = [sub-jobnet ``inner`` (expanding ``<name>-inner``: first -> second),
     ``tail`` after it], and the JobRun ``<name>-1``."""
     tail = scenario.marker_script(vm, f"{name}-tail")
     return [
-        {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": f"{name}-inner"},
-         "spec": {"jobs": [{"name": "first", "script": first},
-                           {"name": "second", "script": second, "after": ["first"]}]}},
-        {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": name},
-         "spec": {"host": scenario.host(vm), "jobs": [
-             {"name": "inner", "expand": f"{name}-inner"},
-             {"name": "tail", "script": tail, "after": ["inner"]}]}},
-        {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {"name": f"{name}-1"},
-         "spec": {"jobNetRef": name}},
+        {
+            "apiVersion": "jobnet.dev/v1alpha1",
+            "kind": "JobNet",
+            "metadata": {"name": f"{name}-inner"},
+            "spec": {
+                "jobs": [{"name": "first", "script": first}, {"name": "second", "script": second, "after": ["first"]}]
+            },
+        },
+        {
+            "apiVersion": "jobnet.dev/v1alpha1",
+            "kind": "JobNet",
+            "metadata": {"name": name},
+            "spec": {
+                "host": scenario.host(vm),
+                "jobs": [
+                    {"name": "inner", "expand": f"{name}-inner"},
+                    {"name": "tail", "script": tail, "after": ["inner"]},
+                ],
+            },
+        },
+        {
+            "apiVersion": "jobnet.dev/v1alpha1",
+            "kind": "JobRun",
+            "metadata": {"name": f"{name}-1"},
+            "spec": {"jobNetRef": name},
+        },
     ]
 
 
@@ -92,10 +122,14 @@ def test_F06_stop_job_that_just_exited_0_keeps_success_and_downstream_starts(sce
     scenario.start_operator(*PATIENT_OPERATOR)
     first = gated_script(scenario, vm, "first", 0)
     second = gated_script(scenario, vm, "second", 0)
-    run = scenario.run_jobnet("f06", scenario.host(vm), [
-        {"name": "first", "script": first},
-        {"name": "second", "script": second, "after": ["first"]},
-    ])
+    run = scenario.run_jobnet(
+        "f06",
+        scenario.host(vm),
+        [
+            {"name": "first", "script": first},
+            {"name": "second", "script": second, "after": ["first"]},
+        ],
+    )
 
     stop_just_after_exit(scenario, vm, run, "/f06/first", "/f06/first", 0)
 
@@ -116,7 +150,8 @@ def test_F06_stop_job_that_just_exited_0_keeps_success_and_downstream_starts(sce
 
 @pytest.mark.parametrize("stop_path", ["/", "/f07/inner"], ids=["run", "sub-jobnet"])
 def test_F07_stop_run_or_sub_jobnet_whose_job_just_exited_0_succeeded_downstream_never_starts(
-        scenario: Scenario, stop_path: str) -> None:
+    scenario: Scenario, stop_path: str
+) -> None:
     vm = scenario.vm()
     scenario.start_operator(*PATIENT_OPERATOR)
     first = gated_script(scenario, vm, "first", 0)
@@ -146,10 +181,14 @@ def test_F08_stop_job_that_just_exited_non_zero_fails_and_downstream_never_start
     scenario.start_operator(*PATIENT_OPERATOR)
     first = gated_script(scenario, vm, "first", 3)
     second = scenario.marker_script(vm, "second")
-    run = scenario.run_jobnet("f08", scenario.host(vm), [
-        {"name": "first", "script": first},
-        {"name": "second", "script": second, "after": ["first"]},
-    ])
+    run = scenario.run_jobnet(
+        "f08",
+        scenario.host(vm),
+        [
+            {"name": "first", "script": first},
+            {"name": "second", "script": second, "after": ["first"]},
+        ],
+    )
 
     stop_just_after_exit(scenario, vm, run, "/f08/first", "/f08/first", 3)
 
@@ -167,7 +206,8 @@ def test_F08_stop_job_that_just_exited_non_zero_fails_and_downstream_never_start
 
 @pytest.mark.parametrize("stop_path", ["/", "/f09/inner"], ids=["run", "sub-jobnet"])
 def test_F09_stop_run_or_sub_jobnet_whose_job_just_exited_non_zero_fails_the_run(
-        scenario: Scenario, stop_path: str) -> None:
+    scenario: Scenario, stop_path: str
+) -> None:
     vm = scenario.vm()
     scenario.start_operator(*PATIENT_OPERATOR)
     first = gated_script(scenario, vm, "first", 3)

@@ -20,10 +20,14 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
     vm = scenario.vm()
     work = scenario.marker_script(vm, "work", "sleep 300\n")
     after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet("f10", scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "after", "script": after, "after": ["work"]},
-    ])
+    run = scenario.run_jobnet(
+        "f10",
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "after", "script": after, "after": ["work"]},
+        ],
+    )
     scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
     poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f10/work started")
 
@@ -49,8 +53,9 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
     job = status["jobs"]["/f10/work"]
     assert job["state"] == "Failed" and job["reason"] == "Overridden", job
     assert status["jobs"]["/f10/after"]["state"] == "Skipped", status["jobs"]["/f10/after"]
-    assert [(o["fromState"], o["toState"]) for o in status.get("overrides") or [] if o["path"] == "/f10/work"] \
-        == [("Stuck", "Failed")], status.get("overrides")
+    assert [(o["fromState"], o["toState"]) for o in status.get("overrides") or [] if o["path"] == "/f10/work"] == [
+        ("Stuck", "Failed")
+    ], status.get("overrides")
     scenario.wait_event(run, "Overridden", contains="/f10/work")
     annotations = scenario.get_run(run)["metadata"].get("annotations") or {}
     assert "jobnet.dev/override" not in annotations and "jobnet.dev/stop" not in annotations, annotations
@@ -81,7 +86,8 @@ def test_F10_vm_back_after_the_stop_stuck_job_auto_resolved_failed_host_rebooted
     job = status["jobs"]["/f10/work"]
     assert job["state"] == "Failed" and job["reason"] == "HostRebooted", job
     assert "resolved automatically" in job["message"], job
-    assert [(o["fromState"], o["toState"]) for o in status.get("overrides") or [] if o["path"] == "/f10/work"] \
-        == [("Stuck", "Failed")], status.get("overrides")
+    assert [(o["fromState"], o["toState"]) for o in status.get("overrides") or [] if o["path"] == "/f10/work"] == [
+        ("Stuck", "Failed")
+    ], status.get("overrides")
     scenario.wait_event(run, "StuckResolved", contains="/f10/work")
     assert scenario.script_runs(vm, "work") == 1

@@ -26,10 +26,15 @@ def test_F11_cut_before_kill_retried_after_interval_stopped(scenario: Scenario) 
     scenario.start_operator("--heartbeat-deadline=60")
     work = scenario.marker_script(vm, "work", "sleep 300\n")
     after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet("f11", scenario.host(vm), [
-        {"name": "work", "script": work},
-        {"name": "after", "script": after, "after": ["work"]},
-    ], retry=RETRY)
+    run = scenario.run_jobnet(
+        "f11",
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "after", "script": after, "after": ["work"]},
+        ],
+        retry=RETRY,
+    )
     scenario.wait_job_state(run, "/f11/work", "Running", timeout=60)
     poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f11/work started")
 

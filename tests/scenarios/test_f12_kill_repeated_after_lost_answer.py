@@ -23,8 +23,13 @@ from tests.support.scenario import Scenario, poll
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 RETRY = {"dispatchAttempts": 30, "intervalSeconds": 0.5}
-ANSWERS_HELD_BACK = ("--heartbeat-deadline=60", "--dispatch-timeout=60", "--agent-request-timeout=2",
-                     "--ssh-dead-connection-timeout=60", "--ssh-keepalive=600")
+ANSWERS_HELD_BACK = (
+    "--heartbeat-deadline=60",
+    "--dispatch-timeout=60",
+    "--agent-request-timeout=2",
+    "--ssh-dead-connection-timeout=60",
+    "--ssh-keepalive=600",
+)
 
 
 def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenario: Scenario) -> None:
@@ -42,12 +47,22 @@ def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenar
     try:
         scenario.annotate(run, "jobnet.dev/stop", "/f12/work")
         # The kill executed on the VM ...
-        poll(lambda: re.search(r"/f12/work#1 kill requested \(stop", scenario.agent_log(vm)), 30,
-             "the kill reached the agent", describe)
-        poll(lambda: re.search(r"/f12/work#1 stopped", scenario.agent_log(vm)), 30, "the agent killed the job", describe)
+        poll(
+            lambda: re.search(r"/f12/work#1 kill requested \(stop", scenario.agent_log(vm)),
+            30,
+            "the kill reached the agent",
+            describe,
+        )
+        poll(
+            lambda: re.search(r"/f12/work#1 stopped", scenario.agent_log(vm)), 30, "the agent killed the job", describe
+        )
         # ... and the operator, without an answer, sent it again.
-        poll(lambda: len(re.findall(r"job=/f12/work .*killing \(stop", scenario.operator_log())) >= 2, 30,
-             "the operator repeated the kill", describe)
+        poll(
+            lambda: len(re.findall(r"job=/f12/work .*killing \(stop", scenario.operator_log())) >= 2,
+            30,
+            "the operator repeated the kill",
+            describe,
+        )
         assert scenario.job(run, "/f12/work")["state"] == "Stopping", scenario.job(run, "/f12/work")
     finally:
         vm.undrop("out")
@@ -55,8 +70,12 @@ def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenar
     status = scenario.wait_phase(run, "Stopped", timeout=60)
     job = status["jobs"]["/f12/work"]
     assert job["state"] == "Stopped" and job["reason"] == "StopRequested", job
-    poll(lambda: re.search(r"/f12/work#1 kill ignored: already stopped", scenario.agent_log(vm)), 30,
-         "the agent ignored the repeated kill", describe)
+    poll(
+        lambda: re.search(r"/f12/work#1 kill ignored: already stopped", scenario.agent_log(vm)),
+        30,
+        "the agent ignored the repeated kill",
+        describe,
+    )
     assert len(re.findall(r"/f12/work#1 kill requested", scenario.agent_log(vm))) == 1, describe()
     event = scenario.wait_event(run, "JobStopped", contains="/f12/work")
     assert "stopped on request" in event["message"], event

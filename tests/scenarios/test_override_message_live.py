@@ -20,10 +20,20 @@ REASON = "checked on the VM: the export is complete, exit 3 is a known false ala
 def test_override_message_is_recorded_and_its_annotation_removed(scenario: Scenario) -> None:
     vm, run = scenario.run_failed_export_chain()
 
-    environment = {"PATH": f"{PLUGIN_DIR}:/usr/bin:/bin", "HOME": str(scenario.workdir),
-                   "KUBECONFIG": str(scenario.emulator.kubeconfig), "XDG_CACHE_HOME": str(scenario.workdir / "cache")}
-    override = subprocess.run(["kubectl", "jobnet", "override", run, "/chain/export", "Succeeded", "-m", REASON],
-                              capture_output=True, text=True, timeout=60, env=environment, check=False)
+    environment = {
+        "PATH": f"{PLUGIN_DIR}:/usr/bin:/bin",
+        "HOME": str(scenario.workdir),
+        "KUBECONFIG": str(scenario.emulator.kubeconfig),
+        "XDG_CACHE_HOME": str(scenario.workdir / "cache"),
+    }
+    override = subprocess.run(
+        ["kubectl", "jobnet", "override", run, "/chain/export", "Succeeded", "-m", REASON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
     assert override.returncode == 0, override.stderr
 
     status = scenario.wait_phase(run, "Succeeded", timeout=60)

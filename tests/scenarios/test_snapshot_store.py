@@ -12,11 +12,11 @@ import random
 
 import kopf
 import pytest
+
 from jobnet.core.models import JobNetSpec
 from jobnet.core.snapshot import SNAPSHOT_KEY, decode_snapshot, encode_snapshot, snapshot_configmap, snapshot_status
 from jobnet.kube.app import store_snapshot
 from jobnet.kube.client import KubeClient
-
 from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
 from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job, wait_for
@@ -24,25 +24,37 @@ from tests.support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.emulator
 
-RUN = {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun",
-       "metadata": {"name": "nightly-1", "namespace": "default", "uid": "5e0c8d7a-1111-4222-8333-944455556666"}}
+RUN = {
+    "apiVersion": "jobnet.dev/v1alpha1",
+    "kind": "JobRun",
+    "metadata": {"name": "nightly-1", "namespace": "default", "uid": "5e0c8d7a-1111-4222-8333-944455556666"},
+}
 
 
 def spec(script: str) -> dict[str, JobNetSpec]:
-    return {"nightly": JobNetSpec.model_validate({
-        "host": {"address": "vm1", "user": "batch", "credentialsSecret": "s"},
-        "jobs": [{"name": "extract", "script": script}]})}
+    return {
+        "nightly": JobNetSpec.model_validate(
+            {
+                "host": {"address": "vm1", "user": "batch", "credentialsSecret": "s"},
+                "jobs": [{"name": "extract", "script": script}],
+            }
+        )
+    }
 
 
 def test_the_write_that_makes_a_run_pending_names_its_stored_snapshot(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     # Nothing listens on 127.0.0.1:1: the run's job goes nowhere, which does not matter here.
     closed = {"address": "127.0.0.1", "port": 1, "user": "batch", "credentialsSecret": "none"}
     assert kubectl_apply(emulator, jobnet("quick", script_job("a"), host=closed)).rc == 0
     with JobRunWatch(emulator, "quick-1", timeout=60) as watch:
         assert kubectl_apply(emulator, jobrun("quick", name="quick-1")).rc == 0
-        first = wait_for(lambda: next((w.status for w in watch.writes if w.status.get("phase")), None),
-                         timeout=30, what="the JobRun's first status write")
+        first = wait_for(
+            lambda: next((w.status for w in watch.writes if w.status.get("phase")), None),
+            timeout=30,
+            what="the JobRun's first status write",
+        )
 
     assert first["phase"] == "Pending" and first["jobNetSnapshot"]["jobNets"][0]["name"] == "quick", first
     assert emulator.get("v1", "configmaps", "default", first["jobNetSnapshot"]["configMap"]) is not None
@@ -67,30 +79,50 @@ def test_a_repeated_start_replaces_the_unused_snapshot_and_the_stored_one_reads_
     restored = asyncio.run(store_twice_and_read())
 
     assert restored["nightly"].jobs[0].script == "/opt/new.sh"
-    configmaps = [c for c in emulator.list_objects("v1", "configmaps", "default")
-                  if c["metadata"]["name"].startswith("nightly-1-jobnets-")]
+    configmaps = [
+        c
+        for c in emulator.list_objects("v1", "configmaps", "default")
+        if c["metadata"]["name"].startswith("nightly-1-jobnets-")
+    ]
     assert len(configmaps) == 1 and configmaps[0]["immutable"] is True
 
 
 def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     rng = random.Random(5)
     # Two JobNets of ~900 KB of incompressible env each: every object fits, their snapshot (~1.3 MB
     # gzipped) does not. ``create``, not ``apply``: apply's last-applied annotation would not fit.
-    parts = [jobnet(f"part{i}", {**script_job("a"), "env": {"NOISE": base64.b64encode(rng.randbytes(675_000)).decode()}})
-             for i in range(2)]
-    assert kubectl_apply(emulator, *parts, jobnet("huge", expand_job("p0", "part0"), expand_job("p1", "part1")),
-                         verb="create").rc == 0
+    parts = [
+        jobnet(f"part{i}", {**script_job("a"), "env": {"NOISE": base64.b64encode(rng.randbytes(675_000)).decode()}})
+        for i in range(2)
+    ]
+    assert (
+        kubectl_apply(
+            emulator, *parts, jobnet("huge", expand_job("p0", "part0"), expand_job("p1", "part1")), verb="create"
+        ).rc
+        == 0
+    )
     assert kubectl_apply(emulator, jobrun("huge", name="huge-1"), verb="create").rc == 0
 
-    status = wait_for(lambda: (emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1") or {}).get(
-        "status", {}).get("reason") and emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1")["status"],
-        timeout=30, what="the JobRun's status")
+    status = wait_for(
+        lambda: (
+            (emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1") or {}).get("status", {}).get("reason")
+            and emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1")["status"]
+        ),
+        timeout=30,
+        what="the JobRun's status",
+    )
 
     assert status["phase"] == "Failed" and status["reason"] == "JobNetSnapshotTooLarge", status
     assert "more than a ConfigMap holds" in status["message"] and "JobNets huge, part0, part1" in status["message"]
     assert "jobNetSnapshot" not in status
-    wait_for(lambda: [e for e in emulator.events_for("default", "huge-1") if e["reason"] == "JobNetSnapshotTooLarge"],
-             what="a JobNetSnapshotTooLarge Event on the JobRun")
-    assert not [c for c in emulator.list_objects("v1", "configmaps", "default")
-                if c["metadata"]["name"].startswith("huge-1-jobnets-")]
+    wait_for(
+        lambda: [e for e in emulator.events_for("default", "huge-1") if e["reason"] == "JobNetSnapshotTooLarge"],
+        what="a JobNetSnapshotTooLarge Event on the JobRun",
+    )
+    assert not [
+        c
+        for c in emulator.list_objects("v1", "configmaps", "default")
+        if c["metadata"]["name"].startswith("huge-1-jobnets-")
+    ]

@@ -34,14 +34,25 @@ def _events(emulator: EmulatorServer, run: str, reason: str) -> list[str]:
 
 @pytest.mark.emulator
 def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_requester(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
-    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load", "extract")),
-                         jobrun("nightly", name="nightly-1")).rc == 0
-    wait_for(lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("phase"),
-             timeout=30, what="the run to be started")
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
+    assert (
+        kubectl_apply(
+            emulator,
+            jobnet("nightly", script_job("extract"), script_job("load", "extract")),
+            jobrun("nightly", name="nightly-1"),
+        ).rc
+        == 0
+    )
+    wait_for(
+        lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("phase"),
+        timeout=30,
+        what="the run to be started",
+    )
 
-    refused = emulator.kubectl("annotate", "jobrun", "nightly-1",
-                               "jobnet.dev/override=/nightly/extrct=Succeeded,/nightly/load=Done")
+    refused = emulator.kubectl(
+        "annotate", "jobrun", "nightly-1", "jobnet.dev/override=/nightly/extrct=Succeeded,/nightly/load=Done"
+    )
     assert refused.rc == 1
     assert 'admission webhook "jobruns.validate.jobnet.dev" denied the request' in refused.stderr
     assert "unknown path '/nightly/extrct'" in refused.stderr and "did you mean '/nightly/extract'" in refused.stderr
@@ -50,26 +61,39 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
     assert refused.rc == 1 and "jobnet.dev/stop" in refused.stderr and "did you mean '/nightly/load'" in refused.stderr
     assert not STEERING_KEYS & set(_annotations(emulator, "nightly-1"))
 
-    stopped = emulator.kubectl("--as=alice", "--as-group=ops", "annotate", "jobrun", "nightly-1",
-                               "jobnet.dev/stop=/", "jobnet.dev/stop-by=mallory")
+    stopped = emulator.kubectl(
+        "--as=alice",
+        "--as-group=ops",
+        "annotate",
+        "jobrun",
+        "nightly-1",
+        "jobnet.dev/stop=/",
+        "jobnet.dev/stop-by=mallory",
+    )
     assert stopped.rc == 0, stopped.stderr
     wait_for(lambda: _events(emulator, "nightly-1", "StopRequested"), timeout=30, what="the stop to be applied")
     assert _events(emulator, "nightly-1", "StopRequested") == ["stop of /nightly requested by alice"]
     # The operator's removal of what it applied passes the webhooks (failurePolicy Fail).
-    wait_for(lambda: not STEERING_KEYS & set(_annotations(emulator, "nightly-1")), timeout=30,
-             what="the applied stop and its stamp removed by the operator",
-             describe=lambda: repr(_annotations(emulator, "nightly-1")))
+    wait_for(
+        lambda: not STEERING_KEYS & set(_annotations(emulator, "nightly-1")),
+        timeout=30,
+        what="the applied stop and its stamp removed by the operator",
+        describe=lambda: repr(_annotations(emulator, "nightly-1")),
+    )
     assert not any("mallory" in e.get("message", "") for e in emulator.events_for("default", "nightly-1"))
 
 
 @pytest.mark.emulator
 def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     before = jobrun("nightly", name="nightly-1")
     before["metadata"]["annotations"] = {"jobnet.dev/override": "/nightly/a=Succeeded", "jobnet.dev/override-by": "bob"}
     forged = json.loads(json.dumps(before))
     forged["metadata"]["annotations"]["jobnet.dev/override-by"] = "mallory"
-    unchanged = operator.admission_review("/mutate-jobrun", admission_review("UPDATE", forged, before, username="mallory"))
+    unchanged = operator.admission_review(
+        "/mutate-jobrun", admission_review("UPDATE", forged, before, username="mallory")
+    )
     assert unchanged["allowed"] is True
     patch = json.loads(base64.b64decode(unchanged["patch"]))
     assert patch == [{"op": "replace", "path": "/metadata/annotations/jobnet.dev~1override-by", "value": "bob"}]
@@ -78,11 +102,14 @@ def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
     changed["metadata"]["annotations"]["jobnet.dev/override"] = "/nightly/a=Failed"
     stamped = operator.admission_review("/mutate-jobrun", admission_review("UPDATE", changed, before, username="carol"))
     assert json.loads(base64.b64decode(stamped["patch"])) == [
-        {"op": "replace", "path": "/metadata/annotations/jobnet.dev~1override-by", "value": "carol"}]
+        {"op": "replace", "path": "/metadata/annotations/jobnet.dev~1override-by", "value": "carol"}
+    ]
 
     labelled = json.loads(json.dumps(before))
     labelled["metadata"]["labels"] = {"team": "etl"}
-    untouched = operator.admission_review("/mutate-jobrun", admission_review("UPDATE", labelled, before, username="carol"))
+    untouched = operator.admission_review(
+        "/mutate-jobrun", admission_review("UPDATE", labelled, before, username="carol")
+    )
     assert untouched["allowed"] is True and "patch" not in untouched
 
 
@@ -94,8 +121,14 @@ def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_o
     refused = scenario.kubectl("--as=alice", "annotate", "jobrun", run, "jobnet.dev/override=/chain/export=Sucseeded")
     assert refused.rc == 1 and "unknown override state 'Sucseeded'" in refused.stderr, refused.stderr
 
-    result = scenario.kubectl("--as=alice", "annotate", "jobrun", run,
-                              "jobnet.dev/override=/chain/export=Succeeded", "jobnet.dev/override-by=mallory")
+    result = scenario.kubectl(
+        "--as=alice",
+        "annotate",
+        "jobrun",
+        run,
+        "jobnet.dev/override=/chain/export=Succeeded",
+        "jobnet.dev/override-by=mallory",
+    )
     assert result.rc == 0, result.stderr
     status = scenario.wait_phase(run, "Succeeded", timeout=60)
     [record] = status["overrides"]
@@ -104,20 +137,32 @@ def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_o
     assert event["message"] == f"/chain/export: {record['message']}"
     assert "mallory" not in json.dumps(status) and not any("mallory" in e["message"] for e in scenario.events(run))
     assert scenario.script_runs(vm, "report") == 1
-    poll(lambda: not STEERING_KEYS & set(scenario.get_run(run)["metadata"].get("annotations") or {}), timeout=15,
-         what="the override and its stamp removed by the operator")
-
+    poll(
+        lambda: not STEERING_KEYS & set(scenario.get_run(run)["metadata"].get("annotations") or {}),
+        timeout=15,
+        what="the override and its stamp removed by the operator",
+    )
 
 
 @pytest.mark.emulator
 def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
-        emulator: EmulatorServer, operator: OperatorProcess) -> None:
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
     """The JobNet was edited mid-run (a job renamed): the run still executes its snapshot, so an
     override or stop of the old path is admitted and the new path is refused."""
-    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load", "extract")),
-                         jobrun("nightly", name="nightly-1")).rc == 0
-    wait_for(lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
-             timeout=30, what="the run's JobNet snapshot")
+    assert (
+        kubectl_apply(
+            emulator,
+            jobnet("nightly", script_job("extract"), script_job("load", "extract")),
+            jobrun("nightly", name="nightly-1"),
+        ).rc
+        == 0
+    )
+    wait_for(
+        lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
+        timeout=30,
+        what="the run's JobNet snapshot",
+    )
     assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load2", "extract"))).rc == 0
 
     refused = emulator.kubectl("annotate", "jobrun", "nightly-1", "jobnet.dev/stop=/nightly/load2")
@@ -128,8 +173,15 @@ def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
 
 @pytest.mark.emulator
 def test_a_jobrun_spec_cannot_change_once_the_run_exists(emulator: EmulatorServer, operator: OperatorProcess) -> None:
-    assert kubectl_apply(emulator, jobnet("nightly", script_job("extract")), jobnet("other", script_job("x")),
-                         jobrun("nightly", name="nightly-1")).rc == 0
+    assert (
+        kubectl_apply(
+            emulator,
+            jobnet("nightly", script_job("extract")),
+            jobnet("other", script_job("x")),
+            jobrun("nightly", name="nightly-1"),
+        ).rc
+        == 0
+    )
 
     for patch in ('{"spec":{"env":{"DAY":"2026-11-24"}}}', '{"spec":{"jobNetRef":"other"}}'):
         refused = emulator.kubectl("patch", "jobrun", "nightly-1", "--type=merge", "-p", patch)

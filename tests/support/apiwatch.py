@@ -31,8 +31,9 @@ class JobRunWatch:
     """``with JobRunWatch(emulator, "run-1") as watch:`` records :attr:`writes` until closed."""
 
     def __init__(self, emulator: EmulatorServer, run: str, namespace: str = "default", timeout: float = 600.0) -> None:
-        query = urllib.parse.urlencode({"watch": "true", "fieldSelector": f"metadata.name={run}",
-                                        "timeoutSeconds": str(int(timeout))})
+        query = urllib.parse.urlencode(
+            {"watch": "true", "fieldSelector": f"metadata.name={run}", "timeoutSeconds": str(int(timeout))}
+        )
         self.url = f"{emulator.url}/apis/jobnet.dev/v1alpha1/namespaces/{namespace}/jobruns?{query}"
         self._address = urllib.parse.urlsplit(emulator.url)
         self._path = f"/apis/jobnet.dev/v1alpha1/namespaces/{namespace}/jobruns?{query}"
@@ -55,8 +56,9 @@ class JobRunWatch:
 
     def _follow(self) -> None:
         try:
-            connection = http.client.HTTPConnection(self._address.hostname or "127.0.0.1", self._address.port,
-                                                    timeout=self.timeout)
+            connection = http.client.HTTPConnection(
+                self._address.hostname or "127.0.0.1", self._address.port, timeout=self.timeout
+            )
             connection.request("GET", self._path)
             self._socket = connection.sock
             response = connection.getresponse()

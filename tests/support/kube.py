@@ -23,7 +23,8 @@ def expand_job(name: str, target: str, *after: str) -> dict[str, Any]:
 
 def jobnet(name: str, *jobs: dict[str, Any], namespace: str = "default", **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": GROUP_VERSION, "kind": "JobNet",
+        "apiVersion": GROUP_VERSION,
+        "kind": "JobNet",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"host": HOST, "jobs": list(jobs), **spec},
     }
@@ -31,8 +32,12 @@ def jobnet(name: str, *jobs: dict[str, Any], namespace: str = "default", **spec:
 
 def jobrun(jobnet_ref: str, name: str | None = None, namespace: str = "default") -> dict[str, Any]:
     metadata = {"name": name} if name else {"generateName": f"{jobnet_ref}-"}
-    return {"apiVersion": GROUP_VERSION, "kind": "JobRun",
-            "metadata": {**metadata, "namespace": namespace}, "spec": {"jobNetRef": jobnet_ref}}
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "JobRun",
+        "metadata": {**metadata, "namespace": namespace},
+        "spec": {"jobNetRef": jobnet_ref},
+    }
 
 
 def kubectl_apply(emulator: EmulatorServer, *docs: dict[str, Any], verb: str = "apply") -> KubectlResult:
@@ -40,8 +45,9 @@ def kubectl_apply(emulator: EmulatorServer, *docs: dict[str, Any], verb: str = "
     return emulator.kubectl(verb, "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "the condition",
-             describe: Any = None) -> Any:
+def wait_for(
+    predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "the condition", describe: Any = None
+) -> Any:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds
     saying what did not happen (and ``describe()``, the state that explains why, if given)."""
     deadline = time.monotonic() + timeout

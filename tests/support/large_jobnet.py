@@ -25,9 +25,17 @@ def large_jobnet_specs(host: dict[str, Any] | None = None) -> dict[str, dict[str
         leaf_jobs.append({"name": f"j{index}", "script": "/bin/true", "after": after})
 
     def expander(target: str) -> dict[str, Any]:
-        return {"jobs": [{"name": f"x{index}", "expand": target, "after": [f"x{index - 1}"] if index else []}
-                         for index in range(FAN_OUT)]}
+        return {
+            "jobs": [
+                {"name": f"x{index}", "expand": target, "after": [f"x{index - 1}"] if index else []}
+                for index in range(FAN_OUT)
+            ]
+        }
 
     root = expander("bench-mid")
     root["host"] = host or {"address": "vm1.batch.example", "user": "batch", "credentialsSecret": "vm1-ssh"}
-    return {ROOT: root, "bench-mid": expander("bench-leaf"), "bench-leaf": {"jobs": leaf_jobs, "env": {"LEVEL": "leaf"}}}
+    return {
+        ROOT: root,
+        "bench-mid": expander("bench-leaf"),
+        "bench-leaf": {"jobs": leaf_jobs, "env": {"LEVEL": "leaf"}},
+    }

@@ -18,8 +18,11 @@ from jobnet.devenv.operator import (  # noqa: F401 (re-exports)
 
 
 def admission_review(
-        operation: str, obj: dict[str, Any] | None, old: dict[str, Any] | None = None,
-        namespace: str = "default", username: str = "tester",
+    operation: str,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None = None,
+    namespace: str = "default",
+    username: str = "tester",
 ) -> dict[str, Any]:
     """A real ``admission.k8s.io/v1`` AdmissionReview request for a JobNet or JobRun."""
     subject = obj if obj is not None else old

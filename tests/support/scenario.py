@@ -43,17 +43,37 @@ NAMESPACE = "default"
 
 #: Short runtime deadlines so that failure scenarios end within seconds.
 FAST_RUNTIME_ARGS = (
-    "--heartbeat-deadline=4", "--dispatch-timeout=5", "--kill-grace=0.5", "--agent-request-timeout=3",
-    "--ssh-connect-timeout=1", "--ssh-handshake-timeout=3", "--ssh-keepalive=1",
-    "--ssh-dead-connection-timeout=3", "--reconnect-backoff-min=0.05", "--reconnect-backoff-max=0.5",
+    "--heartbeat-deadline=4",
+    "--dispatch-timeout=5",
+    "--kill-grace=0.5",
+    "--agent-request-timeout=3",
+    "--ssh-connect-timeout=1",
+    "--ssh-handshake-timeout=3",
+    "--ssh-keepalive=1",
+    "--ssh-dead-connection-timeout=3",
+    "--reconnect-backoff-min=0.05",
+    "--reconnect-backoff-max=0.5",
 )
 #: Short agent deadlines (as in tests/vm/harness.py).
-FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sweep-seconds", "0.1",
-                   "--start-timeout-seconds", "2")
+FAST_AGENT_ARGS = (
+    "--heartbeat-seconds",
+    "0.2",
+    "--grace-seconds",
+    "0.5",
+    "--sweep-seconds",
+    "0.1",
+    "--start-timeout-seconds",
+    "2",
+)
 
 
-def poll(predicate: Callable[[], Any], timeout: float, what: str, describe: Callable[[], str] = lambda: "",
-         interval: float = 0.1) -> Any:
+def poll(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    describe: Callable[[], str] = lambda: "",
+    interval: float = 0.1,
+) -> Any:
     """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds saying what and why."""
     return wait_for(predicate, timeout, interval, what, describe)
 
@@ -81,18 +101,32 @@ class Scenario:
     def secret_name(vm: NamespaceVM) -> str:
         return f"{vm.netns}-ssh"
 
-    def secret(self, name: str, *, known_hosts: str, private_key: str | None = None, password: str | None = None) -> None:
+    def secret(
+        self, name: str, *, known_hosts: str, private_key: str | None = None, password: str | None = None
+    ) -> None:
         """Create or replace a credentials Secret (``privateKey``/``password``, ``knownHosts``)."""
         data = {"knownHosts": known_hosts, "privateKey": private_key, "password": password}
-        self.emulator.put({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items() if value is not None},
-        })
+        self.emulator.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "data": {
+                    key: base64.b64encode(value.encode()).decode() for key, value in data.items() if value is not None
+                },
+            }
+        )
 
     def host(self, vm: NamespaceVM, **overrides: Any) -> dict[str, Any]:
         """The ``host:`` block of a JobNet for ``vm``."""
-        return {"address": vm.address, "port": 22, "user": vm.user, "credentialsSecret": self.secret_name(vm), **overrides}
+        return {
+            "address": vm.address,
+            "port": 22,
+            "user": vm.user,
+            "credentialsSecret": self.secret_name(vm),
+            **overrides,
+        }
 
     def start_operator(self, *extra_args: str, verbose: bool = True) -> OperatorProcess:
         """Start the real operator (fast deadlines, fast agent) unless it already runs;
@@ -103,7 +137,8 @@ class Scenario:
         if len(self.vms) == 1:
             agent_args += ["--boot-id-file", str(self.vms[0].boot_id_file)]
         process = OperatorProcess(
-            self.emulator, self.workdir,
+            self.emulator,
+            self.workdir,
             extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
             verbose=verbose,
         )
@@ -142,17 +177,28 @@ class Scenario:
         self.wait_phase(run, "Failed", timeout=60)
         return vm, run
 
-    def run_jobnet(self, jobnet: str, host: dict[str, Any], jobs: list[dict[str, Any]], *,
-                   run: str | None = None, **spec: Any) -> str:
+    def run_jobnet(
+        self, jobnet: str, host: dict[str, Any], jobs: list[dict[str, Any]], *, run: str | None = None, **spec: Any
+    ) -> str:
         """Apply JobNet ``jobnet`` (``host`` default, ``jobs``, more ``spec`` fields) and a JobRun of
         it named ``run`` (default ``<jobnet>-1``); returns the run's name."""
         run = run or f"{jobnet}-1"
-        self.apply([
-            {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobNet", "metadata": {"name": jobnet},
-             "spec": {"host": host, "jobs": jobs, **spec}},
-            {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun", "metadata": {"name": run},
-             "spec": {"jobNetRef": jobnet}},
-        ])
+        self.apply(
+            [
+                {
+                    "apiVersion": "jobnet.dev/v1alpha1",
+                    "kind": "JobNet",
+                    "metadata": {"name": jobnet},
+                    "spec": {"host": host, "jobs": jobs, **spec},
+                },
+                {
+                    "apiVersion": "jobnet.dev/v1alpha1",
+                    "kind": "JobRun",
+                    "metadata": {"name": run},
+                    "spec": {"jobNetRef": jobnet},
+                },
+            ]
+        )
         return run
 
     def annotate(self, run: str, key: str, value: str) -> None:
@@ -205,19 +251,29 @@ class Scenario:
     # -------------------------------------------------------------- waiting
 
     def wait_phase(self, run: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(lambda: self.status(run).get("phase") == phase, timeout, f"JobRun {run} phase {phase}",
-             lambda: self.describe(run))
+        poll(
+            lambda: self.status(run).get("phase") == phase,
+            timeout,
+            f"JobRun {run} phase {phase}",
+            lambda: self.describe(run),
+        )
         return self.status(run)
 
     def wait_job_state(self, run: str, path: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(lambda: self.job(run, path).get("state") == state, timeout, f"{run} job {path} {state}",
-             lambda: self.describe(run))
+        poll(
+            lambda: self.job(run, path).get("state") == state,
+            timeout,
+            f"{run} job {path} {state}",
+            lambda: self.describe(run),
+        )
         return self.job(run, path)
 
     def wait_event(self, run: str, reason: str, timeout: float = 15.0, contains: str = "") -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
-            return next((e for e in self.events(run) if e.get("reason") == reason and contains in e.get("message", "")),
-                        None)
+            return next(
+                (e for e in self.events(run) if e.get("reason") == reason and contains in e.get("message", "")), None
+            )
+
         return poll(find, timeout, f"Event {reason} ({contains!r}) on {run}", lambda: self.describe(run))  # type: ignore[no-any-return]
 
     def wait_operator_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
@@ -226,8 +282,12 @@ class Scenario:
 
     def wait_agent_log(self, vm: NamespaceVM, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         regex = re.compile(pattern)
-        return poll(lambda: regex.search(vm.read_agent_log()), timeout,  # type: ignore[no-any-return]
-                    f"{pattern!r} in the agent log of {vm.netns}", lambda: vm.read_agent_log()[-3000:])
+        return poll(
+            lambda: regex.search(vm.read_agent_log()),
+            timeout,  # type: ignore[no-any-return]
+            f"{pattern!r} in the agent log of {vm.netns}",
+            lambda: vm.read_agent_log()[-3000:],
+        )
 
     # -------------------------------------------------------------- scripts on the VM
 

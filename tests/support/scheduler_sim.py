@@ -128,26 +128,61 @@ class Run:
     def exited(self, path: str, code: int = 0) -> JobRecord:
         return self.record(path, "exited", exit_code=code)
 
-    def deliver_launch(self, path: str, outcome: str = "delivered", *, error_code: str | None = None,
-                       state: str = "running", deduplicated: bool = False, **fields: Any) -> None:
+    def deliver_launch(
+        self,
+        path: str,
+        outcome: str = "delivered",
+        *,
+        error_code: str | None = None,
+        state: str = "running",
+        deduplicated: bool = False,
+        **fields: Any,
+    ) -> None:
         record = self.record(path, state, **fields) if outcome == "delivered" else None
         self.deliveries.append(
-            DeliveryResult(key=self.key(path), op="launch", outcome=outcome, record=record,
-                           deduplicated=deduplicated, error_code=error_code, error_message=error_code)
+            DeliveryResult(
+                key=self.key(path),
+                op="launch",
+                outcome=outcome,
+                record=record,
+                deduplicated=deduplicated,
+                error_code=error_code,
+                error_message=error_code,
+            )
         )
 
-    def deliver_kill(self, path: str, outcome: str = "delivered", *, state: str | None = "killed",
-                     error_code: str | None = None, **fields: Any) -> None:
+    def deliver_kill(
+        self,
+        path: str,
+        outcome: str = "delivered",
+        *,
+        state: str | None = "killed",
+        error_code: str | None = None,
+        **fields: Any,
+    ) -> None:
         record = None
         if outcome == "delivered" and state is not None:
             record = self.record(path, state, kill_requested={"reason": "stop"}, **fields)
         self.deliveries.append(
-            DeliveryResult(key=self.key(path), op="kill", outcome=outcome, record=record,
-                           error_code=error_code, error_message=error_code)
+            DeliveryResult(
+                key=self.key(path),
+                op="kill",
+                outcome=outcome,
+                record=record,
+                error_code=error_code,
+                error_message=error_code,
+            )
         )
 
-    def deliver_fence(self, path: str, outcome: str = "delivered", *, state: str = "failedToStart",
-                      error_code: str | None = None, **fields: Any) -> None:
+    def deliver_fence(
+        self,
+        path: str,
+        outcome: str = "delivered",
+        *,
+        state: str = "failedToStart",
+        error_code: str | None = None,
+        **fields: Any,
+    ) -> None:
         """The agent answers the fence of the job's current key: by default, it fenced it."""
         record = None
         if outcome == "delivered":
@@ -155,8 +190,14 @@ class Run:
                 fields = {"reason": "Fenced", "message": "fenced before it was launched", **fields}
             record = self.record(path, state, **fields)
         self.deliveries.append(
-            DeliveryResult(key=self.key(path), op="fence", outcome=outcome, record=record,
-                           error_code=error_code, error_message=error_code)
+            DeliveryResult(
+                key=self.key(path),
+                op="fence",
+                outcome=outcome,
+                record=record,
+                error_code=error_code,
+                error_message=error_code,
+            )
         )
 
     def override_ready_fenced(self, path: str) -> Decision:
@@ -202,7 +243,9 @@ class Run:
 
     def events(self, reason: str | None = None) -> list[Event]:
         return [
-            a for d in self.decisions for a in d.actions
+            a
+            for d in self.decisions
+            for a in d.actions
             if isinstance(a, Event) and (reason is None or a.reason == reason)
         ]
 

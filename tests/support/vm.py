@@ -8,7 +8,7 @@ Import the fixtures into a conftest.py to use namespace VMs there::
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

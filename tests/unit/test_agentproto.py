@@ -30,8 +30,13 @@ def test_key_text_form() -> None:
 
 def test_requests_serialise_to_the_documented_wire_form() -> None:
     assert LaunchRequest(key=KEY, script="/opt/a.sh", args=["x"], env={"A": "1"}, timeout_seconds=5).wire() == {
-        "op": "launch", "key": {"run": "6f1c", "path": "/nightly/load/step1", "attempt": 2},
-        "script": "/opt/a.sh", "args": ["x"], "env": {"A": "1"}, "workingDir": None, "timeoutSeconds": 5,
+        "op": "launch",
+        "key": {"run": "6f1c", "path": "/nightly/load/step1", "attempt": 2},
+        "script": "/opt/a.sh",
+        "args": ["x"],
+        "env": {"A": "1"},
+        "workingDir": None,
+        "timeoutSeconds": 5,
     }
     assert KillRequest(key=KEY).wire() == {"op": "kill", "key": KEY.wire(), "reason": "stop"}
     assert KillRequest(key=KEY, grace_seconds=1.5, reason="timeout").wire()["graceSeconds"] == 1.5
@@ -48,7 +53,9 @@ def test_bad_requests_are_refused_with_the_field_named() -> None:
 
 def test_parse_response_event_and_heartbeat() -> None:
     record = {"key": KEY.wire(), "seq": 9, "state": "exited", "exitCode": 0, "futureField": True}
-    response = parse_agent_message(json.dumps({"id": 3, "ok": True, "result": {"record": record, "deduplicated": False}}))
+    response = parse_agent_message(
+        json.dumps({"id": 3, "ok": True, "result": {"record": record, "deduplicated": False}})
+    )
     assert isinstance(response, Response) and response.id == 3
     assert LaunchResult.model_validate(response.result).record.exit_code == 0
 
@@ -64,8 +71,12 @@ def test_parse_response_event_and_heartbeat() -> None:
 
 @pytest.mark.parametrize(
     "line,problem",
-    [("not json", "not JSON"), ("[1]", "JSON list"), ('{"x": 1}', "none of 'id'"),
-     ('{"event": {"seq": 1}}', "invalid 'event'")],
+    [
+        ("not json", "not JSON"),
+        ("[1]", "JSON list"),
+        ('{"x": 1}', "none of 'id'"),
+        ('{"event": {"seq": 1}}', "invalid 'event'"),
+    ],
 )
 def test_bad_lines_are_clear_errors(line: str, problem: str) -> None:
     with pytest.raises(AgentProtocolError, match=problem):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobnet.core.annotations import (
     OverrideRequest,
     StopRequest,
@@ -12,7 +13,6 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.expansion import RunGraph
 from jobnet.core.states import JobState
-
 from tests.support.scheduler_sim import graph, job, sub
 
 S = JobState
@@ -138,6 +138,9 @@ def test_stop_errors(nightly: RunGraph) -> None:
 
 def test_jobs_under_a_jobnet_reach_through_nested_expansions(nightly: RunGraph) -> None:
     assert sorted(jobs_under(nightly, "/nightly")) == [
-        "/nightly/extract", "/nightly/load/step1", "/nightly/load/step2", "/nightly/transform",
+        "/nightly/extract",
+        "/nightly/load/step1",
+        "/nightly/load/step2",
+        "/nightly/transform",
     ]
     assert jobs_under(nightly, "/nightly/extract") == ["/nightly/extract"]

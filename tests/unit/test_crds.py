@@ -7,6 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from jobnet.core.models import HostSpec
 from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
 from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds

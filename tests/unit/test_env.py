@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import expand
 from jobnet.manifests import lint

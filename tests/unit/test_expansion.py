@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobnet.core.expansion import ExpansionError, RunNode, expand, job_count
 from jobnet.core.models import JobNetSpec
 

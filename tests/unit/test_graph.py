@@ -7,6 +7,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from jobnet.core.graph import CycleError, format_cycle, topological_order
 
 

@@ -22,7 +22,10 @@ from jobnet.kube.runtime import (
 from jobnet.ssh import SshSettings
 from jobnet.ssh.errors import AuthenticationFailed, HostUnreachable
 
-SECRET_DATA = {"password": "s3cret-value", "knownHosts": "vm1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
+SECRET_DATA = {
+    "password": "s3cret-value",
+    "knownHosts": "vm1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+}
 
 
 @dataclass
@@ -43,9 +46,13 @@ class ScriptedSecretReads:
 @dataclass
 class StubRuntime:
     client: ScriptedSecretReads
-    config: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(
-        dispatch_timeout=0.4, max_inflight_launches_per_host=2,
-        ssh=SshSettings(reconnect_backoff_min=0.01, reconnect_backoff_max=0.05)))
+    config: RuntimeConfig = field(
+        default_factory=lambda: RuntimeConfig(
+            dispatch_timeout=0.4,
+            max_inflight_launches_per_host=2,
+            ssh=SshSettings(reconnect_backoff_min=0.01, reconnect_backoff_max=0.05),
+        )
+    )
 
 
 def _link(answers: list[Any]) -> tuple[HostLink, ScriptedSecretReads]:
@@ -80,7 +87,7 @@ def test_a_secret_unreadable_past_the_deadline_is_not_delivered_not_an_authentic
 
 @pytest.mark.parametrize("status", [404, 403])
 def test_a_missing_or_forbidden_secret_fails_at_once(status: int) -> None:
-    link, reads = _link([KubeApiError("reading Secret batch/vm-creds", status, "secrets \"vm-creds\" not found")])
+    link, reads = _link([KubeApiError("reading Secret batch/vm-creds", status, 'secrets "vm-creds" not found')])
     with pytest.raises(CredentialsUnavailable) as raised:
         asyncio.run(link._credentials())
     assert reads.calls == 1

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from jobnet.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

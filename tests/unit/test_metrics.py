@@ -8,10 +8,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from jobnet.metrics import OperatorMetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from jobnet.metrics import OperatorMetrics
 from tests.support.emulator import free_port
 from tests.support.netutil import wait_until
 
@@ -142,10 +142,28 @@ def test_operator_command_serves_metrics_before_connecting(tmp_path: object) -> 
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobnet.cli", "operator", "--standalone", "--kubeconfig", str(kubeconfig),
-         "--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--liveness-endpoint", "",
-         "--webhook-port", str(free_port()), "--webhook-listen-address", "127.0.0.1", "--webhook-insecure"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "jobnet.cli",
+            "operator",
+            "--standalone",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--metrics-port",
+            str(port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--liveness-endpoint",
+            "",
+            "--webhook-port",
+            str(free_port()),
+            "--webhook-listen-address",
+            "127.0.0.1",
+            "--webhook-insecure",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/metrics"
 

@@ -6,7 +6,6 @@ from jobnet.core.annotations import parse_override_annotation
 from jobnet.core.runstatus import run_status
 from jobnet.core.scheduler import AgentFacts, Event, reconcile
 from jobnet.core.states import JobState
-
 from tests.support.scheduler_sim import HOST_ID, Run, graph, job
 
 S = JobState
@@ -31,7 +30,11 @@ def test_parsed_requests_carry_the_message() -> None:
 def test_the_message_goes_into_the_override_record_and_event_and_is_consumed_with_the_override() -> None:
     run = failed_chain()
     decision = reconcile(
-        run.graph, run.runtime, AgentFacts(heartbeats={HOST_ID: run.now}), run.policy, run.now,
+        run.graph,
+        run.runtime,
+        AgentFacts(heartbeats={HOST_ID: run.now}),
+        run.policy,
+        run.now,
         annotations={"jobnet.dev/override": "/net/a=Succeeded", "jobnet.dev/override-message": REASON},
         annotated_by="bob",
     )
@@ -47,7 +50,11 @@ def test_the_message_goes_into_the_override_record_and_event_and_is_consumed_wit
 def test_a_message_alone_waits_for_its_override() -> None:
     run = failed_chain()
     decision = reconcile(
-        run.graph, run.runtime, AgentFacts(heartbeats={HOST_ID: run.now}), run.policy, run.now,
+        run.graph,
+        run.runtime,
+        AgentFacts(heartbeats={HOST_ID: run.now}),
+        run.policy,
+        run.now,
         annotations={"jobnet.dev/override-message": REASON},
     )
     assert decision.consumed_annotations == () and decision.runtime.settlements == ()

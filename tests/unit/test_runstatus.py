@@ -18,7 +18,6 @@ from jobnet.core.runstatus import (
 from jobnet.core.scheduler import JobRuntime
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import JobRunStatus
-
 from tests.support.scheduler_sim import RUN_UID, Run, graph, job, sub
 
 S = JobState
@@ -90,7 +89,9 @@ def test_full_status_shows_jobs_jobnets_counts_overrides_and_stop_scopes() -> No
     assert status.counts == {"Failed": 1, "Running": 1, "Starting": 1, "Stopped": 1}
     assert status.progress == "2/4"
     assert status.stop_scopes == ["/n/s"]
-    assert [(o.path, o.from_state, o.to_state, o.by) for o in status.overrides] == [("/n/a", "Stuck", "Failed", "alice")]
+    assert [(o.path, o.from_state, o.to_state, o.by) for o in status.overrides] == [
+        ("/n/a", "Stuck", "Failed", "alice")
+    ]
 
 
 def test_finished_jobs_drop_their_bookkeeping() -> None:
@@ -130,20 +131,31 @@ def test_an_older_status_without_delivery_bookkeeping_is_resumed_as_outcome_unkn
     assert run.runtime.phase == RunPhase.STUCK
 
 
-@pytest.mark.parametrize(("op", "state", "action"), [
-    ("launch", S.STARTING, "Launch"), ("kill", S.STOPPING, "Kill"), ("fence", S.STUCK, "Fence"),
-])
+@pytest.mark.parametrize(
+    ("op", "state", "action"),
+    [
+        ("launch", S.STARTING, "Launch"),
+        ("kill", S.STOPPING, "Kill"),
+        ("fence", S.STUCK, "Fence"),
+    ],
+)
 def test_a_request_in_flight_when_the_operator_stopped_is_re_sent_at_once_with_the_same_key(
-        op: str, state: S, action: str) -> None:
+    op: str, state: S, action: str
+) -> None:
     """Its answer died with the old process: waiting out the dispatch timeout would only turn a
     launch that may well have run into Stuck LaunchOutcomeUnknown (or cost it an attempt)."""
     run = Run(graph("n", n={"jobs": [job("a")]}))
     sent_at = run.now
     run.advance(3600)  # the operator was down for an hour
     dispatch = {"op": op, "attempts": 1, "lastAttemptAt": to_rfc3339(sent_at), "inFlight": True}
-    entry = {"state": state.value, "attempt": 2, "since": to_rfc3339(sent_at), "dispatch": dispatch,
-             **({"killReason": "stop"} if op == "kill" else {}),
-             **({"reason": "LaunchOutcomeUnknown"} if op == "fence" else {})}
+    entry = {
+        "state": state.value,
+        "attempt": 2,
+        "since": to_rfc3339(sent_at),
+        "dispatch": dispatch,
+        **({"killReason": "stop"} if op == "kill" else {}),
+        **({"reason": "LaunchOutcomeUnknown"} if op == "fence" else {}),
+    }
     status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": entry}})
     run.runtime = runtime_from_status(RUN_UID, run.graph, status)
 
@@ -160,9 +172,19 @@ def test_a_request_in_flight_when_the_operator_stopped_is_re_sent_at_once_with_t
 def test_a_resumed_launch_that_cannot_be_delivered_again_is_stuck_not_failed() -> None:
     """The first send may have reached the agent: giving up is Stuck LaunchOutcomeUnknown."""
     run = Run(graph("n", n={"jobs": [job("a")]}))
-    status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": {
-        "state": "Starting", "attempt": 1, "since": to_rfc3339(run.now),
-        "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True}}}})
+    status = JobRunStatus.model_validate(
+        {
+            "phase": "Running",
+            "jobs": {
+                "/n/a": {
+                    "state": "Starting",
+                    "attempt": 1,
+                    "since": to_rfc3339(run.now),
+                    "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True},
+                }
+            },
+        }
+    )
     run.runtime = runtime_from_status(RUN_UID, run.graph, status)
     run.reconcile()
     run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
@@ -172,9 +194,19 @@ def test_a_resumed_launch_that_cannot_be_delivered_again_is_stuck_not_failed() -
 
 def test_a_resumed_launch_that_the_replayed_journal_shows_running_is_not_re_sent() -> None:
     run = Run(graph("n", n={"jobs": [job("a")]}))
-    status = JobRunStatus.model_validate({"phase": "Running", "jobs": {"/n/a": {
-        "state": "Starting", "attempt": 1, "since": to_rfc3339(run.now),
-        "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True}}}})
+    status = JobRunStatus.model_validate(
+        {
+            "phase": "Running",
+            "jobs": {
+                "/n/a": {
+                    "state": "Starting",
+                    "attempt": 1,
+                    "since": to_rfc3339(run.now),
+                    "dispatch": {"op": "launch", "attempts": 1, "lastAttemptAt": to_rfc3339(run.now), "inFlight": True},
+                }
+            },
+        }
+    )
     run.runtime = runtime_from_status(RUN_UID, run.graph, status)
     run.record("/n/a", "running")
     resumed = run.reconcile()
@@ -228,8 +260,11 @@ def test_first_full_patch_lists_pending_jobs_too() -> None:
 
 
 def test_a_status_written_by_a_newer_operator_is_read_for_what_this_version_knows() -> None:
-    status = JobRunStatus.model_validate({
-        "phase": "Running", "futureSummary": {"x": 1},
-        "jobs": {"/n/a": {"state": "Running", "attempt": 1, "futureField": "?"}},
-    })
+    status = JobRunStatus.model_validate(
+        {
+            "phase": "Running",
+            "futureSummary": {"x": 1},
+            "jobs": {"/n/a": {"state": "Running", "attempt": 1, "futureField": "?"}},
+        }
+    )
     assert status.phase == "Running" and status.jobs["/n/a"].state == "Running"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jobnet.core.annotations import OverrideRequest
 from jobnet.core.scheduler import (
     AUTO_RESOLVER,
@@ -15,7 +16,6 @@ from jobnet.core.scheduler import (
     reconcile,
 )
 from jobnet.core.states import JobState, RunPhase
-
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
 
 S = JobState
@@ -168,7 +168,9 @@ def test_failed_job_skips_its_downstream_but_independent_branches_continue() -> 
     run.start_and_run("/net/a", "/net/e")
     run.finish("/net/a", code=7)
     assert {p: run.state(p) for p in ("/net/b", "/net/c", "/net/d")} == {
-        "/net/b": S.SKIPPED, "/net/c": S.SKIPPED, "/net/d": S.SKIPPED,
+        "/net/b": S.SKIPPED,
+        "/net/c": S.SKIPPED,
+        "/net/d": S.SKIPPED,
     }
     assert run.phase == RunPhase.RUNNING  # e still runs
     run.finish("/net/e")
@@ -237,9 +239,7 @@ def test_only_changed_jobs_are_reported_for_the_status_patch() -> None:
 # ---------------------------------------------------------------- agent-reported failures
 
 
-@pytest.mark.parametrize(
-    ("scenario", "reason"), [("B04", "ScriptNotFound"), ("B05", "PermissionDenied")]
-)
+@pytest.mark.parametrize(("scenario", "reason"), [("B04", "ScriptNotFound"), ("B05", "PermissionDenied")])
 def test_B04_B05_failed_to_start(scenario: str, reason: str) -> None:
     run = diamond()
     run.reconcile()
@@ -338,7 +338,9 @@ def test_a_send_time_before_the_decision_never_shortens_the_timeout() -> None:
     retried_at = run.now
     run.advance(run.policy.dispatch_timeout_seconds - 0.5)
     run.reconcile()
-    assert run.state("/n/a") == S.STARTING and run.last.next_wakeup_at == retried_at + run.policy.dispatch_timeout_seconds
+    assert (
+        run.state("/n/a") == S.STARTING and run.last.next_wakeup_at == retried_at + run.policy.dispatch_timeout_seconds
+    )
 
 
 def test_stale_delivery_results_of_an_earlier_attempt_are_ignored() -> None:
@@ -564,8 +566,16 @@ def test_annotations_are_parsed_applied_and_reported_as_consumed() -> None:
     decision = run.reconcile()
     assert decision.consumed_annotations == ()
     decision = reconcile(
-        run.graph, run.runtime, AgentFacts(heartbeats={HOST_ID: run.now}), run.policy, run.now,
-        annotations={"jobnet.dev/override": "/net/a=succeeded,/net/b=Failed", "jobnet.dev/stop": "/net/e", "other": "x"},
+        run.graph,
+        run.runtime,
+        AgentFacts(heartbeats={HOST_ID: run.now}),
+        run.policy,
+        run.now,
+        annotations={
+            "jobnet.dev/override": "/net/a=succeeded,/net/b=Failed",
+            "jobnet.dev/stop": "/net/e",
+            "other": "x",
+        },
         annotated_by="bob",
     )
     assert decision.consumed_annotations == ("jobnet.dev/stop", "jobnet.dev/override")
@@ -587,16 +597,24 @@ def test_stop_annotation_applies_before_an_override_in_the_same_reconcile() -> N
     run.start_and_run("/net/a")
     run.finish("/net/a", code=1)
     decision = reconcile(
-        run.graph, run.runtime, AgentFacts(), run.policy, run.now,
+        run.graph,
+        run.runtime,
+        AgentFacts(),
+        run.policy,
+        run.now,
         annotations={"jobnet.dev/override": "/net/a=Ready", "jobnet.dev/stop": "/"},
     )
     assert decision.runtime.jobs["/net/a"].state == S.FAILED
-    assert any("cannot be re-run: it is inside /net, which was stopped" in getattr(a, "message", "") for a in decision.actions)
+    assert any(
+        "cannot be re-run: it is inside /net, which was stopped" in getattr(a, "message", "") for a in decision.actions
+    )
 
 
 def test_bad_stop_annotation_is_an_event_and_consumed() -> None:
     run = diamond()
-    decision = reconcile(run.graph, run.runtime, AgentFacts(), run.policy, run.now, annotations={"jobnet.dev/stop": "/net/zz"})
+    decision = reconcile(
+        run.graph, run.runtime, AgentFacts(), run.policy, run.now, annotations={"jobnet.dev/stop": "/net/zz"}
+    )
     assert decision.consumed_annotations == ("jobnet.dev/stop",)
     assert decision.runtime.stop_scopes == ()
     [event] = [a for a in decision.actions if getattr(a, "reason", None) == "StopRejected"]

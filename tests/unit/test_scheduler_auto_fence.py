@@ -13,7 +13,6 @@ from jobnet.core.runstatus import run_status, runtime_from_status
 from jobnet.core.scheduler import AUTO_RESOLVER
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import JobRunStatus
-
 from tests.support.scheduler_sim import HOST_ID, Run
 from tests.unit.test_scheduler_fence import FIRST, stuck_launch
 

@@ -13,7 +13,6 @@ from jobnet.core.runstatus import run_status, runtime_from_status
 from jobnet.core.scheduler import AUTO_RESOLVER, SchedulerPolicy
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import JobRunStatus
-
 from tests.support.scheduler_sim import HOST_ID, Run, graph, job
 
 S = JobState
@@ -25,7 +24,9 @@ def stuck_launch(retry: dict[str, float] | None = None, resolution: str = "Auto"
     spec: dict[str, object] = {"jobs": [job("first"), job("second", "first")], "stuckResolution": resolution}
     if retry:
         spec["retry"] = retry
-    policy = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution})
+    policy = SchedulerPolicy(
+        heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution}
+    )
     run = Run(graph("n", n=spec), policy)
     run.reconcile()
     run.deliver_launch(FIRST, "unknown", error_code="ConnectionLost")
@@ -122,7 +123,11 @@ def test_a_lost_attempt_found_by_the_fence_stays_stuck_for_a_person() -> None:
 def test_an_undelivered_fence_keeps_the_job_stuck_and_is_retried_until_the_agent_answers() -> None:
     run = stuck_launch(retry={"intervalSeconds": 5})
     override_ready(run)
-    for outcome, code in [("notDelivered", "HostUnreachable"), ("unknown", "ConnectionLost"), ("notDelivered", "HostUnreachable")]:
+    for outcome, code in [
+        ("notDelivered", "HostUnreachable"),
+        ("unknown", "ConnectionLost"),
+        ("notDelivered", "HostUnreachable"),
+    ]:
         run.deliver_fence(FIRST, outcome, error_code=code)
         decision = run.reconcile()
         assert run.fences() == [] and run.launched() == []

@@ -22,6 +22,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.annotations import OverrideRequest, StopRequest, scope_of
 from jobnet.core.expansion import RunGraph
@@ -40,7 +41,6 @@ from jobnet.core.scheduler import (
 )
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import JobRunStatus
-
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
 
 S = JobState
@@ -141,8 +141,11 @@ class World:
     def agent_launch(self, key: JobKey, step: int, now: float) -> JobRecord:
         text = key.text()
         if text not in self.agent:  # dedupe by key, like the real agent
-            newer = [other for other in self.agent.values()
-                     if other.record.key.path == key.path and other.record.key.attempt > key.attempt]
+            newer = [
+                other
+                for other in self.agent.values()
+                if other.record.key.path == key.path and other.record.key.attempt > key.attempt
+            ]
             assert not newer, f"{text} started after {newer[0].record.key} existed on the agent"
             self.executions[key.path] = self.executions.get(key.path, 0) + 1
             name = self.graph.nodes[key.path].name
@@ -303,8 +306,10 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
         if runtime.phase == RunPhase.FAILED and world.failed_choices:
             choice = world.failed_choices.pop(0)
             failed = [
-                path for path, job in runtime.jobs.items()
-                if job.state == S.FAILED and not (choice == S.READY and scope_of(world.graph, path, runtime.stop_scopes))
+                path
+                for path, job in runtime.jobs.items()
+                if job.state == S.FAILED
+                and not (choice == S.READY and scope_of(world.graph, path, runtime.stop_scopes))
             ]
             overrides.extend(OverrideRequest(path=path, state=choice, by="prop") for path in failed[:1])
         decision = reconcile(world.graph, runtime, facts, world.policy, now, overrides=overrides, stops=stops)
@@ -313,7 +318,12 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
         runtime = decision.runtime
         pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill | Fence)]
         finished = runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
-        if finished and not pending_actions and not world.held and not (runtime.phase == RunPhase.FAILED and world.failed_choices):
+        if (
+            finished
+            and not pending_actions
+            and not world.held
+            and not (runtime.phase == RunPhase.FAILED and world.failed_choices)
+        ):
             return runtime, decisions
         now += 1
     raise AssertionError(f"run did not end within {MAX_STEPS} reconciles: {runtime.phase}, {decisions[-1].progress}")
@@ -324,10 +334,22 @@ def late_launch_world(person: JobState = S.READY, then: tuple[JobState, ...] = (
     it (``person``; ``then`` for the Failed run, e.g. a re-run) and only then the old launch
     reaches the agent (random draws rarely line this up)."""
     return World(
-        graph=graph("main", main={"jobs": [{"name": "j0", "script": "/opt/j0.sh"}]}, sub={"jobs": [{"name": "s0", "script": "/opt/s0.sh"}]}),
+        graph=graph(
+            "main",
+            main={"jobs": [{"name": "j0", "script": "/opt/j0.sh"}]},
+            sub={"jobs": [{"name": "s0", "script": "/opt/s0.sh"}]},
+        ),
         policy=SchedulerPolicy(heartbeat_deadline_seconds=5, dispatch_timeout_seconds=4, kill_grace_seconds=1),
-        exit_codes={"j0": 0, "s0": 0}, durations={"j0": 2, "s0": 0}, faults=["late"], link_down=set(), restarts=set(),
-        sent_before_crash=False, stop_at=None, person_choices=[person], failed_choices=list(then), late_by=10,
+        exit_codes={"j0": 0, "s0": 0},
+        durations={"j0": 2, "s0": 0},
+        faults=["late"],
+        link_down=set(),
+        restarts=set(),
+        sent_before_crash=False,
+        stop_at=None,
+        person_choices=[person],
+        failed_choices=list(then),
+        late_by=10,
     )
 
 
@@ -347,7 +369,11 @@ def test_random_runs_always_end_and_never_run_anything_twice_or_early(world: Wor
         assert job.state in TERMINAL_STATES, f"{path} is {job.state} in a finished run"
         if job.state == S.SUCCEEDED:
             agent_job = world.agent.get(JobKey(run=RUN_UID, path=path, attempt=max(job.attempt, 1)).text())
-            proven = agent_job is not None and agent_job.record.state in ("exited", "killed") and agent_job.record.exit_code == 0
+            proven = (
+                agent_job is not None
+                and agent_job.record.state in ("exited", "killed")
+                and agent_job.record.exit_code == 0
+            )
             assert proven or job.reason == "Overridden", f"{path} Succeeded without proof"
     all_succeeded = all(job.state == S.SUCCEEDED for job in runtime.jobs.values())
     assert (runtime.phase == RunPhase.SUCCEEDED) == all_succeeded

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from jobnet.core.scheduler import AUTO_RESOLVER, SchedulerPolicy
 from jobnet.core.states import JobState, RunPhase
-
 from tests.support.scheduler_sim import Run, graph, job, sub
 
 S = JobState
@@ -18,12 +17,15 @@ def chain(retry: dict[str, float] | None = None, resolution: str = "Auto", **fir
     if retry:
         spec["retry"] = retry
     # The edge builds the policy from the catalog: stuckResolution per JobNet name.
-    policy = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution})
+    policy = SchedulerPolicy(
+        heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution}
+    )
     return Run(graph("n", n=spec), policy)
 
 
-def cut_during_launch(retry: dict[str, float] | None = None, resolution: str = "Auto",
-                      error_code: str | None = None) -> Run:
+def cut_during_launch(
+    retry: dict[str, float] | None = None, resolution: str = "Auto", error_code: str | None = None
+) -> Run:
     """:func:`chain` whose launch of first left, then the connection broke: outcome unknown."""
     run = chain(retry, resolution)
     run.reconcile()
@@ -357,7 +359,11 @@ def test_F01_stop_a_running_job() -> None:
     run = first_running()
     run.stop("/n/first")
     [kill] = run.kills()
-    assert kill.reason == "stop" and kill.key == run.key("/n/first") and kill.grace_seconds == run.policy.kill_grace_seconds
+    assert (
+        kill.reason == "stop"
+        and kill.key == run.key("/n/first")
+        and kill.grace_seconds == run.policy.kill_grace_seconds
+    )
     assert run.state("/n/first") == S.STOPPING
     assert run.events("StopRequested")[0].message == "stop of /n/first requested by alice"
     run.deliver_kill("/n/first", state="killed", signal=15)

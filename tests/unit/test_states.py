@@ -6,6 +6,7 @@ import string
 from pathlib import Path
 
 import pytest
+
 from jobnet.core import status
 from jobnet.core.agentproto import JobKey, JobRecord
 from jobnet.core.outcome import record_outcome
@@ -141,7 +142,9 @@ def _record(state: str, **fields: object) -> JobRecord:
         (_record("lost"), None, S.STUCK, "SupervisorLost"),  # E02: result unknown, a person settles it
     ],
 )
-def test_terminal_record_outcomes(record: JobRecord, kill_reason: str | None, state: JobState, reason: str | None) -> None:
+def test_terminal_record_outcomes(
+    record: JobRecord, kill_reason: str | None, state: JobState, reason: str | None
+) -> None:
     outcome = record_outcome(record, kill_reason=kill_reason)  # type: ignore[arg-type]
     assert outcome is not None
     assert (outcome.state, outcome.reason) == (state, reason)

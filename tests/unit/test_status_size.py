@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+
 from jobnet.core.expansion import RunGraph
 from jobnet.core.runstatus import (
     CHUNK_ENTRIES,
@@ -25,7 +26,6 @@ from jobnet.core.runstatus import (
 from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
-
 from tests.support.scheduler_sim import RUN_UID, Run, graph, job, sub
 from tests.unit.test_runstatus import busy_run, merge
 
@@ -35,8 +35,11 @@ S = JobState
 
 def wide_graph(subs: int, per_sub: int) -> RunGraph:
     """``subs`` expanded sub-jobnets of ``per_sub`` independent jobs each."""
-    return graph("big", big={"jobs": [sub(f"part{i:03d}", "part") for i in range(subs)]},
-                 part={"jobs": [job(f"step{i:03d}") for i in range(per_sub)]})
+    return graph(
+        "big",
+        big={"jobs": [sub(f"part{i:03d}", "part") for i in range(subs)]},
+        part={"jobs": [job(f"step{i:03d}") for i in range(per_sub)]},
+    )
 
 
 def finished_runtime(run_graph: RunGraph, rng: random.Random, state: JobState = S.SUCCEEDED) -> RunRuntime:
@@ -47,9 +50,13 @@ def finished_runtime(run_graph: RunGraph, rng: random.Random, state: JobState = 
     for index, node in enumerate(run_graph.jobs()):
         began = start + index * 0.0137 + rng.random()
         jobs[node.path] = JobRuntime(
-            state=state, attempt=rng.randint(1, 3), host=f"batch@10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.7:22",
-            pid=rng.randint(1000, 4_000_000), exit_code=0 if state == S.SUCCEEDED else rng.randint(1, 255),
-            started_at=round(began, 3), finished_at=round(began + rng.random() * 90, 3),
+            state=state,
+            attempt=rng.randint(1, 3),
+            host=f"batch@10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.7:22",
+            pid=rng.randint(1000, 4_000_000),
+            exit_code=0 if state == S.SUCCEEDED else rng.randint(1, 255),
+            started_at=round(began, 3),
+            finished_at=round(began + rng.random() * 90, 3),
             reason=None if state == S.SUCCEEDED else "ScriptFailed",
             message=None if state == S.SUCCEEDED else f"the script exited with code {rng.randint(1, 255)}",
         )
@@ -58,9 +65,15 @@ def finished_runtime(run_graph: RunGraph, rng: random.Random, state: JobState = 
 
 def decision_of(run_graph: RunGraph, runtime: RunRuntime, changed: set[str] | None = None) -> Decision:
     jobnets = {node.path: JobState.SUCCEEDED for node in run_graph.nodes.values() if node.kind == "jobnet"}
-    return Decision(runtime=runtime, actions=(), changed=frozenset(runtime.jobs if changed is None else changed),
-                    jobnet_states=jobnets, progress=f"{len(runtime.jobs)}/{len(runtime.jobs)}",
-                    counts=dict(collections.Counter(str(job.state) for job in runtime.jobs.values())), next_wakeup_at=None)
+    return Decision(
+        runtime=runtime,
+        actions=(),
+        changed=frozenset(runtime.jobs if changed is None else changed),
+        jobnet_states=jobnets,
+        progress=f"{len(runtime.jobs)}/{len(runtime.jobs)}",
+        counts=dict(collections.Counter(str(job.state) for job in runtime.jobs.values())),
+        next_wakeup_at=None,
+    )
 
 
 def random_tail(rng: random.Random) -> str:
@@ -80,10 +93,19 @@ def first_write(run_graph: RunGraph, runtime: RunRuntime, rng: random.Random) ->
 
 def object_size(status: dict[str, Any]) -> int:
     """The JobRun as stored: a generous metadata and spec plus the status, compact JSON."""
-    body = {"apiVersion": "jobnet.dev/v1alpha1", "kind": "JobRun",
-            "metadata": {"name": "big-1", "namespace": "default", "uid": "x" * 36, "resourceVersion": "123456",
-                         "annotations": {"note": "n" * 512}},
-            "spec": {"jobNetRef": "big", "env": {f"VAR{i}": "v" * 40 for i in range(20)}}, "status": status}
+    body = {
+        "apiVersion": "jobnet.dev/v1alpha1",
+        "kind": "JobRun",
+        "metadata": {
+            "name": "big-1",
+            "namespace": "default",
+            "uid": "x" * 36,
+            "resourceVersion": "123456",
+            "annotations": {"note": "n" * 512},
+        },
+        "spec": {"jobNetRef": "big", "env": {f"VAR{i}": "v" * 40 for i in range(20)}},
+        "status": status,
+    }
     return len(json.dumps(body, separators=(",", ":")).encode())
 
 
@@ -111,16 +133,31 @@ def test_10000_running_jobs_with_delivery_bookkeeping_stay_under_1_MiB() -> None
     rng = random.Random(8)
     run_graph = wide_graph(100, 100)
     runtime = finished_runtime(run_graph, rng)
-    busy = {path: job.model_copy(update={
-        "state": S.STARTING, "exit_code": None, "finished_at": None, "since": job.started_at,
-        "deadline": job.started_at + 3600,
-        "dispatch": Dispatch(op="launch", attempts_used=3, last_attempt_at=job.started_at, in_flight=True,
-                             unknown_seen=True, last_error="HostUnreachable",
-                             last_error_message=f"cannot connect to {job.host}: connection timed out")})
-        for path, job in runtime.jobs.items()}
+    busy = {
+        path: job.model_copy(
+            update={
+                "state": S.STARTING,
+                "exit_code": None,
+                "finished_at": None,
+                "since": job.started_at,
+                "deadline": job.started_at + 3600,
+                "dispatch": Dispatch(
+                    op="launch",
+                    attempts_used=3,
+                    last_attempt_at=job.started_at,
+                    in_flight=True,
+                    unknown_seen=True,
+                    last_error="HostUnreachable",
+                    last_error_message=f"cannot connect to {job.host}: connection timed out",
+                ),
+            }
+        )
+        for path, job in runtime.jobs.items()
+    }
     runtime = runtime.model_copy(update={"jobs": busy, "phase": RunPhase.RUNNING, "finished_at": None})
-    stored = merge({}, StatusEncoder(run_graph.nodes).encode(status_patch(decision_of(run_graph, runtime), full=True),
-                                                             full=True))
+    stored = merge(
+        {}, StatusEncoder(run_graph.nodes).encode(status_patch(decision_of(run_graph, runtime), full=True), full=True)
+    )
     assert object_size(stored) < MiB
 
 
@@ -150,8 +187,16 @@ def test_a_large_run_rewrites_only_the_chunk_of_a_changed_job() -> None:
     assert len(first["jobChunks"]) == -(-len(run_graph.nodes) // CHUNK_ENTRIES)
 
     path = "/big/part004/step050"
-    rerun = runtime.model_copy(update={"jobs": {**runtime.jobs, path: JobRuntime(
-        state=S.RUNNING, attempt=4, host="batch@10.0.0.1:22", pid=99, started_at=1.79e9, since=1.79e9)}})
+    rerun = runtime.model_copy(
+        update={
+            "jobs": {
+                **runtime.jobs,
+                path: JobRuntime(
+                    state=S.RUNNING, attempt=4, host="batch@10.0.0.1:22", pid=99, started_at=1.79e9, since=1.79e9
+                ),
+            }
+        }
+    )
     unchanged_jobnets = decision_of(run_graph, runtime).jobnet_states
     patch = encoder.encode(status_patch(decision_of(run_graph, rerun, {path}), unchanged_jobnets))
 
@@ -161,18 +206,35 @@ def test_a_large_run_rewrites_only_the_chunk_of_a_changed_job() -> None:
     # The fields of the finished attempt are gone; its output tail stays until the new attempt
     # finishes, exactly as in a plain status (the edge writes tails of finished attempts only).
     assert entry.pop("outputTail")
-    assert entry == {"state": "Running", "attempt": 4, "host": "batch@10.0.0.1:22", "pid": 99,
-                     "startedAt": "2026-09-21T14:13:20.000Z", "since": "2026-09-21T14:13:20.000Z"}
+    assert entry == {
+        "state": "Running",
+        "attempt": 4,
+        "host": "batch@10.0.0.1:22",
+        "pid": 99,
+        "startedAt": "2026-09-21T14:13:20.000Z",
+        "since": "2026-09-21T14:13:20.000Z",
+    }
 
 
 def test_chunked_status_restores_exactly_the_runtime_recovery_needs() -> None:
     """Round trip runtime -> chunked status -> runtime, for every kind of bookkeeping (the busy
     run's Stuck, Starting-with-delivery, Running-with-timeout, Stopped jobs and override) in a run
     large enough to be chunked."""
-    run = Run(graph("n", n={"jobs": [job("a"), job("b", timeoutSeconds=60),
-                                      job("c", retry={"dispatchAttempts": 3, "intervalSeconds": 5}),
-                                      sub("s", "sn", "a"), *[job(f"f{i:03d}", "b") for i in range(300)]]},
-                    sn={"jobs": [job("x")]}))
+    run = Run(
+        graph(
+            "n",
+            n={
+                "jobs": [
+                    job("a"),
+                    job("b", timeoutSeconds=60),
+                    job("c", retry={"dispatchAttempts": 3, "intervalSeconds": 5}),
+                    sub("s", "sn", "a"),
+                    *[job(f"f{i:03d}", "b") for i in range(300)],
+                ]
+            },
+            sn={"jobs": [job("x")]},
+        )
+    )
     run.reconcile()
     run.deliver_launch("/n/a", "unknown")
     run.deliver_launch("/n/b")
@@ -204,8 +266,10 @@ def test_a_full_write_clears_plain_entries_and_chunks_the_run_no_longer_has() ->
     rng = random.Random(10)
     run_graph = wide_graph(3, 100)
     runtime = finished_runtime(run_graph, rng)
-    older = {"jobs": {"/big/part000/step000": {"state": "Running"}},
-             "jobChunks": {"7": encode_chunk({"/big/part001/step001": {"state": "Running"}})}}
+    older = {
+        "jobs": {"/big/part000/step000": {"state": "Running"}},
+        "jobChunks": {"7": encode_chunk({"/big/part001/step001": {"state": "Running"}})},
+    }
     encoder = StatusEncoder(run_graph.nodes, older)
     patch = encoder.encode(status_patch(decision_of(run_graph, runtime), full=True), full=True)
     stored = merge(older, patch)

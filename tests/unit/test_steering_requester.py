@@ -4,11 +4,11 @@ webhook writes, the static checks it refuses with, and the scheduler recording t
 from __future__ import annotations
 
 import pytest
+
 from jobnet.core.annotations import requester_stamps, static_steering_problems
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import AgentFacts, Event, reconcile
 from jobnet.core.states import JobState
-
 from tests.support.scheduler_sim import HOST_ID, Run, graph, job, sub
 
 S = JobState
@@ -47,7 +47,10 @@ def test_a_forged_stamp_is_overwritten_or_reverted() -> None:
 
 def test_writes_that_do_not_steer_need_no_change() -> None:
     pending = {OVERRIDE: "/n/a=Succeeded", OVERRIDE_BY: "bob", "team": "etl"}
-    assert requester_stamps(pending, {**pending, "kopf.zalando.org/touch": "1"}, "system:serviceaccount:jobnet:operator") == {}
+    assert (
+        requester_stamps(pending, {**pending, "kopf.zalando.org/touch": "1"}, "system:serviceaccount:jobnet:operator")
+        == {}
+    )
     # The operator removes an applied annotation together with its stamp.
     assert requester_stamps(pending, {"team": "etl"}, "system:serviceaccount:jobnet:operator") == {}
 
@@ -62,7 +65,10 @@ def test_an_unauthenticated_requester_leaves_no_stamp() -> None:
 
 def test_static_problems_name_the_annotation_and_every_mistake(nightly: RunGraph) -> None:
     problems = static_steering_problems(
-        {}, {OVERRIDE: "/nightly/extrct=Succeeded,/nightly/load/step1=Done,/nightly/extract", STOP: "/nightly/lod"}, nightly)
+        {},
+        {OVERRIDE: "/nightly/extrct=Succeeded,/nightly/load/step1=Done,/nightly/extract", STOP: "/nightly/lod"},
+        nightly,
+    )
     keys = [key for key, _ in problems]
     text = "\n".join(message for _, message in problems)
     assert keys == [OVERRIDE, OVERRIDE, OVERRIDE, STOP], problems
@@ -104,7 +110,11 @@ def failed_chain() -> Run:
 def test_the_stamped_requester_is_recorded_and_consumed_with_its_annotation() -> None:
     run = failed_chain()
     decision = reconcile(
-        run.graph, run.runtime, AgentFacts(heartbeats={HOST_ID: run.now}), run.policy, run.now,
+        run.graph,
+        run.runtime,
+        AgentFacts(heartbeats={HOST_ID: run.now}),
+        run.policy,
+        run.now,
         annotations={OVERRIDE: "/net/a=Succeeded", OVERRIDE_BY: "alice", STOP: "/net/b", STOP_BY: "carol"},
         annotated_by="someone else",
     )

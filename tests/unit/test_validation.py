@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from jobnet.core.models import JobNetSpec
 from jobnet.core.validation import (
     Problem,

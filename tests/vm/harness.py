@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import uuid
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from jobnet.core.agentproto import (
     GetRequest,
@@ -16,15 +16,38 @@ from jobnet.core.agentproto import (
     LaunchResult,
     RecordResult,
 )
-from jobnet.ssh import AgentChannel, AgentInstaller, HostConnectionPool, SshCredentials, SshSettings, SshTarget, serve_command
+from jobnet.ssh import (
+    AgentChannel,
+    AgentInstaller,
+    HostConnectionPool,
+    SshCredentials,
+    SshSettings,
+    SshTarget,
+    serve_command,
+)
 from tests.support.netutil import wait_until
 from tests.support.vm import NamespaceVM
 
-FAST_SSH = SshSettings(connect_timeout=1.0, handshake_timeout=3.0, auth_timeout=3.0, keepalive_interval=1.0,
-                       dead_connection_timeout=3.0, reconnect_backoff_min=0.05, reconnect_backoff_max=0.2)
+FAST_SSH = SshSettings(
+    connect_timeout=1.0,
+    handshake_timeout=3.0,
+    auth_timeout=3.0,
+    keepalive_interval=1.0,
+    dead_connection_timeout=3.0,
+    reconnect_backoff_min=0.05,
+    reconnect_backoff_max=0.2,
+)
 #: Short agent deadlines so failure tests finish in seconds.
-FAST_AGENT_ARGS = ("--heartbeat-seconds", "0.2", "--grace-seconds", "0.5", "--sweep-seconds", "0.1",
-                   "--start-timeout-seconds", "2")
+FAST_AGENT_ARGS = (
+    "--heartbeat-seconds",
+    "0.2",
+    "--grace-seconds",
+    "0.5",
+    "--sweep-seconds",
+    "0.1",
+    "--start-timeout-seconds",
+    "2",
+)
 
 
 def new_key(path: str = "/test/job", attempt: int = 1) -> JobKey:
@@ -51,12 +74,19 @@ class AgentHarness:
         self.agent_path = self.installer.ensure(transport, self.vm.address)
         command = serve_command(
             self.agent_path,
-            serve_args=["--state-dir", str(self.vm.state_dir), *self.vm.agent_serve_args(), *FAST_AGENT_ARGS, *extra_args],
+            serve_args=[
+                "--state-dir",
+                str(self.vm.state_dir),
+                *self.vm.agent_serve_args(),
+                *FAST_AGENT_ARGS,
+                *extra_args,
+            ],
         )
         if env:
             command = " ".join(f"{name}={value}" for name, value in env.items()) + " " + command
-        self.channel = AgentChannel(transport, command, host=self.vm.address, on_event=self.events.put,
-                                    request_timeout=self.request_timeout)
+        self.channel = AgentChannel(
+            transport, command, host=self.vm.address, on_event=self.events.put, request_timeout=self.request_timeout
+        )
         self.channel.hello(client="jobnet-tests")
         return self.channel
 
@@ -72,10 +102,24 @@ class AgentHarness:
         assert self.channel is not None, "connect() first"
         return self.channel
 
-    def launch(self, key: JobKey, script: str, *, args: Iterable[str] = (), timeout_seconds: int | None = None,
-               working_dir: str | None = None, env: dict[str, str] | None = None) -> LaunchResult:
-        request = LaunchRequest(key=key, script=script, args=list(args), env=env or {},
-                                working_dir=working_dir, timeout_seconds=timeout_seconds)
+    def launch(
+        self,
+        key: JobKey,
+        script: str,
+        *,
+        args: Iterable[str] = (),
+        timeout_seconds: int | None = None,
+        working_dir: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> LaunchResult:
+        request = LaunchRequest(
+            key=key,
+            script=script,
+            args=list(args),
+            env=env or {},
+            working_dir=working_dir,
+            timeout_seconds=timeout_seconds,
+        )
         return self.chan.call(request, LaunchResult)
 
     def kill(self, key: JobKey, *, grace_seconds: float | None = None, reason: str = "stop") -> KillResult:
@@ -85,8 +129,11 @@ class AgentHarness:
         return self.chan.call(GetRequest(key=key), RecordResult).record
 
     def wait_state(self, key: JobKey, *states: str, timeout: float = 10.0) -> JobRecord:
-        return wait_until(lambda: (r := self.get(key)).state in states and r, timeout=timeout,
-                          what=f"{key} in state {'/'.join(states)}")
+        return wait_until(
+            lambda: (r := self.get(key)).state in states and r,
+            timeout=timeout,
+            what=f"{key} in state {'/'.join(states)}",
+        )
 
     def script(self, name: str, body: str, mode: int = 0o755) -> str:
         """Put a shell script into the VM user's home; returns its absolute path."""

@@ -42,8 +42,11 @@ def test_launch_survives_kill_9_at(point: str, expected_end: str, agent: AgentHa
     except SshError:
         assert point.startswith("serve:")  # outcome unknown: exactly the operator's situation
     # Reconnect only once the crash happened, so the new serve finds what the crash left behind.
-    wait_until(lambda: agent.chan.closed if point.startswith("serve:") else _job_supervisors_gone(vm),
-               timeout=10, what=f"crash at {point}")
+    wait_until(
+        lambda: agent.chan.closed if point.startswith("serve:") else _job_supervisors_gone(vm),
+        timeout=10,
+        what=f"crash at {point}",
+    )
 
     agent.reconnect()
     agent.launch(key, script)  # the operator's retry with the same key
@@ -54,16 +57,25 @@ def test_launch_survives_kill_9_at(point: str, expected_end: str, agent: AgentHa
     assert record.state == expected_end, (record, vm.read_agent_log())
     if record.state == "exited":
         assert runs == 1 and record.exit_code == 0
-        assert not [line for line in vm.read_agent_log().splitlines()
-                    if "supervise[" in line and str(key) in line and "exited with code" in line], "supervisor died first"
+        assert not [
+            line
+            for line in vm.read_agent_log().splitlines()
+            if "supervise[" in line and str(key) in line and "exited with code" in line
+        ], "supervisor died first"
     if point.startswith("serve:"):
         assert runs == 0
     records = agent.chan.call(ListRequest(), ListResult).records
     assert [r.key for r in records] == [key]
     agent.chan.watch(0)
-    seqs = wait_until(lambda: [r.seq for r in list(agent.events.queue) if r.seq <= record.seq] if
-                      any(r.seq == record.seq for r in list(agent.events.queue)) else None,
-                      timeout=5, what="journal replayed")
+    seqs = wait_until(
+        lambda: (
+            [r.seq for r in list(agent.events.queue) if r.seq <= record.seq]
+            if any(r.seq == record.seq for r in list(agent.events.queue))
+            else None
+        ),
+        timeout=5,
+        what="journal replayed",
+    )
     assert seqs == list(range(1, record.seq + 1)), "journal events contiguous, none duplicated"
 
 
@@ -76,7 +88,13 @@ def test_exit_recorded_by_a_dying_supervisor_reaches_a_connected_watcher(agent: 
     agent.launch(key, agent.script("live.sh", "exit 0\n"))
     agent.wait_state(key, "exited")
 
-    wait_until(lambda: any(r.key == key and r.state == "exited" for r in list(agent.events.queue)), timeout=5,
-               what="the exited event on the live watch stream")
-    assert not [line for line in vm.read_agent_log().splitlines()
-                if "supervise[" in line and str(key) in line and "exited with code" in line], "supervisor died first"
+    wait_until(
+        lambda: any(r.key == key and r.state == "exited" for r in list(agent.events.queue)),
+        timeout=5,
+        what="the exited event on the live watch stream",
+    )
+    assert not [
+        line
+        for line in vm.read_agent_log().splitlines()
+        if "supervise[" in line and str(key) in line and "exited with code" in line
+    ], "supervisor died first"

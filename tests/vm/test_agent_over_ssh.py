@@ -6,9 +6,9 @@ import asyncio
 import queue
 from pathlib import Path
 
-import jobnet_agent
 import pytest
 
+import jobnet_agent
 from jobnet.core.agentproto import GetRequest, JobRecord, PingRequest, PingResult, RecordResult
 from jobnet.ssh import AgentRequestFailed, ConnectionLost
 from tests.support.netutil import wait_until
@@ -52,12 +52,17 @@ def test_launch_is_idempotent_by_key_the_script_runs_once(agent: AgentHarness, v
 def test_kill_reaches_the_whole_process_tree(agent: AgentHarness, vm: NamespaceVM) -> None:
     script = agent.script(
         "tree.sh",
-        "sh -c 'trap \"\" TERM; echo $$ > \"$HOME/child.pid\"; while :; do sleep 0.05; done' &\nwait\n",
+        'sh -c \'trap "" TERM; echo $$ > "$HOME/child.pid"; while :; do sleep 0.05; done\' &\nwait\n',
     )
     key = new_key()
     agent.launch(key, script)
-    child = int(wait_until(lambda: (vm.home / "child.pid").exists() and (vm.home / "child.pid").read_text().strip(),
-                           timeout=5, what="child started"))
+    child = int(
+        wait_until(
+            lambda: (vm.home / "child.pid").exists() and (vm.home / "child.pid").read_text().strip(),
+            timeout=5,
+            what="child started",
+        )
+    )
 
     killed = agent.kill(key, grace_seconds=0.3)
     record = agent.wait_state(key, "killed")
@@ -99,6 +104,7 @@ def test_watch_resumes_after_a_network_cut_without_loss_or_duplicates(agent: Age
                     seen.append(agent.events.get_nowait())
                 except queue.Empty:
                     return any(predicate(r) for r in seen)  # type: ignore[operator]
+
         wait_until(probe, timeout=timeout, what="expected events")
 
     collect_until(lambda r: r.key == quick and r.state == "exited", timeout=5)
@@ -150,14 +156,18 @@ def test_concurrent_asyncio_requests_are_matched_by_id(agent: AgentHarness) -> N
     keys = [new_key(f"/async/{n}") for n in range(20)]
 
     async def ask_all() -> list[object]:
-        return await asyncio.gather(*(agent.chan.acall(GetRequest(key=key), RecordResult) for key in keys),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(agent.chan.acall(GetRequest(key=key), RecordResult) for key in keys), return_exceptions=True
+        )
 
     answers = asyncio.run(ask_all())
 
     assert all(isinstance(a, AgentRequestFailed) and a.agent_code == "NotFound" for a in answers), answers
+
     async def ping_many() -> list[PingResult]:
-        return await asyncio.wait_for(asyncio.gather(*(agent.chan.acall(PingRequest(), PingResult) for _ in range(50))), 10)
+        return await asyncio.wait_for(
+            asyncio.gather(*(agent.chan.acall(PingRequest(), PingResult) for _ in range(50))), 10
+        )
 
     pings = asyncio.run(ping_many())
     assert len(pings) == 50 and all(p.time > 0 for p in pings)

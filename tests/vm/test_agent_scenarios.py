@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobnet.core.agentproto import LaunchRequest, LaunchResult, KillRequest, KillResult
+from jobnet.core.agentproto import KillRequest, KillResult, LaunchRequest, LaunchResult
 from jobnet.ssh import ConnectionLost, ResponseTimeout
 from tests.support.netutil import wait_until
 from tests.support.vm import NamespaceVM, process_gone
@@ -25,7 +25,9 @@ def test_B04_agent_missing_script_is_failed_to_start_and_logged(agent: AgentHarn
     record = agent.wait_state(key, "failedToStart")
 
     assert record.reason == "ScriptNotFound" and record.pid is None
-    assert any("ScriptNotFound" in line or "not found" in line.lower() for line in _log_lines(vm, key)), vm.read_agent_log()
+    assert any("ScriptNotFound" in line or "not found" in line.lower() for line in _log_lines(vm, key)), (
+        vm.read_agent_log()
+    )
 
 
 def test_B05_agent_non_executable_script_is_permission_denied_and_logged(agent: AgentHarness, vm: NamespaceVM) -> None:
@@ -86,8 +88,11 @@ def test_E02_agent_supervisor_killed_mid_job_is_adopted_then_lost_never_a_succes
     killed = vm.kill_agent(("supervise", "serve"))
     wait_until(lambda: agent.chan.closed, timeout=5, what="the channel notices serve died")
     agent.reconnect()
-    wait_until(lambda: any(f"adopted pid {launched.record.pid}" in line for line in _log_lines(vm, key)),
-               timeout=5, what="the agent adopted the running job")
+    wait_until(
+        lambda: any(f"adopted pid {launched.record.pid}" in line for line in _log_lines(vm, key)),
+        timeout=5,
+        what="the agent adopted the running job",
+    )
     while_alive = agent.get(key)
     record = agent.wait_state(key, "exited", "lost", timeout=15)
 
@@ -108,8 +113,9 @@ def test_E02_agent_supervisor_and_job_killed_is_lost_never_a_success(agent: Agen
     record = agent.wait_state(key, "lost", "exited", timeout=15)
 
     assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", None), record
-    wait_until(lambda: any("lost" in line for line in _log_lines(vm, key)), timeout=5,
-               what="agent log says the job is lost")
+    wait_until(
+        lambda: any("lost" in line for line in _log_lines(vm, key)), timeout=5, what="agent log says the job is lost"
+    )
 
 
 def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
@@ -120,8 +126,11 @@ def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
     agent.chan.watch(0)
     key = new_key("/e03/job")
     agent.launch(key, agent.script("e03.sh", 'sleep 0.5; echo ran >> "$HOME/e03.txt"\nexit 0\n'))
-    wait_until(lambda: any(r.key == key and r.state == "running" for r in list(agent.events.queue)), timeout=5,
-               what="running event")
+    wait_until(
+        lambda: any(r.key == key and r.state == "running" for r in list(agent.events.queue)),
+        timeout=5,
+        what="running event",
+    )
     resume_from = agent.chan.last_event_seq
 
     assert vm.kill_agent(("serve",))
@@ -129,8 +138,11 @@ def test_E03_agent_reporter_dies_before_reporting_the_exit_result_not_lost(
     wait_until(lambda: (vm.home / "e03.txt").exists(), timeout=5, what="the job finished unobserved")
     agent.reconnect()
     agent.chan.watch(resume_from)
-    ended = wait_until(lambda: [r for r in list(agent.events.queue) if r.key == key and r.terminal], timeout=5,
-                       what="the exit reported after reconnecting")
+    ended = wait_until(
+        lambda: [r for r in list(agent.events.queue) if r.key == key and r.terminal],
+        timeout=5,
+        what="the exit reported after reconnecting",
+    )
 
     assert [(r.state, r.exit_code) for r in ended] == [("exited", 0)]
     assert agent.get(key).exit_code == 0
@@ -150,8 +162,11 @@ def test_E03_agent_supervisor_dies_after_the_exit_before_recording_it_result_rec
 
     assert (record.state, record.exit_code) == ("exited", 0), record
     assert (vm.home / "e03.txt").read_text() == "ran\n"
-    wait_until(lambda: any("result recovered" in line for line in _log_lines(vm, key)), timeout=5,
-               what="agent log says the result was recovered")
+    wait_until(
+        lambda: any("result recovered" in line for line in _log_lines(vm, key)),
+        timeout=5,
+        what="agent log says the result was recovered",
+    )
 
 
 def test_F06_agent_kill_after_exit_0_is_ignored_and_reports_the_exit(agent: AgentHarness, vm: NamespaceVM) -> None:

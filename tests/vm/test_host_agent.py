@@ -8,7 +8,16 @@ import time
 import pytest
 
 from jobnet.core.agentproto import GetRequest, JobRecord, LaunchRequest, LaunchResult, RecordResult
-from jobnet.ssh import AgentInstaller, AgentSettings, ConnectionLost, HostAgent, HostConnectionPool, HostKeyMismatch, SshCredentials, SshTarget
+from jobnet.ssh import (
+    AgentInstaller,
+    AgentSettings,
+    ConnectionLost,
+    HostAgent,
+    HostConnectionPool,
+    HostKeyMismatch,
+    SshCredentials,
+    SshTarget,
+)
 from tests.support.vm import NamespaceVM
 from tests.vm.harness import FAST_AGENT_ARGS, FAST_SSH, new_key
 
@@ -16,7 +25,9 @@ from tests.vm.harness import FAST_AGENT_ARGS, FAST_SSH, new_key
 def _host_agent(vm: NamespaceVM, installer: AgentInstaller, events: list[JobRecord], **overrides: object) -> HostAgent:
     credentials = SshCredentials(known_hosts=vm.known_hosts, private_key=vm.client_key)
     return HostAgent(
-        HostConnectionPool(FAST_SSH), installer, SshTarget(vm.address, 22, vm.user),
+        HostConnectionPool(FAST_SSH),
+        installer,
+        SshTarget(vm.address, 22, vm.user),
         overrides.get("credentials", credentials),  # type: ignore[arg-type]
         on_event=events.append,
         # Like the operator: default state dir and boot id source (the VM's sshd points the agent
@@ -33,7 +44,9 @@ async def _until(predicate: object, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(vm: NamespaceVM, agent_installer: AgentInstaller) -> None:
+def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(
+    vm: NamespaceVM, agent_installer: AgentInstaller
+) -> None:
     events: list[JobRecord] = []
     host = _host_agent(vm, agent_installer, events)
     first, second = new_key("/ha/first"), new_key("/ha/second")
@@ -53,7 +66,9 @@ def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(vm: Namespac
         await _until(lambda: (vm.home / "second.done").exists(), 5, "second job ended during the cut")
         vm.restore()
         await host.connect()  # the operator's probe
-        await _until(lambda: any(r.key == second and r.terminal for r in events), 5, "second job's end via resumed watch")
+        await _until(
+            lambda: any(r.key == second and r.terminal for r in events), 5, "second job's end via resumed watch"
+        )
         record = (await host.request(GetRequest(key=second), RecordResult)).record
         assert record.state == "exited" and host.connected
         await host.close()

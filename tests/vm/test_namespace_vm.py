@@ -17,10 +17,26 @@ def _openssh(vm: NamespaceVM, tmp_path: Path, command: str) -> subprocess.Comple
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(vm.known_hosts)
     return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(vm.client_key_file), "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-         "-o", "ConnectTimeout=5", f"{vm.user}@{vm.address}", command],
-        capture_output=True, text=True, timeout=20,
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(vm.client_key_file),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"{vm.user}@{vm.address}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
 
 
@@ -63,7 +79,8 @@ def test_crash_kills_every_process_changes_boot_id_and_keeps_the_disk(vm: Namesp
     vm.exec("setsid sleep 300 </dev/null >/dev/null 2>&1 & echo data > ~/kept")
     sleeper = wait_until(
         lambda: [p for p in vm.pids() if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")],
-        timeout=5, what="sleep process in the VM",
+        timeout=5,
+        what="sleep process in the VM",
     )
     old_boot_id = vm.boot_id
 
@@ -83,7 +100,8 @@ def test_kill_agent_spares_other_processes(vm: NamespaceVM) -> None:
     vm.exec("setsid sleep 300 </dev/null >/dev/null 2>&1 &")
     sleeper = wait_until(
         lambda: [p for p in vm.pids() if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")],
-        timeout=5, what="sleep process in the VM",
+        timeout=5,
+        what="sleep process in the VM",
     )
     assert vm.kill_agent() == []
     assert not process_gone(sleeper[0])
@@ -130,15 +148,21 @@ def test_leftovers_of_a_dead_test_process_are_cleaned(vm: NamespaceVM) -> None:
 
 
 def test_drop_out_lets_requests_in_but_loses_answers(vm: NamespaceVM) -> None:
-    vm.exec("setsid python3 -c \"import socket;s=socket.socket();s.bind(('', 7000));s.listen();c,_=s.accept();"
-            "d=c.recv(100);open('got','wb').write(d);c.sendall(d)\" </dev/null >/dev/null 2>&1 &")
-    client = wait_until(lambda: socket.create_connection((vm.address, 7000), timeout=0.5), timeout=5,
-                        what="listener in the VM")
+    vm.exec(
+        "setsid python3 -c \"import socket;s=socket.socket();s.bind(('', 7000));s.listen();c,_=s.accept();"
+        "d=c.recv(100);open('got','wb').write(d);c.sendall(d)\" </dev/null >/dev/null 2>&1 &"
+    )
+    client = wait_until(
+        lambda: socket.create_connection((vm.address, 7000), timeout=0.5), timeout=5, what="listener in the VM"
+    )
     with client:
         vm.drop("out")
         client.sendall(b"hello")
-        wait_until(lambda: (vm.home / "got").exists() and (vm.home / "got").read_bytes() == b"hello",
-                   timeout=5, what="request arrived in the VM")
+        wait_until(
+            lambda: (vm.home / "got").exists() and (vm.home / "got").read_bytes() == b"hello",
+            timeout=5,
+            what="request arrived in the VM",
+        )
         client.settimeout(0.5)
         with pytest.raises(TimeoutError):
             client.recv(100)

@@ -24,8 +24,9 @@ from jobnet.ssh import (
 )
 from tests.support.vm import NamespaceVM
 
-FAST = SshSettings(connect_timeout=1.0, handshake_timeout=3.0, auth_timeout=3.0, reconnect_backoff_min=0.05,
-                   reconnect_backoff_max=0.2)
+FAST = SshSettings(
+    connect_timeout=1.0, handshake_timeout=3.0, auth_timeout=3.0, reconnect_backoff_min=0.05, reconnect_backoff_max=0.2
+)
 
 
 def target(vm: NamespaceVM) -> SshTarget:
@@ -60,7 +61,9 @@ def test_one_transport_per_host_with_tcp_nodelay(vm: NamespaceVM, pool: HostConn
 
 
 @pytest.mark.parametrize("key_type,fmt", [("rsa", "PEM"), ("ecdsa", "PEM"), ("ed25519", "RFC4716")])
-def test_private_key_types_and_formats(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path, key_type: str, fmt: str) -> None:
+def test_private_key_types_and_formats(
+    vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path, key_type: str, fmt: str
+) -> None:
     private, public = _new_key(tmp_path, key_type, fmt)
     vm.authorize_key(public)
     transport = pool.transport(target(vm), SshCredentials(known_hosts=vm.known_hosts, private_key=private))
@@ -180,7 +183,9 @@ def test_installer_uploads_once_atomically_and_replaces_a_different_build(
     assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == ["jobnet-agent-9.9.9.pyz"]
 
 
-def test_installer_says_clearly_when_python3_is_missing(vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path) -> None:
+def test_installer_says_clearly_when_python3_is_missing(
+    vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path
+) -> None:
     transport = pool.transport(target(vm), key_credentials(vm))
     installer = AgentInstaller(_dummy_zipapp(tmp_path / "a.pyz", "x"), "1.0", python="python3-missing-here")
     with pytest.raises(AgentInstallFailed, match="python3-missing-here not found on .*needs python3 >= 3.8"):

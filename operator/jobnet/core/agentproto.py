@@ -26,12 +26,8 @@ from pydantic.alias_generators import to_camel
 #: The protocol version this operator speaks (``hello`` sends it; the agent refuses others).
 PROTOCOL_VERSION = 1
 
-JobState = Literal[
-    "accepted", "running", "exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"
-]
-TERMINAL_STATES: frozenset[str] = frozenset(
-    {"exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"}
-)
+JobState = Literal["accepted", "running", "exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"]
+TERMINAL_STATES: frozenset[str] = frozenset({"exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"})
 KillReason = Literal["stop", "timeout"]
 #: ``reason`` of the record of a key the agent fenced before any launch of it arrived.
 FENCED_REASON = "Fenced"
@@ -316,7 +312,4 @@ def parse_agent_message(line: bytes | str) -> AgentMessage:
                 raise AgentProtocolError(
                     f"agent sent an invalid {marker!r} message: {exc.errors(include_url=False)}"
                 ) from None
-    raise AgentProtocolError(
-        f"agent sent an object with none of 'id', 'event', 'heartbeat': keys {sorted(data)}"
-    )
-
+    raise AgentProtocolError(f"agent sent an object with none of 'id', 'event', 'heartbeat': keys {sorted(data)}")

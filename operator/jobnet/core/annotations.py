@@ -124,9 +124,7 @@ def scope_of(graph: RunGraph, path: str, stop_scopes: Iterable[str]) -> str | No
     return None
 
 
-def override_targets(
-    graph: RunGraph, states: Mapping[str, JobState], path: str, target: JobState
-) -> list[str]:
+def override_targets(graph: RunGraph, states: Mapping[str, JobState], path: str, target: JobState) -> list[str]:
     """The jobs an override of ``path`` to ``target`` changes: those whose state allows it."""
     return [job for job in jobs_under(graph, path) if override_allowed(states.get(job, JobState.PENDING), target)]
 

@@ -58,9 +58,7 @@ def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outc
             message=f"exited with code {code}{detail}",
             exit_code=code,
         )
-    if record.state == "timedOut" or (
-        record.state == "killed" and "timeout" in (kill_reason, _kill_reason(record))
-    ):
+    if record.state == "timedOut" or (record.state == "killed" and "timeout" in (kill_reason, _kill_reason(record))):
         return Outcome(
             state=JobState.FAILED,
             reason=Reason.TIMED_OUT,

@@ -138,7 +138,9 @@ def status_patch(
     previous = previous_jobnet_states or {}
     jobs: dict[str, Any] = {}
     for path in sorted(decision.runtime.jobs if full else decision.changed):
-        jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(by_alias=True, mode="json", exclude={"output_tail"})
+        jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(
+            by_alias=True, mode="json", exclude={"output_tail"}
+        )
     for path, state in decision.jobnet_states.items():
         if full or previous.get(path) != state:
             jobs[path] = {"state": str(state)}
@@ -299,8 +301,14 @@ class StatusEncoder:
         self.chunked = len(ordered) > PLAIN_MAX_ENTRIES
         self._chunk_of = {path: index // CHUNK_ENTRIES for index, path in enumerate(ordered)}
         #: each chunk's paths in order, with their JSON (a rewritten chunk serialises no path again)
-        self._chunk_paths = [[(path, json.dumps(path)) for path in ordered[start:start + CHUNK_ENTRIES]]
-                             for start in range(0, len(ordered), CHUNK_ENTRIES)] if self.chunked else []
+        self._chunk_paths = (
+            [
+                [(path, json.dumps(path)) for path in ordered[start : start + CHUNK_ENTRIES]]
+                for start in range(0, len(ordered), CHUNK_ENTRIES)
+            ]
+            if self.chunked
+            else []
+        )
         self._chunk_count = (len(ordered) + CHUNK_ENTRIES - 1) // CHUNK_ENTRIES
         self._entries: dict[int, dict[str, dict[str, Any]]] = {}
         self._texts: dict[int, dict[str, str]] = {}
@@ -319,7 +327,7 @@ class StatusEncoder:
     def _cut_tail(self, entry: dict[str, Any]) -> dict[str, Any]:
         tail = entry.get("outputTail")
         if isinstance(tail, str) and len(tail) > self.tail_limit:
-            return {**entry, "outputTail": tail[len(tail) - self.tail_limit:] if self.tail_limit else None}
+            return {**entry, "outputTail": tail[len(tail) - self.tail_limit :] if self.tail_limit else None}
         return entry
 
     def encode(self, patch: Mapping[str, Any], *, full: bool = False) -> dict[str, Any]:
@@ -346,15 +354,21 @@ class StatusEncoder:
         encoded = {key: value for key, value in patch.items() if key != "jobs"}
         if full:
             encoded["jobs"] = None  # plain entries of an older status would shadow the chunks
-        chunks = {**stale, **{str(index): self._chunk(index, pending[index][1] if index in pending
-                                                       else self._texts.get(index, {}))
-                              for index in sorted(touched)}}
+        chunks = {
+            **stale,
+            **{
+                str(index): self._chunk(index, pending[index][1] if index in pending else self._texts.get(index, {}))
+                for index in sorted(touched)
+            },
+        }
         if chunks:
             encoded["jobChunks"] = chunks
         return encoded
 
     def _chunk(self, index: int, texts: Mapping[str, str]) -> str:
-        return _chunk_of_members(f"{quoted}:{texts[path]}" for path, quoted in self._chunk_paths[index] if path in texts)
+        return _chunk_of_members(
+            f"{quoted}:{texts[path]}" for path, quoted in self._chunk_paths[index] if path in texts
+        )
 
     def commit(self) -> None:
         """The patch of the last :meth:`encode` was stored."""

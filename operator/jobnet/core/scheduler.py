@@ -335,8 +335,7 @@ def _with_reason(message: str, reason: str | None) -> str:
 def job_states(graph: RunGraph, runtime: RunRuntime) -> dict[str, JobState]:
     """The state of every job of the graph (Pending when the runtime has no entry yet)."""
     return {
-        node.path: runtime.jobs[node.path].state if node.path in runtime.jobs else S.PENDING
-        for node in graph.jobs()
+        node.path: runtime.jobs[node.path].state if node.path in runtime.jobs else S.PENDING for node in graph.jobs()
     }
 
 
@@ -462,9 +461,11 @@ class _Reconciler:
             overrides = parsed.requests + overrides
         # The message and the requester go with their annotation (a message alone waits for the
         # override it explains).
-        consumable = (STOP_ANNOTATION, OVERRIDE_ANNOTATION) + (
-            (OVERRIDE_MESSAGE_ANNOTATION, OVERRIDE_BY_ANNOTATION) if OVERRIDE_ANNOTATION in annotations else ()
-        ) + ((STOP_BY_ANNOTATION,) if STOP_ANNOTATION in annotations else ())
+        consumable = (
+            (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
+            + ((OVERRIDE_MESSAGE_ANNOTATION, OVERRIDE_BY_ANNOTATION) if OVERRIDE_ANNOTATION in annotations else ())
+            + ((STOP_BY_ANNOTATION,) if STOP_ANNOTATION in annotations else ())
+        )
         self.consumed = tuple(key for key in consumable if key in annotations)
         for override in overrides:
             self.apply_override(override)
@@ -472,14 +473,18 @@ class _Reconciler:
             self.apply_delivery(delivery)
         # Only launched, undecided jobs can learn anything from the agents or time out.
         live = [
-            path for path, job in self.jobs.items()
-            if job.state in _LIVE_STATES or (job.state == S.READY and job.dispatch is not None)  # a re-run waiting for its fence
+            path
+            for path, job in self.jobs.items()
+            if job.state in _LIVE_STATES
+            or (job.state == S.READY and job.dispatch is not None)  # a re-run waiting for its fence
         ]
         for path in live:
             self.apply_record(path)
         for path in live:
             self.check_liveness(path)
-        root_state = self.walk(self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None))
+        root_state = self.walk(
+            self.graph.root, gate_open=True, blocked=None, scope=self.scope_here(self.graph.root, None)
+        )
         self.jobnet_states[self.graph.root] = root_state
         self.ack_settled_records()
         return self.decide(root_state)
@@ -492,8 +497,11 @@ class _Reconciler:
         round until the acknowledged record comes back; the edge sends one ack per record.
         Runs after the walk, so that a re-run launched this round already supersedes its key."""
         # Cheapest tests first: this looks at every record of a large run each round.
-        ended = [record for record in self.records.values()
-                 if not record.acknowledged and record.state in AGENT_TERMINAL_STATES]
+        ended = [
+            record
+            for record in self.records.values()
+            if not record.acknowledged and record.state in AGENT_TERMINAL_STATES
+        ]
         for record in ended:
             path = record.key.path
             job = self.jobs.get(path)
@@ -529,7 +537,12 @@ class _Reconciler:
         if target is not None:
             problem = override_problem(self.graph, states, self.stop_scopes, target, request.state)
         if target is None or problem is not None:
-            self.event("Warning", "OverrideRejected", f"override {request.path}={request.state} refused: {problem}", request.path)
+            self.event(
+                "Warning",
+                "OverrideRejected",
+                f"override {request.path}={request.state} refused: {problem}",
+                request.path,
+            )
             return
         for path in override_targets(self.graph, states, target, request.state):
             if request.state == S.READY and self.launch_unconfirmed(path):
@@ -545,17 +558,33 @@ class _Reconciler:
         who = by or "an override annotation"
         was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
         if state == S.READY:
-            message = _with_reason(f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason)
+            message = _with_reason(
+                f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason
+            )
             self.update(
-                path, override=True, state=S.READY, reason=Reason.OVERRIDDEN, message=message,
-                pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
-                kill_reason=None, dispatch=None,
+                path,
+                override=True,
+                state=S.READY,
+                reason=Reason.OVERRIDDEN,
+                message=message,
+                pid=None,
+                exit_code=None,
+                started_at=None,
+                finished_at=None,
+                deadline=None,
+                kill_reason=None,
+                dispatch=None,
             )
         else:
             message = _with_reason(f"set to {state} by {who} (was {was})", reason)
             self.update(
-                path, override=True, state=state, reason=Reason.OVERRIDDEN, message=message,
-                finished_at=self.now, dispatch=None,
+                path,
+                override=True,
+                state=state,
+                reason=Reason.OVERRIDDEN,
+                message=message,
+                finished_at=self.now,
+                dispatch=None,
             )
         self.settlements.append(
             Settlement(path=path, from_state=job.state, to_state=state, by=by, at=self.now, message=message)
@@ -604,18 +633,26 @@ class _Reconciler:
                 # A person's override to Ready replaces the automatic one: theirs is recorded.
                 self.update(path, dispatch=pending.model_copy(update={"override_by": by, "override_message": reason}))
             return  # the same override again: the fence is already on its way
-        self.update(path, dispatch=Dispatch(op="fence", attempts_used=1, last_attempt_at=self.now,
-                                            override_by=by, override_message=reason))
+        self.update(
+            path,
+            dispatch=Dispatch(
+                op="fence", attempts_used=1, last_attempt_at=self.now, override_by=by, override_message=reason
+            ),
+        )
         self.send(path, "fence")
         self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
         if by == AUTO_RESOLVER:
-            why = (f"{path}: {self.host_of(path)} is heard again with its journal caught up and has no record of "
-                   f"attempt {job.attempt}; fencing it (its launch may still arrive there) before re-sending the job "
-                   f"as attempt {job.attempt + 1}")
+            why = (
+                f"{path}: {self.host_of(path)} is heard again with its journal caught up and has no record of "
+                f"attempt {job.attempt}; fencing it (its launch may still arrive there) before re-sending the job "
+                f"as attempt {job.attempt + 1}"
+            )
         else:
-            why = (f"{path}: the override to Ready by {by or 'an override annotation'} waits until attempt {job.attempt} "
-                   f"is fenced on {self.host_of(path)} (its launch may still arrive there); attempt {job.attempt + 1} "
-                   "runs only once the agent confirms it never ran")
+            why = (
+                f"{path}: the override to Ready by {by or 'an override annotation'} waits until attempt {job.attempt} "
+                f"is fenced on {self.host_of(path)} (its launch may still arrive there); attempt {job.attempt + 1} "
+                "runs only once the agent confirms it never ran"
+            )
         self.event("Normal", "FenceRequested", _with_reason(why, reason), path)
 
     def settle_fence(self, path: str, record: JobRecord) -> None:
@@ -643,7 +680,9 @@ class _Reconciler:
             message = f"{message}; it stays Failed as set before"
             self.update(path, state=S.FAILED, message=message, finished_at=self.now, dispatch=None)
             self.settlements.append(
-                Settlement(path=path, from_state=S.READY, to_state=S.FAILED, by=AUTO_RESOLVER, at=self.now, message=message)
+                Settlement(
+                    path=path, from_state=S.READY, to_state=S.FAILED, by=AUTO_RESOLVER, at=self.now, message=message
+                )
             )
             self.event("Warning", "OverrideNotApplied", f"{path}: {message}", path)
             return
@@ -658,7 +697,9 @@ class _Reconciler:
         target = self.jobs[path].state
         if target != S.STUCK:
             self.settlements.append(
-                Settlement(path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message)
+                Settlement(
+                    path=path, from_state=S.STUCK, to_state=target, by=AUTO_RESOLVER, at=self.now, message=message
+                )
             )
         self.event("Warning", "OverrideNotApplied", f"{path}: {message}; the job is {target}", path)
 
@@ -666,13 +707,24 @@ class _Reconciler:
         """The agent confirmed the fence of a launch that never reached it: run the job again as
         the next attempt, an automatic settlement (Stuck -> Ready) like a person's override."""
         job = self.jobs[path]
-        message = (f"resolved automatically: the launch of attempt {job.attempt} never reached {self.host_of(path)} "
-                   f"(the agent confirms it fenced the key); re-sent as attempt {job.attempt + 1} "
-                   f"(was Stuck: {job.reason})")
+        message = (
+            f"resolved automatically: the launch of attempt {job.attempt} never reached {self.host_of(path)} "
+            f"(the agent confirms it fenced the key); re-sent as attempt {job.attempt + 1} "
+            f"(was Stuck: {job.reason})"
+        )
         self.update(
-            path, override=True, state=S.READY, reason=None, message=message,
-            pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
-            kill_reason=None, dispatch=None,
+            path,
+            override=True,
+            state=S.READY,
+            reason=None,
+            message=message,
+            pid=None,
+            exit_code=None,
+            started_at=None,
+            finished_at=None,
+            deadline=None,
+            kill_reason=None,
+            dispatch=None,
         )
         self.settlements.append(
             Settlement(path=path, from_state=S.STUCK, to_state=S.READY, by=AUTO_RESOLVER, at=self.now, message=message)
@@ -695,12 +747,20 @@ class _Reconciler:
                 self.remember(result.record)
             elif result.op == "kill":
                 self.update(
-                    path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, finished_at=self.now,
+                    path,
+                    state=S.STOPPED,
+                    reason=Reason.STOP_REQUESTED,
+                    finished_at=self.now,
                     message="stopped: the agent never received the launch, so the script never ran",
                 )
                 self.event("Normal", "JobStopped", f"{path}: {self.jobs[path].message}", path)
             if result.deduplicated and result.op == "launch":
-                self.event("Normal", "LaunchDeduplicated", f"{path}: the agent had already accepted {result.key}; not started again", path)
+                self.event(
+                    "Normal",
+                    "LaunchDeduplicated",
+                    f"{path}: the agent had already accepted {result.key}; not started again",
+                    path,
+                )
             return
         self.update(
             path,
@@ -752,7 +812,12 @@ class _Reconciler:
         timeout = self.node(path).timeout_seconds
         job = self.jobs[path]
         self.update(
-            path, state=S.RUNNING, reason=None, message=None, dispatch=None, pid=record.pid,
+            path,
+            state=S.RUNNING,
+            reason=None,
+            message=None,
+            dispatch=None,
+            pid=record.pid,
             started_at=record.started_at or self.now,
             deadline=job.deadline or (self.now + timeout if timeout else None),
         )
@@ -762,9 +827,15 @@ class _Reconciler:
         outcome = record_outcome(record, kill_reason=job.kill_reason)
         assert outcome is not None
         self.update(
-            path, state=outcome.state, reason=outcome.reason, message=outcome.message,
-            exit_code=outcome.exit_code, pid=record.pid or job.pid, dispatch=None,
-            started_at=record.started_at or job.started_at, finished_at=record.ended_at or self.now,
+            path,
+            state=outcome.state,
+            reason=outcome.reason,
+            message=outcome.message,
+            exit_code=outcome.exit_code,
+            pid=record.pid or job.pid,
+            dispatch=None,
+            started_at=record.started_at or job.started_at,
+            finished_at=record.ended_at or self.now,
         )
         if outcome.state == S.FAILED:
             self.event("Warning", "JobFailed", f"{path} failed ({outcome.reason}): {outcome.message}", path)
@@ -840,7 +911,12 @@ class _Reconciler:
             self.wakeups.append(limit)
         if job.state == S.RUNNING and job.deadline is not None:
             if self.now >= job.deadline:
-                self.event("Warning", "JobTimedOut", f"{path} exceeded its timeout of {self.node(path).timeout_seconds}s; stopping it", path)
+                self.event(
+                    "Warning",
+                    "JobTimedOut",
+                    f"{path} exceeded its timeout of {self.node(path).timeout_seconds}s; stopping it",
+                    path,
+                )
                 self.start_kill(path, "timeout")
             else:
                 self.wakeups.append(job.deadline)
@@ -849,9 +925,10 @@ class _Reconciler:
         """The request may or may not have reached the agent before its sender stopped: the
         same key again settles it either way (the agent carries it out once, or answers with
         what it did), so the operator's restart never costs a job an attempt or a Stuck."""
-        self.update(path, dispatch=dispatch.model_copy(
-            update={"interrupted": False, "in_flight": True, "last_attempt_at": self.now}
-        ))
+        self.update(
+            path,
+            dispatch=dispatch.model_copy(update={"interrupted": False, "in_flight": True, "last_attempt_at": self.now}),
+        )
         self.send(path, dispatch.op)
         self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
 
@@ -873,8 +950,12 @@ class _Reconciler:
             self.wakeups.append(expires)
             return None
         dispatch = dispatch.model_copy(
-            update={"in_flight": False, "unknown_seen": True, "last_error": "NoAnswer",
-                    "last_error_message": f"no answer within {self.policy.dispatch_timeout_seconds:g}s"}
+            update={
+                "in_flight": False,
+                "unknown_seen": True,
+                "last_error": "NoAnswer",
+                "last_error_message": f"no answer within {self.policy.dispatch_timeout_seconds:g}s",
+            }
         )
         self.update(path, dispatch=dispatch)
         return dispatch
@@ -890,14 +971,19 @@ class _Reconciler:
             return
         if dispatch.attempts_used == 1:
             self.event(
-                "Warning", "FenceRetried",
+                "Warning",
+                "FenceRetried",
                 f"{path}: the fence of attempt {self.jobs[path].attempt} did not reach {self.host_of(path)} "
                 f"({dispatch.last_error_message or dispatch.last_error}); the job stays Stuck and the fence is "
-                f"retried every {self.retry(path).interval_seconds:g}s until the agent answers", path,
+                f"retried every {self.retry(path).interval_seconds:g}s until the agent answers",
+                path,
             )
-        self.update(path, dispatch=dispatch.model_copy(
-            update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
-        ))
+        self.update(
+            path,
+            dispatch=dispatch.model_copy(
+                update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
+            ),
+        )
         self.send(path, "fence")
 
     def check_dispatch(self, path: str, pending: Dispatch) -> None:
@@ -912,21 +998,32 @@ class _Reconciler:
             if dispatch.unknown_seen:
                 self.start_kill(path, "stop")  # it may have arrived: a kill by the same key settles it
             else:
-                self.update(path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, dispatch=None, finished_at=self.now,
-                            message=f"not started: {scope} was stopped (the launch never reached the agent)")
+                self.update(
+                    path,
+                    state=S.STOPPED,
+                    reason=Reason.STOP_REQUESTED,
+                    dispatch=None,
+                    finished_at=self.now,
+                    message=f"not started: {scope} was stopped (the launch never reached the agent)",
+                )
             return
         if dispatch.attempts_used < retry.dispatch_attempts:
             due = dispatch.last_attempt_at + retry.interval_seconds
             if self.now < due:
                 self.wakeups.append(due)
                 return
-            self.update(path, dispatch=dispatch.model_copy(
-                update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
-            ))
+            self.update(
+                path,
+                dispatch=dispatch.model_copy(
+                    update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": self.now, "in_flight": True}
+                ),
+            )
             self.event(
-                "Warning", "DeliveryRetried",
+                "Warning",
+                "DeliveryRetried",
                 f"{path}: {dispatch.op} attempt {dispatch.attempts_used} to {self.host_of(path)} failed ({last}); "
-                f"retrying with the same key ({dispatch.attempts_used + 1}/{retry.dispatch_attempts})", path,
+                f"retrying with the same key ({dispatch.attempts_used + 1}/{retry.dispatch_attempts})",
+                path,
             )
             self.send(path, dispatch.op)
             return
@@ -952,15 +1049,24 @@ class _Reconciler:
             self.actions.append(Fence(key=key, path=path, host=self.host_of(path)))
         else:
             self.actions.append(
-                Kill(key=key, path=path, host=self.host_of(path), reason=job.kill_reason or "stop",
-                     grace_seconds=self.policy.kill_grace_seconds)
+                Kill(
+                    key=key,
+                    path=path,
+                    host=self.host_of(path),
+                    reason=job.kill_reason or "stop",
+                    grace_seconds=self.policy.kill_grace_seconds,
+                )
             )
 
     def start_kill(self, path: str, reason: KillReason) -> None:
         job = self.jobs[path]
         kill_reason = job.kill_reason or reason
         self.update(
-            path, state=S.STOPPING, kill_reason=kill_reason, reason=None, message=f"kill requested ({kill_reason})",
+            path,
+            state=S.STOPPING,
+            kill_reason=kill_reason,
+            reason=None,
+            message=f"kill requested ({kill_reason})",
             dispatch=Dispatch(op="kill", attempts_used=1, last_attempt_at=self.now),
         )
         self.send(path, "kill")
@@ -970,14 +1076,29 @@ class _Reconciler:
         node = self.node(path)
         job = self.jobs[path]
         if node.host is None:
-            self.update(path, state=S.FAILED, reason=Reason.NO_HOST, finished_at=self.now,
-                        message="no host: neither the job nor any enclosing JobNet sets `host`")
+            self.update(
+                path,
+                state=S.FAILED,
+                reason=Reason.NO_HOST,
+                finished_at=self.now,
+                message="no host: neither the job nor any enclosing JobNet sets `host`",
+            )
             self.event("Warning", "JobFailed", f"{path} failed ({Reason.NO_HOST}): {self.jobs[path].message}", path)
             return
         self.update(
-            path, state=S.STARTING, attempt=job.attempt + 1, host=host_id(node.host), reason=None,
-            message=None, pid=None, exit_code=None, started_at=None, finished_at=None, deadline=None,
-            kill_reason=None, dispatch=Dispatch(op="launch", attempts_used=1, last_attempt_at=self.now),
+            path,
+            state=S.STARTING,
+            attempt=job.attempt + 1,
+            host=host_id(node.host),
+            reason=None,
+            message=None,
+            pid=None,
+            exit_code=None,
+            started_at=None,
+            finished_at=None,
+            deadline=None,
+            kill_reason=None,
+            dispatch=Dispatch(op="launch", attempts_used=1, last_attempt_at=self.now),
         )
         self.send(path, "launch")
         self.wakeups.append(self.now + self.policy.dispatch_timeout_seconds)
@@ -1013,8 +1134,9 @@ class _Reconciler:
                 state = jobs[child_path].state
                 # Only a job not yet launched, or one under a stopped scope, may change here; a
                 # Pending job whose gate stays closed (most of a large run) does not either.
-                if child_scope is not None or (state in UNLAUNCHED_STATES and (
-                        child_open or child_blocked is not None or state != S.PENDING)):
+                if child_scope is not None or (
+                    state in UNLAUNCHED_STATES and (child_open or child_blocked is not None or state != S.PENDING)
+                ):
                     state = self.schedule_job(child_path, child_open, child_blocked, child_scope)
                 states[child_path] = state
             else:
@@ -1026,11 +1148,22 @@ class _Reconciler:
         job = self.jobs[path]
         if job.state in UNLAUNCHED_STATES:
             if scope is not None:
-                self.update(path, state=S.STOPPED, reason=Reason.STOP_REQUESTED, finished_at=self.now,
-                            message=f"not started: {scope} was stopped", dispatch=None)
+                self.update(
+                    path,
+                    state=S.STOPPED,
+                    reason=Reason.STOP_REQUESTED,
+                    finished_at=self.now,
+                    message=f"not started: {scope} was stopped",
+                    dispatch=None,
+                )
             elif blocked is not None:
-                self.update(path, state=S.SKIPPED, reason=Reason.UPSTREAM_NOT_SUCCEEDED, message=f"not run: {blocked}",
-                            dispatch=None)
+                self.update(
+                    path,
+                    state=S.SKIPPED,
+                    reason=Reason.UPSTREAM_NOT_SUCCEEDED,
+                    message=f"not run: {blocked}",
+                    dispatch=None,
+                )
             elif job.dispatch is not None:
                 pass  # a re-run waiting for the fence of the previous attempt
             elif gate_open:
@@ -1054,7 +1187,12 @@ class _Reconciler:
         counts = self.counts()
         if phase != old.phase and phase not in (RunPhase.PENDING, RunPhase.RUNNING):
             detail = ", ".join(f"{count} {state}" for state, count in counts.items())
-            self.event("Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal", f"Run{phase}", f"run is {phase}: {detail}", None)
+            self.event(
+                "Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal",
+                f"Run{phase}",
+                f"run is {phase}: {detail}",
+                None,
+            )
         runtime = RunRuntime(
             run_uid=old.run_uid,
             jobs=self.jobs,

@@ -65,8 +65,9 @@ def used_jobnets(root: str, catalog: Catalog) -> dict[str, JobNetSpec]:
 
 def encode_snapshot(jobnets: Mapping[str, JobNetSpec]) -> str:
     """The snapshot of ``jobnets`` as base64 (the form of a ConfigMap's ``binaryData``)."""
-    return encode_chunk({name: spec.model_dump(by_alias=True, mode="json", exclude_defaults=True)
-                         for name, spec in jobnets.items()})
+    return encode_chunk(
+        {name: spec.model_dump(by_alias=True, mode="json", exclude_defaults=True) for name, spec in jobnets.items()}
+    )
 
 
 def snapshot_sha256(data: str) -> str:
@@ -83,11 +84,15 @@ def decode_snapshot(data: str, snapshot: JobNetSnapshotStatus) -> dict[str, JobN
     if not data:
         raise SnapshotError(f"ConfigMap {snapshot.config_map!r} holds no binaryData {snapshot.key!r}")
     if snapshot.format != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"the JobNet snapshot has format {snapshot.format!r}; this operator reads {SNAPSHOT_FORMAT!r}")
+        raise SnapshotError(
+            f"the JobNet snapshot has format {snapshot.format!r}; this operator reads {SNAPSHOT_FORMAT!r}"
+        )
     actual = snapshot_sha256(data)
     if actual != snapshot.sha256:
-        raise SnapshotError(f"the JobNet snapshot has SHA-256 {actual}, the run started with {snapshot.sha256}: "
-                            "it was replaced after the run started")
+        raise SnapshotError(
+            f"the JobNet snapshot has SHA-256 {actual}, the run started with {snapshot.sha256}: "
+            "it was replaced after the run started"
+        )
     try:
         raw = decode_chunk(data)
     except ValueError:
@@ -105,7 +110,7 @@ def snapshot_configmap_name(run_name: str, run_uid: str) -> str:
     """``<run name>-jobnets-<run uid>``: unique per run (a re-created JobRun of the same name gets
     its own), the run's name cut so that the whole stays a valid object name."""
     suffix = f"-jobnets-{run_uid}"
-    return run_name[:_NAME_MAX_LENGTH - len(suffix)].rstrip(".-") + suffix
+    return run_name[: _NAME_MAX_LENGTH - len(suffix)].rstrip(".-") + suffix
 
 
 def snapshot_configmap(run: Mapping[str, Any], data: str) -> dict[str, Any]:
@@ -119,29 +124,44 @@ def snapshot_configmap(run: Mapping[str, Any], data: str) -> dict[str, Any]:
             "name": snapshot_configmap_name(meta["name"], meta["uid"]),
             "namespace": meta.get("namespace") or "default",
             "labels": {RUN_UID_LABEL: meta["uid"]},
-            "ownerReferences": [{"apiVersion": run["apiVersion"], "kind": run["kind"], "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": run["apiVersion"],
+                    "kind": run["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
         },
         "immutable": True,
         "binaryData": {SNAPSHOT_KEY: data},
     }
 
 
-def snapshot_status(config_map: str, data: str, versions: Mapping[str, Mapping[str, Any]],
-                    jobnets: Mapping[str, JobNetSpec]) -> JobNetSnapshotStatus:
+def snapshot_status(
+    config_map: str, data: str, versions: Mapping[str, Mapping[str, Any]], jobnets: Mapping[str, JobNetSpec]
+) -> JobNetSnapshotStatus:
     """The ``status.jobNetSnapshot`` of a run whose snapshot ``data`` of ``jobnets`` is stored in
     ConfigMap ``config_map``; ``versions``: JobNet name -> its ``metadata`` (resourceVersion, generation)."""
     size = len(base64.b64decode(data))
     if size > SNAPSHOT_MAX_BYTES:
-        raise SnapshotError(f"the JobNet snapshot takes {size} bytes gzipped, more than a ConfigMap holds "
-                            f"({SNAPSHOT_MAX_BYTES}); JobNets {', '.join(sorted(jobnets))} are too large together")
+        raise SnapshotError(
+            f"the JobNet snapshot takes {size} bytes gzipped, more than a ConfigMap holds "
+            f"({SNAPSHOT_MAX_BYTES}); JobNets {', '.join(sorted(jobnets))} are too large together"
+        )
     return JobNetSnapshotStatus(
         config_map=config_map,
         key=SNAPSHOT_KEY,
         format=SNAPSHOT_FORMAT,
         sha256=snapshot_sha256(data),
         size_bytes=size,
-        job_nets=[SnapshotJobNet(name=name, resource_version=versions.get(name, {}).get("resourceVersion"),
-                                 generation=versions.get(name, {}).get("generation"))
-                  for name in jobnets],
+        job_nets=[
+            SnapshotJobNet(
+                name=name,
+                resource_version=versions.get(name, {}).get("resourceVersion"),
+                generation=versions.get(name, {}).get("generation"),
+            )
+            for name in jobnets
+        ],
     )

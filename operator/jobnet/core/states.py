@@ -106,9 +106,7 @@ def override_allowed(old: JobState, new: JobState) -> bool:
 
 def describe_override_rules() -> str:
     """One line for error messages: ``Stuck -> Ready|Succeeded|...; Failed -> ...``."""
-    return "; ".join(
-        f"{old} -> {'|'.join(sorted(new))}" for old, new in OVERRIDE_TRANSITIONS.items()
-    )
+    return "; ".join(f"{old} -> {'|'.join(sorted(new))}" for old, new in OVERRIDE_TRANSITIONS.items())
 
 
 class StuckReason(StrEnum):
@@ -129,8 +127,7 @@ STUCK_MESSAGES: Mapping[StuckReason, str] = {
         "({attempts} delivery attempt(s), last: {detail}); whether the script runs is unknown"
     ),
     StuckReason.HEARTBEAT_LOST: (
-        "no heartbeat from the agent on {host} for {detail}; the job may still be running "
-        "or may have ended"
+        "no heartbeat from the agent on {host} for {detail}; the job may still be running or may have ended"
     ),
     StuckReason.STOP_OUTCOME_UNKNOWN: (
         "the kill request to {host} may or may not have reached the agent "

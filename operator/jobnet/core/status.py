@@ -57,7 +57,9 @@ class DispatchStatus(StatusModel):
     )
     last_error: str | None = Field(default=None, description="Code of the last delivery failure.")
     last_error_message: str | None = Field(default=None, description="The last delivery failure, for people.")
-    override_by: str | None = Field(default=None, description="For a fence: who asked for the override to Ready that waits for it.")
+    override_by: str | None = Field(
+        default=None, description="For a fence: who asked for the override to Ready that waits for it."
+    )
     override_message: str | None = Field(default=None, description="For a fence: the reason given with that override.")
 
 
@@ -121,8 +123,12 @@ class JobNetSnapshotStatus(StatusModel):
 
     config_map: str = Field(description="Name of the ConfigMap (owned by the JobRun) holding the snapshot.")
     key: str = Field(description="Key of the snapshot in the ConfigMap's `binaryData`.")
-    format: str = Field(description="Encoding of the snapshot: `gzip-json-v1`, a gzipped JSON object JobNet name -> spec.")
-    sha256: str = Field(description="SHA-256 (hex) of the snapshot bytes; a resumed run refuses a snapshot that differs.")
+    format: str = Field(
+        description="Encoding of the snapshot: `gzip-json-v1`, a gzipped JSON object JobNet name -> spec."
+    )
+    sha256: str = Field(
+        description="SHA-256 (hex) of the snapshot bytes; a resumed run refuses a snapshot that differs."
+    )
     size_bytes: int = Field(ge=0, description="Size of the snapshot (gzipped), in bytes.")
     job_nets: list[SnapshotJobNet] = Field(
         description="The JobNets the run was expanded from (the root and every JobNet it expands, transitively)."

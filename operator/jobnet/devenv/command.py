@@ -46,10 +46,18 @@ DEFAULT_WORKDIR = ".jobnet-dev"
 
 #: Short deadlines, so that a cut link turns into a Stuck job within seconds (the demo shows it).
 DEV_RUNTIME_ARGS = (
-    "--heartbeat-deadline=3", "--dispatch-timeout=5", "--kill-grace=1", "--agent-request-timeout=3",
-    "--ssh-connect-timeout=2", "--ssh-handshake-timeout=5", "--ssh-keepalive=1",
-    "--ssh-dead-connection-timeout=3", "--reconnect-backoff-min=0.1", "--reconnect-backoff-max=1",
-    "--agent-serve-arg=--heartbeat-seconds", "--agent-serve-arg=0.5",
+    "--heartbeat-deadline=3",
+    "--dispatch-timeout=5",
+    "--kill-grace=1",
+    "--agent-request-timeout=3",
+    "--ssh-connect-timeout=2",
+    "--ssh-handshake-timeout=5",
+    "--ssh-keepalive=1",
+    "--ssh-dead-connection-timeout=3",
+    "--reconnect-backoff-min=0.1",
+    "--reconnect-backoff-max=1",
+    "--agent-serve-arg=--heartbeat-seconds",
+    "--agent-serve-arg=0.5",
 )
 
 EXIT_OK = 0
@@ -79,13 +87,16 @@ class LocalSsh:
         lookup = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
         if not self.known_hosts_file.is_file():
             raise DevError(f"--known-hosts {self.known_hosts_file}: no such file")
-        found = subprocess.run(["ssh-keygen", "-F", lookup, "-f", str(self.known_hosts_file)],
-                               capture_output=True, text=True, timeout=10)
+        found = subprocess.run(
+            ["ssh-keygen", "-F", lookup, "-f", str(self.known_hosts_file)], capture_output=True, text=True, timeout=10
+        )
         entries = [line.split() for line in found.stdout.splitlines() if line.strip() and not line.startswith("#")]
         if not entries:
-            raise DevError(f"no host key for {lookup} in {self.known_hosts_file}: connect once with "
-                           f"`ssh -p {self.port} {self.user}@{self.address}` and check the fingerprint, "
-                           "or pass --known-hosts FILE (host keys are always verified)")
+            raise DevError(
+                f"no host key for {lookup} in {self.known_hosts_file}: connect once with "
+                f"`ssh -p {self.port} {self.user}@{self.address}` and check the fingerprint, "
+                "or pass --known-hosts FILE (host keys are always verified)"
+            )
         alias = name if self.port == 22 else f"[{name}]:{self.port}"
         return "".join(f"{alias} {fields[1]} {fields[2]}\n" for fields in entries if len(fields) >= 3)
 
@@ -98,20 +109,35 @@ def parse_local_ssh(text: str) -> tuple[str, int]:
 
 
 def add_dev_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--demo", action="store_true",
-                        help="run the demo end to end (examples 01 and 03, then a Stuck job settled by an "
-                             "override), print what happens, clean up and exit: 0 on success")
-    parser.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
-                        help=f"kubeconfig, operator log and emulator files (default: {DEFAULT_WORKDIR})")
-    parser.add_argument("--examples", type=Path, default=Path("examples"),
-                        help="directory of the numbered examples the demo applies (default: examples)")
-    local = parser.add_argument_group(
-        "an sshd you already have (instead of a namespace VM, which needs root)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the demo end to end (examples 01 and 03, then a Stuck job settled by an "
+        "override), print what happens, clean up and exit: 0 on success",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(DEFAULT_WORKDIR),
+        help=f"kubeconfig, operator log and emulator files (default: {DEFAULT_WORKDIR})",
+    )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        default=Path("examples"),
+        help="directory of the numbered examples the demo applies (default: examples)",
+    )
+    local = parser.add_argument_group("an sshd you already have (instead of a namespace VM, which needs root)")
     local.add_argument("--local-ssh", type=parse_local_ssh, metavar="HOST:PORT", help="the sshd to run jobs on")
     local.add_argument("--user", help="login user at --local-ssh")
     local.add_argument("--key", type=Path, metavar="FILE", help="private key file authorised for --user")
-    local.add_argument("--known-hosts", type=Path, metavar="FILE", default=Path.home() / ".ssh" / "known_hosts",
-                       help="where the sshd's host key is already recorded (default: ~/.ssh/known_hosts)")
+    local.add_argument(
+        "--known-hosts",
+        type=Path,
+        metavar="FILE",
+        default=Path.home() / ".ssh" / "known_hosts",
+        help="where the sshd's host key is already recorded (default: ~/.ssh/known_hosts)",
+    )
 
 
 def local_ssh_from_arguments(args: argparse.Namespace) -> LocalSsh | None:
@@ -144,8 +170,12 @@ class DevEnvironment:
     def host(self) -> dict[str, Any]:
         """The ``host:`` block that reaches the local VM (what the examples write, for a namespace VM)."""
         if self.local_ssh is not None:
-            return {"address": DEV_HOST, "port": self.local_ssh.port, "user": self.local_ssh.user,
-                    "credentialsSecret": DEV_SECRET}
+            return {
+                "address": DEV_HOST,
+                "port": self.local_ssh.port,
+                "user": self.local_ssh.user,
+                "credentialsSecret": DEV_SECRET,
+            }
         return {"address": DEV_HOST, "port": 22, "user": DEV_USER, "credentialsSecret": DEV_SECRET}
 
     @property
@@ -168,8 +198,10 @@ class DevEnvironment:
 
     def _start(self) -> None:
         if self.local_ssh is None and (reason := missing_requirements()):
-            raise DevError(f"cannot make the local VM: {reason}. Run as root after scripts/setup, or use an "
-                           "sshd you have: --local-ssh HOST:PORT --user U --key FILE")
+            raise DevError(
+                f"cannot make the local VM: {reason}. Run as root after scripts/setup, or use an "
+                "sshd you have: --local-ssh HOST:PORT --user U --key FILE"
+            )
         if shutil.which("kubectl") is None:
             raise DevError("kubectl is not on PATH (https://kubernetes.io/docs/tasks/tools/)")
         if self.local_ssh is not None:  # refused before anything starts when the host key is unknown
@@ -177,7 +209,8 @@ class DevEnvironment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "operator.log").unlink(missing_ok=True)
         self.emulator = self._stack.enter_context(
-            EmulatorServer(self.workdir, load_crds=False, kubeconfig=self.kubeconfig))
+            EmulatorServer(self.workdir, load_crds=False, kubeconfig=self.kubeconfig)
+        )
         # The CRDs straight from the models (the committed files are tested to be the same).
         self.emulator.call(self.emulator.api.load_crd_texts, generated_files().values())
         if self.local_ssh is None:
@@ -187,15 +220,24 @@ class DevEnvironment:
                 raise DevError(f"cannot make the local VM: {error}") from None
             self._stack.callback(self.vm.destroy)
             known_hosts, private_key = self.vm.known_hosts_for(DEV_HOST), self.vm.client_key
-        self.emulator.put({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": DEV_SECRET, "namespace": NAMESPACE},
-            "data": {key: base64.b64encode(value.encode()).decode()
-                     for key, value in (("privateKey", private_key), ("knownHosts", known_hosts))},
-        })
+        self.emulator.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": DEV_SECRET, "namespace": NAMESPACE},
+                "data": {
+                    key: base64.b64encode(value.encode()).decode()
+                    for key, value in (("privateKey", private_key), ("knownHosts", known_hosts))
+                },
+            }
+        )
         self.operator = OperatorProcess(
-            self.emulator, self.workdir, ready_timeout=60.0,
-            extra_args=(*DEV_RUNTIME_ARGS, f"--host-alias={DEV_HOST}={self.vm_address}"))
+            self.emulator,
+            self.workdir,
+            ready_timeout=60.0,
+            extra_args=(*DEV_RUNTIME_ARGS, f"--host-alias={DEV_HOST}={self.vm_address}"),
+        )
         register_webhooks(self.emulator, self.operator.webhook_url)
         self._stack.callback(self._stop_operator)
         try:
@@ -218,8 +260,9 @@ class DevEnvironment:
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run kubectl (plugin commands too: no flags before the command); a hung one is a DevError."""
         try:
-            return subprocess.run(["kubectl", *args], input=input, capture_output=True,
-                                  text=True, timeout=timeout, env=self.kubectl_env())
+            return subprocess.run(
+                ["kubectl", *args], input=input, capture_output=True, text=True, timeout=timeout, env=self.kubectl_env()
+            )
         except subprocess.TimeoutExpired:
             raise DevError(f"kubectl {' '.join(args)} did not finish within {timeout:.0f}s") from None
 
@@ -249,8 +292,11 @@ def _wait_for_interrupt(env: DevEnvironment) -> int:
         while not stop.wait(0.5):
             assert env.operator is not None and env.operator.process is not None
             if env.operator.process.poll() is not None:
-                print(f"jobnet dev: the operator exited with {env.operator.process.returncode}:\n"
-                      f"{env.operator.log_tail()}", file=sys.stderr)
+                print(
+                    f"jobnet dev: the operator exited with {env.operator.process.returncode}:\n"
+                    f"{env.operator.log_tail()}",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILED
     except KeyboardInterrupt:
         pass
@@ -278,13 +324,16 @@ def run_dev(args: argparse.Namespace) -> int:
                 print("jobnet dev --demo: OK (cleaning up)", flush=True)
                 return EXIT_OK
             kubeconfig = env.shown_workdir / "kubeconfig"
-            print(f"\nTry (Ctrl-C stops everything and cleans up):\n"
-                  f"  export KUBECONFIG={kubeconfig}\n"
-                  f"  kubectl create -f examples/01-hello.yaml\n"
-                  f"  kubectl get jobruns\n"
-                  f"  kubectl jobnet tree <run>\n"
-                  f"(or kubectl --kubeconfig {kubeconfig} ...; JobNets reach the VM as host "
-                  f"{yaml.safe_dump(env.host, default_flow_style=True).strip()})", flush=True)
+            print(
+                f"\nTry (Ctrl-C stops everything and cleans up):\n"
+                f"  export KUBECONFIG={kubeconfig}\n"
+                f"  kubectl create -f examples/01-hello.yaml\n"
+                f"  kubectl get jobruns\n"
+                f"  kubectl jobnet tree <run>\n"
+                f"(or kubectl --kubeconfig {kubeconfig} ...; JobNets reach the VM as host "
+                f"{yaml.safe_dump(env.host, default_flow_style=True).strip()})",
+                flush=True,
+            )
             code = _wait_for_interrupt(env)
             print("\njobnet dev: stopping and cleaning up", flush=True)
             return code

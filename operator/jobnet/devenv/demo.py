@@ -39,8 +39,9 @@ class DemoFailed(Exception):
     """A step of the demo did not happen; the message says which and what was seen instead."""
 
 
-def _poll(probe: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], str], *,
-          overall: float = float("inf")) -> T:
+def _poll(
+    probe: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], str], *, overall: float = float("inf")
+) -> T:
     """Poll ``probe`` until truthy, for ``timeout`` seconds but never past the ``overall`` deadline."""
     deadline = min(time.monotonic() + timeout, overall)
     while True:
@@ -48,8 +49,9 @@ def _poll(probe: Callable[[], T | None], timeout: float, what: str, seen: Callab
         if value:
             return value
         if time.monotonic() > deadline:
-            raise DemoFailed(f"{what} did not happen in time (step limit {timeout:.0f}s, whole demo "
-                             f"{DEMO_DEADLINE:.0f}s); {seen()}")
+            raise DemoFailed(
+                f"{what} did not happen in time (step limit {timeout:.0f}s, whole demo {DEMO_DEADLINE:.0f}s); {seen()}"
+            )
         time.sleep(POLL_INTERVAL)
 
 
@@ -88,10 +90,15 @@ class Demo:
     def seen(self, run: str) -> Callable[[], str]:
         def describe() -> str:
             status = self.status(run)
-            jobs = ", ".join(f"{path} {job.get('state')}{' (' + job['message'] + ')' if job.get('message') else ''}"
-                             for path, job in (status.get("jobs") or {}).items())
-            return (f"run {run} is {status.get('phase', 'without status')}: {jobs or 'no jobs yet'}; "
-                    f"operator log: {self.env.operator.log_path if self.env.operator else '-'}")
+            jobs = ", ".join(
+                f"{path} {job.get('state')}{' (' + job['message'] + ')' if job.get('message') else ''}"
+                for path, job in (status.get("jobs") or {}).items()
+            )
+            return (
+                f"run {run} is {status.get('phase', 'without status')}: {jobs or 'no jobs yet'}; "
+                f"operator log: {self.env.operator.log_path if self.env.operator else '-'}"
+            )
+
         return describe
 
     def wait_phase(self, run: str, phase: str, timeout: float = RUN_DEADLINE) -> None:
@@ -100,17 +107,20 @@ class Demo:
             if current in ("Failed", "Stopped") and current != phase:
                 raise DemoFailed(f"run {run} ended {current} instead of {phase}: {self.seen(run)()}")
             return current == phase
+
         _poll(reached, timeout, f"run {run} {phase}", self.seen(run), overall=self.deadline)
 
     def wait_job(self, run: str, path: str, state: str, timeout: float = STUCK_DEADLINE) -> dict[str, Any]:
         def job() -> dict[str, Any] | None:
             found = (self.status(run).get("jobs") or {}).get(path) or {}
             return found if found.get("state") == state else None
+
         return _poll(job, timeout, f"job {path} of {run} {state}", self.seen(run), overall=self.deadline)
 
     def wait_event(self, run: str, reason: str, timeout: float = STUCK_DEADLINE) -> dict[str, Any]:
         def event() -> dict[str, Any] | None:
             return next((e for e in self.emulator.events_for(NAMESPACE, run) if e.get("reason") == reason), None)
+
         return _poll(event, timeout, f"Event {reason} on {run}", self.seen(run), overall=self.deadline)
 
     # -------------------------------------------------------------- applying
@@ -130,8 +140,9 @@ class Demo:
 
     def create(self, name: str) -> list[str]:
         """``kubectl create -f`` an example (its JobRuns use generateName); the JobRuns' names."""
-        created = self.show("create", "-f", "-", "-o", "name", input=self.manifests(name),
-                            shown_as=f"create -f {self.examples / name}")
+        created = self.show(
+            "create", "-f", "-", "-o", "name", input=self.manifests(name), shown_as=f"create -f {self.examples / name}"
+        )
         return re.findall(r"^jobrun\.jobnet\.dev/(\S+)$", created, re.MULTILINE)
 
     # -------------------------------------------------------------- the story
@@ -163,17 +174,27 @@ class Demo:
                 raise DemoFailed(f"{STUCK_JOB} went Stuck for {stuck.get('reason')}, not HeartbeatLost: {stuck}")
             self.show("jobnet", "tree", run, "--color=never", "--wide")
             self.say("Nobody can know whether it finished: the operator waits. The job ends on the VM meanwhile")
-            _poll(lambda: re.search(rf"{re.escape(STUCK_JOB)}#1 exited with code \d+", vm.read_agent_log()),
-                  STUCK_DEADLINE, f"{STUCK_JOB} ending on the VM", lambda: f"agent log: {vm.state_dir / 'agent.log'}",
-                  overall=self.deadline)
+            _poll(
+                lambda: re.search(rf"{re.escape(STUCK_JOB)}#1 exited with code \d+", vm.read_agent_log()),
+                STUCK_DEADLINE,
+                f"{STUCK_JOB} ending on the VM",
+                lambda: f"agent log: {vm.state_dir / 'agent.log'}",
+                overall=self.deadline,
+            )
         finally:
             vm.restore()
         self.say("The link is back: the operator shows what the agent's journal says, and waits for a person")
         self.wait_event(run, "StuckOutcomeKnown")
         self.show("jobnet", "tree", run, "--color=never", "--wide")
         self.say("A person settles it")
-        self.show("annotate", "jobrun", run, f"jobnet.dev/override={STUCK_JOB}=Succeeded", "--overwrite",
-                  shown_as=f"annotate jobrun {run} jobnet.dev/override='{STUCK_JOB}=Succeeded' --overwrite")
+        self.show(
+            "annotate",
+            "jobrun",
+            run,
+            f"jobnet.dev/override={STUCK_JOB}=Succeeded",
+            "--overwrite",
+            shown_as=f"annotate jobrun {run} jobnet.dev/override='{STUCK_JOB}=Succeeded' --overwrite",
+        )
         self.wait_phase(run, "Succeeded")
         self.show("jobnet", "tree", run, "--color=never", "--wide")
         self.show("get", "jobruns")

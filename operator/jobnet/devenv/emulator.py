@@ -111,8 +111,14 @@ class ApiError(Exception):
 
     def status(self) -> Body:
         return {
-            "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-            "code": self.code, "reason": self.reason, "message": self.message, "details": self.details,
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+            "details": self.details,
         }
 
 
@@ -156,6 +162,7 @@ def _json_path(obj: Any, path: str) -> Any:
 
 
 # --- selectors ---------------------------------------------------------------------------
+
 
 def _split_selector(text: str) -> list[str]:
     parts, depth, current = [], 0, ""
@@ -204,6 +211,7 @@ def field_selector_matches(selector: str, obj: Body) -> bool:
 
 # --- patches -----------------------------------------------------------------------------
 
+
 def clone(obj: Any) -> Any:
     """A deep copy of JSON data (several times faster than ``copy.deepcopy``)."""
     return json.loads(json.dumps(obj))
@@ -237,7 +245,11 @@ def _walk_to_parent(doc: Any, tokens: list[str], path: str) -> Any:
         elif isinstance(doc, dict) and token in doc:
             doc = doc[token]
         else:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: path {path!r} does not exist")
+            raise ApiError(
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: path {path!r} does not exist",
+            )
     return doc
 
 
@@ -252,7 +264,11 @@ def json_patch(doc: Any, ops: Any) -> Any:
         if kind == "test":
             actual = _json_path_pointer(doc, tokens)
             if actual != op.get("value"):
-                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: testing value {path} failed")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request due to an error in our request: testing value {path} failed",
+                )
             continue
         if kind in ("move", "copy"):
             source = _json_path_pointer(doc, _pointer(op["from"]))
@@ -311,6 +327,7 @@ def _json_path_pointer(doc: Any, tokens: list[str]) -> Any:
 # what they change), and what is identical was checked when it was stored: it is skipped, so a
 # small status patch of a big JobRun costs O(change), not O(object).
 
+
 def _child(before: Any, key: str) -> Any:
     return before.get(key) if isinstance(before, dict) else None
 
@@ -342,7 +359,14 @@ def unknown_fields(obj: Any, schema: Mapping[str, Any] | None, path: str = "", b
     return found
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "integer": int,
+    "number": (int, float),
+}
 
 
 def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", before: Any = None) -> list[str]:
@@ -353,27 +377,41 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", be
     where = path.lstrip(".") or "<root>"
     expected = schema.get("type")
     python_type = _JSON_TYPES.get(expected or "")
-    if python_type is not None and (not isinstance(obj, python_type) or isinstance(obj, bool) and expected != "boolean"):
-        return [f"{where}: Invalid value: {json.dumps(type(obj).__name__)}: {where} in body must be of type {expected}: {json.dumps(obj)[:80]}"]
+    if python_type is not None and (
+        not isinstance(obj, python_type) or isinstance(obj, bool) and expected != "boolean"
+    ):
+        return [
+            f"{where}: Invalid value: {json.dumps(type(obj).__name__)}: {where} in body must be of type {expected}: {json.dumps(obj)[:80]}"
+        ]
     errors = []
     if "enum" in schema and obj not in schema["enum"]:
         supported = ", ".join(json.dumps(v) for v in schema["enum"])
         errors.append(f"{where}: Unsupported value: {json.dumps(obj)}: supported values: {supported}")
     if isinstance(obj, str):
         if len(obj) < schema.get("minLength", 0):
-            errors.append(f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should be at least {schema['minLength']} chars long")
+            errors.append(
+                f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should be at least {schema['minLength']} chars long"
+            )
         if "maxLength" in schema and len(obj) > schema["maxLength"]:
             errors.append(f"{where}: Too long: may not be more than {schema['maxLength']} bytes")
         if "pattern" in schema and not re.search(schema["pattern"], obj):
-            errors.append(f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should match '{schema['pattern']}'")
+            errors.append(
+                f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should match '{schema['pattern']}'"
+            )
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         if "minimum" in schema and obj < schema["minimum"]:
-            errors.append(f"{where}: Invalid value: {obj}: {where} in body should be greater than or equal to {schema['minimum']}")
+            errors.append(
+                f"{where}: Invalid value: {obj}: {where} in body should be greater than or equal to {schema['minimum']}"
+            )
         if "maximum" in schema and obj > schema["maximum"]:
-            errors.append(f"{where}: Invalid value: {obj}: {where} in body should be less than or equal to {schema['maximum']}")
+            errors.append(
+                f"{where}: Invalid value: {obj}: {where} in body should be less than or equal to {schema['maximum']}"
+            )
     if isinstance(obj, list):
         if len(obj) < schema.get("minItems", 0):
-            errors.append(f"{where}: Invalid value: {len(obj)}: {where} in body should have at least {schema['minItems']} items")
+            errors.append(
+                f"{where}: Invalid value: {len(obj)}: {where} in body should have at least {schema['minItems']} items"
+            )
         if "maxItems" in schema and len(obj) > schema["maxItems"]:
             errors.append(f"{where}: Too many: {len(obj)}: must have at most {schema['maxItems']} items")
         for index, item in enumerate(obj):
@@ -445,6 +483,7 @@ def parse_api_path(path: str) -> ApiPath | None:
 
 # --- the emulator ----------------------------------------------------------------------------
 
+
 @dataclass(eq=False)
 class Watcher:
     resource: ResourceKey
@@ -483,7 +522,8 @@ class ApiEmulator(KubernetesEmulator):
 
     _store: dict[ObjectKey, Body] = attrs.field(factory=dict, init=False)
     _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
-        factory=lambda: collections.defaultdict(set), init=False)
+        factory=lambda: collections.defaultdict(set), init=False
+    )
     _revision: int = attrs.field(default=1, init=False)
     # Watch events as sent (one JSON line each), kept for ?resourceVersion= replays. Serialised
     # once: big objects (a JobRun status near the etcd limit) are neither copied per watcher nor
@@ -491,8 +531,7 @@ class ApiEmulator(KubernetesEmulator):
     _log: dict[ResourceKey, collections.deque[tuple[int, bytes]]] = attrs.field(factory=dict, init=False)
     _log_bytes: dict[ResourceKey, int] = attrs.field(factory=lambda: collections.defaultdict(int), init=False)
     _log_floor: dict[ResourceKey, int] = attrs.field(factory=dict, init=False)
-    _watchers: dict[ResourceKey, set[Watcher]] = attrs.field(
-        factory=lambda: collections.defaultdict(set), init=False)
+    _watchers: dict[ResourceKey, set[Watcher]] = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
     _crds: dict[ResourceKey, CrdExtras] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
     _open: asyncio.Event | None = attrs.field(default=None, init=False)  # cleared while stalled
@@ -513,8 +552,9 @@ class ApiEmulator(KubernetesEmulator):
             try:
                 body = await raw.read()
             except aiohttp.web.HTTPRequestEntityTooLarge:
-                raise ApiError(413, "RequestEntityTooLarge",
-                               f"Request entity too large: limit is {REQUEST_SIZE_LIMIT}") from None
+                raise ApiError(
+                    413, "RequestEntityTooLarge", f"Request entity too large: limit is {REQUEST_SIZE_LIMIT}"
+                ) from None
             return await self._dispatch(raw, body)
         except ApiError as e:
             return aiohttp.web.json_response(e.status(), status=e.code)
@@ -522,7 +562,8 @@ class ApiEmulator(KubernetesEmulator):
             raise
         except Exception as e:  # an emulator bug: say so clearly instead of hanging the client
             return aiohttp.web.json_response(
-                ApiError(500, "InternalError", f"emulator error: {e!r}").status(), status=500)
+                ApiError(500, "InternalError", f"emulator error: {e!r}").status(), status=500
+            )
 
     async def _dispatch(self, raw: aiohttp.web.BaseRequest, body: bytes) -> aiohttp.web.StreamResponse:
         path = raw.path
@@ -552,13 +593,14 @@ class ApiEmulator(KubernetesEmulator):
         query = dict(raw.query)
         data: Any = None
         if "protobuf" in raw.content_type or "cbor" in raw.content_type:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the emulator speaks JSON only, not {raw.content_type}")
+            raise ApiError(415, "UnsupportedMediaType", f"the emulator speaks JSON only, not {raw.content_type}")
         if body:
             try:
                 data = yaml.safe_load(body) if "yaml" in raw.content_type else json.loads(body)
             except ValueError as e:
-                raise ApiError(400, "BadRequest", f"the request body is not valid JSON ({raw.content_type}): {e}") from None
+                raise ApiError(
+                    400, "BadRequest", f"the request body is not valid JSON ({raw.content_type}): {e}"
+                ) from None
         method = raw.method.upper()
         requester = self.requester(raw.headers)
         if method == "GET" and query.get("watch") in ("true", "1"):
@@ -569,12 +611,27 @@ class ApiEmulator(KubernetesEmulator):
             return self._reply(raw, rkey, self._get_or_404(rkey, namespace, name))
         async with self._lock_writes():
             if method == "POST" and name is None:
-                return aiohttp.web.json_response(await self._create(rkey, namespace, data, query, requester), status=201)
+                return aiohttp.web.json_response(
+                    await self._create(rkey, namespace, data, query, requester), status=201
+                )
             if method in ("PUT", "PATCH") and name is not None:
-                return aiohttp.web.json_response(await self._update(
-                    rkey, namespace, name, data, query, subresource, raw.content_type, requester, replace=method == "PUT"))
+                return aiohttp.web.json_response(
+                    await self._update(
+                        rkey,
+                        namespace,
+                        name,
+                        data,
+                        query,
+                        subresource,
+                        raw.content_type,
+                        requester,
+                        replace=method == "PUT",
+                    )
+                )
             if method == "DELETE" and name is not None:
-                return aiohttp.web.json_response(await self._delete(rkey, namespace, name, data or {}, query, requester))
+                return aiohttp.web.json_response(
+                    await self._delete(rkey, namespace, name, data or {}, query, requester)
+                )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by the emulator for {path}")
 
     def requester(self, headers: MultiMapping[str]) -> Body:
@@ -623,23 +680,33 @@ class ApiEmulator(KubernetesEmulator):
                 continue
             info = self.resources[res]
             scope = "/namespaces/{namespace}" if info.namespaced else ""
-            paths[f"/{group_version}{scope}/{res.plural}/{{name}}"] = {"patch": {
-                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": info.kind},
-                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "OK"}},
-            }}
+            paths[f"/{group_version}{scope}/{res.plural}/{{name}}"] = {
+                "patch": {
+                    "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": info.kind},
+                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            }
         if not paths:
             raise ApiError(404, "NotFound", f"no OpenAPI document for {group_version}")
         schemas = {  # the CRDs' own schemas, for `kubectl explain`
             f"{'.'.join(reversed(group.split('.')))}.{version}.{self.resources[res].kind}": {
                 **extras.schema,
-                "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": self.resources[res].kind}],
+                "x-kubernetes-group-version-kind": [
+                    {"group": group, "version": version, "kind": self.resources[res].kind}
+                ],
             }
-            for res in self.resources if res.group == group and res.version == version
-            for extras in [self._crds.get(_rkey(res))] if extras is not None and extras.schema is not None
+            for res in self.resources
+            if res.group == group and res.version == version
+            for extras in [self._crds.get(_rkey(res))]
+            if extras is not None and extras.schema is not None
         }
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (emulated)", "version": "unversioned"},
-                "paths": paths, "components": {"schemas": schemas}}
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes (emulated)", "version": "unversioned"},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }
 
     async def _discover(self, group: str, version: str | None) -> Body:
         request = rendering.Request(resource=resource(group=group, version=version))
@@ -649,7 +716,9 @@ class ApiEmulator(KubernetesEmulator):
             return dict(await self._serve_group(request))  # type: ignore[arg-type]  # kmock types it as any payload
         doc: Body = dict(await self._serve_version(request))  # type: ignore[arg-type]
         if not doc["resources"] and group:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource (/apis/{group}/{version})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource (/apis/{group}/{version})"
+            )
         doc["groupVersion"] = f"{group}/{version}" if group else version  # kmock says "/v1"
         for entry in doc["resources"]:
             if "/" in entry["name"]:  # kmock gives subresources the short names of their parent
@@ -738,7 +807,8 @@ class ApiEmulator(KubernetesEmulator):
     def list_body(self, rkey: ResourceKey, namespace: str | None, query: Mapping[str, str]) -> Body:
         info = self.resources[resource(*rkey)]
         items = [
-            obj for obj in self._objects_of(rkey, namespace)
+            obj
+            for obj in self._objects_of(rkey, namespace)
             if Watcher(rkey, None, None, query.get("labelSelector", ""), query.get("fieldSelector", "")).wants(obj)
         ]
         group, version, _ = rkey
@@ -753,8 +823,12 @@ class ApiEmulator(KubernetesEmulator):
         obj = self._store.get((rkey, namespace, name or ""))
         if obj is None:
             group = f".{rkey[0]}" if rkey[0] else ""
-            raise ApiError(404, "NotFound", f'{rkey[2]}{group} "{name}" not found',
-                           {"name": name, "group": rkey[0], "kind": rkey[2]})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{rkey[2]}{group} "{name}" not found',
+                {"name": name, "group": rkey[0], "kind": rkey[2]},
+            )
         return obj  # the stored object: read it, never change it
 
     # -- writes --
@@ -767,8 +841,12 @@ class ApiEmulator(KubernetesEmulator):
         annotations = obj.get("metadata", {}).get("annotations") or {}
         annotation_bytes = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
         if annotation_bytes > ANNOTATIONS_LIMIT:
-            raise ApiError(422, "Invalid", f'{self._kind_label(rkey)} "{obj["metadata"].get("name")}" is invalid: '
-                           f"metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{self._kind_label(rkey)} "{obj["metadata"].get("name")}" is invalid: '
+                f"metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes",
+            )
         if len(json.dumps(obj, separators=(",", ":"))) > OBJECT_SIZE_LIMIT:
             raise ApiError(500, "InternalError", "etcdserver: request is too large")
 
@@ -780,8 +858,11 @@ class ApiEmulator(KubernetesEmulator):
         if unknown and query.get("fieldValidation") == "Strict":
             info = self.resources[resource(*rkey)]
             details = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in unknown)
-            raise ApiError(400, "BadRequest",
-                           f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: strict decoding error: {details}')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: strict decoding error: {details}',
+            )
         obj = prune(obj, extras.schema, before=before)
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
         required = [key for key in extras.schema.get("required", []) if key not in ("apiVersion", "kind", "metadata")]
@@ -789,14 +870,17 @@ class ApiEmulator(KubernetesEmulator):
         if errors:
             info = self.resources[resource(*rkey)]
             listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
-            raise ApiError(422, "Invalid", f'{info.kind}.{rkey[0]} "{obj["metadata"].get("name", "")}" is invalid: {listed}')
+            raise ApiError(
+                422, "Invalid", f'{info.kind}.{rkey[0]} "{obj["metadata"].get("name", "")}" is invalid: {listed}'
+            )
         return obj
 
     def _has_status(self, rkey: ResourceKey) -> bool:
         return "status" in self.resources[resource(*rkey)].subresources
 
-    async def _create(self, rkey: ResourceKey, namespace: str | None, data: Any, query: Mapping[str, str],
-                      requester: Body) -> Body:
+    async def _create(
+        self, rkey: ResourceKey, namespace: str | None, data: Any, query: Mapping[str, str], requester: Body
+    ) -> Body:
         info = self.resources[resource(*rkey)]
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
@@ -811,7 +895,11 @@ class ApiEmulator(KubernetesEmulator):
             if namespace is None:
                 raise ApiError(404, "NotFound", f"{plural} is namespaced: create it in a namespace")
             if meta.get("namespace", namespace) != namespace:
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = namespace
             if (("", "v1", "namespaces"), None, namespace) not in self._store:
                 raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
@@ -819,18 +907,29 @@ class ApiEmulator(KubernetesEmulator):
             raise ApiError(400, "BadRequest", "resourceVersion should not be set on objects to be created")
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise ApiError(422, "Invalid", f'{info.kind} "" is invalid: metadata.name: Required value: name or generateName is required')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{info.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                )
             meta["name"] = meta["generateName"] + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
         name = meta["name"]
         if len(name) > 253 or not OBJECT_NAME_RE.match(name):
-            raise ApiError(422, "Invalid",
-                           f'{info.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-                           "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start "
-                           "and end with an alphanumeric character")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{info.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
+                "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start "
+                "and end with an alphanumeric character",
+            )
         key = (rkey, namespace if info.namespaced else None, name)
         if key in self._store:
-            raise ApiError(409, "AlreadyExists", f'{self._kind_label(rkey)} "{name}" already exists',
-                           {"name": name, "group": group, "kind": plural})
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{self._kind_label(rkey)} "{name}" already exists',
+                {"name": name, "group": group, "kind": plural},
+            )
         obj = self._check_schema(rkey, obj, query)
         if self._has_status(rkey):
             obj.pop("status", None)
@@ -845,8 +944,17 @@ class ApiEmulator(KubernetesEmulator):
         return self._commit(rkey, key[1], name, obj, "ADDED")
 
     async def _update(
-            self, rkey: ResourceKey, namespace: str | None, name: str | None, data: Any,
-            query: Mapping[str, str], subresource: str | None, content_type: str, requester: Body, *, replace: bool,
+        self,
+        rkey: ResourceKey,
+        namespace: str | None,
+        name: str | None,
+        data: Any,
+        query: Mapping[str, str],
+        subresource: str | None,
+        content_type: str,
+        requester: Body,
+        *,
+        replace: bool,
     ) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
@@ -856,31 +964,45 @@ class ApiEmulator(KubernetesEmulator):
                 raise ApiError(400, "BadRequest", "the request body must be a JSON object")
             wanted_version = (data.get("metadata") or {}).get("resourceVersion")
             if not wanted_version and rkey in self._crds:
-                raise ApiError(422, "Invalid", f'{info.kind} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{info.kind} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update',
+                )
             new = data
         else:
             wanted_version = (data.get("metadata") or {}).get("resourceVersion") if isinstance(data, dict) else None
             if content_type == "application/json-patch+json":
                 new = json_patch(old, data)
             elif content_type == "application/merge-patch+json" or (
-                    content_type == "application/strategic-merge-patch+json" and rkey not in self._crds):
+                content_type == "application/strategic-merge-patch+json" and rkey not in self._crds
+            ):
                 new = merge_patch(old, data)
             else:
-                raise ApiError(415, "UnsupportedMediaType",
-                               f"the body of the request was in an unknown format ({content_type}) - accepted media types include: "
-                               "application/json-patch+json, application/merge-patch+json")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format ({content_type}) - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json",
+                )
         if wanted_version and wanted_version != old["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict",
-                           f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
-                           "the object has been modified; please apply your changes to the latest version and try again",
-                           {"name": name, "group": rkey[0], "kind": rkey[2]})
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
+                "the object has been modified; please apply your changes to the latest version and try again",
+                {"name": name, "group": rkey[0], "kind": rkey[2]},
+            )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
         if self._has_status(rkey):
             if subresource == "status":
                 # Only .status changes through /status; everything else stays as stored.
-                new = dict(old, status=new.get("status")) if new.get("status") is not None else {
-                    k: v for k, v in old.items() if k != "status"}
+                new = (
+                    dict(old, status=new.get("status"))
+                    if new.get("status") is not None
+                    else {k: v for k, v in old.items() if k != "status"}
+                )
             elif "status" in old:
                 new["status"] = old["status"]
             else:
@@ -914,17 +1036,27 @@ class ApiEmulator(KubernetesEmulator):
     def _spec_of(obj: Body) -> Body:
         return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
-    async def _delete(self, rkey: ResourceKey, namespace: str | None, name: str | None, options: Body,
-                      query: Mapping[str, str], requester: Body) -> Body:
+    async def _delete(
+        self,
+        rkey: ResourceKey,
+        namespace: str | None,
+        name: str | None,
+        options: Body,
+        query: Mapping[str, str],
+        requester: Body,
+    ) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
         old = self._get_or_404(rkey, key[1], name)
         preconditions = options.get("preconditions") or {}
         for field_name in ("uid", "resourceVersion"):
             if preconditions.get(field_name) and preconditions[field_name] != old["metadata"].get(field_name):
-                raise ApiError(409, "Conflict",
-                               f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
-                               f"Precondition failed: {field_name}")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
+                    f"Precondition failed: {field_name}",
+                )
         if old["metadata"].get("deletionTimestamp"):
             return old
         dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
@@ -983,8 +1115,14 @@ class ApiEmulator(KubernetesEmulator):
     # -- admission --
 
     async def _admit(
-            self, rkey: ResourceKey, operation: str, new: Body, old: Body | None,
-            query: Mapping[str, str], requester: Body, subresource: str | None = None,
+        self,
+        rkey: ResourceKey,
+        operation: str,
+        new: Body,
+        old: Body | None,
+        query: Mapping[str, str],
+        requester: Body,
+        subresource: str | None = None,
     ) -> Body:
         """Admit a create or update as a real API server does; returns the object to store."""
         admitted = new
@@ -999,8 +1137,14 @@ class ApiEmulator(KubernetesEmulator):
         return admitted
 
     async def _validate(
-            self, rkey: ResourceKey, operation: str, new: Body | None, old: Body | None,
-            query: Mapping[str, str], requester: Body, subresource: str | None = None,
+        self,
+        rkey: ResourceKey,
+        operation: str,
+        new: Body | None,
+        old: Body | None,
+        query: Mapping[str, str],
+        requester: Body,
+        subresource: str | None = None,
     ) -> None:
         for webhook in self._webhooks("validatingwebhookconfigurations", rkey, operation, subresource):
             await self._call_webhook(webhook, rkey, operation, new, old, query, subresource, requester)
@@ -1020,24 +1164,36 @@ class ApiEmulator(KubernetesEmulator):
             return json_patch(obj, json.loads(base64.b64decode(result["patch"])))
         except (ApiError, ValueError) as e:
             detail = e.message if isinstance(e, ApiError) else str(e)
-            raise ApiError(500, "InternalError",
-                           f'Internal error occurred: admission webhook "{name}" returned an invalid patch: {detail}') from None
+            raise ApiError(
+                500,
+                "InternalError",
+                f'Internal error occurred: admission webhook "{name}" returned an invalid patch: {detail}',
+            ) from None
 
     @staticmethod
     def _webhook_applies(webhook: Body, rkey: ResourceKey, operation: str, subresource: str | None) -> bool:
         group, version, plural = rkey
         wanted = f"{plural}/{subresource}" if subresource else plural
         for rule in webhook.get("rules") or []:
-            if ((set(rule.get("apiGroups", [])) & {group, "*"})
-                    and (set(rule.get("apiVersions", [])) & {version, "*"})
-                    and (set(rule.get("operations", [])) & {operation, "*"})
-                    and (set(rule.get("resources", [])) & {wanted, "*", f"*/{subresource}" if subresource else "*"})):
+            if (
+                (set(rule.get("apiGroups", [])) & {group, "*"})
+                and (set(rule.get("apiVersions", [])) & {version, "*"})
+                and (set(rule.get("operations", [])) & {operation, "*"})
+                and (set(rule.get("resources", [])) & {wanted, "*", f"*/{subresource}" if subresource else "*"})
+            ):
                 return True
         return False
 
     async def _call_webhook(
-            self, webhook: Body, rkey: ResourceKey, operation: str, new: Body | None, old: Body | None,
-            query: Mapping[str, str], subresource: str | None, requester: Body,
+        self,
+        webhook: Body,
+        rkey: ResourceKey,
+        operation: str,
+        new: Body | None,
+        old: Body | None,
+        query: Mapping[str, str],
+        subresource: str | None,
+        requester: Body,
     ) -> Body:
         """The webhook's AdmissionReview response (a denial or a failed call raises)."""
         name = webhook.get("name", "")
@@ -1069,15 +1225,15 @@ class ApiEmulator(KubernetesEmulator):
         ssl_context: ssl.SSLContext | bool = False
         ca_bundle = (webhook.get("clientConfig") or {}).get("caBundle")
         if url and url.startswith("https://"):
-            ssl_context = ssl.create_default_context(
-                cadata=base64.b64decode(ca_bundle).decode() if ca_bundle else None)
+            ssl_context = ssl.create_default_context(cadata=base64.b64decode(ca_bundle).decode() if ca_bundle else None)
         try:
             if not url:
                 raise ValueError("the webhook has no clientConfig.url (services are not emulated)")
             if self._http is None:
                 self._http = aiohttp.ClientSession()
-            async with self._http.post(url, json=review, ssl=ssl_context,
-                                       timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+            async with self._http.post(
+                url, json=review, ssl=ssl_context, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as reply:
                 if reply.status != 200:
                     raise ValueError(f"the server responded with HTTP {reply.status}")
                 result = (await reply.json()).get("response") or {}
@@ -1085,22 +1241,30 @@ class ApiEmulator(KubernetesEmulator):
             if webhook.get("failurePolicy", "Fail") == "Ignore":
                 return {"allowed": True}
             reason = "context deadline exceeded" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
-            raise ApiError(500, "InternalError",
-                           f'Internal error occurred: failed calling webhook "{name}": failed to call webhook: '
-                           f'Post "{url}": {reason}') from None
+            raise ApiError(
+                500,
+                "InternalError",
+                f'Internal error occurred: failed calling webhook "{name}": failed to call webhook: '
+                f'Post "{url}": {reason}',
+            ) from None
         if result.get("allowed"):
             return result
         status = result.get("status") or {}
         code = int(status.get("code") or 0)
         code = code if code >= 400 else 400
         explanation = status.get("message") or status.get("reason") or ""
-        message = (f'admission webhook "{name}" denied the request: {explanation}' if explanation
-                   else f'admission webhook "{name}" denied the request without explanation')
+        message = (
+            f'admission webhook "{name}" denied the request: {explanation}'
+            if explanation
+            else f'admission webhook "{name}" denied the request without explanation'
+        )
         raise ApiError(code, status.get("reason") or "", message)
 
     # -- replies: JSON objects or server-side Tables --
 
-    def _reply(self, raw: aiohttp.web.BaseRequest, rkey: ResourceKey, body: Body, listing: bool = False) -> aiohttp.web.StreamResponse:
+    def _reply(
+        self, raw: aiohttp.web.BaseRequest, rkey: ResourceKey, body: Body, listing: bool = False
+    ) -> aiohttp.web.StreamResponse:
         if "as=Table" in raw.headers.get("Accept", ""):
             items = body["items"] if listing else [body]
             return aiohttp.web.json_response(self._table(rkey, items, body["metadata"].get("resourceVersion", "")))
@@ -1115,8 +1279,13 @@ class ApiEmulator(KubernetesEmulator):
         now = datetime.datetime.now(datetime.UTC)
         definitions = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
         definitions += [
-            {"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-             "description": c.get("description", ""), "priority": c.get("priority", 0)}
+            {
+                "name": c["name"],
+                "type": c.get("type", "string"),
+                "format": c.get("format", ""),
+                "description": c.get("description", ""),
+                "priority": c.get("priority", 0),
+            }
             for c in columns
         ]
         rows = []
@@ -1128,19 +1297,33 @@ class ApiEmulator(KubernetesEmulator):
                     when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
                     value = _human_duration((now - when).total_seconds())
                 cells.append(value)
-            rows.append({
-                "cells": cells,
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                           "metadata": obj["metadata"]},
-            })
-        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": revision},
-                "columnDefinitions": definitions, "rows": rows}
+            rows.append(
+                {
+                    "cells": cells,
+                    "object": {
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": obj["metadata"],
+                    },
+                }
+            )
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": revision},
+            "columnDefinitions": definitions,
+            "rows": rows,
+        }
 
     # -- watches --
 
     async def _serve_watch_stream(
-            self, raw: aiohttp.web.BaseRequest, rkey: ResourceKey, namespace: str | None,
-            name: str | None, query: Mapping[str, str],
+        self,
+        raw: aiohttp.web.BaseRequest,
+        rkey: ResourceKey,
+        namespace: str | None,
+        name: str | None,
+        query: Mapping[str, str],
     ) -> aiohttp.web.StreamResponse:
         as_table = "as=Table" in raw.headers.get("Accept", "")
         watcher = Watcher(rkey, namespace, name, query.get("labelSelector", ""), query.get("fieldSelector", ""))
@@ -1148,16 +1331,22 @@ class ApiEmulator(KubernetesEmulator):
         # The snapshot/replay and the subscription happen with no await in between: no lost events.
         backlog: list[bytes]
         if since in ("", "0"):
-            backlog = [json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
-                       for obj in self._objects_of(rkey, namespace) if watcher.wants(obj)]
+            backlog = [
+                json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
+                for obj in self._objects_of(rkey, namespace)
+                if watcher.wants(obj)
+            ]
         elif not since.isdigit():
             raise ApiError(400, "BadRequest", f"invalid resourceVersion {since!r}")
         elif int(since) < self._log_floor.get(rkey, 0):
             expired = ApiError(410, "Expired", f"too old resource version: {since} ({self._log_floor[rkey]})")
             backlog = [json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n"]
         else:
-            backlog = [line for revision, line in self._log.get(rkey, ())
-                       if revision > int(since) and watcher.wants(json.loads(line)["object"])]
+            backlog = [
+                line
+                for revision, line in self._log.get(rkey, ())
+                if revision > int(since) and watcher.wants(json.loads(line)["object"])
+            ]
         self._watchers[rkey].add(watcher)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
@@ -1268,8 +1457,14 @@ class EmulatorServer:
     so tests never race with requests being served.
     """
 
-    def __init__(self, workdir: pathlib.Path, *, load_crds: bool = True, history_limit: int = 10_000,
-                 kubeconfig: pathlib.Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        load_crds: bool = True,
+        history_limit: int = 10_000,
+        kubeconfig: pathlib.Path | None = None,
+    ) -> None:
         self.workdir = workdir
         #: written on start: the emulator's address, for kubectl and the operator.
         self.kubeconfig = kubeconfig or workdir / "kubeconfig.yaml"
@@ -1301,12 +1496,14 @@ class EmulatorServer:
     async def _listen(self) -> None:
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> aiohttp.web.BaseRequest:
             # A real API server reads request bodies of up to 3 MiB (aiohttp's default is 1 MiB).
-            return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, self._loop,
-                                           client_max_size=REQUEST_SIZE_LIMIT)
+            return aiohttp.web.BaseRequest(
+                message, payload, protocol, writer, task, self._loop, client_max_size=REQUEST_SIZE_LIMIT
+            )
 
         self._http_server = aiohttp.web.Server(self.api, request_factory=make_request)
         self._listener = await self._loop.create_server(
-            self._http_server, "127.0.0.1", self.port or 0, reuse_address=True)
+            self._http_server, "127.0.0.1", self.port or 0, reuse_address=True
+        )
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def _stop_listening(self) -> None:
@@ -1347,8 +1544,10 @@ class EmulatorServer:
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a synchronous emulator method on the emulator's loop."""
+
         async def _call() -> Any:
             return fn(*args, **kwargs)
+
         return self._run(_call())
 
     # -- access --
@@ -1359,17 +1558,25 @@ class EmulatorServer:
 
     def kubeconfig_dict(self, namespace: str = "default") -> Body:
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulator", "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "preferences": {},
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "emulator-test-token"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}
+            ],
         }
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 30.0) -> KubectlResult:
         """Run the real kubectl against the emulator."""
         completed = subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", *args],
-            input=input, capture_output=True, text=True, timeout=timeout,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(self.workdir)},
         )
         return KubectlResult(completed.returncode, completed.stdout, completed.stderr)
@@ -1392,4 +1599,6 @@ class EmulatorServer:
         return self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
     def events_for(self, namespace: str, name: str) -> list[Body]:
-        return [e for e in self.list_objects("v1", "events", namespace) if e.get("involvedObject", {}).get("name") == name]
+        return [
+            e for e in self.list_objects("v1", "events", namespace) if e.get("involvedObject", {}).get("name") == name
+        ]

@@ -7,7 +7,8 @@ import json
 import socket
 import subprocess
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 

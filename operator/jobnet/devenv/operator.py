@@ -40,31 +40,46 @@ class OperatorNotReady(AssertionError):
     pass
 
 
-def register_webhooks(emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail",
-                      ca_bundle: bytes | None = None) -> None:
+def register_webhooks(
+    emulator: EmulatorServer, base_url: str, failure_policy: str = "Fail", ca_bundle: bytes | None = None
+) -> None:
     """Install the chart's Validating- and MutatingWebhookConfiguration, calling ``base_url``
     directly (verifying its TLS certificate against ``ca_bundle`` when it is HTTPS)."""
-    for kind, webhooks in (("ValidatingWebhookConfiguration", WEBHOOKS), ("MutatingWebhookConfiguration", MUTATING_WEBHOOKS)):
-        emulator.put({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": kind,
-            "metadata": {"name": WEBHOOK_CONFIGURATION},
-            "webhooks": [
-                {
-                    "name": name,
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": failure_policy,
-                    "matchPolicy": "Equivalent",
-                    "timeoutSeconds": 10,
-                    "rules": [{"apiGroups": ["jobnet.dev"], "apiVersions": ["v1alpha1"], "resources": [resource],
-                               "operations": operations, "scope": "Namespaced"}],
-                    "clientConfig": {"url": f"{base_url}{path}",
-                                     **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {})},
-                }
-                for name, (path, resource, operations) in webhooks.items()
-            ],
-        })
+    for kind, webhooks in (
+        ("ValidatingWebhookConfiguration", WEBHOOKS),
+        ("MutatingWebhookConfiguration", MUTATING_WEBHOOKS),
+    ):
+        emulator.put(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": WEBHOOK_CONFIGURATION},
+                "webhooks": [
+                    {
+                        "name": name,
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": failure_policy,
+                        "matchPolicy": "Equivalent",
+                        "timeoutSeconds": 10,
+                        "rules": [
+                            {
+                                "apiGroups": ["jobnet.dev"],
+                                "apiVersions": ["v1alpha1"],
+                                "resources": [resource],
+                                "operations": operations,
+                                "scope": "Namespaced",
+                            }
+                        ],
+                        "clientConfig": {
+                            "url": f"{base_url}{path}",
+                            **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {}),
+                        },
+                    }
+                    for name, (path, resource, operations) in webhooks.items()
+                ],
+            }
+        )
 
 
 def unregister_webhooks(emulator: EmulatorServer) -> None:
@@ -76,10 +91,17 @@ class OperatorProcess:
     """One ``jobnet operator`` subprocess; ``start``/``stop``/``kill``/``restart`` it at will."""
 
     def __init__(
-            self, emulator: EmulatorServer, workdir: Path, *,
-            namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
-            standalone: bool = True, log_format: str = "text", ready_timeout: float = 30.0,
-            tls: tuple[Path, Path] | None = None, verbose: bool = True,
+        self,
+        emulator: EmulatorServer,
+        workdir: Path,
+        *,
+        namespaces: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (),
+        standalone: bool = True,
+        log_format: str = "text",
+        ready_timeout: float = 30.0,
+        tls: tuple[Path, Path] | None = None,
+        verbose: bool = True,
     ) -> None:
         self.emulator = emulator
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
@@ -107,16 +129,27 @@ class OperatorProcess:
 
     def command(self) -> list[str]:
         args = [
-            "operator", f"--kubeconfig={self.emulator.kubeconfig}",
-            *([f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"] if self.tls else ["--webhook-insecure"]),
-            "--webhook-listen-address=127.0.0.1", f"--webhook-port={self.webhook_port}",
+            "operator",
+            f"--kubeconfig={self.emulator.kubeconfig}",
+            *(
+                [f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"]
+                if self.tls
+                else ["--webhook-insecure"]
+            ),
+            "--webhook-listen-address=127.0.0.1",
+            f"--webhook-port={self.webhook_port}",
             f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
-            *(["--standalone"] if self.standalone else []), f"--log-format={self.log_format}",
+            *(["--standalone"] if self.standalone else []),
+            f"--log-format={self.log_format}",
             *(["--verbose"] if self.verbose else []),
             # Short deadlines keep reconnects within a test's time.
-            "--watch-server-timeout=10", "--watch-client-timeout=15", "--connect-timeout=2",
-            "--request-timeout=10", "--retry-delay=1",
-            *(f"--namespace={ns}" for ns in self.namespaces), *self.extra_args,
+            "--watch-server-timeout=10",
+            "--watch-client-timeout=15",
+            "--connect-timeout=2",
+            "--request-timeout=10",
+            "--retry-delay=1",
+            *(f"--namespace={ns}" for ns in self.namespaces),
+            *self.extra_args,
         ]
         return [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", *args]
 
@@ -127,7 +160,11 @@ class OperatorProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
         env.update(PYTHONUNBUFFERED="1", POD_ID=f"operator-{uuid.uuid4().hex[:6]}")
         self.process = subprocess.Popen(
-            self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            self.command(),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
             start_new_session=True,
         )
         self.wait_ready()
@@ -208,7 +245,9 @@ class OperatorProcess:
     def admission_review(self, path: str, review: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """POST an ``admission.k8s.io/v1`` AdmissionReview to the webhook; return its ``response``."""
         request = urllib.request.Request(
-            f"{self.webhook_url}{path}", data=json.dumps(review).encode(), method="POST",
+            f"{self.webhook_url}{path}",
+            data=json.dumps(review).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=timeout) as reply:

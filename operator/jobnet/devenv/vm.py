@@ -39,12 +39,11 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
-
-from jobnet_agent.supervisor import process_alive
 
 from jobnet.devenv.net import VM_RANGE, overlaps, tcp_port_open, wait_until
+from jobnet_agent.supervisor import process_alive
 
 SLOTS_DIR = Path("/run/jobnet-vms/slots")
 DATA_ROOT = Path("/var/tmp/jobnet-vms")
@@ -77,7 +76,9 @@ def missing_requirements() -> str | None:
     return None
 
 
-def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = 20, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: Sequence[str], *, check: bool = True, timeout: float = 20, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
         raise VMError(f"{' '.join(cmd)} failed with exit code {result.returncode}: {result.stderr.strip()}")
@@ -108,6 +109,7 @@ def _kill_and_wait(pids: Iterable[int], what: str, timeout: float = 5.0) -> list
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
     # Our own children must be reaped or they linger as zombies (and count as alive).
     def all_gone() -> bool:
         for pid in pids:
@@ -280,7 +282,7 @@ class NamespaceVM:
 
     # ------------------------------------------------------------ lifecycle
 
-    def create(self) -> "NamespaceVM":
+    def create(self) -> NamespaceVM:
         reason = missing_requirements()
         if reason:
             raise VMError(reason)
@@ -304,7 +306,7 @@ class NamespaceVM:
             raise
         return self
 
-    def __enter__(self) -> "NamespaceVM":
+    def __enter__(self) -> NamespaceVM:
         return self.create()
 
     def __exit__(self, *exc: object) -> None:
@@ -337,8 +339,10 @@ class NamespaceVM:
         self.host_key = self.dir / "ssh_host_ed25519_key"
         self.client_key_file = self.dir / "client_key"
         if _user_exists(self.user):
-            raise VMError(f"user {self.user!r} already exists on this machine: a namespace VM needs a user "
-                          "of its own (is another `jobnet dev` running?)")
+            raise VMError(
+                f"user {self.user!r} already exists on this machine: a namespace VM needs a user "
+                "of its own (is another `jobnet dev` running?)"
+            )
         (self.dir / "user").write_text(self.user)  # before useradd: a crash leaves nothing unrecorded
 
         ensure_safety_route()
@@ -352,8 +356,18 @@ class NamespaceVM:
         self._in_netns(["ip", "link", "set", "lo", "up"])
 
         _with_passwd_lock_retry(
-            ["useradd", "--home-dir", str(self.home), "--no-create-home", "--shell", "/bin/sh",
-             "--user-group", "--comment", f"{USER_COMMENT_PREFIX}VM {self.slot} {self.label}".strip(), self.user]
+            [
+                "useradd",
+                "--home-dir",
+                str(self.home),
+                "--no-create-home",
+                "--shell",
+                "/bin/sh",
+                "--user-group",
+                "--comment",
+                f"{USER_COMMENT_PREFIX}VM {self.slot} {self.label}".strip(),
+                self.user,
+            ]
         )
         _with_passwd_lock_retry(["chpasswd"], input=f"{self.user}:{self.password}\n")
         entry = pwd.getpwnam(self.user)
@@ -363,7 +377,20 @@ class NamespaceVM:
         self.home.chmod(0o755)
 
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.netns}-host", "-f", str(self.host_key)])
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.netns}-client", "-f", str(self.client_key_file)])
+        _run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"{self.netns}-client",
+                "-f",
+                str(self.client_key_file),
+            ]
+        )
         (ssh_dir / "authorized_keys").write_text(Path(f"{self.client_key_file}.pub").read_text())
         for path in (self.home, ssh_dir, ssh_dir / "authorized_keys"):
             os.chown(path, self.uid, self.gid)
@@ -371,30 +398,32 @@ class NamespaceVM:
 
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.sshd_config.write_text(
-            "\n".join([
-                f"ListenAddress {self.address}",
-                f"Port {SSH_PORT}",
-                f"HostKey {self.host_key}",
-                f"PidFile {self.dir / 'sshd.pid'}",
-                "AuthorizedKeysFile .ssh/authorized_keys",
-                f"AllowUsers {self.user}",
-                "PermitRootLogin no",
-                "UsePAM no",
-                "PasswordAuthentication yes",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "UseDNS no",
-                "PrintMotd no",
-                "PrintLastLog no",
-                "LogLevel VERBOSE",
-                "MaxStartups 100",
-                "MaxSessions 100",
-                "Subsystem sftp internal-sftp",
-                # The agent reads its boot id source from here (jobnet_agent.config), so an
-                # operator with default settings sees this VM's boot id, not the host's.
-                f"SetEnv JOBNET_AGENT_BOOT_ID_FILE={self.boot_id_file}",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"ListenAddress {self.address}",
+                    f"Port {SSH_PORT}",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    "AuthorizedKeysFile .ssh/authorized_keys",
+                    f"AllowUsers {self.user}",
+                    "PermitRootLogin no",
+                    "UsePAM no",
+                    "PasswordAuthentication yes",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "LogLevel VERBOSE",
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    # The agent reads its boot id source from here (jobnet_agent.config), so an
+                    # operator with default settings sees this VM's boot id, not the host's.
+                    f"SetEnv JOBNET_AGENT_BOOT_ID_FILE={self.boot_id_file}",
+                    "",
+                ]
+            )
         )
         _run([SSHD, "-t", "-f", str(self.sshd_config)])
 
@@ -409,12 +438,17 @@ class NamespaceVM:
         try:
             self._sshd = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.sshd_log)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         finally:
             log.close()
-        wait_until(lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd.poll() is not None,  # type: ignore[union-attr]
-                   timeout=timeout, what=f"sshd of {self.netns} listening on {self.address}:{SSH_PORT}")
+        wait_until(
+            lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd.poll() is not None,  # type: ignore[union-attr]
+            timeout=timeout,
+            what=f"sshd of {self.netns} listening on {self.address}:{SSH_PORT}",
+        )
         if self._sshd.poll() is not None:
             raise VMError(f"sshd of {self.netns} exited with {self._sshd.returncode}: {self.read_sshd_log()[-2000:]}")
 
@@ -476,9 +510,24 @@ class NamespaceVM:
         """Run a shell command inside the VM as the VM user, with the VM user's clean environment."""
         env = {"HOME": str(self.home), "USER": self.user, "LOGNAME": self.user, "PATH": VM_PATH, "LANG": "C.UTF-8"}
         result = subprocess.run(
-            ["ip", "netns", "exec", self.netns, "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
-             "--init-groups", "/bin/sh", "-c", command],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=self.home,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "setpriv",
+                f"--reuid={self.uid}",
+                f"--regid={self.gid}",
+                "--init-groups",
+                "/bin/sh",
+                "-c",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=self.home,
         )
         if check and result.returncode != 0:
             raise VMError(f"in {self.netns}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
@@ -518,8 +567,11 @@ class NamespaceVM:
     def restore(self) -> None:
         _run(["ip", "link", "set", self.host_if, "up"])
         # The connected route comes back with the link; make sure before returning.
-        wait_until(lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd is None or self._sshd.poll() is not None,
-                   timeout=5, what=f"{self.netns} reachable again")
+        wait_until(
+            lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd is None or self._sshd.poll() is not None,
+            timeout=5,
+            what=f"{self.netns} reachable again",
+        )
 
     _DROP_RULES = {"in": ("INPUT", "!", "-i", "lo", "-j", "DROP"), "out": ("OUTPUT", "!", "-o", "lo", "-j", "DROP")}
 

@@ -98,20 +98,27 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.networking.request_timeout = config.request_timeout
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+    )
     settings.posting.reporting_component = "jobnet-operator"
     # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
     settings.posting.level = logging.WARNING
     settings.peering.mandatory = config.peering_name is not None
     hook = config.webhook
     settings.admission.server = kopf.WebhookServer(
-        addr=hook.listen_address, port=hook.port, host=hook.host,
-        certfile=hook.cert_file, pkeyfile=hook.key_file, insecure=hook.insecure,
+        addr=hook.listen_address,
+        port=hook.port,
+        host=hook.host,
+        certfile=hook.cert_file,
+        pkeyfile=hook.key_file,
+        insecure=hook.insecure,
     )
     settings.admission.managed = hook.managed_configuration
 
 
-def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStarter | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    config: OperatorConfig, client: KubeClient, starter: RunStarter | None = None
+) -> kopf.OperatorRegistry:
     """The operator's handlers, bound to ``client`` (and ``starter`` for valid JobRuns)."""
     registry = kopf.OperatorRegistry()
 
@@ -156,13 +163,20 @@ def build_registry(config: OperatorConfig, client: KubeClient, starter: RunStart
         try:
             await _describe_namespace(namespace or "default", client)
         except KubeApiError as e:
-            raise kopf.TemporaryError(f"cannot describe JobNets after {name!r} changed: {e}",
-                                      delay=config.retry_delay) from None
+            raise kopf.TemporaryError(
+                f"cannot describe JobNets after {name!r} changed: {e}", delay=config.retry_delay
+            ) from None
 
     # JobNets have no finalizer, so a deletion is only seen as a watch event (no retries: a
     # missed one is caught by the next change).
-    @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="notice-deleted-jobnet",
-                   when=lambda type, **_: type == "DELETED", registry=registry)
+    @kopf.on.event(
+        API_GROUP,
+        API_VERSION,
+        JOBNETS,
+        id="notice-deleted-jobnet",
+        when=lambda type, **_: type == "DELETED",
+        registry=registry,
+    )
     async def notice_deleted_jobnet(namespace: str | None, **_: Any) -> None:
         await _describe_namespace(namespace or "default", client)
 
@@ -186,16 +200,23 @@ async def _describe_namespace(namespace: str, client: KubeClient) -> None:
             await client.patch_status(JOBNETS, namespace, name, wanted)
 
 
-async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
-                 client: KubeClient, starter: RunStarter | None) -> None:
+async def _start(
+    body: kopf.Body, name: str, namespace: str, uid: str, client: KubeClient, starter: RunStarter | None
+) -> None:
     jobnets = await client.list_jobnets(namespace)
     spec = dict(body.get("spec", {}))
     reference = spec.get("jobNetRef")
     problems = webhook.jobrun_problems(spec, jobnets.catalog, jobnets.broken)
     generation = body.get("metadata", {}).get("generation")
     if problems:
-        await _fail(body, name, namespace, client, INVALID_JOBNET,
-                    webhook.describe_problems(f"JobRun {name!r} cannot start: JobNet {reference!r}", problems))
+        await _fail(
+            body,
+            name,
+            namespace,
+            client,
+            INVALID_JOBNET,
+            webhook.describe_problems(f"JobRun {name!r} cannot start: JobNet {reference!r}", problems),
+        )
         return
     assert isinstance(reference, str)  # validate_jobrun reported anything else as a problem
     graph = expand(reference, jobnets.catalog, run_id=uid)
@@ -211,21 +232,40 @@ async def _start(body: kopf.Body, name: str, namespace: str, uid: str,
     await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
     status = {
-        "phase": "Pending", "progress": f"0/{jobs}", "observedGeneration": generation,
-        "counts": {"Pending": jobs}, "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
+        "phase": "Pending",
+        "progress": f"0/{jobs}",
+        "observedGeneration": generation,
+        "counts": {"Pending": jobs},
+        "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
     }
     await client.patch_status(JOBRUNS, namespace, name, status)
-    logger.info("JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
-                namespace, name, reference, jobs, len(used), snapshot.size_bytes, snapshot.config_map)
+    logger.info(
+        "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
+        namespace,
+        name,
+        reference,
+        jobs,
+        len(used),
+        snapshot.size_bytes,
+        snapshot.config_map,
+    )
     if starter is not None:
         await starter.start({**body, "status": status}, graph)
 
 
 async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:
-    await client.patch_status(JOBRUNS, namespace, name, {
-        "phase": "Failed", "reason": reason, "message": message,
-        "finishedAt": _now(), "observedGeneration": body.get("metadata", {}).get("generation"),
-    })
+    await client.patch_status(
+        JOBRUNS,
+        namespace,
+        name,
+        {
+            "phase": "Failed",
+            "reason": reason,
+            "message": message,
+            "finishedAt": _now(),
+            "observedGeneration": body.get("metadata", {}).get("generation"),
+        },
+    )
     await client.post_event(body, "Warning", reason, message)
     logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
 

@@ -27,71 +27,163 @@ def host_alias(text: str) -> tuple[str, str]:
 
 
 def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--namespace", dest="namespaces", action="append", default=[], metavar="NS",
-                        help="watch this namespace (repeatable; default: all namespaces)")
+    parser.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; default: all namespaces)",
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, then $KUBECONFIG)")
     hook = parser.add_argument_group("admission webhook")
     hook.add_argument("--webhook-port", type=int, default=9443, help="port of the admission server (default: 9443)")
     hook.add_argument("--webhook-listen-address", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-    hook.add_argument("--webhook-host", help="host name the API server reaches the webhook at (default: the listen address)")
+    hook.add_argument(
+        "--webhook-host", help="host name the API server reaches the webhook at (default: the listen address)"
+    )
     hook.add_argument("--webhook-cert", help="TLS certificate file of the admission server (PEM)")
     hook.add_argument("--webhook-key", help="TLS private key file of the admission server (PEM)")
-    hook.add_argument("--webhook-insecure", action="store_true",
-                      help="serve plain HTTP (tests and `jobnet dev` only; a real API server requires HTTPS)")
-    hook.add_argument("--webhook-configuration", metavar="NAME",
-                      help="let the operator create and maintain the Validating- and MutatingWebhookConfiguration "
-                           "NAME (default: they are installed by the Helm chart)")
-    parser.add_argument("--liveness-endpoint", default="http://0.0.0.0:8080/healthz",
-                        help="kopf's liveness endpoint URL (default: http://0.0.0.0:8080/healthz)")
+    hook.add_argument(
+        "--webhook-insecure",
+        action="store_true",
+        help="serve plain HTTP (tests and `jobnet dev` only; a real API server requires HTTPS)",
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="let the operator create and maintain the Validating- and MutatingWebhookConfiguration "
+        "NAME (default: they are installed by the Helm chart)",
+    )
+    parser.add_argument(
+        "--liveness-endpoint",
+        default="http://0.0.0.0:8080/healthz",
+        help="kopf's liveness endpoint URL (default: http://0.0.0.0:8080/healthz)",
+    )
     peering = parser.add_mutually_exclusive_group()
-    peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (mandatory if given)")
+    peering.add_argument(
+        "--peering", metavar="NAME", help="kopf peering object shared by the replicas (mandatory if given)"
+    )
     peering.add_argument("--standalone", action="store_true", help="no peering: only ever run one replica")
-    parser.add_argument("--priority", type=int, default=None,
-                        help="peering priority; the highest active replica works, the others stand by "
-                             "(default: random, so that two replicas never share one and both pause)")
-    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: off)")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest active replica works, the others stand by "
+        "(default: random, so that two replicas never share one and both pause)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: off)",
+    )
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address of the metrics server (default: 0.0.0.0)")
     parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
     parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages too")
     timing = parser.add_argument_group("deadlines (seconds)")
-    timing.add_argument("--watch-server-timeout", type=positive_seconds, default=60.0,
-                        help="the API server ends each watch request after this long (default: 60)")
-    timing.add_argument("--watch-client-timeout", type=positive_seconds, default=75.0,
-                        help="give up on a silent watch request after this long (default: 75)")
-    timing.add_argument("--connect-timeout", type=positive_seconds, default=10.0, help="TCP connect to the API server (default: 10)")
+    timing.add_argument(
+        "--watch-server-timeout",
+        type=positive_seconds,
+        default=60.0,
+        help="the API server ends each watch request after this long (default: 60)",
+    )
+    timing.add_argument(
+        "--watch-client-timeout",
+        type=positive_seconds,
+        default=75.0,
+        help="give up on a silent watch request after this long (default: 75)",
+    )
+    timing.add_argument(
+        "--connect-timeout", type=positive_seconds, default=10.0, help="TCP connect to the API server (default: 10)"
+    )
     timing.add_argument("--request-timeout", type=positive_seconds, default=30.0, help="one API request (default: 30)")
-    timing.add_argument("--retry-delay", type=positive_seconds, default=5.0,
-                        help="before retrying a handler after an API failure (default: 5)")
+    timing.add_argument(
+        "--retry-delay",
+        type=positive_seconds,
+        default=5.0,
+        help="before retrying a handler after an API failure (default: 5)",
+    )
     runtime = parser.add_argument_group("job runtime (seconds)")
-    runtime.add_argument("--heartbeat-deadline", type=positive_seconds, default=30.0,
-                         help="a running job whose agent stays silent this long goes Stuck (HeartbeatLost) (default: 30)")
-    runtime.add_argument("--dispatch-timeout", type=positive_seconds, default=30.0,
-                         help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)")
-    runtime.add_argument("--kill-grace", type=float, default=10.0,
-                         help="SIGTERM to SIGKILL when a job is stopped (default: 10)")
-    runtime.add_argument("--agent-request-timeout", type=positive_seconds, default=10.0,
-                         help="one request to an agent, and opening its channel (default: 10)")
-    runtime.add_argument("--ssh-connect-timeout", type=positive_seconds, default=5.0, help="TCP connect to a VM's sshd (default: 5)")
-    runtime.add_argument("--ssh-handshake-timeout", type=positive_seconds, default=10.0,
-                         help="SSH handshake and authentication with a VM (default: 10)")
-    runtime.add_argument("--ssh-keepalive", type=positive_seconds, default=5.0, help="SSH keepalive interval (default: 5)")
-    runtime.add_argument("--ssh-dead-connection-timeout", type=positive_seconds, default=15.0,
-                         help="unacknowledged data older than this breaks an SSH connection (default: 15)")
-    runtime.add_argument("--reconnect-backoff-min", type=positive_seconds, default=0.2,
-                         help="first delay before reconnecting to a VM (doubles per failure) (default: 0.2)")
-    runtime.add_argument("--reconnect-backoff-max", type=positive_seconds, default=10.0,
-                         help="longest delay between reconnect attempts (default: 10)")
-    runtime.add_argument("--max-inflight-launches-per-host", type=positive_count, default=16, metavar="N",
-                         help="launch requests in flight to one VM at once; the rest wait in the operator "
-                              "and their request timeout starts only when sent (default: 16)")
-    runtime.add_argument("--agent-serve-arg", dest="agent_serve_args", action="append", default=[], metavar="ARG",
-                         help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
-                              "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1")
-    runtime.add_argument("--host-alias", dest="host_aliases", action="append", default=[], type=host_alias,
-                         metavar="NAME=ADDRESS",
-                         help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
-                              "(repeatable); the host key is still verified against knownHosts under NAME")
+    runtime.add_argument(
+        "--heartbeat-deadline",
+        type=positive_seconds,
+        default=30.0,
+        help="a running job whose agent stays silent this long goes Stuck (HeartbeatLost) (default: 30)",
+    )
+    runtime.add_argument(
+        "--dispatch-timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)",
+    )
+    runtime.add_argument(
+        "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL when a job is stopped (default: 10)"
+    )
+    runtime.add_argument(
+        "--agent-request-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="one request to an agent, and opening its channel (default: 10)",
+    )
+    runtime.add_argument(
+        "--ssh-connect-timeout", type=positive_seconds, default=5.0, help="TCP connect to a VM's sshd (default: 5)"
+    )
+    runtime.add_argument(
+        "--ssh-handshake-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="SSH handshake and authentication with a VM (default: 10)",
+    )
+    runtime.add_argument(
+        "--ssh-keepalive", type=positive_seconds, default=5.0, help="SSH keepalive interval (default: 5)"
+    )
+    runtime.add_argument(
+        "--ssh-dead-connection-timeout",
+        type=positive_seconds,
+        default=15.0,
+        help="unacknowledged data older than this breaks an SSH connection (default: 15)",
+    )
+    runtime.add_argument(
+        "--reconnect-backoff-min",
+        type=positive_seconds,
+        default=0.2,
+        help="first delay before reconnecting to a VM (doubles per failure) (default: 0.2)",
+    )
+    runtime.add_argument(
+        "--reconnect-backoff-max",
+        type=positive_seconds,
+        default=10.0,
+        help="longest delay between reconnect attempts (default: 10)",
+    )
+    runtime.add_argument(
+        "--max-inflight-launches-per-host",
+        type=positive_count,
+        default=16,
+        metavar="N",
+        help="launch requests in flight to one VM at once; the rest wait in the operator "
+        "and their request timeout starts only when sent (default: 16)",
+    )
+    runtime.add_argument(
+        "--agent-serve-arg",
+        dest="agent_serve_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
+        "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1",
+    )
+    runtime.add_argument(
+        "--host-alias",
+        dest="host_aliases",
+        action="append",
+        default=[],
+        type=host_alias,
+        metavar="NAME=ADDRESS",
+        help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
+        "(repeatable); the host key is still verified against knownHosts under NAME",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -108,8 +200,12 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(args.namespaces),
         kubeconfig=args.kubeconfig,
         webhook=WebhookConfig(
-            port=args.webhook_port, listen_address=args.webhook_listen_address, host=args.webhook_host,
-            cert_file=args.webhook_cert, key_file=args.webhook_key, insecure=args.webhook_insecure,
+            port=args.webhook_port,
+            listen_address=args.webhook_listen_address,
+            host=args.webhook_host,
+            cert_file=args.webhook_cert,
+            key_file=args.webhook_key,
+            insecure=args.webhook_insecure,
             managed_configuration=args.webhook_configuration,
         ),
         liveness_endpoint=args.liveness_endpoint or None,
@@ -129,20 +225,29 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         raise SystemExit("jobnet operator: --reconnect-backoff-max must not be shorter than --reconnect-backoff-min")
     aliased = [name for name, _ in args.host_aliases]
     if len(set(aliased)) != len(aliased):
-        raise SystemExit(f"jobnet operator: --host-alias names a host twice: {sorted({n for n in aliased if aliased.count(n) > 1})}")
+        raise SystemExit(
+            f"jobnet operator: --host-alias names a host twice: {sorted({n for n in aliased if aliased.count(n) > 1})}"
+        )
     if args.kill_grace < 0:
         raise SystemExit(f"jobnet operator: --kill-grace must be >= 0, not {args.kill_grace}")
     ssh = SshSettings(
-        connect_timeout=args.ssh_connect_timeout, handshake_timeout=args.ssh_handshake_timeout,
-        auth_timeout=args.ssh_handshake_timeout, keepalive_interval=args.ssh_keepalive,
+        connect_timeout=args.ssh_connect_timeout,
+        handshake_timeout=args.ssh_handshake_timeout,
+        auth_timeout=args.ssh_handshake_timeout,
+        keepalive_interval=args.ssh_keepalive,
         dead_connection_timeout=args.ssh_dead_connection_timeout,
-        reconnect_backoff_min=args.reconnect_backoff_min, reconnect_backoff_max=args.reconnect_backoff_max,
+        reconnect_backoff_min=args.reconnect_backoff_min,
+        reconnect_backoff_max=args.reconnect_backoff_max,
         host_aliases=dict(args.host_aliases),
     )
     return RuntimeConfig(
-        heartbeat_deadline=args.heartbeat_deadline, dispatch_timeout=args.dispatch_timeout,
-        kill_grace=args.kill_grace, agent_request_timeout=args.agent_request_timeout,
-        agent_serve_args=tuple(args.agent_serve_args), ssh=ssh, api_retry_delay=args.retry_delay,
+        heartbeat_deadline=args.heartbeat_deadline,
+        dispatch_timeout=args.dispatch_timeout,
+        kill_grace=args.kill_grace,
+        agent_request_timeout=args.agent_request_timeout,
+        agent_serve_args=tuple(args.agent_serve_args),
+        ssh=ssh,
+        api_retry_delay=args.retry_delay,
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
     )
 
@@ -157,6 +262,8 @@ def run_operator(args: argparse.Namespace) -> int:
         try:
             operator_metrics.serve(args.metrics_port, args.metrics_address)
         except (OSError, OverflowError) as error:
-            raise SystemExit(f"jobnet operator: cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {error}")
+            raise SystemExit(
+                f"jobnet operator: cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {error}"
+            )
     run_blocking(config, JobRunRuntime(runtime_config_from_arguments(args)))
     return 0

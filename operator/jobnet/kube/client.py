@@ -118,8 +118,16 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, what: str, *, json: Any = None,
-                       content_type: str = "application/json", answer: bool = True) -> Body:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        content_type: str = "application/json",
+        answer: bool = True,
+    ) -> Body:
         """The answer's body (``answer=False``: {} on success; a write's answer is the whole
         object, which for a large run is costly to decode and nobody reads)."""
         if not self._server:
@@ -128,7 +136,10 @@ class KubeClient:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         try:
             async with self._session.request(
-                method, f"{self._server}{path}", json=json, ssl=self._ssl,
+                method,
+                f"{self._server}{path}",
+                json=json,
+                ssl=self._ssl,
                 headers={"Content-Type": content_type} if json is not None else None,
             ) as response:
                 if not answer and response.status < 400:
@@ -170,20 +181,29 @@ class KubeClient:
         """Merge-patch the status subresource of a JobNet or JobRun."""
         operator_metrics.api_write(plural)
         await self._request(
-            "PATCH", self._path(plural, namespace, name, "status"), f"patching the status of {plural}/{name}",
-            json={"status": dict(status)}, content_type="application/merge-patch+json", answer=False,
+            "PATCH",
+            self._path(plural, namespace, name, "status"),
+            f"patching the status of {plural}/{name}",
+            json={"status": dict(status)},
+            content_type="application/merge-patch+json",
+            answer=False,
         )
 
     async def create_configmap(self, body: Mapping[str, Any]) -> Body:
         """Create a ConfigMap (its namespace is in ``body``); HTTP 409 when it exists."""
         meta = body["metadata"]
         operator_metrics.api_write("configmaps")
-        return await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/configmaps",
-                                   f"creating ConfigMap {meta['namespace']}/{meta['name']}", json=dict(body))
+        return await self._request(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/configmaps",
+            f"creating ConfigMap {meta['namespace']}/{meta['name']}",
+            json=dict(body),
+        )
 
     async def get_configmap(self, namespace: str, name: str) -> Body:
-        return await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
-                                   f"reading ConfigMap {namespace}/{name}")
+        return await self._request(
+            "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}", f"reading ConfigMap {namespace}/{name}"
+        )
 
     async def read_jobnet_snapshot(self, namespace: str, stored: Mapping[str, Any]) -> dict[str, JobNetSpec]:
         """The JobNets a run started with, from the ConfigMap its ``status.jobNetSnapshot``
@@ -195,13 +215,15 @@ class KubeClient:
 
     async def delete_configmap(self, namespace: str, name: str) -> None:
         operator_metrics.api_write("configmaps")
-        await self._request("DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
-                            f"deleting ConfigMap {namespace}/{name}")
+        await self._request(
+            "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}", f"deleting ConfigMap {namespace}/{name}"
+        )
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """The decoded ``data`` (and ``stringData``-style plain values) of a Secret; never logged."""
-        reply = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}",
-                                    f"reading Secret {namespace}/{name}")
+        reply = await self._request(
+            "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", f"reading Secret {namespace}/{name}"
+        )
         data = {key: base64.b64decode(value).decode() for key, value in (reply.get("data") or {}).items()}
         data.update(reply.get("stringData") or {})
         return data
@@ -210,8 +232,11 @@ class KubeClient:
         """Merge-patch the object so that these annotations are gone."""
         operator_metrics.api_write(plural)
         await self._request(
-            "PATCH", self._path(plural, namespace, name), f"removing annotations {', '.join(keys)} of {plural}/{name}",
-            json={"metadata": {"annotations": {key: None for key in keys}}}, content_type="application/merge-patch+json",
+            "PATCH",
+            self._path(plural, namespace, name),
+            f"removing annotations {', '.join(keys)} of {plural}/{name}",
+            json={"metadata": {"annotations": {key: None for key in keys}}},
+            content_type="application/merge-patch+json",
             answer=False,
         )
 
@@ -225,8 +250,11 @@ class KubeClient:
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'jobnet')}.", "namespace": namespace},
             "involvedObject": {
-                "apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
-                "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid"),
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
             },
             "type": event_type,
             "reason": reason,
@@ -242,8 +270,13 @@ class KubeClient:
         for attempt in range(1, _GENERATED_NAME_TRIES + 1):
             operator_metrics.api_write("events")
             try:
-                await self._request("POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}",
-                                    json=event, answer=False)
+                await self._request(
+                    "POST",
+                    f"/api/v1/namespaces/{namespace}/events",
+                    f"posting Event {reason}",
+                    json=event,
+                    answer=False,
+                )
                 return
             except KubeApiError as e:
                 if e.status != 409 or attempt == _GENERATED_NAME_TRIES:

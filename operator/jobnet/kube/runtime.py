@@ -248,11 +248,16 @@ class HostLink:
         credentials = await self._credentials()
         if self.agent is None:
             self.agent = HostAgent(
-                self.pool, self.runtime.installer(), self.target, credentials,
+                self.pool,
+                self.runtime.installer(),
+                self.target,
+                credentials,
                 on_event=self._on_event,
-                settings=AgentSettings(request_timeout=self.runtime.config.agent_request_timeout,
-                                       open_timeout=self.runtime.config.agent_request_timeout,
-                                       serve_args=self.runtime.config.agent_serve_args),
+                settings=AgentSettings(
+                    request_timeout=self.runtime.config.agent_request_timeout,
+                    open_timeout=self.runtime.config.agent_request_timeout,
+                    serve_args=self.runtime.config.agent_serve_args,
+                ),
             )
         else:
             self.agent.credentials = credentials
@@ -273,15 +278,22 @@ class HostLink:
             except KubeApiError as e:
                 if not _secret_read_is_transient(e):
                     raise CredentialsUnavailable(
-                        f"cannot read the credentials Secret {secret} for {self.target}: {e}") from None
+                        f"cannot read the credentials Secret {secret} for {self.target}: {e}"
+                    ) from None
                 left = give_up_at - time.monotonic()
                 if left <= 0:
                     raise CredentialsUnreadable(
                         f"cannot read the credentials Secret {secret} for {self.target} "
-                        f"(retried for {config.secret_read_deadline:g}s): {e}") from None
+                        f"(retried for {config.secret_read_deadline:g}s): {e}"
+                    ) from None
                 delay = min(backoff, left)
-                logger.warning("host=%s cannot read credentials Secret %s: %s; retrying in %.1fs",
-                               self.key.host_id, secret, e, delay)
+                logger.warning(
+                    "host=%s cannot read credentials Secret %s: %s; retrying in %.1fs",
+                    self.key.host_id,
+                    secret,
+                    e,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, config.ssh.reconnect_backoff_max)
         try:
@@ -303,7 +315,9 @@ class HostLink:
             try:
                 agent = await self.connect()
             except SshError as e:
-                logger.warning("host=%s agent unreachable: %s (next try in %.1fs)", self.key.host_id, e.message, backoff)
+                logger.warning(
+                    "host=%s agent unreachable: %s (next try in %.1fs)", self.key.host_id, e.message, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, config.ssh.reconnect_backoff_max)
                 continue
@@ -314,7 +328,9 @@ class HostLink:
             self.note_heartbeat()  # at every probe: the channel may die before the runs look again
             age = agent.heartbeat_age()
             if age is not None and age > config.heartbeat_deadline:
-                logger.warning("host=%s no heartbeat for %.1fs: dropping the connection to reconnect", self.key.host_id, age)
+                logger.warning(
+                    "host=%s no heartbeat for %.1fs: dropping the connection to reconnect", self.key.host_id, age
+                )
                 agent.drop_connection()
                 self._wake_all()
                 continue
@@ -346,7 +362,9 @@ class HostLink:
 class RunLoop:
     """The runtime of one JobRun (see the module docstring)."""
 
-    def __init__(self, runtime: JobRunRuntime, body: Mapping[str, Any], graph: RunGraph, policy: SchedulerPolicy) -> None:
+    def __init__(
+        self, runtime: JobRunRuntime, body: Mapping[str, Any], graph: RunGraph, policy: SchedulerPolicy
+    ) -> None:
         meta = body.get("metadata", {})
         self.runtime = runtime
         self.name: str = meta["name"]
@@ -355,16 +373,23 @@ class RunLoop:
         self.graph = graph
         self.policy = policy
         self.run_env: dict[str, str] = dict((body.get("spec") or {}).get("env") or {})
-        self.involved = {"apiVersion": GROUP_VERSION, "kind": "JobRun",
-                         "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid}}
+        self.involved = {
+            "apiVersion": GROUP_VERSION,
+            "kind": "JobRun",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
+        }
         stored_status = body.get("status") or {}
         #: keeps the status compact (large runs: compressed chunks; see docs/scale.md)
         self.status_encoder = StatusEncoder(graph.nodes, stored_status)
         status = decoded_status(stored_status)
-        self.state: RunRuntime = (runtime_from_status(self.uid, graph, JobRunStatus.model_validate(status))
-                                  if status.get("jobs") else new_runtime(self.uid))
+        self.state: RunRuntime = (
+            runtime_from_status(self.uid, graph, JobRunStatus.model_validate(status))
+            if status.get("jobs")
+            else new_runtime(self.uid)
+        )
         self.jobnet_states: dict[str, JobState] = {
-            path: JobState(entry["state"]) for path, entry in (status.get("jobs") or {}).items()
+            path: JobState(entry["state"])
+            for path, entry in (status.get("jobs") or {}).items()
             if graph.nodes.get(path) is not None and graph.nodes[path].kind == "jobnet"
         }
         self.annotations: dict[str, str] = {}
@@ -422,8 +447,12 @@ class RunLoop:
         known = self.records.get(text)
         if known is None or record.seq >= known.seq:
             self.records[text] = record
-            if record.terminal and not record.acknowledged and (record.stdout_bytes or record.stderr_bytes) \
-                    and (known is None or not known.terminal):
+            if (
+                record.terminal
+                and not record.acknowledged
+                and (record.stdout_bytes or record.stderr_bytes)
+                and (known is None or not known.terminal)
+            ):
                 self.fetch_tail(record)
             self.wake()
 
@@ -461,8 +490,12 @@ class RunLoop:
     def start(self) -> None:
         for node in self.graph.jobs():
             entry = self.state.jobs.get(node.path)
-            if node.host is not None and entry is not None and entry.state not in (
-                    JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING):
+            if (
+                node.host is not None
+                and entry is not None
+                and entry.state
+                not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING)
+            ):
                 self.link(node.host)
         self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
 
@@ -507,9 +540,14 @@ class RunLoop:
             heard = link.last_heard()
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
-        facts = AgentFacts(records=self.records, heartbeats=heartbeats, deliveries=tuple(deliveries),
-                           watching_since=self.watching_since, queued_launches=frozenset(self.queued_launches),
-                           launch_sent_at=self.launch_sent_at)
+        facts = AgentFacts(
+            records=self.records,
+            heartbeats=heartbeats,
+            deliveries=tuple(deliveries),
+            watching_since=self.watching_since,
+            queued_launches=frozenset(self.queued_launches),
+            launch_sent_at=self.launch_sent_at,
+        )
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
         if self.tail_fetches and decision.runtime.phase in _FINISHED:
@@ -523,13 +561,18 @@ class RunLoop:
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
         if patch["jobs"] or summary != self.last_summary:
             try:
-                await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name,
-                                                       self.status_encoder.encode(patch, full=full))
+                await self.runtime.client.patch_status(
+                    JOBRUNS, self.namespace, self.name, self.status_encoder.encode(patch, full=full)
+                )
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again later.
                 self.deliveries = deliveries + self.deliveries
-                logger.warning("run=%s cannot store the status (%s); retrying in %.1fs",
-                               self.label, e, self.runtime.config.api_retry_delay)
+                logger.warning(
+                    "run=%s cannot store the status (%s); retrying in %.1fs",
+                    self.label,
+                    e,
+                    self.runtime.config.api_retry_delay,
+                )
                 return now + self.runtime.config.api_retry_delay
             self.status_encoder.commit()
             self.last_summary = summary
@@ -544,8 +587,9 @@ class RunLoop:
                 self.consumed[name] = annotations[name]
                 self.annotations.pop(name, None)
             try:
-                await self.runtime.client.remove_annotations(JOBRUNS, self.namespace, self.name,
-                                                             decision.consumed_annotations)
+                await self.runtime.client.remove_annotations(
+                    JOBRUNS, self.namespace, self.name, decision.consumed_annotations
+                )
             except KubeApiError as e:
                 logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
         # Launches, kills and fences leave first (background requests): a downstream launch never
@@ -615,12 +659,21 @@ class RunLoop:
 
     def job_log(self, level: int, path: str | None, text: str, *args: Any) -> None:
         job = self.state.jobs.get(path) if path else None
-        where = f" job={path} host={job.host} attempt={job.attempt}" if job is not None else (f" job={path}" if path else "")
+        where = (
+            f" job={path} host={job.host} attempt={job.attempt}"
+            if job is not None
+            else (f" job={path}" if path else "")
+        )
         logger.log(level, f"run={self.label}{where}: {text}", *args)
 
     async def post_event(self, event: Event) -> None:
-        self.job_log(logging.WARNING if event.type == "Warning" else logging.INFO, event.path,
-                     "%s: %s", event.reason, event.message)
+        self.job_log(
+            logging.WARNING if event.type == "Warning" else logging.INFO,
+            event.path,
+            "%s: %s",
+            event.reason,
+            event.message,
+        )
         try:
             await self.runtime.client.post_event(self.involved, event.type, event.reason, event.message)
         except KubeApiError as e:
@@ -633,8 +686,13 @@ class RunLoop:
         except SshError as e:
             code = next((code for cls, code in _UNDELIVERED.items() if isinstance(e, cls)), HostUnreachable.code)
             self.job_log(logging.WARNING, key.path, "cannot reach the agent for %s: %s", op, e.message)
-            return DeliveryResult(key=key, op=op, outcome="notDelivered",  # type: ignore[arg-type]
-                                  error_code=code, error_message=e.message)
+            return DeliveryResult(
+                key=key,
+                op=op,
+                outcome="notDelivered",  # type: ignore[arg-type]
+                error_code=code,
+                error_message=e.message,
+            )
 
     def leave_launch_queue(self, key: JobKey, *, sent: bool) -> None:
         text = key.text()
@@ -652,8 +710,14 @@ class RunLoop:
         self.deliveries.append(result)
         self.wake()
 
-    async def send(self, link: HostLink, action: Launch | Kill | Fence, request: AgentRequest,
-                   answer_type: type[AnswerT], doing: str) -> AnswerT | None:
+    async def send(
+        self,
+        link: HostLink,
+        action: Launch | Kill | Fence,
+        request: AgentRequest,
+        answer_type: type[AnswerT],
+        doing: str,
+    ) -> AnswerT | None:
         """Deliver ``request`` for ``action``: the agent's answer, or None once the failure is
         reported to the scheduler (not delivered, or outcome unknown).
 
@@ -692,37 +756,56 @@ class RunLoop:
         node = self.graph.nodes[action.path]
         assert node.script is not None  # job nodes always have a script
         environment = job_environment(
-            self.graph, action.path, run_uid=self.uid, run_name=self.name, namespace=self.namespace,
-            run_env=self.run_env, attempt=action.key.attempt, server_name=link.key.address,
+            self.graph,
+            action.path,
+            run_uid=self.uid,
+            run_name=self.name,
+            namespace=self.namespace,
+            run_env=self.run_env,
+            attempt=action.key.attempt,
+            server_name=link.key.address,
         )
-        request = LaunchRequest(key=action.key, script=node.script, args=list(node.args), env=environment,
-                                working_dir=node.working_dir)
+        request = LaunchRequest(
+            key=action.key, script=node.script, args=list(node.args), env=environment, working_dir=node.working_dir
+        )
         result = await self.send(link, action, request, LaunchResult, f"launching {node.script}")
         if result is None:
             return
         if result.deduplicated:
             self.job_log(logging.INFO, action.path, "the agent had already accepted %s", action.key)
-        self.deliver(DeliveryResult(key=action.key, op="launch", outcome="delivered", record=result.record,
-                                    deduplicated=result.deduplicated))
+        self.deliver(
+            DeliveryResult(
+                key=action.key, op="launch", outcome="delivered", record=result.record, deduplicated=result.deduplicated
+            )
+        )
 
     async def kill(self, link: HostLink, action: Kill) -> None:
         request = KillRequest(key=action.key, reason=action.reason, grace_seconds=action.grace_seconds)
-        result = await self.send(link, action, request, KillResult,
-                                 f"killing ({action.reason}, grace {action.grace_seconds:.1f}s)")
+        result = await self.send(
+            link, action, request, KillResult, f"killing ({action.reason}, grace {action.grace_seconds:.1f}s)"
+        )
         if result is None:
             return
         if result.already_ended:
             self.job_log(logging.INFO, action.path, "kill not needed: the job had already ended")
-        self.deliver(DeliveryResult(key=action.key, op="kill", outcome="delivered", record=result.record,
-                                    deduplicated=result.deduplicated))
+        self.deliver(
+            DeliveryResult(
+                key=action.key, op="kill", outcome="delivered", record=result.record, deduplicated=result.deduplicated
+            )
+        )
 
     async def fence(self, link: HostLink, action: Fence) -> None:
-        result = await self.send(link, action, FenceRequest(key=action.key), FenceResult,
-                                 f"fencing {action.key} before the re-run")
+        result = await self.send(
+            link, action, FenceRequest(key=action.key), FenceResult, f"fencing {action.key} before the re-run"
+        )
         if result is None:
             return
-        self.job_log(logging.INFO, action.path, "fence answered: %s",
-                     "fenced" if result.fenced else f"the key is {result.record.state}")
+        self.job_log(
+            logging.INFO,
+            action.path,
+            "fence answered: %s",
+            "fenced" if result.fenced else f"the key is {result.record.state}",
+        )
         self.deliver(DeliveryResult(key=action.key, op="fence", outcome="delivered", record=result.record))
 
     async def ack(self, link: HostLink, action: Ack) -> None:
@@ -857,16 +940,23 @@ class JobRunRuntime:
                 catalog = await self.client.read_jobnet_snapshot(namespace, stored)
             else:
                 catalog = (await self.client.list_jobnets(namespace)).catalog
-                message = (f"the run has no JobNet snapshot (started by an older operator): it resumes with "
-                           f"JobNet {reference!r} and the JobNets it expands as they are now")
+                message = (
+                    f"the run has no JobNet snapshot (started by an older operator): it resumes with "
+                    f"JobNet {reference!r} and the JobNets it expands as they are now"
+                )
                 logger.warning("run=%s/%s %s", namespace, name, message)
                 await self.client.post_event(body, "Warning", "NoJobNetSnapshot", message)
             if graph is None:
                 graph = expand(reference, catalog, run_id=uid)
         except KubeApiError as e:
             if e.status != HTTP_NOT_FOUND or stored is None:
-                logger.warning("run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
-                               namespace, name, e, self.config.api_retry_delay)
+                logger.warning(
+                    "run=%s/%s cannot start its runtime yet (%s); retrying in %.1fs",
+                    namespace,
+                    name,
+                    e,
+                    self.config.api_retry_delay,
+                )
                 return False
             return await self._resume_failed(body, f"its JobNet snapshot is gone: {e}")
         except (ValidationError, SnapshotError) as e:

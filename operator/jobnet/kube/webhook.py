@@ -50,17 +50,29 @@ def _deny(subject: str, problems: Sequence[Problem]) -> None:
 def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
     """Register the validating handlers on ``registry``, reading JobNets through ``client``."""
 
-    @kopf.on.validate(API_GROUP, API_VERSION, JOBNETS, id=JOBNET_WEBHOOK_ID,
-                      operations=["CREATE", "UPDATE", "DELETE"], registry=registry)
+    @kopf.on.validate(
+        API_GROUP,
+        API_VERSION,
+        JOBNETS,
+        id=JOBNET_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE", "DELETE"],
+        registry=registry,
+    )
     async def validate_jobnet_change(
-            name: str, namespace: str | None, operation: str | None = None,
-            old: Any = None, new: Any = None, **_: Any,
+        name: str,
+        namespace: str | None,
+        operation: str | None = None,
+        old: Any = None,
+        new: Any = None,
+        **_: Any,
     ) -> None:
         namespace = namespace or "default"
         if operation == "UPDATE":
             # Metadata-only writes (kopf's own annotations, finalizer removal during deletion)
             # must pass even for a JobNet that became invalid through another JobNet's change.
-            if (old or {}).get("spec") == (new or {}).get("spec") or (new or {}).get("metadata", {}).get("deletionTimestamp"):
+            if (old or {}).get("spec") == (new or {}).get("spec") or (new or {}).get("metadata", {}).get(
+                "deletionTimestamp"
+            ):
                 return
         jobnets = await client.list_jobnets(namespace)
         if operation == "DELETE":
@@ -68,11 +80,16 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
             return
         _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
 
-    @kopf.on.validate(API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID,
-                      operations=["CREATE", "UPDATE"], registry=registry)
+    @kopf.on.validate(
+        API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+    )
     async def validate_jobrun_change(
-            name: str, namespace: str | None, operation: str | None = None,
-            old: Any = None, new: Any = None, **_: Any,
+        name: str,
+        namespace: str | None,
+        operation: str | None = None,
+        old: Any = None,
+        new: Any = None,
+        **_: Any,
     ) -> None:
         before, after = annotations_of(old), annotations_of(new)
         steered = changed_steering(before, after)
@@ -83,23 +100,41 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         spec = (new or {}).get("spec")
         problems: list[Problem] = []
         if respecified:
-            problems.append(Problem(path="spec", message=(
-                "a JobRun's spec cannot change once it exists (the run executes what it named when it was "
-                "created); create a new JobRun for another JobNet or environment")))
+            problems.append(
+                Problem(
+                    path="spec",
+                    message=(
+                        "a JobRun's spec cannot change once it exists (the run executes what it named when it was "
+                        "created); create a new JobRun for another JobNet or environment"
+                    ),
+                )
+            )
         if operation == "CREATE":
             jobnets = await client.list_jobnets(namespace)
             problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken)
         if steered:
             catalog = await started_catalog(client, namespace, new)
             graph = run_graph(spec, catalog, (new or {}).get("metadata", {}).get("uid", ""))
-            problems += [Problem(path=f"metadata.annotations[{key}]", message=message)
-                         for key, message in static_steering_problems(before, after, graph)]
+            problems += [
+                Problem(path=f"metadata.annotations[{key}]", message=message)
+                for key, message in static_steering_problems(before, after, graph)
+            ]
         _deny(f"JobRun {name!r}", problems)
 
-    @kopf.on.mutate(API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_MUTATING_WEBHOOK_ID,
-                    operations=["CREATE", "UPDATE"], registry=registry)
+    @kopf.on.mutate(
+        API_GROUP,
+        API_VERSION,
+        JOBRUNS,
+        id=JOBRUN_MUTATING_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
     async def stamp_jobrun_requester(
-            userinfo: Any, patch: kopf.Patch, old: Any = None, new: Any = None, **_: Any,
+        userinfo: Any,
+        patch: kopf.Patch,
+        old: Any = None,
+        new: Any = None,
+        **_: Any,
     ) -> None:
         stamps = requester_stamps(annotations_of(old), annotations_of(new), (userinfo or {}).get("username"))
         if stamps:

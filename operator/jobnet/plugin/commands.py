@@ -41,7 +41,9 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     group.add_argument("--context", help="kubeconfig context (default: the current context)")
     group.add_argument("-n", "--namespace", help="namespace of the JobRun (default: the context's namespace)")
-    group.add_argument("--request-timeout", type=positive_seconds, default=20.0, help="seconds per API request (default: 20)")
+    group.add_argument(
+        "--request-timeout", type=positive_seconds, default=20.0, help="seconds per API request (default: 20)"
+    )
     return options
 
 
@@ -66,7 +68,9 @@ def run_tree(args: argparse.Namespace) -> int:
     kube = _kube(args)
     colours = _wants_colour(args.color)
     if not args.watch:
-        print("\n".join(render(kube.jobrun_view(args.run), kube.namespace, time.time(), colours=colours, wide=args.wide)))
+        print(
+            "\n".join(render(kube.jobrun_view(args.run), kube.namespace, time.time(), colours=colours, wide=args.wide))
+        )
         return EXIT_OK
     redraw = sys.stdout.isatty()
     deadline = time.monotonic() + args.timeout
@@ -81,8 +85,10 @@ def run_tree(args: argparse.Namespace) -> int:
         if view.status.phase in FINISHED_PHASES:
             return EXIT_OK
         if time.monotonic() >= deadline:
-            print(f"{args.label}: {view.name} is still {view.status.phase} after --timeout {args.timeout:g}s",
-                  file=sys.stderr)
+            print(
+                f"{args.label}: {view.name} is still {view.status.phase} after --timeout {args.timeout:g}s",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
 
@@ -133,8 +139,10 @@ def run_override(args: argparse.Namespace) -> int:
         annotations[OVERRIDE_MESSAGE_ANNOTATION] = args.message
     kube.annotate_jobrun(view, annotations)
     new = parsed.requests[-1]
-    print(f"jobrun/{view.name}: override {new.path}={new.state} requested; the operator applies it "
-          f"(see `kubectl jobnet events {view.name}` and status.overrides)")
+    print(
+        f"jobrun/{view.name}: override {new.path}={new.state} requested; the operator applies it "
+        f"(see `kubectl jobnet events {view.name}` and status.overrides)"
+    )
     return EXIT_OK
 
 
@@ -167,8 +175,15 @@ def run_events(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE")]
     for event in events:
-        rows.append((event_time(event) or "-", event.get("type") or "", event.get("reason") or "",
-                     str(event.get("count") or 1), " ".join(str(event.get("message") or "").split())))
+        rows.append(
+            (
+                event_time(event) or "-",
+                event.get("type") or "",
+                event.get("reason") or "",
+                str(event.get("count") or 1),
+                " ".join(str(event.get("message") or "").split()),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]).rstrip())
@@ -204,36 +219,66 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: 
         parser.set_defaults(handler=_guarded(handler), label=parser.prog)
         return parser
 
-    tree = command("tree", run_tree, help="show a JobRun as a tree of jobnets and jobs with their states",
-                   description="The run as an indented tree: state, host, attempt, duration, exit code, "
-                               "reason and message of every job and sub-jobnet, with the run's phase and progress.")
+    tree = command(
+        "tree",
+        run_tree,
+        help="show a JobRun as a tree of jobnets and jobs with their states",
+        description="The run as an indented tree: state, host, attempt, duration, exit code, "
+        "reason and message of every job and sub-jobnet, with the run's phase and progress.",
+    )
     tree.add_argument("run", metavar="RUN", help="JobRun name")
-    tree.add_argument("-w", "--watch", action="store_true", help="redraw until the run ends (Succeeded, Failed, Stopped)")
-    tree.add_argument("--interval", type=positive_seconds, default=2.0, help="seconds between redraws with --watch (default: 2)")
-    tree.add_argument("--timeout", type=positive_seconds, default=24 * 3600.0,
-                      help="stop watching after this many seconds, exit status 1 (default: 86400)")
+    tree.add_argument(
+        "-w", "--watch", action="store_true", help="redraw until the run ends (Succeeded, Failed, Stopped)"
+    )
+    tree.add_argument(
+        "--interval", type=positive_seconds, default=2.0, help="seconds between redraws with --watch (default: 2)"
+    )
+    tree.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=24 * 3600.0,
+        help="stop watching after this many seconds, exit status 1 (default: 86400)",
+    )
     tree.add_argument("--wide", action="store_true", help="do not shorten messages")
-    tree.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                      help="colour states (default: auto = when the output is a terminal and NO_COLOR is unset)")
+    tree.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour states (default: auto = when the output is a terminal and NO_COLOR is unset)",
+    )
 
-    logs = command("logs", run_logs_command, help="print a job's full output from the agent on its VM",
-                   description="Streams the output the agent keeps on the job's VM (over SSH, host key verified, "
-                               "credentials from the Secret the job's host names). When the VM cannot be reached, "
-                               "prints the tail kept in the JobRun status instead and exits with status 3. "
-                               "$JOBNET_AGENT_SERVE_ARGS: agent serve options the operator uses (e.g. --state-dir).")
+    logs = command(
+        "logs",
+        run_logs_command,
+        help="print a job's full output from the agent on its VM",
+        description="Streams the output the agent keeps on the job's VM (over SSH, host key verified, "
+        "credentials from the Secret the job's host names). When the VM cannot be reached, "
+        "prints the tail kept in the JobRun status instead and exits with status 3. "
+        "$JOBNET_AGENT_SERVE_ARGS: agent serve options the operator uses (e.g. --state-dir).",
+    )
     logs.add_argument("run", metavar="RUN", help="JobRun name")
     logs.add_argument("path", metavar="PATH", help="job path, e.g. /nightly/load/step1")
     logs.add_argument("--stderr", action="store_true", help="print the job's stderr instead of its stdout")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines (then more with --follow)")
-    logs.add_argument("--timeout", type=positive_seconds, help="give up following after this many seconds (exit status 1)")
-    logs.add_argument("--ssh-timeout", type=positive_seconds, default=10.0,
-                      help="seconds for connecting to the VM and for each agent request (default: 10)")
+    logs.add_argument(
+        "--timeout", type=positive_seconds, help="give up following after this many seconds (exit status 1)"
+    )
+    logs.add_argument(
+        "--ssh-timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds for connecting to the VM and for each agent request (default: 10)",
+    )
 
-    override = command("override", run_override, help="settle or re-run a job: set its state (jobnet.dev/override)",
-                       description="Checks the request against the run's current states first (Stuck -> Ready, "
-                                   "Succeeded, Failed, Stopped; Failed -> Ready, Succeeded), then sets the "
-                                   "jobnet.dev/override annotation, which the operator applies and records.")
+    override = command(
+        "override",
+        run_override,
+        help="settle or re-run a job: set its state (jobnet.dev/override)",
+        description="Checks the request against the run's current states first (Stuck -> Ready, "
+        "Succeeded, Failed, Stopped; Failed -> Ready, Succeeded), then sets the "
+        "jobnet.dev/override annotation, which the operator applies and records.",
+    )
     override.add_argument("run", metavar="RUN", help="JobRun name")
     override.add_argument("path", metavar="PATH", help="job or sub-jobnet path (/ = every job of the run)")
     override.add_argument("state", metavar="STATE", help="Ready (run again), Succeeded, Failed or Stopped")

@@ -63,7 +63,12 @@ class PluginKube:
     def get_jobrun(self, name: str) -> Body:
         return self._call(
             f"getting JobRun {name!r} in namespace {self.namespace!r}",
-            self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobruns", name,
+            self.custom.get_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            self.namespace,
+            "jobruns",
+            name,
         )
 
     def jobrun_view(self, name: str, with_graph: bool = True) -> JobRunView:
@@ -92,7 +97,11 @@ class PluginKube:
         """The namespace's JobNets as they are now (a run started before snapshots existed)."""
         listing = self._call(
             f"listing JobNets in namespace {self.namespace!r}",
-            self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobnets",
+            self.custom.list_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            self.namespace,
+            "jobnets",
         )
         catalog = {}
         for item in listing.get("items", []):
@@ -106,7 +115,10 @@ class PluginKube:
         snapshot = JobNetSnapshotStatus.model_validate(stored)
         reply = self._call(
             f"reading the run's JobNet snapshot (ConfigMap {snapshot.config_map!r})",
-            self.core.read_namespaced_config_map, snapshot.config_map, self.namespace, _preload_content=False,
+            self.core.read_namespaced_config_map,
+            snapshot.config_map,
+            self.namespace,
+            _preload_content=False,
         )
         binary = json.loads(reply.data).get("binaryData") or {}  # kept base64, as the operator wrote it
         return decode_snapshot(binary.get(snapshot.key, ""), snapshot)
@@ -117,16 +129,25 @@ class PluginKube:
         patch = {"metadata": {"annotations": annotations, "resourceVersion": view.body["metadata"]["resourceVersion"]}}
         return self._call(
             f"annotating JobRun {view.name!r}",
-            self.custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, "jobruns",
-            view.name, patch, _content_type="application/merge-patch+json",
+            self.custom.patch_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            self.namespace,
+            "jobruns",
+            view.name,
+            patch,
+            _content_type="application/merge-patch+json",
         )
 
     def jobrun_events(self, view: JobRunView) -> list[Body]:
         """The Events about this JobRun (this very object: same uid), oldest first."""
         selector = f"involvedObject.kind=JobRun,involvedObject.name={view.name}"
         reply = self._call(
-            f"listing Events of JobRun {view.name!r}", self.core.list_namespaced_event, self.namespace,
-            field_selector=selector, _preload_content=False,
+            f"listing Events of JobRun {view.name!r}",
+            self.core.list_namespaced_event,
+            self.namespace,
+            field_selector=selector,
+            _preload_content=False,
         )
         events = json.loads(reply.data).get("items", [])
         mine = [e for e in events if not view.uid or e.get("involvedObject", {}).get("uid") in (None, view.uid)]
@@ -136,7 +157,10 @@ class PluginKube:
         """A Secret's decoded data (never printed)."""
         reply = self._call(
             f"reading Secret {name!r} in namespace {self.namespace!r}",
-            self.core.read_namespaced_secret, name, self.namespace, _preload_content=False,
+            self.core.read_namespaced_secret,
+            name,
+            self.namespace,
+            _preload_content=False,
         )
         data = json.loads(reply.data).get("data") or {}
         try:
@@ -149,8 +173,12 @@ def event_time(event: Body) -> str:
     """When an Event last happened (RFC 3339 text sorts in time order)."""
     series = event.get("series") or {}
     return str(
-        series.get("lastObservedTime") or event.get("lastTimestamp") or event.get("eventTime")
-        or event.get("firstTimestamp") or event.get("metadata", {}).get("creationTimestamp") or ""
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or event.get("metadata", {}).get("creationTimestamp")
+        or ""
     )
 
 

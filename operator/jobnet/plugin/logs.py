@@ -208,7 +208,8 @@ def run_logs(kube: PluginKube, run: str, options: LogsOptions, out: BinaryIO, er
     except AgentRequestFailed as error:
         problem = (
             f"the agent on {location.host.address} has no output of {location.key} (removed after its retention?)"
-            if error.agent_code == "NotFound" else f"the agent on {location.host.address} refused: {error.message}"
+            if error.agent_code == "NotFound"
+            else f"the agent on {location.host.address} refused: {error.message}"
         )
         return _fall_back(location, problem, err, out, label)
     except SshError as error:
@@ -221,9 +222,11 @@ def run_logs(kube: PluginKube, run: str, options: LogsOptions, out: BinaryIO, er
 
 def _fall_back(location: JobLocation, problem: str, err: TextIO, out: BinaryIO, label: str) -> int:
     if location.output_tail:
-        err.write(f"{label}: {problem}\n"
-                  f"{label}: showing the output tail kept in the JobRun status instead "
-                  f"(at most the last {len(location.output_tail)} characters):\n")
+        err.write(
+            f"{label}: {problem}\n"
+            f"{label}: showing the output tail kept in the JobRun status instead "
+            f"(at most the last {len(location.output_tail)} characters):\n"
+        )
         err.flush()
         out.write(location.output_tail.encode())
         out.flush()

@@ -118,9 +118,11 @@ def render(view: JobRunView, namespace: str, now: float, *, colours: bool = Fals
     status = view.status
     lines = [
         f"JobRun {view.name} (namespace {namespace}, JobNet {view.jobnet or '?'})",
-        (f"Phase: {colour(status.phase, status.phase, colours)}   Progress: {status.progress or '-'}   "
-        f"Started: {status.started_at or '-'}   Finished: {status.finished_at or '-'}   "
-        f"Elapsed: {format_duration(elapsed(status.started_at, status.finished_at, now))}"),
+        (
+            f"Phase: {colour(status.phase, status.phase, colours)}   Progress: {status.progress or '-'}   "
+            f"Started: {status.started_at or '-'}   Finished: {status.finished_at or '-'}   "
+            f"Elapsed: {format_duration(elapsed(status.started_at, status.finished_at, now))}"
+        ),
     ]
     if status.reason or status.message:
         lines.append(f"Reason: {status.reason or '-'}: {status.message or ''}".rstrip(": "))

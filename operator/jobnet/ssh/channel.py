@@ -27,10 +27,10 @@ import itertools
 import json
 import logging
 import shlex
-import socket
 import threading
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import paramiko
 from pydantic import BaseModel, ValidationError
@@ -144,7 +144,7 @@ class AgentChannel:
         deadline = self.request_timeout if timeout is None else timeout
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), deadline)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise self._timed_out(request, future, deadline) from None
         return self._parse_result(request, result, result_type)
 
@@ -178,7 +178,9 @@ class AgentChannel:
 
     # ------------------------------------------------------------ internals
 
-    def _timed_out(self, request: AgentRequest, future: concurrent.futures.Future[Any], deadline: float) -> ResponseTimeout:
+    def _timed_out(
+        self, request: AgentRequest, future: concurrent.futures.Future[Any], deadline: float
+    ) -> ResponseTimeout:
         with self._lock:
             for request_id, (_, pending) in list(self._pending.items()):
                 if pending is future:
@@ -195,7 +197,8 @@ class AgentChannel:
             return result_type.model_validate(result)
         except ValidationError as exc:
             raise AgentRequestFailed(
-                "BadResponse", f"agent on {self.host} sent an invalid {request.op} result: {exc.errors(include_url=False)}"
+                "BadResponse",
+                f"agent on {self.host} sent an invalid {request.op} result: {exc.errors(include_url=False)}",
             ) from None
 
     def _read_stdout(self) -> None:
@@ -211,7 +214,7 @@ class AgentChannel:
                 for line in lines:
                     if line.strip():
                         self._dispatch(line)
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
         status = self._channel.exit_status if self._channel.exit_status_ready() else None
         detail = f"; agent exited with status {status}" if status not in (None, -1) else ""
@@ -233,9 +236,12 @@ class AgentChannel:
                 _settle(future, result=message.result or {})
             else:
                 error = message.error
-                _settle(future, error=AgentRequestFailed(
-                    error.code if error else "Internal", error.message if error else f"{op} failed"
-                ))
+                _settle(
+                    future,
+                    error=AgentRequestFailed(
+                        error.code if error else "Internal", error.message if error else f"{op} failed"
+                    ),
+                )
         elif isinstance(message, HeartbeatMessage):
             self.last_heartbeat = message.heartbeat
             self.last_heartbeat_at = time.monotonic()
@@ -262,7 +268,7 @@ class AgentChannel:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 self._stderr.extend(line.decode(errors="replace")[:500] for line in lines if line.strip())
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError):
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError):
             return
 
     def _fail(self, error: ConnectionLost) -> None:

@@ -19,8 +19,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -133,7 +134,10 @@ class HostAgent:
                 if hello.last_seq < self.delivered_seq:
                     log.warning(
                         "agent on %s has journal seq %d < %d already seen: its state directory was reset; "
-                        "resuming from the start", self.target, hello.last_seq, self.delivered_seq,
+                        "resuming from the start",
+                        self.target,
+                        hello.last_seq,
+                        self.delivered_seq,
                     )
                     self.delivered_seq = 0
                     self._heartbeats.forget_pending()
@@ -147,8 +151,13 @@ class HostAgent:
                 operator_metrics.ssh_reconnect(str(self.target))
             self.hello = hello
             self._channel = channel
-            log.info("agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
-                     self.target, hello.agent_version, hello.boot_id, watch_from)
+            log.info(
+                "agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
+                self.target,
+                hello.agent_version,
+                hello.boot_id,
+                watch_from,
+            )
             return channel
 
     async def request(self, request: AgentRequest, result_type: type[R], timeout: float | None = None) -> R:
@@ -190,9 +199,16 @@ class HostAgent:
             log.warning("%s", error.message)
 
         try:
-            return AgentChannel(transport, command, host=str(self.target), on_event=forward, on_heartbeat=beat,
-                                on_close=closed,
-                                request_timeout=self.settings.request_timeout, open_timeout=self.settings.open_timeout)
+            return AgentChannel(
+                transport,
+                command,
+                host=str(self.target),
+                on_event=forward,
+                on_heartbeat=beat,
+                on_close=closed,
+                request_timeout=self.settings.request_timeout,
+                open_timeout=self.settings.open_timeout,
+            )
         except ConnectionLost:
             self.pool.invalidate(self.target, transport)
             raise

@@ -47,7 +47,7 @@ class AgentInstaller:
         self.timeout = timeout
         self._content = self.zipapp.read_bytes()
         self._sha256 = hashlib.sha256(self._content).hexdigest()
-        self._installed: "weakref.WeakKeyDictionary[paramiko.Transport, str]" = weakref.WeakKeyDictionary()
+        self._installed: weakref.WeakKeyDictionary[paramiko.Transport, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     @property
@@ -113,7 +113,9 @@ class AgentInstaller:
                 if sftp.stat(path).st_size != len(self._content):
                     raise AgentInstallFailed(f"agent upload to {host}:{path} came out truncated")
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise AgentInstallFailed(f"uploading the agent to {host}:{path} failed: {exc.__class__.__name__}: {exc}") from None
+            raise AgentInstallFailed(
+                f"uploading the agent to {host}:{path} failed: {exc.__class__.__name__}: {exc}"
+            ) from None
 
 
 def run_command(transport: paramiko.Transport, command: str, *, timeout: float, host: str) -> tuple[int, str, str]:

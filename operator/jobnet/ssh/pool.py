@@ -70,16 +70,22 @@ class SshCredentials:
             raise ValueError("SSH credentials need knownHosts: host keys are always verified")
 
     @classmethod
-    def from_secret_data(cls, data: dict[str, str]) -> "SshCredentials":
+    def from_secret_data(cls, data: dict[str, str]) -> SshCredentials:
         """From a Secret's decoded ``data`` (keys privateKey, password, knownHosts)."""
         unknown = sorted(set(data) - {"privateKey", "password", "knownHosts"})
         if unknown:
-            raise ValueError(f"SSH credentials Secret has unknown keys {unknown}; expected privateKey, password, knownHosts")
-        return cls(known_hosts=data.get("knownHosts", ""), private_key=data.get("privateKey"), password=data.get("password"))
+            raise ValueError(
+                f"SSH credentials Secret has unknown keys {unknown}; expected privateKey, password, knownHosts"
+            )
+        return cls(
+            known_hosts=data.get("knownHosts", ""), private_key=data.get("privateKey"), password=data.get("password")
+        )
 
     def __repr__(self) -> str:
         parts = ["privateKey=<hidden>" if self.private_key else "", "password=<hidden>" if self.password else ""]
-        return f"SshCredentials({', '.join(p for p in parts if p)}, knownHosts={len(self.known_hosts.splitlines())} lines)"
+        return (
+            f"SshCredentials({', '.join(p for p in parts if p)}, knownHosts={len(self.known_hosts.splitlines())} lines)"
+        )
 
     def host_keys(self) -> paramiko.HostKeys:
         """Parse knownHosts; a malformed line is a clear error naming its line number."""
@@ -231,12 +237,16 @@ class HostConnectionPool:
         via = f" (host alias: {address})" if address != target.address else ""
         try:
             sock = socket.create_connection((address, target.port), timeout=self.settings.connect_timeout)
-        except (OSError, socket.timeout) as exc:
-            raise HostUnreachable(f"cannot reach sshd at {target.address}:{target.port}{via}: {_describe(exc)}") from None
+        except (TimeoutError, OSError) as exc:
+            raise HostUnreachable(
+                f"cannot reach sshd at {target.address}:{target.port}{via}: {_describe(exc)}"
+            ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.settings.dead_connection_timeout * 1000))
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.settings.dead_connection_timeout * 1000)
+            )
         return sock
 
     @staticmethod
@@ -272,7 +282,9 @@ class HostConnectionPool:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionLost(f"connection to {target} broke during authentication: {_describe(exc)}") from None
         if not transport.is_authenticated():
-            raise AuthenticationFailed(f"sshd at {target.address}:{target.port} did not authenticate user {target.user!r}")
+            raise AuthenticationFailed(
+                f"sshd at {target.address}:{target.port} did not authenticate user {target.user!r}"
+            )
 
 
 def _algorithms_for(key_types: list[str]) -> list[str]:
