@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobnet.core.expansion import ExpansionError, RunGraph, RunNode, expand
+from jobnet.core.hosts import host_id
 from jobnet.core.validation import Catalog
 from jobnet.manifests import LintResult, ManifestError, lint, root_jobnets
 from jobnet.plugin import add_plugin_commands
@@ -32,7 +33,7 @@ def describe_node(node: RunNode, label: str) -> str:
     else:
         parts.append(" ".join([node.script or "", *node.args]))
         if node.host is not None:
-            parts.append(f"on {node.host.user}@{node.host.address}:{node.host.port}")
+            parts.append(f"on {host_id(node.host)}")
         if node.timeout_seconds is not None:
             parts.append(f"timeout {node.timeout_seconds}s")
     if node.is_finally:

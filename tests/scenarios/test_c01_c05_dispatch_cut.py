@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import pytest
 
+from jobnet.core.agentproto import key_text
 from tests.support.scenario import Scenario, poll
 from tests.support.vm import NamespaceVM
 
@@ -58,7 +59,7 @@ class CutRun:
 
     def key(self, job: str, attempt: int = 1) -> str:
         """The agent's key text ``run:path#attempt`` (as in the agent log)."""
-        return f"{self.uid}:{self.path(job)}#{attempt}"
+        return key_text(self.uid, self.path(job), attempt)
 
     def agent_lines(self, job: str, attempt: int = 1) -> list[str]:
         """The agent log lines of ``net`` about one launch of ``job``."""

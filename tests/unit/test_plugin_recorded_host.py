@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobnet.core.hosts import host_id
 from jobnet.core.models import HostSpec
-from jobnet.core.scheduler import host_id
 from jobnet.plugin.logs import recorded_host
 
 JOBNET_HOST = HostSpec(address="vm1.batch.example", port=22, user="batch", credentials_secret="vm1-ssh")

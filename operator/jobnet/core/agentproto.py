@@ -18,7 +18,7 @@ forbid them. Pure: no I/O.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
@@ -26,8 +26,12 @@ from pydantic.alias_generators import to_camel
 #: The protocol version this operator speaks (``hello`` sends it; the agent refuses others).
 PROTOCOL_VERSION = 1
 
-JobState = Literal["accepted", "running", "exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"]
-TERMINAL_STATES: frozenset[str] = frozenset({"exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"})
+#: The state of a :class:`JobRecord` in an agent's journal (the agent's vocabulary: what
+#: happened to the process; the scheduler maps it to a ``jobnet.core.states.JobState``).
+RecordState = Literal["accepted", "running", "exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"]
+TERMINAL_RECORD_STATES: frozenset[str] = frozenset(
+    {"exited", "killed", "timedOut", "failedToStart", "interrupted", "lost"}
+)
 KillReason = Literal["stop", "timeout"]
 #: ``reason`` of the record of a key the agent fenced before any launch of it arrived.
 FENCED_REASON = "Fenced"
@@ -52,6 +56,12 @@ class _Incoming(_WireModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def key_text(run: str, path: str, attempt: int) -> str:
+    """:meth:`JobKey.text` without building the model (the scheduler's hot path looks up
+    records of every live job by it each round)."""
+    return f"{run}:{path}#{attempt}"
+
+
 class JobKey(_WireModel):
     """Identity of one job execution; every agent side effect is idempotent by it."""
 
@@ -63,7 +73,7 @@ class JobKey(_WireModel):
 
     def text(self) -> str:
         """The form used in logs and by ``jobnet-agent logs``: ``run:path#attempt``."""
-        return f"{self.run}:{self.path}#{self.attempt}"
+        return key_text(self.run, self.path, self.attempt)
 
     def __str__(self) -> str:
         return self.text()
@@ -82,7 +92,7 @@ class JobRecord(_Incoming):
 
     key: JobKey
     seq: int = Field(ge=0)
-    state: JobState
+    state: RecordState
     pid: int | None = None
     pgid: int | None = None
     exit_code: int | None = None
@@ -102,7 +112,7 @@ class JobRecord(_Incoming):
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state in TERMINAL_RECORD_STATES
 
     @property
     def fenced(self) -> bool:
@@ -287,7 +297,7 @@ class HeartbeatMessage(_Incoming):
     heartbeat: Heartbeat
 
 
-AgentMessage = Union[Response, EventMessage, HeartbeatMessage]
+AgentMessage = Response | EventMessage | HeartbeatMessage
 
 _MESSAGE_KINDS: dict[str, TypeAdapter[Any]] = {
     "id": TypeAdapter(Response),

@@ -37,9 +37,9 @@ CHUNK_ENTRIES = 256
 RUN_TAIL_BUDGET_CHARS = 256 * 1024
 
 
-def _api_state(state: JobState) -> api.JobState:
+def _api_state(state: JobState) -> api.JobStateName:
     """The status API spells states as literals; the enum's values are exactly those."""
-    return cast(api.JobState, str(state))
+    return cast(api.JobStateName, str(state))
 
 
 def to_rfc3339(timestamp: float | None) -> str | None:

@@ -30,8 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobnet.core.agentproto import TERMINAL_STATES as AGENT_TERMINAL_STATES
-from jobnet.core.agentproto import JobKey, JobRecord, KillReason
+from jobnet.core.agentproto import TERMINAL_RECORD_STATES, JobKey, JobRecord, KillReason, key_text
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_BY_ANNOTATION,
@@ -49,7 +48,8 @@ from jobnet.core.annotations import (
     scope_of,
 )
 from jobnet.core.expansion import RunGraph, RunNode
-from jobnet.core.models import HostSpec, RetrySpec, StuckResolution
+from jobnet.core.hosts import host_id
+from jobnet.core.models import RetrySpec, StuckResolution
 from jobnet.core.outcome import describe_record, record_outcome
 from jobnet.core.states import (
     TERMINAL_STATES,
@@ -79,11 +79,6 @@ _KNOWN_MARKER = " | now known: "
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-def host_id(host: HostSpec) -> str:
-    """How hosts are named in facts and actions: ``user@address:port``."""
-    return f"{host.user}@{host.address}:{host.port}"
 
 
 # ---------------------------------------------------------------- runtime state (persisted)
@@ -367,7 +362,7 @@ class _Reconciler:
 
     def key_text(self, path: str) -> str:
         """``JobKey.text()`` of the job's current key, without building a model (hot path)."""
-        return f"{self.runtime.run_uid}:{path}#{self.jobs[path].attempt}"
+        return key_text(self.runtime.run_uid, path, self.jobs[path].attempt)
 
     def node(self, path: str) -> RunNode:
         return self.graph.nodes[path]
@@ -500,7 +495,7 @@ class _Reconciler:
         ended = [
             record
             for record in self.records.values()
-            if not record.acknowledged and record.state in AGENT_TERMINAL_STATES
+            if not record.acknowledged and record.state in TERMINAL_RECORD_STATES
         ]
         for record in ended:
             path = record.key.path

@@ -10,7 +10,8 @@ Everything the runtime may do to a job's state is written down here once:
   still active has a truth the agent will report, and a Succeeded/Stopped/Skipped job is a
   settled fact (Skipped follows from its upstream and changes by itself when that changes).
 
-The string values equal the ``JobState``/``RunPhase`` literals of :mod:`jobnet.core.status`.
+The string values equal the ``JobStateName``/``RunPhaseName`` literals of :mod:`jobnet.core.status`
+(the API's spelling); an agent's journal has its own ``RecordState`` (:mod:`jobnet.core.agentproto`).
 Pure: no I/O.
 """
 
@@ -176,8 +177,9 @@ def derive_jobnet_state(child_states: Iterable[JobState]) -> JobState:
     """The state of a jobnet (sub-jobnet or root) from its children's states.
 
     A jobnet finishes as a unit: Running while anything under it is active; Stuck when
-    nothing is active and something is Stuck; Pending while it waits to start; once everything ended: Failed if any child
-    failed, else Stopped if any was stopped, else Succeeded (all Skipped: Skipped).
+    nothing is active and something is Stuck; Pending while it waits to start; once everything
+    ended: Failed if any child failed, else Stopped if any was stopped, else Succeeded (all
+    Skipped: Skipped).
     """
     states = set(child_states)
     if not states:

@@ -17,7 +17,10 @@ from pydantic.alias_generators import to_camel
 #: Longest output tail kept in a job's status, in characters.
 OUTPUT_TAIL_MAX_CHARS = 2048
 
-JobState = Literal[
+#: How the API spells a :class:`jobnet.core.states.JobState` (the scheduler's vocabulary; the
+#: string values are the same, checked by tests/unit/test_states.py). A Literal, so that the
+#: CRD schema gets a plain string enum.
+JobStateName = Literal[
     "Pending",
     "Ready",
     "Starting",
@@ -29,10 +32,11 @@ JobState = Literal[
     "Stuck",
     "Skipped",
 ]
-JOB_STATES: tuple[JobState, ...] = JobState.__args__  # type: ignore[attr-defined]
+JOB_STATES: tuple[JobStateName, ...] = JobStateName.__args__  # type: ignore[attr-defined]
 
-RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped", "Stuck"]
-RUN_PHASES: tuple[RunPhase, ...] = RunPhase.__args__  # type: ignore[attr-defined]
+#: How the API spells a :class:`jobnet.core.states.RunPhase`.
+RunPhaseName = Literal["Pending", "Running", "Succeeded", "Failed", "Stopped", "Stuck"]
+RUN_PHASES: tuple[RunPhaseName, ...] = RunPhaseName.__args__  # type: ignore[attr-defined]
 
 
 class StatusModel(BaseModel):
@@ -47,7 +51,10 @@ class DispatchStatus(StatusModel):
     """Delivery of a launch, kill or fence request to the agent (retried with the same key)."""
 
     op: Literal["launch", "kill", "fence"] = Field(
-        description="The request being delivered; `fence`: an override to Ready waits until the agent confirms the current attempt never ran."
+        description=(
+            "The request being delivered; `fence`: an override to Ready waits until the agent confirms "
+            "the current attempt never ran."
+        )
     )
     attempts: int = Field(ge=1, description="Delivery attempts made so far.")
     last_attempt_at: str = Field(description="When the last attempt was sent (RFC 3339).")
@@ -66,7 +73,7 @@ class DispatchStatus(StatusModel):
 class JobStatus(StatusModel):
     """The state of one job (or sub-jobnet) of a run, keyed by its path in `JobRun.status.jobs`."""
 
-    state: JobState = Field(
+    state: JobStateName = Field(
         description="Pending, Ready, Starting, Running, Stopping, Succeeded, Failed, Stopped, Stuck or Skipped."
     )
     attempt: int | None = Field(default=None, ge=1, description="Execution attempt on the VM (1 = first run).")
@@ -102,8 +109,8 @@ class StateOverride(StatusModel):
     """A state change a person requested with an override annotation (audit trail)."""
 
     path: str = Field(description="Path of the job or sub-jobnet, e.g. `/nightly/load/step1`.")
-    from_state: JobState = Field(description="State before the override.")
-    to_state: JobState = Field(description="State after the override.")
+    from_state: JobStateName = Field(description="State before the override.")
+    to_state: JobStateName = Field(description="State after the override.")
     by: str | None = Field(default=None, description="Who requested it, when known.")
     at: str = Field(description="When it was applied (RFC 3339).")
     message: str | None = Field(default=None, description="The reason given by the person.")
@@ -138,7 +145,7 @@ class JobNetSnapshotStatus(StatusModel):
 class JobRunStatus(StatusModel):
     """The observed state of a JobRun."""
 
-    phase: RunPhase = Field(default="Pending", description="Pending, Running, Succeeded, Failed, Stopped or Stuck.")
+    phase: RunPhaseName = Field(default="Pending", description="Pending, Running, Succeeded, Failed, Stopped or Stuck.")
     progress: str | None = Field(default=None, description="Finished jobs out of all jobs, e.g. `12/40`.")
     reason: str | None = Field(default=None, description="Machine-readable reason of the phase, e.g. `InvalidJobNet`.")
     message: str | None = Field(default=None, description="Explanation for people.")
@@ -167,7 +174,9 @@ class JobRunStatus(StatusModel):
     )
     stop_scopes: list[str] = Field(
         default_factory=list,
-        description="Paths stopped with the `jobnet.dev/stop` annotation (the root path when the whole run was stopped).",
+        description=(
+            "Paths stopped with the `jobnet.dev/stop` annotation (the root path when the whole run was stopped)."
+        ),
     )
 
 

@@ -60,6 +60,7 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.env import job_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
+from jobnet.core.hosts import host_id
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
 from jobnet.core.runstatus import (
     StatusEncoder,
@@ -168,7 +169,7 @@ class LinkKey:
 
     @property
     def host_id(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
+        return host_id(self)
 
 
 class CredentialsUnavailable(AuthenticationFailed):

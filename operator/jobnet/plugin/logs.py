@@ -28,8 +28,8 @@ from jobnet.core.agentproto import (
     TailResult,
 )
 from jobnet.core.annotations import resolve_path
+from jobnet.core.hosts import host_id
 from jobnet.core.models import HostSpec
-from jobnet.core.scheduler import host_id
 from jobnet.plugin.view import JobRunView, PluginError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class JobLocation:
 
 def recorded_host(host: HostSpec, recorded: str) -> HostSpec:
     """``host`` moved to where the status says the job ran: ``user@address:port`` (the runtime's
-    :func:`~jobnet.core.scheduler.host_id`); a bare address keeps the JobNet's user and port."""
+    :func:`~jobnet.core.hosts.host_id`); a bare address keeps the JobNet's user and port."""
     user, _, rest = recorded.rpartition("@")
     address, colon, port = rest.rpartition(":")
     if not colon or not port.isdigit():

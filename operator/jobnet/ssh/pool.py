@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+from jobnet.core.hosts import host_id
 from jobnet.ssh.errors import AuthenticationFailed, ConnectionLost, HostKeyMismatch, HostUnreachable, SshError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class SshTarget:
     user: str = "root"
 
     def __str__(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
+        return host_id(self)
 
     @property
     def known_hosts_name(self) -> str:
