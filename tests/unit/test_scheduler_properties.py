@@ -353,10 +353,23 @@ def late_launch_world(person: JobState = S.READY, then: tuple[JobState, ...] = (
     )
 
 
+def stop_across_restart_world() -> World:
+    """Issue 10's counterexample: the run's one job is launched, then the operator restarts (the
+    launch was in flight: it may or may not have left) in the round that stops ``/main``; the
+    restarted operator must not re-send the launch under the stopped scope."""
+    world = late_launch_world()
+    world.faults = []
+    world.person_choices = []
+    world.restarts = {1}
+    world.stop_at = (1, "/main")
+    return world
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
 @example(late_launch_world())
 @example(late_launch_world(S.FAILED, then=(S.READY,)))
+@example(stop_across_restart_world())
 def test_random_runs_always_end_and_never_run_anything_twice_or_early(world: World) -> None:
     runtime, _ = drive(world)
     ready_overrides: dict[str, int] = {}

@@ -919,7 +919,12 @@ class _Reconciler:
     def resend_interrupted(self, path: str, dispatch: Dispatch) -> None:
         """The request may or may not have reached the agent before its sender stopped: the
         same key again settles it either way (the agent carries it out once, or answers with
-        what it did), so the operator's restart never costs a job an attempt or a Stuck."""
+        what it did), so the operator's restart never costs a job an attempt or a Stuck. A launch
+        under a stopped scope is never sent again: it may have arrived, so a kill by the same key
+        settles it instead (the agent kills it, or answers it never saw the key: Stopped)."""
+        if dispatch.op == "launch" and scope_of(self.graph, path, self.stop_scopes) is not None:
+            self.start_kill(path, "stop")
+            return
         self.update(
             path,
             dispatch=dispatch.model_copy(update={"interrupted": False, "in_flight": True, "last_attempt_at": self.now}),
