@@ -1,0 +1,189 @@
+"""Records and settlements: what the agent's record of a job, or a person, makes of it.
+
+A record that proves an outcome finishes the job; a live one makes it Running; a ``lost`` one
+makes it Stuck; a Stuck job is resolved from a record (``stuckResolution: Auto``) or the record
+is noted for the person who settles it (``Manual``). A person's override settles a job here
+too, and ended records the run is done with are acknowledged.
+"""
+
+from __future__ import annotations
+
+from jobnet.core.agentproto import TERMINAL_RECORD_STATES, JobRecord
+from jobnet.core.outcome import describe_record, record_outcome
+from jobnet.core.scheduler.actions import Ack
+from jobnet.core.scheduler.draft import Draft
+from jobnet.core.scheduler.state import AUTO_RESOLVER
+from jobnet.core.states import TERMINAL_STATES, JobState, Reason, StuckReason, stuck_message
+
+S = JobState
+
+#: Separates a Stuck job's message from what became known later under stuckResolution Manual.
+_KNOWN_MARKER = " | now known: "
+
+
+def with_reason(message: str, reason: str | None) -> str:
+    """An override's message, followed by the reason the person gave (if any)."""
+    return f"{message}: {reason}" if reason else message
+
+
+def settle_by_override(draft: Draft, path: str, state: JobState, by: str | None, reason: str | None) -> None:
+    job = draft.jobs[path]
+    who = by or "an override annotation"
+    was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
+    if state == S.READY:
+        message = with_reason(f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason)
+        draft.update(
+            path,
+            override=True,
+            state=S.READY,
+            reason=Reason.OVERRIDDEN,
+            message=message,
+            pid=None,
+            exit_code=None,
+            started_at=None,
+            finished_at=None,
+            deadline=None,
+            kill_reason=None,
+            dispatch=None,
+        )
+    else:
+        message = with_reason(f"set to {state} by {who} (was {was})", reason)
+        draft.update(
+            path,
+            override=True,
+            state=state,
+            reason=Reason.OVERRIDDEN,
+            message=message,
+            finished_at=draft.now,
+            dispatch=None,
+        )
+    draft.settle(path, job.state, state, by, message)
+    draft.event("Normal", "Overridden", f"{path}: {message}", path)
+
+
+def take_record(draft: Draft, path: str, record: JobRecord) -> None:
+    """The job takes what the record of its current attempt says."""
+    job = draft.jobs[path]
+    outcome = record_outcome(record, kill_reason=job.kill_reason)
+    if outcome is not None and outcome.state == S.STUCK:
+        # A final record that proves nothing (`lost`): only a person can settle it.
+        if job.state != S.STUCK or job.reason != outcome.reason:
+            make_stuck(draft, path, StuckReason.SUPERVISOR_LOST, detail=record.message or record.state)
+        return
+    if job.state == S.STUCK:
+        resolve_stuck(draft, path, record)
+        return
+    if outcome is not None:
+        finish(draft, path, record)
+    elif job.state == S.STARTING:
+        enter_running(draft, path, record)
+    elif record.pid is not None and record.pid != job.pid:
+        draft.update(path, pid=record.pid, started_at=record.started_at or job.started_at)
+
+
+def make_stuck(draft: Draft, path: str, reason: StuckReason, *, attempts: int = 0, detail: str = "") -> None:
+    message = stuck_message(reason, host=draft.host_of(path), attempts=attempts, detail=detail)
+    if draft.jobs[path].state == S.STUCK:
+        # Already Stuck; what the agent says now is more precise: the reason changes, and the
+        # job stays Stuck since the same moment.
+        draft.update(path, reason=reason, message=message)
+    else:
+        draft.update(path, state=S.STUCK, reason=reason, message=message, dispatch=None)
+    draft.event("Warning", "JobStuck", f"{path} is Stuck ({reason}): {message}", path)
+
+
+def finish(draft: Draft, path: str, record: JobRecord) -> None:
+    job = draft.jobs[path]
+    outcome = record_outcome(record, kill_reason=job.kill_reason)
+    assert outcome is not None
+    draft.update(
+        path,
+        state=outcome.state,
+        reason=outcome.reason,
+        message=outcome.message,
+        exit_code=outcome.exit_code,
+        pid=record.pid or job.pid,
+        dispatch=None,
+        started_at=record.started_at or job.started_at,
+        finished_at=record.ended_at or draft.now,
+    )
+    if outcome.state == S.FAILED:
+        draft.event("Warning", "JobFailed", f"{path} failed ({outcome.reason}): {outcome.message}", path)
+    elif outcome.state == S.STOPPED:
+        draft.event("Normal", "JobStopped", f"{path}: {outcome.message}", path)
+
+
+def enter_running(draft: Draft, path: str, record: JobRecord) -> None:
+    timeout = draft.node(path).timeout_seconds
+    job = draft.jobs[path]
+    draft.update(
+        path,
+        state=S.RUNNING,
+        reason=None,
+        message=None,
+        dispatch=None,
+        pid=record.pid,
+        started_at=record.started_at or draft.now,
+        deadline=job.deadline or (draft.now + timeout if timeout else None),
+    )
+
+
+def resolve_stuck(draft: Draft, path: str, record: JobRecord) -> None:
+    job = draft.jobs[path]
+    outcome = record_outcome(record, kill_reason=job.kill_reason)
+    fresh = draft.heard_from_host_since(path, job.since)
+    if outcome is None:
+        # A live record only proves something when the agent spoke after we got stuck
+        # (an old `running` record from before a cut proves nothing).
+        if not fresh:
+            return
+        if job.reason in (StuckReason.STOP_OUTCOME_UNKNOWN, StuckReason.HOST_DOWN):
+            if not record.kill_requested:
+                return  # the kill never arrived: the person stops it again (F02)
+            target, why = S.STOPPING, "the agent confirms the kill was delivered"
+        else:
+            target, why = S.RUNNING, f"the agent reports the job {describe_record(record)}"
+    else:
+        target, why = outcome.state, f"the agent reports the job {describe_record(record)}"
+    if draft.resolution(path) == "Manual":
+        stuck_text = (job.message or "").split(_KNOWN_MARKER)[0]
+        message = f"{stuck_text}{_KNOWN_MARKER}{why}; settle it with an override (stuckResolution: Manual)"
+        if message != job.message:
+            draft.update(path, message=message)
+            draft.event("Normal", "StuckOutcomeKnown", f"{path}: {why}; waiting for an override", path)
+        return
+    message = f"resolved automatically: {why} (was Stuck: {job.reason})"
+    if outcome is not None:
+        finish(draft, path, record)
+    elif target == S.RUNNING:
+        enter_running(draft, path, record)
+    else:
+        draft.update(path, state=S.STOPPING, dispatch=None, reason=None, message=None)
+    outcome_message = outcome.message if outcome is not None else None
+    draft.update(path, message=f"{outcome_message}; {message}" if outcome_message else message)
+    draft.settle(path, S.STUCK, target, AUTO_RESOLVER, message)
+    draft.event("Normal", "StuckResolved", f"{path}: {message}", path)
+
+
+def ack_settled_records(draft: Draft) -> None:
+    """Acknowledge every ended, unacknowledged record the run is done with: its job's current
+    attempt once the job is settled (finished, or set by a person while Stuck), and any
+    attempt a newer one replaced (a fenced key, an earlier run). The agent then forgets it
+    after its retention instead of reporting it to every operator start as news. Asked every
+    round until the acknowledged record comes back; the edge sends one ack per record.
+    Runs after the walk, so that a re-run launched this round already supersedes its key."""
+    # Cheapest tests first: this looks at every record of a large run each round.
+    ended = [
+        record
+        for record in draft.records.values()
+        if not record.acknowledged and record.state in TERMINAL_RECORD_STATES
+    ]
+    for record in ended:
+        path = record.key.path
+        job = draft.jobs.get(path)
+        if job is None:
+            continue
+        superseded = record.key.attempt < job.attempt
+        settled = record.key.attempt == job.attempt and job.state in TERMINAL_STATES
+        if superseded or settled:
+            draft.actions.append(Ack(key=record.key, path=path, host=draft.host_of(path)))

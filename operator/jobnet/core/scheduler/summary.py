@@ -1,0 +1,55 @@
+"""The summary: the run's phase, counts, progress and next wake-up, and the decision."""
+
+from __future__ import annotations
+
+from jobnet.core.scheduler.actions import Decision
+from jobnet.core.scheduler.draft import Draft
+from jobnet.core.scheduler.state import RunRuntime
+from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase, run_phase
+
+
+def decide(draft: Draft, root_state: JobState) -> Decision:
+    phase = run_phase(root_state)
+    old = draft.runtime
+    started_at = old.started_at
+    if started_at is None and phase != RunPhase.PENDING:
+        started_at = draft.now
+    finished = phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
+    finished_at = (old.finished_at or draft.now) if finished else None
+    counts = state_counts(draft)
+    if phase != old.phase and phase not in (RunPhase.PENDING, RunPhase.RUNNING):
+        detail = ", ".join(f"{count} {state}" for state, count in counts.items())
+        draft.event(
+            "Warning" if phase in (RunPhase.FAILED, RunPhase.STUCK) else "Normal",
+            f"Run{phase}",
+            f"run is {phase}: {detail}",
+            None,
+        )
+    runtime = RunRuntime(
+        run_uid=old.run_uid,
+        jobs=draft.jobs,
+        stop_scopes=tuple(draft.stop_scopes),
+        settlements=tuple(draft.settlements),
+        phase=phase,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    done = sum(count for state, count in counts.items() if state in TERMINAL_STATES)
+    future = [time for time in draft.wakeups if time > draft.now]
+    return Decision(
+        runtime=runtime,
+        actions=tuple(draft.actions),
+        changed=frozenset(draft.changed),
+        jobnet_states=draft.jobnet_states,
+        progress=f"{done}/{len(draft.jobs)}",
+        counts=counts,
+        next_wakeup_at=min(future) if future else None,
+        consumed_annotations=draft.consumed,
+    )
+
+
+def state_counts(draft: Draft) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in draft.jobs.values():
+        counts[job.state] = counts.get(job.state, 0) + 1
+    return {str(state): count for state, count in sorted(counts.items())}
