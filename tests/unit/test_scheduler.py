@@ -11,7 +11,6 @@ from jobnet.core.scheduler import (
     DeliveryResult,
     JobRuntime,
     RunRuntime,
-    SchedulerPolicy,
     job_states,
     reconcile,
 )
@@ -504,8 +503,7 @@ def test_runtime_entries_default_to_pending() -> None:
 
 
 def test_stuck_resolution_policy_nearest_jobnet_wins() -> None:
-    run = with_sub()
-    run.policy = SchedulerPolicy(stuck_resolution={"nightly": "Auto", "loadnet": "Manual"})
+    run = with_sub(stuckResolution="Manual")  # loadnet Manual; nightly keeps the default, Auto
     run.reconcile()
     run.deliver_launch("/nightly/extract", "unknown")
     run.reconcile()

@@ -24,9 +24,7 @@ def stuck_launch(retry: dict[str, float] | None = None, resolution: str = "Auto"
     spec: dict[str, object] = {"jobs": [job("first"), job("second", "first")], "stuckResolution": resolution}
     if retry:
         spec["retry"] = retry
-    policy = SchedulerPolicy(
-        heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution}
-    )
+    policy = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20)
     run = Run(graph("n", n=spec), policy)
     run.reconcile()
     run.deliver_launch(FIRST, "unknown", error_code="ConnectionLost")

@@ -85,7 +85,6 @@ def worlds(draw: st.DrawFn) -> World:
             heartbeat_deadline_seconds=5,
             dispatch_timeout_seconds=4,
             kill_grace_seconds=1,
-            stuck_resolution={"main": root["stuckResolution"], "sub": sub["stuckResolution"]},
         ),
         exit_codes={name: draw(st.sampled_from([0, 0, 0, 1, None])) for name in names},  # None: failedToStart
         durations={name: draw(st.integers(0, 8)) for name in names},

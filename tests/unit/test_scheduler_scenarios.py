@@ -16,10 +16,8 @@ def chain(retry: dict[str, float] | None = None, resolution: str = "Auto", **fir
     spec: dict[str, object] = {"jobs": [job("first", **first), job("second", "first")], "stuckResolution": resolution}
     if retry:
         spec["retry"] = retry
-    # The edge builds the policy from the catalog: stuckResolution per JobNet name.
-    policy = SchedulerPolicy(
-        heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, stuck_resolution={"n": resolution}
-    )
+    # stuckResolution travels with the run graph (from the JobNet spec).
+    policy = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20)
     return Run(graph("n", n=spec), policy)
 
 

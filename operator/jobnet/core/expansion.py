@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from jobnet.core.graph import CycleError, format_cycle, topological_order
-from jobnet.core.models import EnvMap, HostSpec, JobNetSpec, JobSpec, RetrySpec
+from jobnet.core.models import EnvMap, HostSpec, JobNetSpec, JobSpec, RetrySpec, StuckResolution
 from jobnet.core.validation import Catalog, Problem, expansion_targets, validate_expansion
 
 NodeKind = Literal["job", "jobnet"]
@@ -54,7 +54,9 @@ class RunNode(BaseModel):
     - ``after``: paths of the sibling nodes that must succeed first; ``is_finally``: a
       ``finally`` node of its parent (runs once the parent's other nodes have finished).
     - ``children`` (jobnet nodes): child paths in topological order; ``expanded_from``
-      (jobnet nodes): the name of the JobNet it is an instance of.
+      (jobnet nodes): the name of the JobNet it is an instance of; ``stuck_resolution``
+      (jobnet nodes): that JobNet's ``spec.stuckResolution`` (the nearest jobnet decides for
+      a job), so the run carries its policy with its graph.
     - ``actual_id`` and ``template_id``: see the module docstring.
     - Job nodes only, resolved by inheritance: ``script``, ``args``, ``env`` (do not mutate),
       ``host``, ``timeout_seconds``, ``retry``, ``working_dir``.
@@ -70,6 +72,7 @@ class RunNode(BaseModel):
     is_finally: bool = False
     children: tuple[str, ...] = ()
     expanded_from: str | None = None
+    stuck_resolution: StuckResolution | None = None
     actual_id: str
     template_id: str
     script: str | None = None
@@ -208,7 +211,8 @@ class _Expander:
         is_finally: bool,
     ) -> None:
         """Add the jobnet node at ``path`` and, after it, everything it contains."""
-        defaults = defaults.within(self.catalog[expanded_from])
+        spec = self.catalog[expanded_from]
+        defaults = defaults.within(spec)
         jobs = self.template(expanded_from)
         prefix = path + "/"
         nodes = self.nodes
@@ -223,6 +227,7 @@ class _Expander:
                 "is_finally": is_finally,
                 "children": tuple(prefix + job.name for job in jobs),
                 "expanded_from": expanded_from,
+                "stuck_resolution": spec.stuck_resolution,
                 "actual_id": id_prefix + path,
                 "template_id": expanded_from,
                 "script": None,
@@ -253,6 +258,7 @@ class _Expander:
                     "is_finally": entry.is_finally,
                     "children": (),
                     "expanded_from": None,
+                    "stuck_resolution": None,
                     "actual_id": id_prefix + job_path,
                     "template_id": entry.template_id,
                     "script": job.script,

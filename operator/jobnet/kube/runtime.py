@@ -73,6 +73,7 @@ from jobnet.core.scheduler import (
     Action,
     AgentFacts,
     DeliveryResult,
+    DispatchOp,
     Event,
     Fence,
     Kill,
@@ -146,12 +147,11 @@ class RuntimeConfig:
         request counts as not delivered: well inside the scheduler's dispatch timeout."""
         return self.dispatch_timeout / 2
 
-    def policy(self, stuck_resolution: Mapping[str, Any]) -> SchedulerPolicy:
+    def policy(self) -> SchedulerPolicy:
         return SchedulerPolicy(
             heartbeat_deadline_seconds=self.heartbeat_deadline,
             dispatch_timeout_seconds=self.dispatch_timeout,
             kill_grace_seconds=self.kill_grace,
-            stuck_resolution=stuck_resolution,
         )
 
 
@@ -680,7 +680,7 @@ class RunLoop:
         except KubeApiError as e:
             logger.warning("run=%s cannot post Event %s: %s", self.label, event.reason, e)
 
-    async def _connected(self, link: HostLink, key: JobKey, op: str) -> HostAgent | DeliveryResult:
+    async def _connected(self, link: HostLink, key: JobKey, op: DispatchOp) -> HostAgent | DeliveryResult:
         """The connected agent, or the failure that proves the request never left."""
         try:
             return await link.connect()
@@ -690,7 +690,7 @@ class RunLoop:
             return DeliveryResult(
                 key=key,
                 op=op,
-                outcome="notDelivered",  # type: ignore[arg-type]
+                outcome="notDelivered",
                 error_code=code,
                 error_message=e.message,
             )
@@ -929,9 +929,23 @@ class JobRunRuntime:
         """True when the loop runs now or never will; False to try again (the API failed).
 
         The run executes the JobNets of its snapshot (``status.jobNetSnapshot``), never the
-        JobNets as they are now: ``graph`` is given for a new run, a resumed run is expanded
-        again from the snapshot. A run started by an operator without snapshots is expanded
-        from the current JobNets, with a log line and a Warning Event saying so."""
+        JobNets as they are now: ``graph`` is given for a new run (it carries everything the run
+        needs, the JobNets' stuckResolution included), a resumed run is expanded again from the
+        snapshot. A run started by an operator without snapshots is expanded from the current
+        JobNets, with a log line and a Warning Event saying so."""
+        if graph is None:
+            resumed = await self._resumed_graph(body)
+            if not isinstance(resumed, RunGraph):
+                return resumed
+            graph = resumed
+        loop = RunLoop(self, body, graph, self.config.policy())
+        self.loops[body["metadata"]["uid"]] = loop
+        loop.start()
+        return True
+
+    async def _resumed_graph(self, body: Mapping[str, Any]) -> RunGraph | bool:
+        """The run graph of a resumed run, expanded again from its snapshot; else as
+        :meth:`_try_start`: True when it never resumes (an Event says why), False to try again."""
         meta = body["metadata"]
         namespace, name, uid = meta.get("namespace") or "default", meta.get("name"), meta["uid"]
         reference = (body.get("spec") or {}).get("jobNetRef", "")
@@ -947,8 +961,7 @@ class JobRunRuntime:
                 )
                 logger.warning("run=%s/%s %s", namespace, name, message)
                 await self.client.post_event(body, "Warning", "NoJobNetSnapshot", message)
-            if graph is None:
-                graph = expand(reference, catalog, run_id=uid)
+            return expand(reference, catalog, run_id=uid)
         except KubeApiError as e:
             if e.status != HTTP_NOT_FOUND or stored is None:
                 logger.warning(
@@ -959,16 +972,12 @@ class JobRunRuntime:
                     self.config.api_retry_delay,
                 )
                 return False
-            return await self._resume_failed(body, f"its JobNet snapshot is gone: {e}")
+            why = f"its JobNet snapshot is gone: {e}"
         except (ValidationError, SnapshotError) as e:
-            return await self._resume_failed(body, f"its JobNet snapshot is unusable: {e}")
+            why = f"its JobNet snapshot is unusable: {e}"
         except (ExpansionError, KeyError) as e:
-            return await self._resume_failed(body, f"JobNet {reference!r} no longer expands: {e}")
-        resolution = {jobnet: spec.stuck_resolution for jobnet, spec in catalog.items()}
-        loop = RunLoop(self, body, graph, self.config.policy(resolution))
-        self.loops[uid] = loop
-        loop.start()
-        return True
+            why = f"JobNet {reference!r} no longer expands: {e}"
+        return await self._resume_failed(body, why)
 
     async def _resume_failed(self, body: Mapping[str, Any], why: str) -> bool:
         """Say why the run cannot resume (never with a guessed graph); False when that could not

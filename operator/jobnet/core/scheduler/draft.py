@@ -21,6 +21,8 @@ from jobnet.core.scheduler.state import NEVER_LAUNCHED, Dispatch, DispatchOp, Jo
 from jobnet.core.states import TERMINAL_STATES, JobState, automatic_transition_allowed, override_allowed
 
 _DEFAULT_RETRY = RetrySpec()
+#: A graph built without JobNet specs (never by expansion) resolves like the spec's default.
+_DEFAULT_STUCK_RESOLUTION: StuckResolution = "Auto"
 
 
 class IllegalTransition(RuntimeError):
@@ -86,14 +88,14 @@ class Draft:
         return self.node(path).retry or _DEFAULT_RETRY
 
     def resolution(self, path: str) -> StuckResolution:
-        """The ``stuckResolution`` of the nearest enclosing JobNet that sets one."""
+        """The ``stuckResolution`` of the nearest enclosing JobNet (carried on the run graph)."""
         parent = self.node(path).parent
         while parent is not None:
             jobnet = self.node(parent)
-            if jobnet.expanded_from is not None and jobnet.expanded_from in self.policy.stuck_resolution:
-                return self.policy.stuck_resolution[jobnet.expanded_from]
+            if jobnet.stuck_resolution is not None:
+                return jobnet.stuck_resolution
             parent = jobnet.parent
-        return self.policy.default_stuck_resolution
+        return _DEFAULT_STUCK_RESOLUTION
 
     def host_of(self, path: str) -> str:
         job = self.jobs[path]

@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from jobnet.core.agentproto import JobKey, JobRecord
-from jobnet.core.models import StuckResolution
 from jobnet.core.scheduler.state import DispatchOp, FrozenModel
 from jobnet.core.states import UNDELIVERED_REASONS
 
@@ -89,6 +88,3 @@ class SchedulerPolicy(FrozenModel):
     #: flight when it died count from their decision and are retried with the same key).
     dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
-    #: ``spec.stuckResolution`` per JobNet name; the nearest enclosing JobNet decides.
-    stuck_resolution: Mapping[str, StuckResolution] = Field(default_factory=dict)
-    default_stuck_resolution: StuckResolution = "Auto"
