@@ -113,14 +113,6 @@ RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION, *REQUESTE
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
 #: the answer type of an agent request
 AnswerT = TypeVar("AnswerT", LaunchResult, KillResult, FenceResult)
-#: The order a round acts in, by kind (a stable sort: within a kind, the scheduler's order).
-_ACTION_RANK: dict[type, int] = {Launch: 0, Kill: 0, Fence: 0, Ack: 1, Event: 2}
-
-
-def _action_order(action: Action) -> int:
-    return _ACTION_RANK[type(action)]
-
-
 _UNDELIVERED = {cls: cls.code for cls in (HostUnreachable, AuthenticationFailed, HostKeyMismatch)}
 
 
@@ -402,13 +394,7 @@ class RunLoop:
         #: keys whose tail is being fetched; the scheduler decides on their final record at once (the
         #: downstream job does not wait for an output tail), the tail follows in a later patch
         self.tail_fetches: set[str] = set()
-        #: acks held back until the job's tail is stored (or could not be fetched): an acknowledged
-        #: record gets no tail fetch after an operator restart
-        self.acks_after_tail: dict[str, Ack] = {}
-        #: the record seq each key's ack was sent for: the scheduler asks again every round until
-        #: the acknowledged record comes back, but one try per record is enough (an agent that
-        #: cannot be reached now gets it after the next operator start, or forgets it after its
-        #: retention), and a busy loop of acks to a host that is down would be worse
+        #: the record seq each key's ack was sent for (a fact for the scheduler: one ack per record)
         self.acks_sent: dict[str, int] = {}
         self.deliveries: list[DeliveryResult] = []
         #: launch requests waiting for their host's launch window, per key text (a re-sent key may
@@ -483,8 +469,6 @@ class RunLoop:
             self.tail_fetches.discard(text)
         if parts:
             self.tails[text] = (record.key.path, record.key.attempt, "\n".join(parts)[-OUTPUT_TAIL_MAX_CHARS:])
-        else:
-            self.release_ack(text)
 
     # -------------------------------------------------------------- the loop
 
@@ -548,11 +532,12 @@ class RunLoop:
             watching_since=self.watching_since,
             queued_launches=frozenset(self.queued_launches),
             launch_sent_at=self.launch_sent_at,
+            tails_fetching=frozenset(self.tail_fetches),
+            acks_sent=self.acks_sent,
         )
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
-        if self.tail_fetches and decision.runtime.phase in _FINISHED:
-            # A finished run's status is complete: it ends in one write with the last output tails.
+        if decision.holds_for_output_tails:
             self.deliveries = deliveries + self.deliveries
             return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
@@ -579,7 +564,6 @@ class RunLoop:
             self.last_summary = summary
         for text in tails_written:
             del self.tails[text]
-            self.release_ack(text)
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
@@ -593,9 +577,7 @@ class RunLoop:
                 )
             except KubeApiError as e:
                 logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
-        # Launches, kills and fences leave first (background requests): a downstream launch never
-        # waits behind acks on the same channel or behind the POST of an Event.
-        for action in sorted(decision.actions, key=_action_order):
+        for action in decision.actions:  # in the scheduler's order: requests, acks, Events
             await self.act(action)
         if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
             return None
@@ -614,28 +596,16 @@ class RunLoop:
 
     # -------------------------------------------------------------- acting
 
-    def release_ack(self, text: str) -> None:
-        ack = self.acks_after_tail.pop(text, None)
-        if ack is not None:
-            self.dispatch(ack)
-
     async def act(self, action: Action) -> None:
         if isinstance(action, Event):
             await self.post_event(action)
-        elif isinstance(action, Ack) and (action.key.text() in self.tail_fetches or action.key.text() in self.tails):
-            self.acks_after_tail[action.key.text()] = action
         else:
             self.dispatch(action)
 
     def dispatch(self, action: Launch | Kill | Fence | Ack) -> None:
         """Start the agent request of ``action`` in the background."""
         if isinstance(action, Ack):
-            text = action.key.text()
-            record = self.records.get(text)
-            seq = record.seq if record is not None else 0
-            if self.acks_sent.get(text) == seq:
-                return
-            self.acks_sent[text] = seq
+            self.acks_sent[action.key.text()] = action.seq
         node = self.graph.nodes[action.path]
         assert node.host is not None  # the scheduler never dispatches a job without a host
         link = self.link(node.host)

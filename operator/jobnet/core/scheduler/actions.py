@@ -48,6 +48,8 @@ class Ack(FrozenModel):
     key: JobKey
     path: str
     host: str
+    #: the seq of the record acknowledged (the edge reports it back in ``AgentFacts.acks_sent``)
+    seq: int = 0
 
 
 class Event(FrozenModel):
@@ -65,6 +67,7 @@ Action = Launch | Kill | Fence | Ack | Event
 
 class Decision(FrozenModel):
     runtime: RunRuntime
+    #: In the order the edge acts: requests to agents, then acks, then Events.
     actions: tuple[Action, ...]
     #: Job paths whose runtime changed (the edge patches only these: coalesced writes).
     changed: frozenset[str]
@@ -76,6 +79,10 @@ class Decision(FrozenModel):
     counts: dict[str, int]
     #: When to reconcile again even if nothing happens (retry, timeout, heartbeat deadline).
     next_wakeup_at: float | None
+    #: The run has finished while output tails are still being fetched: the edge stores and
+    #: does nothing this round, and decides again once the fetches end (a finished run's
+    #: status is complete: it ends in one write with its last output tails).
+    holds_for_output_tails: bool = False
     #: Annotation keys that were applied (or refused with an Event): remove them after the
     #: status patch succeeded.
     consumed_annotations: tuple[str, ...] = ()

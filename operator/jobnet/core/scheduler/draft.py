@@ -15,7 +15,7 @@ from jobnet.core.agentproto import JobKey, JobRecord, KillReason, key_text
 from jobnet.core.expansion import RunGraph, RunNode
 from jobnet.core.hosts import host_id
 from jobnet.core.models import RetrySpec, StuckResolution
-from jobnet.core.scheduler.actions import Action, Event, Fence, Kill, Launch
+from jobnet.core.scheduler.actions import Ack, Event, Fence, Kill, Launch
 from jobnet.core.scheduler.facts import AgentFacts, SchedulerPolicy
 from jobnet.core.scheduler.state import NEVER_LAUNCHED, Dispatch, DispatchOp, JobRuntime, RunRuntime, Settlement
 from jobnet.core.states import TERMINAL_STATES, JobState, automatic_transition_allowed, override_allowed
@@ -64,7 +64,11 @@ class Draft:
         self.settlements: list[Settlement] = list(runtime.settlements)
         #: the facts' records, and the records delivery answers brought this round
         self.records: dict[str, JobRecord] = dict(facts.records)
-        self.actions: list[Action] = []
+        #: the actions decided, by kind: requests to agents leave first (a downstream launch never
+        #: waits behind acks on the same channel or behind the POST of an Event), then acks
+        self.requests: list[Launch | Kill | Fence] = []
+        self.acks: list[Ack] = []
+        self.events: list[Event] = []
         #: job paths whose runtime changed
         self.changed: set[str] = set()
         self.wakeups: list[float] = []
@@ -141,18 +145,18 @@ class Draft:
             self.records[text] = record
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str, path: str | None) -> None:
-        self.actions.append(Event(type=type_, reason=reason, message=message, path=path))
+        self.events.append(Event(type=type_, reason=reason, message=message, path=path))
 
     def send(self, path: str, op: DispatchOp) -> None:
         """Ask the edge to deliver ``op`` for the job's current key."""
         job = self.jobs[path]
         key = self.key(path)
         if op == "launch":
-            self.actions.append(Launch(key=key, path=path, host=self.host_of(path)))
+            self.requests.append(Launch(key=key, path=path, host=self.host_of(path)))
         elif op == "fence":
-            self.actions.append(Fence(key=key, path=path, host=self.host_of(path)))
+            self.requests.append(Fence(key=key, path=path, host=self.host_of(path)))
         else:
-            self.actions.append(
+            self.requests.append(
                 Kill(
                     key=key,
                     path=path,

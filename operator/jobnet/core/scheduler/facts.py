@@ -68,6 +68,10 @@ class AgentFacts(FrozenModel):
     #: When the edge actually sent each launch request it still awaits the answer to (key text ->
     #: the operator's clock): the dispatch timeout counts from the send, not from the decision.
     launch_sent_at: Mapping[str, float] = Field(default_factory=dict)
+    #: Keys (texts) whose output tail the edge is fetching from the agent.
+    tails_fetching: frozenset[str] = frozenset()
+    #: The record seq the edge last sent an ack for, per key text: one ack per record.
+    acks_sent: Mapping[str, int] = Field(default_factory=dict)
 
     def alive_floor(self, host: str) -> float:
         """Since when the host's jobs are known alive: its last heartbeat, but never before this

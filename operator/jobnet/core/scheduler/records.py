@@ -170,8 +170,12 @@ def ack_settled_records(draft: Draft) -> None:
     attempt once the job is settled (finished, or set by a person while Stuck), and any
     attempt a newer one replaced (a fenced key, an earlier run). The agent then forgets it
     after its retention instead of reporting it to every operator start as news. Asked every
-    round until the acknowledged record comes back; the edge sends one ack per record.
-    Runs after the walk, so that a re-run launched this round already supersedes its key."""
+    round until the acknowledged record comes back, but once per record (an agent that cannot
+    be reached now gets it after the next operator start, or forgets it after its retention;
+    a busy loop of acks to a host that is down would be worse). An ack waits while the job's
+    output tail is being fetched: an acknowledged record gets no tail fetch after an operator
+    restart. Runs after the walk, so that a re-run launched this round already supersedes its key."""
+    facts = draft.facts
     # Cheapest tests first: this looks at every record of a large run each round.
     ended = [
         record
@@ -185,5 +189,9 @@ def ack_settled_records(draft: Draft) -> None:
             continue
         superseded = record.key.attempt < job.attempt
         settled = record.key.attempt == job.attempt and job.state in TERMINAL_STATES
-        if superseded or settled:
-            draft.actions.append(Ack(key=record.key, path=path, host=draft.host_of(path)))
+        if not (superseded or settled):
+            continue
+        text = record.key.text()
+        if text in facts.tails_fetching or facts.acks_sent.get(text) == record.seq:
+            continue
+        draft.acks.append(Ack(key=record.key, path=path, host=draft.host_of(path), seq=record.seq))

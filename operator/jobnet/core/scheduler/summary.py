@@ -38,7 +38,8 @@ def decide(draft: Draft, root_state: JobState) -> Decision:
     future = [time for time in draft.wakeups if time > draft.now]
     return Decision(
         runtime=runtime,
-        actions=tuple(draft.actions),
+        actions=(*draft.requests, *draft.acks, *draft.events),
+        holds_for_output_tails=finished and bool(draft.facts.tails_fetching),
         changed=frozenset(draft.changed),
         jobnet_states=draft.jobnet_states,
         progress=f"{done}/{len(draft.jobs)}",
