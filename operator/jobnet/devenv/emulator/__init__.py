@@ -595,6 +595,8 @@ class ApiEmulator(KubernetesEmulator):
     #: What identities other than ``system:masters`` were allowed to do (username, request):
     #: what a role must grant, to compare with what it does grant.
     access_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
+    #: What identities were refused (username, request): a missing grant.
+    denial_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
 
     _store: dict[ObjectKey, Body] = attrs.field(factory=dict, init=False)
     _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
@@ -805,6 +807,7 @@ class ApiEmulator(KubernetesEmulator):
     def _authorize(self, user: UserInfo, request: Request) -> None:
         decision = authorize(user, request, self._rbac())
         if not decision.allowed:
+            self.denial_log.add((user.username, request))
             details = {"name": request.name, "group": request.api_group, "kind": request.resource}
             raise ApiError(
                 403,
@@ -1897,6 +1900,11 @@ class EmulatorServer:
     def access_log(self) -> set[tuple[str, Request]]:
         """What identities other than ``system:masters`` were allowed to do so far."""
         log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access_log))
+        return log
+
+    def denial_log(self) -> set[tuple[str, Request]]:
+        """What identities were refused so far."""
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.denial_log))
         return log
 
     def kubectl(
