@@ -21,7 +21,7 @@ VM_FILE = KIND_DIR / "vm.yaml"
 def stored(emulator: EmulatorServer, api_version: str, plural: str, name: str) -> dict[str, Any]:
     body = emulator.get(api_version, plural, script_value("DEMO_NAMESPACE"), name)
     assert body is not None, f"{plural}/{name} was not stored"
-    return body
+    return dict(body)
 
 
 def test_demo_vm_manifests_need_their_namespace_then_apply_idempotently(emulator: EmulatorServer) -> None:

@@ -194,3 +194,19 @@ def test_known_hosts_line_is_the_host_key_under_the_examples_name(tmp_path: Path
     assert result.returncode == 0, result.stderr
     key_type, key_b64 = Path(f"{key}.pub").read_text().split()[:2]
     assert result.stdout == f"vm1.batch.example {key_type} {key_b64}\n"
+
+
+def test_vm_entrypoint_without_the_secret_stops_naming_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "ssh_host_ed25519_key").write_text("a key\n")
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.defpath, "JOBNET_VM_KEYS": str(tmp_path / "keys"), "JOBNET_VM_RUN_DIR": str(tmp_path / "run")},
+    )
+    assert result.returncode == 1
+    assert f"{tmp_path}/keys/authorized_keys is missing or empty" in result.stderr
+    assert "Secret vm1-sshd" in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing is written before the keys are there"
