@@ -4,13 +4,16 @@ fit together with the image, the entrypoint, the Secrets kind-up creates and the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.chart.test_dockerfile import parse as parse_dockerfile
 from tests.kind.support import ENTRYPOINT, KIND_DIR, KIND_UP, REPO, VM_DIR, manifests, script_value
 from tests.support.emulator import EmulatorServer
 
@@ -64,7 +67,8 @@ def test_demo_vm_deployment_and_service_fit_together(emulator: EmulatorServer) -
     entrypoint = ENTRYPOINT.read_text()
     assert all(name in entrypoint for name in files)
     assert f"id {env['JOBNET_VM_USER']}" not in entrypoint  # the user is a variable, not hard-coded
-    assert f"--password '*' {env['JOBNET_VM_USER']}" in (VM_DIR / "Dockerfile").read_text()
+    (stage,) = parse_dockerfile((VM_DIR / "Dockerfile").read_text())[1]
+    assert f"--password '*' {env['JOBNET_VM_USER']}" in stage.all("RUN")[0]  # not locked: sshd lets it in
 
 
 def test_kind_up_puts_the_keys_under_the_names_the_vm_and_the_operator_read() -> None:
@@ -94,9 +98,20 @@ def test_the_kind_cluster_config_is_a_kind_cluster() -> None:
     assert [node["role"] for node in config["nodes"]] == ["control-plane"]
 
 
+def test_the_vm_image_is_a_pinned_debian_with_sshd_python3_and_no_host_key() -> None:
+    _, stages = parse_dockerfile((VM_DIR / "Dockerfile").read_text())
+    (stage,) = stages
+    assert re.fullmatch(r"debian:\d+\.\d+-slim", stage.base), f"not an exact Debian release: {stage.base}"
+    (install,) = stage.all("RUN")
+    assert re.search(r"apt-get install -y --no-install-recommends openssh-server python3(?: |$)", install)
+    assert "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*" in install  # the host key comes from the Secret
+    copies = {tuple(value.split()) for value in stage.all("COPY")}
+    assert copies == {("batch/", "/opt/batch/"), ("entrypoint.sh", "/usr/local/bin/jobnet-vm-entrypoint")}
+    assert json.loads(stage.all("ENTRYPOINT")[0]) == ["/usr/local/bin/jobnet-vm-entrypoint"]
+    assert stage.all("EXPOSE") == ["22"] and stage.all("USER") == []  # sshd starts as root, like on a VM
+
+
 def test_the_vm_image_has_every_script_example_02_runs(tmp_path: Path) -> None:
-    dockerfile = (VM_DIR / "Dockerfile").read_text()
-    assert "COPY batch/ /opt/batch/" in dockerfile
     scripts = {
         job["script"]
         for doc in manifests(REPO / "examples" / "02-nightly.yaml")
