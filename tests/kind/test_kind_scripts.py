@@ -210,3 +210,50 @@ def test_vm_entrypoint_without_the_secret_stops_naming_what_is_missing(tmp_path:
     assert f"{tmp_path}/keys/authorized_keys is missing or empty" in result.stderr
     assert "Secret vm1-sshd" in result.stderr
     assert not (tmp_path / "run").exists(), "nothing is written before the keys are there"
+
+
+#: Stand-ins for docker and kind that keep what exists (clusters, images) in the file $FAKE_WORLD:
+#: enough to see which steps kind-down takes, and that a second run finds nothing left to do.
+FAKE_KIND = """#!/bin/sh
+case "$1 $2" in
+  "get clusters") sed -n 's/^cluster://p' "$FAKE_WORLD" ;;
+  "delete cluster") sed -i "/^cluster:$4\\$/d" "$FAKE_WORLD" ;;
+  *) exit 3 ;;
+esac
+"""
+FAKE_DOCKER = """#!/bin/sh
+case "$1 $2" in
+  "info ") ;;
+  "image inspect") grep -qx "image:$3" "$FAKE_WORLD" ;;
+  "image rm") sed -i "/^image:$3\\$/d" "$FAKE_WORLD" ;;
+  *) exit 3 ;;
+esac
+"""
+
+
+def test_kind_down_removes_what_exists_and_a_second_run_finds_nothing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("kind", FAKE_KIND), ("docker", FAKE_DOCKER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    world = tmp_path / "world"
+    world.write_text("cluster:other\ncluster:jobnet\nimage:jobnet-operator:kind\n")
+    state = tmp_path / "state"
+    (state / "keys").mkdir(parents=True)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_WORLD": str(world), "JOBNET_KIND_STATE": str(state)}
+
+    first = run_script(str(KIND_DOWN), env=env)
+    assert first.returncode == 0, first.stderr
+    assert commands_of(first.stdout) == [
+        f"kind delete cluster --name jobnet --kubeconfig {state}/kubeconfig",
+        "docker image rm jobnet-operator:kind",
+        f"rm -rf {state}",
+    ]
+    assert "jobnet-demo-vm:kind: not there" in first.stdout
+    assert world.read_text() == "cluster:other\n" and not state.exists()
+
+    second = run_script(str(KIND_DOWN), env=env)
+    assert second.returncode == 0, second.stderr
+    assert commands_of(second.stdout) == []
+    assert "no such cluster: nothing to delete" in second.stdout
