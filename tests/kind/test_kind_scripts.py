@@ -257,3 +257,27 @@ def test_kind_down_removes_what_exists_and_a_second_run_finds_nothing(tmp_path: 
     assert second.returncode == 0, second.stderr
     assert commands_of(second.stdout) == []
     assert "no such cluster: nothing to delete" in second.stdout
+
+
+def test_generate_keys_makes_the_keys_once_and_keeps_them(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {"JOBNET_KIND_STATE": str(state)}
+    first = run_script("-c", f'source "{KIND_UP}" && generate_keys', env=env)
+    assert first.returncode == 0, first.stderr
+    assert [command.split()[0] for command in commands_of(first.stdout)] == [
+        "ssh-keygen",
+        "ssh-keygen",
+        "known_hosts_line",
+    ]
+    made = {path.name: path.read_bytes() for path in state.iterdir()}
+    assert sorted(made) == [
+        "operator_id_ed25519", "operator_id_ed25519.pub", "vm1.known_hosts",
+        "vm1_ssh_host_ed25519_key", "vm1_ssh_host_ed25519_key.pub",
+    ]  # fmt: skip
+
+    second = run_script("-c", f'source "{KIND_UP}" && generate_keys', env=env)
+    assert second.returncode == 0, second.stderr
+    assert [command.split()[0] for command in commands_of(second.stdout)] == ["known_hosts_line"]
+    assert second.stdout.count("exists: kept") == 2
+    assert {path.name: path.read_bytes() for path in state.iterdir()} == made
