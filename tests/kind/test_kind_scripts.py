@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.emulator import EmulatorServer
+
 REPO = Path(__file__).resolve().parents[2]
 KIND_UP = REPO / "scripts" / "kind-up"
 KIND_DOWN = REPO / "scripts" / "kind-down"
@@ -281,3 +283,21 @@ def test_generate_keys_makes_the_keys_once_and_keeps_them(tmp_path: Path) -> Non
     assert [command.split()[0] for command in commands_of(second.stdout)] == ["known_hosts_line"]
     assert second.stdout.count("exists: kept") == 2
     assert {path.name: path.read_bytes() for path in state.iterdir()} == made
+
+
+def test_runs_that_do_not_succeed_in_time_stop_kind_up_with_their_trees(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    # No operator: the run is created but never starts, so the bounded wait must give up.
+    assert emulator.kubectl("apply", "-f", str(REPO / "deploy" / "kind" / "namespace.yaml")).rc == 0
+    env = {"KUBECONFIG": str(emulator.kubeconfig), "HOME": str(tmp_path), "JOBNET_KIND_TIMEOUT": "2s"}
+    result = run_script(
+        "-c", f'source "{KIND_UP}" && apply_examples examples/01-hello.yaml && wait_for_runs "${{CREATED_RUNS[@]}}"',
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    (run,) = re.findall(r"^   jobrun\.jobnet\.dev/(hello-\w+)$", result.stdout, re.MULTILINE)
+    assert f"+ kubectl jobnet tree --namespace jobnet-demo {run}" in result.stdout
+    assert f"JobRun {run} (namespace jobnet-demo, JobNet hello)" in result.stdout
+    assert "the runs did not all succeed within 2s" in result.stderr
+    assert "Done" not in result.stdout
