@@ -113,7 +113,9 @@ def test_demo_vm_entrypoint_serves_the_operator_and_the_examples_succeed(
              f"JOBNET_VM_RUN_DIR={vm.dir / 'kind-vm'}", "sh", str(ENTRYPOINT)],
             stdin=subprocess.DEVNULL, stdout=output, stderr=output,
         )  # fmt: skip
-    world = Scenario(emulator, tmp_path, lambda **_: vm)
+    # The scenario harness runs the real operator (fast deadlines, webhooks registered); the
+    # one VM is the fixture's.
+    world = Scenario(emulator, tmp_path, make_vm=lambda **_: pytest.fail("the test has its one VM"))
     try:
         wait_until(
             lambda: tcp_port_open(vm.address, SSH_PORT) or sshd.poll() is not None,
