@@ -18,7 +18,6 @@ from jobnet.devenv.emulator import PORT_BASE_VARIABLE, PORT_BLOCK_SIZE
 from tests.support.emulator import EmulatorServer
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 
-
 #: The environment variable that picks the hypothesis profile: `make test` sets ``ci``, `make
 #: explore` sets ``explore``. Unset, a run is derandomized like ``ci``.
 HYPOTHESIS_PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"

@@ -81,7 +81,8 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
     assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
     # The tree of the nested expansion, on the aliased VM.
     assert re.search(r"^    j11 +Succeeded +batch@vm1\.batch\.example:22 ", out, re.MULTILINE), out
-    # The Stuck job, what became known, the annotation (recorded with the kubeconfig's user as who), and the run's success.
+    # The Stuck job, what became known, the annotation (recorded with the kubeconfig's user as who),
+    # and the run's success.
     assert re.search(r"^  work +Stuck .* HeartbeatLost +no heartbeat from the agent", out, re.MULTILINE), out
     assert "now known: the agent reports the job exited with code 0; settle it with an override" in out
     assert "jobrun.jobnet.dev/stuck-demo-1 annotated" in out
