@@ -8,12 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: RFC 2544 benchmarking range: the only addresses the test VMs ever use.
-VM_RANGE = ipaddress.ip_network("198.18.0.0/15")
+VM_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 
 
 class DeadlineExceeded(AssertionError):
@@ -57,9 +57,10 @@ def tcp_port_open(address: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def _ip_json(*args: str) -> list[dict]:
+def _ip_json(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True, timeout=10)
-    return json.loads(out.stdout or "[]")
+    entries: list[dict[str, Any]] = json.loads(out.stdout or "[]")
+    return entries
 
 
 def host_networks() -> Iterator[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:

@@ -208,7 +208,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
-def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``tree``, ``logs``, ``override``, ``stop`` and ``events`` on ``commands``."""
     common = [_connection_options()]
 
