@@ -18,11 +18,12 @@ test: setup
 lint: setup
 	PYTHON=$(PYTHON) scripts/lint
 
-# The property tests with a fresh seed each time, printed first: `make explore SEED=n` repeats a run.
+# The property and randomized tests with a fresh seed, printed first: `make explore SEED=n` repeats a run.
 explore: setup
 	@seed=$${SEED:-$$($(PYTHON) -c 'import secrets; print(secrets.randbelow(2**32))')}; \
-	echo "explore: hypothesis seed $$seed (repeat with: make explore SEED=$$seed)"; \
-	HYPOTHESIS_PROFILE=explore $(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q -m property --hypothesis-seed=$$seed tests
+	echo "explore: seed $$seed (repeat with: make explore SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=explore JOBNET_RANDOM_SEED=$$seed $(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q \
+	  -m "property or randomized" --hypothesis-seed=$$seed tests
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit -q

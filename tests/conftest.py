@@ -8,6 +8,7 @@ under pytest-xdist. Folders add their own fixtures in their own conftest.py file
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,21 @@ HYPOTHESIS_PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
 settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "ci"))
+
+
+#: `make explore` sets it to its seed: the ``randomized`` tests' ``rng`` draws from it instead of
+#: the seed each test names.
+RANDOM_SEED_VARIABLE = "JOBNET_RANDOM_SEED"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """The random source of a test marked ``@pytest.mark.randomized(seed=N)``: seeded with N, the
+    same draws every run; under `make explore`, seeded with its seed (printed) instead."""
+    marker = request.node.get_closest_marker("randomized")
+    assert marker is not None and isinstance(marker.kwargs.get("seed"), int), "mark it randomized(seed=N)"
+    explored = os.environ.get(RANDOM_SEED_VARIABLE)
+    return random.Random(int(explored) if explored else marker.kwargs["seed"])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

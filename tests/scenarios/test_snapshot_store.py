@@ -88,10 +88,10 @@ def test_a_repeated_start_replaces_the_unused_snapshot_and_the_stored_one_reads_
     assert len(configmaps) == 1 and configmaps[0]["immutable"] is True
 
 
+@pytest.mark.randomized(seed=5)
 def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so(
-    emulator: EmulatorServer, operator: OperatorProcess
+    emulator: EmulatorServer, operator: OperatorProcess, rng: random.Random
 ) -> None:
-    rng = random.Random(5)
     # Two JobNets of ~900 KB of incompressible env each: every object fits, their snapshot (~1.3 MB
     # gzipped) does not. ``create``, not ``apply``: apply's last-applied annotation would not fit.
     parts = [
