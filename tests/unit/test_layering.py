@@ -1,7 +1,8 @@
 """The import-linter contracts of pyproject.toml hold (run as `make lint` runs them, scripts/lint):
-cli above the console, the console above the edges (kube, plugin, devenv), the edges above ssh, ssh above the shared leaves,
-everything above the pure core; the core imports no I/O library; the agent imports nothing but the
-standard library. A missing import-linter fails these tests: it never skips them."""
+cli above the console, the console above the edges (kube, plugin, devenv), the edges above ssh,
+ssh above the shared leaves, everything above the pure core; the core imports no I/O library;
+the agent imports nothing but the standard library. A missing import-linter fails these tests:
+it never skips them."""
 
 from __future__ import annotations
 
