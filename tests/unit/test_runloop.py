@@ -163,6 +163,16 @@ def new_loop(client: FakeClient, agent: FakeAgent) -> RunLoop:
     return RunLoop(FakeRuntime(client, agent), BODY, one_job(), POLICY)
 
 
+async def running_job() -> tuple[FakeClient, FakeAgent, RunLoop]:
+    """A run whose one job was launched and confirmed Running (two rounds)."""
+    client, agent = FakeClient(), FakeAgent()
+    loop = new_loop(client, agent)
+    await loop.iterate()
+    await settle(loop)
+    await loop.iterate()
+    return client, agent, loop
+
+
 def exited(agent: FakeAgent, loop: RunLoop, **fields: Any) -> None:
     """The agent reports that the job's attempt 1 exited 0 with some output."""
     key = JobKey(run=RUN_UID, path="/net/load", attempt=1)
@@ -195,11 +205,7 @@ def test_a_round_stores_the_launch_before_it_is_sent_then_the_agents_answers_rea
 
 def test_a_finished_runs_last_write_waits_for_the_output_tail_and_its_ack_follows_it() -> None:
     async def scenario() -> None:
-        client, agent = FakeClient(), FakeAgent()
-        loop = new_loop(client, agent)
-        await loop.iterate()
-        await settle(loop)
-        await loop.iterate()
+        client, agent, loop = await running_job()
         agent.tail_gate = asyncio.Event()
         exited(agent, loop)
         writes = len(client.patches)
@@ -219,11 +225,7 @@ def test_a_finished_runs_last_write_waits_for_the_output_tail_and_its_ack_follow
 
 def test_an_ended_record_is_acknowledged_once_however_often_the_scheduler_asks() -> None:
     async def scenario() -> None:
-        client, agent = FakeClient(), FakeAgent()
-        loop = new_loop(client, agent)
-        await loop.iterate()
-        await settle(loop)
-        await loop.iterate()
+        client, agent, loop = await running_job()
         exited(agent, loop, stdout_bytes=0)  # no output: nothing to wait for
         for _ in range(3):
             loop.wake()

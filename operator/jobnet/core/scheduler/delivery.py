@@ -10,7 +10,7 @@ from __future__ import annotations
 from jobnet.core.agentproto import KillReason
 from jobnet.core.annotations import scope_of
 from jobnet.core.hosts import host_id
-from jobnet.core.scheduler.draft import Draft
+from jobnet.core.scheduler.draft import ATTEMPT_CLEARED, Draft
 from jobnet.core.scheduler.facts import DeliveryResult
 from jobnet.core.scheduler.records import make_stuck
 from jobnet.core.scheduler.state import Dispatch
@@ -199,13 +199,8 @@ def launch(draft: Draft, path: str) -> None:
         host=host_id(node.host),
         reason=None,
         message=None,
-        pid=None,
-        exit_code=None,
-        started_at=None,
-        finished_at=None,
-        deadline=None,
-        kill_reason=None,
         dispatch=Dispatch(op="launch", attempts_used=1, last_attempt_at=draft.now),
+        **ATTEMPT_CLEARED,
     )
     draft.send(path, "launch")
     draft.wake_at(draft.now + draft.policy.dispatch_timeout_seconds)

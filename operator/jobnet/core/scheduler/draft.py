@@ -29,7 +29,18 @@ class IllegalTransition(RuntimeError):
     """The scheduler tried a transition the table forbids: a bug, never bad input."""
 
 
-class JobChange(TypedDict, total=False):
+class AttemptResults(TypedDict, total=False):
+    """What an attempt leaves behind on its job (cleared for the next attempt)."""
+
+    pid: int | None
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    deadline: float | None
+    kill_reason: KillReason | None
+
+
+class JobChange(AttemptResults, total=False):
     """The fields of a :class:`JobRuntime` one update may set (``since`` follows ``state``)."""
 
     state: JobState
@@ -37,13 +48,17 @@ class JobChange(TypedDict, total=False):
     reason: str | None
     message: str | None
     host: str | None
-    pid: int | None
-    exit_code: int | None
-    started_at: float | None
-    finished_at: float | None
-    deadline: float | None
-    kill_reason: KillReason | None
     dispatch: Dispatch | None
+
+
+ATTEMPT_CLEARED: AttemptResults = {
+    "pid": None,
+    "exit_code": None,
+    "started_at": None,
+    "finished_at": None,
+    "deadline": None,
+    "kill_reason": None,
+}
 
 
 class Draft:
@@ -136,6 +151,13 @@ class Draft:
             self.jobs[path] = updated
             self.changed.add(path)
         return updated
+
+    def rerun(self, path: str, reason: str | None, message: str) -> None:
+        """Make the job Ready for its next attempt, as a person may ask (an override to Ready,
+        or the operator's own settlement): what the last attempt left is cleared."""
+        self.update(
+            path, override=True, state=JobState.READY, reason=reason, message=message, dispatch=None, **ATTEMPT_CLEARED
+        )
 
     def remember(self, record: JobRecord) -> None:
         """A record a delivery answer brought: newer than what the facts hold, it wins."""

@@ -32,20 +32,7 @@ def settle_by_override(draft: Draft, path: str, state: JobState, by: str | None,
     was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
     if state == S.READY:
         message = with_reason(f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason)
-        draft.update(
-            path,
-            override=True,
-            state=S.READY,
-            reason=Reason.OVERRIDDEN,
-            message=message,
-            pid=None,
-            exit_code=None,
-            started_at=None,
-            finished_at=None,
-            deadline=None,
-            kill_reason=None,
-            dispatch=None,
-        )
+        draft.rerun(path, Reason.OVERRIDDEN, message)
     else:
         message = with_reason(f"set to {state} by {who} (was {was})", reason)
         draft.update(
