@@ -71,7 +71,6 @@ from jobnet.core.runstatus import (
 from jobnet.core.scheduler import (
     Ack,
     Action,
-    AgentFacts,
     DeliveryResult,
     DispatchOp,
     Event,
@@ -83,6 +82,7 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
+from jobnet.core.scheduler.inbox import AgentInbox
 from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
@@ -388,23 +388,14 @@ class RunLoop:
         self.annotations: dict[str, str] = {}
         #: annotation values already applied (until the removal shows up in the watch)
         self.consumed: dict[str, str] = {}
-        self.records: dict[str, JobRecord] = {}
-        #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status
+        #: what the agents said since the last round (the scheduler's facts)
+        self.inbox = AgentInbox(watching_since=time.time())
+        #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status;
+        #: the scheduler decides on a final record at once (the downstream job does not wait for
+        #: an output tail), the tail follows in a later patch
         self.tails: dict[str, tuple[str, int, str]] = {}
-        #: keys whose tail is being fetched; the scheduler decides on their final record at once (the
-        #: downstream job does not wait for an output tail), the tail follows in a later patch
-        self.tail_fetches: set[str] = set()
-        #: the record seq each key's ack was sent for (a fact for the scheduler: one ack per record)
-        self.acks_sent: dict[str, int] = {}
-        self.deliveries: list[DeliveryResult] = []
-        #: launch requests waiting for their host's launch window, per key text (a re-sent key may
-        #: wait twice), and when the latest request of each key left: the scheduler's dispatch
-        #: timeout counts from the send
-        self.queued_launches: dict[str, int] = {}
-        self.launch_sent_at: dict[str, float] = {}
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
-        self.watching_since = time.time()
         self.last_summary: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -430,24 +421,17 @@ class RunLoop:
             self.wake()
 
     def on_record(self, record: JobRecord) -> None:
-        text = record.key.text()
-        known = self.records.get(text)
-        if known is None or record.seq >= known.seq:
-            self.records[text] = record
-            if (
-                record.terminal
-                and not record.acknowledged
-                and (record.stdout_bytes or record.stderr_bytes)
-                and (known is None or not known.terminal)
-            ):
-                self.fetch_tail(record)
+        news = self.inbox.add_record(record)
+        if news == "fetchTail":
+            self.fetch_tail(record)
+        if news != "stale":
             self.wake()
 
     def fetch_tail(self, record: JobRecord) -> None:
         node = self.graph.nodes.get(record.key.path)
         if node is None or node.host is None:
             return
-        self.tail_fetches.add(record.key.text())
+        self.inbox.tails_fetching.add(record.key.text())
         self.track(self._fetch_tail(self.link(node.host), record))
 
     async def _fetch_tail(self, link: HostLink, record: JobRecord) -> None:
@@ -466,7 +450,7 @@ class RunLoop:
         except SshError as e:
             self.job_log(logging.DEBUG, record.key.path, "no output tail: %s", e.message)
         finally:
-            self.tail_fetches.discard(text)
+            self.inbox.tails_fetching.discard(text)
         if parts:
             self.tails[text] = (record.key.path, record.key.attempt, "\n".join(parts)[-OUTPUT_TAIL_MAX_CHARS:])
 
@@ -519,26 +503,16 @@ class RunLoop:
         """One fetch -> decide -> persist -> act round. Returns when to come back (inf: on news
         only; None: the run has finished and nothing is in flight)."""
         now = time.time()
-        deliveries, self.deliveries = self.deliveries, []
         heartbeats: dict[str, float] = {}
         for key, link in self.links.items():
             heard = link.last_heard()
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
-        facts = AgentFacts(
-            records=self.records,
-            heartbeats=heartbeats,
-            deliveries=tuple(deliveries),
-            watching_since=self.watching_since,
-            queued_launches=frozenset(self.queued_launches),
-            launch_sent_at=self.launch_sent_at,
-            tails_fetching=frozenset(self.tail_fetches),
-            acks_sent=self.acks_sent,
-        )
+        facts = self.inbox.take_facts(heartbeats)
         annotations = dict(self.annotations)
         decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
         if decision.holds_for_output_tails:
-            self.deliveries = deliveries + self.deliveries
+            self.inbox.put_back(facts)
             return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
         full = self.last_summary is None
@@ -552,7 +526,7 @@ class RunLoop:
                 )
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again later.
-                self.deliveries = deliveries + self.deliveries
+                self.inbox.put_back(facts)
                 logger.warning(
                     "run=%s cannot store the status (%s); retrying in %.1fs",
                     self.label,
@@ -579,7 +553,7 @@ class RunLoop:
                 logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
         for action in decision.actions:  # in the scheduler's order: requests, acks, Events
             await self.act(action)
-        if self.state.phase in _FINISHED and not self.requests and not self.deliveries:
+        if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
         return decision.next_wakeup_at or float("inf")
 
@@ -605,14 +579,13 @@ class RunLoop:
     def dispatch(self, action: Launch | Kill | Fence | Ack) -> None:
         """Start the agent request of ``action`` in the background."""
         if isinstance(action, Ack):
-            self.acks_sent[action.key.text()] = action.seq
+            self.inbox.ack_sent(action)
         node = self.graph.nodes[action.path]
         assert node.host is not None  # the scheduler never dispatches a job without a host
         link = self.link(node.host)
         if isinstance(action, Launch):
             # Queued from the decision on: the next round may come before the task first runs.
-            text = action.key.text()
-            self.queued_launches[text] = self.queued_launches.get(text, 0) + 1
+            self.inbox.queue_launch(action.key)
         request = {Launch: self.launch, Kill: self.kill, Fence: self.fence, Ack: self.ack}[type(action)]
         self.track(request(link, action))  # type: ignore[operator]
 
@@ -665,20 +638,10 @@ class RunLoop:
                 error_message=e.message,
             )
 
-    def leave_launch_queue(self, key: JobKey, *, sent: bool) -> None:
-        text = key.text()
-        waiting = self.queued_launches.pop(text, 1) - 1
-        if waiting:
-            self.queued_launches[text] = waiting
-        if sent:
-            self.launch_sent_at[text] = time.time()
-
     def deliver(self, result: DeliveryResult) -> None:
-        if result.op == "launch":
-            self.launch_sent_at.pop(result.key.text(), None)
         if result.record is not None:
             self.on_record(result.record)
-        self.deliveries.append(result)
+        self.inbox.add_delivery(result)
         self.wake()
 
     async def send(
@@ -693,7 +656,7 @@ class RunLoop:
         reported to the scheduler (not delivered, or outcome unknown).
 
         A launch first waits for its host's launch window; it counts as queued until it leaves
-        (its timeouts start then), see :attr:`queued_launches`."""
+        (its timeouts start then), see :meth:`AgentInbox.queue_launch`."""
         key, op = action.key, action.kind
         queued = isinstance(action, Launch)
         try:
@@ -705,7 +668,7 @@ class RunLoop:
                 self.job_log(logging.INFO, action.path, "%s", doing)
                 if queued:
                     queued = False
-                    self.leave_launch_queue(key, sent=True)
+                    self.inbox.leave_launch_queue(key, sent_at=time.time())
                 try:
                     return await agent.request(request, answer_type)
                 except AgentRequestFailed as e:
@@ -721,7 +684,7 @@ class RunLoop:
                 return None
         finally:
             if queued:
-                self.leave_launch_queue(key, sent=False)  # never sent: no agent, or cancelled
+                self.inbox.leave_launch_queue(key, sent_at=None)  # never sent: no agent, or cancelled
 
     async def launch(self, link: HostLink, action: Launch) -> None:
         node = self.graph.nodes[action.path]

@@ -25,7 +25,8 @@ did run, the job takes its real state instead (see docs/job-states.md, Fencing).
 The seams: :mod:`.state` (persisted), :mod:`.facts` (told), :mod:`.actions` (decided); the
 round (:mod:`.reconciler`) runs the sub-machines over one :class:`~.draft.Draft`:
 :mod:`.steering`, :mod:`.delivery`, :mod:`.liveness` (with :mod:`.records` and
-:mod:`.fencing`), :mod:`.walk` and :mod:`.summary`.
+:mod:`.fencing`), :mod:`.walk` and :mod:`.summary`. The edge gathers its facts in an
+:class:`~.inbox.AgentInbox`.
 """
 
 from jobnet.core.hosts import host_id
