@@ -102,8 +102,11 @@ class OperatorProcess:
         ready_timeout: float = 30.0,
         tls: tuple[Path, Path] | None = None,
         verbose: bool = True,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.emulator = emulator
+        #: whom the operator is (default: the emulator's admin), e.g. a ServiceAccount's token
+        self.kubeconfig = kubeconfig or emulator.kubeconfig
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
         self.verbose = verbose
         self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
@@ -130,7 +133,7 @@ class OperatorProcess:
     def command(self) -> list[str]:
         args = [
             "operator",
-            f"--kubeconfig={self.emulator.kubeconfig}",
+            f"--kubeconfig={self.kubeconfig}",
             *(
                 [f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"]
                 if self.tls
