@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
+from jobnet_agent.endrule import WrapperExit, parse_wrapper_exit
 from jobnet_agent.faults import crash_point
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
@@ -105,6 +106,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True
     os.rename(tmp, path)
     if durable:
         fsync_dir(os.path.dirname(path))
+
+
+def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
+    """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
+    try:
+        with open(os.path.join(job_dir, EXIT_CODE), "rb") as handle:
+            return parse_wrapper_exit(handle.read(64))
+    except OSError:
+        return None
 
 
 def _dump(data: Dict[str, Any]) -> bytes:

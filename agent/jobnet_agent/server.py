@@ -21,7 +21,8 @@ from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
-from jobnet_agent.detection import ADOPT, END, decide, end_record, observe
+from jobnet_agent.detection import end_record, observe
+from jobnet_agent.endrule import ADOPT, END, decide
 from jobnet_agent.faults import crash_point, pause_point
 from jobnet_agent.journal import CONTROL_FIFO, EventReader, EventWakeup, Journal
 from jobnet_agent.log import AgentLog

@@ -23,7 +23,6 @@ import fcntl
 import gc
 import os
 import selectors
-import shlex
 import signal
 import socket
 import stat
@@ -34,6 +33,7 @@ import traceback
 from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
+from jobnet_agent.endrule import end_of, signal_name, wrapper_command
 from jobnet_agent.faults import crash_point
 from jobnet_agent.journal import (
     CONTROL_FIFO,
@@ -41,17 +41,16 @@ from jobnet_agent.journal import (
     STARTED_MARKER,
     Journal,
     fsync_dir,
+    read_wrapper_exit,
 )
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
+from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
 from jobnet_agent.protocol import (
     ACCEPTED,
-    EXITED,
     FAILED_TO_START,
     KILLED,
-    LOST,
     RUNNING,
-    TIMED_OUT,
     JobKey,
     JobRecord,
     LaunchSpec,
@@ -67,97 +66,6 @@ _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
 _PID_FIELD_BYTES = 16
 #: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
 _KILL_WAIT_SECONDS = 5.0
-
-
-def process_start_ticks(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (tells a pid from its reuse)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def process_alive(pid: int, start_ticks: Optional[int]) -> bool:
-    """Whether ``pid`` is still the same live (non-zombie) process."""
-    if os.path.isdir("/proc/self"):
-        ticks = process_start_ticks(pid)
-        return ticks is not None and (start_ticks is None or ticks == start_ticks)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is in group ``pgid``.
-
-    Zombies count for ``kill``; they linger when init reaps slowly, so /proc is asked too.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class WrapperExit:
-    """What the job's wrapper wrote when the script ended."""
-
-    code: int
-    #: The wrapper's parent was no longer its supervisor: the script ended unsupervised.
-    orphaned: bool
-
-
-def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
-    """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
-    try:
-        with open(os.path.join(job_dir, EXIT_CODE), "rb") as handle:
-            text = handle.read(64)
-    except OSError:
-        return None
-    fields = text.split()
-    if not text.endswith(b"\n") or not fields or not fields[0].isdigit():
-        return None
-    return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
-
-
-def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
-    """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
-
-    The script does not inherit the output pipes' read ends the wrapper holds (closed for it). When the script
-    ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else the supervisor
-    died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way. The pid is
-    given, not taken from ``$PPID``: the shell reads that at its start, and a supervisor that dies
-    before the shell gets to run would leave ``$PPID`` naming the new parent (E02 then looked like
-    a supervised end).
-    """
-    return (
-        '"$@" %s; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
-        '[ -n "$p" ] && [ "$p" != %d ] && o=" orphaned"; '
-        'printf "%%s%%s\\n" "$c" "$o" > %s; exit "$c"'
-    ) % (" ".join("%d<&-" % fd for fd in keep_fds), supervisor_pid, shlex.quote(exit_file))
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -188,13 +96,6 @@ def job_environment(key: JobKey, spec: LaunchSpec) -> Dict[str, str]:
     env.setdefault("JOBNET_ATTEMPT", str(key.attempt))
     env.update(spec.env)
     return env
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return "signal %d" % number
 
 
 @dataclasses.dataclass
@@ -527,9 +428,9 @@ class Supervisor:
         try:
             os.killpg(leader.pgid, signum)
         except ProcessLookupError:
-            self.log.line("%s not sent: process group %d is gone" % (_signal_name(signum), leader.pgid), self.key)
+            self.log.line("%s not sent: process group %d is gone" % (signal_name(signum), leader.pgid), self.key)
             return
-        self.log.line("sent %s to process group %d" % (_signal_name(signum), leader.pgid), self.key)
+        self.log.line("sent %s to process group %d" % (signal_name(signum), leader.pgid), self.key)
 
     def _record_end(self, leader: _Leader) -> None:
         (_, out), (_, err) = self._readers
@@ -537,51 +438,16 @@ class Supervisor:
             stdout_bytes=out.total_bytes, stdout_dropped=out.dropped_bytes,
             stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
         )  # fmt: skip
-        changes = end_changes(
+        end = end_of(
             wrapper_exit=read_wrapper_exit(self.job_dir),
             status=leader.status,
             kill_reason=self._kill.reason if self._kill else None,
         )
-        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
+        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **end.changes())
         if committed is not None:
             how = committed.describe_end()
             details = "" if committed.message in (None, how) else f" ({committed.message})"
             self.log.line(how + details, self.key)
-
-
-def end_changes(
-    wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]
-) -> Dict[str, object]:
-    """The end state of a job from what is known once its process-group leader is gone.
-
-    The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
-    was requested: the script had already ended by itself, F06-F09). A script that ended after
-    its supervisor died ran unsupervised for a while: ``lost``, for a person to settle, with the
-    recorded code in the message. Without the wrapper's record, a kill we sent explains the end;
-    anything else is unknown and ``lost``, never a success.
-    """
-    if wrapper_exit is not None and wrapper_exit.orphaned:
-        return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
-                    message="its supervisor died mid-run; the script ended unsupervised (the wrapper "
-                            "recorded exit code %d): check its output and settle it" % wrapper_exit.code)  # fmt: skip
-    if wrapper_exit is not None:
-        return dict(state=EXITED, exit_code=wrapper_exit.code, signal=None, reason=None,
-                    message="exited with code %d" % wrapper_exit.code)  # fmt: skip
-    signum = -status if status is not None and status < 0 else None
-    if kill_reason is not None:
-        state, reason = (TIMED_OUT, "TimedOut") if kill_reason == "timeout" else (KILLED, "StopRequested")
-        how = f"by {_signal_name(signum)}" if signum else "(exit status unknown)"
-        return dict(state=state, reason=reason, signal=signum, exit_code=None,
-                    message="{}: process group ended {}".format("timed out" if state == TIMED_OUT else "stopped", how))  # fmt: skip
-    if signum is not None:
-        return dict(state=EXITED, exit_code=128 + signum, signal=signum, reason="Signaled",
-                    message=f"terminated by {_signal_name(signum)}, not sent by the agent")  # fmt: skip
-    if status is not None:
-        return dict(state=EXITED, exit_code=status, signal=None, reason=None,
-                    message="exited with code %d" % status)  # fmt: skip
-    return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
-                message="the job's process group ended without an exit code (killed from outside?); "
-                        "its result is unknown")  # fmt: skip
 
 
 def detach() -> None:

@@ -1,17 +1,15 @@
-"""Pure unit tests of the agent's protocol, journal, detection and end-state modules."""
+"""Unit tests of the agent's protocol, journal and supervisor pieces (the end rule: test_endrule.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from jobnet_agent.config import AgentConfig
-from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
 from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
 from jobnet_agent.protocol import (
     JobKey,
@@ -22,7 +20,7 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes, read_wrapper_exit, wrapper_command
+from jobnet_agent.supervisor import Supervisor
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
 
@@ -102,108 +100,6 @@ def test_private_record_fields_never_go_on_the_wire() -> None:
 
     assert not any(name.startswith("_") for name in record.to_wire())
     assert JobRecord.from_stored(json.loads(json.dumps(record.to_stored()))) == record
-
-
-# -- end states and detection ------------------------------------------------------------------
-
-
-def test_the_wrappers_exit_code_wins_over_a_kill_request() -> None:
-    changes = end_changes(WrapperExit(code=0, orphaned=False), status=-15, kill_reason="stop")
-
-    assert changes["state"] == "exited" and changes["exit_code"] == 0
-
-
-def test_an_unsupervised_end_is_lost_even_with_exit_code_0() -> None:
-    changes = end_changes(WrapperExit(code=0, orphaned=True), status=None, kill_reason=None)
-
-    assert changes["state"] == "lost" and changes["exit_code"] is None
-    assert "recorded exit code 0" in str(changes["message"])
-
-
-def run_wrapper(job_dir: Path, supervisor_pid: int) -> WrapperExit | None:
-    """Run the job wrapper around ``exit 3`` as a child of this test process."""
-    wrapper = wrapper_command(str(job_dir / "exitcode"), (), supervisor_pid)
-    code = subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", "exit 3"], timeout=10).returncode
-    assert code == 3
-    return read_wrapper_exit(str(job_dir))
-
-
-def test_the_wrapper_records_a_supervised_end_as_a_fact(tmp_path: Path) -> None:
-    assert run_wrapper(tmp_path, supervisor_pid=os.getpid()) == WrapperExit(code=3, orphaned=False)
-
-
-def test_the_wrapper_records_an_end_under_another_parent_as_orphaned(tmp_path: Path) -> None:
-    """E02 regression: a supervisor that died before its wrapper's shell started left ``$PPID``
-    naming the new parent, so comparing with ``$PPID`` called the end supervised. The wrapper
-    compares with the supervisor's own pid, whatever its parent was at start."""
-    not_the_parent = os.getppid()
-
-    assert run_wrapper(tmp_path, supervisor_pid=not_the_parent) == WrapperExit(code=3, orphaned=True)
-
-
-def test_our_kill_ends_killed_or_timed_out_with_the_signal() -> None:
-    assert end_changes(None, -15, "stop")["state"] == "killed"
-    timed_out = end_changes(None, -9, "timeout")
-    assert timed_out["state"] == "timedOut" and timed_out["signal"] == 9
-
-
-def test_an_outside_signal_is_a_failure_not_a_stop() -> None:
-    changes = end_changes(None, -9, None)
-
-    assert changes["state"] == "exited" and changes["exit_code"] == 137 and changes["reason"] == "Signaled"
-
-
-def test_no_status_and_no_wrapper_record_is_lost() -> None:
-    assert end_changes(None, None, None)["state"] == "lost"
-
-
-def _seen(**overrides: object) -> Observation:
-    values = dict(supervisor_alive=False, boot_id="boot-1", process_alive=False, wrapper_exit=None,
-                  may_have_started=True)  # fmt: skip
-    values.update(overrides)
-    return Observation(**values)  # type: ignore[arg-type]
-
-
-RUNNING = JobRecord(key=KEY, state="running", pid=10, pgid=10, boot_id="boot-1", seq=2)
-
-
-def test_decide_keeps_jobs_whose_supervisor_lives() -> None:
-    assert decide(RUNNING, _seen(supervisor_alive=True)).action == KEEP
-
-
-def test_decide_recovers_a_supervised_exit_after_the_supervisor_died() -> None:
-    verdict = decide(RUNNING, _seen(wrapper_exit=WrapperExit(3, False)))
-
-    assert verdict.action == END and verdict.changes["state"] == "exited" and verdict.changes["exit_code"] == 3
-
-
-def test_decide_reports_a_reboot_as_interrupted() -> None:
-    verdict = decide(RUNNING, _seen(boot_id="boot-2", process_alive=True))
-
-    assert verdict.changes["state"] == "interrupted" and verdict.changes["reason"] == "HostRebooted"
-
-
-def test_decide_adopts_a_live_process() -> None:
-    assert decide(RUNNING, _seen(process_alive=True)).action == ADOPT
-
-
-def test_decide_never_calls_a_vanished_process_a_success() -> None:
-    verdict = decide(RUNNING, _seen())
-
-    assert verdict.changes["state"] == "lost" and verdict.changes["reason"] == "SupervisorLost"
-
-
-def test_decide_a_job_that_never_started_failed_to_start() -> None:
-    accepted = JobRecord(key=KEY, state="accepted", boot_id="boot-1")
-
-    assert decide(accepted, _seen(may_have_started=False)).changes["state"] == "failedToStart"
-    assert decide(accepted, _seen(may_have_started=True)).changes["state"] == "lost"
-
-
-def test_decide_a_vanished_process_after_a_kill_request_was_stopped() -> None:
-    killing = RUNNING.replace(kill_requested="stop")
-
-    assert decide(killing, _seen()).changes["state"] == "killed"
 
 
 # -- journal -----------------------------------------------------------------------------------
