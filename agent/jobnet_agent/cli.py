@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Dict, List, Optional
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_args
-from jobnet_agent.detection import try_take_supervisor_lock
 from jobnet_agent.journal import Journal, JournalError
-from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import ACTIVE_STATES, JobKey, JobRecord
 
 #: How often ``logs --follow`` looks for more output.
@@ -60,9 +57,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return serve(config, config.read_boot_id())
         if args.command == "supervise":
-            from jobnet_agent.supervisor import run_supervisor
+            from jobnet_agent.forkserver import run_supervise_command
 
-            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd)
+            return run_supervise_command(
+                config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd
+            )
         if args.command == "status":
             return _status(config, journal)
         if args.command == "jobs":
@@ -101,10 +100,11 @@ def _status(config: AgentConfig, journal: Journal) -> int:
     for record in records:
         if record.state not in ACTIVE_STATES:
             continue
-        lock_fd = try_take_supervisor_lock(journal.job_dir(record.key))
-        if lock_fd is not None:
-            os.close(lock_fd)
-        supervised = "supervised" if lock_fd is None else "SUPERVISOR GONE (the next serve settles it)"
+        supervised = (
+            "supervised"
+            if journal.job(record.key).supervisor_alive()
+            else "SUPERVISOR GONE (the next serve settles it)"
+        )
         print("  %-9s pid %-7s since %s  %s  %s" % (
             record.state, record.pid or "-", _when(record.started_at or record.accepted_at), record.key.text(), supervised))  # fmt: skip
     return 0
@@ -123,7 +123,7 @@ def _logs(journal: Journal, key_text: str, stream: str, follow: bool) -> int:
     key = JobKey.parse_text(key_text)
     if journal.read_record(key) is None:
         raise ValueError(f"the agent has no job {key.text()}")
-    output = StoredOutput(journal.job_dir(key), stream)
+    output = journal.job(key).output(stream)
     out = sys.stdout.buffer
     offset = 0
     while True:

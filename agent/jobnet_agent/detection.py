@@ -4,41 +4,22 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 import time
 from typing import Dict, Optional, Tuple
 
 from jobnet_agent.endrule import Observation, Verdict
-from jobnet_agent.journal import STARTED_MARKER, SUPERVISOR_LOCK, Journal, read_wrapper_exit
-from jobnet_agent.output import StoredOutput
+from jobnet_agent.jobdir import JobDir
+from jobnet_agent.journal import Journal
 from jobnet_agent.procfs import group_alive, process_alive
 from jobnet_agent.protocol import ACCEPTED, RUNNING, JobRecord
-
-
-def try_take_supervisor_lock(job_dir: str) -> Optional[int]:
-    """The job's supervisor lock, if no supervisor holds it (the caller must close the fd)."""
-    try:
-        fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
 
 
 def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple[Observation, int]]:
     """Look at an active job whose supervisor is gone: the observation and the job's supervisor
     lock (taken). None while a supervisor holds the lock: the usual case on every sweep, so
     nothing else is probed then (a /proc scan, file lookups)."""
-    job_dir = journal.job_dir(record.key)
-    lock_fd = try_take_supervisor_lock(job_dir)
+    job = journal.job(record.key)
+    lock_fd = job.try_take_supervisor_lock()
     if lock_fd is None:
         return None
     seen = Observation(
@@ -46,8 +27,8 @@ def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple
         boot_id=boot_id,
         process_alive=record.pid is not None
         and (process_alive(record.pid, record.pid_start_ticks) or group_alive(record.pgid or record.pid)),
-        wrapper_exit=read_wrapper_exit(job_dir),
-        may_have_started=os.path.exists(os.path.join(job_dir, STARTED_MARKER)),
+        wrapper_exit=job.read_wrapper_exit(),
+        may_have_started=job.may_have_started(),
     )
     return seen, lock_fd
 
@@ -56,7 +37,7 @@ def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optiona
     """Commit an END verdict if the record did not change meanwhile (another process may act too)."""
     end = verdict.end
     assert end is not None, "only an END verdict has an end to record"
-    sizes = stored_output_sizes(journal.job_dir(record.key))
+    sizes = stored_output_sizes(journal.job(record.key))
     _, committed = journal.update(
         record.key,
         lambda current: (
@@ -68,11 +49,11 @@ def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optiona
     return committed
 
 
-def stored_output_sizes(job_dir: str) -> Dict[str, int]:
+def stored_output_sizes(job: JobDir) -> Dict[str, int]:
     """The output sizes of a job whose supervisor (which counts them) is gone, from what is
     stored: the output stays retrievable (``tail``/``read``), so the record must say it exists."""
     sizes: Dict[str, int] = {}
     for stream in ("stdout", "stderr"):
-        total, _, dropped = StoredOutput(job_dir, stream).sizes()
+        total, _, dropped = job.output(stream).sizes()
         sizes[stream + "_bytes"], sizes[stream + "_dropped"] = total, dropped
     return sizes

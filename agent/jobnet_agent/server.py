@@ -7,26 +7,24 @@ die at any moment without losing anything.
 
 from __future__ import annotations
 
-import array
 import base64
 import os
 import select
 import socket
-import subprocess
 import sys
 import threading
 import time
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 
-import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import end_record, observe
 from jobnet_agent.endrule import ADOPT, END, decide
+from jobnet_agent.eventlog import EventReader, EventWakeup
 from jobnet_agent.faults import crash_point, pause_point
-from jobnet_agent.journal import CONTROL_FIFO, EventReader, EventWakeup, Journal
+from jobnet_agent.forkserver import SupervisorForkServer, spawn_adopting_supervisor
+from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
-from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import (
     ACCEPTED,
     ACTIVE_STATES,
@@ -73,90 +71,6 @@ class Later:
 Handled = Union[Tuple[Dict[str, Any], Optional[Callable[[], None]]], Later]
 
 
-def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
-    """Run ``jobnet-agent supervise ARGS`` detached; returns once it has forked away."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
-    boot = f"import sys; sys.path.insert(0, {package_root!r}); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))"
-    log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        # The supervisor forks at once and this child exits: nothing to reap later.
-        subprocess.Popen(
-            # -I -S: no site-packages to scan (the agent is standard library only), no env surprises.
-            [sys.executable, "-I", "-S", "-c", boot, "supervise"] + config.to_args() + args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log_fd,  # a crashing supervisor's traceback lands in the agent log
-            pass_fds=pass_fds,
-            start_new_session=True,
-        ).wait()
-    finally:
-        os.close(log_fd)
-
-
-def spawn_adopting_supervisor(config: AgentConfig, job_dir: str, lock_fd: int) -> None:
-    """Start a supervisor that takes over the running job of ``job_dir``; hands it the lock."""
-    try:
-        _start_supervisor_process(config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--adopt"], [lock_fd])
-    finally:
-        os.close(lock_fd)
-
-
-class SupervisorForkServer:
-    """A supervisor process started ahead of time that forks a supervisor for each job.
-
-    A launch then costs a message and a fork instead of a Python start-up (tens of
-    milliseconds, more from a zipapp). The job's lock and readiness pipe travel with the
-    message (SCM_RIGHTS). It exits when serve goes away; if it dies, the next launch starts a
-    supervisor the slow way and a new fork server is started.
-    """
-
-    def __init__(self, config: AgentConfig) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._channel: Optional[socket.socket] = None
-        self._preparing = False
-
-    def prepare(self) -> None:
-        """Start the fork server in the background unless it runs or is on its way."""
-        with self._lock:
-            if self._channel is not None or self._preparing:
-                return
-            self._preparing = True
-        threading.Thread(target=self._start, daemon=True).start()
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        started = False
-        try:
-            _start_supervisor_process(self._config, ["--fork-server-fd", str(theirs.fileno())], [theirs.fileno()])
-            started = True
-        finally:
-            theirs.close()
-            if not started:
-                ours.close()  # launches start supervisors the slow way meanwhile
-            with self._lock:
-                self._channel = ours if started else None
-                self._preparing = False
-
-    def hand_over(self, job_dir: str, lock_fd: int, ready_w: int) -> bool:
-        """Give a job to the fork server, if it runs; False means start a supervisor anew."""
-        with self._lock:
-            channel = self._channel
-            if channel is None:
-                return False
-            try:
-                channel.sendmsg(
-                    [job_dir.encode("utf-8")],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))],
-                )
-                return True
-            except OSError:
-                self._channel = None  # it died: start a new one, this job the slow way
-                channel.close()
-        self.prepare()
-        return False
-
-
 class ActiveJobs:
     """The accepted and running jobs, kept current by following the event log.
 
@@ -169,7 +83,7 @@ class ActiveJobs:
         records = journal.list_records()
         self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
         self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
-        self._reader = EventReader(journal.events_path, from_seq)
+        self._reader = journal.events.reader(from_seq)
 
     def current(self) -> List[JobRecord]:
         while True:
@@ -385,7 +299,7 @@ class Server:
             if verdict.action == ADOPT:
                 self.log.line(verdict.why, record.key)
                 lock_fd = None  # handed over to the adopting supervisor
-                spawn_adopting_supervisor(self.config, self.journal.job_dir(record.key), taken)
+                spawn_adopting_supervisor(self.config, self.journal.job(record.key).path, taken)
             elif verdict.action == END:
                 committed = end_record(self.journal, record, verdict)
                 if committed is not None:
@@ -442,14 +356,10 @@ class Server:
 
     def _start_job(self, key: JobKey, accepted: JobRecord, lock_fd: int) -> Dict[str, Any]:
         pause_point("serve:before-hand-over")
-        job_dir = self.journal.job_dir(key)
+        job_dir = self.journal.job(key).path
         ready_r, ready_w = os.pipe()
         try:
-            if not self._fork_server.hand_over(job_dir, lock_fd, ready_w):
-                _start_supervisor_process(
-                    self.config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--ready-fd", str(ready_w)],
-                    [lock_fd, ready_w],
-                )  # fmt: skip
+            self._fork_server.start_supervisor(job_dir, lock_fd, ready_w)
         finally:
             os.close(lock_fd)
             os.close(ready_w)
@@ -502,21 +412,10 @@ class Server:
         return {"record": record.to_wire(), "fenced": record.reason == FENCED}, None
 
     def _wake_supervisor(self, record: JobRecord, check: bool = False) -> None:
-        fifo = os.path.join(self.journal.job_dir(record.key), CONTROL_FIFO)
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
+        if not self.journal.job(record.key).wake_supervisor() and check:
             # No supervisor listens (not started yet, or gone): detection settles it, and an
             # adopting supervisor carries out the kill recorded in the journal.
-            if check:
-                self.check_job(record)
-            return
-        try:
-            os.write(fd, b"k")
-        except BlockingIOError:
-            pass  # the FIFO is full of earlier wake-ups: the supervisor will look anyway
-        finally:
-            os.close(fd)
+            self.check_job(record)
 
     def _get(self, request: Request) -> Handled:
         return {"record": self._existing(self._key(request)).to_wire()}, None
@@ -529,9 +428,9 @@ class Server:
         from_seq = int_arg(request.args, "fromSeq", default=0)
         self._stop_watch()
         stop = threading.Event()
-        wakeup = EventWakeup(self.journal.watchers_dir)
+        wakeup = self.journal.events.wakeup()
         self._current_watch = (stop, wakeup)
-        watcher = EventReader(self.journal.events_path, from_seq)
+        watcher = self.journal.events.reader(from_seq)
         with self._write_lock:
             self._watching = True
             self._last_sent_seq = from_seq
@@ -570,7 +469,7 @@ class Server:
         stream = stream_arg(request.args)
         max_bytes = min(int_arg(request.args, "maxBytes", default=4096), MAX_READ_LENGTH)
         self._existing(key)
-        data, total, dropped = StoredOutput(self.journal.job_dir(key), stream).tail(max_bytes)
+        data, total, dropped = self.journal.job(key).output(stream).tail(max_bytes)
         return {"data": data.decode("utf-8", "replace"), "totalBytes": total, "droppedBytes": dropped}, None
 
     def _read(self, request: Request) -> Handled:
@@ -579,7 +478,7 @@ class Server:
         offset = int_arg(request.args, "offset", default=0)
         length = min(int_arg(request.args, "length", default=MAX_READ_LENGTH), MAX_READ_LENGTH)
         record = self._existing(key)
-        data, stored = StoredOutput(self.journal.job_dir(key), stream).read(offset, length)
+        data, stored = self.journal.job(key).output(stream).read(offset, length)
         eof = record.ended and offset + len(data) >= stored
         return {"data": base64.b64encode(data).decode("ascii"), "eof": eof}, None
 

@@ -16,33 +16,23 @@ not FIFOs in the job directory: a file costs an inode allocation, ~0.5 ms on a c
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import errno
 import fcntl
-import gc
 import os
 import selectors
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import traceback
 from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import end_of, signal_name, wrapper_command
 from jobnet_agent.faults import crash_point
-from jobnet_agent.journal import (
-    CONTROL_FIFO,
-    EXIT_CODE,
-    STARTED_MARKER,
-    Journal,
-    fsync_dir,
-    read_wrapper_exit,
-)
+from jobnet_agent.jobdir import JobDir
+from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
 from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
@@ -62,8 +52,6 @@ _READ_CHUNK = 256 * 1024
 #: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
 _ADOPTED_POLL_SECONDS = 0.05
 _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
-#: The supervisor's pid in its lock file, padded so an adopting supervisor overwrites it whole.
-_PID_FIELD_BYTES = 16
 #: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
 _KILL_WAIT_SECONDS = 5.0
 
@@ -109,13 +97,13 @@ class _Leader:
     """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
 
     def __init__(
-        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job_dir: str
+        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job: JobDir
     ) -> None:
         self.pid = pid
         self.pgid = pgid
         self._proc = proc
         self._start_ticks = start_ticks
-        self._job_dir = job_dir
+        self._job = job
         self.status: Optional[int] = None  # Popen returncode: -N for signal N
         self.ended = False
 
@@ -131,19 +119,19 @@ class _Leader:
             elif not process_alive(self.pid, self._start_ticks):
                 # Not our child: the wrapper's record says the script ended; without one (the
                 # wrapper was killed on its own), the job lasts as long as its process group.
-                self.ended = read_wrapper_exit(self._job_dir) is not None or not group_alive(self.pgid)
+                self.ended = self._job.read_wrapper_exit() is not None or not group_alive(self.pgid)
         return self.ended
 
 
 class Supervisor:
     def __init__(self, config: AgentConfig, job_dir: str) -> None:
         self.config = config
-        self.job_dir = os.path.abspath(job_dir)
+        self.job = JobDir(os.path.abspath(job_dir))
         self.journal = Journal(config.state_dir, "supervise")
         self.log = AgentLog(config.agent_log_path, "supervise")
-        record = self.journal.read_record_at(self.job_dir)
+        record = self.job.read_record()
         if record is None:
-            raise RuntimeError(f"no journal record in {self.job_dir}")
+            raise RuntimeError(f"no journal record in {self.job.path}")
         self.key = record.key
         #: Per stream: the pipe fd we read (None: unreachable after an adoption) and its writer.
         self._readers: List[Tuple[Optional[int], CappedWriter]] = []
@@ -197,14 +185,11 @@ class Supervisor:
             self._fail_to_start(*problem)
             return None
         self._open_pipes()
-        # From here on a crash means "the script may have started": never start it again. The
-        # marker's existence is what counts, so it and its job directory must survive a power loss.
-        fsync_dir(os.path.dirname(self.job_dir))
-        os.close(os.open(os.path.join(self.job_dir, STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
-        fsync_dir(self.job_dir)
+        # From here on a crash means "the script may have started": never start it again.
+        self.job.mark_started()
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers if fd is not None)
-        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds, os.getpid())
+        wrapper = wrapper_command(self.job.exit_code_path, keep_fds, os.getpid())
         out_w, err_w = self._pipe_write_ends
         try:
             proc = subprocess.Popen(
@@ -234,7 +219,7 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return None
-        return _Leader(proc.pid, proc.pid, proc, ticks, self.job_dir)
+        return _Leader(proc.pid, proc.pid, proc, ticks, self.job)
 
     def _open_pipes(self) -> None:
         for stream in ("stdout", "stderr"):
@@ -270,7 +255,9 @@ class Supervisor:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
             except OSError:
                 pass  # a smaller pipe only costs throughput
-        writer = CappedWriter(self.job_dir, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume)
+        writer = CappedWriter(
+            self.job.path, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume
+        )
         self._readers.append((fd, writer))
 
     # -- adopt -------------------------------------------------------------------------------
@@ -283,7 +270,7 @@ class Supervisor:
         if record is None or record.state != RUNNING or record.pid is None:
             return
         self._reopen_pipes(record.pid, record.pid_start_ticks)
-        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job_dir)
+        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job)
         self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
         self._supervise(leader)
 
@@ -293,12 +280,7 @@ class Supervisor:
         # Listening before the record is read: a kill recorded after this read wakes us. Made
         # here, not with the claim, so its inode allocation is off the launch path (serve
         # reminds a supervisor without one yet of a recorded kill on its sweep).
-        control_path = os.path.join(self.job_dir, CONTROL_FIFO)
-        try:
-            os.mkfifo(control_path, 0o600)
-        except FileExistsError:
-            pass  # adopting: the first supervisor made it
-        control = os.open(control_path, os.O_RDWR | os.O_NONBLOCK)
+        control = self.job.open_control()
         record = self.journal.read_record(self.key)
         assert record is not None
         spec = self.journal.read_spec(self.key)
@@ -439,7 +421,7 @@ class Supervisor:
             stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
         )  # fmt: skip
         end = end_of(
-            wrapper_exit=read_wrapper_exit(self.job_dir),
+            wrapper_exit=self.job.read_wrapper_exit(),
             status=leader.status,
             kill_reason=self._kill.reason if self._kill else None,
         )
@@ -466,24 +448,6 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
-def receive_job(channel: socket.socket) -> Optional[Tuple[str, int, int]]:
-    """Wait for serve to hand over a job: (job dir, lock fd, ready fd); None once serve is gone.
-
-    The fds come with the message (SCM_RIGHTS), so the job's supervisor lock changes hands
-    without ever being free.
-    """
-    fds = array.array("i")
-    message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(2 * fds.itemsize))
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    if not message or len(fds) != 2:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return message.decode("utf-8"), fds[0], fds[1]
-
-
 def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
     """Take the job's supervisor lock (handed over already held) and supervise it to its end."""
     try:
@@ -494,74 +458,9 @@ def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Opt
         sys.stderr.write(f"jobnet-agent supervise: {job_dir} already has a supervisor\n")
         return 1
     supervisor = Supervisor(config, job_dir)
-    # For people (liveness is the lock): in the lock file, as a file more costs an inode allocation.
-    os.pwrite(lock_fd, (b"%d\n" % os.getpid()).ljust(_PID_FIELD_BYTES), 0)
+    JobDir.note_supervisor_pid(lock_fd, os.getpid())
     if adopt:
         supervisor.adopt(ready_fd)
     else:
         supervisor.start(ready_fd)
     return 0
-
-
-def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
-    """Fork a supervisor for every job serve hands over, until serve goes away.
-
-    Started once per serve: every module a supervisor needs is imported already, so a launch
-    costs one fork (about a millisecond) instead of a Python start-up (tens to hundreds of
-    milliseconds, more from a zipapp). Single-threaded, so forking is safe. The kernel reaps the
-    supervisors (SIGCHLD ignored), so one fork suffices; they are reparented to init when this
-    process exits with serve.
-    """
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    # Everything imported so far stays as it is: a collection in a supervisor would touch (and so
-    # copy) every page of it.
-    gc.freeze()
-    try:
-        while True:
-            job = receive_job(channel)
-            if job is None:
-                return 0
-            job_dir, lock_fd, ready_fd = job
-            try:
-                child = os.fork()
-            except OSError as exc:
-                # Closing the fds frees the job's lock: serve's sweep settles it (never started).
-                sys.stderr.write(f"jobnet-agent supervise: cannot fork a supervisor for {job_dir}: {exc}\n")
-                child = None
-            if child == 0:
-                channel.close()
-                _run_forked_supervisor(config, job_dir, lock_fd, ready_fd)
-            os.close(lock_fd)
-            os.close(ready_fd)
-    finally:
-        channel.close()
-
-
-def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: int) -> None:
-    """In the fork server's child: become a detached supervisor (never returns)."""
-    code = 1
-    try:
-        # The supervisor waits for its job: its children must not be reaped by the kernel.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        ignore_hangups()
-        os.setsid()
-        code = supervise_job(config, job_dir, lock_fd, ready_fd, adopt=False)
-    except BaseException:
-        traceback.print_exc()  # stderr is the agent log
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def run_supervisor(
-    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
-    adopt: bool, fork_server_fd: Optional[int],
-) -> int:  # fmt: skip
-    detach()
-    if fork_server_fd is not None:
-        return serve_as_fork_server(config, fork_server_fd)
-    if job_dir is None or lock_fd is None:
-        sys.stderr.write("jobnet-agent supervise: needs --job-dir and --lock-fd, or --fork-server-fd\n")
-        return 2
-    return supervise_job(config, job_dir, lock_fd, ready_fd, adopt)

@@ -31,7 +31,7 @@ def _claim(journal: Journal, key: JobKey) -> JobRecord:
 
 
 def _record_path(journal: Journal, key: JobKey) -> Path:
-    return Path(journal.job_dir(key)) / "record.json"
+    return Path(journal.job(key).path) / "record.json"
 
 
 def test_the_same_boot_trusts_the_record_files(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_a_new_boot_rebuilds_stale_torn_and_missing_record_files_from_the_event_
     _record_path(journal, stale).write_text(accepted_text)
     _record_path(journal, torn).write_bytes(b"")
     _record_path(journal, missing).unlink()
-    shutil.rmtree(journal.job_dir(lost_dir))
+    shutil.rmtree(journal.job(lost_dir).path)
     last_seq = journal.last_seq()
 
     report = journal.repair("boot-2")
@@ -84,7 +84,7 @@ def test_a_torn_claim_whose_event_never_became_durable_is_forgotten_and_can_be_c
     journal.repair(BOOT)
     key = JobKey(run="r1", path="/never-logged", attempt=1)
     # The claim's directory survived (fsynced), its record file is torn and its event was lost.
-    os.makedirs(journal.job_dir(key))
+    os.makedirs(journal.job(key).path)
     _record_path(journal, key).write_bytes(b'{"key": {"ru')
 
     report = journal.repair("boot-2")

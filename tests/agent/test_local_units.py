@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from jobnet_agent.config import AgentConfig
-from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
+from jobnet_agent.durable import atomic_write
+from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.protocol import (
     JobKey,
     JobRecord,
@@ -125,7 +126,7 @@ def test_claim_is_once_per_key_and_seqs_increase(tmp_path: Path) -> None:
 
     assert (first.seq, again.seq, no_lock) == (1, 1, None)
     assert running is not None and running.seq == 2 and journal.last_seq() == 2
-    assert [r.state for r in EventReader(journal.events_path, 0).poll()] == ["accepted", "running"]
+    assert [r.state for r in journal.events.reader(0).poll()] == ["accepted", "running"]
 
 
 def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
 def test_a_record_rewritten_in_place_reads_back_whole_even_when_shorter(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
-    path = Path(journal.job_dir(KEY)) / "record.json"
+    path = Path(journal.job(KEY).path) / "record.json"
     inode = path.stat().st_ino
     journal.update(KEY, lambda r: r.replace(state="running", message="x" * 300))
     _, ended = journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0, message=None))
@@ -177,7 +178,7 @@ def test_readers_never_see_a_mix_of_two_records_rewritten_in_place(tmp_path: Pat
 def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
-    path = Path(journal.job_dir(KEY)) / "record.json"
+    path = Path(journal.job(KEY).path) / "record.json"
     path.write_bytes(path.read_bytes().replace(b'"accepted"', b'"exited"  '))
 
     with pytest.raises(JournalError, match="torn"):
@@ -189,7 +190,7 @@ def test_a_record_written_by_an_older_agent_without_a_seal_still_reads(tmp_path:
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     record = journal.read_record(KEY)
     assert record is not None
-    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"), json.dumps(record.to_stored()).encode())
+    atomic_write(os.path.join(journal.job(KEY).path, "record.json"), json.dumps(record.to_stored()).encode())
 
     assert journal.read_record(KEY) == record
 
@@ -201,28 +202,28 @@ def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> N
     record = journal.read_record(KEY)
     assert record is not None
     with open(journal.lock_path, "w") as lock_file:
-        lock_file.write(f"2 {os.path.relpath(journal.job_dir(KEY), journal.state_dir)}\n")
-    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"),
+        lock_file.write(f"2 {os.path.relpath(journal.job(KEY).path, journal.state_dir)}\n")
+    atomic_write(os.path.join(journal.job(KEY).path, "record.json"),
                  json.dumps(record.replace(seq=2, state="running").to_stored()).encode())  # fmt: skip
-    with open(journal.events_path, "ab") as events:
+    with open(journal.events.path, "ab") as events:
         events.write(b'{"seq": 2, "rec')
 
     with journal.transaction() as tx:
         assert tx.last_seq == 2
 
-    lines = Path(journal.events_path).read_text().splitlines()
+    lines = Path(journal.events.path).read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
     assert json.loads(lines[1])["record"]["state"] == "running"
 
 
 def test_event_reader_follows_appends_and_compaction(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
-    reader = EventReader(journal.events_path, 0)
+    reader = journal.events.reader(0)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     assert [r.seq for r in reader.poll()] == [1]
     assert reader.poll() == []
     journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0))
-    journal._compact(journal.last_seq())  # a new file: only the latest record per job
+    journal.events.rewrite(journal.list_records(), journal.last_seq())  # a new file: only the latest record per job
     other = JobKey(run="r2", path="/b", attempt=1)
     os.close(journal.claim(other, _spec(), lambda: JobRecord(key=other, state="accepted"))[1] or -1)
 
@@ -264,8 +265,8 @@ def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_
     os.close(journal.claim(KEY, spec, lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     journal.update(KEY, lambda r: r.replace(kill_requested="stop"))
 
-    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job_dir(KEY)).start(ready_fd=None)
+    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job(KEY).path).start(ready_fd=None)
 
     record = journal.read_record(KEY)
     assert record is not None and record.state == "killed" and record.message == "stopped before it started"
-    assert not marker.exists() and not os.path.exists(os.path.join(journal.job_dir(KEY), "started"))
+    assert not marker.exists() and not os.path.exists(os.path.join(journal.job(KEY).path, "started"))
