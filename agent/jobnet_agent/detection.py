@@ -1,17 +1,22 @@
 """Detection of jobs whose supervisor is gone: the thin I/O around the pure decision
-(:func:`jobnet_agent.endrule.decide`): what the agent sees of a job, and committing the end.
+(:func:`jobnet_agent.endrule.decide`): what the agent sees of a job, committing the end, and
+the :class:`Detector` that serve runs on start and every sweep.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from jobnet_agent.endrule import Observation, Verdict
+from jobnet_agent.config import AgentConfig
+from jobnet_agent.endrule import ADOPT, END, Observation, Verdict, decide
+from jobnet_agent.forkserver import spawn_adopting_supervisor
 from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import Journal
+from jobnet_agent.log import AgentLog
 from jobnet_agent.procfs import group_alive, process_alive
-from jobnet_agent.protocol import ACCEPTED, RUNNING, JobRecord
+from jobnet_agent.protocol import ACCEPTED, ACTIVE_STATES, RUNNING, JobKey, JobRecord
 
 
 def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple[Observation, int]]:
@@ -57,3 +62,74 @@ def stored_output_sizes(job: JobDir) -> Dict[str, int]:
         total, _, dropped = job.output(stream).sizes()
         sizes[stream + "_bytes"], sizes[stream + "_dropped"] = total, dropped
     return sizes
+
+
+class ActiveJobs:
+    """The accepted and running jobs, kept current by following the event log.
+
+    One directory scan when serve starts; afterwards a sweep costs a ``stat`` of the event log
+    plus the new events, however many ended jobs the state dir keeps.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        from_seq = journal.last_seq()
+        records = journal.list_records()
+        self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
+        self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
+        self._reader = journal.events.reader(from_seq)
+
+    def current(self) -> List[JobRecord]:
+        while True:
+            records = self._reader.poll()
+            if not records:
+                return list(self._jobs.values())
+            for record in records:
+                if self._latest_seq.get(record.key, 0) >= record.seq:
+                    continue  # already known from the scan
+                self._latest_seq[record.key] = record.seq
+                if record.state in ACTIVE_STATES:
+                    self._jobs[record.key] = record
+                else:
+                    self._jobs.pop(record.key, None)
+
+
+class Detector:
+    """Finds active jobs whose supervisor is gone and settles them: adopts a job that still
+    runs, records the end of one that does not (serve runs it on start and every sweep)."""
+
+    def __init__(self, config: AgentConfig, boot_id: str, journal: Journal, log: AgentLog) -> None:
+        self.config = config
+        self.boot_id = boot_id
+        self.journal = journal
+        self.log = log
+        self._active: Optional[ActiveJobs] = None
+
+    def sweep(self) -> None:
+        """Check every active job (the first sweep scans the journal: after its repair)."""
+        if self._active is None:
+            self._active = ActiveJobs(self.journal)
+        for record in self._active.current():
+            self.check_job(record)
+
+    def check_job(self, record: JobRecord) -> None:
+        observed = observe(self.journal, record, self.boot_id)
+        if observed is None:
+            if record.kill_requested is not None and record.state == RUNNING:
+                # A serve that recorded the kill may have died before waking the supervisor.
+                self.journal.job(record.key).wake_supervisor()
+            return
+        seen, taken = observed
+        lock_fd: Optional[int] = taken
+        try:
+            verdict = decide(record, seen)
+            if verdict.action == ADOPT:
+                self.log.line(verdict.why, record.key)
+                lock_fd = None  # handed over to the adopting supervisor
+                spawn_adopting_supervisor(self.config, self.journal.job(record.key).path, taken)
+            elif verdict.action == END:
+                committed = end_record(self.journal, record, verdict)
+                if committed is not None:
+                    self.log.line(f"{verdict.why}: {committed.message}", record.key)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
