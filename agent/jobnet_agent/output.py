@@ -156,6 +156,11 @@ class StoredOutput:
         assert last_error is not None
         raise last_error
 
+    def paths(self) -> List[str]:
+        """The files that hold what is kept, in order (none before the stream's first byte)."""
+        pieces, _ = self._stable_layout()
+        return [path for path, _, _ in pieces]
+
     def sizes(self) -> Tuple[int, int, int]:
         """(total bytes written, bytes stored, bytes dropped)."""
         pieces, total = self._stable_layout()
