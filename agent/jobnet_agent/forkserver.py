@@ -31,7 +31,10 @@ from jobnet_agent.supervisor import detach, ignore_hangups, supervise_job
 def start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
     """Run ``jobnet-agent supervise ARGS`` detached; returns once it has forked away."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
-    boot = f"import sys; sys.path.insert(0, {package_root!r}); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))"
+    boot = (
+        f"import sys; sys.path.insert(0, {package_root!r}); "
+        "from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         # The supervisor forks at once and this child exits: nothing to reap later.
@@ -198,9 +201,13 @@ def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, read
 
 
 def run_supervise_command(
-    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
-    adopt: bool, fork_server_fd: Optional[int],
-) -> int:  # fmt: skip
+    config: AgentConfig,
+    job_dir: Optional[str],
+    lock_fd: Optional[int],
+    ready_fd: Optional[int],
+    adopt: bool,
+    fork_server_fd: Optional[int],
+) -> int:
     detach()
     if fork_server_fd is not None:
         return serve_as_fork_server(config, fork_server_fd)

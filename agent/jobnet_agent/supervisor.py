@@ -124,6 +124,19 @@ class _Leader:
 
 
 class Supervisor:
+    """Runs one job from its ``accepted`` record to its end, or adopts a running job whose
+    supervisor died.
+
+    It exists so that a job outlives everything that started it (the SSH session, serve, the
+    fork server): it is detached, and the only process that waits for the job. It guarantees:
+    the script is started at most once (after the durable ``started`` marker, never again after
+    it); ``running`` is recorded, with pid and pgid, before serve answers the launch; output is
+    kept within its cap (head and tail) with flat memory; a kill or timeout reaches the whole
+    process group (SIGTERM, then SIGKILL after the grace period); the end is recorded by the end
+    rule (:func:`jobnet_agent.endrule.end_of`), never a guessed success. It holds the job's
+    ``supervisor.lock`` for its whole life: that lock is how serve knows it lives.
+    """
+
     def __init__(self, config: AgentConfig, job_dir: str) -> None:
         self.config = config
         self.job = JobDir(os.path.abspath(job_dir))
@@ -173,9 +186,12 @@ class Supervisor:
             return None
         if record.kill_requested:
             self._commit_if(
-                (ACCEPTED,), state=KILLED, reason="StopRequested",
-                message="stopped before it started", ended_at=time.time(),
-            )  # fmt: skip
+                (ACCEPTED,),
+                state=KILLED,
+                reason="StopRequested",
+                message="stopped before it started",
+                ended_at=time.time(),
+            )
             self.log.line("stopped before it started (kill requested)", self.key)
             return None
         spec = self.journal.read_spec(self.key)
@@ -212,10 +228,10 @@ class Supervisor:
         running = self._commit_if(
             (ACCEPTED,), state=RUNNING, pid=proc.pid, pgid=proc.pid, started_at=now, pid_start_ticks=ticks
         )
-        self.log.line("started pid %d (script %s)" % (proc.pid, spec.script), self.key)
+        self.log.line(f"started pid {proc.pid} (script {spec.script})", self.key)
         if running is None:
             # Impossible unless someone edited the journal by hand: do not leave an orphan behind.
-            self.log.line("journal changed under the supervisor; killing pid %d" % proc.pid, self.key)
+            self.log.line(f"journal changed under the supervisor; killing pid {proc.pid}", self.key)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return None
@@ -234,7 +250,7 @@ class Supervisor:
             fd: Optional[int] = None
             try:
                 # Read-write: the pipe never reports EOF to us (we are one of its writers too).
-                fd = os.open("/proc/%d/fd/%d" % (leader_pid, fd_number), os.O_RDWR | os.O_NONBLOCK)
+                fd = os.open(f"/proc/{leader_pid}/fd/{fd_number}", os.O_RDWR | os.O_NONBLOCK)
                 # Still the same wrapper after the open (not a reused pid), and still its pipe (not
                 # the exit code file it redirects to for a moment at its very end).
                 if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not process_alive(leader_pid, start_ticks):
@@ -244,7 +260,7 @@ class Supervisor:
                 fd = None
             if fd is None:
                 self.log.line(
-                    "%s of pid %d cannot be reached any more: the rest of it is not kept" % (stream, leader_pid),
+                    f"{stream} of pid {leader_pid} cannot be reached any more: the rest of it is not kept",
                     self.key,
                 )
             self._add_reader(stream, fd, resume=True)
@@ -271,7 +287,7 @@ class Supervisor:
             return
         self._reopen_pipes(record.pid, record.pid_start_ticks)
         leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job)
-        self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
+        self.log.line(f"adopted pid {record.pid}: its supervisor was gone, the job still runs", self.key)
         self._supervise(leader)
 
     # -- supervise ---------------------------------------------------------------------------
@@ -394,7 +410,7 @@ class Supervisor:
                 else None
             ),
         )
-        self.log.line("timed out after %ds: killing pid %d" % (timeout_seconds, leader.pid), self.key)
+        self.log.line(f"timed out after {timeout_seconds}s: killing pid {leader.pid}", self.key)
         self._begin_kill(leader, "timeout", grace)
 
     def _begin_kill(self, leader: _Leader, reason: str, grace: Optional[float]) -> None:
@@ -410,16 +426,18 @@ class Supervisor:
         try:
             os.killpg(leader.pgid, signum)
         except ProcessLookupError:
-            self.log.line("%s not sent: process group %d is gone" % (signal_name(signum), leader.pgid), self.key)
+            self.log.line(f"{signal_name(signum)} not sent: process group {leader.pgid} is gone", self.key)
             return
-        self.log.line("sent %s to process group %d" % (signal_name(signum), leader.pgid), self.key)
+        self.log.line(f"sent {signal_name(signum)} to process group {leader.pgid}", self.key)
 
     def _record_end(self, leader: _Leader) -> None:
         (_, out), (_, err) = self._readers
         sizes = dict(
-            stdout_bytes=out.total_bytes, stdout_dropped=out.dropped_bytes,
-            stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
-        )  # fmt: skip
+            stdout_bytes=out.total_bytes,
+            stdout_dropped=out.dropped_bytes,
+            stderr_bytes=err.total_bytes,
+            stderr_dropped=err.dropped_bytes,
+        )
         end = end_of(
             wrapper_exit=self.job.read_wrapper_exit(),
             status=leader.status,

@@ -29,8 +29,9 @@ def _find_python38() -> str | None:
         str(p) for p in Path.home().glob(".pyenv/versions/3.8*/bin/python3.8")
     )
     for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                               capture_output=True, timeout=30)  # fmt: skip
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"], capture_output=True, timeout=30
+        )
         if probe.returncode == 0:
             return candidate
     return None
@@ -200,9 +201,14 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
 
 PYTHONS = [
     pytest.param(AGENT_PYTHON, id="current"),
-    pytest.param(PYTHON38, id="python3.8", marks=pytest.mark.skipif(
-        PYTHON38 is None, reason="no working python3.8 here (the agent's oldest supported Python)")),
-]  # fmt: skip
+    pytest.param(
+        PYTHON38,
+        id="python3.8",
+        marks=pytest.mark.skipif(
+            PYTHON38 is None, reason="no working python3.8 here (the agent's oldest supported Python)"
+        ),
+    ),
+]
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -218,8 +224,12 @@ def test_zipapp_serves_and_supervises_jobs(tmp_path: Path, dirs: AgentDirs, pyth
     ]
     serve = subprocess.run(
         [python, str(pyz), "serve", *dirs.options()],
-        input="".join(json.dumps(r) + "\n" for r in requests), env=env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     responses = [json.loads(line) for line in serve.stdout.splitlines() if '"id"' in line]
 
     assert [r["ok"] for r in responses] == [True, True], serve.stderr
@@ -227,8 +237,9 @@ def test_zipapp_serves_and_supervises_jobs(tmp_path: Path, dirs: AgentDirs, pyth
     assert responses[1]["result"]["record"]["pid"] > 0
 
     def run(*args: str) -> str:
-        return subprocess.run([python, str(pyz), *args, *dirs.options()], env=env,
-                              capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+        return subprocess.run(
+            [python, str(pyz), *args, *dirs.options()], env=env, capture_output=True, text=True, timeout=30
+        ).stdout
 
     wait_until(lambda: "\nexited " in run("jobs"), what="the job to end")
     assert run("logs", key_text(key)) == "from-zipapp\n"

@@ -168,11 +168,12 @@ def test_readers_never_see_a_mix_of_two_records_rewritten_in_place(tmp_path: Pat
     reader.start()
     for round_ in range(1500):
         # Alternately long and short: some rewrites leave padding behind.
-        journal.update(KEY, lambda r: r.replace(message="seq %d " % (r.seq + 1) + "x" * (300 * (round_ % 2))))
+        padding = "x" * (300 * (round_ % 2))
+        journal.update(KEY, lambda r, padding=padding: r.replace(message=f"seq {r.seq + 1} {padding}"))
     reader.join(timeout=60)
 
     assert not reader.is_alive() and len(seen) == 3000
-    assert all(r.message is None or r.message.startswith("seq %d " % r.seq) for r in seen)
+    assert all(r.message is None or r.message.startswith(f"seq {r.seq} ") for r in seen)
 
 
 def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
@@ -203,8 +204,10 @@ def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> N
     assert record is not None
     with open(journal.lock_path, "w") as lock_file:
         lock_file.write(f"2 {os.path.relpath(journal.job(KEY).path, journal.state_dir)}\n")
-    atomic_write(os.path.join(journal.job(KEY).path, "record.json"),
-                 json.dumps(record.replace(seq=2, state="running").to_stored()).encode())  # fmt: skip
+    atomic_write(
+        os.path.join(journal.job(KEY).path, "record.json"),
+        json.dumps(record.replace(seq=2, state="running").to_stored()).encode(),
+    )
     with open(journal.events.path, "ab") as events:
         events.write(b'{"seq": 2, "rec')
 
