@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import kopf
 
+from jobnet.core.conditions import jobnet_conditions, with_jobrun_conditions
 from jobnet.core.expansion import RunGraph, expand, job_count
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
@@ -183,19 +184,27 @@ def build_registry(
     return registry
 
 
-def jobnet_status(name: str, jobnets: NamespaceJobNets) -> dict[str, Any]:
-    """The status JobNet ``name`` should have: valid or not (and why), and its job count."""
+def jobnet_status(name: str, jobnets: NamespaceJobNets, now: str) -> dict[str, Any]:
+    """The status JobNet ``name`` should have: valid or not (and why), its job count, and the
+    conditions saying so (``now`` is the transition time of a condition that changes)."""
     problems = jobnets.broken.get(name) or validate_jobnet(name, jobnets.catalog[name], jobnets.catalog)
+    generation = jobnets.versions.get(name, {}).get("generation")
+    previous = jobnets.statuses.get(name, {}).get("conditions")
     if problems:
-        return {"valid": False, "jobCount": None, "message": webhook.describe_problems(f"JobNet {name!r}", problems)}
-    # Valid: no expansion is missing or cyclic, so counting terminates.
-    return {"valid": True, "jobCount": job_count(name, jobnets.catalog), "message": None}
+        message = webhook.describe_problems(f"JobNet {name!r}", problems)
+        summary: dict[str, Any] = {"valid": False, "jobCount": None, "message": message}
+    else:
+        # Valid: no expansion is missing or cyclic, so counting terminates.
+        summary = {"valid": True, "jobCount": job_count(name, jobnets.catalog), "message": None}
+    conditions = jobnet_conditions(summary["valid"], summary["message"], generation, now, previous)
+    return {**summary, "observedGeneration": generation, "conditions": conditions}
 
 
 async def _describe_namespace(namespace: str, client: KubeClient) -> None:
     jobnets = await client.list_jobnets(namespace)
+    now = _now()
     for name, current in jobnets.statuses.items():
-        wanted = jobnet_status(name, jobnets)
+        wanted = jobnet_status(name, jobnets, now)
         if any(current.get(key) != value for key, value in wanted.items()):
             await client.patch_status(JOBNETS, namespace, name, wanted)
 
@@ -207,7 +216,6 @@ async def _start(
     spec = dict(body.get("spec", {}))
     reference = spec.get("jobNetRef")
     problems = webhook.jobrun_problems(spec, jobnets.catalog, jobnets.broken)
-    generation = body.get("metadata", {}).get("generation")
     if problems:
         await _fail(
             body,
@@ -231,13 +239,16 @@ async def _start(
     # The snapshot is stored before the run is Pending: nothing can be launched without it.
     await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
-    status = {
-        "phase": "Pending",
-        "progress": f"0/{jobs}",
-        "observedGeneration": generation,
-        "counts": {"Pending": jobs},
-        "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
-    }
+    status = with_jobrun_conditions(
+        {
+            "phase": "Pending",
+            "progress": f"0/{jobs}",
+            "counts": {"Pending": jobs},
+            "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
+        },
+        body.get("metadata", {}),
+        _now(),
+    )
     await client.patch_status(JOBRUNS, namespace, name, status)
     logger.info(
         "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
@@ -254,18 +265,9 @@ async def _start(
 
 
 async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:
-    await client.patch_status(
-        JOBRUNS,
-        namespace,
-        name,
-        {
-            "phase": "Failed",
-            "reason": reason,
-            "message": message,
-            "finishedAt": _now(),
-            "observedGeneration": body.get("metadata", {}).get("generation"),
-        },
-    )
+    now = _now()
+    status = {"phase": "Failed", "reason": reason, "message": message, "finishedAt": now}
+    await client.patch_status(JOBRUNS, namespace, name, with_jobrun_conditions(status, body.get("metadata", {}), now))
     await client.post_event(body, "Warning", reason, message)
     logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
 
