@@ -219,14 +219,13 @@ class KubeClient:
             "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}", f"deleting ConfigMap {namespace}/{name}"
         )
 
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        """The decoded ``data`` (and ``stringData``-style plain values) of a Secret; never logged."""
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        """The base64-decoded ``data`` of a Secret, as bytes (whether a value is text is for its
+        reader to say, naming the key); never logged."""
         reply = await self._request(
             "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", f"reading Secret {namespace}/{name}"
         )
-        data = {key: base64.b64decode(value).decode() for key, value in (reply.get("data") or {}).items()}
-        data.update(reply.get("stringData") or {})
-        return data
+        return {key: base64.b64decode(value) for key, value in (reply.get("data") or {}).items()}
 
     async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
         """Merge-patch the object so that these annotations are gone."""
