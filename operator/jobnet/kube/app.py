@@ -32,6 +32,7 @@ from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
+from jobnet.kube.certificates import CertificateConfig, CertificateManager, ManagedCertificateServer
 from jobnet.kube.client import HTTP_CONFLICT, JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class WebhookConfig:
     key_file: str | None = None
     insecure: bool = False
     managed_configuration: str | None = None  # let kopf own a ValidatingWebhookConfiguration
+    certificate: CertificateConfig | None = None  # the operator keeps its own certificate in a Secret
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, client: KubeClient) -> None:
     """kopf settings: explicit watch timeouts (kopf hangs without them), annotations-only
     bookkeeping (status is ours and schema-checked), and the admission server."""
     settings.watching.server_timeout = config.watch_server_timeout
@@ -106,14 +108,21 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.posting.level = logging.WARNING
     settings.peering.mandatory = config.peering_name is not None
     hook = config.webhook
-    settings.admission.server = kopf.WebhookServer(
-        addr=hook.listen_address,
-        port=hook.port,
-        host=hook.host,
-        certfile=hook.cert_file,
-        pkeyfile=hook.key_file,
-        insecure=hook.insecure,
-    )
+    if hook.certificate is not None:
+        manager = CertificateManager(hook.certificate, client)
+        settings.admission.server = ManagedCertificateServer(
+            manager, addr=hook.listen_address, port=hook.port, host=hook.host
+        )
+    else:
+        # Files (e.g. a mounted cert-manager Secret) are re-read when they change (kopf checks each minute).
+        settings.admission.server = kopf.WebhookServer(
+            addr=hook.listen_address,
+            port=hook.port,
+            host=hook.host,
+            certfile=hook.cert_file,
+            pkeyfile=hook.key_file,
+            insecure=hook.insecure,
+        )
     settings.admission.managed = hook.managed_configuration
 
 
@@ -125,7 +134,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def apply_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure_settings(settings, config)
+        configure_settings(settings, config, client)
 
     @kopf.on.login(registry=registry)
     async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
