@@ -60,7 +60,9 @@ def test_B07_ssh_auth_secret_runs_and_malformed_secrets_fail_naming_the_key(scen
         entry = status["jobs"][f"/b07s/{job}"]
         assert entry["state"] == "Failed" and entry["reason"] == "AuthenticationFailed", entry
         assert f"credentials Secret {NAMESPACE}/{job} is not usable: {named}" in entry["message"], entry
-        scenario.wait_event(run, "JobFailed", contains=f"/b07s/{job}")
+        event = scenario.wait_event(run, "JobFailed", contains=f"/b07s/{job}")
+        # Which replica said it: the pod name the chart passes as POD_ID.
+        assert event["reportingComponent"] == "jobnet-operator" and event["reportingInstance"].startswith("operator-")
     assert scenario.script_runs(vm, "never") == 0
     everything = scenario.operator_log() + str(scenario.events(run)) + str(status)
     assert "binary-secret-bytes" not in everything and "PRIVATE KEY" not in everything

@@ -38,6 +38,11 @@ def test_kubectl_wait_for_succeeded_and_ready(scenario: Scenario) -> None:
     (failed,) = scenario.get_run(bad_run)["status"]["conditions"]
     assert (failed["status"], failed["reason"]) == ("False", "Failed")
 
+    # Both runs ended: their idle host channel is closed, routinely (INFO, never a WARNING).
+    scenario.wait_operator_log(r"\[INFO *\] agent channel to .* closed by the operator")
+    closes = [line for line in scenario.operator_log().splitlines() if "closed by the operator" in line]
+    assert closes and not [line for line in closes if "WARNING" in line], closes
+
     table = scenario.get_runs_table()
     header = table.splitlines()[0].split()
     assert header[:6] == ["NAME", "JOBNET", "PHASE", "PROGRESS", "STARTED", "COMPLETED"], table

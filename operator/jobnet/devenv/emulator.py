@@ -80,6 +80,7 @@ ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace (None if 
 Body = dict[str, Any]
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the same as Kubernetes' (no vowels)
+GENERATED_NAME_BASE_MAX = 58  # Kubernetes' maxGeneratedNameLength: 63 minus the 5 random characters
 DEFAULT_WATCH_TIMEOUT = 1800.0
 REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
 OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
@@ -912,7 +913,9 @@ class ApiEmulator(KubernetesEmulator):
                     "Invalid",
                     f'{info.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
                 )
-            meta["name"] = meta["generateName"] + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
+            # As the API server's name generator: the base cut to 58 characters, then 5 random ones.
+            base = meta["generateName"][:GENERATED_NAME_BASE_MAX]
+            meta["name"] = base + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
         name = meta["name"]
         if len(name) > 253 or not OBJECT_NAME_RE.match(name):
             raise ApiError(

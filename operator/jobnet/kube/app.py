@@ -33,7 +33,16 @@ from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_config
 from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
 from jobnet.kube.certificates import CertificateConfig, CertificateManager, ManagedCertificateServer
-from jobnet.kube.client import HTTP_CONFLICT, JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
+from jobnet.kube.client import (
+    HTTP_CONFLICT,
+    JOBNETS,
+    JOBRUNS,
+    REPORTING_COMPONENT,
+    KubeApiError,
+    KubeClient,
+    NamespaceJobNets,
+    Timeouts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +112,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.reporting_component = "jobnet-operator"
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = client.instance
     # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
     settings.posting.level = logging.WARNING
     settings.peering.mandatory = config.peering_name is not None

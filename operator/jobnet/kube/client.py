@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -37,6 +39,14 @@ Body = dict[str, Any]
 
 #: Posts of an Event whose generated name was taken, before giving up.
 _GENERATED_NAME_TRIES = 3
+
+
+REPORTING_COMPONENT = "jobnet-operator"
+
+
+def reporting_instance() -> str:
+    """This replica's name in Events: its pod name (``POD_ID``, set by the chart), else the host name."""
+    return os.environ.get("POD_ID") or socket.gethostname()
 
 
 class KubeApiError(Exception):
@@ -94,7 +104,9 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
 class KubeClient:
     """A small async client for the operator's own requests (see the module docstring)."""
 
-    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, timeouts: Timeouts = Timeouts(), instance: str | None = None) -> None:
+        #: the ``reportingInstance`` of our Events: which replica (pod) said it
+        self.instance = instance or reporting_instance()
         self._timeout = aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect)
         self._server = ""
         self._headers: dict[str, str] = {}
@@ -297,8 +309,9 @@ class KubeClient:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": "jobnet-operator"},
-            "reportingComponent": "jobnet-operator",
+            "source": {"component": REPORTING_COMPONENT},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
