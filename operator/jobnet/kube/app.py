@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
+#: Tries of one describe of a namespace's JobNets (retry_delay apart) before waiting for the next watch.
+DESCRIBE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
         )
     else:
         # Files (e.g. a mounted cert-manager Secret) are re-read when they change (kopf checks each minute).
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = webhook.AdmissionServer(
             addr=hook.listen_address,
             port=hook.port,
             host=hook.host,
@@ -174,33 +176,43 @@ def build_registry(
         except KubeApiError as e:
             raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
 
-    # A JobNet's validity depends on the JobNets it expands, so every change of any JobNet
-    # re-describes the namespace (patching only the statuses that change).
-    @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
-    @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", field="spec", registry=registry)
-    @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
-    async def describe_jobnets(name: str, namespace: str | None, **_: Any) -> None:
-        try:
-            await _describe_namespace(namespace or "default", client)
-        except KubeApiError as e:
-            raise kopf.TemporaryError(
-                f"cannot describe JobNets after {name!r} changed: {e}", delay=config.retry_delay
-            ) from None
+    # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
+    # re-describes the namespace (patching only the statuses that change). This is a watch-event
+    # handler, not create/update/resume handlers: kopf keeps no state in the JobNet then (its
+    # diffbase annotation would hold the whole spec, and a large JobNet's does not fit the
+    # 256 KiB of annotations). kopf lists every JobNet again at each new watch, so a describe that
+    # failed is tried again then.
+    described: set[str] = set()  # namespaces described since this operator started
 
-    # JobNets have no finalizer, so a deletion is only seen as a watch event (no retries: a
-    # missed one is caught by the next change).
-    @kopf.on.event(
-        API_GROUP,
-        API_VERSION,
-        JOBNETS,
-        id="notice-deleted-jobnet",
-        when=lambda type, **_: type == "DELETED",
-        registry=registry,
-    )
-    async def notice_deleted_jobnet(namespace: str | None, **_: Any) -> None:
-        await _describe_namespace(namespace or "default", client)
+    @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
+    async def describe_jobnets(event: Mapping[str, Any], body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        where = namespace or "default"
+        if not jobnets_need_describing(event.get("type"), body, since_start=where in described):
+            return
+        for attempt in range(1, DESCRIBE_TRIES + 1):
+            try:
+                await _describe_namespace(where, client)
+            except KubeApiError as e:
+                if attempt == DESCRIBE_TRIES:
+                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", where, e)
+                    return
+                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", where, e, config.retry_delay)
+                await asyncio.sleep(config.retry_delay)
+            else:
+                described.add(where)
+                return
 
     return registry
+
+
+def jobnets_need_describing(event_type: str | None, body: Mapping[str, Any], *, since_start: bool) -> bool:
+    """Whether a watch event of a JobNet calls for describing its namespace: it was deleted
+    (others may expand it), its status does not describe its generation (new or changed), or
+    nothing of the namespace was described since the operator started (changes while it was down)."""
+    if event_type == "DELETED" or not since_start:
+        return True
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return bool(observed != body.get("metadata", {}).get("generation"))
 
 
 def jobnet_status(name: str, jobnets: NamespaceJobNets, now: str) -> dict[str, Any]:

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kopf
-
 from jobnet.core.servingcert import ServingMaterial, certificate_problem, issue, rotated_bundle
 from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, KubeApiError, KubeClient
+from jobnet.kube.webhook import AdmissionServer
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ def _write_private(path: Path, content: bytes) -> None:
     os.replace(temporary, path)
 
 
-class ManagedCertificateServer(kopf.WebhookServer):
+class ManagedCertificateServer(AdmissionServer):
     """kopf's HTTPS admission server, serving the certificate :class:`CertificateManager` keeps."""
 
     def __init__(self, manager: CertificateManager, **kwargs: Any) -> None:

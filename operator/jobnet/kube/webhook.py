@@ -34,6 +34,18 @@ JOBRUN_MUTATING_WEBHOOK_ID = "mutate-jobrun"
 
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
+#: Largest AdmissionReview the webhook reads. An UPDATE carries the object and the old object,
+#: each up to the API server's 3 MiB request limit; aiohttp's default (1 MiB) would refuse (413)
+#: the review of any change of a large JobNet, and with it the change.
+ADMISSION_REVIEW_MAX_BYTES = 8 * 1024 * 1024
+
+
+class AdmissionServer(kopf.WebhookServer):
+    """kopf's admission server, reading reviews up to :data:`ADMISSION_REVIEW_MAX_BYTES`."""
+
+    @staticmethod
+    async def _serve(fn: Any, request: Any) -> Any:
+        return await kopf.WebhookServer._serve(fn, request.clone(client_max_size=ADMISSION_REVIEW_MAX_BYTES))
 
 
 def describe_problems(subject: str, problems: Sequence[Problem]) -> str:
