@@ -64,11 +64,11 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 
 #: The only permissions the operator needs in a watched namespace (or cluster-wide).
 OPERATOR_RULES = {
-    ("jobnet.dev", "jobnets"): {"get", "list", "watch", "patch"},
-    ("jobnet.dev", "jobruns"): {"get", "list", "watch", "patch"},
+    ("jobnet.dev", "jobnets"): {"list", "watch", "patch"},
+    ("jobnet.dev", "jobruns"): {"list", "watch", "patch"},
     ("jobnet.dev", "jobnets/status"): {"patch"},
     ("jobnet.dev", "jobruns/status"): {"patch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
     ("", "configmaps"): {"create", "get", "delete"},
     ("", "secrets"): {"get"},
 }
@@ -140,11 +140,15 @@ def operator_cluster_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return role
 
 
+#: ClusterRoles for users (aggregated into view/edit/admin), not bound to the operator.
+AGGREGATED_ROLES = ("jobnet-view", "jobnet-edit")
+
+
 def without_webhook_tls_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The (Cluster)Roles and bindings of ``kind`` other than those for the webhook certificate."""
-    return [
-        o for o in of_kind(objects, kind) if o["metadata"]["name"] not in (WEBHOOK_TLS_ROLE, WEBHOOK_CA_CLUSTER_ROLE)
-    ]
+    """The operator's (Cluster)Roles and bindings of ``kind`` other than those for the webhook
+    certificate (and the users' aggregated roles)."""
+    others = (WEBHOOK_TLS_ROLE, WEBHOOK_CA_CLUSTER_ROLE, *AGGREGATED_ROLES)
+    return [o for o in of_kind(objects, kind) if o["metadata"]["name"] not in others]
 
 
 def permissions(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -397,6 +401,35 @@ def test_crd_watch_is_opt_in(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
     assert crd_verbs(rendered["default"]) == set()
     assert crd_verbs(rendered["crd-watch"]) == {"list", "watch"}
+
+
+def test_users_get_jobnets_through_the_aggregated_view_and_edit_roles(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(rendered["default"], "ClusterRole")}
+    view, edit = roles["jobnet-view"], roles["jobnet-edit"]
+
+    def aggregated_into(role: dict[str, Any]) -> set[str]:
+        prefix = "rbac.authorization.k8s.io/aggregate-to-"
+        return {
+            k.removeprefix(prefix)
+            for k, v in role["metadata"]["labels"].items()
+            if k.startswith(prefix) and v == "true"
+        }
+
+    assert aggregated_into(view) == {"view", "edit", "admin"} and aggregated_into(edit) == {"edit", "admin"}
+    assert permissions(view) == {
+        ("jobnet.dev", resource): {"get", "list", "watch"}
+        for resource in ("jobnets", "jobruns", "jobnets/status", "jobruns/status")
+    }
+    assert permissions(edit) == {
+        ("jobnet.dev", resource): {"create", "update", "patch", "delete", "deletecollection"}
+        for resource in ("jobnets", "jobruns")
+    }
+    bound = {b["roleRef"]["name"] for b in of_kind(rendered["default"], "ClusterRoleBinding")}
+    assert not bound & set(AGGREGATED_ROLES)  # for users through view/edit, never the operator
+    off = render({"rbac": {"aggregatedRoles": False}})
+    assert not {r["metadata"]["name"] for r in of_kind(off, "ClusterRole")} & set(AGGREGATED_ROLES)
 
 
 # --- webhook ------------------------------------------------------------------------------
