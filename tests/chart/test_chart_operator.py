@@ -32,7 +32,7 @@ from cryptography import x509
 from jobnet.core.servingcert import ServingMaterial, issue
 from jobnet.devenv.emulator import free_port
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import wait_for
+from tests.support.netutil import wait_until
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a test dependency: pip install -e '.[test]'")
 
@@ -44,8 +44,17 @@ SECRET = f"{RELEASE}-webhook-tls"
 CONFIGURATION = f"{RELEASE}-{NAMESPACE}"
 ADMISSION = "admissionregistration.k8s.io/v1"
 CONFIGURATION_PLURALS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
-#: Kinds the emulator stores as the chart renders them (the rest needs a real cluster: pods, RBAC...).
-APPLIED_KINDS = {"Secret", "ClusterKopfPeering", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+#: Kinds the emulator stores as the chart renders them (the rest needs a real cluster: pods...).
+APPLIED_KINDS = {
+    "Secret",
+    "ClusterKopfPeering",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    *("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+}
+ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+#: What kopf tries and does without when refused; the chart grants it only with rbac.watchCRDs.
+TOLERATED_DENIALS = ["list customresourcedefinitions"]
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,7 +72,7 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
 class ChartOperator:
     """The operator process as the chart's Deployment would run it."""
 
-    def __init__(self, emulator: EmulatorServer, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, emulator: EmulatorServer, workdir: Path, kubeconfig: Path) -> None:
         self.emulator = emulator
         self.ports = {"webhook": free_port(), "liveness": free_port(), "metrics": free_port()}
         self.values = {
@@ -75,14 +84,13 @@ class ChartOperator:
                 {"name": "JOBNET_OPERATOR_METRICS_ADDRESS", "value": "127.0.0.1"},
             ],
             "extraArgs": [
-                f"--kubeconfig={emulator.kubeconfig}",
+                f"--kubeconfig={kubeconfig}",  # the chart's ServiceAccount (its RBAC is enforced)
                 f"--liveness-endpoint=http://127.0.0.1:{self.ports['liveness']}/healthz",
                 "--webhook-tls-name=127.0.0.1",
                 "--webhook-tls-check-interval=1",
                 "--watch-server-timeout=10",
                 "--watch-client-timeout=15",
                 "--retry-delay=1",
-                *extra_args,
             ],
         }
         self.objects = render(self.values)
@@ -129,7 +137,7 @@ class ChartOperator:
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
         )
         log.close()
-        wait_for(self.alive, timeout=30, what="the liveness endpoint", describe=self.log_tail)
+        wait_until(self.alive, timeout=30, what="the liveness endpoint", describe=self.log_tail)
         return self
 
     def stop(self) -> None:
@@ -174,9 +182,12 @@ class ChartOperator:
 
 @pytest.fixture
 def chart_operator(emulator: EmulatorServer, tmp_path: Path) -> Iterator[ChartOperator]:
-    emulator.kubectl("create", "namespace", NAMESPACE)
-    operator = ChartOperator(emulator, tmp_path)
+    emulator.create_namespace(NAMESPACE)
+    operator = ChartOperator(emulator, tmp_path, tmp_path / "operator.kubeconfig")
     operator.install()
+    issued = emulator.kubectl("create", "token", RELEASE, "-n", NAMESPACE)
+    assert issued.rc == 0, issued.stderr
+    emulator.write_kubeconfig(tmp_path / "operator.kubeconfig", issued.stdout.strip())
     try:
         yield operator
     finally:
@@ -219,15 +230,18 @@ def test_the_operator_runs_as_the_chart_renders_it(chart_operator: ChartOperator
 
     status, metrics = chart_operator.http("metrics", "/metrics")
     assert status == 200 and "jobnet_api_writes" in metrics
-    material = wait_for(lambda: secret_material(emulator), timeout=15, what="the certificate in the Secret")
+    material = wait_until(lambda: secret_material(emulator), timeout=15, what="the certificate in the Secret")
     bundle = base64.b64encode(material.ca_bundle).decode()
-    wait_for(lambda: ca_bundles(emulator) == {bundle}, timeout=15, what="the caBundle of both configurations")
-    served = wait_for(chart_operator.served_certificate, timeout=15, what="the webhook serving TLS")
+    wait_until(lambda: ca_bundles(emulator) == {bundle}, timeout=15, what="the caBundle of both configurations")
+    served = wait_until(chart_operator.served_certificate, timeout=15, what="the webhook serving TLS")
     assert served == x509.load_pem_x509_certificate(material.certificate)
     # The API server reaches the webhook over TLS, verified against the caBundle the operator set.
     refused = emulator.kubectl("apply", "-f", "-", input=jobnet("loop", after=["a"]))
     assert refused.rc != 0 and "denied the request" in refused.stderr and "cycle" in refused.stderr, refused
     assert emulator.kubectl("apply", "-f", "-", input=jobnet("fine", after=["b"])).rc == 0
+    # All of that as its ServiceAccount, with exactly the chart's RBAC.
+    denied = sorted(f"{r.verb} {r.resource}" for user, r in emulator.denial_log() if user == ACCOUNT)
+    assert denied == TOLERATED_DENIALS, f"the chart's RBAC lacks what the operator needs: {denied}"
 
 
 def test_the_operator_renews_an_expiring_certificate_and_serves_one_another_replica_wrote(
@@ -243,7 +257,7 @@ def test_the_operator_renews_an_expiring_certificate_and_serves_one_another_repl
 
     chart_operator.start()
 
-    renewed = wait_for(
+    renewed = wait_until(
         lambda: (m := secret_material(emulator)) is not None and m.certificate != expiring.certificate and m,
         timeout=15,
         what="a renewed certificate",
@@ -251,7 +265,7 @@ def test_the_operator_renews_an_expiring_certificate_and_serves_one_another_repl
     authorities = x509.load_pem_x509_certificates(renewed.ca_bundle)
     assert x509.load_pem_x509_certificates(expiring.ca_bundle)[0] in authorities[1:]  # the old CA is still trusted
     assert "issued a new webhook certificate" in chart_operator.log_tail()
-    wait_for(
+    wait_until(
         lambda: chart_operator.served_certificate() == x509.load_pem_x509_certificate(renewed.certificate),
         timeout=20,
         what="the renewed certificate served",
@@ -262,13 +276,15 @@ def test_the_operator_renews_an_expiring_certificate_and_serves_one_another_repl
     current = emulator.get("v1", "secrets", NAMESPACE, SECRET)
     assert current is not None
     emulator.put({**current, "data": {k: base64.b64encode(v).decode() for k, v in other.secret_data().items()}})
-    wait_for(
+    wait_until(
         lambda: chart_operator.served_certificate() == x509.load_pem_x509_certificate(other.certificate),
         timeout=20,
         what="the other replica's certificate served",
         describe=chart_operator.log_tail,
     )
-    wait_for(lambda: ca_bundles(emulator) == {base64.b64encode(other.ca_bundle).decode()}, timeout=10, what="caBundle")
+    wait_until(
+        lambda: ca_bundles(emulator) == {base64.b64encode(other.ca_bundle).decode()}, timeout=10, what="caBundle"
+    )
     combined = emulator.kubectl("apply", "-f", "-", input=jobnet("after-rotation", after=["b"]))
     assert combined.rc == 0, combined.stderr
     material_text = chart_operator.log_tail() + str(emulator.list_objects("v1", "events", NAMESPACE))

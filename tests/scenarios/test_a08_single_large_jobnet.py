@@ -14,7 +14,8 @@ import yaml
 
 from jobnet.core.models import GROUP_VERSION
 from tests.support.emulator import EmulatorServer, KubectlResult
-from tests.support.kube import jobrun, kubectl_apply, wait_for
+from tests.support.kube import jobrun, kubectl_apply
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -72,13 +73,13 @@ def test_A08_one_10000_job_jobnet_is_created_applied_server_side_described_and_r
 
     created = big_request(emulator, "create", manifest)
     assert created.rc == 0, created.stderr
-    body = wait_for(lambda: described(emulator), timeout=60, what="the JobNet described")
+    body = wait_until(lambda: described(emulator), timeout=60, what="the JobNet described")
     assert body["status"]["jobCount"] == JOBS and body["status"]["valid"] is True
     assert annotation_bytes(body) < 1024, body["metadata"].get("annotations")
 
     changed = big_request(emulator, "apply", wide_jobnet("second"), "--server-side", "--field-manager=tester")
     assert changed.rc == 0, changed.stderr
-    body = wait_for(lambda: described(emulator), timeout=60, what="the changed JobNet described")
+    body = wait_until(lambda: described(emulator), timeout=60, what="the changed JobNet described")
     assert body["metadata"]["generation"] == 2 and body["spec"]["description"] == "second"
     assert annotation_bytes(body) < 1024, body["metadata"].get("annotations")
 
@@ -93,7 +94,7 @@ def test_A08_one_10000_job_jobnet_is_created_applied_server_side_described_and_r
         run = emulator.get(GROUP_VERSION, "jobruns", "default", "wide-1") or {}
         return run if (run.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Stopped", "Stuck") else None
 
-    run = wait_for(ended, timeout=240, what="the 10,000-job run ends")
+    run = wait_until(ended, timeout=240, what="the 10,000-job run ends")
     assert run["status"]["phase"] == "Failed"
     assert run["status"]["counts"] == {"Failed": 1, "Skipped": JOBS - 1}, run["status"]["counts"]
     assert annotation_bytes(run) < 4096, run["metadata"].get("annotations")

@@ -157,7 +157,10 @@ JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
 */}}
 {{- define "jobnet-operator.rbacRules" -}}
 - apiGroups: ["jobnet.dev"]
-  resources: ["jobnets", "jobruns"]
+  resources: ["jobnets"]
+  verbs: ["list", "watch"]
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobruns"]
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["jobnet.dev"]
   resources: ["jobnets/status", "jobruns/status"]
