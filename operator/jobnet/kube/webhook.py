@@ -24,8 +24,16 @@ import kopf
 
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
-from jobnet.core.models import API_GROUP, API_VERSION
-from jobnet.core.validation import Catalog, Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.snapshot import snapshot_size_problem
+from jobnet.core.validation import (
+    Catalog,
+    Problem,
+    parse_jobnet,
+    validate_jobnet,
+    validate_jobnet_deletion,
+    validate_jobrun,
+)
 from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
@@ -90,7 +98,13 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         if operation == "DELETE":
             _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog))
             return
-        _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
+        problems = validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog)
+        if not problems:
+            spec = parse_jobnet((new or {}).get("spec"))
+            assert isinstance(spec, JobNetSpec)  # validate_jobnet reported anything else
+            too_large = snapshot_size_problem(name, spec, jobnets.catalog)
+            problems = [Problem(path="spec", message=too_large)] if too_large else []
+        _deny(f"JobNet {name!r}", problems)
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
