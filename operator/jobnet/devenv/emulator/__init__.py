@@ -112,6 +112,8 @@ ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace (None if 
 Body = dict[str, Any]
 
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the same as Kubernetes' (no vowels)
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply (kubectl apply --server-side)
+GENERATED_NAME_BASE_MAX = 58  # Kubernetes' maxGeneratedNameLength: 63 minus the 5 random characters
 DEFAULT_WATCH_TIMEOUT = 1800.0
 REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
 OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
@@ -723,6 +725,14 @@ class ApiEmulator(KubernetesEmulator):
                 return aiohttp.web.json_response(
                     await self._create(rkey, namespace, data, query, requester), status=201
                 )
+            if method == "PATCH" and name is not None and raw.content_type == APPLY_PATCH:
+                # Server-side apply, its minimum: create the object if missing, else merge the
+                # applied fields in (no field ownership: fields dropped from the manifest stay).
+                if not self._exists(rkey, namespace, name):
+                    applied = {**data, "metadata": {**(data.get("metadata") or {}), "name": name}}
+                    return aiohttp.web.json_response(
+                        await self._create(rkey, namespace, applied, query, requester), status=201
+                    )
             if method in ("PUT", "PATCH") and name is not None:
                 return aiohttp.web.json_response(
                     await self._update(
@@ -1204,6 +1214,9 @@ class ApiEmulator(KubernetesEmulator):
             "items": items,
         }
 
+    def _exists(self, rkey: ResourceKey, namespace: str | None, name: str) -> bool:
+        return (rkey, namespace if self.resources[resource(*rkey)].namespaced else None, name) in self._store
+
     def _get_or_404(self, rkey: ResourceKey, namespace: str | None, name: str | None) -> Body:
         obj = self._store.get((rkey, namespace, name or ""))
         if obj is None:
@@ -1298,7 +1311,9 @@ class ApiEmulator(KubernetesEmulator):
                     "Invalid",
                     f'{info.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
                 )
-            meta["name"] = meta["generateName"] + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
+            # As the API server's name generator: the base cut to 58 characters, then 5 random ones.
+            base = meta["generateName"][:GENERATED_NAME_BASE_MAX]
+            meta["name"] = base + "".join(random.choices(GENERATE_NAME_ALPHABET, k=5))
         name = meta["name"]
         if len(name) > 253 or not OBJECT_NAME_RE.match(name):
             raise ApiError(
@@ -1361,7 +1376,7 @@ class ApiEmulator(KubernetesEmulator):
             wanted_version = (data.get("metadata") or {}).get("resourceVersion") if isinstance(data, dict) else None
             if content_type == "application/json-patch+json":
                 new = json_patch(old, data)
-            elif content_type == "application/merge-patch+json" or (
+            elif content_type in ("application/merge-patch+json", APPLY_PATCH) or (
                 content_type == "application/strategic-merge-patch+json" and rkey not in self._crds
             ):
                 new = merge_patch(old, data)
