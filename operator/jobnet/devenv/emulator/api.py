@@ -1,8 +1,8 @@
-"""A Kubernetes API server emulator (tests and ``jobnet dev``): kmock's ``KubernetesEmulator`` with its gaps closed.
+"""The emulator's request handler: an in-memory Kubernetes API server (tests and ``jobnet dev``).
 
-kmock 0.8 gives us the bundled discovery data of a real cluster and the rendering of the
-discovery documents. What it lacks for running a real kopf operator and real ``kubectl``
-honestly is added here (each gap has a test in ``tests/emulator/``):
+kmock 0.8 gives us the resource catalogue of a real cluster (its public ``ResourcesArray``);
+everything a real kopf operator and real ``kubectl`` need is done here and in the modules it
+uses (each behaviour has a test in ``tests/emulator/``):
 
 * objects get ``uid``, ``creationTimestamp``, ``generation`` (bumped on spec changes only) and a
   ``resourceVersion`` that increases on every write; ``generateName`` works;
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import datetime
 import json
@@ -64,7 +63,7 @@ import secrets
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -100,17 +99,16 @@ from jobnet.devenv.emulator.kube import (
     ObjectKey,
     ResourceKey,
     clone,
-    field_selector_matches,
     human_duration,
     json_patch,
     json_path_value,
-    label_selector_matches,
     merge_patch,
     now_text,
     parse_api_path,
     request_attributes,
 )
 from jobnet.devenv.emulator.schema import prune, schema_errors, unknown_fields
+from jobnet.devenv.emulator.store import Store, Watcher
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]  # a source checkout
 #: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
@@ -125,6 +123,7 @@ WEBHOOK_TIMEOUT_DEFAULT = 10.0
 SERVICE_ACCOUNT_TOKEN_SECONDS = 3600  # a TokenRequest's default lifetime
 SERVICE_ACCOUNT_TOKEN_MIN_SECONDS = 600  # the shortest one a real API server issues
 
+CRDS: ResourceKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 CLUSTER_ROLES: ResourceKey = (RBAC_GROUP, "v1", "clusterroles")
 RBAC_RESOURCES: frozenset[ResourceKey] = frozenset(
     (RBAC_GROUP, "v1", plural) for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
@@ -164,25 +163,6 @@ def _rkey(res: resource) -> ResourceKey:
 # --- the emulator ----------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class Watcher:
-    resource: ResourceKey
-    namespace: str | None
-    name: str | None
-    label_selector: str
-    field_selector: str
-    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
-
-    def wants(self, obj: Body) -> bool:
-        meta = obj.get("metadata", {})
-        return (
-            (self.namespace is None or meta.get("namespace") == self.namespace)
-            and (self.name is None or meta.get("name") == self.name)
-            and (not self.label_selector or label_selector_matches(self.label_selector, meta.get("labels") or {}))
-            and (not self.field_selector or field_selector_matches(self.field_selector, obj))
-        )
-
-
 @dataclass
 class CrdExtras:
     """What a CRD adds beyond discovery: its schema and printer columns."""
@@ -216,29 +196,18 @@ class ApiEmulator:
     #: What identities were refused (username, request): a missing grant.
     denial_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
 
-    _store: dict[ObjectKey, Body] = attrs.field(factory=dict, init=False)
-    _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
-        factory=lambda: collections.defaultdict(set), init=False
-    )
-    _revision: int = attrs.field(default=1, init=False)
-    # Watch events as sent (one JSON line each), kept for ?resourceVersion= replays. Serialised
-    # once: big objects (a JobRun status near the etcd limit) are neither copied per watcher nor
-    # kept alive as dicts, and the log's memory is bounded in bytes as well as in count.
-    _log: dict[ResourceKey, collections.deque[tuple[int, bytes]]] = attrs.field(factory=dict, init=False)
-    _log_bytes: dict[ResourceKey, int] = attrs.field(factory=lambda: collections.defaultdict(int), init=False)
-    _log_floor: dict[ResourceKey, int] = attrs.field(factory=dict, init=False)
-    _watchers: dict[ResourceKey, set[Watcher]] = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
     _crds: dict[ResourceKey, CrdExtras] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
     _http: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     # bearer token -> (identity, expiry or None)
     _tokens: dict[str, tuple[UserInfo, datetime.datetime | None]] = attrs.field(factory=dict, init=False)
     _policy: RbacPolicy | None = attrs.field(default=None, init=False)  # rebuilt after RBAC writes
-    # the garbage collector's graph: uid -> object, owner uid -> dependents
-    _uids: dict[str, ObjectKey] = attrs.field(factory=dict, init=False)
-    _dependents: dict[str, set[ObjectKey]] = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
+
+    #: the objects, their history for watches, the garbage collector
+    store: Store = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self.store = Store(self.history_limit, self.history_bytes, self._on_change)
         self.resources.load_bundled()
         self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         for obj in BOOTSTRAP_OBJECTS:
@@ -388,7 +357,7 @@ class ApiEmulator:
         account = service_account_of(user.username)
         if account is None:
             return True
-        stored = self._store.get((SERVICE_ACCOUNTS, account[0], account[1]))
+        stored = self.store.objects.get((SERVICE_ACCOUNTS, account[0], account[1]))
         return stored is not None and stored["metadata"]["uid"] == user.uid
 
     def _impersonate(self, actor: UserInfo, headers: MultiMapping[str]) -> UserInfo:
@@ -418,7 +387,7 @@ class ApiEmulator:
 
     def _rbac(self) -> RbacPolicy:
         if self._policy is None:
-            self._policy = RbacPolicy.of(obj for rkey in RBAC_RESOURCES for obj in self._objects_of(rkey, None))
+            self._policy = RbacPolicy.of(obj for rkey in RBAC_RESOURCES for obj in self.store.objects_of(rkey, None))
         return self._policy
 
     def _authorize(self, user: UserInfo, request: Request) -> None:
@@ -435,16 +404,23 @@ class ApiEmulator:
         if PRIVILEGED_GROUP not in user.groups:
             self.access_log.add((user.username, request))
 
+    def _on_change(self, rkey: ResourceKey, obj: Body, deleted: bool) -> None:
+        """What follows a stored change: a CRD registers its resource, RBAC changes re-aggregate."""
+        if rkey == CRDS and not deleted:
+            self._register_crd(obj)
+        if rkey in RBAC_RESOURCES:
+            self._rbac_changed(rkey)
+
     def _rbac_changed(self, rkey: ResourceKey) -> None:
         self._policy = None
         if rkey == CLUSTER_ROLES:  # what the aggregation controller does
-            roles = self._objects_of(CLUSTER_ROLES, None)
+            roles = self.store.objects_of(CLUSTER_ROLES, None)
             for role in roles:
                 rules = aggregated_rules(role, roles)
                 if rules is not None and rules != (role.get("rules") or []):
                     updated = clone(role)
                     updated["rules"] = rules
-                    self._commit(CLUSTER_ROLES, None, role["metadata"]["name"], updated, "MODIFIED")
+                    self.store.commit(CLUSTER_ROLES, None, role["metadata"]["name"], updated, "MODIFIED")
                     return  # that commit aggregated again, with this role's new rules
 
     def _token_request(self, namespace: str, name: str, data: Body) -> Body:
@@ -614,7 +590,7 @@ class ApiEmulator:
         """Create or replace an object without admission (test setup)."""
         rkey, namespace, name = self._key_of(obj)
         obj = clone(obj)
-        old = self._store.get((rkey, namespace, name))
+        old = self.store.objects.get((rkey, namespace, name))
         meta = obj.setdefault("metadata", {})
         if old is None:
             meta.setdefault("uid", str(uuid.uuid4()))
@@ -623,18 +599,18 @@ class ApiEmulator:
         else:
             for keep in ("uid", "creationTimestamp", "generation"):
                 meta[keep] = old["metadata"][keep]
-        return self._commit(rkey, namespace, name, obj, "ADDED" if old is None else "MODIFIED")
+        return self.store.commit(rkey, namespace, name, obj, "ADDED" if old is None else "MODIFIED")
 
     def remove_object(self, api_version: str, kind_plural: str, namespace: str | None, name: str) -> None:
         """Delete an object at once, ignoring finalizers and admission (test setup)."""
         rkey = _rkey(resource(api_version, kind_plural))
         key = (rkey, namespace, name)
-        if key not in self._store:
+        if key not in self.store.objects:
             raise KeyError(key)
-        self._drop(key, self._store[key])
+        self.store.drop(key, self.store.objects[key])
 
     def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> Body | None:
-        obj = self._store.get((_rkey(resource(api_version, plural)), namespace, name))
+        obj = self.store.objects.get((_rkey(resource(api_version, plural)), namespace, name))
         return clone(obj) if obj is not None else None
 
     def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
@@ -651,156 +627,23 @@ class ApiEmulator:
                 return _rkey(res), meta.get("namespace") if info.namespaced else None, meta["name"]
         raise ApiError(404, "NotFound", f"no resource for {api_version} {kind}")
 
-    # -- storage internals --
-
-    def _bump(self, obj: Body) -> Body:
-        self._revision += 1
-        obj["metadata"]["resourceVersion"] = str(self._revision)
-        return obj
-
-    def _commit(self, rkey: ResourceKey, namespace: str | None, name: str, obj: Body, event: str) -> Body:
-        self._bump(obj)
-        key = (rkey, namespace, name)
-        self._index_owners(key, self._store.get(key), obj)
-        self._store[key] = obj
-        self._by_resource[rkey].add(key)
-        if rkey == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
-            self._register_crd(obj)
-        self._emit(rkey, event, obj)
-        if rkey in RBAC_RESOURCES:
-            self._rbac_changed(rkey)
-        return obj  # stored as is: callers serialise it, never change it
-
-    def _drop(self, key: ObjectKey, obj: Body) -> Body:
-        """Remove a stored object; ``obj`` (the stored one or its final version) is sent as DELETED.
-        Then the garbage collector: dependents follow (background), a waiting owner may go."""
-        rkey = key[0]
-        self._by_resource[rkey].discard(key)
-        self._index_owners(key, self._store.pop(key), None)
-        self._emit(rkey, "DELETED", self._bump(obj))
-        if rkey in RBAC_RESOURCES:
-            self._rbac_changed(rkey)
-        for owner in deletion.owner_uids(obj):
-            if owner in self._uids:
-                self._release_foreground(self._uids[owner])
-        for dependent in sorted(self._dependents.pop(obj["metadata"].get("uid", ""), ())):
-            self._collect(dependent)
-        return obj
-
-    # -- deletion and garbage collection (see deletion.py) --
-
-    def _index_owners(self, key: ObjectKey, old: Body | None, new: Body | None) -> None:
-        if old is not None:
-            self._uids.pop(old["metadata"].get("uid", ""), None)
-            for owner in deletion.owner_uids(old):
-                self._dependents[owner].discard(key)
-        if new is not None:
-            self._uids[new["metadata"]["uid"]] = key
-            for owner in deletion.owner_uids(new):
-                self._dependents[owner].add(key)
-
-    def _delete_stored(self, key: ObjectKey, policy: str) -> Body:
-        """Delete a stored object: mark it if finalizers hold it (the garbage collector's own for
-        Foreground and Orphan included), else remove it."""
-        old = self._store[key]
-        if old["metadata"].get("deletionTimestamp"):
-            return old
-        finalizers = list(old["metadata"].get("finalizers") or [])
-        collector = deletion.GC_FINALIZERS.get(policy)
-        if collector is not None and collector not in finalizers:
-            finalizers.append(collector)
-        if not finalizers:
-            return self._drop(key, old)
-        marked: Body = clone(old)
-        marked["metadata"].update(deletionTimestamp=now_text(), deletionGracePeriodSeconds=0, finalizers=finalizers)
-        self._commit(*key, marked, "MODIFIED")
-        if policy == deletion.ORPHAN:
-            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
-                self._drop_owner_references(dependent, {marked["metadata"]["uid"]})
-            self._remove_finalizer(key, deletion.GC_FINALIZERS[deletion.ORPHAN])
-        elif policy == deletion.FOREGROUND:
-            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
-                if dependent in self._store:
-                    self._delete_stored(dependent, deletion.FOREGROUND)
-            if key in self._store:
-                self._release_foreground(key)
-        return self._store.get(key, marked)
-
-    def _release_foreground(self, key: ObjectKey) -> None:
-        """A foreground deletion ends when no dependent that blocks its owner is left."""
-        owner = self._store.get(key)
-        finalizer = deletion.GC_FINALIZERS[deletion.FOREGROUND]
-        if owner is None or finalizer not in (owner["metadata"].get("finalizers") or []):
-            return
-        uid = owner["metadata"]["uid"]
-        if not any(deletion.blocks_owner(self._store[d], uid) for d in self._dependents.get(uid, ())):
-            self._remove_finalizer(key, finalizer)
-
-    def _remove_finalizer(self, key: ObjectKey, finalizer: str) -> None:
-        updated = clone(self._store[key])
-        updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != finalizer]
-        if not updated["metadata"]["finalizers"]:
-            del updated["metadata"]["finalizers"]
-            self._drop(key, updated)
-        else:
-            self._commit(*key, updated, "MODIFIED")
-
-    def _drop_owner_references(self, key: ObjectKey, owners: set[str]) -> None:
-        updated = clone(self._store[key])
-        references = [r for r in deletion.owner_references(updated) if r.get("uid") not in owners]
-        if references:
-            updated["metadata"]["ownerReferences"] = references
-        else:
-            del updated["metadata"]["ownerReferences"]
-        self._commit(*key, updated, "MODIFIED")
-
-    def _collect(self, key: ObjectKey) -> None:
-        """The garbage collector on a dependent whose owner went: deleted when none of its owners
-        is left, else only the references to the missing owners are removed."""
-        dependent = self._store.get(key)
-        if dependent is None:
-            return
-        owners = deletion.owner_uids(dependent)
-        missing = {owner for owner in owners if owner not in self._uids}
-        if missing == owners:
-            self._delete_stored(key, deletion.BACKGROUND)
-        elif missing:
-            self._drop_owner_references(key, missing)
-
-    def _emit(self, rkey: ResourceKey, event_type: str, obj: Body) -> None:
-        line = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
-        log = self._log.setdefault(rkey, collections.deque())
-        log.append((self._revision, line))
-        self._log_bytes[rkey] += len(line)
-        while len(log) > self.history_limit or (len(log) > 1 and self._log_bytes[rkey] > self.history_bytes):
-            revision, dropped = log.popleft()
-            self._log_floor[rkey] = revision
-            self._log_bytes[rkey] -= len(dropped)
-        for watcher in list(self._watchers.get(rkey, ())):
-            if watcher.wants(obj):
-                watcher.queue.put_nowait(line)
-
-    def _objects_of(self, rkey: ResourceKey, namespace: str | None) -> list[Body]:
-        keys = sorted(k for k in self._by_resource.get(rkey, ()) if namespace is None or k[1] == namespace)
-        return [self._store[k] for k in keys]
-
     def list_body(self, rkey: ResourceKey, namespace: str | None, query: Mapping[str, str]) -> Body:
         info = self.resources[resource(*rkey)]
         items = [
             obj
-            for obj in self._objects_of(rkey, namespace)
+            for obj in self.store.objects_of(rkey, namespace)
             if Watcher(rkey, None, None, query.get("labelSelector", ""), query.get("fieldSelector", "")).wants(obj)
         ]
         group, version, _ = rkey
         return {
             "apiVersion": f"{group}/{version}" if group else version,
             "kind": f"{info.kind}List",
-            "metadata": {"resourceVersion": str(self._revision), "continue": ""},
+            "metadata": {"resourceVersion": str(self.store.revision), "continue": ""},
             "items": items,
         }
 
     def _get_or_404(self, rkey: ResourceKey, namespace: str | None, name: str | None) -> Body:
-        obj = self._store.get((rkey, namespace, name or ""))
+        obj = self.store.objects.get((rkey, namespace, name or ""))
         if obj is None:
             group = f".{rkey[0]}" if rkey[0] else ""
             raise ApiError(
@@ -882,7 +725,7 @@ class ApiEmulator:
                     "the namespace of the provided object does not match the namespace sent on the request",
                 )
             meta["namespace"] = namespace
-            if (("", "v1", "namespaces"), None, namespace) not in self._store:
+            if (("", "v1", "namespaces"), None, namespace) not in self.store.objects:
                 raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
         if meta.get("resourceVersion"):
             raise ApiError(400, "BadRequest", "resourceVersion should not be set on objects to be created")
@@ -904,7 +747,7 @@ class ApiEmulator:
                 "and end with an alphanumeric character",
             )
         key = (rkey, namespace if info.namespaced else None, name)
-        if key in self._store:
+        if key in self.store.objects:
             raise ApiError(
                 409,
                 "AlreadyExists",
@@ -922,7 +765,7 @@ class ApiEmulator:
         obj = await self._admit(rkey, "CREATE", obj, None, query, requester)
         if query.get("dryRun") == "All":
             return obj  # validated and admitted, never stored
-        return self._commit(rkey, key[1], name, obj, "ADDED")
+        return self.store.commit(rkey, key[1], name, obj, "ADDED")
 
     async def _update(
         self,
@@ -1023,8 +866,8 @@ class ApiEmulator:
         if query.get("dryRun") == "All":
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            return self._drop(key, new)
-        return self._commit(rkey, key[1], key[2], new, "MODIFIED")
+            return self.store.drop(key, new)
+        return self.store.commit(rkey, key[1], key[2], new, "MODIFIED")
 
     @staticmethod
     def _spec_of(obj: Body) -> Body:
@@ -1061,7 +904,7 @@ class ApiEmulator:
         await self._validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
         if dry_run:
             return old
-        return self._delete_stored(key, policy)
+        return self.store.delete(key, policy)
 
     # -- CRDs --
 
@@ -1140,7 +983,7 @@ class ApiEmulator:
             await self._call_webhook(webhook, rkey, operation, new, old, query, subresource, requester)
 
     def _webhooks(self, kind_plural: str, rkey: ResourceKey, operation: str, subresource: str | None) -> Iterator[Body]:
-        for config in self._objects_of(("admissionregistration.k8s.io", "v1", kind_plural), None):
+        for config in self.store.objects_of(("admissionregistration.k8s.io", "v1", kind_plural), None):
             for webhook in config.get("webhooks") or []:
                 if self._webhook_applies(webhook, rkey, operation, subresource):
                     yield webhook
@@ -1318,27 +1161,7 @@ class ApiEmulator:
     ) -> aiohttp.web.StreamResponse:
         as_table = "as=Table" in raw.headers.get("Accept", "")
         watcher = Watcher(rkey, namespace, name, query.get("labelSelector", ""), query.get("fieldSelector", ""))
-        since = query.get("resourceVersion", "")
-        # The snapshot/replay and the subscription happen with no await in between: no lost events.
-        backlog: list[bytes]
-        if since in ("", "0"):
-            backlog = [
-                json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
-                for obj in self._objects_of(rkey, namespace)
-                if watcher.wants(obj)
-            ]
-        elif not since.isdigit():
-            raise ApiError(400, "BadRequest", f"invalid resourceVersion {since!r}")
-        elif int(since) < self._log_floor.get(rkey, 0):
-            expired = ApiError(410, "Expired", f"too old resource version: {since} ({self._log_floor[rkey]})")
-            backlog = [json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n"]
-        else:
-            backlog = [
-                line
-                for revision, line in self._log.get(rkey, ())
-                if revision > int(since) and watcher.wants(json.loads(line)["object"])
-            ]
-        self._watchers[rkey].add(watcher)
+        backlog = self.store.subscribe(watcher, query.get("resourceVersion", ""))
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
             await response.prepare(raw)
@@ -1363,7 +1186,7 @@ class ApiEmulator:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass
         finally:
-            self._watchers[rkey].discard(watcher)
+            self.store.unsubscribe(watcher)
         return response
 
     def _encode_event(self, rkey: ResourceKey, line: bytes, as_table: bool) -> bytes:
@@ -1376,9 +1199,7 @@ class ApiEmulator:
         return json.dumps({"type": event["type"], "object": table}).encode() + b"\n"
 
     def close_watches(self) -> None:
-        for watchers in self._watchers.values():
-            for watcher in watchers:
-                watcher.queue.put_nowait(None)
+        self.store.close_watches()
 
     async def aclose(self) -> None:
         self.close_watches()
