@@ -53,17 +53,14 @@ The emulator runs in a background thread with its own event loop so that synchro
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime
 import json
 import pathlib
 import random
 import secrets
-import ssl
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -74,6 +71,7 @@ from kmock import ResourceInfo, ResourcesArray, resource
 from multidict import MultiMapping
 
 from jobnet.devenv.emulator import deletion, discovery, protobuf
+from jobnet.devenv.emulator.admission import Admission, CrdExtras
 from jobnet.devenv.emulator.authorization import (
     ANONYMOUS_USER,
     AUTHENTICATED_GROUP,
@@ -102,12 +100,12 @@ from jobnet.devenv.emulator.kube import (
     human_duration,
     json_patch,
     json_path_value,
+    kind_label,
     merge_patch,
     now_text,
     parse_api_path,
     request_attributes,
 )
-from jobnet.devenv.emulator.schema import prune, schema_errors, unknown_fields
 from jobnet.devenv.emulator.store import Store, Watcher
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]  # a source checkout
@@ -117,9 +115,6 @@ CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
-OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
-ANNOTATIONS_LIMIT = 262_144  # total size of an object's annotations (256 KiB)
-WEBHOOK_TIMEOUT_DEFAULT = 10.0
 SERVICE_ACCOUNT_TOKEN_SECONDS = 3600  # a TokenRequest's default lifetime
 SERVICE_ACCOUNT_TOKEN_MIN_SECONDS = 600  # the shortest one a real API server issues
 
@@ -163,14 +158,6 @@ def _rkey(res: resource) -> ResourceKey:
 # --- the emulator ----------------------------------------------------------------------------
 
 
-@dataclass
-class CrdExtras:
-    """What a CRD adds beyond discovery: its schema and printer columns."""
-
-    schema: Mapping[str, Any] | None
-    columns: list[dict[str, Any]]
-
-
 Interceptor = Callable[[aiohttp.web.BaseRequest], Awaitable[aiohttp.web.StreamResponse | None]]
 
 
@@ -198,16 +185,18 @@ class ApiEmulator:
 
     _crds: dict[ResourceKey, CrdExtras] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
-    _http: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     # bearer token -> (identity, expiry or None)
     _tokens: dict[str, tuple[UserInfo, datetime.datetime | None]] = attrs.field(factory=dict, init=False)
     _policy: RbacPolicy | None = attrs.field(default=None, init=False)  # rebuilt after RBAC writes
 
     #: the objects, their history for watches, the garbage collector
     store: Store = attrs.field(init=False)
+    #: schema validation and pruning, size limits, admission webhooks
+    admission: Admission = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.history_limit, self.history_bytes, self._on_change)
+        self.admission = Admission(self.store, self.resources, self._crds, self.webhook_timeout_cap)
         self.resources.load_bundled()
         self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         for obj in BOOTSTRAP_OBJECTS:
@@ -656,49 +645,6 @@ class ApiEmulator:
 
     # -- writes --
 
-    def _kind_label(self, rkey: ResourceKey) -> str:
-        return f"{rkey[2]}.{rkey[0]}" if rkey[0] else rkey[2]
-
-    def _check_limits(self, rkey: ResourceKey, obj: Body) -> None:
-        """The size limits of a real cluster: 256 KiB of annotations, 1.5 MiB per object in etcd."""
-        annotations = obj.get("metadata", {}).get("annotations") or {}
-        annotation_bytes = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
-        if annotation_bytes > ANNOTATIONS_LIMIT:
-            raise ApiError(
-                422,
-                "Invalid",
-                f'{self._kind_label(rkey)} "{obj["metadata"].get("name")}" is invalid: '
-                f"metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes",
-            )
-        if len(json.dumps(obj, separators=(",", ":"))) > OBJECT_SIZE_LIMIT:
-            raise ApiError(500, "InternalError", "etcdserver: request is too large")
-
-    def _check_schema(self, rkey: ResourceKey, obj: Body, query: Mapping[str, str], before: Body | None = None) -> Body:
-        extras = self._crds.get(rkey)
-        if extras is None or extras.schema is None:
-            return obj
-        unknown = unknown_fields(obj, extras.schema, before=before)
-        if unknown and query.get("fieldValidation") == "Strict":
-            info = self.resources[resource(*rkey)]
-            details = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in unknown)
-            raise ApiError(
-                400,
-                "BadRequest",
-                f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: '
-                f"strict decoding error: {details}",
-            )
-        obj = prune(obj, extras.schema, before=before)
-        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-        required = [key for key in extras.schema.get("required", []) if key not in ("apiVersion", "kind", "metadata")]
-        errors = schema_errors(body, {**extras.schema, "required": required}, before=before)
-        if errors:
-            info = self.resources[resource(*rkey)]
-            listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
-            raise ApiError(
-                422, "Invalid", f'{info.kind}.{rkey[0]} "{obj["metadata"].get("name", "")}" is invalid: {listed}'
-            )
-        return obj
-
     def _has_status(self, rkey: ResourceKey) -> bool:
         return "status" in self.resources[resource(*rkey)].subresources
 
@@ -751,18 +697,18 @@ class ApiEmulator:
             raise ApiError(
                 409,
                 "AlreadyExists",
-                f'{self._kind_label(rkey)} "{name}" already exists',
+                f'{kind_label(rkey)} "{name}" already exists',
                 {"name": name, "group": group, "kind": plural},
             )
-        obj = self._check_schema(rkey, obj, query)
+        obj = self.admission.check_schema(rkey, obj, query)
         if self._has_status(rkey):
             obj.pop("status", None)
         meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_text(), generation=1)
         for transient in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
-        self._check_limits(rkey, obj)
-        obj = await self._admit(rkey, "CREATE", obj, None, query, requester)
+        self.admission.check_limits(rkey, obj)
+        obj = await self.admission.admit(rkey, "CREATE", obj, None, query, requester)
         if query.get("dryRun") == "All":
             return obj  # validated and admitted, never stored
         return self.store.commit(rkey, key[1], name, obj, "ADDED")
@@ -814,7 +760,7 @@ class ApiEmulator:
             raise ApiError(
                 409,
                 "Conflict",
-                f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
+                f'Operation cannot be fulfilled on {kind_label(rkey)} "{name}": '
                 "the object has been modified; please apply your changes to the latest version and try again",
                 {"name": name, "group": rkey[0], "kind": rkey[2]},
             )
@@ -839,7 +785,7 @@ class ApiEmulator:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        new = clone(self._check_schema(rkey, new, query, before=old))  # then detached from the stored object
+        new = clone(self.admission.check_schema(rkey, new, query, before=old))  # then detached from the stored object
         meta = new.setdefault("metadata", {})
         if old["metadata"].get("deletionTimestamp") and (added := deletion.added_finalizers(old, new)):
             raise ApiError(
@@ -857,8 +803,8 @@ class ApiEmulator:
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return old  # a no-op write does not bump the resourceVersion, as on a real server
-        self._check_limits(rkey, new)
-        new = await self._admit(rkey, "UPDATE", new, old, query, requester, subresource)
+        self.admission.check_limits(rkey, new)
+        new = await self.admission.admit(rkey, "UPDATE", new, old, query, requester, subresource)
         if self._spec_of(new) != self._spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
@@ -891,8 +837,7 @@ class ApiEmulator:
                 raise ApiError(
                     409,
                     "Conflict",
-                    f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
-                    f"Precondition failed: {field_name}",
+                    f'Operation cannot be fulfilled on {kind_label(rkey)} "{name}": Precondition failed: {field_name}',
                 )
         try:
             policy = deletion.propagation_policy(options, query)
@@ -901,7 +846,7 @@ class ApiEmulator:
         if old["metadata"].get("deletionTimestamp"):
             return old
         dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
-        await self._validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
+        await self.admission.validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
         if dry_run:
             return old
         return self.store.delete(key, policy)
@@ -944,155 +889,6 @@ class ApiEmulator:
                     self.put_object(doc)
                     count += 1
         return count
-
-    # -- admission --
-
-    async def _admit(
-        self,
-        rkey: ResourceKey,
-        operation: str,
-        new: Body,
-        old: Body | None,
-        query: Mapping[str, str],
-        requester: Body,
-        subresource: str | None = None,
-    ) -> Body:
-        """Admit a create or update as a real API server does; returns the object to store."""
-        admitted = new
-        for webhook in self._webhooks("mutatingwebhookconfigurations", rkey, operation, subresource):
-            result = await self._call_webhook(webhook, rkey, operation, admitted, old, query, subresource, requester)
-            if result.get("patch"):
-                admitted = self._apply_admission_patch(webhook, result, admitted)
-        if admitted != new:
-            admitted = self._check_schema(rkey, admitted, query, before=old)
-            self._check_limits(rkey, admitted)
-        await self._validate(rkey, operation, admitted, old, query, requester, subresource)
-        return admitted
-
-    async def _validate(
-        self,
-        rkey: ResourceKey,
-        operation: str,
-        new: Body | None,
-        old: Body | None,
-        query: Mapping[str, str],
-        requester: Body,
-        subresource: str | None = None,
-    ) -> None:
-        for webhook in self._webhooks("validatingwebhookconfigurations", rkey, operation, subresource):
-            await self._call_webhook(webhook, rkey, operation, new, old, query, subresource, requester)
-
-    def _webhooks(self, kind_plural: str, rkey: ResourceKey, operation: str, subresource: str | None) -> Iterator[Body]:
-        for config in self.store.objects_of(("admissionregistration.k8s.io", "v1", kind_plural), None):
-            for webhook in config.get("webhooks") or []:
-                if self._webhook_applies(webhook, rkey, operation, subresource):
-                    yield webhook
-
-    @staticmethod
-    def _apply_admission_patch(webhook: Body, result: Body, obj: Body) -> Body:
-        name = webhook.get("name", "")
-        try:
-            if result.get("patchType") != "JSONPatch":
-                raise ValueError(f"unsupported patchType {result.get('patchType')!r}")
-            patched: Body = json_patch(obj, json.loads(base64.b64decode(result["patch"])))
-            return patched
-        except (ApiError, ValueError) as e:
-            detail = e.message if isinstance(e, ApiError) else str(e)
-            raise ApiError(
-                500,
-                "InternalError",
-                f'Internal error occurred: admission webhook "{name}" returned an invalid patch: {detail}',
-            ) from None
-
-    @staticmethod
-    def _webhook_applies(webhook: Body, rkey: ResourceKey, operation: str, subresource: str | None) -> bool:
-        group, version, plural = rkey
-        wanted = f"{plural}/{subresource}" if subresource else plural
-        for rule in webhook.get("rules") or []:
-            if (
-                (set(rule.get("apiGroups", [])) & {group, "*"})
-                and (set(rule.get("apiVersions", [])) & {version, "*"})
-                and (set(rule.get("operations", [])) & {operation, "*"})
-                and (set(rule.get("resources", [])) & {wanted, "*", f"*/{subresource}" if subresource else "*"})
-            ):
-                return True
-        return False
-
-    async def _call_webhook(
-        self,
-        webhook: Body,
-        rkey: ResourceKey,
-        operation: str,
-        new: Body | None,
-        old: Body | None,
-        query: Mapping[str, str],
-        subresource: str | None,
-        requester: Body,
-    ) -> Body:
-        """The webhook's AdmissionReview response (a denial or a failed call raises)."""
-        name = webhook.get("name", "")
-        url = (webhook.get("clientConfig") or {}).get("url")
-        info = self.resources[resource(*rkey)]
-        subject = new if new is not None else old
-        assert subject is not None
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": rkey[0], "version": rkey[1], "kind": info.kind},
-                "resource": {"group": rkey[0], "version": rkey[1], "resource": rkey[2]},
-                "requestKind": {"group": rkey[0], "version": rkey[1], "kind": info.kind},
-                "requestResource": {"group": rkey[0], "version": rkey[1], "resource": rkey[2]},
-                **({"subResource": subresource} if subresource else {}),
-                "name": subject["metadata"].get("name", ""),
-                **({"namespace": subject["metadata"]["namespace"]} if subject["metadata"].get("namespace") else {}),
-                "operation": operation,
-                "userInfo": requester,
-                "object": new,
-                "oldObject": old,
-                "dryRun": query.get("dryRun") == "All",
-                "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{operation.capitalize()}Options"},
-            },
-        }
-        timeout = min(float(webhook.get("timeoutSeconds") or WEBHOOK_TIMEOUT_DEFAULT), self.webhook_timeout_cap)
-        ssl_context: ssl.SSLContext | bool = False
-        ca_bundle = (webhook.get("clientConfig") or {}).get("caBundle")
-        if url and url.startswith("https://"):
-            ssl_context = ssl.create_default_context(cadata=base64.b64decode(ca_bundle).decode() if ca_bundle else None)
-        try:
-            if not url:
-                raise ValueError("the webhook has no clientConfig.url (services are not emulated)")
-            if self._http is None:
-                self._http = aiohttp.ClientSession()
-            async with self._http.post(
-                url, json=review, ssl=ssl_context, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as reply:
-                if reply.status != 200:
-                    raise ValueError(f"the server responded with HTTP {reply.status}")
-                result = (await reply.json()).get("response") or {}
-        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as e:
-            if webhook.get("failurePolicy", "Fail") == "Ignore":
-                return {"allowed": True}
-            reason = "context deadline exceeded" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
-            raise ApiError(
-                500,
-                "InternalError",
-                f'Internal error occurred: failed calling webhook "{name}": failed to call webhook: '
-                f'Post "{url}": {reason}',
-            ) from None
-        if result.get("allowed"):
-            return result
-        status = result.get("status") or {}
-        code = int(status.get("code") or 0)
-        code = code if code >= 400 else 400
-        explanation = status.get("message") or status.get("reason") or ""
-        message = (
-            f'admission webhook "{name}" denied the request: {explanation}'
-            if explanation
-            else f'admission webhook "{name}" denied the request without explanation'
-        )
-        raise ApiError(code, status.get("reason") or "", message)
 
     # -- replies: JSON objects or server-side Tables --
 
@@ -1203,5 +999,4 @@ class ApiEmulator:
 
     async def aclose(self) -> None:
         self.close_watches()
-        if self._http is not None:
-            await self._http.close()
+        await self.admission.aclose()

@@ -287,3 +287,8 @@ def request_attributes(method: str, path: str, target: ApiPath | None, query: Ma
         name = selected.group(1) if selected else ""
     namespace = target.namespace or (name if target.group == "" and target.plural == "namespaces" else "")
     return Request(verb, target.group, target.plural, target.subresource or "", namespace, name)
+
+
+def kind_label(rkey: ResourceKey) -> str:
+    """How error messages name a resource: ``jobruns.jobnet.dev``, ``configmaps``."""
+    return f"{rkey[2]}.{rkey[0]}" if rkey[0] else rkey[2]
