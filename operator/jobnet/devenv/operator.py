@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnet.devenv.emulator import EmulatorServer, free_port
+from jobnet.devenv.net import wait_until
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
@@ -239,12 +240,13 @@ class OperatorProcess:
     def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := regex.search(self.log_text()):
-                return match
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} not in the operator log within {timeout}s:\n{self.log_tail()}")
+        return wait_until(
+            lambda: regex.search(self.log_text()),
+            timeout=timeout,
+            interval=0.1,
+            what=f"{pattern!r} in the operator log",
+            describe=lambda: f"operator log (tail):\n{self.log_tail()}",
+        )
 
     # -- the webhook, directly --
 
