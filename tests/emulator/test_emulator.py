@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from tests.support.emulator import EmulatorServer, grant
-from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 
 JOBNETS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobnets"
 JOBRUNS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobruns"
@@ -477,7 +478,7 @@ def test_outage_refuses_connections_and_ends_watches_then_recovers(emulator: Emu
     watched: list[Any] = []
     watcher = threading.Thread(target=lambda: watched.append(watch(emulator, JOBNETS, 5, timeout=30)))
     watcher.start()
-    wait_for(lambda: any(emulator.api.store.watchers.values()), timeout=5, what="the watch being open")
+    wait_until(lambda: any(emulator.api.store.watchers.values()), timeout=5, what="the watch being open")
     with emulator.outage():
         watcher.join(10)
         assert not watcher.is_alive()  # the open watch was ended by the outage, long before its timeout
