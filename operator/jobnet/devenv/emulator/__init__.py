@@ -8,9 +8,13 @@ The package, from the pure parts to the edge:
   rules; :mod:`.protobuf`: the few protobuf requests kubectl sends; all pure;
 * :mod:`.bootstrap`: the RBAC objects every cluster starts with; :mod:`.tls`: the serving
   certificate of the HTTPS port;
-* :mod:`.api`: the request handler (:class:`ApiEmulator`): storage and watches, admission,
-  authentication and authorization, discovery; kmock's bundled resource catalogue is used,
-  not subclassed; :attr:`ApiEmulator.interceptors` lets a caller answer requests first;
+* :mod:`.store`: objects, resourceVersions, the watch log and watchers, the garbage collector;
+  :mod:`.admission`: schema checks and pruning, size limits, admission webhooks;
+  :mod:`.access`: authentication, impersonation, RBAC authorization, access reviews, tokens;
+  :mod:`.discovery`: the discovery documents;
+* :mod:`.api`: the request handler (:class:`ApiEmulator`) that routes each request through
+  them; kmock's bundled resource catalogue is used, not subclassed;
+  :attr:`ApiEmulator.interceptors` lets a caller answer requests first;
 * :mod:`.server`: :class:`EmulatorServer`, the handler served over HTTP and HTTPS on 127.0.0.1
   from a background thread, with kubectl and kubeconfigs for it.
 """

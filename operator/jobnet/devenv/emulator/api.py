@@ -36,7 +36,7 @@ uses (each behaviour has a test in ``tests/emulator/``):
   filled in as the aggregation controller does) and bindings, ``system:masters`` allowed
   everything; a denial is a real API server's 403; ``kubectl auth can-i`` / ``whoami`` work
   (SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview, SelfSubjectReview);
-  what non-admins were allowed to do is recorded (:attr:`ApiEmulator.access_log`);
+  what non-admins were allowed to do is recorded (:attr:`AccessControl.access_log`);
 * deletion as the API server and its garbage collector do it (``deletion.py``): finalizers hold
   a deleted object marked (``deletionTimestamp``; no new finalizers) until the last one goes;
   dependents named by ``ownerReferences`` follow their owner by ``propagationPolicy``
@@ -58,7 +58,6 @@ import datetime
 import json
 import pathlib
 import random
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -68,25 +67,12 @@ import aiohttp.web
 import attrs
 import yaml
 from kmock import ResourceInfo, ResourcesArray, resource
-from multidict import MultiMapping
 
 from jobnet.devenv.emulator import deletion, discovery, protobuf
+from jobnet.devenv.emulator.access import RBAC_RESOURCES, SERVICE_ACCOUNTS, AccessControl
 from jobnet.devenv.emulator.admission import Admission, CrdExtras
 from jobnet.devenv.emulator.authorization import (
-    ANONYMOUS_USER,
-    AUTHENTICATED_GROUP,
-    PRIVILEGED_GROUP,
     RBAC_GROUP,
-    UNAUTHENTICATED_GROUP,
-    RbacPolicy,
-    Request,
-    UserInfo,
-    aggregated_rules,
-    authorize,
-    forbidden_message,
-    impersonated_user,
-    service_account_of,
-    service_account_user,
 )
 from jobnet.devenv.emulator.bootstrap import BOOTSTRAP_OBJECTS
 from jobnet.devenv.emulator.kube import (
@@ -115,18 +101,11 @@ CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
-SERVICE_ACCOUNT_TOKEN_SECONDS = 3600  # a TokenRequest's default lifetime
-SERVICE_ACCOUNT_TOKEN_MIN_SECONDS = 600  # the shortest one a real API server issues
 
 CRDS: ResourceKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-CLUSTER_ROLES: ResourceKey = (RBAC_GROUP, "v1", "clusterroles")
-RBAC_RESOURCES: frozenset[ResourceKey] = frozenset(
-    (RBAC_GROUP, "v1", plural) for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
-)
 BINDINGS: frozenset[ResourceKey] = frozenset(
     (RBAC_GROUP, "v1", plural) for plural in ("rolebindings", "clusterrolebindings")
 )
-SERVICE_ACCOUNTS: ResourceKey = ("", "v1", "serviceaccounts")
 #: Create-only resources that are answered, never stored.
 REVIEWS: frozenset[ResourceKey] = frozenset(
     {
@@ -177,25 +156,19 @@ class ApiEmulator:
     #: Change the list on the emulator's loop (``EmulatorServer.call``).
     interceptors: list[Interceptor] = attrs.field(factory=list)
 
-    #: What identities other than ``system:masters`` were allowed to do (username, request):
-    #: what a role must grant, to compare with what it does grant.
-    access_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
-    #: What identities were refused (username, request): a missing grant.
-    denial_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
-
     _crds: dict[ResourceKey, CrdExtras] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock | None = attrs.field(default=None, init=False)
-    # bearer token -> (identity, expiry or None)
-    _tokens: dict[str, tuple[UserInfo, datetime.datetime | None]] = attrs.field(factory=dict, init=False)
-    _policy: RbacPolicy | None = attrs.field(default=None, init=False)  # rebuilt after RBAC writes
 
     #: the objects, their history for watches, the garbage collector
     store: Store = attrs.field(init=False)
     #: schema validation and pruning, size limits, admission webhooks
     admission: Admission = attrs.field(init=False)
+    #: authentication, impersonation, RBAC authorization, access reviews and tokens
+    access: AccessControl = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.history_limit, self.history_bytes, self._on_change)
+        self.access = AccessControl(self.store, self.resources, self.user, self.admin_token)
         self.admission = Admission(self.store, self.resources, self._crds, self.webhook_timeout_cap)
         self.resources.load_bundled()
         self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
@@ -228,10 +201,10 @@ class ApiEmulator:
 
     async def _dispatch(self, raw: aiohttp.web.BaseRequest, body: bytes) -> aiohttp.web.StreamResponse:
         path = raw.path
-        user = self._impersonate(self.authenticate(raw.headers, secure=raw.secure), raw.headers)
+        user = self.access.impersonate(self.access.authenticate(raw.headers, secure=raw.secure), raw.headers)
         target = parse_api_path(path)
         query = dict(raw.query)
-        self._authorize(user, request_attributes(raw.method.upper(), path, target, query))
+        self.access.authorize(user, request_attributes(raw.method.upper(), path, target, query))
         if path in ("/", "/version", "/api", "/apis"):
             return self._serve_plain(path)
         if path.startswith("/openapi/v3"):
@@ -275,17 +248,17 @@ class ApiEmulator:
         requester = user.review()
         if token_request:
             assert namespace is not None and name is not None  # serviceaccounts are namespaced
-            return aiohttp.web.json_response(self._token_request(namespace, name, data or {}), status=201)
+            return aiohttp.web.json_response(self.access.token_request(namespace, name, data or {}), status=201)
         if rkey in REVIEWS:
             if method != "POST" or name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"{rkey[2]} can only be created")
-            return aiohttp.web.json_response(self._review(rkey, namespace, data or {}, user), status=201)
+            return aiohttp.web.json_response(self.access.review(rkey, namespace, data or {}, user), status=201)
         if method == "GET" and query.get("watch") in ("true", "1"):
             return await self._serve_watch_stream(raw, rkey, namespace, name, query)
         if method == "GET" and name is None:
             return self._reply(raw, rkey, self.list_body(rkey, namespace, query), listing=True)
         if method == "GET":
-            return self._reply(raw, rkey, self._get_or_404(rkey, namespace, name))
+            return self._reply(raw, rkey, self.store.get_or_404(rkey, namespace, name))
         async with self._lock_writes():
             if method == "POST" and name is None:
                 return aiohttp.web.json_response(
@@ -311,197 +284,12 @@ class ApiEmulator:
                 )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by the emulator for {path}")
 
-    # -- authentication and authorization --
-
-    @property
-    def admin(self) -> UserInfo:
-        return UserInfo(self.user, (PRIVILEGED_GROUP, AUTHENTICATED_GROUP))
-
-    def issue_token(self, user: UserInfo, lifetime: datetime.timedelta | None = None) -> str:
-        """A bearer token that authenticates as ``user`` (for a test's or a person's kubeconfig)."""
-        token = secrets.token_urlsafe(32)
-        expiry = datetime.datetime.now(datetime.UTC) + lifetime if lifetime is not None else None
-        self._tokens[token] = (user, expiry)
-        return token
-
-    def authenticate(self, headers: MultiMapping[str], *, secure: bool) -> UserInfo:
-        """Who makes a request: the holder of its bearer token; without credentials, the admin on
-        the plain-HTTP port (like the old loopback-only insecure port) and ``system:anonymous``
-        on the secure one."""
-        credentials = headers.get("Authorization", "")
-        if not credentials:
-            return self.admin if not secure else UserInfo(ANONYMOUS_USER, (UNAUTHENTICATED_GROUP,))
-        scheme, _, token = credentials.partition(" ")
-        if scheme.lower() == "bearer":
-            if token == self.admin_token:
-                return self.admin
-            user, expiry = self._tokens.get(token, (None, None))
-            if user is not None and (expiry is None or expiry > datetime.datetime.now(datetime.UTC)):
-                if self._token_holder_exists(user):
-                    return user
-        raise ApiError(401, "Unauthorized", "Unauthorized")
-
-    def _token_holder_exists(self, user: UserInfo) -> bool:
-        """A ServiceAccount's token is valid only while that very ServiceAccount exists."""
-        account = service_account_of(user.username)
-        if account is None:
-            return True
-        stored = self.store.objects.get((SERVICE_ACCOUNTS, account[0], account[1]))
-        return stored is not None and stored["metadata"]["uid"] == user.uid
-
-    def _impersonate(self, actor: UserInfo, headers: MultiMapping[str]) -> UserInfo:
-        """Whom the request acts as (``kubectl --as/--as-group``): allowed by the ``impersonate`` verb."""
-        username = headers.get("Impersonate-User", "")
-        groups = headers.getall("Impersonate-Group", [])
-        uid = headers.get("Impersonate-Uid", "")
-        if not username:
-            if groups or uid:
-                raise ApiError(
-                    500,
-                    "InternalError",
-                    "Internal error occurred: requested impersonation without impersonating a user",
-                )
-            return actor
-        account = service_account_of(username)
-        checks = [
-            Request("impersonate", "", "serviceaccounts", namespace=account[0], name=account[1])
-            if account is not None
-            else Request("impersonate", "", "users", name=username),
-            *(Request("impersonate", "", "groups", name=group) for group in groups),
-            *([Request("impersonate", "authentication.k8s.io", "uids", name=uid)] if uid else []),
-        ]
-        for check in checks:
-            self._authorize(actor, check)
-        return impersonated_user(username, groups, uid)
-
-    def _rbac(self) -> RbacPolicy:
-        if self._policy is None:
-            self._policy = RbacPolicy.of(obj for rkey in RBAC_RESOURCES for obj in self.store.objects_of(rkey, None))
-        return self._policy
-
-    def _authorize(self, user: UserInfo, request: Request) -> None:
-        decision = authorize(user, request, self._rbac())
-        if not decision.allowed:
-            self.denial_log.add((user.username, request))
-            details = {"name": request.name, "group": request.api_group, "kind": request.resource}
-            raise ApiError(
-                403,
-                "Forbidden",
-                forbidden_message(user, request, decision.reason),
-                {key: value for key, value in details.items() if value} if request.resource_request else {},
-            )
-        if PRIVILEGED_GROUP not in user.groups:
-            self.access_log.add((user.username, request))
-
     def _on_change(self, rkey: ResourceKey, obj: Body, deleted: bool) -> None:
         """What follows a stored change: a CRD registers its resource, RBAC changes re-aggregate."""
         if rkey == CRDS and not deleted:
             self._register_crd(obj)
         if rkey in RBAC_RESOURCES:
-            self._rbac_changed(rkey)
-
-    def _rbac_changed(self, rkey: ResourceKey) -> None:
-        self._policy = None
-        if rkey == CLUSTER_ROLES:  # what the aggregation controller does
-            roles = self.store.objects_of(CLUSTER_ROLES, None)
-            for role in roles:
-                rules = aggregated_rules(role, roles)
-                if rules is not None and rules != (role.get("rules") or []):
-                    updated = clone(role)
-                    updated["rules"] = rules
-                    self.store.commit(CLUSTER_ROLES, None, role["metadata"]["name"], updated, "MODIFIED")
-                    return  # that commit aggregated again, with this role's new rules
-
-    def _token_request(self, namespace: str, name: str, data: Body) -> Body:
-        """``kubectl create token NAME``: a token of the ServiceAccount, valid while it exists."""
-        account = self._get_or_404(SERVICE_ACCOUNTS, namespace, name)
-        spec = data.get("spec") or {}
-        seconds = max(
-            int(spec.get("expirationSeconds") or SERVICE_ACCOUNT_TOKEN_SECONDS), SERVICE_ACCOUNT_TOKEN_MIN_SECONDS
-        )
-        lifetime = datetime.timedelta(seconds=seconds)
-        token = self.issue_token(service_account_user(namespace, name, account["metadata"]["uid"]), lifetime)
-        expiry = datetime.datetime.now(datetime.UTC) + lifetime
-        return {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
-            "spec": {
-                **spec,
-                "audiences": spec.get("audiences") or ["https://kubernetes.default.svc"],
-                "expirationSeconds": seconds,
-            },
-            "status": {"token": token, "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        }
-
-    def _review(self, rkey: ResourceKey, namespace: str | None, data: Body, user: UserInfo) -> Body:
-        """Answer a SelfSubjectReview, a (Self/Local)SubjectAccessReview or a SelfSubjectRulesReview."""
-        info = self.resources[resource(*rkey)]
-        group, version, plural = rkey
-        reply = {**data, "apiVersion": f"{group}/{version}", "kind": info.kind}
-        reply["metadata"] = {**(data.get("metadata") or {}), "creationTimestamp": None}
-        spec = data.get("spec") or {}
-        if plural == "selfsubjectreviews":
-            return {**reply, "status": {"userInfo": user.review()}}
-        if plural == "selfsubjectrulesreviews":
-            return {**reply, "status": self._rules_review(user, spec.get("namespace") or "")}
-        subject = user
-        if plural != "selfsubjectaccessreviews":
-            if not spec.get("user") and not spec.get("groups"):
-                raise ApiError(
-                    422,
-                    "Invalid",
-                    f'{info.kind}.{group} "" is invalid: spec.user: Invalid value: "": '
-                    "at least one of user or group must be specified",
-                )
-            subject = UserInfo(spec.get("user") or "", tuple(spec.get("groups") or ()), spec.get("uid") or "")
-        resource_attributes: Body | None = spec.get("resourceAttributes")
-        non_resource: Body = spec.get("nonResourceAttributes") or {}
-        if (resource_attributes is None) == (not non_resource):
-            raise ApiError(
-                422,
-                "Invalid",
-                f'{info.kind}.{group} "" is invalid: spec.resourceAttributes: Invalid value: "null": '
-                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-            )
-        if resource_attributes is not None:
-            request = Request(
-                resource_attributes.get("verb") or "",
-                resource_attributes.get("group") or "",
-                resource_attributes.get("resource") or "",
-                resource_attributes.get("subresource") or "",
-                namespace or ""
-                if plural == "localsubjectaccessreviews"
-                else resource_attributes.get("namespace") or "",
-                resource_attributes.get("name") or "",
-            )
-        else:
-            request = Request(
-                non_resource.get("verb") or "", path=non_resource.get("path") or "", resource_request=False
-            )
-        decision = authorize(subject, request, self._rbac())
-        return {
-            **reply,
-            "status": {"allowed": decision.allowed, **({"reason": decision.reason} if decision.reason else {})},
-        }
-
-    def _rules_review(self, user: UserInfo, namespace: str) -> Body:
-        """What ``kubectl auth can-i --list`` shows: every rule that applies in the namespace."""
-        if PRIVILEGED_GROUP in user.groups:
-            rules = [
-                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-                {"nonResourceURLs": ["*"], "verbs": ["*"]},
-            ]
-            errors: list[str] = []
-        else:
-            grants, errors = self._rbac().grants(user, namespace)
-            rules = [grant.rule for grant in grants]
-        return {
-            "resourceRules": [rule for rule in rules if "nonResourceURLs" not in rule],
-            "nonResourceRules": [rule for rule in rules if "nonResourceURLs" in rule],
-            "incomplete": bool(errors),
-            **({"evaluationError": ", ".join(errors)} if errors else {}),
-        }
+            self.access.rbac_changed(rkey)
 
     @contextlib.asynccontextmanager
     async def _lock_writes(self) -> Any:
@@ -631,18 +419,6 @@ class ApiEmulator:
             "items": items,
         }
 
-    def _get_or_404(self, rkey: ResourceKey, namespace: str | None, name: str | None) -> Body:
-        obj = self.store.objects.get((rkey, namespace, name or ""))
-        if obj is None:
-            group = f".{rkey[0]}" if rkey[0] else ""
-            raise ApiError(
-                404,
-                "NotFound",
-                f'{rkey[2]}{group} "{name}" not found',
-                {"name": name, "group": rkey[0], "kind": rkey[2]},
-            )
-        return obj  # the stored object: read it, never change it
-
     # -- writes --
 
     def _has_status(self, rkey: ResourceKey) -> bool:
@@ -728,7 +504,7 @@ class ApiEmulator:
     ) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
-        old = self._get_or_404(rkey, key[1], name)
+        old = self.store.get_or_404(rkey, key[1], name)
         if replace:
             if not isinstance(data, dict):
                 raise ApiError(400, "BadRequest", "the request body must be a JSON object")
@@ -830,7 +606,7 @@ class ApiEmulator:
     ) -> Body:
         info = self.resources[resource(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
-        old = self._get_or_404(rkey, key[1], name)
+        old = self.store.get_or_404(rkey, key[1], name)
         preconditions = options.get("preconditions") or {}
         for field_name in ("uid", "resourceVersion"):
             if preconditions.get(field_name) and preconditions[field_name] != old["metadata"].get(field_name):

@@ -196,17 +196,17 @@ class EmulatorServer:
     def issue_token(self, username: str, groups: Iterable[str] = ()) -> str:
         """A bearer token of the user ``username`` in ``groups`` (and ``system:authenticated``)."""
         user = UserInfo(username, (*groups, AUTHENTICATED_GROUP))
-        token: str = self.call(self.api.issue_token, user)
+        token: str = self.call(self.api.access.issue_token, user)
         return token
 
     def access_log(self) -> set[tuple[str, Request]]:
         """What identities other than ``system:masters`` were allowed to do so far."""
-        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access_log))
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access.access_log))
         return log
 
     def denial_log(self) -> set[tuple[str, Request]]:
         """What identities were refused so far."""
-        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.denial_log))
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access.denial_log))
         return log
 
     def kubectl(

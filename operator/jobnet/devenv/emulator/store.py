@@ -193,6 +193,18 @@ class Store:
         keys = sorted(k for k in self.by_resource.get(rkey, ()) if namespace is None or k[1] == namespace)
         return [self.objects[k] for k in keys]
 
+    def get_or_404(self, rkey: ResourceKey, namespace: str | None, name: str | None) -> Body:
+        obj = self.objects.get((rkey, namespace, name or ""))
+        if obj is None:
+            group = f".{rkey[0]}" if rkey[0] else ""
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{rkey[2]}{group} "{name}" not found',
+                {"name": name, "group": rkey[0], "kind": rkey[2]},
+            )
+        return obj  # the stored object: read it, never change it
+
     # -- watches --
 
     def subscribe(self, watcher: Watcher, since: str) -> list[bytes]:
