@@ -136,16 +136,36 @@ class Page:
 
         return self.wait(lambda: self.driver.find_element(By.CSS_SELECTOR, css), f"an element {css!r}")
 
-    def find_all(self, css: str) -> list[Any]:
+    # Live updates replace parts of the page at any time: every read and click below finds its
+    # element afresh and is retried when the element was replaced under it.
+
+    def click(self, css: str) -> None:
+        self.wait(lambda: self.find_now(css).click() or True, f"a clickable {css!r}")
+
+    def text(self, css: str) -> str:
+        return str(self.wait(lambda: [self.find_now(css).text], f"an element {css!r}")[0])
+
+    def attribute(self, css: str, name: str) -> str | None:
+        return self.wait(lambda: [self.find_now(css).get_attribute(name)], f"an element {css!r}")[0]  # type: ignore[no-any-return]
+
+    def texts(self, css: str) -> list[str]:
+        """The texts of every element ``css`` matches (none: an empty list)."""
+        return self.wait(lambda: [[e.text for e in self.find_all_now(css)]], f"elements {css!r}")[0]  # type: ignore[no-any-return]
+
+    def attributes(self, css: str, name: str) -> list[str | None]:
+        return self.wait(  # type: ignore[no-any-return]
+            lambda: [[e.get_attribute(name) for e in self.find_all_now(css)]], f"elements {css!r}"
+        )[0]
+
+    def find_now(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all_now(self, css: str) -> list[Any]:
         from selenium.webdriver.common.by import By
 
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
-
-    def click(self, css: str) -> None:
-        self.find(css).click()
-
-    def text(self, css: str) -> str:
-        return str(self.find(css).text)
 
     def wait(self, condition: Callable[[], Any], what: str, timeout: float | None = None) -> Any:
         """``condition()`` once it is truthy (exceptions count as not yet), failing after the
@@ -179,9 +199,7 @@ class Page:
         )
 
     def text_now(self, css: str) -> str:
-        from selenium.webdriver.common.by import By
-
-        found = self.driver.find_elements(By.CSS_SELECTOR, css)
+        found = self.find_all_now(css)
         return str(found[0].text) if found else ""
 
     def confirm(self, message: str = "") -> None:
