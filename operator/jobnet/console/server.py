@@ -122,7 +122,7 @@ class Console:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["icon"] = views.icon
-        self.templates.filters["q"] = lambda text: quote(str(text), safe="")
+        self.templates.filters["q"] = lambda text: quote(str(text), safe="/")
 
     # -------------------------------------------------------------- plumbing
 
