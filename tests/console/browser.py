@@ -185,7 +185,9 @@ class Page:
             return WebDriverWait(self.driver, timeout or self.timeout, poll_frequency=0.2).until(check)
         except TimeoutException:
             body = self.driver.find_element("tag name", "body").text
-            raise AssertionError(f"{what} did not appear within {timeout or self.timeout}s; the page shows:\n{body[-3000:]}") from None
+            raise AssertionError(
+                f"{what} did not appear within {timeout or self.timeout}s; the page shows:\n{body[-3000:]}"
+            ) from None
 
     def wait_text(self, css: str, pattern: str, timeout: float | None = None) -> str:
         """The text of ``css`` once it matches ``pattern`` (a regular expression)."""
@@ -212,5 +214,3 @@ class Page:
     def refreshes(self) -> int:
         """How many live updates the page applied (the page never reloads for them)."""
         return int(self.driver.find_element("tag name", "body").get_attribute("data-refreshed") or 0)
-
-

@@ -24,7 +24,10 @@ def test_K01_start_a_run_from_the_run_list_and_watch_it_succeed_live(scenario: S
                 "metadata": {"name": "k01"},
                 "spec": {
                     "host": scenario.host(vm),
-                    "jobs": [{"name": "first", "script": first}, {"name": "second", "script": second, "after": ["first"]}],
+                    "jobs": [
+                        {"name": "first", "script": first},
+                        {"name": "second", "script": second, "after": ["first"]},
+                    ],
                 },
             }
         ]

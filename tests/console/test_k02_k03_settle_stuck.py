@@ -87,8 +87,10 @@ def test_K03_stuck_job_set_to_failed_ends_the_run_failed(scenario: Scenario, pag
     page.wait_text("#job-state", "Failed")
     # From Failed the monitor offers exactly a re-run or a bypass.
     page.wait(
-        lambda: [b.get_attribute("data-state") for b in page.find_all_now("#job-actions button.override")]
-        == ["Ready", "Succeeded"],
+        lambda: (
+            [b.get_attribute("data-state") for b in page.find_all_now("#job-actions button.override")]
+            == ["Ready", "Succeeded"]
+        ),
         "the choices a Failed job allows",
     )
     status = scenario.wait_phase(run, "Failed", timeout=60)

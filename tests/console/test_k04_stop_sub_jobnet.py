@@ -24,18 +24,23 @@ def test_K04_stop_a_running_sub_jobnet_from_the_monitor(scenario: Scenario, page
                 "apiVersion": "jobnet.dev/v1alpha1",
                 "kind": "JobNet",
                 "metadata": {"name": "k04-load"},
-                "spec": {"host": host, "jobs": [{"name": "long", "script": long}, {"name": "tail", "script": tail, "after": ["long"]}]},
+                "spec": {
+                    "host": host,
+                    "jobs": [{"name": "long", "script": long}, {"name": "tail", "script": tail, "after": ["long"]}],
+                },
             }
         ]
     )
     run = scenario.run_jobnet(
-        "k04", host, [{"name": "load", "expand": "k04-load"}, {"name": "report", "script": downstream, "after": ["load"]}]
+        "k04",
+        host,
+        [{"name": "load", "expand": "k04-load"}, {"name": "report", "script": downstream, "after": ["load"]}],
     )
     scenario.wait_job_state(run, "/k04/load/long", "Running", timeout=60)
 
     page.open(f"/runs/default/{run}")
     frame = 'g.frame[data-path="/k04/load"]'
-    page.wait_text(f'g.node[data-path="/k04/load/long"] .state-text', "Running")
+    page.wait_text('g.node[data-path="/k04/load/long"] .state-text', "Running")
     assert "Running" in page.text(f"{frame} .frame-title")
     page.click(f"{frame} .stop-button")
     assert "Stop /k04/load?" in page.text("#confirm-text")
@@ -49,7 +54,10 @@ def test_K04_stop_a_running_sub_jobnet_from_the_monitor(scenario: Scenario, page
 
     status = scenario.wait_phase(run, "Stopped", timeout=30)
     assert status["stopScopes"] == ["/k04/load"]
-    assert status["jobs"]["/k04/load/long"]["state"] == "Stopped" and status["jobs"]["/k04/load/tail"]["state"] == "Stopped"
+    assert (
+        status["jobs"]["/k04/load/long"]["state"] == "Stopped"
+        and status["jobs"]["/k04/load/tail"]["state"] == "Stopped"
+    )
     assert status["jobs"]["/k04/report"]["state"] in ("Skipped", "Stopped"), status["jobs"]["/k04/report"]
     assert scenario.script_runs(vm, "tail") == 0 and scenario.script_runs(vm, "downstream") == 0
 

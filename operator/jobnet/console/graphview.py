@@ -191,9 +191,7 @@ def layout(graph: RunGraph, visible: VisibleGraph) -> Layout:
         offset_x += max(xs) - min(xs) + NODE_WIDTH + GAP
         height = max(height, max(ys) - min(ys) + NODE_HEIGHT + 2 * GAP)
     frames = _frames(graph, visible, placed)
-    return Layout(
-        width=offset_x + GAP, height=height, nodes=tuple(placed), edges=tuple(routed), frames=tuple(frames)
-    )
+    return Layout(width=offset_x + GAP, height=height, nodes=tuple(placed), edges=tuple(routed), frames=tuple(frames))
 
 
 def _frames(graph: RunGraph, visible: VisibleGraph, placed: list[PlacedNode]) -> list[Frame]:

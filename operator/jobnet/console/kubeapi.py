@@ -93,7 +93,9 @@ def _impersonation(paths: list[str], context_name: str | None) -> tuple[str | No
         except FileNotFoundError:
             continue
     current = context_name or next((d.get("current-context") for d in documents if d.get("current-context")), None)
-    context = next((c.get("context") or {} for d in documents for c in d.get("contexts") or [] if c["name"] == current), {})
+    context = next(
+        (c.get("context") or {} for d in documents for c in d.get("contexts") or [] if c["name"] == current), {}
+    )
     user_name = context.get("user")
     user = next((u.get("user") or {} for d in documents for u in d.get("users") or [] if u["name"] == user_name), {})
     return context.get("namespace"), user.get("as"), tuple(user.get("as-groups") or ())
@@ -104,7 +106,7 @@ def target_from_kubeconfig(kubeconfig: str | None, context: str | None, namespac
     paths = _kubeconfig_paths(kubeconfig)
     configuration = client.Configuration()
     try:
-        config.load_kube_config(
+        config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=os.pathsep.join(paths) if len(paths) > 1 else paths[0],
             context=context,
             client_configuration=configuration,
@@ -174,7 +176,9 @@ class KubeApi:
                     raise ApiFailure(response.status, _message(response.status, text))
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ApiFailure(503, f"the API server at {self.target.server} is unreachable ({type(error).__name__})") from None
+            raise ApiFailure(
+                503, f"the API server at {self.target.server} is unreachable ({type(error).__name__})"
+            ) from None
 
     async def watch(self, path: str, resource_version: str, timeout_seconds: int) -> AsyncIterator[Body]:
         """The watch events of a collection from ``resource_version`` (ends after ``timeout_seconds``)."""

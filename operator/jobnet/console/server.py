@@ -216,7 +216,9 @@ class Console:
         jobnets_problem = ""
         if not fragment and not every_namespace:
             try:
-                jobnets = sorted(item["metadata"]["name"] for item in (await api.request("GET", jobnets_path(namespace)))["items"])
+                jobnets = sorted(
+                    item["metadata"]["name"] for item in (await api.request("GET", jobnets_path(namespace)))["items"]
+                )
             except ApiFailure as error:
                 jobnets_problem = str(error)
         return self.render(
@@ -301,7 +303,11 @@ class Console:
             can_stop=views.stoppable(state, status.phase),
             attempts=views.attempts(path, job, status.overrides),
             history=views.steering_history(path, graph, status.overrides),
-            stop_scopes=[s for s in status.stop_scopes if path == s or path.startswith(s + "/") or s == (graph.root if graph else "")],
+            stop_scopes=[
+                s
+                for s in status.stop_scopes
+                if path == s or path.startswith(s + "/") or s == (graph.root if graph else "")
+            ],
             pending={k: v for k, v in annotations.items() if k.startswith("jobnet.dev/")},
             environment=environment,
         )
@@ -503,7 +509,7 @@ def _job_rows(graph: RunGraph | None, status: JobRunStatus, now: float) -> list[
     """The monitor's job list (rendered in the browser, only the rows in view): path, state,
     its icon, attempt, duration, reason; in execution order."""
     paths = [node.path for node in graph.jobs()] if graph is not None else sorted(status.jobs)
-    rows = []
+    rows: list[list[Any]] = []
     for path in paths:
         entry = status.jobs.get(path)
         if entry is None:
@@ -527,8 +533,13 @@ async def _pump(api: KubeApi, what: str, path: str, queue: asyncio.Queue[str]) -
                     break  # expired: list again
                 metadata = (event.get("object") or {}).get("metadata") or {}
                 involved = (event.get("object") or {}).get("involvedObject") or {}
-                data = {"what": what, "type": event.get("type"), "namespace": metadata.get("namespace"),
-                        "name": metadata.get("name"), "run": involved.get("name")}
+                data = {
+                    "what": what,
+                    "type": event.get("type"),
+                    "namespace": metadata.get("namespace"),
+                    "name": metadata.get("name"),
+                    "run": involved.get("name"),
+                }
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(f"event: change\ndata: {json.dumps(data)}")
                 backoff = 0.5
@@ -611,7 +622,9 @@ def build_app(settings: ConsoleSettings) -> web.Application:
     app["console"] = console
 
     async def session_context(app: web.Application) -> AsyncIterator[None]:
-        console.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None))
+        console.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        )
         yield
         await console.session.close()
 
