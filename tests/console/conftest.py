@@ -43,10 +43,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def console(scenario: Scenario, tmp_path: Path) -> Iterator[Callable[..., ConsoleProcess]]:  # noqa: F811
-    """``console(user=PERSON, groups=())``: start ``jobnet console`` acting as that person."""
+    """``console(user=PERSON, rules=CONSOLE_USER_RULES)``: start ``jobnet console`` acting as that
+    person, who is granted ``rules`` in namespace default first."""
     started: list[ConsoleProcess] = []
 
-    def start(user: str = PERSON, groups: tuple[str, ...] = ()) -> ConsoleProcess:
+    def start(
+        user: str = PERSON, rules: list[dict[str, list[str]]] | None = None, groups: tuple[str, ...] = ()
+    ) -> ConsoleProcess:
+        grant(scenario.emulator, f"console-{re.sub(r'[^a-z0-9]+', '-', user)}", rules or CONSOLE_USER_RULES, user)
         kubeconfig = impersonating_kubeconfig(scenario.emulator.kubeconfig, tmp_path, user, groups)
         process = ConsoleProcess(kubeconfig, tmp_path).start()
         started.append(process)
@@ -88,3 +92,31 @@ def stuck_run(scenario: Scenario, jobnet: str, work_body: str = "sleep 3\n") -> 
         vm.restore()
     scenario.wait_phase(run, "Stuck", timeout=30)
     return vm, run, path
+
+
+#: What a person needs to use every screen and action of the console (docs/console.md).
+CONSOLE_USER_RULES: list[dict[str, list[str]]] = [
+    {"apiGroups": ["jobnet.dev"], "resources": ["jobruns"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["jobnet.dev"], "resources": ["jobnets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+]
+
+
+def grant(emulator: Any, name: str, rules: list[dict[str, list[str]]], user: str, namespace: str = "default") -> None:
+    """A Role with ``rules`` bound to ``user``, created with kubectl as the administrator."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    result = emulator.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    assert result.rc == 0, result.stderr

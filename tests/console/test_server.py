@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.console.browser import ConsoleProcess
-from tests.console.conftest import impersonating_kubeconfig
-from tests.support.emulator import EmulatorServer
+from tests.console.conftest import CONSOLE_USER_RULES, grant, impersonating_kubeconfig
+from tests.support.emulator import EmulatorServer, free_port
 from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
 from tests.support.operator_proc import OperatorProcess
 
@@ -61,12 +61,15 @@ class Client:
 
 @pytest.fixture
 def world(emulator: EmulatorServer, tmp_path: Path) -> Any:
-    result = kubectl_apply(emulator, jobnet("nightly", script_job("extract")))
+    # The job's host is a closed port on loopback: its launch fails at once (HostUnreachable).
+    closed = {"address": "127.0.0.1", "port": free_port(), "user": "batch", "credentialsSecret": "vm1-ssh"}
+    result = kubectl_apply(emulator, jobnet("nightly", script_job("extract"), host=closed))
     assert result.rc == 0, result.stderr
     return emulator
 
 
 def _console(emulator: EmulatorServer, tmp_path: Path, *args: str, user: str = "alice") -> ConsoleProcess:
+    grant(emulator, f"console-{user.split('@')[0]}", CONSOLE_USER_RULES, user)
     kubeconfig = impersonating_kubeconfig(emulator.kubeconfig, tmp_path, user, ("night-shift",))
     return ConsoleProcess(kubeconfig, tmp_path, *args).start()
 
@@ -123,7 +126,7 @@ def test_a_refused_change_carries_the_reason_and_changes_nothing(world: Emulator
 
 
 def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: OperatorProcess, tmp_path: Path) -> None:
-    # The job's host does not resolve: the job fails at once, and a person may bypass it.
+    # The job fails at once (its host refuses connections), and a person may bypass it.
     result = kubectl_apply(world, jobrun("nightly", name="nightly-1"))
     assert result.rc == 0, result.stderr
 

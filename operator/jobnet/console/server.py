@@ -171,7 +171,9 @@ class Console:
                 expand(reference, catalog, run_id=metadata.get("uid", "")),
                 None,
             )
-        except (ExpansionError, SnapshotError, ValueError) as error:
+        except (ExpansionError, SnapshotError, ValueError, ApiFailure) as error:
+            # Shown, not fatal: the screens work from the status alone (e.g. for a person allowed
+            # to read JobRuns but not the JobNets or the snapshot ConfigMap).
             return None, f"the run's graph cannot be built: {error}"
         if snapshot is not None:
             self.graphs.remember(key, result)
@@ -431,16 +433,19 @@ class Console:
         path, state = str(form.get("path") or ""), str(form.get("state") or "")
         message = str(form.get("message") or "").strip()
 
-        def change(body: Body, status: JobRunStatus, graph: RunGraph) -> dict[str, str]:
-            states = {
-                node.path: JobState(status.jobs[node.path].state) if node.path in status.jobs else JobState.PENDING
-                for node in graph.jobs()
-            }
+        def change(body: Body, status: JobRunStatus, graph: RunGraph | None) -> dict[str, str]:
             pending = (body["metadata"].get("annotations") or {}).get(OVERRIDE_ANNOTATION)
-            parsed = parse_override_annotation(_joined(pending, f"{path}={state}"), graph, states, status.stop_scopes)
-            if parsed.errors:
-                raise ApiFailure(422, "override refused: " + "; ".join(parsed.errors))
-            annotations = {OVERRIDE_ANNOTATION: ",".join(f"{r.path}={r.state}" for r in parsed.requests)}
+            value = _joined(pending, f"{path}={state}")
+            if graph is not None:
+                states = {
+                    node.path: JobState(status.jobs[node.path].state) if node.path in status.jobs else JobState.PENDING
+                    for node in graph.jobs()
+                }
+                parsed = parse_override_annotation(value, graph, states, status.stop_scopes)
+                if parsed.errors:
+                    raise ApiFailure(422, "override refused: " + "; ".join(parsed.errors))
+                value = ",".join(f"{r.path}={r.state}" for r in parsed.requests)
+            annotations = {OVERRIDE_ANNOTATION: value}
             if message:
                 annotations[OVERRIDE_MESSAGE_ANNOTATION] = message
             return annotations
@@ -452,30 +457,33 @@ class Console:
         form = await _json(request)
         path = str(form.get("path") or "/")
 
-        def change(body: Body, status: JobRunStatus, graph: RunGraph) -> dict[str, str]:
+        def change(body: Body, status: JobRunStatus, graph: RunGraph | None) -> dict[str, str]:
             if status.phase in views.FINISHED_PHASES:
                 raise ApiFailure(409, f"the run already ended ({status.phase}): nothing to stop")
             pending = (body["metadata"].get("annotations") or {}).get(STOP_ANNOTATION)
-            parsed = parse_stop_annotation(_joined(pending, path), graph)
-            if parsed.errors:
-                raise ApiFailure(422, "stop refused: " + "; ".join(parsed.errors))
-            return {STOP_ANNOTATION: ",".join(r.path for r in parsed.requests)}
+            value = _joined(pending, path)
+            if graph is not None:
+                parsed = parse_stop_annotation(value, graph)
+                if parsed.errors:
+                    raise ApiFailure(422, "stop refused: " + "; ".join(parsed.errors))
+                value = ",".join(r.path for r in parsed.requests)
+            return {STOP_ANNOTATION: value}
 
         await self._annotate(request, change)
         return web.json_response({"message": f"stop of {path} requested"})
 
     async def _annotate(
-        self, request: web.Request, change: Callable[[Body, JobRunStatus, RunGraph], dict[str, str]]
+        self, request: web.Request, change: Callable[[Body, JobRunStatus, RunGraph | None], dict[str, str]]
     ) -> None:
-        """Read the run, compute the annotations, patch them only if the run did not change
-        meanwhile (resourceVersion precondition), again from a fresh read on a conflict."""
+        """Read the run, compute the annotations (checked against the run's graph when it can be
+        built; otherwise the admission webhook and the operator judge them), patch them only if
+        the run did not change meanwhile (resourceVersion precondition), again from a fresh read
+        on a conflict."""
         api = self.api(request)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         for attempt in range(1, PATCH_ATTEMPTS + 1):
             body, status = await self.read_run(api, namespace, name)
-            graph, problem = await self.run_graph(api, body)
-            if graph is None:
-                raise ApiFailure(409, f"cannot check the request against the run: {problem}")
+            graph, _ = await self.run_graph(api, body)
             annotations = change(body, status, graph)
             patch = {"metadata": {"annotations": annotations, "resourceVersion": body["metadata"]["resourceVersion"]}}
             try:

@@ -209,7 +209,7 @@ function initActions() {
     const select = document.getElementById("start-jobnet");
     const link = document.getElementById("jobnet-link");
     const point = () => { link.href = link.dataset.base + encodeURIComponent(select.value); };
-    select.addEventListener("change", point);
+    select.addEventListener("input", point);
     point();
     start.addEventListener("submit", async (event) => {
       event.preventDefault();
