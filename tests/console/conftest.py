@@ -100,6 +100,8 @@ CONSOLE_USER_RULES: list[dict[str, list[str]]] = [
     {"apiGroups": ["jobnet.dev"], "resources": ["jobnets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    # The full output of a job: the credentials Secret of its host (as `kubectl jobnet logs`).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]
 
 

@@ -50,6 +50,13 @@ def test_K01_start_a_run_from_the_run_list_and_watch_it_succeed_live(scenario: S
     assert page.driver.execute_script("return window.notReloaded === true"), "the page reloaded"
     assert page.refreshes() >= 2  # the live updates that carried Running and Succeeded
 
+    # Through the monitor to the first job's full output, read from the VM.
+    page.click(f"{row} a.run-link")
+    page.click('#job-list .vlist-row[data-path="/k01/first"] a')
+    page.wait_text("#job-state", "Succeeded")
+    page.click("#load-stdout")
+    assert page.wait_text("#full-output", "greeting=") == "greeting=hello from the console\n".strip()
+
     run = scenario.get_run(name)
     assert run["spec"] == {"jobNetRef": "k01", "env": {"GREETING": "hello from the console"}}, run["spec"]
     assert run["status"]["phase"] == "Succeeded"

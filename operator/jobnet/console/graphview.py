@@ -21,9 +21,14 @@ from jobnet.core.expansion import RunGraph
 
 NODE_WIDTH = 180
 NODE_HEIGHT = 56
+#: Space between layers (room for a frame's title between them) and between nodes of a layer.
+LAYER_SPACING = 56
+NODE_SPACING = 36
 #: Space between components laid out side by side, and around a frame.
 GAP = 40
 FRAME_PADDING = 14
+#: Roughly how wide one character of a frame's title is (12 px font): a frame is wide enough for it.
+TITLE_CHARACTER_WIDTH = 7.5
 #: Above this many visible nodes nothing is drawn: grandalf needs about 0.2 s for 300, 1.8 s for 1,000.
 MAX_DRAWN_NODES = 300
 #: Sub-jobnets are expanded by default, shallowest first, while the drawing stays this small.
@@ -172,6 +177,7 @@ def layout(graph: RunGraph, visible: VisibleGraph) -> Layout:
     height = 0.0
     for component in Graph(list(vertices.values()), edges).C:
         sugiyama = SugiyamaLayout(component)
+        sugiyama.yspace, sugiyama.xspace = LAYER_SPACING, NODE_SPACING
         sugiyama.init_all()
         sugiyama.draw()
         xs = [v.view.xy[0] for v in component.sV]
@@ -206,7 +212,8 @@ def _frames(graph: RunGraph, visible: VisibleGraph, placed: list[PlacedNode]) ->
         pad = FRAME_PADDING * (1 + depth_below)
         left = min(n.x for n in inside) - pad
         top = min(n.y for n in inside) - pad - 12  # room for the frame's title
-        right = max(n.x for n in inside) + NODE_WIDTH + pad
+        title = f"{graph.nodes[path].name} [{graph.nodes[path].expanded_from}] · Succeeded    Stop"
+        right = max(max(n.x for n in inside) + NODE_WIDTH + pad, left + TITLE_CHARACTER_WIDTH * len(title))
         bottom = max(n.y for n in inside) + NODE_HEIGHT + pad
         frames.append(Frame(path, left, top, right - left, bottom - top))
     return frames

@@ -44,6 +44,7 @@ LABELS: dict[str, dict[str, str]] = {
     "message": {"en": "Message", "ja": "メッセージ"},
     "output": {"en": "Output (tail)", "ja": "出力 (末尾)"},
     "full_output": {"en": "Full output from the VM", "ja": "VM 上の全出力"},
+    "more": {"en": "More", "ja": "続き"},
     "overrides": {"en": "Overrides and stops", "ja": "状態変更と停止"},
     "by": {"en": "By", "ja": "実行者"},
     "at": {"en": "At", "ja": "日時"},

@@ -19,6 +19,7 @@ status only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import gzip
@@ -52,6 +53,7 @@ from jobnet.console.kubeapi import (
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
+    REQUESTER_ANNOTATIONS,
     STOP_ANNOTATION,
     parse_override_annotation,
     parse_stop_annotation,
@@ -79,6 +81,8 @@ PATCH_ATTEMPTS = 5
 #: Run graphs and layouts kept (a run's graph never changes: it is expanded from its snapshot).
 CACHED_GRAPHS = 32
 CACHED_LAYOUTS = 64
+#: The steering annotations a job monitor shows while the operator has not consumed them yet.
+STEERING_ANNOTATIONS = (*REQUESTER_ANNOTATIONS, OVERRIDE_MESSAGE_ANNOTATION, *REQUESTER_ANNOTATIONS.values())
 
 
 @dataclass
@@ -310,7 +314,7 @@ class Console:
                 for s in status.stop_scopes
                 if path == s or path.startswith(s + "/") or s == (graph.root if graph else "")
             ],
-            pending={k: v for k, v in annotations.items() if k.startswith("jobnet.dev/")},
+            pending={k: annotations[k] for k in STEERING_ANNOTATIONS if k in annotations},
             environment=environment,
         )
 
@@ -374,6 +378,54 @@ class Console:
             node_height=graphview.NODE_HEIGHT,
             jobs_under=_jobs_under_count(graph),
             job_count=len(graph.jobs()) if graph is not None else 0,
+        )
+
+    async def output(self, request: web.Request) -> web.Response:
+        """One page (at most ``READ_CHUNK`` bytes from ``offset``) of a job's full output, read from
+        the agent on its VM like ``kubectl jobnet logs`` does (the credentials Secret the job's
+        host names, read as the viewer; host keys verified)."""
+        from jobnet.plugin.logs import AgentOutputReader, LogsOptions, locate, serve_args_from_environment
+        from jobnet.plugin.view import JobRunView, PluginError
+        from jobnet.ssh import AgentRequestFailed, SshError
+
+        api = self.api(request)
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        stream = request.query.get("stream", "stdout")
+        offset = request.query.get("offset", "0")
+        if stream not in ("stdout", "stderr") or not offset.isdigit():
+            return _refused("stream must be stdout or stderr and offset a number of bytes", 400)
+        body, status = await self.read_run(api, namespace, name)
+        graph, problem = await self.run_graph(api, body)
+        options = LogsOptions(
+            path=request.query.get("path", ""), stream=stream, serve_args=serve_args_from_environment()
+        )
+        try:
+            location = locate(JobRunView(body=body, status=status, graph=graph, graph_problem=problem), options.path)
+        except PluginError as error:
+            return _refused(str(error))
+        secret_name = location.host.credentials_secret
+        secret = await api.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret_name}")
+        try:
+            data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+        except (ValueError, UnicodeDecodeError):
+            return _refused(f"Secret {secret_name!r} has data that is not base64-encoded UTF-8 text")
+
+        def read() -> tuple[bytes, bool]:
+            reader = AgentOutputReader(location, data, options)
+            try:
+                chunk = reader.read(location.key, stream, int(offset))
+                return base64.b64decode(chunk.data), chunk.eof
+            finally:
+                reader.close()
+
+        try:
+            page, eof = await asyncio.to_thread(read)
+        except AgentRequestFailed as error:
+            return _refused(f"the agent on {location.host.address} refused: {error.message}", 502)
+        except (SshError, PluginError) as error:
+            return _refused(f"cannot read the output from the VM: {getattr(error, 'message', error)}", 502)
+        return web.json_response(
+            {"text": page.decode(errors="replace"), "nextOffset": int(offset) + len(page), "eof": eof and not page}
         )
 
     # -------------------------------------------------------------- live updates
@@ -642,6 +694,7 @@ def build_app(settings: ConsoleSettings) -> web.Application:
         web.get("/runs", console.runs_page),
         web.get("/runs/{namespace}/{name}", console.monitor_page),
         web.get("/runs/{namespace}/{name}/job", console.job_page),
+        web.get("/runs/{namespace}/{name}/output", console.output),
         web.get("/events", console.events_page),
         web.get("/jobnets/{namespace}/{name}", console.jobnet_page),
         web.get("/api/stream", console.stream),

@@ -150,6 +150,41 @@ function initJobList(scrollTop) {
   draw();
 }
 
+// ------------------------------------------------------------------ full output, paged
+
+function initOutput() {
+  const holder = document.querySelector(".full-output");
+  if (!holder) return;
+  const shown = document.getElementById("full-output");
+  const more = document.getElementById("more-output");
+  const problem = document.getElementById("output-problem");
+  let stream = "stdout";
+  let offset = 0;
+  async function page() {
+    const response = await fetch(`${holder.dataset.url}&stream=${stream}&offset=${offset}`, { credentials: "same-origin" });
+    const answer = await response.json();
+    if (!response.ok) {
+      problem.textContent = answer.error;
+      problem.hidden = false;
+      return;
+    }
+    problem.hidden = true;
+    shown.hidden = false;
+    shown.append(answer.text);
+    offset = answer.nextOffset;
+    more.hidden = answer.eof || answer.text === "";
+  }
+  for (const button of holder.querySelectorAll(".load-output")) {
+    button.onclick = () => {
+      stream = button.dataset.stream;
+      offset = 0;
+      shown.textContent = "";
+      page();
+    };
+  }
+  more.onclick = page;
+}
+
 function initRegion(scrollTop) {
   initJobList(scrollTop);
 }
@@ -230,6 +265,7 @@ function initActions() {
 
 document.addEventListener("DOMContentLoaded", () => {
   initRegion(0);
+  initOutput(); // outside the live region: what was loaded stays while the page updates
   initActions();
   connectStream();
 });
