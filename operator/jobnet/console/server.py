@@ -216,6 +216,7 @@ class Console:
             search=request.query.get("q", ""),
         )
         listing = await api.request("GET", jobruns_path(None if every_namespace else namespace))
+        since = (listing.get("metadata") or {}).get("resourceVersion", "")
         rows = views.run_rows(listing.get("items", []), wanted, time.time())
         fragment = request.query.get("fragment") == "1"
         jobnets: list[str] = []
@@ -236,12 +237,17 @@ class Console:
             phases=[str(phase) for phase in ("Stuck", "Running", "Pending", "Succeeded", "Failed", "Stopped")],
             jobnets=jobnets,
             jobnets_problem=jobnets_problem,
+            since=since,
         )
 
     async def monitor_page(self, request: web.Request) -> web.Response:
         api = self.api(request)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        body, status = await self.read_run(api, namespace, name)
+        body = await api.request("GET", jobruns_path(namespace, name))
+        try:
+            status, jobs = views.parse_status_lazily(body)
+        except ValueError as error:
+            raise ApiFailure(500, f"JobRun {name!r} has a status the console cannot read: {error}") from None
         graph, problem = await self.run_graph(api, body)
         drawing = None
         expanded: frozenset[str] = frozenset()
@@ -256,7 +262,8 @@ class Console:
                 key, graphview.layout(graph, graphview.visible_graph(graph, expanded))
             )
         now = time.time()
-        rows = _job_rows(graph, status, now)
+        rows = views.job_list_rows([node.path for node in graph.jobs()] if graph is not None else sorted(jobs), jobs)
+        drawn = [node.path for node in drawing.nodes] + [frame.path for frame in drawing.frames] if drawing else []
         base = f"/runs/{quote(namespace, safe='')}/{quote(name, safe='')}"
         return self.render(
             request,
@@ -265,6 +272,7 @@ class Console:
             expand_url=lambda paths: f"{base}?expand={quote(','.join(sorted(set(paths))), safe='/,')}",
             job_url=lambda path: f"{base}/job?path={quote(path, safe='/')}",
             can_stop=lambda state: views.stoppable(state, status.phase),
+            since=body["metadata"].get("resourceVersion", ""),
             format_elapsed=lambda entry: format_duration(elapsed(entry.started_at, entry.finished_at, now)),
             status=status,
             graph=graph,
@@ -274,7 +282,7 @@ class Console:
             # Inside a <script> element: "<" escaped so no text can close it.
             jobs_json=json.dumps(rows, separators=(",", ":")).replace("<", "\\u003c"),
             job_count=len(rows),
-            entries=status.jobs,
+            entries=views.job_entries(jobs, drawn),
             node_width=graphview.NODE_WIDTH,
             node_height=graphview.NODE_HEIGHT,
             stoppable=views.stoppable,
@@ -300,6 +308,7 @@ class Console:
             request,
             "job_body.html" if request.query.get("fragment") == "1" else "job.html",
             run=views.run_row(body, time.time()),
+            since=body["metadata"].get("resourceVersion", ""),
             path=path,
             node=node,
             job=job,
@@ -335,6 +344,7 @@ class Console:
             rows=rows,
             namespace=namespace,
             wanted=wanted,
+            since=(listing.get("metadata") or {}).get("resourceVersion", ""),
             reasons=sorted({row.reason for row in views.event_rows(listing.get("items", []), views.EventFilter())}),
         )
 
@@ -441,7 +451,10 @@ class Console:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
-        pumps = [asyncio.create_task(_pump(api, what, paths[what], queue)) for what in wanted]
+        # Watched from the resourceVersion the page was rendered at: no change in between is missed.
+        given = request.query.get("since", "")
+        since = given if given.isdigit() else None
+        pumps = [asyncio.create_task(_pump(api, what, paths[what], queue, since)) for what in wanted]
         try:
             await response.write(b"event: ready\ndata: {}\n\n")
             while True:
@@ -565,47 +578,49 @@ def _jobs_under_count(graph: RunGraph | None) -> dict[str, int]:
     return counts
 
 
-def _job_rows(graph: RunGraph | None, status: JobRunStatus, now: float) -> list[list[Any]]:
-    """The monitor's job list (rendered in the browser, only the rows in view): path, state,
-    its icon, attempt, duration, reason; in execution order."""
-    paths = [node.path for node in graph.jobs()] if graph is not None else sorted(status.jobs)
-    rows: list[list[Any]] = []
-    for path in paths:
-        entry = status.jobs.get(path)
-        if entry is None:
-            rows.append([path, "Pending", views.icon("Pending"), "", "", ""])
-            continue
-        duration = format_duration(elapsed(entry.started_at, entry.finished_at, now)) if entry.started_at else ""
-        rows.append([path, entry.state, views.icon(entry.state), entry.attempt or "", duration, entry.reason or ""])
-    return rows
+async def _pump(api: KubeApi, what: str, path: str, queue: asyncio.Queue[str], since: str | None) -> None:
+    """Feed ``queue`` with SSE lines for every change of the collection at ``path``, watched from
+    ``since`` (else from a fresh list's resourceVersion) and on from the last change seen. When
+    the watch expired (410) or failed it lists again, and the page is told to refresh once (it
+    may have missed a change)."""
 
+    def send(event: str, data: Body) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(f"event: {event}\ndata: {json.dumps(data)}")
 
-async def _pump(api: KubeApi, what: str, path: str, queue: asyncio.Queue[str]) -> None:
-    """Feed ``queue`` with SSE lines for every change of the collection at ``path``: list, then
-    watch from the list's resourceVersion; re-list when the watch expires (410) or breaks."""
     backoff = 0.5
+    version, relisting = since, False
     while True:
         try:
-            listing = await api.request("GET", path, query={"limit": "1"})
-            version = str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+            if version is None:
+                listing = await api.request("GET", path, query={"limit": "1"})
+                version = str((listing.get("metadata") or {}).get("resourceVersion") or "0")
+                if relisting:
+                    send("change", {"what": what, "type": "RELISTED"})
+            expired = False
             async for event in api.watch(path, version, WATCH_SECONDS):
                 if event.get("type") == "ERROR":
-                    break  # expired: list again
-                metadata = (event.get("object") or {}).get("metadata") or {}
-                involved = (event.get("object") or {}).get("involvedObject") or {}
-                data = {
-                    "what": what,
-                    "type": event.get("type"),
-                    "namespace": metadata.get("namespace"),
-                    "name": metadata.get("name"),
-                    "run": involved.get("name"),
-                }
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(f"event: change\ndata: {json.dumps(data)}")
-                backoff = 0.5
+                    expired = True
+                    break
+                body = event.get("object") or {}
+                metadata = body.get("metadata") or {}
+                send(
+                    "change",
+                    {
+                        "what": what,
+                        "type": event.get("type"),
+                        "namespace": metadata.get("namespace"),
+                        "name": metadata.get("name"),
+                        "run": (body.get("involvedObject") or {}).get("name"),
+                    },
+                )
+                version = str(metadata.get("resourceVersion") or version)
+            if expired:
+                version, relisting = None, True
+            backoff = 0.5
         except ApiFailure as error:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(f"event: problem\ndata: {json.dumps({'what': what, 'message': str(error)})}")
+            version, relisting = None, True
+            send("problem", {"what": what, "message": str(error)})
             if error.status in (401, 403):
                 return  # not allowed to watch: the page still works by reloading
             await asyncio.sleep(backoff)

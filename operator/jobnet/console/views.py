@@ -53,6 +53,43 @@ def parse_status(body: Body) -> JobRunStatus:
     return JobRunStatus.model_validate(decoded_status(body.get("status") or {}))
 
 
+def parse_status_lazily(body: Body) -> tuple[JobRunStatus, dict[str, Body]]:
+    """A JobRun's status without its job entries, and the entries as stored (path -> entry).
+    Validating 10,000 entries takes longer than a monitor may; it validates only those it draws
+    (:func:`job_entries`). ValueError when the status cannot be read."""
+    raw = decoded_status(body.get("status") or {})
+    jobs = raw.pop("jobs", None) or {}
+    if not isinstance(jobs, dict):
+        raise ValueError("status.jobs is not a mapping")
+    return JobRunStatus.model_validate(raw), jobs
+
+
+def job_entries(jobs: Mapping[str, Body], paths: Iterable[str]) -> dict[str, JobStatus]:
+    """The validated entries of ``paths`` (those that have one)."""
+    return {path: JobStatus.model_validate(jobs[path]) for path in paths if path in jobs}
+
+
+def job_list_rows(paths: Iterable[str], jobs: Mapping[str, Body]) -> list[list[Any]]:
+    """The monitor's job list, one row per path in order: path, state, its icon, attempt, start,
+    end, reason (the browser computes durations for the rows in view)."""
+    rows: list[list[Any]] = []
+    for path in paths:
+        entry = jobs.get(path) or {}
+        state = str(entry.get("state") or "Pending")
+        rows.append(
+            [
+                path,
+                state,
+                icon(state),
+                entry.get("attempt") or "",
+                entry.get("startedAt") or "",
+                entry.get("finishedAt") or "",
+                entry.get("reason") or "",
+            ]
+        )
+    return rows
+
+
 # ------------------------------------------------------------------ run list
 
 
