@@ -31,6 +31,12 @@ app.kubernetes.io/name: {{ include "jobnet-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- /* The console's pods: a name of their own, so that no operator selector matches them. */}}
+{{- define "jobnet-operator.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "jobnet-operator.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "jobnet-operator.labels" -}}
 helm.sh/chart: {{ include "jobnet-operator.chart" . }}
 {{ include "jobnet-operator.selectorLabels" . }}
