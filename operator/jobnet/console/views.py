@@ -19,8 +19,8 @@ from jobnet.core.expansion import RunGraph
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.states import OVERRIDE_TRANSITIONS, JobState
 from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
-from jobnet.plugin.kube import event_time
 from jobnet.plugin.tree import elapsed, format_duration
+from jobnet.plugin.view import event_time
 
 Body = dict[str, Any]
 

@@ -26,7 +26,7 @@ from jobnet.core.runstatus import decoded_status
 from jobnet.core.snapshot import SnapshotError, decode_snapshot
 from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
 from jobnet.core.validation import parse_jobnet
-from jobnet.plugin.view import Body, Connection, JobRunView, PluginError
+from jobnet.plugin.view import Body, Connection, JobRunView, PluginError, event_time
 
 
 class PluginKube:
@@ -167,19 +167,6 @@ class PluginKube:
             return {key: base64.b64decode(value).decode() for key, value in data.items()}
         except (ValueError, UnicodeDecodeError):
             raise PluginError(f"Secret {name!r} has data that is not base64-encoded UTF-8 text") from None
-
-
-def event_time(event: Body) -> str:
-    """When an Event last happened (RFC 3339 text sorts in time order)."""
-    series = event.get("series") or {}
-    return str(
-        series.get("lastObservedTime")
-        or event.get("lastTimestamp")
-        or event.get("eventTime")
-        or event.get("firstTimestamp")
-        or event.get("metadata", {}).get("creationTimestamp")
-        or ""
-    )
 
 
 def _api_message(error: ApiException) -> str:

@@ -51,3 +51,16 @@ class JobRunView:
     @property
     def annotations(self) -> dict[str, str]:
         return dict(self.body["metadata"].get("annotations") or {})
+
+
+def event_time(event: Body) -> str:
+    """When an Event last happened (RFC 3339 text sorts in time order)."""
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or event.get("metadata", {}).get("creationTimestamp")
+        or ""
+    )
