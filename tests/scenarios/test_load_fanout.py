@@ -45,6 +45,8 @@ def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(sce
     with JobRunWatch(scenario.emulator, "load-1") as watch:
         scenario.run_jobnet("load", scenario.host(vm_a), jobs)
         status = scenario.wait_phase("load-1", "Succeeded", timeout=240)
+        # The run's last Event may follow its last status write (launches and writes go first).
+        scenario.wait_event("load-1", "RunSucceeded", timeout=60)
     job_count = len(jobs)
     stored = decoded_status(status)
 

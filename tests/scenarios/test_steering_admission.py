@@ -15,12 +15,14 @@ import json
 
 import pytest
 
-from tests.support.emulator import EmulatorServer
+from tests.support.emulator import EmulatorServer, grant
 from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
 from tests.support.operator_proc import OperatorProcess, admission_review
 from tests.support.scenario import Scenario, poll
 
 JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
+#: What a person needs to steer runs with ``kubectl annotate`` (the emulator enforces RBAC).
+STEER_RUNS = {"apiGroups": ["jobnet.dev"], "resources": ["jobruns"], "verbs": ["get", "patch"]}
 STEERING_KEYS = {"jobnet.dev/override", "jobnet.dev/override-by", "jobnet.dev/stop", "jobnet.dev/stop-by"}
 
 
@@ -61,6 +63,7 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
     assert refused.rc == 1 and "jobnet.dev/stop" in refused.stderr and "did you mean '/nightly/load'" in refused.stderr
     assert not STEERING_KEYS & set(_annotations(emulator, "nightly-1"))
 
+    grant(emulator, "steer-runs", [STEER_RUNS], users=["alice"])
     stopped = emulator.kubectl(
         "--as=alice",
         "--as-group=ops",
@@ -117,6 +120,7 @@ def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
 @pytest.mark.vm
 def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_overwritten(scenario: Scenario) -> None:
     vm, run = scenario.run_failed_export_chain()
+    grant(scenario.emulator, "steer-runs", [STEER_RUNS], users=["alice"])
 
     refused = scenario.kubectl("--as=alice", "annotate", "jobrun", run, "jobnet.dev/override=/chain/export=Sucseeded")
     assert refused.rc == 1 and "unknown override state 'Sucseeded'" in refused.stderr, refused.stderr

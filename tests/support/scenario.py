@@ -128,9 +128,10 @@ class Scenario:
             **overrides,
         }
 
-    def start_operator(self, *extra_args: str, verbose: bool = True) -> OperatorProcess:
+    def start_operator(self, *extra_args: str, verbose: bool = True, wait_ready: bool = True) -> OperatorProcess:
         """Start the real operator (fast deadlines, fast agent) unless it already runs;
-        ``verbose``: with kopf's debug log (benchmarks measure without)."""
+        ``verbose``: with kopf's debug log (benchmarks measure without); ``wait_ready``: until
+        it serves (see OperatorProcess.start)."""
         if self.operator is not None:
             return self.operator
         agent_args = list(FAST_AGENT_ARGS)
@@ -143,7 +144,7 @@ class Scenario:
             verbose=verbose,
         )
         register_webhooks(self.emulator, process.webhook_url)
-        self.operator = process.start()
+        self.operator = process.start(wait_ready=wait_ready)
         return process
 
     def close(self) -> None:

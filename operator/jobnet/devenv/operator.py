@@ -153,7 +153,9 @@ class OperatorProcess:
         ]
         return [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", *args]
 
-    def start(self) -> OperatorProcess:
+    def start(self, *, wait_ready: bool = True) -> OperatorProcess:
+        """Start the process; by default wait until it serves (``wait_ready=False``: an operator
+        that cannot reach its API server yet does not serve its webhook either)."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the operator is already running")
         self._log_file = open(self.log_path, "ab")
@@ -167,7 +169,8 @@ class OperatorProcess:
             cwd=self.workdir,
             start_new_session=True,
         )
-        self.wait_ready()
+        if wait_ready:
+            self.wait_ready()
         return self
 
     def wait_ready(self) -> None:

@@ -105,6 +105,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="before retrying a handler after an API failure (default: 5)",
     )
+    timing.add_argument(
+        "--api-retry-max-delay",
+        type=positive_seconds,
+        default=30.0,
+        help="the longest wait between retries of a failed API request; requests are retried "
+        "until the API server answers, never given up (default: 30)",
+    )
     runtime = parser.add_argument_group("job runtime (seconds)")
     runtime.add_argument(
         "--heartbeat-deadline",
@@ -217,6 +224,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         connect_timeout=args.connect_timeout,
         request_timeout=args.request_timeout,
         retry_delay=args.retry_delay,
+        api_retry_max_delay=args.api_retry_max_delay,
     )
 
 

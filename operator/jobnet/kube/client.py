@@ -240,6 +240,43 @@ class KubeClient:
             answer=False,
         )
 
+    @staticmethod
+    def _lease_path(namespace: str, name: str | None = None) -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return path + (f"/{name}" if name else "")
+
+    async def get_lease(self, namespace: str, name: str) -> Body | None:
+        """The Lease, or None when there is none yet."""
+        try:
+            return await self._request("GET", self._lease_path(namespace, name), f"reading Lease {namespace}/{name}")
+        except KubeApiError as e:
+            if e.status == HTTP_NOT_FOUND:
+                return None
+            raise
+
+    async def write_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Create the Lease (``resource_version`` None) or replace it only if it is still at
+        ``resource_version`` (HTTP 409 otherwise); the written version."""
+        body: Body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
+        if resource_version is None:
+            reply = await self._request(
+                "POST", self._lease_path(namespace), f"creating Lease {namespace}/{name}", json=body
+            )
+        else:
+            body["metadata"]["resourceVersion"] = resource_version
+            reply = await self._request(
+                "PUT", self._lease_path(namespace, name), f"renewing Lease {namespace}/{name}", json=body
+            )
+        version = (reply.get("metadata") or {}).get("resourceVersion")
+        return version if isinstance(version, str) else None
+
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         """Post a core v1 Event about ``involved`` (a JobNet or JobRun body)."""
         meta = involved.get("metadata", {})
