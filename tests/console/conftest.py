@@ -14,6 +14,7 @@ import yaml
 
 from tests.console.browser import ConsoleProcess, Page, chromium, missing_browser
 from tests.scenarios.conftest import scenario  # noqa: F401 (the fixture, shared)
+from tests.support.emulator import grant
 from tests.support.scenario import Scenario
 
 #: The person the console acts as in the tests (the kubeconfig's ``as``).
@@ -50,7 +51,9 @@ def console(scenario: Scenario, tmp_path: Path) -> Iterator[Callable[..., Consol
     def start(
         user: str = PERSON, rules: list[dict[str, list[str]]] | None = None, groups: tuple[str, ...] = ()
     ) -> ConsoleProcess:
-        grant(scenario.emulator, f"console-{re.sub(r'[^a-z0-9]+', '-', user)}", rules or CONSOLE_USER_RULES, user)
+        grant(
+            scenario.emulator, f"console-{re.sub(r'[^a-z0-9]+', '-', user)}", rules or CONSOLE_USER_RULES, users=[user]
+        )
         kubeconfig = impersonating_kubeconfig(scenario.emulator.kubeconfig, tmp_path, user, groups)
         process = ConsoleProcess(kubeconfig, tmp_path).start()
         started.append(process)
@@ -103,22 +106,3 @@ CONSOLE_USER_RULES: list[dict[str, list[str]]] = [
     # The full output of a job: the credentials Secret of its host (as `kubectl jobnet logs`).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]
-
-
-def grant(emulator: Any, name: str, rules: list[dict[str, list[str]]], user: str, namespace: str = "default") -> None:
-    """A Role with ``rules`` bound to ``user``, created with kubectl as the administrator."""
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace},
-        "rules": rules,
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
-    result = emulator.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
-    assert result.rc == 0, result.stderr

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.console.browser import ConsoleProcess
-from tests.console.conftest import CONSOLE_USER_RULES, grant, impersonating_kubeconfig
-from tests.support.emulator import EmulatorServer, free_port
+from tests.console.conftest import CONSOLE_USER_RULES, impersonating_kubeconfig
+from tests.support.emulator import EmulatorServer, free_port, grant
 from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
 from tests.support.operator_proc import OperatorProcess
 
@@ -69,7 +69,7 @@ def world(emulator: EmulatorServer, tmp_path: Path) -> Any:
 
 
 def _console(emulator: EmulatorServer, tmp_path: Path, *args: str, user: str = "alice") -> ConsoleProcess:
-    grant(emulator, f"console-{user.split('@')[0]}", CONSOLE_USER_RULES, user)
+    grant(emulator, f"console-{user.split('@')[0]}", CONSOLE_USER_RULES, users=[user])
     kubeconfig = impersonating_kubeconfig(emulator.kubeconfig, tmp_path, user, ("night-shift",))
     return ConsoleProcess(kubeconfig, tmp_path, *args).start()
 
@@ -155,17 +155,24 @@ def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: Operator
     assert overrides[-1]["by"] == "bob@example.com" and overrides[-1]["message"].endswith(": done by hand"), overrides
 
 
-def test_forward_token_mode_refuses_requests_without_the_viewers_token(world: EmulatorServer, tmp_path: Path) -> None:
-    console = _console(world, tmp_path, "--forward-token")
+def test_forward_token_mode_acts_with_the_viewers_own_token(world: EmulatorServer, tmp_path: Path) -> None:
+    # The kubeconfig only says where the API server is (HTTPS, its CA); its token is never used.
+    kubeconfig = world.write_kubeconfig(tmp_path / "server-only.yaml", world.issue_token("nobody"))
+    grant(world, "console-dave", CONSOLE_USER_RULES, users=["dave"])
+    viewer = world.issue_token("dave")
+    console = ConsoleProcess(kubeconfig, tmp_path, "--forward-token").start()
     try:
         client = Client(console.url)
         status, page = client.get("/runs")
         assert status == 401 and "your own token" in page
-        status, page = client.get("/runs", {"Authorization": "Bearer viewer-token"})
-        assert status == 200 and "nightly" in page
+        status, page = client.get("/runs", {"Authorization": "Bearer not-a-token"})
+        assert status == 401 and "HTTP 401: Unauthorized" in page, page
+        status, page = client.get("/runs", {"Authorization": f"Bearer {viewer}"})
+        assert status == 200 and "nightly" in page, page
     finally:
         console.stop()
-    assert "viewer-token" not in console.log_text()
+    assert any(user == "dave" for user, _ in world.access_log()), world.access_log()
+    assert viewer not in console.log_text()
 
 
 def test_only_loopback_without_forward_token(world: EmulatorServer, tmp_path: Path) -> None:
