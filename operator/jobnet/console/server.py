@@ -65,6 +65,7 @@ from jobnet.core.states import JobState
 from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
 from jobnet.core.validation import parse_jobnet
 from jobnet.plugin.tree import elapsed, format_duration
+from jobnet.plugin.view import jobnet_catalog
 
 Body = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -190,12 +191,7 @@ class Console:
 
     async def catalog(self, api: KubeApi, namespace: str) -> dict[str, JobNetSpec]:
         listing = await api.request("GET", jobnets_path(namespace))
-        catalog = {}
-        for item in listing.get("items", []):
-            parsed = parse_jobnet(item.get("spec"))
-            if isinstance(parsed, JobNetSpec):
-                catalog[item["metadata"]["name"]] = parsed
-        return catalog
+        return jobnet_catalog(listing.get("items", []))
 
     async def read_run(self, api: KubeApi, namespace: str, name: str) -> tuple[Body, JobRunStatus]:
         body = await api.request("GET", jobruns_path(namespace, name))

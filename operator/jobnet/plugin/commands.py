@@ -165,7 +165,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    from jobnet.plugin.kube import event_time
+    from jobnet.plugin.view import event_time
 
     kube = _kube(args)
     view = kube.jobrun_view(args.run, with_graph=False)

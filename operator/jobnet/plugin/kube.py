@@ -25,8 +25,7 @@ from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.snapshot import SnapshotError, decode_snapshot
 from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
-from jobnet.core.validation import parse_jobnet
-from jobnet.plugin.view import Body, Connection, JobRunView, PluginError, event_time
+from jobnet.plugin.view import Body, Connection, JobRunView, PluginError, event_time, jobnet_catalog
 
 
 class PluginKube:
@@ -103,12 +102,7 @@ class PluginKube:
             self.namespace,
             "jobnets",
         )
-        catalog = {}
-        for item in listing.get("items", []):
-            parsed = parse_jobnet(item.get("spec"))
-            if isinstance(parsed, JobNetSpec):
-                catalog[item["metadata"]["name"]] = parsed
-        return catalog
+        return jobnet_catalog(listing.get("items", []))
 
     def _snapshot_catalog(self, stored: Any) -> dict[str, JobNetSpec]:
         """The JobNets the run started with (edits made since do not apply to it)."""

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobnet.core.expansion import RunGraph
+from jobnet.core.models import JobNetSpec
 from jobnet.core.status import JobRunStatus
+from jobnet.core.validation import parse_jobnet
 
 Body = dict[str, Any]
 
@@ -64,3 +66,14 @@ def event_time(event: Body) -> str:
         or event.get("metadata", {}).get("creationTimestamp")
         or ""
     )
+
+
+def jobnet_catalog(items: list[Body]) -> dict[str, JobNetSpec]:
+    """The JobNets of a list response by name (those whose spec does not parse are left out:
+    admission reports them, and an expansion that needs one names it as missing)."""
+    catalog = {}
+    for item in items:
+        parsed = parse_jobnet(item.get("spec"))
+        if isinstance(parsed, JobNetSpec):
+            catalog[item["metadata"]["name"]] = parsed
+    return catalog
