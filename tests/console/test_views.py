@@ -216,3 +216,27 @@ def test_large_runs_open_collapsed_and_too_large_drawings_are_refused() -> None:
     assert len(graphview.visible_graph(graph, []).nodes) == 100
     everything = graphview.visible_graph(graph, [p for p, n in graph.nodes.items() if n.kind == "jobnet"])
     assert graphview.layout(graph, everything).too_large == 10_000
+
+
+def test_monitor_validates_only_the_entries_it_draws_and_lists_every_job() -> None:
+    body = {
+        "status": {
+            "phase": "Running",
+            "jobs": {
+                "/n/a": {"state": "Succeeded", "attempt": 1, "startedAt": "2026-11-22T03:00:00Z", "finishedAt": "x"},
+                "/n/b": {"state": "Stuck", "attempt": 2, "reason": "HeartbeatLost"},
+                "/n/broken": {"state": "NotAState"},
+            },
+        }
+    }
+    status, jobs = views.parse_status_lazily(body)
+    assert status.phase == "Running" and status.jobs == {} and set(jobs) == {"/n/a", "/n/b", "/n/broken"}
+    entries = views.job_entries(jobs, ["/n/b", "/n/missing"])
+    assert list(entries) == ["/n/b"] and entries["/n/b"].reason == "HeartbeatLost"
+    assert views.job_list_rows(["/n/a", "/n/b", "/n/c"], jobs) == [
+        ["/n/a", "Succeeded", "✔", 1, "2026-11-22T03:00:00Z", "x", ""],
+        ["/n/b", "Stuck", "⚠", 2, "", "", "HeartbeatLost"],
+        ["/n/c", "Pending", "○", "", "", "", ""],
+    ]
+    with pytest.raises(ValueError):
+        views.parse_status_lazily({"status": {"phase": "Sideways"}})
