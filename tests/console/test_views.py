@@ -240,3 +240,23 @@ def test_monitor_validates_only_the_entries_it_draws_and_lists_every_job() -> No
     ]
     with pytest.raises(ValueError):
         views.parse_status_lazily({"status": {"phase": "Sideways"}})
+
+
+def test_schedule_rows_next_due_first_and_suspended_last() -> None:
+    def schedule(name: str, next_time: str | None, suspend: bool = False) -> dict[str, object]:
+        status = (
+            {"nextScheduleTime": next_time, "lastRun": f"{name}-1", "lastRunPhase": "Succeeded"} if next_time else {}
+        )
+        return {"metadata": {"name": name}, "spec": {"jobNetRef": "nightly", "suspend": suspend}, "status": status}
+
+    rows = views.schedule_rows(
+        [
+            schedule("later", "2026-11-23T03:00:00Z"),
+            schedule("paused", "2026-11-22T01:00:00Z", suspend=True),
+            schedule("new", None),
+            schedule("sooner", "2026-11-22T03:00:00Z"),
+        ]
+    )
+    assert [row.name for row in rows] == ["sooner", "later", "new", "paused"]
+    assert (rows[0].jobnet, rows[0].last_run, rows[0].last_run_phase) == ("nightly", "sooner-1", "Succeeded")
+    assert rows[2].next_time == "-" and rows[3].suspended

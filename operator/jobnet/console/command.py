@@ -97,7 +97,8 @@ async def _serve(app: web.Application, address: str, port: int, open_browser: bo
 
     from jobnet.console.server import PathOnlyAccessLogger
 
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
+    # handler_cancellation: an event stream's watches end as soon as its page goes away.
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, address, port)
     await site.start()

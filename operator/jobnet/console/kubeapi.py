@@ -206,5 +206,10 @@ def jobnets_path(namespace: str, name: str | None = None) -> str:
     return f"{JOBNET_API}/namespaces/{namespace}/jobnets" + (f"/{name}" if name else "")
 
 
+def jobschedules_path(namespace: str | None) -> str:
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"{JOBNET_API}{where}/jobschedules"
+
+
 def events_path(namespace: str | None) -> str:
     return f"/api/v1/namespaces/{namespace}/events" if namespace else "/api/v1/events"

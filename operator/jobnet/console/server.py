@@ -49,6 +49,7 @@ from jobnet.console.kubeapi import (
     events_path,
     jobnets_path,
     jobruns_path,
+    jobschedules_path,
 )
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
@@ -224,6 +225,13 @@ class Console:
                 )
             except ApiFailure as error:
                 jobnets_problem = str(error)
+        schedules: list[views.ScheduleRow] = []
+        try:
+            listing_schedules = await api.request("GET", jobschedules_path(None if every_namespace else namespace))
+            schedules = views.schedule_rows(listing_schedules.get("items", []))
+        except ApiFailure as error:
+            if error.status not in (403, 404):  # no schedules installed, or not yours to read
+                raise
         return self.render(
             request,
             "runs_rows.html" if fragment else "runs.html",
@@ -233,6 +241,7 @@ class Console:
             phases=[str(phase) for phase in ("Stuck", "Running", "Pending", "Succeeded", "Failed", "Stopped")],
             jobnets=jobnets,
             jobnets_problem=jobnets_problem,
+            schedules=schedules,
             since=since,
         )
 
@@ -459,9 +468,10 @@ class Console:
                 except TimeoutError:
                     line = ": keepalive"
                 await response.write(line.encode() + b"\n\n")
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
-            pass
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the page went away (a write to it failed)
         finally:
+            # Also when the handler is cancelled because the page went away (handler_cancellation).
             for pump in pumps:
                 pump.cancel()
         return response

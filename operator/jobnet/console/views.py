@@ -169,6 +169,34 @@ def parse_env_lines(text: str) -> tuple[dict[str, str], list[str]]:
     return env, problems
 
 
+@dataclass(frozen=True)
+class ScheduleRow:
+    name: str
+    jobnet: str
+    next_time: str
+    last_run: str
+    last_run_phase: str
+    suspended: bool
+
+
+def schedule_rows(items: Iterable[Body]) -> list[ScheduleRow]:
+    """The run list's schedules (JobSchedule objects), the next due first, suspended ones last."""
+    rows = []
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        rows.append(
+            ScheduleRow(
+                name=str((item.get("metadata") or {}).get("name") or ""),
+                jobnet=str(spec.get("jobNetRef") or ""),
+                next_time=str(status.get("nextScheduleTime") or "-"),
+                last_run=str(status.get("lastRun") or ""),
+                last_run_phase=str(status.get("lastRunPhase") or ""),
+                suspended=bool(spec.get("suspend")),
+            )
+        )
+    return sorted(rows, key=lambda row: (row.suspended, row.next_time == "-", row.next_time, row.name))
+
+
 # ------------------------------------------------------------------ job monitor
 
 
