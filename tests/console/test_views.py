@@ -260,3 +260,11 @@ def test_schedule_rows_next_due_first_and_suspended_last() -> None:
     assert [row.name for row in rows] == ["sooner", "later", "new", "paused"]
     assert (rows[0].jobnet, rows[0].last_run, rows[0].last_run_phase) == ("nightly", "sooner-1", "Succeeded")
     assert rows[2].next_time == "-" and rows[3].suspended
+
+
+def test_start_form_offers_the_jobnets_people_start_first() -> None:
+    def jobnet_item(name: str, *expands: str) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {"jobs": [{"name": t, "expand": t} for t in expands]}}
+
+    items = [jobnet_item("load-jobnet"), jobnet_item("nightly", "load-jobnet"), jobnet_item("adhoc")]
+    assert views.startable_first(items) == ["adhoc", "nightly", "load-jobnet"]

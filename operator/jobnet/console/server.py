@@ -220,9 +220,7 @@ class Console:
         jobnets_problem = ""
         if not fragment and not every_namespace:
             try:
-                jobnets = sorted(
-                    item["metadata"]["name"] for item in (await api.request("GET", jobnets_path(namespace)))["items"]
-                )
+                jobnets = views.startable_first((await api.request("GET", jobnets_path(namespace)))["items"])
             except ApiFailure as error:
                 jobnets_problem = str(error)
         schedules: list[views.ScheduleRow] = []

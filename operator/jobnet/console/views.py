@@ -154,6 +154,20 @@ def run_rows(bodies: Iterable[Body], wanted: RunFilter, now: float) -> list[RunR
     return rows
 
 
+def startable_first(jobnets: Iterable[Body]) -> list[str]:
+    """JobNet names for the start form: those no other JobNet expands first (what people start),
+    then the ones made to be expanded; each group by name."""
+    jobnets = list(jobnets)
+    names = [str(item["metadata"]["name"]) for item in jobnets]
+    expanded = {
+        job.get("expand")
+        for item in jobnets
+        for job in [*((item.get("spec") or {}).get("jobs") or []), *((item.get("spec") or {}).get("finally") or [])]
+        if isinstance(job, dict)
+    }
+    return sorted(names, key=lambda name: (name in expanded, name))
+
+
 def parse_env_lines(text: str) -> tuple[dict[str, str], list[str]]:
     """``KEY=VALUE`` lines (blank lines ignored) as a dict, and every line that is not one."""
     env: dict[str, str] = {}
