@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, missing_requirements
 
 CHAIN = 20
@@ -114,7 +115,7 @@ class Runner:
                     }
                 ]
             )
-            poll(
+            wait_until(
                 lambda: any(write.status.get("phase") == "Succeeded" for write in watch.writes),
                 timeout=120,
                 what=f"{name} Succeeded",

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -23,7 +24,12 @@ API_FAILURE = re.compile(r"Request attempt #\d+ failed|API server is unreachable
 def wait_for_new_api_failure(scenario: Scenario, what: str) -> None:
     """Until the operator logs a failed API request it had not logged before: it noticed."""
     seen = len(API_FAILURE.findall(scenario.operator_log()))
-    poll(lambda: len(API_FAILURE.findall(scenario.operator_log())) > seen, 30, what, scenario.operator_log)
+    wait_until(
+        lambda: len(API_FAILURE.findall(scenario.operator_log())) > seen,
+        timeout=30,
+        what=what,
+        describe=scenario.operator_log,
+    )
 
 
 def test_G10_api_flapping_at_start_and_while_running_never_ends_the_operator(scenario: Scenario) -> None:

@@ -16,9 +16,10 @@ import json
 import pytest
 
 from tests.support.emulator import EmulatorServer, grant
-from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, admission_review
-from tests.support.scenario import Scenario, poll
+from tests.support.scenario import Scenario
 
 JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
 #: What a person needs to steer runs with ``kubectl annotate`` (the emulator enforces RBAC).
@@ -46,7 +47,7 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
         ).rc
         == 0
     )
-    wait_for(
+    wait_until(
         lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("phase"),
         timeout=30,
         what="the run to be started",
@@ -74,10 +75,10 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
         "jobnet.dev/stop-by=mallory",
     )
     assert stopped.rc == 0, stopped.stderr
-    wait_for(lambda: _events(emulator, "nightly-1", "StopRequested"), timeout=30, what="the stop to be applied")
+    wait_until(lambda: _events(emulator, "nightly-1", "StopRequested"), timeout=30, what="the stop to be applied")
     assert _events(emulator, "nightly-1", "StopRequested") == ["stop of /nightly requested by alice"]
     # The operator's removal of what it applied passes the webhooks (failurePolicy Fail).
-    wait_for(
+    wait_until(
         lambda: not STEERING_KEYS & set(_annotations(emulator, "nightly-1")),
         timeout=30,
         what="the applied stop and its stamp removed by the operator",
@@ -141,7 +142,7 @@ def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_o
     assert event["message"] == f"/chain/export: {record['message']}"
     assert "mallory" not in json.dumps(status) and not any("mallory" in e["message"] for e in scenario.events(run))
     assert scenario.script_runs(vm, "report") == 1
-    poll(
+    wait_until(
         lambda: not STEERING_KEYS & set(scenario.get_run(run)["metadata"].get("annotations") or {}),
         timeout=15,
         what="the override and its stamp removed by the operator",
@@ -162,7 +163,7 @@ def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
         ).rc
         == 0
     )
-    wait_for(
+    wait_until(
         lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
         timeout=30,
         what="the run's JobNet snapshot",

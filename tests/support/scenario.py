@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from tests.support.emulator import EmulatorServer, KubectlResult
-from tests.support.kube import wait_for
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 from tests.support.vm import NamespaceVM
 
@@ -65,17 +65,6 @@ FAST_AGENT_ARGS = (
     "--start-timeout-seconds",
     "2",
 )
-
-
-def poll(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    describe: Callable[[], str] = lambda: "",
-    interval: float = 0.1,
-) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds saying what and why."""
-    return wait_for(predicate, timeout, interval, what, describe)
 
 
 class Scenario:
@@ -252,20 +241,20 @@ class Scenario:
     # -------------------------------------------------------------- waiting
 
     def wait_phase(self, run: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(
+        wait_until(
             lambda: self.status(run).get("phase") == phase,
-            timeout,
-            f"JobRun {run} phase {phase}",
-            lambda: self.describe(run),
+            timeout=timeout,
+            what=f"JobRun {run} phase {phase}",
+            describe=lambda: self.describe(run),
         )
         return self.status(run)
 
     def wait_job_state(self, run: str, path: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(
+        wait_until(
             lambda: self.job(run, path).get("state") == state,
-            timeout,
-            f"{run} job {path} {state}",
-            lambda: self.describe(run),
+            timeout=timeout,
+            what=f"{run} job {path} {state}",
+            describe=lambda: self.describe(run),
         )
         return self.job(run, path)
 
@@ -275,7 +264,9 @@ class Scenario:
                 (e for e in self.events(run) if e.get("reason") == reason and contains in e.get("message", "")), None
             )
 
-        return poll(find, timeout, f"Event {reason} ({contains!r}) on {run}", lambda: self.describe(run))  # type: ignore[no-any-return]
+        return wait_until(
+            find, timeout=timeout, what=f"Event {reason} ({contains!r}) on {run}", describe=lambda: self.describe(run)
+        )
 
     def wait_operator_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         assert self.operator is not None, "the operator has not been started"
@@ -283,11 +274,11 @@ class Scenario:
 
     def wait_agent_log(self, vm: NamespaceVM, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         regex = re.compile(pattern)
-        return poll(
+        return wait_until(
             lambda: regex.search(vm.read_agent_log()),
-            timeout,  # type: ignore[no-any-return]
-            f"{pattern!r} in the agent log of {vm.netns}",
-            lambda: vm.read_agent_log()[-3000:],
+            timeout=timeout,
+            what=f"{pattern!r} in the agent log of {vm.netns}",
+            describe=lambda: vm.read_agent_log()[-3000:],
         )
 
     # -------------------------------------------------------------- scripts on the VM

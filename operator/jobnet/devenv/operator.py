@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnet.devenv.emulator import EmulatorServer, free_port
+from jobnet.devenv.net import wait_until
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
@@ -102,8 +103,11 @@ class OperatorProcess:
         ready_timeout: float = 30.0,
         tls: tuple[Path, Path] | None = None,
         verbose: bool = True,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.emulator = emulator
+        #: whom the operator is (default: the emulator's admin), e.g. a ServiceAccount's token
+        self.kubeconfig = kubeconfig or emulator.kubeconfig
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
         self.verbose = verbose
         self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
@@ -130,7 +134,7 @@ class OperatorProcess:
     def command(self) -> list[str]:
         args = [
             "operator",
-            f"--kubeconfig={self.emulator.kubeconfig}",
+            f"--kubeconfig={self.kubeconfig}",
             *(
                 [f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"]
                 if self.tls
@@ -236,12 +240,13 @@ class OperatorProcess:
     def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := regex.search(self.log_text()):
-                return match
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} not in the operator log within {timeout}s:\n{self.log_tail()}")
+        return wait_until(
+            lambda: regex.search(self.log_text()),
+            timeout=timeout,
+            interval=0.1,
+            what=f"{pattern!r} in the operator log",
+            describe=lambda: f"operator log (tail):\n{self.log_tail()}",
+        )
 
     # -- the webhook, directly --
 

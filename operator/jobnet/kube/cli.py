@@ -272,6 +272,6 @@ def run_operator(args: argparse.Namespace) -> int:
         except (OSError, OverflowError) as error:
             raise SystemExit(
                 f"jobnet operator: cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {error}"
-            )
+            ) from error
     run_blocking(config, JobRunRuntime(runtime_config_from_arguments(args)))
     return 0

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
 import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import kopf
@@ -66,6 +67,10 @@ class NamespaceJobNets:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+#: A path as kopf's ConnectionInfo and ssl take it.
+FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
@@ -75,20 +80,21 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         cafile=info.ca_path,
         cadata=base64.b64decode(info.ca_data).decode() if info.ca_data else None,
     )
-    if info.certificate_path or info.certificate_data:
-        # ssl wants files for client certificates; data from a kubeconfig goes to private temp files.
-        with tempfile.NamedTemporaryFile("wb") as cert, tempfile.NamedTemporaryFile("wb") as key:
-            cert_path, key_path = info.certificate_path, info.private_key_path
-            if info.certificate_data:
-                cert.write(base64.b64decode(info.certificate_data))
-                cert.flush()
-                cert_path = cert.name
-            if info.private_key_data:
-                key.write(base64.b64decode(info.private_key_data))
-                key.flush()
-                key_path = key.name
-            context.load_cert_chain(cert_path, key_path)  # type: ignore[arg-type]
+    # ssl wants files for client certificates; data from a kubeconfig goes to private temp files.
+    with tempfile.NamedTemporaryFile("wb") as cert, tempfile.NamedTemporaryFile("wb") as key:
+        cert_path = _file_of(info.certificate_data, info.certificate_path, cert)
+        if cert_path is not None:
+            context.load_cert_chain(cert_path, _file_of(info.private_key_data, info.private_key_path, key))
     return context
+
+
+def _file_of(data: str | bytes | None, path: FilePath | None, spill: IO[bytes]) -> FilePath | None:
+    """Where ssl reads a kubeconfig's ``*-data`` (base64; written to ``spill``) or ``*-path``."""
+    if not data:
+        return path
+    spill.write(base64.b64decode(data))
+    spill.flush()
+    return spill.name
 
 
 class KubeClient:

@@ -37,6 +37,10 @@ honestly is added here (each gap has a test in ``tests/emulator/``):
   everything; a denial is a real API server's 403; ``kubectl auth can-i`` / ``whoami`` work
   (SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview, SelfSubjectReview);
   what non-admins were allowed to do is recorded (:attr:`ApiEmulator.access_log`);
+* deletion as the API server and its garbage collector do it (``deletion.py``): finalizers hold
+  a deleted object marked (``deletionTimestamp``; no new finalizers) until the last one goes;
+  dependents named by ``ownerReferences`` follow their owner by ``propagationPolicy``
+  (Background by default, Foreground waiting for blocking dependents, Orphan);
 * the size limits of a real cluster (3 MiB requests, 1.5 MiB objects, 256 KiB annotations),
   server-side dry runs, and enough OpenAPI v3 for kubectl's field validation and ``explain``;
 * the API can be made unreachable for a while (:meth:`EmulatorServer.outage`: connections
@@ -77,7 +81,7 @@ from kmock import KubernetesEmulator, ResourceInfo, resource
 from kmock._internal import rendering
 from multidict import MultiMapping
 
-from jobnet.devenv.emulator import protobuf
+from jobnet.devenv.emulator import deletion, protobuf
 from jobnet.devenv.emulator.authorization import (
     ANONYMOUS_USER,
     AUTHENTICATED_GROUP,
@@ -595,6 +599,8 @@ class ApiEmulator(KubernetesEmulator):
     #: What identities other than ``system:masters`` were allowed to do (username, request):
     #: what a role must grant, to compare with what it does grant.
     access_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
+    #: What identities were refused (username, request): a missing grant.
+    denial_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
 
     _store: dict[ObjectKey, Body] = attrs.field(factory=dict, init=False)
     _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
@@ -616,6 +622,9 @@ class ApiEmulator(KubernetesEmulator):
     # bearer token -> (identity, expiry or None)
     _tokens: dict[str, tuple[UserInfo, datetime.datetime | None]] = attrs.field(factory=dict, init=False)
     _policy: RbacPolicy | None = attrs.field(default=None, init=False)  # rebuilt after RBAC writes
+    # the garbage collector's graph: uid -> object, owner uid -> dependents
+    _uids: dict[str, ObjectKey] = attrs.field(factory=dict, init=False)
+    _dependents: dict[str, set[ObjectKey]] = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -805,6 +814,7 @@ class ApiEmulator(KubernetesEmulator):
     def _authorize(self, user: UserInfo, request: Request) -> None:
         decision = authorize(user, request, self._rbac())
         if not decision.allowed:
+            self.denial_log.add((user.username, request))
             details = {"name": request.name, "group": request.api_group, "kind": request.resource}
             raise ApiError(
                 403,
@@ -1056,6 +1066,7 @@ class ApiEmulator(KubernetesEmulator):
     def _commit(self, rkey: ResourceKey, namespace: str | None, name: str, obj: Body, event: str) -> Body:
         self._bump(obj)
         key = (rkey, namespace, name)
+        self._index_owners(key, self._store.get(key), obj)
         self._store[key] = obj
         self._by_resource[rkey].add(key)
         if rkey == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
@@ -1066,14 +1077,100 @@ class ApiEmulator(KubernetesEmulator):
         return obj  # stored as is: callers serialise it, never change it
 
     def _drop(self, key: ObjectKey, obj: Body) -> Body:
-        """Remove a stored object; ``obj`` (the stored one or its final version) is sent as DELETED."""
+        """Remove a stored object; ``obj`` (the stored one or its final version) is sent as DELETED.
+        Then the garbage collector: dependents follow (background), a waiting owner may go."""
         rkey = key[0]
         self._by_resource[rkey].discard(key)
-        del self._store[key]
+        self._index_owners(key, self._store.pop(key), None)
         self._emit(rkey, "DELETED", self._bump(obj))
         if rkey in RBAC_RESOURCES:
             self._rbac_changed(rkey)
+        for owner in deletion.owner_uids(obj):
+            if owner in self._uids:
+                self._release_foreground(self._uids[owner])
+        for dependent in sorted(self._dependents.pop(obj["metadata"].get("uid", ""), ())):
+            self._collect(dependent)
         return obj
+
+    # -- deletion and garbage collection (see deletion.py) --
+
+    def _index_owners(self, key: ObjectKey, old: Body | None, new: Body | None) -> None:
+        if old is not None:
+            self._uids.pop(old["metadata"].get("uid", ""), None)
+            for owner in deletion.owner_uids(old):
+                self._dependents[owner].discard(key)
+        if new is not None:
+            self._uids[new["metadata"]["uid"]] = key
+            for owner in deletion.owner_uids(new):
+                self._dependents[owner].add(key)
+
+    def _delete_stored(self, key: ObjectKey, policy: str) -> Body:
+        """Delete a stored object: mark it if finalizers hold it (the garbage collector's own for
+        Foreground and Orphan included), else remove it."""
+        old = self._store[key]
+        if old["metadata"].get("deletionTimestamp"):
+            return old
+        finalizers = list(old["metadata"].get("finalizers") or [])
+        collector = deletion.GC_FINALIZERS.get(policy)
+        if collector is not None and collector not in finalizers:
+            finalizers.append(collector)
+        if not finalizers:
+            return self._drop(key, old)
+        marked: Body = clone(old)
+        marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0, finalizers=finalizers)
+        self._commit(*key, marked, "MODIFIED")
+        if policy == deletion.ORPHAN:
+            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
+                self._drop_owner_references(dependent, {marked["metadata"]["uid"]})
+            self._remove_finalizer(key, deletion.GC_FINALIZERS[deletion.ORPHAN])
+        elif policy == deletion.FOREGROUND:
+            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
+                if dependent in self._store:
+                    self._delete_stored(dependent, deletion.FOREGROUND)
+            if key in self._store:
+                self._release_foreground(key)
+        return self._store.get(key, marked)
+
+    def _release_foreground(self, key: ObjectKey) -> None:
+        """A foreground deletion ends when no dependent that blocks its owner is left."""
+        owner = self._store.get(key)
+        finalizer = deletion.GC_FINALIZERS[deletion.FOREGROUND]
+        if owner is None or finalizer not in (owner["metadata"].get("finalizers") or []):
+            return
+        uid = owner["metadata"]["uid"]
+        if not any(deletion.blocks_owner(self._store[d], uid) for d in self._dependents.get(uid, ())):
+            self._remove_finalizer(key, finalizer)
+
+    def _remove_finalizer(self, key: ObjectKey, finalizer: str) -> None:
+        updated = clone(self._store[key])
+        updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != finalizer]
+        if not updated["metadata"]["finalizers"]:
+            del updated["metadata"]["finalizers"]
+            self._drop(key, updated)
+        else:
+            self._commit(*key, updated, "MODIFIED")
+
+    def _drop_owner_references(self, key: ObjectKey, owners: set[str]) -> None:
+        updated = clone(self._store[key])
+        references = [r for r in deletion.owner_references(updated) if r.get("uid") not in owners]
+        if references:
+            updated["metadata"]["ownerReferences"] = references
+        else:
+            del updated["metadata"]["ownerReferences"]
+        self._commit(*key, updated, "MODIFIED")
+
+    def _collect(self, key: ObjectKey) -> None:
+        """The garbage collector on a dependent whose owner went: deleted when none of its owners
+        is left, else only the references to the missing owners are removed."""
+        dependent = self._store.get(key)
+        if dependent is None:
+            return
+        owners = deletion.owner_uids(dependent)
+        missing = {owner for owner in owners if owner not in self._uids}
+        if missing == owners:
+            self._delete_stored(key, deletion.BACKGROUND)
+        elif missing:
+            self._drop_owner_references(key, missing)
 
     def _emit(self, rkey: ResourceKey, event_type: str, obj: Body) -> None:
         line = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
@@ -1306,7 +1403,15 @@ class ApiEmulator(KubernetesEmulator):
                 new.pop("status", None)
         new = clone(self._check_schema(rkey, new, query, before=old))  # then detached from the stored object
         meta = new.setdefault("metadata", {})
-        for keep in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "name", "namespace"):
+        if old["metadata"].get("deletionTimestamp") and (added := deletion.added_finalizers(old, new)):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{info.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added '
+                f"if the object is being deleted, found new finalizers {json.dumps(added)}",
+            )
+        preserved = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
+        for keep in (*preserved, "name", "namespace"):
             if keep in old["metadata"]:
                 meta[keep] = old["metadata"][keep]
             else:
@@ -1351,18 +1456,17 @@ class ApiEmulator(KubernetesEmulator):
                     f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
                     f"Precondition failed: {field_name}",
                 )
+        try:
+            policy = deletion.propagation_policy(options, query)
+        except deletion.InvalidPolicy as e:
+            raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: {e}') from None
         if old["metadata"].get("deletionTimestamp"):
             return old
         dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
         await self._validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
         if dry_run:
             return old
-        if old["metadata"].get("finalizers"):
-            new = clone(old)
-            new["metadata"]["deletionTimestamp"] = _now()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._commit(rkey, key[1], key[2], new, "MODIFIED")
-        return self._drop(key, old)
+        return self._delete_stored(key, policy)
 
     # -- CRDs --
 
@@ -1897,6 +2001,11 @@ class EmulatorServer:
     def access_log(self) -> set[tuple[str, Request]]:
         """What identities other than ``system:masters`` were allowed to do so far."""
         log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access_log))
+        return log
+
+    def denial_log(self) -> set[tuple[str, Request]]:
+        """What identities were refused so far."""
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.denial_log))
         return log
 
     def kubectl(
