@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnet.devenv.emulator import free_port
+from tests.support.netutil import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -71,11 +72,9 @@ class ConsoleProcess:
     def start(self, timeout: float = 20.0) -> ConsoleProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        from tests.support.kube import wait_for
-
-        wait_for(
+        wait_until(
             lambda: "jobnet console: http://" in self.log_text() or self.process.poll() is not None,  # type: ignore[union-attr]
-            timeout,
+            timeout=timeout,
             what="the console to listen",
         )
         if self.process.poll() is not None:

@@ -17,7 +17,8 @@ import pytest
 from tests.console.browser import ConsoleProcess
 from tests.console.conftest import CONSOLE_USER_RULES, impersonating_kubeconfig
 from tests.support.emulator import EmulatorServer, free_port, grant
-from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess
 
 pytestmark = [pytest.mark.emulator]
@@ -137,7 +138,7 @@ def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: Operator
             )
         )
 
-    wait_for(lambda: phase() == "Failed", 60, what="the run Failed", describe=phase)
+    wait_until(lambda: phase() == "Failed", timeout=60, what="the run Failed", describe=phase)
     console = _console(world, tmp_path, user="bob@example.com")
     try:
         client = Client(console.url)
@@ -147,7 +148,7 @@ def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: Operator
             {"X-CSRF-Token": client.csrf()},
         )
         assert status == 200, answer
-        wait_for(lambda: phase() == "Succeeded", 30, what="the run Succeeded", describe=phase)
+        wait_until(lambda: phase() == "Succeeded", timeout=30, what="the run Succeeded", describe=phase)
     finally:
         console.stop()
     overrides = world.get("jobnet.dev/v1alpha1", "jobruns", "default", "nightly-1")["status"]["overrides"]
