@@ -16,6 +16,7 @@ refusals), never a credential.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
@@ -52,6 +53,11 @@ class Identity:
     bearer_token: str | None = None
     impersonate_user: str | None = None
     impersonate_groups: tuple[str, ...] = ()
+
+    def cache_key(self) -> str:
+        """Tells identities apart in caches without keeping their token (a SHA-256 prefix)."""
+        material = f"{self.bearer_token}|{self.impersonate_user}|{','.join(self.impersonate_groups)}"
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
 
     def headers(self) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
@@ -106,7 +112,7 @@ def target_from_kubeconfig(kubeconfig: str | None, context: str | None, namespac
     paths = _kubeconfig_paths(kubeconfig)
     configuration = client.Configuration()
     try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
+        config.load_kube_config(
             config_file=os.pathsep.join(paths) if len(paths) > 1 else paths[0],
             context=context,
             client_configuration=configuration,

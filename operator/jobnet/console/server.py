@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -149,7 +149,6 @@ class Console:
             lang=language,
             csrf=csrf_token(self.settings.secret, request["session"]),
             default_namespace=self.settings.target.namespace,
-            now=time.time(),
             **context,
         )
         return web.Response(text=text, content_type="text/html")
@@ -164,7 +163,8 @@ class Console:
         namespace's JobNets as they are now; or why it cannot be built."""
         metadata = body["metadata"]
         snapshot = (body.get("status") or {}).get("jobNetSnapshot")
-        key = (metadata["namespace"], metadata.get("uid"))
+        # Per viewer in the forwarded-token mode: a graph one viewer could read is not another's.
+        key = (api.identity.cache_key(), metadata["namespace"], metadata.get("uid"))
         if snapshot is not None and key in self.graphs:
             return self.graphs[key]  # type: ignore[no-any-return]
         reference = (body.get("spec") or {}).get("jobNetRef", "")
@@ -260,7 +260,7 @@ class Console:
                 expanded = graphview.default_expanded(graph)
             else:
                 expanded = frozenset(p for p in chosen.split(",") if p in graph.nodes)
-            key = (namespace, body["metadata"].get("uid"), expanded)
+            key = (api.identity.cache_key(), namespace, body["metadata"].get("uid"), expanded)
             drawing = self.layouts.get(key) or self.layouts.remember(
                 key, graphview.layout(graph, graphview.visible_graph(graph, expanded))
             )
@@ -403,10 +403,10 @@ class Console:
 
         api = self.api(request)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        stream = request.query.get("stream", "stdout")
-        offset = request.query.get("offset", "0")
-        if stream not in ("stdout", "stderr") or not offset.isdigit():
+        requested, offset = request.query.get("stream", "stdout"), request.query.get("offset", "0")
+        if requested not in ("stdout", "stderr") or not offset.isdigit():
             return _refused("stream must be stdout or stderr and offset a number of bytes", 400)
+        stream: Literal["stdout", "stderr"] = "stderr" if requested == "stderr" else "stdout"
         body, status = await self.read_run(api, namespace, name)
         graph, problem = await self.run_graph(api, body)
         options = LogsOptions(
