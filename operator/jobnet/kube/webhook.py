@@ -24,8 +24,16 @@ import kopf
 
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
-from jobnet.core.models import API_GROUP, API_VERSION
-from jobnet.core.validation import Catalog, Problem, validate_jobnet, validate_jobnet_deletion, validate_jobrun
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.snapshot import snapshot_size_problem
+from jobnet.core.validation import (
+    Catalog,
+    Problem,
+    parse_jobnet,
+    validate_jobnet,
+    validate_jobnet_deletion,
+    validate_jobrun,
+)
 from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
@@ -34,6 +42,18 @@ JOBRUN_MUTATING_WEBHOOK_ID = "mutate-jobrun"
 
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
+#: Largest AdmissionReview the webhook reads. An UPDATE carries the object and the old object,
+#: each up to the API server's 3 MiB request limit; aiohttp's default (1 MiB) would refuse (413)
+#: the review of any change of a large JobNet, and with it the change.
+ADMISSION_REVIEW_MAX_BYTES = 8 * 1024 * 1024
+
+
+class AdmissionServer(kopf.WebhookServer):
+    """kopf's admission server, reading reviews up to :data:`ADMISSION_REVIEW_MAX_BYTES`."""
+
+    @staticmethod
+    async def _serve(fn: Any, request: Any) -> Any:
+        return await kopf.WebhookServer._serve(fn, request.clone(client_max_size=ADMISSION_REVIEW_MAX_BYTES))
 
 
 def describe_problems(subject: str, problems: Sequence[Problem]) -> str:
@@ -78,7 +98,13 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         if operation == "DELETE":
             _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog))
             return
-        _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
+        problems = validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog)
+        if not problems:
+            spec = parse_jobnet((new or {}).get("spec"))
+            assert isinstance(spec, JobNetSpec)  # validate_jobnet reported anything else
+            too_large = snapshot_size_problem(name, spec, jobnets.catalog)
+            problems = [Problem(path="spec", message=too_large)] if too_large else []
+        _deny(f"JobNet {name!r}", problems)
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
