@@ -32,6 +32,7 @@ from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_config
 from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
 from jobnet.kube.client import HTTP_CONFLICT, JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
+from jobnet.kube.schedules import ScheduleController, ScheduleSettings, WallClock
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class OperatorConfig:
     connect_timeout: float = 10.0
     request_timeout: float = 30.0
     retry_delay: float = 5.0  # before retrying a handler after an API failure
+    schedule_check_interval: float = 5.0  # how often JobSchedules re-read the wall clock
 
 
 class RunStarter(Protocol):
@@ -142,6 +144,7 @@ def build_registry(
         await client.close()
 
     webhook.register(registry, client)
+    ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval)).register(registry)
     if starter is not None:
         starter.register(registry, client)
 

@@ -105,6 +105,12 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="before retrying a handler after an API failure (default: 5)",
     )
+    timing.add_argument(
+        "--schedule-check-interval",
+        type=positive_seconds,
+        default=5.0,
+        help="re-read the wall clock for due JobSchedule slots this often (default: 5)",
+    )
     runtime = parser.add_argument_group("job runtime (seconds)")
     runtime.add_argument(
         "--heartbeat-deadline",
@@ -217,6 +223,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         connect_timeout=args.connect_timeout,
         request_timeout=args.request_timeout,
         retry_delay=args.retry_delay,
+        schedule_check_interval=args.schedule_check_interval,
     )
 
 

@@ -58,7 +58,7 @@ from jobnet.core.annotations import (
     REQUESTER_ANNOTATIONS,
     STOP_ANNOTATION,
 )
-from jobnet.core.env import job_environment
+from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
 from jobnet.core.runstatus import (
@@ -372,7 +372,7 @@ class RunLoop:
         self.uid: str = meta["uid"]
         self.graph = graph
         self.policy = policy
-        self.run_env: dict[str, str] = dict((body.get("spec") or {}).get("env") or {})
+        self.run_env: dict[str, str] = run_environment(body.get("spec"))
         self.involved = {
             "apiVersion": GROUP_VERSION,
             "kind": "JobRun",
