@@ -128,9 +128,12 @@ class Scenario:
             **overrides,
         }
 
-    def start_operator(self, *extra_args: str, verbose: bool = True) -> OperatorProcess:
+    def start_operator(
+        self, *extra_args: str, verbose: bool = True, environment: dict[str, str] | None = None
+    ) -> OperatorProcess:
         """Start the real operator (fast deadlines, fast agent) unless it already runs;
-        ``verbose``: with kopf's debug log (benchmarks measure without)."""
+        ``verbose``: with kopf's debug log (benchmarks measure without); ``environment``: extra
+        variables of its process."""
         if self.operator is not None:
             return self.operator
         agent_args = list(FAST_AGENT_ARGS)
@@ -141,6 +144,7 @@ class Scenario:
             self.workdir,
             extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
             verbose=verbose,
+            environment=environment,
         )
         register_webhooks(self.emulator, process.webhook_url)
         self.operator = process.start()
