@@ -312,8 +312,9 @@ class ScheduleController:
     ) -> None:
         meta = schedule["metadata"]
         name = run_name(meta["name"], slot)
-        if name in existing:
-            return  # created before a restart or by another replica
+        if name in existing:  # created before a restart, or by another replica
+            logger.info("JobSchedule %s/%s: JobRun %s exists already", meta["namespace"], meta["name"], name)
+            return
         at = rfc3339(slot.run_at)
         action = concurrency_action(spec.concurrency_policy, active)
         if action == "skip":
