@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from jobnet.core.calendar import EVERY_DAY, MAX_SHIFT_DAYS, BusinessCalendar
-from jobnet.core.models import NAME_MAX_LENGTH
+from jobnet.core.models import NAME_MAX_LENGTH, JobCalendarSpec, JobScheduleSpec
 
 UTC = datetime.UTC
 
@@ -107,6 +107,19 @@ class ScheduleRules:
     expressions: tuple[str, ...]
     zone: ZoneInfo
     calendar: BusinessCalendar = EVERY_DAY
+
+
+def schedule_rules(spec: JobScheduleSpec, calendar: JobCalendarSpec | None) -> ScheduleRules:
+    """The timing of a valid JobSchedule ``spec`` (see ``timing_problems``) on its calendar
+    (None: every day is an operating day). Raises UnknownHolidays for unknown public holidays."""
+    business = BusinessCalendar.from_spec(calendar) if calendar is not None else EVERY_DAY
+    return ScheduleRules(tuple(spec.schedules), ZoneInfo(spec.time_zone), business)
+
+
+def manual_slot(rules: ScheduleRules, now: datetime.datetime) -> tuple[datetime.datetime, datetime.date]:
+    """The scheduled time and business date of a run started by hand at ``now``."""
+    local = now.astimezone(rules.zone).replace(microsecond=0)
+    return local, rules.calendar.business_date(local.replace(tzinfo=None))
 
 
 def resolve_local(local: datetime.datetime, zone: ZoneInfo) -> datetime.datetime:

@@ -21,12 +21,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import kopf
 
 from jobnet.core.annotations import STOP_ANNOTATION
-from jobnet.core.calendar import EVERY_DAY, BusinessCalendar, UnknownHolidays
+from jobnet.core.calendar import UnknownHolidays
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, JobCalendarSpec, JobScheduleSpec
 from jobnet.core.schedule import (
     RunRecord,
@@ -39,6 +38,7 @@ from jobnet.core.schedule import (
     rfc3339,
     run_name,
     runs_to_delete,
+    schedule_rules,
     slots_between,
 )
 from jobnet.core.schedulevalidation import timing_problems
@@ -208,20 +208,20 @@ class ScheduleController:
     # ------------------------------------------------------------------ one schedule
 
     def _rules(self, namespace: str, spec: JobScheduleSpec) -> ScheduleRules | list[Problem]:
-        calendar = EVERY_DAY
+        """The schedule's timing on its calendar, or why its calendar cannot be used."""
+        calendar = None
         if spec.calendar_ref is not None:
             body = self._calendars.get((namespace, spec.calendar_ref))
             if body is None:
                 return [Problem(path="spec.calendarRef", message=f"JobCalendar {spec.calendar_ref!r} does not exist")]
-            parsed, problems = parse_spec(JobCalendarSpec, body.get("spec"))
-            if parsed is None or problems:
+            calendar, problems = parse_spec(JobCalendarSpec, body.get("spec"))
+            if calendar is None or problems:
                 where = f"JobCalendar/{spec.calendar_ref} "
                 return [Problem(path=where + p.path, message=p.message) for p in problems]
-            try:
-                calendar = BusinessCalendar.from_spec(parsed)
-            except UnknownHolidays as e:
-                return [Problem(path=f"JobCalendar/{spec.calendar_ref} spec.publicHolidays", message=str(e))]
-        return ScheduleRules(tuple(spec.schedules), ZoneInfo(spec.time_zone), calendar)
+        try:
+            return schedule_rules(spec, calendar)
+        except UnknownHolidays as e:
+            return [Problem(path=f"JobCalendar/{spec.calendar_ref} spec.publicHolidays", message=str(e))]
 
     async def reconcile(self, key: Key, now: datetime.datetime) -> None:
         namespace, name = key
