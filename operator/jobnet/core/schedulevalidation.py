@@ -24,6 +24,8 @@ from jobnet.core.validation import Problem, env_problems, parse_spec
 
 def validate_jobcalendar(raw_or_spec: object) -> list[Problem]:
     """All problems of a JobCalendar ``spec``."""
+    spec: JobCalendarSpec | None
+    problems: list[Problem]
     if isinstance(raw_or_spec, JobCalendarSpec):
         spec, problems = raw_or_spec, []
     else:
@@ -51,6 +53,8 @@ def timing_problems(spec: JobScheduleSpec) -> list[Problem]:
 def validate_jobschedule(raw_or_spec: object, jobnets: Collection[str], calendars: Collection[str]) -> list[Problem]:
     """All problems of a JobSchedule ``spec``; ``jobnets`` and ``calendars`` are the names that
     exist in its namespace."""
+    spec: JobScheduleSpec | None
+    problems: list[Problem]
     if isinstance(raw_or_spec, JobScheduleSpec):
         spec, problems = raw_or_spec, []
     else:

@@ -120,7 +120,7 @@ def schedule_run_body(
 
 def _condition(status: str, reason: str, message: str, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
     """The Ready condition, keeping its transition time while its status does not change."""
-    old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
+    old: Mapping[str, Any] = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
     since = old.get("lastTransitionTime") if old.get("status") == status else now
     return {"type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
 

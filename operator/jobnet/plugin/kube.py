@@ -125,14 +125,16 @@ class PluginKube:
 
     def get_object(self, plural: str, name: str) -> Body:
         """One of our objects (``jobschedules``, ``jobcalendars``, ``jobnets``...) in the namespace."""
-        return self._call(
-            f"getting {plural}/{name} in namespace {self.namespace!r}",
-            self.custom.get_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
-            self.namespace,
-            plural,
-            name,
+        return dict(
+            self._call(
+                f"getting {plural}/{name} in namespace {self.namespace!r}",
+                self.custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                plural,
+                name,
+            )
         )
 
     def exists(self, plural: str, name: str) -> bool:
@@ -152,14 +154,16 @@ class PluginKube:
 
     def create_jobrun(self, body: Body) -> Body:
         """Create a JobRun (admission may refuse it: its message is the error)."""
-        return self._call(
-            f"creating a JobRun of {body['spec']['jobNetRef']!r}",
-            self.custom.create_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
-            self.namespace,
-            "jobruns",
-            body,
+        return dict(
+            self._call(
+                f"creating a JobRun of {body['spec']['jobNetRef']!r}",
+                self.custom.create_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                "jobruns",
+                body,
+            )
         )
 
     def annotate_jobrun(self, view: JobRunView, annotations: dict[str, str]) -> Body:
