@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST_WORKERS ?= 4
 
-.PHONY: setup demo test unit bench crds lint-imports
+.PHONY: setup demo test unit lint explore bench crds
 
 setup:
 	@scripts/setup
@@ -10,8 +10,20 @@ setup:
 demo: setup
 	@scripts/demo
 
+# Property tests run derandomized (tests/conftest.py's "ci" profile): the same examples every run.
 test: setup
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
+	HYPOTHESIS_PROFILE=ci $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
+
+# ruff, ruff format --check, mypy --strict on every package, import-linter (scripts/lint).
+lint: setup
+	PYTHON=$(PYTHON) scripts/lint
+
+# The property and randomized tests with a fresh seed, printed first: `make explore SEED=n` repeats a run.
+explore: setup
+	@seed=$${SEED:-$$($(PYTHON) -c 'import secrets; print(secrets.randbelow(2**32))')}; \
+	echo "explore: seed $$seed (repeat with: make explore SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=explore JOBNET_RANDOM_SEED=$$seed $(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q \
+	  -m "property or randomized" --hypothesis-seed=$$seed tests
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit -q

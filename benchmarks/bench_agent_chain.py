@@ -10,6 +10,7 @@ shares the host's clock), and the VM's CPU time per job (every VM process: sshd,
 from __future__ import annotations
 
 import argparse
+import itertools
 import queue
 import time
 
@@ -42,7 +43,7 @@ def main() -> None:
                 accepted_at[record.key] = record.accepted_at or record.started_at
         exit_to_next_start = [
             started_at[following] - ended_at[previous]
-            for previous, following in zip(keys, keys[1:])
+            for previous, following in itertools.pairwise(keys)
             if following in started_at
         ]
         print(

@@ -25,7 +25,7 @@ def run_once(size: int, extra_args: list[str], label: str) -> None:
 
         def sample() -> bool:
             nonlocal peak_kib
-            for pid, argv in agent.vm.agent_processes(("supervise",)).items():
+            for pid in agent.vm.agent_processes(("supervise",)):
                 try:
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):

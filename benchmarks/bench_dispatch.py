@@ -35,7 +35,8 @@ import itertools
 from jobnet.core.runstatus import decoded_status, from_rfc3339
 from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, missing_requirements
 
 
@@ -213,7 +214,7 @@ def bench_large(scenario: Scenario, vms: list[NamespaceVM], parts_per_vm: int, p
     jobs = len(vms) * parts_per_vm * part_size + 1
     with JobRunWatch(scenario.emulator, "large-1", timeout=3600) as watch:
         scenario.apply(manifests)
-        poll(
+        wait_until(
             lambda: scenario.status("large-1").get("phase") in ("Succeeded", "Failed", "Stopped"),
             timeout=120 + jobs / 5,
             what="the large run finishes",

@@ -8,14 +8,48 @@ under pytest-xdist. Folders add their own fixtures in their own conftest.py file
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from jobnet.devenv.emulator import PORT_BASE_VARIABLE, PORT_BLOCK_SIZE
 from tests.support.emulator import EmulatorServer
 from tests.support.operator_proc import OperatorProcess, register_webhooks
+
+#: The environment variable that picks the hypothesis profile: `make test` sets ``ci``, `make
+#: explore` sets ``explore``. Unset, a run is derandomized like ``ci``.
+HYPOTHESIS_PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
+# ci: every run draws the same examples (derandomized, no example database carried between runs),
+# so a red build is the code's doing, never the dice's. explore: fresh draws from the run's seed.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "ci"))
+
+
+#: `make explore` sets it to its seed: the ``randomized`` tests' ``rng`` draws from it instead of
+#: the seed each test names.
+RANDOM_SEED_VARIABLE = "JOBNET_RANDOM_SEED"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """The random source of a test marked ``@pytest.mark.randomized(seed=N)``: seeded with N, the
+    same draws every run; under `make explore`, seeded with its seed (printed) instead."""
+    marker = request.node.get_closest_marker("randomized")
+    assert marker is not None and isinstance(marker.kwargs.get("seed"), int), "mark it randomized(seed=N)"
+    explored = os.environ.get(RANDOM_SEED_VARIABLE)
+    return random.Random(int(explored) if explored else marker.kwargs["seed"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The property tests are marked `property` for `make explore` (-m property), found by
+    # hypothesis' own flag on a @given test rather than a decorator each test could forget.
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
 
 
 def pytest_configure(config: pytest.Config) -> None:

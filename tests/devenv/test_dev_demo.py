@@ -9,13 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from jobnet.devenv.command import DEV_USER
+from tests.support.netutil import DeadlineExceeded, wait_until
 from tests.support.vm import NamespaceVM, missing_requirements
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,10 +60,9 @@ def skip_unless_a_dev_vm_can_run() -> None:
     if reason:
         pytest.skip(reason)
     # The other dev-VM test of this group may still be removing the user it made.
-    deadline = time.monotonic() + 30
-    while user_exists(DEV_USER) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if user_exists(DEV_USER):
+    try:
+        wait_until(lambda: not user_exists(DEV_USER), timeout=30, interval=0.5, what=f"user {DEV_USER} removed")
+    except DeadlineExceeded:
         pytest.skip(f"user {DEV_USER} exists here (another `jobnet dev` running?): the dev VM needs it")
 
 
@@ -81,7 +79,8 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
     assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
     # The tree of the nested expansion, on the aliased VM.
     assert re.search(r"^    j11 +Succeeded +batch@vm1\.batch\.example:22 ", out, re.MULTILINE), out
-    # The Stuck job, what became known, the annotation (recorded with the kubeconfig's user as who), and the run's success.
+    # The Stuck job, what became known, the annotation (recorded with the kubeconfig's user as who),
+    # and the run's success.
     assert re.search(r"^  work +Stuck .* HeartbeatLost +no heartbeat from the agent", out, re.MULTILINE), out
     assert "now known: the agent reports the job exited with code 0; settle it with an override" in out
     assert "jobrun.jobnet.dev/stuck-demo-1 annotated" in out
@@ -150,13 +149,6 @@ def test_local_ssh_refuses_a_host_key_it_has_never_seen(tmp_path: Path, vm: Name
     assert not (tmp_path / "dev").exists()  # refused before starting anything
 
 
-def wait_for(probe: Callable[[], object], timeout: float, what: str, seen: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, f"{what} within {timeout}s; {seen()}"
-        time.sleep(0.2)
-
-
 def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path, vm: NamespaceVM) -> None:
     # Against an sshd one already has (the test's own VM), so it never competes with the demo
     # test for the dev VM's user.
@@ -191,7 +183,13 @@ def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path,
             cwd=REPO,
         )
     try:
-        wait_for(lambda: "Ctrl-C stops everything" in output.read_text(), 60, "jobnet dev ready", output.read_text)
+        wait_until(
+            lambda: "Ctrl-C stops everything" in output.read_text(),
+            timeout=60,
+            what="jobnet dev ready",
+            describe=output.read_text,
+            interval=0.2,
+        )
         assert f"export KUBECONFIG={workdir / 'kubeconfig'}" in output.read_text()
 
         def kubectl(*args: str) -> str:
@@ -202,11 +200,12 @@ def test_dev_runs_until_ctrl_c_serves_kubectl_and_then_cleans_up(tmp_path: Path,
             return done.stdout
 
         kubectl("apply", "-f", str(manifest))
-        wait_for(
+        wait_until(
             lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "jsonpath={.status.phase}") == "Succeeded",
-            60,
-            "stuck-demo-1 Succeeded (nothing cut)",
-            lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "yaml"),
+            timeout=60,
+            what="stuck-demo-1 Succeeded (nothing cut)",
+            describe=lambda: kubectl("get", "jobrun", "stuck-demo-1", "-o", "yaml"),
+            interval=0.2,
         )
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, output.read_text()

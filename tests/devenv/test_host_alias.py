@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import helm_python
 import pytest
 import yaml
 
@@ -83,7 +84,6 @@ def test_a_key_known_only_under_the_address_is_not_trusted_for_the_name(vm: Name
 
 
 def test_the_chart_passes_host_aliases_to_the_operator() -> None:
-    helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (test extra) renders the chart")
     chart = helm_python.Chart.load(str(CHART))
     rendered = chart.render(values={"hostAliases": {NAME: "10.0.0.7", "db.example": "10.0.0.8"}})
     deployment = yaml.safe_load(rendered["jobnet-operator/templates/deployment.yaml"])

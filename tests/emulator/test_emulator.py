@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.emulator import EmulatorServer
+from tests.support.emulator import EmulatorServer, grant
 from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
 
 JOBNETS = "/apis/jobnet.dev/v1alpha1/namespaces/default/jobnets"
@@ -601,6 +601,12 @@ def test_mutating_webhooks_patch_before_schema_and_validating_webhooks(
     assert result.rc == 1 and "spec.jobs" in result.stderr, result.stderr
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "breaks-schema") is None
 
+    grant(
+        emulator,
+        "labeller",
+        [{"apiGroups": ["jobnet.dev"], "resources": ["jobnets"], "verbs": ["get", "patch"]}],
+        groups=["ops"],
+    )
     result = emulator.kubectl(
         "--as=alice", "--as-group=ops", "--as-group=oncall", "label", "jn", "stamped", "tier=gold"
     )

@@ -62,7 +62,10 @@ def stuck_status() -> dict[str, Any]:
                 "pid": 4242,
                 "startedAt": "2026-11-22T03:01:07.520Z",
                 "reason": "HeartbeatLost",
-                "message": "no heartbeat from the agent on vm1.internal for 30s; the job may still be running or may have ended",
+                "message": (
+                    "no heartbeat from the agent on vm1.internal for 30s; "
+                    "the job may still be running or may have ended"
+                ),
                 "outputTail": "loading partition 7\n",
             },
             "/nightly/load/step2": {"state": "Pending"},

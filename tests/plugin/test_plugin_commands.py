@@ -44,7 +44,7 @@ def test_tree_shows_every_jobnet_and_job_in_execution_order(cli: Cli) -> None:
     assert columns(table[0]) == ["NAME", "STATE", "HOST", "ATTEMPT", "DURATION", "EXIT", "REASON", "MESSAGE"]
     names = [row[: row.index(" ", len(row) - len(row.lstrip()))] for row in table[1:]]
     assert names == ["/nightly", "  extract", "  transform", "  load", "    step1", "    step2", "  report"]
-    rows = {name.strip(): row for name, row in zip(names, table[1:])}
+    rows = {name.strip(): row for name, row in zip(names, table[1:], strict=True)}
     assert rows["load"].startswith("  load [load-net]")
     assert rows["report"].startswith("  report (finally)")
     assert columns(rows["extract"])[1:] == ["Succeeded", "vm1.internal", "1", "2.5s", "0"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 
 pytestmark = pytest.mark.emulator
@@ -44,7 +45,7 @@ def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: Ope
         time.sleep(2)  # the outage itself: long enough for every watch to notice
     assert operator.process is not None and operator.process.poll() is None
     assert kubectl_apply(emulator, jobrun("hello", name="after-outage")).rc == 0
-    wait_for(
+    wait_until(
         lambda: _status(emulator, "after-outage").get("phase"),
         timeout=30,
         what="a JobRun created after the outage to be started",
@@ -63,16 +64,17 @@ def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer,
         replicas.append(replica.start())
     try:
         register_webhooks(emulator, replicas[0].webhook_url)  # any replica serves admission
-        wait_for(
+        wait_until(
             lambda: (
                 len(emulator.get("kopf.dev/v1", "clusterkopfpeerings", None, "jobnet-operator").get("status") or {})
                 == 2
             ),
+            timeout=15.0,
             what="both replicas in the peering object",
         )
         replicas[0].wait_for_log(r"Pausing operations")  # the lower priority stands by
         assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
-        wait_for(lambda: _status(emulator, "r1").get("phase"), what="r1 started")
+        wait_until(lambda: _status(emulator, "r1").get("phase"), timeout=15.0, what="r1 started")
         replicas[1].wait_for_log(r"JobRun default/r1 expanded")
         assert "JobRun default/r1" not in replicas[0].log_text()
     finally:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, admission_review, unregister_webhooks
 
 pytestmark = pytest.mark.emulator
@@ -56,11 +57,12 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     assert emulator.kubectl("delete", "jn", "inner").rc == 0
     assert kubectl_apply(emulator, jobrun("outer", name="outer-1")).rc == 0
 
-    status = wait_for(
+    status = wait_until(
         lambda: (
             (emulator.get(*JOBRUNS, "default", "outer-1") or {}).get("status", {}).get("phase")
             and emulator.get(*JOBRUNS, "default", "outer-1")["status"]
         ),
+        timeout=15.0,
         what="the JobRun's status",
     )
 
@@ -68,17 +70,19 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     assert status["reason"] == "InvalidJobNet"
     assert "JobNet 'inner'" in status["message"] and "does not exist" in status["message"]
     assert "spec.jobs[1].expand" in status["message"]
-    events = wait_for(
+    events = wait_until(
         lambda: [e for e in emulator.events_for("default", "outer-1") if e["reason"] == "InvalidJobNet"],
+        timeout=15.0,
         what="an InvalidJobNet Event on the JobRun",
     )
     assert [e["type"] for e in events] == ["Warning"]
     assert "'inner'" in events[0]["message"]
-    outer = wait_for(
+    outer = wait_until(
         lambda: (
             emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"].get("valid") is False
             and emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "outer")["status"]
         ),
+        timeout=15.0,
         what="JobNet outer marked invalid after 'inner' disappeared",
     )
     assert "'inner'" in outer["message"]
@@ -93,7 +97,9 @@ def test_A03_jobrun_fails_to_start_when_expanded_jobnet_was_deleted_later(
     assert kubectl_apply(emulator, jobnet("inner", script_job("step1"))).rc == 0
     assert kubectl_apply(emulator, jobrun("outer", name="outer-2")).rc == 0
     operator.wait_for_log(r"JobRun default/outer-2 expanded JobNet 'outer' into 2 jobs")
-    status = wait_for(
-        lambda: (emulator.get(*JOBRUNS, "default", "outer-2") or {}).get("status"), what="outer-2's status"
+    status = wait_until(
+        lambda: (emulator.get(*JOBRUNS, "default", "outer-2") or {}).get("status"),
+        timeout=15.0,
+        what="outer-2's status",
     )
     assert status.get("reason") != "InvalidJobNet"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import expand_job, jobnet, kubectl_apply, script_job, wait_for
+from tests.support.kube import expand_job, jobnet, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, admission_review
 
 pytestmark = pytest.mark.emulator
@@ -34,7 +35,9 @@ def test_A05_three_jobnet_expansion_cycle_rejected_on_update(
     assert kubectl_apply(emulator, jobnet("ring-y", expand_job("to-z", "ring-z"))).rc == 0
     assert kubectl_apply(emulator, jobnet("ring-x", expand_job("to-y", "ring-y"))).rc == 0
     generation = emulator.get(*JOBNETS, "default", "ring-z")["metadata"]["generation"]
-    ring_x = wait_for(lambda: emulator.get(*JOBNETS, "default", "ring-x").get("status"), what="ring-x's status")
+    ring_x = wait_until(
+        lambda: emulator.get(*JOBNETS, "default", "ring-x").get("status"), timeout=15.0, what="ring-x's status"
+    )
     assert ring_x == {"valid": True, "jobCount": 1}  # the operator sees the chain expand cleanly
 
     result = kubectl_apply(emulator, jobnet("ring-z", script_job("work"), expand_job("to-x", "ring-x")))

@@ -15,8 +15,9 @@ import pytest
 from jobnet.core.models import GROUP_VERSION
 from jobnet.core.runstatus import decoded_status
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import jobrun, kubectl_apply, wait_for
+from tests.support.kube import jobrun, kubectl_apply
 from tests.support.large_jobnet import FIRST_JOB, JOB_COUNT, ROOT, large_jobnet_specs
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.emulator
@@ -48,7 +49,7 @@ def test_A08_10000_job_jobnet_over_nested_expansions_is_admitted_expanded_and_ru
         phase = ((body or {}).get("status") or {}).get("phase")
         return body if phase in ("Succeeded", "Failed", "Stopped", "Stuck") else None
 
-    body = wait_for(finished, timeout=240, what="the 10,000-job run ends")
+    body = wait_until(finished, timeout=240, what="the 10,000-job run ends")
     status = body["status"]
     assert status["phase"] == "Failed", status.get("message")
     assert status["counts"] == {"Failed": 1, "Skipped": JOB_COUNT - 1}, status["counts"]

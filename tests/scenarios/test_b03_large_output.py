@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS
+from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
@@ -95,11 +95,18 @@ def test_B03_hundreds_of_mb_of_output_memory_bounded_tail_in_status_full_output_
 
     # Sample the agent's processes while the job writes (each one's VmHWM is its own peak).
     agent_peaks: dict[int, tuple[str, int]] = {}
-    deadline = time.monotonic() + 120
-    while scenario.status(run).get("phase") != "Succeeded":
-        assert time.monotonic() < deadline, f"the run did not succeed within 120s\n{scenario.describe(run)}"
+
+    def sampled_until_succeeded() -> bool:
         _sample_agent_peaks(vm, agent_peaks)
-        time.sleep(0.2)
+        return scenario.status(run).get("phase") == "Succeeded"
+
+    wait_until(
+        sampled_until_succeeded,
+        timeout=120,
+        interval=0.2,
+        what="the run succeeded",
+        describe=lambda: scenario.describe(run),
+    )
     _sample_agent_peaks(vm, agent_peaks)
     operator_peak = _peak_rss(operator.process.pid)
 

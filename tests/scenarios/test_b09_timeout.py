@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -38,10 +39,10 @@ def test_B09_timeout_kills_the_process_tree_and_fails_timed_out(scenario: Scenar
         ],
     )
     scenario.wait_job_state(run, "/b09/slow", "Running", timeout=60)
-    tree = poll(
+    tree = wait_until(
         lambda: len(pids_file.read_text().split()) == 4 if pids_file.exists() else False,
-        30,
-        "the job's process tree written to the pids file",
+        timeout=30,
+        what="the job's process tree written to the pids file",
     )
     assert tree
     pids = [int(pid) for pid in pids_file.read_text().split()]

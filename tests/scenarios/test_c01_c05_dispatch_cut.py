@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -89,11 +90,11 @@ class CutRun:
     def wait_old_connection_gone(self) -> None:
         """Until the kernel has given up the connection the launch left on: after that, nothing
         queued before the cut can reach the VM when the link comes back."""
-        poll(
+        wait_until(
             lambda: not operator_connections(self.net),
-            30,
-            f"no TCP connection left to {self.net.address}:22",
-            lambda: "\n".join(operator_connections(self.net)),
+            timeout=30,
+            what=f"no TCP connection left to {self.net.address}:22",
+            describe=lambda: "\n".join(operator_connections(self.net)),
         )
 
     @property
@@ -104,11 +105,11 @@ class CutRun:
     def wait_reconnected(self, log_offset: int) -> None:
         """Until the operator log, from ``log_offset`` on, shows a new agent channel to ``net``."""
         opened = re.compile(rf"agent channel to {re.escape(self.net_host)} open")
-        poll(
+        wait_until(
             lambda: opened.search(self.scenario.operator_log()[log_offset:]),
-            60,
-            f"a new agent channel to {self.net_host}",
-            lambda: self.scenario.operator_log()[log_offset:][-4000:],
+            timeout=60,
+            what=f"a new agent channel to {self.net_host}",
+            describe=lambda: self.scenario.operator_log()[log_offset:][-4000:],
         )
 
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -38,7 +39,7 @@ def test_D01_link_down_mid_job_and_back_before_it_ends_succeeds(scenario: Scenar
     )
     scenario.wait_job_state(run, "/d01/long", "Running", timeout=60)
     scenario.wait_agent_log(vm, r"/d01/long#1 started pid")
-    poll(half_file.exists, 60, "the job running longer than the heartbeat deadline")
+    wait_until(half_file.exists, timeout=60, what="the job running longer than the heartbeat deadline")
     log_before_cut = len(scenario.operator_log())
 
     vm.cut()

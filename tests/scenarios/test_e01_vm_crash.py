@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -34,7 +35,7 @@ def _crash_mid_job(scenario: Scenario, jobnet: str, resolution: str) -> tuple[Na
         stuckResolution=resolution,
     )
     scenario.wait_job_state(run, f"/{jobnet}/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started on the VM")
     old_boot = vm.boot_id
 
     vm.crash()

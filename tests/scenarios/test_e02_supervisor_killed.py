@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -28,7 +29,7 @@ def test_E02_supervisor_killed_mid_job_stuck_then_annotate_failed(scenario: Scen
         stuckResolution="Auto",
     )
     scenario.wait_job_state(run, "/e02/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started on the VM")
 
     killed = vm.kill_agent(("supervise",))
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -54,7 +55,7 @@ def _start(scenario: Scenario, jobnet: str, resolution: str) -> tuple[NamespaceV
         stuckResolution=resolution,
     )
     scenario.wait_job_state(run, f"/{jobnet}/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script started on the VM")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started on the VM")
     return vm, run
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, process_gone
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -30,7 +31,7 @@ def tree_script(scenario: Scenario, vm: NamespaceVM, name: str) -> str:
 def process_tree(vm: NamespaceVM, name: str) -> list[int]:
     """The pids of the tree script ``name`` once it runs: the script itself and its child."""
     child = vm.home / "markers" / f"{name}.child"
-    poll(child.exists, 30, f"{name} forked its child")
+    wait_until(child.exists, timeout=30, what=f"{name} forked its child")
     marker = (vm.home / "markers" / name).read_text()
     script_pid = int(re.search(r" pid (\d+)", marker).group(1))  # type: ignore[union-attr]
     pids = [script_pid, int(child.read_text())]
@@ -39,7 +40,7 @@ def process_tree(vm: NamespaceVM, name: str) -> list[int]:
 
 
 def assert_tree_dead(pids: list[int]) -> None:
-    poll(lambda: all(process_gone(pid) for pid in pids), 15, f"processes {pids} gone from the VM")
+    wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=15, what=f"processes {pids} gone from the VM")
 
 
 def assert_stopped(job: dict[str, Any], what: str) -> None:

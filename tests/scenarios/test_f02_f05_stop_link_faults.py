@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, process_gone
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -51,7 +52,7 @@ class StopFault:
             **spec,
         )
         scenario.wait_job_state(self.run, self.path, "Running", timeout=60)
-        poll(lambda: scenario.script_runs(self.vm, "work") == 1, 30, "the script started on the VM")
+        wait_until(lambda: scenario.script_runs(self.vm, "work") == 1, timeout=30, what="the script started on the VM")
         marker = (self.vm.home / "markers" / "work").read_text()
         self.pid = int(re.search(r" pid (\d+)", marker).group(1))  # type: ignore[union-attr]
         assert not process_gone(self.pid)
@@ -63,13 +64,15 @@ class StopFault:
         return [line for line in self.scenario.agent_log(self.vm).splitlines() if f"{self.path}#1 kill" in line]
 
     def wait_killed_on_the_vm(self) -> None:
-        poll(
+        wait_until(
             lambda: any("kill requested (stop" in line for line in self.kill_lines()),
-            30,
-            f"the agent log says {self.path} was killed",
-            lambda: f"agent log:\n{self.scenario.agent_log(self.vm)[-3000:]}\n{self.scenario.describe(self.run)}",
+            timeout=30,
+            what=f"the agent log says {self.path} was killed",
+            describe=lambda: (
+                f"agent log:\n{self.scenario.agent_log(self.vm)[-3000:]}\n{self.scenario.describe(self.run)}"
+            ),
         )
-        poll(lambda: process_gone(self.pid), 15, "the agent killed the script")
+        wait_until(lambda: process_gone(self.pid), timeout=15, what="the agent killed the script")
 
     def wait_stuck(self, *reasons: str) -> dict[str, Any]:
         job = self.scenario.wait_job_state(self.run, self.path, "Stuck", timeout=60)
@@ -82,11 +85,11 @@ class StopFault:
         return len(re.findall(r"agent channel to \S+ open", self.scenario.operator_log()))
 
     def wait_reconnected(self, opened_before: int) -> None:
-        poll(
+        wait_until(
             lambda: self.channels_opened() > opened_before,
-            60,
-            "the operator reconnected to the agent",
-            lambda: self.scenario.describe(self.run),
+            timeout=60,
+            what="the operator reconnected to the agent",
+            describe=lambda: self.scenario.describe(self.run),
         )
 
     def wait_outcome_known(self) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -51,11 +52,11 @@ def open_gate(vm: NamespaceVM, name: str) -> None:
 def wait_agent_line(scenario: Scenario, vm: NamespaceVM, run: str, pattern: str, timeout: float = 30) -> None:
     """Wait for ``pattern`` in the agent log; a failure shows the agent log, the run and the operator log."""
     regex = re.compile(pattern)
-    poll(
+    wait_until(
         lambda: regex.search(scenario.agent_log(vm)),
-        timeout,
-        f"{pattern!r} in the agent log",
-        lambda: f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}",
+        timeout=timeout,
+        what=f"{pattern!r} in the agent log",
+        describe=lambda: f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}",
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -29,7 +30,7 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
         ],
     )
     scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f10/work started")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f10/work started")
 
     vm.crash()
     vm.cut()
@@ -70,7 +71,7 @@ def test_F10_vm_back_after_the_stop_stuck_job_auto_resolved_failed_host_rebooted
     work = scenario.marker_script(vm, "work", "sleep 300\n")
     run = scenario.run_jobnet("f10", scenario.host(vm), [{"name": "work", "script": work}])
     scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f10/work started")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f10/work started")
 
     vm.crash()
     vm.cut()

@@ -14,7 +14,8 @@ import re
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -36,7 +37,7 @@ def test_F11_cut_before_kill_retried_after_interval_stopped(scenario: Scenario) 
         retry=RETRY,
     )
     scenario.wait_job_state(run, "/f11/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f11/work started")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f11/work started")
 
     vm.cut()
     scenario.annotate(run, "jobnet.dev/stop", "/f11/work")

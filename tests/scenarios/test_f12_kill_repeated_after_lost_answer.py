@@ -18,7 +18,8 @@ import re
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -38,7 +39,7 @@ def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenar
     work = scenario.marker_script(vm, "work", "sleep 300\n")
     run = scenario.run_jobnet("f12", scenario.host(vm), [{"name": "work", "script": work}], retry=RETRY)
     scenario.wait_job_state(run, "/f12/work", "Running", timeout=60)
-    poll(lambda: scenario.script_runs(vm, "work") == 1, 30, "the script of /f12/work started")
+    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f12/work started")
 
     def describe() -> str:
         return f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}"
@@ -47,21 +48,24 @@ def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenar
     try:
         scenario.annotate(run, "jobnet.dev/stop", "/f12/work")
         # The kill executed on the VM ...
-        poll(
+        wait_until(
             lambda: re.search(r"/f12/work#1 kill requested \(stop", scenario.agent_log(vm)),
-            30,
-            "the kill reached the agent",
-            describe,
+            timeout=30,
+            what="the kill reached the agent",
+            describe=describe,
         )
-        poll(
-            lambda: re.search(r"/f12/work#1 stopped", scenario.agent_log(vm)), 30, "the agent killed the job", describe
+        wait_until(
+            lambda: re.search(r"/f12/work#1 stopped", scenario.agent_log(vm)),
+            timeout=30,
+            what="the agent killed the job",
+            describe=describe,
         )
         # ... and the operator, without an answer, sent it again.
-        poll(
+        wait_until(
             lambda: len(re.findall(r"job=/f12/work .*killing \(stop", scenario.operator_log())) >= 2,
-            30,
-            "the operator repeated the kill",
-            describe,
+            timeout=30,
+            what="the operator repeated the kill",
+            describe=describe,
         )
         assert scenario.job(run, "/f12/work")["state"] == "Stopping", scenario.job(run, "/f12/work")
     finally:
@@ -70,11 +74,11 @@ def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenar
     status = scenario.wait_phase(run, "Stopped", timeout=60)
     job = status["jobs"]["/f12/work"]
     assert job["state"] == "Stopped" and job["reason"] == "StopRequested", job
-    poll(
+    wait_until(
         lambda: re.search(r"/f12/work#1 kill ignored: already stopped", scenario.agent_log(vm)),
-        30,
-        "the agent ignored the repeated kill",
-        describe,
+        timeout=30,
+        what="the agent ignored the repeated kill",
+        describe=describe,
     )
     assert len(re.findall(r"/f12/work#1 kill requested", scenario.agent_log(vm))) == 1, describe()
     event = scenario.wait_event(run, "JobStopped", contains="/f12/work")

@@ -15,7 +15,8 @@ import pytest
 
 from jobnet.core.runstatus import PLAIN_MAX_ENTRIES, decoded_status
 from tests.support.apiwatch import JobRunWatch
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, pytest.mark.slow]
 
@@ -45,6 +46,8 @@ def test_load_400_jobs_over_2_vms_complete_with_few_writes_and_small_objects(sce
     with JobRunWatch(scenario.emulator, "load-1") as watch:
         scenario.run_jobnet("load", scenario.host(vm_a), jobs)
         status = scenario.wait_phase("load-1", "Succeeded", timeout=240)
+        # The run's last Event may follow its last status write (launches and writes go first).
+        scenario.wait_event("load-1", "RunSucceeded", timeout=60)
     job_count = len(jobs)
     stored = decoded_status(status)
 
@@ -102,7 +105,7 @@ def test_load_operator_killed_mid_run_of_300_jobs_resumes_from_the_chunked_statu
     operator = scenario.start_operator("--agent-request-timeout=30", "--dispatch-timeout=20", "--heartbeat-deadline=30")
     run = scenario.run_jobnet("load", scenario.host(vms[0]), jobs)
 
-    poll(
+    wait_until(
         lambda: (scenario.status(run).get("counts") or {}).get("Succeeded", 0) >= 60,
         timeout=120,
         what="60 jobs Succeeded",
@@ -115,7 +118,7 @@ def test_load_operator_killed_mid_run_of_300_jobs_resumes_from_the_chunked_statu
     log_before_restart = len(operator.log_text())
     operator.start()
 
-    settled = poll(
+    settled = wait_until(
         lambda: scenario.status(run).get("phase") in ("Succeeded", "Failed", "Stuck"),
         timeout=180,
         what="the run settles after the restart",

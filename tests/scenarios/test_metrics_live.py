@@ -8,7 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.emulator import free_port
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -41,7 +42,7 @@ def test_metrics_follow_a_two_job_chain(scenario: Scenario) -> None:
         return current if current.get(("jobnet_runs", (("phase", "Succeeded"),))) == 1 else None
 
     # The gauges are reported just after the status write the test saw: poll for them.
-    samples = poll(scraped_after_the_run, timeout=10, what="the succeeded run in jobnet_runs")
+    samples = wait_until(scraped_after_the_run, timeout=10, what="the succeeded run in jobnet_runs")
 
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)

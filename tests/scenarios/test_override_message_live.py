@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -49,4 +50,4 @@ def test_override_message_is_recorded_and_its_annotation_removed(scenario: Scena
         annotations = scenario.get_run(run)["metadata"].get("annotations") or {}
         return not {"jobnet.dev/override", "jobnet.dev/override-message"} & set(annotations)
 
-    poll(annotations_removed, timeout=15, what="the override annotations removed by the operator")
+    wait_until(annotations_removed, timeout=15, what="the override annotations removed by the operator")

@@ -19,7 +19,8 @@ from jobnet.kube.app import store_snapshot
 from jobnet.kube.client import KubeClient
 from tests.support.apiwatch import JobRunWatch
 from tests.support.emulator import EmulatorServer
-from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.kube import expand_job, jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.emulator
@@ -50,7 +51,7 @@ def test_the_write_that_makes_a_run_pending_names_its_stored_snapshot(
     assert kubectl_apply(emulator, jobnet("quick", script_job("a"), host=closed)).rc == 0
     with JobRunWatch(emulator, "quick-1", timeout=60) as watch:
         assert kubectl_apply(emulator, jobrun("quick", name="quick-1")).rc == 0
-        first = wait_for(
+        first = wait_until(
             lambda: next((w.status for w in watch.writes if w.status.get("phase")), None),
             timeout=30,
             what="the JobRun's first status write",
@@ -87,10 +88,10 @@ def test_a_repeated_start_replaces_the_unused_snapshot_and_the_stored_one_reads_
     assert len(configmaps) == 1 and configmaps[0]["immutable"] is True
 
 
+@pytest.mark.randomized(seed=5)
 def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so(
-    emulator: EmulatorServer, operator: OperatorProcess
+    emulator: EmulatorServer, operator: OperatorProcess, rng: random.Random
 ) -> None:
-    rng = random.Random(5)
     # Two JobNets of ~900 KB of incompressible env each: every object fits, their snapshot (~1.3 MB
     # gzipped) does not. ``create``, not ``apply``: apply's last-applied annotation would not fit.
     parts = [
@@ -105,7 +106,7 @@ def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so
     )
     assert kubectl_apply(emulator, jobrun("huge", name="huge-1"), verb="create").rc == 0
 
-    status = wait_for(
+    status = wait_until(
         lambda: (
             (emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1") or {}).get("status", {}).get("reason")
             and emulator.get("jobnet.dev/v1alpha1", "jobruns", "default", "huge-1")["status"]
@@ -117,8 +118,9 @@ def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so
     assert status["phase"] == "Failed" and status["reason"] == "JobNetSnapshotTooLarge", status
     assert "more than a ConfigMap holds" in status["message"] and "JobNets huge, part0, part1" in status["message"]
     assert "jobNetSnapshot" not in status
-    wait_for(
+    wait_until(
         lambda: [e for e in emulator.events_for("default", "huge-1") if e["reason"] == "JobNetSnapshotTooLarge"],
+        timeout=15.0,
         what="a JobNetSnapshotTooLarge Event on the JobRun",
     )
     assert not [

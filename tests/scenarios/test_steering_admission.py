@@ -15,12 +15,15 @@ import json
 
 import pytest
 
-from tests.support.emulator import EmulatorServer
-from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job, wait_for
+from tests.support.emulator import EmulatorServer, grant
+from tests.support.kube import jobnet, jobrun, kubectl_apply, script_job
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, admission_review
-from tests.support.scenario import Scenario, poll
+from tests.support.scenario import Scenario
 
 JOBRUNS = ("jobnet.dev/v1alpha1", "jobruns")
+#: What a person needs to steer runs with ``kubectl annotate`` (the emulator enforces RBAC).
+STEER_RUNS = {"apiGroups": ["jobnet.dev"], "resources": ["jobruns"], "verbs": ["get", "patch"]}
 STEERING_KEYS = {"jobnet.dev/override", "jobnet.dev/override-by", "jobnet.dev/stop", "jobnet.dev/stop-by"}
 
 
@@ -44,7 +47,7 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
         ).rc
         == 0
     )
-    wait_for(
+    wait_until(
         lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("phase"),
         timeout=30,
         what="the run to be started",
@@ -61,6 +64,7 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
     assert refused.rc == 1 and "jobnet.dev/stop" in refused.stderr and "did you mean '/nightly/load'" in refused.stderr
     assert not STEERING_KEYS & set(_annotations(emulator, "nightly-1"))
 
+    grant(emulator, "steer-runs", [STEER_RUNS], users=["alice"])
     stopped = emulator.kubectl(
         "--as=alice",
         "--as-group=ops",
@@ -71,10 +75,10 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
         "jobnet.dev/stop-by=mallory",
     )
     assert stopped.rc == 0, stopped.stderr
-    wait_for(lambda: _events(emulator, "nightly-1", "StopRequested"), timeout=30, what="the stop to be applied")
+    wait_until(lambda: _events(emulator, "nightly-1", "StopRequested"), timeout=30, what="the stop to be applied")
     assert _events(emulator, "nightly-1", "StopRequested") == ["stop of /nightly requested by alice"]
     # The operator's removal of what it applied passes the webhooks (failurePolicy Fail).
-    wait_for(
+    wait_until(
         lambda: not STEERING_KEYS & set(_annotations(emulator, "nightly-1")),
         timeout=30,
         what="the applied stop and its stamp removed by the operator",
@@ -117,6 +121,7 @@ def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
 @pytest.mark.vm
 def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_overwritten(scenario: Scenario) -> None:
     vm, run = scenario.run_failed_export_chain()
+    grant(scenario.emulator, "steer-runs", [STEER_RUNS], users=["alice"])
 
     refused = scenario.kubectl("--as=alice", "annotate", "jobrun", run, "jobnet.dev/override=/chain/export=Sucseeded")
     assert refused.rc == 1 and "unknown override state 'Sucseeded'" in refused.stderr, refused.stderr
@@ -137,7 +142,7 @@ def test_override_by_an_impersonated_person_is_recorded_and_a_forged_requester_o
     assert event["message"] == f"/chain/export: {record['message']}"
     assert "mallory" not in json.dumps(status) and not any("mallory" in e["message"] for e in scenario.events(run))
     assert scenario.script_runs(vm, "report") == 1
-    poll(
+    wait_until(
         lambda: not STEERING_KEYS & set(scenario.get_run(run)["metadata"].get("annotations") or {}),
         timeout=15,
         what="the override and its stamp removed by the operator",
@@ -158,7 +163,7 @@ def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
         ).rc
         == 0
     )
-    wait_for(
+    wait_until(
         lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
         timeout=30,
         what="the run's JobNet snapshot",

@@ -1,4 +1,12 @@
-"""The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests import it from here."""
+"""The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests import it from here,
+with RBAC helpers: :func:`grant` and :func:`bind` give a user, group or ServiceAccount permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
 
 from jobnet.devenv.emulator import (  # noqa: F401 (re-exports)
     CRD_DIRS,
@@ -8,3 +16,70 @@ from jobnet.devenv.emulator import (  # noqa: F401 (re-exports)
     KubectlResult,
     free_port,
 )
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def subjects(
+    users: Iterable[str] = (), groups: Iterable[str] = (), service_accounts: Iterable[str] = ()
+) -> list[dict[str, str]]:
+    """RBAC subjects; a ServiceAccount is ``namespace:name``."""
+    found = [{"apiGroup": RBAC_GROUP, "kind": "User", "name": user} for user in users]
+    found += [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": group} for group in groups]
+    for account in service_accounts:
+        namespace, _, name = account.partition(":")
+        found.append({"kind": "ServiceAccount", "name": name, "namespace": namespace})
+    return found
+
+
+def apply(emulator: EmulatorServer, *manifests: dict[str, Any]) -> None:
+    """``kubectl apply`` as the admin, which must succeed."""
+    result = emulator.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+    assert result.rc == 0, f"kubectl apply failed: {result.stderr}"
+
+
+def bind(
+    emulator: EmulatorServer,
+    name: str,
+    role: str,
+    subjects: list[dict[str, str]],
+    *,
+    role_kind: str = "ClusterRole",
+    namespace: str | None = "default",
+) -> None:
+    """A RoleBinding ``name`` in ``namespace`` (a ClusterRoleBinding if None) of ``role`` to ``subjects``."""
+    apply(
+        emulator,
+        {
+            "apiVersion": f"{RBAC_GROUP}/v1",
+            "kind": "RoleBinding" if namespace else "ClusterRoleBinding",
+            "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": role_kind, "name": role},
+            "subjects": subjects,
+        },
+    )
+
+
+def grant(
+    emulator: EmulatorServer,
+    name: str,
+    rules: Iterable[dict[str, Any]],
+    *,
+    users: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    service_accounts: Iterable[str] = (),
+    namespace: str | None = "default",
+) -> None:
+    """A Role ``name`` in ``namespace`` (a ClusterRole if None) with ``rules``, bound to the subjects."""
+    role_kind = "Role" if namespace else "ClusterRole"
+    scope = {"namespace": namespace} if namespace else {}
+    apply(
+        emulator,
+        {
+            "apiVersion": f"{RBAC_GROUP}/v1",
+            "kind": role_kind,
+            "metadata": {"name": name, **scope},
+            "rules": list(rules),
+        },
+    )
+    bind(emulator, name, name, subjects(users, groups, service_accounts), role_kind=role_kind, namespace=namespace)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import yaml
 
 from tests.support.emulator import EmulatorServer, KubectlResult
+
+# The one polling helper is tests.support.netutil.wait_until; tests/emulator (being split by its
+# owner this session) still imports it here by its old name.
+from tests.support.netutil import wait_until as wait_for  # noqa: F401
 
 GROUP_VERSION = "jobnet.dev/v1alpha1"
 HOST = {"address": "vm1.internal", "user": "batch", "credentialsSecret": "vm1-ssh"}
@@ -43,19 +46,3 @@ def jobrun(jobnet_ref: str, name: str | None = None, namespace: str = "default")
 def kubectl_apply(emulator: EmulatorServer, *docs: dict[str, Any], verb: str = "apply") -> KubectlResult:
     """``kubectl apply -f -`` (or ``create``) of the given manifests."""
     return emulator.kubectl(verb, "-f", "-", input=yaml.safe_dump_all(docs))
-
-
-def wait_for(
-    predicate: Any, timeout: float = 15.0, interval: float = 0.1, what: str = "the condition", describe: Any = None
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds
-    saying what did not happen (and ``describe()``, the state that explains why, if given)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            why = f"\n{describe()}" if describe is not None else ""
-            raise AssertionError(f"{what} did not happen within {timeout}s (last value: {value!r}){why}")
-        time.sleep(interval)

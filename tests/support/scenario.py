@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from tests.support.emulator import EmulatorServer, KubectlResult
-from tests.support.kube import wait_for
+from tests.support.netutil import wait_until
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 from tests.support.vm import NamespaceVM
 
@@ -65,17 +65,6 @@ FAST_AGENT_ARGS = (
     "--start-timeout-seconds",
     "2",
 )
-
-
-def poll(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    describe: Callable[[], str] = lambda: "",
-    interval: float = 0.1,
-) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds saying what and why."""
-    return wait_for(predicate, timeout, interval, what, describe)
 
 
 class Scenario:
@@ -129,11 +118,15 @@ class Scenario:
         }
 
     def start_operator(
-        self, *extra_args: str, verbose: bool = True, environment: dict[str, str] | None = None
+        self,
+        *extra_args: str,
+        verbose: bool = True,
+        wait_ready: bool = True,
+        environment: dict[str, str] | None = None,
     ) -> OperatorProcess:
         """Start the real operator (fast deadlines, fast agent) unless it already runs;
-        ``verbose``: with kopf's debug log (benchmarks measure without); ``environment``: extra
-        variables of its process."""
+        ``verbose``: with kopf's debug log (benchmarks measure without); ``wait_ready``: until
+        it serves (see OperatorProcess.start); ``environment``: extra variables of its process."""
         if self.operator is not None:
             return self.operator
         agent_args = list(FAST_AGENT_ARGS)
@@ -147,7 +140,7 @@ class Scenario:
             environment=environment,
         )
         register_webhooks(self.emulator, process.webhook_url)
-        self.operator = process.start()
+        self.operator = process.start(wait_ready=wait_ready)
         return process
 
     def close(self) -> None:
@@ -255,20 +248,20 @@ class Scenario:
     # -------------------------------------------------------------- waiting
 
     def wait_phase(self, run: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(
+        wait_until(
             lambda: self.status(run).get("phase") == phase,
-            timeout,
-            f"JobRun {run} phase {phase}",
-            lambda: self.describe(run),
+            timeout=timeout,
+            what=f"JobRun {run} phase {phase}",
+            describe=lambda: self.describe(run),
         )
         return self.status(run)
 
     def wait_job_state(self, run: str, path: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        poll(
+        wait_until(
             lambda: self.job(run, path).get("state") == state,
-            timeout,
-            f"{run} job {path} {state}",
-            lambda: self.describe(run),
+            timeout=timeout,
+            what=f"{run} job {path} {state}",
+            describe=lambda: self.describe(run),
         )
         return self.job(run, path)
 
@@ -278,7 +271,9 @@ class Scenario:
                 (e for e in self.events(run) if e.get("reason") == reason and contains in e.get("message", "")), None
             )
 
-        return poll(find, timeout, f"Event {reason} ({contains!r}) on {run}", lambda: self.describe(run))  # type: ignore[no-any-return]
+        return wait_until(
+            find, timeout=timeout, what=f"Event {reason} ({contains!r}) on {run}", describe=lambda: self.describe(run)
+        )
 
     def wait_operator_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         assert self.operator is not None, "the operator has not been started"
@@ -286,11 +281,11 @@ class Scenario:
 
     def wait_agent_log(self, vm: NamespaceVM, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         regex = re.compile(pattern)
-        return poll(
+        return wait_until(
             lambda: regex.search(vm.read_agent_log()),
-            timeout,  # type: ignore[no-any-return]
-            f"{pattern!r} in the agent log of {vm.netns}",
-            lambda: vm.read_agent_log()[-3000:],
+            timeout=timeout,
+            what=f"{pattern!r} in the agent log of {vm.netns}",
+            describe=lambda: vm.read_agent_log()[-3000:],
         )
 
     # -------------------------------------------------------------- scripts on the VM

@@ -17,10 +17,12 @@ VALID = sorted(EXAMPLES.glob("*.yaml"))
 INVALID = {
     "cycle.yaml": [":1 JobNet/cyclic spec.jobs[1].after[0]: dependency cycle: a -> b -> c -> a"],
     "dangling.yaml": [
-        ":1 JobNet/dangling spec.jobs[1].after[0]: job 'transform' depends on 'extrakt', which is not a job of this JobNet"
+        ":1 JobNet/dangling spec.jobs[1].after[0]: "
+        "job 'transform' depends on 'extrakt', which is not a job of this JobNet"
     ],
     "missing-expansion.yaml": [
-        ":1 JobNet/expands-nothing spec.jobs[0].expand: job 'load' expands JobNet 'no-such-jobnet', which does not exist"
+        ":1 JobNet/expands-nothing spec.jobs[0].expand: "
+        "job 'load' expands JobNet 'no-such-jobnet', which does not exist"
     ],
     "self-expansion.yaml": [":1 JobNet/narcissus spec.jobs[0].expand: JobNet 'narcissus' expands itself"],
     "mutual-expansion.yaml": [

@@ -175,7 +175,8 @@ def test_operator_command_serves_metrics_before_connecting(tmp_path: object) -> 
             return False
 
     try:
-        wait_until(reachable, timeout=20, what="the operator's /metrics endpoint")
+        # A loaded machine starts Python slowly: a generous bound, not a wait.
+        wait_until(reachable, timeout=60, what="the operator's /metrics endpoint")
         assert set(EXPECTED_FAMILIES) <= set(scrape(url))
     finally:
         process.terminate()

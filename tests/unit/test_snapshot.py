@@ -192,8 +192,8 @@ def test_the_configmap_name_is_a_valid_object_name_for_any_run_name(run_name: st
     assert name.endswith(f"-jobnets-{UID}")
 
 
-def test_a_snapshot_too_large_for_a_configmap_is_refused_naming_the_jobnets() -> None:
-    rng = random.Random(3)
+@pytest.mark.randomized(seed=3)
+def test_a_snapshot_too_large_for_a_configmap_is_refused_naming_the_jobnets(rng: random.Random) -> None:
     noise = "".join(rng.choice(string.ascii_letters) for _ in range(800_000))
     huge = catalog_of(big={"jobs": [job("a", env={"NOISE": noise})], "finally": [job("b", env={"MORE": noise[::-1]})]})
     data = encode_snapshot(huge)
@@ -295,8 +295,8 @@ def flat_jobnet(jobs: int, rng: random.Random) -> dict[str, JobNetSpec]:
     )
 
 
-def test_snapshots_of_10000_job_runs_fit_a_configmap_and_the_status_keeps_its_room() -> None:
-    rng = random.Random(12)
+@pytest.mark.randomized(seed=12)
+def test_snapshots_of_10000_job_runs_fit_a_configmap_and_the_status_keeps_its_room(rng: random.Random) -> None:
     # The 10,000-job shape of tests/unit/test_status_size.py: 100 expansions of a 100-job JobNet.
     wide = catalog_of(
         big={"jobs": [sub(f"part{i:03d}", "part") for i in range(100)]},

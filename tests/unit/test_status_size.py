@@ -110,8 +110,8 @@ def object_size(status: dict[str, Any]) -> int:
 
 
 @pytest.mark.parametrize("state", [S.SUCCEEDED, S.FAILED])
-def test_10000_finished_jobs_with_tails_stay_under_1_MiB(state: JobState) -> None:
-    rng = random.Random(7)
+@pytest.mark.randomized(seed=7)
+def test_10000_finished_jobs_with_tails_stay_under_1_MiB(state: JobState, rng: random.Random) -> None:
     run_graph = wide_graph(100, 100)
     runtime = finished_runtime(run_graph, rng, state)
     assert len(runtime.jobs) == 10_000
@@ -129,8 +129,8 @@ def test_10000_finished_jobs_with_tails_stay_under_1_MiB(state: JobState) -> Non
     assert some["state"] == str(state) and len(some["outputTail"]) == output_tail_limit(len(run_graph.nodes))
 
 
-def test_10000_running_jobs_with_delivery_bookkeeping_stay_under_1_MiB() -> None:
-    rng = random.Random(8)
+@pytest.mark.randomized(seed=8)
+def test_10000_running_jobs_with_delivery_bookkeeping_stay_under_1_MiB(rng: random.Random) -> None:
     run_graph = wide_graph(100, 100)
     runtime = finished_runtime(run_graph, rng)
     busy = {
@@ -178,8 +178,8 @@ def test_small_runs_stay_plain_and_readable() -> None:
     assert encoded["jobs"]["/n/a"]["state"] == "Stuck"
 
 
-def test_a_large_run_rewrites_only_the_chunk_of_a_changed_job() -> None:
-    rng = random.Random(9)
+@pytest.mark.randomized(seed=9)
+def test_a_large_run_rewrites_only_the_chunk_of_a_changed_job(rng: random.Random) -> None:
     run_graph = wide_graph(10, 100)
     runtime = finished_runtime(run_graph, rng)
     encoder, first = first_write(run_graph, runtime, rng)
@@ -262,8 +262,8 @@ def test_chunked_status_restores_exactly_the_runtime_recovery_needs() -> None:
     assert runtime_from_status(RUN_UID, run.graph, JobRunStatus.model_validate(decoded_status(stored))) == run.runtime
 
 
-def test_a_full_write_clears_plain_entries_and_chunks_the_run_no_longer_has() -> None:
-    rng = random.Random(10)
+@pytest.mark.randomized(seed=10)
+def test_a_full_write_clears_plain_entries_and_chunks_the_run_no_longer_has(rng: random.Random) -> None:
     run_graph = wide_graph(3, 100)
     runtime = finished_runtime(run_graph, rng)
     older = {
@@ -282,10 +282,10 @@ def test_an_unreadable_chunk_is_named_clearly() -> None:
         decoded_status({"jobChunks": {"0": "not base64!"}})
 
 
-def test_a_refused_patch_leaves_no_trace_in_later_chunks() -> None:
+@pytest.mark.randomized(seed=11)
+def test_a_refused_patch_leaves_no_trace_in_later_chunks(rng: random.Random) -> None:
     """The API server refused a patch and the scheduler then decided otherwise: the next chunk
     written holds the stored entry, not the refused one."""
-    rng = random.Random(11)
     run_graph = wide_graph(3, 100)
     runtime = finished_runtime(run_graph, rng)
     encoder, _ = first_write(run_graph, runtime, rng)

@@ -100,7 +100,8 @@ def test_collects_all_structural_problems_at_once():
         "spec.jobs[8].workingDir: workingDir applies to script jobs only, not to expand",
         "spec.jobs[2].after[1]: job 'c' depends on 'nope', which is not a job of this JobNet",
         "spec.jobs[9].after[1]: job 'dup-after' lists 'a' more than once",
-        "spec.finally[0].after[0]: finally job 'notify' cannot depend on job 'a': finally jobs run after all jobs anyway",
+        "spec.finally[0].after[0]: "
+        "finally job 'notify' cannot depend on job 'a': finally jobs run after all jobs anyway",
         "spec.jobs[1].after[0]: dependency cycle: a -> b -> c -> a",
     ]
 

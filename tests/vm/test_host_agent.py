@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 
 import pytest
 
@@ -18,6 +18,7 @@ from jobnet.ssh import (
     SshCredentials,
     SshTarget,
 )
+from tests.support.netutil import wait_until
 from tests.support.vm import NamespaceVM
 from tests.vm.harness import FAST_AGENT_ARGS, FAST_SSH, new_key
 
@@ -36,12 +37,9 @@ def _host_agent(vm: NamespaceVM, installer: AgentInstaller, events: list[JobReco
     )
 
 
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.01)
+async def _until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    # Polled from a worker thread: the event loop stays free to deliver the events waited for.
+    await asyncio.to_thread(wait_until, predicate, timeout=timeout, what=what, interval=0.01)
 
 
 def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(

@@ -136,7 +136,8 @@ class Demo:
             host = (document.get("spec") or {}).get("host")
             if isinstance(host, dict) and host.get("address") == DEV_HOST:
                 host.update(self.env.host)
-        return yaml.safe_dump_all(documents, sort_keys=False)
+        text: str = yaml.safe_dump_all(documents, sort_keys=False)
+        return text
 
     def create(self, name: str) -> list[str]:
         """``kubectl create -f`` an example (its JobRuns use generateName); the JobRuns' names."""

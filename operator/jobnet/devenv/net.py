@@ -8,12 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: RFC 2544 benchmarking range: the only addresses the test VMs ever use.
-VM_RANGE = ipaddress.ip_network("198.18.0.0/15")
+VM_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 
 
 class DeadlineExceeded(AssertionError):
@@ -21,32 +21,43 @@ class DeadlineExceeded(AssertionError):
 
 
 def wait_until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     *,
     timeout: float,
-    interval: float = 0.01,
-    what: str = "condition",
+    what: str,
+    interval: float = 0.05,
+    describe: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``probe`` until it returns a truthy value (returned) or ``timeout`` seconds pass.
+    """Call ``probe`` every ``interval`` seconds until it returns a truthy value, which is returned;
+    after ``timeout`` seconds raise :class:`DeadlineExceeded` naming ``what``, the last value (or
+    error) and ``describe()``, the state that explains why. The one polling loop of `jobnet dev`
+    and of the tests (which import it from tests/support).
 
-    Exceptions from ``probe`` count as "not yet"; the last one is chained to the failure."""
+    An exception from ``probe`` counts as "not yet" (a server still starting, a file not written
+    yet); the last one is chained to the failure."""
     deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
     attempts = 0
     while True:
         attempts += 1
+        last_error: Exception | None = None
         try:
             value = probe()
-            if value:
-                return value
         except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
             last_error = exc
+        else:
+            if value:
+                return value
         if time.monotonic() >= deadline:
+            last = f"error {last_error!r}" if last_error is not None else f"value {_shortened(repr(value))}"
+            why = f"\n{describe()}" if describe is not None else ""
             raise DeadlineExceeded(
-                f"{what} not reached within {timeout:.1f}s after {attempts} probes"
-                + (f" (last error: {last_error!r})" if last_error else "")
+                f"{what} not reached within {timeout:g}s after {attempts} probes (last {last}){why}"
             ) from last_error
         time.sleep(interval)
+
+
+def _shortened(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def tcp_port_open(address: str, port: int, timeout: float = 0.2) -> bool:
@@ -57,9 +68,10 @@ def tcp_port_open(address: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def _ip_json(*args: str) -> list[dict]:
+def _ip_json(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True, timeout=10)
-    return json.loads(out.stdout or "[]")
+    entries: list[dict[str, Any]] = json.loads(out.stdout or "[]")
+    return entries
 
 
 def host_networks() -> Iterator[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnet.devenv.emulator import EmulatorServer, free_port
+from jobnet.devenv.net import wait_until
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
@@ -105,9 +106,12 @@ class OperatorProcess:
         ready_timeout: float = 30.0,
         tls: tuple[Path, Path] | None = None,
         verbose: bool = True,
+        kubeconfig: Path | None = None,
         environment: Mapping[str, str] | None = None,
     ) -> None:
         self.emulator = emulator
+        #: whom the operator is (default: the emulator's admin), e.g. a ServiceAccount's token
+        self.kubeconfig = kubeconfig or emulator.kubeconfig
         #: extra environment variables of the process (e.g. a test's libfaketime clock)
         self.environment = dict(environment or {})
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
@@ -136,7 +140,7 @@ class OperatorProcess:
     def command(self) -> list[str]:
         args = [
             "operator",
-            f"--kubeconfig={self.emulator.kubeconfig}",
+            f"--kubeconfig={self.kubeconfig}",
             *(
                 [f"--webhook-cert={self.tls[0]}", f"--webhook-key={self.tls[1]}"]
                 if self.tls
@@ -159,7 +163,9 @@ class OperatorProcess:
         ]
         return [sys.executable, "-c", "import sys; from jobnet.cli import main; sys.exit(main())", *args]
 
-    def start(self) -> OperatorProcess:
+    def start(self, *, wait_ready: bool = True) -> OperatorProcess:
+        """Start the process; by default wait until it serves (``wait_ready=False``: an operator
+        that cannot reach its API server yet does not serve its webhook either)."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the operator is already running")
         self._log_file = open(self.log_path, "ab")
@@ -173,7 +179,8 @@ class OperatorProcess:
             cwd=self.workdir,
             start_new_session=True,
         )
-        self.wait_ready()
+        if wait_ready:
+            self.wait_ready()
         return self
 
     def wait_ready(self) -> None:
@@ -239,12 +246,13 @@ class OperatorProcess:
     def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if match := regex.search(self.log_text()):
-                return match
-            time.sleep(0.1)
-        raise AssertionError(f"{pattern!r} not in the operator log within {timeout}s:\n{self.log_tail()}")
+        return wait_until(
+            lambda: regex.search(self.log_text()),
+            timeout=timeout,
+            interval=0.1,
+            what=f"{pattern!r} in the operator log",
+            describe=lambda: f"operator log (tail):\n{self.log_tail()}",
+        )
 
     # -- the webhook, directly --
 

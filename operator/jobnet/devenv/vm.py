@@ -289,17 +289,21 @@ class NamespaceVM:
         clean_stale()
         subnet = self._requested_subnet
         if subnet is not None:
-            if subnet.prefixlen != 30 or not subnet.subnet_of(VM_RANGE):  # type: ignore[arg-type]
+            if (
+                not isinstance(subnet, ipaddress.IPv4Network)
+                or subnet.prefixlen != 30
+                or not subnet.subnet_of(VM_RANGE)
+            ):
                 raise AddressOverlap(f"VM subnet {subnet} must be a /30 inside {VM_RANGE}")
-        self.slot = _claim_slot()
+        slot = self.slot = _claim_slot()
         try:
-            self.subnet = subnet or slot_subnet(self.slot)
-            clashes = overlaps(self.subnet)  # type: ignore[arg-type]
+            self.subnet = subnet or slot_subnet(slot)
+            clashes = overlaps(self.subnet)
             if clashes:
                 raise AddressOverlap(
                     f"VM subnet {self.subnet} overlaps what this host already has: {'; '.join(clashes)}"
                 )
-            self._setup()
+            self._setup(slot)
             self.start()
         except BaseException:
             self.destroy()
@@ -322,8 +326,8 @@ class NamespaceVM:
         _destroy_slot(self.slot)
         self.slot = None
 
-    def _setup(self) -> None:
-        names = _names(self.slot)  # type: ignore[arg-type]
+    def _setup(self, slot: int) -> None:
+        names = _names(slot)
         self.netns, self.host_if, self.vm_if = names["netns"], names["host_if"], names["vm_if"]
         self.user = self._requested_user or names["user"]
         hosts = list(self.subnet.hosts())
@@ -436,7 +440,7 @@ class NamespaceVM:
             return
         log = open(self.sshd_log, "ab")
         try:
-            self._sshd = subprocess.Popen(
+            sshd = self._sshd = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.sshd_log)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -445,12 +449,12 @@ class NamespaceVM:
         finally:
             log.close()
         wait_until(
-            lambda: tcp_port_open(self.address, SSH_PORT) or self._sshd.poll() is not None,  # type: ignore[union-attr]
+            lambda: tcp_port_open(self.address, SSH_PORT) or sshd.poll() is not None,
             timeout=timeout,
             what=f"sshd of {self.netns} listening on {self.address}:{SSH_PORT}",
         )
-        if self._sshd.poll() is not None:
-            raise VMError(f"sshd of {self.netns} exited with {self._sshd.returncode}: {self.read_sshd_log()[-2000:]}")
+        if sshd.poll() is not None:
+            raise VMError(f"sshd of {self.netns} exited with {sshd.returncode}: {self.read_sshd_log()[-2000:]}")
 
     # ------------------------------------------------------------ what the operator side needs
 

@@ -20,7 +20,7 @@ import asyncio
 import datetime
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,7 @@ class OperatorConfig:
     connect_timeout: float = 10.0
     request_timeout: float = 30.0
     retry_delay: float = 5.0  # before retrying a handler after an API failure
+    api_retry_max_delay: float = 30.0  # the longest wait between retries of one API request
     schedule_check_interval: float = 5.0  # how often JobSchedules re-read the wall clock
 
 
@@ -90,6 +91,23 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class UnendingBackoffs:
+    """The delays between kopf's retries of one failed API request: doubling from one second up
+    to ``cap``, and never ending. kopf gives up on a request after the last delay of a finite
+    list and the operator then exits ("escalating"); an API server that flaps or is away for a
+    while must make the operator wait and carry on instead. Not ``Sized``, so kopf counts the
+    attempts without announcing a last one."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def __iter__(self) -> Iterator[float]:
+        delay = min(1.0, self.cap)
+        while True:
+            yield delay
+            delay = min(delay * 2, self.cap)
+
+
 def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """kopf settings: explicit watch timeouts (kopf hangs without them), annotations-only
     bookkeeping (status is ours and schema-checked), and the admission server."""
@@ -98,6 +116,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.watching.connect_timeout = config.connect_timeout
     settings.networking.connect_timeout = config.connect_timeout
     settings.networking.request_timeout = config.request_timeout
+    settings.networking.error_backoffs = UnendingBackoffs(config.api_retry_max_delay)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"

@@ -106,6 +106,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="before retrying a handler after an API failure (default: 5)",
     )
     timing.add_argument(
+        "--api-retry-max-delay",
+        type=positive_seconds,
+        default=30.0,
+        help="the longest wait between retries of a failed API request; requests are retried "
+        "until the API server answers, never given up (default: 30)",
+    )
+    timing.add_argument(
         "--schedule-check-interval",
         type=positive_seconds,
         default=5.0,
@@ -223,6 +230,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         connect_timeout=args.connect_timeout,
         request_timeout=args.request_timeout,
         retry_delay=args.retry_delay,
+        api_retry_max_delay=args.api_retry_max_delay,
         schedule_check_interval=args.schedule_check_interval,
     )
 
@@ -271,6 +279,6 @@ def run_operator(args: argparse.Namespace) -> int:
         except (OSError, OverflowError) as error:
             raise SystemExit(
                 f"jobnet operator: cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {error}"
-            )
+            ) from error
     run_blocking(config, JobRunRuntime(runtime_config_from_arguments(args)))
     return 0

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
 import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import kopf
@@ -68,6 +69,10 @@ class NamespaceJobNets:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+#: A path as kopf's ConnectionInfo and ssl take it.
+FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
@@ -77,20 +82,21 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         cafile=info.ca_path,
         cadata=base64.b64decode(info.ca_data).decode() if info.ca_data else None,
     )
-    if info.certificate_path or info.certificate_data:
-        # ssl wants files for client certificates; data from a kubeconfig goes to private temp files.
-        with tempfile.NamedTemporaryFile("wb") as cert, tempfile.NamedTemporaryFile("wb") as key:
-            cert_path, key_path = info.certificate_path, info.private_key_path
-            if info.certificate_data:
-                cert.write(base64.b64decode(info.certificate_data))
-                cert.flush()
-                cert_path = cert.name
-            if info.private_key_data:
-                key.write(base64.b64decode(info.private_key_data))
-                key.flush()
-                key_path = key.name
-            context.load_cert_chain(cert_path, key_path)  # type: ignore[arg-type]
+    # ssl wants files for client certificates; data from a kubeconfig goes to private temp files.
+    with tempfile.NamedTemporaryFile("wb") as cert, tempfile.NamedTemporaryFile("wb") as key:
+        cert_path = _file_of(info.certificate_data, info.certificate_path, cert)
+        if cert_path is not None:
+            context.load_cert_chain(cert_path, _file_of(info.private_key_data, info.private_key_path, key))
     return context
+
+
+def _file_of(data: str | bytes | None, path: FilePath | None, spill: IO[bytes]) -> FilePath | None:
+    """Where ssl reads a kubeconfig's ``*-data`` (base64; written to ``spill``) or ``*-path``."""
+    if not data:
+        return path
+    spill.write(base64.b64decode(data))
+    spill.flush()
+    return spill.name
 
 
 class KubeClient:
@@ -275,6 +281,43 @@ class KubeClient:
             content_type="application/merge-patch+json",
             answer=False,
         )
+
+    @staticmethod
+    def _lease_path(namespace: str, name: str | None = None) -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return path + (f"/{name}" if name else "")
+
+    async def get_lease(self, namespace: str, name: str) -> Body | None:
+        """The Lease, or None when there is none yet."""
+        try:
+            return await self._request("GET", self._lease_path(namespace, name), f"reading Lease {namespace}/{name}")
+        except KubeApiError as e:
+            if e.status == HTTP_NOT_FOUND:
+                return None
+            raise
+
+    async def write_lease(
+        self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None
+    ) -> str | None:
+        """Create the Lease (``resource_version`` None) or replace it only if it is still at
+        ``resource_version`` (HTTP 409 otherwise); the written version."""
+        body: Body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
+        if resource_version is None:
+            reply = await self._request(
+                "POST", self._lease_path(namespace), f"creating Lease {namespace}/{name}", json=body
+            )
+        else:
+            body["metadata"]["resourceVersion"] = resource_version
+            reply = await self._request(
+                "PUT", self._lease_path(namespace, name), f"renewing Lease {namespace}/{name}", json=body
+            )
+        version = (reply.get("metadata") or {}).get("resourceVersion")
+        return version if isinstance(version, str) else None
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         """Post a core v1 Event about ``involved`` (a JobNet or JobRun body)."""

@@ -186,7 +186,7 @@ def run_events(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]).rstrip())
+        print("  ".join([cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)] + [row[4]]).rstrip())
     return EXIT_OK
 
 
@@ -253,7 +253,7 @@ def _add_schedule_commands(command: Callable[..., argparse.ArgumentParser]) -> N
     )
 
 
-def add_plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``tree``, ``logs``, ``override``, ``stop``, ``next``, ``run`` and ``events`` on ``commands``."""
     common = [_connection_options()]
 

@@ -60,8 +60,15 @@ class PluginKube:
             server = self.api_client.configuration.host
             raise PluginError(f"{what}: the API server at {server} is unreachable ({type(error).__name__})") from None
 
+    def _object(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Body:
+        """:meth:`_call` of a method that answers with one object (the client's untyped dict)."""
+        answer = self._call(what, function, *args, **kwargs)
+        if not isinstance(answer, dict):
+            raise PluginError(f"{what}: the API server answered with {type(answer).__name__}, not an object")
+        return answer
+
     def get_jobrun(self, name: str) -> Body:
-        return self._call(
+        return self._object(
             f"getting JobRun {name!r} in namespace {self.namespace!r}",
             self.custom.get_namespaced_custom_object,
             API_GROUP,
@@ -95,7 +102,7 @@ class PluginKube:
 
     def _current_catalog(self) -> dict[str, JobNetSpec]:
         """The namespace's JobNets as they are now (a run started before snapshots existed)."""
-        listing = self._call(
+        listing = self._object(
             f"listing JobNets in namespace {self.namespace!r}",
             self.custom.list_namespaced_custom_object,
             API_GROUP,
@@ -170,7 +177,7 @@ class PluginKube:
         """Merge ``annotations`` into the JobRun, only if it did not change since ``view`` was read
         (a concurrent change, e.g. the operator consuming an annotation, is a 409 conflict)."""
         patch = {"metadata": {"annotations": annotations, "resourceVersion": view.body["metadata"]["resourceVersion"]}}
-        return self._call(
+        return self._object(
             f"annotating JobRun {view.name!r}",
             self.custom.patch_namespaced_custom_object,
             API_GROUP,

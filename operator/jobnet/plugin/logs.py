@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from jobnet.core.agentproto import (
     JobKey,
+    OutputStream,
     ReadRequest,
     ReadResult,
     TailRequest,
@@ -49,7 +50,7 @@ SERVE_ARGS_ENV = "JOBNET_AGENT_SERVE_ARGS"
 @dataclass(frozen=True)
 class LogsOptions:
     path: str
-    stream: str = "stdout"
+    stream: OutputStream = "stdout"
     follow: bool = False
     tail_lines: int | None = None
     timeout: float | None = None
@@ -146,12 +147,12 @@ class AgentOutputReader:
             self.close()
             raise
 
-    def read(self, key: JobKey, stream: str, offset: int) -> ReadResult:
-        request = ReadRequest(key=key, stream=stream, offset=offset, length=READ_CHUNK)  # type: ignore[arg-type]
+    def read(self, key: JobKey, stream: OutputStream, offset: int) -> ReadResult:
+        request = ReadRequest(key=key, stream=stream, offset=offset, length=READ_CHUNK)
         return self.channel.call(request, ReadResult)
 
-    def tail(self, key: JobKey, stream: str, max_bytes: int) -> TailResult:
-        request = TailRequest(key=key, stream=stream, max_bytes=max_bytes)  # type: ignore[arg-type]
+    def tail(self, key: JobKey, stream: OutputStream, max_bytes: int) -> TailResult:
+        request = TailRequest(key=key, stream=stream, max_bytes=max_bytes)
         return self.channel.call(request, TailResult)
 
     def close(self) -> None:

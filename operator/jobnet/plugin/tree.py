@@ -134,7 +134,7 @@ def render(view: JobRunView, namespace: str, now: float, *, colours: bool = Fals
     table = [list(HEADINGS)] + [_cells(row, now, wide) for row in _rows(view)]
     widths = [max(len(cells[i]) for cells in table) for i in range(len(HEADINGS))]
     for index, cells in enumerate(table):
-        padded = [cell.ljust(width) for cell, width in zip(cells, widths)]
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
         if index:
             padded[1] = colour(padded[1], cells[1], colours)
         lines.append("  ".join(padded).rstrip())

@@ -74,7 +74,8 @@ class AgentInstaller:
         status, out, err = run_command(transport, command, timeout=self.timeout, host=host)
         if status == 127 or "not found" in err:
             raise AgentInstallFailed(
-                f"{self.python} not found on {host}: the VM needs python3 >= {'.'.join(map(str, MIN_PYTHON))} for the agent"
+                f"{self.python} not found on {host}: "
+                f"the VM needs python3 >= {'.'.join(map(str, MIN_PYTHON))} for the agent"
             )
         fields = out.split()
         if status != 0 or len(fields) != 3:

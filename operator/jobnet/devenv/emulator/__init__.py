@@ -27,9 +27,20 @@ honestly is added here (each gap has a test in ``tests/emulator/``):
   server's order: the mutating webhooks (each one's JSONPatch applied before the next is
   called), the schema again on a mutated object, then the validating webhooks; denials read
   like a real API server's;
-* the requester in ``userInfo`` is the emulator's fixed admin, or whom kubectl impersonates
-  (``kubectl --as=alice --as-group=ops``: the ``Impersonate-User``/``Impersonate-Group``
-  headers); there is no authentication or authorization, so impersonation is always allowed;
+* authentication and RBAC authorization (``authorization.py``): a request is made by the
+  emulator's admin (its kubeconfig's token, or no credentials at all, as on the loopback-only
+  insecure port old API servers had), by the holder of a token issued for a ServiceAccount
+  (``kubectl create token``) or a user (:meth:`ApiEmulator.issue_token`), or by whom it
+  impersonates (``kubectl --as=alice --as-group=ops``), which needs the ``impersonate`` verb;
+  every request is then authorized against the stored Roles, ClusterRoles (aggregated ones
+  filled in as the aggregation controller does) and bindings, ``system:masters`` allowed
+  everything; a denial is a real API server's 403; ``kubectl auth can-i`` / ``whoami`` work
+  (SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview, SelfSubjectReview);
+  what non-admins were allowed to do is recorded (:attr:`ApiEmulator.access_log`);
+* deletion as the API server and its garbage collector do it (``deletion.py``): finalizers hold
+  a deleted object marked (``deletionTimestamp``; no new finalizers) until the last one goes;
+  dependents named by ``ownerReferences`` follow their owner by ``propagationPolicy``
+  (Background by default, Foreground waiting for blocking dependents, Orphan);
 * the size limits of a real cluster (3 MiB requests, 1.5 MiB objects, 256 KiB annotations),
   server-side dry runs, and enough OpenAPI v3 for kubectl's field validation and ``explain``;
 * the API can be made unreachable for a while (:meth:`EmulatorServer.outage`: connections
@@ -52,6 +63,7 @@ import os
 import pathlib
 import random
 import re
+import secrets
 import socket
 import ssl
 import subprocess
@@ -69,7 +81,27 @@ from kmock import KubernetesEmulator, ResourceInfo, resource
 from kmock._internal import rendering
 from multidict import MultiMapping
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]  # a source checkout
+from jobnet.devenv.emulator import deletion, protobuf
+from jobnet.devenv.emulator.authorization import (
+    ANONYMOUS_USER,
+    AUTHENTICATED_GROUP,
+    PRIVILEGED_GROUP,
+    RBAC_GROUP,
+    UNAUTHENTICATED_GROUP,
+    RbacPolicy,
+    Request,
+    UserInfo,
+    aggregated_rules,
+    authorize,
+    forbidden_message,
+    impersonated_user,
+    service_account_of,
+    service_account_user,
+)
+from jobnet.devenv.emulator.bootstrap import BOOTSTRAP_OBJECTS
+from jobnet.devenv.emulator.tls import loopback_certificate
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]  # a source checkout
 #: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
 CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds")
 #: What a real API server accepts as metadata.name of most objects (a DNS-1123 subdomain).
@@ -85,6 +117,28 @@ REQUEST_SIZE_LIMIT = 3 * 1024 * 1024  # the API server's limit on a request body
 OBJECT_SIZE_LIMIT = 1_572_864  # etcd's default request limit (1.5 MiB)
 ANNOTATIONS_LIMIT = 262_144  # total size of an object's annotations (256 KiB)
 WEBHOOK_TIMEOUT_DEFAULT = 10.0
+SERVICE_ACCOUNT_TOKEN_SECONDS = 3600  # a TokenRequest's default lifetime
+SERVICE_ACCOUNT_TOKEN_MIN_SECONDS = 600  # the shortest one a real API server issues
+
+CLUSTER_ROLES: ResourceKey = (RBAC_GROUP, "v1", "clusterroles")
+RBAC_RESOURCES: frozenset[ResourceKey] = frozenset(
+    (RBAC_GROUP, "v1", plural) for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
+)
+BINDINGS: frozenset[ResourceKey] = frozenset(
+    (RBAC_GROUP, "v1", plural) for plural in ("rolebindings", "clusterrolebindings")
+)
+SERVICE_ACCOUNTS: ResourceKey = ("", "v1", "serviceaccounts")
+#: Create-only resources that are answered, never stored.
+REVIEWS: frozenset[ResourceKey] = frozenset(
+    {
+        ("authentication.k8s.io", "v1", "selfsubjectreviews"),
+        ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "v1", "selfsubjectrulesreviews"),
+        ("authorization.k8s.io", "v1", "subjectaccessreviews"),
+        ("authorization.k8s.io", "v1", "localsubjectaccessreviews"),
+    }
+)
+HTTP_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 # Server-side Table columns of built-in resources that tests look at with kubectl.
 BUILTIN_COLUMNS: dict[ResourceKey, list[dict[str, Any]]] = {
@@ -381,7 +435,8 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", be
         not isinstance(obj, python_type) or isinstance(obj, bool) and expected != "boolean"
     ):
         return [
-            f"{where}: Invalid value: {json.dumps(type(obj).__name__)}: {where} in body must be of type {expected}: {json.dumps(obj)[:80]}"
+            f"{where}: Invalid value: {json.dumps(type(obj).__name__)}: "
+            f"{where} in body must be of type {expected}: {json.dumps(obj)[:80]}"
         ]
     errors = []
     if "enum" in schema and obj not in schema["enum"]:
@@ -390,7 +445,8 @@ def schema_errors(obj: Any, schema: Mapping[str, Any] | None, path: str = "", be
     if isinstance(obj, str):
         if len(obj) < schema.get("minLength", 0):
             errors.append(
-                f"{where}: Invalid value: {json.dumps(obj)}: {where} in body should be at least {schema['minLength']} chars long"
+                f"{where}: Invalid value: {json.dumps(obj)}: "
+                f"{where} in body should be at least {schema['minLength']} chars long"
             )
         if "maxLength" in schema and len(obj) > schema["maxLength"]:
             errors.append(f"{where}: Too long: may not be more than {schema['maxLength']} bytes")
@@ -481,6 +537,25 @@ def parse_api_path(path: str) -> ApiPath | None:
     return ApiPath(group, version, rest[0], namespace, rest[1], rest[2])
 
 
+def request_attributes(method: str, path: str, target: ApiPath | None, query: Mapping[str, str]) -> Request:
+    """What a request asks for, as the API server's RequestInfoFactory resolves it."""
+    if target is None or target.plural is None:  # discovery, /version, /openapi...: non-resource URLs
+        return Request(method.lower(), path=path, resource_request=False)
+    verb = HTTP_VERBS.get(method, method.lower())
+    name = target.name or ""
+    if method == "GET" and query.get("watch") in ("true", "1"):
+        verb = "watch"
+    elif method == "GET" and not name:
+        verb = "list"
+    elif method == "DELETE" and not name:
+        verb = "deletecollection"
+    if verb in ("list", "watch") and not name:  # a list of one object may be allowed by resourceNames
+        selected = re.fullmatch(r"metadata\.name==?([^,]+)", query.get("fieldSelector", ""))
+        name = selected.group(1) if selected else ""
+    namespace = target.namespace or (name if target.group == "" and target.plural == "namespaces" else "")
+    return Request(verb, target.group, target.plural, target.subresource or "", namespace, name)
+
+
 # --- the emulator ----------------------------------------------------------------------------
 
 
@@ -519,6 +594,13 @@ class ApiEmulator(KubernetesEmulator):
     history_bytes: int = 64 * 1024 * 1024  # and at most this many bytes of them
     webhook_timeout_cap: float = 10.0  # tests keep admission timeouts short
     user: str = "kubernetes-admin"
+    admin_token: str = "emulator-test-token"  # the bearer token of the admin's kubeconfig
+
+    #: What identities other than ``system:masters`` were allowed to do (username, request):
+    #: what a role must grant, to compare with what it does grant.
+    access_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
+    #: What identities were refused (username, request): a missing grant.
+    denial_log: set[tuple[str, Request]] = attrs.field(factory=set, init=False)
 
     _store: dict[ObjectKey, Body] = attrs.field(factory=dict, init=False)
     _by_resource: dict[ResourceKey, set[ObjectKey]] = attrs.field(
@@ -537,15 +619,23 @@ class ApiEmulator(KubernetesEmulator):
     _open: asyncio.Event | None = attrs.field(default=None, init=False)  # cleared while stalled
     _http: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     _unavailable: dict[str, int] = attrs.field(factory=dict, init=False)  # path: 503 answers left
+    # bearer token -> (identity, expiry or None)
+    _tokens: dict[str, tuple[UserInfo, datetime.datetime | None]] = attrs.field(factory=dict, init=False)
+    _policy: RbacPolicy | None = attrs.field(default=None, init=False)  # rebuilt after RBAC writes
+    # the garbage collector's graph: uid -> object, owner uid -> dependents
+    _uids: dict[str, ObjectKey] = attrs.field(factory=dict, init=False)
+    _dependents: dict[str, set[ObjectKey]] = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources.load_bundled()
         self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        for obj in BOOTSTRAP_OBJECTS:
+            self.put_object(obj)
 
     # -- the HTTP entry point (replaces kmock's DSL, which scans the whole request history) --
 
-    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:  # type: ignore[override]
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if self._open is not None:
             await self._open.wait()
         try:
@@ -570,11 +660,14 @@ class ApiEmulator(KubernetesEmulator):
         if self._unavailable.get(path, 0) > 0:
             self._unavailable[path] -= 1
             raise ApiError(503, "ServiceUnavailable", f"the server is currently unable to handle the request ({path})")
+        user = self._impersonate(self.authenticate(raw.headers, secure=raw.secure), raw.headers)
+        target = parse_api_path(path)
+        query = dict(raw.query)
+        self._authorize(user, request_attributes(raw.method.upper(), path, target, query))
         if path in ("/", "/version", "/api", "/apis"):
             return await self._serve_plain(path)
         if path.startswith("/openapi/v3"):
             return aiohttp.web.json_response(self._openapi_v3(path.removeprefix("/openapi/v3").strip("/")))
-        target = parse_api_path(path)
         if target is None:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
         if target.plural is None:
@@ -588,13 +681,22 @@ class ApiEmulator(KubernetesEmulator):
         if not info.namespaced and target.namespace is not None:
             raise ApiError(404, "NotFound", f"{target.plural} is cluster-scoped: {path}")
         name, subresource = target.name, target.subresource
-        if subresource is not None and (subresource != "status" or "status" not in info.subresources):
+        token_request = rkey == SERVICE_ACCOUNTS and subresource == "token" and raw.method.upper() == "POST"
+        if (
+            subresource is not None
+            and not token_request
+            and (subresource != "status" or "status" not in info.subresources)
+        ):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
-        query = dict(raw.query)
         data: Any = None
-        if "protobuf" in raw.content_type or "cbor" in raw.content_type:
+        if "protobuf" in raw.content_type and body:  # kubectl create / auth, for built-in kinds
+            try:
+                data = protobuf.decode_object(body)
+            except protobuf.ProtobufError as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from None
+        elif "cbor" in raw.content_type:
             raise ApiError(415, "UnsupportedMediaType", f"the emulator speaks JSON only, not {raw.content_type}")
-        if body:
+        elif body:
             try:
                 data = yaml.safe_load(body) if "yaml" in raw.content_type else json.loads(body)
             except ValueError as e:
@@ -602,7 +704,14 @@ class ApiEmulator(KubernetesEmulator):
                     400, "BadRequest", f"the request body is not valid JSON ({raw.content_type}): {e}"
                 ) from None
         method = raw.method.upper()
-        requester = self.requester(raw.headers)
+        requester = user.review()
+        if token_request:
+            assert namespace is not None and name is not None  # serviceaccounts are namespaced
+            return aiohttp.web.json_response(self._token_request(namespace, name, data or {}), status=201)
+        if rkey in REVIEWS:
+            if method != "POST" or name is not None:
+                raise ApiError(405, "MethodNotAllowed", f"{rkey[2]} can only be created")
+            return aiohttp.web.json_response(self._review(rkey, namespace, data or {}, user), status=201)
         if method == "GET" and query.get("watch") in ("true", "1"):
             return await self._serve_watch_stream(raw, rkey, namespace, name, query)
         if method == "GET" and name is None:
@@ -634,13 +743,190 @@ class ApiEmulator(KubernetesEmulator):
                 )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by the emulator for {path}")
 
-    def requester(self, headers: MultiMapping[str]) -> Body:
-        """The ``userInfo`` of a request: whom kubectl impersonates (``--as``, ``--as-group``),
-        else the fixed admin every client of the emulator is."""
-        user = headers.get("Impersonate-User")
-        if not user:
-            return {"username": self.user, "groups": ["system:masters", "system:authenticated"]}
-        return {"username": user, "groups": [*headers.getall("Impersonate-Group", []), "system:authenticated"]}
+    # -- authentication and authorization --
+
+    @property
+    def admin(self) -> UserInfo:
+        return UserInfo(self.user, (PRIVILEGED_GROUP, AUTHENTICATED_GROUP))
+
+    def issue_token(self, user: UserInfo, lifetime: datetime.timedelta | None = None) -> str:
+        """A bearer token that authenticates as ``user`` (for a test's or a person's kubeconfig)."""
+        token = secrets.token_urlsafe(32)
+        expiry = datetime.datetime.now(datetime.UTC) + lifetime if lifetime is not None else None
+        self._tokens[token] = (user, expiry)
+        return token
+
+    def authenticate(self, headers: MultiMapping[str], *, secure: bool) -> UserInfo:
+        """Who makes a request: the holder of its bearer token; without credentials, the admin on
+        the plain-HTTP port (like the old loopback-only insecure port) and ``system:anonymous``
+        on the secure one."""
+        credentials = headers.get("Authorization", "")
+        if not credentials:
+            return self.admin if not secure else UserInfo(ANONYMOUS_USER, (UNAUTHENTICATED_GROUP,))
+        scheme, _, token = credentials.partition(" ")
+        if scheme.lower() == "bearer":
+            if token == self.admin_token:
+                return self.admin
+            user, expiry = self._tokens.get(token, (None, None))
+            if user is not None and (expiry is None or expiry > datetime.datetime.now(datetime.UTC)):
+                if self._token_holder_exists(user):
+                    return user
+        raise ApiError(401, "Unauthorized", "Unauthorized")
+
+    def _token_holder_exists(self, user: UserInfo) -> bool:
+        """A ServiceAccount's token is valid only while that very ServiceAccount exists."""
+        account = service_account_of(user.username)
+        if account is None:
+            return True
+        stored = self._store.get((SERVICE_ACCOUNTS, account[0], account[1]))
+        return stored is not None and stored["metadata"]["uid"] == user.uid
+
+    def _impersonate(self, actor: UserInfo, headers: MultiMapping[str]) -> UserInfo:
+        """Whom the request acts as (``kubectl --as/--as-group``): allowed by the ``impersonate`` verb."""
+        username = headers.get("Impersonate-User", "")
+        groups = headers.getall("Impersonate-Group", [])
+        uid = headers.get("Impersonate-Uid", "")
+        if not username:
+            if groups or uid:
+                raise ApiError(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: requested impersonation without impersonating a user",
+                )
+            return actor
+        account = service_account_of(username)
+        checks = [
+            Request("impersonate", "", "serviceaccounts", namespace=account[0], name=account[1])
+            if account is not None
+            else Request("impersonate", "", "users", name=username),
+            *(Request("impersonate", "", "groups", name=group) for group in groups),
+            *([Request("impersonate", "authentication.k8s.io", "uids", name=uid)] if uid else []),
+        ]
+        for check in checks:
+            self._authorize(actor, check)
+        return impersonated_user(username, groups, uid)
+
+    def _rbac(self) -> RbacPolicy:
+        if self._policy is None:
+            self._policy = RbacPolicy.of(obj for rkey in RBAC_RESOURCES for obj in self._objects_of(rkey, None))
+        return self._policy
+
+    def _authorize(self, user: UserInfo, request: Request) -> None:
+        decision = authorize(user, request, self._rbac())
+        if not decision.allowed:
+            self.denial_log.add((user.username, request))
+            details = {"name": request.name, "group": request.api_group, "kind": request.resource}
+            raise ApiError(
+                403,
+                "Forbidden",
+                forbidden_message(user, request, decision.reason),
+                {key: value for key, value in details.items() if value} if request.resource_request else {},
+            )
+        if PRIVILEGED_GROUP not in user.groups:
+            self.access_log.add((user.username, request))
+
+    def _rbac_changed(self, rkey: ResourceKey) -> None:
+        self._policy = None
+        if rkey == CLUSTER_ROLES:  # what the aggregation controller does
+            roles = self._objects_of(CLUSTER_ROLES, None)
+            for role in roles:
+                rules = aggregated_rules(role, roles)
+                if rules is not None and rules != (role.get("rules") or []):
+                    updated = clone(role)
+                    updated["rules"] = rules
+                    self._commit(CLUSTER_ROLES, None, role["metadata"]["name"], updated, "MODIFIED")
+                    return  # that commit aggregated again, with this role's new rules
+
+    def _token_request(self, namespace: str, name: str, data: Body) -> Body:
+        """``kubectl create token NAME``: a token of the ServiceAccount, valid while it exists."""
+        account = self._get_or_404(SERVICE_ACCOUNTS, namespace, name)
+        spec = data.get("spec") or {}
+        seconds = max(
+            int(spec.get("expirationSeconds") or SERVICE_ACCOUNT_TOKEN_SECONDS), SERVICE_ACCOUNT_TOKEN_MIN_SECONDS
+        )
+        lifetime = datetime.timedelta(seconds=seconds)
+        token = self.issue_token(service_account_user(namespace, name, account["metadata"]["uid"]), lifetime)
+        expiry = datetime.datetime.now(datetime.UTC) + lifetime
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+            "spec": {
+                **spec,
+                "audiences": spec.get("audiences") or ["https://kubernetes.default.svc"],
+                "expirationSeconds": seconds,
+            },
+            "status": {"token": token, "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        }
+
+    def _review(self, rkey: ResourceKey, namespace: str | None, data: Body, user: UserInfo) -> Body:
+        """Answer a SelfSubjectReview, a (Self/Local)SubjectAccessReview or a SelfSubjectRulesReview."""
+        info = self.resources[resource(*rkey)]
+        group, version, plural = rkey
+        reply = {**data, "apiVersion": f"{group}/{version}", "kind": info.kind}
+        reply["metadata"] = {**(data.get("metadata") or {}), "creationTimestamp": None}
+        spec = data.get("spec") or {}
+        if plural == "selfsubjectreviews":
+            return {**reply, "status": {"userInfo": user.review()}}
+        if plural == "selfsubjectrulesreviews":
+            return {**reply, "status": self._rules_review(user, spec.get("namespace") or "")}
+        subject = user
+        if plural != "selfsubjectaccessreviews":
+            if not spec.get("user") and not spec.get("groups"):
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{info.kind}.{group} "" is invalid: spec.user: Invalid value: "": '
+                    "at least one of user or group must be specified",
+                )
+            subject = UserInfo(spec.get("user") or "", tuple(spec.get("groups") or ()), spec.get("uid") or "")
+        resource_attributes: Body | None = spec.get("resourceAttributes")
+        non_resource: Body = spec.get("nonResourceAttributes") or {}
+        if (resource_attributes is None) == (not non_resource):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{info.kind}.{group} "" is invalid: spec.resourceAttributes: Invalid value: "null": '
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            )
+        if resource_attributes is not None:
+            request = Request(
+                resource_attributes.get("verb") or "",
+                resource_attributes.get("group") or "",
+                resource_attributes.get("resource") or "",
+                resource_attributes.get("subresource") or "",
+                namespace or ""
+                if plural == "localsubjectaccessreviews"
+                else resource_attributes.get("namespace") or "",
+                resource_attributes.get("name") or "",
+            )
+        else:
+            request = Request(
+                non_resource.get("verb") or "", path=non_resource.get("path") or "", resource_request=False
+            )
+        decision = authorize(subject, request, self._rbac())
+        return {
+            **reply,
+            "status": {"allowed": decision.allowed, **({"reason": decision.reason} if decision.reason else {})},
+        }
+
+    def _rules_review(self, user: UserInfo, namespace: str) -> Body:
+        """What ``kubectl auth can-i --list`` shows: every rule that applies in the namespace."""
+        if PRIVILEGED_GROUP in user.groups:
+            rules = [
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                {"nonResourceURLs": ["*"], "verbs": ["*"]},
+            ]
+            errors: list[str] = []
+        else:
+            grants, errors = self._rbac().grants(user, namespace)
+            rules = [grant.rule for grant in grants]
+        return {
+            "resourceRules": [rule for rule in rules if "nonResourceURLs" not in rule],
+            "nonResourceRules": [rule for rule in rules if "nonResourceURLs" in rule],
+            "incomplete": bool(errors),
+            **({"evaluationError": ", ".join(errors)} if errors else {}),
+        }
 
     @contextlib.asynccontextmanager
     async def _lock_writes(self) -> Any:
@@ -750,15 +1036,15 @@ class ApiEmulator(KubernetesEmulator):
         key = (rkey, namespace, name)
         if key not in self._store:
             raise KeyError(key)
-        self._emit(rkey, "DELETED", self._bump(self._store.pop(key)))
-        self._by_resource[rkey].discard(key)
+        self._drop(key, self._store[key])
 
     def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> Body | None:
         obj = self._store.get((_rkey(resource(api_version, plural)), namespace, name))
         return clone(obj) if obj is not None else None
 
     def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
-        return clone(self.list_body(_rkey(resource(api_version, plural)), namespace, {})["items"])
+        items: list[Body] = clone(self.list_body(_rkey(resource(api_version, plural)), namespace, {})["items"])
+        return items
 
     def _key_of(self, obj: Body) -> ObjectKey:
         api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
@@ -780,12 +1066,111 @@ class ApiEmulator(KubernetesEmulator):
     def _commit(self, rkey: ResourceKey, namespace: str | None, name: str, obj: Body, event: str) -> Body:
         self._bump(obj)
         key = (rkey, namespace, name)
+        self._index_owners(key, self._store.get(key), obj)
         self._store[key] = obj
         self._by_resource[rkey].add(key)
         if rkey == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
             self._register_crd(obj)
         self._emit(rkey, event, obj)
+        if rkey in RBAC_RESOURCES:
+            self._rbac_changed(rkey)
         return obj  # stored as is: callers serialise it, never change it
+
+    def _drop(self, key: ObjectKey, obj: Body) -> Body:
+        """Remove a stored object; ``obj`` (the stored one or its final version) is sent as DELETED.
+        Then the garbage collector: dependents follow (background), a waiting owner may go."""
+        rkey = key[0]
+        self._by_resource[rkey].discard(key)
+        self._index_owners(key, self._store.pop(key), None)
+        self._emit(rkey, "DELETED", self._bump(obj))
+        if rkey in RBAC_RESOURCES:
+            self._rbac_changed(rkey)
+        for owner in deletion.owner_uids(obj):
+            if owner in self._uids:
+                self._release_foreground(self._uids[owner])
+        for dependent in sorted(self._dependents.pop(obj["metadata"].get("uid", ""), ())):
+            self._collect(dependent)
+        return obj
+
+    # -- deletion and garbage collection (see deletion.py) --
+
+    def _index_owners(self, key: ObjectKey, old: Body | None, new: Body | None) -> None:
+        if old is not None:
+            self._uids.pop(old["metadata"].get("uid", ""), None)
+            for owner in deletion.owner_uids(old):
+                self._dependents[owner].discard(key)
+        if new is not None:
+            self._uids[new["metadata"]["uid"]] = key
+            for owner in deletion.owner_uids(new):
+                self._dependents[owner].add(key)
+
+    def _delete_stored(self, key: ObjectKey, policy: str) -> Body:
+        """Delete a stored object: mark it if finalizers hold it (the garbage collector's own for
+        Foreground and Orphan included), else remove it."""
+        old = self._store[key]
+        if old["metadata"].get("deletionTimestamp"):
+            return old
+        finalizers = list(old["metadata"].get("finalizers") or [])
+        collector = deletion.GC_FINALIZERS.get(policy)
+        if collector is not None and collector not in finalizers:
+            finalizers.append(collector)
+        if not finalizers:
+            return self._drop(key, old)
+        marked: Body = clone(old)
+        marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0, finalizers=finalizers)
+        self._commit(*key, marked, "MODIFIED")
+        if policy == deletion.ORPHAN:
+            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
+                self._drop_owner_references(dependent, {marked["metadata"]["uid"]})
+            self._remove_finalizer(key, deletion.GC_FINALIZERS[deletion.ORPHAN])
+        elif policy == deletion.FOREGROUND:
+            for dependent in sorted(self._dependents.get(marked["metadata"]["uid"], ())):
+                if dependent in self._store:
+                    self._delete_stored(dependent, deletion.FOREGROUND)
+            if key in self._store:
+                self._release_foreground(key)
+        return self._store.get(key, marked)
+
+    def _release_foreground(self, key: ObjectKey) -> None:
+        """A foreground deletion ends when no dependent that blocks its owner is left."""
+        owner = self._store.get(key)
+        finalizer = deletion.GC_FINALIZERS[deletion.FOREGROUND]
+        if owner is None or finalizer not in (owner["metadata"].get("finalizers") or []):
+            return
+        uid = owner["metadata"]["uid"]
+        if not any(deletion.blocks_owner(self._store[d], uid) for d in self._dependents.get(uid, ())):
+            self._remove_finalizer(key, finalizer)
+
+    def _remove_finalizer(self, key: ObjectKey, finalizer: str) -> None:
+        updated = clone(self._store[key])
+        updated["metadata"]["finalizers"] = [f for f in updated["metadata"]["finalizers"] if f != finalizer]
+        if not updated["metadata"]["finalizers"]:
+            del updated["metadata"]["finalizers"]
+            self._drop(key, updated)
+        else:
+            self._commit(*key, updated, "MODIFIED")
+
+    def _drop_owner_references(self, key: ObjectKey, owners: set[str]) -> None:
+        updated = clone(self._store[key])
+        references = [r for r in deletion.owner_references(updated) if r.get("uid") not in owners]
+        if references:
+            updated["metadata"]["ownerReferences"] = references
+        else:
+            del updated["metadata"]["ownerReferences"]
+        self._commit(*key, updated, "MODIFIED")
+
+    def _collect(self, key: ObjectKey) -> None:
+        """The garbage collector on a dependent whose owner went: deleted when none of its owners
+        is left, else only the references to the missing owners are removed."""
+        dependent = self._store.get(key)
+        if dependent is None:
+            return
+        owners = deletion.owner_uids(dependent)
+        missing = {owner for owner in owners if owner not in self._uids}
+        if missing == owners:
+            self._delete_stored(key, deletion.BACKGROUND)
+        elif missing:
+            self._drop_owner_references(key, missing)
 
     def _emit(self, rkey: ResourceKey, event_type: str, obj: Body) -> None:
         line = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
@@ -861,7 +1246,8 @@ class ApiEmulator(KubernetesEmulator):
             raise ApiError(
                 400,
                 "BadRequest",
-                f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: strict decoding error: {details}',
+                f'{info.kind} in version "{rkey[1]}" cannot be handled as a {info.kind}: '
+                f"strict decoding error: {details}",
             )
         obj = prune(obj, extras.schema, before=before)
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
@@ -894,7 +1280,7 @@ class ApiEmulator(KubernetesEmulator):
         if info.namespaced:
             if namespace is None:
                 raise ApiError(404, "NotFound", f"{plural} is namespaced: create it in a namespace")
-            if meta.get("namespace", namespace) != namespace:
+            if meta.get("namespace") and meta["namespace"] != namespace:
                 raise ApiError(
                     400,
                     "BadRequest",
@@ -967,7 +1353,8 @@ class ApiEmulator(KubernetesEmulator):
                 raise ApiError(
                     422,
                     "Invalid",
-                    f'{info.kind} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update',
+                    f'{info.kind} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                    "must be specified for an update",
                 )
             new = data
         else:
@@ -982,8 +1369,8 @@ class ApiEmulator(KubernetesEmulator):
                 raise ApiError(
                     415,
                     "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format ({content_type}) - accepted media types include: "
-                    "application/json-patch+json, application/merge-patch+json",
+                    f"the body of the request was in an unknown format ({content_type}) - "
+                    "accepted media types include: application/json-patch+json, application/merge-patch+json",
                 )
         if wanted_version and wanted_version != old["metadata"]["resourceVersion"]:
             raise ApiError(
@@ -995,6 +1382,13 @@ class ApiEmulator(KubernetesEmulator):
             )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
+        if rkey in BINDINGS and new.get("roleRef") != old.get("roleRef"):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{info.kind}.{RBAC_GROUP} "{name}" is invalid: roleRef: Invalid value: '
+                f"{json.dumps(new.get('roleRef'))}: cannot change roleRef",
+            )
         if self._has_status(rkey):
             if subresource == "status":
                 # Only .status changes through /status; everything else stays as stored.
@@ -1009,7 +1403,15 @@ class ApiEmulator(KubernetesEmulator):
                 new.pop("status", None)
         new = clone(self._check_schema(rkey, new, query, before=old))  # then detached from the stored object
         meta = new.setdefault("metadata", {})
-        for keep in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "name", "namespace"):
+        if old["metadata"].get("deletionTimestamp") and (added := deletion.added_finalizers(old, new)):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{info.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added '
+                f"if the object is being deleted, found new finalizers {json.dumps(added)}",
+            )
+        preserved = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
+        for keep in (*preserved, "name", "namespace"):
             if keep in old["metadata"]:
                 meta[keep] = old["metadata"][keep]
             else:
@@ -1026,10 +1428,7 @@ class ApiEmulator(KubernetesEmulator):
         if query.get("dryRun") == "All":
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            self._by_resource[rkey].discard(key)
-            del self._store[key]
-            self._emit(rkey, "DELETED", self._bump(new))
-            return new
+            return self._drop(key, new)
         return self._commit(rkey, key[1], key[2], new, "MODIFIED")
 
     @staticmethod
@@ -1057,21 +1456,17 @@ class ApiEmulator(KubernetesEmulator):
                     f'Operation cannot be fulfilled on {self._kind_label(rkey)} "{name}": '
                     f"Precondition failed: {field_name}",
                 )
+        try:
+            policy = deletion.propagation_policy(options, query)
+        except deletion.InvalidPolicy as e:
+            raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: {e}') from None
         if old["metadata"].get("deletionTimestamp"):
             return old
         dry_run = query.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
         await self._validate(rkey, "DELETE", None, old, {"dryRun": "All"} if dry_run else {}, requester)
         if dry_run:
             return old
-        if old["metadata"].get("finalizers"):
-            new = clone(old)
-            new["metadata"]["deletionTimestamp"] = _now()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._commit(rkey, key[1], key[2], new, "MODIFIED")
-        self._by_resource[rkey].discard(key)
-        del self._store[key]
-        self._emit(rkey, "DELETED", self._bump(old))
-        return old
+        return self._delete_stored(key, policy)
 
     # -- CRDs --
 
@@ -1161,7 +1556,8 @@ class ApiEmulator(KubernetesEmulator):
         try:
             if result.get("patchType") != "JSONPatch":
                 raise ValueError(f"unsupported patchType {result.get('patchType')!r}")
-            return json_patch(obj, json.loads(base64.b64decode(result["patch"])))
+            patched: Body = json_patch(obj, json.loads(base64.b64decode(result["patch"])))
+            return patched
         except (ApiError, ValueError) as e:
             detail = e.message if isinstance(e, ApiError) else str(e)
             raise ApiError(
@@ -1362,7 +1758,7 @@ class ApiEmulator(KubernetesEmulator):
                 if remaining <= 0:
                     break
                 try:
-                    event: bytes | None = await asyncio.wait_for(watcher.queue.get(), remaining)  # type: ignore[arg-type]
+                    event: bytes | None = await asyncio.wait_for(watcher.queue.get(), remaining)
                 except TimeoutError:
                     break
                 if event is None:  # the server is going away
@@ -1468,13 +1864,15 @@ class EmulatorServer:
         self.workdir = workdir
         #: written on start: the emulator's address, for kubectl and the operator.
         self.kubeconfig = kubeconfig or workdir / "kubeconfig.yaml"
-        self.port = 0
+        self.port = 0  # plain HTTP: no credentials needed, you are the admin
+        self.secure_port = 0  # HTTPS: a bearer token says who you are, none makes you system:anonymous
+        self.certificate = loopback_certificate()
         self.api = ApiEmulator(history_limit=history_limit)
         self._load_crds = load_crds
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="k8s-emulator", daemon=True)
         self._http_server: aiohttp.web.Server | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
 
     # -- lifecycle --
 
@@ -1501,21 +1899,30 @@ class EmulatorServer:
             )
 
         self._http_server = aiohttp.web.Server(self.api, request_factory=make_request)
-        self._listener = await self._loop.create_server(
-            self._http_server, "127.0.0.1", self.port or 0, reuse_address=True
+        plain = await self._loop.create_server(self._http_server, "127.0.0.1", self.port or 0, reuse_address=True)
+        secure = await self._loop.create_server(
+            self._http_server,
+            "127.0.0.1",
+            self.secure_port or 0,
+            reuse_address=True,
+            ssl=self.certificate.server_context(),
         )
-        self.port = self._listener.sockets[0].getsockname()[1]
+        self._listeners = [plain, secure]
+        self.port = plain.sockets[0].getsockname()[1]
+        self.secure_port = secure.sockets[0].getsockname()[1]
 
     async def _stop_listening(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
+        if self._listeners:
+            for listener in self._listeners:
+                listener.close()
             self.api.close_watches()
             assert self._http_server is not None
             await self._http_server.shutdown(timeout=0.5)
             for connection in list(self._http_server.connections):
                 connection.force_close()
-            await self._listener.wait_closed()
-            self._listener = None
+            for listener in self._listeners:
+                await listener.wait_closed()
+            self._listeners = []
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
@@ -1556,23 +1963,57 @@ class EmulatorServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def kubeconfig_dict(self, namespace: str = "default") -> Body:
+    @property
+    def secure_url(self) -> str:
+        return f"https://127.0.0.1:{self.secure_port}"
+
+    def kubeconfig_dict(self, namespace: str = "default", token: str | None = None) -> Body:
+        """A kubeconfig for the emulator: the admin's (plain HTTP), or that of the holder of
+        ``token`` (HTTPS: clients send tokens only over TLS)."""
+        cluster: Body = {"server": self.url}
+        if token is not None:
+            authority = base64.b64encode(self.certificate.certificate_pem).decode()
+            cluster = {"server": self.secure_url, "certificate-authority-data": authority}
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "current-context": "emulator",
             "preferences": {},
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "emulator-test-token"}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "tester", "user": {"token": token or self.api.admin_token}}],
             "contexts": [
                 {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}
             ],
         }
 
-    def kubectl(self, *args: str, input: str | None = None, timeout: float = 30.0) -> KubectlResult:
-        """Run the real kubectl against the emulator."""
+    def write_kubeconfig(self, path: pathlib.Path, token: str, namespace: str = "default") -> pathlib.Path:
+        """Write a kubeconfig that authenticates with ``token`` (see :meth:`issue_token`)."""
+        path.write_text(yaml.safe_dump(self.kubeconfig_dict(namespace, token)))
+        path.chmod(0o600)
+        return path
+
+    def issue_token(self, username: str, groups: Iterable[str] = ()) -> str:
+        """A bearer token of the user ``username`` in ``groups`` (and ``system:authenticated``)."""
+        user = UserInfo(username, (*groups, AUTHENTICATED_GROUP))
+        token: str = self.call(self.api.issue_token, user)
+        return token
+
+    def access_log(self) -> set[tuple[str, Request]]:
+        """What identities other than ``system:masters`` were allowed to do so far."""
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.access_log))
+        return log
+
+    def denial_log(self) -> set[tuple[str, Request]]:
+        """What identities were refused so far."""
+        log: set[tuple[str, Request]] = self.call(lambda: set(self.api.denial_log))
+        return log
+
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 30.0, kubeconfig: pathlib.Path | None = None
+    ) -> KubectlResult:
+        """Run the real kubectl against the emulator (as the admin, or with another ``kubeconfig``)."""
         completed = subprocess.run(
-            ["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", *args],
+            ["kubectl", f"--kubeconfig={kubeconfig or self.kubeconfig}", "--request-timeout=20s", *args],
             input=input,
             capture_output=True,
             text=True,
@@ -1582,14 +2023,17 @@ class EmulatorServer:
         return KubectlResult(completed.returncode, completed.stdout, completed.stderr)
 
     def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> Body | None:
-        return self.call(self.api.get_object, api_version, plural, namespace, name)
+        found: Body | None = self.call(self.api.get_object, api_version, plural, namespace, name)
+        return found
 
     def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Body]:
-        return self.call(self.api.list_objects, api_version, plural, namespace)
+        found: list[Body] = self.call(self.api.list_objects, api_version, plural, namespace)
+        return found
 
     def put(self, obj: Body) -> Body:
         """Create or replace an object directly in storage (no admission)."""
-        return self.call(self.api.put_object, obj)
+        stored: Body = self.call(self.api.put_object, obj)
+        return stored
 
     def remove(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
         """Delete an object directly in storage (no admission, no finalizers)."""

@@ -1,0 +1,169 @@
+"""Whole runs of two common shapes, the way a user sees them: a JobRun created, then its phase
+Succeeded (issue 12's table; the same shapes measured for Airflow in shared/reference.md).
+
+* a chain of 20 ``/bin/true`` jobs;
+* a fan-out of 50 ``/bin/true`` jobs and a join.
+
+Each on one namespace VM, through the parts ``jobnet dev`` runs (the API emulator, the real
+operator process, the VM's own sshd and the agent), in three conditions:
+
+* **warm**: runs back to back, the agent channel open;
+* **after idle**: the host idle for ``--idle`` seconds before the run (the operator may have
+  closed its channel meanwhile);
+* **cold**: the operator restarted just before the run, so no channel, no agent ``serve`` and no
+  fork server exist yet (the agent is installed on the VM already, as in any later run).
+
+The time is from the JobRun being stored by the API server (its ADDED watch event) to the status
+write that says Succeeded (its MODIFIED event), both seen on a real watch; ``kubectl create``'s
+own start-up (~0.1 s) is not in it. Medians with min–max over ``--runs`` runs after one warm-up.
+
+Needs root, ip netns and OpenSSH (like tests/vm). From the repository root:
+``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.apiwatch import JobRunWatch
+from tests.support.emulator import EmulatorServer
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
+from tests.support.vm import NamespaceVM, missing_requirements
+
+CHAIN = 20
+FANOUT = 50
+#: issue 12's targets (seconds); Airflow's figures from shared/reference.md for comparison.
+TARGETS = {"chain": 0.15, "fanout": 0.30}
+AIRFLOW = {"chain": 26.3, "fanout": 16.1}
+
+
+def chain_jobs() -> list[dict[str, Any]]:
+    return [
+        {"name": f"c{i:02d}", "script": "/bin/true", **({"after": [f"c{i - 1:02d}"]} if i else {})}
+        for i in range(CHAIN)
+    ]
+
+
+def fanout_jobs() -> list[dict[str, Any]]:
+    fan = [{"name": f"f{i:02d}", "script": "/bin/true"} for i in range(FANOUT)]
+    return [*fan, {"name": "join", "script": "/bin/true", "after": [job["name"] for job in fan]}]
+
+
+SHAPES: dict[str, Callable[[], list[dict[str, Any]]]] = {"chain": chain_jobs, "fanout": fanout_jobs}
+
+
+@contextmanager
+def world(stack: ExitStack) -> Iterator[tuple[Scenario, NamespaceVM]]:
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-shapes-")))
+    emulator = stack.enter_context(EmulatorServer(workdir))
+
+    def make_vm(**kwargs: Any) -> NamespaceVM:
+        vm = NamespaceVM(**kwargs).create()
+        stack.callback(vm.destroy)
+        return vm
+
+    scenario = Scenario(emulator, workdir, make_vm)
+    vm = scenario.vm()
+    # The product's default deadlines and log level: nothing here measures a test setting.
+    scenario.start_operator(verbose=False)
+    try:
+        yield scenario, vm
+    finally:
+        scenario.close()
+
+
+class Runner:
+    """Creates runs of the shapes' JobNets (applied once) and times each."""
+
+    def __init__(self, scenario: Scenario, vm: NamespaceVM) -> None:
+        self.scenario = scenario
+        self.count = 0
+        manifests = [
+            {
+                "apiVersion": "jobnet.dev/v1alpha1",
+                "kind": "JobNet",
+                "metadata": {"name": shape},
+                "spec": {"host": scenario.host(vm), "jobs": jobs()},
+            }
+            for shape, jobs in SHAPES.items()
+        ]
+        scenario.apply(manifests)
+
+    def run(self, shape: str) -> float:
+        self.count += 1
+        name = f"{shape}-{self.count}"
+        with JobRunWatch(self.scenario.emulator, name) as watch:
+            self.scenario.apply(
+                [
+                    {
+                        "apiVersion": "jobnet.dev/v1alpha1",
+                        "kind": "JobRun",
+                        "metadata": {"name": name},
+                        "spec": {"jobNetRef": shape},
+                    }
+                ]
+            )
+            wait_until(
+                lambda: any(write.status.get("phase") == "Succeeded" for write in watch.writes),
+                timeout=120,
+                what=f"{name} Succeeded",
+                describe=lambda: self.scenario.describe(name),
+            )
+        assert watch.created_at is not None
+        done = next(write.at for write in watch.writes if write.status.get("phase") == "Succeeded")
+        return done - watch.created_at
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per shape and condition (default: 5)")
+    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before an 'after idle' run")
+    args = parser.parse_args()
+    if missing := missing_requirements():
+        print(f"skipped: {missing}")
+        return 0
+    load = os.getloadavg()[0]
+    print(f"whole runs through the jobnet dev parts, 1 namespace VM; load average before: {load:.2f}")
+    with ExitStack() as stack, world(stack) as (scenario, vm):
+        runner = Runner(scenario, vm)
+        operator = scenario.operator
+        assert operator is not None
+        for shape in SHAPES:
+            runner.run(shape)  # warm-up: the agent is installed on the VM
+            warm = [runner.run(shape) for _ in range(args.runs)]
+            idle = []
+            for _ in range(args.runs):
+                time.sleep(args.idle)  # the condition measured, not a synchronisation
+                idle.append(runner.run(shape))
+            cold = []
+            for _ in range(args.runs):
+                operator.stop()
+                operator.start()
+                cold.append(runner.run(shape))
+            label = f"chain of {CHAIN}" if shape == "chain" else f"fan-out of {FANOUT} + join"
+            print(f"{label} (target <= {TARGETS[shape]:.2f} s; Airflow 3.3.2 + SSHOperator: {AIRFLOW[shape]} s):")
+            print(f"  warm:       {summary(warm)}")
+            print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
+            print(f"  cold:       {summary(cold)} (operator restarted before each)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The real operator runs as its ServiceAccount with exactly the RBAC the Helm chart renders.
+
+The chart is rendered with Helm's own code (as tests/chart does), its ServiceAccount, roles,
+bindings and peering object are applied to the emulator, and the operator gets a token of that
+ServiceAccount. A JobNet then runs on a namespace VM to Succeeded. A verb the operator needs and
+the chart does not grant shows up as a denial; a granted verb no request needed shows up as
+unused. ``UNUSED_GRANTS`` is what the chart grants today without need: shrink it as the chart is
+tightened, down to empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobnet.devenv.emulator.authorization import Request, unused_permissions
+from tests.scenarios.conftest import scenario  # noqa: F401 (the fixture)
+from tests.support.operator_proc import OperatorProcess, register_webhooks
+from tests.support.scenario import FAST_AGENT_ARGS, FAST_RUNTIME_ARGS, Scenario
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a test dependency: pip install -e '.[test]'")
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "jobnet-operator"
+RELEASE = NAMESPACE = "jobnet-system"
+ACCOUNT = f"system:serviceaccount:{NAMESPACE}:jobnet-operator"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
+
+#: What kopf tries and does without when refused ("changes of resources will not be noticed");
+#: the chart grants it only with ``rbac.watchCRDs=true``.
+TOLERATED_DENIALS = ["list customresourcedefinitions.apiextensions.k8s.io"]
+#: (apiGroup, resource, verb) the chart's default values grant and a whole run never used.
+UNUSED_GRANTS = {
+    ("jobnet.dev", "jobnets", "get"),
+    ("jobnet.dev", "jobruns", "get"),
+    ("", "events", "patch"),
+}
+#: Needed off the happy path this test takes: a start retried after a crash replaces its stale
+#: snapshot ConfigMap (``kube/app.py`` ``store_snapshot``).
+NEEDED_BY_RECOVERY = {("", "configmaps", "delete")}
+
+
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values=values, name="jobnet-operator", namespace=RELEASE, is_install=True)
+    return [
+        doc
+        for name, text in sorted(manifests.items())
+        if name.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def operator_args(rendered: list[dict[str, Any]]) -> list[str]:
+    [deployment] = [obj for obj in rendered if obj["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args: list[str] = container["args"]
+    return args
+
+
+def test_the_operator_runs_a_jobnet_with_exactly_the_charts_rbac(scenario: Scenario, tmp_path: Path) -> None:  # noqa: F811
+    emulator = scenario.emulator
+    rendered = render_chart({})
+    emulator.create_namespace(NAMESPACE)
+    installed = [obj for obj in rendered if obj["kind"] in RBAC_KINDS | PEERING_KINDS]
+    applied = emulator.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(installed))
+    assert applied.rc == 0, applied.stderr
+    issued = emulator.kubectl("create", "token", "jobnet-operator", "-n", NAMESPACE)
+    assert issued.rc == 0, issued.stderr
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "operator.kubeconfig", issued.stdout.strip())
+
+    vm = scenario.vm()
+    args = operator_args(rendered)
+    peering = args[args.index("--peering") + 1]
+    agent_args = [*FAST_AGENT_ARGS, "--boot-id-file", str(vm.boot_id_file)]
+    process = OperatorProcess(
+        emulator,
+        tmp_path,
+        kubeconfig=kubeconfig,
+        standalone=False,
+        extra_args=(
+            f"--peering={peering}",
+            *FAST_RUNTIME_ARGS,
+            *(f"--agent-serve-arg={arg}" for arg in agent_args),
+        ),
+    )
+    register_webhooks(emulator, process.webhook_url)
+    scenario.operator = process.start()
+
+    script = scenario.marker_script(vm, "extract", "echo extracted\n")
+    run = scenario.run_jobnet("nightly", scenario.host(vm), [{"name": "extract", "script": script}])
+    status = scenario.wait_phase(run, "Succeeded", timeout=60)
+    assert status["jobs"]["/nightly/extract"]["outputTail"] == "extracted\n"
+    scenario.wait_event(run, "RunSucceeded")
+    assert scenario.script_runs(vm, "extract") == 1
+    process.stop()  # its shutdown's requests count too
+
+    denied = sorted(_describe(request) for user, request in emulator.denial_log() if user == ACCOUNT)
+    assert denied == TOLERATED_DENIALS, f"the chart's RBAC lacks what the operator needs: {denied}"
+    used = [request for user, request in emulator.access_log() if user == ACCOUNT]
+    granted = [rule for obj in installed if obj["kind"] in ("ClusterRole", "Role") for rule in obj.get("rules") or []]
+    unused = unused_permissions(granted, used) - NEEDED_BY_RECOVERY
+    assert unused == UNUSED_GRANTS, (
+        f"granted but unused now: {sorted(unused)}; needed: {sorted({_describe(request) for request in used})}"
+    )
+
+
+def _describe(request: Request) -> str:
+    resource = f"{request.resource}/{request.subresource}" if request.subresource else request.resource
+    return (
+        f"{request.verb} {resource}.{request.api_group}"
+        if request.resource_request
+        else f"{request.verb} {request.path}"
+    )
