@@ -15,7 +15,8 @@ import datetime
 import pytest
 
 from tests.support.fakeclock import missing_faketime
-from tests.support.scenario import Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
 from tests.support.schedules import ScheduleWorld, jobnet, schedule
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -106,7 +107,12 @@ def test_H07_suspend_unsuspend_and_history_limits(scenario: Scenario) -> None:
     )
     # Suspended across six slots: nothing.
     world.clock.set(first + 5 * MINUTE + 10 * SECOND)
-    poll(lambda: _ready_reason(world) == "Suspended", 20, "condition Suspended", lambda: world.describe("tick"))
+    wait_until(
+        lambda: _ready_reason(world) == "Suspended",
+        timeout=20,
+        what="condition Suspended",
+        describe=lambda: world.describe("tick"),
+    )
     assert world.runs("tick") == []
 
     # Unsuspended: only the slots within the 90 s deadline run (the last two), the rest are missed.
@@ -124,11 +130,11 @@ def test_H07_suspend_unsuspend_and_history_limits(scenario: Scenario) -> None:
     # History: one succeeded run kept; a running one is never deleted.
     for run in expected:
         scenario.wait_phase(run, "Succeeded", timeout=60)
-    poll(
+    wait_until(
         lambda: world.run_names("tick") == expected[1:],
-        20,
-        "older succeeded run deleted",
-        lambda: world.describe("tick"),
+        timeout=20,
+        what="older succeeded run deleted",
+        describe=lambda: world.describe("tick"),
     )
     hold.write_text("")
     running = f"tick-{first + 6 * MINUTE:%Y%m%d%H%M}"
@@ -137,15 +143,20 @@ def test_H07_suspend_unsuspend_and_history_limits(scenario: Scenario) -> None:
     scenario.wait_job_state(running, "/tick/work", "Running", timeout=60)
     world.clock.set(first + 7 * MINUTE + SECOND)
     newest = f"tick-{first + 7 * MINUTE:%Y%m%d%H%M}"
-    poll(lambda: newest in world.run_names("tick"), 20, f"run {newest}", lambda: world.describe("tick"))
+    wait_until(
+        lambda: newest in world.run_names("tick"),
+        timeout=20,
+        what=f"run {newest}",
+        describe=lambda: world.describe("tick"),
+    )
     world.settle("tick")
     assert running in world.run_names("tick")  # running: kept whatever the limits
     hold.unlink()
     scenario.wait_phase(running, "Succeeded", timeout=60)
     scenario.wait_phase(newest, "Succeeded", timeout=60)
-    poll(
+    wait_until(
         lambda: world.run_names("tick") == [newest],
-        20,
-        "only the newest succeeded run kept",
-        lambda: world.describe("tick"),
+        timeout=20,
+        what="only the newest succeeded run kept",
+        describe=lambda: world.describe("tick"),
     )

@@ -8,7 +8,8 @@ import datetime
 from typing import Any
 
 from tests.support.fakeclock import FakeClock
-from tests.support.scenario import NAMESPACE, Scenario, poll
+from tests.support.netutil import wait_until
+from tests.support.scenario import NAMESPACE, Scenario
 
 API_VERSION = "jobnet.dev/v1alpha1"
 SCHEDULE_LABEL = "jobnet.dev/schedule"
@@ -87,20 +88,20 @@ class ScheduleWorld:
         )
 
     def wait_status(self, name: str, key: str, value: Any, timeout: float = 20.0) -> dict[str, Any]:
-        poll(
+        wait_until(
             lambda: self.status(name).get(key) == value,
-            timeout,
-            f"JobSchedule {name} status.{key} == {value!r}",
-            lambda: self.describe(name),
+            timeout=timeout,
+            what=f"JobSchedule {name} status.{key} == {value!r}",
+            describe=lambda: self.describe(name),
         )
         return self.status(name)
 
     def wait_runs(self, name: str, count: int, timeout: float = 20.0) -> list[str]:
-        poll(
+        wait_until(
             lambda: len(self.runs(name)) >= count,
-            timeout,
-            f"{count} runs of JobSchedule {name}",
-            lambda: self.describe(name),
+            timeout=timeout,
+            what=f"{count} runs of JobSchedule {name}",
+            describe=lambda: self.describe(name),
         )
         return self.run_names(name)
 
@@ -110,7 +111,9 @@ class ScheduleWorld:
                 (e for e in self.events(name) if e.get("reason") == reason and contains in e.get("message", "")), None
             )
 
-        return poll(find, timeout, f"Event {reason} ({contains!r}) on {name}", lambda: self.describe(name))  # type: ignore[no-any-return]
+        return wait_until(
+            find, timeout=timeout, what=f"Event {reason} ({contains!r}) on {name}", describe=lambda: self.describe(name)
+        )  # type: ignore[no-any-return]
 
     def settle(self, name: str) -> None:
         """Wait until the operator has looked at the schedule at the current fake time: its
@@ -122,7 +125,12 @@ class ScheduleWorld:
                 return False
             return datetime.datetime.fromisoformat(upcoming.replace("Z", "+00:00")) > self.clock.now_set
 
-        poll(settled, 20.0, f"JobSchedule {name} caught up with the clock", lambda: self.describe(name))
+        wait_until(
+            settled,
+            timeout=20.0,
+            what=f"JobSchedule {name} caught up with the clock",
+            describe=lambda: self.describe(name),
+        )
 
 
 def next_local(
