@@ -8,19 +8,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support.fakeclock import missing_faketime
+from tests.support.fakeclock import requires_faketime
 from tests.support.scenario import Scenario
 from tests.support.schedules import ScheduleWorld, jobnet, next_local, schedule
 
-pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 TOKYO = ZoneInfo("Asia/Tokyo")
 SECOND = datetime.timedelta(seconds=1)
-
-
-@pytest.fixture(autouse=True)
-def _needs_faketime() -> None:
-    if reason := missing_faketime():
-        pytest.skip(reason)
 
 
 def test_H01_one_run_per_slot_with_scheduled_time_and_business_date(scenario: Scenario) -> None:

@@ -11,20 +11,14 @@ import datetime
 
 import pytest
 
-from tests.support.fakeclock import missing_faketime
+from tests.support.fakeclock import requires_faketime
 from tests.support.scenario import Scenario
 from tests.support.schedules import API_VERSION, ScheduleWorld, jobnet, next_local, schedule
 
-pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 UTC = datetime.UTC
 SECOND = datetime.timedelta(seconds=1)
 HOUR = datetime.timedelta(hours=1)
-
-
-@pytest.fixture(autouse=True)
-def _needs_faketime() -> None:
-    if reason := missing_faketime():
-        pytest.skip(reason)
 
 
 def _next_hour() -> datetime.datetime:

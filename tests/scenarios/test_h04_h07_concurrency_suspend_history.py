@@ -14,22 +14,16 @@ import datetime
 
 import pytest
 
-from tests.support.fakeclock import missing_faketime
+from tests.support.fakeclock import requires_faketime
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.schedules import ScheduleWorld, jobnet, schedule
 
-pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 UTC = datetime.UTC
 SECOND = datetime.timedelta(seconds=1)
 MINUTE = datetime.timedelta(minutes=1)
 LONG_HEARTBEAT = "--heartbeat-deadline=3600"
-
-
-@pytest.fixture(autouse=True)
-def _needs_faketime() -> None:
-    if reason := missing_faketime():
-        pytest.skip(reason)
 
 
 def _minutes(count: int) -> tuple[datetime.datetime, str]:

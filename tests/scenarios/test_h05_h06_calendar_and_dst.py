@@ -13,21 +13,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support.fakeclock import missing_faketime
+from tests.support.fakeclock import requires_faketime
 from tests.support.scenario import Scenario
 from tests.support.schedules import ScheduleWorld, calendar, jobnet, schedule
 
-pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 UTC = datetime.UTC
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
 SECOND = datetime.timedelta(seconds=1)
-
-
-@pytest.fixture(autouse=True)
-def _needs_faketime() -> None:
-    if reason := missing_faketime():
-        pytest.skip(reason)
 
 
 def _slot_of(scenario: Scenario, run: str) -> tuple[str, str]:

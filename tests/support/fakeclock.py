@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import pytest
+
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 
@@ -21,6 +23,10 @@ def missing_faketime() -> str | None:
     if not LIBFAKETIME.exists():
         return f"libfaketime is not installed ({LIBFAKETIME}; Debian package faketime, see scripts/setup)"
     return None
+
+
+#: Mark of the tests that need the fake clock (they are skipped, saying why, without libfaketime).
+requires_faketime = pytest.mark.skipif(missing_faketime() is not None, reason=missing_faketime() or "")
 
 
 class FakeClock:

@@ -14,22 +14,26 @@ field path).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Literal
+from typing import Literal, TypeVar
 
 from jobnet.core.calendar import holiday_problem
 from jobnet.core.models import JobCalendarSpec, JobScheduleSpec
 from jobnet.core.schedule import cron_problem, zone_problem
 from jobnet.core.validation import Problem, env_problems, parse_spec
 
+SpecT = TypeVar("SpecT", JobCalendarSpec, JobScheduleSpec)
+
+
+def _parsed(model: type[SpecT], raw_or_spec: object) -> tuple[SpecT | None, list[Problem]]:
+    """A spec as given (already parsed) or parsed from a raw mapping, with its schema problems."""
+    if isinstance(raw_or_spec, model):
+        return raw_or_spec, []
+    return parse_spec(model, raw_or_spec)
+
 
 def validate_jobcalendar(raw_or_spec: object) -> list[Problem]:
     """All problems of a JobCalendar ``spec``."""
-    spec: JobCalendarSpec | None
-    problems: list[Problem]
-    if isinstance(raw_or_spec, JobCalendarSpec):
-        spec, problems = raw_or_spec, []
-    else:
-        spec, problems = parse_spec(JobCalendarSpec, raw_or_spec)
+    spec, problems = _parsed(JobCalendarSpec, raw_or_spec)
     if spec is not None and spec.public_holidays is not None:
         problem = holiday_problem(spec.public_holidays.country, spec.public_holidays.subdivision)
         if problem:
@@ -53,12 +57,7 @@ def timing_problems(spec: JobScheduleSpec) -> list[Problem]:
 def validate_jobschedule(raw_or_spec: object, jobnets: Collection[str], calendars: Collection[str]) -> list[Problem]:
     """All problems of a JobSchedule ``spec``; ``jobnets`` and ``calendars`` are the names that
     exist in its namespace."""
-    spec: JobScheduleSpec | None
-    problems: list[Problem]
-    if isinstance(raw_or_spec, JobScheduleSpec):
-        spec, problems = raw_or_spec, []
-    else:
-        spec, problems = parse_spec(JobScheduleSpec, raw_or_spec)
+    spec, problems = _parsed(JobScheduleSpec, raw_or_spec)
     if spec is None:
         return problems
     problems.extend(timing_problems(spec))
