@@ -29,7 +29,7 @@ def _sources() -> List[Path]:
 def build_zipapp(dest_path: Union[str, os.PathLike[str]]) -> Path:
     """Write the agent zipapp to ``dest_path`` (atomically) and return its path."""
     dest = Path(dest_path)
-    tmp = dest.with_name(dest.name + ".tmp.%d" % os.getpid())
+    tmp = dest.with_name(f"{dest.name}.tmp.{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(SHEBANG)
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_args
-from jobnet_agent.detection import try_take_supervisor_lock
 from jobnet_agent.journal import Journal, JournalError
-from jobnet_agent.output import StoredOutput
-from jobnet_agent.protocol import ACTIVE_STATES, JobKey, JobRecord
+from jobnet_agent.protocol import ACTIVE_STATES, RUNNING, STREAMS, JobKey, JobRecord
 
 #: How often ``logs --follow`` looks for more output.
 _FOLLOW_POLL_SECONDS = 0.2
+#: How much of each stream ``show`` reads to find its last lines.
+_SHOW_TAIL_BYTES = 64 * 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="list the jobs the agent knows")
     add_options(jobs)
     jobs.add_argument("--run", help="only jobs of this JobRun uid")
+    show = commands.add_parser("show", help="one job: state, exit code, pid, times, where its output is, its tail")
+    add_options(show)
+    show.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
+    show.add_argument("--lines", type=int, default=10, help="lines of each output stream to show (default 10)")
     logs = commands.add_parser("logs", help="print a job's stored output")
     add_options(logs)
     logs.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
@@ -49,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
-        print("jobnet-agent %s (protocol %d, python %s)" % (__version__, PROTOCOL_VERSION, sys.version.split()[0]))
+        print(f"jobnet-agent {__version__} (protocol {PROTOCOL_VERSION}, python {sys.version.split()[0]})")
         return 0
     try:
         config = from_args(args)
@@ -60,13 +63,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return serve(config, config.read_boot_id())
         if args.command == "supervise":
-            from jobnet_agent.supervisor import run_supervisor
+            from jobnet_agent.forkserver import run_supervise_command
 
-            return run_supervisor(config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd)
+            return run_supervise_command(
+                config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd
+            )
         if args.command == "status":
             return _status(config, journal)
         if args.command == "jobs":
             return _jobs(journal, args.run)
+        if args.command == "show":
+            return _show(journal, args.key, args.lines)
         return _logs(journal, args.key, "stderr" if args.stderr else "stdout", args.follow)
     except (ConfigError, JournalError, ValueError) as exc:
         sys.stderr.write(f"jobnet-agent {args.command}: {exc}\n")
@@ -79,12 +86,19 @@ def _when(moment: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment)) if moment else "-"
 
 
-def _outcome(record: JobRecord) -> str:
-    if record.state == "exited":
-        return f"exit {record.exit_code}"
-    if record.reason:
-        return record.reason
-    return ""
+def _text(value: Optional[int]) -> str:
+    return "-" if value is None else str(value)
+
+
+def _rc(record: JobRecord) -> str:
+    """The exit code, as far as it is known."""
+    return _text(record.exit_code)
+
+
+def _print_table(rows: List[Tuple[str, ...]], widths: Tuple[int, ...]) -> None:
+    """Columns padded to ``widths``; the last column is never padded."""
+    for row in rows:
+        print(" ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " " + row[-1])
 
 
 def _status(config: AgentConfig, journal: Journal) -> int:
@@ -93,29 +107,74 @@ def _status(config: AgentConfig, journal: Journal) -> int:
     for record in records:
         counts[record.state] = counts.get(record.state, 0) + 1
     print(f"jobnet-agent {__version__}, state dir {config.state_dir}")
-    print(
-        "boot id %s, last journal seq %d, agent log %s"
-        % (config.read_boot_id(), journal.last_seq(), config.agent_log_path)
-    )
-    print("jobs: %s" % (", ".join("%s %d" % item for item in sorted(counts.items())) or "none"))
+    print(f"boot id {config.read_boot_id()}, last journal seq {journal.last_seq()}, agent log {config.agent_log_path}")
+    print("jobs: " + (", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "none"))
     for record in records:
         if record.state not in ACTIVE_STATES:
             continue
-        lock_fd = try_take_supervisor_lock(journal.job_dir(record.key))
-        if lock_fd is not None:
-            os.close(lock_fd)
-        supervised = "supervised" if lock_fd is None else "SUPERVISOR GONE (the next serve settles it)"
-        print("  %-9s pid %-7s since %s  %s  %s" % (
-            record.state, record.pid or "-", _when(record.started_at or record.accepted_at), record.key.text(), supervised))  # fmt: skip
+        supervised = (
+            "supervised"
+            if journal.job(record.key).supervisor_alive()
+            else "SUPERVISOR GONE (the next serve settles it)"
+        )
+        since = _when(record.started_at or record.accepted_at)
+        print(f"  {record.state:<9} pid {_text(record.pid):<7} since {since}  {record.key.text()}  {supervised}")
     return 0
 
 
 def _jobs(journal: Journal, run: Optional[str]) -> int:
-    records = journal.list_records(run)
-    print("%-6s %-13s %-8s %-16s %-19s %-19s %s" % ("SEQ", "STATE", "PID", "OUTCOME", "STARTED", "ENDED", "KEY"))
-    for r in records:
-        print("%-6d %-13s %-8s %-16s %-19s %-19s %s" % (
-            r.seq, r.state, r.pid or "-", _outcome(r), _when(r.started_at), _when(r.ended_at), r.key.text()))  # fmt: skip
+    rows: List[Tuple[str, ...]] = [("STATE", "RC", "PID", "STARTED", "ENDED", "REASON", "KEY")]
+    for r in journal.list_records(run):
+        started, ended = _when(r.started_at), _when(r.ended_at)
+        rows.append((r.state, _rc(r), _text(r.pid), started, ended, r.reason or "-", r.key.text()))
+    _print_table(rows, (13, 4, 8, 19, 19, 16))
+    return 0
+
+
+def _show(journal: Journal, key_text: str, lines: int) -> int:
+    key = JobKey.parse_text(key_text)
+    record = journal.read_record(key)
+    if record is None:
+        raise ValueError(f"the agent has no job {key.text()}")
+    job = journal.job(key)
+    rows = [
+        ("job", key.text()),
+        ("state", record.state),
+        ("rc", _rc(record)),
+        ("pid", f"{record.pid} (process group {record.pgid})" if record.pid else "-"),
+    ]
+    if record.ended:
+        how = record.describe_end()
+        rows.append(("ended", how if record.message in (None, how) else f"{how}: {record.message}"))
+    elif record.state == RUNNING:
+        supervised = "yes" if job.supervisor_alive() else "NO: its supervisor is gone (the next serve settles it)"
+        rows.append(("supervised", supervised))
+    if record.reason:
+        rows.append(("reason", record.reason))
+    if record.kill_requested:
+        rows.append(("kill requested", record.kill_requested))
+    rows += [
+        ("accepted at", _when(record.accepted_at)),
+        ("started at", _when(record.started_at)),
+        ("ended at", _when(record.ended_at)),
+        ("acknowledged", "yes" if record.acknowledged else "no"),
+        ("directory", job.path),
+    ]
+    outputs = [(stream, job.output(stream)) for stream in STREAMS]
+    for stream, output in outputs:
+        total, _, dropped = output.sizes()
+        where = " + ".join(output.paths()) or "(nothing written)"
+        rows.append((stream, f"{total} bytes, {dropped} dropped from the middle: {where}"))
+    for name, value in rows:
+        print(f"{name + ':':<15} {value}")
+    for stream, output in outputs:
+        data, total, _ = output.tail(_SHOW_TAIL_BYTES)
+        if not total:
+            continue
+        tail = data.splitlines()[-lines:] if lines > 0 else []
+        print(f"--- last {len(tail)} line(s) of {stream} (all of it: jobnet-agent logs {key.text()}) ---")
+        for line in tail:
+            print(line.decode("utf-8", "replace"))
     return 0
 
 
@@ -123,7 +182,7 @@ def _logs(journal: Journal, key_text: str, stream: str, follow: bool) -> int:
     key = JobKey.parse_text(key_text)
     if journal.read_record(key) is None:
         raise ValueError(f"the agent has no job {key.text()}")
-    output = StoredOutput(journal.job_dir(key), stream)
+    output = journal.job(key).output(stream)
     out = sys.stdout.buffer
     offset = 0
     while True:
@@ -139,7 +198,5 @@ def _logs(journal: Journal, key_text: str, stream: str, follow: bool) -> int:
         time.sleep(_FOLLOW_POLL_SECONDS)  # a person watching output; nothing to synchronise with
     _, _, dropped = output.sizes()
     if dropped:
-        sys.stderr.write(
-            "jobnet-agent logs: %d bytes were dropped from the middle of %s (output cap)\n" % (dropped, stream)
-        )
+        sys.stderr.write(f"jobnet-agent logs: {dropped} bytes were dropped from the middle of {stream} (output cap)\n")
     return 0

@@ -41,7 +41,7 @@ class AgentConfig:
             with open(self.boot_id_file) as handle:
                 boot_id = handle.read().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read boot id file {self.boot_id_file}: {exc.strerror or exc}")
+            raise ConfigError(f"cannot read boot id file {self.boot_id_file}: {exc.strerror or exc}") from exc
         if not boot_id:
             raise ConfigError(f"boot id file {self.boot_id_file} is empty")
         return boot_id
@@ -125,8 +125,8 @@ def from_args(args: argparse.Namespace) -> AgentConfig:
             )
     if args.tail_bytes >= args.max_output_bytes:
         raise ConfigError(
-            "--tail-bytes must be between 1 and --max-output-bytes - 1 (%d), got %d"
-            % (args.max_output_bytes - 1, args.tail_bytes)
+            f"--tail-bytes must be between 1 and --max-output-bytes - 1 ({args.max_output_bytes - 1}), "
+            f"got {args.tail_bytes}"
         )
     log_file = os.path.abspath(os.path.expanduser(args.log_file)) if args.log_file else None
     return AgentConfig(

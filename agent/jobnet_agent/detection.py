@@ -1,132 +1,30 @@
-"""Detection of jobs whose supervisor is gone: a pure decision, and the thin I/O that feeds it.
-
-Never guesses a success: the end is ``exited`` only with an exit code the job's wrapper wrote.
+"""Detection of jobs whose supervisor is gone: the thin I/O around the pure decision
+(:func:`jobnet_agent.endrule.decide`): what the agent sees of a job, committing the end, and
+the :class:`Detector` that serve runs on start and every sweep.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import fcntl
 import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from jobnet_agent.journal import STARTED_MARKER, SUPERVISOR_LOCK, Journal
-from jobnet_agent.output import StoredOutput
-from jobnet_agent.protocol import (
-    ACCEPTED,
-    EXITED,
-    FAILED_TO_START,
-    INTERRUPTED,
-    KILLED,
-    LOST,
-    RUNNING,
-    TIMED_OUT,
-    JobRecord,
-)
-from jobnet_agent.supervisor import (
-    WrapperExit,
-    end_changes,
-    group_alive,
-    process_alive,
-    read_wrapper_exit,
-)
-
-KEEP = "keep"
-ADOPT = "adopt"
-END = "end"
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """What the agent can see of an active job right now."""
-
-    supervisor_alive: bool
-    boot_id: str
-    process_alive: bool
-    wrapper_exit: Optional[WrapperExit]
-    may_have_started: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    action: str
-    changes: Dict[str, object]
-    why: str
-
-
-def decide(record: JobRecord, seen: Observation) -> Verdict:
-    """What to do about an active (accepted/running) record."""
-    if seen.supervisor_alive:
-        return Verdict(KEEP, {}, "supervisor alive")
-    if seen.wrapper_exit is not None:
-        changes = end_changes(seen.wrapper_exit, None, None)
-        if changes["state"] != EXITED:
-            return Verdict(END, changes, "lost: supervisor died mid-run")
-        changes["message"] = (
-            "exited with code %d (recorded by the job's wrapper; its supervisor died before reporting)"
-            % seen.wrapper_exit.code
-        )
-        return Verdict(END, changes, "supervisor died after the job ended: result recovered")
-    if record.boot_id is not None and record.boot_id != seen.boot_id:
-        if not seen.may_have_started:
-            return Verdict(END, dict(
-                state=FAILED_TO_START, reason="HostRebooted",
-                message=f"the host rebooted before the script was started (boot id {record.boot_id}, now {seen.boot_id}); it never ran",
-            ), "interrupted: host rebooted before start")  # fmt: skip
-        return Verdict(END, dict(
-            state=INTERRUPTED, reason="HostRebooted",
-            message=f"the host rebooted while the job ran (boot id {record.boot_id}, now {seen.boot_id}); its result is unknown",
-        ), "interrupted: host rebooted (boot id changed)")  # fmt: skip
-    if not seen.may_have_started:
-        return Verdict(END, dict(
-            state=FAILED_TO_START, reason="SupervisorLost",
-            message="the agent died before starting the script; it never ran",
-        ), "lost: supervisor died before starting the script")  # fmt: skip
-    if seen.process_alive and record.pid is not None:
-        return Verdict(ADOPT, {}, "supervisor died, pid %d still runs: adopting it" % record.pid)
-    if record.pid is None:
-        return Verdict(END, dict(
-            state=LOST, reason="SupervisorLost",
-            message="the supervisor died while starting the script, before it reported a pid; "
-            "whether the script ran is unknown",
-        ), "lost: supervisor died while starting the script")  # fmt: skip
-    if record.kill_requested is not None:
-        state, reason = (TIMED_OUT, "TimedOut") if record.kill_requested == "timeout" else (KILLED, "StopRequested")
-        return Verdict(END, dict(
-            state=state, reason=reason,
-            message="the process is gone after a kill was requested; its supervisor died, exit status unknown",
-        ), "supervisor died during a kill; process gone")  # fmt: skip
-    return Verdict(END, dict(
-        state=LOST, reason="SupervisorLost",
-        message="the supervisor died and the job's process (pid %d) is gone without an exit code; "
-        "its result is unknown" % record.pid,
-    ), "lost: supervisor died and pid %d is gone without an exit code" % record.pid)  # fmt: skip
-
-
-def try_take_supervisor_lock(job_dir: str) -> Optional[int]:
-    """The job's supervisor lock, if no supervisor holds it (the caller must close the fd)."""
-    try:
-        fd = os.open(os.path.join(job_dir, SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
+from jobnet_agent.config import AgentConfig
+from jobnet_agent.endrule import ADOPT, END, Observation, Verdict, decide
+from jobnet_agent.forkserver import spawn_adopting_supervisor
+from jobnet_agent.jobdir import JobDir
+from jobnet_agent.journal import Journal
+from jobnet_agent.log import AgentLog
+from jobnet_agent.procfs import group_alive, process_alive
+from jobnet_agent.protocol import ACCEPTED, ACTIVE_STATES, RUNNING, JobKey, JobRecord
 
 
 def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple[Observation, int]]:
     """Look at an active job whose supervisor is gone: the observation and the job's supervisor
     lock (taken). None while a supervisor holds the lock: the usual case on every sweep, so
     nothing else is probed then (a /proc scan, file lookups)."""
-    job_dir = journal.job_dir(record.key)
-    lock_fd = try_take_supervisor_lock(job_dir)
+    job = journal.job(record.key)
+    lock_fd = job.try_take_supervisor_lock()
     if lock_fd is None:
         return None
     seen = Observation(
@@ -134,19 +32,21 @@ def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple
         boot_id=boot_id,
         process_alive=record.pid is not None
         and (process_alive(record.pid, record.pid_start_ticks) or group_alive(record.pgid or record.pid)),
-        wrapper_exit=read_wrapper_exit(job_dir),
-        may_have_started=os.path.exists(os.path.join(job_dir, STARTED_MARKER)),
+        wrapper_exit=job.read_wrapper_exit(),
+        may_have_started=job.may_have_started(),
     )
     return seen, lock_fd
 
 
 def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optional[JobRecord]:
     """Commit an END verdict if the record did not change meanwhile (another process may act too)."""
-    sizes = stored_output_sizes(journal.job_dir(record.key))
+    end = verdict.end
+    assert end is not None, "only an END verdict has an end to record"
+    sizes = stored_output_sizes(journal.job(record.key))
     _, committed = journal.update(
         record.key,
         lambda current: (
-            current.replace(ended_at=time.time(), **sizes, **verdict.changes)
+            current.replace(ended_at=time.time(), **sizes, **end.changes())
             if current.seq == record.seq and current.state in (ACCEPTED, RUNNING)
             else None
         ),
@@ -154,11 +54,82 @@ def end_record(journal: Journal, record: JobRecord, verdict: Verdict) -> Optiona
     return committed
 
 
-def stored_output_sizes(job_dir: str) -> Dict[str, int]:
+def stored_output_sizes(job: JobDir) -> Dict[str, int]:
     """The output sizes of a job whose supervisor (which counts them) is gone, from what is
     stored: the output stays retrievable (``tail``/``read``), so the record must say it exists."""
     sizes: Dict[str, int] = {}
     for stream in ("stdout", "stderr"):
-        total, _, dropped = StoredOutput(job_dir, stream).sizes()
+        total, _, dropped = job.output(stream).sizes()
         sizes[stream + "_bytes"], sizes[stream + "_dropped"] = total, dropped
     return sizes
+
+
+class ActiveJobs:
+    """The accepted and running jobs, kept current by following the event log.
+
+    One directory scan when serve starts; afterwards a sweep costs a ``stat`` of the event log
+    plus the new events, however many ended jobs the state dir keeps.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        from_seq = journal.last_seq()
+        records = journal.list_records()
+        self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
+        self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
+        self._reader = journal.events.reader(from_seq)
+
+    def current(self) -> List[JobRecord]:
+        while True:
+            records = self._reader.poll()
+            if not records:
+                return list(self._jobs.values())
+            for record in records:
+                if self._latest_seq.get(record.key, 0) >= record.seq:
+                    continue  # already known from the scan
+                self._latest_seq[record.key] = record.seq
+                if record.state in ACTIVE_STATES:
+                    self._jobs[record.key] = record
+                else:
+                    self._jobs.pop(record.key, None)
+
+
+class Detector:
+    """Finds active jobs whose supervisor is gone and settles them: adopts a job that still
+    runs, records the end of one that does not (serve runs it on start and every sweep)."""
+
+    def __init__(self, config: AgentConfig, boot_id: str, journal: Journal, log: AgentLog) -> None:
+        self.config = config
+        self.boot_id = boot_id
+        self.journal = journal
+        self.log = log
+        self._active: Optional[ActiveJobs] = None
+
+    def sweep(self) -> None:
+        """Check every active job (the first sweep scans the journal: after its repair)."""
+        if self._active is None:
+            self._active = ActiveJobs(self.journal)
+        for record in self._active.current():
+            self.check_job(record)
+
+    def check_job(self, record: JobRecord) -> None:
+        observed = observe(self.journal, record, self.boot_id)
+        if observed is None:
+            if record.kill_requested is not None and record.state == RUNNING:
+                # A serve that recorded the kill may have died before waking the supervisor.
+                self.journal.job(record.key).wake_supervisor()
+            return
+        seen, taken = observed
+        lock_fd: Optional[int] = taken
+        try:
+            verdict = decide(record, seen)
+            if verdict.action == ADOPT:
+                self.log.line(verdict.why, record.key)
+                lock_fd = None  # handed over to the adopting supervisor
+                spawn_adopting_supervisor(self.config, self.journal.job(record.key).path, taken)
+            elif verdict.action == END:
+                committed = end_record(self.journal, record, verdict)
+                if committed is not None:
+                    self.log.line(f"{verdict.why}: {committed.message}", record.key)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)

@@ -16,7 +16,7 @@ from jobnet_agent.protocol import JobKey
 
 def _timestamp(now: float) -> str:
     millis = int((now - int(now)) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % millis
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{millis:03d}Z"
 
 
 class AgentLog:
@@ -26,7 +26,7 @@ class AgentLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def line(self, message: str, key: Optional[JobKey] = None) -> None:
-        parts = [_timestamp(time.time()), "%s[%d]" % (self.role, os.getpid())]
+        parts = [_timestamp(time.time()), f"{self.role}[{os.getpid()}]"]
         if key is not None:
             parts.append(key.text())
         parts.append(message.replace("\n", " "))

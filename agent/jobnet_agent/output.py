@@ -28,7 +28,7 @@ def _segments(job_dir: str, stream: str) -> List[int]:
 class CappedWriter:
     def __init__(self, job_dir: str, stream: str, max_bytes: int, tail_bytes: int, resume: bool = False) -> None:
         if max_bytes < 2:
-            raise ValueError("max output bytes must be at least 2, got %d" % max_bytes)
+            raise ValueError(f"max output bytes must be at least 2, got {max_bytes}")
         self.tail_bytes = max(1, tail_bytes if tail_bytes < max_bytes else max_bytes // 2)
         self.head_limit = max_bytes - self.tail_bytes
         self._dir = job_dir
@@ -54,7 +54,7 @@ class CappedWriter:
         if not newest:
             return
         self._segment = newest[-1]
-        path = os.path.join(self._dir, "%s.tail.%d" % (self._stream, self._segment))
+        path = os.path.join(self._dir, f"{self._stream}.tail.{self._segment}")
         self._segment_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._segment_size = os.fstat(self._segment_fd).st_size
 
@@ -87,12 +87,12 @@ class CappedWriter:
         if self._segment_fd is not None:
             os.close(self._segment_fd)
         self._segment += 1
-        path = os.path.join(self._dir, "%s.tail.%d" % (self._stream, self._segment))
+        path = os.path.join(self._dir, f"{self._stream}.tail.{self._segment}")
         self._segment_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._segment_size = 0
         if self._segment >= 2:
             try:
-                os.unlink(os.path.join(self._dir, "%s.tail.%d" % (self._stream, self._segment - 2)))
+                os.unlink(os.path.join(self._dir, f"{self._stream}.tail.{self._segment - 2}"))
             except FileNotFoundError:
                 pass
 
@@ -133,12 +133,12 @@ class StoredOutput:
         if not segments:
             return pieces, head_size
         newest = segments[-1]
-        newest_path = os.path.join(self._dir, "%s.tail.%d" % (self._stream, newest))
+        newest_path = os.path.join(self._dir, f"{self._stream}.tail.{newest}")
         newest_size = os.path.getsize(newest_path)
         if len(segments) == 1 or segments[-2] != newest - 1:
             pieces.append((newest_path, 0, newest_size))
             return pieces, head_size + newest_size
-        previous_path = os.path.join(self._dir, "%s.tail.%d" % (self._stream, newest - 1))
+        previous_path = os.path.join(self._dir, f"{self._stream}.tail.{newest - 1}")
         segment_size = os.path.getsize(previous_path)  # a full segment: tail_bytes long
         keep_from_previous = max(0, segment_size - newest_size)
         pieces.append((previous_path, segment_size - keep_from_previous, keep_from_previous))
@@ -155,6 +155,11 @@ class StoredOutput:
                 last_error = exc
         assert last_error is not None
         raise last_error
+
+    def paths(self) -> List[str]:
+        """The files that hold what is kept, in order (none before the stream's first byte)."""
+        pieces, _ = self._stable_layout()
+        return [path for path, _, _ in pieces]
 
     def sizes(self) -> Tuple[int, int, int]:
         """(total bytes written, bytes stored, bytes dropped)."""

@@ -58,7 +58,7 @@ class JobKey:
     attempt: int
 
     def text(self) -> str:
-        return "%s:%s#%d" % (self.run, self.path, self.attempt)
+        return f"{self.run}:{self.path}#{self.attempt}"
 
     def to_json(self) -> Dict[str, Any]:
         return {"run": self.run, "path": self.path, "attempt": self.attempt}
@@ -267,7 +267,7 @@ def parse_request(line: str) -> Request:
     try:
         data = json.loads(line)
     except ValueError as exc:
-        raise bad_request(f"request is not valid JSON: {exc}")
+        raise bad_request(f"request is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise bad_request("request must be a JSON object")
     request_id = data.get("id")
@@ -293,7 +293,7 @@ def check_hello(args: Dict[str, Any]) -> None:
     if protocol != PROTOCOL_VERSION:
         raise ProtocolError(
             "UnsupportedProtocol",
-            "agent speaks protocol %d, client asked for %r" % (PROTOCOL_VERSION, protocol),
+            f"agent speaks protocol {PROTOCOL_VERSION}, client asked for {protocol!r}",
         )
 
 
@@ -319,7 +319,7 @@ def stream_arg(args: Dict[str, Any]) -> str:
 def int_arg(args: Dict[str, Any], name: str, default: Optional[int] = None, minimum: int = 0) -> int:
     value = args.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise bad_request("%s must be an integer >= %d, got %r" % (name, minimum, value))
+        raise bad_request(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 

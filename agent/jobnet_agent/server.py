@@ -1,59 +1,43 @@
-"""``jobnet-agent serve``: the JSON-lines protocol on stdin/stdout (docs/agent-protocol.md).
+"""``jobnet-agent serve``: the transport of the protocol (docs/agent-protocol.md) over
+stdin/stdout, one serve process per SSH channel.
 
-One serve process per SSH channel. It holds no state of its own: every answer comes from the
-journal, every job is run by its own detached supervisor, so the channel (and this process) may
-die at any moment without losing anything.
+It holds no state of its own: every answer comes from the journal (:mod:`jobnet_agent.handlers`
+carries the requests out), every job is run by its own detached supervisor, so the channel (and
+this process) may die at any moment without losing anything.
 """
 
 from __future__ import annotations
 
-import array
-import base64
 import os
 import select
-import socket
-import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, Optional, Tuple
 
-import jobnet_agent
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
-from jobnet_agent.detection import ADOPT, END, decide, end_record, observe
-from jobnet_agent.faults import crash_point, pause_point
-from jobnet_agent.journal import CONTROL_FIFO, EventReader, EventWakeup, Journal
+from jobnet_agent.detection import Detector
+from jobnet_agent.eventlog import EventReader, EventWakeup
+from jobnet_agent.forkserver import SupervisorForkServer
+from jobnet_agent.handlers import Handled, Handlers, Later
+from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
-from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import (
-    ACCEPTED,
-    ACTIVE_STATES,
-    FAILED_TO_START,
-    FENCED,
-    FENCED_MESSAGE,
-    MAX_READ_LENGTH,
-    RUNNING,
-    JobKey,
-    JobRecord,
-    LaunchSpec,
     ProtocolError,
     Request,
     RequestError,
-    check_hello,
     encode,
     error,
     event,
     heartbeat,
     int_arg,
-    kill_args,
     ok,
-    optional_run_arg,
     parse_request,
-    stream_arg,
 )
 
 _MAX_LINE_BYTES = 16 * 1024 * 1024
+_READ_BYTES = 64 * 1024
 _GC_INTERVAL_SECONDS = 60.0
 _SHUTDOWN_SECONDS = 10.0
 
@@ -62,136 +46,24 @@ _SHUTDOWN_SECONDS = 10.0
 _MAX_REQUESTS_IN_PROGRESS = 16
 
 
-class Later:
-    """A request whose effect is done (and journaled) but whose answer takes a while."""
-
-    def __init__(self, finish: Callable[[], Dict[str, Any]]) -> None:
-        self.finish = finish
-
-
-Handled = Union[Tuple[Dict[str, Any], Optional[Callable[[], None]]], Later]
-
-
-def _start_supervisor_process(config: AgentConfig, args: List[str], pass_fds: List[int]) -> None:
-    """Run ``jobnet-agent supervise ARGS`` detached; returns once it has forked away."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(jobnet_agent.__file__)))
-    boot = f"import sys; sys.path.insert(0, {package_root!r}); from jobnet_agent.cli import main; sys.exit(main(sys.argv[1:]))"
-    log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        # The supervisor forks at once and this child exits: nothing to reap later.
-        subprocess.Popen(
-            # -I -S: no site-packages to scan (the agent is standard library only), no env surprises.
-            [sys.executable, "-I", "-S", "-c", boot, "supervise"] + config.to_args() + args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log_fd,  # a crashing supervisor's traceback lands in the agent log
-            pass_fds=pass_fds,
-            start_new_session=True,
-        ).wait()
-    finally:
-        os.close(log_fd)
-
-
-def spawn_adopting_supervisor(config: AgentConfig, job_dir: str, lock_fd: int) -> None:
-    """Start a supervisor that takes over the running job of ``job_dir``; hands it the lock."""
-    try:
-        _start_supervisor_process(config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--adopt"], [lock_fd])
-    finally:
-        os.close(lock_fd)
-
-
-class SupervisorForkServer:
-    """A supervisor process started ahead of time that forks a supervisor for each job.
-
-    A launch then costs a message and a fork instead of a Python start-up (tens of
-    milliseconds, more from a zipapp). The job's lock and readiness pipe travel with the
-    message (SCM_RIGHTS). It exits when serve goes away; if it dies, the next launch starts a
-    supervisor the slow way and a new fork server is started.
-    """
-
-    def __init__(self, config: AgentConfig) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self._channel: Optional[socket.socket] = None
-        self._preparing = False
-
-    def prepare(self) -> None:
-        """Start the fork server in the background unless it runs or is on its way."""
-        with self._lock:
-            if self._channel is not None or self._preparing:
-                return
-            self._preparing = True
-        threading.Thread(target=self._start, daemon=True).start()
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        started = False
-        try:
-            _start_supervisor_process(self._config, ["--fork-server-fd", str(theirs.fileno())], [theirs.fileno()])
-            started = True
-        finally:
-            theirs.close()
-            if not started:
-                ours.close()  # launches start supervisors the slow way meanwhile
-            with self._lock:
-                self._channel = ours if started else None
-                self._preparing = False
-
-    def hand_over(self, job_dir: str, lock_fd: int, ready_w: int) -> bool:
-        """Give a job to the fork server, if it runs; False means start a supervisor anew."""
-        with self._lock:
-            channel = self._channel
-            if channel is None:
-                return False
-            try:
-                channel.sendmsg(
-                    [job_dir.encode("utf-8")],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [lock_fd, ready_w]))],
-                )
-                return True
-            except OSError:
-                self._channel = None  # it died: start a new one, this job the slow way
-                channel.close()
-        self.prepare()
-        return False
-
-
-class ActiveJobs:
-    """The accepted and running jobs, kept current by following the event log.
-
-    One directory scan when serve starts; afterwards a sweep costs a ``stat`` of the event log
-    plus the new events, however many ended jobs the state dir keeps.
-    """
-
-    def __init__(self, journal: Journal) -> None:
-        from_seq = journal.last_seq()
-        records = journal.list_records()
-        self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
-        self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
-        self._reader = EventReader(journal.events_path, from_seq)
-
-    def current(self) -> List[JobRecord]:
-        while True:
-            records = self._reader.poll()
-            if not records:
-                return list(self._jobs.values())
-            for record in records:
-                if self._latest_seq.get(record.key, 0) >= record.seq:
-                    continue  # already known from the scan
-                self._latest_seq[record.key] = record.seq
-                if record.state in ACTIVE_STATES:
-                    self._jobs[record.key] = record
-                else:
-                    self._jobs.pop(record.key, None)
-
-
 class Server:
-    def __init__(self, config: AgentConfig, boot_id: str, reader: IO[bytes], writer: IO[bytes]) -> None:
+    """Speaks the protocol on one channel: reads requests, has them carried out, writes the
+    answers, heartbeats and the watched events.
+
+    It exists so that a channel is only a view of the journal. It guarantees: requests are
+    carried out in the order they arrive (a launch is claimed in order; its answer comes once
+    its job has a pid, so answers may come out of order, matched by id); every request gets an
+    answer while the channel lives; when the channel ends (end of input, or a write that
+    fails), it leaves only after every launch it accepted has its supervisor, and logs what it
+    could not report.
+    """
+
+    def __init__(self, config: AgentConfig, boot_id: str, in_fd: int, writer: IO[bytes]) -> None:
         self.config = config
         self.boot_id = boot_id
         self.journal = Journal(config.state_dir, "serve")
         self.log = AgentLog(config.agent_log_path, "serve")
-        self._reader = reader
+        self._in_fd = in_fd
         self._writer = writer
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -199,61 +71,85 @@ class Server:
         self._watching = False
         self._last_sent_seq = 0
         self._fork_server = SupervisorForkServer(config)
-        self._active: ActiveJobs  # set by run(), after the journal is repaired
+        self._detector = Detector(config, boot_id, self.journal, self.log)
+        self._handlers = Handlers(
+            config, boot_id, self.journal, self.log, self._fork_server.start_supervisor, self._detector.check_job
+        )
         self._request_slots = threading.BoundedSemaphore(_MAX_REQUESTS_IN_PROGRESS)
+        #: Set (under the write lock) when a write to the channel failed; the serve loop then leaves.
         self._connection_lost = False
-        self._handlers: Dict[str, Callable[[Request], Handled]] = {
-            "hello": self._hello,
-            "launch": self._launch,
-            "kill": self._kill,
-            "fence": self._fence,
-            "get": self._get,
-            "list": self._list,
-            "watch": self._watch,
-            "tail": self._tail,
-            "read": self._read,
-            "ack": self._ack,
-            "ping": self._ping,
-        }
+        self._leave_r, self._leave_w = os.pipe()
 
-    # -- main loop ---------------------------------------------------------------------------
+    # -- the serve loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        self.log.line(
-            "serve started (agent %s, protocol %d, boot id %s)" % (__version__, PROTOCOL_VERSION, self.boot_id)
-        )
-        repaired = self.journal.repair(self.boot_id)
-        for record in repaired.restored:
-            self.log.line("journal repaired after a reboot: record restored from the event log (seq %d, %s)"
-                          % (record.seq, record.state), record.key)  # fmt: skip
-        for path in repaired.discarded:
-            self.log.line(f"journal repaired after a reboot: discarded torn record {path} (its claim was never logged)")
-        for record in repaired.relogged:
-            self.log.line("journal repaired: re-logged event seq %d (%s)" % (record.seq, record.state), record.key)
+        """Serve until the channel ends; the one place where serve decides to leave."""
+        self.log.line(f"serve started (agent {__version__}, protocol {PROTOCOL_VERSION}, boot id {self.boot_id})")
+        self._repair()
         self._fork_server.prepare()
-        self._active = ActiveJobs(self.journal)
-        self.sweep()
+        self._detector.sweep()
         self._collect_garbage()
         threading.Thread(target=self._heartbeats, daemon=True).start()
         sweeper = threading.Thread(target=self._sweeps, daemon=True)
         sweeper.start()
         try:
-            while not self._connection_lost:
-                line = self._reader.readline(_MAX_LINE_BYTES)
-                if not line:
-                    break
+            for line in self._lines():
                 if line.strip():
                     self._handle_line(line)
         finally:
             self._stopping.set()
             self._stop_watch()
-            # Let launches and a sweep in progress finish rather than cut them short.
+            # Nothing more can be reported and every fact is in the journal: the operator
+            # reconnects and resumes its watch from the last seq it saw. Not before the launches
+            # in progress have their supervisors: an accepted job is a promise to run it,
+            # whoever is listening (else it would end failedToStart with its operator gone).
             deadline = time.monotonic() + _SHUTDOWN_SECONDS
             self._wait_for_requests_in_progress(deadline)
             sweeper.join(timeout=max(0.0, deadline - time.monotonic()))
-            self._report_unsent("channel closed")
-            self.log.line("serve disconnected: channel closed")
+            with self._write_lock:
+                lost = self._connection_lost
+            self._report_unsent("connection lost" if lost else "channel closed")
+            self.log.line("serve disconnected: " + ("cannot write to the channel" if lost else "channel closed"))
         return 0
+
+    def _lines(self) -> Iterator[bytes]:
+        """The request lines from the channel, until it ends or a write to it failed. A line
+        longer than the limit comes in pieces (each refused as a bad request)."""
+        buffer = b""
+        scanned = 0
+        while True:
+            ready, _, _ = select.select([self._in_fd, self._leave_r], [], [])
+            if self._leave_r in ready:
+                return
+            chunk = os.read(self._in_fd, _READ_BYTES)
+            if not chunk:
+                if buffer:
+                    yield buffer
+                return
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n", scanned)
+                if end < 0 and len(buffer) < _MAX_LINE_BYTES:
+                    scanned = len(buffer)
+                    break
+                cut = _MAX_LINE_BYTES if end < 0 or end >= _MAX_LINE_BYTES else end + 1
+                line, buffer, scanned = buffer[:cut], buffer[cut:], 0
+                if self._connection_lost:
+                    return  # no answer could be written: the rest is for the next connection
+                yield line
+
+    def _repair(self) -> None:
+        repaired = self.journal.repair(self.boot_id)
+        for record in repaired.restored:
+            self.log.line(
+                f"journal repaired after a reboot: record restored from the event log (seq {record.seq}, "
+                f"{record.state})",
+                record.key,
+            )
+        for path in repaired.discarded:
+            self.log.line(f"journal repaired after a reboot: discarded torn record {path} (its claim was never logged)")
+        for record in repaired.relogged:
+            self.log.line(f"journal repaired: re-logged event seq {record.seq} ({record.state})", record.key)
 
     def _handle_line(self, line: bytes) -> None:
         # A slot is held from the first byte of work until the request is carried out (by this
@@ -261,10 +157,15 @@ class Server:
         # the slots, so it never leaves a launch it has accepted without a supervisor.
         self._request_slots.acquire()
         request_id: Optional[int] = None
+        after: Optional[Callable[[], None]] = None
+        outcome: Handled
         try:
             request = parse_request(line.decode("utf-8", "replace"))
             request_id = request.id
-            outcome = self._handlers[request.op](request)
+            if request.op == "watch":
+                outcome, after = self._watch(request)
+            else:
+                outcome = self._handlers.table[request.op](request)
         except Exception as exc:
             self._request_slots.release()
             self._send(self._error_response(request_id, exc))
@@ -274,8 +175,7 @@ class Server:
             threading.Thread(target=self._finish_later, args=(request.id, outcome), daemon=True).start()
             return
         self._request_slots.release()
-        result, after = outcome
-        self._send(ok(request.id, result))
+        self._send(ok(request.id, outcome))
         if after is not None:
             after()
 
@@ -298,6 +198,7 @@ class Server:
         return error(request_id, "Internal", f"{type(exc).__name__}: {exc}")
 
     def _send(self, message: Dict[str, Any]) -> bool:
+        """Write one message; False once the channel is lost (the serve loop is then told to leave)."""
         data = encode(message)
         with self._write_lock:
             if self._connection_lost:
@@ -310,14 +211,8 @@ class Server:
                 return True
             except (OSError, ValueError):
                 self._connection_lost = True
-        self._report_unsent("connection lost")
-        self.log.line("serve disconnected: cannot write to the channel")
-        # Nothing can be reported any more and every fact is in the journal: leave now, the
-        # operator reconnects and resumes its watch from the last seq it saw. Not before the
-        # launches in progress have their supervisors: an accepted job is a promise to run it,
-        # whoever is listening (else it would end failedToStart with its operator gone).
-        self._wait_for_requests_in_progress(time.monotonic() + _SHUTDOWN_SECONDS)
-        os._exit(0)
+        os.write(self._leave_w, b"!")
+        return False
 
     def _wait_for_requests_in_progress(self, deadline: float) -> None:
         """Until the requests in progress are done (a launch being accepted, or handing its job to
@@ -331,7 +226,7 @@ class Server:
             return
         last = self.journal.last_event_seq()
         if last > self._last_sent_seq:
-            self.log.line("could not report: %s (events seq %d..%d not sent)" % (why, self._last_sent_seq + 1, last))
+            self.log.line(f"could not report: {why} (events seq {self._last_sent_seq + 1}..{last} not sent)")
         # Written to the channel is not received (the network may have lost it): a result the
         # operator has not acknowledged is unreported as far as anyone can tell. The journal keeps
         # it for the next connection.
@@ -352,7 +247,7 @@ class Server:
         last_gc = time.monotonic()
         while not self._stopping.wait(self.config.sweep_seconds):
             try:
-                self.sweep()
+                self._detector.sweep()
                 if time.monotonic() - last_gc >= _GC_INTERVAL_SECONDS:
                     last_gc = time.monotonic()
                     self._collect_garbage()
@@ -365,172 +260,16 @@ class Server:
         ):
             self.log.line("removed: acknowledged and older than the retention period", key)
 
-    def sweep(self) -> None:
-        """Find active jobs whose supervisor is gone and settle them (detection on restart)."""
-        for record in self._active.current():
-            self.check_job(record)
+    # -- the watch stream --------------------------------------------------------------------
 
-    def check_job(self, record: JobRecord) -> None:
-        observed = observe(self.journal, record, self.boot_id)
-        if observed is None:
-            if record.kill_requested is not None and record.state == RUNNING:
-                # A serve that recorded the kill may have died before waking the supervisor.
-                self._wake_supervisor(record)
-            return
-        seen, taken = observed
-        lock_fd: Optional[int] = taken
-        try:
-            verdict = decide(record, seen)
-            if verdict.action == ADOPT:
-                self.log.line(verdict.why, record.key)
-                lock_fd = None  # handed over to the adopting supervisor
-                spawn_adopting_supervisor(self.config, self.journal.job_dir(record.key), taken)
-            elif verdict.action == END:
-                committed = end_record(self.journal, record, verdict)
-                if committed is not None:
-                    self.log.line(f"{verdict.why}: {committed.message}", record.key)
-        finally:
-            if lock_fd is not None:
-                os.close(lock_fd)
-
-    # -- requests ----------------------------------------------------------------------------
-
-    def _hello(self, request: Request) -> Handled:
-        check_hello(request.args)
-        client = request.args.get("client")
-        self.log.line("client %r connected (protocol %d)" % (client, PROTOCOL_VERSION))
-        return {
-            "protocol": PROTOCOL_VERSION,
-            "agentVersion": __version__,
-            "bootId": self.boot_id,
-            "hostname": socket.gethostname(),
-            "lastSeq": self.journal.last_seq(),
-            "pid": os.getpid(),
-        }, None
-
-    def _key(self, request: Request) -> JobKey:
-        return JobKey.from_json(request.args.get("key"))
-
-    def _existing(self, key: JobKey) -> JobRecord:
-        record = self.journal.read_record(key)
-        if record is None:
-            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
-        return record
-
-    def _launch(self, request: Request) -> Handled:
-        key = self._key(request)
-        spec = LaunchSpec.from_json(request.args)
-        accepted = JobRecord(key=key, state=ACCEPTED, accepted_at=time.time(), boot_id=self.boot_id)
-        record, lock_fd = self.journal.claim(key, spec, lambda: accepted)
-        if lock_fd is None:
-            if record.reason == FENCED:
-                self.log.line("launch ignored: key was fenced", key)
-            elif record.state == RUNNING and record.pid is not None:
-                self.log.line("launch ignored: already started (pid %d)" % record.pid, key)
-            else:
-                self.log.line(f"launch ignored: already {record.describe_end()}", key)
-            return {"record": record.to_wire(), "deduplicated": True}, None
-        self.log.line(
-            "accepted: script %s, %d arg(s), timeout %s" % (spec.script, len(spec.args), spec.timeout_seconds), key
-        )
-        crash_point("serve:launch-after-accept")
-        pause_point("serve:launch-after-accept")
-        # The claim is journaled: later requests on this channel already see the job. Starting
-        # it and waiting for its pid happen off the request loop.
-        return Later(lambda: self._start_job(key, record, lock_fd))
-
-    def _start_job(self, key: JobKey, accepted: JobRecord, lock_fd: int) -> Dict[str, Any]:
-        pause_point("serve:before-hand-over")
-        job_dir = self.journal.job_dir(key)
-        ready_r, ready_w = os.pipe()
-        try:
-            if not self._fork_server.hand_over(job_dir, lock_fd, ready_w):
-                _start_supervisor_process(
-                    self.config, ["--job-dir", job_dir, "--lock-fd", str(lock_fd), "--ready-fd", str(ready_w)],
-                    [lock_fd, ready_w],
-                )  # fmt: skip
-        finally:
-            os.close(lock_fd)
-            os.close(ready_w)
-        try:
-            # A byte (or EOF if the supervisor died) once the job has a pid or failed to start.
-            select.select([ready_r], [], [], self.config.start_timeout_seconds)
-        finally:
-            os.close(ready_r)
-        current = self.journal.read_record(key) or accepted
-        return {"record": current.to_wire(), "deduplicated": False}
-
-    def _kill(self, request: Request) -> Handled:
-        key = self._key(request)
-        grace, reason = kill_args(request.args, self.config.grace_seconds)
-
-        def request_kill(current: JobRecord) -> Optional[JobRecord]:
-            if current.ended or current.kill_requested is not None:
-                return None
-            return current.replace(kill_requested=reason, grace_seconds=grace)
-
-        current, committed = self.journal.update(key, request_kill)
-        if current is None:
-            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
-        if committed is None and current.ended:
-            self.log.line(f"kill ignored: already {current.describe_end()}", key)
-            return {"record": current.to_wire(), "deduplicated": current.kill_requested is not None,
-                    "alreadyEnded": True}, None  # fmt: skip
-        if committed is None:
-            self.log.line(
-                f"kill ignored: a kill ({current.kill_requested}) was already requested; reminding the supervisor",
-                key,
-            )
-        else:
-            self.log.line(f"kill requested ({reason}, grace {grace}s)", key)
-        crash_point("serve:kill-after-request")
-        self._wake_supervisor(committed or current, check=True)
-        return {"record": (committed or current).to_wire(), "deduplicated": committed is None,
-                "alreadyEnded": False}, None  # fmt: skip
-
-    def _fence(self, request: Request) -> Handled:
-        key = self._key(request)
-        now = time.time()
-        fenced = JobRecord(key=key, state=FAILED_TO_START, reason=FENCED, message=FENCED_MESSAGE,
-                           accepted_at=now, ended_at=now, boot_id=self.boot_id)  # fmt: skip
-        record, new = self.journal.fence(key, lambda: fenced)
-        if new:
-            self.log.line("fenced: never launched here, a launch of it will be refused", key)
-        else:
-            self.log.line(f"fence found the key already {record.describe_end()}", key)
-        return {"record": record.to_wire(), "fenced": record.reason == FENCED}, None
-
-    def _wake_supervisor(self, record: JobRecord, check: bool = False) -> None:
-        fifo = os.path.join(self.journal.job_dir(record.key), CONTROL_FIFO)
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            # No supervisor listens (not started yet, or gone): detection settles it, and an
-            # adopting supervisor carries out the kill recorded in the journal.
-            if check:
-                self.check_job(record)
-            return
-        try:
-            os.write(fd, b"k")
-        except BlockingIOError:
-            pass  # the FIFO is full of earlier wake-ups: the supervisor will look anyway
-        finally:
-            os.close(fd)
-
-    def _get(self, request: Request) -> Handled:
-        return {"record": self._existing(self._key(request)).to_wire()}, None
-
-    def _list(self, request: Request) -> Handled:
-        run = optional_run_arg(request.args)
-        return {"records": [r.to_wire() for r in self.journal.list_records(run)]}, None
-
-    def _watch(self, request: Request) -> Handled:
+    def _watch(self, request: Request) -> Tuple[Dict[str, Any], Callable[[], None]]:
+        """Answer with the last seq, then (once the answer is written) stream the events."""
         from_seq = int_arg(request.args, "fromSeq", default=0)
         self._stop_watch()
         stop = threading.Event()
-        wakeup = EventWakeup(self.journal.watchers_dir)
+        wakeup = self.journal.events.wakeup()
         self._current_watch = (stop, wakeup)
-        watcher = EventReader(self.journal.events_path, from_seq)
+        watcher = self.journal.events.reader(from_seq)
         with self._write_lock:
             self._watching = True
             self._last_sent_seq = from_seq
@@ -564,47 +303,10 @@ class Server:
             watcher.close()
             wakeup.close()
 
-    def _tail(self, request: Request) -> Handled:
-        key = self._key(request)
-        stream = stream_arg(request.args)
-        max_bytes = min(int_arg(request.args, "maxBytes", default=4096), MAX_READ_LENGTH)
-        self._existing(key)
-        data, total, dropped = StoredOutput(self.journal.job_dir(key), stream).tail(max_bytes)
-        return {"data": data.decode("utf-8", "replace"), "totalBytes": total, "droppedBytes": dropped}, None
-
-    def _read(self, request: Request) -> Handled:
-        key = self._key(request)
-        stream = stream_arg(request.args)
-        offset = int_arg(request.args, "offset", default=0)
-        length = min(int_arg(request.args, "length", default=MAX_READ_LENGTH), MAX_READ_LENGTH)
-        record = self._existing(key)
-        data, stored = StoredOutput(self.journal.job_dir(key), stream).read(offset, length)
-        eof = record.ended and offset + len(data) >= stored
-        return {"data": base64.b64encode(data).decode("ascii"), "eof": eof}, None
-
-    def _ack(self, request: Request) -> Handled:
-        key = self._key(request)
-
-        def acknowledge(current: JobRecord) -> Optional[JobRecord]:
-            if not current.ended or current.acknowledged:
-                return None
-            return current.replace(acknowledged=True)
-
-        current, committed = self.journal.update(key, acknowledge)
-        if current is None:
-            raise ProtocolError("NotFound", f"the agent has no job {key.text()}")
-        if not current.ended:
-            raise ProtocolError(
-                "BadRequest",
-                f"job {key.text()} is still {current.state}: only an ended job can be acknowledged",
-            )
-        if committed is not None:
-            self.log.line(f"acknowledged ({committed.describe_end()})", key)
-        return {"record": (committed or current).to_wire()}, None
-
-    def _ping(self, request: Request) -> Handled:
-        return {"time": time.time()}, None
-
 
 def serve(config: AgentConfig, boot_id: str) -> int:
-    return Server(config, boot_id, sys.stdin.buffer, sys.stdout.buffer).run()
+    code = Server(config, boot_id, sys.stdin.fileno(), sys.stdout.buffer).run()
+    # Leave at once, without the interpreter's exit: the channel may be gone (flushing stdout at
+    # exit would fail), and the daemon threads (heartbeats, a watch stream, a launch past its
+    # deadline) must not outlive the decision to leave.
+    os._exit(code)

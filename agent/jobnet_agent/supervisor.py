@@ -16,42 +16,31 @@ not FIFOs in the job directory: a file costs an inode allocation, ~0.5 ms on a c
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import errno
 import fcntl
-import gc
 import os
 import selectors
-import shlex
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import traceback
 from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
+from jobnet_agent.endrule import end_of, signal_name, wrapper_command
 from jobnet_agent.faults import crash_point
-from jobnet_agent.journal import (
-    CONTROL_FIFO,
-    EXIT_CODE,
-    STARTED_MARKER,
-    Journal,
-    fsync_dir,
-)
+from jobnet_agent.jobdir import JobDir
+from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
+from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
 from jobnet_agent.protocol import (
     ACCEPTED,
-    EXITED,
     FAILED_TO_START,
     KILLED,
-    LOST,
     RUNNING,
-    TIMED_OUT,
     JobKey,
     JobRecord,
     LaunchSpec,
@@ -63,101 +52,8 @@ _READ_CHUNK = 256 * 1024
 #: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
 _ADOPTED_POLL_SECONDS = 0.05
 _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
-#: The supervisor's pid in its lock file, padded so an adopting supervisor overwrites it whole.
-_PID_FIELD_BYTES = 16
 #: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
 _KILL_WAIT_SECONDS = 5.0
-
-
-def process_start_ticks(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (tells a pid from its reuse)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def process_alive(pid: int, start_ticks: Optional[int]) -> bool:
-    """Whether ``pid`` is still the same live (non-zombie) process."""
-    if os.path.isdir("/proc/self"):
-        ticks = process_start_ticks(pid)
-        return ticks is not None and (start_ticks is None or ticks == start_ticks)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is in group ``pgid``.
-
-    Zombies count for ``kill``; they linger when init reaps slowly, so /proc is asked too.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class WrapperExit:
-    """What the job's wrapper wrote when the script ended."""
-
-    code: int
-    #: The wrapper's parent was no longer its supervisor: the script ended unsupervised.
-    orphaned: bool
-
-
-def read_wrapper_exit(job_dir: str) -> Optional[WrapperExit]:
-    """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
-    try:
-        with open(os.path.join(job_dir, EXIT_CODE), "rb") as handle:
-            text = handle.read(64)
-    except OSError:
-        return None
-    fields = text.split()
-    if not text.endswith(b"\n") or not fields or not fields[0].isdigit():
-        return None
-    return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
-
-
-def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
-    """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
-
-    The script does not inherit the output pipes' read ends the wrapper holds (closed for it). When the script
-    ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else the supervisor
-    died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the same way. The pid is
-    given, not taken from ``$PPID``: the shell reads that at its start, and a supervisor that dies
-    before the shell gets to run would leave ``$PPID`` naming the new parent (E02 then looked like
-    a supervised end).
-    """
-    return (
-        '"$@" %s; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
-        '[ -n "$p" ] && [ "$p" != %d ] && o=" orphaned"; '
-        'printf "%%s%%s\\n" "$c" "$o" > %s; exit "$c"'
-    ) % (" ".join("%d<&-" % fd for fd in keep_fds), supervisor_pid, shlex.quote(exit_file))
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -190,13 +86,6 @@ def job_environment(key: JobKey, spec: LaunchSpec) -> Dict[str, str]:
     return env
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return "signal %d" % number
-
-
 @dataclasses.dataclass
 class _Kill:
     reason: str  # "stop" or "timeout"
@@ -208,13 +97,13 @@ class _Leader:
     """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
 
     def __init__(
-        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job_dir: str
+        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job: JobDir
     ) -> None:
         self.pid = pid
         self.pgid = pgid
         self._proc = proc
         self._start_ticks = start_ticks
-        self._job_dir = job_dir
+        self._job = job
         self.status: Optional[int] = None  # Popen returncode: -N for signal N
         self.ended = False
 
@@ -230,19 +119,32 @@ class _Leader:
             elif not process_alive(self.pid, self._start_ticks):
                 # Not our child: the wrapper's record says the script ended; without one (the
                 # wrapper was killed on its own), the job lasts as long as its process group.
-                self.ended = read_wrapper_exit(self._job_dir) is not None or not group_alive(self.pgid)
+                self.ended = self._job.read_wrapper_exit() is not None or not group_alive(self.pgid)
         return self.ended
 
 
 class Supervisor:
+    """Runs one job from its ``accepted`` record to its end, or adopts a running job whose
+    supervisor died.
+
+    It exists so that a job outlives everything that started it (the SSH session, serve, the
+    fork server): it is detached, and the only process that waits for the job. It guarantees:
+    the script is started at most once (after the durable ``started`` marker, never again after
+    it); ``running`` is recorded, with pid and pgid, before serve answers the launch; output is
+    kept within its cap (head and tail) with flat memory; a kill or timeout reaches the whole
+    process group (SIGTERM, then SIGKILL after the grace period); the end is recorded by the end
+    rule (:func:`jobnet_agent.endrule.end_of`), never a guessed success. It holds the job's
+    ``supervisor.lock`` for its whole life: that lock is how serve knows it lives.
+    """
+
     def __init__(self, config: AgentConfig, job_dir: str) -> None:
         self.config = config
-        self.job_dir = os.path.abspath(job_dir)
+        self.job = JobDir(os.path.abspath(job_dir))
         self.journal = Journal(config.state_dir, "supervise")
         self.log = AgentLog(config.agent_log_path, "supervise")
-        record = self.journal.read_record_at(self.job_dir)
+        record = self.job.read_record()
         if record is None:
-            raise RuntimeError(f"no journal record in {self.job_dir}")
+            raise RuntimeError(f"no journal record in {self.job.path}")
         self.key = record.key
         #: Per stream: the pipe fd we read (None: unreachable after an adoption) and its writer.
         self._readers: List[Tuple[Optional[int], CappedWriter]] = []
@@ -284,9 +186,12 @@ class Supervisor:
             return None
         if record.kill_requested:
             self._commit_if(
-                (ACCEPTED,), state=KILLED, reason="StopRequested",
-                message="stopped before it started", ended_at=time.time(),
-            )  # fmt: skip
+                (ACCEPTED,),
+                state=KILLED,
+                reason="StopRequested",
+                message="stopped before it started",
+                ended_at=time.time(),
+            )
             self.log.line("stopped before it started (kill requested)", self.key)
             return None
         spec = self.journal.read_spec(self.key)
@@ -296,14 +201,11 @@ class Supervisor:
             self._fail_to_start(*problem)
             return None
         self._open_pipes()
-        # From here on a crash means "the script may have started": never start it again. The
-        # marker's existence is what counts, so it and its job directory must survive a power loss.
-        fsync_dir(os.path.dirname(self.job_dir))
-        os.close(os.open(os.path.join(self.job_dir, STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
-        fsync_dir(self.job_dir)
+        # From here on a crash means "the script may have started": never start it again.
+        self.job.mark_started()
         crash_point("supervise:before-start")
         keep_fds = tuple(fd for fd, _ in self._readers if fd is not None)
-        wrapper = wrapper_command(os.path.join(self.job_dir, EXIT_CODE), keep_fds, os.getpid())
+        wrapper = wrapper_command(self.job.exit_code_path, keep_fds, os.getpid())
         out_w, err_w = self._pipe_write_ends
         try:
             proc = subprocess.Popen(
@@ -326,14 +228,14 @@ class Supervisor:
         running = self._commit_if(
             (ACCEPTED,), state=RUNNING, pid=proc.pid, pgid=proc.pid, started_at=now, pid_start_ticks=ticks
         )
-        self.log.line("started pid %d (script %s)" % (proc.pid, spec.script), self.key)
+        self.log.line(f"started pid {proc.pid} (script {spec.script})", self.key)
         if running is None:
             # Impossible unless someone edited the journal by hand: do not leave an orphan behind.
-            self.log.line("journal changed under the supervisor; killing pid %d" % proc.pid, self.key)
+            self.log.line(f"journal changed under the supervisor; killing pid {proc.pid}", self.key)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return None
-        return _Leader(proc.pid, proc.pid, proc, ticks, self.job_dir)
+        return _Leader(proc.pid, proc.pid, proc, ticks, self.job)
 
     def _open_pipes(self) -> None:
         for stream in ("stdout", "stderr"):
@@ -348,7 +250,7 @@ class Supervisor:
             fd: Optional[int] = None
             try:
                 # Read-write: the pipe never reports EOF to us (we are one of its writers too).
-                fd = os.open("/proc/%d/fd/%d" % (leader_pid, fd_number), os.O_RDWR | os.O_NONBLOCK)
+                fd = os.open(f"/proc/{leader_pid}/fd/{fd_number}", os.O_RDWR | os.O_NONBLOCK)
                 # Still the same wrapper after the open (not a reused pid), and still its pipe (not
                 # the exit code file it redirects to for a moment at its very end).
                 if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not process_alive(leader_pid, start_ticks):
@@ -358,7 +260,7 @@ class Supervisor:
                 fd = None
             if fd is None:
                 self.log.line(
-                    "%s of pid %d cannot be reached any more: the rest of it is not kept" % (stream, leader_pid),
+                    f"{stream} of pid {leader_pid} cannot be reached any more: the rest of it is not kept",
                     self.key,
                 )
             self._add_reader(stream, fd, resume=True)
@@ -369,7 +271,9 @@ class Supervisor:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
             except OSError:
                 pass  # a smaller pipe only costs throughput
-        writer = CappedWriter(self.job_dir, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume)
+        writer = CappedWriter(
+            self.job.path, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume
+        )
         self._readers.append((fd, writer))
 
     # -- adopt -------------------------------------------------------------------------------
@@ -382,8 +286,8 @@ class Supervisor:
         if record is None or record.state != RUNNING or record.pid is None:
             return
         self._reopen_pipes(record.pid, record.pid_start_ticks)
-        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job_dir)
-        self.log.line("adopted pid %d: its supervisor was gone, the job still runs" % record.pid, self.key)
+        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job)
+        self.log.line(f"adopted pid {record.pid}: its supervisor was gone, the job still runs", self.key)
         self._supervise(leader)
 
     # -- supervise ---------------------------------------------------------------------------
@@ -392,12 +296,7 @@ class Supervisor:
         # Listening before the record is read: a kill recorded after this read wakes us. Made
         # here, not with the claim, so its inode allocation is off the launch path (serve
         # reminds a supervisor without one yet of a recorded kill on its sweep).
-        control_path = os.path.join(self.job_dir, CONTROL_FIFO)
-        try:
-            os.mkfifo(control_path, 0o600)
-        except FileExistsError:
-            pass  # adopting: the first supervisor made it
-        control = os.open(control_path, os.O_RDWR | os.O_NONBLOCK)
+        control = self.job.open_control()
         record = self.journal.read_record(self.key)
         assert record is not None
         spec = self.journal.read_spec(self.key)
@@ -511,7 +410,7 @@ class Supervisor:
                 else None
             ),
         )
-        self.log.line("timed out after %ds: killing pid %d" % (timeout_seconds, leader.pid), self.key)
+        self.log.line(f"timed out after {timeout_seconds}s: killing pid {leader.pid}", self.key)
         self._begin_kill(leader, "timeout", grace)
 
     def _begin_kill(self, leader: _Leader, reason: str, grace: Optional[float]) -> None:
@@ -527,61 +426,28 @@ class Supervisor:
         try:
             os.killpg(leader.pgid, signum)
         except ProcessLookupError:
-            self.log.line("%s not sent: process group %d is gone" % (_signal_name(signum), leader.pgid), self.key)
+            self.log.line(f"{signal_name(signum)} not sent: process group {leader.pgid} is gone", self.key)
             return
-        self.log.line("sent %s to process group %d" % (_signal_name(signum), leader.pgid), self.key)
+        self.log.line(f"sent {signal_name(signum)} to process group {leader.pgid}", self.key)
 
     def _record_end(self, leader: _Leader) -> None:
         (_, out), (_, err) = self._readers
         sizes = dict(
-            stdout_bytes=out.total_bytes, stdout_dropped=out.dropped_bytes,
-            stderr_bytes=err.total_bytes, stderr_dropped=err.dropped_bytes,
-        )  # fmt: skip
-        changes = end_changes(
-            wrapper_exit=read_wrapper_exit(self.job_dir),
+            stdout_bytes=out.total_bytes,
+            stdout_dropped=out.dropped_bytes,
+            stderr_bytes=err.total_bytes,
+            stderr_dropped=err.dropped_bytes,
+        )
+        end = end_of(
+            wrapper_exit=self.job.read_wrapper_exit(),
             status=leader.status,
             kill_reason=self._kill.reason if self._kill else None,
         )
-        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **changes)
+        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **end.changes())
         if committed is not None:
             how = committed.describe_end()
             details = "" if committed.message in (None, how) else f" ({committed.message})"
             self.log.line(how + details, self.key)
-
-
-def end_changes(
-    wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reason: Optional[str]
-) -> Dict[str, object]:
-    """The end state of a job from what is known once its process-group leader is gone.
-
-    The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
-    was requested: the script had already ended by itself, F06-F09). A script that ended after
-    its supervisor died ran unsupervised for a while: ``lost``, for a person to settle, with the
-    recorded code in the message. Without the wrapper's record, a kill we sent explains the end;
-    anything else is unknown and ``lost``, never a success.
-    """
-    if wrapper_exit is not None and wrapper_exit.orphaned:
-        return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
-                    message="its supervisor died mid-run; the script ended unsupervised (the wrapper "
-                            "recorded exit code %d): check its output and settle it" % wrapper_exit.code)  # fmt: skip
-    if wrapper_exit is not None:
-        return dict(state=EXITED, exit_code=wrapper_exit.code, signal=None, reason=None,
-                    message="exited with code %d" % wrapper_exit.code)  # fmt: skip
-    signum = -status if status is not None and status < 0 else None
-    if kill_reason is not None:
-        state, reason = (TIMED_OUT, "TimedOut") if kill_reason == "timeout" else (KILLED, "StopRequested")
-        how = f"by {_signal_name(signum)}" if signum else "(exit status unknown)"
-        return dict(state=state, reason=reason, signal=signum, exit_code=None,
-                    message="{}: process group ended {}".format("timed out" if state == TIMED_OUT else "stopped", how))  # fmt: skip
-    if signum is not None:
-        return dict(state=EXITED, exit_code=128 + signum, signal=signum, reason="Signaled",
-                    message=f"terminated by {_signal_name(signum)}, not sent by the agent")  # fmt: skip
-    if status is not None:
-        return dict(state=EXITED, exit_code=status, signal=None, reason=None,
-                    message="exited with code %d" % status)  # fmt: skip
-    return dict(state=LOST, reason="SupervisorLost", exit_code=None, signal=None,
-                message="the job's process group ended without an exit code (killed from outside?); "
-                        "its result is unknown")  # fmt: skip
 
 
 def detach() -> None:
@@ -600,24 +466,6 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
-def receive_job(channel: socket.socket) -> Optional[Tuple[str, int, int]]:
-    """Wait for serve to hand over a job: (job dir, lock fd, ready fd); None once serve is gone.
-
-    The fds come with the message (SCM_RIGHTS), so the job's supervisor lock changes hands
-    without ever being free.
-    """
-    fds = array.array("i")
-    message, ancillary, _, _ = channel.recvmsg(4096, socket.CMSG_SPACE(2 * fds.itemsize))
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    if not message or len(fds) != 2:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return message.decode("utf-8"), fds[0], fds[1]
-
-
 def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
     """Take the job's supervisor lock (handed over already held) and supervise it to its end."""
     try:
@@ -628,74 +476,9 @@ def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Opt
         sys.stderr.write(f"jobnet-agent supervise: {job_dir} already has a supervisor\n")
         return 1
     supervisor = Supervisor(config, job_dir)
-    # For people (liveness is the lock): in the lock file, as a file more costs an inode allocation.
-    os.pwrite(lock_fd, (b"%d\n" % os.getpid()).ljust(_PID_FIELD_BYTES), 0)
+    JobDir.note_supervisor_pid(lock_fd, os.getpid())
     if adopt:
         supervisor.adopt(ready_fd)
     else:
         supervisor.start(ready_fd)
     return 0
-
-
-def serve_as_fork_server(config: AgentConfig, channel_fd: int) -> int:
-    """Fork a supervisor for every job serve hands over, until serve goes away.
-
-    Started once per serve: every module a supervisor needs is imported already, so a launch
-    costs one fork (about a millisecond) instead of a Python start-up (tens to hundreds of
-    milliseconds, more from a zipapp). Single-threaded, so forking is safe. The kernel reaps the
-    supervisors (SIGCHLD ignored), so one fork suffices; they are reparented to init when this
-    process exits with serve.
-    """
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    # Everything imported so far stays as it is: a collection in a supervisor would touch (and so
-    # copy) every page of it.
-    gc.freeze()
-    try:
-        while True:
-            job = receive_job(channel)
-            if job is None:
-                return 0
-            job_dir, lock_fd, ready_fd = job
-            try:
-                child = os.fork()
-            except OSError as exc:
-                # Closing the fds frees the job's lock: serve's sweep settles it (never started).
-                sys.stderr.write(f"jobnet-agent supervise: cannot fork a supervisor for {job_dir}: {exc}\n")
-                child = None
-            if child == 0:
-                channel.close()
-                _run_forked_supervisor(config, job_dir, lock_fd, ready_fd)
-            os.close(lock_fd)
-            os.close(ready_fd)
-    finally:
-        channel.close()
-
-
-def _run_forked_supervisor(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: int) -> None:
-    """In the fork server's child: become a detached supervisor (never returns)."""
-    code = 1
-    try:
-        # The supervisor waits for its job: its children must not be reaped by the kernel.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        ignore_hangups()
-        os.setsid()
-        code = supervise_job(config, job_dir, lock_fd, ready_fd, adopt=False)
-    except BaseException:
-        traceback.print_exc()  # stderr is the agent log
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def run_supervisor(
-    config: AgentConfig, job_dir: Optional[str], lock_fd: Optional[int], ready_fd: Optional[int],
-    adopt: bool, fork_server_fd: Optional[int],
-) -> int:  # fmt: skip
-    detach()
-    if fork_server_fd is not None:
-        return serve_as_fork_server(config, fork_server_fd)
-    if job_dir is None or lock_fd is None:
-        sys.stderr.write("jobnet-agent supervise: needs --job-dir and --lock-fd, or --fork-server-fd\n")
-        return 2
-    return supervise_job(config, job_dir, lock_fd, ready_fd, adopt)

@@ -182,6 +182,8 @@ def jobrun_crd() -> Schema:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Finished/all jobs"},
             {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},
+            {"name": "Completed", "type": "date", "jsonPath": ".status.finishedAt"},
             _AGE_COLUMN,
         ],
     )

@@ -42,7 +42,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 5.0, interval: float
 
 def pid_alive(pid: int) -> bool:
     try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
             return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
@@ -158,9 +158,9 @@ class Agent:
     def response(self, request_id: int, timeout: float = 15.0) -> dict[str, Any]:
         with self._cond:
             if not self._cond.wait_for(lambda: request_id in self._responses or self.closed, timeout):
-                raise AssertionError("no response to request %d within %ss" % (request_id, timeout))
+                raise AssertionError(f"no response to request {request_id} within {timeout}s")
             if request_id not in self._responses:
-                raise ConnectionError("serve closed the channel without answering request %d" % request_id)
+                raise ConnectionError(f"serve closed the channel without answering request {request_id}")
             return self._responses.pop(request_id)
 
     def call(self, op: str, timeout: float = 15.0, **args: Any) -> dict[str, Any]:
@@ -176,9 +176,16 @@ class Agent:
         return response["error"]
 
     def launch(self, key: dict[str, Any], script: str, args: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-        return self.call("launch", key=key, script=script, args=args or [], env=extra.pop("env", {}),
-                         workingDir=extra.pop("workingDir", None), timeoutSeconds=extra.pop("timeoutSeconds", None),
-                         **extra)  # fmt: skip
+        return self.call(
+            "launch",
+            key=key,
+            script=script,
+            args=args or [],
+            env=extra.pop("env", {}),
+            workingDir=extra.pop("workingDir", None),
+            timeoutSeconds=extra.pop("timeoutSeconds", None),
+            **extra,
+        )
 
     def get(self, key: dict[str, Any]) -> dict[str, Any]:
         return self.call("get", key=key)["record"]
@@ -220,7 +227,7 @@ def new_key(path: str = "/net/job", attempt: int = 1, run: str | None = None) ->
 
 
 def key_text(key: dict[str, Any]) -> str:
-    return "%s:%s#%d" % (key["run"], key["path"], key["attempt"])
+    return f"{key['run']}:{key['path']}#{key['attempt']}"
 
 
 def supervisor_pids(state_dir: Path) -> list[int]:

@@ -1,4 +1,4 @@
-"""The human commands (status, jobs, logs, version), config errors, and the zipapp."""
+"""The human commands (status, jobs, show, logs, version), config errors, and the zipapp."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def _find_python38() -> str | None:
         str(p) for p in Path.home().glob(".pyenv/versions/3.8*/bin/python3.8")
     )
     for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                               capture_output=True, timeout=30)  # fmt: skip
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"], capture_output=True, timeout=30
+        )
         if probe.returncode == 0:
             return candidate
     return None
@@ -63,7 +64,9 @@ def test_jobs_and_status_show_what_the_journal_knows(dirs: AgentDirs) -> None:
     only_other_run = dirs.cli("jobs", "--run", "other", *dirs.options())
     status = dirs.cli("status", *dirs.options())
 
-    assert jobs.returncode == 0 and key_text(key) in jobs.stdout and "exit 2" in jobs.stdout
+    header, line = jobs.stdout.splitlines()
+    assert jobs.returncode == 0 and header.split() == ["STATE", "RC", "PID", "STARTED", "ENDED", "REASON", "KEY"]
+    assert line.split()[:2] == ["exited", "2"] and line.endswith(key_text(key))
     assert key_text(key) not in only_other_run.stdout
     assert status.returncode == 0 and "exited 1" in status.stdout and "last journal seq 3" in status.stdout
 
@@ -81,6 +84,52 @@ def test_status_shows_active_jobs_and_whether_they_are_supervised(dirs: AgentDir
 
     [line] = [line for line in status.stdout.splitlines() if key_text(key) in line]
     assert "running" in line and line.endswith("supervised")
+
+
+def test_show_tells_a_person_how_a_job_ended_and_where_its_output_is(dirs: AgentDirs) -> None:
+    key = _finished_job(dirs, 'for i in 1 2 3 4 5; do echo "line $i"; done; echo oops >&2; exit 2\n')
+    job_dir = next((dirs.state / "jobs").glob("*/*"))
+    before = {p.name: p.stat().st_mtime_ns for p in job_dir.iterdir()}
+
+    shown = dirs.cli("show", key_text(key), "--lines", "2", *dirs.options())
+
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(
+        line.split(":", 1) for line in shown.stdout.splitlines() if not line.startswith(("---", "line", "oops"))
+    )
+    assert fields["state"].strip() == "exited" and fields["rc"].strip() == "2"
+    assert fields["directory"].strip() == str(job_dir)
+    assert fields["stdout"].strip() == f"35 bytes, 0 dropped from the middle: {job_dir / 'stdout'}"
+    assert shown.stdout.endswith(
+        f"--- last 2 line(s) of stdout (all of it: jobnet-agent logs {key_text(key)}) ---\nline 4\nline 5\n"
+        f"--- last 1 line(s) of stderr (all of it: jobnet-agent logs {key_text(key)}) ---\noops\n"
+    )
+    # Read only: the job's files are as the supervisor left them.
+    assert {p.name: p.stat().st_mtime_ns for p in job_dir.iterdir()} == before
+
+
+def test_show_of_a_running_job_says_it_is_supervised(dirs: AgentDirs) -> None:
+    agent = Agent(dirs)
+    try:
+        key = new_key()
+        agent.launch(key, dirs.script("sleep.sh", "exec sleep 1000\n"))
+        shown = dirs.cli("show", key_text(key), *dirs.options())
+        agent.call("kill", key=key, graceSeconds=0)
+        agent.wait_state(key, "killed")
+    finally:
+        agent.close()
+
+    assert shown.returncode == 0, shown.stderr
+    assert "state:          running" in shown.stdout and "rc:             -" in shown.stdout
+    assert "supervised:     yes" in shown.stdout and "stdout:         0 bytes" in shown.stdout
+
+
+def test_show_of_an_unknown_key_says_so(dirs: AgentDirs) -> None:
+    _finished_job(dirs)
+
+    unknown = dirs.cli("show", "nope:/x#1", *dirs.options())
+
+    assert unknown.returncode == 2 and "has no job nope:/x#1" in unknown.stderr
 
 
 def test_logs_prints_stdout_or_stderr(dirs: AgentDirs) -> None:
@@ -152,9 +201,14 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
 
 PYTHONS = [
     pytest.param(AGENT_PYTHON, id="current"),
-    pytest.param(PYTHON38, id="python3.8", marks=pytest.mark.skipif(
-        PYTHON38 is None, reason="no working python3.8 here (the agent's oldest supported Python)")),
-]  # fmt: skip
+    pytest.param(
+        PYTHON38,
+        id="python3.8",
+        marks=pytest.mark.skipif(
+            PYTHON38 is None, reason="no working python3.8 here (the agent's oldest supported Python)"
+        ),
+    ),
+]
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -170,8 +224,12 @@ def test_zipapp_serves_and_supervises_jobs(tmp_path: Path, dirs: AgentDirs, pyth
     ]
     serve = subprocess.run(
         [python, str(pyz), "serve", *dirs.options()],
-        input="".join(json.dumps(r) + "\n" for r in requests), env=env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     responses = [json.loads(line) for line in serve.stdout.splitlines() if '"id"' in line]
 
     assert [r["ok"] for r in responses] == [True, True], serve.stderr
@@ -179,8 +237,9 @@ def test_zipapp_serves_and_supervises_jobs(tmp_path: Path, dirs: AgentDirs, pyth
     assert responses[1]["result"]["record"]["pid"] > 0
 
     def run(*args: str) -> str:
-        return subprocess.run([python, str(pyz), *args, *dirs.options()], env=env,
-                              capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+        return subprocess.run(
+            [python, str(pyz), *args, *dirs.options()], env=env, capture_output=True, text=True, timeout=30
+        ).stdout
 
-    wait_until(lambda: "exit 0" in run("jobs"), what="the job to end")
+    wait_until(lambda: "\nexited " in run("jobs"), what="the job to end")
     assert run("logs", key_text(key)) == "from-zipapp\n"

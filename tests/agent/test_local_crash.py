@@ -170,7 +170,7 @@ def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: Agent
     try:
         running = agent.get(key)
         logged(dirs, key, "adopting")
-        logged(dirs, key, "adopted pid %d" % running["pid"])
+        logged(dirs, key, f"adopted pid {running['pid']}")
         go.touch()
         record = agent.wait_state(key, "lost", "exited")
         output = agent.call("tail", key=key, stream="stdout", maxBytes=100)
@@ -191,7 +191,7 @@ def test_adopted_job_can_still_be_killed(dirs: AgentDirs) -> None:
     agent = Agent(dirs)
     try:
         pid = agent.get(key)["pid"]
-        logged(dirs, key, "adopted pid %d" % pid)
+        logged(dirs, key, f"adopted pid {pid}")
         agent.call("kill", key=key, graceSeconds=1, reason="stop")
         record = agent.wait_state(key, "killed")
     finally:
@@ -329,8 +329,11 @@ def test_lost_channel_with_unsent_events_is_logged_and_serve_leaves(dirs: AgentD
     read_end, write_end = os.pipe()
     serve = subprocess.Popen(
         [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(heartbeat_seconds=60)],
-        stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.DEVNULL, env=agent_env(),
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+        env=agent_env(),
+    )
     os.close(write_end)
     assert serve.stdin is not None
     serve.stdin.write(b'{"id": 1, "op": "watch", "fromSeq": 0}\n')
@@ -343,8 +346,10 @@ def test_lost_channel_with_unsent_events_is_logged_and_serve_leaves(dirs: AgentD
         key = new_key()
         other.launch(key, dirs.script("ok.sh", "exit 0\n"))
         other.wait_state(key, "exited")
-        line = wait_until(lambda: [x for x in dirs.log_text().splitlines() if "could not report: connection lost" in x],
-                          what="the unsent events to be logged")  # fmt: skip
+        line = wait_until(
+            lambda: [x for x in dirs.log_text().splitlines() if "could not report: connection lost" in x],
+            what="the unsent events to be logged",
+        )
         exit_code = serve.wait(10)
     finally:
         other.close()

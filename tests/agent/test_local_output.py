@@ -13,10 +13,10 @@ MIB = 1024 * 1024
 
 
 def _peak_rss_bytes(pid: int) -> int:
-    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM for pid %d" % pid)
+    raise AssertionError(f"no VmHWM for pid {pid}")
 
 
 def test_a_200_mb_writer_is_capped_to_head_and_tail_with_bounded_supervisor_memory(dirs: AgentDirs) -> None:
@@ -24,15 +24,19 @@ def test_a_200_mb_writer_is_capped_to_head_and_tail_with_bounded_supervisor_memo
     go = dirs.work / "go"
     script = dirs.script(
         "big.sh",
-        "printf HEAD; head -c %d /dev/zero; printf TAIL\nwhile [ ! -e %s ]; do sleep 0.02; done\n" % (total - 8, go),
+        f"printf HEAD; head -c {total - 8} /dev/zero; printf TAIL\nwhile [ ! -e {go} ]; do sleep 0.02; done\n",
     )
     agent = Agent(dirs, max_output_bytes=4 * MIB, tail_bytes=MIB)
     try:
         key = new_key()
         agent.launch(key, script)
         [supervisor] = supervisor_pids(dirs.state)
-        wait_until(lambda: agent.call("tail", key=key, stream="stdout", maxBytes=4)["totalBytes"] == total,
-                   timeout=60, interval=0.1, what="all 200 MB to be pumped")  # fmt: skip
+        wait_until(
+            lambda: agent.call("tail", key=key, stream="stdout", maxBytes=4)["totalBytes"] == total,
+            timeout=60,
+            interval=0.1,
+            what="all 200 MB to be pumped",
+        )
         peak = _peak_rss_bytes(supervisor)
         go.touch()
         record = agent.wait_state(key, "exited")
@@ -93,13 +97,15 @@ def test_capped_writer_resumes_where_a_dead_writer_stopped(tmp_path: Path) -> No
 def test_read_streams_the_full_output_in_chunks_and_eof_waits_for_the_end(dirs: AgentDirs) -> None:
     go = dirs.work / "go"
     script = dirs.script("data.sh", f"seq 1 30000\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho end\n")
-    expected = "".join("%d\n" % i for i in range(1, 30001)).encode()
+    expected = "".join(f"{i}\n" for i in range(1, 30001)).encode()
     agent = Agent(dirs)
     try:
         key = new_key()
         agent.launch(key, script)
-        wait_until(lambda: agent.call("tail", key=key, stream="stdout", maxBytes=1)["totalBytes"] == len(expected),
-                   what="the numbers to be written")  # fmt: skip
+        wait_until(
+            lambda: agent.call("tail", key=key, stream="stdout", maxBytes=1)["totalBytes"] == len(expected),
+            what="the numbers to be written",
+        )
         chunks, offset, eof = [], 0, False
         for _ in range(100):
             answer = agent.call("read", key=key, stream="stdout", offset=offset, length=16384)

@@ -23,15 +23,16 @@ def _journal(root: Path) -> Journal:
 
 
 def _claim(journal: Journal, key: JobKey) -> JobRecord:
-    record, lock_fd = journal.claim(key, LaunchSpec.from_json({"script": "/bin/true"}),
-                                    lambda: JobRecord(key=key, state="accepted", boot_id=BOOT))  # fmt: skip
+    record, lock_fd = journal.claim(
+        key, LaunchSpec.from_json({"script": "/bin/true"}), lambda: JobRecord(key=key, state="accepted", boot_id=BOOT)
+    )
     assert lock_fd is not None
     os.close(lock_fd)
     return record
 
 
 def _record_path(journal: Journal, key: JobKey) -> Path:
-    return Path(journal.job_dir(key)) / "record.json"
+    return Path(journal.job(key).path) / "record.json"
 
 
 def test_the_same_boot_trusts_the_record_files(tmp_path: Path) -> None:
@@ -53,8 +54,9 @@ def test_the_same_boot_trusts_the_record_files(tmp_path: Path) -> None:
 def test_a_new_boot_rebuilds_stale_torn_and_missing_record_files_from_the_event_log(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     journal.repair(BOOT)
-    stale, torn, missing, lost_dir, current = (JobKey(run="r1", path=f"/{name}", attempt=1)
-                                               for name in ("stale", "torn", "missing", "dir", "ok"))  # fmt: skip
+    stale, torn, missing, lost_dir, current = (
+        JobKey(run="r1", path=f"/{name}", attempt=1) for name in ("stale", "torn", "missing", "dir", "ok")
+    )
     for key in (stale, torn, missing, lost_dir, current):
         _claim(journal, key)
     accepted_text = _record_path(journal, stale).read_text()
@@ -65,7 +67,7 @@ def test_a_new_boot_rebuilds_stale_torn_and_missing_record_files_from_the_event_
     _record_path(journal, stale).write_text(accepted_text)
     _record_path(journal, torn).write_bytes(b"")
     _record_path(journal, missing).unlink()
-    shutil.rmtree(journal.job_dir(lost_dir))
+    shutil.rmtree(journal.job(lost_dir).path)
     last_seq = journal.last_seq()
 
     report = journal.repair("boot-2")
@@ -84,7 +86,7 @@ def test_a_torn_claim_whose_event_never_became_durable_is_forgotten_and_can_be_c
     journal.repair(BOOT)
     key = JobKey(run="r1", path="/never-logged", attempt=1)
     # The claim's directory survived (fsynced), its record file is torn and its event was lost.
-    os.makedirs(journal.job_dir(key))
+    os.makedirs(journal.job(key).path)
     _record_path(journal, key).write_bytes(b'{"key": {"ru')
 
     report = journal.repair("boot-2")
@@ -128,5 +130,5 @@ def test_serve_after_a_reboot_answers_from_the_restored_record_and_logs_it(dirs:
         restarted.close()
 
     assert after["state"] == "exited" and after["exitCode"] == 0 and after["seq"] == ended["seq"]
-    assert "%s journal repaired after a reboot: record restored from the event log (seq %d, exited)" % (
-        key_text(key), ended["seq"]) in dirs.log_text()  # fmt: skip
+    restored = f"journal repaired after a reboot: record restored from the event log (seq {ended['seq']}, exited)"
+    assert f"{key_text(key)} {restored}" in dirs.log_text()

@@ -74,7 +74,7 @@ def test_launch_runs_once_and_repeated_launch_is_deduplicated(agent: Agent, dirs
     assert after_end["deduplicated"] and after_end["record"]["state"] == "exited"
     assert ended["exitCode"] == 0
     assert marker.read_text() == "/net/once hi\n"
-    assert len(_lines(dirs, key, "launch ignored: already started (pid %d)" % first["record"]["pid"], 3)) == 3
+    assert len(_lines(dirs, key, f"launch ignored: already started (pid {first['record']['pid']})", 3)) == 3
     assert len(_lines(dirs, key, "launch ignored: already exited with code 0")) == 1
 
 
@@ -263,7 +263,11 @@ def test_watch_replays_then_streams_and_resumes_from_a_seq(dirs: AgentDirs) -> N
     # A record file is written (and readable by get) just before its event is logged.
     assert seen[1]["seq"] < result["lastSeq"] <= replayed[-1]["seq"]
     assert [(e["key"] == key, e["state"]) for e in replayed] == [
-        (True, "exited"), (False, "accepted"), (False, "running"), (False, "exited")]  # fmt: skip
+        (True, "exited"),
+        (False, "accepted"),
+        (False, "running"),
+        (False, "exited"),
+    ]
     assert second.events.empty()
 
 
@@ -424,7 +428,7 @@ def test_pipelined_launches_are_all_answered_and_a_launch_is_visible_before_its_
     agent: Agent, dirs: AgentDirs
 ) -> None:
     script = dirs.script("ok.sh", "exit 0\n")
-    keys = [new_key("/fan/%d" % i) for i in range(8)]
+    keys = [new_key(f"/fan/{i}") for i in range(8)]
     launches = [agent.send("launch", key=k, script=script, args=[], env={}) for k in keys]
     peek = agent.send("get", key=keys[-1])
 

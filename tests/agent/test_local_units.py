@@ -1,18 +1,17 @@
-"""Pure unit tests of the agent's protocol, journal, detection and end-state modules."""
+"""Unit tests of the agent's protocol, journal and supervisor pieces (the end rule: test_endrule.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from jobnet_agent.config import AgentConfig
-from jobnet_agent.detection import ADOPT, END, KEEP, Observation, decide
-from jobnet_agent.journal import EventReader, Journal, JournalError, atomic_write
+from jobnet_agent.durable import atomic_write
+from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.protocol import (
     JobKey,
     JobRecord,
@@ -22,7 +21,7 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.supervisor import Supervisor, WrapperExit, end_changes, read_wrapper_exit, wrapper_command
+from jobnet_agent.supervisor import Supervisor
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
 
@@ -104,108 +103,6 @@ def test_private_record_fields_never_go_on_the_wire() -> None:
     assert JobRecord.from_stored(json.loads(json.dumps(record.to_stored()))) == record
 
 
-# -- end states and detection ------------------------------------------------------------------
-
-
-def test_the_wrappers_exit_code_wins_over_a_kill_request() -> None:
-    changes = end_changes(WrapperExit(code=0, orphaned=False), status=-15, kill_reason="stop")
-
-    assert changes["state"] == "exited" and changes["exit_code"] == 0
-
-
-def test_an_unsupervised_end_is_lost_even_with_exit_code_0() -> None:
-    changes = end_changes(WrapperExit(code=0, orphaned=True), status=None, kill_reason=None)
-
-    assert changes["state"] == "lost" and changes["exit_code"] is None
-    assert "recorded exit code 0" in str(changes["message"])
-
-
-def run_wrapper(job_dir: Path, supervisor_pid: int) -> WrapperExit | None:
-    """Run the job wrapper around ``exit 3`` as a child of this test process."""
-    wrapper = wrapper_command(str(job_dir / "exitcode"), (), supervisor_pid)
-    code = subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", "exit 3"], timeout=10).returncode
-    assert code == 3
-    return read_wrapper_exit(str(job_dir))
-
-
-def test_the_wrapper_records_a_supervised_end_as_a_fact(tmp_path: Path) -> None:
-    assert run_wrapper(tmp_path, supervisor_pid=os.getpid()) == WrapperExit(code=3, orphaned=False)
-
-
-def test_the_wrapper_records_an_end_under_another_parent_as_orphaned(tmp_path: Path) -> None:
-    """E02 regression: a supervisor that died before its wrapper's shell started left ``$PPID``
-    naming the new parent, so comparing with ``$PPID`` called the end supervised. The wrapper
-    compares with the supervisor's own pid, whatever its parent was at start."""
-    not_the_parent = os.getppid()
-
-    assert run_wrapper(tmp_path, supervisor_pid=not_the_parent) == WrapperExit(code=3, orphaned=True)
-
-
-def test_our_kill_ends_killed_or_timed_out_with_the_signal() -> None:
-    assert end_changes(None, -15, "stop")["state"] == "killed"
-    timed_out = end_changes(None, -9, "timeout")
-    assert timed_out["state"] == "timedOut" and timed_out["signal"] == 9
-
-
-def test_an_outside_signal_is_a_failure_not_a_stop() -> None:
-    changes = end_changes(None, -9, None)
-
-    assert changes["state"] == "exited" and changes["exit_code"] == 137 and changes["reason"] == "Signaled"
-
-
-def test_no_status_and_no_wrapper_record_is_lost() -> None:
-    assert end_changes(None, None, None)["state"] == "lost"
-
-
-def _seen(**overrides: object) -> Observation:
-    values = dict(supervisor_alive=False, boot_id="boot-1", process_alive=False, wrapper_exit=None,
-                  may_have_started=True)  # fmt: skip
-    values.update(overrides)
-    return Observation(**values)  # type: ignore[arg-type]
-
-
-RUNNING = JobRecord(key=KEY, state="running", pid=10, pgid=10, boot_id="boot-1", seq=2)
-
-
-def test_decide_keeps_jobs_whose_supervisor_lives() -> None:
-    assert decide(RUNNING, _seen(supervisor_alive=True)).action == KEEP
-
-
-def test_decide_recovers_a_supervised_exit_after_the_supervisor_died() -> None:
-    verdict = decide(RUNNING, _seen(wrapper_exit=WrapperExit(3, False)))
-
-    assert verdict.action == END and verdict.changes["state"] == "exited" and verdict.changes["exit_code"] == 3
-
-
-def test_decide_reports_a_reboot_as_interrupted() -> None:
-    verdict = decide(RUNNING, _seen(boot_id="boot-2", process_alive=True))
-
-    assert verdict.changes["state"] == "interrupted" and verdict.changes["reason"] == "HostRebooted"
-
-
-def test_decide_adopts_a_live_process() -> None:
-    assert decide(RUNNING, _seen(process_alive=True)).action == ADOPT
-
-
-def test_decide_never_calls_a_vanished_process_a_success() -> None:
-    verdict = decide(RUNNING, _seen())
-
-    assert verdict.changes["state"] == "lost" and verdict.changes["reason"] == "SupervisorLost"
-
-
-def test_decide_a_job_that_never_started_failed_to_start() -> None:
-    accepted = JobRecord(key=KEY, state="accepted", boot_id="boot-1")
-
-    assert decide(accepted, _seen(may_have_started=False)).changes["state"] == "failedToStart"
-    assert decide(accepted, _seen(may_have_started=True)).changes["state"] == "lost"
-
-
-def test_decide_a_vanished_process_after_a_kill_request_was_stopped() -> None:
-    killing = RUNNING.replace(kill_requested="stop")
-
-    assert decide(killing, _seen()).changes["state"] == "killed"
-
-
 # -- journal -----------------------------------------------------------------------------------
 
 
@@ -229,7 +126,7 @@ def test_claim_is_once_per_key_and_seqs_increase(tmp_path: Path) -> None:
 
     assert (first.seq, again.seq, no_lock) == (1, 1, None)
     assert running is not None and running.seq == 2 and journal.last_seq() == 2
-    assert [r.state for r in EventReader(journal.events_path, 0).poll()] == ["accepted", "running"]
+    assert [r.state for r in journal.events.reader(0).poll()] == ["accepted", "running"]
 
 
 def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
@@ -244,7 +141,7 @@ def test_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
 def test_a_record_rewritten_in_place_reads_back_whole_even_when_shorter(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
-    path = Path(journal.job_dir(KEY)) / "record.json"
+    path = Path(journal.job(KEY).path) / "record.json"
     inode = path.stat().st_ino
     journal.update(KEY, lambda r: r.replace(state="running", message="x" * 300))
     _, ended = journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0, message=None))
@@ -271,17 +168,18 @@ def test_readers_never_see_a_mix_of_two_records_rewritten_in_place(tmp_path: Pat
     reader.start()
     for round_ in range(1500):
         # Alternately long and short: some rewrites leave padding behind.
-        journal.update(KEY, lambda r: r.replace(message="seq %d " % (r.seq + 1) + "x" * (300 * (round_ % 2))))
+        padding = "x" * (300 * (round_ % 2))
+        journal.update(KEY, lambda r, padding=padding: r.replace(message=f"seq {r.seq + 1} {padding}"))
     reader.join(timeout=60)
 
     assert not reader.is_alive() and len(seen) == 3000
-    assert all(r.message is None or r.message.startswith("seq %d " % r.seq) for r in seen)
+    assert all(r.message is None or r.message.startswith(f"seq {r.seq} ") for r in seen)
 
 
 def test_a_record_that_does_not_check_out_is_torn(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
-    path = Path(journal.job_dir(KEY)) / "record.json"
+    path = Path(journal.job(KEY).path) / "record.json"
     path.write_bytes(path.read_bytes().replace(b'"accepted"', b'"exited"  '))
 
     with pytest.raises(JournalError, match="torn"):
@@ -293,7 +191,7 @@ def test_a_record_written_by_an_older_agent_without_a_seal_still_reads(tmp_path:
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     record = journal.read_record(KEY)
     assert record is not None
-    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"), json.dumps(record.to_stored()).encode())
+    atomic_write(os.path.join(journal.job(KEY).path, "record.json"), json.dumps(record.to_stored()).encode())
 
     assert journal.read_record(KEY) == record
 
@@ -305,28 +203,30 @@ def test_a_torn_event_append_is_cut_and_the_record_relogged(tmp_path: Path) -> N
     record = journal.read_record(KEY)
     assert record is not None
     with open(journal.lock_path, "w") as lock_file:
-        lock_file.write(f"2 {os.path.relpath(journal.job_dir(KEY), journal.state_dir)}\n")
-    atomic_write(os.path.join(journal.job_dir(KEY), "record.json"),
-                 json.dumps(record.replace(seq=2, state="running").to_stored()).encode())  # fmt: skip
-    with open(journal.events_path, "ab") as events:
+        lock_file.write(f"2 {os.path.relpath(journal.job(KEY).path, journal.state_dir)}\n")
+    atomic_write(
+        os.path.join(journal.job(KEY).path, "record.json"),
+        json.dumps(record.replace(seq=2, state="running").to_stored()).encode(),
+    )
+    with open(journal.events.path, "ab") as events:
         events.write(b'{"seq": 2, "rec')
 
     with journal.transaction() as tx:
         assert tx.last_seq == 2
 
-    lines = Path(journal.events_path).read_text().splitlines()
+    lines = Path(journal.events.path).read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
     assert json.loads(lines[1])["record"]["state"] == "running"
 
 
 def test_event_reader_follows_appends_and_compaction(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
-    reader = EventReader(journal.events_path, 0)
+    reader = journal.events.reader(0)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     assert [r.seq for r in reader.poll()] == [1]
     assert reader.poll() == []
     journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0))
-    journal._compact(journal.last_seq())  # a new file: only the latest record per job
+    journal.events.rewrite(journal.list_records(), journal.last_seq())  # a new file: only the latest record per job
     other = JobKey(run="r2", path="/b", attempt=1)
     os.close(journal.claim(other, _spec(), lambda: JobRecord(key=other, state="accepted"))[1] or -1)
 
@@ -368,8 +268,8 @@ def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_
     os.close(journal.claim(KEY, spec, lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     journal.update(KEY, lambda r: r.replace(kill_requested="stop"))
 
-    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job_dir(KEY)).start(ready_fd=None)
+    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job(KEY).path).start(ready_fd=None)
 
     record = journal.read_record(KEY)
     assert record is not None and record.state == "killed" and record.message == "stopped before it started"
-    assert not marker.exists() and not os.path.exists(os.path.join(journal.job_dir(KEY), "started"))
+    assert not marker.exists() and not os.path.exists(os.path.join(journal.job(KEY).path, "started"))

@@ -8,9 +8,6 @@ covered by the template's structure, not by a test here.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +15,6 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jobnet-operator"
@@ -29,16 +23,37 @@ NAMESPACE = "jobnet-system"
 FULLNAME = "jobnet-operator"
 WEBHOOK_SERVICE = f"{FULLNAME}-webhook"
 WEBHOOK_SECRET = f"{FULLNAME}-webhook-tls"
+CLUSTER_NAME = f"{FULLNAME}-{NAMESPACE}"  # cluster-scoped objects: the operator's ClusterRole, the webhooks
+#: The Role and ClusterRole that let the operator keep its own webhook certificate (self-signed mode).
+WEBHOOK_TLS_ROLE = WEBHOOK_SECRET
+WEBHOOK_CA_CLUSTER_ROLE = f"{CLUSTER_NAME}-webhook-ca"
+WEBHOOK_TLS_NAMES = [
+    f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc",
+    WEBHOOK_SERVICE,
+    f"{WEBHOOK_SERVICE}.{NAMESPACE}",
+    f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc.cluster.local",
+]
 
 #: The operator's command line, exactly as the `jobnet operator` CLI defines it.
 OPERATOR_ARGS = [
     "--webhook-port", "9443",
-    "--webhook-cert", "/etc/jobnet/webhook/tls.crt",
-    "--webhook-key", "/etc/jobnet/webhook/tls.key",
+    "--webhook-tls-secret", f"{NAMESPACE}/{WEBHOOK_SECRET}",
+    *(arg for name in WEBHOOK_TLS_NAMES for arg in ("--webhook-tls-name", name)),
+    "--webhook-sync-ca-bundle", CLUSTER_NAME,
+    "--webhook-tls-validity-days", "365",
+    "--webhook-tls-renew-before-days", "30",
     "--liveness-endpoint", "http://0.0.0.0:8080/healthz",
+    "--metrics-port", "9090",
     "--peering", "jobnet-operator",
     "--log-format", "json",
 ]  # fmt: skip
+#: ... and with cert-manager: the mounted certificate instead of the operator's own.
+CERT_MANAGER_TLS_ARGS = [
+    "--webhook-cert",
+    "/etc/jobnet/webhook/tls.crt",
+    "--webhook-key",
+    "/etc/jobnet/webhook/tls.key",
+]
 
 #: kopf routes an AdmissionReview by URL path to the handler with that id.
 JOBNET_WEBHOOK_PATH = "/validate-jobnet"
@@ -48,15 +63,15 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 
 #: The only permissions the operator needs in a watched namespace (or cluster-wide).
 OPERATOR_RULES = {
-    ("jobnet.dev", "jobnets"): {"get", "list", "watch", "patch"},
+    ("jobnet.dev", "jobnets"): {"list", "watch"},  # kopf keeps no state in JobNets
     # JobSchedules create their runs, and delete old finished ones (history limits).
-    ("jobnet.dev", "jobruns"): {"get", "list", "watch", "patch", "create", "delete"},
-    ("jobnet.dev", "jobschedules"): {"get", "list", "watch"},
-    ("jobnet.dev", "jobcalendars"): {"get", "list", "watch"},
+    ("jobnet.dev", "jobruns"): {"list", "watch", "patch", "create", "delete"},
+    ("jobnet.dev", "jobschedules"): {"list", "watch"},
+    ("jobnet.dev", "jobcalendars"): {"list", "watch"},
     ("jobnet.dev", "jobschedules/status"): {"patch"},
     ("jobnet.dev", "jobnets/status"): {"patch"},
     ("jobnet.dev", "jobruns/status"): {"patch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
     ("", "configmaps"): {"create", "get", "delete"},
     ("", "secrets"): {"get"},
 }
@@ -124,6 +139,22 @@ def rules_of(role: dict[str, Any]) -> Iterator[tuple[str, str, frozenset[str], t
                 yield group, resource, frozenset(rule["verbs"]), tuple(rule.get("resourceNames", ()))
 
 
+def operator_cluster_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == CLUSTER_NAME]
+    return role
+
+
+#: ClusterRoles for users (aggregated into view/edit/admin), not bound to the operator.
+AGGREGATED_ROLES = ("jobnet-view", "jobnet-edit")
+
+
+def without_webhook_tls_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The operator's (Cluster)Roles and bindings of ``kind`` other than those for the webhook
+    certificate (and the users' aggregated roles)."""
+    others = (WEBHOOK_TLS_ROLE, WEBHOOK_CA_CLUSTER_ROLE, *AGGREGATED_ROLES)
+    return [o for o in of_kind(objects, kind) if o["metadata"]["name"] not in others]
+
+
 def permissions(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     granted: dict[tuple[str, str], set[str]] = {}
     for group, resource, verbs, _ in rules_of(role):
@@ -133,10 +164,6 @@ def permissions(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 def shipped_crd_names(chart: Any) -> set[str]:
     return {doc["metadata"]["name"] for crd in chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc}
-
-
-def load_pem_b64(value: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(base64.b64decode(value))
 
 
 # --- lint and schema --------------------------------------------------------------------
@@ -212,7 +239,7 @@ def test_standalone_mode_has_no_peering(rendered: dict[str, list[dict[str, Any]]
     args = container(objects)["args"]
     assert "--standalone" in args and "--peering" not in args
     assert of_kind(objects, "ClusterKopfPeering") == [] and of_kind(objects, "KopfPeering") == []
-    role = one(objects, "ClusterRole")
+    role = operator_cluster_role(objects)
     assert not [r for r in rules_of(role) if r[0] == "kopf.dev"]
 
 
@@ -241,6 +268,10 @@ def test_pod_has_resources_tmp_and_webhook_certificate(rendered: dict[str, list[
     mounts = {m["name"]: m for m in operator["volumeMounts"]}
     volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    assert "webhook-tls" not in mounts and "webhook-tls" not in volumes  # the operator reads its Secret itself
+    cert_manager = container(rendered["cert-manager"])
+    mounts = {m["name"]: m for m in cert_manager["volumeMounts"]}
+    volumes = {v["name"]: v for v in one(rendered["cert-manager"], "Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert mounts["webhook-tls"]["mountPath"] == "/etc/jobnet/webhook"
     assert mounts["webhook-tls"]["readOnly"] is True
     assert volumes["webhook-tls"]["secret"]["secretName"] == WEBHOOK_SECRET
@@ -323,10 +354,10 @@ def test_rbac_has_no_wildcards(rendered: dict[str, list[dict[str, Any]]], value_
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["default"]
-    assert of_kind(objects, "Role") == []
-    role = one(objects, "ClusterRole")
+    assert without_webhook_tls_rbac(objects, "Role") == []
+    role = operator_cluster_role(objects)
     assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
-    binding = one(objects, "ClusterRoleBinding")
+    (binding,) = without_webhook_tls_rbac(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]
     }  # fmt: skip
@@ -340,12 +371,13 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(rendered: dict[str
 
 def test_namespaced_rbac_is_one_role_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["two-namespaces"]
-    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
-    roles = of_kind(objects, "Role")
+    assert without_webhook_tls_rbac(objects, "ClusterRole") == []
+    assert without_webhook_tls_rbac(objects, "ClusterRoleBinding") == []
+    roles = without_webhook_tls_rbac(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["batch", "etl"]
     for role in roles:
         assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "kopfpeerings"): PEERING_VERBS}
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = without_webhook_tls_rbac(objects, "RoleBinding")
     assert sorted((b["metadata"]["namespace"], b["roleRef"]["kind"]) for b in bindings) == [
         ("batch", "Role"), ("etl", "Role")
     ]  # fmt: skip
@@ -354,12 +386,12 @@ def test_namespaced_rbac_is_one_role_per_namespace(rendered: dict[str, list[dict
 
 
 def test_secret_access_can_be_restricted_by_name(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    roles = of_kind(rendered["two-namespaces"], "Role")
+    roles = without_webhook_tls_rbac(rendered["two-namespaces"], "Role")
     assert len(roles) == 2  # one per watched namespace
     for role in roles:
         secret_rules = [r for r in rules_of(role) if r[1] == "secrets"]
         assert secret_rules == [("", "secrets", frozenset({"get"}), ("vm1-ssh", "vm2-ssh"))]
-    default_role = one(rendered["default"], "ClusterRole")
+    default_role = operator_cluster_role(rendered["default"])
     assert [r[3] for r in rules_of(default_role) if r[1] == "secrets"] == [()]
 
 
@@ -375,6 +407,35 @@ def test_crd_watch_is_opt_in(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
     assert crd_verbs(rendered["default"]) == set()
     assert crd_verbs(rendered["crd-watch"]) == {"list", "watch"}
+
+
+def test_users_get_jobnets_through_the_aggregated_view_and_edit_roles(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(rendered["default"], "ClusterRole")}
+    view, edit = roles["jobnet-view"], roles["jobnet-edit"]
+
+    def aggregated_into(role: dict[str, Any]) -> set[str]:
+        prefix = "rbac.authorization.k8s.io/aggregate-to-"
+        return {
+            k.removeprefix(prefix)
+            for k, v in role["metadata"]["labels"].items()
+            if k.startswith(prefix) and v == "true"
+        }
+
+    assert aggregated_into(view) == {"view", "edit", "admin"} and aggregated_into(edit) == {"edit", "admin"}
+    assert permissions(view) == {
+        ("jobnet.dev", resource): {"get", "list", "watch"}
+        for resource in ("jobnets", "jobruns", "jobnets/status", "jobruns/status")
+    }
+    assert permissions(edit) == {
+        ("jobnet.dev", resource): {"create", "update", "patch", "delete", "deletecollection"}
+        for resource in ("jobnets", "jobruns")
+    }
+    bound = {b["roleRef"]["name"] for b in of_kind(rendered["default"], "ClusterRoleBinding")}
+    assert not bound & set(AGGREGATED_ROLES)  # for users through view/edit, never the operator
+    off = render({"rbac": {"aggregatedRoles": False}})
+    assert not {r["metadata"]["name"] for r in of_kind(off, "ClusterRole")} & set(AGGREGATED_ROLES)
 
 
 # --- webhook ------------------------------------------------------------------------------
@@ -453,36 +514,35 @@ def test_webhook_reaches_the_operators_admission_port(rendered: dict[str, list[d
         assert (target["name"], target["namespace"], target["port"]) == (WEBHOOK_SERVICE, NAMESPACE, port["port"])
 
 
-def test_self_signed_mode_bundles_a_ca_that_signed_the_serving_certificate(
-    rendered: dict[str, list[dict[str, Any]]],
-) -> None:
+def test_self_signed_mode_lets_the_operator_keep_its_certificate(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["default"]
     secret = one(objects, "Secret")
     assert secret["metadata"]["name"] == WEBHOOK_SECRET
-    assert secret["type"] == "kubernetes.io/tls"
-    ca = load_pem_b64(secret["data"]["ca.crt"])
-    serving = load_pem_b64(secret["data"]["tls.crt"])
+    assert secret["type"] == "Opaque" and "data" not in secret  # filled and renewed by the operator
     for webhook in [w for kind in WEBHOOK_KINDS for w in webhooks_by_resource(objects, kind).values()]:
-        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-    serving.verify_directly_issued_by(ca)
-    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
-    san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in san.get_values_for_type(x509.DNSName)
-    usages = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
-    key_pem = base64.b64decode(secret["data"]["tls.key"])
-    assert load_pem_private_key(key_pem, password=None).public_key() == serving.public_key()
-    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert len(annotations["checksum/webhook-tls"]) == 64
+        assert "caBundle" not in webhook["clientConfig"]  # set by the operator (--webhook-sync-ca-bundle)
+    for kind in WEBHOOK_KINDS:
+        assert one(objects, kind)["metadata"]["name"] == CLUSTER_NAME
+    assert "annotations" not in one(objects, "Deployment")["spec"]["template"]["metadata"]
+    # Exactly what it then needs, by name.
+    (secret_role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"] == WEBHOOK_TLS_ROLE]
+    assert secret_role["metadata"]["namespace"] == NAMESPACE
+    assert list(rules_of(secret_role)) == [("", "secrets", frozenset({"get", "patch"}), (WEBHOOK_SECRET,))]
+    (ca_role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == WEBHOOK_CA_CLUSTER_ROLE]
+    assert sorted(rules_of(ca_role)) == [
+        ("admissionregistration.k8s.io", plural, frozenset({"get", "patch"}), (CLUSTER_NAME,))
+        for plural in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
+    ]
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    for kind, role in (("RoleBinding", secret_role), ("ClusterRoleBinding", ca_role)):
+        (binding,) = [b for b in of_kind(objects, kind) if b["roleRef"]["name"] == role["metadata"]["name"]]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
 
 
-def test_tls_material_never_appears_in_the_pod_spec_or_notes(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    secret = one(rendered["default"], "Secret")
-    deployment_text = json.dumps(one(rendered["default"], "Deployment"))
-    assert secret["data"], "the webhook TLS Secret holds no data to look for"
-    for value in secret["data"].values():
-        assert value not in deployment_text
-        assert hashlib.sha256(value.encode()).hexdigest() not in deployment_text
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_the_chart_renders_identically_twice(value_set: str) -> None:
+    """GitOps tools (Argo CD, Flux) render offline on every sync: any difference is a change."""
+    assert render(VALUE_SETS[value_set]) == render(VALUE_SETS[value_set])
 
 
 @pytest.mark.parametrize("value_set", ["cert-manager", "cert-manager-cluster-issuer"])
@@ -491,7 +551,12 @@ def test_cert_manager_mode_issues_and_injects_the_certificate(
 ) -> None:
     objects = rendered[value_set]
     assert of_kind(objects, "Secret") == []
-    certificate = one(objects, "Certificate")
+    assert container(objects)["args"] == [
+        *OPERATOR_ARGS[:2], *CERT_MANAGER_TLS_ARGS, *OPERATOR_ARGS[OPERATOR_ARGS.index("--liveness-endpoint"):]
+    ]  # fmt: skip
+    assert [r["metadata"]["name"] for r in of_kind(objects, "Role")] == []  # no certificate to keep
+    certificates = {c["metadata"]["name"]: c for c in of_kind(objects, "Certificate")}
+    certificate = certificates.pop(f"{FULLNAME}-webhook")
     assert certificate["apiVersion"] == "cert-manager.io/v1"
     assert certificate["spec"]["secretName"] == WEBHOOK_SECRET
     assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
@@ -508,11 +573,16 @@ def test_cert_manager_mode_issues_and_injects_the_certificate(
     assert volumes["webhook-tls"]["secret"]["secretName"] == WEBHOOK_SECRET
     issuer_ref = certificate["spec"]["issuerRef"]
     if value_set == "cert-manager":
-        issuer = one(objects, "Issuer")
-        assert issuer["spec"] == {"selfSigned": {}}
-        assert issuer_ref == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}
+        # As cert-manager documents a CA bootstrap: selfSigned Issuer -> CA Certificate -> CA Issuer
+        # -> the serving Certificate (renewing it keeps the CA, so the injected caBundle holds).
+        issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(objects, "Issuer")}
+        (ca,) = certificates.values()
+        assert ca["spec"]["isCA"] is True
+        assert issuers[ca["spec"]["issuerRef"]["name"]] == {"selfSigned": {}}
+        assert issuers[issuer_ref["name"]] == {"ca": {"secretName": ca["spec"]["secretName"]}}
+        assert issuer_ref["kind"] == "Issuer" and ca["spec"]["secretName"] != WEBHOOK_SECRET
     else:
-        assert of_kind(objects, "Issuer") == []
+        assert of_kind(objects, "Issuer") == [] and certificates == {}
         assert issuer_ref == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
 
 
@@ -568,6 +638,8 @@ def test_objects_are_labelled_and_placed(rendered: dict[str, list[dict[str, Any]
         assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE, obj["kind"]
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in metadata, obj["kind"]
+        elif obj["kind"] in {"Role", "RoleBinding"} and metadata["name"] == WEBHOOK_TLS_ROLE:
+            assert metadata["namespace"] == NAMESPACE  # the operator's own certificate Secret
         elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
             assert metadata["namespace"] in watched
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from pathlib import Path
 
@@ -220,6 +221,21 @@ def test_what_non_admins_were_allowed_to_do_is_recorded(emulator: EmulatorServer
 
 
 def test_protobuf_of_other_kinds_is_refused_clearly(emulator: EmulatorServer) -> None:
-    result = emulator.kubectl("create", "deployment", "web", "--image=nginx")
-    assert result.rc == 1
-    assert "protobuf only for what kubectl create and kubectl auth send, not for Deployment" in result.stderr
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    deployment = b"k8s\x00" + field(1, field(1, b"apps/v1") + field(2, b"Deployment")) + field(2, b"")
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            body=deployment,
+            headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
+        )
+        reply = connection.getresponse()
+        status, body = reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+    assert status == 415
+    assert "protobuf only for what kubectl create and kubectl auth send, not for Deployment" in body["message"]

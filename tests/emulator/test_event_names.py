@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections.abc import Iterator
 
 import kopf
 import pytest
 
-from jobnet.devenv import emulator as emulator_module
 from jobnet.kube.client import KubeClient
 from tests.support.emulator import EmulatorServer
 
@@ -32,7 +32,7 @@ def colliding_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         drawn.append(next(suffixes))
         return list(drawn[-1])
 
-    monkeypatch.setattr(emulator_module.random, "choices", scripted)
+    monkeypatch.setattr(random, "choices", scripted)
     yield drawn
 
 

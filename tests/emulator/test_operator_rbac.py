@@ -35,10 +35,15 @@ PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 #: the chart grants it only with ``rbac.watchCRDs=true``.
 TOLERATED_DENIALS = ["list customresourcedefinitions.apiextensions.k8s.io"]
 #: (apiGroup, resource, verb) the chart's default values grant and a whole run never used.
-UNUSED_GRANTS = {
-    ("jobnet.dev", "jobnets", "get"),
-    ("jobnet.dev", "jobruns", "get"),
-    ("", "events", "patch"),
+UNUSED_GRANTS: set[tuple[str, str, str]] = set()
+#: Roles this run does not exercise: the users' aggregated ones (bound to no one), and those for
+#: the operator's own webhook certificate (this run serves plain HTTP; tests/chart/
+#: test_chart_operator.py runs the chart's command line under the chart's RBAC for them).
+NOT_EXERCISED_ROLES = {
+    "jobnet-view",
+    "jobnet-edit",
+    "jobnet-operator-webhook-tls",
+    "jobnet-operator-jobnet-system-webhook-ca",
 }
 #: Needed off the happy path this test takes: a start retried after a crash replaces its stale
 #: snapshot ConfigMap (``kube/app.py`` ``store_snapshot``).
@@ -104,7 +109,12 @@ def test_the_operator_runs_a_jobnet_with_exactly_the_charts_rbac(scenario: Scena
     denied = sorted(_describe(request) for user, request in emulator.denial_log() if user == ACCOUNT)
     assert denied == TOLERATED_DENIALS, f"the chart's RBAC lacks what the operator needs: {denied}"
     used = [request for user, request in emulator.access_log() if user == ACCOUNT]
-    granted = [rule for obj in installed if obj["kind"] in ("ClusterRole", "Role") for rule in obj.get("rules") or []]
+    granted = [
+        rule
+        for obj in installed
+        if obj["kind"] in ("ClusterRole", "Role") and obj["metadata"]["name"] not in NOT_EXERCISED_ROLES
+        for rule in obj.get("rules") or []
+    ]
     unused = unused_permissions(granted, used) - NEEDED_BY_RECOVERY
     assert unused == UNUSED_GRANTS, (
         f"granted but unused now: {sorted(unused)}; needed: {sorted({_describe(request) for request in used})}"

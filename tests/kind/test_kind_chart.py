@@ -11,7 +11,15 @@ from tests.kind.support import KIND_DIR, script_value
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a test dependency: pip install -e '.[test]'")
 
-from tests.chart.test_chart import CHART, NAMESPACE, container, one, permissions, render  # noqa: E402
+from tests.chart.test_chart import (  # noqa: E402
+    CHART,
+    NAMESPACE,
+    container,
+    one,
+    permissions,
+    render,
+    without_webhook_tls_rbac,
+)
 
 KIND_VALUES: dict[str, Any] = yaml.safe_load((KIND_DIR / "values.yaml").read_text())
 
@@ -31,7 +39,7 @@ def test_kind_values_render_the_operator_for_the_demo() -> None:
     assert args[:2] == ["--namespace", demo]
     assert "--host-alias=vm1.batch.example=vm1.jobnet-demo.svc.cluster.local" in args
     assert one(objects, "Deployment")["spec"]["replicas"] == 1
-    role = one(objects, "Role")
+    (role,) = without_webhook_tls_rbac(objects, "Role")  # the operator's (not its webhook certificate's)
     assert role["metadata"]["namespace"] == demo
     assert permissions(role)[("", "secrets")] == {"get"}
     (secret_rule,) = [rule for rule in role["rules"] if "secrets" in rule["resources"]]

@@ -38,7 +38,13 @@ def test_A05_three_jobnet_expansion_cycle_rejected_on_update(
     ring_x = wait_until(
         lambda: emulator.get(*JOBNETS, "default", "ring-x").get("status"), timeout=15.0, what="ring-x's status"
     )
-    assert ring_x == {"valid": True, "jobCount": 1}  # the operator sees the chain expand cleanly
+    # the operator sees the chain expand cleanly
+    assert {key: ring_x[key] for key in ("valid", "jobCount", "observedGeneration")} == {
+        "valid": True,
+        "jobCount": 1,
+        "observedGeneration": 1,
+    }
+    assert [(c["type"], c["status"]) for c in ring_x["conditions"]] == [("Valid", "True"), ("Ready", "True")]
 
     result = kubectl_apply(emulator, jobnet("ring-z", script_job("work"), expand_job("to-x", "ring-x")))
 

@@ -1,21 +1,70 @@
-"""The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests import it from here,
-with RBAC helpers: :func:`grant` and :func:`bind` give a user, group or ServiceAccount permissions."""
+"""The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
+as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
+path) built on the emulator's request interceptors, and with RBAC helpers: :func:`grant` and
+:func:`bind` give a user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import aiohttp.web
 import yaml
 
+from jobnet.devenv import emulator as product
 from jobnet.devenv.emulator import (  # noqa: F401 (re-exports)
     CRD_DIRS,
     ApiEmulator,
     ApiError,
-    EmulatorServer,
     KubectlResult,
     free_port,
 )
+
+
+class EmulatorServer(product.EmulatorServer):
+    """The emulator, plus faults a test can inject."""
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Make the API unreachable (connections closed, connects refused) inside the block."""
+        self.stop_serving()
+        try:
+            yield
+        finally:
+            self.resume_serving()
+
+    @contextlib.contextmanager
+    def stall(self) -> Iterator[None]:
+        """Accept connections but answer nothing inside the block (clients run into their timeouts)."""
+        released = self.call(asyncio.Event)
+
+        async def hold(raw: aiohttp.web.BaseRequest) -> None:
+            await released.wait()
+
+        self.call(self.api.interceptors.append, hold)
+        try:
+            yield
+        finally:
+            self.call(self.api.interceptors.remove, hold)
+            self.call(released.set)
+
+    def fail_next(self, path: str, count: int) -> None:
+        """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""
+        left = [count]
+
+        async def unavailable(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.path != path or left[0] <= 0:
+                return None
+            left[0] -= 1
+            if left[0] == 0:
+                self.api.interceptors.remove(unavailable)
+            busy = ApiError(503, "ServiceUnavailable", f"the server is currently unable to handle the request ({path})")
+            return aiohttp.web.json_response(busy.status(), status=busy.code)
+
+        self.call(self.api.interceptors.append, unavailable)
+
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 

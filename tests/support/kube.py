@@ -8,10 +8,6 @@ import yaml
 
 from tests.support.emulator import EmulatorServer, KubectlResult
 
-# The one polling helper is tests.support.netutil.wait_until; tests/emulator (being split by its
-# owner this session) still imports it here by its old name.
-from tests.support.netutil import wait_until as wait_for  # noqa: F401
-
 GROUP_VERSION = "jobnet.dev/v1alpha1"
 HOST = {"address": "vm1.internal", "user": "batch", "credentialsSecret": "vm1-ssh"}
 

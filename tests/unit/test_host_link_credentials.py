@@ -35,7 +35,7 @@ class ScriptedSecretReads:
     answers: list[Any]
     calls: int = 0
 
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any]:
         answer = self.answers[min(self.calls, len(self.answers) - 1)]
         self.calls += 1
         if isinstance(answer, Exception):
@@ -119,3 +119,12 @@ def test_the_launch_window_lets_n_launches_in_flight_per_host() -> None:
 
     asyncio.run(fan_out())
     assert peak == 2
+
+
+def test_a_secret_with_a_binary_value_is_unusable_naming_the_secret_and_key() -> None:
+    link, _ = _link([{"password": b"\xff\xfes3cret-value", "knownHosts": SECRET_DATA["knownHosts"].encode()}])
+    with pytest.raises(CredentialsUnavailable) as raised:
+        asyncio.run(link._credentials())
+    assert raised.value.code == "AuthenticationFailed"
+    assert "batch/vm-creds is not usable: key 'password' is not UTF-8 text" in raised.value.message
+    assert "s3cret-value" not in raised.value.message

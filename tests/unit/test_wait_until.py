@@ -67,3 +67,15 @@ def test_a_long_last_value_is_shortened() -> None:
     assert "(last value Pending(xxx" in str(failure.value)
     assert "... (10009 characters))" in str(failure.value)
     assert len(str(failure.value)) < 700
+
+
+def test_an_error_not_ignored_ends_the_wait_at_once() -> None:
+    calls = itertools.count(1)
+
+    def gave_up() -> bool:
+        next(calls)
+        raise LookupError("the run ended Failed: it will never succeed")
+
+    with pytest.raises(LookupError, match="never succeed"):
+        wait_until(gave_up, timeout=30, interval=0.001, what="the run succeeded", ignoring=(OSError,))
+    assert next(calls) == 2  # probed once

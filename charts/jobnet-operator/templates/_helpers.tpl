@@ -68,28 +68,12 @@ app.kubernetes.io/part-of: jobnet-operator
 {{- end }}
 
 {{/*
-The webhook's TLS material in self-signed mode, as a dict of base64 values {ca, crt, key}.
-An existing Secret is reused (upgrades must not rotate the CA under running replicas);
-otherwise a CA and a serving certificate are generated once per render and cached in
-.Values so that the Secret, the webhook CA bundle and the pod checksum all agree.
+The names the webhook's serving certificate covers: the Service's DNS names, the first is the subject.
 */}}
-{{- define "jobnet-operator.selfSignedTLS" -}}
-{{- if not (hasKey .Values "generatedWebhookTLS") }}
-{{- $secretName := include "jobnet-operator.webhookSecretName" . }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName }}
-{{- $existingData := dig "data" (dict) $existing }}
-{{- if and (hasKey $existingData "tls.crt") (hasKey $existingData "tls.key") (hasKey $existingData "ca.crt") }}
-{{- $_ := set .Values "generatedWebhookTLS" (dict "ca" (index $existingData "ca.crt") "crt" (index $existingData "tls.crt") "key" (index $existingData "tls.key")) }}
-{{- else }}
+{{- define "jobnet-operator.webhookTLSNames" -}}
 {{- $service := include "jobnet-operator.webhookServiceName" . }}
-{{- $days := int .Values.webhook.selfSignedValidityDays }}
-{{- $ca := genCA (printf "%s-webhook-ca" (include "jobnet-operator.fullname" .)) $days }}
-{{- $dnsNames := list $service (printf "%s.%s" $service .Release.Namespace) (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) }}
-{{- $cert := genSignedCert (printf "%s.%s.svc" $service .Release.Namespace) nil $dnsNames $days $ca }}
-{{- $_ := set .Values "generatedWebhookTLS" (dict "ca" ($ca.Cert | b64enc) "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc)) }}
-{{- end }}
-{{- end }}
-{{- toJson .Values.generatedWebhookTLS }}
+{{- $namespace := .Release.Namespace }}
+{{- toJson (list (printf "%s.%s.svc" $service $namespace) $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc.cluster.local" $service $namespace)) }}
 {{- end }}
 
 {{/*
@@ -147,9 +131,7 @@ webhooks:
         namespace: {{ $root.Release.Namespace }}
         path: {{ $webhook.path }}
         port: 443
-      {{- if not $root.Values.webhook.certManager.enabled }}
-      caBundle: {{ (include "jobnet-operator.selfSignedTLS" $root | fromJson).ca }}
-      {{- end }}
+      {{- /* No caBundle: the operator sets it (self-signed mode), or cert-manager's CA injector does. */}}
   {{- end }}
 {{- end }}
 
@@ -177,15 +159,18 @@ JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
 */}}
 {{- define "jobnet-operator.rbacRules" -}}
 - apiGroups: ["jobnet.dev"]
-  resources: ["jobnets", "jobruns"]
-  verbs: ["get", "list", "watch", "patch"]
+  resources: ["jobnets"]
+  verbs: ["list", "watch"]
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobruns"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["jobnet.dev"]
   resources: ["jobnets/status", "jobruns/status"]
   verbs: ["patch"]
 {{ include "jobnet-operator.scheduleRules" . }}
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "delete"]
@@ -205,7 +190,7 @@ stop one (Replace: the stop annotation, a patch above) and delete old finished o
 {{- define "jobnet-operator.scheduleRules" -}}
 - apiGroups: ["jobnet.dev"]
   resources: ["jobschedules", "jobcalendars"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["jobnet.dev"]
   resources: ["jobschedules/status"]
   verbs: ["patch"]

@@ -55,7 +55,7 @@ class HostSpec(ApiModel):
         min_length=1,
         description=(
             "Name of a Secret in the same namespace holding the SSH credentials: "
-            "`privateKey` (PEM/OpenSSH private key) or `password`, and `knownHosts` "
+            "`privateKey` or `ssh-privatekey` (PEM/OpenSSH private key) or `password`, and `knownHosts` "
             "(known_hosts lines; host keys are always verified, never trusted on first use)."
         ),
     )

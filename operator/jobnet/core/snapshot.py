@@ -63,6 +63,24 @@ def used_jobnets(root: str, catalog: Catalog) -> dict[str, JobNetSpec]:
     return used
 
 
+def snapshot_size_problem(name: str, spec: JobNetSpec, catalog: Catalog, limit: int = SNAPSHOT_MAX_BYTES) -> str | None:
+    """Why no run of JobNet ``name`` (with ``spec``, in ``catalog``) could ever start, when its
+    snapshot would not fit the ConfigMap that holds it; None when it fits (admission says so
+    before the JobNet is stored, instead of every run failing ``JobNetSnapshotTooLarge``)."""
+    try:
+        used = used_jobnets(name, {**catalog, name: spec})
+    except SnapshotError:
+        return None  # a missing expansion is validation's to report
+    size = len(base64.b64decode(encode_snapshot(used)))
+    if size <= limit:
+        return None
+    return (
+        f"a run stores the definition of the JobNets it uses ({', '.join(sorted(used))}) in a ConfigMap, and "
+        f"theirs takes {size} bytes gzipped, more than the {limit} a ConfigMap holds: make it smaller (fewer "
+        "jobs, shorter args and env) or split the work into JobNets started by separate JobRuns"
+    )
+
+
 def encode_snapshot(jobnets: Mapping[str, JobNetSpec]) -> str:
     """The snapshot of ``jobnets`` as base64 (the form of a ConfigMap's ``binaryData``)."""
     return encode_chunk(

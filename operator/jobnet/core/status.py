@@ -9,7 +9,7 @@ Timestamps are RFC 3339 strings (``2026-11-22T03:00:00Z``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,6 +43,22 @@ class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+def _time(description: str) -> Any:
+    """An optional RFC 3339 time (``format: date-time`` in the CRD, so clients may parse it)."""
+    return Field(default=None, description=description, json_schema_extra={"format": "date-time"})
+
+
+class Condition(StatusModel):
+    """A condition as the Kubernetes API conventions define it (``kubectl wait --for=condition=...``)."""
+
+    type: str = Field(description="`Succeeded` (JobRun); `Valid` and `Ready` (JobNet).")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(default=None, description="Machine-readable reason, e.g. the phase or `InvalidJobNet`.")
+    message: str | None = Field(default=None, description="Explanation for people.")
+    last_transition_time: str | None = _time("When the status of the condition last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation it describes.")
+
+
 class DispatchStatus(StatusModel):
     """Delivery of a launch, kill or fence request to the agent (retried with the same key)."""
 
@@ -73,8 +89,8 @@ class JobStatus(StatusModel):
     host: str | None = Field(default=None, description="Address of the VM the job runs on.")
     pid: int | None = Field(default=None, description="Process id of the job on the VM.")
     exit_code: int | None = Field(default=None, description="Exit code of the script, once it exited.")
-    started_at: str | None = Field(default=None, description="When the job started (RFC 3339).")
-    finished_at: str | None = Field(default=None, description="When the job finished (RFC 3339).")
+    started_at: str | None = _time("When the job started (RFC 3339).")
+    finished_at: str | None = _time("When the job finished (RFC 3339).")
     reason: str | None = Field(
         default=None, description="Machine-readable reason of the state, e.g. `ScriptNotFound`, `HeartbeatLost`."
     )
@@ -142,9 +158,13 @@ class JobRunStatus(StatusModel):
     progress: str | None = Field(default=None, description="Finished jobs out of all jobs, e.g. `12/40`.")
     reason: str | None = Field(default=None, description="Machine-readable reason of the phase, e.g. `InvalidJobNet`.")
     message: str | None = Field(default=None, description="Explanation for people.")
-    started_at: str | None = Field(default=None, description="When the run started (RFC 3339).")
-    finished_at: str | None = Field(default=None, description="When the run finished (RFC 3339).")
+    started_at: str | None = _time("When the run started (RFC 3339).")
+    finished_at: str | None = _time("When the run finished (RFC 3339).")
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="`Succeeded`: Unknown until the run ends, then True (Succeeded) or False (Failed, Stopped).",
+    )
     job_net_snapshot: JobNetSnapshotStatus | None = Field(
         default=None,
         description="The JobNet definitions the run started with (written before anything is launched; "
@@ -177,3 +197,7 @@ class JobNetStatus(StatusModel):
     job_count: int | None = Field(default=None, ge=0, description="Number of jobs once all expansions are expanded.")
     valid: bool | None = Field(default=None, description="Whether the JobNet expands cleanly.")
     message: str | None = Field(default=None, description="Why it is not valid, when it is not.")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="`Valid` (it expands cleanly) and `Ready` (it can be run)."
+    )

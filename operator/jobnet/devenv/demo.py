@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from jobnet.devenv.command import DEV_HOST, NAMESPACE, DevEnvironment, DevError
+from jobnet.devenv.net import DeadlineExceeded, wait_until
 
 T = TypeVar("T")
 
@@ -42,17 +43,15 @@ class DemoFailed(Exception):
 def _poll(
     probe: Callable[[], T | None], timeout: float, what: str, seen: Callable[[], str], *, overall: float = float("inf")
 ) -> T:
-    """Poll ``probe`` until truthy, for ``timeout`` seconds but never past the ``overall`` deadline."""
-    deadline = min(time.monotonic() + timeout, overall)
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(
-                f"{what} did not happen in time (step limit {timeout:.0f}s, whole demo {DEMO_DEADLINE:.0f}s); {seen()}"
-            )
-        time.sleep(POLL_INTERVAL)
+    """Poll ``probe`` until truthy, for ``timeout`` seconds but never past the ``overall`` deadline;
+    a probe raising DemoFailed ends the demo at once."""
+    limit = max(0.0, min(timeout, overall - time.monotonic()))
+    try:
+        return wait_until(probe, timeout=limit, what=what, interval=POLL_INTERVAL, ignoring=())
+    except DeadlineExceeded:
+        raise DemoFailed(
+            f"{what} did not happen in time (step limit {timeout:.0f}s, whole demo {DEMO_DEADLINE:.0f}s); {seen()}"
+        ) from None
 
 
 class Demo:

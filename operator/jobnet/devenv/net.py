@@ -27,14 +27,16 @@ def wait_until(
     what: str,
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
+    ignoring: tuple[type[Exception], ...] = (Exception,),
 ) -> T:
     """Call ``probe`` every ``interval`` seconds until it returns a truthy value, which is returned;
     after ``timeout`` seconds raise :class:`DeadlineExceeded` naming ``what``, the last value (or
     error) and ``describe()``, the state that explains why. The one polling loop of `jobnet dev`
     and of the tests (which import it from tests/support).
 
-    An exception from ``probe`` counts as "not yet" (a server still starting, a file not written
-    yet); the last one is chained to the failure."""
+    An exception of the ``ignoring`` types from ``probe`` counts as "not yet" (a server still
+    starting, a file not written yet; the last one is chained to the failure); any other ends the
+    wait at once (``ignoring=()``: a probe that raises to say "this will never happen")."""
     deadline = time.monotonic() + timeout
     attempts = 0
     while True:
@@ -42,7 +44,7 @@ def wait_until(
         last_error: Exception | None = None
         try:
             value = probe()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except ignoring as exc:
             last_error = exc
         else:
             if value:

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnet.devenv.emulator import EmulatorServer, free_port
-from jobnet.devenv.net import wait_until
+from jobnet.devenv.net import DeadlineExceeded, wait_until
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
@@ -185,15 +184,20 @@ class OperatorProcess:
 
     def wait_ready(self) -> None:
         """Poll (with a deadline) until the liveness endpoint answers and the webhook accepts connections."""
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise OperatorNotReady(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self._alive() and self._port_open(self.webhook_port):
-                return
-            time.sleep(0.1)
-        raise OperatorNotReady(f"the operator was not ready within {self.ready_timeout}s:\n{self.log_tail()}")
+        process = self.process
+        assert process is not None
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise OperatorNotReady(f"the operator exited with {process.returncode}:\n{self.log_tail()}")
+            return self._alive() and self._port_open(self.webhook_port)
+
+        try:
+            wait_until(ready, timeout=self.ready_timeout, interval=0.1, what="the operator ready", ignoring=())
+        except DeadlineExceeded:
+            raise OperatorNotReady(
+                f"the operator was not ready within {self.ready_timeout}s:\n{self.log_tail()}"
+            ) from None
 
     def _alive(self) -> bool:
         try:

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from jobnet.devenv.net import VM_RANGE, overlaps, tcp_port_open, wait_until
-from jobnet_agent.supervisor import process_alive
+from jobnet_agent.procfs import process_alive
 
 SLOTS_DIR = Path("/run/jobnet-vms/slots")
 DATA_ROOT = Path("/var/tmp/jobnet-vms")

@@ -26,12 +26,23 @@ from typing import Any, Protocol
 
 import kopf
 
+from jobnet.core.conditions import jobnet_conditions, with_jobrun_conditions
 from jobnet.core.expansion import RunGraph, expand, job_count
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.core.validation import validate_jobnet
 from jobnet.kube import webhook
-from jobnet.kube.client import HTTP_CONFLICT, JOBNETS, JOBRUNS, KubeApiError, KubeClient, NamespaceJobNets, Timeouts
+from jobnet.kube.certificates import CertificateConfig, CertificateManager, ManagedCertificateServer
+from jobnet.kube.client import (
+    HTTP_CONFLICT,
+    JOBNETS,
+    JOBRUNS,
+    REPORTING_COMPONENT,
+    KubeApiError,
+    KubeClient,
+    NamespaceJobNets,
+    Timeouts,
+)
 from jobnet.kube.schedules import ScheduleController, ScheduleSettings, WallClock
 
 logger = logging.getLogger(__name__)
@@ -40,6 +51,8 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
+#: Tries of one describe of a namespace's JobNets (retry_delay apart) before waiting for the next watch.
+DESCRIBE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class WebhookConfig:
     key_file: str | None = None
     insecure: bool = False
     managed_configuration: str | None = None  # let kopf own a ValidatingWebhookConfiguration
+    certificate: CertificateConfig | None = None  # the operator keeps its own certificate in a Secret
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ class UnendingBackoffs:
             delay = min(delay * 2, self.cap)
 
 
-def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, client: KubeClient) -> None:
     """kopf settings: explicit watch timeouts (kopf hangs without them), annotations-only
     bookkeeping (status is ours and schema-checked), and the admission server."""
     settings.watching.server_timeout = config.watch_server_timeout
@@ -121,19 +135,27 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.reporting_component = "jobnet-operator"
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = client.instance
     # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
     settings.posting.level = logging.WARNING
     settings.peering.mandatory = config.peering_name is not None
     hook = config.webhook
-    settings.admission.server = kopf.WebhookServer(
-        addr=hook.listen_address,
-        port=hook.port,
-        host=hook.host,
-        certfile=hook.cert_file,
-        pkeyfile=hook.key_file,
-        insecure=hook.insecure,
-    )
+    if hook.certificate is not None:
+        manager = CertificateManager(hook.certificate, client)
+        settings.admission.server = ManagedCertificateServer(
+            manager, addr=hook.listen_address, port=hook.port, host=hook.host
+        )
+    else:
+        # Files (e.g. a mounted cert-manager Secret) are re-read when they change (kopf checks each minute).
+        settings.admission.server = webhook.AdmissionServer(
+            addr=hook.listen_address,
+            port=hook.port,
+            host=hook.host,
+            certfile=hook.cert_file,
+            pkeyfile=hook.key_file,
+            insecure=hook.insecure,
+        )
     settings.admission.managed = hook.managed_configuration
 
 
@@ -145,7 +167,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def apply_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure_settings(settings, config)
+        configure_settings(settings, config, client)
 
     @kopf.on.login(registry=registry)
     async def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -176,48 +198,66 @@ def build_registry(
         except KubeApiError as e:
             raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
 
-    # A JobNet's validity depends on the JobNets it expands, so every change of any JobNet
-    # re-describes the namespace (patching only the statuses that change).
-    @kopf.on.create(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
-    @kopf.on.update(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", field="spec", registry=registry)
-    @kopf.on.resume(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
-    async def describe_jobnets(name: str, namespace: str | None, **_: Any) -> None:
-        try:
-            await _describe_namespace(namespace or "default", client)
-        except KubeApiError as e:
-            raise kopf.TemporaryError(
-                f"cannot describe JobNets after {name!r} changed: {e}", delay=config.retry_delay
-            ) from None
+    # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
+    # re-describes the namespace (patching only the statuses that change). This is a watch-event
+    # handler, not create/update/resume handlers: kopf keeps no state in the JobNet then (its
+    # diffbase annotation would hold the whole spec, and a large JobNet's does not fit the
+    # 256 KiB of annotations). kopf lists every JobNet again at each new watch, so a describe that
+    # failed is tried again then.
+    described: set[str] = set()  # namespaces described since this operator started
 
-    # JobNets have no finalizer, so a deletion is only seen as a watch event (no retries: a
-    # missed one is caught by the next change).
-    @kopf.on.event(
-        API_GROUP,
-        API_VERSION,
-        JOBNETS,
-        id="notice-deleted-jobnet",
-        when=lambda type, **_: type == "DELETED",
-        registry=registry,
-    )
-    async def notice_deleted_jobnet(namespace: str | None, **_: Any) -> None:
-        await _describe_namespace(namespace or "default", client)
+    @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
+    async def describe_jobnets(event: Mapping[str, Any], body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        where = namespace or "default"
+        if not jobnets_need_describing(event.get("type"), body, since_start=where in described):
+            return
+        for attempt in range(1, DESCRIBE_TRIES + 1):
+            try:
+                await _describe_namespace(where, client)
+            except KubeApiError as e:
+                if attempt == DESCRIBE_TRIES:
+                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", where, e)
+                    return
+                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", where, e, config.retry_delay)
+                await asyncio.sleep(config.retry_delay)
+            else:
+                described.add(where)
+                return
 
     return registry
 
 
-def jobnet_status(name: str, jobnets: NamespaceJobNets) -> dict[str, Any]:
-    """The status JobNet ``name`` should have: valid or not (and why), and its job count."""
+def jobnets_need_describing(event_type: str | None, body: Mapping[str, Any], *, since_start: bool) -> bool:
+    """Whether a watch event of a JobNet calls for describing its namespace: it was deleted
+    (others may expand it), its status does not describe its generation (new or changed), or
+    nothing of the namespace was described since the operator started (changes while it was down)."""
+    if event_type == "DELETED" or not since_start:
+        return True
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return bool(observed != body.get("metadata", {}).get("generation"))
+
+
+def jobnet_status(name: str, jobnets: NamespaceJobNets, now: str) -> dict[str, Any]:
+    """The status JobNet ``name`` should have: valid or not (and why), its job count, and the
+    conditions saying so (``now`` is the transition time of a condition that changes)."""
     problems = jobnets.broken.get(name) or validate_jobnet(name, jobnets.catalog[name], jobnets.catalog)
+    generation = jobnets.versions.get(name, {}).get("generation")
+    previous = jobnets.statuses.get(name, {}).get("conditions")
     if problems:
-        return {"valid": False, "jobCount": None, "message": webhook.describe_problems(f"JobNet {name!r}", problems)}
-    # Valid: no expansion is missing or cyclic, so counting terminates.
-    return {"valid": True, "jobCount": job_count(name, jobnets.catalog), "message": None}
+        message = webhook.describe_problems(f"JobNet {name!r}", problems)
+        summary: dict[str, Any] = {"valid": False, "jobCount": None, "message": message}
+    else:
+        # Valid: no expansion is missing or cyclic, so counting terminates.
+        summary = {"valid": True, "jobCount": job_count(name, jobnets.catalog), "message": None}
+    conditions = jobnet_conditions(summary["valid"], summary["message"], generation, now, previous)
+    return {**summary, "observedGeneration": generation, "conditions": conditions}
 
 
 async def _describe_namespace(namespace: str, client: KubeClient) -> None:
     jobnets = await client.list_jobnets(namespace)
+    now = _now()
     for name, current in jobnets.statuses.items():
-        wanted = jobnet_status(name, jobnets)
+        wanted = jobnet_status(name, jobnets, now)
         if any(current.get(key) != value for key, value in wanted.items()):
             await client.patch_status(JOBNETS, namespace, name, wanted)
 
@@ -229,7 +269,6 @@ async def _start(
     spec = dict(body.get("spec", {}))
     reference = spec.get("jobNetRef")
     problems = webhook.jobrun_problems(spec, jobnets.catalog, jobnets.broken)
-    generation = body.get("metadata", {}).get("generation")
     if problems:
         await _fail(
             body,
@@ -253,13 +292,16 @@ async def _start(
     # The snapshot is stored before the run is Pending: nothing can be launched without it.
     await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
-    status = {
-        "phase": "Pending",
-        "progress": f"0/{jobs}",
-        "observedGeneration": generation,
-        "counts": {"Pending": jobs},
-        "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
-    }
+    status = with_jobrun_conditions(
+        {
+            "phase": "Pending",
+            "progress": f"0/{jobs}",
+            "counts": {"Pending": jobs},
+            "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
+        },
+        body.get("metadata", {}),
+        _now(),
+    )
     await client.patch_status(JOBRUNS, namespace, name, status)
     logger.info(
         "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
@@ -276,18 +318,9 @@ async def _start(
 
 
 async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:
-    await client.patch_status(
-        JOBRUNS,
-        namespace,
-        name,
-        {
-            "phase": "Failed",
-            "reason": reason,
-            "message": message,
-            "finishedAt": _now(),
-            "observedGeneration": body.get("metadata", {}).get("generation"),
-        },
-    )
+    now = _now()
+    status = {"phase": "Failed", "reason": reason, "message": message, "finishedAt": now}
+    await client.patch_status(JOBRUNS, namespace, name, with_jobrun_conditions(status, body.get("metadata", {}), now))
     await client.post_event(body, "Warning", reason, message)
     logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
 

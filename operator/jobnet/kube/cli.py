@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 
 import kopf
 
 from jobnet.argtypes import positive_count, positive_seconds
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
+from jobnet.kube.certificates import CertificateConfig
 from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
 from jobnet.ssh import SshSettings
 
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
+#: Prefix of the environment variables that set the operator's options (``defaults_from_environment``).
+ENVIRONMENT_PREFIX = "JOBNET_OPERATOR_"
 
 
 def host_alias(text: str) -> tuple[str, str]:
@@ -54,6 +59,52 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="let the operator create and maintain the Validating- and MutatingWebhookConfiguration "
         "NAME (default: they are installed by the Helm chart)",
+    )
+    tls = parser.add_argument_group(
+        "webhook certificate kept by the operator (instead of --webhook-cert/--webhook-key)"
+    )
+    tls.add_argument(
+        "--webhook-tls-secret",
+        type=namespaced_name,
+        metavar="NAMESPACE/NAME",
+        help="keep the webhook's CA and serving certificate in this Secret: issue them when it is empty, "
+        "renew them before they expire; every replica serves what it holds",
+    )
+    tls.add_argument(
+        "--webhook-tls-name",
+        dest="webhook_tls_names",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="DNS name (or IP address) the certificate covers, e.g. the webhook Service's "
+        "NAME.NAMESPACE.svc (repeatable; the first is the subject)",
+    )
+    tls.add_argument(
+        "--webhook-sync-ca-bundle",
+        metavar="NAME",
+        help="keep the caBundle of the Validating- and MutatingWebhookConfiguration NAME equal to the Secret's CA",
+    )
+    tls.add_argument(
+        "--webhook-tls-validity-days",
+        type=positive_count,
+        default=365,
+        metavar="DAYS",
+        help="lifetime of an issued CA and certificate (default: 365)",
+    )
+    tls.add_argument(
+        "--webhook-tls-renew-before-days",
+        type=positive_count,
+        default=30,
+        metavar="DAYS",
+        help="renew this long before the certificate expires (default: 30)",
+    )
+    tls.add_argument(
+        "--webhook-tls-check-interval",
+        type=positive_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how often each replica reads the Secret again (renewal, another replica's rotation, "
+        "a reset caBundle) (default: 3600)",
     )
     parser.add_argument(
         "--liveness-endpoint",
@@ -197,6 +248,61 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
         "(repeatable); the host key is still verified against knownHosts under NAME",
     )
+    defaults_from_environment(parser, os.environ)
+
+
+def namespaced_name(text: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME``: a clear error for anything else."""
+    namespace, separator, name = text.partition("/")
+    if not separator or not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(
+            f"expected NAMESPACE/NAME (e.g. jobnet-system/jobnet-operator-webhook-tls), not {text!r}"
+        )
+    return namespace, name
+
+
+def defaults_from_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Every option that takes one value may also be set as ``JOBNET_OPERATOR_<OPTION>``
+    (``--heartbeat-deadline 60`` is ``JOBNET_OPERATOR_HEARTBEAT_DEADLINE=60``), e.g. with the
+    chart's ``extraEnv``. The command line wins; a bad value is refused like the option's."""
+    for action in parser._actions:
+        single_value = action.nargs is None and not isinstance(action, argparse._AppendAction)
+        if not single_value or not action.option_strings:
+            continue
+        variable = ENVIRONMENT_PREFIX + action.option_strings[-1].lstrip("-").replace("-", "_").upper()
+        if variable in environ:
+            # A string default is parsed as if given on the command line (its type and checks apply).
+            action.default = environ[variable]
+
+
+def certificate_config(args: argparse.Namespace, retry_delay: float) -> CertificateConfig | None:
+    """What ``--webhook-tls-*`` ask for; a clear error (SystemExit) for contradictions."""
+    if args.webhook_tls_secret is None:
+        if args.webhook_tls_names or args.webhook_sync_ca_bundle:
+            raise SystemExit(
+                "jobnet operator: --webhook-tls-name and --webhook-sync-ca-bundle need --webhook-tls-secret"
+            )
+        return None
+    if args.webhook_cert or args.webhook_insecure:
+        raise SystemExit(
+            "jobnet operator: --webhook-tls-secret cannot be combined with "
+            "--webhook-cert/--webhook-key/--webhook-insecure"
+        )
+    if not args.webhook_tls_names:
+        raise SystemExit("jobnet operator: --webhook-tls-secret needs at least one --webhook-tls-name")
+    if args.webhook_tls_renew_before_days >= args.webhook_tls_validity_days:
+        raise SystemExit("jobnet operator: --webhook-tls-renew-before-days must be shorter than the validity")
+    namespace, name = args.webhook_tls_secret
+    return CertificateConfig(
+        secret_namespace=namespace,
+        secret_name=name,
+        names=tuple(args.webhook_tls_names),
+        configuration=args.webhook_sync_ca_bundle,
+        validity=datetime.timedelta(days=args.webhook_tls_validity_days),
+        renew_before=datetime.timedelta(days=args.webhook_tls_renew_before_days),
+        check_interval=args.webhook_tls_check_interval,
+        retry_delay=retry_delay,
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -220,6 +326,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
             key_file=args.webhook_key,
             insecure=args.webhook_insecure,
             managed_configuration=args.webhook_configuration,
+            certificate=certificate_config(args, args.retry_delay),
         ),
         liveness_endpoint=args.liveness_endpoint or None,
         peering_name=args.peering,

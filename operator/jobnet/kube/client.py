@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -40,6 +41,14 @@ Body = dict[str, Any]
 
 #: Posts of an Event whose generated name was taken, before giving up.
 _GENERATED_NAME_TRIES = 3
+
+
+REPORTING_COMPONENT = "jobnet-operator"
+
+
+def reporting_instance() -> str:
+    """This replica's name in Events: its pod name (``POD_ID``, set by the chart), else the host name."""
+    return os.environ.get("POD_ID") or socket.gethostname()
 
 
 class KubeApiError(Exception):
@@ -102,7 +111,9 @@ def _file_of(data: str | bytes | None, path: FilePath | None, spill: IO[bytes]) 
 class KubeClient:
     """A small async client for the operator's own requests (see the module docstring)."""
 
-    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, timeouts: Timeouts = Timeouts(), instance: str | None = None) -> None:
+        #: the ``reportingInstance`` of our Events: which replica (pod) said it
+        self.instance = instance or reporting_instance()
         self._timeout = aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect)
         self._server = ""
         self._headers: dict[str, str] = {}
@@ -261,14 +272,52 @@ class KubeClient:
             "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}", f"deleting ConfigMap {namespace}/{name}"
         )
 
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        """The decoded ``data`` (and ``stringData``-style plain values) of a Secret; never logged."""
+    async def get_secret(self, namespace: str, name: str) -> tuple[str, dict[str, bytes]]:
+        """A Secret's ``resourceVersion`` and base64-decoded ``data``, as bytes (whether a value
+        is text is for its reader to say, naming the key); never logged."""
         reply = await self._request(
             "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", f"reading Secret {namespace}/{name}"
         )
-        data = {key: base64.b64decode(value).decode() for key, value in (reply.get("data") or {}).items()}
-        data.update(reply.get("stringData") or {})
-        return data
+        data = {key: base64.b64decode(value) for key, value in (reply.get("data") or {}).items()}
+        return str(reply.get("metadata", {}).get("resourceVersion", "")), data
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        """The base64-decoded ``data`` of a Secret (see :meth:`get_secret`)."""
+        return (await self.get_secret(namespace, name))[1]
+
+    async def update_secret_data(
+        self, namespace: str, name: str, resource_version: str, data: Mapping[str, bytes]
+    ) -> None:
+        """Set these keys of a Secret, if it is still at ``resource_version`` (HTTP 409 if not)."""
+        operator_metrics.api_write("secrets")
+        await self._request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            f"updating Secret {namespace}/{name}",
+            json={
+                "metadata": {"resourceVersion": resource_version},
+                "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+            },
+            content_type="application/merge-patch+json",
+            answer=False,
+        )
+
+    async def get_cluster_object(self, api_version: str, plural: str, name: str) -> Body:
+        """A cluster-scoped object, e.g. a ValidatingWebhookConfiguration."""
+        return await self._request("GET", f"/apis/{api_version}/{plural}/{name}", f"reading {plural}/{name}")
+
+    async def patch_cluster_object(self, api_version: str, plural: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a cluster-scoped object (a ``metadata.resourceVersion`` in ``patch`` makes it
+        conditional: HTTP 409 when the object changed meanwhile)."""
+        operator_metrics.api_write(plural)
+        await self._request(
+            "PATCH",
+            f"/apis/{api_version}/{plural}/{name}",
+            f"patching {plural}/{name}",
+            json=dict(patch),
+            content_type="application/merge-patch+json",
+            answer=False,
+        )
 
     async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
         """Merge-patch the object so that these annotations are gone."""
@@ -338,8 +387,9 @@ class KubeClient:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": "jobnet-operator"},
-            "reportingComponent": "jobnet-operator",
+            "source": {"component": REPORTING_COMPONENT},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

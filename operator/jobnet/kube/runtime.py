@@ -58,6 +58,7 @@ from jobnet.core.annotations import (
     REQUESTER_ANNOTATIONS,
     STOP_ANNOTATION,
 )
+from jobnet.core.conditions import with_jobrun_conditions
 from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
@@ -66,6 +67,7 @@ from jobnet.core.runstatus import (
     decoded_status,
     runtime_from_status,
     status_patch,
+    to_rfc3339,
 )
 from jobnet.core.scheduler import (
     Ack,
@@ -370,6 +372,8 @@ class RunLoop:
         self.name: str = meta["name"]
         self.namespace: str = meta.get("namespace") or "default"
         self.uid: str = meta["uid"]
+        #: what the run's conditions describe (its creation and generation)
+        self.metadata = {key: meta.get(key) for key in ("creationTimestamp", "generation")}
         self.graph = graph
         self.policy = policy
         self.run_env: dict[str, str] = run_environment(body.get("spec"))
@@ -561,8 +565,12 @@ class RunLoop:
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
         if patch["jobs"] or summary != self.last_summary:
             try:
+                encoded = self.status_encoder.encode(patch, full=full)
                 await self.runtime.client.patch_status(
-                    JOBRUNS, self.namespace, self.name, self.status_encoder.encode(patch, full=full)
+                    JOBRUNS,
+                    self.namespace,
+                    self.name,
+                    with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now))),
                 )
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again later.

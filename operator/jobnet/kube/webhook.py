@@ -28,12 +28,14 @@ import kopf
 
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
-from jobnet.core.models import API_GROUP, API_VERSION, JobScheduleSpec
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec, JobScheduleSpec
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
+from jobnet.core.snapshot import snapshot_size_problem
 from jobnet.core.validation import (
     Catalog,
     Problem,
     name_problem,
+    parse_jobnet,
     parse_spec,
     validate_jobnet,
     validate_jobnet_deletion,
@@ -49,6 +51,18 @@ JOBCALENDAR_WEBHOOK_ID = "validate-jobcalendar"
 
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
+#: Largest AdmissionReview the webhook reads. An UPDATE carries the object and the old object,
+#: each up to the API server's 3 MiB request limit; aiohttp's default (1 MiB) would refuse (413)
+#: the review of any change of a large JobNet, and with it the change.
+ADMISSION_REVIEW_MAX_BYTES = 8 * 1024 * 1024
+
+
+class AdmissionServer(kopf.WebhookServer):
+    """kopf's admission server, reading reviews up to :data:`ADMISSION_REVIEW_MAX_BYTES`."""
+
+    @staticmethod
+    async def _serve(fn: Any, request: Any) -> Any:
+        return await kopf.WebhookServer._serve(fn, request.clone(client_max_size=ADMISSION_REVIEW_MAX_BYTES))
 
 
 def describe_problems(subject: str, problems: Sequence[Problem]) -> str:
@@ -94,7 +108,13 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
             in_use = schedules_using("JobNet", name, await namespace_schedules(client, namespace))
             _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog) + in_use)
             return
-        _deny(f"JobNet {name!r}", validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog))
+        problems = validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog)
+        if not problems:
+            spec = parse_jobnet((new or {}).get("spec"))
+            assert isinstance(spec, JobNetSpec)  # validate_jobnet reported anything else
+            too_large = snapshot_size_problem(name, spec, jobnets.catalog)
+            problems = [Problem(path="spec", message=too_large)] if too_large else []
+        _deny(f"JobNet {name!r}", problems)
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry

@@ -64,6 +64,10 @@ def serve_command(agent_path: str, *, python: str = "python3", serve_args: Seque
     return " ".join(shlex.quote(part) for part in (python, agent_path, "serve", *serve_args))
 
 
+class ChannelClosed(ConnectionLost):
+    """The operator closed the channel itself (a routine close, e.g. of an idle host's channel)."""
+
+
 class AgentChannel:
     """JSON-lines request/response with one agent over one SSH exec session."""
 
@@ -174,7 +178,7 @@ class AgentChannel:
         return list(self._stderr)
 
     def close(self) -> None:
-        self._fail(ConnectionLost(f"agent channel to {self.host} closed by the operator"))
+        self._fail(ChannelClosed(f"agent channel to {self.host} closed by the operator"))
 
     # ------------------------------------------------------------ internals
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from jobnet.core.agentproto import AgentRequest, Heartbeat, HelloResult, JobRecord
 from jobnet.metrics import operator_metrics
-from jobnet.ssh.channel import AgentChannel, serve_command
+from jobnet.ssh.channel import AgentChannel, ChannelClosed, serve_command
 from jobnet.ssh.errors import ConnectionLost
 from jobnet.ssh.installer import AgentInstaller
 from jobnet.ssh.pool import HostConnectionPool, SshCredentials, SshTarget
@@ -196,7 +196,9 @@ class HostAgent:
             loop.call_soon_threadsafe(self._heard, heartbeat.last_seq, time.monotonic())
 
         def closed(error: ConnectionLost) -> None:
-            log.warning("%s", error.message)
+            # A close the operator asked for is routine (the channel logged it at INFO already).
+            if not isinstance(error, ChannelClosed):
+                log.warning("%s", error.message)
 
         try:
             return AgentChannel(

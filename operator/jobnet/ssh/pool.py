@@ -55,31 +55,60 @@ class SshTarget:
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
+#: Keys a credentials Secret may hold. ``ssh-privatekey`` is the key of Kubernetes' standard
+#: ``kubernetes.io/ssh-auth`` Secret type; ``privateKey`` is ours (either, not both).
+PRIVATE_KEY_KEYS = ("privateKey", "ssh-privatekey")
+SECRET_KEYS = (*PRIVATE_KEY_KEYS, "password", "knownHosts")
+
+
+def _secret_text(key: str, value: str | bytes) -> str:
+    """A Secret value as text; a clear error naming the key (never the value) when it is not."""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"key {key!r} is not UTF-8 text (a binary value? keys are PEM/OpenSSH text)") from None
+
+
 @dataclass(frozen=True, repr=False)
 class SshCredentials:
-    """The credentials Secret's content: ``privateKey`` and/or ``password``, and ``knownHosts``."""
+    """The credentials Secret's content: a private key and/or ``password``, and ``knownHosts``."""
 
     known_hosts: str
     private_key: str | None = None
     password: str | None = None
+    #: the Secret key the private key came from (named in errors)
+    private_key_source: str = "privateKey"
 
     def __post_init__(self) -> None:
         if not self.private_key and not self.password:
-            raise ValueError("SSH credentials need privateKey or password (neither given)")
+            raise ValueError("SSH credentials need privateKey (or ssh-privatekey) or password (none given)")
         if not self.known_hosts.strip():
             raise ValueError("SSH credentials need knownHosts: host keys are always verified")
 
     @classmethod
-    def from_secret_data(cls, data: dict[str, str]) -> SshCredentials:
-        """From a Secret's decoded ``data`` (keys privateKey, password, knownHosts)."""
-        unknown = sorted(set(data) - {"privateKey", "password", "knownHosts"})
+    def from_secret_data(cls, data: Mapping[str, str | bytes]) -> SshCredentials:
+        """From a Secret's decoded ``data`` (keys privateKey or ssh-privatekey, password,
+        knownHosts). Every value is checked now, so a malformed Secret is an error naming the key
+        (never its content) before anything is sent to a VM."""
+        unknown = sorted(set(data) - set(SECRET_KEYS))
         if unknown:
-            raise ValueError(
-                f"SSH credentials Secret has unknown keys {unknown}; expected privateKey, password, knownHosts"
-            )
-        return cls(
-            known_hosts=data.get("knownHosts", ""), private_key=data.get("privateKey"), password=data.get("password")
+            raise ValueError(f"unknown keys {unknown}; expected {', '.join(SECRET_KEYS)}")
+        text = {key: _secret_text(key, value) for key, value in data.items()}
+        key_sources = [key for key in PRIVATE_KEY_KEYS if key in text]
+        if len(key_sources) > 1:
+            raise ValueError(f"keys {key_sources} both hold a private key: keep one")
+        source = key_sources[0] if key_sources else PRIVATE_KEY_KEYS[0]
+        credentials = cls(
+            known_hosts=text.get("knownHosts", ""),
+            private_key=text.get(source),
+            password=text.get("password"),
+            private_key_source=source,
         )
+        credentials.host_keys()
+        credentials.private_key_object()
+        return credentials
 
     def __repr__(self) -> str:
         parts = ["privateKey=<hidden>" if self.private_key else "", "password=<hidden>" if self.password else ""]
@@ -96,9 +125,9 @@ class SshCredentials:
             try:
                 entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
             except (paramiko.SSHException, ValueError) as exc:
-                raise ValueError(f"knownHosts line {number} is not a valid known_hosts entry: {exc}") from None
+                raise ValueError(f"key 'knownHosts' line {number} is not a valid known_hosts entry: {exc}") from None
             if entry is None:
-                raise ValueError(f"knownHosts line {number} is not a valid known_hosts entry")
+                raise ValueError(f"key 'knownHosts' line {number} is not a valid known_hosts entry")
             keys._entries.append(entry)
         return keys
 
@@ -110,7 +139,10 @@ class SshCredentials:
                 return key_class.from_private_key(io.StringIO(self.private_key), password=self.password)
             except (paramiko.SSHException, ValueError, TypeError):
                 continue
-        raise ValueError("privateKey is not a readable ed25519, ECDSA or RSA private key (PEM or OpenSSH format)")
+        raise ValueError(
+            f"key {self.private_key_source!r} is not a readable ed25519, ECDSA or RSA private key "
+            "(PEM or OpenSSH format, unencrypted or encrypted with the password)"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,277 @@
+"""The event log: ``<state>/events.log``, the durable truth of every job, and its followers.
+
+``events.log`` holds append-only JSON lines ``{"seq": N, "record": {...}}``, each fsynced
+before the state it records is reported: one fsync per state change, the only one. ``seq`` is
+monotonic for the whole state dir (the journal allocates it under its lock). A compaction
+rewrites the log as the latest record of each job and closes it with a bare ``{"seq": N}``
+marker that keeps numbering going but is no event.
+
+Followers (``watch``) read it with an :class:`EventReader` and sleep on an
+:class:`EventWakeup`, a FIFO in ``<state>/watchers/<pid>-<n>.wake``: every append writes a byte
+to each, so following needs no tight polling.
+
+Appends are the place where a group commit of fsyncs across concurrent writers would go.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import select
+import threading
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from jobnet_agent.durable import atomic_write
+from jobnet_agent.jobdir import dump_json
+from jobnet_agent.protocol import JobRecord
+
+_WAKE_SUFFIX = ".wake"
+_wake_numbers = itertools.count(1)
+
+
+def read_last_line(fd: int, size: int) -> Tuple[Optional[bytes], int]:
+    """The last complete line of a file and the offset just after it (0 when there is none)."""
+    chunk = 8192
+    tail = b""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        tail = os.pread(fd, pos - start, start) + tail
+        pos = start
+        complete_end = tail.rfind(b"\n")
+        if complete_end < 0:
+            continue
+        line_start = tail.rfind(b"\n", 0, complete_end)
+        if line_start >= 0 or pos == 0:
+            return tail[line_start + 1 : complete_end], pos + complete_end + 1
+    return None, 0
+
+
+def _entry(record: JobRecord) -> bytes:
+    return dump_json({"seq": record.seq, "record": record.to_stored()}) + b"\n"
+
+
+class EventLog:
+    """``<state>/events.log`` and the wake-up FIFOs of its followers."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "events.log")
+        self.watchers_dir = os.path.join(state_dir, "watchers")
+
+    def append(self, record: JobRecord) -> None:
+        """Append the record's event, durably, then wake every follower."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, _entry(record))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        wake_followers(self.watchers_dir)
+
+    def last_seq(self) -> int:
+        """The seq of the last entry (0: none), the compaction marker included."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            line, _ = read_last_line(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return int(json.loads(line.decode("utf-8"))["seq"]) if line else 0
+
+    def last_event_seq(self) -> int:
+        """The seq of the last entry a watch sends as an event (0: none).
+
+        Below ``last_seq`` only after a compaction: its closing ``{"seq": N}`` marker keeps seq
+        numbering going but is no event, so a watcher that has received every event never sees N.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            end = os.fstat(fd).st_size
+            while True:
+                line, end = read_last_line(fd, end)
+                if not line:
+                    return 0
+                entry = json.loads(line.decode("utf-8"))
+                if "record" in entry:
+                    return int(entry["seq"])
+                end -= len(line) + 1
+        finally:
+            os.close(fd)
+
+    def cut_torn_append(self) -> int:
+        """Cut off a torn last line (a writer killed mid-append); return the last seq. Only under
+        the journal lock: the journal re-logs the cut event from its record file."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            line, end = read_last_line(fd, size)
+            if end != size:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return int(json.loads(line.decode("utf-8"))["seq"]) if line else 0
+
+    def records(self) -> Iterator[JobRecord]:
+        """Every logged record, oldest first."""
+        reader = self.reader(0)
+        try:
+            batch = reader.poll()
+            while batch:
+                yield from batch
+                batch = reader.poll()
+        finally:
+            reader.close()
+
+    def rewrite(self, latest: Sequence[JobRecord], last_seq: int) -> None:
+        """Compact: the log becomes ``latest`` (one record per job) and a marker keeping ``last_seq``."""
+        lines = [_entry(record) for record in latest]
+        lines.append(dump_json({"seq": last_seq}) + b"\n")
+        atomic_write(self.path, b"".join(lines))
+
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def reader(self, from_seq: int) -> EventReader:
+        return EventReader(self.path, from_seq)
+
+    def wakeup(self) -> EventWakeup:
+        return EventWakeup(self.watchers_dir)
+
+
+class EventReader:
+    """Reads events with ``seq`` greater than a start point from the event log, incrementally.
+
+    Follows appends cheaply (one ``stat`` when nothing changed) and notices a compaction
+    (new inode): it then rereads from the start, skipping what it already delivered.
+    """
+
+    def __init__(self, events_path: str, from_seq: int) -> None:
+        self.path = events_path
+        self.delivered_seq = from_seq
+        self._fd: Optional[int] = None
+        self._inode: Optional[Tuple[int, int]] = None
+        self._offset = 0
+        self._partial = b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def poll(self, max_bytes: int = 1024 * 1024) -> List[JobRecord]:
+        info = os.stat(self.path)
+        identity = (info.st_dev, info.st_ino)
+        if identity != self._inode:
+            self.close()
+            self._fd = os.open(self.path, os.O_RDONLY)
+            opened = os.fstat(self._fd)
+            self._inode = (opened.st_dev, opened.st_ino)
+            self._offset = 0
+            self._partial = b""
+            info = opened
+        if info.st_size < self._offset:
+            # A torn append was cut off by a repair: reread, skipping what was delivered.
+            self._offset = 0
+            self._partial = b""
+        if info.st_size == self._offset:
+            return []
+        assert self._fd is not None
+        data = os.pread(self._fd, min(max_bytes, info.st_size - self._offset), self._offset)
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        records: List[JobRecord] = []
+        for line in lines:
+            if not line:
+                continue
+            try:
+                entry = json.loads(line.decode("utf-8"))
+            except ValueError:
+                # Read across a cut-off torn append: start over from the beginning next poll.
+                self._offset = 0
+                self._partial = b""
+                return records
+            if entry["seq"] <= self.delivered_seq or "record" not in entry:
+                continue
+            self.delivered_seq = entry["seq"]
+            records.append(JobRecord.from_stored(entry["record"]))
+        return records
+
+
+def wake_followers(watchers_dir: str) -> None:
+    """Write a byte to the wake-up FIFO of every process following the event log."""
+    try:
+        names = os.listdir(watchers_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.endswith(_WAKE_SUFFIX):
+            continue
+        path = os.path.join(watchers_dir, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                # Nobody holds it open: its follower died without removing it.
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            continue
+        try:
+            os.write(fd, b"!")
+        except BlockingIOError:
+            pass  # full of earlier wake-ups: it wakes anyway
+        finally:
+            os.close(fd)
+
+
+class EventWakeup:
+    """A follower's wake-up FIFO in ``<state>/watchers/``: journal writers write to it after
+    every appended event, so following the event log needs no tight polling.
+
+    It is held open (read-write) from before it gets its visible name until it is removed, so
+    a writer never mistakes a live follower's FIFO for a stale one.
+    """
+
+    def __init__(self, watchers_dir: str) -> None:
+        os.makedirs(watchers_dir, mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{next(_wake_numbers)}"
+        hidden = os.path.join(watchers_dir, name + ".new")
+        os.mkfifo(hidden, 0o600)
+        self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK)
+        self.path = os.path.join(watchers_dir, name + _WAKE_SUFFIX)
+        os.rename(hidden, self.path)
+        self._closed = False
+        self._lock = threading.Lock()  # wake() may come from another thread than close()
+
+    def wait(self, timeout: float) -> None:
+        """Return once woken (or after ``timeout``), with the wake-ups consumed."""
+        select.select([self._fd], [], [], timeout)
+        try:
+            while os.read(self._fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._fd, b"!")
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
