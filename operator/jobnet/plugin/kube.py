@@ -124,6 +124,49 @@ class PluginKube:
         binary = json.loads(reply.data).get("binaryData") or {}  # kept base64, as the operator wrote it
         return decode_snapshot(binary.get(snapshot.key, ""), snapshot)
 
+    def get_object(self, plural: str, name: str) -> Body:
+        """One of our objects (``jobschedules``, ``jobcalendars``, ``jobnets``...) in the namespace."""
+        return dict(
+            self._call(
+                f"getting {plural}/{name} in namespace {self.namespace!r}",
+                self.custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                plural,
+                name,
+            )
+        )
+
+    def exists(self, plural: str, name: str) -> bool:
+        try:
+            self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, self.namespace, plural, name, _request_timeout=self.timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise PluginError(f"getting {plural}/{name}: {_api_message(error)}") from None
+        except (HTTPError, OSError) as error:
+            raise PluginError(
+                f"getting {plural}/{name}: the API server is unreachable ({type(error).__name__})"
+            ) from None
+        return True
+
+    def create_jobrun(self, body: Body) -> Body:
+        """Create a JobRun (admission may refuse it: its message is the error)."""
+        return dict(
+            self._call(
+                f"creating a JobRun of {body['spec']['jobNetRef']!r}",
+                self.custom.create_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                "jobruns",
+                body,
+            )
+        )
+
     def annotate_jobrun(self, view: JobRunView, annotations: dict[str, str]) -> Body:
         """Merge ``annotations`` into the JobRun, only if it did not change since ``view`` was read
         (a concurrent change, e.g. the operator consuming an annotation, is a 409 conflict)."""
