@@ -268,3 +268,20 @@ def test_start_form_offers_the_jobnets_people_start_first() -> None:
 
     items = [jobnet_item("load-jobnet"), jobnet_item("nightly", "load-jobnet"), jobnet_item("adhoc")]
     assert views.startable_first(items) == ["adhoc", "nightly", "load-jobnet"]
+
+
+def test_events_of_the_same_second_keep_the_order_they_were_stored_in() -> None:
+    def event(reason: str, version: str) -> dict[str, object]:
+        return {
+            "involvedObject": {"kind": "JobRun", "name": "r1"},
+            "metadata": {"resourceVersion": version},
+            "reason": reason,
+            "lastTimestamp": "2026-11-22T03:00:01Z",
+        }
+
+    events = [event("StopRequested", "98"), event("RunStopped", "120"), event("JobStopped", "101")]
+    assert [row.reason for row in views.event_rows(events, views.EventFilter())] == [
+        "RunStopped",
+        "JobStopped",
+        "StopRequested",
+    ]

@@ -326,7 +326,7 @@ class EventRow:
 
 def event_rows(events: Iterable[Body], wanted: EventFilter) -> list[EventRow]:
     """The JobRun Events that pass ``wanted``, newest first; ``paths`` are the job paths each names."""
-    rows = []
+    rows: list[tuple[EventRow, int]] = []
     for event in events:
         involved = event.get("involvedObject") or {}
         if involved.get("kind") != "JobRun":
@@ -350,6 +350,13 @@ def event_rows(events: Iterable[Body], wanted: EventFilter) -> list[EventRow]:
             continue
         if wanted.path and not any(p == wanted.path or p.startswith(wanted.path + "/") for p in row.paths):
             continue
-        rows.append(row)
-    rows.sort(key=lambda row: row.last_seen, reverse=True)
-    return rows
+        rows.append((row, _write_order(event)))
+    # Events of one second share a timestamp: the order the API server stored them decides.
+    rows.sort(key=lambda pair: (pair[0].last_seen, pair[1]), reverse=True)
+    return [row for row, _ in rows]
+
+
+def _write_order(event: Body) -> int:
+    """The Event's resourceVersion as a number (etcd's revision; 0 where it is not one)."""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else 0
