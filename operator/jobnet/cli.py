@@ -1,5 +1,6 @@
 """The ``jobnet`` command: ``lint``, ``crds``, ``operator``, ``dev`` and the kubectl plugin commands
-(``tree``, ``logs``, ``override``, ``stop``, ``events``; see :mod:`jobnet.plugin`).
+(``tree``, ``logs``, ``override``, ``stop``, ``events``; see :mod:`jobnet.plugin`) and ``console``
+(see :mod:`jobnet.console`).
 
 ``jobnet lint`` and ``jobnet crds`` never import the Kubernetes or SSH edges: the ``operator``
 and ``dev`` subcommands' arguments and code are imported only when they are the one asked for.
@@ -137,6 +138,17 @@ def build_parser(with_operator: bool, prog: str = "jobnet", with_dev: bool = Fal
     crds_parser.set_defaults(handler=run_crds)
 
     add_plugin_commands(commands)
+
+    from jobnet.console.command import add_console_arguments
+
+    add_console_arguments(
+        commands.add_parser(
+            "console",
+            help="serve the operations console (run list, monitors, events) on 127.0.0.1",
+            description="A web console acting with your kubeconfig identity: the run list, the job network "
+            "monitor, the job monitor, the event list and the JobNet view; see docs/console.md.",
+        )
+    )
 
     operator_parser = commands.add_parser(
         "operator", help="run the operator (Kubernetes controller and admission webhook)"

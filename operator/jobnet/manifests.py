@@ -1,9 +1,11 @@
-"""Loading JobNet and JobRun manifests from YAML files, and linting them (``jobnet lint``).
+"""Loading JobNet, JobRun, JobSchedule and JobCalendar manifests from YAML files, and linting
+them (``jobnet lint``).
 
 Files hold any number of YAML documents (``---``). A directory stands for the ``*.yaml`` and
 ``*.yml`` files directly in it (not its subdirectories), in name order. Documents of other
 API groups (a Secret next to a JobNet, say) are skipped. All JobNets of all given files form
-one catalog, so expansions across files resolve.
+one catalog, so expansions across files resolve; likewise a JobSchedule's JobNet and
+JobCalendar are looked up among all the given files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from jobnet.core.models import API_GROUP, GROUP_VERSION, JobNetSpec
+from jobnet.core.schedulevalidation import validate_jobcalendar, validate_jobschedule
 from jobnet.core.validation import (
     Catalog,
     Problem,
@@ -25,7 +28,7 @@ from jobnet.core.validation import (
     validate_jobrun,
 )
 
-KINDS = ("JobNet", "JobRun")
+KINDS = ("JobNet", "JobRun", "JobSchedule", "JobCalendar")
 
 
 class ManifestError(Exception):
@@ -132,13 +135,13 @@ def _envelope_problems(document: Document) -> list[Problem]:
             )
         )
     if document.kind not in KINDS:
-        problems.append(Problem(path="kind", message=f"unknown kind {document.kind!r}, expected JobNet or JobRun"))
+        problems.append(Problem(path="kind", message=f"unknown kind {document.kind!r}, expected {', '.join(KINDS)}"))
     allowed = {"apiVersion", "kind", "metadata", "spec", "status"}
     problems.extend(Problem(path=key, message="unknown field") for key in document.body if key not in allowed)
     if "spec" not in document.body:
         problems.append(Problem(path="spec", message="required field is missing"))
-    if document.kind == "JobNet" and not isinstance(document.metadata.get("name"), str):
-        problems.append(Problem(path="metadata.name", message="a JobNet needs a name"))
+    if document.kind != "JobRun" and not isinstance(document.metadata.get("name"), str):
+        problems.append(Problem(path="metadata.name", message=f"a {document.kind} needs a name"))
     return problems
 
 
@@ -170,11 +173,13 @@ def build_catalog(documents: Iterable[Document]) -> tuple[dict[str, JobNetSpec],
 
 
 def lint(paths: Iterable[str | Path]) -> LintResult:
-    """Validate every JobNet and JobRun of the given files (raises ManifestError, see above)."""
+    """Validate every manifest of the given files (raises ManifestError, see above)."""
     documents = load_documents(paths)
     catalog, problems = build_catalog(documents)
     result = LintResult(documents, catalog, problems)
     roots = set(root_jobnets(catalog))
+    jobnets = {document.name for document in documents if document.kind == "JobNet"}
+    calendars = {document.name for document in documents if document.kind == "JobCalendar"}
     for document in documents:
         envelope = _envelope_problems(document)
         if envelope:
@@ -182,6 +187,10 @@ def lint(paths: Iterable[str | Path]) -> LintResult:
             continue
         if document.kind == "JobNet":
             found = validate_jobnet(document.name, _spec(document), catalog)
+        elif document.kind == "JobSchedule":
+            found = validate_jobschedule(_spec(document), jobnets, calendars)
+        elif document.kind == "JobCalendar":
+            found = validate_jobcalendar(_spec(document))
         else:
             found = validate_jobrun(_spec(document), catalog)
         if document.kind == "JobNet" and not found and document.name in roots:

@@ -64,7 +64,11 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 #: The only permissions the operator needs in a watched namespace (or cluster-wide).
 OPERATOR_RULES = {
     ("jobnet.dev", "jobnets"): {"list", "watch"},  # kopf keeps no state in JobNets
-    ("jobnet.dev", "jobruns"): {"list", "watch", "patch"},
+    # JobSchedules create their runs, and delete old finished ones (history limits).
+    ("jobnet.dev", "jobruns"): {"list", "watch", "patch", "create", "delete"},
+    ("jobnet.dev", "jobschedules"): {"list", "watch"},
+    ("jobnet.dev", "jobcalendars"): {"list", "watch"},
+    ("jobnet.dev", "jobschedules/status"): {"patch"},
     ("jobnet.dev", "jobnets/status"): {"patch"},
     ("jobnet.dev", "jobruns/status"): {"patch"},
     ("", "events"): {"create"},
@@ -456,13 +460,17 @@ def test_webhook_rules_cover_jobnet_writes_and_jobrun_create_and_update(
     rendered: dict[str, list[dict[str, Any]]], value_set: str
 ) -> None:
     webhooks = webhooks_by_resource(rendered[value_set])
-    assert set(webhooks) == {"jobnets", "jobruns"}
+    assert set(webhooks) == {"jobnets", "jobruns", "jobschedules", "jobcalendars"}
     assert sorted(webhooks["jobnets"]["rules"][0]["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+    assert webhooks["jobschedules"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert sorted(webhooks["jobcalendars"]["rules"][0]["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+    assert webhooks["jobschedules"]["clientConfig"]["service"]["path"] == "/validate-jobschedule"
+    assert webhooks["jobcalendars"]["clientConfig"]["service"]["path"] == "/validate-jobcalendar"
     assert webhooks["jobruns"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert webhooks["jobnets"]["clientConfig"]["service"]["path"] == JOBNET_WEBHOOK_PATH
     assert webhooks["jobruns"]["clientConfig"]["service"]["path"] == JOBRUN_WEBHOOK_PATH
     names = [w["name"] for w in webhooks.values()]
-    assert len(set(names)) == 2 and all(name.count(".") >= 2 for name in names)
+    assert len(set(names)) == len(webhooks) and all(name.count(".") >= 2 for name in names)
     for webhook in webhooks.values():
         assert webhook["failurePolicy"] == "Fail"
         assert webhook["sideEffects"] == "None"

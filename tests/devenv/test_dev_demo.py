@@ -75,6 +75,7 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
 
     assert result.returncode == 0, f"exit {result.returncode}\n{out}\n{result.stderr}"
     assert "jobnet dev --demo: OK" in out
+    assert re.search(r"^== Watch it in the browser: http://127\.0\.0\.1:\d+/ \(jobnet console", out, re.MULTILINE), out
     assert re.search(r"^hello-\w+ +hello +Succeeded +1/1 ", out, re.MULTILINE), out
     assert re.search(r"^rjn0008-\w+ +rjn0008 +Succeeded +4/4 ", out, re.MULTILINE), out
     # The tree of the nested expansion, on the aliased VM.

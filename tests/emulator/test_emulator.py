@@ -435,7 +435,7 @@ def test_kubectl_get_shows_printer_columns_and_categories(emulator: EmulatorServ
 
     result = emulator.kubectl("get", "jobruns")
     header, row = result.stdout.splitlines()
-    assert header.split() == ["NAME", "JOBNET", "PHASE", "PROGRESS", "AGE"]
+    assert header.split() == ["NAME", "JOBNET", "PHASE", "PROGRESS", "STARTED", "COMPLETED", "AGE"]
     assert row.split()[:4] == ["nightly-1", "nightly", "Running", "3/7"]
 
     assert kubectl_apply(emulator, jobnet("nightly", script_job("a"))).rc == 0

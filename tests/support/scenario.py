@@ -117,10 +117,16 @@ class Scenario:
             **overrides,
         }
 
-    def start_operator(self, *extra_args: str, verbose: bool = True, wait_ready: bool = True) -> OperatorProcess:
+    def start_operator(
+        self,
+        *extra_args: str,
+        verbose: bool = True,
+        wait_ready: bool = True,
+        environment: dict[str, str] | None = None,
+    ) -> OperatorProcess:
         """Start the real operator (fast deadlines, fast agent) unless it already runs;
         ``verbose``: with kopf's debug log (benchmarks measure without); ``wait_ready``: until
-        it serves (see OperatorProcess.start)."""
+        it serves (see OperatorProcess.start); ``environment``: extra variables of its process."""
         if self.operator is not None:
             return self.operator
         agent_args = list(FAST_AGENT_ARGS)
@@ -131,6 +137,7 @@ class Scenario:
             self.workdir,
             extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
             verbose=verbose,
+            environment=environment,
         )
         register_webhooks(self.emulator, process.webhook_url)
         self.operator = process.start(wait_ready=wait_ready)

@@ -10,7 +10,15 @@ import yaml
 
 from jobnet.core.models import HostSpec
 from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
-from jobnet.crdgen import generated_files, jobnet_crd, jobrun_crd, structural_schema, write_crds
+from jobnet.crdgen import (
+    generated_files,
+    jobcalendar_crd,
+    jobnet_crd,
+    jobrun_crd,
+    jobschedule_crd,
+    structural_schema,
+    write_crds,
+)
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 EXAMPLES = CRD_DIR.parent / "examples"
@@ -73,7 +81,11 @@ def structural_violations(schema: dict, where: str = "") -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("crd", [jobnet_crd(), jobrun_crd()], ids=["JobNet", "JobRun"])
+@pytest.mark.parametrize(
+    "crd",
+    [jobnet_crd(), jobrun_crd(), jobschedule_crd(), jobcalendar_crd()],
+    ids=["JobNet", "JobRun", "JobSchedule", "JobCalendar"],
+)
 def test_schema_is_structural(crd):
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert structural_violations(schema) == []
@@ -98,6 +110,24 @@ def test_crd_names_columns_and_subresources():
     assert {c["name"]: c["jsonPath"] for c in jobnet["spec"]["versions"][0]["additionalPrinterColumns"]}[
         "Jobs"
     ] == ".status.jobCount"
+
+
+def test_schedule_and_calendar_crds():
+    schedule = jobschedule_crd()
+    names = schedule["spec"]["names"]
+    assert (names["kind"], names["categories"]) == ("JobSchedule", ["jobnet"])
+    version = schedule["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
+    assert columns == ["JobNet", "Schedule", "TimeZone", "Suspend", "Last", "Next", "Age"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
+    calendar = jobcalendar_crd()
+    assert calendar["spec"]["names"]["categories"] == ["jobnet"]
+    assert "subresources" not in calendar["spec"]["versions"][0]  # no status: it is read where used
+    properties = calendar["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert properties["closedDates"]["items"] == {"type": "string", "format": "date"}
+    assert properties["shift"]["enum"] == ["Skip", "Previous", "Next"]
 
 
 def test_schema_keeps_descriptions_constraints_and_maps():
@@ -139,9 +169,14 @@ def crd_validator(crd: dict) -> jsonschema.Draft7Validator:
 
 
 def test_crd_schemas_accept_every_example_and_a_full_status():
-    validators = {"JobNet": crd_validator(jobnet_crd()), "JobRun": crd_validator(jobrun_crd())}
+    validators = {
+        "JobNet": crd_validator(jobnet_crd()),
+        "JobRun": crd_validator(jobrun_crd()),
+        "JobSchedule": crd_validator(jobschedule_crd()),
+        "JobCalendar": crd_validator(jobcalendar_crd()),
+    }
     documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
-    assert {d["kind"] for d in documents} == {"JobNet", "JobRun"}
+    assert {d["kind"] for d in documents} == set(validators)
     for document in documents:
         errors = [e.message for e in validators[document["kind"]].iter_errors(document)]
         assert errors == [], f"{document['kind']}/{document['metadata']}: {errors}"

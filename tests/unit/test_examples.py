@@ -40,18 +40,35 @@ INVALID = {
         ":2 JobNet/empty spec.jobs: needs at least 1 item, got 0",
     ],
     "missing-jobnet-run.yaml": [":1 JobRun/ghost-* spec.jobNetRef: JobNet 'ghost' does not exist in this namespace"],
+    "bad-schedule.yaml": [
+        ":1 JobSchedule/broken spec.schedules[0]: invalid cron expression '0 2 * * MONDAY': "
+        "[0 2 * * monday] is not acceptable",
+        ":1 JobSchedule/broken spec.timeZone: unknown time zone 'Asia/Tokio' "
+        "(use an IANA name such as Asia/Tokyo or America/New_York)",
+        ":1 JobSchedule/broken spec.jobNetRef: JobNet 'no-such-jobnet' does not exist in this namespace",
+        ":1 JobSchedule/broken spec.calendarRef: JobCalendar 'no-such-calendar' does not exist in this namespace",
+        ":2 JobCalendar/atlantis spec.publicHolidays: unknown country 'XA' for public holidays "
+        "(use an ISO 3166-1 code such as JP, US, DE)",
+    ],
 }
 
 
 def test_valid_examples_are_numbered_and_cover_the_documented_set():
-    assert [p.name[:3] for p in VALID] == ["01-", "02-", "03-", "04-", "05-"]  # 05: jobnet dev --demo (tests/devenv)
+    assert [p.name[:3] for p in VALID] == [
+        "01-",
+        "02-",
+        "03-",
+        "04-",
+        "05-",
+        "06-",
+    ]  # 05: jobnet dev --demo (tests/devenv)
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_valid_example_lints_clean_on_its_own(path):
     result = lint([path])
     assert result.lines() == []
-    assert any(d.kind == "JobRun" for d in result.documents), "every example shows how to run it"
+    assert any(d.kind in ("JobRun", "JobSchedule") for d in result.documents), "every example shows how to run it"
 
 
 def test_all_valid_examples_lint_clean_together():

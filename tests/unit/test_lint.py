@@ -131,7 +131,7 @@ def test_envelope_problems_and_duplicate_jobnets(tmp_path, capsys):
     assert out == [
         f"{second}:1 JobNet/loader metadata.name: JobNet 'loader' is also defined at {first}:2",
         f"{second}:2 JobNet/future apiVersion: unsupported 'jobnet.dev/v1beta9', use 'jobnet.dev/v1alpha1'",
-        f"{second}:3 JobGraph/typo kind: unknown kind 'JobGraph', expected JobNet or JobRun",
+        f"{second}:3 JobGraph/typo kind: unknown kind 'JobGraph', expected JobNet, JobRun, JobSchedule, JobCalendar",
     ]
 
 

@@ -31,6 +31,12 @@ app.kubernetes.io/name: {{ include "jobnet-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- /* The console's pods: a name of their own, so that no operator selector matches them. */}}
+{{- define "jobnet-operator.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "jobnet-operator.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "jobnet-operator.labels" -}}
 helm.sh/chart: {{ include "jobnet-operator.chart" . }}
 {{ include "jobnet-operator.selectorLabels" . }}
@@ -85,6 +91,8 @@ handler is allowed without any check).
 {{- define "jobnet-operator.jobnetWebhookPath" -}}/validate-jobnet{{- end }}
 {{- define "jobnet-operator.jobrunWebhookPath" -}}/validate-jobrun{{- end }}
 {{- define "jobnet-operator.jobrunMutatingWebhookPath" -}}/mutate-jobrun{{- end }}
+{{- define "jobnet-operator.jobscheduleWebhookPath" -}}/validate-jobschedule{{- end }}
+{{- define "jobnet-operator.jobcalendarWebhookPath" -}}/validate-jobcalendar{{- end }}
 
 {{/*
 The metadata and webhook entries of a Validating- or MutatingWebhookConfiguration (both reach
@@ -165,6 +173,7 @@ JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
 - apiGroups: ["jobnet.dev"]
   resources: ["jobnets/status", "jobruns/status"]
   verbs: ["patch"]
+{{ include "jobnet-operator.scheduleRules" . }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
@@ -180,6 +189,20 @@ JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
     - {{ . | quote }}
     {{- end }}
   {{- end }}
+{{- end }}
+
+{{/* JobSchedules: read schedules and calendars, write schedule status, create their JobRuns,
+stop one (Replace: the stop annotation, a patch above) and delete old finished ones (history limits). */}}
+{{- define "jobnet-operator.scheduleRules" -}}
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobschedules", "jobcalendars"]
+  verbs: ["list", "watch"]
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobschedules/status"]
+  verbs: ["patch"]
+- apiGroups: ["jobnet.dev"]
+  resources: ["jobruns"]
+  verbs: ["create", "delete"]
 {{- end }}
 
 {{/* kopf peering: the operator lists/watches the peering object and patches its keep-alive into it. */}}

@@ -5,6 +5,10 @@ Precedence (later wins): the job's env (already merged from its JobNets, see
 ``jobnet.core.expansion``) < the JobRun's env < ``MM_*`` and ``JOBNET_*`` (set by jobnet,
 cannot be overridden; validation rejects user variables with those prefixes).
 
+A run started for a schedule slot (``spec.slot``, see ``jobnet.core.schedule``) adds
+``JOBNET_SCHEDULE``, ``JOBNET_SCHEDULED_TIME`` and ``JOBNET_BUSINESS_DATE`` to the run's env
+(:func:`run_environment`).
+
 ID lists are separated by ``;``, root first, parent last, never including the job itself.
 IDs are the node IDs of ``jobnet.core.expansion`` (actual ``<run uid>:<path>``, template
 ``<JobNet>/<job>`` or ``<JobNet>``).
@@ -13,6 +17,7 @@ IDs are the node IDs of ``jobnet.core.expansion`` (actual ``<run uid>:<path>``, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from jobnet.core.expansion import RunGraph, RunNode
 
@@ -49,6 +54,23 @@ def ancestry_variables(graph: RunGraph, path: str, run_uid: str, server_name: st
         "MM_SCHEDULE_ID": run_uid,
         "MM_SERVER_NAME": server_name,
     }
+
+
+def run_environment(spec: Mapping[str, Any] | None) -> dict[str, str]:
+    """The environment every job of a run gets from the JobRun ``spec`` (a raw mapping, as
+    admitted): its ``env``, plus the ``JOBNET_SCHEDULE*`` variables of its schedule slot."""
+    spec = spec or {}
+    environment = {str(key): str(value) for key, value in (spec.get("env") or {}).items()}
+    slot = spec.get("slot")
+    if isinstance(slot, Mapping):
+        environment.update(
+            {
+                "JOBNET_SCHEDULE": str(slot.get("schedule", "")),
+                "JOBNET_SCHEDULED_TIME": str(slot.get("scheduledTime", "")),
+                "JOBNET_BUSINESS_DATE": str(slot.get("businessDate", "")),
+            }
+        )
+    return environment
 
 
 def job_environment(

@@ -10,6 +10,7 @@ Unknown fields are rejected (a typo such as ``aftr:`` must not silently drop a d
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -157,6 +158,20 @@ class JobNetSpec(ApiModel):
     )
 
 
+class ScheduleSlotSpec(ApiModel):
+    """The schedule slot a run was started for (set by the operator for scheduled runs and by
+    `kubectl jobnet run SCHEDULE`); its jobs see it as `JOBNET_SCHEDULE`, `JOBNET_SCHEDULED_TIME`
+    and `JOBNET_BUSINESS_DATE`."""
+
+    schedule: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, description="Name of the JobSchedule.")
+    scheduled_time: str = Field(
+        min_length=1, description="When the slot was due (RFC 3339 with the schedule's UTC offset)."
+    )
+    business_date: datetime.date = Field(
+        description="The business day the slot is for (its calendar's base time and shift rule applied)."
+    )
+
+
 class JobRunSpec(ApiModel):
     """One execution of a JobNet."""
 
@@ -165,6 +180,104 @@ class JobRunSpec(ApiModel):
         default_factory=dict,
         description="Environment variables for every job of this run; they override JobNet and job env.",
     )
+    slot: ScheduleSlotSpec | None = Field(
+        default=None, description="The schedule slot this run is for; absent for runs started by hand from a JobNet."
+    )
+
+
+Weekday = Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+WEEKDAYS: tuple[Weekday, ...] = Weekday.__args__  # type: ignore[attr-defined]
+ShiftRule = Literal["Skip", "Previous", "Next"]
+ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
+
+#: ``HH:MM``, 00:00 to 23:59.
+BASE_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class PublicHolidaysSpec(ApiModel):
+    """A country's public holidays (from the `holidays` package) as closed days."""
+
+    country: str = Field(min_length=2, max_length=3, description="ISO 3166-1 country code, e.g. `JP`, `US`, `DE`.")
+    subdivision: str | None = Field(
+        default=None, min_length=1, description="ISO 3166-2 subdivision (state, prefecture) whose holidays apply too."
+    )
+
+
+class JobCalendarSpec(ApiModel):
+    """Business days: which days are closed, when a business day begins, and what becomes of a
+    schedule slot on a closed day. Reusable by many JobSchedules of the namespace."""
+
+    closed_weekdays: list[Weekday] = Field(
+        default_factory=list, description="Weekdays that are always closed, e.g. `[Saturday, Sunday]`."
+    )
+    closed_dates: list[datetime.date] = Field(
+        default_factory=list, description="Extra closed days (`YYYY-MM-DD`), e.g. a company holiday."
+    )
+    open_dates: list[datetime.date] = Field(
+        default_factory=list,
+        description="Days that are operating days whatever the other rules say (they win over every closure).",
+    )
+    public_holidays: PublicHolidaysSpec | None = Field(
+        default=None, description="Close the public holidays of this country (and subdivision)."
+    )
+    base_time: str = Field(
+        default="00:00",
+        pattern=BASE_TIME_PATTERN,
+        description=(
+            "Local time (`HH:MM`, in the schedule's time zone) at which the business day changes: with `05:00`, "
+            "a slot at 02:00 belongs to the previous day's business date."
+        ),
+    )
+    shift: ShiftRule = Field(
+        default="Skip",
+        description=(
+            "A slot whose business date is closed: `Skip` (no run), `Previous` or `Next` (runs at the same time of "
+            "day on the nearest operating day before or after; its business date stays the closed day it is for)."
+        ),
+    )
+
+
+class JobScheduleSpec(ApiModel):
+    """Runs a JobNet on a schedule: cron expressions in a time zone, optionally on a calendar's
+    business days. Each due slot creates exactly one JobRun."""
+
+    job_net_ref: str = Field(min_length=1, description="Name of the root JobNet to run (same namespace).")
+    schedules: list[str] = Field(
+        min_length=1,
+        description=(
+            "Cron expressions (5 fields: minute hour day-of-month month day-of-week, or `@hourly`, `@daily`, "
+            "`@weekly`, `@monthly`, `@yearly`); a time matched by several runs once."
+        ),
+    )
+    time_zone: str = Field(default="UTC", min_length=1, description="IANA time zone of the cron expressions.")
+    calendar_ref: str | None = Field(
+        default=None, min_length=1, description="Name of a JobCalendar in the same namespace (business days)."
+    )
+    env: EnvMap = Field(default_factory=dict, description="Environment variables for every job of the runs.")
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default="Allow",
+        description=(
+            "A slot due while an earlier run of this schedule is still active: `Allow` (both run), `Forbid` "
+            "(the slot is skipped, with an Event), `Replace` (the active runs are stopped, as by a stop of `/`)."
+        ),
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "A slot not started within this many seconds of its time (the operator was down, or the schedule "
+            "suspended) is missed: reported in status and an Event, never run. Default: no deadline."
+        ),
+    )
+    successful_runs_history_limit: int = Field(
+        default=3, ge=0, description="Succeeded runs of this schedule kept; older ones are deleted."
+    )
+    failed_runs_history_limit: int = Field(
+        default=1,
+        ge=0,
+        description="Finished runs that did not succeed (Failed, Stopped) kept; older ones are deleted.",
+    )
+    suspend: bool = Field(default=False, description="Create no runs while true (slots passing meanwhile are missed).")
 
 
 class ObjectMeta(BaseModel):

@@ -141,6 +141,13 @@ def _parse(model: type[ModelT], raw: object) -> tuple[ModelT | None, list[Proble
             return None, problems
 
 
+def parse_spec(model: type[ModelT], raw: object) -> tuple[ModelT | None, list[Problem]]:
+    """Parse a ``spec`` mapping into ``model``: the spec (None when nothing usable is left) and
+    every schema problem (the spec without the offending fields is still returned, so that
+    callers can report the remaining problems too)."""
+    return _parse(model, raw)
+
+
 def parse_jobnet(raw: object) -> JobNetSpec | list[Problem]:
     """Parse a JobNet ``spec`` mapping; on failure return every schema problem."""
     spec, problems = _parse(JobNetSpec, raw)

@@ -7,14 +7,19 @@
    link comes back, the operator shows what the agent's journal says, a person (the demo) settles
    it with ``kubectl annotate ... jobnet.dev/override``, and the run Succeeds.
 
-Every wait polls with a deadline; the whole demo stays well under two minutes.
+Every wait polls with a deadline; the whole demo stays well under two minutes. The operations
+console (``jobnet console``) runs alongside on a free port of 127.0.0.1, its URL printed first, so
+the demo can be watched in a browser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,7 +205,38 @@ class Demo:
         self.show("get", "jobruns")
 
 
+@contextlib.contextmanager
+def console_alongside(env: DevEnvironment) -> Iterator[str]:
+    """``jobnet console`` on the dev kubeconfig while the demo runs; yields its URL."""
+    log_path = env.workdir / "console.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobnet.cli", "console", f"--kubeconfig={env.kubeconfig}", "--port=0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        listening = _poll(
+            lambda: re.search(r"jobnet console: (http://\S+)", log_path.read_text()) or process.poll() is not None,
+            20.0,
+            "the console listening",
+            lambda: f"console log: {log_path}",
+        )
+        if not isinstance(listening, re.Match):
+            raise DemoFailed(f"the console exited ({process.returncode}): {log_path.read_text().strip()}")
+        yield listening.group(1)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def run_demo(env: DevEnvironment, examples: Path) -> None:
     demo = Demo(env, examples)
-    demo.successful_runs()
-    demo.stuck_job_settled()
+    with console_alongside(env) as url:
+        demo.say(f"Watch it in the browser: {url} (jobnet console, live while the demo runs)")
+        demo.successful_runs()
+        demo.stuck_job_settled()

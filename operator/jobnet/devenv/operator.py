@@ -20,6 +20,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ WEBHOOK_CONFIGURATION = "jobnet-operator"
 WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
     "jobnets.validate.jobnet.dev": ("/validate-jobnet", "jobnets", ["CREATE", "UPDATE", "DELETE"]),
     "jobruns.validate.jobnet.dev": ("/validate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
+    "jobschedules.validate.jobnet.dev": ("/validate-jobschedule", "jobschedules", ["CREATE", "UPDATE"]),
+    "jobcalendars.validate.jobnet.dev": ("/validate-jobcalendar", "jobcalendars", ["CREATE", "UPDATE", "DELETE"]),
 }
 MUTATING_WEBHOOKS = {  # the same for the MutatingWebhookConfiguration
     "jobruns.mutate.jobnet.dev": ("/mutate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
@@ -103,10 +106,13 @@ class OperatorProcess:
         tls: tuple[Path, Path] | None = None,
         verbose: bool = True,
         kubeconfig: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.emulator = emulator
         #: whom the operator is (default: the emulator's admin), e.g. a ServiceAccount's token
         self.kubeconfig = kubeconfig or emulator.kubeconfig
+        #: extra environment variables of the process (e.g. a test's libfaketime clock)
+        self.environment = dict(environment or {})
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
         self.verbose = verbose
         self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
@@ -163,7 +169,7 @@ class OperatorProcess:
             raise RuntimeError("the operator is already running")
         self._log_file = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
-        env.update(PYTHONUNBUFFERED="1", POD_ID=f"operator-{uuid.uuid4().hex[:6]}")
+        env.update(PYTHONUNBUFFERED="1", POD_ID=f"operator-{uuid.uuid4().hex[:6]}", **self.environment)
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._log_file,

@@ -43,6 +43,7 @@ from jobnet.kube.client import (
     NamespaceJobNets,
     Timeouts,
 )
+from jobnet.kube.schedules import ScheduleController, ScheduleSettings, WallClock
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class OperatorConfig:
     request_timeout: float = 30.0
     retry_delay: float = 5.0  # before retrying a handler after an API failure
     api_retry_max_delay: float = 30.0  # the longest wait between retries of one API request
+    schedule_check_interval: float = 5.0  # how often JobSchedules re-read the wall clock
 
 
 class RunStarter(Protocol):
@@ -183,6 +185,7 @@ def build_registry(
         await client.close()
 
     webhook.register(registry, client)
+    ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval)).register(registry)
     if starter is not None:
         starter.register(registry, client)
 

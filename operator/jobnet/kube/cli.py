@@ -163,6 +163,12 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="the longest wait between retries of a failed API request; requests are retried "
         "until the API server answers, never given up (default: 30)",
     )
+    timing.add_argument(
+        "--schedule-check-interval",
+        type=positive_seconds,
+        default=5.0,
+        help="re-read the wall clock for due JobSchedule slots this often (default: 5)",
+    )
     runtime = parser.add_argument_group("job runtime (seconds)")
     runtime.add_argument(
         "--heartbeat-deadline",
@@ -332,6 +338,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
         request_timeout=args.request_timeout,
         retry_delay=args.retry_delay,
         api_retry_max_delay=args.api_retry_max_delay,
+        schedule_check_interval=args.schedule_check_interval,
     )
 
 

@@ -32,6 +32,8 @@ from jobnet.metrics import operator_metrics
 
 JOBNETS = "jobnets"
 JOBRUNS = "jobruns"
+JOBSCHEDULES = "jobschedules"
+JOBCALENDARS = "jobcalendars"
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
 Body = dict[str, Any]
@@ -202,6 +204,40 @@ class KubeClient:
             self._path(plural, namespace, name, "status"),
             f"patching the status of {plural}/{name}",
             json={"status": dict(status)},
+            content_type="application/merge-patch+json",
+            answer=False,
+        )
+
+    async def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[Body]:
+        """The namespace's objects of one of our kinds (``label_selector``: only those matching)."""
+        query = f"?labelSelector={label_selector}" if label_selector else ""
+        reply = await self._request("GET", self._path(plural, namespace) + query, f"listing {plural} in {namespace!r}")
+        return list(reply.get("items", []))
+
+    async def create_object(self, plural: str, body: Mapping[str, Any]) -> None:
+        """Create one of our objects (its namespace is in ``body``); HTTP 409 when it exists."""
+        meta = body["metadata"]
+        operator_metrics.api_write(plural)
+        await self._request(
+            "POST",
+            self._path(plural, meta["namespace"]),
+            f"creating {plural}/{meta.get('name') or meta.get('generateName')}",
+            json=dict(body),
+            answer=False,
+        )
+
+    async def delete_object(self, plural: str, namespace: str, name: str) -> None:
+        operator_metrics.api_write(plural)
+        await self._request("DELETE", self._path(plural, namespace, name), f"deleting {plural}/{name}", answer=False)
+
+    async def set_annotations(self, plural: str, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch these annotations onto the object."""
+        operator_metrics.api_write(plural)
+        await self._request(
+            "PATCH",
+            self._path(plural, namespace, name),
+            f"annotating {plural}/{name}",
+            json={"metadata": {"annotations": dict(annotations)}},
             content_type="application/merge-patch+json",
             answer=False,
         )

@@ -59,7 +59,7 @@ from jobnet.core.annotations import (
     STOP_ANNOTATION,
 )
 from jobnet.core.conditions import with_jobrun_conditions
-from jobnet.core.env import job_environment
+from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.hosts import host_id
 from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
@@ -369,7 +369,7 @@ class RunLoop:
         self.metadata = {key: meta.get(key) for key in ("creationTimestamp", "generation")}
         self.graph = graph
         self.policy = policy
-        self.run_env: dict[str, str] = dict((body.get("spec") or {}).get("env") or {})
+        self.run_env: dict[str, str] = run_environment(body.get("spec"))
         self.involved = {
             "apiVersion": GROUP_VERSION,
             "kind": "JobRun",

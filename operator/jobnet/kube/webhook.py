@@ -1,11 +1,15 @@
-"""The admission webhooks: kopf ``@kopf.on.validate`` handlers for JobNets and JobRuns, and the
-``@kopf.on.mutate`` handler that records who steers a JobRun.
+"""The admission webhooks: kopf ``@kopf.on.validate`` handlers for JobNets, JobRuns, JobSchedules
+and JobCalendars, and the ``@kopf.on.mutate`` handler that records who steers a JobRun.
 
 The decisions are the pure core's (``jobnet.core.validation``, ``jobnet.core.annotations``);
 this module only fetches the namespace's JobNets through the client and turns problems into a
 denial that lists every problem with its field path. The handler ids are the URL paths the
-API server calls (``/validate-jobnet``, ``/validate-jobrun``, ``/mutate-jobrun``; the Helm
+API server calls (``/validate-jobnet``, ``/validate-jobrun``, ``/validate-jobschedule``,
+``/validate-jobcalendar``, ``/mutate-jobrun``; the Helm
 chart's Validating- and MutatingWebhookConfiguration use the same paths).
+
+Deleting a JobNet that a JobSchedule runs, or a JobCalendar that one uses, is refused, naming
+the schedules (like deleting a JobNet that another expands).
 
 A JobRun UPDATE is judged only when it adds or changes ``jobnet.dev/override`` or
 ``jobnet.dev/stop``: every other write (the operator removing applied annotations, its own
@@ -24,21 +28,26 @@ import kopf
 
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
-from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec, JobScheduleSpec
+from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
 from jobnet.core.snapshot import snapshot_size_problem
 from jobnet.core.validation import (
     Catalog,
     Problem,
+    name_problem,
     parse_jobnet,
+    parse_spec,
     validate_jobnet,
     validate_jobnet_deletion,
     validate_jobrun,
 )
-from jobnet.kube.client import JOBNETS, JOBRUNS, KubeApiError, KubeClient
+from jobnet.kube.client import JOBCALENDARS, JOBNETS, JOBRUNS, JOBSCHEDULES, KubeApiError, KubeClient
 
 JOBNET_WEBHOOK_ID = "validate-jobnet"
 JOBRUN_WEBHOOK_ID = "validate-jobrun"
 JOBRUN_MUTATING_WEBHOOK_ID = "mutate-jobrun"
+JOBSCHEDULE_WEBHOOK_ID = "validate-jobschedule"
+JOBCALENDAR_WEBHOOK_ID = "validate-jobcalendar"
 
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
@@ -96,7 +105,8 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
                 return
         jobnets = await client.list_jobnets(namespace)
         if operation == "DELETE":
-            _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog))
+            in_use = schedules_using("JobNet", name, await namespace_schedules(client, namespace))
+            _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog) + in_use)
             return
         problems = validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog)
         if not problems:
@@ -147,6 +157,51 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
             ]
         _deny(f"JobRun {name!r}", problems)
 
+    @kopf.on.validate(
+        API_GROUP,
+        API_VERSION,
+        JOBSCHEDULES,
+        id=JOBSCHEDULE_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    async def validate_jobschedule_change(
+        name: str, namespace: str | None, operation: str | None = None, old: Any = None, new: Any = None, **_: Any
+    ) -> None:
+        if operation == "UPDATE" and (old or {}).get("spec") == (new or {}).get("spec"):
+            return  # status, labels, finalizers
+        namespace = namespace or "default"
+        jobnets = await client.list_jobnets(namespace)
+        calendars = await client.list_objects(JOBCALENDARS, namespace)
+        problems = validate_jobschedule(
+            (new or {}).get("spec"),
+            set(jobnets.catalog) | set(jobnets.broken),
+            {calendar["metadata"]["name"] for calendar in calendars},
+        )
+        name_issue = name_problem(name, "JobSchedule")
+        if name_issue:
+            problems.insert(0, Problem(path="metadata.name", message=name_issue))
+        _deny(f"JobSchedule {name!r}", problems)
+
+    @kopf.on.validate(
+        API_GROUP,
+        API_VERSION,
+        JOBCALENDARS,
+        id=JOBCALENDAR_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE", "DELETE"],
+        registry=registry,
+    )
+    async def validate_jobcalendar_change(
+        name: str, namespace: str | None, operation: str | None = None, old: Any = None, new: Any = None, **_: Any
+    ) -> None:
+        if operation == "DELETE":
+            schedules = await namespace_schedules(client, namespace or "default")
+            _deny(f"deleting JobCalendar {name!r}", schedules_using("JobCalendar", name, schedules))
+            return
+        if operation == "UPDATE" and (old or {}).get("spec") == (new or {}).get("spec"):
+            return
+        _deny(f"JobCalendar {name!r}", validate_jobcalendar((new or {}).get("spec")))
+
     @kopf.on.mutate(
         API_GROUP,
         API_VERSION,
@@ -165,6 +220,16 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         stamps = requester_stamps(annotations_of(old), annotations_of(new), (userinfo or {}).get("username"))
         if stamps:
             patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamps)
+
+
+async def namespace_schedules(client: KubeClient, namespace: str) -> dict[str, JobScheduleSpec]:
+    """The namespace's JobSchedules that parse (one that does not uses nothing)."""
+    schedules = {}
+    for item in await client.list_objects(JOBSCHEDULES, namespace):
+        spec, problems = parse_spec(JobScheduleSpec, item.get("spec"))
+        if spec is not None and not problems:
+            schedules[item["metadata"]["name"]] = spec
+    return schedules
 
 
 def annotations_of(body: Any) -> dict[str, str]:

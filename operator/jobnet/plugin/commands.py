@@ -165,7 +165,7 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    from jobnet.plugin.kube import event_time
+    from jobnet.plugin.view import event_time
 
     kube = _kube(args)
     view = kube.jobrun_view(args.run, with_graph=False)
@@ -208,8 +208,53 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
+def run_next_command(args: argparse.Namespace) -> int:
+    from jobnet.plugin.schedules import run_next
+
+    return run_next(_kube(args), args)
+
+
+def run_start_command(args: argparse.Namespace) -> int:
+    from jobnet.plugin.schedules import run_start
+
+    return run_start(_kube(args), args)
+
+
+def _add_schedule_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    from jobnet.plugin.schedules import count, env_pair, moment
+
+    upcoming = command(
+        "next",
+        run_next_command,
+        help="list a JobSchedule's coming slots, its calendar applied",
+        description="Each slot: its cron time, when it runs (shifted to another operating day, or - when "
+        "skipped), its business date, and why it was shifted or skipped.",
+    )
+    upcoming.add_argument("schedule", metavar="SCHEDULE", help="JobSchedule name")
+    upcoming.add_argument("--count", type=count, default=10, help="how many slots (default: 10)")
+    upcoming.add_argument(
+        "--from",
+        dest="start",
+        type=moment,
+        metavar="TIME",
+        help="list the slots after this RFC 3339 time (default: now)",
+    )
+    start = command(
+        "run",
+        run_start_command,
+        help="start a run of a JobNet or a JobSchedule by hand",
+        description="NAME, jobnet/NAME or jobschedule/NAME. A run of a schedule gets its JobNet and env, and a "
+        "slot of now (JOBNET_SCHEDULED_TIME, JOBNET_BUSINESS_DATE per its calendar); it is not one of the "
+        "schedule's slots, so its concurrency policy and history limits leave it alone.",
+    )
+    start.add_argument("target", metavar="JOBNET|SCHEDULE", help="what to run")
+    start.add_argument(
+        "--env", type=env_pair, action="append", default=[], metavar="K=V", help="environment variable (repeatable)"
+    )
+
+
 def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Declare ``tree``, ``logs``, ``override``, ``stop`` and ``events`` on ``commands``."""
+    """Declare ``tree``, ``logs``, ``override``, ``stop``, ``next``, ``run`` and ``events`` on ``commands``."""
     common = [_connection_options()]
 
     def command(
@@ -287,6 +332,8 @@ def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     stop = command("stop", run_stop, help="stop a job, a sub-jobnet or the whole run (jobnet.dev/stop)")
     stop.add_argument("run", metavar="RUN", help="JobRun name")
     stop.add_argument("path", metavar="PATH", nargs="?", default="/", help="what to stop (default: / = the whole run)")
+
+    _add_schedule_commands(command)
 
     events = command("events", run_events, help="the Events of a JobRun, oldest first")
     events.add_argument("run", metavar="RUN", help="JobRun name")

@@ -25,8 +25,7 @@ from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.snapshot import SnapshotError, decode_snapshot
 from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
-from jobnet.core.validation import parse_jobnet
-from jobnet.plugin.view import Body, Connection, JobRunView, PluginError
+from jobnet.plugin.view import Body, Connection, JobRunView, PluginError, event_time, jobnet_catalog
 
 
 class PluginKube:
@@ -110,12 +109,7 @@ class PluginKube:
             self.namespace,
             "jobnets",
         )
-        catalog = {}
-        for item in listing.get("items", []):
-            parsed = parse_jobnet(item.get("spec"))
-            if isinstance(parsed, JobNetSpec):
-                catalog[item["metadata"]["name"]] = parsed
-        return catalog
+        return jobnet_catalog(listing.get("items", []))
 
     def _snapshot_catalog(self, stored: Any) -> dict[str, JobNetSpec]:
         """The JobNets the run started with (edits made since do not apply to it)."""
@@ -129,6 +123,49 @@ class PluginKube:
         )
         binary = json.loads(reply.data).get("binaryData") or {}  # kept base64, as the operator wrote it
         return decode_snapshot(binary.get(snapshot.key, ""), snapshot)
+
+    def get_object(self, plural: str, name: str) -> Body:
+        """One of our objects (``jobschedules``, ``jobcalendars``, ``jobnets``...) in the namespace."""
+        return dict(
+            self._call(
+                f"getting {plural}/{name} in namespace {self.namespace!r}",
+                self.custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                plural,
+                name,
+            )
+        )
+
+    def exists(self, plural: str, name: str) -> bool:
+        try:
+            self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, self.namespace, plural, name, _request_timeout=self.timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise PluginError(f"getting {plural}/{name}: {_api_message(error)}") from None
+        except (HTTPError, OSError) as error:
+            raise PluginError(
+                f"getting {plural}/{name}: the API server is unreachable ({type(error).__name__})"
+            ) from None
+        return True
+
+    def create_jobrun(self, body: Body) -> Body:
+        """Create a JobRun (admission may refuse it: its message is the error)."""
+        return dict(
+            self._call(
+                f"creating a JobRun of {body['spec']['jobNetRef']!r}",
+                self.custom.create_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.namespace,
+                "jobruns",
+                body,
+            )
+        )
 
     def annotate_jobrun(self, view: JobRunView, annotations: dict[str, str]) -> Body:
         """Merge ``annotations`` into the JobRun, only if it did not change since ``view`` was read
@@ -174,19 +211,6 @@ class PluginKube:
             return {key: base64.b64decode(value).decode() for key, value in data.items()}
         except (ValueError, UnicodeDecodeError):
             raise PluginError(f"Secret {name!r} has data that is not base64-encoded UTF-8 text") from None
-
-
-def event_time(event: Body) -> str:
-    """When an Event last happened (RFC 3339 text sorts in time order)."""
-    series = event.get("series") or {}
-    return str(
-        series.get("lastObservedTime")
-        or event.get("lastTimestamp")
-        or event.get("eventTime")
-        or event.get("firstTimestamp")
-        or event.get("metadata", {}).get("creationTimestamp")
-        or ""
-    )
 
 
 def _api_message(error: ApiException) -> str:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobnet.core.expansion import RunGraph
+from jobnet.core.models import JobNetSpec
 from jobnet.core.status import JobRunStatus
+from jobnet.core.validation import parse_jobnet
 
 Body = dict[str, Any]
 
@@ -51,3 +53,27 @@ class JobRunView:
     @property
     def annotations(self) -> dict[str, str]:
         return dict(self.body["metadata"].get("annotations") or {})
+
+
+def event_time(event: Body) -> str:
+    """When an Event last happened (RFC 3339 text sorts in time order)."""
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or event.get("metadata", {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def jobnet_catalog(items: list[Body]) -> dict[str, JobNetSpec]:
+    """The JobNets of a list response by name (those whose spec does not parse are left out:
+    admission reports them, and an expansion that needs one names it as missing)."""
+    catalog = {}
+    for item in items:
+        parsed = parse_jobnet(item.get("spec"))
+        if isinstance(parsed, JobNetSpec):
+            catalog[item["metadata"]["name"]] = parsed
+    return catalog

@@ -1,0 +1,92 @@
+"""H02: the operator is down across slots and comes back within ``startingDeadlineSeconds`` of
+some: each of those gets exactly one run, in order; a slot past the deadline is reported as missed
+(status and Event) and gets none.
+
+H03: the operator is killed right after creating a slot's run and restarted: no second run for
+that slot, also when its record of the slot (``status.lastScheduleTime``) never got written."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+
+from tests.support.fakeclock import requires_faketime
+from tests.support.scenario import Scenario
+from tests.support.schedules import API_VERSION, ScheduleWorld, jobnet, next_local, schedule
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
+UTC = datetime.UTC
+SECOND = datetime.timedelta(seconds=1)
+HOUR = datetime.timedelta(hours=1)
+
+
+def _next_hour() -> datetime.datetime:
+    now = datetime.datetime.now(UTC) + datetime.timedelta(minutes=1)
+    return now.replace(minute=0, second=0, microsecond=0) + HOUR
+
+
+def test_H02_missed_slots_within_the_deadline_run_once_in_order(scenario: Scenario) -> None:
+    first = _next_hour()
+    world = ScheduleWorld(scenario, first - 30 * SECOND)
+    vm = scenario.vm()
+    job = scenario.marker_script(vm, "hourly")
+    world.apply(
+        jobnet("hourly", scenario.host(vm), [{"name": "work", "script": job}]),
+        schedule("hourly", "hourly", "0 * * * *", startingDeadlineSeconds=3 * 3600),
+    )
+    world.settle("hourly")
+    scenario.operator.stop()  # type: ignore[union-attr]
+
+    # Down across four slots; back 3h10m after the first: it is past the deadline, the others not.
+    world.clock.set(first + 3 * HOUR + 10 * 60 * SECOND)
+    scenario.operator.start()  # type: ignore[union-attr]
+    expected = [f"hourly-{first + n * HOUR:%Y%m%d%H%M}" for n in (1, 2, 3)]
+    assert world.wait_runs("hourly", 3) == expected
+    world.settle("hourly")
+    assert world.run_names("hourly") == expected
+    created = re.findall(r"JobSchedule default/hourly created JobRun (\S+)", scenario.operator_log())
+    assert created == expected, "the missed slots were created oldest first"
+
+    missed = world.wait_event("hourly", "MissedSchedule")
+    assert missed["type"] == "Warning"
+    assert "1 slot(s) not run, more than startingDeadlineSeconds (10800) late" in missed["message"]
+    assert first.strftime("%Y-%m-%dT%H:%M:%SZ") in missed["message"]
+    status = world.status("hourly")
+    assert status["missedSlots"] == 1 and status["lastMissedTime"] == first.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name in expected:
+        scenario.wait_phase(name, "Succeeded", timeout=60)
+    assert scenario.script_runs(vm, "hourly") == 3
+
+
+def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario) -> None:
+    slot = next_local(UTC, 3)
+    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+    vm = scenario.vm()
+    job = scenario.marker_script(vm, "nightly")
+    world.apply(
+        jobnet("nightly", scenario.host(vm), [{"name": "work", "script": job}]),
+        schedule("nightly", "nightly", "0 3 * * *"),
+    )
+    world.settle("nightly")
+    before = world.status("nightly").get("lastScheduleTime")
+
+    world.clock.set(slot + SECOND)
+    name = f"nightly-{slot:%Y%m%d%H%M}"
+    assert world.wait_runs("nightly", 1) == [name]
+    scenario.operator.kill()  # type: ignore[union-attr]
+
+    # Whether or not the kill came before the schedule's status was written: make it as if it did.
+    body = scenario.emulator.get(API_VERSION, "jobschedules", "default", "nightly")
+    assert body is not None
+    body["status"] = {**(body.get("status") or {}), "lastScheduleTime": before}
+    scenario.emulator.put(body)
+
+    scenario.operator.start()  # type: ignore[union-attr]
+    scenario.wait_operator_log(rf"JobRun {name} exists already")
+    world.settle("nightly")
+    scenario.wait_phase(name, "Succeeded", timeout=60)
+    assert world.run_names("nightly") == [name]
+    assert scenario.script_runs(vm, "nightly") == 1
+    assert world.status("nightly")["lastScheduleTime"] == slot.strftime("%Y-%m-%dT%H:%M:%SZ")
