@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from jobnet.core.status import RunPhase, StatusModel
+from jobnet.core.status import RunPhaseName, StatusModel
 
 
 class ScheduleCondition(StatusModel):
@@ -31,7 +31,7 @@ class JobScheduleStatus(StatusModel):
     next_schedule_time: str | None = Field(default=None, description="When the next run is due (calendar applied).")
     active: list[str] = Field(default_factory=list, description="Names of this schedule's runs not finished yet.")
     last_run: str | None = Field(default=None, description="Name of the last run this schedule started.")
-    last_run_phase: RunPhase | None = Field(default=None, description="Phase of that run.")
+    last_run_phase: RunPhaseName | None = Field(default=None, description="Phase of that run.")
     missed_slots: int = Field(
         default=0, ge=0, description="Slots never run because they were past `startingDeadlineSeconds` (total)."
     )
