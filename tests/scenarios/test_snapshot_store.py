@@ -93,17 +93,19 @@ def test_a_run_whose_snapshot_would_not_fit_a_configmap_fails_at_start_saying_so
     emulator: EmulatorServer, operator: OperatorProcess, rng: random.Random
 ) -> None:
     # Two JobNets of ~900 KB of incompressible env each: every object fits, their snapshot (~1.3 MB
-    # gzipped) does not. ``create``, not ``apply``: apply's last-applied annotation would not fit.
+    # gzipped) does not. Admission refuses a JobNet whose own snapshot cannot fit, so "huge" is
+    # written while its parts are small, and the parts grow afterwards (each one's own snapshot
+    # still fits): only a run of "huge" finds out. ``create``/``replace``, not ``apply``: apply's
+    # last-applied annotation would not fit.
+    small = [jobnet(f"part{i}", script_job("a")) for i in range(2)]
+    huge = jobnet("huge", expand_job("p0", "part0"), expand_job("p1", "part1"))
+    assert kubectl_apply(emulator, *small, huge, verb="create").rc == 0
     parts = [
         jobnet(f"part{i}", {**script_job("a"), "env": {"NOISE": base64.b64encode(rng.randbytes(675_000)).decode()}})
         for i in range(2)
     ]
-    assert (
-        kubectl_apply(
-            emulator, *parts, jobnet("huge", expand_job("p0", "part0"), expand_job("p1", "part1")), verb="create"
-        ).rc
-        == 0
-    )
+    replaced = kubectl_apply(emulator, *parts, verb="replace")
+    assert replaced.rc == 0, replaced.stderr
     assert kubectl_apply(emulator, jobrun("huge", name="huge-1"), verb="create").rc == 0
 
     status = wait_until(
