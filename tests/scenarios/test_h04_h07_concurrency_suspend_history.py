@@ -122,8 +122,10 @@ def test_H07_suspend_unsuspend_and_history_limits(scenario: Scenario) -> None:
     assert world.status("tick")["missedSlots"] == len(late)
 
     # History: one succeeded run kept; a running one is never deleted.
-    for run in expected:
-        scenario.wait_phase(run, "Succeeded", timeout=60)
+    # The older run may already be gone by the history limit once the newer one succeeded (limits
+    # delete only finished runs): its RunSucceeded Event outlives it.
+    scenario.wait_phase(expected[-1], "Succeeded", timeout=60)
+    scenario.wait_event(expected[0], "RunSucceeded", timeout=60)
     wait_until(
         lambda: world.run_names("tick") == expected[1:],
         timeout=20,
