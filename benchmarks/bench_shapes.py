@@ -27,7 +27,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,8 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_dispatch import world as dispatch_world
+
 from tests.support.apiwatch import JobRunWatch
-from tests.support.emulator import EmulatorServer
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, missing_requirements
@@ -66,22 +66,12 @@ SHAPES: dict[str, Callable[[], list[dict[str, Any]]]] = {"chain": chain_jobs, "f
 
 @contextmanager
 def world(stack: ExitStack) -> Iterator[tuple[Scenario, NamespaceVM]]:
-    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-shapes-")))
-    emulator = stack.enter_context(EmulatorServer(workdir))
-
-    def make_vm(**kwargs: Any) -> NamespaceVM:
-        vm = NamespaceVM(**kwargs).create()
-        stack.callback(vm.destroy)
-        return vm
-
-    scenario = Scenario(emulator, workdir, make_vm)
-    vm = scenario.vm()
-    # The product's default deadlines and log level: nothing here measures a test setting.
-    scenario.start_operator(verbose=False)
-    try:
+    """bench_dispatch's world, one VM, the operator with the product's default deadlines and log
+    level: nothing here measures a test setting."""
+    with dispatch_world(stack) as scenario:
+        vm = scenario.vm()
+        scenario.start_operator(verbose=False)
         yield scenario, vm
-    finally:
-        scenario.close()
 
 
 class Runner:

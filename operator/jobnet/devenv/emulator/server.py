@@ -173,7 +173,7 @@ class EmulatorServer:
         ``token`` (HTTPS: clients send tokens only over TLS)."""
         cluster: Body = {"server": self.url}
         if token is not None:
-            authority = base64.b64encode(self.certificate.certificate_pem).decode()
+            authority = base64.b64encode(self.certificate.authority_pem).decode()
             cluster = {"server": self.secure_url, "certificate-authority-data": authority}
         return {
             "apiVersion": "v1",
