@@ -40,6 +40,20 @@ def run_dev(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def local_ssh_args(vm: NamespaceVM, known_hosts: Path) -> tuple[str, ...]:
+    """``jobnet dev`` pointed at the test VM's sshd (``--local-ssh``), trusting ``known_hosts``."""
+    return (
+        "--local-ssh",
+        f"{vm.address}:22",
+        "--user",
+        vm.user,
+        "--key",
+        str(vm.client_key_file),
+        "--known-hosts",
+        str(known_hosts),
+    )
+
+
 def user_exists(name: str) -> bool:
     return subprocess.run(["id", name], capture_output=True).returncode == 0
 
@@ -108,14 +122,7 @@ def test_dev_demo_with_an_sshd_one_already_has(tmp_path: Path, vm: NamespaceVM) 
         str(tmp_path / "dev"),
         "--examples",
         str(examples),
-        "--local-ssh",
-        f"{vm.address}:22",
-        "--user",
-        vm.user,
-        "--key",
-        str(vm.client_key_file),
-        "--known-hosts",
-        str(known_hosts),
+        *local_ssh_args(vm, known_hosts),
         cwd=tmp_path,
     )
     out = result.stdout
@@ -132,14 +139,7 @@ def test_dev_demo_with_an_sshd_one_already_has(tmp_path: Path, vm: NamespaceVM) 
 def test_local_ssh_refuses_a_host_key_it_has_never_seen(tmp_path: Path, vm: NamespaceVM) -> None:
     (tmp_path / "known_hosts").write_text("")
     result = run_dev(
-        "--local-ssh",
-        f"{vm.address}:22",
-        "--user",
-        vm.user,
-        "--key",
-        str(vm.client_key_file),
-        "--known-hosts",
-        str(tmp_path / "known_hosts"),
+        *local_ssh_args(vm, tmp_path / "known_hosts"),
         "--workdir",
         str(tmp_path / "dev"),
         cwd=tmp_path,
@@ -232,14 +232,7 @@ def test_a_failing_demo_step_exits_1_naming_the_step(tmp_path: Path, vm: Namespa
         str(tmp_path / "dev"),
         "--examples",
         str(examples),
-        "--local-ssh",
-        f"{vm.address}:22",
-        "--user",
-        vm.user,
-        "--key",
-        str(vm.client_key_file),
-        "--known-hosts",
-        str(known_hosts),
+        *local_ssh_args(vm, known_hosts),
         cwd=tmp_path,
     )
 
