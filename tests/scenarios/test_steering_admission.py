@@ -35,10 +35,9 @@ def _events(emulator: EmulatorServer, run: str, reason: str) -> list[str]:
     return [e["message"] for e in emulator.events_for("default", run) if e.get("reason") == reason]
 
 
-@pytest.mark.emulator
-def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_requester(
-    emulator: EmulatorServer, operator: OperatorProcess
-) -> None:
+def start_nightly_run(emulator: EmulatorServer) -> None:
+    """JobNet ``nightly`` (extract -> load) and its run ``nightly-1``, started: its snapshot stored
+    (the run is Pending or further, and steering admission checks against that snapshot)."""
     assert (
         kubectl_apply(
             emulator,
@@ -48,10 +47,17 @@ def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_request
         == 0
     )
     wait_until(
-        lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("phase"),
+        lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
         timeout=30,
-        what="the run to be started",
+        what="the run's JobNet snapshot",
     )
+
+
+@pytest.mark.emulator
+def test_malformed_steering_is_refused_by_kubectl_and_the_stop_names_its_requester(
+    emulator: EmulatorServer, operator: OperatorProcess
+) -> None:
+    start_nightly_run(emulator)
 
     refused = emulator.kubectl(
         "annotate", "jobrun", "nightly-1", "jobnet.dev/override=/nightly/extrct=Succeeded,/nightly/load=Done"
@@ -155,19 +161,7 @@ def test_steering_paths_are_checked_against_the_definition_the_run_started_with(
 ) -> None:
     """The JobNet was edited mid-run (a job renamed): the run still executes its snapshot, so an
     override or stop of the old path is admitted and the new path is refused."""
-    assert (
-        kubectl_apply(
-            emulator,
-            jobnet("nightly", script_job("extract"), script_job("load", "extract")),
-            jobrun("nightly", name="nightly-1"),
-        ).rc
-        == 0
-    )
-    wait_until(
-        lambda: (emulator.get(*JOBRUNS, "default", "nightly-1") or {}).get("status", {}).get("jobNetSnapshot"),
-        timeout=30,
-        what="the run's JobNet snapshot",
-    )
+    start_nightly_run(emulator)
     assert kubectl_apply(emulator, jobnet("nightly", script_job("extract"), script_job("load2", "extract"))).rc == 0
 
     refused = emulator.kubectl("annotate", "jobrun", "nightly-1", "jobnet.dev/stop=/nightly/load2")

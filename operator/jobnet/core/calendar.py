@@ -31,7 +31,7 @@ def holiday_problem(country: str, subdivision: str | None) -> str | None:
         return f"unknown country {country!r} for public holidays (use an ISO 3166-1 code such as JP, US, DE)"
     try:
         holidays.country_holidays(country.upper(), subdiv=subdivision)
-    except NotImplementedError:
+    except NotImplementedError:  # how the holidays package refuses a subdivision it does not know
         return f"unknown subdivision {subdivision!r} of country {country.upper()!r} for public holidays"
     return None
 
