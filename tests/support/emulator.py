@@ -1,6 +1,6 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path) built on the emulator's request interceptors, and with RBAC helpers: :func:`grant` and
+path, one client cut off) and a record of one client's requests built on the emulator's request interceptors, and with RBAC helpers: :func:`grant` and
 :func:`bind` give a user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
@@ -49,6 +49,36 @@ class EmulatorServer(product.EmulatorServer):
         finally:
             self.call(self.api.interceptors.remove, hold)
             self.call(released.set)
+
+    @contextlib.contextmanager
+    def cut_off(self, token: str) -> Iterator[None]:
+        """The holder of ``token`` cannot reach the API inside the block (each of its requests
+        finds its connection dropped); every other client can. Watches it had open go on."""
+
+        async def drop(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.headers.get("Authorization") != f"Bearer {token}":
+                return None
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise ConnectionResetError("cut off by the test")
+
+        self.call(self.api.interceptors.append, drop)
+        try:
+            yield
+        finally:
+            self.call(self.api.interceptors.remove, drop)
+
+    def record_requests(self, token: str) -> list[tuple[str, str]]:
+        """From now on, (method, path) of every request the holder of ``token`` makes, in order
+        (a list the emulator appends to)."""
+        seen: list[tuple[str, str]] = []
+
+        async def record(raw: aiohttp.web.BaseRequest) -> None:
+            if raw.headers.get("Authorization") == f"Bearer {token}":
+                seen.append((raw.method, raw.path))
+
+        self.call(self.api.interceptors.insert, 0, record)
+        return seen
 
     def fail_next(self, path: str, count: int) -> None:
         """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""
