@@ -1,7 +1,8 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path, one client cut off) and a record of one client's requests built on the emulator's request interceptors, and with RBAC helpers: :func:`grant` and
-:func:`bind` give a user, group or ServiceAccount permissions."""
+path, one client cut off) and a record of one client's requests, built on the emulator's request
+interceptors, and with RBAC helpers: :func:`grant` and :func:`bind` give a user, group or
+ServiceAccount permissions."""
 
 from __future__ import annotations
 
