@@ -17,11 +17,10 @@ from tests.support.netutil import wait_until
 from tests.support.replicas import (
     ACQUIRED,
     LEADS,
-    LEASE_DURATION,
     RENEW_DEADLINE,
-    RETRY_PERIOD,
     SLACK,
     STOPS,
+    TAKEOVER,
     agent_requests,
     ledger,
     ledger_script,
@@ -34,9 +33,6 @@ from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
-
-#: The longest a candidate waits for a dead leader's Lease: its duration, then its next try.
-TAKEOVER = LEASE_DURATION + RETRY_PERIOD * 2.2 + SLACK
 
 
 def chain(scenario: Scenario, vm: NamespaceVM, name: str, first_seconds: int) -> tuple[str, list[str]]:

@@ -32,6 +32,8 @@ ELECTION_ARGS = (
 )
 #: How late a loaded machine may notice what is due (polls, scheduling of 2 shared cores).
 SLACK = 3.0
+#: The longest a candidate waits for a dead leader's Lease: its duration, then its next try.
+TAKEOVER = LEASE_DURATION + RETRY_PERIOD * 2.2 + SLACK
 LEADS = r"Leader election: \S+ is the leader now"
 STOPS = r"Leader election: \S+ stops leading"
 ACQUIRED = r"Leader election: \S+ acquired Lease"
