@@ -206,8 +206,6 @@ stop one (Replace: the stop annotation, a patch above) and delete old finished o
 {{- end }}
 
 {{/* kopf peering: the operator lists/watches the peering object and patches its keep-alive into it. */}}
-{{- define "jobnet-operator.peeringRule" -}}
-- apiGroups: ["kopf.dev"]
-  resources: [{{ ternary "clusterkopfpeerings" "kopfpeerings" (empty .Values.watchNamespaces) | quote }}]
-  verbs: ["list", "watch", "patch"]
+{{- define "jobnet-operator.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "jobnet-operator.fullname" .) }}
 {{- end }}
