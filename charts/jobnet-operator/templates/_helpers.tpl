@@ -205,7 +205,7 @@ stop one (Replace: the stop annotation, a patch above) and delete old finished o
   verbs: ["create", "delete"]
 {{- end }}
 
-{{/* kopf peering: the operator lists/watches the peering object and patches its keep-alive into it. */}}
+{{/* The Lease the replicas elect their leader with (in the release namespace). */}}
 {{- define "jobnet-operator.leaseName" -}}
 {{- .Values.leaderElection.leaseName | default (include "jobnet-operator.fullname" .) }}
 {{- end }}
