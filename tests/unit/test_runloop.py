@@ -1,7 +1,8 @@
 """RunLoop and JobRunRuntime with fakes: a fake Kubernetes client and a fake agent channel.
 
-No sockets, no VMs: the fake client records the status patches, annotation removals and
-Events; the fake link answers agent requests the way an agent does. Each test drives the
+No sockets, no VMs: the fake client keeps the JobRun as an API server does (a resourceVersion
+bumped by every write, 409 on a stale one, JSON patch ``test``) and records the status patches,
+annotation removals and Events; the fake link answers agent requests the way an agent does. Each test drives the
 loop round by round (``iterate``) and waits for its background requests, so what it asserts
 is the order of fetch -> decide -> persist -> act, not timing.
 """
@@ -9,6 +10,7 @@ is the order of fetch -> decide -> persist -> act, not timing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -33,7 +35,7 @@ from tests.support.scheduler_sim import RUN_UID, graph, job
 NAMESPACE = "batch"
 NAME = "nightly-1"
 BODY: Mapping[str, Any] = {
-    "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": RUN_UID},
+    "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": RUN_UID, "resourceVersion": "1"},
     "spec": {"jobNetRef": "net"},
     "status": {"phase": "Pending"},
 }
@@ -42,23 +44,78 @@ POLICY = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds
 MAX_SETTLE_ROUNDS = 10
 
 
-class FakeClient:
-    """The part of KubeClient a run's loop uses; records every write."""
+def merged(old: Any, patch: Any) -> Any:
+    """A JSON merge patch (RFC 7386)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(old) if isinstance(old, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
 
-    def __init__(self) -> None:
+
+class FakeClient:
+    """The part of KubeClient a run's loop uses, over one stored JobRun; records every write."""
+
+    def __init__(self, body: Mapping[str, Any] = BODY) -> None:
+        self.stored: dict[str, Any] = copy.deepcopy(dict(body))
         self.patches: list[Mapping[str, Any]] = []
-        self.removed: list[tuple[str, ...]] = []
+        self.removed: list[list[dict[str, Any]]] = []
         self.events: list[tuple[str, str]] = []
         self.failing_patches = 0
+        self.failing_removals = 0
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def write(self, change: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``change`` into the stored JobRun as a new version (a person's or our write)."""
+        self.stored = merged(self.stored, change)
+        meta = self.stored["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return copy.deepcopy(self.stored)
+
+    def annotate(self, **annotations: str | None) -> dict[str, Any]:
+        return self.write({"metadata": {"annotations": annotations}})
+
+    async def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+        answer: bool = False,
+    ) -> dict[str, Any]:
         if self.failing_patches:
             self.failing_patches -= 1
             raise KubeApiError(f"patch {plural} {namespace}/{name}", 503, "the server is unavailable")
+        if resource_version is not None and resource_version != self.stored["metadata"]["resourceVersion"]:
+            raise KubeApiError(f"patch {plural} {namespace}/{name}", 409, "the object has been modified")
         self.patches.append(status)
+        stored = self.write({"status": status})
+        return stored if answer else {}
 
-    async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
-        self.removed.append(keys)
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.stored)
+
+    async def json_patch(
+        self, plural: str, namespace: str, name: str, operations: list[dict[str, Any]], what: str
+    ) -> dict[str, Any]:
+        if self.failing_removals:
+            self.failing_removals -= 1
+            raise KubeApiError(what, 503, "the server is unavailable")
+        annotations = dict(self.stored["metadata"].get("annotations") or {})
+        for op in operations:
+            key = op["path"].removeprefix("/metadata/annotations/").replace("~1", "/")
+            if op["op"] == "test" and annotations.get(key) != op["value"]:
+                raise KubeApiError(what, 422, f"testing value {op['path']} failed")
+            if op["op"] == "remove":
+                annotations.pop(key)
+        self.removed.append(operations)
+        self.stored["metadata"]["annotations"] = annotations
+        return self.write({})
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason))
