@@ -89,7 +89,7 @@ from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
-from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, KubeApiError, KubeClient
+from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
 from jobnet.kube.runmetrics import report_round
 from jobnet.kube.versioned import FinishedRuns, StatusChanged, VersionedRun
 from jobnet.metrics import operator_metrics
@@ -566,7 +566,9 @@ class RunLoop:
         delay = self.runtime.config.api_retry_delay
         if error.status == HTTP_CONFLICT:
             self.conflicts += 1
-            logger.info("run=%s the run changed since version %s: reading it again", self.label, self.versioned.resource_version)
+            logger.info(
+                "run=%s the run changed since version %s: reading it again", self.label, self.versioned.resource_version
+            )
             try:
                 await self.versioned.refresh()
             except KubeApiError as e:
@@ -587,7 +589,9 @@ class RunLoop:
         except KubeApiError as e:
             if e.status == 422:
                 # Changed since (a newer request, or already removed): read it again, decide again.
-                logger.info("run=%s the applied %s changed meanwhile: reading the run again", self.label, ", ".join(keys))
+                logger.info(
+                    "run=%s the applied %s changed meanwhile: reading the run again", self.label, ", ".join(keys)
+                )
                 with contextlib.suppress(KubeApiError):
                     await self.versioned.refresh()
                 self.wake()

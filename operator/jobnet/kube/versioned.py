@@ -169,4 +169,3 @@ class FinishedRuns:
                 finished.resource_version,
             )
         return True
-
