@@ -494,7 +494,8 @@ class RunLoop:
             self.runtime.finished.add(self.uid, self.versioned)
         except StatusChanged as changed:
             logger.warning(
-                "run=%s its status was changed by another writer (version %s): resuming from the stored status",
+                "run=%s the stored status (version %s) is not the one this loop decided from (another writer, "
+                "or the loop started from an old version): resuming from the stored status",
                 self.label,
                 changed.body.get("metadata", {}).get("resourceVersion"),
             )
