@@ -15,6 +15,8 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+import pytest
+
 from jobnet.core.agentproto import (
     AckRequest,
     AgentRequest,
@@ -30,8 +32,10 @@ from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
 from jobnet.kube.client import KubeApiError
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
+from jobnet.kube.versioned import FinishedRuns, StatusChanged
 from tests.support.scheduler_sim import RUN_UID, graph, job
 
+OVERRIDE, OVERRIDE_ID, STOP = "jobnet.dev/override", "jobnet.dev/override-id", "jobnet.dev/stop"
 NAMESPACE = "batch"
 NAME = "nightly-1"
 BODY: Mapping[str, Any] = {
@@ -319,5 +323,91 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         loop.task.cancel()
         await asyncio.gather(loop.task, return_exceptions=True)
         await settle(loop)
+
+    run(scenario())
+
+
+def test_a_conflicting_write_reads_the_run_again_and_decides_again_before_acting() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent)
+        client.annotate(team="etl")  # someone else's write: the loop's version is stale
+        wakeup = await loop.iterate()
+        await settle(loop)
+        assert wakeup is not None and wakeup <= time.time()  # decide again at once
+        assert agent.requests == [] and client.patches == []
+        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]
+        await loop.iterate()
+        await settle(loop)
+        assert client.job("/net/load")["state"] == "Starting" and len(agent.sent(LaunchRequest)) == 1
+
+    run(scenario())
+
+
+def test_a_status_changed_under_the_loop_ends_it_without_acting() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent)
+        client.write({"status": {"phase": "Stopped"}})  # another writer's status
+        with pytest.raises(StatusChanged):
+            await loop.iterate()
+        await settle(loop)
+        assert agent.requests == [] and client.patches == []
+
+    run(scenario())
+
+
+async def failed_run() -> tuple[FakeClient, FakeAgent, RunLoop]:
+    """A run whose one job exited 3: Failed, ready for an override."""
+    client, agent, loop = await running_job()
+    exited(agent, loop, exit_code=3, stdout_bytes=0)
+    await loop.iterate()
+    await settle(loop)
+    assert client.phase() == "Failed"
+    return client, agent, loop
+
+
+def test_an_applied_override_whose_removal_failed_is_only_removed_by_the_next_loop() -> None:
+    async def scenario() -> None:
+        client, agent, loop = await failed_run()
+        loop.observe(client.annotate(**{OVERRIDE: "/net/load=Ready", OVERRIDE_ID: "o1"}))
+        client.failing_removals = 1
+        wakeup = await loop.iterate()
+        await settle(loop)
+        assert wakeup is not None and wakeup > time.time()  # the removal is tried again later
+        assert client.stored["status"]["appliedSteering"] == {"override": "o1"}
+        assert [launch.key.attempt for launch in agent.sent(LaunchRequest)] == [1, 2]
+        assert OVERRIDE in client.stored["metadata"]["annotations"]
+
+        restarted = RunLoop(loop.runtime, client.stored, one_job(), POLICY)  # an operator restart
+        await restarted.iterate()
+        await settle(restarted)
+        assert {launch.key.attempt for launch in agent.sent(LaunchRequest)} == {1, 2}  # no attempt 3
+        assert client.job("/net/load")["attempt"] == 2
+        assert not set(client.stored["metadata"]["annotations"]) & {OVERRIDE, OVERRIDE_ID}
+        assert [reason for _, reason in client.events].count("Overridden") == 1
+
+    run(scenario())
+
+
+def test_a_finished_run_ignores_late_events_and_starts_again_for_a_new_request() -> None:
+    async def scenario() -> None:
+        client, agent, loop = await failed_run()
+        loop.observe(client.annotate(**{OVERRIDE: "/net/load=Succeeded", OVERRIDE_ID: "o1"}))
+        await loop.iterate()
+        await settle(loop)
+        assert client.phase() == "Succeeded"
+        finished = FinishedRuns()
+        finished.add(RUN_UID, loop.versioned)
+        late = {**BODY, "metadata": {**BODY["metadata"], "resourceVersion": "3"}, "status": {"phase": "Running"}}
+        assert finished.stale(RUN_UID, late)
+        late_with_applied = {
+            **late,
+            "metadata": {**late["metadata"], "annotations": {OVERRIDE: "/net/load=Succeeded", OVERRIDE_ID: "o1"}},
+        }
+        assert finished.stale(RUN_UID, late_with_applied)
+        newer = {**client.stored, "metadata": {**client.stored["metadata"], "annotations": {STOP: "/"}}}
+        assert not finished.stale(RUN_UID, newer)  # a new request: the run gets a loop again
+        assert not finished.stale(RUN_UID, late)  # forgotten once started again
 
     run(scenario())

@@ -85,9 +85,9 @@ def recorded_steering(status: Mapping[str, Any] | None) -> dict[str, str]:
     return {key: applied[kind] for key, kind in STEERING_KINDS.items() if isinstance(applied.get(kind), str)}
 
 
-def applied_status(recorded: Mapping[str, str]) -> dict[str, str | None]:
+def applied_status(recorded: Mapping[str, str]) -> dict[str, str]:
     """The ``status.appliedSteering`` that records ``recorded`` (annotation -> identity)."""
-    return {kind: recorded.get(key) for key, kind in STEERING_KINDS.items()}
+    return {kind: recorded[key] for key, kind in STEERING_KINDS.items() if key in recorded}
 
 
 @dataclass(frozen=True)
