@@ -44,7 +44,9 @@ def test_G09_old_versions_delivered_after_the_run_finished_change_nothing(scenar
     old_phases = {obj["status"]["phase"] for obj in held.held}
     assert old_phases == {"Running"}, old_phases
     assert held.release() >= 2
-    scenario.wait_operator_log(rf"run=default/{run} ignoring a watch event of version \d+ \(phase Running\)", timeout=15)
+    scenario.wait_operator_log(
+        rf"run=default/{run} ignoring a watch event of version \d+ \(phase Running\)", timeout=15
+    )
 
     after = scenario.get_run(run)
     assert after["metadata"]["resourceVersion"] == version, "the finished run was written again"
