@@ -20,24 +20,17 @@ OVERRIDE = "jobnet.dev/override"
 
 
 def test_G04_override_applied_removal_fails_operator_restarted_reruns_once(scenario: Scenario) -> None:
-    vm = scenario.vm()
     # The first attempt fails; the re-run (attempt 2) succeeds.
-    export = scenario.marker_script(vm, "export", '[ "$JOBNET_ATTEMPT" -ge 2 ] || exit 3\n')
-    report = scenario.marker_script(vm, "report")
-    run = scenario.run_jobnet("g04", scenario.host(vm), [
-        {"name": "export", "script": export},
-        {"name": "report", "script": report, "after": ["export"]},
-    ])  # fmt: skip
-    scenario.wait_phase(run, "Failed", timeout=60)
+    vm, run = scenario.run_failed_export_chain('[ "$JOBNET_ATTEMPT" -ge 2 ] || exit 3\n')
     operator = scenario.operator
     assert operator is not None
 
     path = f"/apis/jobnet.dev/v1alpha1/namespaces/{NAMESPACE}/jobruns/{run}"
     with scenario.emulator.failing_annotation_patches(path) as refused:
-        scenario.annotate(run, OVERRIDE, "/g04/export=Ready")
+        scenario.annotate(run, OVERRIDE, "/chain/export=Ready")
         identity = scenario.get_run(run)["metadata"]["annotations"]["jobnet.dev/override-id"]
         scenario.wait_operator_log(rf"run=default/{run} cannot remove the applied annotations", timeout=30)
-        scenario.wait_agent_log(vm, r"/g04/export#2 exited with code 0", timeout=30)
+        scenario.wait_agent_log(vm, r"/chain/export#2 exited with code 0", timeout=30)
         assert refused[0] >= 1
         assert scenario.status(run)["appliedSteering"]["override"] == identity
         operator.kill()
@@ -46,10 +39,10 @@ def test_G04_override_applied_removal_fails_operator_restarted_reruns_once(scena
     operator.start()
     status = scenario.wait_phase(run, "Succeeded", timeout=60)
 
-    export_job = status["jobs"]["/g04/export"]
+    export_job = status["jobs"]["/chain/export"]
     assert export_job["state"] == "Succeeded" and export_job["attempt"] == 2, export_job
     assert scenario.script_runs(vm, "export") == 2 and scenario.script_runs(vm, "report") == 1
-    assert not re.search(r"/g04/export#3", scenario.agent_log(vm)), scenario.agent_log(vm)
+    assert not re.search(r"/chain/export#3", scenario.agent_log(vm)), scenario.agent_log(vm)
     assert [o["toState"] for o in status["overrides"]] == ["Ready"], status["overrides"]
     wait_until(
         lambda: OVERRIDE not in (scenario.get_run(run)["metadata"].get("annotations") or {}),

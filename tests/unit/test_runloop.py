@@ -30,6 +30,7 @@ from jobnet.core.agentproto import (
 )
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
+from jobnet.devenv.emulator.kube import merge_patch
 from jobnet.kube.client import KubeApiError
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
 from jobnet.kube.versioned import FinishedRuns, StatusChanged
@@ -48,19 +49,6 @@ POLICY = SchedulerPolicy(heartbeat_deadline_seconds=30, dispatch_timeout_seconds
 MAX_SETTLE_ROUNDS = 10
 
 
-def merged(old: Any, patch: Any) -> Any:
-    """A JSON merge patch (RFC 7386)."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(old) if isinstance(old, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merged(result.get(key), value)
-    return result
-
-
 class FakeClient:
     """The part of KubeClient a run's loop uses, over one stored JobRun; records every write."""
 
@@ -74,7 +62,7 @@ class FakeClient:
 
     def write(self, change: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``change`` into the stored JobRun as a new version (a person's or our write)."""
-        self.stored = merged(self.stored, change)
+        self.stored = merge_patch(self.stored, change)
         meta = self.stored["metadata"]
         meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         return copy.deepcopy(self.stored)

@@ -30,7 +30,7 @@ from jobnet.core.annotations import (
     OVERRIDE_MESSAGE_ANNOTATION,
     STOP_ANNOTATION,
     STOP_BY_ANNOTATION,
-    changed_steering,
+    steering_stamps,
 )
 
 OVERRIDE_ID_ANNOTATION = "jobnet.dev/override-id"
@@ -65,18 +65,7 @@ def identity_stamps(old: Mapping[str, str], new: Mapping[str, str], fresh: str) 
     an unchanged one keeps the identity it had (nobody rewrites it); without the steering
     annotation there is no identity. As :func:`jobnet.core.annotations.requester_stamps`, only
     the differences from ``new`` are returned."""
-    changed = set(changed_steering(old, new))
-    stamps: dict[str, str | None] = {}
-    for key, id_key in IDENTITY_ANNOTATIONS.items():
-        if key not in new:
-            wanted = None
-        elif key in changed:
-            wanted = fresh
-        else:
-            wanted = old.get(id_key)
-        if new.get(id_key) != wanted:
-            stamps[id_key] = wanted
-    return stamps
+    return steering_stamps(old, new, IDENTITY_ANNOTATIONS, fresh)
 
 
 def recorded_steering(status: Mapping[str, Any] | None) -> dict[str, str]:
