@@ -299,7 +299,8 @@ def build_registry(
 
     @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="drive-jobruns", registry=registry)
     async def drive_jobrun(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-        await runs.on_jobrun(event.get("type"), body)
+        raw = event.get("object")  # as the API server sent it (its resourceVersion included)
+        await runs.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
 
     # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
     # re-describes the namespace (patching only the statuses that change). This is a watch-event
@@ -408,7 +409,7 @@ async def _start(
         body.get("metadata", {}),
         _now(),
     )
-    await client.patch_status(JOBRUNS, namespace, name, status)
+    stored = await client.patch_status(JOBRUNS, namespace, name, status, answer=True)
     logger.info(
         "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
         namespace,
@@ -420,7 +421,7 @@ async def _start(
         snapshot.config_map,
     )
     if starter is not None:
-        await starter.start({**body, "status": status}, graph)
+        await starter.start(stored or {**body, "status": status}, graph)  # its loop writes at the stored version
 
 
 async def _fail(
