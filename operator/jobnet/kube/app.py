@@ -260,6 +260,62 @@ class RunLeader:
             self._starting.discard(meta["uid"])
 
 
+class JobNetDescriber:
+    """The leader's part in JobNets (:class:`~jobnet.kube.leadership.LeaderWork`): their statuses
+    (valid or not, job count). A JobNet's validity depends on the JobNets it expands, so a change
+    of any JobNet re-describes its namespace (patching only the statuses that change); on becoming
+    leader every namespace with JobNets is described (they may have changed under no leader)."""
+
+    def __init__(self, config: OperatorConfig, client: KubeClient, gate: LeaderGate) -> None:
+        self.config = config
+        self.client = client
+        self.gate = gate
+        self.described: set[str] = set()  # namespaces described in this term
+        self._task: asyncio.Task[None] | None = None
+
+    async def lead(self) -> None:
+        self.described.clear()
+        self._task = asyncio.create_task(self._describe_all(), name="describe JobNets")
+
+    async def follow(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.described.clear()
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any], namespace: str) -> None:
+        if self.gate.leading() and jobnets_need_describing(event_type, body, since_start=namespace in self.described):
+            await self.describe(namespace)
+
+    async def _describe_all(self) -> None:
+        for scope in self.config.namespaces or (None,):
+            try:
+                items = await self.client.list_objects(JOBNETS, scope)
+            except KubeApiError as e:
+                logger.warning("cannot list the JobNets to describe (described at their next change): %s", e)
+                continue
+            for namespace in sorted({item["metadata"].get("namespace") or "default" for item in items}):
+                if namespace not in self.described:
+                    await self.describe(namespace)
+
+    async def describe(self, namespace: str) -> None:
+        """Describe the namespace's JobNets: tried DESCRIBE_TRIES times (retry_delay apart), then
+        again at the next watch event."""
+        for attempt in range(1, DESCRIBE_TRIES + 1):
+            try:
+                await _describe_namespace(namespace, self.client)
+            except KubeApiError as e:
+                if attempt == DESCRIBE_TRIES:
+                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", namespace, e)
+                    return
+                delay = self.config.retry_delay
+                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", namespace, e, delay)
+                await asyncio.sleep(delay)
+            else:
+                self.described.add(namespace)
+                return
+
+
 def build_registry(
     config: OperatorConfig,
     client: KubeClient,
@@ -302,36 +358,18 @@ def build_registry(
         raw = event.get("object")  # as the API server sent it (its resourceVersion included)
         await runs.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
 
-    # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
-    # re-describes the namespace (patching only the statuses that change). This is a watch-event
-    # handler, not create/update/resume handlers: kopf keeps no state in the JobNet then (its
+    # JobNets are described from watch events (see JobNetDescriber), not create/update/resume
+    # handlers: kopf keeps no state in the JobNet then (its
     # diffbase annotation would hold the whole spec, and a large JobNet's does not fit the
     # 256 KiB of annotations). kopf lists every JobNet again at each new watch, so a describe that
     # failed is tried again then.
-    described: set[str] = set()  # namespaces described since this operator started
+    jobnets = JobNetDescriber(config, client, gate)
 
     @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
     async def describe_jobnets(event: Mapping[str, Any], body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        where = namespace or "default"
-        if not gate.leading():
-            described.discard(where)  # the leader describes; this replica looks again when it leads
-            return
-        if not jobnets_need_describing(event.get("type"), body, since_start=where in described):
-            return
-        for attempt in range(1, DESCRIBE_TRIES + 1):
-            try:
-                await _describe_namespace(where, client)
-            except KubeApiError as e:
-                if attempt == DESCRIBE_TRIES:
-                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", where, e)
-                    return
-                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", where, e, config.retry_delay)
-                await asyncio.sleep(config.retry_delay)
-            else:
-                described.add(where)
-                return
+        await jobnets.on_event(event.get("type"), body, namespace or "default")
 
-    return registry, [runs, schedules]
+    return registry, [runs, jobnets, schedules]
 
 
 def jobnets_need_describing(event_type: str | None, body: Mapping[str, Any], *, since_start: bool) -> bool:
