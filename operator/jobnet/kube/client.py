@@ -331,6 +331,18 @@ class KubeClient:
             answer=False,
         )
 
+    async def json_patch(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]], what: str) -> None:
+        """Apply an RFC 6902 JSON patch to one of our objects (a failed ``test`` is HTTP 422)."""
+        operator_metrics.api_write(plural)
+        await self._request(
+            "PATCH",
+            self._path(plural, namespace, name),
+            f"{what} of {plural}/{name}",
+            json=ops,
+            content_type="application/json-patch+json",
+            answer=False,
+        )
+
     @staticmethod
     def _lease_path(namespace: str, name: str | None = None) -> str:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"

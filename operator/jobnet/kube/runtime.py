@@ -58,7 +58,8 @@ from jobnet.core.annotations import (
     REQUESTER_ANNOTATIONS,
     STOP_ANNOTATION,
 )
-from jobnet.core.conditions import with_jobrun_conditions
+from jobnet.core.conditions import Condition, keep_transition_times, with_jobrun_conditions
+from jobnet.core.deletion import DELETION_BLOCKED, blocked_condition, is_deleting
 from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.hosts import host_id
@@ -89,6 +90,7 @@ from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
+from jobnet.kube.deletion import RunDeletions
 from jobnet.kube.runmetrics import report_round
 from jobnet.metrics import operator_metrics
 from jobnet.ssh import (
@@ -401,6 +403,10 @@ class RunLoop:
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.last_summary: dict[str, Any] | None = None
+        #: deleted (and held by our finalizer): the whole run is stopped, then released
+        self.deleting = is_deleting(meta)
+        #: the DeletionBlocked condition last written (None: nothing blocks the deletion)
+        self.blocked: Condition | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.set_annotations(meta.get("annotations") or {})
@@ -413,6 +419,11 @@ class RunLoop:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def request_deletion(self) -> None:
+        if not self.deleting:
+            self.deleting = True
+            self.wake()
 
     def set_annotations(self, annotations: Mapping[str, str]) -> None:
         wanted = {key: annotations[key] for key in RUN_ANNOTATIONS if key in annotations}
@@ -498,6 +509,9 @@ class RunLoop:
                 except TimeoutError:
                     pass
             logger.info("run=%s runtime finished (phase %s)", self.label, self.state.phase)
+            if self.deleting:
+                message = f"the run's jobs ended ({self.state.phase}) and their records were acknowledged"
+                self.runtime.deletions.release(self.involved, "Normal", "Deleted", message)
         finally:
             for link in self.links.values():
                 link.unsubscribe(self)
@@ -514,7 +528,9 @@ class RunLoop:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
         facts = self.inbox.take_facts(heartbeats)
         annotations = dict(self.annotations)
-        decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
+        decision = reconcile(
+            self.graph, self.state, facts, self.policy, now, annotations=annotations, deleting=self.deleting
+        )
         if decision.holds_for_output_tails:
             self.inbox.put_back(facts)
             return float("inf")  # the fetches wake the loop
@@ -523,15 +539,14 @@ class RunLoop:
         patch = status_patch(decision, self.jobnet_states, full=full)
         summary = {key: value for key, value in patch.items() if key != "jobs"}
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
-        if patch["jobs"] or summary != self.last_summary:
+        blocked = self.deletion_blocked(decision.runtime, str(to_rfc3339(now)))
+        if patch["jobs"] or summary != self.last_summary or blocked != self.blocked:
             try:
                 encoded = self.status_encoder.encode(patch, full=full)
-                await self.runtime.client.patch_status(
-                    JOBRUNS,
-                    self.namespace,
-                    self.name,
-                    with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now))),
-                )
+                status = with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now)))
+                if self.deleting:
+                    status["conditions"] = [*status["conditions"], *([blocked] if blocked else [])]
+                await self.runtime.client.patch_status(JOBRUNS, self.namespace, self.name, status)
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again later.
                 self.inbox.put_back(facts)
@@ -544,6 +559,9 @@ class RunLoop:
                 return now + self.runtime.config.api_retry_delay
             self.status_encoder.commit()
             self.last_summary = summary
+            if blocked is not None and blocked != self.blocked:
+                await self.post_event(Event(type="Warning", reason=DELETION_BLOCKED, message=blocked["message"]))
+            self.blocked = blocked
         for text in tails_written:
             del self.tails[text]
         report_round(operator_metrics, self.graph, self.state, decision)
@@ -564,6 +582,11 @@ class RunLoop:
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
         return decision.next_wakeup_at or float("inf")
+
+    def deletion_blocked(self, runtime: RunRuntime, now: str) -> Condition | None:
+        """The DeletionBlocked condition of this round (its time kept while it holds)."""
+        blocked = blocked_condition(runtime, self.metadata.get("generation"), now) if self.deleting else None
+        return keep_transition_times([blocked], [self.blocked] if self.blocked else None)[0] if blocked else None
 
     def add_tails(self, jobs: dict[str, Any], runtime: RunRuntime) -> list[str]:
         """Put the fetched output tails of finished jobs into the patch; the keys it wrote."""
@@ -778,6 +801,7 @@ class JobRunRuntime:
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
+        self.deletions = RunDeletions(self)
 
     @property
     def client(self) -> KubeClient:
@@ -828,8 +852,11 @@ class JobRunRuntime:
         loop = self.loops.get(uid)
         if event_type == "DELETED":
             operator_metrics.forget_run(uid)
+            self.deletions.released(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
+            return
+        if await self.deletions.observe(body, loop):
             return
         annotations = body.get("metadata", {}).get("annotations") or {}
         if loop is not None:
@@ -879,6 +906,8 @@ class JobRunRuntime:
             if not isinstance(resumed, RunGraph):
                 return resumed
             graph = resumed
+        if not await self.deletions.ensure_finalizer(body):
+            return False
         loop = RunLoop(self, body, graph, self.config.policy())
         self.loops[body["metadata"]["uid"]] = loop
         loop.start()
@@ -933,6 +962,7 @@ class JobRunRuntime:
         return True
 
     async def close(self) -> None:
+        self.deletions.close()
         for task in list(self._retries):
             task.cancel()
         for loop in list(self.loops.values()):

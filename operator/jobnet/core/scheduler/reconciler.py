@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from jobnet.core.annotations import OverrideRequest, StopRequest
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler.actions import Decision
+from jobnet.core.scheduler.deletion import apply_deletion
 from jobnet.core.scheduler.delivery import apply_delivery
 from jobnet.core.scheduler.draft import Draft
 from jobnet.core.scheduler.facts import AgentFacts, SchedulerPolicy
@@ -29,6 +30,7 @@ def reconcile(
     annotated_by: str | None = None,
     overrides: Iterable[OverrideRequest] = (),
     stops: Iterable[StopRequest] = (),
+    deleting: bool = False,
 ) -> Decision:
     """Decide what the run does next. Pure and deterministic.
 
@@ -38,9 +40,12 @@ def reconcile(
     removes once the status is persisted. Who asked is ``jobnet.dev/stop-by`` /
     ``jobnet.dev/override-by`` (stamped by the admission webhook), else ``annotated_by``.
     ``overrides``/``stops`` are the same requests already parsed (they are validated again here).
+    ``deleting``: the JobRun is being deleted: the whole run is stopped (see ``deletion.py``).
     """
     draft = Draft(graph, runtime, facts, policy, now)
     apply_requests(draft, annotations or {}, annotated_by, tuple(overrides), tuple(stops))
+    if deleting:
+        apply_deletion(draft)
     for delivery in facts.deliveries:
         apply_delivery(draft, delivery)
     live = live_paths(draft)

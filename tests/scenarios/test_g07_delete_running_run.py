@@ -1,0 +1,71 @@
+"""G07: a running JobRun is deleted: its running jobs are stopped on the VM first (the agent log
+shows the kills), their records are acknowledged, the snapshot ConfigMap is garbage-collected,
+then the JobRun is gone; an Event says so."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobnet.core.deletion import FINALIZER
+from tests.support.netutil import wait_until
+from tests.support.scenario import Scenario
+
+pytestmark = [pytest.mark.emulator, pytest.mark.vm]
+
+
+def gone(scenario: Scenario, *args: str) -> bool:
+    result = scenario.kubectl("get", *args, "-o", "name")
+    return result.rc != 0 and "NotFound" in result.stderr
+
+
+def test_G07_deleting_a_running_run_stops_its_jobs_acks_then_the_run_and_its_snapshot_go(scenario: Scenario) -> None:
+    vm = scenario.vm()
+    work = scenario.marker_script(vm, "work", "sleep 300\n")
+    other = scenario.marker_script(vm, "other", "sleep 300\n")
+    after = scenario.marker_script(vm, "after")
+    run = scenario.run_jobnet(
+        "g07",
+        scenario.host(vm),
+        [
+            {"name": "work", "script": work},
+            {"name": "other", "script": other},
+            {"name": "after", "script": after, "after": ["work"]},
+        ],
+    )
+    scenario.wait_job_state(run, "/g07/work", "Running", timeout=60)
+    scenario.wait_job_state(run, "/g07/other", "Running", timeout=30)
+    body = scenario.get_run(run)
+    assert FINALIZER in body["metadata"].get("finalizers", []), body["metadata"]
+    snapshot = body["status"]["jobNetSnapshot"]["configMap"]
+    assert not gone(scenario, "configmap", snapshot)
+
+    deleted = scenario.kubectl("delete", "jobrun", run, "--wait=false")
+    assert deleted.rc == 0, deleted.stderr
+
+    # The kills reach the agent before the JobRun goes.
+    for path in ("/g07/work", "/g07/other"):
+        scenario.wait_agent_log(vm, rf"{path}.*kill requested \(stop", timeout=30)
+    scenario.wait_event(run, "Deleted", contains="acknowledged", timeout=30)
+    wait_until(lambda: gone(scenario, "jobrun", run), timeout=30, what=f"JobRun {run} gone")
+    wait_until(lambda: gone(scenario, "configmap", snapshot), timeout=30, what="the snapshot ConfigMap collected")
+
+    log = scenario.agent_log(vm)
+    for path in ("/g07/work", "/g07/other"):
+        assert any(path in line and "ack" in line.lower() for line in log.splitlines()), log[-3000:]
+    reasons = scenario.event_reasons(run)
+    assert reasons.count("StopRequested") == 1 and reasons.count("Deleted") == 1, reasons
+    assert scenario.script_runs(vm, "after") == 0
+    assert scenario.script_runs(vm, "work") == 1 and scenario.script_runs(vm, "other") == 1
+    assert not vm.agent_processes(("supervise",)), "a supervisor still runs after the deletion"
+
+
+def test_G07_a_finished_run_is_released_at_once(scenario: Scenario) -> None:
+    vm = scenario.vm()
+    done = scenario.marker_script(vm, "done")
+    run = scenario.run_jobnet("g07done", scenario.host(vm), [{"name": "done", "script": done}])
+    scenario.wait_phase(run, "Succeeded", timeout=60)
+    assert FINALIZER in scenario.get_run(run)["metadata"].get("finalizers", [])
+    deleted = scenario.kubectl("delete", "jobrun", run, "--timeout=20s")
+    assert deleted.rc == 0, deleted.stderr
+    assert gone(scenario, "jobrun", run)
+    assert scenario.event_reasons(run).count("Deleted") == 1
