@@ -77,7 +77,8 @@ class RunDeletions:
         if uid in self.releasing:
             return True
         if is_forced(meta):
-            places = job_places(loop.state) if loop is not None else stored_job_places(decoded_status(body.get("status") or {}))
+            stored = decoded_status(body.get("status") or {})
+            places = job_places(loop.state) if loop is not None else stored_job_places(stored)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
             self.release(body, "Warning", "DeletionForced", forced_message(places))
@@ -113,7 +114,9 @@ class RunDeletions:
                 if ops is None:
                     return
                 try:
-                    await self.runtime.client.json_patch(JOBRUNS, namespace, name, ops, f"removing finalizer {FINALIZER}")
+                    await self.runtime.client.json_patch(
+                        JOBRUNS, namespace, name, ops, f"removing finalizer {FINALIZER}"
+                    )
                 except KubeApiError as e:
                     if e.status == HTTP_NOT_FOUND:
                         return
@@ -122,7 +125,9 @@ class RunDeletions:
                 else:
                     logger.info("run=%s/%s finalizer %s removed: the JobRun goes", namespace, name, FINALIZER)
                     return
-            logger.error("run=%s/%s finalizer %s not removed; tried again at its next watch event", namespace, name, FINALIZER)
+            logger.error(
+                "run=%s/%s finalizer %s not removed; tried again at its next event", namespace, name, FINALIZER
+            )
         finally:
             self.releasing.pop(uid, None)
 

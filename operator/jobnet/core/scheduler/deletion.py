@@ -2,7 +2,9 @@
 
 The deletion is a stop of the whole run (``/``), asked once. A job that went Stuck because its
 kill could not be delivered (its host was down) is stopped again as soon as its host answers,
-so the deletion completes on its own when the host returns.
+so the deletion completes on its own when the host returns (looked at every retry interval of
+the job while the deletion waits: the news that a host answers is its heartbeat, which wakes no
+run by itself).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ def apply_deletion(draft: Draft) -> None:
         return
     for path in jobs_under(draft.graph, root):
         job = draft.jobs[path]
-        if job.state != JobState.STUCK or not draft.heard_from_host_since(path, job.since):
+        if job.state != JobState.STUCK:
+            continue
+        if not draft.heard_from_host_since(path, job.since):
+            draft.wake_at(draft.now + max(draft.retry(path).interval_seconds, 1.0))
             continue
         record = draft.record_for(path)
         if record is None or not record.terminal:

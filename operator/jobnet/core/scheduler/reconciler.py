@@ -44,8 +44,6 @@ def reconcile(
     """
     draft = Draft(graph, runtime, facts, policy, now)
     apply_requests(draft, annotations or {}, annotated_by, tuple(overrides), tuple(stops))
-    if deleting:
-        apply_deletion(draft)
     for delivery in facts.deliveries:
         apply_delivery(draft, delivery)
     live = live_paths(draft)
@@ -53,6 +51,8 @@ def reconcile(
         apply_record(draft, path)
     for path in live:
         check_liveness(draft, path)
+    if deleting:
+        apply_deletion(draft)  # after liveness: it looks again at jobs that became Stuck this round
     root_state = walk(draft, graph.root, gate_open=True, blocked=None, scope=scope_here(draft, graph.root, None))
     draft.jobnet_states[graph.root] = root_state
     # After the walk, so that a re-run launched this round already supersedes its key.
