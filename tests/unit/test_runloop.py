@@ -24,6 +24,7 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
+from jobnet.core.deletion import FINALIZER
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
 from jobnet.kube.client import KubeApiError
@@ -50,6 +51,7 @@ class FakeClient:
         self.removed: list[tuple[str, ...]] = []
         self.events: list[tuple[str, str]] = []
         self.failing_patches = 0
+        self.json_patches: list[list[dict[str, Any]]] = []
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         if self.failing_patches:
@@ -59,6 +61,9 @@ class FakeClient:
 
     async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
         self.removed.append(keys)
+
+    async def json_patch(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]], what: str) -> None:
+        self.json_patches.append(ops)
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason))
@@ -257,6 +262,7 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         client, agent = FakeClient(), FakeAgent()
         runtime = FakeRuntime(client, agent)
         assert await runtime._try_start(BODY, one_job())
+        assert client.json_patches == [[{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]]
         loop = runtime.loops[RUN_UID]
         assert loop.task is not None
         loop.task.cancel()
