@@ -53,6 +53,7 @@ FAST_RUNTIME_ARGS = (
     "--ssh-dead-connection-timeout=3",
     "--reconnect-backoff-min=0.05",
     "--reconnect-backoff-max=0.5",
+    "--launch-retry-window=3",
 )
 #: Short agent deadlines (as in tests/vm/harness.py).
 FAST_AGENT_ARGS = (

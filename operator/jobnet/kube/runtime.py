@@ -136,6 +136,8 @@ class RuntimeConfig:
     #: launch requests in flight to one host at once; the others wait in the operator, their
     #: request timeout not yet started (a 1,000-job fan-out must not queue past the timeout)
     max_inflight_launches_per_host: int = 16
+    #: how long a launch that never left (host unreachable) is retried (SchedulerPolicy)
+    launch_retry_window: float = 60.0
 
     @property
     def secret_read_deadline(self) -> float:
@@ -148,6 +150,9 @@ class RuntimeConfig:
             heartbeat_deadline_seconds=self.heartbeat_deadline,
             dispatch_timeout_seconds=self.dispatch_timeout,
             kill_grace_seconds=self.kill_grace,
+            launch_retry_window_seconds=self.launch_retry_window,
+            launch_retry_backoff_min_seconds=self.ssh.reconnect_backoff_min,
+            launch_retry_backoff_max_seconds=self.ssh.reconnect_backoff_max,
         )
 
 
