@@ -482,6 +482,22 @@ def test_running_job_the_agent_no_longer_knows_is_stuck_agent_lost() -> None:
     run.absent.add(run.key("/net/a").text())
     run.reconcile()
     assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
+    run.reconcile()
+    assert len(run.events("JobStuck")) == 1
+
+
+def test_a_job_stuck_for_its_heartbeat_the_agent_no_longer_knows_is_refined_to_agent_lost() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    assert run.reason("/net/a") == "HeartbeatLost"
+    del run.records[run.key("/net/a").text()]
+    run.absent.add(run.key("/net/a").text())
+    run.beat()
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
 
 
 # ---------------------------------------------------------------- overrides

@@ -89,6 +89,7 @@ from jobnet.core.scheduler.inbox import AgentInbox
 from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
+from jobnet.kube.agentlost import report_lost_keys
 from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
 from jobnet.kube.deletion import RunDeletions
 from jobnet.kube.runmetrics import report_round
@@ -207,6 +208,9 @@ class HostLink:
         # One connection attempt (so one Secret read) at a time, however many launches wait.
         self._connect_lock = asyncio.Lock()
         self.launch_window = asyncio.Semaphore(runtime.config.max_inflight_launches_per_host)
+        #: the agent's hello of the channel whose runs' keys were checked (see agentlost.py)
+        self._checked: object = None
+        self._checking: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- subscriptions
 
@@ -327,6 +331,9 @@ class HostLink:
                 logger.info("host=%s agent reachable again", self.key.host_id)
                 self._wake_all()
             backoff = config.ssh.reconnect_backoff_min
+            if agent.hello is not self._checked:  # a new channel: does the agent still know our jobs?
+                self._checked = agent.hello
+                self._checking = asyncio.create_task(report_lost_keys(self, agent))
             self.note_heartbeat()  # at every probe: the channel may die before the runs look again
             age = agent.heartbeat_age()
             if age is not None and age > config.heartbeat_deadline:
@@ -354,8 +361,9 @@ class HostLink:
 
     async def close(self) -> None:
         self.subscribers.clear()
-        if self._keeper is not None:
-            self._keeper.cancel()
+        for task in (self._keeper, self._checking):
+            if task is not None:
+                task.cancel()
         if self.agent is not None:
             await self.agent.close()
         self.pool.close()
@@ -440,6 +448,10 @@ class RunLoop:
             self.annotations = fresh
             self.wake()
 
+    def on_absent(self, keys: list[JobKey]) -> None:
+        self.inbox.add_absent(keys)
+        self.wake()
+
     def on_record(self, record: JobRecord) -> None:
         news = self.inbox.add_record(record)
         if news == "fetchTail":
@@ -488,8 +500,11 @@ class RunLoop:
                 self.link(node.host)
         self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
 
+    def link_key(self, host: HostSpec) -> LinkKey:
+        return LinkKey.of(self.namespace, host)
+
     def link(self, host: HostSpec) -> HostLink:
-        key = LinkKey.of(self.namespace, host)
+        key = self.link_key(host)
         link = self.links.get(key)
         if link is None:
             link = self.links[key] = self.runtime.link(key)
