@@ -15,11 +15,6 @@ from tests.support.vm import NamespaceVM
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 
-def gone(scenario: Scenario, run: str) -> bool:
-    result = scenario.kubectl("get", "jobrun", run, "-o", "name")
-    return result.rc != 0 and "NotFound" in result.stderr
-
-
 def delete_while_cut(scenario: Scenario, name: str) -> tuple[NamespaceVM, str]:
     """A run with one job running, its VM's link cut, then the JobRun deleted: it waits."""
     vm = scenario.vm()
@@ -37,7 +32,7 @@ def delete_while_cut(scenario: Scenario, name: str) -> tuple[NamespaceVM, str]:
     assert condition["status"] == "True" and host in condition["message"], condition
     assert FORCE_DELETE_ANNOTATION in condition["message"], condition
     assert scenario.job(run, f"/{name}/work")["state"] == "Stuck"
-    assert not gone(scenario, run)
+    assert not scenario.gone("jobrun", run)
     return vm, run
 
 
@@ -45,7 +40,7 @@ def test_G08_deletion_waits_for_the_host_then_stops_the_job_and_completes(scenar
     vm, run = delete_while_cut(scenario, "g08")
     vm.restore()
     scenario.wait_agent_log(vm, r"/g08/work.*kill requested \(stop", timeout=30)
-    wait_until(lambda: gone(scenario, run), timeout=60, what=f"JobRun {run} gone")
+    wait_until(lambda: scenario.gone("jobrun", run), timeout=60, what=f"JobRun {run} gone")
     assert scenario.event_reasons(run).count(DELETION_BLOCKED) == 1
     scenario.wait_event(run, "Deleted", timeout=10)
     wait_until(lambda: not vm.agent_processes(("supervise",)), timeout=10, what="the job's supervisor ended")
@@ -54,7 +49,7 @@ def test_G08_deletion_waits_for_the_host_then_stops_the_job_and_completes(scenar
 def test_G08_force_delete_annotation_releases_it_at_once_with_a_warning(scenario: Scenario) -> None:
     vm, run = delete_while_cut(scenario, "g08f")
     scenario.annotate(run, FORCE_DELETE_ANNOTATION, "true")
-    wait_until(lambda: gone(scenario, run), timeout=30, what=f"JobRun {run} gone")
+    wait_until(lambda: scenario.gone("jobrun", run), timeout=30, what=f"JobRun {run} gone")
     event = scenario.wait_event(run, "DeletionForced", contains="may still run", timeout=10)
     assert event["type"] == "Warning" and f"{vm.user}@{vm.address}:22" in event["message"], event
     assert "/g08f/work" in event["message"], event
