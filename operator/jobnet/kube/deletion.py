@@ -48,27 +48,28 @@ class RunDeletions:
         #: runs whose release is under way (one Event, one removal)
         self.releasing: dict[str, asyncio.Task[None]] = {}
 
-    async def ensure_finalizer(self, body: Mapping[str, Any]) -> bool:
-        """Put the finalizer on a run about to be driven; False when the API failed (try again)."""
+    async def ensure_finalizer(self, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Put the finalizer on a run about to be driven: the run as stored then (the loop
+        decides from that version), or None when the API failed (try again)."""
         meta = body["metadata"]
         ops = add_finalizer_patch(meta)
         if ops is None:
-            return True
+            return body
         try:
-            await self.runtime.client.json_patch(
+            return await self.runtime.client.json_patch(
                 JOBRUNS, meta.get("namespace") or "default", meta["name"], ops, f"adding finalizer {FINALIZER}"
             )
         except KubeApiError as e:
             if e.status == HTTP_NOT_FOUND:
-                return True  # gone already: its DELETED event ends everything
+                return body  # gone already: its DELETED event ends everything
             logger.warning("run=%s/%s cannot add finalizer %s: %s", meta.get("namespace"), meta["name"], FINALIZER, e)
-            return False
-        return True
+            return None
 
     async def observe(self, body: Mapping[str, Any], loop: RunLoop | None) -> bool:
         """A watch event of a run: True when it is being deleted and that is taken care of here
-        (the caller does nothing else); False otherwise (a deleted run without a loop that has
-        jobs to stop gets one from the caller, and the loop stops them)."""
+        (released, or forced: the caller does nothing else); False otherwise (a deleted run's
+        loop is asked to stop the run; one without a loop that has jobs to stop gets one from
+        the caller, and the loop stops them)."""
         meta = body["metadata"]
         if not is_deleting(meta):
             return False
@@ -85,7 +86,7 @@ class RunDeletions:
             return True
         if loop is not None:
             loop.request_deletion()
-            return True
+            return False
         status = body.get("status") or {}
         if status.get("phase") in _ACTIVE and status.get("reason") != "InvalidJobNet":
             return False
