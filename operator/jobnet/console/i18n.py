@@ -37,6 +37,10 @@ LABELS: dict[str, dict[str, str]] = {
     "path": {"en": "Path", "ja": "パス"},
     "attempt": {"en": "Attempt", "ja": "試行"},
     "attempts": {"en": "Attempts", "ja": "試行履歴"},
+    "attempts_dropped": {
+        "en": "{count} earlier attempt(s) no longer kept",
+        "ja": "それ以前の {count} 回の試行は保存されていません",
+    },
     "host": {"en": "Host", "ja": "ホスト"},
     "pid": {"en": "PID", "ja": "PID"},
     "exit_code": {"en": "Exit code", "ja": "終了コード"},

@@ -319,7 +319,8 @@ class Console:
             graph_problem=problem,
             choices=views.override_choices(state) if node is None or node.kind == "job" else [],
             can_stop=views.stoppable(state, status.phase),
-            attempts=views.attempts(path, job, status.overrides),
+            attempts=views.attempts(job),
+            attempts_dropped=(job.earlier_attempts_dropped or 0) if job else 0,
             history=views.steering_history(path, graph, status.overrides),
             stop_scopes=[
                 s
