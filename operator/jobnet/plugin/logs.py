@@ -147,8 +147,8 @@ class AgentOutputReader:
             self.close()
             raise
 
-    def read(self, key: JobKey, stream: OutputStream, offset: int) -> ReadResult:
-        request = ReadRequest(key=key, stream=stream, offset=offset, length=READ_CHUNK)
+    def read(self, key: JobKey, stream: OutputStream, offset: int, length: int = READ_CHUNK) -> ReadResult:
+        request = ReadRequest(key=key, stream=stream, offset=offset, length=length)
         return self.channel.call(request, ReadResult)
 
     def tail(self, key: JobKey, stream: OutputStream, max_bytes: int) -> TailResult:
