@@ -90,7 +90,13 @@ def test_attempts_show_each_earlier_attempt_as_kept_in_the_status_and_the_curren
         started_at="t4",
         earlier_attempts=[
             EarlierAttemptStatus(
-                attempt=1, state="Stuck", reason="HeartbeatLost", host="10.0.0.1", pid=7, rerun_by="alice", rerun_at="t1"
+                attempt=1,
+                state="Stuck",
+                reason="HeartbeatLost",
+                host="10.0.0.1",
+                pid=7,
+                rerun_by="alice",
+                rerun_at="t1",
             ),
             EarlierAttemptStatus(
                 attempt=2, state="Failed", reason="NonZeroExit", host="10.0.0.2", pid=8, exit_code=3, rerun_at="t3"

@@ -166,13 +166,13 @@ def with_history(runtime: RunRuntime, rng: random.Random) -> RunRuntime:
     dropped), each with every field set."""
     keep = attempt_history_limit(len(runtime.jobs))
     jobs = {}
-    for path, job in runtime.jobs.items():
+    for path, entry in runtime.jobs.items():
         earlier = tuple(
             EarlierAttempt(
                 attempt=number,
                 state=S.STUCK,
                 reason="HeartbeatLost",
-                host=job.host,
+                host=entry.host,
                 pid=rng.randint(1000, 4_000_000),
                 exit_code=rng.randint(1, 255),
                 started_at=round(rng.random() * 1e9, 3),
@@ -182,7 +182,7 @@ def with_history(runtime: RunRuntime, rng: random.Random) -> RunRuntime:
             )
             for number in range(1, keep + 1)
         )
-        jobs[path] = job.model_copy(update={"attempt": keep + 3, "earlier": earlier, "earlier_dropped": 2})
+        jobs[path] = entry.model_copy(update={"attempt": keep + 3, "earlier": earlier, "earlier_dropped": 2})
     return runtime.model_copy(update={"jobs": jobs})
 
 

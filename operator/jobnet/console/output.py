@@ -9,7 +9,7 @@ import asyncio
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from jobnet.plugin.logs import READ_CHUNK, AgentOutputReader, JobLocation, LogsOptions
 from jobnet.plugin.view import PluginError
@@ -20,6 +20,7 @@ OUTPUT_PAGE_BYTES = 64 * 1024
 FOLLOW_POLL_SECONDS = 0.3
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class OutputRefused(Exception):
@@ -80,8 +81,9 @@ class OutputReader:
         start, data = from_line_start(data, start)
         return start, data.decode(errors="replace"), start + len(data)
 
-    async def run(self, call: Callable[[], T]) -> T:
-        return await asyncio.to_thread(call)
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)`` in a worker thread."""
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     def close(self) -> None:
         self.reader.close()
@@ -123,7 +125,9 @@ def _refusal(location: JobLocation, error: Exception) -> OutputRefused:
 
     if isinstance(error, AgentRequestFailed):
         if error.agent_code == "NotFound":
-            return OutputRefused(f"the agent on {location.host.address} no longer has the output of {location.key}", 502)
+            return OutputRefused(
+                f"the agent on {location.host.address} no longer has the output of {location.key}", 502
+            )
         return OutputRefused(f"the agent on {location.host.address} refused: {error.message}", 502)
     if isinstance(error, SshError):
         return OutputRefused(f"cannot read the output from the VM: {error.message}", 502)

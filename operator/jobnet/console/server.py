@@ -43,7 +43,6 @@ from aiohttp.abc import AbstractAccessLogger
 
 from jobnet.console import graphview, views
 from jobnet.console.i18n import choose_language, translator
-from jobnet.console.output import FOLLOW_POLL_SECONDS, OUTPUT_PAGE_BYTES, OutputReader, OutputRefused, OutputSource
 from jobnet.console.kubeapi import (
     ApiFailure,
     ApiTarget,
@@ -53,6 +52,7 @@ from jobnet.console.kubeapi import (
     jobruns_path,
     jobschedules_path,
 )
+from jobnet.console.output import FOLLOW_POLL_SECONDS, OUTPUT_PAGE_BYTES, OutputReader, OutputRefused, OutputSource
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
@@ -480,7 +480,7 @@ class Console:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         deadline = time.monotonic() + self.settings.follow_max_seconds
         while time.monotonic() < deadline:
-            data, eof = await reader.run(lambda: reader.read_page(end, None))
+            data, eof = await reader.run(reader.read_page, end, None)
             end += len(data)
             if data:
                 await send("more", {"text": decoder.decode(data), "end": end})

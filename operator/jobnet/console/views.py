@@ -256,7 +256,9 @@ def attempts(job: JobStatus | None) -> list[AttemptRow]:
             started_at=earlier.started_at or "-",
             finished_at=earlier.finished_at or "-",
             note=" · ".join(
-                part for part in (earlier.reason, f"run again by {earlier.rerun_by or 'unknown'}", earlier.rerun_at) if part
+                part
+                for part in (earlier.reason, f"run again by {earlier.rerun_by or 'unknown'}", earlier.rerun_at)
+                if part
             ),
         )
         for earlier in job.earlier_attempts or ()

@@ -26,8 +26,8 @@ from jobnet.core.scheduler.state import (
     RunRuntime,
     Settlement,
 )
-from jobnet.core.status import attempt_history_limit
 from jobnet.core.states import TERMINAL_STATES, JobState, automatic_transition_allowed, override_allowed
+from jobnet.core.status import attempt_history_limit
 
 _DEFAULT_RETRY = RetrySpec()
 #: A graph built without JobNet specs (never by expansion) resolves like the spec's default.
