@@ -18,7 +18,7 @@ from jobnet.core.env import job_environment
 from jobnet.core.expansion import RunGraph
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.states import OVERRIDE_TRANSITIONS, JobState
-from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
+from jobnet.core.status import EarlierAttemptStatus, JobRunStatus, JobStatus, StateOverride
 from jobnet.plugin.tree import elapsed, format_duration
 from jobnet.plugin.view import event_time
 
@@ -247,15 +247,10 @@ def attempts(job: JobStatus | None) -> list[AttemptRow]:
     if job is None:
         return []
     rows = [
-        AttemptRow(
-            number=earlier.attempt,
-            state=earlier.state,
-            host=earlier.host or "-",
-            pid=_text(earlier.pid),
-            exit_code=_text(earlier.exit_code),
-            started_at=earlier.started_at or "-",
-            finished_at=earlier.finished_at or "-",
-            note=" · ".join(
+        _attempt_row(
+            earlier.attempt,
+            earlier,
+            " · ".join(
                 part
                 for part in (earlier.reason, f"run again by {earlier.rerun_by or 'unknown'}", earlier.rerun_at)
                 if part
@@ -264,19 +259,21 @@ def attempts(job: JobStatus | None) -> list[AttemptRow]:
         for earlier in job.earlier_attempts or ()
     ]
     if job.attempt is not None:
-        rows.append(
-            AttemptRow(
-                number=job.attempt,
-                state=job.state,
-                host=job.host or "-",
-                pid=_text(job.pid),
-                exit_code=_text(job.exit_code),
-                started_at=job.started_at or "-",
-                finished_at=job.finished_at or "-",
-                note=job.reason or "",
-            )
-        )
+        rows.append(_attempt_row(job.attempt, job, job.reason or ""))
     return rows
+
+
+def _attempt_row(number: int, entry: JobStatus | EarlierAttemptStatus, note: str) -> AttemptRow:
+    return AttemptRow(
+        number=number,
+        state=entry.state,
+        host=entry.host or "-",
+        pid=_text(entry.pid),
+        exit_code=_text(entry.exit_code),
+        started_at=entry.started_at or "-",
+        finished_at=entry.finished_at or "-",
+        note=note,
+    )
 
 
 def _text(number: int | None) -> str:

@@ -94,34 +94,20 @@ def job_status(job: JobRuntime) -> JobStatus:
     )
 
 
+#: The times of an earlier attempt: Unix seconds in the runtime, RFC 3339 in the status.
+_EARLIER_TIMES = ("started_at", "finished_at", "rerun_at")
+
+
 def _earlier_status(earlier: EarlierAttempt) -> EarlierAttemptStatus:
-    return EarlierAttemptStatus(
-        attempt=earlier.attempt,
-        state=_api_state(earlier.state),
-        reason=earlier.reason,
-        host=earlier.host,
-        pid=earlier.pid,
-        exit_code=earlier.exit_code,
-        started_at=to_rfc3339(earlier.started_at),
-        finished_at=to_rfc3339(earlier.finished_at),
-        rerun_by=earlier.rerun_by,
-        rerun_at=to_rfc3339(earlier.rerun_at),
-    )
+    fields = earlier.model_dump()
+    fields.update({name: to_rfc3339(fields[name]) for name in _EARLIER_TIMES}, state=_api_state(earlier.state))
+    return EarlierAttemptStatus.model_validate(fields)
 
 
 def _earlier_runtime(earlier: EarlierAttemptStatus) -> EarlierAttempt:
-    return EarlierAttempt(
-        attempt=earlier.attempt,
-        state=JobState(earlier.state),
-        reason=earlier.reason,
-        host=earlier.host,
-        pid=earlier.pid,
-        exit_code=earlier.exit_code,
-        started_at=from_rfc3339(earlier.started_at),
-        finished_at=from_rfc3339(earlier.finished_at),
-        rerun_by=earlier.rerun_by,
-        rerun_at=from_rfc3339(earlier.rerun_at) or 0.0,
-    )
+    fields = earlier.model_dump()
+    fields.update({name: from_rfc3339(fields[name]) for name in _EARLIER_TIMES})
+    return EarlierAttempt.model_validate({**fields, "rerun_at": fields["rerun_at"] or 0.0})
 
 
 def _override(settlement: Settlement) -> StateOverride:
