@@ -97,6 +97,8 @@ class ConsoleSettings:
     #: In-cluster mode: act with the viewer's forwarded bearer token only (never the console's own).
     forward_token: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    #: NAME -> ADDRESS for reading output from a host named NAME (``--host-alias``).
+    host_aliases: tuple[tuple[str, str], ...] = ()
     #: How long one stream of a running job's output follows it at most.
     follow_max_seconds: float = 3600.0
 
@@ -415,7 +417,10 @@ class Console:
         body, status = await self.read_run(api, namespace, name)
         graph, problem = await self.run_graph(api, body)
         options = LogsOptions(
-            path=request.query.get("path", ""), stream=stream, serve_args=serve_args_from_environment()
+            path=request.query.get("path", ""),
+            stream=stream,
+            serve_args=serve_args_from_environment(),
+            host_aliases=self.settings.host_aliases,
         )
         try:
             location = locate(JobRunView(body=body, status=status, graph=graph, graph_problem=problem), options.path)

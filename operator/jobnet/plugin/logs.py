@@ -56,6 +56,8 @@ class LogsOptions:
     timeout: float | None = None
     ssh_timeout: float = 10.0
     serve_args: tuple[str, ...] = ()
+    #: NAME -> ADDRESS to connect to for a host named NAME (as the operator's ``--host-alias``).
+    host_aliases: tuple[tuple[str, str], ...] = ()
 
 
 def serve_args_from_environment() -> tuple[str, ...]:
@@ -126,7 +128,12 @@ class AgentOutputReader:
             raise PluginError(f"Secret {location.host.credentials_secret!r}: {error}") from None
         timeout = options.ssh_timeout
         self.pool = HostConnectionPool(
-            SshSettings(connect_timeout=timeout, handshake_timeout=timeout, auth_timeout=timeout)
+            SshSettings(
+                connect_timeout=timeout,
+                handshake_timeout=timeout,
+                auth_timeout=timeout,
+                host_aliases=dict(options.host_aliases),
+            )
         )
         target = SshTarget(location.host.address, location.host.port, location.host.user)
         try:
