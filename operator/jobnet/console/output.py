@@ -100,6 +100,16 @@ class OutputSource:
     def open(self) -> OutputReader:
         return OutputReader(self)
 
+    async def opened(self) -> OutputReader:
+        """:meth:`open` in a worker thread; when the caller is cancelled meanwhile (the page went
+        away), the reader is closed as soon as it is open."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self.open))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)
+            raise
+
     async def call(self, use: Callable[[OutputReader], T]) -> T:
         """Open a reader, ``use`` it and close it again, in a worker thread."""
 
@@ -111,6 +121,11 @@ class OutputSource:
                 reader.close()
 
         return await asyncio.to_thread(once)
+
+
+def _close_opened(opening: asyncio.Future[OutputReader]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _reading_errors() -> tuple[type[Exception], ...]:

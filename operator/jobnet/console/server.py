@@ -457,7 +457,7 @@ class Console:
         from a line start, with its byte range), then ``more`` as the running job writes, and
         ``end`` once it ended and all was sent; ``problem`` when the output cannot be read. One
         agent channel to the VM for the whole stream; it follows for at most
-        ``FOLLOW_MAX_SECONDS``."""
+        ``settings.follow_max_seconds``."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
 
@@ -467,7 +467,7 @@ class Console:
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
             try:
                 source = await self._output_source(request)
-                reader = await asyncio.to_thread(source.open)
+                reader = await source.opened()
             except (OutputRefused, ApiFailure) as refusal:
                 await send("problem", {"message": str(refusal)})
                 return response

@@ -18,6 +18,7 @@ from jobnet.core.models import RetrySpec, StuckResolution
 from jobnet.core.scheduler.actions import Ack, Event, Fence, Kill, Launch
 from jobnet.core.scheduler.facts import AgentFacts, SchedulerPolicy
 from jobnet.core.scheduler.state import (
+    AUTO_RESOLVER,
     NEVER_LAUNCHED,
     Dispatch,
     DispatchOp,
@@ -163,10 +164,10 @@ class Draft:
             self.changed.add(path)
         return updated
 
-    def rerun(self, path: str, reason: str | None, message: str, by: str | None) -> None:
+    def rerun(self, path: str, reason: str | None, message: str, *, by: str | None = AUTO_RESOLVER) -> None:
         """Make the job Ready for its next attempt, as a person may ask (an override to Ready,
-        or the operator's own settlement, ``by``): what the last attempt left moves to the job's
-        bounded history of earlier attempts."""
+        ``by`` them) or as the operator decides itself: what the last attempt left moves to the
+        job's bounded history of earlier attempts."""
         job = self.jobs[path]
         earlier, dropped = job.earlier, job.earlier_dropped
         if job.attempt > 0:

@@ -144,7 +144,7 @@ def resend_after_fence(draft: Draft, path: str) -> None:
         f"(the agent confirms it fenced the key); re-sent as attempt {job.attempt + 1} "
         f"(was Stuck: {job.reason})"
     )
-    draft.rerun(path, None, message, AUTO_RESOLVER)
+    draft.rerun(path, None, message)
     draft.settle(path, S.STUCK, S.READY, AUTO_RESOLVER, message)
     draft.event("Normal", "StuckResolved", f"{path}: {message}", path)
 
