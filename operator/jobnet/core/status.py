@@ -194,6 +194,14 @@ class JobNetSnapshotStatus(StatusModel):
     )
 
 
+class AppliedSteering(StatusModel):
+    """The identity of the last override and stop request applied (see docs/operations.md,
+    "Steering identity"): an annotation whose identity is recorded here is only removed."""
+
+    override: str | None = Field(default=None, description="Identity (`jobnet.dev/override-id`) of the last override.")
+    stop: str | None = Field(default=None, description="Identity (`jobnet.dev/stop-id`) of the last stop.")
+
+
 class JobRunStatus(StatusModel):
     """The observed state of a JobRun."""
 
@@ -233,6 +241,11 @@ class JobRunStatus(StatusModel):
         description=(
             "Paths stopped with the `jobnet.dev/stop` annotation (the root path when the whole run was stopped)."
         ),
+    )
+    applied_steering: AppliedSteering | None = Field(
+        default=None,
+        description="The steering requests applied last, recorded in the same write that applied them: "
+        "an annotation whose identity is here is removed, never applied again.",
     )
 
 
