@@ -39,7 +39,6 @@ from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, missing_requirements
 
-
 #: The product's default deadlines (the tests' short ones would call a busy agent's slow answers
 #: lost): an agent request may wait behind hundreds of queued launches.
 PRODUCT_DEADLINES = ("--agent-request-timeout=30", "--dispatch-timeout=60", "--heartbeat-deadline=30")
