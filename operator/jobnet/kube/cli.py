@@ -229,6 +229,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         "and their request timeout starts only when sent (default: 16)",
     )
     runtime.add_argument(
+        "--agent-idle-timeout",
+        type=positive_seconds,
+        default=300.0,
+        help="keep a VM's agent channel open this long after its last run ended, so that the next "
+        "run starts without connecting; heartbeats are still checked meanwhile (default: 300)",
+    )
+    runtime.add_argument(
         "--agent-serve-arg",
         dest="agent_serve_args",
         action="append",
@@ -366,6 +373,7 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         api_retry_delay=args.retry_delay,
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
         launch_retry_window=args.launch_retry_window,
+        agent_idle_timeout=args.agent_idle_timeout,
     )
 
 

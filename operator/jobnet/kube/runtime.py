@@ -138,6 +138,9 @@ class RuntimeConfig:
     max_inflight_launches_per_host: int = 16
     #: how long a launch that never left (host unreachable) is retried (SchedulerPolicy)
     launch_retry_window: float = 60.0
+    #: how long a host's agent channel stays open after its last run ended: the next run's first
+    #: launch then needs no SSH connection, no agent start and no fork server start
+    agent_idle_timeout: float = 300.0
 
     @property
     def secret_read_deadline(self) -> float:
@@ -307,16 +310,23 @@ class HostLink:
             raise CredentialsUnavailable(f"credentials Secret {secret} is not usable: {e}") from None
 
     async def _keep_connected(self) -> None:
-        """While runs use this host: keep the channel (and so events and heartbeats) flowing."""
+        """While runs use this host: keep the channel (and so events and heartbeats) flowing.
+        Once no run uses it, the open channel is kept (heartbeats still checked) for
+        :attr:`RuntimeConfig.agent_idle_timeout`, never reopened; then it is closed."""
         config = self.runtime.config
         backoff = config.ssh.reconnect_backoff_min
         probe = min(1.0, config.heartbeat_deadline / 3)
+        idle_until: float | None = None
         while True:
-            if not self.subscribers:
-                if self.agent is not None:
-                    await self.agent.close()
-                if not self.subscribers:  # nobody subscribed while the channel was closing
-                    return
+            if self.subscribers:
+                idle_until = None
+            else:
+                idle_until = idle_until or time.monotonic() + config.agent_idle_timeout
+                if time.monotonic() >= idle_until or self.agent is None or not self.agent.connected:
+                    if self.agent is not None:
+                        await self.agent.close()
+                    if not self.subscribers:  # nobody subscribed while the channel was closing
+                        return
             try:
                 agent = await self.connect()
             except SshError as e:
@@ -342,7 +352,7 @@ class HostLink:
                 agent.drop_connection()
                 self._wake_all()
                 continue
-            await asyncio.sleep(probe)
+            await asyncio.sleep(probe if idle_until is None else max(0.0, min(probe, idle_until - time.monotonic())))
 
     def _wake_all(self) -> None:
         for loop in list(self.subscribers.values()):
@@ -482,14 +492,11 @@ class RunLoop:
     # -------------------------------------------------------------- the loop
 
     def start(self) -> None:
+        # Every host a job of the run may still need: its channel (and the agent's fork server)
+        # opens now, while the run's first status write is on its way, not at the first launch.
         for node in self.graph.jobs():
             entry = self.state.jobs.get(node.path)
-            if (
-                node.host is not None
-                and entry is not None
-                and entry.state
-                not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING)
-            ):
+            if node.host is not None and (entry is None or entry.state not in TERMINAL_STATES):
                 self.link(node.host)
         self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
 
