@@ -88,7 +88,7 @@ def draw_catalogue(rng: random.Random, hosts: int, variants: int = 2) -> Catalog
         nested = [
             _job(rng, "x", hosts),
             JobDef("sub", ("x",), expand=leaf),
-            _job(rng, "y", hosts, ["sub"]),
+            _job(rng, "tail", hosts, ["sub"]),
         ]
         for shape, jobs, finally_ in (
             ("chain", chain, ()),

@@ -15,11 +15,11 @@ NETS = {
     "leaf": NetDef("leaf", (JobDef("l1"), JobDef("l2", ("l1",)))),
     "top": NetDef(
         "top",
-        (JobDef("x"), JobDef("sub", ("x",), expand="leaf"), JobDef("y", ("sub",))),
+        (JobDef("x"), JobDef("sub", ("x",), expand="leaf"), JobDef("tail", ("sub",))),
         (JobDef("notify"),),
     ),
 }
-NORMAL = frozenset({"/top/x", "/top/sub/l1", "/top/sub/l2", "/top/y"})
+NORMAL = frozenset({"/top/x", "/top/sub/l1", "/top/sub/l2", "/top/tail"})
 
 
 def test_requirements_follow_after_into_and_out_of_an_expansion() -> None:
@@ -27,10 +27,10 @@ def test_requirements_follow_after_into_and_out_of_an_expansion() -> None:
         "/top/x": Requirement(),
         "/top/sub/l1": Requirement(frozenset({"/top/x"})),
         "/top/sub/l2": Requirement(frozenset({"/top/x", "/top/sub/l1"})),
-        "/top/y": Requirement(frozenset({"/top/sub/l1", "/top/sub/l2"})),
+        "/top/tail": Requirement(frozenset({"/top/sub/l1", "/top/sub/l2"})),
         "/top/notify": Requirement(frozenset(), NORMAL),
     }
-    assert leaves(NETS, "top", "/top") == ["/top/x", "/top/sub/l1", "/top/sub/l2", "/top/y", "/top/notify"]
+    assert leaves(NETS, "top", "/top") == ["/top/x", "/top/sub/l1", "/top/sub/l2", "/top/tail", "/top/notify"]
 
 
 def test_drawn_catalogue_is_the_same_for_a_seed_and_every_root_has_manifests() -> None:
@@ -61,7 +61,7 @@ def good_entries() -> list[Entry]:
         *ran("/top/x", 1, 1.0, 2.0),
         *ran("/top/sub/l1", 1, 2.1, 3.0),
         *ran("/top/sub/l2", 1, 3.1, 4.0),
-        *ran("/top/y", 1, 4.1, 5.0),
+        *ran("/top/tail", 1, 4.1, 5.0),
         *ran("/top/notify", 1, 5.1, 6.0),
     ]
 
@@ -135,23 +135,23 @@ SETTLED = [Settlement("r1", "/top/x", 1, "Ready", 1.5)]
             "status": status(**{"__top__x": {"state": "Failed", "attempt": 1, "exitCode": 3}}),
         }, ["early-start", "early-start"]),
         ("a finally job before a job ended", {
-            "entries": [*good_entries()[:6], *ran("/top/y", 1, 4.1, 5.5), *ran("/top/notify", 1, 5.1, 6.0)],
+            "entries": [*good_entries()[:6], *ran("/top/tail", 1, 4.1, 5.5), *ran("/top/notify", 1, 5.1, 6.0)],
         }, ["early-start"]),
         ("Succeeded without exit 0 in the ledger", {
             "entries": [*ran("/top/x", 1, 1.0, 2.0, code=3), *good_entries()[2:]],
         }, ["early-start", "early-start", "result-mismatch"]),
         ("a lost result: Failed after exit 0", {
-            "status": status(**{"__top__y": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
+            "status": status(**{"__top__tail": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
         }, ["result-mismatch"]),
         ("Skipped but ran", {
             "status": status(**{"__top__notify": {"state": "Skipped"}}),
         }, ["result-mismatch"]),
         ("back from a final phase", {"phases": ["Running", "Succeeded", "Running", "Succeeded"]}, ["phase-regression"]),
         ("not finished, Stuck", {
-            "status": status("Stuck", **{"__top__y": {"state": "Stuck", "attempt": 1, "reason": "HeartbeatLost"}}),
+            "status": status("Stuck", **{"__top__tail": {"state": "Stuck", "attempt": 1, "reason": "HeartbeatLost"}}),
         }, ["unfinished"]),
         ("not finished, no reason", {
-            "status": status("Running", **{"__top__y": {"state": "Running", "attempt": 1}}),
+            "status": status("Running", **{"__top__tail": {"state": "Running", "attempt": 1}}),
         }, ["hang"]),
         ("the run's end announced twice", {"events": [{"reason": "RunSucceeded", "count": 2}]}, ["duplicate-event"]),
     ],
