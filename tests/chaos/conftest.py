@@ -14,7 +14,9 @@ from tests.support.vm import NamespaceVM, vm_factory  # noqa: F401 (a pytest fix
 
 @pytest.fixture
 def scenario(
-    emulator: EmulatorServer, tmp_path: Path, vm_factory: Callable[..., NamespaceVM]  # noqa: F811
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    vm_factory: Callable[..., NamespaceVM],  # noqa: F811
 ) -> Iterator[Scenario]:
     world = Scenario(emulator, tmp_path, vm_factory)
     try:

@@ -130,6 +130,18 @@ def fail_annotation_removals(world: World, target: str, rng: random.Random) -> U
     return undo
 
 
+def fail_removals_then_kill_operator(world: World, target: str, rng: random.Random) -> Undo:
+    """Annotation removals fail meanwhile; at the end the operator is killed (SIGKILL) and started
+    again: an override applied just before must not be applied a second time (G04)."""
+    allow_removals = fail_annotation_removals(world, target, rng)
+
+    def undo() -> None:
+        restart_operator(graceful=False)(world, target, rng)()
+        allow_removals()
+
+    return undo
+
+
 KINDS: tuple[FaultKind, ...] = (
     FaultKind("cut-link", 3.0, vm_targets, cut_link, (0.3, 3.0)),
     FaultKind("drop-in", 1.0, vm_targets, drop_packets("in"), (0.3, 3.0)),
@@ -143,6 +155,7 @@ KINDS: tuple[FaultKind, ...] = (
     FaultKind("api-outage", 1.2, lambda world: [CONTROL], api_outage, (0.3, 3.0)),
     FaultKind("api-stall", 1.2, lambda world: [CONTROL], api_stall, (0.3, 3.0)),
     FaultKind("fail-annotation-removal", 1.0, lambda world: [STEERING], fail_annotation_removals, (2.0, 6.0)),
+    FaultKind("fail-removal-then-sigkill", 0.4, lambda world: [CONTROL], fail_removals_then_kill_operator, (2.0, 5.0)),
 )
 #: Kinds issue 10 asks for that main's test support cannot inject yet; each becomes one entry above.
 NOT_YET = ("leadership-handover", "hold-watch-events")

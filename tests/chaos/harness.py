@@ -27,6 +27,7 @@ from tests.chaos.faults import KINDS, FaultKind, Undo
 from tests.chaos.invariants import FINAL_PHASES, RunRecord, Settlement, Violation, check_run, parse_ledger
 from tests.chaos.shapes import LEDGER_SCRIPT, Catalogue, Requirement, draw_catalogue, manifests, requirements
 from tests.chaos.watch import PhaseWatch
+from tests.support.netutil import DeadlineExceeded, wait_until
 from tests.support.operator_proc import OperatorProcess
 from tests.support.scenario import JOBRUNS, NAMESPACE, Scenario
 from tests.support.vm import NamespaceVM
@@ -43,14 +44,16 @@ class ChaosConfig:
     faults: int = 200
     vms: int = 3
     concurrent_runs: int = 6
-    mean_fault_gap: float = 0.5
+    mean_fault_gap: float = 0.4
     """Mean seconds between two fault starts (exponentially distributed)."""
     stuck_patience: float = 3.0
     """How long a job stays Stuck before the harness settles it (the operator may resolve it first)."""
-    fault_phase_bound: float = 600.0
+    fault_phase_bound_per_fault: float = 3.0
+    """The fault phase ends after this many seconds per fault at the latest (a bound, not a pace)."""
     drain_bound: float = 120.0
     """Seconds after the last fault within which every run must finish."""
     tick: float = 0.1
+    watch_catch_up: float = 15.0
 
     @classmethod
     def from_environment(cls, **defaults: Any) -> ChaosConfig:
@@ -149,13 +152,31 @@ class Chaos:
             finally:
                 self._heal()
             self._drain()
+            self._watch_caught_up(watch)
         self.report.wall = time.monotonic() - started
         self._check(watch)
         return self.report
 
+    def _watch_caught_up(self, watch: PhaseWatch) -> None:
+        """The harness checks itself: its watch must have seen every run's last phase."""
+
+        def behind() -> dict[str, tuple[str, str]]:
+            bodies, found = self._statuses(), {}
+            for name in self.runs:
+                seen, phase = watch.phases.get(name) or ["nothing"], (bodies[name].get("status") or {}).get("phase")
+                if seen[-1] != phase:
+                    found[name] = (seen[-1], str(phase))
+            return found
+
+        try:
+            wait_until(lambda: not behind(), timeout=self.config.watch_catch_up, what="the watch to see every phase")
+        except DeadlineExceeded:
+            for name, (seen, phase) in behind().items():
+                self.report.violations.append(Violation("watch", name, "/", f"the watch saw {seen}, not {phase}"))
+
     def _fault_phase(self, started: float) -> None:
         next_fault = time.monotonic()
-        deadline = started + self.config.fault_phase_bound
+        deadline = started + self.config.fault_phase_bound_per_fault * self.config.faults
         while sum(self.report.faults.values()) < self.config.faults and time.monotonic() < deadline:
             now = time.monotonic()
             self._end_faults(now)

@@ -30,6 +30,7 @@ RULES = {
     "unfinished": "every run finishes within the bound (it stayed Stuck)",
     "hang": "no run hangs without a Stuck reason",
     "duplicate-event": "no run's end is announced twice",
+    "watch": "the harness's own watch saw every run's last phase (else the phase check proves nothing)",
 }
 
 
@@ -173,9 +174,7 @@ def check_order(record: RunRecord, attempts: Mapping[str, Mapping[int, _Attempt]
         for number, attempt in by_attempt.items():
             for start in attempt.starts:
                 for before in sorted(requirement.succeeded):
-                    done = [
-                        e.at for a in attempts.get(before, {}).values() for e in a.ends if e.value == 0
-                    ]
+                    done = [e.at for a in attempts.get(before, {}).values() for e in a.ends if e.value == 0]
                     if not any(at <= start.at for at in done):
                         yield Violation(
                             "early-start",
@@ -203,7 +202,7 @@ def check_results(record: RunRecord, attempts: Mapping[str, Mapping[int, _Attemp
         attempt = attempts.get(path, {}).get(job.get("attempt") or 1)
         codes = sorted({e.value for e in attempt.ends}) if attempt else []
 
-        def mismatch(what: str, job: Mapping[str, Any] = job, codes: list[int] = codes) -> Violation:
+        def mismatch(what: str, path: str = path, job: Mapping[str, Any] = job, codes: list[int] = codes) -> Violation:
             shown = {k: job.get(k) for k in ("state", "attempt", "exitCode", "reason")}
             return Violation("result-mismatch", record.name, path, f"{what}: status {shown}, ledger exit codes {codes}")
 

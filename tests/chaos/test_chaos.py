@@ -19,6 +19,7 @@ SEED = 20261203
 
 
 @pytest.mark.randomized(seed=SEED)
+@pytest.mark.timeout(900)
 def test_chaos_seeded_slice_keeps_every_invariant(scenario: Scenario) -> None:
     seed = int(os.environ.get(RANDOM_SEED_VARIABLE) or SEED)
     report = run_chaos(scenario, seed, ChaosConfig.from_environment(), print)
