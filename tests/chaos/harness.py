@@ -37,6 +37,8 @@ OPERATOR_ARGS = ("--api-retry-max-delay=0.5",)
 LEDGER = "chaos/ledger"
 SCRIPT = "chaos/ledger.sh"
 OVERRIDE = "jobnet.dev/override"
+#: A progress line (seen with ``pytest -s``, as `make chaos` runs it) every this many faults.
+PROGRESS_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,9 @@ class Chaos:
         undo = kind.begin(self, target, self.rng)
         self.active.append(ActiveFault(kind, target, time.monotonic() + hold, undo))
         self.report.faults[kind.name] += 1
+        done = sum(self.report.faults.values())
+        if done % PROGRESS_EVERY == 0:
+            print(f"chaos: {done}/{self.config.faults} faults, {len(self.runs)} runs", flush=True)
         return True
 
     def _end_faults(self, now: float, everything: bool = False) -> None:
