@@ -39,6 +39,8 @@ SCRIPT = "chaos/ledger.sh"
 OVERRIDE = "jobnet.dev/override"
 #: A progress line (seen with ``pytest -s``, as `make chaos` runs it) every this many faults.
 PROGRESS_EVERY = 100
+#: Seconds before the harness settles the same Stuck attempt again (its override was refused).
+REPEAT_AFTER = 15.0
 
 
 @dataclass(frozen=True)
@@ -274,19 +276,22 @@ class Chaos:
         except OSError:
             return False
 
-    def _decide(self, entries: list[Any], run: str, path: str, attempt: int) -> str | None:
-        """The state the ledger proves for one attempt; None while it still runs."""
-        mine = [e for e in entries if (e.run, e.path, e.attempt) == (run, path, attempt)]
-        ends = [e for e in mine if e.kind == "end"]
+    def _decide(self, run: str, path: str, attempt: int) -> str | None:
+        """The state the ledger proves for one attempt; None while its script still runs."""
+
+        def lines(kind: str) -> list[Any]:
+            return [e for e in self._ledger() if (e.kind, e.run, e.path, e.attempt) == (kind, run, path, attempt)]
+
+        starts = lines("start")
+        if any(self._script_alive(e.value) for e in starts):
+            return None
+        ends = lines("end")  # read after the liveness check: a script writes its end line before exiting
         if ends:
             return "Succeeded" if ends[0].value == 0 else "Failed"
-        starts = [e for e in mine if e.kind == "start"]
-        if starts and any(self._script_alive(e.value) for e in starts):
-            return None
         return "Ready"
 
     def _settle(self) -> None:
-        now, bodies, entries = time.monotonic(), self._statuses(), None
+        now, bodies = time.monotonic(), self._statuses()
         for name, run in self.runs.items():
             body = bodies.get(name) or {}
             if (body.get("metadata", {}).get("annotations") or {}).get(OVERRIDE):
@@ -297,10 +302,9 @@ class Chaos:
                 if path not in run.requirements or job.get("state") != "Stuck":
                     continue
                 since = self._stuck_since.setdefault(key, now)
-                if now - since < self.config.stuck_patience or now - self._asked.get(key, -1e9) < 15:
+                if now - since < self.config.stuck_patience or now - self._asked.get(key, -1e9) < REPEAT_AFTER:
                     continue
-                entries = entries if entries is not None else self._ledger()
-                state = self._decide(entries, *key)
+                state = self._decide(*key)
                 if state is not None:
                     decisions.append((key, state))
             if decisions:
