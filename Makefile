@@ -32,7 +32,7 @@ chaos: setup
 	@seed=$${SEED:-$$($(PYTHON) -c 'import secrets; print(secrets.randbelow(2**32))')}; \
 	echo "chaos: seed $$seed (repeat with: make chaos SEED=$$seed)"; \
 	HYPOTHESIS_PROFILE=ci JOBNET_RANDOM_SEED=$$seed JOBNET_CHAOS_FAULTS=$${FAULTS:-1000} $(PYTHON) -m pytest -q -s \
-	  -o timeout=7200 tests/chaos/test_chaos.py
+	  tests/chaos/test_chaos.py
 
 unit: setup
 	$(PYTHON) -m pytest tests/unit -q

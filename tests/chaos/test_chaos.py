@@ -16,12 +16,15 @@ from tests.support.scenario import Scenario
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, pytest.mark.xdist_group("chaos")]
 
 SEED = 20261203
+CONFIG = ChaosConfig.from_environment()
+#: pytest-timeout's bound: the fault phase's own bound plus the drain, setup and checks.
+TIMEOUT = CONFIG.fault_phase_bound_per_fault * CONFIG.faults + CONFIG.drain_bound + 300
 
 
 @pytest.mark.randomized(seed=SEED)
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TIMEOUT)
 def test_chaos_seeded_slice_keeps_every_invariant(scenario: Scenario) -> None:
     seed = int(os.environ.get(RANDOM_SEED_VARIABLE) or SEED)
-    report = run_chaos(scenario, seed, ChaosConfig.from_environment(), print)
-    assert sum(report.faults.values()) >= ChaosConfig.from_environment().faults, report.summary()
+    report = run_chaos(scenario, seed, CONFIG, print)
+    assert sum(report.faults.values()) >= CONFIG.faults, report.summary()
     assert not report.violations and not report.malformed and not report.operator_exits, report.summary()
