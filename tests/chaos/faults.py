@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp.web
-
-from tests.support.emulator import ApiError, EmulatorServer
+from tests.support.emulator import EmulatorServer
 from tests.support.operator_proc import OperatorProcess
 from tests.support.vm import NamespaceVM
 
 Undo = Callable[[], None]
 CONTROL = "control"
 STEERING = "steering"
+WATCH = "watch"
 
 
 class World(Protocol):
@@ -29,9 +29,15 @@ class World(Protocol):
 
     emulator: EmulatorServer
     vms: list[NamespaceVM]
+    crashes: dict[int, list[float]]
+    """VM index -> when each crash began (wall clock, as the ledger's times)."""
 
     @property
     def operator(self) -> OperatorProcess: ...
+
+    def runs_to_steer(self) -> list[str]:
+        """The runs not finished yet, those with a Stuck job only if there are any."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ def kill_agent(kind: str) -> Callable[[World, str, random.Random], None]:
 
 def crash_vm(world: World, target: str, rng: random.Random) -> Undo:
     vm = the_vm(world, target)
+    world.crashes.setdefault(int(target.removeprefix("vm")), []).append(time.time())
     vm.crash()
     return vm.start
 
@@ -106,28 +113,32 @@ def api_stall(world: World, target: str, rng: random.Random) -> Undo:
     return stack.close
 
 
+def run_path(name: str) -> str:
+    return f"/apis/jobnet.dev/v1alpha1/namespaces/default/jobruns/{name}"
+
+
 def fail_annotation_removals(world: World, target: str, rng: random.Random) -> Undo:
-    """The next 1-3 metadata writes of the operator to any JobRun (its removals of applied
-    ``override``/``stop`` annotations; not status, not kubectl's) are answered 503."""
-    emulator = world.emulator
-    left = [rng.randint(1, 3)]
+    """The operator's next 1-3 removals of applied steering annotations of one run (a run with a
+    Stuck job, which the harness is about to settle, if there is one) are answered 503."""
+    stack = contextlib.ExitStack()
+    runs = world.runs_to_steer()
+    if runs:
+        stack.enter_context(world.emulator.failing_annotation_patches(run_path(rng.choice(runs)), rng.randint(1, 3)))
+    return stack.close
 
-    async def unavailable(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
-        parts = raw.path.rstrip("/").split("/")
-        is_run_metadata = raw.method == "PATCH" and len(parts) == 8 and parts[-2] == "jobruns"
-        if not is_run_metadata or "kubectl" in raw.headers.get("User-Agent", "") or left[0] <= 0:
-            return None
-        left[0] -= 1
-        busy = ApiError(503, "ServiceUnavailable", f"the server is currently unable to handle the request ({raw.path})")
-        return aiohttp.web.json_response(busy.status(), status=busy.code)
 
-    emulator.call(emulator.api.interceptors.append, unavailable)
+def hold_watch_events(world: World, target: str, rng: random.Random) -> Undo:
+    """The watch events of one active run are held back, then released late, in order (older
+    versions after newer ones: the operator must ignore them)."""
+    runs = world.runs_to_steer()
+    if not runs:
+        return lambda: None
+    held = world.emulator.hold_watch_events("jobruns", rng.choice(runs))
 
-    def undo() -> None:
-        with contextlib.suppress(ValueError):
-            emulator.call(emulator.api.interceptors.remove, unavailable)
+    def release() -> None:
+        held.release()
 
-    return undo
+    return release
 
 
 def fail_removals_then_kill_operator(world: World, target: str, rng: random.Random) -> Undo:
@@ -156,6 +167,7 @@ KINDS: tuple[FaultKind, ...] = (
     FaultKind("api-stall", 1.2, lambda world: [CONTROL], api_stall, (0.3, 3.0)),
     FaultKind("fail-annotation-removal", 1.0, lambda world: [STEERING], fail_annotation_removals, (2.0, 6.0)),
     FaultKind("fail-removal-then-sigkill", 0.4, lambda world: [CONTROL], fail_removals_then_kill_operator, (2.0, 5.0)),
+    FaultKind("hold-watch-events", 1.0, lambda world: [WATCH], hold_watch_events, (0.5, 4.0)),
 )
 #: Kinds issue 10 asks for that main's test support cannot inject yet; each becomes one entry above.
-NOT_YET = ("leadership-handover", "hold-watch-events")
+NOT_YET = ("leadership-handover",)

@@ -125,6 +125,7 @@ class Chaos:
         self.runs: dict[str, Run] = {}
         self.settlements: list[Settlement] = []
         self.active: list[ActiveFault] = []
+        self.crashes: dict[int, list[float]] = {}
         self._stuck_since: dict[tuple[str, str, int], float] = {}
         self._asked: dict[tuple[str, str, int], float] = {}
 
@@ -245,6 +246,13 @@ class Chaos:
         bodies = self._statuses()
         return all((bodies.get(name, {}).get("status") or {}).get("phase") in FINAL_PHASES for name in self.runs)
 
+    def runs_to_steer(self) -> list[str]:
+        bodies = self._statuses()
+        statuses = {name: (bodies.get(name) or {}).get("status") or {} for name in self.runs}
+        active = [name for name, status in statuses.items() if status.get("phase") not in FINAL_PHASES]
+        stuck = [name for name in active if statuses[name].get("phase") == "Stuck"]
+        return stuck or active
+
     def _start_runs(self) -> None:
         bodies = self._statuses()
         active = [n for n in self.runs if (bodies.get(n, {}).get("status") or {}).get("phase") not in FINAL_PHASES]
@@ -336,6 +344,7 @@ class Chaos:
                 events=self.emulator.events_for(NAMESPACE, name),
                 entries=[e for e in entries if e.run == name],
                 settlements=[s for s in self.settlements if s.run == name],
+                crashes=self.crashes,
             )
             self.report.violations += check_run(record)
             self.report.phases[status.get("phase", "none")] += 1

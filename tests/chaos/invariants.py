@@ -20,6 +20,10 @@ RUN_END_EVENTS = frozenset({"RunSucceeded", "RunFailed", "RunStopped"})
 #: Who the status names for the operator's own settlements (fenced launches re-sent as N+1).
 AUTOMATIC = "(auto)"
 
+#: Seconds between a script's end line and its exit (an fsync and ``exit``, on a loaded machine):
+#: a VM crash this soon after the end line may have killed the script before it exited.
+EXIT_WINDOW = 2.0
+
 RULES = {
     "ledger": "every ledger line is well-formed",
     "started-too-often": "no (run, path) started more often than overrides to Ready allow",
@@ -85,6 +89,14 @@ class RunRecord:
     events: Sequence[Mapping[str, Any]] = ()
     entries: list[Entry] = field(default_factory=list)
     settlements: list[Settlement] = field(default_factory=list)
+    crashes: Mapping[int, Sequence[float]] = field(default_factory=dict)
+    """VM index -> when the harness crashed it: a script without an end line ended then, and one
+    killed just after writing its end line did not exit with the code it wrote."""
+
+
+def _crash_after(record: RunRecord, host: int, at: float) -> float:
+    """The first crash of VM ``host`` at or after ``at`` (inf: none)."""
+    return min((crash for crash in record.crashes.get(host, ()) if crash >= at), default=math.inf)
 
 
 def parse_ledger(text: str, host: int = 0) -> tuple[list[Entry], list[str]]:
@@ -127,6 +139,10 @@ def _attempts(record: RunRecord) -> dict[str, dict[int, _Attempt]]:
         if settlement.path in found and settlement.attempt in found[settlement.path]:
             attempt = found[settlement.path][settlement.attempt]
             attempt.settled_at = min(attempt.settled_at, settlement.at)
+    for by_attempt in found.values():
+        for attempt in by_attempt.values():
+            for start in attempt.starts:
+                attempt.settled_at = min(attempt.settled_at, _crash_after(record, start.host, start.at))
     return found
 
 
@@ -201,6 +217,10 @@ def check_results(record: RunRecord, attempts: Mapping[str, Mapping[int, _Attemp
         state, code = job.get("state"), job.get("exitCode")
         attempt = attempts.get(path, {}).get(job.get("attempt") or 1)
         codes = sorted({e.value for e in attempt.ends}) if attempt else []
+        # An end line written just before the VM crashed: the script was killed, not exited.
+        killed = attempt is not None and any(
+            _crash_after(record, e.host, e.at) - e.at <= EXIT_WINDOW for e in attempt.ends
+        )
 
         def mismatch(what: str, path: str = path, job: Mapping[str, Any] = job, codes: list[int] = codes) -> Violation:
             shown = {k: job.get(k) for k in ("state", "attempt", "exitCode", "reason")}
@@ -208,7 +228,7 @@ def check_results(record: RunRecord, attempts: Mapping[str, Mapping[int, _Attemp
 
         if state == "Succeeded" and 0 not in codes:
             yield mismatch("Succeeded without an exit 0 of that attempt in the ledger")
-        elif state in ("Failed", "Stopped") and 0 in codes:
+        elif state in ("Failed", "Stopped") and 0 in codes and not (killed and code is None):
             yield mismatch(f"{state} although that attempt exited 0 (its result was lost)")
         elif code is not None and codes and code not in codes:
             yield mismatch("exit code differs")

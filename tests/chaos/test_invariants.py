@@ -143,6 +143,22 @@ SETTLED = [Settlement("r1", "/top/x", 1, "Ready", 1.5)]
         ("a lost result: Failed after exit 0", {
             "status": status(**{"__top__tail": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
         }, ["result-mismatch"]),
+        ("killed by a crash after its end line: no exit 0 lost", {
+            "status": status(**{"__top__tail": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
+            "crashes": {0: [5.05]},
+        }, []),
+        ("a killed job's finally waits for the crash, not an end line", {
+            "entries": [*good_entries()[:6], *ran("/top/tail", 1, 4.1, None), *ran("/top/notify", 1, 5.1, 6.0)],
+            "status": status("Failed", **{"__top__tail": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
+            "crashes": {0: [4.5]}, "events": [{"reason": "RunFailed"}],
+            "phases": ["Running", "Failed"],
+        }, []),
+        ("a finally before the crash that ended its job", {
+            "entries": [*good_entries()[:6], *ran("/top/tail", 1, 4.1, None), *ran("/top/notify", 1, 5.1, 6.0)],
+            "status": status("Failed", **{"__top__tail": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}),
+            "crashes": {0: [5.5]}, "events": [{"reason": "RunFailed"}],
+            "phases": ["Running", "Failed"],
+        }, ["early-start"]),
         ("Skipped but ran", {
             "status": status(**{"__top__notify": {"state": "Skipped"}}),
         }, ["result-mismatch"]),

@@ -1,6 +1,8 @@
 """Follow every JobRun of a namespace over the API's real watch, through API outages and stalls:
 after a broken or stalled stream it resumes from the last resourceVersion it saw (a relist when
-the API says that version is too old), so the phases it records per run are in version order."""
+the API says that version is too old), so the phases it records per run are in version order;
+an event older than the run's newest version seen (held back by a fault, then released) is
+ignored, as any client that compares versions would."""
 
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class PhaseWatch:
         self.phases: dict[str, list[str]] = defaultdict(list)
         self.streams = 0
         self.relists = 0
+        self.late = 0
+        self._versions: dict[str, int] = {}
         self._version = ""
         self._closed = threading.Event()
         self._connection: http.client.HTTPConnection | None = None
@@ -54,11 +58,16 @@ class PhaseWatch:
 
     def _record(self, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}
+        name, version = metadata.get("name", ""), int(metadata.get("resourceVersion") or 0)
+        if version <= self._versions.get(name, 0):
+            self.late += 1  # an old version delivered late (a fault): a client ignores it
+            return
+        self._versions[name] = version
         phase = (body.get("status") or {}).get("phase")
-        seen = self.phases[metadata.get("name", "")]
+        seen = self.phases[name]
         if phase and (not seen or seen[-1] != phase):
             seen.append(phase)
-        self._version = metadata.get("resourceVersion") or self._version
+        self._version = str(max(int(self._version or 0), version))
 
     def _request(self, query: dict[str, str]) -> http.client.HTTPResponse:
         self._connection = http.client.HTTPConnection(
