@@ -236,6 +236,12 @@ def check_results(record: RunRecord, attempts: Mapping[str, Mapping[int, _Attemp
             yield mismatch("not run according to the status, but the ledger shows it started")
 
 
+def _story(record: RunRecord) -> str:
+    """The run's Events in order, for a violation's detail: what the operator said happened."""
+    events = sorted(record.events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    return " | ".join(f"{e.get('reason')}: {e.get('message')}" for e in events)
+
+
 def check_phases(record: RunRecord) -> Iterable[Violation]:
     final = next((phase for phase in record.phases if phase in FINAL_PHASES), None)
     if final is None:
@@ -243,7 +249,12 @@ def check_phases(record: RunRecord) -> Iterable[Violation]:
     after = list(record.phases[record.phases.index(final) :])
     changed = [phase for phase in after if phase != final]
     if changed:
-        yield Violation("phase-regression", record.name, "/", f"{final}, then {changed} (phases seen: {after})")
+        yield Violation(
+            "phase-regression",
+            record.name,
+            "/",
+            f"{final}, then {changed} (phases seen: {after}); Events: {_story(record)}",
+        )
 
 
 def check_finished(record: RunRecord) -> Iterable[Violation]:
@@ -268,7 +279,7 @@ def check_events(record: RunRecord) -> Iterable[Violation]:
         if event.get("reason") in RUN_END_EVENTS:
             ends[event["reason"]] += int(event.get("count") or 1)
     if sum(ends.values()) > 1:
-        yield Violation("duplicate-event", record.name, "/", f"run end Events: {dict(ends)}")
+        yield Violation("duplicate-event", record.name, "/", f"run end Events: {dict(ends)}; Events: {_story(record)}")
 
 
 def check_run(record: RunRecord) -> list[Violation]:
