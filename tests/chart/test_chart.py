@@ -52,6 +52,7 @@ OPERATOR_ARGS = [
     "--renew-deadline", "10",
     "--retry-period", "2",
     "--log-format", "json",
+    "--agent-idle-timeout", "300",
 ]  # fmt: skip
 #: ... and with cert-manager: the mounted certificate instead of the operator's own.
 CERT_MANAGER_TLS_ARGS = [

@@ -252,6 +252,26 @@ def test_applying_every_patch_in_turn_gives_exactly_the_full_status() -> None:
     assert stored["counts"] == {"Starting": 1, "Stopped": 1, "Stuck": 1, "Succeeded": 1}
 
 
+def test_earlier_attempts_are_written_merged_and_restored_for_recovery() -> None:
+    run = busy_run()
+    stored: dict[str, Any] = merge({}, status_patch(run.last, full=True))
+    previous = dict(run.last.jobnet_states)
+    done = len(run.decisions)
+    run.override_ready_fenced("/n/a")  # Stuck attempt 1 is fenced, then runs again as attempt 2
+    for decision in run.decisions[done:]:
+        stored = merge(stored, status_patch(decision, previous))
+        previous = dict(decision.jobnet_states)
+    entry = stored["jobs"]["/n/a"]
+    assert entry["attempt"] == 2 and entry["state"] == "Starting"
+    [earlier] = entry["earlierAttempts"]
+    assert (earlier["attempt"], earlier["state"], earlier["reason"]) == (1, "Stuck", "LaunchOutcomeUnknown")
+    assert earlier["host"] and earlier["rerunBy"] == "alice" and earlier["rerunAt"] == to_rfc3339(run.now)
+    assert "earlierAttemptsDropped" not in entry  # none dropped: the field is left out
+    assert stored == run_status(run.last).model_dump(by_alias=True, mode="json", exclude_none=True)
+    restored = runtime_from_status(RUN_UID, run.graph, JobRunStatus.model_validate(stored))
+    assert restored.jobs["/n/a"].earlier == run.runtime.jobs["/n/a"].earlier
+
+
 def test_first_full_patch_lists_pending_jobs_too() -> None:
     run = Run(graph("n", n={"jobs": [job("a"), job("b", "a")]}))
     patch = status_patch(run.reconcile(), full=True)
@@ -268,3 +288,50 @@ def test_a_status_written_by_a_newer_operator_is_read_for_what_this_version_know
         }
     )
     assert status.phase == "Running" and status.jobs["/n/a"].state == "Running"
+
+
+def stuck_in_sub() -> Run:
+    """extract -> load (sub-jobnet: s1, s2) ; s1 goes Stuck (its heartbeat is lost)."""
+    run = Run(
+        graph("n", n={"jobs": [job("extract"), sub("load", "ld", "extract")]}, ld={"jobs": [job("s1"), job("s2")]})
+    )
+    run.reconcile()
+    run.start_and_run("/n/extract")
+    run.finish("/n/extract")
+    run.start_and_run("/n/load/s1", "/n/load/s2")
+    run.finish("/n/load/s2")
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    assert run.state("/n/load/s1") == S.STUCK
+    return run
+
+
+def test_a_stuck_sub_jobnet_and_the_run_say_which_job_is_stuck_and_why() -> None:
+    run = stuck_in_sub()
+    patch = status_patch(run.last, {"/n/load": S.RUNNING, "/n": S.RUNNING})
+    stuck = run.runtime.jobs["/n/load/s1"]
+    expected = f"/n/load/s1 is Stuck (HeartbeatLost): {stuck.message}"
+    assert patch["jobs"]["/n/load"] == {"state": "Stuck", "reason": "HeartbeatLost", "message": expected}
+    assert patch["jobs"]["/n"]["message"] == expected
+    assert (patch["phase"], patch["reason"], patch["message"]) == ("Stuck", "HeartbeatLost", expected)
+    [event] = run.events("RunStuck")
+    assert "/n/load/s1 is Stuck (HeartbeatLost)" in event.message
+    # Settled: the reason and message go (explicit nulls of the merge patch).
+    run.override("/n/load/s1", S.FAILED)
+    patch = status_patch(run.last, {"/n/load": S.STUCK, "/n": S.STUCK})
+    assert patch["jobs"]["/n/load"] == {"state": "Failed", "reason": None, "message": None}
+    assert patch["reason"] is None and patch["message"] is None
+
+
+def test_several_stuck_jobs_are_named_and_counted() -> None:
+    run = Run(graph("n", n={"jobs": [job(name) for name in "abcde"]}))
+    run.reconcile()
+    run.start_and_run(*(f"/n/{name}" for name in "abcde"))
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    status = run_status(run.last)
+    assert status.reason == "HeartbeatLost"
+    assert (
+        status.message
+        == "5 jobs are Stuck: /n/a (HeartbeatLost), /n/b (HeartbeatLost), /n/c (HeartbeatLost) and 2 more"
+    )

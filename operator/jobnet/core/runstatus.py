@@ -19,11 +19,13 @@ from typing import Any, cast
 
 from jobnet.core import status as api
 from jobnet.core.expansion import RunGraph
-from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
+from jobnet.core.scheduler import Decision, Dispatch, EarlierAttempt, JobRuntime, RunRuntime, Settlement
+from jobnet.core.scheduler.summary import stuck_summary
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import (
     OUTPUT_TAIL_MAX_CHARS,
     DispatchStatus,
+    EarlierAttemptStatus,
     JobRunStatus,
     JobStatus,
     StateOverride,
@@ -88,7 +90,25 @@ def job_status(job: JobRuntime) -> JobStatus:
             override_by=dispatch.override_by,
             override_message=dispatch.override_message,
         ),
+        earlier_attempts=[_earlier_status(earlier) for earlier in job.earlier] or None,
+        earlier_attempts_dropped=job.earlier_dropped or None,
     )
+
+
+#: The times of an earlier attempt: Unix seconds in the runtime, RFC 3339 in the status.
+_EARLIER_TIMES = ("started_at", "finished_at", "rerun_at")
+
+
+def _earlier_status(earlier: EarlierAttempt) -> EarlierAttemptStatus:
+    fields = earlier.model_dump()
+    fields.update({name: to_rfc3339(fields[name]) for name in _EARLIER_TIMES}, state=_api_state(earlier.state))
+    return EarlierAttemptStatus.model_validate(fields)
+
+
+def _earlier_runtime(earlier: EarlierAttemptStatus) -> EarlierAttempt:
+    fields = earlier.model_dump()
+    fields.update({name: from_rfc3339(fields[name]) for name in _EARLIER_TIMES})
+    return EarlierAttempt.model_validate({**fields, "rerun_at": fields["rerun_at"] or 0.0})
 
 
 def _override(settlement: Settlement) -> StateOverride:
@@ -108,8 +128,12 @@ def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
     if for_patch:
         # A merge patch merges maps: a state no job is in any more must be removed explicitly.
         counts = {str(state): counts.get(str(state)) for state in JobState}
+    # The run's reason while Stuck: which jobs and why ("": the jobs under every jobnet).
+    reason, message = _jobnet_reason(decision, runtime.phase == RunPhase.STUCK, "")
     return {
         "phase": str(runtime.phase),
+        "reason": reason,
+        "message": message,
         "progress": decision.progress,
         "startedAt": to_rfc3339(runtime.started_at),
         "finishedAt": to_rfc3339(runtime.finished_at),
@@ -122,7 +146,12 @@ def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
 def run_status(decision: Decision) -> JobRunStatus:
     """The whole status of a run after ``decision`` (for new runs and small ones)."""
     jobs = {path: job_status(job) for path, job in decision.runtime.jobs.items()}
-    jobs.update({path: JobStatus(state=_api_state(state)) for path, state in decision.jobnet_states.items()})
+    jobs.update(
+        {
+            path: JobStatus.model_validate(_jobnet_entry(decision, path, state))
+            for path, state in decision.jobnet_states.items()
+        }
+    )
     return JobRunStatus.model_validate({**_summary(decision, for_patch=False), "jobs": jobs})
 
 
@@ -138,13 +167,44 @@ def status_patch(
     previous = previous_jobnet_states or {}
     jobs: dict[str, Any] = {}
     for path in sorted(decision.runtime.jobs if full else decision.changed):
-        jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(
-            by_alias=True, mode="json", exclude={"output_tail"}
-        )
+        jobs[path] = _patch_entry(job_status(decision.runtime.jobs[path]))
     for path, state in decision.jobnet_states.items():
-        if full or previous.get(path) != state:
-            jobs[path] = {"state": str(state)}
+        # A Stuck jobnet's message names its Stuck jobs: it changes with them.
+        if full or previous.get(path) != state or (state == JobState.STUCK and _changed_under(decision, path)):
+            jobs[path] = _jobnet_entry(decision, path, state, clear=previous.get(path) == JobState.STUCK)
     return {**_summary(decision, for_patch=True), "jobs": jobs}
+
+
+def _jobnet_entry(decision: Decision, path: str, state: JobState, *, clear: bool = False) -> dict[str, Any]:
+    """A jobnet's entry: its state, and while Stuck why (``clear``: the reason and message it had
+    are removed by explicit nulls of the merge patch)."""
+    reason, message = _jobnet_reason(decision, state == JobState.STUCK, path)
+    if reason is None and not clear:
+        return {"state": str(state)}
+    return {"state": str(state), "reason": reason, "message": message}
+
+
+def _jobnet_reason(decision: Decision, stuck: bool, path: str) -> tuple[str | None, str | None]:
+    """Which jobs keep a Stuck jobnet (or the run, at its root) Stuck, and why."""
+    found = stuck_summary(decision.runtime.jobs, path) if stuck else None
+    return found if found is not None else (None, None)
+
+
+def _changed_under(decision: Decision, path: str) -> bool:
+    prefix = f"{path}/"
+    return any(changed.startswith(prefix) for changed in decision.changed)
+
+
+def _patch_entry(entry: JobStatus) -> dict[str, Any]:
+    """A job's entry for a merge patch: every field, null to remove it, but ``earlierAttempts``
+    as stored (a merge patch replaces a list whole: nulls inside it would be kept)."""
+    dumped = entry.model_dump(by_alias=True, mode="json", exclude={"output_tail", "earlier_attempts"})
+    dumped["earlierAttempts"] = (
+        None
+        if entry.earlier_attempts is None
+        else [earlier.model_dump(by_alias=True, mode="json", exclude_none=True) for earlier in entry.earlier_attempts]
+    )
+    return dumped
 
 
 def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> RunRuntime:
@@ -201,6 +261,8 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
             deadline=from_rfc3339(entry.deadline),
             kill_reason=entry.kill_reason,
             dispatch=dispatch,
+            earlier=tuple(_earlier_runtime(earlier) for earlier in entry.earlier_attempts or ()),
+            earlier_dropped=entry.earlier_attempts_dropped or 0,
         )
     settlements = tuple(
         Settlement(

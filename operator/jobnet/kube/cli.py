@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import kopf
 
-from jobnet.argtypes import positive_count, positive_seconds
+from jobnet.argtypes import add_host_alias_argument, positive_count, positive_seconds
 from jobnet.core.lease import ElectionConfig, ElectionConfigError
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.certificates import CertificateConfig
@@ -21,15 +21,6 @@ from jobnet.ssh import SshSettings
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
 #: Prefix of the environment variables that set the operator's options (``defaults_from_environment``).
 ENVIRONMENT_PREFIX = "JOBNET_OPERATOR_"
-
-
-def host_alias(text: str) -> tuple[str, str]:
-    """``NAME=ADDRESS`` of ``--host-alias``: a clear error for anything else."""
-    name, separator, address = text.partition("=")
-    name, address = name.strip(), address.strip()
-    if not separator or not name or not address or "=" in address:
-        raise argparse.ArgumentTypeError(f"expected NAME=ADDRESS (e.g. vm1.batch.example=10.0.0.7), not {text!r}")
-    return name, address
 
 
 def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +209,14 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)",
     )
     runtime.add_argument(
+        "--launch-retry-window",
+        type=float,
+        default=60.0,
+        help="a launch that never left because its VM could not be reached is retried (same key, "
+        "backoff between --reconnect-backoff-min and -max) this long before the job fails "
+        "HostUnreachable; 0: only the job's own retry.dispatchAttempts (default: 60)",
+    )
+    runtime.add_argument(
         "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL when a job is stopped (default: 10)"
     )
     runtime.add_argument(
@@ -265,6 +264,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         "and their request timeout starts only when sent (default: 16)",
     )
     runtime.add_argument(
+        "--agent-idle-timeout",
+        type=positive_seconds,
+        default=300.0,
+        help="keep a VM's agent channel open this long after its last run ended, so that the next "
+        "run starts without connecting; heartbeats are still checked meanwhile (default: 300)",
+    )
+    runtime.add_argument(
         "--agent-serve-arg",
         dest="agent_serve_args",
         action="append",
@@ -273,13 +279,8 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
         "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1",
     )
-    runtime.add_argument(
-        "--host-alias",
-        dest="host_aliases",
-        action="append",
-        default=[],
-        type=host_alias,
-        metavar="NAME=ADDRESS",
+    add_host_alias_argument(
+        runtime,
         help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
         "(repeatable); the host key is still verified against knownHosts under NAME",
     )
@@ -421,6 +422,8 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         ssh=ssh,
         api_retry_delay=args.retry_delay,
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
+        launch_retry_window=args.launch_retry_window,
+        agent_idle_timeout=args.agent_idle_timeout,
     )
 
 
