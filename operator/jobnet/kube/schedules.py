@@ -118,6 +118,27 @@ def schedule_run_body(
     }
 
 
+@dataclass
+class _Timing:
+    """A schedule's timing as its spec and calendar say, kept while neither changes: parsing the
+    spec, checking its cron expressions and building the calendar at every reconcile, and
+    searching the next slot when a run changed, cost more than all the rest of a reconcile."""
+
+    source: tuple[object, object]  # the raw spec and the calendar's raw spec it was made of
+    spec: JobScheduleSpec | None
+    rules: ScheduleRules | list[Problem]  # or why the schedule cannot be used
+    upcoming: Slot | None = None  # next_run(rules, since)
+    since: datetime.datetime | None = None
+
+    def next_run(self, rules: ScheduleRules, now: datetime.datetime) -> Slot | None:
+        """``next_run(rules, now)``: the one found before while ``now`` is still before it (no
+        slot runs in between; a clock set back searches again)."""
+        known = self.upcoming is not None and self.since is not None and self.since <= now < self.upcoming.run_at
+        if not known:
+            self.upcoming, self.since = next_run(rules, now), now
+        return self.upcoming
+
+
 def _condition(status: str, reason: str, message: str, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
     """The Ready condition, keeping its transition time while its status does not change."""
     old: Mapping[str, Any] = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -136,6 +157,7 @@ class ScheduleController:
         self._calendars: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, datetime.datetime | None] = {}  # when to reconcile next; None: only on a change
         self._cursor: dict[Key, datetime.datetime] = {}  # lastScheduleTime as written
+        self._timing: dict[Key, _Timing] = {}
         self._changed: set[Key] = set()
         self._run_phases: dict[Key, str] = {}  # phase of each scheduled run seen
         self._task: asyncio.Task[None] | None = None
@@ -146,7 +168,7 @@ class ScheduleController:
         meta = body.get("metadata", {})
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         if event_type == "DELETED":
-            for table in (self._schedules, self._due, self._cursor):
+            for table in (self._schedules, self._due, self._cursor, self._timing):
                 table.pop(key, None)
             self._changed.discard(key)
             return
@@ -207,6 +229,23 @@ class ScheduleController:
 
     # ------------------------------------------------------------------ one schedule
 
+    def _timing_of(self, key: Key, body: Mapping[str, Any]) -> _Timing:
+        """The schedule's timing (kept from the last reconcile while its spec and calendar are
+        the same)."""
+        raw = body.get("spec")
+        calendar_ref = (raw or {}).get("calendarRef") if isinstance(raw, Mapping) else None
+        calendar = self._calendars.get((key[0], calendar_ref)) if isinstance(calendar_ref, str) else None
+        source = (raw, None if calendar is None else calendar.get("spec"))
+        known = self._timing.get(key)
+        if known is not None and known.source == source:
+            return known
+        spec, problems = parse_spec(JobScheduleSpec, raw)
+        rules: ScheduleRules | list[Problem] = problems
+        if spec is not None and not problems:
+            rules = timing_problems(spec) or self._rules(key[0], spec)
+        timing = self._timing[key] = _Timing(source, spec, rules)
+        return timing
+
     def _rules(self, namespace: str, spec: JobScheduleSpec) -> ScheduleRules | list[Problem]:
         """The schedule's timing on its calendar, or why its calendar cannot be used."""
         calendar = None
@@ -229,13 +268,11 @@ class ScheduleController:
         status = dict(body.get("status") or {})
         stamp = rfc3339(now.astimezone(datetime.UTC))
         # A missing JobNet is admission's check (it may come later: its runs then say why).
-        spec, problems = parse_spec(JobScheduleSpec, body.get("spec"))
-        rules: ScheduleRules | list[Problem] = problems
-        if spec is not None and not problems:
-            problems = timing_problems(spec)
-            rules = problems or self._rules(namespace, spec)
+        timing = self._timing_of(key, body)
+        spec, rules = timing.spec, timing.rules
         if spec is None or isinstance(rules, list):
-            message = describe_problems(f"JobSchedule {name!r}", rules if isinstance(rules, list) else problems)
+            assert isinstance(rules, list)  # a spec that does not parse has problems
+            message = describe_problems(f"JobSchedule {name!r}", rules)
             self._due[key] = None
             invalid = _condition("False", "InvalidSchedule", message, status, stamp)
             await self._write_status(body, {"nextScheduleTime": None, "conditions": [invalid]})
@@ -245,6 +282,7 @@ class ScheduleController:
         active = [run for run in runs if not run.finished]
         existing = {run.name for run in runs}
         updates: dict[str, Any] = {}
+        wrote = False  # created or stopped a run: list them again for the status
         if spec.suspend:
             self._due[key] = None
             ready = _condition("False", "Suspended", "spec.suspend is true: no runs are created", status, stamp)
@@ -254,7 +292,7 @@ class ScheduleController:
             deadline = spec.starting_deadline_seconds
             plan = plan_due(slots, now, None if deadline is None else datetime.timedelta(seconds=deadline))
             for slot in plan.due:
-                await self._start_slot(body, spec, slot, active, existing)
+                wrote = await self._start_slot(body, spec, slot, active, existing) or wrote
             missed = [slot for slot in plan.missed if run_name(name, slot) not in existing]
             if missed:
                 await self._report_missed(body, missed, spec)
@@ -266,11 +304,13 @@ class ScheduleController:
                 cursor = slots[-1].run_at
                 self._cursor[key] = cursor
                 updates["lastScheduleTime"] = rfc3339(cursor.astimezone(datetime.UTC))
-            upcoming = next_run(rules, now)
+            upcoming = timing.next_run(rules, now)
             self._due[key] = upcoming.run_at if upcoming is not None else None
             updates["nextScheduleTime"] = rfc3339(upcoming.run_at) if upcoming is not None else None
             ready = _condition("True", "Scheduled", "", status, stamp)
-        runs = await self._delete_history(namespace, await self._runs(namespace, name), spec)
+        if wrote:
+            runs = await self._runs(namespace, name)
+        runs = await self._delete_history(namespace, runs, spec)
         latest = max(runs, key=lambda run: (run.created, run.name), default=None)
         updates.update(
             active=sorted(run.name for run in runs if not run.finished),
@@ -309,12 +349,13 @@ class ScheduleController:
         slot: Slot,
         active: list[RunRecord],
         existing: set[str],
-    ) -> None:
+    ) -> bool:
+        """Start ``slot``'s run (by ``spec.concurrencyPolicy``); whether a run was created or stopped."""
         meta = schedule["metadata"]
         name = run_name(meta["name"], slot)
         if name in existing:  # created before a restart, or by another replica
             logger.info("JobSchedule %s/%s: JobRun %s exists already", meta["namespace"], meta["name"], name)
-            return
+            return False
         at = rfc3339(slot.run_at)
         action = concurrency_action(spec.concurrency_policy, active)
         if action == "skip":
@@ -325,7 +366,7 @@ class ScheduleController:
                 "SlotSkipped",
                 f"slot {at} skipped: run {running} is still active (concurrencyPolicy Forbid)",
             )
-            return
+            return False
         if action == "replace":
             for run in active:
                 await self._stop(meta["namespace"], run.name)
@@ -355,6 +396,7 @@ class ScheduleController:
         if action == "replace":
             active.clear()  # being stopped
         active.append(RunRecord(name=name, phase=None, created=at))
+        return True
 
     async def _stop(self, namespace: str, run: str) -> None:
         try:
