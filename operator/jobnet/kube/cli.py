@@ -132,7 +132,7 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address of the metrics server (default: 0.0.0.0)")
     parser.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="text", help="log format (default: text)")
-    parser.add_argument("--verbose", action="store_true", help="log kopf's debug messages and its per-object INFO lines too")
+    parser.add_argument("--verbose", action="store_true", help="log kopf's debug and per-object INFO lines too")
     timing = parser.add_argument_group("deadlines (seconds)")
     timing.add_argument(
         "--watch-server-timeout",
