@@ -64,8 +64,9 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 #: The only permissions the operator needs in a watched namespace (or cluster-wide).
 OPERATOR_RULES = {
     ("jobnet.dev", "jobnets"): {"list", "watch"},  # kopf keeps no state in JobNets
-    # JobSchedules create their runs, and delete old finished ones (history limits).
-    ("jobnet.dev", "jobruns"): {"list", "watch", "patch", "create", "delete"},
+    # JobSchedules create their runs, and delete old finished ones (history limits); a run's loop
+    # reads its run again after a conflicting write (get).
+    ("jobnet.dev", "jobruns"): {"list", "watch", "get", "patch", "create", "delete"},
     ("jobnet.dev", "jobschedules"): {"list", "watch"},
     ("jobnet.dev", "jobcalendars"): {"list", "watch"},
     ("jobnet.dev", "jobschedules/status"): {"patch"},

@@ -47,8 +47,9 @@ NOT_EXERCISED_ROLES = {
 }
 #: Needed off the happy path this test takes: a start retried after a crash replaces its stale
 #: snapshot ConfigMap (``kube/app.py`` ``store_snapshot``); a run resumed after a restart, and the
-#: admission of an override or stop, read the run's snapshot ConfigMap back.
-NEEDED_BY_RECOVERY = {("", "configmaps", "delete"), ("", "configmaps", "get")}
+#: admission of an override or stop, read the run's snapshot ConfigMap back; a run's loop whose
+#: status write conflicted (the run changed since the version it decided from) reads the run again.
+NEEDED_BY_RECOVERY = {("", "configmaps", "delete"), ("", "configmaps", "get"), ("jobnet.dev", "jobruns", "get")}
 #: The schedule controller's own grants (``kube/schedules.py``): it creates a slot's JobRun,
 #: deletes runs past the history limits and writes a JobSchedule's status. This run has no
 #: JobSchedule; the H scenarios exercise these (as the administrator, not under this RBAC).

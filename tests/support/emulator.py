@@ -1,12 +1,15 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path) built on the emulator's request interceptors, and with RBAC helpers: :func:`grant` and
-:func:`bind` give a user, group or ServiceAccount permissions."""
+path, failed or held annotation patches) built on the emulator's request interceptors, watch
+events of one object held back and released later in order (:class:`HeldWatchEvents`), and with
+RBAC helpers: :func:`grant` and :func:`bind` give a user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,6 +53,52 @@ class EmulatorServer(product.EmulatorServer):
             self.call(self.api.interceptors.remove, hold)
             self.call(released.set)
 
+    @contextlib.contextmanager
+    def failing_annotation_patches(self, path: str, count: int = 1_000) -> Iterator[list[int]]:
+        """Inside the block, the next ``count`` JSON patches of ``metadata.annotations`` of the
+        object at ``path`` (the operator's removal of applied steering annotations) are answered
+        503; yields [how many were refused so far]. Merge patches (``kubectl annotate``) pass."""
+        refused = [0]
+
+        async def unavailable(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if refused[0] >= count or not await _is_annotation_json_patch(raw, path):
+                return None
+            refused[0] += 1
+            busy = ApiError(503, "ServiceUnavailable", f"the server is currently unable to handle the request ({path})")
+            return aiohttp.web.json_response(busy.status(), status=busy.code)
+
+        self.call(self.api.interceptors.append, unavailable)
+        try:
+            yield refused
+        finally:
+            self.call(self.api.interceptors.remove, unavailable)
+
+    @contextlib.contextmanager
+    def holding_annotation_patches(self, path: str) -> Iterator[list[int]]:
+        """Inside the block, JSON patches of ``metadata.annotations`` of the object at ``path``
+        wait (unanswered); at its end they are served, in order. Yields [how many wait]."""
+        released = self.call(asyncio.Event)
+        waiting = [0]
+
+        async def hold(raw: aiohttp.web.BaseRequest) -> None:
+            if await _is_annotation_json_patch(raw, path):
+                waiting[0] += 1
+                await released.wait()
+
+        self.call(self.api.interceptors.append, hold)
+        try:
+            yield waiting
+        finally:
+            self.call(self.api.interceptors.remove, hold)
+            self.call(released.set)
+
+    def hold_watch_events(self, plural: str, name: str) -> HeldWatchEvents:
+        """From now on, watch events of the object ``name`` (resource ``plural``) are held back
+        (see :class:`HeldWatchEvents`)."""
+        held = HeldWatchEvents(self, plural, name)
+        self.call(self.api.store.watch_interceptors.append, held.take)
+        return held
+
     def fail_next(self, path: str, count: int) -> None:
         """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""
         left = [count]
@@ -64,6 +113,60 @@ class EmulatorServer(product.EmulatorServer):
             return aiohttp.web.json_response(busy.status(), status=busy.code)
 
         self.call(self.api.interceptors.append, unavailable)
+
+
+async def _is_annotation_json_patch(raw: aiohttp.web.BaseRequest, path: str) -> bool:
+    """Whether ``raw`` is a JSON patch of ``path`` touching ``metadata.annotations``."""
+    if raw.method != "PATCH" or raw.path != path or raw.content_type != "application/json-patch+json":
+        return False
+    operations = json.loads(await raw.read())  # aiohttp keeps the body for the emulator
+    return any(str(op.get("path", "")).startswith("/metadata/annotations") for op in operations)
+
+
+class HeldWatchEvents:
+    """Watch events of one object held back by the emulator: while :attr:`capturing`, each event
+    of the object is kept instead of sent; :meth:`stop_capturing` lets new events through again
+    (the held ones stay held), :meth:`release` then sends the held ones, in their order, to the
+    watchers, late: older versions after newer ones."""
+
+    def __init__(self, server: EmulatorServer, plural: str, name: str) -> None:
+        self.server = server
+        self.plural = plural
+        self.name = name
+        self.capturing = True
+        self._lock = threading.Lock()
+        self._held: list[tuple[Any, dict[str, Any], bytes]] = []
+
+    def take(self, rkey: Any, obj: dict[str, Any], line: bytes) -> bool:
+        if not self.capturing or rkey[2] != self.plural or obj.get("metadata", {}).get("name") != self.name:
+            return False
+        with self._lock:
+            self._held.append((rkey, obj, line))
+        return True
+
+    @property
+    def held(self) -> list[dict[str, Any]]:
+        """The objects of the events held so far, oldest first."""
+        with self._lock:
+            return [obj for _, obj, _ in self._held]
+
+    def stop_capturing(self) -> None:
+        self.capturing = False
+        self.server.call(self.server.api.store.watch_interceptors.remove, self.take)
+
+    def release(self) -> int:
+        """Send the held events in order; how many."""
+        if self.capturing:
+            self.stop_capturing()
+        with self._lock:
+            held, self._held = self._held, []
+
+        def deliver() -> None:
+            for rkey, obj, line in held:
+                self.server.api.store.deliver(rkey, obj, line)
+
+        self.server.call(deliver)
+        return len(held)
 
 
 RBAC_GROUP = "rbac.authorization.k8s.io"

@@ -161,11 +161,11 @@ class Scenario:
             assert result.rc == 0, f"kubectl apply failed ({result.rc}): {result.stderr}"
         return result
 
-    def run_failed_export_chain(self) -> tuple[NamespaceVM, str]:
-        """A run of JobNet ``chain`` on a new VM whose ``export`` exited 3, so ``report`` waits:
-        the run Failed, ready for an override. Returns the VM and the run's name."""
+    def run_failed_export_chain(self, export_body: str = "exit 3\n") -> tuple[NamespaceVM, str]:
+        """A run of JobNet ``chain`` on a new VM whose ``export`` exited 3 (``export_body``), so
+        ``report`` waits: the run Failed, ready for an override. Returns the VM and the run's name."""
         vm = self.vm()
-        export = self.marker_script(vm, "export", "exit 3\n")
+        export = self.marker_script(vm, "export", export_body)
         report = self.marker_script(vm, "report")
         run = self.run_jobnet("chain", self.host(vm), [
             {"name": "export", "script": export},

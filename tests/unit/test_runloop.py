@@ -1,7 +1,8 @@
 """RunLoop and JobRunRuntime with fakes: a fake Kubernetes client and a fake agent channel.
 
-No sockets, no VMs: the fake client records the status patches, annotation removals and
-Events; the fake link answers agent requests the way an agent does. Each test drives the
+No sockets, no VMs: the fake client keeps the JobRun as an API server does (a resourceVersion
+bumped by every write, 409 on a stale one, JSON patch ``test``) and records the status patches,
+annotation removals and Events; the fake link answers agent requests the way an agent does. Each test drives the
 loop round by round (``iterate``) and waits for its background requests, so what it asserts
 is the order of fetch -> decide -> persist -> act, not timing.
 """
@@ -9,9 +10,12 @@ is the order of fetch -> decide -> persist -> act, not timing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
+
+import pytest
 
 from jobnet.core.agentproto import (
     AckRequest,
@@ -26,14 +30,17 @@ from jobnet.core.agentproto import (
 )
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
+from jobnet.devenv.emulator.kube import merge_patch
 from jobnet.kube.client import KubeApiError
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
+from jobnet.kube.versioned import FinishedRuns, StatusChanged
 from tests.support.scheduler_sim import RUN_UID, graph, job
 
+OVERRIDE, OVERRIDE_ID, STOP = "jobnet.dev/override", "jobnet.dev/override-id", "jobnet.dev/stop"
 NAMESPACE = "batch"
 NAME = "nightly-1"
 BODY: Mapping[str, Any] = {
-    "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": RUN_UID},
+    "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": RUN_UID, "resourceVersion": "1"},
     "spec": {"jobNetRef": "net"},
     "status": {"phase": "Pending"},
 }
@@ -43,22 +50,64 @@ MAX_SETTLE_ROUNDS = 10
 
 
 class FakeClient:
-    """The part of KubeClient a run's loop uses; records every write."""
+    """The part of KubeClient a run's loop uses, over one stored JobRun; records every write."""
 
-    def __init__(self) -> None:
+    def __init__(self, body: Mapping[str, Any] = BODY) -> None:
+        self.stored: dict[str, Any] = copy.deepcopy(dict(body))
         self.patches: list[Mapping[str, Any]] = []
-        self.removed: list[tuple[str, ...]] = []
+        self.removed: list[list[dict[str, Any]]] = []
         self.events: list[tuple[str, str]] = []
         self.failing_patches = 0
+        self.failing_removals = 0
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def write(self, change: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``change`` into the stored JobRun as a new version (a person's or our write)."""
+        self.stored = merge_patch(self.stored, change)
+        meta = self.stored["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return copy.deepcopy(self.stored)
+
+    def annotate(self, **annotations: str | None) -> dict[str, Any]:
+        return self.write({"metadata": {"annotations": annotations}})
+
+    async def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+        answer: bool = False,
+    ) -> dict[str, Any]:
         if self.failing_patches:
             self.failing_patches -= 1
             raise KubeApiError(f"patch {plural} {namespace}/{name}", 503, "the server is unavailable")
+        if resource_version is not None and resource_version != self.stored["metadata"]["resourceVersion"]:
+            raise KubeApiError(f"patch {plural} {namespace}/{name}", 409, "the object has been modified")
         self.patches.append(status)
+        stored = self.write({"status": status})
+        return stored if answer else {}
 
-    async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
-        self.removed.append(keys)
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.stored)
+
+    async def json_patch(
+        self, plural: str, namespace: str, name: str, operations: list[dict[str, Any]], what: str
+    ) -> dict[str, Any]:
+        if self.failing_removals:
+            self.failing_removals -= 1
+            raise KubeApiError(what, 503, "the server is unavailable")
+        annotations = dict(self.stored["metadata"].get("annotations") or {})
+        for op in operations:
+            key = op["path"].removeprefix("/metadata/annotations/").replace("~1", "/")
+            if op["op"] == "test" and annotations.get(key) != op["value"]:
+                raise KubeApiError(what, 422, f"testing value {op['path']} failed")
+            if op["op"] == "remove":
+                annotations.pop(key)
+        self.removed.append(operations)
+        self.stored["metadata"]["annotations"] = annotations
+        return self.write({})
 
     async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason))
@@ -262,5 +311,91 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         loop.task.cancel()
         await asyncio.gather(loop.task, return_exceptions=True)
         await settle(loop)
+
+    run(scenario())
+
+
+def test_a_conflicting_write_reads_the_run_again_and_decides_again_before_acting() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent)
+        client.annotate(team="etl")  # someone else's write: the loop's version is stale
+        wakeup = await loop.iterate()
+        await settle(loop)
+        assert wakeup is not None and wakeup <= time.time()  # decide again at once
+        assert agent.requests == [] and client.patches == []
+        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]
+        await loop.iterate()
+        await settle(loop)
+        assert client.job("/net/load")["state"] == "Starting" and len(agent.sent(LaunchRequest)) == 1
+
+    run(scenario())
+
+
+def test_a_status_changed_under_the_loop_ends_it_without_acting() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent)
+        client.write({"status": {"phase": "Stopped"}})  # another writer's status
+        with pytest.raises(StatusChanged):
+            await loop.iterate()
+        await settle(loop)
+        assert agent.requests == [] and client.patches == []
+
+    run(scenario())
+
+
+async def failed_run() -> tuple[FakeClient, FakeAgent, RunLoop]:
+    """A run whose one job exited 3: Failed, ready for an override."""
+    client, agent, loop = await running_job()
+    exited(agent, loop, exit_code=3, stdout_bytes=0)
+    await loop.iterate()
+    await settle(loop)
+    assert client.phase() == "Failed"
+    return client, agent, loop
+
+
+def test_an_applied_override_whose_removal_failed_is_only_removed_by_the_next_loop() -> None:
+    async def scenario() -> None:
+        client, agent, loop = await failed_run()
+        loop.observe(client.annotate(**{OVERRIDE: "/net/load=Ready", OVERRIDE_ID: "o1"}))
+        client.failing_removals = 1
+        wakeup = await loop.iterate()
+        await settle(loop)
+        assert wakeup is not None and wakeup > time.time()  # the removal is tried again later
+        assert client.stored["status"]["appliedSteering"] == {"override": "o1"}
+        assert [launch.key.attempt for launch in agent.sent(LaunchRequest)] == [1, 2]
+        assert OVERRIDE in client.stored["metadata"]["annotations"]
+
+        restarted = RunLoop(loop.runtime, client.stored, one_job(), POLICY)  # an operator restart
+        await restarted.iterate()
+        await settle(restarted)
+        assert {launch.key.attempt for launch in agent.sent(LaunchRequest)} == {1, 2}  # no attempt 3
+        assert client.job("/net/load")["attempt"] == 2
+        assert not set(client.stored["metadata"]["annotations"]) & {OVERRIDE, OVERRIDE_ID}
+        assert [reason for _, reason in client.events].count("Overridden") == 1
+
+    run(scenario())
+
+
+def test_a_finished_run_ignores_late_events_and_starts_again_for_a_new_request() -> None:
+    async def scenario() -> None:
+        client, agent, loop = await failed_run()
+        loop.observe(client.annotate(**{OVERRIDE: "/net/load=Succeeded", OVERRIDE_ID: "o1"}))
+        await loop.iterate()
+        await settle(loop)
+        assert client.phase() == "Succeeded"
+        finished = FinishedRuns()
+        finished.add(RUN_UID, loop.versioned)
+        late = {**BODY, "metadata": {**BODY["metadata"], "resourceVersion": "3"}, "status": {"phase": "Running"}}
+        assert finished.stale(RUN_UID, late)
+        late_with_applied = {
+            **late,
+            "metadata": {**late["metadata"], "annotations": {OVERRIDE: "/net/load=Succeeded", OVERRIDE_ID: "o1"}},
+        }
+        assert finished.stale(RUN_UID, late_with_applied)
+        newer = {**client.stored, "metadata": {**client.stored["metadata"], "annotations": {STOP: "/"}}}
+        assert not finished.stale(RUN_UID, newer)  # a new request: the run gets a loop again
+        assert not finished.stale(RUN_UID, late)  # forgotten once started again
 
     run(scenario())

@@ -169,7 +169,7 @@ JobRuns (owned by them; docs/api.md), the SSH credentials Secrets.
   verbs: ["list", "watch"]
 - apiGroups: ["jobnet.dev"]
   resources: ["jobruns"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "get", "patch"]
 - apiGroups: ["jobnet.dev"]
   resources: ["jobnets/status", "jobruns/status"]
   verbs: ["patch"]

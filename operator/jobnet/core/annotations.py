@@ -266,15 +266,25 @@ def requester_stamps(old: Mapping[str, str], new: Mapping[str, str], requester: 
     steering annotation there is no stamp. Only differences from ``new`` are returned, so the
     operator's own writes (removing applied annotations, its bookkeeping) need no change.
     """
+    return steering_stamps(old, new, REQUESTER_ANNOTATIONS, requester or None)
+
+
+def steering_stamps(
+    old: Mapping[str, str], new: Mapping[str, str], stamp_keys: Mapping[str, str], value: str | None
+) -> dict[str, str | None]:
+    """The changes (key -> value, None = remove) that make the stamp of each steering annotation
+    (``stamp_keys``: steering annotation -> its stamp) true in ``new``: ``value`` where the update
+    adds or changes the steering annotation, the old stamp where it is unchanged, none without it.
+    Only differences from ``new``."""
     changed = set(changed_steering(old, new))
     stamps: dict[str, str | None] = {}
-    for key, by_key in REQUESTER_ANNOTATIONS.items():
+    for key, stamp_key in stamp_keys.items():
         if key not in new:
             wanted = None
         elif key in changed:
-            wanted = requester or None
+            wanted = value
         else:
-            wanted = old.get(by_key)
-        if new.get(by_key) != wanted:
-            stamps[by_key] = wanted
+            wanted = old.get(stamp_key)
+        if new.get(stamp_key) != wanted:
+            stamps[stamp_key] = wanted
     return stamps

@@ -326,7 +326,7 @@ async def _start(
         body.get("metadata", {}),
         _now(),
     )
-    await client.patch_status(JOBRUNS, namespace, name, status)
+    stored = await client.patch_status(JOBRUNS, namespace, name, status, answer=True)
     logger.info(
         "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
         namespace,
@@ -338,7 +338,7 @@ async def _start(
         snapshot.config_map,
     )
     if starter is not None:
-        await starter.start({**body, "status": status}, graph)
+        await starter.start(stored or {**body, "status": status}, graph)  # its loop writes at the stored version
 
 
 async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:

@@ -196,16 +196,45 @@ class KubeClient:
                 broken[name] = parsed
         return NamespaceJobNets(catalog, broken, statuses, versions)
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the status subresource of a JobNet or JobRun."""
+    async def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+        answer: bool = False,
+    ) -> Body:
+        """Merge-patch the status subresource of a JobNet or JobRun; with ``resource_version``
+        only if the object is still at that version (HTTP 409 Conflict otherwise). ``answer``:
+        return the object as stored (else {})."""
         operator_metrics.api_write(plural)
-        await self._request(
+        body: Body = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self._request(
             "PATCH",
             self._path(plural, namespace, name, "status"),
             f"patching the status of {plural}/{name}",
-            json={"status": dict(status)},
+            json=body,
             content_type="application/merge-patch+json",
-            answer=False,
+            answer=answer,
+        )
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> Body:
+        """One of our objects as stored now."""
+        return await self._request("GET", self._path(plural, namespace, name), f"reading {plural}/{name}")
+
+    async def json_patch(self, plural: str, namespace: str, name: str, operations: list[Body], what: str) -> Body:
+        """Apply a JSON patch (RFC 6902) to the object; a failed ``test`` is HTTP 422. The object as stored."""
+        operator_metrics.api_write(plural)
+        return await self._request(
+            "PATCH",
+            self._path(plural, namespace, name),
+            f"{what} of {plural}/{name}",
+            json=operations,
+            content_type="application/json-patch+json",
         )
 
     async def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[Body]:
@@ -315,18 +344,6 @@ class KubeClient:
             f"/apis/{api_version}/{plural}/{name}",
             f"patching {plural}/{name}",
             json=dict(patch),
-            content_type="application/merge-patch+json",
-            answer=False,
-        )
-
-    async def remove_annotations(self, plural: str, namespace: str, name: str, keys: tuple[str, ...]) -> None:
-        """Merge-patch the object so that these annotations are gone."""
-        operator_metrics.api_write(plural)
-        await self._request(
-            "PATCH",
-            self._path(plural, namespace, name),
-            f"removing annotations {', '.join(keys)} of {plural}/{name}",
-            json={"metadata": {"annotations": {key: None for key in keys}}},
             content_type="application/merge-patch+json",
             answer=False,
         )

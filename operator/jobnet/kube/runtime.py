@@ -3,10 +3,14 @@
 One :class:`RunLoop` per active JobRun (an asyncio task) wakes on agent events for its run,
 on changes of its annotations and at the scheduler's deadlines, and per iteration::
 
-    decision = reconcile(graph, runtime, facts, policy, now, annotations=...)
-    patch the status (one merge patch, only when something changed)      # first
-    remove the consumed annotations
+    decision = reconcile(graph, runtime, facts, policy, now, annotations=<requests not yet applied>)
+    patch the status (one merge patch at the known resourceVersion, only when something changed,
+                      recording the steering requests applied)            # first
     Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
+    remove the applied steering annotations (JSON patch, only while unchanged)
+
+A conflict (the run changed since the version decided from) means read it again and decide
+again; see kube/versioned.py and core/steering.py.
 
 The attempt of a launch is in the status before the launch request leaves, so a launch that
 kopf or a restart repeats carries the same key and the agent deduplicates it.
@@ -18,7 +22,9 @@ routes events to the run they belong to. After an operator restart the links wat
 from the start, so whatever finished meanwhile is collected.
 
 Runs are (re)started from kopf's watch events: a run that is Pending/Running/Stuck, or one that
-carries a stop/override annotation, gets a loop; its runtime is rebuilt from its status.
+carries a stop/override annotation, gets a loop; its runtime is rebuilt from its status. A run
+whose loop finished here starts again only for a steering request it has not applied: a late
+event of an older version (still Running) is ignored.
 """
 
 from __future__ import annotations
@@ -52,12 +58,6 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
-from jobnet.core.annotations import (
-    OVERRIDE_ANNOTATION,
-    OVERRIDE_MESSAGE_ANNOTATION,
-    REQUESTER_ANNOTATIONS,
-    STOP_ANNOTATION,
-)
 from jobnet.core.conditions import with_jobrun_conditions
 from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
@@ -88,8 +88,10 @@ from jobnet.core.scheduler.inbox import AgentInbox
 from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
-from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
+from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
+from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
 from jobnet.kube.runmetrics import report_round
+from jobnet.kube.versioned import FinishedRuns, StatusChanged, VersionedRun
 from jobnet.metrics import operator_metrics
 from jobnet.ssh import (
     AgentInstaller,
@@ -107,11 +109,8 @@ from jobnet.ssh.errors import AuthenticationFailed, HostKeyMismatch, HostUnreach
 
 logger = logging.getLogger("jobnet.runtime")
 
-#: Annotations a person uses to steer a run; their presence (re)starts a finished run's loop.
-STEERING_ANNOTATIONS = (STOP_ANNOTATION, OVERRIDE_ANNOTATION)
-#: What the run's loop reads: those, the reason given with an override and who set each
-#: (stamped by the admission webhook; the scheduler passes them on as the requester).
-RUN_ANNOTATIONS = STEERING_ANNOTATIONS + (OVERRIDE_MESSAGE_ANNOTATION, *REQUESTER_ANNOTATIONS.values())
+#: Conflicts in a row after which a loop waits ``api_retry_delay`` before reading its run again.
+MAX_QUICK_CONFLICTS = 3
 _FINISHED = (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)
 #: the answer type of an agent request
 AnswerT = TypeVar("AnswerT", LaunchResult, KillResult, FenceResult)
@@ -389,9 +388,9 @@ class RunLoop:
             for path, entry in (status.get("jobs") or {}).items()
             if graph.nodes.get(path) is not None and graph.nodes[path].kind == "jobnet"
         }
-        self.annotations: dict[str, str] = {}
-        #: annotation values already applied (until the removal shows up in the watch)
-        self.consumed: dict[str, str] = {}
+        #: the version of the JobRun the loop decides from and writes at (kube/versioned.py)
+        self.versioned = VersionedRun.of(runtime.client, body)
+        self.conflicts = 0
         #: what the agents said since the last round (the scheduler's facts)
         self.inbox = AgentInbox(watching_since=time.time())
         #: output tails of finished jobs (key text -> (path, attempt, tail)) not yet in the status;
@@ -403,7 +402,6 @@ class RunLoop:
         self.last_summary: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.set_annotations(meta.get("annotations") or {})
 
     @property
     def label(self) -> str:
@@ -414,14 +412,9 @@ class RunLoop:
     def wake(self) -> None:
         self._wake.set()
 
-    def set_annotations(self, annotations: Mapping[str, str]) -> None:
-        wanted = {key: annotations[key] for key in RUN_ANNOTATIONS if key in annotations}
-        for key in list(self.consumed):
-            if wanted.get(key) != self.consumed[key]:
-                del self.consumed[key]  # removed (or set anew): a new value is a new request
-        fresh = {key: value for key, value in wanted.items() if self.consumed.get(key) != value}
-        if fresh != self.annotations:
-            self.annotations = fresh
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A watch event of the run (see :meth:`VersionedRun.observe`)."""
+        if self.versioned.observe(body):
             self.wake()
 
     def on_record(self, record: JobRecord) -> None:
@@ -498,10 +491,24 @@ class RunLoop:
                 except TimeoutError:
                     pass
             logger.info("run=%s runtime finished (phase %s)", self.label, self.state.phase)
+            self.runtime.finished.add(self.uid, self.versioned)
+        except StatusChanged as changed:
+            logger.warning(
+                "run=%s the stored status (version %s) is not the one this loop decided from (another writer, "
+                "or the loop started from an old version): resuming from the stored status",
+                self.label,
+                changed.body.get("metadata", {}).get("resourceVersion"),
+            )
+            resume = changed.body
+        else:
+            return
         finally:
             for link in self.links.values():
                 link.unsubscribe(self)
             self.runtime.forget(self)
+        for request in list(self.requests):  # their answers belong to the old decisions
+            request.cancel()
+        await self.runtime.ensure_loop(resume, self.graph)
 
     async def iterate(self) -> float | None:
         """One fetch -> decide -> persist -> act round. Returns when to come back (inf: on news
@@ -513,35 +520,30 @@ class RunLoop:
             if heard is not None:
                 heartbeats[key.host_id] = max(heard, heartbeats.get(key.host_id, heard))
         facts = self.inbox.take_facts(heartbeats)
-        annotations = dict(self.annotations)
-        decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=annotations)
+        # Steering requests already applied (their identity is in the status) are only removed.
+        recorded = self.versioned.recorded
+        steering = plan_steering(self.versioned.annotations, recorded)
+        decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=steering.fresh)
         if decision.holds_for_output_tails:
             self.inbox.put_back(facts)
             return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
         full = self.last_summary is None
         patch = status_patch(decision, self.jobnet_states, full=full)
+        if recorded or decision.consumed_annotations:
+            # Recorded in the same write that applies them: never applied twice.
+            patch["appliedSteering"] = applied_status(steering.recorded_after(recorded, decision.consumed_annotations))
         summary = {key: value for key, value in patch.items() if key != "jobs"}
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
         if patch["jobs"] or summary != self.last_summary:
+            encoded = self.status_encoder.encode(patch, full=full)
             try:
-                encoded = self.status_encoder.encode(patch, full=full)
-                await self.runtime.client.patch_status(
-                    JOBRUNS,
-                    self.namespace,
-                    self.name,
-                    with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now))),
-                )
+                await self.versioned.write_status(with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now))))
             except KubeApiError as e:
-                # Nothing is acted on before its decision is stored: decide again later.
+                # Nothing is acted on before its decision is stored: decide again.
                 self.inbox.put_back(facts)
-                logger.warning(
-                    "run=%s cannot store the status (%s); retrying in %.1fs",
-                    self.label,
-                    e,
-                    self.runtime.config.api_retry_delay,
-                )
-                return now + self.runtime.config.api_retry_delay
+                return await self.stored_elsewhere(e, now)
+            self.conflicts = 0
             self.status_encoder.commit()
             self.last_summary = summary
         for text in tails_written:
@@ -549,21 +551,56 @@ class RunLoop:
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
-        if decision.consumed_annotations:
-            for name in decision.consumed_annotations:
-                self.consumed[name] = annotations[name]
-                self.annotations.pop(name, None)
-            try:
-                await self.runtime.client.remove_annotations(
-                    JOBRUNS, self.namespace, self.name, decision.consumed_annotations
-                )
-            except KubeApiError as e:
-                logger.warning("run=%s cannot remove the applied annotations (%s)", self.label, e)
         for action in decision.actions:  # in the scheduler's order: requests, acks, Events
             await self.act(action)
+        if not await self.remove_applied():
+            return now + self.runtime.config.api_retry_delay
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
         return decision.next_wakeup_at or float("inf")
+
+    async def stored_elsewhere(self, error: KubeApiError, now: float) -> float:
+        """The status write was refused: when to decide again. A conflict (the run changed since
+        the version the decision was made from) reads the run again and decides again at once
+        (after a few in a row, after the retry delay); raises StatusChanged when the status
+        itself changed."""
+        delay = self.runtime.config.api_retry_delay
+        if error.status == HTTP_CONFLICT:
+            self.conflicts += 1
+            logger.info(
+                "run=%s the run changed since version %s: reading it again", self.label, self.versioned.resource_version
+            )
+            try:
+                await self.versioned.refresh()
+            except KubeApiError as e:
+                logger.warning("run=%s cannot read the run again (%s); retrying in %.1fs", self.label, e, delay)
+                return now + delay
+            return now + (delay if self.conflicts > MAX_QUICK_CONFLICTS else 0.0)
+        logger.warning("run=%s cannot store the status (%s); retrying in %.1fs", self.label, error, delay)
+        return now + delay
+
+    async def remove_applied(self) -> bool:
+        """Remove the steering annotations whose request the status records as applied, each
+        only while unchanged; False when the API refused (to try again after the retry delay)."""
+        keys = self.versioned.to_remove()
+        if not keys:
+            return True
+        try:
+            await self.versioned.remove_applied(keys)
+        except KubeApiError as e:
+            if e.status == 422:
+                # Changed since (a newer request, or already removed): read it again, decide again.
+                logger.info(
+                    "run=%s the applied %s changed meanwhile: reading the run again", self.label, ", ".join(keys)
+                )
+                with contextlib.suppress(KubeApiError):
+                    await self.versioned.refresh()
+                self.wake()
+                return True
+            logger.warning("run=%s cannot remove the applied annotations %s (%s)", self.label, ", ".join(keys), e)
+            return False
+        logger.info("run=%s removed the applied %s", self.label, ", ".join(STEERING_KINDS[key] for key in keys))
+        return True
 
     def add_tails(self, jobs: dict[str, Any], runtime: RunRuntime) -> list[str]:
         """Put the fetched output tails of finished jobs into the patch; the keys it wrote."""
@@ -775,6 +812,8 @@ class JobRunRuntime:
         self._client: KubeClient | None = None
         self._installer: AgentInstaller | None = None
         self.loops: dict[str, RunLoop] = {}
+        #: runs whose loop finished: a late watch event of theirs starts no loop again
+        self.finished = FinishedRuns()
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
@@ -811,7 +850,8 @@ class JobRunRuntime:
 
         @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id=EVENT_HANDLER, registry=registry)
         async def jobrun_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-            await self.on_jobrun(event.get("type"), body)
+            raw = event.get("object")
+            await self.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
 
         @kopf.on.cleanup(registry=registry)
         async def stop_runtime(**_: Any) -> None:
@@ -828,15 +868,18 @@ class JobRunRuntime:
         loop = self.loops.get(uid)
         if event_type == "DELETED":
             operator_metrics.forget_run(uid)
+            self.finished.forget(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
             return
-        annotations = body.get("metadata", {}).get("annotations") or {}
         if loop is not None:
-            loop.set_annotations(annotations)
+            loop.observe(body)
             return
+        if self.finished.stale(uid, body):
+            return  # the run finished here; this event is older, or brings no new request
+        annotations = body.get("metadata", {}).get("annotations") or {}
         phase = (body.get("status") or {}).get("phase")
-        steered = any(key in annotations for key in STEERING_ANNOTATIONS)
+        steered = any(key in annotations for key in STEERING_KINDS)
         if phase in (RunPhase.PENDING, RunPhase.RUNNING, RunPhase.STUCK) or (phase in _FINISHED and steered):
             if (body.get("status") or {}).get("reason") == "InvalidJobNet":
                 return  # never expanded: nothing to run

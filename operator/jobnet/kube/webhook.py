@@ -16,11 +16,14 @@ A JobRun UPDATE is judged only when it adds or changes ``jobnet.dev/override`` o
 bookkeeping, finalizers during deletion, a person's labels) passes untouched. The mutating
 handler stamps ``jobnet.dev/override-by``/``jobnet.dev/stop-by`` with the requester the API
 server authenticated (``userInfo.username``) and overwrites any value the request brought, so
-the audit trail cannot be forged through them.
+the audit trail cannot be forged through them. It also gives each new override or stop an
+identity (``jobnet.dev/override-id``/``jobnet.dev/stop-id``, a fresh random id): the run's loop
+records the identities it applied, so a request is applied at most once (core/steering.py).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +34,7 @@ from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec, JobScheduleSpec
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
 from jobnet.core.snapshot import snapshot_size_problem
+from jobnet.core.steering import identity_stamps
 from jobnet.core.validation import (
     Catalog,
     Problem,
@@ -217,7 +221,11 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
         new: Any = None,
         **_: Any,
     ) -> None:
-        stamps = requester_stamps(annotations_of(old), annotations_of(new), (userinfo or {}).get("username"))
+        before, after = annotations_of(old), annotations_of(new)
+        stamps: dict[str, str | None] = {
+            **requester_stamps(before, after, (userinfo or {}).get("username")),
+            **identity_stamps(before, after, uuid.uuid4().hex[:16]),
+        }
         if stamps:
             patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamps)
 

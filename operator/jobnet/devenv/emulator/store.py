@@ -43,6 +43,9 @@ class Watcher:
 
 #: Called after every stored change with (resource, object, deleted).
 ChangeHook = Callable[[ResourceKey, Body, bool], None]
+#: Called with each watch event (resource, object, the event's line) before it goes to the watchers;
+#: True takes it (a test's fault that delivers it later with :meth:`Store.deliver`).
+WatchInterceptor = Callable[[ResourceKey, Body, bytes], bool]
 
 
 class Store:
@@ -62,6 +65,7 @@ class Store:
         self._log_bytes: dict[ResourceKey, int] = collections.defaultdict(int)
         self._log_floor: dict[ResourceKey, int] = {}
         self.watchers: dict[ResourceKey, set[Watcher]] = collections.defaultdict(set)
+        self.watch_interceptors: list[WatchInterceptor] = []
         # the garbage collector's graph: uid -> object, owner uid -> dependents
         self._uids: dict[str, ObjectKey] = {}
         self._dependents: dict[str, set[ObjectKey]] = collections.defaultdict(set)
@@ -185,6 +189,11 @@ class Store:
             revision, dropped = log.popleft()
             self._log_floor[rkey] = revision
             self._log_bytes[rkey] -= len(dropped)
+        if not any(intercept(rkey, obj, line) for intercept in list(self.watch_interceptors)):
+            self.deliver(rkey, obj, line)
+
+    def deliver(self, rkey: ResourceKey, obj: Body, line: bytes) -> None:
+        """Send a watch event to the watchers of ``rkey`` that want ``obj``."""
         for watcher in list(self.watchers.get(rkey, ())):
             if watcher.wants(obj):
                 watcher.queue.put_nowait(line)
