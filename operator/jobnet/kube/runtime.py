@@ -506,8 +506,7 @@ class RunLoop:
             for link in self.links.values():
                 link.unsubscribe(self)
             self.runtime.forget(self)
-        for request in list(self.requests):  # their answers belong to the old decisions
-            request.cancel()
+        # Requests still in flight end on their own; the new loop re-sends them with the same key.
         await self.runtime.ensure_loop(resume, self.graph)
 
     async def iterate(self) -> float | None:
