@@ -16,6 +16,7 @@ from tests.console.browser import ConsoleProcess, Page, chromium, missing_browse
 from tests.scenarios.conftest import scenario  # noqa: F401 (the fixture, shared)
 from tests.support.emulator import grant
 from tests.support.scenario import Scenario
+from tests.support.stuck import cut_until_stuck
 
 #: The person the console acts as in the tests (the kubeconfig's ``as``).
 PERSON = "alice@example.com"
@@ -72,27 +73,11 @@ def page(browser: Any, console: Callable[..., ConsoleProcess]) -> Page:
     return Page(browser, console().url)
 
 
-def stuck_run(scenario: Scenario, jobnet: str, work_body: str = "sleep 3\n") -> tuple[Any, str, str]:  # noqa: F811
+def stuck_run(scenario: Scenario, jobnet: str) -> tuple[Any, str, str]:  # noqa: F811
     """A run of ``work`` then ``next`` (``stuckResolution: Manual``) whose ``work`` is Stuck
     HeartbeatLost: the link to its VM was cut while it ran, and restored once it was Stuck (the
     job stays Stuck: a person decides). Returns the VM, the run's name and the job's path."""
-    vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", work_body)
-    downstream = scenario.marker_script(vm, "next")
-    run = scenario.run_jobnet(
-        jobnet,
-        scenario.host(vm),
-        [{"name": "work", "script": work}, {"name": "next", "script": downstream, "after": ["work"]}],
-        stuckResolution="Manual",
-    )
-    path = f"/{jobnet}/work"
-    scenario.wait_job_state(run, path, "Running", timeout=60)
-    vm.cut()
-    try:
-        stuck = scenario.wait_job_state(run, path, "Stuck", timeout=60)
-        assert stuck["reason"] == "HeartbeatLost", stuck
-    finally:
-        vm.restore()
+    vm, run, path = cut_until_stuck(scenario, jobnet, "sleep 3\n", "Manual")
     scenario.wait_phase(run, "Stuck", timeout=30)
     return vm, run, path
 

@@ -70,12 +70,19 @@ def test_K03_stuck_job_set_to_ready_runs_again_as_attempt_2(scenario: Scenario, 
     _settle(page, "Ready", "the VM was rebooted: run it again")
     page.wait(lambda: len(page.find_all_now("#attempts tr.attempt")) == 2, "two attempts in the job monitor", 60)
     assert page.attributes("#attempts tr.attempt", "data-attempt") == ["1", "2"]
-    first = page.text('#attempts tr.attempt[data-attempt="1"]')
-    assert "Stuck" in first and PERSON in first, first
     page.wait_text('#attempts tr.attempt[data-attempt="2"]', "Succeeded", timeout=60)
 
     status = scenario.wait_phase(run, "Succeeded", timeout=60)
-    assert status["jobs"][path]["attempt"] == 2 and status["jobs"][path]["state"] == "Succeeded"
+    job = status["jobs"][path]
+    assert job["attempt"] == 2 and job["state"] == "Succeeded"
+    # The first attempt as the status keeps it, and as the job monitor shows it.
+    [earlier] = job["earlierAttempts"]
+    assert (earlier["attempt"], earlier["state"], earlier["reason"]) == (1, "Stuck", "HeartbeatLost"), earlier
+    assert earlier["rerunBy"] == PERSON and earlier["host"] == job["host"], earlier
+    assert earlier["startedAt"] < job["startedAt"], (earlier, job)
+    first = page.text('#attempts tr.attempt[data-attempt="1"]')
+    assert "Stuck" in first and "HeartbeatLost" in first and f"run again by {PERSON}" in first, first
+    assert earlier["startedAt"] in first and earlier["host"] in first, first
     assert scenario.script_runs(vm, "work") == 2
 
 

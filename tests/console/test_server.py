@@ -126,6 +126,25 @@ def test_a_refused_change_carries_the_reason_and_changes_nothing(world: Emulator
         console.stop()
 
 
+def test_the_output_of_a_job_never_launched_is_refused_with_the_reason(world: EmulatorServer, tmp_path: Path) -> None:
+    result = kubectl_apply(world, jobrun("nightly", name="nightly-1"))  # no operator: it stays Pending
+    assert result.rc == 0, result.stderr
+    console = _console(world, tmp_path)
+    try:
+        client = Client(console.url)
+        base = "/runs/default/nightly-1/output"
+        status, body = client.get(f"{base}?path=/nightly/extract&offset=0")
+        assert status == 422 and "never launched" in json.loads(body)["error"], body
+        status, body = client.get(f"{base}?path=/nightly/extract&stream=stdin")
+        assert status == 400 and "stdout or stderr" in json.loads(body)["error"], body
+        # The stream says why in its one event, then ends (the page stops listening).
+        status, body = client.get(f"{base}/stream?path=/nightly/extract&stream=stdout")
+        assert status == 200 and body.startswith("event: problem\ndata: "), body
+        assert "never launched" in json.loads(body.split("data: ", 1)[1])["message"], body
+    finally:
+        console.stop()
+
+
 def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: OperatorProcess, tmp_path: Path) -> None:
     # The job fails at once (its host refuses connections), and a person may bypass it.
     result = kubectl_apply(world, jobrun("nightly", name="nightly-1"))

@@ -11,7 +11,7 @@ from jobnet.console import graphview, views
 from jobnet.console.i18n import LABELS, choose_language, translator
 from jobnet.core.expansion import expand
 from jobnet.core.models import JobNetSpec
-from jobnet.core.status import JobStatus, StateOverride
+from jobnet.core.status import EarlierAttemptStatus, JobStatus
 from jobnet.core.validation import parse_jobnet
 
 HOST = {"address": "vm1.internal", "user": "batch", "credentialsSecret": "vm1-ssh"}
@@ -81,20 +81,36 @@ def test_parse_env_lines_reports_every_bad_line() -> None:
     ]
 
 
-def test_attempts_show_each_rerun_with_who_asked_and_the_current_attempt() -> None:
-    overrides = [
-        StateOverride(path="/n/a", from_state="Stuck", to_state="Ready", by="alice", at="t1", message="reboot"),
-        StateOverride(path="/n/b", from_state="Stuck", to_state="Ready", by="bob", at="t2"),
-        StateOverride(path="/n/a", from_state="Failed", to_state="Ready", by="carol", at="t3"),
+def test_attempts_show_each_earlier_attempt_as_kept_in_the_status_and_the_current_one() -> None:
+    job = JobStatus(
+        state="Running",
+        attempt=3,
+        host="10.0.0.1",
+        pid=42,
+        started_at="t4",
+        earlier_attempts=[
+            EarlierAttemptStatus(
+                attempt=1,
+                state="Stuck",
+                reason="HeartbeatLost",
+                host="10.0.0.1",
+                pid=7,
+                rerun_by="alice",
+                rerun_at="t1",
+            ),
+            EarlierAttemptStatus(
+                attempt=2, state="Failed", reason="NonZeroExit", host="10.0.0.2", pid=8, exit_code=3, rerun_at="t3"
+            ),
+        ],
+        earlier_attempts_dropped=None,
+    )
+    rows = views.attempts(job)
+    assert [(r.number, r.state, r.host, r.pid, r.exit_code, r.note) for r in rows] == [
+        (1, "Stuck", "10.0.0.1", "7", "-", "HeartbeatLost · run again by alice · t1"),
+        (2, "Failed", "10.0.0.2", "8", "3", "NonZeroExit · run again by unknown · t3"),
+        (3, "Running", "10.0.0.1", "42", "-", ""),
     ]
-    job = JobStatus(state="Running", attempt=3, host="10.0.0.1", pid=42, started_at="t4")
-    rows = views.attempts("/n/a", job, overrides)
-    assert [(r.number, r.state, r.note) for r in rows] == [
-        (1, "Stuck", "run again by alice: reboot"),
-        (2, "Failed", "run again by carol"),
-        (3, "Running", ""),
-    ]
-    assert (rows[-1].host, rows[-1].pid) == ("10.0.0.1", "42")
+    assert views.attempts(None) == [] and views.attempts(JobStatus(state="Pending")) == []
 
 
 def test_event_rows_newest_first_filtered_with_the_paths_they_name() -> None:

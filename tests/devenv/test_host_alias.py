@@ -10,8 +10,10 @@ import helm_python
 import pytest
 import yaml
 
+from jobnet.console.command import add_console_arguments
 from jobnet.devenv.vm import NamespaceVM
 from jobnet.kube.cli import add_operator_arguments, runtime_config_from_arguments
+from jobnet.plugin.commands import add_plugin_commands
 from jobnet.ssh import HostConnectionPool, HostKeyMismatch, HostUnreachable, SshCredentials, SshSettings, SshTarget
 
 NAME = "vm1.batch.example"
@@ -39,6 +41,18 @@ def test_a_malformed_host_alias_is_refused_naming_the_expected_form(
     with pytest.raises(SystemExit):
         parser.parse_args([f"--host-alias={bad}"])
     assert f"expected NAME=ADDRESS (e.g. vm1.batch.example=10.0.0.7), not {bad!r}" in capsys.readouterr().err
+
+
+def test_the_console_and_kubectl_jobnet_logs_take_host_aliases_too() -> None:
+    """They read a job's output from its VM as the operator reaches it (``jobnet dev``'s console)."""
+    console = argparse.ArgumentParser(prog="jobnet console")
+    add_console_arguments(console)
+    assert console.parse_args([f"--host-alias={NAME}=198.18.0.2"]).host_aliases == [(NAME, "198.18.0.2")]
+    assert console.parse_args([]).host_aliases == []
+    plugin = argparse.ArgumentParser(prog="kubectl jobnet")
+    add_plugin_commands(plugin.add_subparsers(dest="command"))
+    logs = plugin.parse_args(["logs", "run-1", "/n/a", "--host-alias", f"{NAME}=198.18.0.2"])
+    assert logs.host_aliases == [(NAME, "198.18.0.2")]
 
 
 def test_a_name_aliased_twice_is_refused() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.scenario import Scenario
+from tests.support.stuck import cut_until_stuck
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -22,25 +23,8 @@ def _cut_until_stuck_and_ended(scenario: Scenario, jobnet: str, exit_code: int, 
     """Run ``work`` (exits ``exit_code`` after a while) then ``next``; cut the link while ``work``
     runs and keep it down until ``work`` is Stuck HeartbeatLost and has ended on the VM; then
     restore the link. Returns the VM and the run's name."""
-    vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", f"sleep {JOB_SECONDS}\necho work output\nexit {exit_code}\n")
-    downstream = scenario.marker_script(vm, "next")
-    run = scenario.run_jobnet(
-        jobnet,
-        scenario.host(vm),
-        [
-            {"name": "work", "script": work},
-            {"name": "next", "script": downstream, "after": ["work"]},
-        ],
-        stuckResolution=resolution,
-    )
-    path = f"/{jobnet}/work"
-    scenario.wait_job_state(run, path, "Running", timeout=60)
 
-    vm.cut()
-    try:
-        stuck = scenario.wait_job_state(run, path, "Stuck", timeout=60)
-        assert stuck["reason"] == "HeartbeatLost", stuck
+    def while_cut(vm: Any, run: str, path: str, stuck: dict[str, Any]) -> None:
         assert vm.address in stuck["message"], stuck
         event = scenario.wait_event(run, "JobStuck", contains=path)
         assert "HeartbeatLost" in event["message"] and event["type"] == "Warning", event
@@ -49,8 +33,9 @@ def _cut_until_stuck_and_ended(scenario: Scenario, jobnet: str, exit_code: int, 
         scenario.wait_agent_log(vm, rf"{re.escape(path)}#1 exited with code {exit_code}", timeout=30)
         assert scenario.job(run, path)["state"] == "Stuck"  # still unknown to the operator
         assert scenario.script_runs(vm, "next") == 0
-    finally:
-        vm.restore()
+
+    body = f"sleep {JOB_SECONDS}\necho work output\nexit {exit_code}\n"
+    vm, run, _ = cut_until_stuck(scenario, jobnet, body, resolution, while_cut)
     return vm, run
 
 

@@ -252,6 +252,26 @@ def test_applying_every_patch_in_turn_gives_exactly_the_full_status() -> None:
     assert stored["counts"] == {"Starting": 1, "Stopped": 1, "Stuck": 1, "Succeeded": 1}
 
 
+def test_earlier_attempts_are_written_merged_and_restored_for_recovery() -> None:
+    run = busy_run()
+    stored: dict[str, Any] = merge({}, status_patch(run.last, full=True))
+    previous = dict(run.last.jobnet_states)
+    done = len(run.decisions)
+    run.override_ready_fenced("/n/a")  # Stuck attempt 1 is fenced, then runs again as attempt 2
+    for decision in run.decisions[done:]:
+        stored = merge(stored, status_patch(decision, previous))
+        previous = dict(decision.jobnet_states)
+    entry = stored["jobs"]["/n/a"]
+    assert entry["attempt"] == 2 and entry["state"] == "Starting"
+    [earlier] = entry["earlierAttempts"]
+    assert (earlier["attempt"], earlier["state"], earlier["reason"]) == (1, "Stuck", "LaunchOutcomeUnknown")
+    assert earlier["host"] and earlier["rerunBy"] == "alice" and earlier["rerunAt"] == to_rfc3339(run.now)
+    assert "earlierAttemptsDropped" not in entry  # none dropped: the field is left out
+    assert stored == run_status(run.last).model_dump(by_alias=True, mode="json", exclude_none=True)
+    restored = runtime_from_status(RUN_UID, run.graph, JobRunStatus.model_validate(stored))
+    assert restored.jobs["/n/a"].earlier == run.runtime.jobs["/n/a"].earlier
+
+
 def test_first_full_patch_lists_pending_jobs_too() -> None:
     run = Run(graph("n", n={"jobs": [job("a"), job("b", "a")]}))
     patch = status_patch(run.reconcile(), full=True)

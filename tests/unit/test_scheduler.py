@@ -15,6 +15,7 @@ from jobnet.core.scheduler import (
     reconcile,
 )
 from jobnet.core.states import JobState, RunPhase
+from jobnet.core.status import ATTEMPT_HISTORY_MAX
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
 
 S = JobState
@@ -435,6 +436,25 @@ def test_override_to_ready_reruns_as_the_next_attempt_and_unskips_downstream() -
     [settlement] = run.runtime.settlements
     assert (settlement.from_state, settlement.to_state, settlement.by) == (S.FAILED, S.READY, "alice")
     assert run.events("Overridden")[0].path == "/net/a"
+
+
+def test_each_re_run_keeps_how_the_earlier_attempt_ended_bounded_with_a_count_of_the_dropped() -> None:
+    run = diamond()
+    run.reconcile()
+    for attempt in range(1, ATTEMPT_HISTORY_MAX + 3):
+        run.start_and_run("/net/a")
+        run.finish("/net/a", code=attempt)
+        run.override("/net/a", S.READY, by=f"person{attempt}")
+    job = run.runtime.jobs["/net/a"]
+    assert job.attempt == ATTEMPT_HISTORY_MAX + 3 and job.state == S.STARTING
+    assert job.pid is None and job.exit_code is None  # the current attempt starts afresh
+    assert [e.attempt for e in job.earlier] == list(range(3, ATTEMPT_HISTORY_MAX + 3))
+    assert job.earlier_dropped == 2
+    last = job.earlier[-1]
+    assert (last.state, last.reason, last.exit_code, last.host) == (S.FAILED, "NonZeroExit", last.attempt, HOST_ID)
+    assert last.rerun_by == f"person{last.attempt}" and last.rerun_at == run.now
+    assert last.started_at is not None and last.finished_at is not None
+    assert run.state("/net/b") == S.PENDING
 
 
 def test_override_failed_to_succeeded_bypasses_it_and_downstream_runs() -> None:

@@ -23,9 +23,9 @@ from jobnet.core.runstatus import (
     runtime_from_status,
     status_patch,
 )
-from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime
+from jobnet.core.scheduler import Decision, Dispatch, EarlierAttempt, JobRuntime, RunRuntime
 from jobnet.core.states import JobState, RunPhase
-from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
+from jobnet.core.status import ATTEMPT_HISTORY_MAX, OUTPUT_TAIL_MAX_CHARS, JobRunStatus, attempt_history_limit
 from tests.support.scheduler_sim import RUN_UID, Run, graph, job, sub
 from tests.unit.test_runstatus import busy_run, merge
 
@@ -159,6 +159,54 @@ def test_10000_running_jobs_with_delivery_bookkeeping_stay_under_1_MiB(rng: rand
         {}, StatusEncoder(run_graph.nodes).encode(status_patch(decision_of(run_graph, runtime), full=True), full=True)
     )
     assert object_size(stored) < MiB
+
+
+def with_history(runtime: RunRuntime, rng: random.Random) -> RunRuntime:
+    """Every job re-run as often as it takes to fill its share of earlier attempts (and more,
+    dropped), each with every field set."""
+    keep = attempt_history_limit(len(runtime.jobs))
+    jobs = {}
+    for path, entry in runtime.jobs.items():
+        earlier = tuple(
+            EarlierAttempt(
+                attempt=number,
+                state=S.STUCK,
+                reason="HeartbeatLost",
+                host=entry.host,
+                pid=rng.randint(1000, 4_000_000),
+                exit_code=rng.randint(1, 255),
+                started_at=round(rng.random() * 1e9, 3),
+                finished_at=round(rng.random() * 1e9, 3),
+                rerun_by="someone.with.a.long.name@example.com",
+                rerun_at=round(rng.random() * 1e9, 3),
+            )
+            for number in range(1, keep + 1)
+        )
+        jobs[path] = entry.model_copy(update={"attempt": keep + 3, "earlier": earlier, "earlier_dropped": 2})
+    return runtime.model_copy(update={"jobs": jobs})
+
+
+@pytest.mark.parametrize(("subs", "per_sub"), [(1, 200), (4, 250), (100, 100)], ids=["200", "1000", "10000"])
+@pytest.mark.randomized(seed=9)
+def test_runs_whose_jobs_were_all_re_run_keep_their_share_of_earlier_attempts_under_1_MiB(
+    subs: int, per_sub: int, rng: random.Random
+) -> None:
+    run_graph = wide_graph(subs, per_sub)
+    runtime = with_history(finished_runtime(run_graph, rng, S.FAILED), rng)
+    _, patch = first_write(run_graph, runtime, rng)
+    stored = merge({}, patch)
+    size = object_size(stored)
+    share = attempt_history_limit(len(run_graph.nodes))
+    print(f"{len(runtime.jobs)} re-run jobs, {share} earlier attempts each: {size / MiB:.3f} MiB")
+    assert size < MiB, f"{size} bytes"
+    some = decoded_status(stored)["jobs"][f"/big/part000/step{per_sub - 1:03d}"]
+    assert len(some.get("earlierAttempts") or []) == share and some["earlierAttemptsDropped"] == 2
+
+
+def test_the_share_of_earlier_attempts_shrinks_with_the_run_size() -> None:
+    assert attempt_history_limit(10) == ATTEMPT_HISTORY_MAX
+    assert attempt_history_limit(204) == 5 and attempt_history_limit(205) == 4
+    assert attempt_history_limit(1024) == 1 and attempt_history_limit(1025) == 0
 
 
 def test_tail_share_shrinks_with_the_run_size() -> None:

@@ -13,6 +13,8 @@ import sys
 import webbrowser
 from typing import TYPE_CHECKING
 
+from jobnet.argtypes import add_host_alias_argument
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -40,6 +42,11 @@ def add_console_arguments(parser: argparse.ArgumentParser) -> None:
         help="in-cluster mode: act with each viewer's own bearer token (Authorization header set by an "
         "authenticating proxy), never with the console's own credentials",
     )
+    add_host_alias_argument(
+        parser,
+        help="read a job's full output from ADDRESS when its host is NAME, as the operator's --host-alias "
+        "(repeatable; `jobnet dev` sets it for its VM); the host key is still verified under NAME",
+    )
     parser.set_defaults(handler=run_console, label=parser.prog)
 
 
@@ -61,7 +68,9 @@ def run_console(args: argparse.Namespace) -> int:
     if args.forward_token:
         target = ApiTarget(server=target.server, namespace=target.namespace, ssl_context=target.ssl_context)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(ConsoleSettings(target=target, forward_token=args.forward_token))
+    app = build_app(
+        ConsoleSettings(target=target, forward_token=args.forward_token, host_aliases=tuple(args.host_aliases))
+    )
     try:
         asyncio.run(_serve(app, args.address, args.port, args.open))
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import collections
 import contextlib
 import gzip
@@ -51,6 +52,7 @@ from jobnet.console.kubeapi import (
     jobruns_path,
     jobschedules_path,
 )
+from jobnet.console.output import FOLLOW_POLL_SECONDS, OUTPUT_PAGE_BYTES, OutputReader, OutputRefused, OutputSource
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
@@ -95,6 +97,10 @@ class ConsoleSettings:
     #: In-cluster mode: act with the viewer's forwarded bearer token only (never the console's own).
     forward_token: bool = False
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    #: NAME -> ADDRESS for reading output from a host named NAME (``--host-alias``).
+    host_aliases: tuple[tuple[str, str], ...] = ()
+    #: How long one stream of a running job's output follows it at most.
+    follow_max_seconds: float = 3600.0
 
 
 class _Lru(collections.OrderedDict[Any, Any]):
@@ -319,7 +325,8 @@ class Console:
             graph_problem=problem,
             choices=views.override_choices(state) if node is None or node.kind == "job" else [],
             can_stop=views.stoppable(state, status.phase),
-            attempts=views.attempts(path, job, status.overrides),
+            attempts=views.attempts(job),
+            attempts_dropped=(job.earlier_attempts_dropped or 0) if job else 0,
             history=views.steering_history(path, graph, status.overrides),
             stop_scopes=[
                 s
@@ -328,6 +335,7 @@ class Console:
             ],
             pending={k: annotations[k] for k in STEERING_ANNOTATIONS if k in annotations},
             environment=environment,
+            page_bytes=OUTPUT_PAGE_BYTES,
         )
 
     async def events_page(self, request: web.Request) -> web.Response:
@@ -393,52 +401,101 @@ class Console:
             job_count=len(graph.jobs()) if graph is not None else 0,
         )
 
-    async def output(self, request: web.Request) -> web.Response:
-        """One page (at most ``READ_CHUNK`` bytes from ``offset``) of a job's full output, read from
-        the agent on its VM like ``kubectl jobnet logs`` does (the credentials Secret the job's
-        host names, read as the viewer; host keys verified)."""
-        from jobnet.plugin.logs import AgentOutputReader, LogsOptions, locate, serve_args_from_environment
+    async def _output_source(self, request: web.Request) -> OutputSource:
+        """Where the job's full output is (its current attempt's key and host) and the credentials
+        Secret of that host, read as the viewer (like ``kubectl jobnet logs``); ``OutputRefused``
+        with the reason otherwise."""
+        from jobnet.plugin.logs import LogsOptions, locate, serve_args_from_environment
         from jobnet.plugin.view import JobRunView, PluginError
-        from jobnet.ssh import AgentRequestFailed, SshError
 
         api = self.api(request)
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        requested, offset = request.query.get("stream", "stdout"), request.query.get("offset", "0")
-        if requested not in ("stdout", "stderr") or not offset.isdigit():
-            return _refused("stream must be stdout or stderr and offset a number of bytes", 400)
+        requested = request.query.get("stream", "stdout")
+        if requested not in ("stdout", "stderr"):
+            raise OutputRefused("stream must be stdout or stderr", 400)
         stream: Literal["stdout", "stderr"] = "stderr" if requested == "stderr" else "stdout"
         body, status = await self.read_run(api, namespace, name)
         graph, problem = await self.run_graph(api, body)
         options = LogsOptions(
-            path=request.query.get("path", ""), stream=stream, serve_args=serve_args_from_environment()
+            path=request.query.get("path", ""),
+            stream=stream,
+            serve_args=serve_args_from_environment(),
+            host_aliases=self.settings.host_aliases,
         )
         try:
             location = locate(JobRunView(body=body, status=status, graph=graph, graph_problem=problem), options.path)
         except PluginError as error:
-            return _refused(str(error))
+            raise OutputRefused(str(error)) from None
         secret_name = location.host.credentials_secret
         secret = await api.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret_name}")
         try:
             data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
         except (ValueError, UnicodeDecodeError):
-            return _refused(f"Secret {secret_name!r} has data that is not base64-encoded UTF-8 text")
+            raise OutputRefused(f"Secret {secret_name!r} has data that is not base64-encoded UTF-8 text") from None
+        return OutputSource(location=location, secret=data, options=options)
 
-        def read() -> tuple[bytes, bool]:
-            reader = AgentOutputReader(location, data, options)
-            try:
-                chunk = reader.read(location.key, stream, int(offset))
-                return base64.b64decode(chunk.data), chunk.eof
-            finally:
-                reader.close()
-
+    async def output(self, request: web.Request) -> web.Response:
+        """One page of a job's full output: at most ``length`` (default and at most ``READ_CHUNK``)
+        stored bytes from ``offset``, read from the agent on its VM (the job monitor's "earlier
+        output")."""
+        offset, length = request.query.get("offset", "0"), request.query.get("length", "")
+        if not offset.isdigit() or not (length.isdigit() or length == ""):
+            return _refused("offset and length must be numbers of bytes", 400)
         try:
-            page, eof = await asyncio.to_thread(read)
-        except AgentRequestFailed as error:
-            return _refused(f"the agent on {location.host.address} refused: {error.message}", 502)
-        except (SshError, PluginError) as error:
-            return _refused(f"cannot read the output from the VM: {getattr(error, 'message', error)}", 502)
+            source = await self._output_source(request)
+            page, eof = await source.call(lambda reader: reader.read_page(int(offset), int(length or 0) or None))
+        except OutputRefused as refusal:
+            return _refused(refusal.message, refusal.status)
+        except ApiFailure as error:  # e.g. the viewer may not read the host's credentials Secret
+            return _refused(str(error), error.status if 400 <= error.status < 600 else 502)
         return web.json_response(
             {"text": page.decode(errors="replace"), "nextOffset": int(offset) + len(page), "eof": eof and not page}
+        )
+
+    async def output_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events of a job's full output: ``page`` (the last ``OUTPUT_PAGE_BYTES`` kept,
+        from a line start, with its byte range), then ``more`` as the running job writes, and
+        ``end`` once it ended and all was sent; ``problem`` when the output cannot be read. One
+        agent channel to the VM for the whole stream; it follows for at most
+        ``settings.follow_max_seconds``."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+
+        async def send(event: str, data: Body) -> None:
+            await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+            try:
+                source = await self._output_source(request)
+                reader = await source.opened()
+            except (OutputRefused, ApiFailure) as refusal:
+                await send("problem", {"message": str(refusal)})
+                return response
+            try:
+                await self._follow(reader, send)
+            except OutputRefused as refusal:
+                await send("problem", {"message": refusal.message})
+            finally:
+                await asyncio.to_thread(reader.close)
+        return response
+
+    async def _follow(self, reader: OutputReader, send: Callable[[str, Body], Awaitable[None]]) -> None:
+        start, text, end = await reader.run(reader.last_page)
+        await send("page", {"text": text, "start": start, "end": end})
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        deadline = time.monotonic() + self.settings.follow_max_seconds
+        while time.monotonic() < deadline:
+            data, eof = await reader.run(reader.read_page, end, None)
+            end += len(data)
+            if data:
+                await send("more", {"text": decoder.decode(data), "end": end})
+                continue
+            if eof:
+                await send("end", {"end": end})
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        await send(
+            "problem", {"message": f"stopped following after {self.settings.follow_max_seconds:g}s: reload to go on"}
         )
 
     # -------------------------------------------------------------- live updates
@@ -714,6 +771,7 @@ def build_app(settings: ConsoleSettings) -> web.Application:
         web.get("/runs/{namespace}/{name}", console.monitor_page),
         web.get("/runs/{namespace}/{name}/job", console.job_page),
         web.get("/runs/{namespace}/{name}/output", console.output),
+        web.get("/runs/{namespace}/{name}/output/stream", console.output_stream),
         web.get("/events", console.events_page),
         web.get("/jobnets/{namespace}/{name}", console.jobnet_page),
         web.get("/api/stream", console.stream),

@@ -18,7 +18,7 @@ from jobnet.core.env import job_environment
 from jobnet.core.expansion import RunGraph
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.states import OVERRIDE_TRANSITIONS, JobState
-from jobnet.core.status import JobRunStatus, JobStatus, StateOverride
+from jobnet.core.status import EarlierAttemptStatus, JobRunStatus, JobStatus, StateOverride
 from jobnet.plugin.tree import elapsed, format_duration
 from jobnet.plugin.view import event_time
 
@@ -240,40 +240,44 @@ class AttemptRow:
     note: str
 
 
-def attempts(path: str, job: JobStatus | None, overrides: Iterable[StateOverride]) -> list[AttemptRow]:
-    """The job's attempts, oldest first. The status keeps only the current attempt in full; each
-    earlier one ended with an override to Ready (status.overrides), which says how it ended and
-    who ran the job again."""
-    reruns = [entry for entry in overrides if entry.path == path and entry.to_state == "Ready"]
+def attempts(job: JobStatus | None) -> list[AttemptRow]:
+    """The job's attempts kept in its status, oldest first: the earlier ones (how each ended and
+    who ran the job again; why is in the overrides), then the current one. Older ones than the
+    status keeps are only counted (``job.earlier_attempts_dropped``)."""
+    if job is None:
+        return []
     rows = [
-        AttemptRow(
-            number=index,
-            state=entry.from_state,
-            host="-",
-            pid="-",
-            exit_code="-",
-            started_at="-",
-            finished_at=entry.at,
-            note=f"run again by {entry.by or 'unknown'}" + (f": {entry.message}" if entry.message else ""),
+        _attempt_row(
+            earlier.attempt,
+            earlier,
+            " · ".join(
+                part
+                for part in (earlier.reason, f"run again by {earlier.rerun_by or 'unknown'}", earlier.rerun_at)
+                if part
+            ),
         )
-        for index, entry in enumerate(reruns, start=1)
+        for earlier in job.earlier_attempts or ()
     ]
-    if job is not None and job.attempt is not None:
-        # Earlier attempts the operator re-sent itself (a fenced launch) have no override entry.
-        rows = [row for row in rows if row.number is not None and row.number < job.attempt]
-        rows.append(
-            AttemptRow(
-                number=job.attempt,
-                state=job.state,
-                host=job.host or "-",
-                pid=str(job.pid) if job.pid is not None else "-",
-                exit_code=str(job.exit_code) if job.exit_code is not None else "-",
-                started_at=job.started_at or "-",
-                finished_at=job.finished_at or "-",
-                note=job.reason or "",
-            )
-        )
+    if job.attempt is not None:
+        rows.append(_attempt_row(job.attempt, job, job.reason or ""))
     return rows
+
+
+def _attempt_row(number: int, entry: JobStatus | EarlierAttemptStatus, note: str) -> AttemptRow:
+    return AttemptRow(
+        number=number,
+        state=entry.state,
+        host=entry.host or "-",
+        pid=_text(entry.pid),
+        exit_code=_text(entry.exit_code),
+        started_at=entry.started_at or "-",
+        finished_at=entry.finished_at or "-",
+        note=note,
+    )
+
+
+def _text(number: int | None) -> str:
+    return "-" if number is None else str(number)
 
 
 def steering_history(path: str, graph: RunGraph | None, overrides: Iterable[StateOverride]) -> list[StateOverride]:

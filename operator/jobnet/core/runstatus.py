@@ -19,11 +19,12 @@ from typing import Any, cast
 
 from jobnet.core import status as api
 from jobnet.core.expansion import RunGraph
-from jobnet.core.scheduler import Decision, Dispatch, JobRuntime, RunRuntime, Settlement
+from jobnet.core.scheduler import Decision, Dispatch, EarlierAttempt, JobRuntime, RunRuntime, Settlement
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import (
     OUTPUT_TAIL_MAX_CHARS,
     DispatchStatus,
+    EarlierAttemptStatus,
     JobRunStatus,
     JobStatus,
     StateOverride,
@@ -88,7 +89,25 @@ def job_status(job: JobRuntime) -> JobStatus:
             override_by=dispatch.override_by,
             override_message=dispatch.override_message,
         ),
+        earlier_attempts=[_earlier_status(earlier) for earlier in job.earlier] or None,
+        earlier_attempts_dropped=job.earlier_dropped or None,
     )
+
+
+#: The times of an earlier attempt: Unix seconds in the runtime, RFC 3339 in the status.
+_EARLIER_TIMES = ("started_at", "finished_at", "rerun_at")
+
+
+def _earlier_status(earlier: EarlierAttempt) -> EarlierAttemptStatus:
+    fields = earlier.model_dump()
+    fields.update({name: to_rfc3339(fields[name]) for name in _EARLIER_TIMES}, state=_api_state(earlier.state))
+    return EarlierAttemptStatus.model_validate(fields)
+
+
+def _earlier_runtime(earlier: EarlierAttemptStatus) -> EarlierAttempt:
+    fields = earlier.model_dump()
+    fields.update({name: from_rfc3339(fields[name]) for name in _EARLIER_TIMES})
+    return EarlierAttempt.model_validate({**fields, "rerun_at": fields["rerun_at"] or 0.0})
 
 
 def _override(settlement: Settlement) -> StateOverride:
@@ -138,13 +157,23 @@ def status_patch(
     previous = previous_jobnet_states or {}
     jobs: dict[str, Any] = {}
     for path in sorted(decision.runtime.jobs if full else decision.changed):
-        jobs[path] = job_status(decision.runtime.jobs[path]).model_dump(
-            by_alias=True, mode="json", exclude={"output_tail"}
-        )
+        jobs[path] = _patch_entry(job_status(decision.runtime.jobs[path]))
     for path, state in decision.jobnet_states.items():
         if full or previous.get(path) != state:
             jobs[path] = {"state": str(state)}
     return {**_summary(decision, for_patch=True), "jobs": jobs}
+
+
+def _patch_entry(entry: JobStatus) -> dict[str, Any]:
+    """A job's entry for a merge patch: every field, null to remove it, but ``earlierAttempts``
+    as stored (a merge patch replaces a list whole: nulls inside it would be kept)."""
+    dumped = entry.model_dump(by_alias=True, mode="json", exclude={"output_tail", "earlier_attempts"})
+    dumped["earlierAttempts"] = (
+        None
+        if entry.earlier_attempts is None
+        else [earlier.model_dump(by_alias=True, mode="json", exclude_none=True) for earlier in entry.earlier_attempts]
+    )
+    return dumped
 
 
 def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> RunRuntime:
@@ -201,6 +230,8 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
             deadline=from_rfc3339(entry.deadline),
             kill_reason=entry.kill_reason,
             dispatch=dispatch,
+            earlier=tuple(_earlier_runtime(earlier) for earlier in entry.earlier_attempts or ()),
+            earlier_dropped=entry.earlier_attempts_dropped or 0,
         )
     settlements = tuple(
         Settlement(

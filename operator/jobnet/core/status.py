@@ -17,6 +17,19 @@ from pydantic.alias_generators import to_camel
 #: Longest output tail kept in a job's status, in characters.
 OUTPUT_TAIL_MAX_CHARS = 2048
 
+#: Earlier attempts one job keeps in its status at most (older ones are only counted).
+ATTEMPT_HISTORY_MAX = 5
+#: Earlier-attempt records a whole run may keep in its status; each entry gets an equal share.
+RUN_ATTEMPT_HISTORY_BUDGET = 1024
+
+
+def attempt_history_limit(entry_count: int) -> int:
+    """Earlier attempts one job of a run with ``entry_count`` entries keeps in the status: an
+    equal share of :data:`RUN_ATTEMPT_HISTORY_BUDGET`, at most :data:`ATTEMPT_HISTORY_MAX`
+    (5 up to 204 entries, 1 up to 1,024, none beyond: those runs only count them)."""
+    return min(ATTEMPT_HISTORY_MAX, RUN_ATTEMPT_HISTORY_BUDGET // max(1, entry_count))
+
+
 #: How the API spells a :class:`jobnet.core.states.JobState` (the scheduler's vocabulary; the
 #: string values are the same, checked by tests/unit/test_states.py). A Literal, so that the
 #: CRD schema gets a plain string enum.
@@ -86,6 +99,21 @@ class DispatchStatus(StatusModel):
     override_message: str | None = Field(default=None, description="For a fence: the reason given with that override.")
 
 
+class EarlierAttemptStatus(StatusModel):
+    """How an earlier attempt of a job ended (kept when the job was run again)."""
+
+    attempt: int = Field(ge=1, description="The attempt's number (1 = first run).")
+    state: JobStateName = Field(description="The state it was in when the job was run again (Stuck or Failed).")
+    reason: str | None = Field(default=None, description="The reason of that state, e.g. `HeartbeatLost`.")
+    host: str | None = Field(default=None, description="Address of the VM it ran on.")
+    pid: int | None = Field(default=None, description="Process id on the VM.")
+    exit_code: int | None = Field(default=None, description="Exit code of the script, when known.")
+    started_at: str | None = _time("When it started (RFC 3339).")
+    finished_at: str | None = _time("When it finished (RFC 3339), when known.")
+    rerun_by: str | None = Field(default=None, description="Who ran the job again.")
+    rerun_at: str | None = _time("When the job was run again (RFC 3339).")
+
+
 class JobStatus(StatusModel):
     """The state of one job (or sub-jobnet) of a run, keyed by its path in `JobRun.status.jobs`."""
 
@@ -118,6 +146,14 @@ class JobStatus(StatusModel):
     )
     dispatch: DispatchStatus | None = Field(
         default=None, description="The launch or kill request being delivered to the agent, while undecided."
+    )
+    earlier_attempts: list[EarlierAttemptStatus] | None = Field(
+        default=None,
+        description=f"The attempts before the current one, oldest first (at most {ATTEMPT_HISTORY_MAX}; fewer in "
+        f"large runs, which keep {RUN_ATTEMPT_HISTORY_BUDGET} in all).",
+    )
+    earlier_attempts_dropped: int | None = Field(
+        default=None, ge=1, description="How many attempts older than `earlierAttempts` are no longer kept."
     )
 
 

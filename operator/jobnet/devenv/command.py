@@ -179,6 +179,11 @@ class DevEnvironment:
         return {"address": DEV_HOST, "port": 22, "user": DEV_USER, "credentialsSecret": DEV_SECRET}
 
     @property
+    def host_alias_argument(self) -> str:
+        """``--host-alias`` of the operator and the console: the examples' VM name -> the VM."""
+        return f"--host-alias={DEV_HOST}={self.vm_address}"
+
+    @property
     def vm_address(self) -> str:
         if self.local_ssh is not None:
             return self.local_ssh.address
@@ -236,7 +241,7 @@ class DevEnvironment:
             self.emulator,
             self.workdir,
             ready_timeout=60.0,
-            extra_args=(*DEV_RUNTIME_ARGS, f"--host-alias={DEV_HOST}={self.vm_address}"),
+            extra_args=(*DEV_RUNTIME_ARGS, self.host_alias_argument),
         )
         register_webhooks(self.emulator, self.operator.webhook_url)
         self._stack.callback(self._stop_operator)

@@ -211,7 +211,15 @@ def console_alongside(env: DevEnvironment) -> Iterator[str]:
     log_path = env.workdir / "console.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jobnet.cli", "console", f"--kubeconfig={env.kubeconfig}", "--port=0"],
+            [
+                sys.executable,
+                "-m",
+                "jobnet.cli",
+                "console",
+                f"--kubeconfig={env.kubeconfig}",
+                "--port=0",
+                env.host_alias_argument,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

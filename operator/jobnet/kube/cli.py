@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import kopf
 
-from jobnet.argtypes import positive_count, positive_seconds
+from jobnet.argtypes import add_host_alias_argument, positive_count, positive_seconds
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.certificates import CertificateConfig
 from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
@@ -20,15 +20,6 @@ from jobnet.ssh import SshSettings
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "text": kopf.LogFormat.FULL}
 #: Prefix of the environment variables that set the operator's options (``defaults_from_environment``).
 ENVIRONMENT_PREFIX = "JOBNET_OPERATOR_"
-
-
-def host_alias(text: str) -> tuple[str, str]:
-    """``NAME=ADDRESS`` of ``--host-alias``: a clear error for anything else."""
-    name, separator, address = text.partition("=")
-    name, address = name.strip(), address.strip()
-    if not separator or not name or not address or "=" in address:
-        raise argparse.ArgumentTypeError(f"expected NAME=ADDRESS (e.g. vm1.batch.example=10.0.0.7), not {text!r}")
-    return name, address
 
 
 def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,13 +229,8 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra argument of `jobnet-agent serve` on every VM, repeatable, "
         "e.g. --agent-serve-arg=--heartbeat-seconds --agent-serve-arg=1",
     )
-    runtime.add_argument(
-        "--host-alias",
-        dest="host_aliases",
-        action="append",
-        default=[],
-        type=host_alias,
-        metavar="NAME=ADDRESS",
+    add_host_alias_argument(
+        runtime,
         help="connect to ADDRESS whenever a JobNet's host is NAME, like a pod's hostAliases "
         "(repeatable); the host key is still verified against knownHosts under NAME",
     )

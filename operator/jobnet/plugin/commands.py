@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jobnet.argtypes import positive_seconds
+from jobnet.argtypes import add_host_alias_argument, positive_seconds
 from jobnet.core.annotations import (
     OVERRIDE_ANNOTATION,
     OVERRIDE_MESSAGE_ANNOTATION,
@@ -104,6 +104,7 @@ def run_logs_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         ssh_timeout=args.ssh_timeout,
         serve_args=serve_args_from_environment(),
+        host_aliases=tuple(args.host_aliases),
     )
     return run_logs(_kube(args), args.run, options, sys.stdout.buffer, sys.stderr, args.label)
 
@@ -305,6 +306,11 @@ def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     logs.add_argument("path", metavar="PATH", help="job path, e.g. /nightly/load/step1")
     logs.add_argument("--stderr", action="store_true", help="print the job's stderr instead of its stdout")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    add_host_alias_argument(
+        logs,
+        help="connect to ADDRESS when the job's host is NAME, as the operator's --host-alias (repeatable; "
+        "e.g. `jobnet dev`'s vm1.batch.example); the host key is still verified under NAME",
+    )
     logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines (then more with --follow)")
     logs.add_argument(
         "--timeout", type=positive_seconds, help="give up following after this many seconds (exit status 1)"

@@ -56,6 +56,8 @@ class LogsOptions:
     timeout: float | None = None
     ssh_timeout: float = 10.0
     serve_args: tuple[str, ...] = ()
+    #: NAME -> ADDRESS to connect to for a host named NAME (as the operator's ``--host-alias``).
+    host_aliases: tuple[tuple[str, str], ...] = ()
 
 
 def serve_args_from_environment() -> tuple[str, ...]:
@@ -126,7 +128,12 @@ class AgentOutputReader:
             raise PluginError(f"Secret {location.host.credentials_secret!r}: {error}") from None
         timeout = options.ssh_timeout
         self.pool = HostConnectionPool(
-            SshSettings(connect_timeout=timeout, handshake_timeout=timeout, auth_timeout=timeout)
+            SshSettings(
+                connect_timeout=timeout,
+                handshake_timeout=timeout,
+                auth_timeout=timeout,
+                host_aliases=dict(options.host_aliases),
+            )
         )
         target = SshTarget(location.host.address, location.host.port, location.host.user)
         try:
@@ -147,8 +154,8 @@ class AgentOutputReader:
             self.close()
             raise
 
-    def read(self, key: JobKey, stream: OutputStream, offset: int) -> ReadResult:
-        request = ReadRequest(key=key, stream=stream, offset=offset, length=READ_CHUNK)
+    def read(self, key: JobKey, stream: OutputStream, offset: int, length: int = READ_CHUNK) -> ReadResult:
+        request = ReadRequest(key=key, stream=stream, offset=offset, length=length)
         return self.channel.call(request, ReadResult)
 
     def tail(self, key: JobKey, stream: OutputStream, max_bytes: int) -> TailResult:

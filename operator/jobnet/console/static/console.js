@@ -164,39 +164,83 @@ function initJobList(scrollTop) {
   draw();
 }
 
-// ------------------------------------------------------------------ full output, paged
+// ------------------------------------------------------------------ full output, streamed and paged
 
+// The job's output from its VM: the last page first, then what the running job writes, as it
+// writes it (Server-Sent Events); earlier pages on request.
 function initOutput() {
   const holder = document.querySelector(".full-output");
   if (!holder) return;
   const shown = document.getElementById("full-output");
-  const more = document.getElementById("more-output");
+  const earlier = document.getElementById("earlier-output");
   const problem = document.getElementById("output-problem");
+  const status = document.getElementById("output-status");
+  const pageBytes = Number(holder.dataset.pageBytes);
+  let source = null;
   let stream = "stdout";
-  let offset = 0;
-  async function page() {
-    const response = await fetch(`${holder.dataset.url}&stream=${stream}&offset=${offset}`, { credentials: "same-origin" });
+  let start = 0; // the byte offset of the first byte shown
+
+  function stopFollowing() {
+    if (source) source.close();
+    source = null;
+  }
+  function showProblem(text) {
+    stopFollowing();
+    status.textContent = "";
+    problem.textContent = text;
+    problem.hidden = false;
+  }
+  function follow(chosen) {
+    stopFollowing();
+    stream = chosen;
+    start = 0;
+    shown.textContent = "";
+    shown.hidden = true;
+    earlier.hidden = true;
+    problem.hidden = true;
+    holder.dataset.done = "";
+    status.textContent = holder.dataset.following;
+    source = new EventSource(`${holder.dataset.streamUrl}&stream=${stream}`);
+    source.addEventListener("page", (message) => {
+      const page = JSON.parse(message.data);
+      shown.textContent = page.text;
+      shown.hidden = false;
+      start = page.start;
+      earlier.hidden = start === 0;
+    });
+    source.addEventListener("more", (message) => {
+      const atBottom = shown.scrollTop + shown.clientHeight >= shown.scrollHeight - 4;
+      shown.append(JSON.parse(message.data).text);
+      if (atBottom) shown.scrollTop = shown.scrollHeight;
+    });
+    source.addEventListener("end", () => {
+      stopFollowing();
+      status.textContent = holder.dataset.ended;
+      holder.dataset.done = "1";
+    });
+    source.addEventListener("problem", (message) => showProblem(JSON.parse(message.data).message));
+    source.onerror = () => {
+      if (source) showProblem(holder.dataset.lost);
+    };
+  }
+  async function loadEarlier() {
+    const from = Math.max(0, start - pageBytes);
+    const url = `${holder.dataset.url}&stream=${stream}&offset=${from}&length=${start - from}`;
+    const response = await fetch(url, { credentials: "same-origin" });
     const answer = await response.json();
     if (!response.ok) {
       problem.textContent = answer.error;
       problem.hidden = false;
       return;
     }
-    problem.hidden = true;
-    shown.hidden = false;
-    shown.append(answer.text);
-    offset = answer.nextOffset;
-    more.hidden = answer.eof || answer.text === "";
+    shown.prepend(answer.text);
+    start = from;
+    earlier.hidden = start === 0;
   }
   for (const button of holder.querySelectorAll(".load-output")) {
-    button.onclick = () => {
-      stream = button.dataset.stream;
-      offset = 0;
-      shown.textContent = "";
-      page();
-    };
+    button.onclick = () => follow(button.dataset.stream);
   }
-  more.onclick = page;
+  earlier.onclick = loadEarlier;
 }
 
 function initRegion(scrollTop) {

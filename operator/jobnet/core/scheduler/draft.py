@@ -17,8 +17,18 @@ from jobnet.core.hosts import host_id
 from jobnet.core.models import RetrySpec, StuckResolution
 from jobnet.core.scheduler.actions import Ack, Event, Fence, Kill, Launch
 from jobnet.core.scheduler.facts import AgentFacts, SchedulerPolicy
-from jobnet.core.scheduler.state import NEVER_LAUNCHED, Dispatch, DispatchOp, JobRuntime, RunRuntime, Settlement
+from jobnet.core.scheduler.state import (
+    AUTO_RESOLVER,
+    NEVER_LAUNCHED,
+    Dispatch,
+    DispatchOp,
+    EarlierAttempt,
+    JobRuntime,
+    RunRuntime,
+    Settlement,
+)
 from jobnet.core.states import TERMINAL_STATES, JobState, automatic_transition_allowed, override_allowed
+from jobnet.core.status import attempt_history_limit
 
 _DEFAULT_RETRY = RetrySpec()
 #: A graph built without JobNet specs (never by expansion) resolves like the spec's default.
@@ -49,6 +59,8 @@ class JobChange(AttemptResults, total=False):
     message: str | None
     host: str | None
     dispatch: Dispatch | None
+    earlier: tuple[EarlierAttempt, ...]
+    earlier_dropped: int
 
 
 ATTEMPT_CLEARED: AttemptResults = {
@@ -152,11 +164,41 @@ class Draft:
             self.changed.add(path)
         return updated
 
-    def rerun(self, path: str, reason: str | None, message: str) -> None:
+    def rerun(self, path: str, reason: str | None, message: str, *, by: str | None = AUTO_RESOLVER) -> None:
         """Make the job Ready for its next attempt, as a person may ask (an override to Ready,
-        or the operator's own settlement): what the last attempt left is cleared."""
+        ``by`` them) or as the operator decides itself: what the last attempt left moves to the
+        job's bounded history of earlier attempts."""
+        job = self.jobs[path]
+        earlier, dropped = job.earlier, job.earlier_dropped
+        if job.attempt > 0:
+            earlier = (
+                *earlier,
+                EarlierAttempt(
+                    attempt=job.attempt,
+                    state=job.state,
+                    reason=job.reason,
+                    host=job.host,
+                    pid=job.pid,
+                    exit_code=job.exit_code,
+                    started_at=job.started_at,
+                    finished_at=job.finished_at,
+                    rerun_by=by,
+                    rerun_at=self.now,
+                ),
+            )
+        excess = len(earlier) - attempt_history_limit(len(self.graph.nodes))
+        if excess > 0:
+            earlier, dropped = earlier[excess:], dropped + excess
         self.update(
-            path, override=True, state=JobState.READY, reason=reason, message=message, dispatch=None, **ATTEMPT_CLEARED
+            path,
+            override=True,
+            state=JobState.READY,
+            reason=reason,
+            message=message,
+            dispatch=None,
+            earlier=earlier,
+            earlier_dropped=dropped,
+            **ATTEMPT_CLEARED,
         )
 
     def remember(self, record: JobRecord) -> None:

@@ -32,7 +32,7 @@ def settle_by_override(draft: Draft, path: str, state: JobState, by: str | None,
     was = f"{job.state}" + (f" ({job.reason})" if job.reason else "")
     if state == S.READY:
         message = with_reason(f"re-run requested by {who} (was {was}); it runs as attempt {job.attempt + 1}", reason)
-        draft.rerun(path, Reason.OVERRIDDEN, message)
+        draft.rerun(path, Reason.OVERRIDDEN, message, by=by)
     else:
         message = with_reason(f"set to {state} by {who} (was {was})", reason)
         draft.update(

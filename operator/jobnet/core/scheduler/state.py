@@ -44,6 +44,24 @@ class Dispatch(FrozenModel):
     override_message: str | None = None
 
 
+class EarlierAttempt(FrozenModel):
+    """How an earlier attempt of a job ended: kept when the job is run again (an override to
+    Ready, or the operator's own re-send after a fence)."""
+
+    attempt: int = Field(ge=1)
+    #: The state the attempt was in when the job was run again (Stuck or Failed).
+    state: JobState
+    reason: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Who ran the job again, and when.
+    rerun_by: str | None = None
+    rerun_at: float
+
+
 class JobRuntime(FrozenModel):
     """What the scheduler knows and remembers about one job (persisted in JobRun status)."""
 
@@ -63,6 +81,10 @@ class JobRuntime(FrozenModel):
     deadline: float | None = None
     kill_reason: KillReason | None = None
     dispatch: Dispatch | None = None
+    #: The attempts before the current one, oldest first (at most
+    #: :func:`jobnet.core.status.attempt_history_limit`), and how many older ones were dropped.
+    earlier: tuple[EarlierAttempt, ...] = ()
+    earlier_dropped: int = Field(default=0, ge=0)
 
 
 #: The runtime of every job never launched (frozen, so one instance serves them all).
