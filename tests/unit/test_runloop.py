@@ -301,7 +301,7 @@ def test_nothing_is_acted_on_before_its_decision_is_stored(refusal: str) -> None
         await settle(loop)
         assert wakeup is not None and (wakeup > time.time()) == (refusal == "unavailable")
         assert agent.requests == [] and client.patches == []
-        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]  # read again
+        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]  # (read again)
         await loop.iterate()  # stored, then launched
         await settle(loop)
         assert client.job("/net/load")["state"] == "Starting" and len(agent.sent(LaunchRequest)) == 1
