@@ -3,7 +3,9 @@
 Every handler is registered on a registry built here (never kopf's global one), so importing
 this module has no side effects and tests can build as many operators as they like.
 
-A JobRun is re-validated and expanded when it is created, because admission cannot stop
+A JobRun is re-validated and expanded when the watch first shows it without a phase (a kopf
+*event* handler: kopf then keeps no diffbase annotation in JobRuns, whose writes would each pass
+admission and come back as one more watch event), because admission cannot stop
 every race (a JobNet it needs may be deleted after the JobRun was admitted, or the webhook
 may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Failed`` with
 reason ``InvalidJobNet``, a message naming every problem, and a Warning Event. For a valid one
@@ -20,7 +22,7 @@ import asyncio
 import datetime
 import logging
 import os
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,8 +56,9 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
-#: Tries of one describe of a namespace's JobNets (retry_delay apart) before waiting for the next watch.
-DESCRIBE_TRIES = 3
+#: Tries of one describe of a namespace's JobNets, or of one JobRun's start (retry_delay apart),
+#: before waiting for the next watch event (kopf lists everything again at each new watch).
+API_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class RunLeader:
         self.starter = starter
         self.active = False
         self._starting: set[str] = set()
+        #: made Pending in this term (an event written before that may still come)
+        self._started: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def lead(self) -> None:
@@ -200,6 +205,7 @@ class RunLeader:
         for task in list(self._tasks):
             task.cancel()
         self._starting.clear()
+        self._started.clear()
         if self.starter is not None:
             await self.starter.follow()
 
@@ -227,12 +233,15 @@ class RunLeader:
         """A JobRun as listed or watched: expand it when new, else hand it to the runtime."""
         if not self.active:
             return
-        if event_type != "DELETED" and not (body.get("status") or {}).get("phase"):
-            uid = body.get("metadata", {}).get("uid", "")
-            if uid and uid not in self._starting:
+        uid = body.get("metadata", {}).get("uid", "")
+        if event_type == "DELETED":
+            self._started.discard(uid)
+        elif jobrun_needs_starting(body):
+            if uid and uid not in self._starting and uid not in self._started:
                 self._starting.add(uid)
                 self._spawn(self._start(dict(body)), f"start jobrun {uid}")
-        elif self.starter is not None:
+            return
+        if self.starter is not None:
             await self.starter.on_jobrun(event_type, body)
 
     async def _start(self, body: dict[str, Any]) -> None:
@@ -244,6 +253,7 @@ class RunLeader:
             while True:
                 try:
                     await _start(body, name, namespace, meta["uid"], self.client, self.starter)
+                    self._started.add(meta["uid"])
                     return
                 except KubeApiError as e:
                     if e.status == HTTP_NOT_FOUND:
@@ -299,21 +309,11 @@ class JobNetDescriber:
                     await self.describe(namespace)
 
     async def describe(self, namespace: str) -> None:
-        """Describe the namespace's JobNets: tried DESCRIBE_TRIES times (retry_delay apart), then
-        again at the next watch event."""
-        for attempt in range(1, DESCRIBE_TRIES + 1):
-            try:
-                await _describe_namespace(namespace, self.client)
-            except KubeApiError as e:
-                if attempt == DESCRIBE_TRIES:
-                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", namespace, e)
-                    return
-                delay = self.config.retry_delay
-                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", namespace, e, delay)
-                await asyncio.sleep(delay)
-            else:
-                self.described.add(namespace)
-                return
+        """Describe the namespace's JobNets (see :func:`retried`)."""
+        if await retried(
+            lambda: _describe_namespace(namespace, self.client), f"describe the JobNets of {namespace}", self.config
+        ):
+            self.described.add(namespace)
 
 
 def build_registry(
@@ -370,6 +370,29 @@ def build_registry(
         await jobnets.on_event(event.get("type"), body, namespace or "default")
 
     return registry, [runs, jobnets, schedules]
+
+
+async def retried(action: Callable[[], Awaitable[None]], what: str, config: OperatorConfig) -> bool:
+    """Do ``action`` (an event handler's work) up to API_TRIES times while the API server fails,
+    ``config.retry_delay`` apart; whether it was done. kopf does not retry event handlers: after
+    the last try the object's next watch event (at the latest the next watch's listing) tries again."""
+    for attempt in range(1, API_TRIES + 1):
+        try:
+            await action()
+        except KubeApiError as e:
+            if attempt == API_TRIES:
+                logger.error("cannot %s (tried again at the next watch event): %s", what, e)
+                return False
+            logger.warning("cannot %s: %s; retrying in %.1fs", what, e, config.retry_delay)
+            await asyncio.sleep(config.retry_delay)
+        else:
+            return True
+    return False
+
+
+def jobrun_needs_starting(body: Mapping[str, Any]) -> bool:
+    """A JobRun is started while it has no phase (new, or its start failed) and is not being deleted."""
+    return not (body.get("status") or {}).get("phase") and not body.get("metadata", {}).get("deletionTimestamp")
 
 
 def jobnets_need_describing(event_type: str | None, body: Mapping[str, Any], *, since_start: bool) -> bool:
