@@ -174,6 +174,14 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)",
     )
     runtime.add_argument(
+        "--launch-retry-window",
+        type=float,
+        default=60.0,
+        help="a launch that never left because its VM could not be reached is retried (same key, "
+        "backoff between --reconnect-backoff-min and -max) this long before the job fails "
+        "HostUnreachable; 0: only the job's own retry.dispatchAttempts (default: 60)",
+    )
+    runtime.add_argument(
         "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL when a job is stopped (default: 10)"
     )
     runtime.add_argument(
@@ -364,6 +372,7 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         ssh=ssh,
         api_retry_delay=args.retry_delay,
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
+        launch_retry_window=args.launch_retry_window,
         agent_idle_timeout=args.agent_idle_timeout,
     )
 
