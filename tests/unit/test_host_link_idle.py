@@ -22,8 +22,8 @@ class FakeAgent:
     connected: bool = True
     heartbeat: float = 0.0
     closes: int = 0
-    #: the channel's hello: None, the link has checked it already (no lost-key report to make)
-    hello: Any = None
+    #: no hello: HostLink's check for keys the agent lost (agentlost.py) never starts
+    hello: object = None
 
     def heartbeat_age(self) -> float | None:
         return self.heartbeat if self.connected else None
