@@ -19,8 +19,11 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 
 def kill_supervisor_mid_job(scenario: Scenario, resolution: str) -> tuple[NamespaceVM, str]:
+    """The script runs until the test lets it end, after its supervisor was killed (so it ends
+    unsupervised whatever the machine's load)."""
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 3\nexit 0\n")
+    go = vm.home / "e02-go"
+    work = scenario.marker_script(vm, "work", f"while [ ! -e {go} ]; do sleep 0.1; done\nexit 0\n")
     after = scenario.marker_script(vm, "after-work")
     run = scenario.run_jobnet(
         "e02",
@@ -37,6 +40,7 @@ def kill_supervisor_mid_job(scenario: Scenario, resolution: str) -> tuple[Namesp
     killed = vm.kill_agent(("supervise",))
 
     assert killed, "no supervising process was found to kill"
+    go.touch()
     return vm, run
 
 
