@@ -6,8 +6,8 @@ on changes of its annotations and at the scheduler's deadlines, and per iteratio
     decision = reconcile(graph, runtime, facts, policy, now, annotations=<requests not yet applied>)
     patch the status (one merge patch at the known resourceVersion, only when something changed,
                       recording the steering requests applied)            # first
-    Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
     remove the applied steering annotations (JSON patch, only while unchanged)
+    Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
 
 A conflict (the run changed since the version decided from) means read it again and decide
 again; see kube/versioned.py and core/steering.py.
@@ -138,6 +138,9 @@ class RuntimeConfig:
     max_inflight_launches_per_host: int = 16
     #: how long a launch that never left (host unreachable) is retried (SchedulerPolicy)
     launch_retry_window: float = 60.0
+    #: how long a host's agent channel stays open after its last run ended: the next run's first
+    #: launch then needs no SSH connection, no agent start and no fork server start
+    agent_idle_timeout: float = 300.0
 
     @property
     def secret_read_deadline(self) -> float:
@@ -307,16 +310,23 @@ class HostLink:
             raise CredentialsUnavailable(f"credentials Secret {secret} is not usable: {e}") from None
 
     async def _keep_connected(self) -> None:
-        """While runs use this host: keep the channel (and so events and heartbeats) flowing."""
+        """While runs use this host: keep the channel (and so events and heartbeats) flowing.
+        Once no run uses it, the open channel is kept (heartbeats still checked) for
+        :attr:`RuntimeConfig.agent_idle_timeout`, never reopened; then it is closed."""
         config = self.runtime.config
         backoff = config.ssh.reconnect_backoff_min
         probe = min(1.0, config.heartbeat_deadline / 3)
+        idle_until: float | None = None
         while True:
-            if not self.subscribers:
-                if self.agent is not None:
-                    await self.agent.close()
-                if not self.subscribers:  # nobody subscribed while the channel was closing
-                    return
+            if self.subscribers:
+                idle_until = None
+            else:
+                idle_until = idle_until or time.monotonic() + config.agent_idle_timeout
+                if time.monotonic() >= idle_until or self.agent is None or not self.agent.connected:
+                    if self.agent is not None:
+                        await self.agent.close()
+                    if not self.subscribers:  # nobody subscribed while the channel was closing
+                        return
             try:
                 agent = await self.connect()
             except SshError as e:
@@ -342,7 +352,7 @@ class HostLink:
                 agent.drop_connection()
                 self._wake_all()
                 continue
-            await asyncio.sleep(probe)
+            await asyncio.sleep(probe if idle_until is None else max(0.0, min(probe, idle_until - time.monotonic())))
 
     def _wake_all(self) -> None:
         for loop in list(self.subscribers.values()):
@@ -482,14 +492,11 @@ class RunLoop:
     # -------------------------------------------------------------- the loop
 
     def start(self) -> None:
+        # Every host a job of the run may still need: its channel (and the agent's fork server)
+        # opens now, while the run's first status write is on its way, not at the first launch.
         for node in self.graph.jobs():
             entry = self.state.jobs.get(node.path)
-            if (
-                node.host is not None
-                and entry is not None
-                and entry.state
-                not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING)
-            ):
+            if node.host is not None and (entry is None or entry.state not in TERMINAL_STATES):
                 self.link(node.host)
         self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
 
@@ -540,8 +547,7 @@ class RunLoop:
             for link in self.links.values():
                 link.unsubscribe(self)
             self.runtime.forget(self)
-        for request in list(self.requests):  # their answers belong to the old decisions
-            request.cancel()
+        # Requests still in flight end on their own; the new loop re-sends them with the same key.
         await self.runtime.ensure_loop(resume, self.graph)
 
     async def iterate(self) -> float | None:
@@ -594,9 +600,10 @@ class RunLoop:
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
+        removed = await self.remove_applied()
         for action in decision.actions:  # in the scheduler's order: requests, acks, Events
             await self.act(action)
-        if not await self.remove_applied():
+        if not removed:
             return now + self.runtime.config.api_retry_delay
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
