@@ -39,6 +39,10 @@ from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM, missing_requirements
 
+#: The product's default deadlines (the tests' short ones would call a busy agent's slow answers
+#: lost): an agent request may wait behind hundreds of queued launches.
+PRODUCT_DEADLINES = ("--agent-request-timeout=30", "--dispatch-timeout=60", "--heartbeat-deadline=30")
+
 
 @contextmanager
 def world(stack: ExitStack) -> Iterator[Scenario]:
@@ -107,7 +111,7 @@ def bench_chain(scenario: Scenario, vm: NamespaceVM, length: int) -> None:
         f"whole run {wall:.2f} s"
     )
     print(writes_line(scenario, "chain-1", watch, length))
-    print_chain_breakdown(scenario, vm, [job["name"] for job in jobs])
+    print_chain_breakdown(scenario.operator_log(), scenario.agent_log(vm), [job["name"] for job in jobs])
 
 
 def _log_times(text: str, pattern: str, time_format: str) -> dict[str, float]:
@@ -119,10 +123,10 @@ def _log_times(text: str, pattern: str, time_format: str) -> dict[str, float]:
     return found
 
 
-def print_chain_breakdown(scenario: Scenario, vm: NamespaceVM, names: list[str]) -> None:
-    """Where a chain step's time goes, from the operator's and the agent's log lines (same host
-    clock; the operator logs with millisecond resolution)."""
-    operator_log, agent_log = scenario.operator_log(), scenario.agent_log(vm)
+def print_chain_breakdown(operator_log: str, agent_log: str, names: list[str]) -> None:
+    """Where a step of the chain of JobNet ``chain`` (jobs ``names``) goes, from the operator's
+    and the agent's log lines of one run of it (same host clock; the operator logs with
+    millisecond resolution)."""
     agent_time = "%Y-%m-%dT%H:%M:%S.%fZ"
     launching = _log_times(
         operator_log, r"\[(\S+ \S+)\] jobnet.runtime .*job=/chain/(\w+) .*: launching", "%Y-%m-%d %H:%M:%S,%f"
@@ -131,12 +135,14 @@ def print_chain_breakdown(scenario: Scenario, vm: NamespaceVM, names: list[str])
     started = _log_times(agent_log, r"(\S+Z) supervise\[\d+\] \S+:/chain/(\w+)#1 started", agent_time)
     exited = _log_times(agent_log, r"(\S+Z) supervise\[\d+\] \S+:/chain/(\w+)#1 exited", agent_time)
     parts: dict[str, list[float]] = {
+        "whole step, upstream exited -> script started": [],
         "upstream exited -> operator sends the launch": [],
         "launch sent -> agent accepted it": [],
         "accepted -> script started": [],
     }
     for upstream, job in itertools.pairwise(names):
         if upstream in exited and all(job in times for times in (launching, accepted, started)):
+            parts["whole step, upstream exited -> script started"].append(started[job] - exited[upstream])
             parts["upstream exited -> operator sends the launch"].append(launching[job] - exited[upstream])
             parts["launch sent -> agent accepted it"].append(accepted[job] - launching[job])
             parts["accepted -> script started"].append(started[job] - accepted[job])
@@ -257,12 +263,8 @@ def main() -> None:
         sys.exit(f"cannot run: {reason}")
     with ExitStack() as stack, world(stack) as scenario:
         vms = [scenario.vm(f"b{i}") for i in range(args.vms)]
-        # The product's default deadlines (the tests' short ones would call a busy agent's slow
-        # answers lost): an agent request may wait behind hundreds of queued launches.
         # Logging as in production: kopf's debug log (the tests') costs the operator ~10% CPU.
-        operator = scenario.start_operator(
-            "--agent-request-timeout=30", "--dispatch-timeout=60", "--heartbeat-deadline=30", verbose=False
-        )
+        operator = scenario.start_operator(*PRODUCT_DEADLINES, verbose=False)
         assert operator.process is not None
         bench_chain(scenario, vms[0], args.chain)
         cpu_before = cpu_seconds(operator.process.pid)

@@ -17,8 +17,15 @@ The time is from the JobRun being stored by the API server (its ADDED watch even
 write that says Succeeded (its MODIFIED event), both seen on a real watch; ``kubectl create``'s
 own start-up (~0.1 s) is not in it. Medians with min–max over ``--runs`` runs after one warm-up.
 
+The rest of issue 12's table, from the same world: the VM's CPU per job over the warm runs (every
+process of the VM: sshd, agent, fork server, supervisors, wrappers, scripts; a cgroup v1 cpuacct
+group, as in bench_agent_chain), where a chain step goes (the last warm chain run's operator and
+agent log lines, as in bench_dispatch) and, with ``--fanout-vms``, bench_dispatch's fan-out of
+``--fanout-jobs`` jobs over that many VMs (completions/s). The load average before and after is
+printed: other work on the machine shows in every figure.
+
 Needs root, ip netns and OpenSSH (like tests/vm). From the repository root:
-``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2]``.
+``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2] [--fanout-vms 4] [--fanout-jobs 1000]``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _agent_vm import CpuMeter, VmCpu
+from bench_dispatch import PRODUCT_DEADLINES, bench_fanout, print_chain_breakdown
 from bench_dispatch import world as dispatch_world
 
 from tests.support.apiwatch import JobRunWatch
@@ -65,13 +74,16 @@ SHAPES: dict[str, Callable[[], list[dict[str, Any]]]] = {"chain": chain_jobs, "f
 
 
 @contextmanager
-def world(stack: ExitStack) -> Iterator[tuple[Scenario, NamespaceVM]]:
-    """bench_dispatch's world, one VM, the operator with the product's default deadlines and log
-    level: nothing here measures a test setting."""
+def world(stack: ExitStack, vm_count: int) -> Iterator[tuple[Scenario, list[NamespaceVM], VmCpu]]:
+    """bench_dispatch's world with ``vm_count`` VMs, the operator with the product's deadlines and
+    log level: nothing here measures a test setting. The first VM's CPU is counted."""
+    vm_cpu = VmCpu()
+    stack.callback(vm_cpu.release)  # after the VMs are gone (callbacks run last in, first out)
     with dispatch_world(stack) as scenario:
-        vm = scenario.vm()
-        scenario.start_operator(verbose=False)
-        yield scenario, vm
+        vms = [scenario.vm(f"s{i}") for i in range(vm_count)]
+        vm_cpu.adopt(vms[0].pids())  # its sshd alone so far: every login and job descends from it
+        scenario.start_operator(*PRODUCT_DEADLINES, verbose=False)
+        yield scenario, vms, vm_cpu
 
 
 class Runner:
@@ -79,6 +91,7 @@ class Runner:
 
     def __init__(self, scenario: Scenario, vm: NamespaceVM) -> None:
         self.scenario = scenario
+        self.vm = vm
         self.count = 0
         manifests = [
             {
@@ -115,6 +128,22 @@ class Runner:
         done = next(write.at for write in watch.writes if write.status.get("phase") == "Succeeded")
         return done - watch.created_at
 
+    def warm(self, shape: str, runs: int, vm_cpu: VmCpu) -> list[float]:
+        """``runs`` warm runs; prints the VM's CPU per job over them and, for the chain, where
+        the last run's steps went."""
+        walls = []
+        with CpuMeter(vm_cpu).measure(f"  {shape}, warm runs", len(SHAPES[shape]()) * runs):
+            for _ in range(runs):
+                logs = (len(self.scenario.operator_log()), len(self.scenario.agent_log(self.vm)))
+                walls.append(self.run(shape))
+        if shape == "chain":
+            print_chain_breakdown(
+                self.scenario.operator_log()[logs[0] :],
+                self.scenario.agent_log(self.vm)[logs[1] :],
+                [job["name"] for job in chain_jobs()],
+            )
+        return walls
+
 
 def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
@@ -124,19 +153,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per shape and condition (default: 5)")
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before an 'after idle' run")
+    parser.add_argument("--fanout-vms", type=int, default=4, help="VMs of the large fan-out (0: skip it; default 4)")
+    parser.add_argument("--fanout-jobs", type=int, default=1000, help="jobs of the large fan-out (default 1000)")
     args = parser.parse_args()
     if missing := missing_requirements():
         print(f"skipped: {missing}")
         return 0
-    load = os.getloadavg()[0]
-    print(f"whole runs through the jobnet dev parts, 1 namespace VM; load average before: {load:.2f}")
-    with ExitStack() as stack, world(stack) as (scenario, vm):
-        runner = Runner(scenario, vm)
+    print(f"whole runs through the jobnet dev parts, 1 namespace VM; load average before: {load_average()}")
+    with ExitStack() as stack, world(stack, max(1, args.fanout_vms)) as (scenario, vms, vm_cpu):
+        runner = Runner(scenario, vms[0])
         operator = scenario.operator
         assert operator is not None
         for shape in SHAPES:
+            label = f"chain of {CHAIN}" if shape == "chain" else f"fan-out of {FANOUT} + join"
+            print(f"{label} (target <= {TARGETS[shape]:.2f} s; Airflow 3.3.2 + SSHOperator: {AIRFLOW[shape]} s):")
             runner.run(shape)  # warm-up: the agent is installed on the VM
-            warm = [runner.run(shape) for _ in range(args.runs)]
+            warm = runner.warm(shape, args.runs, vm_cpu)
             idle = []
             for _ in range(args.runs):
                 time.sleep(args.idle)  # the condition measured, not a synchronisation
@@ -146,13 +178,17 @@ def main() -> int:
                 operator.stop()
                 operator.start()
                 cold.append(runner.run(shape))
-            label = f"chain of {CHAIN}" if shape == "chain" else f"fan-out of {FANOUT} + join"
-            print(f"{label} (target <= {TARGETS[shape]:.2f} s; Airflow 3.3.2 + SSHOperator: {AIRFLOW[shape]} s):")
             print(f"  warm:       {summary(warm)}")
             print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
             print(f"  cold:       {summary(cold)} (operator restarted before each)")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+        if args.fanout_vms:
+            bench_fanout(scenario, vms, args.fanout_jobs)
+    print(f"load average after: {load_average()}")
     return 0
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -98,16 +98,18 @@ def end_of(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reas
 
     The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
     was requested: the script had already ended by itself, F06-F09). A script that ended after
-    its supervisor died ran unsupervised for a while: ``lost``, for a person to settle, with the
-    recorded code in the message. Without the wrapper's record, a kill we sent explains the end;
-    anything else is unknown and ``lost``, never a success.
+    its supervisor died ran unsupervised for a while: ``lost``, with the code the wrapper
+    recorded (the operator resolves the job from it under ``stuckResolution: Auto``). Without
+    the wrapper's record, a kill we sent explains the end; anything else is unknown and
+    ``lost``, never a success.
     """
     if wrapper_exit is not None and wrapper_exit.orphaned:
         return End(
             LOST,
             "SupervisorLost",
             "its supervisor died mid-run; the script ended unsupervised (the wrapper recorded exit code "
-            f"{wrapper_exit.code}): check its output and settle it",
+            f"{wrapper_exit.code})",
+            exit_code=wrapper_exit.code,
         )
     if wrapper_exit is not None:
         return End(EXITED, None, f"exited with code {wrapper_exit.code}", exit_code=wrapper_exit.code)

@@ -10,7 +10,8 @@ Followers (``watch``) read it with an :class:`EventReader` and sleep on an
 :class:`EventWakeup`, a FIFO in ``<state>/watchers/<pid>-<n>.wake``: every append writes a byte
 to each, so following needs no tight polling.
 
-Appends are the place where a group commit of fsyncs across concurrent writers would go.
+An append is fsynced at once, or (inside a journal group commit) by one :meth:`EventLog.sync`
+for several appends of one writer, before anything of them is answered.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def read_last_line(fd: int, size: int) -> Tuple[Optional[bytes], int]:
     return None, 0
 
 
+def _whole_entry(line: bytes) -> bool:
+    """An entry as appended: a JSON object with a seq."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and isinstance(entry.get("seq"), int)
+
+
 def _entry(record: JobRecord) -> bytes:
     return dump_json({"seq": record.seq, "record": record.to_stored()}) + b"\n"
 
@@ -60,11 +70,23 @@ class EventLog:
         self.path = os.path.join(state_dir, "events.log")
         self.watchers_dir = os.path.join(state_dir, "watchers")
 
-    def append(self, record: JobRecord) -> None:
-        """Append the record's event, durably, then wake every follower."""
+    def append(self, record: JobRecord, durable: bool = True) -> None:
+        """Append the record's event; ``durable``: fsynced, and every follower woken. Otherwise
+        the writer calls :meth:`sync` before it reports the state (a group commit)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, _entry(record))
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if durable:
+            wake_followers(self.watchers_dir)
+
+    def sync(self) -> None:
+        """Make every append so far durable (one fsync), then wake every follower."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -112,6 +134,26 @@ class EventLog:
         finally:
             os.close(fd)
         return int(json.loads(line.decode("utf-8"))["seq"]) if line else 0
+
+    def cut_at_first_unreadable(self) -> bool:
+        """After a power loss, cut the log at its first line that is not a whole entry; True if
+        it cut. Appends of a group commit that no fsync covered yet may come back with holes (the
+        page cache writes pages back in any order), but nothing from a hole on was answered: an
+        fsync that finished after a later append would have made the hole's entry durable too."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            offset = 0
+            while offset < len(data):
+                end = data.find(b"\n", offset)
+                if end < 0 or not _whole_entry(data[offset:end]):
+                    os.ftruncate(fd, offset)
+                    os.fsync(fd)
+                    return True
+                offset = end + 1
+            return False
+        finally:
+            os.close(fd)
 
     def records(self) -> Iterator[JobRecord]:
         """Every logged record, oldest first."""

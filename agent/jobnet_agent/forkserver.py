@@ -6,7 +6,8 @@ launch costs a message and a fork (about a millisecond) instead of a Python star
 hundreds of milliseconds, more from a zipapp). The hand-over is one SOCK_SEQPACKET message: the
 job directory, with the job's supervisor lock (held) and the write end of its readiness pipe as
 SCM_RIGHTS, so the lock changes hands without ever being free (:func:`send_job`,
-:func:`receive_job`). If the fork server is not there, a supervisor is started the slow way
+:func:`receive_job`). A launch that comes while the fork server is starting waits for it
+(bounded); if it is not there in time, a supervisor is started the slow way
 (:func:`start_supervisor_process`) and a new fork server is started.
 """
 
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import List, Optional, Tuple
 
@@ -64,13 +66,16 @@ class SupervisorForkServer:
 
     A launch then costs a message and a fork instead of a Python start-up (tens of
     milliseconds, more from a zipapp). The job's lock and readiness pipe travel with the
-    message (SCM_RIGHTS). It exits when serve goes away; if it dies, the next launch starts a
-    supervisor the slow way and a new fork server is started.
+    message (SCM_RIGHTS). It exits when serve goes away; if it dies, a new one is started and
+    the launch waits for it (bounded, see :meth:`hand_over`) before starting a supervisor the
+    slow way.
     """
 
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
+        #: notified (under the lock) when a start of the fork server has ended, well or not
+        self._started = threading.Condition(self._lock)
         self._channel: Optional[socket.socket] = None
         self._preparing = False
 
@@ -95,6 +100,7 @@ class SupervisorForkServer:
             with self._lock:
                 self._channel = ours if started else None
                 self._preparing = False
+                self._started.notify_all()
 
     def start_supervisor(self, job_dir: str, lock_fd: int, ready_w: int) -> None:
         """Get the job a supervisor: handed to the fork server, or started the slow way when it
@@ -107,18 +113,27 @@ class SupervisorForkServer:
             )
 
     def hand_over(self, job_dir: str, lock_fd: int, ready_w: int) -> bool:
-        """Give a job to the fork server, if it runs; False means start a supervisor anew."""
-        with self._lock:
-            channel = self._channel
-            if channel is None:
-                return False
-            try:
-                send_job(channel, job_dir, lock_fd, ready_w)
-                return True
-            except OSError:
-                self._channel = None  # it died: start a new one, this job the slow way
-                channel.close()
-        self.prepare()
+        """Give a job to the fork server; False means start a supervisor anew.
+
+        A fork server on its way (serve just started, or the last one died) is waited for, up to
+        half of ``--start-timeout-seconds``: a fork costs about a millisecond, while a supervisor
+        started the slow way costs a Python start-up, and a burst of them on a small VM slows
+        every other launch too. One that is not there by then (or dies twice) is not waited for."""
+        deadline = time.monotonic() + self._config.start_timeout_seconds / 2
+        for _ in range(2):  # the fork server there is (or is coming), then once more if it died
+            with self._started:
+                self._started.wait_for(lambda: not self._preparing, max(0.0, deadline - time.monotonic()))
+                channel = self._channel
+                if channel is None and self._preparing:
+                    return False  # still starting at the deadline
+                if channel is not None:
+                    try:
+                        send_job(channel, job_dir, lock_fd, ready_w)
+                        return True
+                    except OSError:
+                        self._channel = None  # it died: start a new one
+                        channel.close()
+            self.prepare()
         return False
 
 

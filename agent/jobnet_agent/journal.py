@@ -17,7 +17,9 @@ A process killed between the record and the event leaves the intent behind; the 
 sees it and appends the missing event, so the event log never misses a record that was written
 and a seq is never given to two records.
 
-One fsync per state change: only the event log is fsynced. The record files are not fsynced,
+One fsync per state change, or fewer: only the event log is fsynced, and the transactions a
+thread makes inside :meth:`Journal.group_commit` share one fsync at its end (serve carries out
+the requests that arrive together that way: a fan-out's launches, a round's acks). The record files are not fsynced,
 so they are always current while the machine stays up (a killed process loses nothing the page
 cache holds), and only a power loss or kernel crash can leave one stale, torn or missing. Both
 mean a reboot, so when serve starts under a new boot id it rebuilds every record file from the
@@ -32,6 +34,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ from jobnet_agent.faults import crash_point
 from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, run_dir_name
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
-__all__ = ["Journal", "JournalError", "RepairReport", "Transaction"]
+__all__ = ["GroupCommit", "Journal", "JournalError", "RepairReport", "Transaction"]
 
 #: Size of the intent in the lock file (padded with spaces); job dir paths are far shorter.
 _INTENT_BYTES = 1024
@@ -72,9 +75,28 @@ class Transaction:
             journal.role + ":journal-after-record",
             f"{journal.role}:journal-after-record:{record.state}",
         )
-        journal.events.append(record)
+        group = journal.open_group()
+        journal.events.append(record, durable=group is None)
+        if group is not None:
+            group.pending = True
         self.last_seq = record.seq
         return record
+
+
+class GroupCommit:
+    """The transactions of one thread whose events share one fsync (:meth:`Journal.group_commit`)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        #: an event appended but not yet fsynced
+        self.pending = False
+
+    def sync(self) -> None:
+        """Make the events appended so far durable; nothing of them is reported before."""
+        if self.pending:
+            self.pending = False  # once: a failed fsync is not retried
+            crash_point(self._journal.role + ":journal-before-group-sync")
+            self._journal.events.sync()
 
 
 @dataclass
@@ -108,6 +130,7 @@ class Journal:
         self.lock_path = os.path.join(self.state_dir, "journal.lock")
         self.boot_id_path = os.path.join(self.state_dir, "boot_id")
         self.events = EventLog(self.state_dir)
+        self._groups = threading.local()
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -176,6 +199,26 @@ class Journal:
         return self.events.last_event_seq()
 
     # -- writes ------------------------------------------------------------------------------
+
+    @contextmanager
+    def group_commit(self) -> Iterator[GroupCommit]:
+        """Inside, this thread's transactions append their events without fsync; the caller
+        reports nothing of them before ``sync()`` (called at the end in any case). Each
+        transaction is otherwise unchanged (its intent, record file and event in order), so a
+        crash at any step leaves what it does today; only a power loss can take the appended
+        events since the last fsync, none of them answered yet."""
+        group = GroupCommit(self)
+        self._groups.group = group
+        try:
+            yield group
+        finally:
+            self._groups.group = None
+            group.sync()
+
+    def open_group(self) -> Optional[GroupCommit]:
+        """This thread's group commit, if it is in one."""
+        group: Optional[GroupCommit] = getattr(self._groups, "group", None)
+        return group
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -279,9 +322,12 @@ class Journal:
         report = RepairReport()
         with self.transaction() as tx:
             if self._last_boot_id() != boot_id:
+                if self.events.cut_at_first_unreadable():
+                    tx.last_seq = self.events.last_seq()
                 self._restore_records(report)
                 atomic_write(self.boot_id_path, boot_id.encode("utf-8") + b"\n")
-            report.relogged = [r for r in self.list_records() if r.seq > tx.last_seq]
+            # In seq order: a group commit may leave several record files ahead of the log.
+            report.relogged = sorted((r for r in self.list_records() if r.seq > tx.last_seq), key=lambda r: r.seq)
             for record in report.relogged:
                 self.events.append(record)
         return report

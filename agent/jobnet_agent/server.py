@@ -13,7 +13,7 @@ import select
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
@@ -21,7 +21,7 @@ from jobnet_agent.detection import Detector
 from jobnet_agent.eventlog import EventReader, EventWakeup
 from jobnet_agent.forkserver import SupervisorForkServer
 from jobnet_agent.handlers import Handled, Handlers, Later
-from jobnet_agent.journal import Journal
+from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.protocol import (
     ProtocolError,
@@ -93,9 +93,8 @@ class Server:
         sweeper = threading.Thread(target=self._sweeps, daemon=True)
         sweeper.start()
         try:
-            for line in self._lines():
-                if line.strip():
-                    self._handle_line(line)
+            for lines in self._batches():
+                self._handle_batch(lines)
         finally:
             self._stopping.set()
             self._stop_watch()
@@ -112,9 +111,10 @@ class Server:
             self.log.line("serve disconnected: " + ("cannot write to the channel" if lost else "channel closed"))
         return 0
 
-    def _lines(self) -> Iterator[bytes]:
-        """The request lines from the channel, until it ends or a write to it failed. A line
-        longer than the limit comes in pieces (each refused as a bad request)."""
+    def _batches(self) -> Iterator[List[bytes]]:
+        """The request lines from the channel, those that arrived together at once, until it
+        ends or a write to it failed. A line longer than the limit comes in pieces (each
+        refused as a bad request)."""
         buffer = b""
         scanned = 0
         while True:
@@ -124,9 +124,10 @@ class Server:
             chunk = os.read(self._in_fd, _READ_BYTES)
             if not chunk:
                 if buffer:
-                    yield buffer
+                    yield [buffer]
                 return
             buffer += chunk
+            lines = []
             while True:
                 end = buffer.find(b"\n", scanned)
                 if end < 0 and len(buffer) < _MAX_LINE_BYTES:
@@ -134,9 +135,12 @@ class Server:
                     break
                 cut = _MAX_LINE_BYTES if end < 0 or end >= _MAX_LINE_BYTES else end + 1
                 line, buffer, scanned = buffer[:cut], buffer[cut:], 0
-                if self._connection_lost:
-                    return  # no answer could be written: the rest is for the next connection
-                yield line
+                if line.strip():
+                    lines.append(line)
+            if self._connection_lost:
+                return  # no answer could be written: the rest is for the next connection
+            if lines:
+                yield lines
 
     def _repair(self) -> None:
         repaired = self.journal.repair(self.boot_id)
@@ -151,13 +155,50 @@ class Server:
         for record in repaired.relogged:
             self.log.line(f"journal repaired: re-logged event seq {record.seq} ({record.state})", record.key)
 
-    def _handle_line(self, line: bytes) -> None:
-        # A slot is held from the first byte of work until the request is carried out (by this
-        # thread, or by the thread it hands a launch to): a serve that has to leave waits for
-        # the slots, so it never leaves a launch it has accepted without a supervisor.
-        self._request_slots.acquire()
+    def _handle_batch(self, lines: List[bytes]) -> None:
+        """Carry out requests that arrived together, in order, as one group commit: their journal
+        writes share one fsync, and none of them is answered (nor a launch handed to its
+        supervisor) before it. A fan-out's launches and a round's acks come this way."""
+        done: List[Tuple[Optional[int], Callable[[], None]]] = []
+        with self.journal.group_commit() as group:
+            try:
+                for line in lines:
+                    # A slot is held from the first byte of work until the request is carried out
+                    # (by this thread, or by the thread it hands a launch to): a serve that has to
+                    # leave waits for the slots, so it never leaves a launch it has accepted
+                    # without a supervisor. All taken: finish what this batch holds first.
+                    if not self._request_slots.acquire(blocking=False):
+                        self._finish_batch(group, done)
+                        self._request_slots.acquire()
+                    done.append(self._handle_line(line))
+            finally:
+                self._finish_batch(group, done)
+
+    def _finish_batch(self, group: GroupCommit, done: List[Tuple[Optional[int], Callable[[], None]]]) -> None:
+        """Make the batch's journal writes durable, then answer its requests (each frees its slot)."""
+        try:
+            group.sync()
+        except OSError as exc:
+            self.log.line(f"journal fsync failed: {exc!r}; the requests that wrote to it are not answered as done")
+            failed = error(None, "Internal", f"the agent could not make its journal durable: {exc}")
+            finish = [(request_id, self._answer_with(dict(failed, id=request_id))) for request_id, _ in done]
+        else:
+            finish = list(done)
+        done.clear()
+        for _, answer in finish:
+            answer()
+
+    def _answer_with(self, message: Dict[str, Any]) -> Callable[[], None]:
+        def answer() -> None:
+            self._request_slots.release()
+            self._send(message)
+
+        return answer
+
+    def _handle_line(self, line: bytes) -> Tuple[Optional[int], Callable[[], None]]:
+        """Carry out one request (its slot taken); its id and what answers it once the journal
+        writes of its batch are durable."""
         request_id: Optional[int] = None
-        after: Optional[Callable[[], None]] = None
         outcome: Handled
         try:
             request = parse_request(line.decode("utf-8", "replace"))
@@ -165,19 +206,23 @@ class Server:
             if request.op == "watch":
                 outcome, after = self._watch(request)
             else:
-                outcome = self._handlers.table[request.op](request)
+                outcome, after = self._handlers.table[request.op](request), None
         except Exception as exc:
-            self._request_slots.release()
-            self._send(self._error_response(request_id, exc))
-            return
+            return request_id, self._answer_with(self._error_response(request_id, exc))
         if isinstance(outcome, Later):
-            # Answered from a thread once done (it releases the slot); the next requests need not wait for it.
-            threading.Thread(target=self._finish_later, args=(request.id, outcome), daemon=True).start()
-            return
-        self._request_slots.release()
-        self._send(ok(request.id, outcome))
-        if after is not None:
-            after()
+            # Answered from a thread once done (it frees the slot); the next requests need not wait for it.
+            later = outcome
+            return request.id, lambda: threading.Thread(
+                target=self._finish_later, args=(request.id, later), daemon=True
+            ).start()
+        answer = self._answer_with(ok(request.id, outcome))
+
+        def answer_then_stream() -> None:
+            answer()
+            if after is not None:
+                after()
+
+        return request.id, answer_then_stream
 
     def _finish_later(self, request_id: int, later: Later) -> None:
         try:

@@ -82,8 +82,8 @@ ORPHANED_0 = WrapperExit(code=0, orphaned=True)
         (SUPERVISED_0, -15, "stop", "exited", None, 0, None),
         (SUPERVISED_0, -9, "timeout", "exited", None, 0, None),
         # Ended unsupervised: lost for a person to settle, even with exit code 0 (E02).
-        (ORPHANED_0, None, None, "lost", "SupervisorLost", None, None),
-        (ORPHANED_0, 0, "stop", "lost", "SupervisorLost", None, None),
+        (ORPHANED_0, None, None, "lost", "SupervisorLost", 0, None),
+        (ORPHANED_0, 0, "stop", "lost", "SupervisorLost", 0, None),
         # No wrapper record: our kill explains the end.
         (None, -15, "stop", "killed", "StopRequested", None, 15),
         (None, -9, "timeout", "timedOut", "TimedOut", None, 9),

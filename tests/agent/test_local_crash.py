@@ -97,6 +97,38 @@ def test_serve_killed_after_accepting_never_starts_the_job(dirs: AgentDirs) -> N
     assert_journal_consistent(dirs)
 
 
+def test_serve_killed_before_the_group_commit_of_launches_that_came_together_never_starts_them(
+    dirs: AgentDirs,
+) -> None:
+    """Launches that arrive together are claimed in one group commit (one fsync for all), and no
+    supervisor gets its job before that fsync: serve killed just before it starts none."""
+    keys = [new_key("/fan/a"), new_key("/fan/b")]
+    marker = dirs.work / "ran"
+    script = dirs.script("job.sh", f"echo ran >> {marker}\n")
+    agent = Agent(dirs, crash_at="serve:journal-before-group-sync")
+    assert agent.proc.stdin is not None
+    agent.proc.stdin.write(
+        b"".join(
+            (json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n").encode()
+            for i, key in enumerate(keys, 1)
+        )
+    )
+    agent.proc.stdin.flush()  # one write: serve reads both at once
+    assert agent.proc.wait(timeout=10) == -signal.SIGKILL
+    agent.close()
+
+    restarted = Agent(dirs)
+    try:
+        records = [restarted.get(key) for key in keys]
+        again = [restarted.launch(key, script) for key in keys]
+    finally:
+        restarted.close()
+
+    assert [(r["state"], r["reason"]) for r in records] == [("failedToStart", "SupervisorLost")] * 2
+    assert all(a["deduplicated"] for a in again) and not marker.exists()
+    assert_journal_consistent(dirs)
+
+
 def test_serve_killed_between_record_and_event_gets_its_event_logged_on_restart(dirs: AgentDirs) -> None:
     key = new_key()
     launch_crashing(dirs, "serve:journal-after-record:accepted", "exit 0\n", key)

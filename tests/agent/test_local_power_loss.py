@@ -132,3 +132,26 @@ def test_serve_after_a_reboot_answers_from_the_restored_record_and_logs_it(dirs:
     assert after["state"] == "exited" and after["exitCode"] == 0 and after["seq"] == ended["seq"]
     restored = f"journal repaired after a reboot: record restored from the event log (seq {ended['seq']}, exited)"
     assert f"{key_text(key)} {restored}" in dirs.log_text()
+
+
+def test_a_group_commit_torn_by_a_power_loss_is_cut_at_its_hole_and_relogged_in_seq_order(tmp_path: Path) -> None:
+    """Events of a group commit are fsynced together at its end: a power loss before that may
+    bring some back and not others (pages are written back in any order). None was answered, so
+    the log is cut at the first hole and the record files that got further are logged again."""
+    journal = _journal(tmp_path)
+    journal.repair(BOOT)
+    keys = [JobKey(run="r1", path=f"/fan{i}", attempt=1) for i in range(3)]
+    with journal.group_commit():
+        for key in keys:
+            _claim(journal, key)
+    events = Path(journal.events.path)
+    data = events.read_bytes()
+    first_line = data.index(b"\n") + 1
+    events.write_bytes(b"\0" * first_line + data[first_line:])  # the first append never reached the disk
+
+    report = journal.repair("boot-2")
+
+    assert [r.seq for r in report.relogged] == [1, 2, 3]
+    assert [json.loads(line)["seq"] for line in events.read_bytes().splitlines()] == [1, 2, 3]
+    assert [r.state for r in journal.list_records()] == ["accepted"] * 3
+    assert journal.repair("boot-2").relogged == []

@@ -440,3 +440,21 @@ def test_pipelined_launches_are_all_answered_and_a_launch_is_visible_before_its_
     assert len({a["result"]["record"]["pid"] for a in answers}) == len(keys)
     for key in keys:
         assert agent.wait_state(key, "exited")["exitCode"] == 0
+
+
+def test_launches_right_after_serve_starts_wait_for_the_fork_server(agent: Agent, dirs: AgentDirs) -> None:
+    """The first launches of a fan-out come while the fork server is still starting: they wait
+    for it (bounded) instead of each starting a Python supervisor of its own."""
+    script = dirs.script("hold.sh", "sleep 30\n")
+    keys = [new_key(f"/net/fan{i}") for i in range(4)]
+    ids = [agent.send("launch", key=key, script=script, args=[], env={}) for key in keys]
+    records = [agent.response(request_id)["result"]["record"] for request_id in ids]
+    assert all(record["state"] == "running" for record in records), records
+    supervisors = supervisor_pids(dirs.state)
+    assert len(supervisors) == len(keys)
+    for pid in supervisors:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # A forked supervisor carries its fork server's command line; one started the slow way names its job.
+        assert b"--fork-server-fd" in argv and b"--job-dir" not in argv, argv
+    for record in records:
+        os.killpg(record["pgid"], signal.SIGKILL)

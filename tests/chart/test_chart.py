@@ -46,6 +46,7 @@ OPERATOR_ARGS = [
     "--metrics-port", "9090",
     "--peering", "jobnet-operator",
     "--log-format", "json",
+    "--agent-idle-timeout", "300",
 ]  # fmt: skip
 #: ... and with cert-manager: the mounted certificate instead of the operator's own.
 CERT_MANAGER_TLS_ARGS = [

@@ -43,6 +43,9 @@ def test_B06_unreachable_host_fails_the_job(scenario: Scenario) -> None:
         assert f"cannot reach sshd at {address}:22" in job["message"], job
         event = scenario.wait_event(run, "JobFailed", contains=f"/b06/{name}")
         assert "HostUnreachable" in event["message"] and address in event["message"]
+        # Only after the default window of retries (--launch-retry-window, 3 s in the tests).
+        retrying = scenario.wait_event(run, "LaunchRetrying", contains=f"/b06/{name}")
+        assert "never left" in retrying["message"], retrying
     assert scenario.script_runs(vm, "never") == 0
     assert "Accepted" not in down.read_sshd_log()
     scenario.wait_operator_log(

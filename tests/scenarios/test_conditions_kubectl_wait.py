@@ -20,6 +20,7 @@ def wait_for(scenario: Scenario, what: str, condition: str) -> None:
 
 def test_kubectl_wait_for_succeeded_and_ready(scenario: Scenario) -> None:
     vm = scenario.vm()
+    scenario.start_operator("--agent-idle-timeout=0.5")  # the idle channel closes within the test
     ok = scenario.marker_script(vm, "ok")
     bad = scenario.marker_script(vm, "bad", "exit 3\n")
     good_run = scenario.run_jobnet("good", scenario.host(vm), [{"name": "a", "script": ok}])
@@ -38,7 +39,7 @@ def test_kubectl_wait_for_succeeded_and_ready(scenario: Scenario) -> None:
     (failed,) = scenario.get_run(bad_run)["status"]["conditions"]
     assert (failed["status"], failed["reason"]) == ("False", "Failed")
 
-    # Both runs ended: their idle host channel is closed, routinely (INFO, never a WARNING).
+    # Both runs ended: their host channel, idle, is closed routinely (INFO, never a WARNING).
     scenario.wait_operator_log(r"\[INFO *\] agent channel to .* closed by the operator")
     closes = [line for line in scenario.operator_log().splitlines() if "closed by the operator" in line]
     assert closes and not [line for line in closes if "WARNING" in line], closes

@@ -53,6 +53,7 @@ FAST_RUNTIME_ARGS = (
     "--ssh-dead-connection-timeout=3",
     "--reconnect-backoff-min=0.05",
     "--reconnect-backoff-max=0.5",
+    "--launch-retry-window=3",
 )
 #: Short agent deadlines (as in tests/vm/harness.py).
 FAST_AGENT_ARGS = (
@@ -217,6 +218,11 @@ class Scenario:
 
     def status(self, run: str) -> dict[str, Any]:
         return self.get_run(run).get("status") or {}
+
+    def gone(self, kind: str, name: str) -> bool:
+        """``kubectl get KIND NAME`` answers NotFound (a deleted object really went)."""
+        result = self.kubectl("get", kind, name, "-o", "name")
+        return result.rc != 0 and "NotFound" in result.stderr
 
     def job(self, run: str, path: str) -> dict[str, Any]:
         return (self.status(run).get("jobs") or {}).get(path) or {}

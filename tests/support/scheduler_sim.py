@@ -67,6 +67,8 @@ class Run:
         #: the edge's launch queue: keys held back by the per-host window, and when each left
         self.queued_launches: set[str] = set()
         self.launch_sent_at: dict[str, float] = {}
+        #: the JobRun is being deleted (reconcile(deleting=...))
+        self.deleting = False
 
     # ---------------------------------------------------------- driving
 
@@ -81,7 +83,16 @@ class Run:
             launch_sent_at=dict(self.launch_sent_at),
         )
         self.deliveries = []
-        decision = reconcile(self.graph, self.runtime, facts, self.policy, self.now, overrides=overrides, stops=stops)
+        decision = reconcile(
+            self.graph,
+            self.runtime,
+            facts,
+            self.policy,
+            self.now,
+            overrides=overrides,
+            stops=stops,
+            deleting=self.deleting,
+        )
         self.runtime = decision.runtime
         self.decisions.append(decision)
         return decision

@@ -28,9 +28,10 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
+from jobnet.core.deletion import FINALIZER
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
-from jobnet.devenv.emulator.kube import merge_patch
+from jobnet.devenv.emulator.kube import json_patch, merge_patch
 from jobnet.kube.client import KubeApiError
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
 from jobnet.kube.versioned import FinishedRuns, StatusChanged
@@ -59,6 +60,8 @@ class FakeClient:
         self.events: list[tuple[str, str]] = []
         self.failing_patches = 0
         self.failing_removals = 0
+        #: the finalizer patches (added when a loop starts, removed when a deleted run is released)
+        self.finalizer_patches: list[list[dict[str, Any]]] = []
 
     def write(self, change: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``change`` into the stored JobRun as a new version (a person's or our write)."""
@@ -95,6 +98,10 @@ class FakeClient:
     async def json_patch(
         self, plural: str, namespace: str, name: str, operations: list[dict[str, Any]], what: str
     ) -> dict[str, Any]:
+        if any(op["path"].startswith("/metadata/finalizers") for op in operations):
+            self.finalizer_patches.append(operations)
+            self.stored = json_patch(self.stored, operations)
+            return self.write({})
         if self.failing_removals:
             self.failing_removals -= 1
             raise KubeApiError(what, 503, "the server is unavailable")
@@ -306,7 +313,10 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         client, agent = FakeClient(), FakeAgent()
         runtime = FakeRuntime(client, agent)
         assert await runtime._try_start(BODY, one_job())
+        # The finalizer first; the loop decides from the version that wrote it (no conflict).
+        assert client.finalizer_patches == [[{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]]
         loop = runtime.loops[RUN_UID]
+        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]
         assert loop.task is not None
         loop.task.cancel()
         await asyncio.gather(loop.task, return_exceptions=True)

@@ -288,3 +288,50 @@ def test_a_status_written_by_a_newer_operator_is_read_for_what_this_version_know
         }
     )
     assert status.phase == "Running" and status.jobs["/n/a"].state == "Running"
+
+
+def stuck_in_sub() -> Run:
+    """extract -> load (sub-jobnet: s1, s2) ; s1 goes Stuck (its heartbeat is lost)."""
+    run = Run(
+        graph("n", n={"jobs": [job("extract"), sub("load", "ld", "extract")]}, ld={"jobs": [job("s1"), job("s2")]})
+    )
+    run.reconcile()
+    run.start_and_run("/n/extract")
+    run.finish("/n/extract")
+    run.start_and_run("/n/load/s1", "/n/load/s2")
+    run.finish("/n/load/s2")
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    assert run.state("/n/load/s1") == S.STUCK
+    return run
+
+
+def test_a_stuck_sub_jobnet_and_the_run_say_which_job_is_stuck_and_why() -> None:
+    run = stuck_in_sub()
+    patch = status_patch(run.last, {"/n/load": S.RUNNING, "/n": S.RUNNING})
+    stuck = run.runtime.jobs["/n/load/s1"]
+    expected = f"/n/load/s1 is Stuck (HeartbeatLost): {stuck.message}"
+    assert patch["jobs"]["/n/load"] == {"state": "Stuck", "reason": "HeartbeatLost", "message": expected}
+    assert patch["jobs"]["/n"]["message"] == expected
+    assert (patch["phase"], patch["reason"], patch["message"]) == ("Stuck", "HeartbeatLost", expected)
+    [event] = run.events("RunStuck")
+    assert "/n/load/s1 is Stuck (HeartbeatLost)" in event.message
+    # Settled: the reason and message go (explicit nulls of the merge patch).
+    run.override("/n/load/s1", S.FAILED)
+    patch = status_patch(run.last, {"/n/load": S.STUCK, "/n": S.STUCK})
+    assert patch["jobs"]["/n/load"] == {"state": "Failed", "reason": None, "message": None}
+    assert patch["reason"] is None and patch["message"] is None
+
+
+def test_several_stuck_jobs_are_named_and_counted() -> None:
+    run = Run(graph("n", n={"jobs": [job(name) for name in "abcde"]}))
+    run.reconcile()
+    run.start_and_run(*(f"/n/{name}" for name in "abcde"))
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    status = run_status(run.last)
+    assert status.reason == "HeartbeatLost"
+    assert (
+        status.message
+        == "5 jobs are Stuck: /n/a (HeartbeatLost), /n/b (HeartbeatLost), /n/c (HeartbeatLost) and 2 more"
+    )

@@ -11,6 +11,7 @@ from jobnet.core.scheduler import (
     DeliveryResult,
     JobRuntime,
     RunRuntime,
+    SchedulerPolicy,
     job_states,
     reconcile,
 )
@@ -19,6 +20,10 @@ from jobnet.core.status import ATTEMPT_HISTORY_MAX
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
 
 S = JobState
+#: Only the jobs' own retries (the default window of retries to an unreachable host is off).
+NO_DEFAULT_RETRY = SchedulerPolicy(
+    heartbeat_deadline_seconds=30, dispatch_timeout_seconds=20, launch_retry_window_seconds=0
+)
 
 
 def diamond() -> Run:
@@ -260,6 +265,7 @@ def test_B04_B05_failed_to_start(scenario: str, reason: str) -> None:
 )
 def test_B06_B07_B08_certain_delivery_failure_fails_the_job_with_that_reason(scenario: str, code: str) -> None:
     run = diamond()
+    run.policy = NO_DEFAULT_RETRY
     run.reconcile()
     run.deliver_launch("/net/a", "notDelivered", error_code=code)
     run.reconcile()
@@ -270,6 +276,7 @@ def test_B06_B07_B08_certain_delivery_failure_fails_the_job_with_that_reason(sce
 
 def test_certain_delivery_failure_is_retried_with_the_same_key_after_the_interval() -> None:
     run = Run(graph("n", n={"jobs": [job("a")], "retry": {"dispatchAttempts": 3, "intervalSeconds": 5}}))
+    run.policy = NO_DEFAULT_RETRY
     run.reconcile()
     run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
     decision = run.reconcile()
@@ -288,6 +295,65 @@ def test_certain_delivery_failure_is_retried_with_the_same_key_after_the_interva
     assert run.state("/n/a") == S.FAILED and run.reason("/n/a") == "HostUnreachable"
     assert "after 3 attempt(s)" in (run.runtime.jobs["/n/a"].message or "")
     assert len(run.events("DeliveryRetried")) == 2
+
+
+def test_an_unreachable_host_is_retried_by_default_with_backoff_for_the_window_then_fails() -> None:
+    run = Run(
+        graph("n", n={"jobs": [job("a")]}),
+        SchedulerPolicy(
+            launch_retry_window_seconds=20, launch_retry_backoff_min_seconds=1, launch_retry_backoff_max_seconds=8
+        ),
+    )
+    run.reconcile()
+    first = run.now
+    tries = [run.now]
+    for _ in range(20):
+        run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+        decision = run.reconcile()
+        if run.state("/n/a") != S.STARTING or decision.next_wakeup_at is None:
+            break
+        run.now = decision.next_wakeup_at
+        run.reconcile()
+        assert run.launched() == ["/n/a"]
+        tries.append(run.now)
+    assert [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)] == [1, 2, 4, 8]
+    assert tries[-1] - first <= 20
+    assert {launch.key for launch in run.launches()} == {run.key("/n/a", 1)}
+    assert run.state("/n/a") == S.FAILED and run.reason("/n/a") == "HostUnreachable"
+    assert "after 5 attempt(s)" in (run.runtime.jobs["/n/a"].message or "")
+    [retrying] = run.events("LaunchRetrying")  # one Event for the whole window
+    assert "never left" in retrying.message and "20s" in retrying.message
+
+
+def test_a_host_back_within_the_window_runs_the_job_once() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    run.reconcile()
+    run.deliver_launch("/n/a", "notDelivered", error_code="HostUnreachable")
+    decision = run.reconcile()
+    assert decision.next_wakeup_at == run.now + run.policy.launch_retry_backoff_min_seconds
+    run.advance(run.policy.launch_retry_backoff_min_seconds)
+    run.reconcile()
+    run.start_and_run("/n/a")
+    run.finish("/n/a")
+    assert run.phase == RunPhase.SUCCEEDED and len(run.launches()) == 2
+    assert {launch.key for launch in run.launches()} == {run.key("/n/a", 1)}
+
+
+@pytest.mark.parametrize("code", ["AuthenticationFailed", "HostKeyMismatch"])
+def test_credentials_and_host_key_failures_are_not_retried_by_default(code: str) -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    run.reconcile()
+    run.deliver_launch("/n/a", "notDelivered", error_code=code)
+    run.reconcile()
+    assert run.state("/n/a") == S.FAILED and run.reason("/n/a") == code and not run.events("LaunchRetrying")
+
+
+def test_a_launch_that_may_have_left_is_not_retried_by_the_window() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}))
+    run.reconcile()
+    run.deliver_launch("/n/a", "unknown", error_code="ConnectionLost")
+    run.reconcile()
+    assert run.state("/n/a") == S.STUCK and not run.events("LaunchRetrying")
 
 
 def test_a_delivery_without_any_answer_counts_as_outcome_unknown() -> None:
@@ -415,6 +481,22 @@ def test_running_job_the_agent_no_longer_knows_is_stuck_agent_lost() -> None:
     run.start_and_run("/net/a")
     del run.records[run.key("/net/a").text()]
     run.absent.add(run.key("/net/a").text())
+    run.reconcile()
+    assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
+    run.reconcile()
+    assert len(run.events("JobStuck")) == 1
+
+
+def test_a_job_stuck_for_its_heartbeat_the_agent_no_longer_knows_is_refined_to_agent_lost() -> None:
+    run = diamond()
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.advance(run.policy.heartbeat_deadline_seconds + 1)
+    run.reconcile()
+    assert run.reason("/net/a") == "HeartbeatLost"
+    del run.records[run.key("/net/a").text()]
+    run.absent.add(run.key("/net/a").text())
+    run.beat()
     run.reconcile()
     assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
 

@@ -71,3 +71,13 @@ def test_the_acks_sent_and_the_tails_fetched_are_facts_for_the_next_round() -> N
     inbox.tails_fetching.add(KEY.text())
     facts = inbox.take_facts({})
     assert facts.acks_sent == {KEY.text(): 9} and facts.tails_fetching == {KEY.text()}
+
+
+def test_a_key_the_agent_does_not_know_is_absent_until_a_record_of_it_arrives() -> None:
+    inbox = AgentInbox(watching_since=0.0)
+    inbox.add_record(JobRecord(key=KEY, seq=3, state="running", pid=7))
+    inbox.add_absent([KEY])
+    facts = inbox.take_facts({})
+    assert facts.absent_keys == {KEY.text()} and KEY.text() not in facts.records  # what we had is gone
+    inbox.add_record(JobRecord(key=KEY, seq=1, state="running", pid=8))  # a new journal numbers anew
+    assert inbox.take_facts({}).absent_keys == frozenset()

@@ -324,6 +324,42 @@ def test_E02_supervisor_killed_mid_job_is_stuck_then_annotated_failed() -> None:
     assert run.phase == RunPhase.FAILED
 
 
+def test_E02_wrapper_recorded_exit_code_is_resolved_automatically_under_auto() -> None:
+    run = first_running()
+    run.advance(5)
+    run.record("/n/first", "lost", reason="SupervisorLost", exit_code=0, message="ended unsupervised (code 0)")
+    run.beat()
+    run.reconcile()
+    assert run.state("/n/first") == S.SUCCEEDED and run.runtime.jobs["/n/first"].exit_code == 0
+    assert "resolved automatically" in (run.runtime.jobs["/n/first"].message or "")
+    [settlement] = run.runtime.settlements
+    assert (settlement.from_state, settlement.to_state, settlement.by) == (S.STUCK, S.SUCCEEDED, AUTO_RESOLVER)
+    assert len(run.events("JobStuck")) == 1 and len(run.events("StuckResolved")) == 1
+    assert run.launched() == ["/n/second"]
+
+
+def test_E02_wrapper_recorded_non_zero_code_resolves_failed() -> None:
+    run = first_running()
+    run.record("/n/first", "lost", reason="SupervisorLost", exit_code=3)
+    run.beat()
+    run.reconcile()
+    assert run.state("/n/first") == S.FAILED and run.reason("/n/first") == "NonZeroExit"
+    assert run.runtime.jobs["/n/first"].exit_code == 3
+
+
+def test_E02_wrapper_recorded_exit_code_under_manual_waits_for_a_person() -> None:
+    run = first_running(resolution="Manual")
+    run.record("/n/first", "lost", reason="SupervisorLost", exit_code=0)
+    run.beat()
+    run.reconcile()
+    run.reconcile()
+    assert run.state("/n/first") == S.STUCK and run.reason("/n/first") == "SupervisorLost"
+    assert "now known" in (run.runtime.jobs["/n/first"].message or "") and "exit code 0" in (
+        run.runtime.jobs["/n/first"].message or ""
+    )
+    assert len(run.events("StuckOutcomeKnown")) == 1 and not run.events("StuckResolved")
+
+
 def test_E02_lost_while_already_stuck_refines_the_reason() -> None:
     run = first_running()
     run.advance(31)

@@ -9,7 +9,7 @@ import pytest
 
 from jobnet.core import status
 from jobnet.core.agentproto import JobKey, JobRecord
-from jobnet.core.outcome import record_outcome
+from jobnet.core.outcome import record_outcome, recorded_outcome
 from jobnet.core.states import (
     ACTIVE_STATES,
     AUTOMATIC_TRANSITIONS,
@@ -153,6 +153,28 @@ def test_terminal_record_outcomes(
 def test_a_lost_record_is_never_a_success_even_with_an_exit_code_field() -> None:
     outcome = record_outcome(_record("lost", exitCode=0))
     assert outcome is not None and outcome.state == S.STUCK
+
+
+@pytest.mark.parametrize(("code", "state"), [(0, S.SUCCEEDED), (3, S.FAILED)])
+def test_a_lost_record_with_the_wrappers_exit_code_proves_what_that_code_says(code: int, state: JobState) -> None:
+    """What stuckResolution Auto resolves a SupervisorLost job to (E02)."""
+    outcome = recorded_outcome(_record("lost", exitCode=code))
+    assert outcome is not None and (outcome.state, outcome.exit_code) == (state, code)
+    assert recorded_outcome(_record("lost")) is None and recorded_outcome(_record("exited", exitCode=0)) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("exited with code 3", "exited with code 3"),
+        ("exited with code 3 (recorded by the job's wrapper)", "exited with code 3 (recorded by the job's wrapper)"),
+        ("disk full", "exited with code 3: disk full"),
+        (None, "exited with code 3"),
+    ],
+)
+def test_a_non_zero_exit_says_its_code_once(message: str | None, expected: str) -> None:
+    outcome = record_outcome(_record("exited", exitCode=3, message=message))
+    assert outcome is not None and outcome.message == expected
 
 
 @pytest.mark.parametrize("state", ["accepted", "running"])

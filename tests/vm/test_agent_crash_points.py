@@ -16,6 +16,7 @@ from tests.vm.harness import AgentHarness, new_key
 CRASH_POINTS = {
     "serve:launch-after-accept": "failedToStart",  # accepted, no supervisor yet: it never ran
     "serve:journal-after-record": "failedToStart",
+    "serve:journal-before-group-sync": "failedToStart",  # claimed, not yet fsynced nor handed over
     "supervise:before-start": "lost",  # may have started: never guessed
     "supervise:after-start": "lost",
     "supervise:journal-after-record:running": "lost",

@@ -20,6 +20,7 @@ from typing import Any, cast
 from jobnet.core import status as api
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import Decision, Dispatch, EarlierAttempt, JobRuntime, RunRuntime, Settlement
+from jobnet.core.scheduler.summary import stuck_summary
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import (
     OUTPUT_TAIL_MAX_CHARS,
@@ -127,8 +128,12 @@ def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
     if for_patch:
         # A merge patch merges maps: a state no job is in any more must be removed explicitly.
         counts = {str(state): counts.get(str(state)) for state in JobState}
+    # The run's reason while Stuck: which jobs and why ("": the jobs under every jobnet).
+    reason, message = _jobnet_reason(decision, runtime.phase == RunPhase.STUCK, "")
     return {
         "phase": str(runtime.phase),
+        "reason": reason,
+        "message": message,
         "progress": decision.progress,
         "startedAt": to_rfc3339(runtime.started_at),
         "finishedAt": to_rfc3339(runtime.finished_at),
@@ -141,7 +146,12 @@ def _summary(decision: Decision, *, for_patch: bool) -> dict[str, Any]:
 def run_status(decision: Decision) -> JobRunStatus:
     """The whole status of a run after ``decision`` (for new runs and small ones)."""
     jobs = {path: job_status(job) for path, job in decision.runtime.jobs.items()}
-    jobs.update({path: JobStatus(state=_api_state(state)) for path, state in decision.jobnet_states.items()})
+    jobs.update(
+        {
+            path: JobStatus.model_validate(_jobnet_entry(decision, path, state))
+            for path, state in decision.jobnet_states.items()
+        }
+    )
     return JobRunStatus.model_validate({**_summary(decision, for_patch=False), "jobs": jobs})
 
 
@@ -159,9 +169,30 @@ def status_patch(
     for path in sorted(decision.runtime.jobs if full else decision.changed):
         jobs[path] = _patch_entry(job_status(decision.runtime.jobs[path]))
     for path, state in decision.jobnet_states.items():
-        if full or previous.get(path) != state:
-            jobs[path] = {"state": str(state)}
+        # A Stuck jobnet's message names its Stuck jobs: it changes with them.
+        if full or previous.get(path) != state or (state == JobState.STUCK and _changed_under(decision, path)):
+            jobs[path] = _jobnet_entry(decision, path, state, clear=previous.get(path) == JobState.STUCK)
     return {**_summary(decision, for_patch=True), "jobs": jobs}
+
+
+def _jobnet_entry(decision: Decision, path: str, state: JobState, *, clear: bool = False) -> dict[str, Any]:
+    """A jobnet's entry: its state, and while Stuck why (``clear``: the reason and message it had
+    are removed by explicit nulls of the merge patch)."""
+    reason, message = _jobnet_reason(decision, state == JobState.STUCK, path)
+    if reason is None and not clear:
+        return {"state": str(state)}
+    return {"state": str(state), "reason": reason, "message": message}
+
+
+def _jobnet_reason(decision: Decision, stuck: bool, path: str) -> tuple[str | None, str | None]:
+    """Which jobs keep a Stuck jobnet (or the run, at its root) Stuck, and why."""
+    found = stuck_summary(decision.runtime.jobs, path) if stuck else None
+    return found if found is not None else (None, None)
+
+
+def _changed_under(decision: Decision, path: str) -> bool:
+    prefix = f"{path}/"
+    return any(changed.startswith(prefix) for changed in decision.changed)
 
 
 def _patch_entry(entry: JobStatus) -> dict[str, Any]:

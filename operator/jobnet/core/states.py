@@ -139,8 +139,8 @@ STUCK_MESSAGES: Mapping[StuckReason, str] = {
         "the VM may be down and the job's state is unknown"
     ),
     StuckReason.SUPERVISOR_LOST: (
-        "the agent on {host} lost the job's supervisor and the script ended unsupervised, so its "
-        "result is unknown ({detail})"
+        "the agent on {host} lost the job's supervisor and the script ended unsupervised ({detail}); "
+        "unless its wrapper recorded the exit code, its result is unknown"
     ),
     StuckReason.AGENT_LOST: (
         "the agent on {host} has no record of this job ({detail}); its state directory may "

@@ -174,6 +174,14 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="an unanswered launch/kill request counts as outcome unknown after this long (default: 30)",
     )
     runtime.add_argument(
+        "--launch-retry-window",
+        type=float,
+        default=60.0,
+        help="a launch that never left because its VM could not be reached is retried (same key, "
+        "backoff between --reconnect-backoff-min and -max) this long before the job fails "
+        "HostUnreachable; 0: only the job's own retry.dispatchAttempts (default: 60)",
+    )
+    runtime.add_argument(
         "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL when a job is stopped (default: 10)"
     )
     runtime.add_argument(
@@ -219,6 +227,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="launch requests in flight to one VM at once; the rest wait in the operator "
         "and their request timeout starts only when sent (default: 16)",
+    )
+    runtime.add_argument(
+        "--agent-idle-timeout",
+        type=positive_seconds,
+        default=300.0,
+        help="keep a VM's agent channel open this long after its last run ended, so that the next "
+        "run starts without connecting; heartbeats are still checked meanwhile (default: 300)",
     )
     runtime.add_argument(
         "--agent-serve-arg",
@@ -357,6 +372,8 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         ssh=ssh,
         api_retry_delay=args.retry_delay,
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
+        launch_retry_window=args.launch_retry_window,
+        agent_idle_timeout=args.agent_idle_timeout,
     )
 
 

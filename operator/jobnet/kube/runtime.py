@@ -58,7 +58,8 @@ from jobnet.core.agentproto import (
     TailRequest,
     TailResult,
 )
-from jobnet.core.conditions import with_jobrun_conditions
+from jobnet.core.conditions import Condition, keep_transition_times, with_jobrun_conditions
+from jobnet.core.deletion import DELETION_BLOCKED, blocked_condition, is_deleting
 from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.hosts import host_id
@@ -89,7 +90,9 @@ from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
+from jobnet.kube.agentlost import report_lost_keys
 from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
+from jobnet.kube.deletion import RunDeletions
 from jobnet.kube.runmetrics import report_round
 from jobnet.kube.versioned import FinishedRuns, StatusChanged, VersionedRun
 from jobnet.metrics import operator_metrics
@@ -133,6 +136,11 @@ class RuntimeConfig:
     #: launch requests in flight to one host at once; the others wait in the operator, their
     #: request timeout not yet started (a 1,000-job fan-out must not queue past the timeout)
     max_inflight_launches_per_host: int = 16
+    #: how long a launch that never left (host unreachable) is retried (SchedulerPolicy)
+    launch_retry_window: float = 60.0
+    #: how long a host's agent channel stays open after its last run ended: the next run's first
+    #: launch then needs no SSH connection, no agent start and no fork server start
+    agent_idle_timeout: float = 300.0
 
     @property
     def secret_read_deadline(self) -> float:
@@ -145,6 +153,9 @@ class RuntimeConfig:
             heartbeat_deadline_seconds=self.heartbeat_deadline,
             dispatch_timeout_seconds=self.dispatch_timeout,
             kill_grace_seconds=self.kill_grace,
+            launch_retry_window_seconds=self.launch_retry_window,
+            launch_retry_backoff_min_seconds=self.ssh.reconnect_backoff_min,
+            launch_retry_backoff_max_seconds=self.ssh.reconnect_backoff_max,
         )
 
 
@@ -199,6 +210,9 @@ class HostLink:
         # One connection attempt (so one Secret read) at a time, however many launches wait.
         self._connect_lock = asyncio.Lock()
         self.launch_window = asyncio.Semaphore(runtime.config.max_inflight_launches_per_host)
+        #: the agent's hello of the channel whose runs' keys were checked (see agentlost.py)
+        self._checked: object = None
+        self._checking: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- subscriptions
 
@@ -296,16 +310,23 @@ class HostLink:
             raise CredentialsUnavailable(f"credentials Secret {secret} is not usable: {e}") from None
 
     async def _keep_connected(self) -> None:
-        """While runs use this host: keep the channel (and so events and heartbeats) flowing."""
+        """While runs use this host: keep the channel (and so events and heartbeats) flowing.
+        Once no run uses it, the open channel is kept (heartbeats still checked) for
+        :attr:`RuntimeConfig.agent_idle_timeout`, never reopened; then it is closed."""
         config = self.runtime.config
         backoff = config.ssh.reconnect_backoff_min
         probe = min(1.0, config.heartbeat_deadline / 3)
+        idle_until: float | None = None
         while True:
-            if not self.subscribers:
-                if self.agent is not None:
-                    await self.agent.close()
-                if not self.subscribers:  # nobody subscribed while the channel was closing
-                    return
+            if self.subscribers:
+                idle_until = None
+            else:
+                idle_until = idle_until or time.monotonic() + config.agent_idle_timeout
+                if time.monotonic() >= idle_until or self.agent is None or not self.agent.connected:
+                    if self.agent is not None:
+                        await self.agent.close()
+                    if not self.subscribers:  # nobody subscribed while the channel was closing
+                        return
             try:
                 agent = await self.connect()
             except SshError as e:
@@ -319,6 +340,9 @@ class HostLink:
                 logger.info("host=%s agent reachable again", self.key.host_id)
                 self._wake_all()
             backoff = config.ssh.reconnect_backoff_min
+            if agent.hello is not self._checked:  # a new channel: does the agent still know our jobs?
+                self._checked = agent.hello
+                self._checking = asyncio.create_task(report_lost_keys(self, agent))
             self.note_heartbeat()  # at every probe: the channel may die before the runs look again
             age = agent.heartbeat_age()
             if age is not None and age > config.heartbeat_deadline:
@@ -328,7 +352,7 @@ class HostLink:
                 agent.drop_connection()
                 self._wake_all()
                 continue
-            await asyncio.sleep(probe)
+            await asyncio.sleep(probe if idle_until is None else max(0.0, min(probe, idle_until - time.monotonic())))
 
     def _wake_all(self) -> None:
         for loop in list(self.subscribers.values()):
@@ -346,8 +370,9 @@ class HostLink:
 
     async def close(self) -> None:
         self.subscribers.clear()
-        if self._keeper is not None:
-            self._keeper.cancel()
+        for task in (self._keeper, self._checking):
+            if task is not None:
+                task.cancel()
         if self.agent is not None:
             await self.agent.close()
         self.pool.close()
@@ -400,6 +425,10 @@ class RunLoop:
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.last_summary: dict[str, Any] | None = None
+        #: deleted (and held by our finalizer): the whole run is stopped, then released
+        self.deleting = is_deleting(meta)
+        #: the DeletionBlocked condition last written (None: nothing blocks the deletion)
+        self.blocked: Condition | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -416,6 +445,15 @@ class RunLoop:
         """A watch event of the run (see :meth:`VersionedRun.observe`)."""
         if self.versioned.observe(body):
             self.wake()
+
+    def request_deletion(self) -> None:
+        if not self.deleting:
+            self.deleting = True
+            self.wake()
+
+    def on_absent(self, keys: list[JobKey]) -> None:
+        self.inbox.add_absent(keys)
+        self.wake()
 
     def on_record(self, record: JobRecord) -> None:
         news = self.inbox.add_record(record)
@@ -454,19 +492,19 @@ class RunLoop:
     # -------------------------------------------------------------- the loop
 
     def start(self) -> None:
+        # Every host a job of the run may still need: its channel (and the agent's fork server)
+        # opens now, while the run's first status write is on its way, not at the first launch.
         for node in self.graph.jobs():
             entry = self.state.jobs.get(node.path)
-            if (
-                node.host is not None
-                and entry is not None
-                and entry.state
-                not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.SKIPPED, JobState.PENDING)
-            ):
+            if node.host is not None and (entry is None or entry.state not in TERMINAL_STATES):
                 self.link(node.host)
         self.task = asyncio.create_task(self.run(), name=f"jobrun {self.label}")
 
+    def link_key(self, host: HostSpec) -> LinkKey:
+        return LinkKey.of(self.namespace, host)
+
     def link(self, host: HostSpec) -> HostLink:
-        key = LinkKey.of(self.namespace, host)
+        key = self.link_key(host)
         link = self.links.get(key)
         if link is None:
             link = self.links[key] = self.runtime.link(key)
@@ -492,6 +530,9 @@ class RunLoop:
                     pass
             logger.info("run=%s runtime finished (phase %s)", self.label, self.state.phase)
             self.runtime.finished.add(self.uid, self.versioned)
+            if self.deleting:
+                message = f"the run's jobs ended ({self.state.phase}) and their records were acknowledged"
+                self.runtime.deletions.release(self.involved, "Normal", "Deleted", message)
         except StatusChanged as changed:
             logger.warning(
                 "run=%s the stored status (version %s) is not the one this loop decided from (another writer, "
@@ -523,7 +564,9 @@ class RunLoop:
         # Steering requests already applied (their identity is in the status) are only removed.
         recorded = self.versioned.recorded
         steering = plan_steering(self.versioned.annotations, recorded)
-        decision = reconcile(self.graph, self.state, facts, self.policy, now, annotations=steering.fresh)
+        decision = reconcile(
+            self.graph, self.state, facts, self.policy, now, annotations=steering.fresh, deleting=self.deleting
+        )
         if decision.holds_for_output_tails:
             self.inbox.put_back(facts)
             return float("inf")  # the fetches wake the loop
@@ -535,10 +578,14 @@ class RunLoop:
             patch["appliedSteering"] = applied_status(steering.recorded_after(recorded, decision.consumed_annotations))
         summary = {key: value for key, value in patch.items() if key != "jobs"}
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
-        if patch["jobs"] or summary != self.last_summary:
+        blocked = self.deletion_blocked(decision.runtime, str(to_rfc3339(now)))
+        if patch["jobs"] or summary != self.last_summary or blocked != self.blocked:
             encoded = self.status_encoder.encode(patch, full=full)
+            status = with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now)))
+            if self.deleting:
+                status["conditions"] = [*status["conditions"], *([blocked] if blocked else [])]
             try:
-                await self.versioned.write_status(with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now))))
+                await self.versioned.write_status(status)
             except KubeApiError as e:
                 # Nothing is acted on before its decision is stored: decide again.
                 self.inbox.put_back(facts)
@@ -546,6 +593,9 @@ class RunLoop:
             self.conflicts = 0
             self.status_encoder.commit()
             self.last_summary = summary
+            if blocked is not None and blocked != self.blocked:
+                await self.post_event(Event(type="Warning", reason=DELETION_BLOCKED, message=blocked["message"]))
+            self.blocked = blocked
         for text in tails_written:
             del self.tails[text]
         report_round(operator_metrics, self.graph, self.state, decision)
@@ -558,6 +608,11 @@ class RunLoop:
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
         return decision.next_wakeup_at or float("inf")
+
+    def deletion_blocked(self, runtime: RunRuntime, now: str) -> Condition | None:
+        """The DeletionBlocked condition of this round (its time kept while it holds)."""
+        blocked = blocked_condition(runtime, self.metadata.get("generation"), now) if self.deleting else None
+        return keep_transition_times([blocked], [self.blocked] if self.blocked else None)[0] if blocked else None
 
     async def stored_elsewhere(self, error: KubeApiError, now: float) -> float:
         """The status write was refused: when to decide again. A conflict (the run changed since
@@ -817,6 +872,7 @@ class JobRunRuntime:
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
+        self.deletions = RunDeletions(self)
 
     @property
     def client(self) -> KubeClient:
@@ -869,8 +925,11 @@ class JobRunRuntime:
         if event_type == "DELETED":
             operator_metrics.forget_run(uid)
             self.finished.forget(uid)
+            self.deletions.released(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
+            return
+        if await self.deletions.observe(body, loop):
             return
         if loop is not None:
             loop.observe(body)
@@ -922,7 +981,10 @@ class JobRunRuntime:
             if not isinstance(resumed, RunGraph):
                 return resumed
             graph = resumed
-        loop = RunLoop(self, body, graph, self.config.policy())
+        marked = await self.deletions.ensure_finalizer(body)
+        if marked is None:
+            return False
+        loop = RunLoop(self, marked, graph, self.config.policy())
         self.loops[body["metadata"]["uid"]] = loop
         loop.start()
         return True
@@ -976,6 +1038,7 @@ class JobRunRuntime:
         return True
 
     async def close(self) -> None:
+        self.deletions.close()
         for task in list(self._retries):
             task.cancel()
         for loop in list(self.loops.values()):

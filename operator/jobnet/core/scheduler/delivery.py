@@ -1,7 +1,9 @@
 """Delivery: launch, kill and fence requests, their answers, timeouts and retries.
 
 A request is retried with the same key up to the job's ``retry.dispatchAttempts``; one that
-certainly never left fails the job, one that may have arrived makes it Stuck. A request
+certainly never left fails the job, one that may have arrived makes it Stuck. A launch that
+certainly never left because its host could not be reached is retried further, with backoff,
+for the policy's ``launch_retry_window_seconds`` (a short reboot of a VM fails no job). A request
 interrupted by an operator restart is sent again at once with the same key.
 """
 
@@ -150,6 +152,8 @@ def check_dispatch(draft: Draft, path: str, pending: Dispatch) -> None:
         )
         draft.send(path, dispatch.op)
         return
+    if retry_unreachable_launch(draft, path, dispatch):
+        return
     attempts = dispatch.attempts_used
     if dispatch.op == "launch" and not dispatch.unknown_seen:
         code = dispatch.last_error or Reason.HOST_UNREACHABLE
@@ -162,6 +166,49 @@ def check_dispatch(draft: Draft, path: str, pending: Dispatch) -> None:
         make_stuck(draft, path, StuckReason.HOST_DOWN, attempts=attempts, detail=last)
     else:
         make_stuck(draft, path, StuckReason.STOP_OUTCOME_UNKNOWN, attempts=attempts, detail=last)
+
+
+#: Caps the doubling of the backoff (the delay is capped long before).
+_MAX_DOUBLINGS = 30
+
+
+def retry_unreachable_launch(draft: Draft, path: str, dispatch: Dispatch) -> bool:
+    """Past the job's own retries, a launch that never left because its host could not be
+    reached is retried with the same key, with backoff, until the policy's window (counted from
+    the job's first try) ends. True while it is retried (or waits for its next try)."""
+    policy = draft.policy
+    if dispatch.op != "launch" or dispatch.unknown_seen or dispatch.last_error != Reason.HOST_UNREACHABLE:
+        return False
+    job = draft.jobs[path]
+    first_try = job.since if job.since is not None else dispatch.last_attempt_at
+    extra = max(0, dispatch.attempts_used - draft.retry(path).dispatch_attempts)
+    delay = min(
+        policy.launch_retry_backoff_max_seconds,
+        policy.launch_retry_backoff_min_seconds * 2 ** min(extra, _MAX_DOUBLINGS),
+    )
+    due = dispatch.last_attempt_at + delay
+    if due > first_try + policy.launch_retry_window_seconds:
+        return False
+    if draft.now < due:
+        draft.wake_at(due)
+        return True
+    draft.update(
+        path,
+        dispatch=dispatch.model_copy(
+            update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": draft.now, "in_flight": True}
+        ),
+    )
+    if extra == 0:  # one Event for the whole window; each try is in the operator log
+        draft.event(
+            "Warning",
+            "LaunchRetrying",
+            f"{path}: cannot reach {draft.host_of(path)} ({dispatch.last_error_message or dispatch.last_error}); "
+            f"the launch never left: retrying with the same key for up to "
+            f"{policy.launch_retry_window_seconds:g}s",
+            path,
+        )
+    draft.send(path, "launch")
+    return True
 
 
 def start_kill(draft: Draft, path: str, reason: KillReason) -> None:

@@ -92,3 +92,11 @@ class SchedulerPolicy(FrozenModel):
     #: flight when it died count from their decision and are retried with the same key).
     dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
+    #: A launch that provably never left (its host refused or did not answer the connection) is
+    #: retried with the same key this long after the job's first try, whatever the job's own
+    #: ``retry``, before it fails HostUnreachable: a VM that reboots for a few seconds fails no job.
+    #: 0: only the job's own retries.
+    launch_retry_window_seconds: float = Field(default=60.0, ge=0)
+    #: The delay before those retries: doubling from the first to the longest.
+    launch_retry_backoff_min_seconds: float = Field(default=1.0, gt=0)
+    launch_retry_backoff_max_seconds: float = Field(default=10.0, gt=0)

@@ -38,6 +38,8 @@ class AgentInbox:
         self.tails_fetching: set[str] = set()
         #: the record seq each key's ack was sent for
         self.acks_sent: dict[str, int] = {}
+        #: keys the run believed its agent had accepted that the agent answered it does not know
+        self.absent_keys: set[str] = set()
 
     def add_record(self, record: JobRecord) -> RecordNews:
         text = record.key.text()
@@ -45,6 +47,7 @@ class AgentInbox:
         if known is not None and record.seq < known.seq:
             return "stale"
         self.records[text] = record
+        self.absent_keys.discard(text)
         if (
             record.terminal
             and not record.acknowledged
@@ -53,6 +56,13 @@ class AgentInbox:
         ):
             return "fetchTail"
         return "news"
+
+    def add_absent(self, keys: list[JobKey]) -> None:
+        """The agent does not know these keys (its state was wiped): what we had of them is gone."""
+        for key in keys:
+            text = key.text()
+            self.records.pop(text, None)
+            self.absent_keys.add(text)
 
     def add_delivery(self, result: DeliveryResult) -> None:
         if result.op == "launch":
@@ -89,6 +99,7 @@ class AgentInbox:
             launch_sent_at=self.launch_sent_at,
             tails_fetching=frozenset(self.tails_fetching),
             acks_sent=self.acks_sent,
+            absent_keys=frozenset(self.absent_keys),
         )
 
     def put_back(self, facts: AgentFacts) -> None:

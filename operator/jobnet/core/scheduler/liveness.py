@@ -7,11 +7,18 @@ from jobnet.core.scheduler.delivery import check_dispatch, resend_interrupted, s
 from jobnet.core.scheduler.draft import Draft
 from jobnet.core.scheduler.fencing import awaits_auto_fence, check_fence, fence_if_provably_missing, settle_fence
 from jobnet.core.scheduler.records import make_stuck, take_record
+from jobnet.core.scheduler.state import JobRuntime
 from jobnet.core.states import JobState, StuckReason
 
 S = JobState
 _LIVE_STATES = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.STUCK})
 _HEARTBEAT_WATCHED = frozenset({S.RUNNING, S.STOPPING})
+
+
+def agent_may_have_lost(job: JobRuntime) -> bool:
+    """The agent accepted the job (it ran, or went silent while it ran): if the agent answers that
+    it does not know the key, it lost it (its state was wiped, the VM reinstalled)."""
+    return job.state in (S.RUNNING, S.STOPPING) or (job.state == S.STUCK and job.reason == StuckReason.HEARTBEAT_LOST)
 
 
 def live_paths(draft: Draft) -> list[str]:
@@ -29,7 +36,7 @@ def apply_record(draft: Draft, path: str) -> None:
     job = draft.jobs[path]
     record = draft.record_for(path)
     if record is None:
-        if job.state in (S.RUNNING, S.STOPPING) and draft.key_text(path) in draft.facts.absent_keys:
+        if agent_may_have_lost(job) and draft.key_text(path) in draft.facts.absent_keys:
             make_stuck(draft, path, StuckReason.AGENT_LOST, detail=f"key {draft.key(path)}")
         elif awaits_auto_fence(draft, path):
             fence_if_provably_missing(draft, path)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from jobnet.core.annotations import OverrideRequest, StopRequest
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler.actions import Decision
+from jobnet.core.scheduler.deletion import apply_deletion
 from jobnet.core.scheduler.delivery import apply_delivery
 from jobnet.core.scheduler.draft import Draft
 from jobnet.core.scheduler.facts import AgentFacts, SchedulerPolicy
@@ -29,6 +30,7 @@ def reconcile(
     annotated_by: str | None = None,
     overrides: Iterable[OverrideRequest] = (),
     stops: Iterable[StopRequest] = (),
+    deleting: bool = False,
 ) -> Decision:
     """Decide what the run does next. Pure and deterministic.
 
@@ -38,6 +40,7 @@ def reconcile(
     removes once the status is persisted. Who asked is ``jobnet.dev/stop-by`` /
     ``jobnet.dev/override-by`` (stamped by the admission webhook), else ``annotated_by``.
     ``overrides``/``stops`` are the same requests already parsed (they are validated again here).
+    ``deleting``: the JobRun is being deleted: the whole run is stopped (see ``deletion.py``).
     """
     draft = Draft(graph, runtime, facts, policy, now)
     apply_requests(draft, annotations or {}, annotated_by, tuple(overrides), tuple(stops))
@@ -48,6 +51,8 @@ def reconcile(
         apply_record(draft, path)
     for path in live:
         check_liveness(draft, path)
+    if deleting:
+        apply_deletion(draft)  # after liveness: it looks again at jobs that became Stuck this round
     root_state = walk(draft, graph.root, gate_open=True, blocked=None, scope=scope_here(draft, graph.root, None))
     draft.jobnet_states[graph.root] = root_state
     # After the walk, so that a re-run launched this round already supersedes its key.

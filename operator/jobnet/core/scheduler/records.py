@@ -2,14 +2,15 @@
 
 A record that proves an outcome finishes the job; a live one makes it Running; a ``lost`` one
 makes it Stuck; a Stuck job is resolved from a record (``stuckResolution: Auto``) or the record
-is noted for the person who settles it (``Manual``). A person's override settles a job here
+is noted for the person who settles it (``Manual``); a ``lost`` record that carries the exit code
+the job's wrapper recorded is such a record too. A person's override settles a job here
 too, and ended records the run is done with are acknowledged.
 """
 
 from __future__ import annotations
 
 from jobnet.core.agentproto import TERMINAL_RECORD_STATES, JobRecord
-from jobnet.core.outcome import describe_record, record_outcome
+from jobnet.core.outcome import Outcome, describe_record, record_outcome, recorded_outcome
 from jobnet.core.scheduler.actions import Ack
 from jobnet.core.scheduler.draft import Draft
 from jobnet.core.scheduler.state import AUTO_RESOLVER
@@ -53,9 +54,12 @@ def take_record(draft: Draft, path: str, record: JobRecord) -> None:
     job = draft.jobs[path]
     outcome = record_outcome(record, kill_reason=job.kill_reason)
     if outcome is not None and outcome.state == S.STUCK:
-        # A final record that proves nothing (`lost`): only a person can settle it.
+        # A `lost` record: Stuck; resolved at once from the exit code the wrapper recorded, if any
+        # (Auto), else only a person can settle it.
         if job.state != S.STUCK or job.reason != outcome.reason:
             make_stuck(draft, path, StuckReason.SUPERVISOR_LOST, detail=record.message or record.state)
+        if record.exit_code is not None:
+            resolve_stuck(draft, path, record)
         return
     if job.state == S.STUCK:
         resolve_stuck(draft, path, record)
@@ -79,9 +83,9 @@ def make_stuck(draft: Draft, path: str, reason: StuckReason, *, attempts: int = 
     draft.event("Warning", "JobStuck", f"{path} is Stuck ({reason}): {message}", path)
 
 
-def finish(draft: Draft, path: str, record: JobRecord) -> None:
+def finish(draft: Draft, path: str, record: JobRecord, outcome: Outcome | None = None) -> None:
     job = draft.jobs[path]
-    outcome = record_outcome(record, kill_reason=job.kill_reason)
+    outcome = outcome or record_outcome(record, kill_reason=job.kill_reason)
     assert outcome is not None
     draft.update(
         path,
@@ -117,7 +121,7 @@ def enter_running(draft: Draft, path: str, record: JobRecord) -> None:
 
 def resolve_stuck(draft: Draft, path: str, record: JobRecord) -> None:
     job = draft.jobs[path]
-    outcome = record_outcome(record, kill_reason=job.kill_reason)
+    outcome = recorded_outcome(record) or record_outcome(record, kill_reason=job.kill_reason)
     fresh = draft.heard_from_host_since(path, job.since)
     if outcome is None:
         # A live record only proves something when the agent spoke after we got stuck
@@ -141,7 +145,7 @@ def resolve_stuck(draft: Draft, path: str, record: JobRecord) -> None:
         return
     message = f"resolved automatically: {why} (was Stuck: {job.reason})"
     if outcome is not None:
-        finish(draft, path, record)
+        finish(draft, path, record, outcome)
     elif target == S.RUNNING:
         enter_running(draft, path, record)
     else:
