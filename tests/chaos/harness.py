@@ -160,6 +160,8 @@ class Chaos:
             self._watch_caught_up(watch)
         self.report.wall = time.monotonic() - started
         self._check(watch)
+        for index, vm in enumerate(self.vms):  # the evidence outlives the VMs (in the test's tmp_path)
+            (self.scenario.workdir / f"ledger-vm{index}").write_text((vm.home / LEDGER).read_text())
         return self.report
 
     def _watch_caught_up(self, watch: PhaseWatch) -> None:
