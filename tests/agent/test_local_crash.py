@@ -210,7 +210,8 @@ def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: Agent
         agent.close()
 
     assert running["state"] == "running"
-    assert record["state"] == "lost" and record["reason"] == "SupervisorLost" and record["exitCode"] is None
+    # the wrapper's code travels with the lost record: stuckResolution Auto settles the job from it
+    assert record["state"] == "lost" and record["reason"] == "SupervisorLost" and record["exitCode"] == 4
     assert "recorded exit code 4" in record["message"]
     assert output["data"] == "before\nafter\n"
     assert_journal_consistent(dirs)
@@ -309,7 +310,7 @@ def test_real_kill_9_of_the_supervisor_mid_job_then_the_job_ends(dirs: AgentDirs
     record = agent.wait_state(key, "lost", "exited")
     agent.close()
 
-    assert record["state"] == "lost" and record["exitCode"] is None
+    assert record["state"] == "lost" and record["exitCode"] == 0  # the wrapper's, recorded unsupervised
     assert "died mid-run" in record["message"]
 
 

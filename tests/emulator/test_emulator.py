@@ -109,6 +109,44 @@ def test_json_patch_test_op_is_honoured_like_kopfs_finalizer_patch(emulator: Emu
     assert status == 422 and body["kind"] == "Status"
 
 
+def test_a_status_patch_with_a_stale_resource_version_conflicts(emulator: EmulatorServer) -> None:
+    """What a run's loop relies on (kube/versioned.py): a status write conditional on the version
+    it decided from is refused once anything (here an annotation) changed the object."""
+    version = create_jobnet(emulator, "one")["metadata"]["resourceVersion"]
+    status, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBNETS}/one/status",
+        {"metadata": {"resourceVersion": version}, "status": {"valid": True}},
+        "application/merge-patch+json",
+    )
+    assert status == 200 and body["status"]["valid"] is True
+    current = body["metadata"]["resourceVersion"]
+    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "1"}}}, "application/merge-patch+json")
+
+    status, body = call(
+        emulator,
+        "PATCH",
+        f"{JOBNETS}/one/status",
+        {"metadata": {"resourceVersion": current}, "status": {"valid": False}},
+        "application/merge-patch+json",
+    )
+    assert status == 409 and body["reason"] == "Conflict"
+    assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one")["status"]["valid"] is True
+
+
+def test_held_watch_events_are_released_late_in_order(emulator: EmulatorServer) -> None:
+    create_jobnet(emulator, "one")
+    held = emulator.hold_watch_events("jobnets", "one")
+    for value in ("1", "2"):
+        call(
+            emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"v": value}}}, "application/merge-patch+json"
+        )
+    held.stop_capturing()
+    assert [obj["metadata"]["labels"]["v"] for obj in held.held] == ["1", "2"]
+    assert held.release() == 2 and held.held == []
+
+
 def test_merge_patch_removes_null_fields_and_merges_maps(emulator: EmulatorServer) -> None:
     create_jobnet(emulator, "one")
     call(

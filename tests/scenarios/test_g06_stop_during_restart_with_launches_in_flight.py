@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from tests.scenarios.test_c01_c05_dispatch_cut import start_cut_run
 from tests.support.operator_proc import register_webhooks
 from tests.support.scenario import Scenario
 
@@ -55,3 +56,38 @@ def test_G06_stop_in_the_restart_round_launches_nothing_and_ends_stopped(scenari
     assert status["appliedSteering"]["stop"].startswith("text-")
     scenario.wait_event(run, "RunStopped")
     assert scenario.event_reasons(run).count("StopRequested") == 1
+
+
+def test_G06_stop_in_the_restart_round_kills_a_launch_that_never_arrived(scenario: Scenario) -> None:
+    """As above, with the launch cut on its way (C01's fault) when the operator is killed: the
+    restarted operator does not re-send it under the stopped scope; it sends the kill, which the
+    agent answers "no such job", and the job is Stopped without ever running. (The old connection
+    is gone before the link returns, so the launch can no longer arrive late.)"""
+    cut = start_cut_run(scenario, "g06f")
+    operator = scenario.operator
+    assert operator is not None
+    register_webhooks(scenario.emulator, operator.webhook_url, failure_policy="Ignore")
+    target = cut.path("target")
+    scenario.wait_job_state(cut.run, cut.path("warmup"), "Succeeded", timeout=60)  # the channel is open
+    scenario.wait_job_state(cut.run, cut.path("gate"), "Running", timeout=60)
+    cut.net.cut()
+    cut.ctl.put_file("go", "", 0o644)  # gate ends: target is launched over the cut link
+    scenario.wait_operator_log(rf"job={target} .*launching", timeout=30)
+    operator.kill()  # the launch is in flight: it left, and never arrives
+    assert scenario.job(cut.run, target)["state"] == "Starting"
+    try:
+        scenario.annotate(cut.run, "jobnet.dev/stop", "/")
+        cut.wait_old_connection_gone()
+    finally:
+        cut.net.restore()
+    log_before_restart = len(operator.log_text())
+    operator.start()
+
+    status = scenario.wait_phase(cut.run, "Stopped", timeout=60)
+
+    assert status["jobs"][target]["state"] == "Stopped" and status["jobs"][target]["attempt"] == 1
+    restarted = operator.log_text()[log_before_restart:]
+    assert not re.search(r"job=/g06f/\w+ .*launching", restarted), restarted[-3000:]
+    assert re.search(rf"job={target} .*killing \(stop", restarted), restarted[-3000:]
+    assert not any("accepted" in line for line in cut.agent_lines("target")), cut.agent_lines("target")
+    assert scenario.script_runs(cut.net, "target") == 0 and scenario.script_runs(cut.net, "downstream") == 0

@@ -50,7 +50,7 @@ def test_G07_deleting_a_running_run_stops_its_jobs_acks_then_the_run_and_its_sna
     assert reasons.count("StopRequested") == 1 and reasons.count("Deleted") == 1, reasons
     assert scenario.script_runs(vm, "after") == 0
     assert scenario.script_runs(vm, "work") == 1 and scenario.script_runs(vm, "other") == 1
-    wait_until(lambda: not vm.agent_processes(("supervise",)), timeout=10, what="the jobs' supervisors ended")
+    wait_until(lambda: not vm.job_supervisors(), timeout=10, what="the jobs' supervisors ended")
 
 
 def test_G07_a_finished_run_is_released_at_once(scenario: Scenario) -> None:

@@ -43,7 +43,7 @@ def test_G08_deletion_waits_for_the_host_then_stops_the_job_and_completes(scenar
     wait_until(lambda: scenario.gone("jobrun", run), timeout=60, what=f"JobRun {run} gone")
     assert scenario.event_reasons(run).count(DELETION_BLOCKED) == 1
     scenario.wait_event(run, "Deleted", timeout=10)
-    wait_until(lambda: not vm.agent_processes(("supervise",)), timeout=10, what="the job's supervisor ended")
+    wait_until(lambda: not vm.job_supervisors(), timeout=10, what="the job's supervisor ended")
 
 
 def test_G08_force_delete_annotation_releases_it_at_once_with_a_warning(scenario: Scenario) -> None:

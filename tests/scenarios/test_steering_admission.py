@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -111,9 +112,11 @@ def test_mutating_webhook_stamps_only_a_changed_steering_annotation(
     changed = json.loads(json.dumps(before))
     changed["metadata"]["annotations"]["jobnet.dev/override"] = "/nightly/a=Failed"
     stamped = operator.admission_review("/mutate-jobrun", admission_review("UPDATE", changed, before, username="carol"))
-    assert json.loads(base64.b64decode(stamped["patch"])) == [
-        {"op": "replace", "path": "/metadata/annotations/jobnet.dev~1override-by", "value": "carol"}
-    ]
+    by, identity = sorted(json.loads(base64.b64decode(stamped["patch"])), key=lambda op: op["path"])
+    assert by == {"op": "replace", "path": "/metadata/annotations/jobnet.dev~1override-by", "value": "carol"}
+    # A changed override is a new request: it gets a fresh identity (core/steering.py).
+    assert identity["op"] == "add" and identity["path"] == "/metadata/annotations/jobnet.dev~1override-id"
+    assert re.fullmatch(r"[0-9a-f]{16}", identity["value"]), identity
 
     labelled = json.loads(json.dumps(before))
     labelled["metadata"]["labels"] = {"team": "etl"}

@@ -22,6 +22,8 @@ class FakeAgent:
     connected: bool = True
     heartbeat: float = 0.0
     closes: int = 0
+    #: no hello: HostLink's check for keys the agent lost (agentlost.py) never starts
+    hello: object = None
 
     def heartbeat_age(self) -> float | None:
         return self.heartbeat if self.connected else None

@@ -292,16 +292,24 @@ def test_an_ended_record_is_acknowledged_once_however_often_the_scheduler_asks()
     run(scenario())
 
 
-def test_nothing_is_acted_on_before_its_decision_is_stored() -> None:
+@pytest.mark.parametrize("refusal", ["unavailable", "conflict"])
+def test_nothing_is_acted_on_before_its_decision_is_stored(refusal: str) -> None:
+    """The API refuses the status write: unavailable (decide again after the retry delay), or a
+    conflict, someone else's write since the loop's version (read the run again, decide again at once)."""
+
     async def scenario() -> None:
         client, agent = FakeClient(), FakeAgent()
-        client.failing_patches = 1
         loop = new_loop(client, agent)
+        if refusal == "unavailable":
+            client.failing_patches = 1
+        else:
+            client.annotate(team="etl")
         wakeup = await loop.iterate()
-        assert wakeup is not None and wakeup != float("inf")  # come back after the retry delay
         await settle(loop)
+        assert wakeup is not None and (wakeup > time.time()) == (refusal == "unavailable")
         assert agent.requests == [] and client.patches == []
-        await loop.iterate()  # the API is back: stored, then launched
+        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]  # (read again)
+        await loop.iterate()  # stored, then launched
         await settle(loop)
         assert client.job("/net/load")["state"] == "Starting" and len(agent.sent(LaunchRequest)) == 1
 
@@ -321,23 +329,6 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         loop.task.cancel()
         await asyncio.gather(loop.task, return_exceptions=True)
         await settle(loop)
-
-    run(scenario())
-
-
-def test_a_conflicting_write_reads_the_run_again_and_decides_again_before_acting() -> None:
-    async def scenario() -> None:
-        client, agent = FakeClient(), FakeAgent()
-        loop = new_loop(client, agent)
-        client.annotate(team="etl")  # someone else's write: the loop's version is stale
-        wakeup = await loop.iterate()
-        await settle(loop)
-        assert wakeup is not None and wakeup <= time.time()  # decide again at once
-        assert agent.requests == [] and client.patches == []
-        assert loop.versioned.resource_version == client.stored["metadata"]["resourceVersion"]
-        await loop.iterate()
-        await settle(loop)
-        assert client.job("/net/load")["state"] == "Starting" and len(agent.sent(LaunchRequest)) == 1
 
     run(scenario())
 

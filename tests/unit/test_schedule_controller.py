@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobnet.kube.client import HTTP_CONFLICT, KubeApiError
-from jobnet.kube.schedules import SCHEDULE_LABEL, ScheduleController
+from jobnet.kube.schedules import SCHEDULE_LABEL, SHARED_LIST_FROM, ScheduleController
 
 UTC = datetime.UTC
 SLOT = datetime.datetime(2027, 1, 5, 17, 0, tzinfo=UTC)  # 02:00 in Tokyo on the 6th
@@ -24,15 +24,18 @@ class FakeClient:
         self.events: list[tuple[str, str]] = []
         self.statuses: list[dict[str, Any]] = []
         self.unlisted: set[str] = set()  # created by someone else after a list, say
+        self.selectors: list[str | None] = []  # of each list
 
     async def list_objects(
         self, plural: str, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        key, _, value = (label_selector or "").partition("=")
+        self.selectors.append(label_selector)
+        key, equals, value = (label_selector or "").partition("=")
         return [
             run
             for name, run in self.runs.items()
-            if run["metadata"]["labels"].get(key) == value and name not in self.unlisted
+            if (run["metadata"]["labels"].get(key) == value if equals else key in run["metadata"]["labels"])
+            and name not in self.unlisted
         ]
 
     async def create_object(self, plural: str, body: Mapping[str, Any]) -> None:
@@ -63,12 +66,12 @@ class FakeClock:
         return self.moment
 
 
-def schedule_body(**spec: Any) -> dict[str, Any]:
+def schedule_body(name: str = "nightly", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "jobnet.dev/v1alpha1",
         "kind": "JobSchedule",
         "metadata": {
-            "name": "nightly",
+            "name": name,
             "namespace": "default",
             "uid": "u-1",
             "generation": 1,
@@ -145,3 +148,24 @@ def test_forbid_skips_with_an_event_while_a_run_is_active() -> None:
     assert sorted(client.runs) == ["nightly-202701050200"]
     assert client.events[-1][0] == "SlotSkipped"
     assert "run nightly-202701050200 is still active" in client.events[-1][1]
+
+
+def test_a_burst_of_due_schedules_reads_their_runs_with_one_list() -> None:
+    client = FakeClient()
+    ctrl, clock = controller(client, SLOT - datetime.timedelta(seconds=30))
+    names = [f"nightly-{n:02d}" for n in range(SHARED_LIST_FROM)]
+    for name in names:
+        ctrl.schedule_event(None, schedule_body(name))
+    asyncio.run(ctrl.check(clock.now()))  # each is new: one shared list, nothing due
+    client.runs["nightly-00-202701060200"] = {  # another replica created one slot's run already
+        "metadata": {"name": "nightly-00-202701060200", "labels": {SCHEDULE_LABEL: "nightly-00"}},
+        "status": {"phase": "Running"},
+    }
+    client.selectors.clear()
+    clock.moment = SLOT + datetime.timedelta(seconds=1)
+    asyncio.run(ctrl.check(clock.now()))
+    assert client.selectors == [SCHEDULE_LABEL]
+    assert sorted(client.creates) == [f"{name}-202701060200" for name in names[1:]]
+    assert sorted(client.runs) == sorted(f"{name}-202701060200" for name in names)
+    assert client.statuses[-1]["active"] == [f"{names[-1]}-202701060200"]
+    assert client.statuses[-1]["lastRun"] == f"{names[-1]}-202701060200"

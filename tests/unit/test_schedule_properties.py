@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from jobnet.core.calendar import BusinessCalendar
 from jobnet.core.models import WEEKDAYS, JobCalendarSpec
-from jobnet.core.schedule import UTC, ScheduleRules, Slot, slots_between
+from jobnet.core.schedule import UTC, ScheduleRules, Slot, next_run, slots_between
 
 MINUTE = datetime.timedelta(minutes=1)
 DAY = datetime.timedelta(days=1)
@@ -270,3 +270,24 @@ def test_calendar_slots_match_a_day_by_day_reference(data: st.DataObject, start:
         < margin - 2
     )
     assert as_tuples(slots_between(rules, start, until)) == brute_slots(rules, start, until, margin_days=margin)
+
+
+@settings(PROFILE, max_examples=30)
+@given(data=st.data(), start=st.one_of(moments, near_transitions()))
+def test_next_run_is_the_first_runnable_slot_of_a_long_window(data: st.DataObject, start: datetime.datetime) -> None:
+    """next_run searches windows from a guess at the next cron time: whatever the guess, it finds
+    the slot that one long window holds first (calendar shifts and skips, DST, any zone)."""
+    calendar = data.draw(calendars(start))
+    zone = data.draw(st.sampled_from(ZONES))
+    expressions = data.draw(
+        st.lists(
+            st.sampled_from(["0 2 * * *", "30 2 * * *", "*/20 1-3 * * *", "0 9 * * 1-5", "30 1 1,15 * 0", "@hourly"]),
+            min_size=1,
+            max_size=2,
+            unique=True,
+        )
+    )
+    rules = ScheduleRules(tuple(expressions), ZoneInfo(zone), calendar)
+    runnable = [slot for slot in slots_between(rules, start, start + 40 * DAY) if not slot.skipped]
+    assume(runnable)
+    assert next_run(rules, start) == runnable[0]

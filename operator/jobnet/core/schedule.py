@@ -19,7 +19,9 @@ possible name and a second creation is refused by the API server (HTTP 409).
 
 from __future__ import annotations
 
+import copy
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -143,12 +145,25 @@ def resolve_local(local: datetime.datetime, zone: ZoneInfo) -> datetime.datetime
     return high.astimezone(zone)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_cron(expression: str) -> croniter:
+    """``expression`` parsed, to be copied: parsing costs as much as iterating a day of it."""
+    return croniter(expression, datetime.datetime(2000, 1, 1))
+
+
+def _cron_iterator(expression: str, start: datetime.datetime) -> croniter:
+    """A croniter of (valid) ``expression`` from naive ``start``, as ``croniter(expression, start)``."""
+    iterator = copy.copy(_parsed_cron(expression))
+    iterator.set_current(start, force=True)
+    return iterator
+
+
 def _cron_times(
     expressions: Sequence[str], start: datetime.datetime, end: datetime.datetime
 ) -> Iterator[datetime.datetime]:
     """Naive local times matched by any expression, ``start`` < time <= ``end`` (unsorted, with duplicates)."""
     for expression in expressions:
-        iterator = croniter(expression, start)
+        iterator = _cron_iterator(expression, start)
         while True:
             try:
                 moment = iterator.get_next(datetime.datetime)
@@ -214,9 +229,23 @@ def upcoming_slots(rules: ScheduleRules, after: datetime.datetime, count: int) -
         window *= 2
 
 
+def _first_window(rules: ScheduleRules, after: datetime.datetime) -> datetime.timedelta:
+    """How far after ``after`` the next slot probably runs: to the expressions' next wall-clock
+    time and an hour more (a guess: an offset change or a calendar shift may put it further)."""
+    local = after.astimezone(rules.zone).replace(tzinfo=None)
+    nearest = CRON_HORIZON
+    for expression in rules.expressions:
+        try:
+            nearest = min(nearest, _cron_iterator(expression, local).get_next(datetime.datetime) - local)
+        except CroniterBadDateError:
+            continue
+    return nearest + datetime.timedelta(hours=1)
+
+
 def next_run(rules: ScheduleRules, after: datetime.datetime) -> Slot | None:
-    """The next slot after ``after`` that runs (not skipped), or None within CRON_HORIZON."""
-    window = datetime.timedelta(hours=1)
+    """The next slot after ``after`` that runs (not skipped), or None within CRON_HORIZON:
+    searched in windows that double from a guess (:func:`_first_window`)."""
+    window = min(_first_window(rules, after), CRON_HORIZON)
     while True:
         runnable = [slot for slot in slots_between(rules, after, after + window) if not slot.skipped]
         if runnable:

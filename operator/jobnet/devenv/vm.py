@@ -564,6 +564,15 @@ class NamespaceVM:
                 found[pid] = argv
         return found
 
+    def job_supervisors(self) -> dict[int, list[str]]:
+        """The agent's supervisors of jobs: ``supervise`` processes but the fork server, which
+        lives as long as ``serve`` (an open agent channel) and supervises nothing itself."""
+        return {
+            pid: argv
+            for pid, argv in self.agent_processes(("supervise",)).items()
+            if "--fork-server-fd" not in argv
+        }
+
     # ------------------------------------------------------------ faults
 
     def cut(self) -> None:

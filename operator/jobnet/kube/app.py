@@ -3,7 +3,9 @@
 Every handler is registered on a registry built here (never kopf's global one), so importing
 this module has no side effects and tests can build as many operators as they like.
 
-A JobRun is re-validated and expanded when it is created, because admission cannot stop
+A JobRun is re-validated and expanded when the watch first shows it without a phase (a kopf
+*event* handler: kopf then keeps no diffbase annotation in JobRuns, whose writes would each pass
+admission and come back as one more watch event), because admission cannot stop
 every race (a JobNet it needs may be deleted after the JobRun was admitted, or the webhook
 may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Failed`` with
 reason ``InvalidJobNet``, a message naming every problem, and a Warning Event. For a valid one
@@ -20,7 +22,7 @@ import asyncio
 import datetime
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,8 +53,9 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
-#: Tries of one describe of a namespace's JobNets (retry_delay apart) before waiting for the next watch.
-DESCRIBE_TRIES = 3
+#: Tries of one describe of a namespace's JobNets, or of one JobRun's start (retry_delay apart),
+#: before waiting for the next watch event (kopf lists everything again at each new watch).
+API_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -189,14 +192,22 @@ def build_registry(
     if starter is not None:
         starter.register(registry, client)
 
-    @kopf.on.create(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
-    async def start_jobrun(body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any) -> None:
-        if body.get("status", {}).get("phase"):
-            return  # started before (kopf replays a handler whose outcome it did not record)
-        try:
-            await _start(body, name, namespace or "default", uid, client, starter)
-        except KubeApiError as e:
-            raise kopf.TemporaryError(f"cannot start JobRun {name!r} yet: {e}", delay=config.retry_delay) from None
+    started: set[str] = set()  # JobRuns made Pending here (an event written before may still come)
+
+    @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
+    async def start_jobrun(
+        event: Mapping[str, Any], body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any
+    ) -> None:
+        if event.get("type") == "DELETED":
+            started.discard(uid)
+            return
+        if uid in started or not jobrun_needs_starting(body):
+            return
+        where = namespace or "default"
+        if await retried(
+            lambda: _start(body, name, where, uid, client, starter), f"start JobRun {where}/{name}", config
+        ):
+            started.add(uid)
 
     # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
     # re-describes the namespace (patching only the statuses that change). This is a watch-event
@@ -211,20 +222,33 @@ def build_registry(
         where = namespace or "default"
         if not jobnets_need_describing(event.get("type"), body, since_start=where in described):
             return
-        for attempt in range(1, DESCRIBE_TRIES + 1):
-            try:
-                await _describe_namespace(where, client)
-            except KubeApiError as e:
-                if attempt == DESCRIBE_TRIES:
-                    logger.error("cannot describe the JobNets of %s (tried again at the next watch): %s", where, e)
-                    return
-                logger.warning("cannot describe the JobNets of %s: %s; retrying in %.1fs", where, e, config.retry_delay)
-                await asyncio.sleep(config.retry_delay)
-            else:
-                described.add(where)
-                return
+        if await retried(lambda: _describe_namespace(where, client), f"describe the JobNets of {where}", config):
+            described.add(where)
 
     return registry
+
+
+async def retried(action: Callable[[], Awaitable[None]], what: str, config: OperatorConfig) -> bool:
+    """Do ``action`` (an event handler's work) up to API_TRIES times while the API server fails,
+    ``config.retry_delay`` apart; whether it was done. kopf does not retry event handlers: after
+    the last try the object's next watch event (at the latest the next watch's listing) tries again."""
+    for attempt in range(1, API_TRIES + 1):
+        try:
+            await action()
+        except KubeApiError as e:
+            if attempt == API_TRIES:
+                logger.error("cannot %s (tried again at the next watch event): %s", what, e)
+                return False
+            logger.warning("cannot %s: %s; retrying in %.1fs", what, e, config.retry_delay)
+            await asyncio.sleep(config.retry_delay)
+        else:
+            return True
+    return False
+
+
+def jobrun_needs_starting(body: Mapping[str, Any]) -> bool:
+    """A JobRun is started while it has no phase (new, or its start failed) and is not being deleted."""
+    return not (body.get("status") or {}).get("phase") and not body.get("metadata", {}).get("deletionTimestamp")
 
 
 def jobnets_need_describing(event_type: str | None, body: Mapping[str, Any], *, since_start: bool) -> bool:

@@ -6,8 +6,8 @@ on changes of its annotations and at the scheduler's deadlines, and per iteratio
     decision = reconcile(graph, runtime, facts, policy, now, annotations=<requests not yet applied>)
     patch the status (one merge patch at the known resourceVersion, only when something changed,
                       recording the steering requests applied)            # first
-    Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
     remove the applied steering annotations (JSON patch, only while unchanged)
+    Launch/Kill/Ack through the host's agent (idempotent by JobKey), post Events, log
 
 A conflict (the run changed since the version decided from) means read it again and decide
 again; see kube/versioned.py and core/steering.py.
@@ -547,8 +547,7 @@ class RunLoop:
             for link in self.links.values():
                 link.unsubscribe(self)
             self.runtime.forget(self)
-        for request in list(self.requests):  # their answers belong to the old decisions
-            request.cancel()
+        # Requests still in flight end on their own; the new loop re-sends them with the same key.
         await self.runtime.ensure_loop(resume, self.graph)
 
     async def iterate(self) -> float | None:
@@ -601,9 +600,10 @@ class RunLoop:
         report_round(operator_metrics, self.graph, self.state, decision)
         self.state = decision.runtime
         self.jobnet_states = dict(decision.jobnet_states)
+        removed = await self.remove_applied()
         for action in decision.actions:  # in the scheduler's order: requests, acks, Events
             await self.act(action)
-        if not await self.remove_applied():
+        if not removed:
             return now + self.runtime.config.api_retry_delay
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None

@@ -16,6 +16,7 @@ written after the runs, so a crash in between only repeats creations that then a
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import logging
 from collections.abc import Mapping
@@ -60,6 +61,10 @@ logger = logging.getLogger(__name__)
 SCHEDULE_LABEL = "jobnet.dev/schedule"
 #: How many missed slots an Event lists by time (the rest are counted).
 MISSED_LISTED = 5
+#: From this many schedules of one namespace to reconcile in one check on (a burst of due slots,
+#: or of their runs changing), their runs are read with one list of the namespace's scheduled
+#: runs instead of one list per schedule.
+SHARED_LIST_FROM = 20
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -118,6 +123,37 @@ def schedule_run_body(
     }
 
 
+@dataclass
+class _Timing:
+    """A schedule's timing as its spec and calendar say, kept while neither changes: parsing the
+    spec, checking its cron expressions and building the calendar at every reconcile, and
+    searching the next slot when a run changed, cost more than all the rest of a reconcile."""
+
+    source: tuple[object, object]  # the raw spec and the calendar's raw spec it was made of
+    spec: JobScheduleSpec | None
+    rules: ScheduleRules | list[Problem]  # or why the schedule cannot be used
+    upcoming: Slot | None = None  # next_run(rules, since)
+    since: datetime.datetime | None = None
+
+    def next_run(self, rules: ScheduleRules, now: datetime.datetime) -> Slot | None:
+        """``next_run(rules, now)``: the one found before while ``now`` is still before it (no
+        slot runs in between; a clock set back searches again)."""
+        known = self.upcoming is not None and self.since is not None and self.since <= now < self.upcoming.run_at
+        if not known:
+            self.upcoming, self.since = next_run(rules, now), now
+        return self.upcoming
+
+
+def _run_record(item: Mapping[str, Any]) -> RunRecord | None:
+    """What the schedule needs of a listed run; None for one being deleted."""
+    meta = item["metadata"]
+    if meta.get("deletionTimestamp"):
+        return None
+    return RunRecord(
+        name=meta["name"], phase=(item.get("status") or {}).get("phase"), created=meta.get("creationTimestamp", "")
+    )
+
+
 def _condition(status: str, reason: str, message: str, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
     """The Ready condition, keeping its transition time while its status does not change."""
     old: Mapping[str, Any] = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -136,6 +172,7 @@ class ScheduleController:
         self._calendars: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, datetime.datetime | None] = {}  # when to reconcile next; None: only on a change
         self._cursor: dict[Key, datetime.datetime] = {}  # lastScheduleTime as written
+        self._timing: dict[Key, _Timing] = {}
         self._changed: set[Key] = set()
         self._run_phases: dict[Key, str] = {}  # phase of each scheduled run seen
         self._task: asyncio.Task[None] | None = None
@@ -146,7 +183,7 @@ class ScheduleController:
         meta = body.get("metadata", {})
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         if event_type == "DELETED":
-            for table in (self._schedules, self._due, self._cursor):
+            for table in (self._schedules, self._due, self._cursor, self._timing):
                 table.pop(key, None)
             self._changed.discard(key)
             return
@@ -193,19 +230,56 @@ class ScheduleController:
     async def check(self, now: datetime.datetime) -> None:
         """Reconcile every schedule that changed or whose next slot is due at ``now``."""
         keys = [key for key in self._schedules if key in self._changed or self._is_due(key, now)]
+        shared = await self._shared_runs(keys)
         for key in keys:
             self._changed.discard(key)
             try:
-                await self.reconcile(key, now)
+                listed = shared.get(key[0])
+                await self.reconcile(key, now, None if listed is None else listed.get(key[1], []))
             except KubeApiError as e:
                 logger.warning("JobSchedule %s/%s: %s (retried in %ss)", *key, e, self.settings.check_interval)
                 self._changed.add(key)
+
+    async def _shared_runs(self, keys: list[Key]) -> dict[str, dict[str, list[RunRecord]]]:
+        """The scheduled runs of each namespace with SHARED_LIST_FROM or more of ``keys``, by
+        schedule (one list each; a namespace whose list fails is read per schedule)."""
+        counts = collections.Counter(namespace for namespace, _ in keys)
+        shared: dict[str, dict[str, list[RunRecord]]] = {}
+        for namespace in (namespace for namespace, count in counts.items() if count >= SHARED_LIST_FROM):
+            try:
+                items = await self.client.list_objects(JOBRUNS, namespace, SCHEDULE_LABEL)
+            except KubeApiError as e:
+                logger.warning("cannot list the scheduled JobRuns of %s (listed per schedule): %s", namespace, e)
+                continue
+            by_schedule = shared[namespace] = {}
+            for item in items:
+                record = _run_record(item)
+                if record is not None:
+                    by_schedule.setdefault(item["metadata"]["labels"][SCHEDULE_LABEL], []).append(record)
+        return shared
 
     def _is_due(self, key: Key, now: datetime.datetime) -> bool:
         due = self._due.get(key)
         return due is not None and due <= now
 
     # ------------------------------------------------------------------ one schedule
+
+    def _timing_of(self, key: Key, body: Mapping[str, Any]) -> _Timing:
+        """The schedule's timing (kept from the last reconcile while its spec and calendar are
+        the same)."""
+        raw = body.get("spec")
+        calendar_ref = (raw or {}).get("calendarRef") if isinstance(raw, Mapping) else None
+        calendar = self._calendars.get((key[0], calendar_ref)) if isinstance(calendar_ref, str) else None
+        source = (raw, None if calendar is None else calendar.get("spec"))
+        known = self._timing.get(key)
+        if known is not None and known.source == source:
+            return known
+        spec, problems = parse_spec(JobScheduleSpec, raw)
+        rules: ScheduleRules | list[Problem] = problems
+        if spec is not None and not problems:
+            rules = timing_problems(spec) or self._rules(key[0], spec)
+        timing = self._timing[key] = _Timing(source, spec, rules)
+        return timing
 
     def _rules(self, namespace: str, spec: JobScheduleSpec) -> ScheduleRules | list[Problem]:
         """The schedule's timing on its calendar, or why its calendar cannot be used."""
@@ -223,28 +297,29 @@ class ScheduleController:
         except UnknownHolidays as e:
             return [Problem(path=f"JobCalendar/{spec.calendar_ref} spec.publicHolidays", message=str(e))]
 
-    async def reconcile(self, key: Key, now: datetime.datetime) -> None:
+    async def reconcile(self, key: Key, now: datetime.datetime, listed: list[RunRecord] | None = None) -> None:
+        """Create the runs of the due slots, report missed ones, delete runs beyond the history
+        limits and write the status; ``listed``: the schedule's runs as just listed (else listed here)."""
         namespace, name = key
         body = self._schedules[key]
         status = dict(body.get("status") or {})
         stamp = rfc3339(now.astimezone(datetime.UTC))
         # A missing JobNet is admission's check (it may come later: its runs then say why).
-        spec, problems = parse_spec(JobScheduleSpec, body.get("spec"))
-        rules: ScheduleRules | list[Problem] = problems
-        if spec is not None and not problems:
-            problems = timing_problems(spec)
-            rules = problems or self._rules(namespace, spec)
+        timing = self._timing_of(key, body)
+        spec, rules = timing.spec, timing.rules
         if spec is None or isinstance(rules, list):
-            message = describe_problems(f"JobSchedule {name!r}", rules if isinstance(rules, list) else problems)
+            assert isinstance(rules, list)  # a spec that does not parse has problems
+            message = describe_problems(f"JobSchedule {name!r}", rules)
             self._due[key] = None
             invalid = _condition("False", "InvalidSchedule", message, status, stamp)
             await self._write_status(body, {"nextScheduleTime": None, "conditions": [invalid]})
             return
         cursor = self._cursor_of(key, body)
-        runs = await self._runs(namespace, name)
+        runs = listed if listed is not None else await self._runs(namespace, name)
         active = [run for run in runs if not run.finished]
         existing = {run.name for run in runs}
         updates: dict[str, Any] = {}
+        created: list[RunRecord] = []  # in slot order, so the last is the latest
         if spec.suspend:
             self._due[key] = None
             ready = _condition("False", "Suspended", "spec.suspend is true: no runs are created", status, stamp)
@@ -254,7 +329,8 @@ class ScheduleController:
             deadline = spec.starting_deadline_seconds
             plan = plan_due(slots, now, None if deadline is None else datetime.timedelta(seconds=deadline))
             for slot in plan.due:
-                await self._start_slot(body, spec, slot, active, existing)
+                record = await self._start_slot(body, spec, slot, active, existing)
+                created += [record] if record is not None else []
             missed = [slot for slot in plan.missed if run_name(name, slot) not in existing]
             if missed:
                 await self._report_missed(body, missed, spec)
@@ -266,12 +342,12 @@ class ScheduleController:
                 cursor = slots[-1].run_at
                 self._cursor[key] = cursor
                 updates["lastScheduleTime"] = rfc3339(cursor.astimezone(datetime.UTC))
-            upcoming = next_run(rules, now)
+            upcoming = timing.next_run(rules, now)
             self._due[key] = upcoming.run_at if upcoming is not None else None
             updates["nextScheduleTime"] = rfc3339(upcoming.run_at) if upcoming is not None else None
             ready = _condition("True", "Scheduled", "", status, stamp)
-        runs = await self._delete_history(namespace, await self._runs(namespace, name), spec)
-        latest = max(runs, key=lambda run: (run.created, run.name), default=None)
+        runs = await self._delete_history(namespace, runs, spec) + created  # new runs are active: kept
+        latest = created[-1] if created else max(runs, key=lambda run: (run.created, run.name), default=None)
         updates.update(
             active=sorted(run.name for run in runs if not run.finished),
             lastRun=latest.name if latest else None,
@@ -292,15 +368,7 @@ class ScheduleController:
 
     async def _runs(self, namespace: str, name: str) -> list[RunRecord]:
         items = await self.client.list_objects(JOBRUNS, namespace, f"{SCHEDULE_LABEL}={name}")
-        return [
-            RunRecord(
-                name=item["metadata"]["name"],
-                phase=(item.get("status") or {}).get("phase"),
-                created=item["metadata"].get("creationTimestamp", ""),
-            )
-            for item in items
-            if not item["metadata"].get("deletionTimestamp")
-        ]
+        return [record for record in map(_run_record, items) if record is not None]
 
     async def _start_slot(
         self,
@@ -309,12 +377,14 @@ class ScheduleController:
         slot: Slot,
         active: list[RunRecord],
         existing: set[str],
-    ) -> None:
+    ) -> RunRecord | None:
+        """Start ``slot``'s run (by ``spec.concurrencyPolicy``): the run created (or found created
+        by another replica), None when it was listed already or the slot is skipped."""
         meta = schedule["metadata"]
         name = run_name(meta["name"], slot)
         if name in existing:  # created before a restart, or by another replica
             logger.info("JobSchedule %s/%s: JobRun %s exists already", meta["namespace"], meta["name"], name)
-            return
+            return None
         at = rfc3339(slot.run_at)
         action = concurrency_action(spec.concurrency_policy, active)
         if action == "skip":
@@ -325,7 +395,7 @@ class ScheduleController:
                 "SlotSkipped",
                 f"slot {at} skipped: run {running} is still active (concurrencyPolicy Forbid)",
             )
-            return
+            return None
         if action == "replace":
             for run in active:
                 await self._stop(meta["namespace"], run.name)
@@ -354,7 +424,9 @@ class ScheduleController:
         existing.add(name)
         if action == "replace":
             active.clear()  # being stopped
-        active.append(RunRecord(name=name, phase=None, created=at))
+        record = RunRecord(name=name, phase=None, created=at)
+        active.append(record)
+        return record
 
     async def _stop(self, namespace: str, run: str) -> None:
         try:
