@@ -568,9 +568,7 @@ class NamespaceVM:
         """The agent's supervisors of jobs: ``supervise`` processes but the fork server, which
         lives as long as ``serve`` (an open agent channel) and supervises nothing itself."""
         return {
-            pid: argv
-            for pid, argv in self.agent_processes(("supervise",)).items()
-            if "--fork-server-fd" not in argv
+            pid: argv for pid, argv in self.agent_processes(("supervise",)).items() if "--fork-server-fd" not in argv
         }
 
     # ------------------------------------------------------------ faults
