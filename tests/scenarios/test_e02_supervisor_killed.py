@@ -19,8 +19,11 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 
 def kill_supervisor_mid_job(scenario: Scenario, resolution: str) -> tuple[NamespaceVM, str]:
+    """The script runs until the test lets it end, after its supervisor was killed (so it ends
+    unsupervised whatever the machine's load)."""
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 3\nexit 0\n")
+    go = vm.home / "e02-go"
+    work = scenario.marker_script(vm, "work", f"while [ ! -e {go} ]; do sleep 0.1; done\nexit 0\n")
     after = scenario.marker_script(vm, "after-work")
     run = scenario.run_jobnet(
         "e02",
@@ -37,6 +40,7 @@ def kill_supervisor_mid_job(scenario: Scenario, resolution: str) -> tuple[Namesp
     killed = vm.kill_agent(("supervise",))
 
     assert killed, "no supervising process was found to kill"
+    go.touch()
     return vm, run
 
 
@@ -77,6 +81,11 @@ def test_E02_supervisor_killed_mid_job_manual_stuck_then_annotate_failed(scenari
     assert status["jobs"]["/e02/after-work"]["state"] == "Skipped"
     overridden = scenario.wait_event(run, "Overridden", contains="/e02/work")
     assert "Failed" in overridden["message"], overridden
-    assert "jobnet.dev/override" not in (scenario.get_run(run)["metadata"].get("annotations") or {})
+    # Removed once applied (after the status write that records it: not necessarily yet).
+    wait_until(
+        lambda: "jobnet.dev/override" not in (scenario.get_run(run)["metadata"].get("annotations") or {}),
+        timeout=15,
+        what="the applied override removed",
+    )
     assert scenario.script_runs(vm, "work") == 1
     assert scenario.script_runs(vm, "after-work") == 0
