@@ -20,9 +20,9 @@ RUN_END_EVENTS = frozenset({"RunSucceeded", "RunFailed", "RunStopped"})
 #: Who the status names for the operator's own settlements (fenced launches re-sent as N+1).
 AUTOMATIC = "(auto)"
 
-#: Seconds between a script's end line and its exit (an fsync and ``exit``, on a loaded machine):
-#: a VM crash this soon after the end line may have killed the script before it exited.
-EXIT_WINDOW = 2.0
+#: Seconds between a script's end line and the end of a VM crash that may have killed it before it
+#: exited (an fsync and ``exit``, plus the crash's own kill passes, on a loaded machine).
+EXIT_WINDOW = 5.0
 
 RULES = {
     "ledger": "every ledger line is well-formed",
