@@ -212,7 +212,7 @@ def test_C01_cut_before_launch_reaches_agent_no_retry_stuck_then_annotate_ready_
     overridden = scenario.wait_event(cut.run, "Overridden", contains=target)
     assert "re-run" in overridden["message"] and "attempt 2" in overridden["message"], overridden
     assert [(o["fromState"], o["toState"]) for o in overrides(status, target)] == [("Stuck", "Ready")]
-    assert "jobnet.dev/override" not in (scenario.get_run(cut.run)["metadata"].get("annotations") or {})
+    scenario.wait_steering_removed(cut.run)
 
 
 @pytest.mark.parametrize("connection", ["abandoned", "kept"])
@@ -281,7 +281,7 @@ def test_C01_override_ready_fences_a_late_launch(scenario: Scenario, connection:
         assert settled == [("Stuck", "Running")] or settled == [("Stuck", "Succeeded")], settled
         warning = scenario.wait_event(cut.run, "OverrideNotApplied", contains=target)
         assert "attempt 1 was found" in warning["message"] and warning["type"] == "Warning", warning
-    assert "jobnet.dev/override" not in (scenario.get_run(cut.run)["metadata"].get("annotations") or {})
+    scenario.wait_steering_removed(cut.run)
 
 
 # ---------------------------------------------------------------------- C02, C03

@@ -81,11 +81,6 @@ def test_E02_supervisor_killed_mid_job_manual_stuck_then_annotate_failed(scenari
     assert status["jobs"]["/e02/after-work"]["state"] == "Skipped"
     overridden = scenario.wait_event(run, "Overridden", contains="/e02/work")
     assert "Failed" in overridden["message"], overridden
-    # Removed once applied (after the status write that records it: not necessarily yet).
-    wait_until(
-        lambda: "jobnet.dev/override" not in (scenario.get_run(run)["metadata"].get("annotations") or {}),
-        timeout=15,
-        what="the applied override removed",
-    )
+    scenario.wait_steering_removed(run)
     assert scenario.script_runs(vm, "work") == 1
     assert scenario.script_runs(vm, "after-work") == 0

@@ -58,8 +58,7 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
         ("Stuck", "Failed")
     ], status.get("overrides")
     scenario.wait_event(run, "Overridden", contains="/f10/work")
-    annotations = scenario.get_run(run)["metadata"].get("annotations") or {}
-    assert "jobnet.dev/override" not in annotations and "jobnet.dev/stop" not in annotations, annotations
+    scenario.wait_steering_removed(run, ("jobnet.dev/override", "jobnet.dev/stop"))
     assert scenario.script_runs(vm, "work") == 1 and scenario.script_runs(vm, "after") == 0
 
 

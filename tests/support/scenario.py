@@ -231,6 +231,15 @@ class Scenario:
         assert run is not None, f"JobRun {name} does not exist"
         return run
 
+    def wait_steering_removed(self, run: str, keys: tuple[str, ...] = ("jobnet.dev/override",)) -> None:
+        """Until the applied steering annotations are gone: the operator removes them after the
+        status write that records them and its Events, so not necessarily yet at the Event."""
+
+        def annotations() -> dict[str, str]:
+            return self.get_run(run)["metadata"].get("annotations") or {}
+
+        wait_until(lambda: not set(keys) & set(annotations()), timeout=15, what=f"{', '.join(keys)} removed from {run}")
+
     def status(self, run: str) -> dict[str, Any]:
         return self.get_run(run).get("status") or {}
 
