@@ -4,8 +4,9 @@ Set ``JOBNET_AGENT_CRASH_AT`` to a comma-separated list of point names (e.g.
 ``supervise:after-exit``), ``JOBNET_AGENT_PAUSE_AT`` to a comma-separated list of
 ``name=seconds`` (e.g. ``serve:before-hand-over=1``) or ``name=@path``: hold until ``path``
 exists (at most a minute), after creating ``path.reached`` so that a test knows the point was
-reached Unset (the normal case), every point is a no-op. The tests use them to stop an agent process at exactly one step, or to hold it there
-while they cut its channel, instead of racing a ``kill -9`` or a disconnect against it.
+reached. Unset (the normal case), every point is a no-op. The tests use them to stop an agent
+process at exactly one step, or to hold it there while they cut its channel or restart the
+operator, instead of racing a ``kill -9`` or a disconnect against it.
 """
 
 from __future__ import annotations
