@@ -13,30 +13,20 @@ import re
 
 import pytest
 
+from tests.support.agentenv import set_agent_env
 from tests.support.netutil import wait_until
 from tests.support.operator_proc import register_webhooks
 from tests.support.scenario import Scenario
-from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 HOLD = "hold-launch"
 
 
-def _agent_holds_launches(vm: NamespaceVM) -> None:
-    """Every agent process on ``vm`` holds a launch before taking it until ``~/hold-launch``
-    exists (sshd's SetEnv; sshd reads its configuration when it starts: the VM is restarted)."""
-    config = vm.sshd_config.read_text()
-    assert "SetEnv JOBNET_AGENT_BOOT_ID_FILE=" in config
-    point = f"serve:launch-before-claim=@{vm.home / HOLD}"
-    vm.sshd_config.write_text(config.replace("SetEnv ", f"SetEnv JOBNET_AGENT_PAUSE_AT={point} ", 1))
-    vm.crash()
-    vm.start()
-
-
 def test_G06_a_launch_arriving_after_the_stops_kill_is_refused_and_never_runs(scenario: Scenario) -> None:
     vm = scenario.vm()
-    _agent_holds_launches(vm)
+    # Every agent process on the VM holds a launch before taking it until ~/hold-launch exists.
+    set_agent_env(vm, "JOBNET_AGENT_PAUSE_AT", f"serve:launch-before-claim=@{vm.home / HOLD}")
     target = scenario.marker_script(vm, "target")
     downstream = scenario.marker_script(vm, "downstream")
     operator = scenario.start_operator()
