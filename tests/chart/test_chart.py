@@ -27,6 +27,8 @@ CLUSTER_NAME = f"{FULLNAME}-{NAMESPACE}"  # cluster-scoped objects: the operator
 #: The Role and ClusterRole that let the operator keep its own webhook certificate (self-signed mode).
 WEBHOOK_TLS_ROLE = WEBHOOK_SECRET
 WEBHOOK_CA_CLUSTER_ROLE = f"{CLUSTER_NAME}-webhook-ca"
+#: The Role that lets the replicas elect their leader over one Lease in the release's namespace.
+LEADER_ELECTION_ROLE = f"{FULLNAME}-leader-election"
 WEBHOOK_TLS_NAMES = [
     f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc",
     WEBHOOK_SERVICE,
@@ -44,7 +46,11 @@ OPERATOR_ARGS = [
     "--webhook-tls-renew-before-days", "30",
     "--liveness-endpoint", "http://0.0.0.0:8080/healthz",
     "--metrics-port", "9090",
-    "--peering", "jobnet-operator",
+    "--leader-election-namespace", NAMESPACE,
+    "--lease-name", FULLNAME,
+    "--lease-duration", "15",
+    "--renew-deadline", "10",
+    "--retry-period", "2",
     "--log-format", "json",
     "--agent-idle-timeout", "300",
 ]  # fmt: skip
@@ -77,7 +83,6 @@ OPERATOR_RULES = {
     ("", "configmaps"): {"create", "get", "delete"},
     ("", "secrets"): {"get"},
 }
-PEERING_VERBS = {"list", "watch", "patch"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -88,7 +93,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}
     },
     "one-replica": {"replicas": 1},
-    "standalone": {"replicas": 1, "peering": {"enabled": False}},
+    "no-election": {"replicas": 1, "leaderElection": {"enabled": False}},
     "custom-image": {
         "image": {
             "repository": "registry.example.com/batch/jobnet-operator",
@@ -152,8 +157,8 @@ AGGREGATED_ROLES = ("jobnet-view", "jobnet-edit")
 
 def without_webhook_tls_rbac(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """The operator's (Cluster)Roles and bindings of ``kind`` other than those for the webhook
-    certificate (and the users' aggregated roles)."""
-    others = (WEBHOOK_TLS_ROLE, WEBHOOK_CA_CLUSTER_ROLE, *AGGREGATED_ROLES)
+    certificate and the leader election (and the users' aggregated roles)."""
+    others = (WEBHOOK_TLS_ROLE, WEBHOOK_CA_CLUSTER_ROLE, LEADER_ELECTION_ROLE, *AGGREGATED_ROLES)
     return [o for o in of_kind(objects, kind) if o["metadata"]["name"] not in others]
 
 
@@ -216,9 +221,19 @@ def test_schema_accepts_defaults() -> None:
         chart.validate_schema(chart.values)
 
 
-def test_several_replicas_without_peering_are_refused() -> None:
-    with pytest.raises(helm.HelmError, match="peering.enabled"):
-        render({"replicas": 2, "peering": {"enabled": False}})
+def test_several_replicas_without_leader_election_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match="leaderElection.enabled"):
+        render({"replicas": 2, "leaderElection": {"enabled": False}})
+
+
+@pytest.mark.parametrize(
+    "durations",
+    [{"leaseDuration": 10, "renewDeadline": 10}, {"renewDeadline": 2, "retryPeriod": 2}],
+    ids=["lease-not-longer-than-renew", "renew-not-longer-than-retry"],
+)
+def test_election_durations_that_break_the_guarantee_are_refused(durations: dict[str, int]) -> None:
+    with pytest.raises(helm.HelmError, match="leaseDuration > renewDeadline > retryPeriod"):
+        render({"leaderElection": durations})
 
 
 # --- Deployment ---------------------------------------------------------------------------
@@ -236,13 +251,11 @@ def test_deployment_args_name_each_watched_namespace(rendered: dict[str, list[di
     ]  # fmt: skip
 
 
-def test_standalone_mode_has_no_peering(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objects = rendered["standalone"]
+def test_without_leader_election_one_replica_runs_with_no_lease(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["no-election"]
     args = container(objects)["args"]
-    assert "--standalone" in args and "--peering" not in args
-    assert of_kind(objects, "ClusterKopfPeering") == [] and of_kind(objects, "KopfPeering") == []
-    role = operator_cluster_role(objects)
-    assert not [r for r in rules_of(role) if r[0] == "kopf.dev"]
+    assert "--no-leader-election" in args and "--lease-name" not in args
+    assert [r for r in of_kind(objects, "Role") if r["metadata"]["name"] == LEADER_ELECTION_ROLE] == []
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -320,26 +333,32 @@ def test_replicas_and_disruption_budget(
         assert budgets[0]["spec"]["maxUnavailable"] == 1
 
 
-def test_two_replicas_share_one_cluster_peering_object(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objects = rendered["default"]
-    peering = one(objects, "ClusterKopfPeering")
-    assert peering["apiVersion"] == "kopf.dev/v1"
+@pytest.mark.parametrize("value_set", ["default", "two-namespaces"])
+def test_replicas_may_create_and_renew_only_their_lease_in_the_release_namespace(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    objects = rendered[value_set]
     args = container(objects)["args"]
-    assert peering["metadata"]["name"] == args[args.index("--peering") + 1]
+    lease = args[args.index("--lease-name") + 1]
+    assert args[args.index("--leader-election-namespace") + 1] == NAMESPACE
+    (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"] == LEADER_ELECTION_ROLE]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert sorted((group, resource, sorted(verbs), names) for group, resource, verbs, names in rules_of(role)) == [
+        ("coordination.k8s.io", "leases", ["create"], ()),
+        ("coordination.k8s.io", "leases", ["get", "update"], (lease,)),
+    ]
+    (binding,) = [b for b in of_kind(objects, "RoleBinding") if b["metadata"]["name"] == LEADER_ELECTION_ROLE]
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["name"] == LEADER_ELECTION_ROLE
+    assert binding["subjects"][0]["name"] == one(objects, "ServiceAccount")["metadata"]["name"]
 
 
-def test_namespaced_mode_has_a_peering_object_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    objects = rendered["two-namespaces"]
-    assert of_kind(objects, "ClusterKopfPeering") == []
-    peerings = of_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["batch", "etl"]
-    assert {p["metadata"]["name"] for p in peerings} == {"jobnet-operator"}
-
-
-def test_peering_crds_ship_with_the_chart() -> None:
+def test_no_kopf_peering_ships_with_the_chart(rendered: dict[str, list[dict[str, Any]]]) -> None:
     with helm.Chart.load(CHART) as chart:
         names = shipped_crd_names(chart)
-    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= names
+    assert not [name for name in names if name.endswith(".kopf.dev")]
+    for objects in rendered.values():
+        assert not [obj for obj in objects if obj["apiVersion"].startswith("kopf.dev/")]
 
 
 # --- RBAC ---------------------------------------------------------------------------------
@@ -358,7 +377,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(rendered: dict[str
     objects = rendered["default"]
     assert without_webhook_tls_rbac(objects, "Role") == []
     role = operator_cluster_role(objects)
-    assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
+    assert permissions(role) == OPERATOR_RULES
     (binding,) = without_webhook_tls_rbac(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]
@@ -378,7 +397,7 @@ def test_namespaced_rbac_is_one_role_per_namespace(rendered: dict[str, list[dict
     roles = without_webhook_tls_rbac(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["batch", "etl"]
     for role in roles:
-        assert permissions(role) == {**OPERATOR_RULES, ("kopf.dev", "kopfpeerings"): PEERING_VERBS}
+        assert permissions(role) == OPERATOR_RULES
     bindings = without_webhook_tls_rbac(objects, "RoleBinding")
     assert sorted((b["metadata"]["namespace"], b["roleRef"]["kind"]) for b in bindings) == [
         ("batch", "Role"), ("etl", "Role")
@@ -556,7 +575,7 @@ def test_cert_manager_mode_issues_and_injects_the_certificate(
     assert container(objects)["args"] == [
         *OPERATOR_ARGS[:2], *CERT_MANAGER_TLS_ARGS, *OPERATOR_ARGS[OPERATOR_ARGS.index("--liveness-endpoint"):]
     ]  # fmt: skip
-    assert [r["metadata"]["name"] for r in of_kind(objects, "Role")] == []  # no certificate to keep
+    assert [r["metadata"]["name"] for r in of_kind(objects, "Role")] == [LEADER_ELECTION_ROLE]  # no certificate
     certificates = {c["metadata"]["name"]: c for c in of_kind(objects, "Certificate")}
     certificate = certificates.pop(f"{FULLNAME}-webhook")
     assert certificate["apiVersion"] == "cert-manager.io/v1"
@@ -629,7 +648,7 @@ def test_service_monitor_scrapes_the_metrics_port(rendered: dict[str, list[dict[
 # --- every object -------------------------------------------------------------------------
 
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", *WEBHOOK_KINDS, "ClusterKopfPeering"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", *WEBHOOK_KINDS}
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -640,9 +659,9 @@ def test_objects_are_labelled_and_placed(rendered: dict[str, list[dict[str, Any]
         assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE, obj["kind"]
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in metadata, obj["kind"]
-        elif obj["kind"] in {"Role", "RoleBinding"} and metadata["name"] == WEBHOOK_TLS_ROLE:
-            assert metadata["namespace"] == NAMESPACE  # the operator's own certificate Secret
-        elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
+        elif obj["kind"] in {"Role", "RoleBinding"} and metadata["name"] in (WEBHOOK_TLS_ROLE, LEADER_ELECTION_ROLE):
+            assert metadata["namespace"] == NAMESPACE  # the certificate Secret, the Lease
+        elif obj["kind"] in {"Role", "RoleBinding"}:
             assert metadata["namespace"] in watched
         else:
             assert metadata["namespace"] == NAMESPACE, obj["kind"]

@@ -225,8 +225,6 @@ def test_crds_are_discoverable_with_short_names_category_and_status(emulator: Em
     assert resources["jobnets"]["shortNames"] == ["jn"] and resources["jobruns"]["shortNames"] == ["jr"]
     assert resources["jobnets"]["categories"] == ["jobnet"] and resources["jobruns"]["kind"] == "JobRun"
     assert {"jobnets/status", "jobruns/status"} <= set(resources)
-    _, body = call(emulator, "GET", "/apis/kopf.dev/v1")
-    assert {"kopfpeerings", "clusterkopfpeerings"} <= {r["name"] for r in body["resources"]}
 
 
 def test_watch_from_resource_version_replays_only_newer_events_and_loses_none(emulator: EmulatorServer) -> None:

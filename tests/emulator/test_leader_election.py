@@ -13,7 +13,7 @@ import kopf
 import pytest
 
 from jobnet.core.lease import ElectionConfig
-from jobnet.kube.client import KubeClient, Timeouts
+from jobnet.kube.client import KubeApiError, KubeClient, Timeouts
 from jobnet.kube.leader import LeaderElector
 from tests.support.emulator import EmulatorServer
 
@@ -155,3 +155,27 @@ def test_a_leader_cut_off_from_the_api_stops_before_its_lease_can_expire(emulato
     # earliest another replica could have taken over.
     assert stopped_after[0] <= DURATIONS["renew_deadline"] + 0.25  # + how late a loaded machine polls
     assert stopped_after[0] < DURATIONS["lease_duration"]
+
+
+def test_the_emulator_refuses_a_lease_write_at_a_stale_version(emulator: EmulatorServer) -> None:
+    """The precondition election relies on: a renewal or takeover written at a version that is
+    no longer current answers 409, as a real API server does; a second create answers 409 too."""
+
+    async def scenario() -> None:
+        client = KubeClient(Timeouts(connect=0.5, request=0.5))
+        await client.connect(kopf.ConnectionInfo(server=emulator.url))
+        try:
+            first = await client.write_lease(NAMESPACE, LEASE, {"holderIdentity": "a"}, None)
+            assert first is not None
+            renewed = {"holderIdentity": "a", "renewTime": "2026-12-03T08:00:00.000000Z"}
+            second = await client.write_lease(NAMESPACE, LEASE, renewed, first)
+            assert second is not None and second != first
+            for stale in (first, None):
+                with pytest.raises(KubeApiError) as refused:
+                    await client.write_lease(NAMESPACE, LEASE, {"holderIdentity": "b"}, stale)
+                assert refused.value.status == 409
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert lease_spec(emulator)["holderIdentity"] == "a"

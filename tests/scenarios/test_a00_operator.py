@@ -1,5 +1,5 @@
 """The operator's plumbing that every scenario relies on: restarts do not redo work, an API
-outage is survived, two replicas with kopf peering leave exactly one working, JSON logs."""
+outage is survived, two replicas with leader election leave exactly one working, JSON logs."""
 
 from __future__ import annotations
 
@@ -52,31 +52,23 @@ def test_operator_survives_an_api_outage(emulator: EmulatorServer, operator: Ope
     )
 
 
-def test_two_peered_replicas_leave_exactly_one_working(emulator: EmulatorServer, tmp_path: Path) -> None:
-    emulator.put({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "jobnet-operator"}})
+def test_two_replicas_leave_exactly_one_working(emulator: EmulatorServer, tmp_path: Path) -> None:
     replicas = []
     for index in range(2):
         workdir = tmp_path / f"replica-{index}"
         workdir.mkdir()
-        replica = OperatorProcess(
-            emulator, workdir, standalone=False, extra_args=("--peering=jobnet-operator", f"--priority={10 + index}")
-        )
+        replica = OperatorProcess(emulator, workdir, leader_election=True)
         replicas.append(replica.start())
+        if index == 0:
+            replica.wait_for_log(r"is the leader now")  # the first one leads, the second stands by
     try:
-        register_webhooks(emulator, replicas[0].webhook_url)  # any replica serves admission
-        wait_until(
-            lambda: (
-                len(emulator.get("kopf.dev/v1", "clusterkopfpeerings", None, "jobnet-operator").get("status") or {})
-                == 2
-            ),
-            timeout=15.0,
-            what="both replicas in the peering object",
-        )
-        replicas[0].wait_for_log(r"Pausing operations")  # the lower priority stands by
+        register_webhooks(emulator, replicas[1].webhook_url)  # any replica serves admission
+        replicas[1].wait_for_log(r"is a candidate for Lease default/jobnet-operator")
         assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
         wait_until(lambda: _status(emulator, "r1").get("phase"), timeout=15.0, what="r1 started")
-        replicas[1].wait_for_log(r"JobRun default/r1 expanded")
-        assert "JobRun default/r1" not in replicas[0].log_text()
+        replicas[0].wait_for_log(r"JobRun default/r1 expanded")
+        assert "JobRun default/r1" not in replicas[1].log_text()
+        assert "is the leader now" not in replicas[1].log_text()
     finally:
         for replica in replicas:
             replica.stop()
@@ -165,7 +157,7 @@ def test_webhook_over_tls_with_the_ca_bundle_like_the_chart(emulator: EmulatorSe
         (["--watch-server-timeout=60", "--watch-client-timeout=30"], "--watch-client-timeout must be longer"),
         (["--kubeconfig=/nonexistent/kubeconfig"], "--kubeconfig /nonexistent/kubeconfig: no such file"),
         (["--connect-timeout=0"], "must be a positive number of seconds"),
-        (["--standalone", "--peering=x"], "not allowed with argument"),
+        (["--lease-duration=10", "--renew-deadline=10"], "must be longer than the renew deadline"),
     ],
 )
 def test_operator_command_line_rejects_bad_arguments_clearly(arguments: list[str], complaint: str) -> None:

@@ -3,7 +3,8 @@ some: each of those gets exactly one run, in order; a slot past the deadline is 
 (status and Event) and gets none.
 
 H03: the operator is killed right after creating a slot's run and restarted: no second run for
-that slot, also when its record of the slot (``status.lastScheduleTime``) never got written."""
+that slot, also when its record of the slot (``status.lastScheduleTime``) never got written; and
+with two replicas, the leader is killed there and the other takes over: again one run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import re
 import pytest
 
 from tests.support.fakeclock import requires_faketime
+from tests.support.replicas import TAKEOVER, start_replicas, stop_replicas, wait_to_lead
 from tests.support.scenario import Scenario
 from tests.support.schedules import API_VERSION, ScheduleWorld, jobnet, next_local, schedule
+from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 UTC = datetime.UTC
@@ -60,9 +63,11 @@ def test_H02_missed_slots_within_the_deadline_run_once_in_order(scenario: Scenar
     assert scenario.script_runs(vm, "hourly") == 3
 
 
-def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario) -> None:
-    slot = next_local(UTC, 3)
-    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+def _slot_run_created(
+    scenario: Scenario, world: ScheduleWorld, slot: datetime.datetime
+) -> tuple[NamespaceVM, str, str]:
+    """A nightly schedule at ``slot``'s time, settled; then the clock at the slot, until its run
+    exists: the VM, the run's name and the schedule's lastScheduleTime before the slot."""
     vm = scenario.vm()
     job = scenario.marker_script(vm, "nightly")
     world.apply(
@@ -71,17 +76,26 @@ def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario)
     )
     world.settle("nightly")
     before = world.status("nightly").get("lastScheduleTime")
-
     world.clock.set(slot + SECOND)
     name = f"nightly-{slot:%Y%m%d%H%M}"
     assert world.wait_runs("nightly", 1) == [name]
-    scenario.operator.kill()  # type: ignore[union-attr]
+    return vm, name, before
 
-    # Whether or not the kill came before the schedule's status was written: make it as if it did.
+
+def _as_if_the_slot_was_never_recorded(scenario: Scenario, before: str) -> None:
+    """Whether or not a kill came before the schedule's status was written: make it as if it did."""
     body = scenario.emulator.get(API_VERSION, "jobschedules", "default", "nightly")
     assert body is not None
     body["status"] = {**(body.get("status") or {}), "lastScheduleTime": before}
     scenario.emulator.put(body)
+
+
+def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario) -> None:
+    slot = next_local(UTC, 3)
+    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+    vm, name, before = _slot_run_created(scenario, world, slot)
+    scenario.operator.kill()  # type: ignore[union-attr]
+    _as_if_the_slot_was_never_recorded(scenario, before)
 
     scenario.operator.start()  # type: ignore[union-attr]
     scenario.wait_operator_log(rf"JobRun {name} exists already")
@@ -90,3 +104,25 @@ def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario)
     assert world.run_names("nightly") == [name]
     assert scenario.script_runs(vm, "nightly") == 1
     assert world.status("nightly")["lastScheduleTime"] == slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_H03_leader_killed_around_a_slots_creation_one_run_for_the_slot(scenario: Scenario) -> None:
+    """Two replicas: the leader is killed right after creating the slot's run (perhaps before
+    starting it, or recording the slot); the replica that takes over creates no second run for
+    the slot and starts the one that exists."""
+    slot = next_local(UTC, 3)
+    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+    leader, other = replicas = start_replicas(scenario, 2, *world.operator_args, environment=world.clock.environment)
+    try:
+        vm, name, before = _slot_run_created(scenario, world, slot)
+        leader.process.kill()
+        _as_if_the_slot_was_never_recorded(scenario, before)
+        wait_to_lead(other, timeout=TAKEOVER)
+        other.wait_log(rf"JobRun {name} exists already")
+        world.settle("nightly")
+        scenario.wait_phase(name, "Succeeded", timeout=60)
+    finally:
+        stop_replicas(replicas)
+    assert world.run_names("nightly") == [name]
+    assert scenario.script_runs(vm, "nightly") == 1
+    assert f"created JobRun {name}" in leader.log() and f"created JobRun {name}" not in other.log()

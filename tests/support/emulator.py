@@ -1,8 +1,9 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path, failed or held annotation patches) built on the emulator's request interceptors, watch
-events of one object held back and released later in order (:class:`HeldWatchEvents`), and with
-RBAC helpers: :func:`grant` and :func:`bind` give a user, group or ServiceAccount permissions."""
+path, failed or held annotation patches, one client cut off) built on the emulator's request
+interceptors, a record of one client's requests, watch events of one object held back and
+released later in order (:class:`HeldWatchEvents`), and with RBAC helpers: :func:`grant` and
+:func:`bind` give a user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
 
@@ -98,6 +99,36 @@ class EmulatorServer(product.EmulatorServer):
         held = HeldWatchEvents(self, plural, name)
         self.call(self.api.store.watch_interceptors.append, held.take)
         return held
+
+    @contextlib.contextmanager
+    def cut_off(self, token: str) -> Iterator[None]:
+        """The holder of ``token`` cannot reach the API inside the block (each of its requests
+        finds its connection dropped); every other client can. Watches it had open go on."""
+
+        async def drop(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.headers.get("Authorization") != f"Bearer {token}":
+                return None
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise ConnectionResetError("cut off by the test")
+
+        self.call(self.api.interceptors.append, drop)
+        try:
+            yield
+        finally:
+            self.call(self.api.interceptors.remove, drop)
+
+    def record_requests(self, token: str) -> list[tuple[str, str]]:
+        """From now on, (method, path) of every request the holder of ``token`` makes, in order
+        (a list the emulator appends to)."""
+        seen: list[tuple[str, str]] = []
+
+        async def record(raw: aiohttp.web.BaseRequest) -> None:
+            if raw.headers.get("Authorization") == f"Bearer {token}":
+                seen.append((raw.method, raw.path))
+
+        self.call(self.api.interceptors.insert, 0, record)
+        return seen
 
     def fail_next(self, path: str, count: int) -> None:
         """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""

@@ -130,19 +130,34 @@ class Scenario:
         it serves (see OperatorProcess.start); ``environment``: extra variables of its process."""
         if self.operator is not None:
             return self.operator
-        agent_args = list(FAST_AGENT_ARGS)
-        if len(self.vms) == 1:
-            agent_args += ["--boot-id-file", str(self.vms[0].boot_id_file)]
-        process = OperatorProcess(
-            self.emulator,
-            self.workdir,
-            extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
-            verbose=verbose,
-            environment=environment,
-        )
+        process = self.operator_process(self.workdir, *extra_args, verbose=verbose, environment=environment)
         register_webhooks(self.emulator, process.webhook_url)
         self.operator = process.start(wait_ready=wait_ready)
         return process
+
+    def operator_process(
+        self,
+        workdir: Path,
+        *extra_args: str,
+        verbose: bool = True,
+        environment: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+        leader_election: bool = False,
+    ) -> OperatorProcess:
+        """An operator process (not started) with the fast deadlines and the fast agent; its log
+        and working files in ``workdir``."""
+        agent_args = list(FAST_AGENT_ARGS)
+        if len(self.vms) == 1:
+            agent_args += ["--boot-id-file", str(self.vms[0].boot_id_file)]
+        return OperatorProcess(
+            self.emulator,
+            workdir,
+            extra_args=(*FAST_RUNTIME_ARGS, *(f"--agent-serve-arg={arg}" for arg in agent_args), *extra_args),
+            verbose=verbose,
+            environment=environment,
+            kubeconfig=kubeconfig,
+            leader_election=leader_election,
+        )
 
     def close(self) -> None:
         if self.operator is not None:

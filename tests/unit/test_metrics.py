@@ -147,7 +147,7 @@ def test_operator_command_serves_metrics_before_connecting(tmp_path: object) -> 
             "-m",
             "jobnet.cli",
             "operator",
-            "--standalone",
+            "--no-leader-election",
             "--kubeconfig",
             str(kubeconfig),
             "--metrics-port",

@@ -1,4 +1,4 @@
-"""``jobnet operator`` options: the operator-kept webhook certificate, and options from the
+"""``jobnet operator`` options: the operator-kept webhook certificate, leader election, and options from the
 environment (the chart's extraEnv)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import datetime
 
 import pytest
 
+from jobnet.core.lease import ElectionConfig
 from jobnet.kube.cli import add_operator_arguments, certificate_config, config_from_arguments, defaults_from_environment
 
 
@@ -85,3 +86,39 @@ def test_contradictory_certificate_options_are_refused(args: list[str], message:
 def test_a_secret_is_named_namespace_slash_name() -> None:
     with pytest.raises((SystemExit, argparse.ArgumentError)):
         parse("--webhook-tls-secret=no-namespace")
+
+
+def test_leader_election_defaults_to_client_gos_durations_and_a_fresh_identity() -> None:
+    first, second = config_from_arguments(parse()), config_from_arguments(parse())
+    assert first.election is not None and second.election is not None
+    assert (first.election.namespace, first.election.name) == ("default", "jobnet-operator")
+    election = first.election.election
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15.0, 10.0, 2.0)
+    assert election.identity != second.election.election.identity  # a restarted process is a new candidate
+
+
+def test_leader_election_options() -> None:
+    args = parse(
+        "--leader-election-namespace=jobnet-system",
+        "--lease-name=ops",
+        "--leader-election-identity=pod-a",
+        "--lease-duration=4",
+        "--renew-deadline=3",
+        "--retry-period=0.5",
+    )
+    election = config_from_arguments(args).election
+    assert election is not None and (election.namespace, election.name) == ("jobnet-system", "ops")
+    assert election.election == ElectionConfig("pod-a", lease_duration=4, renew_deadline=3, retry_period=0.5)
+    assert config_from_arguments(parse("--no-leader-election")).election is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lease-duration=10", "--renew-deadline=10"], "must be longer than the renew deadline"),
+        (["--renew-deadline=2", "--retry-period=2"], "must be longer than the retry period"),
+    ],
+)
+def test_election_durations_that_break_the_guarantee_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        config_from_arguments(parse(*args))

@@ -33,6 +33,7 @@ from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
 from jobnet.devenv.emulator.kube import json_patch, merge_patch
 from jobnet.kube.client import KubeApiError
+from jobnet.kube.leadership import LeaderGate, NotLeading
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
 from jobnet.kube.versioned import FinishedRuns, StatusChanged
 from tests.support.scheduler_sim import RUN_UID, graph, job
@@ -184,12 +185,16 @@ class FakeLink:
     async def connect(self) -> FakeAgent:
         return self.agent
 
+    async def close(self) -> None:
+        self.subscribers.clear()
+
 
 class FakeRuntime(JobRunRuntime):
     def __init__(self, client: FakeClient, agent: FakeAgent) -> None:
         super().__init__(RuntimeConfig(api_retry_delay=0.5))
         self._client = client  # type: ignore[assignment]
         self.agent = agent
+        self.active = True  # the leader (or the only replica)
 
     def link(self, key: LinkKey) -> Any:
         link = self.links.get(key)
@@ -329,6 +334,41 @@ def test_a_new_run_starts_from_its_graph_without_reading_its_snapshot_back() -> 
         loop.task.cancel()
         await asyncio.gather(loop.task, return_exceptions=True)
         await settle(loop)
+
+    run(scenario())
+
+
+def test_a_replica_that_is_not_the_leader_sends_no_request_to_the_agent() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent)
+        leading = [True]
+        loop.runtime.gate = LeaderGate("replica-a", lambda: leading[0])
+        await loop.iterate()  # the launch is stored, then sent in the background ...
+        leading[0] = False  # ... after the term ended (a replica resumed from SIGSTOP)
+        (refused,) = await asyncio.gather(*loop.requests, return_exceptions=True)
+        assert isinstance(refused, NotLeading)
+        assert agent.requests == []
+        assert loop.inbox.deliveries == []  # nothing reported: the next leader fences the attempt
+
+    run(scenario())
+
+
+def test_a_follower_starts_no_loop_and_losing_the_lead_stops_every_loop() -> None:
+    async def scenario() -> None:
+        client, agent = FakeClient(), FakeAgent()
+        runtime = FakeRuntime(client, agent)
+        runtime.active = False
+        await runtime.on_jobrun("ADDED", BODY)
+        assert runtime.loops == {}
+        await runtime.lead()
+        assert await runtime._try_start(BODY, one_job())
+        loop = runtime.loops[RUN_UID]
+        await runtime.follow()
+        assert runtime.loops == {} and not runtime.active
+        assert loop.task is not None
+        await asyncio.gather(loop.task, return_exceptions=True)
+        assert loop.task.cancelled()
 
     run(scenario())
 

@@ -205,9 +205,7 @@ stop one (Replace: the stop annotation, a patch above) and delete old finished o
   verbs: ["create", "delete"]
 {{- end }}
 
-{{/* kopf peering: the operator lists/watches the peering object and patches its keep-alive into it. */}}
-{{- define "jobnet-operator.peeringRule" -}}
-- apiGroups: ["kopf.dev"]
-  resources: [{{ ternary "clusterkopfpeerings" "kopfpeerings" (empty .Values.watchNamespaces) | quote }}]
-  verbs: ["list", "watch", "patch"]
+{{/* The Lease the replicas elect their leader with (in the release namespace). */}}
+{{- define "jobnet-operator.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "jobnet-operator.fullname" .) }}
 {{- end }}

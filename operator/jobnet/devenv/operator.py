@@ -100,7 +100,7 @@ class OperatorProcess:
         *,
         namespaces: tuple[str, ...] = (),
         extra_args: tuple[str, ...] = (),
-        standalone: bool = True,
+        leader_election: bool = False,
         log_format: str = "text",
         ready_timeout: float = 30.0,
         tls: tuple[Path, Path] | None = None,
@@ -116,7 +116,8 @@ class OperatorProcess:
         #: kopf's debug messages too (tests read them); benchmarks measure the production setting
         self.verbose = verbose
         self.tls = tls  # (certificate, key) of the webhook server; plain HTTP without
-        self.standalone = standalone
+        #: elect a leader (several replicas); without, this process drives the runs at once
+        self.leader_election = leader_election
         self.log_format = log_format
         self.workdir = workdir
         self.namespaces = namespaces
@@ -148,7 +149,7 @@ class OperatorProcess:
             "--webhook-listen-address=127.0.0.1",
             f"--webhook-port={self.webhook_port}",
             f"--liveness-endpoint=http://127.0.0.1:{self.liveness_port}/healthz",
-            *(["--standalone"] if self.standalone else []),
+            *([] if self.leader_election else ["--no-leader-election"]),
             f"--log-format={self.log_format}",
             *(["--verbose"] if self.verbose else []),
             # Short deadlines keep reconnects within a test's time.

@@ -22,7 +22,7 @@ import asyncio
 import datetime
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from jobnet.kube import webhook
 from jobnet.kube.certificates import CertificateConfig, CertificateManager, ManagedCertificateServer
 from jobnet.kube.client import (
     HTTP_CONFLICT,
+    HTTP_NOT_FOUND,
     JOBNETS,
     JOBRUNS,
     REPORTING_COMPONENT,
@@ -45,6 +46,8 @@ from jobnet.kube.client import (
     NamespaceJobNets,
     Timeouts,
 )
+from jobnet.kube.leader import LeaderElector
+from jobnet.kube.leadership import ALWAYS_LEADING, LeaderGate, Leadership, LeaderWork, LeaseSettings
 from jobnet.kube.schedules import ScheduleController, ScheduleSettings, WallClock
 
 logger = logging.getLogger(__name__)
@@ -80,11 +83,8 @@ class OperatorConfig:
     kubeconfig: str | None = None  # explicit: wins over an in-cluster service account
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
-    peering_name: str | None = None
-    standalone: bool = False
-    # kopf pauses every replica when two share the highest priority; distinct priorities
-    # leave exactly one active and the others on standby.
-    priority: int = 0
+    #: the Lease the replicas elect their leader with; None: no election (one replica only)
+    election: LeaseSettings | None = None
     watch_server_timeout: float = 60.0
     watch_client_timeout: float = 75.0
     connect_timeout: float = 10.0
@@ -100,8 +100,18 @@ class RunStarter(Protocol):
     async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
         """``jobrun`` carries the status just written (``Pending``, ``jobNetSnapshot``)."""
 
-    def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
-        """Add the starter's own handlers (runs resumed after a restart, annotation changes)."""
+    def register(self, registry: kopf.OperatorRegistry, client: KubeClient, gate: LeaderGate) -> None:
+        """Add the starter's own handlers (runs resumed after a restart, annotation changes);
+        ``gate`` says whether this replica may send requests to agents."""
+
+    async def on_jobrun(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A JobRun as listed or watched: resume its loop if it needs one (leader only)."""
+
+    async def lead(self) -> None:
+        """This replica became the leader: runs may be driven from now on."""
+
+    async def follow(self) -> None:
+        """This replica is leader no more: stop every run loop and agent link at once."""
 
 
 def _now() -> str:
@@ -142,7 +152,9 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
     settings.posting.reporting_instance = client.instance
     # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
     settings.posting.level = logging.WARNING
-    settings.peering.mandatory = config.peering_name is not None
+    # One driver per run comes from leader election (jobnet.kube.leadership), not kopf's
+    # peering: peering pauses watches and daemons only, never the run loops.
+    settings.peering.standalone = True
     hook = config.webhook
     if hook.certificate is not None:
         manager = CertificateManager(hook.certificate, client)
@@ -162,10 +174,157 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
     settings.admission.managed = hook.managed_configuration
 
 
+class RunLeader:
+    """The leader's part in JobRuns (:class:`~jobnet.kube.leadership.LeaderWork`): new runs are
+    expanded and started, unfinished ones resumed. kopf's handler bookkeeping is not used for
+    this: every replica watches, and a follower's "nothing to do" must not mark a new run as
+    handled. On becoming leader every JobRun is listed, so runs that changed under the previous
+    leader (or under none) are picked up."""
+
+    def __init__(
+        self, config: OperatorConfig, client: KubeClient, gate: LeaderGate, starter: RunStarter | None
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.gate = gate
+        self.starter = starter
+        self.active = False
+        self._starting: set[str] = set()
+        #: made Pending in this term (an event written before that may still come)
+        self._started: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def lead(self) -> None:
+        self.active = True
+        if self.starter is not None:
+            await self.starter.lead()
+        self._spawn(self._list_and_start(), "list JobRuns")
+
+    async def follow(self) -> None:
+        self.active = False
+        for task in list(self._tasks):
+            task.cancel()
+        self._starting.clear()
+        self._started.clear()
+        if self.starter is not None:
+            await self.starter.follow()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _list_and_start(self) -> None:
+        """Every JobRun of the watched namespaces, tried again (retry_delay apart) while leading."""
+        for namespace in self.config.namespaces or (None,):
+            while True:
+                try:
+                    runs = await self.client.list_objects(JOBRUNS, namespace)
+                    break
+                except KubeApiError as e:
+                    logger.warning(
+                        "cannot list the JobRuns to drive (%s); retrying in %.1fs", e, self.config.retry_delay
+                    )
+                    await asyncio.sleep(self.config.retry_delay)
+            for body in runs:
+                await self.on_jobrun("ADDED", body)
+
+    async def on_jobrun(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A JobRun as listed or watched: expand it when new, else hand it to the runtime."""
+        if not self.active:
+            return
+        uid = body.get("metadata", {}).get("uid", "")
+        if event_type == "DELETED":
+            self._started.discard(uid)
+        elif jobrun_needs_starting(body):
+            if uid and uid not in self._starting and uid not in self._started:
+                self._starting.add(uid)
+                self._spawn(self._start(dict(body)), f"start jobrun {uid}")
+            return
+        if self.starter is not None:
+            await self.starter.on_jobrun(event_type, body)
+
+    async def _start(self, body: dict[str, Any]) -> None:
+        """Expand and start a new run; an API failure is tried again (retry_delay apart) until
+        it works or this replica is leader no more (then the task is cancelled)."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta.get("namespace") or "default"
+        try:
+            while True:
+                try:
+                    await _start(body, name, namespace, meta["uid"], self.client, self.starter)
+                    self._started.add(meta["uid"])
+                    return
+                except KubeApiError as e:
+                    if e.status == HTTP_NOT_FOUND:
+                        return  # deleted meanwhile
+                    logger.warning(
+                        "cannot start JobRun %s/%s yet: %s; retrying in %.1fs",
+                        namespace,
+                        name,
+                        e,
+                        self.config.retry_delay,
+                    )
+                    await asyncio.sleep(self.config.retry_delay)
+        finally:
+            self._starting.discard(meta["uid"])
+
+
+class JobNetDescriber:
+    """The leader's part in JobNets (:class:`~jobnet.kube.leadership.LeaderWork`): their statuses
+    (valid or not, job count). A JobNet's validity depends on the JobNets it expands, so a change
+    of any JobNet re-describes its namespace (patching only the statuses that change); on becoming
+    leader every namespace with JobNets is described (they may have changed under no leader)."""
+
+    def __init__(self, config: OperatorConfig, client: KubeClient, gate: LeaderGate) -> None:
+        self.config = config
+        self.client = client
+        self.gate = gate
+        self.described: set[str] = set()  # namespaces described in this term
+        self._task: asyncio.Task[None] | None = None
+
+    async def lead(self) -> None:
+        self.described.clear()
+        self._task = asyncio.create_task(self._describe_all(), name="describe JobNets")
+
+    async def follow(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.described.clear()
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any], namespace: str) -> None:
+        if self.gate.leading() and jobnets_need_describing(event_type, body, since_start=namespace in self.described):
+            await self.describe(namespace)
+
+    async def _describe_all(self) -> None:
+        for scope in self.config.namespaces or (None,):
+            try:
+                items = await self.client.list_objects(JOBNETS, scope)
+            except KubeApiError as e:
+                logger.warning("cannot list the JobNets to describe (described at their next change): %s", e)
+                continue
+            for namespace in sorted({item["metadata"].get("namespace") or "default" for item in items}):
+                if namespace not in self.described:
+                    await self.describe(namespace)
+
+    async def describe(self, namespace: str) -> None:
+        """Describe the namespace's JobNets (see :func:`retried`)."""
+        if await retried(
+            lambda: _describe_namespace(namespace, self.client), f"describe the JobNets of {namespace}", self.config
+        ):
+            self.described.add(namespace)
+
+
 def build_registry(
-    config: OperatorConfig, client: KubeClient, starter: RunStarter | None = None
-) -> kopf.OperatorRegistry:
-    """The operator's handlers, bound to ``client`` (and ``starter`` for valid JobRuns)."""
+    config: OperatorConfig,
+    client: KubeClient,
+    starter: RunStarter | None = None,
+    gate: LeaderGate = ALWAYS_LEADING,
+) -> tuple[kopf.OperatorRegistry, list[LeaderWork]]:
+    """The operator's handlers, bound to ``client`` (and ``starter`` for valid JobRuns), and the
+    work only the leader does (see :mod:`jobnet.kube.leadership`); ``gate`` says whether this
+    replica leads."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -188,44 +347,29 @@ def build_registry(
         await client.close()
 
     webhook.register(registry, client)
-    ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval)).register(registry)
+    schedules = ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval))
+    schedules.register(registry)
     if starter is not None:
-        starter.register(registry, client)
+        starter.register(registry, client, gate)
+    runs = RunLeader(config, client, gate, starter)
 
-    started: set[str] = set()  # JobRuns made Pending here (an event written before may still come)
+    @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="drive-jobruns", registry=registry)
+    async def drive_jobrun(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        raw = event.get("object")  # as the API server sent it (its resourceVersion included)
+        await runs.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
 
-    @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="start-jobrun", registry=registry)
-    async def start_jobrun(
-        event: Mapping[str, Any], body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any
-    ) -> None:
-        if event.get("type") == "DELETED":
-            started.discard(uid)
-            return
-        if uid in started or not jobrun_needs_starting(body):
-            return
-        where = namespace or "default"
-        if await retried(
-            lambda: _start(body, name, where, uid, client, starter), f"start JobRun {where}/{name}", config
-        ):
-            started.add(uid)
-
-    # A JobNet's validity depends on the JobNets it expands, so a change of any JobNet
-    # re-describes the namespace (patching only the statuses that change). This is a watch-event
-    # handler, not create/update/resume handlers: kopf keeps no state in the JobNet then (its
+    # JobNets are described from watch events (see JobNetDescriber), not create/update/resume
+    # handlers: kopf keeps no state in the JobNet then (its
     # diffbase annotation would hold the whole spec, and a large JobNet's does not fit the
     # 256 KiB of annotations). kopf lists every JobNet again at each new watch, so a describe that
     # failed is tried again then.
-    described: set[str] = set()  # namespaces described since this operator started
+    jobnets = JobNetDescriber(config, client, gate)
 
     @kopf.on.event(API_GROUP, API_VERSION, JOBNETS, id="describe-jobnets", registry=registry)
     async def describe_jobnets(event: Mapping[str, Any], body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        where = namespace or "default"
-        if not jobnets_need_describing(event.get("type"), body, since_start=where in described):
-            return
-        if await retried(lambda: _describe_namespace(where, client), f"describe the JobNets of {where}", config):
-            described.add(where)
+        await jobnets.on_event(event.get("type"), body, namespace or "default")
 
-    return registry
+    return registry, [runs, jobnets, schedules]
 
 
 async def retried(action: Callable[[], Awaitable[None]], what: str, config: OperatorConfig) -> bool:
@@ -287,7 +431,7 @@ async def _describe_namespace(namespace: str, client: KubeClient) -> None:
 
 
 async def _start(
-    body: kopf.Body, name: str, namespace: str, uid: str, client: KubeClient, starter: RunStarter | None
+    body: Mapping[str, Any], name: str, namespace: str, uid: str, client: KubeClient, starter: RunStarter | None
 ) -> None:
     jobnets = await client.list_jobnets(namespace)
     spec = dict(body.get("spec", {}))
@@ -341,7 +485,9 @@ async def _start(
         await starter.start(stored or {**body, "status": status}, graph)  # its loop writes at the stored version
 
 
-async def _fail(body: kopf.Body, name: str, namespace: str, client: KubeClient, reason: str, message: str) -> None:
+async def _fail(
+    body: Mapping[str, Any], name: str, namespace: str, client: KubeClient, reason: str, message: str
+) -> None:
     now = _now()
     status = {"phase": "Failed", "reason": reason, "message": message, "finishedAt": now}
     await client.patch_status(JOBRUNS, namespace, name, with_jobrun_conditions(status, body.get("metadata", {}), now))
@@ -365,14 +511,26 @@ async def store_snapshot(configmap: dict[str, Any], client: KubeClient) -> None:
 async def run(config: OperatorConfig, starter: RunStarter | None = None) -> None:
     """Run the operator until it is told to stop (SIGTERM/SIGINT)."""
     client = KubeClient(Timeouts(connect=config.connect_timeout, request=config.request_timeout))
-    registry = build_registry(config, client, starter)
+    election = config.election
+    elector = None if election is None else LeaderElector(client, election.namespace, election.name, election.election)
+    gate = ALWAYS_LEADING if elector is None else LeaderGate(elector.config.identity, elector.leading)
+    client.gate = gate
+    registry, work = build_registry(config, client, starter, gate)
+    leadership = Leadership(elector, work)
+
+    @kopf.on.startup(registry=registry)
+    async def campaign(**_: Any) -> None:
+        leadership.start()  # its requests fail (and are tried again) until kopf has logged in
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_leading(**_: Any) -> None:
+        await leadership.stop()
+
     await kopf.operator(
         registry=registry,
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
-        standalone=config.standalone,
-        peering_name=config.peering_name,
-        priority=config.priority,
+        standalone=True,
         liveness_endpoint=config.liveness_endpoint,
     )
 

@@ -6,14 +6,15 @@ import argparse
 import datetime
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 
 import kopf
 
 from jobnet.argtypes import add_host_alias_argument, positive_count, positive_seconds
+from jobnet.core.lease import ElectionConfig, ElectionConfigError
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.certificates import CertificateConfig
+from jobnet.kube.leadership import LeaseSettings, default_identity
 from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
 from jobnet.ssh import SshSettings
 
@@ -102,17 +103,51 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         default="http://0.0.0.0:8080/healthz",
         help="kopf's liveness endpoint URL (default: http://0.0.0.0:8080/healthz)",
     )
-    peering = parser.add_mutually_exclusive_group()
-    peering.add_argument(
-        "--peering", metavar="NAME", help="kopf peering object shared by the replicas (mandatory if given)"
+    election = parser.add_argument_group(
+        "leader election (one replica drives the runs; every replica serves the webhook)"
     )
-    peering.add_argument("--standalone", action="store_true", help="no peering: only ever run one replica")
-    parser.add_argument(
-        "--priority",
-        type=int,
-        default=None,
-        help="peering priority; the highest active replica works, the others stand by "
-        "(default: random, so that two replicas never share one and both pause)",
+    election.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="do not elect a leader: this replica drives the runs at once (only ever run one replica then)",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "default",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
+    election.add_argument(
+        "--lease-name", default="jobnet-operator", metavar="NAME", help="name of the Lease (default: jobnet-operator)"
+    )
+    election.add_argument(
+        "--leader-election-identity",
+        metavar="ID",
+        help="this replica's name in the Lease (default: $POD_NAME, else $POD_ID, else the host name, "
+        "with a random suffix)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=positive_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="a Lease not renewed for this long may be taken over; a takeover after a leader's crash "
+        "takes about this long (default: 15)",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="a leader that could not renew its Lease for this long stops acting; shorter than "
+        "--lease-duration (default: 10)",
+    )
+    election.add_argument(
+        "--retry-period",
+        type=positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="between two tries to acquire or renew the Lease (default: 2)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -306,6 +341,23 @@ def certificate_config(args: argparse.Namespace, retry_delay: float) -> Certific
     )
 
 
+def lease_settings(args: argparse.Namespace) -> LeaseSettings | None:
+    """The leader election asked for (None: ``--no-leader-election``); a clear error
+    (SystemExit) for durations that cannot keep one driver per run."""
+    if args.no_leader_election:
+        return None
+    try:
+        election = ElectionConfig(
+            identity=args.leader_election_identity or default_identity(),
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
+    except ElectionConfigError as e:
+        raise SystemExit(f"jobnet operator: {e}") from None
+    return LeaseSettings(args.leader_election_namespace, args.lease_name, election)
+
+
 def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
     """The operator's configuration; a clear error (SystemExit) for contradictory arguments."""
     if args.kubeconfig and not os.path.isfile(args.kubeconfig):
@@ -330,9 +382,7 @@ def config_from_arguments(args: argparse.Namespace) -> OperatorConfig:
             certificate=certificate_config(args, args.retry_delay),
         ),
         liveness_endpoint=args.liveness_endpoint or None,
-        peering_name=args.peering,
-        standalone=args.standalone,
-        priority=args.priority if args.priority is not None else secrets.randbelow(1_000_000) + 1,
+        election=lease_settings(args),
         watch_server_timeout=args.watch_server_timeout,
         watch_client_timeout=args.watch_client_timeout,
         connect_timeout=args.connect_timeout,

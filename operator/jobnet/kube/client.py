@@ -19,7 +19,7 @@ import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import aiohttp
 import kopf
@@ -49,6 +49,18 @@ REPORTING_COMPONENT = "jobnet-operator"
 def reporting_instance() -> str:
     """This replica's name in Events: its pod name (``POD_ID``, set by the chart), else the host name."""
     return os.environ.get("POD_ID") or socket.gethostname()
+
+
+class Gate(Protocol):
+    """Asked right before every write on the leader's behalf (``jobnet.kube.leadership.LeaderGate``)."""
+
+    def check(self, what: str) -> None:
+        """Raise a :class:`KubeApiError` when this replica may not write now."""
+
+
+class _Open:
+    def check(self, what: str) -> None:
+        pass
 
 
 class KubeApiError(Exception):
@@ -114,6 +126,9 @@ class KubeClient:
     def __init__(self, timeouts: Timeouts = Timeouts(), instance: str | None = None) -> None:
         #: the ``reportingInstance`` of our Events: which replica (pod) said it
         self.instance = instance or reporting_instance()
+        #: asked before every write except the Lease's and the webhook certificate's, which
+        #: every replica makes (see ``jobnet.kube.leadership``)
+        self.gate: Gate = _Open()
         self._timeout = aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect)
         self._server = ""
         self._headers: dict[str, str] = {}
@@ -146,11 +161,15 @@ class KubeClient:
         json: Any = None,
         content_type: str = "application/json",
         answer: bool = True,
+        leader_only: bool = True,
     ) -> Body:
         """The answer's body (``answer=False``: {} on success; a write's answer is the whole
-        object, which for a large run is costly to decode and nobody reads)."""
+        object, which for a large run is costly to decode and nobody reads). A write is made
+        only while :attr:`gate` allows it (``leader_only=False``: by any replica)."""
         if not self._server:
             raise KubeApiError(what, None, "not logged in to the API server yet")
+        if method != "GET" and leader_only:
+            self.gate.check(what)
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         try:
@@ -237,10 +256,13 @@ class KubeClient:
             content_type="application/json-patch+json",
         )
 
-    async def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[Body]:
-        """The namespace's objects of one of our kinds (``label_selector``: only those matching)."""
+    async def list_objects(self, plural: str, namespace: str | None, label_selector: str | None = None) -> list[Body]:
+        """The namespace's objects of one of our kinds (None: of every namespace;
+        ``label_selector``: only those matching)."""
         query = f"?labelSelector={label_selector}" if label_selector else ""
-        reply = await self._request("GET", self._path(plural, namespace) + query, f"listing {plural} in {namespace!r}")
+        path = self._path(plural, namespace) if namespace else f"/apis/{API_GROUP}/{API_VERSION}/{plural}"
+        where = f"in {namespace!r}" if namespace else "in all namespaces"
+        reply = await self._request("GET", path + query, f"listing {plural} {where}")
         return list(reply.get("items", []))
 
     async def create_object(self, plural: str, body: Mapping[str, Any]) -> None:
@@ -329,6 +351,7 @@ class KubeClient:
             },
             content_type="application/merge-patch+json",
             answer=False,
+            leader_only=False,
         )
 
     async def get_cluster_object(self, api_version: str, plural: str, name: str) -> Body:
@@ -346,6 +369,7 @@ class KubeClient:
             json=dict(patch),
             content_type="application/merge-patch+json",
             answer=False,
+            leader_only=False,
         )
 
     @staticmethod
@@ -375,12 +399,16 @@ class KubeClient:
         }
         if resource_version is None:
             reply = await self._request(
-                "POST", self._lease_path(namespace), f"creating Lease {namespace}/{name}", json=body
+                "POST", self._lease_path(namespace), f"creating Lease {namespace}/{name}", json=body, leader_only=False
             )
         else:
             body["metadata"]["resourceVersion"] = resource_version
             reply = await self._request(
-                "PUT", self._lease_path(namespace, name), f"renewing Lease {namespace}/{name}", json=body
+                "PUT",
+                self._lease_path(namespace, name),
+                f"renewing Lease {namespace}/{name}",
+                json=body,
+                leader_only=False,
             )
         version = (reply.get("metadata") or {}).get("resourceVersion")
         return version if isinstance(version, str) else None

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from jobnet.core.lease import (
     ElectionConfig,
@@ -28,7 +29,7 @@ from jobnet.core.lease import (
     try_acquire_or_renew,
     written,
 )
-from jobnet.kube.client import KubeApiError, KubeClient
+from jobnet.kube.client import KubeApiError
 
 logger = logging.getLogger("jobnet.leader")
 
@@ -37,6 +38,16 @@ logger = logging.getLogger("jobnet.leader")
 JITTER_FACTOR = 1.2
 
 Callback = Callable[[], Awaitable[None]]
+
+
+class LeaseStore(Protocol):
+    """Where the Lease is read and written (:class:`~jobnet.kube.client.KubeClient`)."""
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def write_lease(
+        self, namespace: str, name: str, spec: dict[str, object], resource_version: str | None
+    ) -> str | None: ...
 
 
 def _utc_now() -> datetime.datetime:
@@ -48,7 +59,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: LeaseStore,
         namespace: str,
         name: str,
         config: ElectionConfig,
@@ -65,6 +76,9 @@ class LeaderElector:
         self._state = ElectionState()
         self._was_leading = False
         self._last_error = ""
+        #: counts the terms: a renewal accepted after the renew deadline had passed starts a new one
+        self._term = 0
+        self._started_term = 0
 
     @property
     def lease(self) -> str:
@@ -124,6 +138,8 @@ class LeaderElector:
         version = await self.client.write_lease(
             self.namespace, self.name, attempt.record.spec(), attempt.resource_version
         )
+        if not self.leading():
+            self._term += 1  # the term had lapsed (its work may have been refused meanwhile): a new one
         self._state = written(self._state, attempt, version, sent_at)
         self._last_error = ""
         if attempt.takeover:
@@ -136,10 +152,17 @@ class LeaderElector:
 
     async def _transition(self, on_started: Callback, on_stopped: Callback) -> None:
         leading = self.leading()
+        if leading and self._was_leading and self._term != self._started_term:
+            # The term lapsed and a new one began between two looks: the old term's work was
+            # refused at the gate meanwhile, so it stops and starts afresh.
+            logger.warning("Leader election: %s's term lapsed and was renewed: restarting", self.config.identity)
+            self._was_leading = False
+            await on_stopped()
         if leading == self._was_leading:
             return
         self._was_leading = leading
         if leading:
+            self._started_term = self._term
             logger.info("Leader election: %s is the leader now", self.config.identity)
             await on_started()
         else:

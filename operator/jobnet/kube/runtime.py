@@ -63,7 +63,7 @@ from jobnet.core.deletion import DELETION_BLOCKED, blocked_condition, is_deletin
 from jobnet.core.env import job_environment, run_environment
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.hosts import host_id
-from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, HostSpec
+from jobnet.core.models import GROUP_VERSION, HostSpec
 from jobnet.core.runstatus import (
     StatusEncoder,
     decoded_status,
@@ -91,8 +91,9 @@ from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
 from jobnet.kube.agentlost import report_lost_keys
-from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, JOBRUNS, KubeApiError, KubeClient
+from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, KubeApiError, KubeClient
 from jobnet.kube.deletion import RunDeletions
+from jobnet.kube.leadership import ALWAYS_LEADING, LeaderGate, NotLeading
 from jobnet.kube.runmetrics import report_round
 from jobnet.kube.versioned import FinishedRuns, StatusChanged, VersionedRun
 from jobnet.metrics import operator_metrics
@@ -479,6 +480,7 @@ class RunLoop:
         try:
             agent = await link.connect()
             for stream in streams:
+                self.runtime.gate.check(f"tail {text}")
                 result = await agent.request(TailRequest(key=record.key, stream=stream, max_bytes=budget), TailResult)
                 data = result.data[-budget:]
                 parts.append(data if len(streams) == 1 else f"[{stream}]\n{data}")
@@ -697,8 +699,12 @@ class RunLoop:
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self.requests.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("run=%s request failed unexpectedly", self.label, exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, NotLeading):
+            # Not sent: this replica's loops are about to be stopped; the next leader settles it.
+            logger.warning("run=%s %s", self.label, error)
+        elif error is not None:
+            logger.error("run=%s request failed unexpectedly", self.label, exc_info=error)
         self.wake()
 
     def job_log(self, level: int, path: str | None, text: str, *args: Any) -> None:
@@ -765,6 +771,7 @@ class RunLoop:
                 if isinstance(agent, DeliveryResult):
                     self.deliver(agent)
                     return None
+                self.runtime.gate.check(f"{op} {key.text()}")  # nothing awaited from here to the send
                 self.job_log(logging.INFO, action.path, "%s", doing)
                 if queued:
                     queued = False
@@ -854,13 +861,15 @@ class RunLoop:
     async def ack(self, link: HostLink, action: Ack) -> None:
         try:
             agent = await link.connect()
+            self.runtime.gate.check(f"ack {action.key.text()}")
             await agent.request(AckRequest(key=action.key), RecordResult)
         except SshError as e:
             # The record stays unacknowledged on the agent: the next operator start acks it again.
             self.job_log(logging.DEBUG, action.path, "ack not delivered: %s", e.message)
 
 
-EVENT_HANDLER = "jobrun-runtime"
+#: The JobRun event handler (``jobnet.kube.app``) that hands runs to :meth:`JobRunRuntime.on_jobrun`.
+EVENT_HANDLER = "drive-jobruns"
 
 
 class _QuietEventHandler(logging.Filter):
@@ -881,6 +890,10 @@ class JobRunRuntime:
         self._starting: set[str] = set()
         self._retries: set[asyncio.Task[None]] = set()
         self.links: dict[LinkKey, HostLink] = {}
+        #: asked before every request to an agent (and, through the client, every write)
+        self.gate: LeaderGate = ALWAYS_LEADING
+        #: while this replica leads (see :meth:`lead`)
+        self.active = False
         self.deletions = RunDeletions(self)
 
     @property
@@ -906,17 +919,13 @@ class JobRunRuntime:
 
     # -------------------------------------------------------------- kopf
 
-    def register(self, registry: kopf.OperatorRegistry, client: KubeClient) -> None:
+    def register(self, registry: kopf.OperatorRegistry, client: KubeClient, gate: LeaderGate) -> None:
         self._client = client
+        self.gate = gate
 
         # The event handler sees every write of every run (our own status patches included);
         # kopf's per-call "succeeded" line would drown the log of a large run.
         logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
-
-        @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id=EVENT_HANDLER, registry=registry)
-        async def jobrun_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-            raw = event.get("object")
-            await self.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
 
         @kopf.on.cleanup(registry=registry)
         async def stop_runtime(**_: Any) -> None:
@@ -925,6 +934,22 @@ class JobRunRuntime:
     async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
         """A new run was expanded (status Pending): run it."""
         await self.ensure_loop(jobrun, graph)
+
+    async def lead(self) -> None:
+        """This replica leads: runs get loops from now on (``jobnet.kube.app`` lists them)."""
+        self.active = True
+
+    async def follow(self) -> None:
+        """This replica is leader no more: every loop, start retry and agent link stops at once
+        (a new term lists the runs again and rebuilds each loop from its stored status)."""
+        self.active = False
+        for loop in self.loops.values():
+            for request in loop.requests:
+                request.cancel()  # not yet sent (the gate refuses them now): the next leader decides again
+        await self.close()
+        self.loops.clear()
+        self._starting.clear()
+        self.links.clear()
 
     async def on_jobrun(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body.get("metadata", {}).get("uid")
@@ -937,6 +962,8 @@ class JobRunRuntime:
             self.deletions.released(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
+            return
+        if not self.active:
             return
         if await self.deletions.observe(body, loop):
             return
@@ -990,6 +1017,8 @@ class JobRunRuntime:
             if not isinstance(resumed, RunGraph):
                 return resumed
             graph = resumed
+        if not self.active:
+            return True  # leader no more while reading: the next term starts it
         marked = await self.deletions.ensure_finalizer(body)
         if marked is None:
             return False

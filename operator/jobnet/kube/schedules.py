@@ -1,5 +1,8 @@
 """The schedule controller: JobSchedules create their JobRuns, one per due slot.
 
+Every replica tracks the watched objects; only the leader runs the loop (``lead``/``follow``,
+see :mod:`jobnet.kube.leadership`), and its client writes only while it leads.
+
 The timing decisions are the pure core's (``jobnet.core.schedule``, ``jobnet.core.calendar``);
 this module keeps the watched JobSchedules and JobCalendars in memory (kopf event handlers),
 and one loop reads the wall clock through a :class:`Clock` every ``check_interval`` seconds:
@@ -223,6 +226,7 @@ class ScheduleController:
     # ------------------------------------------------------------------ the loop
 
     async def run_forever(self) -> None:
+        """While this replica leads (see :meth:`lead`)."""
         while True:
             await self.check(self.clock.now())
             await asyncio.sleep(self.settings.check_interval)
@@ -489,11 +493,20 @@ class ScheduleController:
         async def track_run(type: str | None, body: kopf.Body, **_: Any) -> None:
             self.run_event(type, body)
 
-        @kopf.on.startup(registry=registry)
-        async def start_loop(**_: Any) -> None:
-            self._task = asyncio.create_task(self.run_forever(), name="jobschedule-loop")
-
         @kopf.on.cleanup(registry=registry)
         async def stop_loop(**_: Any) -> None:
-            if self._task is not None:
-                self._task.cancel()
+            await self.follow()
+
+    # ------------------------------------------------------------------ leadership
+
+    async def lead(self) -> None:
+        """This replica leads: run the loop, every schedule reconciled first (the previous
+        leader may have left slots undone; their runs' names make a repeat answer 409)."""
+        self._changed.update(self._schedules)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run_forever(), name="jobschedule-loop")
+
+    async def follow(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

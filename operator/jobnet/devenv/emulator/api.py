@@ -97,7 +97,7 @@ from jobnet.devenv.emulator.kube import (
 from jobnet.devenv.emulator.store import Store, Watcher
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]  # a source checkout
-#: Our CRDs and kopf's peering CRDs (shipped with the chart), as a cluster would have them.
+#: Our CRDs (also shipped with the chart), as a cluster would have them.
 CRD_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "jobnet-operator" / "crds")
 
 
