@@ -30,7 +30,7 @@ class World(Protocol):
     emulator: EmulatorServer
     vms: list[NamespaceVM]
     crashes: dict[int, list[float]]
-    """VM index -> when each crash began (wall clock, as the ledger's times)."""
+    """VM index -> when each crash had killed everything (wall clock, as the ledger's times)."""
 
     @property
     def operator(self) -> OperatorProcess: ...
@@ -82,8 +82,9 @@ def kill_agent(kind: str) -> Callable[[World, str, random.Random], None]:
 
 def crash_vm(world: World, target: str, rng: random.Random) -> Undo:
     vm = the_vm(world, target)
-    world.crashes.setdefault(int(target.removeprefix("vm")), []).append(time.time())
     vm.crash()
+    # When the last process died: a script forked while the kill went on started before this.
+    world.crashes.setdefault(int(target.removeprefix("vm")), []).append(time.time())
     return vm.start
 
 

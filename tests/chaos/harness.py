@@ -160,6 +160,8 @@ class Chaos:
             self._watch_caught_up(watch)
         self.report.wall = time.monotonic() - started
         self._check(watch)
+        for index, vm in enumerate(self.vms):  # the evidence outlives the VMs (in the test's tmp_path)
+            (self.scenario.workdir / f"ledger-vm{index}").write_text((vm.home / LEDGER).read_text())
         return self.report
 
     def _watch_caught_up(self, watch: PhaseWatch) -> None:
@@ -175,7 +177,12 @@ class Chaos:
 
         try:
             wait_until(lambda: not behind(), timeout=self.config.watch_catch_up, what="the watch to see every phase")
+            return
         except DeadlineExceeded:
+            # A run's events held back (a fault) and released while the watch was reconnecting
+            # past them are never streamed to it again: a list brings its last version.
+            watch.relist()
+        if behind():
             for name, (seen, phase) in behind().items():
                 self.report.violations.append(Violation("watch", name, "/", f"the watch saw {seen}, not {phase}"))
 

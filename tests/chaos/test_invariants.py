@@ -159,6 +159,24 @@ SETTLED = [Settlement("r1", "/top/x", 1, "Ready", 1.5)]
             "crashes": {0: [5.5]}, "events": [{"reason": "RunFailed"}],
             "phases": ["Running", "Failed"],
         }, ["early-start"]),
+        # seed 3969049034, run r0083: the harness asked Ready for a Stuck /top/tail, the operator
+        # resolved it Failed (HostRebooted) first, then applied the override to the Failed job.
+        ("a Ready override that found the job Failed re-runs it after the finally job", {
+            "entries": [*good_entries()[:6], *ran("/top/tail", 1, 4.1, None), *ran("/top/notify", 1, 4.6, 5.0),
+                        *ran("/top/tail", 2, 5.5, 6.0)],
+            "status": {**status(**{"__top__tail": {"state": "Succeeded", "attempt": 2, "exitCode": 0}}),
+                       "overrides": [{"path": "/top/tail", "fromState": "Failed", "toState": "Ready", "by": "admin"}]},
+            "settlements": [Settlement("r1", "/top/tail", 1, "Ready", 4.55)],
+            "crashes": {0: [4.5]}, "phases": ["Running", "Failed", "Running", "Succeeded"],
+            "events": [{"reason": "RunFailed"}, {"reason": "RunSucceeded"}],
+        }, []),
+        ("the same without the override", {
+            "entries": [*good_entries()[:6], *ran("/top/tail", 1, 4.1, None), *ran("/top/notify", 1, 4.6, 5.0),
+                        *ran("/top/tail", 2, 5.5, 6.0)],
+            "status": status(**{"__top__tail": {"state": "Succeeded", "attempt": 2, "exitCode": 0}}),
+            "crashes": {0: [4.5]}, "phases": ["Running", "Failed", "Running", "Succeeded"],
+            "events": [{"reason": "RunFailed"}, {"reason": "RunSucceeded"}],
+        }, ["started-too-often", "early-start", "phase-regression", "duplicate-event"]),
         ("Skipped but ran", {
             "status": status(**{"__top__notify": {"state": "Skipped"}}),
         }, ["result-mismatch"]),

@@ -76,6 +76,19 @@ class PhaseWatch:
         self._connection.request("GET", f"{self._path}?{urllib.parse.urlencode(query)}")
         return self._connection.getresponse()
 
+    def relist(self) -> None:
+        """Record the current version of every run (after a gap the stream cannot replay); its
+        own connection, beside the stream's."""
+        connection = http.client.HTTPConnection(
+            self._address.hostname or "127.0.0.1", self._address.port, timeout=self._read_timeout
+        )
+        try:
+            connection.request("GET", self._path)
+            for item in json.loads(connection.getresponse().read()).get("items") or []:
+                self._record(item)
+        finally:
+            connection.close()
+
     def _relist(self) -> None:
         self.relists += 1
         listed = json.loads(self._request({}).read())

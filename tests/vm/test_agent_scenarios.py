@@ -80,7 +80,7 @@ def test_E02_agent_supervisor_killed_mid_job_is_adopted_then_lost_never_a_succes
     agent: AgentHarness, vm: NamespaceVM
 ) -> None:
     """docs/agent-protocol.md: a running job whose supervisor died stays ``running`` and watched
-    until its process disappears, then ``lost`` (exit code unknown to the protocol)."""
+    until its process disappears, then ``lost``, with the exit code the job's wrapper recorded."""
     key = new_key("/e02/job")
     launched = agent.launch(key, agent.script("e02.sh", "sleep 3; exit 0\n"))
     agent.wait_state(key, "running")
@@ -98,7 +98,8 @@ def test_E02_agent_supervisor_killed_mid_job_is_adopted_then_lost_never_a_succes
 
     assert killed
     assert while_alive.state == "running"
-    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", None), record
+    # the wrapper's recorded code travels with the lost record (stuckResolution Auto settles from it)
+    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", 0), record
     assert "supervisor died mid-run" in (record.message or "")
 
 
@@ -112,7 +113,8 @@ def test_E02_agent_supervisor_and_job_killed_is_lost_never_a_success(agent: Agen
     agent.reconnect()
     record = agent.wait_state(key, "lost", "exited", timeout=15)
 
-    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", None), record
+    # the wrapper's recorded code travels with the lost record (stuckResolution Auto settles from it)
+    assert (record.state, record.reason, record.exit_code) == ("lost", "SupervisorLost", 0), record
     wait_until(
         lambda: any("lost" in line for line in _log_lines(vm, key)), timeout=5, what="agent log says the job is lost"
     )

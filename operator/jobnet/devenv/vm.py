@@ -52,6 +52,8 @@ SSH_PORT = 22
 REQUIRED_TOOLS = ("ip", "iptables", "ssh-keygen", "useradd", "userdel", "chpasswd", "setpriv")
 SSHD = "/usr/sbin/sshd"
 VM_PATH = "/usr/bin:/bin"
+#: How many times :meth:`NamespaceVM.crash` kills what is left of a VM.
+CRASH_PASSES = 10
 
 
 class VMError(RuntimeError):
@@ -555,7 +557,7 @@ class NamespaceVM:
         for pid in self.pids():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile (ESRCH while reading)
                 continue
             is_agent = any("jobnet-agent" in arg or "jobnet_agent" in arg for arg in argv)
             if is_agent and any(kind in argv for kind in kinds):
@@ -611,8 +613,16 @@ class NamespaceVM:
     def crash(self) -> str:
         """The VM "loses power": every process dies, the boot id changes, the disk stays.
 
-        sshd is down afterwards; :meth:`start` boots it again. Returns the new boot id."""
-        _kill_and_wait(self.pids(), f"all of {self.netns}")
+        sshd is down afterwards; :meth:`start` boots it again. Returns the new boot id.
+        A process forked while the others are killed would survive one pass (a real crash spares
+        none), so it kills again until none is left (at most ``CRASH_PASSES`` passes)."""
+        for _ in range(CRASH_PASSES):
+            pids = self.pids()
+            if not pids:
+                break
+            _kill_and_wait(pids, f"all of {self.netns}")
+        if self.pids():
+            raise VMError(f"processes of {self.netns} still alive after {CRASH_PASSES} kill passes: {self.pids()}")
         if self._sshd is not None:
             self._sshd.wait(timeout=5)
         self.boot_id_file.write_text(f"{uuid.uuid4()}\n")
