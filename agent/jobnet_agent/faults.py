@@ -2,9 +2,11 @@
 
 Set ``JOBNET_AGENT_CRASH_AT`` to a comma-separated list of point names (e.g.
 ``supervise:after-exit``), ``JOBNET_AGENT_PAUSE_AT`` to a comma-separated list of
-``name=seconds`` (e.g. ``serve:before-hand-over=1``). Unset (the normal case), every point is a
-no-op. The tests use them to stop an agent process at exactly one step, or to hold it there
-while they cut its channel, instead of racing a ``kill -9`` or a disconnect against it.
+``name=seconds`` (e.g. ``serve:before-hand-over=1``) or ``name=@path``: hold until ``path``
+exists (at most a minute), after creating ``path.reached`` so that a test knows the point was
+reached. Unset (the normal case), every point is a no-op. The tests use them to stop an agent
+process at exactly one step, or to hold it there while they cut its channel or restart the
+operator, instead of racing a ``kill -9`` or a disconnect against it.
 """
 
 from __future__ import annotations
@@ -32,5 +34,19 @@ def pause_point(name: str) -> None:
         return
     for item in wanted.split(","):
         point, _, seconds = item.strip().partition("=")
-        if point == name:
+        if point == name and seconds.startswith("@"):
+            _hold_until(seconds[1:])
+        elif point == name:
             time.sleep(float(seconds))
+
+
+#: A held point goes on by itself after this long, so that a test that fails never leaves it held.
+_MAX_HOLD_SECONDS = 60.0
+
+
+def _hold_until(path: str) -> None:
+    with open(path + ".reached", "w"):
+        pass
+    deadline = time.monotonic() + _MAX_HOLD_SECONDS
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -110,6 +110,7 @@ class Handlers:
     def launch(self, request: Request) -> Handled:
         key = _key(request)
         spec = LaunchSpec.from_json(request.args)
+        pause_point("serve:launch-before-claim")  # a launch still on its way: it arrives late
         accepted = JobRecord(key=key, state=ACCEPTED, accepted_at=time.time(), boot_id=self.boot_id)
         record, lock_fd = self.journal.claim(key, spec, lambda: accepted)
         if lock_fd is None:

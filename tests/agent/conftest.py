@@ -114,9 +114,13 @@ class AgentDirs:
 class Agent:
     """One ``serve`` process: requests get responses by id; events and heartbeats are queued."""
 
-    def __init__(self, dirs: AgentDirs, crash_at: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, dirs: AgentDirs, crash_at: str | None = None, pause_at: str | None = None, **options: Any
+    ) -> None:
         self.dirs = dirs
         extra = {"JOBNET_AGENT_CRASH_AT": crash_at} if crash_at else {}
+        if pause_at:
+            extra["JOBNET_AGENT_PAUSE_AT"] = pause_at
         self.proc = subprocess.Popen(
             [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(**options)],
             stdin=subprocess.PIPE,

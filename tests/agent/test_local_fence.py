@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.agent.conftest import Agent, AgentDirs, key_text, new_key, wait_until
 
 
@@ -72,3 +74,51 @@ def test_a_fence_survives_a_restart_of_serve(dirs: AgentDirs) -> None:
         second.close()
 
     assert late["deduplicated"] is True and late["record"]["reason"] == "Fenced"
+
+
+def test_a_stops_kill_of_an_unseen_key_and_its_fence_refuse_a_later_launch_after_a_restart(dirs: AgentDirs) -> None:
+    """What the operator does when a stop's kill finds no job (issue 10): kill answered NotFound,
+    then fence; a launch of the key arriving later, even on a new serve, never runs."""
+    marker = dirs.work / "ran.txt"
+    key = new_key("/net/stopped")
+    first = Agent(dirs)
+    try:
+        assert first.error("kill", key=key, reason="stop")["code"] == "NotFound"
+        fence = first.call("fence", key=key)
+    finally:
+        assert first.close() == 0
+    second = Agent(dirs)
+    try:
+        late = second.launch(key, dirs.script("late.sh", f"echo ran >> {marker}\n"))
+    finally:
+        second.close()
+
+    assert fence["fenced"] is True
+    assert late["deduplicated"] is True and late["record"] == fence["record"]
+    assert not marker.exists()
+
+
+def test_a_launch_held_on_its_way_is_refused_once_another_channel_fenced_its_key(dirs: AgentDirs) -> None:
+    """The launch reached one serve, which has not taken it yet (pause point held by a file);
+    meanwhile the restarted operator's kill, on a new serve, finds no job and fences the key."""
+    marker = dirs.work / "ran.txt"
+    hold = dirs.work / "hold"
+    key = new_key("/net/held")
+    old = Agent(dirs, pause_at=f"serve:launch-before-claim=@{hold}")
+    new = Agent(dirs)
+    try:
+        script = dirs.script("held.sh", f"echo ran >> {marker}\n")
+        held = old.send("launch", key=key, script=script, args=[], env={}, workingDir=None, timeoutSeconds=None)
+        wait_until(Path(f"{hold}.reached").exists, timeout=10, what="the launch held before it is taken")
+        assert new.error("kill", key=key, reason="stop")["code"] == "NotFound"
+        fence = new.call("fence", key=key)
+        hold.write_text("")
+        late = old.response(held)
+    finally:
+        old.close()
+        new.close()
+
+    assert fence["fenced"] is True
+    assert late["ok"] and late["result"]["deduplicated"] is True and late["result"]["record"] == fence["record"]
+    assert _log_lines(dirs, key, "launch ignored: key was fenced")
+    assert not marker.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.agentenv import set_agent_env
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
@@ -29,20 +30,9 @@ exit 3
 """
 
 
-def _agent_crashes_at(vm: NamespaceVM, point: str) -> None:
-    """Every agent process on ``vm`` gets ``JOBNET_AGENT_CRASH_AT=point`` (through sshd's SetEnv).
-
-    sshd reads its configuration when it starts, so the VM is restarted before anything ran."""
-    config = vm.sshd_config.read_text()
-    assert "SetEnv JOBNET_AGENT_BOOT_ID_FILE=" in config
-    vm.sshd_config.write_text(config.replace("SetEnv ", f"SetEnv JOBNET_AGENT_CRASH_AT={point} ", 1))
-    vm.crash()
-    vm.start()
-
-
 def _start(scenario: Scenario, jobnet: str, resolution: str) -> tuple[NamespaceVM, str]:
     vm = scenario.vm()
-    _agent_crashes_at(vm, CRASH_POINT)
+    set_agent_env(vm, "JOBNET_AGENT_CRASH_AT", CRASH_POINT)
     work = scenario.marker_script(vm, "work", 'echo "work done"\n' + GATED_BODY)
     after = scenario.marker_script(vm, "after-work")
     run = scenario.run_jobnet(

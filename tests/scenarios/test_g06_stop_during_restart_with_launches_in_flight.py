@@ -58,11 +58,11 @@ def test_G06_stop_in_the_restart_round_launches_nothing_and_ends_stopped(scenari
     assert scenario.event_reasons(run).count("StopRequested") == 1
 
 
-def test_G06_stop_in_the_restart_round_kills_a_launch_that_never_arrived(scenario: Scenario) -> None:
+def test_G06_stop_in_the_restart_round_fences_a_launch_that_never_arrived(scenario: Scenario) -> None:
     """As above, with the launch cut on its way (C01's fault) when the operator is killed: the
     restarted operator does not re-send it under the stopped scope; it sends the kill, which the
-    agent answers "no such job", and the job is Stopped without ever running. (The old connection
-    is gone before the link returns, so the launch can no longer arrive late.)"""
+    agent answers "no such job", so it fences the key (a launch arriving late is refused) and the
+    job is Stopped without ever running. (The old connection is gone before the link returns.)"""
     cut = start_cut_run(scenario, "g06f")
     operator = scenario.operator
     assert operator is not None
@@ -86,8 +86,12 @@ def test_G06_stop_in_the_restart_round_kills_a_launch_that_never_arrived(scenari
     status = scenario.wait_phase(cut.run, "Stopped", timeout=60)
 
     assert status["jobs"][target]["state"] == "Stopped" and status["jobs"][target]["attempt"] == 1
+    assert status["jobs"][target].get("reason") == "StopRequested", status["jobs"][target]
     restarted = operator.log_text()[log_before_restart:]
     assert not re.search(r"job=/g06f/\w+ .*launching", restarted), restarted[-3000:]
     assert re.search(rf"job={target} .*killing \(stop", restarted), restarted[-3000:]
-    assert not any("accepted" in line for line in cut.agent_lines("target")), cut.agent_lines("target")
+    assert re.search(rf"job={target} .*the agent never saw \S+; fenced it", restarted), restarted[-3000:]
+    lines = cut.agent_lines("target")
+    assert any("fenced: never launched here" in line for line in lines), lines
+    assert not any("accepted" in line for line in lines), lines
     assert scenario.script_runs(cut.net, "target") == 0 and scenario.script_runs(cut.net, "downstream") == 0

@@ -172,7 +172,10 @@ class Run:
         **fields: Any,
     ) -> None:
         record = None
-        if outcome == "delivered" and state is not None:
+        if outcome == "delivered" and state == "failedToStart":
+            # The agent never saw the key; the edge fenced it and reports the fenced record.
+            record = self.record(path, state, reason="Fenced", message="fenced before it was launched", **fields)
+        elif outcome == "delivered" and state is not None:
             record = self.record(path, state, kill_requested={"reason": "stop"}, **fields)
         self.deliveries.append(
             DeliveryResult(

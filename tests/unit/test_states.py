@@ -138,6 +138,8 @@ def _record(state: str, **fields: object) -> JobRecord:
         (_record("timedOut", signal=15, reason="TimedOut"), None, S.FAILED, "TimedOut"),
         (_record("failedToStart", reason="ScriptNotFound"), None, S.FAILED, "ScriptNotFound"),
         (_record("failedToStart", reason="PermissionDenied"), None, S.FAILED, "PermissionDenied"),
+        (_record("failedToStart", reason="Fenced"), None, S.FAILED, "Fenced"),  # a re-run's fence
+        (_record("failedToStart", reason="Fenced"), "stop", S.STOPPED, "StopRequested"),  # issue 10
         (_record("interrupted", reason="HostRebooted"), None, S.FAILED, "HostRebooted"),
         (_record("lost"), None, S.STUCK, "SupervisorLost"),  # E02: result unknown, a person settles it
     ],

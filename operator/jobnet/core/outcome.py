@@ -77,6 +77,15 @@ def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outc
             message=f"the agent lost the job's supervisor{known or unknown}{detail}",
             exit_code=None,
         )
+    if record.fenced and kill_reason == "stop":
+        # A stop's kill found no job and fenced the key: the script never ran, and a launch
+        # arriving late is refused. Stopped, not Failed (a fence for a re-run keeps Fenced).
+        return Outcome(
+            state=JobState.STOPPED,
+            reason=Reason.STOP_REQUESTED,
+            message="stopped: never started (the stop reached the agent before the launch; its key is fenced)",
+            exit_code=None,
+        )
     # failedToStart, interrupted: the script did not finish by itself - never a success.
     default_reason = {"failedToStart": "FailedToStart", "interrupted": "HostRebooted"}
     return Outcome(

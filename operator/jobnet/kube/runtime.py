@@ -777,12 +777,21 @@ class RunLoop:
                     queued = False
                     self.inbox.leave_launch_queue(key, sent_at=time.time())
                 try:
-                    return await agent.request(request, answer_type)
+                    try:
+                        return await agent.request(request, answer_type)
+                    except AgentRequestFailed as e:
+                        if op != "kill" or e.agent_code != "NotFound":
+                            raise
+                    # The agent never saw the key: fence it, so that a launch still on its way
+                    # (retransmitted, or queued in a channel) is refused when it arrives.
+                    fence = await agent.request(FenceRequest(key=key), FenceResult)
+                    if not fence.fenced:  # the launch arrived meanwhile: kill it now
+                        return await agent.request(request, answer_type)
+                    self.job_log(logging.INFO, action.path, "kill: the agent never saw %s; fenced it", key)
+                    # The fenced record settles the stopped job Stopped (never started), not Failed.
+                    self.deliver(DeliveryResult(key=key, op=op, outcome="delivered", record=fence.record))
+                    return None
                 except AgentRequestFailed as e:
-                    if op == "kill" and e.agent_code == "NotFound":
-                        # The agent never saw the key: nothing runs (the scheduler settles it Stopped).
-                        self.deliver(DeliveryResult(key=key, op=op, outcome="delivered"))
-                        return None
                     code, message = e.agent_code, e.message
                 except SshError as e:
                     code, message = e.code, e.message
