@@ -23,7 +23,11 @@ def test_a_running_job_stays_running_after_its_agents_log_was_compacted(scenario
     # Serve collects garbage when it starts: acknowledged jobs go at once, and any log is compacted.
     operator = scenario.start_operator(*(f"--agent-serve-arg={arg}" for arg in (
         "--retention-seconds", "0", "--compact-threshold-bytes", "0")))  # fmt: skip
-    long = scenario.marker_script(vm, "long", "sleep 12\n")
+    # long runs until the test lets it end (bounded: 60 s), however slow the restart under load
+    gate = vm.home / "long-may-end"
+    long = scenario.marker_script(
+        vm, "long", f"for i in $(seq 600); do [ -e {gate} ] && exit 0; sleep 0.1; done; exit 1\n"
+    )
     quick = scenario.marker_script(vm, "quick", "sleep 0.5\n")
     run = scenario.run_jobnet("compacted", scenario.host(vm), [
         {"name": "long", "script": long},
@@ -46,6 +50,8 @@ def test_a_running_job_stays_running_after_its_agents_log_was_compacted(scenario
         time.sleep(0.2)  # watching for a wrong state change, not synchronising
         state = scenario.job(run, "/compacted/long")["state"]
     assert state == "Running", scenario.describe(run)
+
+    gate.touch()
 
     status = scenario.wait_phase(run, "Succeeded", timeout=30)
     assert status["jobs"]["/compacted/long"]["attempt"] == 1 and scenario.script_runs(vm, "long") == 1
