@@ -14,6 +14,7 @@ import re
 import pytest
 
 from tests.support.fakeclock import requires_faketime
+from tests.support.netutil import wait_until
 from tests.support.replicas import TAKEOVER, start_replicas, stop_replicas, wait_to_lead
 from tests.support.scenario import Scenario
 from tests.support.schedules import API_VERSION, ScheduleWorld, jobnet, next_local, schedule
@@ -112,9 +113,16 @@ def test_H03_leader_killed_around_a_slots_creation_one_run_for_the_slot(scenario
     the slot and starts the one that exists."""
     slot = next_local(UTC, 3)
     world = ScheduleWorld(scenario, slot - 30 * SECOND)
-    leader, other = replicas = start_replicas(scenario, 2, *world.operator_args, environment=world.clock.environment)
+    replicas = start_replicas(scenario, 2, *world.operator_args, environment=world.clock.environment)
     try:
         vm, name, before = _slot_run_created(scenario, world, slot)
+        # the leader that created it: the first replica, unless a loaded machine handed over meanwhile
+        leader = wait_until(
+            lambda: next((r for r in replicas if f"created JobRun {name}" in r.log()), None),
+            timeout=10,
+            what=f"a replica's log says it created {name}",
+        )
+        other = next(replica for replica in replicas if replica is not leader)
         leader.process.kill()
         _as_if_the_slot_was_never_recorded(scenario, before)
         wait_to_lead(other, timeout=TAKEOVER)
