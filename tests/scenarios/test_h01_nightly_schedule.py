@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.fakeclock import requires_faketime
 from tests.support.scenario import Scenario
-from tests.support.schedules import ScheduleWorld, jobnet, next_local, schedule
+from tests.support.schedules import BEFORE_SLOT, ScheduleWorld, jobnet, next_local, schedule
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -19,7 +19,7 @@ SECOND = datetime.timedelta(seconds=1)
 
 def test_H01_one_run_per_slot_with_scheduled_time_and_business_date(scenario: Scenario) -> None:
     first = next_local(TOKYO, 2)
-    world = ScheduleWorld(scenario, first - 30 * SECOND)
+    world = ScheduleWorld(scenario, first - BEFORE_SLOT)
     vm = scenario.vm()
     report = scenario.write_script(
         vm,

@@ -17,7 +17,7 @@ from tests.support.fakeclock import requires_faketime
 from tests.support.netutil import wait_until
 from tests.support.replicas import TAKEOVER, start_replicas, stop_replicas, wait_to_lead
 from tests.support.scenario import Scenario
-from tests.support.schedules import API_VERSION, ScheduleWorld, jobnet, next_local, schedule
+from tests.support.schedules import API_VERSION, BEFORE_SLOT, ScheduleWorld, jobnet, next_local, schedule
 from tests.support.vm import NamespaceVM
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
@@ -33,7 +33,7 @@ def _next_hour() -> datetime.datetime:
 
 def test_H02_missed_slots_within_the_deadline_run_once_in_order(scenario: Scenario) -> None:
     first = _next_hour()
-    world = ScheduleWorld(scenario, first - 30 * SECOND)
+    world = ScheduleWorld(scenario, first - BEFORE_SLOT)
     vm = scenario.vm()
     job = scenario.marker_script(vm, "hourly")
     world.apply(
@@ -93,7 +93,7 @@ def _as_if_the_slot_was_never_recorded(scenario: Scenario, before: str) -> None:
 
 def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario) -> None:
     slot = next_local(UTC, 3)
-    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+    world = ScheduleWorld(scenario, slot - BEFORE_SLOT)
     vm, name, before = _slot_run_created(scenario, world, slot)
     scenario.operator.kill()  # type: ignore[union-attr]
     _as_if_the_slot_was_never_recorded(scenario, before)
@@ -112,7 +112,7 @@ def test_H03_leader_killed_around_a_slots_creation_one_run_for_the_slot(scenario
     starting it, or recording the slot); the replica that takes over creates no second run for
     the slot and starts the one that exists."""
     slot = next_local(UTC, 3)
-    world = ScheduleWorld(scenario, slot - 30 * SECOND)
+    world = ScheduleWorld(scenario, slot - BEFORE_SLOT)
     replicas = start_replicas(scenario, 2, *world.operator_args, environment=world.clock.environment)
     try:
         vm, name, before = _slot_run_created(scenario, world, slot)

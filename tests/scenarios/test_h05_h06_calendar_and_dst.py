@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.fakeclock import requires_faketime
 from tests.support.scenario import Scenario
-from tests.support.schedules import ScheduleWorld, calendar, jobnet, schedule
+from tests.support.schedules import BEFORE_SLOT, ScheduleWorld, calendar, jobnet, schedule
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm, requires_faketime]
 UTC = datetime.UTC
@@ -84,7 +84,7 @@ def test_H05_closed_days_skip_or_shift_and_base_time(scenario: Scenario) -> None
 
 def test_H06_daylight_saving_gap_and_repeat_run_once(scenario: Scenario) -> None:
     # 2027-03-14 02:00 EST the clocks jump to 03:00 EDT; 2027-11-07 02:00 EDT they go back to 01:00 EST.
-    world = ScheduleWorld(scenario, datetime.datetime(2027, 3, 14, 6, 59, 30, tzinfo=UTC))
+    world = ScheduleWorld(scenario, datetime.datetime(2027, 3, 14, 7, 0, tzinfo=UTC) - BEFORE_SLOT)
     vm = scenario.vm()
     job = scenario.marker_script(vm, "dst")
     world.apply(

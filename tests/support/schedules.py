@@ -15,6 +15,10 @@ API_VERSION = "jobnet.dev/v1alpha1"
 SCHEDULE_LABEL = "jobnet.dev/schedule"
 #: The operator re-reads its (fake) clock this often, in seconds.
 CHECK_INTERVAL = "0.2"
+#: Where a test's fake clock starts before the first slot it waits for: the fake clock runs on in
+#: real time, and a loaded machine can take tens of seconds to start the operator and a VM before
+#: the test moves the clock on itself (30 s was seen to run out in CI, creating the slot early).
+BEFORE_SLOT = datetime.timedelta(minutes=10)
 
 
 def schedule(name: str, jobnet: str, *schedules: str, **spec: Any) -> dict[str, Any]:
