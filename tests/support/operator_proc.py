@@ -7,9 +7,7 @@ import uuid
 from typing import Any
 
 from jobnet.devenv.operator import (  # noqa: F401 (re-exports)
-    MUTATING_WEBHOOKS,
     WEBHOOK_CONFIGURATION,
-    WEBHOOKS,
     OperatorNotReady,
     OperatorProcess,
     register_webhooks,

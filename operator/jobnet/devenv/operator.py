@@ -24,19 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jobnet.core.admission import CONFIGURATION_KINDS, webhook_configurations
 from jobnet.devenv.emulator import EmulatorServer, free_port
 from jobnet.devenv.net import DeadlineExceeded, wait_until
 
 WEBHOOK_CONFIGURATION = "jobnet-operator"
-WEBHOOKS = {  # name -> (URL path = kopf handler id, resource, operations), as in the Helm chart
-    "jobnets.validate.jobnet.dev": ("/validate-jobnet", "jobnets", ["CREATE", "UPDATE", "DELETE"]),
-    "jobruns.validate.jobnet.dev": ("/validate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
-    "jobschedules.validate.jobnet.dev": ("/validate-jobschedule", "jobschedules", ["CREATE", "UPDATE"]),
-    "jobcalendars.validate.jobnet.dev": ("/validate-jobcalendar", "jobcalendars", ["CREATE", "UPDATE", "DELETE"]),
-}
-MUTATING_WEBHOOKS = {  # the same for the MutatingWebhookConfiguration
-    "jobruns.mutate.jobnet.dev": ("/mutate-jobrun", "jobruns", ["CREATE", "UPDATE"]),
-}
 
 
 class OperatorNotReady(AssertionError):
@@ -48,45 +40,22 @@ def register_webhooks(
 ) -> None:
     """Install the chart's Validating- and MutatingWebhookConfiguration, calling ``base_url``
     directly (verifying its TLS certificate against ``ca_bundle`` when it is HTTPS)."""
-    for kind, webhooks in (
-        ("ValidatingWebhookConfiguration", WEBHOOKS),
-        ("MutatingWebhookConfiguration", MUTATING_WEBHOOKS),
-    ):
+    client_config: dict[str, Any] = {"url": base_url}
+    if ca_bundle:
+        client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
+    for plural, webhooks in webhook_configurations(client_config, failure_policy).items():
         emulator.put(
             {
                 "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": kind,
+                "kind": CONFIGURATION_KINDS[plural],
                 "metadata": {"name": WEBHOOK_CONFIGURATION},
-                "webhooks": [
-                    {
-                        "name": name,
-                        "admissionReviewVersions": ["v1"],
-                        "sideEffects": "None",
-                        "failurePolicy": failure_policy,
-                        "matchPolicy": "Equivalent",
-                        "timeoutSeconds": 10,
-                        "rules": [
-                            {
-                                "apiGroups": ["jobnet.dev"],
-                                "apiVersions": ["v1alpha1"],
-                                "resources": [resource],
-                                "operations": operations,
-                                "scope": "Namespaced",
-                            }
-                        ],
-                        "clientConfig": {
-                            "url": f"{base_url}{path}",
-                            **({"caBundle": base64.b64encode(ca_bundle).decode()} if ca_bundle else {}),
-                        },
-                    }
-                    for name, (path, resource, operations) in webhooks.items()
-                ],
+                "webhooks": webhooks,
             }
         )
 
 
 def unregister_webhooks(emulator: EmulatorServer) -> None:
-    for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+    for plural in CONFIGURATION_KINDS:
         emulator.remove("admissionregistration.k8s.io/v1", plural, None, WEBHOOK_CONFIGURATION)
 
 

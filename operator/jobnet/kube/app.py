@@ -48,12 +48,11 @@ from jobnet.kube.client import (
 )
 from jobnet.kube.leader import LeaderElector
 from jobnet.kube.leadership import ALWAYS_LEADING, LeaderGate, Leadership, LeaderWork, LeaseSettings
+from jobnet.kube.nostorage import NoDiffBaseStorage, NoProgressStorage
 from jobnet.kube.schedules import ScheduleController, ScheduleSettings, WallClock
 
 logger = logging.getLogger(__name__)
 
-#: Prefix of the annotations kopf keeps its handler progress in.
-ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
 #: Tries of one describe of a namespace's JobNets, or of one JobRun's start (retry_delay apart),
@@ -71,7 +70,7 @@ class WebhookConfig:
     cert_file: str | None = None
     key_file: str | None = None
     insecure: bool = False
-    managed_configuration: str | None = None  # let kopf own a ValidatingWebhookConfiguration
+    managed_configuration: str | None = None  # create and point both webhook configurations
     certificate: CertificateConfig | None = None  # the operator keeps its own certificate in a Secret
 
 
@@ -144,10 +143,9 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
     settings.networking.connect_timeout = config.connect_timeout
     settings.networking.request_timeout = config.request_timeout
     settings.networking.error_backoffs = UnendingBackoffs(config.api_retry_max_delay)
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
-    )
+    # Only event handlers: no diffs or handler progress to keep (see jobnet.kube.nostorage).
+    settings.persistence.progress_storage = NoProgressStorage()
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.posting.reporting_instance = client.instance
     # Only warnings and errors of handlers become Events; our own Events are posted explicitly.
@@ -156,14 +154,22 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
     # peering: peering pauses watches and daemons only, never the run loops.
     settings.peering.standalone = True
     hook = config.webhook
+    webhooks = webhook.AdmissionWebhooks(client)
     if hook.certificate is not None:
         manager = CertificateManager(hook.certificate, client)
         settings.admission.server = ManagedCertificateServer(
-            manager, addr=hook.listen_address, port=hook.port, host=hook.host
+            manager,
+            webhooks=webhooks,
+            managed=hook.managed_configuration,
+            addr=hook.listen_address,
+            port=hook.port,
+            host=hook.host,
         )
     else:
         # Files (e.g. a mounted cert-manager Secret) are re-read when they change (kopf checks each minute).
         settings.admission.server = webhook.AdmissionServer(
+            webhooks,
+            managed=hook.managed_configuration,
             addr=hook.listen_address,
             port=hook.port,
             host=hook.host,
@@ -171,7 +177,6 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, 
             pkeyfile=hook.key_file,
             insecure=hook.insecure,
         )
-    settings.admission.managed = hook.managed_configuration
 
 
 class RunLeader:
@@ -346,17 +351,20 @@ def build_registry(
     async def close_client(**_: Any) -> None:
         await client.close()
 
-    webhook.register(registry, client)
     schedules = ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval))
     schedules.register(registry)
     if starter is not None:
         starter.register(registry, client, gate)
     runs = RunLeader(config, client, gate, starter)
 
+    # One handler for every JobRun event (kopf builds each handler's arguments at each event):
+    # the run's driving, and its schedule's status when a JobSchedule created it.
     @kopf.on.event(API_GROUP, API_VERSION, JOBRUNS, id="drive-jobruns", registry=registry)
     async def drive_jobrun(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         raw = event.get("object")  # as the API server sent it (its resourceVersion included)
-        await runs.on_jobrun(event.get("type"), raw if isinstance(raw, Mapping) else body)
+        jobrun = raw if isinstance(raw, Mapping) else body
+        schedules.run_event(event.get("type"), jobrun)
+        await runs.on_jobrun(event.get("type"), jobrun)
 
     # JobNets are described from watch events (see JobNetDescriber), not create/update/resume
     # handlers: kopf keeps no state in the JobNet then (its

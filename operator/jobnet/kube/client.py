@@ -358,6 +358,18 @@ class KubeClient:
         """A cluster-scoped object, e.g. a ValidatingWebhookConfiguration."""
         return await self._request("GET", f"/apis/{api_version}/{plural}/{name}", f"reading {plural}/{name}")
 
+    async def create_cluster_object(self, api_version: str, plural: str, body: Mapping[str, Any]) -> None:
+        """Create a cluster-scoped object; HTTP 409 when it exists."""
+        operator_metrics.api_write(plural)
+        await self._request(
+            "POST",
+            f"/apis/{api_version}/{plural}",
+            f"creating {plural}/{body['metadata']['name']}",
+            json=dict(body),
+            answer=False,
+            leader_only=False,
+        )
+
     async def patch_cluster_object(self, api_version: str, plural: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patch a cluster-scoped object (a ``metadata.resourceVersion`` in ``patch`` makes it
         conditional: HTTP 409 when the object changed meanwhile)."""

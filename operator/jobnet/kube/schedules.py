@@ -208,8 +208,11 @@ class ScheduleController:
 
     def run_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A scheduled run appeared, changed its phase or went: its schedule's status and
-        history follow (other status writes of the run are ignored)."""
+        history follow (other status writes of the run, and runs of no schedule, are ignored)."""
         meta = body.get("metadata", {})
+        schedule = (meta.get("labels") or {}).get(SCHEDULE_LABEL)
+        if not schedule:
+            return
         namespace = meta.get("namespace") or "default"
         run = (namespace, meta.get("name", ""))
         phase = None if event_type == "DELETED" else (body.get("status") or {}).get("phase", "")
@@ -219,7 +222,7 @@ class ScheduleController:
             self._run_phases.pop(run, None)
         else:
             self._run_phases[run] = phase
-        key = (namespace, (meta.get("labels") or {}).get(SCHEDULE_LABEL, ""))
+        key = (namespace, schedule)
         if key in self._schedules:
             self._changed.add(key)
 
@@ -472,7 +475,8 @@ class ScheduleController:
     # ------------------------------------------------------------------ kopf
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
-        """Watch JobSchedules, JobCalendars and scheduled JobRuns; run the loop while the operator runs."""
+        """Watch JobSchedules and JobCalendars (the operator's one JobRun handler passes on the
+        scheduled runs' events, :meth:`run_event`); stop the loop when the operator stops."""
 
         @kopf.on.event(API_GROUP, API_VERSION, JOBSCHEDULES, id="track-jobschedules", registry=registry)
         async def track_schedule(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -481,17 +485,6 @@ class ScheduleController:
         @kopf.on.event(API_GROUP, API_VERSION, JOBCALENDARS, id="track-jobcalendars", registry=registry)
         async def track_calendar(type: str | None, body: kopf.Body, **_: Any) -> None:
             self.calendar_event(type, body)
-
-        @kopf.on.event(
-            API_GROUP,
-            API_VERSION,
-            JOBRUNS,
-            id="track-scheduled-runs",
-            labels={SCHEDULE_LABEL: kopf.PRESENT},
-            registry=registry,
-        )
-        async def track_run(type: str | None, body: kopf.Body, **_: Any) -> None:
-            self.run_event(type, body)
 
         @kopf.on.cleanup(registry=registry)
         async def stop_loop(**_: Any) -> None:

@@ -1,12 +1,22 @@
-"""The admission webhooks: kopf ``@kopf.on.validate`` handlers for JobNets, JobRuns, JobSchedules
-and JobCalendars, and the ``@kopf.on.mutate`` handler that records who steers a JobRun.
+"""The admission webhooks, served from a plain aiohttp handler: validation of JobNets, JobRuns,
+JobSchedules and JobCalendars, and the mutating webhook that records who steers a JobRun.
+
+kopf's webhook server (:class:`AdmissionServer`, a ``kopf.WebhookServer``) keeps only its TLS
+part: the certificate, its reload when the files change, the URL it is reached at. Each review
+is answered here without kopf's admission machinery (which builds causes, loggers, diffs and a
+handler state per request): the review is read (``jobnet.core.admission``), the endpoint named
+by the URL path judges it, and the AdmissionReview response is built from the verdict. The
+paths are those of ``jobnet.core.admission.ENDPOINTS`` (``/validate-jobnet``,
+``/validate-jobrun``, ``/validate-jobschedule``, ``/validate-jobcalendar``, ``/mutate-jobrun``;
+the Helm chart's Validating- and MutatingWebhookConfiguration use the same paths). A denial
+lists every problem with its field path (HTTP code 422); a check that fails (the API server
+cannot be read) denies with code 500 and its reason, and is logged. With
+``--webhook-configuration NAME`` the operator creates both configurations and points them at
+the URL it serves.
 
 The decisions are the pure core's (``jobnet.core.validation``, ``jobnet.core.annotations``);
 this module only fetches the namespace's JobNets through the client and turns problems into a
-denial that lists every problem with its field path. The handler ids are the URL paths the
-API server calls (``/validate-jobnet``, ``/validate-jobrun``, ``/validate-jobschedule``,
-``/validate-jobcalendar``, ``/mutate-jobrun``; the Helm
-chart's Validating- and MutatingWebhookConfiguration use the same paths).
+denial.
 
 Deleting a JobNet that a JobSchedule runs, or a JobCalendar that one uses, is refused, naming
 the schedules (like deleting a JobNet that another expands).
@@ -14,7 +24,7 @@ the schedules (like deleting a JobNet that another expands).
 A JobRun UPDATE is judged only when it adds or changes ``jobnet.dev/override`` or
 ``jobnet.dev/stop``: every other write (the operator removing applied annotations, its own
 bookkeeping, finalizers during deletion, a person's labels) passes untouched. The mutating
-handler stamps ``jobnet.dev/override-by``/``jobnet.dev/stop-by`` with the requester the API
+webhook stamps ``jobnet.dev/override-by``/``jobnet.dev/stop-by`` with the requester the API
 server authenticated (``userInfo.username``) and overwrites any value the request brought, so
 the audit trail cannot be forged through them. It also gives each new override or stop an
 identity (``jobnet.dev/override-id``/``jobnet.dev/stop-id``, a fresh random id): the run's loop
@@ -23,15 +33,29 @@ records the identities it applied, so a request is applied at most once (core/st
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
+from aiohttp import web
 
+from jobnet.core.admission import (
+    CONFIGURATION_KINDS,
+    ENDPOINTS,
+    Review,
+    ReviewError,
+    annotation_patch,
+    parse_review,
+    review_response,
+    webhook_configurations,
+)
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
-from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec, JobScheduleSpec
+from jobnet.core.models import JobNetSpec, JobScheduleSpec
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
 from jobnet.core.snapshot import snapshot_size_problem
 from jobnet.core.steering import identity_stamps
@@ -45,28 +69,27 @@ from jobnet.core.validation import (
     validate_jobnet_deletion,
     validate_jobrun,
 )
-from jobnet.kube.client import JOBCALENDARS, JOBNETS, JOBRUNS, JOBSCHEDULES, KubeApiError, KubeClient
+from jobnet.kube.client import HTTP_CONFLICT, JOBCALENDARS, JOBSCHEDULES, KubeApiError, KubeClient
 
-JOBNET_WEBHOOK_ID = "validate-jobnet"
-JOBRUN_WEBHOOK_ID = "validate-jobrun"
-JOBRUN_MUTATING_WEBHOOK_ID = "mutate-jobrun"
-JOBSCHEDULE_WEBHOOK_ID = "validate-jobschedule"
-JOBCALENDAR_WEBHOOK_ID = "validate-jobcalendar"
+logger = logging.getLogger(__name__)
 
+ADMISSION_API = "admissionregistration.k8s.io/v1"
 #: HTTP code of a denial, as the API server's own validation uses for invalid objects.
 DENIAL_CODE = 422
+#: HTTP code of a denial because the check itself failed (e.g. the JobNets could not be read).
+FAILED_CHECK_CODE = 500
 #: Largest AdmissionReview the webhook reads. An UPDATE carries the object and the old object,
 #: each up to the API server's 3 MiB request limit; aiohttp's default (1 MiB) would refuse (413)
 #: the review of any change of a large JobNet, and with it the change.
 ADMISSION_REVIEW_MAX_BYTES = 8 * 1024 * 1024
 
+#: Tries of ``--webhook-configuration``'s writes each time the server starts serving, the
+#: n-th after n × CONFIGURE_RETRY_DELAY seconds (a later certificate reload tries again).
+CONFIGURE_TRIES = 5
+CONFIGURE_RETRY_DELAY = 2.0
 
-class AdmissionServer(kopf.WebhookServer):
-    """kopf's admission server, reading reviews up to :data:`ADMISSION_REVIEW_MAX_BYTES`."""
-
-    @staticmethod
-    async def _serve(fn: Any, request: Any) -> Any:
-        return await kopf.WebhookServer._serve(fn, request.clone(client_max_size=ADMISSION_REVIEW_MAX_BYTES))
+#: A validating endpoint: the denial's message for a review, or None to admit it.
+Validator = Callable[[Review], Awaitable[str | None]]
 
 
 def describe_problems(subject: str, problems: Sequence[Problem]) -> str:
@@ -75,68 +98,74 @@ def describe_problems(subject: str, problems: Sequence[Problem]) -> str:
     return f"{subject} is invalid ({count}):\n" + "\n".join(f"- {problem}" for problem in problems)
 
 
-def _deny(subject: str, problems: Sequence[Problem]) -> None:
-    if problems:
-        raise kopf.AdmissionError(describe_problems(subject, problems), code=DENIAL_CODE)
+def _denial(subject: str, problems: Sequence[Problem]) -> str | None:
+    return describe_problems(subject, problems) if problems else None
 
 
-def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
-    """Register the validating handlers on ``registry``, reading JobNets through ``client``."""
+class AdmissionWebhooks:
+    """Answers the AdmissionReviews of every endpoint, reading JobNets through ``client``."""
 
-    @kopf.on.validate(
-        API_GROUP,
-        API_VERSION,
-        JOBNETS,
-        id=JOBNET_WEBHOOK_ID,
-        operations=["CREATE", "UPDATE", "DELETE"],
-        registry=registry,
-    )
-    async def validate_jobnet_change(
-        name: str,
-        namespace: str | None,
-        operation: str | None = None,
-        old: Any = None,
-        new: Any = None,
-        **_: Any,
-    ) -> None:
-        namespace = namespace or "default"
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self._validators: dict[str, Validator] = {
+            "/validate-jobnet": self.validate_jobnet,
+            "/validate-jobrun": self.validate_jobrun,
+            "/validate-jobschedule": self.validate_jobschedule,
+            "/validate-jobcalendar": self.validate_jobcalendar,
+        }
+        self._endpoints = {endpoint.path: endpoint for endpoint in ENDPOINTS}
+
+    async def serve(self, request: web.Request) -> web.Response:
+        """The aiohttp handler: one AdmissionReview in, its answer out (HTTP 400 for a call that
+        is not an AdmissionReview, 404 for a path or kind no endpoint judges)."""
+        try:
+            payload = json.loads(await request.clone(client_max_size=ADMISSION_REVIEW_MAX_BYTES).read())
+            review = parse_review(payload)
+        except (ValueError, ReviewError) as e:  # json's JSONDecodeError is a ValueError
+            raise web.HTTPBadRequest(reason=str(e)) from None
+        path = "/" + request.match_info.get("id", "")
+        endpoint = self._endpoints.get(path)
+        if endpoint is None or endpoint.plural != review.plural:
+            raise web.HTTPNotFound(reason=f"no webhook judges {review.plural} at {path}")
+        if review.operation not in endpoint.operations:
+            return web.json_response(review_response(payload))
+        try:
+            if endpoint.mutating:
+                return web.json_response(review_response(payload, patch=self.stamp_jobrun(review)))
+            denial = await self._validators[path](review)
+        except Exception as e:  # the check failed: deny, saying why (kopf's admission did the same)
+            logger.error("admission of %s %s/%s failed: %s", review.plural, review.namespace, review.name, e)
+            return web.json_response(review_response(payload, denial=str(e) or repr(e), code=FAILED_CHECK_CODE))
+        return web.json_response(review_response(payload, denial=denial, code=DENIAL_CODE))
+
+    async def validate_jobnet(self, review: Review) -> str | None:
+        name, namespace, operation, old, new = review.name, review.namespace, review.operation, review.old, review.new
         if operation == "UPDATE":
-            # Metadata-only writes (kopf's own annotations, finalizer removal during deletion)
-            # must pass even for a JobNet that became invalid through another JobNet's change.
+            # Metadata-only writes (finalizer removal during deletion, labels) must pass even
+            # for a JobNet that became invalid through another JobNet's change.
             if (old or {}).get("spec") == (new or {}).get("spec") or (new or {}).get("metadata", {}).get(
                 "deletionTimestamp"
             ):
-                return
-        jobnets = await client.list_jobnets(namespace)
+                return None
+        jobnets = await self.client.list_jobnets(namespace)
         if operation == "DELETE":
-            in_use = schedules_using("JobNet", name, await namespace_schedules(client, namespace))
-            _deny(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog) + in_use)
-            return
+            in_use = schedules_using("JobNet", name, await namespace_schedules(self.client, namespace))
+            return _denial(f"deleting JobNet {name!r}", validate_jobnet_deletion(name, jobnets.catalog) + in_use)
         problems = validate_jobnet(name, (new or {}).get("spec"), jobnets.catalog)
         if not problems:
             spec = parse_jobnet((new or {}).get("spec"))
             assert isinstance(spec, JobNetSpec)  # validate_jobnet reported anything else
             too_large = snapshot_size_problem(name, spec, jobnets.catalog)
             problems = [Problem(path="spec", message=too_large)] if too_large else []
-        _deny(f"JobNet {name!r}", problems)
+        return _denial(f"JobNet {name!r}", problems)
 
-    @kopf.on.validate(
-        API_GROUP, API_VERSION, JOBRUNS, id=JOBRUN_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
-    )
-    async def validate_jobrun_change(
-        name: str,
-        namespace: str | None,
-        operation: str | None = None,
-        old: Any = None,
-        new: Any = None,
-        **_: Any,
-    ) -> None:
+    async def validate_jobrun(self, review: Review) -> str | None:
+        name, namespace, operation, old, new = review.name, review.namespace, review.operation, review.old, review.new
         before, after = annotations_of(old), annotations_of(new)
         steered = changed_steering(before, after)
         respecified = operation == "UPDATE" and (old or {}).get("spec") != (new or {}).get("spec")
         if operation == "UPDATE" and not steered and not respecified:
-            return
-        namespace = namespace or "default"
+            return None
         spec = (new or {}).get("spec")
         problems: list[Problem] = []
         if respecified:
@@ -150,84 +179,98 @@ def register(registry: kopf.OperatorRegistry, client: KubeClient) -> None:
                 )
             )
         if operation == "CREATE":
-            jobnets = await client.list_jobnets(namespace)
+            jobnets = await self.client.list_jobnets(namespace)
             problems = jobrun_problems(spec, jobnets.catalog, jobnets.broken)
         if steered:
-            catalog = await started_catalog(client, namespace, new)
+            catalog = await started_catalog(self.client, namespace, new)
             graph = run_graph(spec, catalog, (new or {}).get("metadata", {}).get("uid", ""))
             problems += [
                 Problem(path=f"metadata.annotations[{key}]", message=message)
                 for key, message in static_steering_problems(before, after, graph)
             ]
-        _deny(f"JobRun {name!r}", problems)
+        return _denial(f"JobRun {name!r}", problems)
 
-    @kopf.on.validate(
-        API_GROUP,
-        API_VERSION,
-        JOBSCHEDULES,
-        id=JOBSCHEDULE_WEBHOOK_ID,
-        operations=["CREATE", "UPDATE"],
-        registry=registry,
-    )
-    async def validate_jobschedule_change(
-        name: str, namespace: str | None, operation: str | None = None, old: Any = None, new: Any = None, **_: Any
-    ) -> None:
-        if operation == "UPDATE" and (old or {}).get("spec") == (new or {}).get("spec"):
-            return  # status, labels, finalizers
-        namespace = namespace or "default"
-        jobnets = await client.list_jobnets(namespace)
-        calendars = await client.list_objects(JOBCALENDARS, namespace)
+    async def validate_jobschedule(self, review: Review) -> str | None:
+        if review.operation == "UPDATE" and (review.old or {}).get("spec") == (review.new or {}).get("spec"):
+            return None  # status, labels, finalizers
+        jobnets = await self.client.list_jobnets(review.namespace)
+        calendars = await self.client.list_objects(JOBCALENDARS, review.namespace)
         problems = validate_jobschedule(
-            (new or {}).get("spec"),
+            (review.new or {}).get("spec"),
             set(jobnets.catalog) | set(jobnets.broken),
             {calendar["metadata"]["name"] for calendar in calendars},
         )
-        name_issue = name_problem(name, "JobSchedule")
+        name_issue = name_problem(review.name, "JobSchedule")
         if name_issue:
             problems.insert(0, Problem(path="metadata.name", message=name_issue))
-        _deny(f"JobSchedule {name!r}", problems)
+        return _denial(f"JobSchedule {review.name!r}", problems)
 
-    @kopf.on.validate(
-        API_GROUP,
-        API_VERSION,
-        JOBCALENDARS,
-        id=JOBCALENDAR_WEBHOOK_ID,
-        operations=["CREATE", "UPDATE", "DELETE"],
-        registry=registry,
-    )
-    async def validate_jobcalendar_change(
-        name: str, namespace: str | None, operation: str | None = None, old: Any = None, new: Any = None, **_: Any
-    ) -> None:
-        if operation == "DELETE":
-            schedules = await namespace_schedules(client, namespace or "default")
-            _deny(f"deleting JobCalendar {name!r}", schedules_using("JobCalendar", name, schedules))
-            return
-        if operation == "UPDATE" and (old or {}).get("spec") == (new or {}).get("spec"):
-            return
-        _deny(f"JobCalendar {name!r}", validate_jobcalendar((new or {}).get("spec")))
+    async def validate_jobcalendar(self, review: Review) -> str | None:
+        name = review.name
+        if review.operation == "DELETE":
+            schedules = await namespace_schedules(self.client, review.namespace)
+            return _denial(f"deleting JobCalendar {name!r}", schedules_using("JobCalendar", name, schedules))
+        if review.operation == "UPDATE" and (review.old or {}).get("spec") == (review.new or {}).get("spec"):
+            return None
+        return _denial(f"JobCalendar {name!r}", validate_jobcalendar((review.new or {}).get("spec")))
 
-    @kopf.on.mutate(
-        API_GROUP,
-        API_VERSION,
-        JOBRUNS,
-        id=JOBRUN_MUTATING_WEBHOOK_ID,
-        operations=["CREATE", "UPDATE"],
-        registry=registry,
-    )
-    async def stamp_jobrun_requester(
-        userinfo: Any,
-        patch: kopf.Patch,
-        old: Any = None,
-        new: Any = None,
-        **_: Any,
-    ) -> None:
-        before, after = annotations_of(old), annotations_of(new)
+    @staticmethod
+    def stamp_jobrun(review: Review) -> list[dict[str, Any]]:
+        """The mutating webhook's JSON patch: who steers the run, and each new request's identity."""
+        before, after = annotations_of(review.old), annotations_of(review.new)
         stamps: dict[str, str | None] = {
-            **requester_stamps(before, after, (userinfo or {}).get("username")),
+            **requester_stamps(before, after, review.username),
             **identity_stamps(before, after, uuid.uuid4().hex[:16]),
         }
-        if stamps:
-            patch.setdefault("metadata", {}).setdefault("annotations", {}).update(stamps)
+        return annotation_patch(review.new, stamps)
+
+    async def configure(self, name: str, client_config: Mapping[str, Any]) -> None:
+        """Create (or update) the Validating- and MutatingWebhookConfiguration ``name`` so the
+        API server sends every endpoint's reviews to ``client_config`` (``--webhook-configuration``)."""
+        for plural, webhooks in webhook_configurations(client_config).items():
+            body = {"apiVersion": ADMISSION_API, "kind": CONFIGURATION_KINDS[plural], "metadata": {"name": name}}
+            try:
+                await self.client.create_cluster_object(ADMISSION_API, plural, {**body, "webhooks": webhooks})
+            except KubeApiError as e:
+                if e.status != HTTP_CONFLICT:
+                    raise
+                await self.client.patch_cluster_object(ADMISSION_API, plural, name, {"webhooks": webhooks})
+            logger.info("configured %s %s to call %s", plural, name, client_config.get("url"))
+
+
+class AdmissionServer(kopf.WebhookServer):
+    """kopf's HTTPS server (certificate, reload, URL) answering through :class:`AdmissionWebhooks`
+    instead of kopf's admission machinery; ``managed``: the webhook configurations it keeps
+    pointed at itself."""
+
+    def __init__(self, webhooks: AdmissionWebhooks, managed: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.webhooks = webhooks
+        self.managed = managed
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async for client_config in super().__call__(fn):
+            if self.managed is not None:
+                await self._configure(self.managed, client_config)
+            yield client_config
+
+    async def _configure(self, name: str, client_config: kopf.WebhookClientConfig) -> None:
+        for attempt in range(1, CONFIGURE_TRIES + 1):
+            try:
+                await self.webhooks.configure(name, client_config)
+                return
+            except KubeApiError as e:
+                logger.error(
+                    "cannot configure the webhook configurations %s (try %d of %d): %s",
+                    name,
+                    attempt,
+                    CONFIGURE_TRIES,
+                    e,
+                )
+                await asyncio.sleep(attempt * CONFIGURE_RETRY_DELAY)
+
+    async def _serve(self, fn: kopf.WebhookFn, request: web.Request) -> web.Response:  # type: ignore[override]
+        return await self.webhooks.serve(request)  # fn, kopf's admission machinery, is not used
 
 
 async def namespace_schedules(client: KubeClient, namespace: str) -> dict[str, JobScheduleSpec]:
