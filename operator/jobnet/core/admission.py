@@ -132,8 +132,10 @@ def annotation_patch(body: Mapping[str, Any] | None, changes: Mapping[str, str |
         if value is None:
             if key in annotations:
                 operations.append({"op": "remove", "path": path})
-        elif annotations.get(key) != value:
+        elif key not in annotations:
             operations.append({"op": "add", "path": path, "value": value})
+        elif annotations[key] != value:
+            operations.append({"op": "replace", "path": path, "value": value})
     return operations
 
 
