@@ -54,6 +54,7 @@ from jobnet.core.admission import (
     webhook_configurations,
 )
 from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
+from jobnet.core.deletion import add_finalizer_patch
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import JobNetSpec, JobScheduleSpec
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
@@ -216,13 +217,18 @@ class AdmissionWebhooks:
 
     @staticmethod
     def stamp_jobrun(review: Review) -> list[dict[str, Any]]:
-        """The mutating webhook's JSON patch: who steers the run, and each new request's identity."""
+        """The mutating webhook's JSON patch: who steers the run, and each new request's identity;
+        a new run gets the operator's finalizer at once (the runtime would add it before driving
+        the run: one write, one watch event and one more pass through both webhooks less)."""
         before, after = annotations_of(review.old), annotations_of(review.new)
         stamps: dict[str, str | None] = {
             **requester_stamps(before, after, review.username),
             **identity_stamps(before, after, uuid.uuid4().hex[:16]),
         }
-        return annotation_patch(review.new, stamps)
+        finalizer = (
+            add_finalizer_patch((review.new or {}).get("metadata") or {}) if review.operation == "CREATE" else None
+        )
+        return annotation_patch(review.new, stamps) + (finalizer or [])
 
     async def configure(self, name: str, client_config: Mapping[str, Any]) -> None:
         """Create (or update) the Validating- and MutatingWebhookConfiguration ``name`` so the
