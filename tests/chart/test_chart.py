@@ -16,6 +16,8 @@ import helm_python as helm
 import pytest
 import yaml
 
+from jobnet.core.admission import ENDPOINTS
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jobnet-operator"
 RELEASE = "jobnet-operator"
@@ -62,7 +64,7 @@ CERT_MANAGER_TLS_ARGS = [
     "/etc/jobnet/webhook/tls.key",
 ]
 
-#: kopf routes an AdmissionReview by URL path to the handler with that id.
+#: The operator answers an AdmissionReview by its URL path (jobnet.core.admission.ENDPOINTS).
 JOBNET_WEBHOOK_PATH = "/validate-jobnet"
 JOBRUN_WEBHOOK_PATH = "/validate-jobrun"
 JOBRUN_MUTATING_WEBHOOK_PATH = "/mutate-jobrun"
@@ -497,6 +499,21 @@ def test_webhook_rules_cover_jobnet_writes_and_jobrun_create_and_update(
         assert webhook["sideEffects"] == "None"
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert 1 <= webhook["timeoutSeconds"] <= 30
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_every_chart_webhook_is_an_endpoint_the_operator_serves(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    """The operator answers a path no endpoint has with 404 (the write then fails): the chart's
+    paths, kinds and operations are exactly the operator's endpoint table."""
+    served = {(e.path, e.plural, tuple(sorted(e.operations)), e.mutating) for e in ENDPOINTS}
+    configured = {
+        (webhook["clientConfig"]["service"]["path"], plural, tuple(sorted(webhook["rules"][0]["operations"])), mutating)
+        for kind, mutating in (("ValidatingWebhookConfiguration", False), ("MutatingWebhookConfiguration", True))
+        for plural, webhook in webhooks_by_resource(rendered[value_set], kind).items()
+    }
+    assert configured == served
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))

@@ -83,10 +83,8 @@ The names the webhook's serving certificate covers: the Service's DNS names, the
 {{- end }}
 
 {{/*
-The admission paths the operator serves. kopf routes an AdmissionReview by URL path:
-POST /<handler id> runs only the handler with that id, so each webhook entry must point
-at the id of its kopf @kopf.on.validate / @kopf.on.mutate handler (a path naming no
-handler is allowed without any check).
+The admission paths the operator serves (jobnet/core/admission.py ENDPOINTS): it answers an
+AdmissionReview by URL path, and a path it does not serve with 404 (the write fails).
 */}}
 {{- define "jobnet-operator.jobnetWebhookPath" -}}/validate-jobnet{{- end }}
 {{- define "jobnet-operator.jobrunWebhookPath" -}}/validate-jobrun{{- end }}
