@@ -699,28 +699,6 @@ def test_chart_crds_are_the_generated_crds() -> None:
     assert {"jobnets.jobnet.dev", "jobruns.jobnet.dev"} <= shipped
 
 
-def test_webhook_paths_are_the_operators_handler_ids(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """kopf serves POST /<handler id> with that handler only; a path naming no handler would
-    admit everything unchecked, so every webhook entry must match a registered handler."""
-    import kopf
-
-    from jobnet.kube import webhook as webhook_module
-
-    registry = kopf.OperatorRegistry()
-    webhook_module.register(registry, client=None)
-    for kind, reason in zip(WEBHOOK_KINDS, ("validating", "mutating"), strict=True):
-        handlers = {
-            f"/{handler.id}": (handler.selector.any_name, sorted(handler.operations or []))
-            for handler in registry._webhooks.get_all_handlers()
-            if handler.reason == reason  # kopf's WebhookType is a str enum, not exported
-        }
-        configured = {
-            webhook["clientConfig"]["service"]["path"]: (resource, sorted(webhook["rules"][0]["operations"]))
-            for resource, webhook in webhooks_by_resource(rendered["default"], kind).items()
-        }
-        assert configured == handlers, kind
-
-
 @pytest.mark.parametrize(
     ("values", "watching"), [({}, "all namespaces"), ({"watchNamespaces": ["batch"]}, "namespaces batch")]
 )
