@@ -57,17 +57,7 @@ class StopFault:
         spec: dict[str, Any] = {"stuckResolution": resolution}
         if retry is not None:
             spec["retry"] = retry
-        self.run = scenario.run_jobnet(
-            name,
-            scenario.host(self.vm),
-            [
-                {"name": "work", "script": scenario.marker_script(self.vm, "work", "sleep 300\n")},
-                {"name": "after-work", "script": scenario.marker_script(self.vm, "after-work"), "after": ["work"]},
-            ],
-            **spec,
-        )
-        scenario.wait_job_state(self.run, self.path, "Running", timeout=60)
-        wait_until(lambda: scenario.script_runs(self.vm, "work") == 1, timeout=30, what="the script started on the VM")
+        self.run = scenario.run_long_work(self.vm, name, followers=("after-work",), **spec)
         marker = (self.vm.home / "markers" / "work").read_text()
         self.pid = int(re.search(r" pid (\d+)", marker).group(1))  # type: ignore[union-attr]
         assert not process_gone(self.pid)
