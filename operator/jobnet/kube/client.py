@@ -365,28 +365,30 @@ class KubeClient:
 
     async def create_cluster_object(self, api_version: str, plural: str, body: Mapping[str, Any]) -> None:
         """Create a cluster-scoped object; HTTP 409 when it exists."""
-        operator_metrics.api_write(plural)
-        await self._request(
-            "POST",
-            f"/apis/{api_version}/{plural}",
-            f"creating {plural}/{body['metadata']['name']}",
-            json=dict(body),
-            answer=False,
-            leader_only=False,
-        )
+        name = body["metadata"]["name"]
+        await self._cluster_write("POST", api_version, plural, "", f"creating {plural}/{name}", body)
 
     async def patch_cluster_object(self, api_version: str, plural: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patch a cluster-scoped object (a ``metadata.resourceVersion`` in ``patch`` makes it
         conditional: HTTP 409 when the object changed meanwhile)."""
+        what = f"patching {plural}/{name}"
+        await self._cluster_write("PATCH", api_version, plural, f"/{name}", what, patch, "application/merge-patch+json")
+
+    async def _cluster_write(
+        self,
+        method: str,
+        api_version: str,
+        plural: str,
+        suffix: str,
+        what: str,
+        body: Mapping[str, Any],
+        content_type: str = "application/json",
+    ) -> None:
+        """A write of a cluster-scoped object (by any replica: webhook configurations are every replica's)."""
         operator_metrics.api_write(plural)
+        path = f"/apis/{api_version}/{plural}{suffix}"
         await self._request(
-            "PATCH",
-            f"/apis/{api_version}/{plural}/{name}",
-            f"patching {plural}/{name}",
-            json=dict(patch),
-            content_type="application/merge-patch+json",
-            answer=False,
-            leader_only=False,
+            method, path, what, json=dict(body), content_type=content_type, answer=False, leader_only=False
         )
 
     @staticmethod
