@@ -135,8 +135,9 @@ class UnendingBackoffs:
 
 
 def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig, client: KubeClient) -> None:
-    """kopf settings: explicit watch timeouts (kopf hangs without them), annotations-only
-    bookkeeping (status is ours and schema-checked), and the admission server."""
+    """kopf settings: explicit watch timeouts (kopf hangs without them), no bookkeeping in the
+    objects (event handlers only: jobnet.kube.nostorage), and the admission server (its TLS part;
+    the reviews are answered by jobnet.kube.webhook)."""
     settings.watching.server_timeout = config.watch_server_timeout
     settings.watching.client_timeout = config.watch_client_timeout
     settings.watching.connect_timeout = config.connect_timeout
