@@ -147,7 +147,9 @@ def test_a_request_keeps_its_precondition(nightly: RunGraph) -> None:
 
 
 def test_admission_refuses_a_malformed_precondition_whatever_the_state(nightly: RunGraph) -> None:
-    problems = static_steering_problems({}, {OVERRIDE: "/nightly/extract=Ready@Stuck#x,/nightly/load=Ready@Stuck"}, nightly)
+    problems = static_steering_problems(
+        {}, {OVERRIDE: "/nightly/extract=Ready@Stuck#x,/nightly/load=Ready@Stuck"}, nightly
+    )
     assert [key for key, _ in problems] == [OVERRIDE, OVERRIDE]
     assert "attempt 'x'" in problems[0][1] and "/nightly/load is a jobnet" in problems[1][1]
     # without the graph the paths (and so jobnet or job) are not known: only the syntax is checked
@@ -165,7 +167,9 @@ def test_admission_refuses_a_precondition_the_stored_status_contradicts(nightly:
     [problem] = stale_override_problems("/nightly/extract=Ready@Stuck#1", nightly, states, attempts)
     assert problem.startswith("/nightly/extract is Failed (attempt 1) now, not Stuck in attempt 1")
     # Holds, or none given: admitted (whether Failed -> Ready is allowed is the scheduler's call).
-    assert stale_override_problems("/nightly/extract=Ready@Failed#1,/nightly/load=Failed", nightly, states, attempts) == []
+    assert (
+        stale_override_problems("/nightly/extract=Ready@Failed#1,/nightly/load=Failed", nightly, states, attempts) == []
+    )
     assert stale_override_problems("/nightly/extract=Ready", nightly, states, attempts) == []
 
 
@@ -213,4 +217,3 @@ def test_an_override_whose_precondition_holds_applies() -> None:
     events, consumed = apply(run, "/net/a=Ready@Failed#1")
     assert [(e.type, e.reason) for e in events] == [("Normal", "Overridden")]
     assert run.runtime.jobs["/net/a"].attempt == 2 and consumed == (OVERRIDE,)
-
