@@ -5,7 +5,8 @@ operator and the API emulator, a few at a time, while faults (tests/chaos/faults
 at random moments from one seeded ``random.Random``. Every job's script appends start/end lines
 to its VM's ledger. Like a person, the harness settles each job that stays Stuck from the ledger
 (ended 0 -> Succeeded, ended non-zero -> Failed, never started or killed -> Ready) with the
-``jobnet.dev/override`` annotation through kubectl. When the faults are used up it heals
+``jobnet.dev/override`` annotation through kubectl, for the Stuck attempt it looked at (``@Stuck#N``,
+as the console and ``kubectl jobnet override`` write it). When the faults are used up it heals
 everything and waits, within a bound, for every run to finish; then it checks the invariants
 (tests/chaos/invariants.py) and reports counts by fault kind.
 
@@ -326,7 +327,9 @@ class Chaos:
                 self._override(name, decisions)
 
     def _override(self, run: str, decisions: list[tuple[tuple[str, str, int], str]]) -> None:
-        value = ",".join(f"{path}={state}" for (_, path, _), state in decisions)
+        # As the console and `kubectl jobnet override` write it: for the Stuck attempt the
+        # harness looked at, so it is not applied if the operator resolved the job meanwhile.
+        value = ",".join(f"{path}={state}@Stuck#{attempt}" for (_, path, attempt), state in decisions)
         result = self.scenario.kubectl("annotate", "--overwrite", "jobrun", run, f"{OVERRIDE}={value}")
         if result.rc != 0:
             return  # the API or the webhook is away: try again on a later tick
