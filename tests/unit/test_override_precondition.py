@@ -13,10 +13,10 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.expansion import RunGraph
 from jobnet.core.precondition import Precondition, jobs_shown, parse_precondition, seen
-from jobnet.core.scheduler import AgentFacts, Event, reconcile
+from jobnet.core.scheduler import Event
 from jobnet.core.states import JobState
 from jobnet.core.status import JobRunStatus
-from tests.support.scheduler_sim import HOST_ID, Run, graph, job, sub
+from tests.support.scheduler_sim import Run, failed_chain, graph, job, sub
 
 S = JobState
 OVERRIDE = "jobnet.dev/override"
@@ -176,33 +176,14 @@ def test_admission_refuses_a_precondition_the_stored_status_contradicts(nightly:
 # ---------------------------------------------------------------- applied by the scheduler
 
 
-def stuck_then_failed() -> Run:
-    """``/net/a`` Failed in attempt 1 (as a Stuck job the operator resolved from the agent's journal)."""
-    run = Run(graph("net", net={"jobs": [job("a"), job("b", "a")]}))
-    run.reconcile()
-    run.start_and_run("/net/a")
-    run.finish("/net/a", code=1)
-    assert run.state("/net/a") == S.FAILED
-    return run
-
-
 def apply(run: Run, override: str) -> tuple[list[Event], tuple[str, ...]]:
-    decision = reconcile(
-        run.graph,
-        run.runtime,
-        AgentFacts(heartbeats={HOST_ID: run.now}),
-        run.policy,
-        run.now,
-        annotations={OVERRIDE: override},
-        annotated_by="alice",
-    )
-    run.runtime = decision.runtime
+    decision = run.reconcile(annotations={OVERRIDE: override}, annotated_by="alice")
     events = [a for a in decision.actions if isinstance(a, Event) and a.reason in ("Overridden", "OverrideRejected")]
     return events, decision.consumed_annotations
 
 
 def test_a_stale_override_is_not_applied_and_the_warning_says_why() -> None:
-    run = stuck_then_failed()
+    run = failed_chain()  # as a Stuck job the operator resolved from the agent's journal
     events, consumed = apply(run, "/net/a=Ready@Stuck#1")
     assert run.state("/net/a") == S.FAILED and run.runtime.jobs["/net/a"].attempt == 1
     assert run.runtime.settlements == ()
@@ -213,7 +194,7 @@ def test_a_stale_override_is_not_applied_and_the_warning_says_why() -> None:
 
 
 def test_an_override_whose_precondition_holds_applies() -> None:
-    run = stuck_then_failed()
+    run = failed_chain()
     events, consumed = apply(run, "/net/a=Ready@Failed#1")
     assert [(e.type, e.reason) for e in events] == [("Normal", "Overridden")]
     assert run.runtime.jobs["/net/a"].attempt == 2 and consumed == (OVERRIDE,)
