@@ -157,20 +157,28 @@ def test_admission_refuses_a_malformed_precondition_whatever_the_state(nightly: 
     assert static_steering_problems({}, {OVERRIDE: "/any=Ready@Stuk"}, None) != []
 
 
-def test_admission_refuses_a_precondition_the_stored_status_contradicts(nightly: RunGraph) -> None:
-    status = JobRunStatus.model_validate(
-        {"jobs": {"/nightly/extract": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"}}}
-    )
+def test_jobs_shown_reads_state_and_attempt_from_the_status(nightly: RunGraph) -> None:
+    status = JobRunStatus.model_validate({"jobs": {"/nightly/extract": {"state": "Stuck", "attempt": 2}}})
     states, attempts = jobs_shown(nightly, status)
-    assert states == {"/nightly/extract": S.FAILED, "/nightly/load/step1": S.PENDING}
-    assert attempts == {"/nightly/extract": 1, "/nightly/load/step1": 0}
-    [problem] = stale_override_problems("/nightly/extract=Ready@Stuck#1", nightly, states, attempts)
+    assert states == {"/nightly/extract": S.STUCK, "/nightly/load/step1": S.PENDING}
+    assert attempts == {"/nightly/extract": 2, "/nightly/load/step1": 0}
+
+
+def test_admission_refuses_a_precondition_the_stored_status_contradicts(nightly: RunGraph) -> None:
+    jobs = {
+        "/nightly/extract": {"state": "Failed", "attempt": 1, "reason": "HostRebooted"},
+        "/nightly/load/step1": {"state": "no such state"},  # not read: named without a precondition
+    }
+    [problem] = stale_override_problems("/nightly/extract=Ready@Stuck#1,/nightly/load/step1=Failed", nightly, jobs)
     assert problem.startswith("/nightly/extract is Failed (attempt 1) now, not Stuck in attempt 1")
     # Holds, or none given: admitted (whether Failed -> Ready is allowed is the scheduler's call).
-    assert (
-        stale_override_problems("/nightly/extract=Ready@Failed#1,/nightly/load=Failed", nightly, states, attempts) == []
-    )
-    assert stale_override_problems("/nightly/extract=Ready", nightly, states, attempts) == []
+    assert stale_override_problems("/nightly/extract=Ready@Failed#1,/nightly/load=Failed", nightly, jobs) == []
+    assert stale_override_problems("/nightly/extract=Ready", nightly, jobs) == []
+    # A job without an entry has never started.
+    [never] = stale_override_problems("/nightly/extract=Ready@Failed", nightly, {})
+    assert never.startswith("/nightly/extract is Pending (never started) now")
+    with pytest.raises(ValueError):
+        stale_override_problems("/nightly/load/step1=Failed@Stuck", nightly, jobs)
 
 
 # ---------------------------------------------------------------- applied by the scheduler

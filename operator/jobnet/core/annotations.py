@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from jobnet.core.expansion import RunGraph
-from jobnet.core.precondition import SEEN_MARK, Precondition, parse_precondition, precondition_problem
+from jobnet.core.precondition import SEEN_MARK, Precondition, parse_precondition, precondition_problem, shown
 from jobnet.core.states import (
     OVERRIDE_TARGETS,
     JobState,
     describe_override_rules,
     override_allowed,
 )
+from jobnet.core.status import JobStatus
 
 OVERRIDE_ANNOTATION = "jobnet.dev/override"
 OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
@@ -248,15 +250,21 @@ def parse_override_annotation(
     return ParsedOverrides(requests=tuple(requests), errors=tuple(errors))
 
 
-def stale_override_problems(
-    text: str, graph: RunGraph, states: Mapping[str, JobState], attempts: Mapping[str, int]
-) -> list[str]:
+def stale_override_problems(text: str, graph: RunGraph, jobs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The items of a well-formed override whose precondition already does not hold against the
-    run's stored ``states`` and ``attempts`` (what admission refuses; whether the job's state
-    allows the transition at all is decided when the override is applied)."""
-    items = _override_items(text, graph)[0]
-    problems = (precondition_problem(states, attempts, path, precondition) for path, _, precondition in items)
-    return [problem for problem in problems if problem is not None]
+    run's stored status (what admission refuses; whether the job's state allows the transition
+    at all is decided when the override is applied). ``jobs``: ``status.jobs`` as stored (large-run
+    chunks decoded); only the entries of the jobs named with a precondition are read, so a
+    10,000-job status costs no more than a small one. ValueError when such an entry is invalid."""
+    problems = []
+    for path, _, precondition in _override_items(text, graph)[0]:
+        if precondition is not None:
+            raw = jobs.get(path)
+            state, attempt = shown(JobStatus.model_validate(raw) if raw is not None else None)
+            problem = precondition.problem(path, state, attempt)
+            if problem is not None:
+                problems.append(problem)
+    return problems
 
 
 def parse_stop_annotation(text: str, graph: RunGraph, by: str | None = None) -> ParsedStops:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobnet.core.expansion import RunGraph
 from jobnet.core.states import JobState
-from jobnet.core.status import JobRunStatus
+from jobnet.core.status import JobRunStatus, JobStatus
 
 SEEN_MARK = "@"
 ATTEMPT_MARK = "#"
@@ -76,15 +76,21 @@ def parse_precondition(raw: str) -> tuple[Precondition | None, str | None]:
     return Precondition(state=state, attempt=int(text)), None
 
 
+def shown(entry: JobStatus | None) -> tuple[JobState, int]:
+    """A job's state and attempt as its status entry shows them (no entry: Pending, attempt 0 =
+    never started)."""
+    if entry is None:
+        return JobState.PENDING, 0
+    return JobState(entry.state), entry.attempt or 0
+
+
 def jobs_shown(graph: RunGraph, status: JobRunStatus) -> tuple[dict[str, JobState], dict[str, int]]:
-    """Each job's state and attempt as ``status`` shows them (a job without an entry: Pending,
-    attempt 0 = never started), for checking overrides against what a person sees."""
+    """Each job's state and attempt as ``status`` shows them (:func:`shown`), for checking
+    overrides against what a person sees."""
     states: dict[str, JobState] = {}
     attempts: dict[str, int] = {}
     for node in graph.jobs():
-        entry = status.jobs.get(node.path)
-        states[node.path] = JobState(entry.state) if entry is not None else JobState.PENDING
-        attempts[node.path] = (entry.attempt or 0) if entry is not None else 0
+        states[node.path], attempts[node.path] = shown(status.jobs.get(node.path))
     return states, attempts
 
 

@@ -40,11 +40,9 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec, JobScheduleSpec
-from jobnet.core.precondition import jobs_shown
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
 from jobnet.core.snapshot import snapshot_size_problem
-from jobnet.core.status import JobRunStatus
 from jobnet.core.steering import identity_stamps
 from jobnet.core.validation import (
     Catalog,
@@ -280,10 +278,10 @@ def stale_preconditions(override: str, graph: RunGraph, jobrun: Any) -> list[str
     already contradicts. A status the webhook cannot read refuses nothing: the operator checks
     every precondition again when it applies the override."""
     try:
-        status = JobRunStatus.model_validate(decoded_status(((jobrun or {}).get("status")) or {}))
+        jobs = decoded_status(((jobrun or {}).get("status")) or {}).get("jobs") or {}
+        return stale_override_problems(override, graph, jobs if isinstance(jobs, dict) else {})
     except ValueError:
         return []
-    return stale_override_problems(override, graph, *jobs_shown(graph, status))
 
 
 def run_graph(spec: Any, catalog: Catalog, run_id: str) -> RunGraph | None:
