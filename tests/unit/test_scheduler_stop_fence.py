@@ -10,9 +10,9 @@ the fence proves nothing about the script: the job stays (or goes) Stuck AgentLo
 
 from __future__ import annotations
 
-from jobnet.core.scheduler import SchedulerPolicy
 import pytest
 
+from jobnet.core.scheduler import SchedulerPolicy
 from jobnet.core.states import JobState, Reason, RunPhase
 from tests.support.scheduler_sim import Run, graph, job
 
