@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,8 @@ class World(Protocol):
     replicas: list[Replica]
     handovers_missed: int
     """Handovers after which the other replica did not lead within :data:`HANDOVER_BOUND` (a finding)."""
+    handover_modes: Counter[str]
+    """Handovers by mode (:data:`HANDOVER_MODES`, or "nobody-led" when there was no leader to act on)."""
 
     def leader(self) -> Replica | None:
         """The replica that leads now (its current process holds the Lease), if any."""
@@ -133,7 +136,9 @@ def hand_leadership_over(world: World, target: str, rng: random.Random) -> Undo:
     mode = rng.choice(HANDOVER_MODES)
     leader = world.leader()
     if leader is None:
+        world.handover_modes["nobody-led"] += 1
         return lambda: None  # nobody leads at this instant (a handover under way): nothing to hand over
+    world.handover_modes[mode] += 1
     stack = contextlib.ExitStack()
     if mode == "kill":
         leader.process.kill()
@@ -227,5 +232,5 @@ KINDS: tuple[FaultKind, ...] = (
     FaultKind("fail-removal-then-sigkill", 0.4, lambda world: [CONTROL], fail_removals_then_kill_operator, (2.0, 5.0)),
     FaultKind("hold-watch-events", 1.0, lambda world: [WATCH], hold_watch_events, (0.5, 4.0)),
     # Held past the Lease (4 s), so the other replica usually leads by the end of the hold.
-    FaultKind("leadership-handover", 0.6, lambda world: [CONTROL], hand_leadership_over, (4.5, 6.0)),
+    FaultKind("leadership-handover", 0.8, lambda world: [CONTROL], hand_leadership_over, (4.5, 6.0)),
 )

@@ -90,6 +90,7 @@ class ChaosReport:
     handovers: int = 0
     """How often leadership changed hands (the Lease's transitions), by faults or by themselves."""
     handovers_missed: int = 0
+    handover_modes: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     wall: float = 0.0
@@ -102,8 +103,9 @@ class ChaosReport:
             "  run phases: " + ", ".join(f"{phase} {n}" for phase, n in sorted(self.phases.items())),
             "  settled from the ledger: "
             + (", ".join(f"{state} {n}" for state, n in sorted(self.settlements.items())) or "none"),
-            f"  leadership changed hands {self.handovers} times; handovers not completed in time: "
-            f"{self.handovers_missed}",
+            f"  leadership changed hands {self.handovers} times; handovers by mode: "
+            + (", ".join(f"{mode} {n}" for mode, n in sorted(self.handover_modes.items())) or "none")
+            + f"; not completed in time: {self.handovers_missed}",
             f"  unexpected operator exits: {self.operator_exits}",
             f"  violations: {len(self.violations) + len(self.malformed)}",
             *(f"    {violation}" for violation in self.violations),
@@ -131,6 +133,7 @@ class Chaos:
         self.vms: list[NamespaceVM] = []
         self.replicas: list[Replica] = []
         self.handovers_missed = 0
+        self.handover_modes: Counter[str] = self.report.handover_modes
         self.catalogue = Catalogue()
         self.runs: dict[str, Run] = {}
         self.settlements: list[Settlement] = []
