@@ -12,7 +12,6 @@ import shutil
 
 import pytest
 
-from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
 
@@ -23,15 +22,7 @@ def agent_lost_mid_job(scenario: Scenario) -> tuple[NamespaceVM, str]:
     """A run of work -> after whose ``work`` runs when the agent's state is wiped (and its
     processes killed); the run and its VM."""
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet(
-        "lost",
-        scenario.host(vm),
-        [{"name": "work", "script": work}, {"name": "after", "script": after, "after": ["work"]}],
-    )
-    scenario.wait_job_state(run, "/lost/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started")
+    run = scenario.run_long_work(vm, "lost")
 
     # The agent's processes first (a live supervisor writes into the job's directory), then its
     # journal, job records and log.
