@@ -1,13 +1,14 @@
 """The randomized fault test's driver (``make chaos``; a seeded slice runs in ``make test``).
 
-Many runs of mixed shapes (tests/chaos/shapes.py) go over several namespace VMs, the real
-operator and the API emulator, a few at a time, while faults (tests/chaos/faults.py) are injected
-at random moments from one seeded ``random.Random``. Every job's script appends start/end lines
-to its VM's ledger. Like a person, the harness settles each job that stays Stuck from the ledger
-(ended 0 -> Succeeded, ended non-zero -> Failed, never started or killed -> Ready) with the
-``jobnet.dev/override`` annotation through kubectl. When the faults are used up it heals
-everything and waits, within a bound, for every run to finish; then it checks the invariants
-(tests/chaos/invariants.py) and reports counts by fault kind.
+Many runs of mixed shapes (tests/chaos/shapes.py) go over several namespace VMs, two real
+operator replicas with leader election and the API emulator, a few at a time, while faults
+(tests/chaos/faults.py) are injected at random moments from one seeded ``random.Random``. Every
+job's script appends start/end lines to its VM's ledger. Like a person, the harness settles each
+job that stays Stuck from the ledger (ended 0 -> Succeeded, ended non-zero -> Failed, never
+started or killed -> Ready) with the ``jobnet.dev/override`` annotation through kubectl, for the
+Stuck attempt it looked at (``@Stuck#N``, as the console and ``kubectl jobnet override`` write
+it). When the faults are used up it heals everything and waits, within a bound, for every run to
+finish; then it checks the invariants (tests/chaos/invariants.py) and reports counts by fault kind.
 
 Every loop here is bounded: the fault phase by its fault count and a time bound, the drain by
 its own bound; all of them are :class:`ChaosConfig` fields."""
@@ -28,7 +29,8 @@ from tests.chaos.invariants import FINAL_PHASES, RunRecord, Settlement, Violatio
 from tests.chaos.shapes import LEDGER_SCRIPT, Catalogue, Requirement, draw_catalogue, manifests, requirements
 from tests.chaos.watch import PhaseWatch
 from tests.support.netutil import DeadlineExceeded, wait_until
-from tests.support.operator_proc import OperatorProcess
+from tests.support.replicas import Replica, lease_transitions, start_replicas, stop_replicas
+from tests.support.replicas import leader as lease_leader
 from tests.support.scenario import JOBRUNS, NAMESPACE, Scenario
 from tests.support.vm import NamespaceVM
 
@@ -47,6 +49,8 @@ REPEAT_AFTER = 15.0
 class ChaosConfig:
     faults: int = 200
     vms: int = 3
+    replicas: int = 2
+    """Operator replicas, electing a leader over a Lease (the chart's default is 2)."""
     concurrent_runs: int = 6
     mean_fault_gap: float = 0.4
     """Mean seconds between two fault starts (exponentially distributed)."""
@@ -84,6 +88,10 @@ class ChaosReport:
     settlements: Counter[str] = field(default_factory=Counter)
     phases: Counter[str] = field(default_factory=Counter)
     operator_exits: int = 0
+    handovers: int = 0
+    """How often leadership changed hands (the Lease's transitions), by faults or by themselves."""
+    handovers_missed: int = 0
+    handover_modes: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     wall: float = 0.0
@@ -96,6 +104,9 @@ class ChaosReport:
             "  run phases: " + ", ".join(f"{phase} {n}" for phase, n in sorted(self.phases.items())),
             "  settled from the ledger: "
             + (", ".join(f"{state} {n}" for state, n in sorted(self.settlements.items())) or "none"),
+            f"  leadership changed hands {self.handovers} times; handovers by mode: "
+            + (", ".join(f"{mode} {n}" for mode, n in sorted(self.handover_modes.items())) or "none")
+            + f"; not completed in time: {self.handovers_missed}",
             f"  unexpected operator exits: {self.operator_exits}",
             f"  violations: {len(self.violations) + len(self.malformed)}",
             *(f"    {violation}" for violation in self.violations),
@@ -121,6 +132,9 @@ class Chaos:
         self.config = config
         self.report = ChaosReport(seed)
         self.vms: list[NamespaceVM] = []
+        self.replicas: list[Replica] = []
+        self.handovers_missed = 0
+        self.handover_modes: Counter[str] = self.report.handover_modes
         self.catalogue = Catalogue()
         self.runs: dict[str, Run] = {}
         self.settlements: list[Settlement] = []
@@ -129,10 +143,8 @@ class Chaos:
         self._stuck_since: dict[tuple[str, str, int], float] = {}
         self._asked: dict[tuple[str, str, int], float] = {}
 
-    @property
-    def operator(self) -> OperatorProcess:
-        assert self.scenario.operator is not None
-        return self.scenario.operator
+    def leader(self) -> Replica | None:
+        return lease_leader(self.emulator, self.replicas)
 
     # ------------------------------------------------------------------ setting up
 
@@ -142,7 +154,7 @@ class Chaos:
         for vm in self.vms:
             ledger = vm.put_file(LEDGER, "", 0o644)
             scripts.append(str(vm.put_file(SCRIPT, LEDGER_SCRIPT.format(ledger=ledger))))
-        self.scenario.start_operator(*OPERATOR_ARGS)
+        self.replicas = start_replicas(self.scenario, self.config.replicas, *OPERATOR_ARGS)
         self.catalogue = draw_catalogue(self.rng, hosts=len(self.vms))
         self.scenario.apply(manifests(self.catalogue.nets, [self.scenario.host(vm) for vm in self.vms], scripts))
 
@@ -150,15 +162,20 @@ class Chaos:
 
     def run(self) -> ChaosReport:
         started = time.monotonic()
-        self.setup()
-        with PhaseWatch(self.emulator) as watch:
-            try:
-                self._fault_phase(started)
-            finally:
-                self._heal()
-            self._drain()
-            self._watch_caught_up(watch)
-        self.report.wall = time.monotonic() - started
+        try:
+            self.setup()
+            with PhaseWatch(self.emulator) as watch:
+                try:
+                    self._fault_phase(started)
+                finally:
+                    self._heal()
+                self._drain()
+                self._watch_caught_up(watch)
+            self.report.wall = time.monotonic() - started
+            self.report.handovers = lease_transitions(self.emulator)
+            self.report.handovers_missed = self.handovers_missed
+        finally:
+            stop_replicas(self.replicas)
         self._check(watch)
         for index, vm in enumerate(self.vms):  # the evidence outlives the VMs (in the test's tmp_path)
             (self.scenario.workdir / f"ledger-vm{index}").write_text((vm.home / LEDGER).read_text())
@@ -238,11 +255,12 @@ class Chaos:
         self._keep_operator()
 
     def _keep_operator(self) -> None:
-        """An operator that ended by itself is a finding (counted), and is started again."""
-        process = self.operator.process
-        if process is not None and process.poll() is not None and not self._control_faulted():
-            self.report.operator_exits += 1
-            self.operator.start()
+        """A replica that ended by itself is a finding (counted), and is started again."""
+        for replica in self.replicas:
+            process = replica.process.process
+            if process is not None and process.poll() is not None and not self._control_faulted():
+                self.report.operator_exits += 1
+                replica.start()
 
     # ------------------------------------------------------------------ runs
 
@@ -326,7 +344,9 @@ class Chaos:
                 self._override(name, decisions)
 
     def _override(self, run: str, decisions: list[tuple[tuple[str, str, int], str]]) -> None:
-        value = ",".join(f"{path}={state}" for (_, path, _), state in decisions)
+        # As the console and `kubectl jobnet override` write it: for the Stuck attempt the
+        # harness looked at, so it is not applied if the operator resolved the job meanwhile.
+        value = ",".join(f"{path}={state}@Stuck#{attempt}" for (_, path, attempt), state in decisions)
         result = self.scenario.kubectl("annotate", "--overwrite", "jobrun", run, f"{OVERRIDE}={value}")
         if result.rc != 0:
             return  # the API or the webhook is away: try again on a later tick

@@ -28,3 +28,4 @@ def test_chaos_seeded_slice_keeps_every_invariant(scenario: Scenario) -> None:
     report = run_chaos(scenario, seed, CONFIG, print)
     assert sum(report.faults.values()) >= CONFIG.faults, report.summary()
     assert not report.violations and not report.malformed and not report.operator_exits, report.summary()
+    assert not report.handovers_missed, report.summary()

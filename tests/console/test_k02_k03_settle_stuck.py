@@ -37,12 +37,15 @@ def _from_run_list_to_job_monitor(page: Page, run: str, path: str) -> None:
     assert page.text("#job-reason") == "HeartbeatLost"
     offered = page.attributes("#job-actions button.override", "data-state")
     assert offered == ["Ready", "Succeeded", "Failed", "Stopped"]  # exactly what Stuck allows
+    # Each button sends the state and attempt shown: the override applies only while they hold.
+    assert set(page.attributes("#job-actions button.override", "data-seen")) == {"Stuck"}
+    assert set(page.attributes("#job-actions button.override", "data-attempt")) == {"1"}
 
 
 def _settle(page: Page, state: str, message: str) -> None:
     page.click(f"#set-{state}")
     page.confirm(message)
-    page.wait_text("#notice", f"override .*={state} requested")
+    page.wait_text("#notice", f"override .*={state}@Stuck#1 requested")
 
 
 def test_K02_stuck_job_settled_to_succeeded_from_the_job_monitor(scenario: Scenario, page: Page) -> None:

@@ -117,6 +117,14 @@ def test_a_refused_change_carries_the_reason_and_changes_nothing(world: Emulator
             "/api/runs/default/nightly-1/override", {"path": "/nightly/extract", "state": "Succeeded"}, token
         )
         assert status == 422 and "Pending; cannot override it to Succeeded" in answer["error"], answer
+        # The state the job monitor showed goes with the override: one the run already left is refused.
+        status, answer = client.post(
+            "/api/runs/default/nightly-1/override",
+            {"path": "/nightly/extract", "state": "Succeeded", "seen": "Stuck", "attempt": "1"},
+            token,
+        )
+        assert status == 422, answer
+        assert "/nightly/extract is Pending (never started) now, not Stuck in attempt 1" in answer["error"], answer
         status, answer = client.post("/api/runs/default/nightly-1/stop", {"path": "/nightly/nope"}, token)
         assert status == 422 and "unknown path '/nightly/nope'" in answer["error"], answer
         status, page = client.get("/runs/default/missing-run")
@@ -173,10 +181,10 @@ def test_acts_as_the_impersonated_user(world: EmulatorServer, operator: Operator
         client = Client(console.url)
         status, answer = client.post(
             "/api/runs/default/nightly-1/override",
-            {"path": "/nightly/extract", "state": "Succeeded", "message": "done by hand"},
+            {"path": "/nightly/extract", "state": "Succeeded", "message": "done by hand", "seen": "Failed"},
             {"X-CSRF-Token": client.csrf()},
         )
-        assert status == 200, answer
+        assert status == 200 and answer["message"].startswith("override /nightly/extract=Succeeded@Failed "), answer
         wait_until(lambda: phase() == "Succeeded", timeout=30, what="the run Succeeded", describe=phase)
     finally:
         console.stop()

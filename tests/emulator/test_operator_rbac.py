@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from jobnet.devenv.emulator.authorization import Request, unused_permissions
-from tests.scenarios.conftest import scenario  # noqa: F401 (the fixture)
+from tests.scenarios.conftest import scenario, vm_factory  # noqa: F401 (the fixtures, shared)
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 from tests.support.scenario import FAST_AGENT_ARGS, FAST_RUNTIME_ARGS, Scenario
 

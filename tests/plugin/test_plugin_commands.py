@@ -143,15 +143,37 @@ def test_tree_watch_gives_up_at_its_timeout(cli: Cli) -> None:
 def test_override_is_checked_then_annotated(cli: Cli) -> None:
     code, out, err = cli.run("override", RUN, "/nightly/load/step1", "ready", "-m", "checked on the VM: not running")
     assert code == 0, err
-    assert "override /nightly/load/step1=Ready requested" in out
+    # A job's override carries the state and attempt the plugin read: it applies only while they hold.
+    assert "override /nightly/load/step1=Ready@Stuck#1 requested" in out
     assert cli.annotations() == {
-        "jobnet.dev/override": "/nightly/load/step1=Ready",
+        "jobnet.dev/override": "/nightly/load/step1=Ready@Stuck#1",
         "jobnet.dev/override-message": "checked on the VM: not running",
     }
-    # Not consumed yet: a second override is added to the pending one.
+    # Not consumed yet: a second override is added to the pending one (a jobnet takes no precondition).
     code, _, err = cli.run("override", RUN, "/nightly/load", "Failed")
     assert code == 0, err
-    assert cli.annotations()["jobnet.dev/override"] == "/nightly/load/step1=Ready,/nightly/load=Failed"
+    assert cli.annotations()["jobnet.dev/override"] == "/nightly/load/step1=Ready@Stuck#1,/nightly/load=Failed"
+
+
+def test_override_precondition_options(cli: Cli) -> None:
+    # --seen: the state the person looked at; one the run already left is refused before writing.
+    code, _, err = cli.run("override", RUN, "/nightly/load/step1", "Ready", "--seen", "Stuck#2")
+    assert code == 1
+    assert "/nightly/load/step1 is Stuck (attempt 1) now, not Stuck in attempt 2 as the override expects" in err
+    code, _, err = cli.run("override", RUN, "/nightly/load/step1", "Ready", "--seen", "Stuk")
+    assert code == 1 and "unknown state 'Stuk' after '@'" in err
+    assert cli.annotations() == {}
+    code, _, err = cli.run("override", RUN, "/nightly/load/step1", "Ready", "--seen", "stuck")
+    assert code == 0, err
+    assert cli.annotations() == {"jobnet.dev/override": "/nightly/load/step1=Ready@Stuck"}
+
+
+def test_override_without_precondition(cli: Cli) -> None:
+    # --any-state: no precondition, as a plain annotation: it applies to whatever the state is.
+    code, out, err = cli.run("override", RUN, "/nightly/load/step1", "Stopped", "--any-state")
+    assert code == 0, err
+    assert "override /nightly/load/step1=Stopped requested" in out
+    assert cli.annotations() == {"jobnet.dev/override": "/nightly/load/step1=Stopped"}
 
 
 def test_illegal_override_is_refused_before_anything_is_written(cli: Cli) -> None:
@@ -268,7 +290,7 @@ def test_through_real_kubectl_with_kubeconfig_env_and_context_namespace(cli: Cli
     assert f"JobRun {RUN} (namespace batch, JobNet nightly)" in tree.stdout and "HeartbeatLost" in tree.stdout
     override = cli.command(["kubectl", "jobnet", "override", RUN, "/nightly/load/step1", "Succeeded"], **env)
     assert override.returncode == 0, override.stderr
-    assert cli.annotations(namespace="batch") == {"jobnet.dev/override": "/nightly/load/step1=Succeeded"}
+    assert cli.annotations(namespace="batch") == {"jobnet.dev/override": "/nightly/load/step1=Succeeded@Stuck#1"}
     assert cli.annotations(namespace="default") == {}
     refused = cli.command(["kubectl", "jobnet", "stop", RUN, "/nope", "-n", "default"], **env)
     assert refused.returncode == 1 and refused.stderr.startswith("kubectl jobnet stop: stop refused:")

@@ -2,6 +2,10 @@
 leader change): each replica authenticates with a token of its own, so the emulator can record
 one replica's requests or cut it off from the API while the others go on.
 
+Each start of a replica is a new pod (``POD_NAME`` ``replica-a-1``, ``replica-a-2``, ...), so its
+Lease identity (``<pod>_<random>``, see ``default_identity``) tells which replica's current
+process holds the Lease: :func:`leader`.
+
 Scripts written with :func:`ledger_script` append ``start <path>`` and ``end <path>`` to one
 ledger file on the VM: :func:`ledger` reads it back, to prove that no job ran twice.
 """
@@ -17,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobnet.core.lease import LeaseRecord
+from tests.support.emulator import EmulatorServer
 from tests.support.operator_proc import OperatorProcess, register_webhooks
 from tests.support.scenario import Scenario
 from tests.support.vm import NamespaceVM
@@ -43,11 +49,32 @@ AGENT_REQUEST = re.compile(r"launching |killing \(|fencing |ack ")
 STAMP = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
+#: The Lease the replicas elect their leader with (the operator's defaults).
+LEASE = ("coordination.k8s.io/v1", "leases", "default", "jobnet-operator")
+
+
 @dataclass
 class Replica:
     name: str
     process: OperatorProcess
     token: str
+    starts: int = 0
+
+    @property
+    def pod(self) -> str:
+        """The pod name of the current (or last) process: a new one at each start."""
+        return f"{self.name}-{self.starts}"
+
+    def start(self, *, wait_ready: bool = True) -> Replica:
+        """Start the process (again), as a new pod: a new candidate for the Lease."""
+        self.starts += 1
+        self.process.environment["POD_NAME"] = self.pod
+        self.process.start(wait_ready=wait_ready)
+        return self
+
+    def holds(self, identity: str | None) -> bool:
+        """Is ``identity`` (a Lease's holder) this replica's current process?"""
+        return identity is not None and identity.startswith(f"{self.pod}_")
 
     def log(self) -> str:
         return self.process.log_text()
@@ -87,7 +114,7 @@ def start_replicas(
             kubeconfig=kubeconfig,
             leader_election=True,
         )
-        replica = Replica(name, process.start(), token)
+        replica = Replica(name, process, token).start()
         replicas.append(replica)
         replica.wait_log(r"Leader election: \S+ is a candidate" if index else LEADS)
     register_webhooks(scenario.emulator, replicas[-1].process.webhook_url)
@@ -100,6 +127,30 @@ def stop_replicas(replicas: list[Replica]) -> None:
         if replica.process.process is not None and replica.process.process.poll() is None:
             replica.thaw()  # a frozen process cannot act on SIGTERM
         replica.process.stop()
+
+
+def leader(emulator: EmulatorServer, replicas: list[Replica]) -> Replica | None:
+    """The replica whose current process holds the Lease, unexpired, and runs; None if none does
+    (nobody campaigned yet, or the holder died or stopped renewing and nobody took over yet)."""
+    lease = emulator.get(*LEASE)
+    record = None if lease is None else LeaseRecord.from_lease(lease)
+    if record is None or record.renew_time is None:
+        return None
+    renewed = datetime.datetime.fromisoformat(record.renew_time)
+    expires = renewed + datetime.timedelta(seconds=record.lease_duration_seconds)
+    if expires <= datetime.datetime.now(datetime.UTC):
+        return None
+    for replica in replicas:
+        running = replica.process.process is not None and replica.process.process.poll() is None
+        if running and replica.holds(record.holder):
+            return replica
+    return None
+
+
+def lease_transitions(emulator: EmulatorServer) -> int:
+    """How often leadership changed hands (the Lease's ``leaseTransitions``)."""
+    lease = emulator.get(*LEASE)
+    return 0 if lease is None else LeaseRecord.from_lease(lease).transitions
 
 
 def wait_to_lead(replica: Replica, timeout: float) -> float:

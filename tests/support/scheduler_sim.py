@@ -72,7 +72,13 @@ class Run:
 
     # ---------------------------------------------------------- driving
 
-    def reconcile(self, overrides: Iterable[OverrideRequest] = (), stops: Iterable[StopRequest] = ()) -> Decision:
+    def reconcile(
+        self,
+        overrides: Iterable[OverrideRequest] = (),
+        stops: Iterable[StopRequest] = (),
+        annotations: Mapping[str, str] | None = None,
+        annotated_by: str | None = None,
+    ) -> Decision:
         facts = AgentFacts(
             records=dict(self.records),
             heartbeats=dict(self.heartbeats),
@@ -91,6 +97,8 @@ class Run:
             self.now,
             overrides=overrides,
             stops=stops,
+            annotations=annotations,
+            annotated_by=annotated_by,
             deleting=self.deleting,
         )
         self.runtime = decision.runtime
@@ -275,3 +283,13 @@ class Run:
             self.exited(path, code)
         self.beat()
         return self.reconcile()
+
+
+def failed_chain() -> Run:
+    """A run of ``net``: ``a`` then ``b``, where ``a`` exited 1 in attempt 1 (Failed, ``b`` waits)."""
+    run = Run(graph("net", net={"jobs": [job("a"), job("b", "a")]}))
+    run.reconcile()
+    run.start_and_run("/net/a")
+    run.finish("/net/a", code=1)
+    assert run.state("/net/a") == JobState.FAILED
+    return run

@@ -6,19 +6,10 @@ from jobnet.core.annotations import parse_override_annotation
 from jobnet.core.runstatus import run_status
 from jobnet.core.scheduler import AgentFacts, Event, reconcile
 from jobnet.core.states import JobState
-from tests.support.scheduler_sim import HOST_ID, Run, graph, job
+from tests.support.scheduler_sim import HOST_ID, failed_chain
 
 S = JobState
 REASON = "checked on the VM: the load finished, rows counted"
-
-
-def failed_chain() -> Run:
-    run = Run(graph("net", net={"jobs": [job("a"), job("b", "a")]}))
-    run.reconcile()
-    run.start_and_run("/net/a")
-    run.finish("/net/a", code=1)
-    assert run.state("/net/a") == S.FAILED
-    return run
 
 
 def test_parsed_requests_carry_the_message() -> None:

@@ -190,8 +190,8 @@ class FakeLink:
 
 
 class FakeRuntime(JobRunRuntime):
-    def __init__(self, client: FakeClient, agent: FakeAgent) -> None:
-        super().__init__(RuntimeConfig(api_retry_delay=0.5))
+    def __init__(self, client: FakeClient, agent: FakeAgent, observation_write_delay: float = 1.0) -> None:
+        super().__init__(RuntimeConfig(api_retry_delay=0.5, observation_write_delay=observation_write_delay))
         self._client = client  # type: ignore[assignment]
         self.agent = agent
         self.active = True  # the leader (or the only replica)
@@ -220,8 +220,8 @@ async def settle(loop: RunLoop) -> None:
     raise AssertionError(f"requests still running after {MAX_SETTLE_ROUNDS} rounds: {loop.requests}")
 
 
-def new_loop(client: FakeClient, agent: FakeAgent) -> RunLoop:
-    return RunLoop(FakeRuntime(client, agent), BODY, one_job(), POLICY)
+def new_loop(client: FakeClient, agent: FakeAgent, observation_write_delay: float = 1.0) -> RunLoop:
+    return RunLoop(FakeRuntime(client, agent, observation_write_delay), BODY, one_job(), POLICY)
 
 
 async def running_job() -> tuple[FakeClient, FakeAgent, RunLoop]:
@@ -249,8 +249,14 @@ def test_a_round_stores_the_launch_before_it_is_sent_then_the_agents_answers_rea
         await settle(loop)
         (launch,) = agent.sent(LaunchRequest)
         assert isinstance(launch, LaunchRequest) and launch.key.text() == f"{RUN_UID}:/net/load#1"
-        await loop.iterate()  # the delivery's answer: running
-        assert client.job("/net/load")["state"] == "Running"
+        writes = len(client.patches)
+        # The delivery's answer: running. Only an observation of the stored launch: its write
+        # waits for the next decision (at most observation_write_delay).
+        before = time.time()
+        wake = await loop.iterate()
+        assert loop.state.jobs["/net/load"].state == "Running" and len(client.patches) == writes
+        assert client.job("/net/load")["state"] == "Starting"
+        assert wake is not None and before + 1.0 <= wake <= time.time() + 1.0
         exited(agent, loop)
         await settle(loop)  # the output tail is fetched
         await loop.iterate()
@@ -262,6 +268,23 @@ def test_a_round_stores_the_launch_before_it_is_sent_then_the_agents_answers_rea
         assert await loop.iterate() is None  # finished, nothing in flight: the loop ends
 
     run(scenario())
+
+
+def test_an_observation_is_written_when_its_delay_is_up_or_at_once_with_no_delay() -> None:
+    async def scenario(delay: float) -> None:
+        client, agent = FakeClient(), FakeAgent()
+        loop = new_loop(client, agent, observation_write_delay=delay)
+        await loop.iterate()
+        await settle(loop)
+        wake = await loop.iterate()  # the delivery's answer: running
+        if delay:
+            assert client.job("/net/load")["state"] == "Starting" and wake is not None
+            await asyncio.sleep(max(0.0, wake - time.time()))
+            await loop.iterate()
+        assert client.job("/net/load")["state"] == "Running"
+
+    run(scenario(0.0))
+    run(scenario(0.05))
 
 
 def test_a_finished_runs_last_write_waits_for_the_output_tail_and_its_ack_follows_it() -> None:

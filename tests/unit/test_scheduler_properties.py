@@ -39,6 +39,7 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
+from jobnet.core.scheduler.deferral import WriteDeferral
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import JobRunStatus
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, graph
@@ -96,6 +97,7 @@ def worlds(draw: st.DrawFn) -> World:
         person_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED, S.FAILED, S.STOPPED]), max_size=6)),
         failed_choices=draw(st.lists(st.sampled_from([S.READY, S.SUCCEEDED]), max_size=3)),
         late_by=draw(st.integers(1, 15)),
+        write_delay=draw(st.sampled_from([0.0, 2.0, 1000.0])),
     )
 
 
@@ -123,6 +125,9 @@ class World:
     failed_choices: list[JobState]
     #: How many steps a ``late`` request takes to reach the agent.
     late_by: int
+    #: How long a round that only observed a stored launch may go unwritten (0: every round is
+    #: written); a restart starts from the last status written (core/scheduler/deferral.py).
+    write_delay: float = 0.0
     agent: dict[str, AgentJob] = field(default_factory=dict)
     #: Requests on their way to the agent: (arrival step, request).
     held: list[tuple[int, Launch | Kill | Fence]] = field(default_factory=list)
@@ -256,18 +261,29 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
     delivered_keys: set[str] = set()
     stuck_since: int | None = None
     watching_since: float | None = None
+    deferral = WriteDeferral(world.write_delay, runtime, {})
+    stored: Decision | None = None  # the decision whose status was written last
     for step in range(MAX_STEPS):
         link_up = step not in world.link_down
         world.agent_tick(step, now)
         world.arrive_late(step, now)
         deliveries = []
-        if step in world.restarts and decisions:
-            # The operator dies after persisting its last decision and restarts from the status.
+        if step in world.restarts and stored is not None:
+            # The operator dies after persisting its last written decision and restarts from the status.
             for action in pending_actions if world.sent_before_crash and link_up else []:
                 world.deliver(action, step, now, link_up, fault="silent")
             pending_actions = []
-            persisted = JobRunStatus.model_validate_json(run_status(decisions[-1]).model_dump_json())
+            persisted = JobRunStatus.model_validate_json(run_status(stored).model_dump_json())
             runtime = runtime_from_status(RUN_UID, world.graph, persisted)
+            # A delivery whose write was deferred is unknown to the restarted operator: it sends
+            # the same key again (the agent answers with what it did).
+            delivered_keys -= {
+                JobKey(run=RUN_UID, path=path, attempt=job.attempt).text()
+                for path, job in runtime.jobs.items()
+                if job.state == S.STARTING
+            }
+            deferral = WriteDeferral(world.write_delay, runtime, dict(stored.jobnet_states))
+            stored = None
             world.seen_records = {}
             watching_since = now
         for action in pending_actions:
@@ -314,6 +330,10 @@ def drive(world: World) -> tuple[RunRuntime, list[Decision]]:
         decision = reconcile(world.graph, runtime, facts, world.policy, now, overrides=overrides, stops=stops)
         check_decision(world, decision, delivered_keys)
         decisions.append(decision)
+        # The edge: the first write after a (re)start is never deferred.
+        if stored is None or deferral.defer(decision, now) is None:
+            stored = decision
+            deferral.stored_as(decision)
         runtime = decision.runtime
         pending_actions = [a for a in decision.actions if isinstance(a, Launch | Kill | Fence)]
         finished = runtime.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.STOPPED)

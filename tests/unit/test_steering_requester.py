@@ -9,7 +9,7 @@ from jobnet.core.annotations import requester_stamps, static_steering_problems
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import AgentFacts, Event, reconcile
 from jobnet.core.states import JobState
-from tests.support.scheduler_sim import HOST_ID, Run, graph, job, sub
+from tests.support.scheduler_sim import HOST_ID, failed_chain, graph, job, sub
 
 S = JobState
 OVERRIDE, OVERRIDE_BY = "jobnet.dev/override", "jobnet.dev/override-by"
@@ -97,14 +97,6 @@ def test_without_the_graph_only_syntax_and_states_are_checked() -> None:
 
 
 # ---------------------------------------------------------------- through reconcile
-
-
-def failed_chain() -> Run:
-    run = Run(graph("net", net={"jobs": [job("a"), job("b", "a")]}))
-    run.reconcile()
-    run.start_and_run("/net/a")
-    run.finish("/net/a", code=1)
-    return run
 
 
 def test_the_stamped_requester_is_recorded_and_consumed_with_its_annotation() -> None:

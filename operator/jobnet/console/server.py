@@ -3,7 +3,8 @@ Events fed from Kubernetes watches, and the three actions people take, each one 
 the viewer:
 
 * start a run: create a JobRun with ``generateName`` (and the env given);
-* change a job's state: the ``jobnet.dev/override`` (+ ``-message``) annotation;
+* change a job's state: the ``jobnet.dev/override`` (+ ``-message``) annotation, with the state
+  and attempt the job monitor showed as its precondition (``PATH=STATE@SEEN#ATTEMPT``);
 * stop a job, a sub-jobnet or the run: the ``jobnet.dev/stop`` annotation.
 
 The annotations are the ones ``kubectl jobnet override|stop`` sets, checked the same way before
@@ -63,8 +64,8 @@ from jobnet.core.annotations import (
 )
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import API_GROUP, API_VERSION, JobNetSpec
+from jobnet.core.precondition import ATTEMPT_MARK, SEEN_MARK, jobs_shown
 from jobnet.core.snapshot import SnapshotError, decode_snapshot
-from jobnet.core.states import JobState
 from jobnet.core.status import JobNetSnapshotStatus, JobRunStatus
 from jobnet.core.validation import parse_jobnet
 from jobnet.plugin.tree import elapsed, format_duration
@@ -560,26 +561,28 @@ class Console:
         form = await _json(request)
         path, state = str(form.get("path") or ""), str(form.get("state") or "")
         message = str(form.get("message") or "").strip()
+        # The state and attempt the job monitor showed: the override applies only while they hold.
+        seen_state, seen_attempt = str(form.get("seen") or "").strip(), str(form.get("attempt") or "").strip()
+        item = f"{path}={state}" + (
+            SEEN_MARK + seen_state + (ATTEMPT_MARK + seen_attempt if seen_attempt else "") if seen_state else ""
+        )
 
         def change(body: Body, status: JobRunStatus, graph: RunGraph | None) -> dict[str, str]:
             pending = (body["metadata"].get("annotations") or {}).get(OVERRIDE_ANNOTATION)
-            value = _joined(pending, f"{path}={state}")
+            value = _joined(pending, item)
             if graph is not None:
-                states = {
-                    node.path: JobState(status.jobs[node.path].state) if node.path in status.jobs else JobState.PENDING
-                    for node in graph.jobs()
-                }
-                parsed = parse_override_annotation(value, graph, states, status.stop_scopes)
+                states, attempts = jobs_shown(graph, status)
+                parsed = parse_override_annotation(value, graph, states, status.stop_scopes, attempts=attempts)
                 if parsed.errors:
                     raise ApiFailure(422, "override refused: " + "; ".join(parsed.errors))
-                value = ",".join(f"{r.path}={r.state}" for r in parsed.requests)
+                value = ",".join(request.text() for request in parsed.requests)
             annotations = {OVERRIDE_ANNOTATION: value}
             if message:
                 annotations[OVERRIDE_MESSAGE_ANNOTATION] = message
             return annotations
 
         await self._annotate(request, change)
-        return web.json_response({"message": f"override {path}={state} requested; the operator applies it"})
+        return web.json_response({"message": f"override {item} requested; the operator applies it"})
 
     async def stop(self, request: web.Request) -> web.Response:
         form = await _json(request)

@@ -1,10 +1,12 @@
 """The two annotations people use to steer a running JobRun, parsed and validated.
 
-* ``jobnet.dev/override: 'PATH=STATE[,PATH=STATE...]'`` settles a Stuck job (Ready = run it
-  again as a new attempt, Succeeded, Failed, Stopped) or re-runs/bypasses a Failed one
+* ``jobnet.dev/override: 'PATH=STATE[@SEEN[#ATTEMPT]][,...]'`` settles a Stuck job (Ready = run
+  it again as a new attempt, Succeeded, Failed, Stopped) or re-runs/bypasses a Failed one
   (Ready, Succeeded); see :data:`jobnet.core.states.OVERRIDE_TRANSITIONS`. PATH may name a
   sub-jobnet (or ``/`` for the whole run): the override then applies to every job under it
-  whose current state allows that transition.
+  whose current state allows that transition. ``@SEEN[#ATTEMPT]`` (a job path only) is the
+  state (and attempt) the person saw: the override applies only while the job is still in it
+  (:mod:`jobnet.core.precondition`).
 * ``jobnet.dev/override-message: TEXT`` (optional, next to the override) is the reason the person
   gives; it is kept with each job the override settles (status.overrides[].message) and its Event.
 * ``jobnet.dev/stop: 'PATH[,PATH...]'`` stops a job, a sub-jobnet, or ``/`` the whole run.
@@ -27,16 +29,19 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from jobnet.core.expansion import RunGraph
+from jobnet.core.precondition import SEEN_MARK, Precondition, parse_precondition, precondition_problem, shown
 from jobnet.core.states import (
     OVERRIDE_TARGETS,
     JobState,
     describe_override_rules,
     override_allowed,
 )
+from jobnet.core.status import JobStatus
 
 OVERRIDE_ANNOTATION = "jobnet.dev/override"
 OVERRIDE_MESSAGE_ANNOTATION = "jobnet.dev/override-message"
@@ -57,6 +62,12 @@ class OverrideRequest(BaseModel):
     by: str | None = None
     #: The reason the person gave (``jobnet.dev/override-message``).
     message: str | None = None
+    #: The job's state (and attempt) the person saw: the override applies only while it holds.
+    precondition: Precondition | None = None
+
+    def text(self) -> str:
+        """The request as an item of ``jobnet.dev/override`` (``PATH=STATE[@SEEN[#ATTEMPT]]``)."""
+        return f"{self.path}={self.state}{self.precondition.text() if self.precondition else ''}"
 
 
 class StopRequest(BaseModel):
@@ -135,8 +146,15 @@ def override_problem(
     stop_scopes: Iterable[str],
     path: str,
     target: JobState,
+    precondition: Precondition | None = None,
+    attempts: Mapping[str, int] | None = None,
 ) -> str | None:
-    """Why ``path=target`` cannot be applied now (None when it can)."""
+    """Why ``path=target`` (written for the job in ``precondition``) cannot be applied now (None
+    when it can). ``attempts`` maps job paths to their current attempts (0 or missing: never
+    started)."""
+    stale = precondition_problem(states, attempts, path, precondition)
+    if stale is not None:
+        return stale
     targets = override_targets(graph, states, path, target)
     node = graph.nodes[path]
     if not targets:
@@ -159,21 +177,24 @@ def override_problem(
     return None
 
 
-def _override_items(text: str, graph: RunGraph | None) -> tuple[list[tuple[str, JobState]], list[str]]:
-    """The ``(path, state)`` pairs of ``PATH=STATE[,PATH=STATE...]`` and every problem that does
-    not depend on the run's state (syntax, unknown path or state, a path named twice). Without
-    a ``graph`` the paths are taken as written."""
+def _override_items(
+    text: str, graph: RunGraph | None
+) -> tuple[list[tuple[str, JobState, Precondition | None]], list[str]]:
+    """The ``(path, state, precondition)`` items of ``PATH=STATE[@SEEN[#ATTEMPT]][,...]`` and every
+    problem that does not depend on the run's state (syntax, unknown path or state, a path named
+    twice, a precondition on a jobnet). Without a ``graph`` the paths are taken as written."""
     if not text.strip():
         return [], [f"{OVERRIDE_ANNOTATION} is empty: expected PATH=STATE[,PATH=STATE...]"]
     allowed_names = {str(state).lower(): state for state in OVERRIDE_TARGETS}
-    items: list[tuple[str, JobState]] = []
+    items: list[tuple[str, JobState, Precondition | None]] = []
     errors: list[str] = []
     for item in _items(text):
         if "=" not in item:
             example = f"{graph.root if graph is not None else '/jobnet'}/extract=Succeeded"
             errors.append(f"{item!r} is not PATH=STATE (e.g. {example})")
             continue
-        raw_path, _, raw_state = item.partition("=")
+        raw_path, _, raw_target = item.partition("=")
+        raw_state, mark, raw_seen = raw_target.partition(SEEN_MARK)
         path, error = resolve_path(graph, raw_path) if graph is not None else (raw_path.strip(), None)
         state = allowed_names.get(raw_state.strip().lower())
         if state is None:
@@ -183,12 +204,21 @@ def _override_items(text: str, graph: RunGraph | None) -> tuple[list[tuple[str, 
             )
         if error is not None:
             errors.append(error)
-        if path is None or state is None:
+        precondition, seen_error = parse_precondition(raw_seen) if mark else (None, None)
+        if seen_error is not None:
+            errors.append(f"{item!r}: {seen_error}")
+        elif precondition is not None and path is not None and graph is not None and graph.nodes[path].kind != "job":
+            errors.append(
+                f"{item!r}: {path} is a jobnet; a precondition {SEEN_MARK}STATE names one job's state "
+                f"(name the job, or leave {precondition.text()!r} out to apply to every job it allows)"
+            )
             continue
-        if any(path == seen for seen, _ in items):
+        if path is None or state is None or seen_error is not None:
+            continue
+        if any(path == named for named, _, _ in items):
             errors.append(f"{path} is named twice in one override")
             continue
-        items.append((path, state))
+        items.append((path, state, precondition))
     return items, errors
 
 
@@ -199,23 +229,42 @@ def parse_override_annotation(
     stop_scopes: Iterable[str] = (),
     by: str | None = None,
     message: str | None = None,
+    attempts: Mapping[str, int] | None = None,
 ) -> ParsedOverrides:
-    """Parse ``PATH=STATE[,PATH=STATE...]`` against the run's current job states.
+    """Parse ``PATH=STATE[@SEEN[#ATTEMPT]][,...]`` against the run's current job states.
 
     ``states`` maps job paths to their states (a job missing from it is Pending; see
-    ``jobnet.core.scheduler.job_states``). ``message`` is the person's reason, given to every
-    request. Returns the valid requests and every error.
+    ``jobnet.core.scheduler.job_states``), ``attempts`` to their attempts (missing: 0, never
+    started). ``message`` is the person's reason, given to every request. Returns the valid
+    requests and every error (an item whose precondition no longer holds is one).
     """
     scopes = tuple(stop_scopes)
     items, errors = _override_items(text, graph)
     requests: list[OverrideRequest] = []
-    for path, state in items:
-        problem = override_problem(graph, states, scopes, path, state)
+    for path, state, precondition in items:
+        problem = override_problem(graph, states, scopes, path, state, precondition, attempts)
         if problem is not None:
             errors.append(problem)
             continue
-        requests.append(OverrideRequest(path=path, state=state, by=by, message=message))
+        requests.append(OverrideRequest(path=path, state=state, by=by, message=message, precondition=precondition))
     return ParsedOverrides(requests=tuple(requests), errors=tuple(errors))
+
+
+def stale_override_problems(text: str, graph: RunGraph, jobs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The items of a well-formed override whose precondition already does not hold against the
+    run's stored status (what admission refuses; whether the job's state allows the transition
+    at all is decided when the override is applied). ``jobs``: ``status.jobs`` as stored (large-run
+    chunks decoded); only the entries of the jobs named with a precondition are read, so a
+    10,000-job status costs no more than a small one. ValueError when such an entry is invalid."""
+    problems = []
+    for path, _, precondition in _override_items(text, graph)[0]:
+        if precondition is not None:
+            raw = jobs.get(path)
+            state, attempt = shown(JobStatus.model_validate(raw) if raw is not None else None)
+            problem = precondition.problem(path, state, attempt)
+            if problem is not None:
+                problems.append(problem)
+    return problems
 
 
 def parse_stop_annotation(text: str, graph: RunGraph, by: str | None = None) -> ParsedStops:

@@ -80,6 +80,8 @@ def record_outcome(record: JobRecord, *, kill_reason: str | None = None) -> Outc
     if record.fenced and kill_reason == "stop":
         # A stop's kill found no job and fenced the key: the script never ran, and a launch
         # arriving late is refused. Stopped, not Failed (a fence for a re-run keeps Fenced).
+        # Unless the agent had reported the attempt running: then it lost the record, and the
+        # scheduler keeps the job Stuck AgentLost (records.lost_before_fenced).
         return Outcome(
             state=JobState.STOPPED,
             reason=Reason.STOP_REQUESTED,

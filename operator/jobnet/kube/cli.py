@@ -274,6 +274,13 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         "run starts without connecting; heartbeats are still checked meanwhile (default: 300)",
     )
     runtime.add_argument(
+        "--observation-write-delay",
+        type=float,
+        default=1.0,
+        help="how long the status write of a round that only learnt that a stored launch arrived "
+        "(accepted, started) may wait to be made with a later round; 0: at once (default: 1)",
+    )
+    runtime.add_argument(
         "--agent-serve-arg",
         dest="agent_serve_args",
         action="append",
@@ -427,6 +434,7 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         max_inflight_launches_per_host=args.max_inflight_launches_per_host,
         launch_retry_window=args.launch_retry_window,
         agent_idle_timeout=args.agent_idle_timeout,
+        observation_write_delay=args.observation_write_delay,
     )
 
 

@@ -85,6 +85,7 @@ from jobnet.core.scheduler import (
     new_runtime,
     reconcile,
 )
+from jobnet.core.scheduler.deferral import WriteDeferral
 from jobnet.core.scheduler.inbox import AgentInbox
 from jobnet.core.snapshot import SnapshotError
 from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
@@ -142,6 +143,9 @@ class RuntimeConfig:
     #: how long a host's agent channel stays open after its last run ended: the next run's first
     #: launch then needs no SSH connection, no agent start and no fork server start
     agent_idle_timeout: float = 300.0
+    #: how long a round that only observed a stored launch (accepted, started) may wait to be
+    #: written with a later round (core/scheduler/deferral.py); 0: written at once
+    observation_write_delay: float = 1.0
 
     @property
     def secret_read_deadline(self) -> float:
@@ -416,6 +420,8 @@ class RunLoop:
         }
         #: the version of the JobRun the loop decides from and writes at (kube/versioned.py)
         self.versioned = VersionedRun.of(runtime.client, body)
+        #: rounds that only observed a stored launch are written later (core/scheduler/deferral.py)
+        self.deferral = WriteDeferral(runtime.config.observation_write_delay, self.state, dict(self.jobnet_states))
         self.conflicts = 0
         #: what the agents said since the last round (the scheduler's facts)
         self.inbox = AgentInbox(watching_since=time.time())
@@ -573,14 +579,18 @@ class RunLoop:
             return float("inf")  # the fetches wake the loop
         # The first write of this loop carries every job: the status may predate a restart.
         full = self.last_summary is None
-        patch = status_patch(decision, self.jobnet_states, full=full)
+        patch = status_patch(self.deferral.to_write(decision), self.jobnet_states, full=full)
         if recorded or decision.consumed_annotations:
             # Recorded in the same write that applies them: never applied twice.
             patch["appliedSteering"] = applied_status(steering.recorded_after(recorded, decision.consumed_annotations))
         summary = {key: value for key, value in patch.items() if key != "jobs"}
         tails_written = self.add_tails(patch["jobs"], decision.runtime)
         blocked = self.deletion_blocked(decision.runtime, str(to_rfc3339(now)))
-        if patch["jobs"] or summary != self.last_summary or blocked != self.blocked:
+        dirty = bool(patch["jobs"]) or summary != self.last_summary or blocked != self.blocked
+        # A round that only observed a stored launch may be written with a later one: when it is due.
+        may_wait = dirty and not (full or tails_written or blocked != self.blocked)
+        write_by = self.deferral.defer(decision, now) if may_wait else None
+        if dirty and write_by is None:
             encoded = self.status_encoder.encode(patch, full=full)
             status = with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now)))
             if self.deleting:
@@ -592,6 +602,7 @@ class RunLoop:
                 self.inbox.put_back(facts)
                 return await self.stored_elsewhere(e, now)
             self.conflicts = 0
+            self.deferral.stored_as(decision)
             self.status_encoder.commit()
             self.last_summary = summary
             if blocked is not None and blocked != self.blocked:
@@ -609,7 +620,7 @@ class RunLoop:
             return now + self.runtime.config.api_retry_delay
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
             return None
-        return decision.next_wakeup_at or float("inf")
+        return min(decision.next_wakeup_at or float("inf"), write_by or float("inf"))
 
     def deletion_blocked(self, runtime: RunRuntime, now: str) -> Condition | None:
         """The DeletionBlocked condition of this round (its time kept while it holds)."""

@@ -22,8 +22,10 @@ Deleting a JobNet that a JobSchedule runs, or a JobCalendar that one uses, is re
 the schedules (like deleting a JobNet that another expands).
 
 A JobRun UPDATE is judged only when it adds or changes ``jobnet.dev/override`` or
-``jobnet.dev/stop``: every other write (the operator removing applied annotations, its own
-bookkeeping, finalizers during deletion, a person's labels) passes untouched. The mutating
+``jobnet.dev/stop`` (an override whose precondition, ``PATH=STATE@SEEN#ATTEMPT``, the run's
+stored status already contradicts is refused too): every other write (the operator removing
+applied annotations, its own bookkeeping, finalizers during deletion, a person's labels) passes
+untouched. The mutating
 webhook stamps ``jobnet.dev/override-by``/``jobnet.dev/stop-by`` with the requester the API
 server authenticated (``userInfo.username``) and overwrites any value the request brought, so
 the audit trail cannot be forged through them. It also gives each new override or stop an
@@ -53,10 +55,17 @@ from jobnet.core.admission import (
     review_response,
     webhook_configurations,
 )
-from jobnet.core.annotations import changed_steering, requester_stamps, static_steering_problems
+from jobnet.core.annotations import (
+    OVERRIDE_ANNOTATION,
+    changed_steering,
+    requester_stamps,
+    stale_override_problems,
+    static_steering_problems,
+)
 from jobnet.core.deletion import add_finalizer_patch
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.models import JobNetSpec, JobScheduleSpec
+from jobnet.core.runstatus import decoded_status
 from jobnet.core.schedulevalidation import schedules_using, validate_jobcalendar, validate_jobschedule
 from jobnet.core.snapshot import snapshot_size_problem
 from jobnet.core.steering import identity_stamps
@@ -189,6 +198,11 @@ class AdmissionWebhooks:
                 Problem(path=f"metadata.annotations[{key}]", message=message)
                 for key, message in static_steering_problems(before, after, graph)
             ]
+            if graph is not None and OVERRIDE_ANNOTATION in steered:
+                problems += [
+                    Problem(path=f"metadata.annotations[{OVERRIDE_ANNOTATION}]", message=message)
+                    for message in stale_preconditions(after[OVERRIDE_ANNOTATION], graph, new)
+                ]
         return _denial(f"JobRun {name!r}", problems)
 
     async def validate_jobschedule(self, review: Review) -> str | None:
@@ -306,6 +320,17 @@ async def started_catalog(client: KubeClient, namespace: str, jobrun: Any) -> Ca
         return await client.read_jobnet_snapshot(namespace, stored)
     except (KubeApiError, ValueError):  # pydantic's ValidationError and SnapshotError are ValueErrors
         return {}
+
+
+def stale_preconditions(override: str, graph: RunGraph, jobrun: Any) -> list[str]:
+    """The override's preconditions (``PATH=STATE@SEEN#ATTEMPT``) that the run's stored status
+    already contradicts. A status the webhook cannot read refuses nothing: the operator checks
+    every precondition again when it applies the override."""
+    try:
+        jobs = decoded_status(((jobrun or {}).get("status")) or {}).get("jobs") or {}
+        return stale_override_problems(override, graph, jobs if isinstance(jobs, dict) else {})
+    except ValueError:
+        return []
 
 
 def run_graph(spec: Any, catalog: Catalog, run_id: str) -> RunGraph | None:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from jobnet.argtypes import add_host_alias_argument, positive_seconds
@@ -16,11 +16,14 @@ from jobnet.core.annotations import (
     STOP_ANNOTATION,
     parse_override_annotation,
     parse_stop_annotation,
+    resolve_path,
 )
+from jobnet.core.precondition import SEEN_MARK, jobs_shown, seen
 from jobnet.core.states import JobState
 from jobnet.plugin.view import Connection, JobRunView, PluginError
 
 if TYPE_CHECKING:
+    from jobnet.core.expansion import RunGraph
     from jobnet.plugin.kube import PluginKube
 
 EXIT_OK = 0
@@ -119,29 +122,42 @@ def _combined(pending: str | None, addition: str) -> str:
     return f"{pending},{addition}" if pending and pending.strip() else addition
 
 
+def _precondition_text(
+    args: argparse.Namespace, graph: RunGraph, states: Mapping[str, JobState], attempts: Mapping[str, int]
+) -> str:
+    """The precondition to write (``@STATE[#ATTEMPT]``): ``--seen``; none with ``--any-state`` or
+    for a jobnet (or a path the parser will refuse); else the job's state and attempt now."""
+    if args.any_state:
+        return ""
+    if args.seen:
+        return SEEN_MARK + str(args.seen)
+    path = resolve_path(graph, args.path)[0]
+    if path is None or graph.nodes[path].kind != "job":
+        return ""
+    return seen(states[path], attempts[path]).text()
+
+
 def run_override(args: argparse.Namespace) -> int:
     kube = _kube(args)
     view = kube.jobrun_view(args.run)
     _require_graph(view)
     assert view.graph is not None
-    states = {
-        node.path: JobState(view.status.jobs[node.path].state) if node.path in view.status.jobs else JobState.PENDING
-        for node in view.graph.jobs()
-    }
+    states, attempts = jobs_shown(view.graph, view.status)
+    item = f"{args.path}={args.state}{_precondition_text(args, view.graph, states, attempts)}"
     pending = view.annotations.get(OVERRIDE_ANNOTATION)
     parsed = parse_override_annotation(
-        _combined(pending, f"{args.path}={args.state}"), view.graph, states, view.status.stop_scopes
+        _combined(pending, item), view.graph, states, view.status.stop_scopes, attempts=attempts
     )
     if parsed.errors:
         note = f" (together with the pending {OVERRIDE_ANNOTATION}={pending!r})" if pending else ""
         raise PluginError(f"override refused{note}:\n  " + "\n  ".join(parsed.errors))
-    annotations = {OVERRIDE_ANNOTATION: ",".join(f"{r.path}={r.state}" for r in parsed.requests)}
+    annotations = {OVERRIDE_ANNOTATION: ",".join(request.text() for request in parsed.requests)}
     if args.message:
         annotations[OVERRIDE_MESSAGE_ANNOTATION] = args.message
     kube.annotate_jobrun(view, annotations)
     new = parsed.requests[-1]
     print(
-        f"jobrun/{view.name}: override {new.path}={new.state} requested; the operator applies it "
+        f"jobrun/{view.name}: override {new.text()} requested; the operator applies it "
         f"(see `kubectl jobnet events {view.name}` and status.overrides)"
     )
     return EXIT_OK
@@ -334,6 +350,18 @@ def add_plugin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     override.add_argument("path", metavar="PATH", help="job or sub-jobnet path (/ = every job of the run)")
     override.add_argument("state", metavar="STATE", help="Ready (run again), Succeeded, Failed or Stopped")
     override.add_argument("-m", "--message", help="why (recorded with the override)")
+    precondition = override.add_mutually_exclusive_group()
+    precondition.add_argument(
+        "--seen",
+        metavar="STATE[#ATTEMPT]",
+        help="apply only while the job is in this state (and attempt), e.g. Stuck#2: the one you looked at "
+        "(default: the job's state and attempt when the command reads the run)",
+    )
+    precondition.add_argument(
+        "--any-state",
+        action="store_true",
+        help="no precondition: apply to whatever the job's state is when the operator gets to it",
+    )
 
     stop = command("stop", run_stop, help="stop a job, a sub-jobnet or the whole run (jobnet.dev/stop)")
     stop.add_argument("run", metavar="RUN", help="JobRun name")

@@ -263,7 +263,10 @@ function askToConfirm(element) {
   const path = element.dataset.path;
   pendingAction = {
     url: actionUrl(element),
-    body: isOverride ? { path, state: element.dataset.state } : { path },
+    // An override carries the state and attempt shown: it applies only while they still hold.
+    body: isOverride
+      ? { path, state: element.dataset.state, seen: element.dataset.seen, attempt: element.dataset.attempt }
+      : { path },
     isOverride,
   };
   const english = document.documentElement.lang !== "ja";

@@ -36,7 +36,8 @@ def apply_record(draft: Draft, path: str) -> None:
     job = draft.jobs[path]
     record = draft.record_for(path)
     if record is None:
-        if agent_may_have_lost(job) and draft.key_text(path) in draft.facts.absent_keys:
+        killing = job.dispatch is not None and job.dispatch.op == "kill"  # its answer will tell
+        if agent_may_have_lost(job) and not killing and draft.key_text(path) in draft.facts.absent_keys:
             make_stuck(draft, path, StuckReason.AGENT_LOST, detail=f"key {draft.key(path)}")
         elif awaits_auto_fence(draft, path):
             fence_if_provably_missing(draft, path)

@@ -13,7 +13,7 @@ from jobnet.core.agentproto import TERMINAL_RECORD_STATES, JobRecord
 from jobnet.core.outcome import Outcome, describe_record, record_outcome, recorded_outcome
 from jobnet.core.scheduler.actions import Ack
 from jobnet.core.scheduler.draft import Draft
-from jobnet.core.scheduler.state import AUTO_RESOLVER
+from jobnet.core.scheduler.state import AUTO_RESOLVER, JobRuntime
 from jobnet.core.states import TERMINAL_STATES, JobState, Reason, StuckReason, stuck_message
 
 S = JobState
@@ -49,9 +49,22 @@ def settle_by_override(draft: Draft, path: str, state: JobState, by: str | None,
     draft.event("Normal", "Overridden", f"{path}: {message}", path)
 
 
+def lost_before_fenced(job: JobRuntime, record: JobRecord) -> bool:
+    """A fenced record of an attempt the agent had reported running (its pid or start time is
+    known): the agent lost the attempt's record (its state was wiped) before a kill found nothing
+    and fenced the key. The fence proves that nothing runs under the key now and that no late
+    launch will, not that the script never ran: whether and how it ran is unknown (AgentLost)."""
+    return record.fenced and (job.pid is not None or job.started_at is not None)
+
+
 def take_record(draft: Draft, path: str, record: JobRecord) -> None:
     """The job takes what the record of its current attempt says."""
     job = draft.jobs[path]
+    if lost_before_fenced(job, record):
+        if job.state != S.STUCK or job.reason != StuckReason.AGENT_LOST:
+            detail = f"key {draft.key(path)}: the kill found nothing to kill and fenced the key"
+            make_stuck(draft, path, StuckReason.AGENT_LOST, detail=detail)
+        return
     outcome = record_outcome(record, kill_reason=job.kill_reason)
     if outcome is not None and outcome.state == S.STUCK:
         # A `lost` record: Stuck; resolved at once from the exit code the wrapper recorded, if any

@@ -45,18 +45,19 @@ def apply_stop(draft: Draft, stop: StopRequest) -> None:
             start_kill(draft, path, "stop")
 
 
+def _attempts(draft: Draft) -> dict[str, int]:
+    return {path: job.attempt for path, job in draft.jobs.items()}
+
+
 def apply_override(draft: Draft, request: OverrideRequest) -> None:
     states = {path: job.state for path, job in draft.jobs.items()}
     target, problem = resolve_path(draft.graph, request.path)
     if target is not None:
-        problem = override_problem(draft.graph, states, draft.stop_scopes, target, request.state)
-    if target is None or problem is not None:
-        draft.event(
-            "Warning",
-            "OverrideRejected",
-            f"override {request.path}={request.state} refused: {problem}",
-            request.path,
+        problem = override_problem(
+            draft.graph, states, draft.stop_scopes, target, request.state, request.precondition, _attempts(draft)
         )
+    if target is None or problem is not None:
+        draft.event("Warning", "OverrideRejected", f"override {request.text()} refused: {problem}", request.path)
         return
     for path in override_targets(draft.graph, states, target, request.state):
         if request.state == S.READY and launch_unconfirmed(draft, path):
@@ -94,6 +95,7 @@ def apply_requests(
             draft.stop_scopes,
             annotations.get(OVERRIDE_BY_ANNOTATION) or annotated_by,
             annotations.get(OVERRIDE_MESSAGE_ANNOTATION),
+            _attempts(draft),
         )
         for error in parsed.errors:
             draft.event("Warning", "OverrideRejected", f"{OVERRIDE_ANNOTATION}: {error}", None)
