@@ -292,6 +292,14 @@ class EventWakeup:
     def wait(self, timeout: float) -> None:
         """Return once woken (or after ``timeout``), with the wake-ups consumed."""
         select.select([self._fd], [], [], timeout)
+        self.drain()
+
+    def fileno(self) -> int:
+        """Readable when woken (for a caller's own select loop; then :meth:`drain`)."""
+        return self._fd
+
+    def drain(self) -> None:
+        """Consume the wake-ups so far."""
         try:
             while os.read(self._fd, 4096):
                 pass
