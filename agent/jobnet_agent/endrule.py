@@ -73,8 +73,8 @@ def wrapper_command(exit_file: str, supervisor_pid: int) -> str:
     never = NEVER_STARTED.decode()
     return (
         f"read -r _ || {{ printf '{never}\\n' > {exit_to}; exit 125; }}; "
-        "command exec 3</proc/$$/fd/1 4</proc/$$/fd/2 || :; "
-        f'"$@" </dev/null 3<&- 4<&-; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
+        "exec </dev/null; command exec 3</proc/$$/fd/1 4</proc/$$/fd/2 || :; "
+        f'"$@" 3<&- 4<&-; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
         f'[ -n "$p" ] && [ "$p" != {supervisor_pid} ] && o=" orphaned"; '
         f'printf "%s%s\\n" "$c" "$o" > {exit_to}; exit "$c"'
     )

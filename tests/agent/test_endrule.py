@@ -65,7 +65,7 @@ def test_the_wrapper_runs_nothing_without_its_go_line(tmp_path: Path) -> None:
 
 def test_the_script_gets_dev_null_and_none_of_the_wrappers_pipes(tmp_path: Path) -> None:
     seen = tmp_path / "seen"
-    script = f"cat > {seen}; ls /proc/self/fd >> {seen}"
+    script = f"cat > {seen}; ls /proc/$$/fd >> {seen}"
 
     assert run_wrapper(tmp_path, os.getpid(), script=script) == WrapperExit(code=0, orphaned=False)
     fds = seen.read_text().split()
