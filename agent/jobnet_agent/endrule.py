@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import signal
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from jobnet_agent.protocol import (
     EXITED,

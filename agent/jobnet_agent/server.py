@@ -19,8 +19,8 @@ from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import Detector
 from jobnet_agent.eventlog import EventReader, EventWakeup
-from jobnet_agent.handover import SupervisingProcess
 from jobnet_agent.handlers import Handled, Handlers, Later
+from jobnet_agent.handover import SupervisingProcess
 from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.protocol import (

@@ -206,9 +206,10 @@ class Supervisor:
             os.set_blocking(fd, False)
         previous = signal.signal(signal.SIGCHLD, _ignore_signal)
         signal.set_wakeup_fd(self._wake_w)
-        assert self._channel is not None
-        self._channel.setblocking(False)
-        self._selector.register(self._channel, selectors.EVENT_READ, "channel")
+        channel = self._channel
+        assert channel is not None
+        channel.setblocking(False)
+        self._selector.register(channel, selectors.EVENT_READ, "channel")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "children")
         self._selector.register(self._wakeup.fileno(), selectors.EVENT_READ, "journal")
         try:
@@ -325,9 +326,7 @@ class Supervisor:
             self._settled.append(job)
             return
         if record.kill_requested:
-            self._commit_if(
-                job, (ACCEPTED,), state=KILLED, reason="StopRequested", message="stopped before it started"
-            )
+            self._commit_if(job, (ACCEPTED,), state=KILLED, reason="StopRequested", message="stopped before it started")
             self.log.line("stopped before it started (kill requested)", job.key)
             self._settled.append(job)
             return
@@ -458,9 +457,7 @@ class Supervisor:
         return committed
 
     def _fail_to_start(self, job: _Job, reason: str, message: str) -> None:
-        self._commit_if(
-            job, (ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time()
-        )
+        self._commit_if(job, (ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time())
         self.log.line(f"failed to start: {message} ({reason})", job.key)
         self._settled.append(job)
 

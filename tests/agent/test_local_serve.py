@@ -485,7 +485,9 @@ def test_a_burst_of_launches_is_started_by_one_supervising_process(agent: Agent,
     assert agent.proc.stdin is not None
     agent.proc.stdin.write(
         b"".join(
-            (json.dumps({"id": 100 + i, "op": "launch", "key": k, "script": script, "args": [], "env": {}}) + "\n").encode()
+            (
+                json.dumps({"id": 100 + i, "op": "launch", "key": k, "script": script, "args": [], "env": {}}) + "\n"
+            ).encode()
             for i, k in enumerate(keys)
         )
     )

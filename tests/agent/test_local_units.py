@@ -12,6 +12,7 @@ import pytest
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.durable import atomic_write
+from jobnet_agent.handover import START, send_job
 from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.protocol import (
     JobKey,
@@ -22,7 +23,6 @@ from jobnet_agent.protocol import (
     kill_args,
     parse_request,
 )
-from jobnet_agent.handover import START, send_job
 from jobnet_agent.supervisor import Supervisor
 
 KEY = JobKey(run="r1", path="/net/a", attempt=1)
