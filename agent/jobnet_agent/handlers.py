@@ -171,7 +171,9 @@ class Handlers:
         record = committed or current
         # A supervisor learns of the kill from the journal. Without one (not handed over yet, or
         # gone), detection settles the job, and an adopting supervisor carries out the kill.
-        if not self.journal.job(key).supervisor_alive():
+        job = self.journal.job(key)
+        job.wake_older_supervisor()
+        if not job.supervisor_alive():
             self._settle(record)
         return {"record": record.to_wire(), "deduplicated": committed is None, "alreadyEnded": False}
 

@@ -8,6 +8,7 @@ Layout of ``<state>/jobs/<run>/<path>#<attempt>/`` (run and path URL-quoted, has
     spec.json         what to run (mode 0600: env may hold secrets); written with the claim.
     supervisor.lock   held (flock) by the job's supervising process while it supervises the job:
                       liveness is the lock. Holds that process's pid, for people.
+    control           (agents before 0.2 only) FIFO their supervisor listened on for kills.
     started           (agents before 0.2 only) marker made just before the script was started.
                       The ``running`` record is that marker now: a job's script is started only
                       once its running event is durable (see :mod:`jobnet_agent.endrule`).
@@ -45,6 +46,7 @@ _SPEC = "spec.json"
 _SUPERVISOR_LOCK = "supervisor.lock"
 _STARTED_MARKER = "started"
 _EXIT_CODE = "exitcode"
+_OLDER_CONTROL_FIFO = "control"
 
 #: A record file rewritten in place stays within the first page: one page is copied whole or not
 #: at all by a write that a kill -9 interrupts. A bigger record is replaced by a rename.
@@ -253,6 +255,20 @@ class JobDir:
         """Whether an agent before 0.2 marked the script started (it did so before its running
         record); today's agent starts a script only after its running record is durable."""
         return os.path.exists(os.path.join(self.path, _STARTED_MARKER))
+
+    def wake_older_supervisor(self) -> None:
+        """Wake the supervisor of an agent before 0.2 (it listens on the job's ``control`` FIFO, not
+        on the event log), so that a kill reaches jobs it still runs after an upgrade."""
+        try:
+            fd = os.open(os.path.join(self.path, _OLDER_CONTROL_FIFO), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # none: today's supervising process follows the journal
+        try:
+            os.write(fd, b"k")
+        except BlockingIOError:
+            pass  # full of earlier wake-ups: it looks anyway
+        finally:
+            os.close(fd)
 
     # -- exitcode ----------------------------------------------------------------------------
 

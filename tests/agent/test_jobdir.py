@@ -69,3 +69,14 @@ def test_the_supervisor_lock_tells_liveness(job: JobDir) -> None:
     finally:
         os.close(held)
     assert not job.supervisor_alive()
+
+
+def test_a_kill_wakes_an_older_agents_supervisor_on_its_control_fifo(job: JobDir) -> None:
+    job.wake_older_supervisor()  # none listens: nothing happens
+    os.mkfifo(os.path.join(job.path, "control"), 0o600)
+    listening = os.open(os.path.join(job.path, "control"), os.O_RDWR | os.O_NONBLOCK)
+    try:
+        job.wake_older_supervisor()
+        assert os.read(listening, 16) == b"k"
+    finally:
+        os.close(listening)
