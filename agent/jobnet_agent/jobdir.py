@@ -36,7 +36,7 @@ import urllib.parse
 import zlib
 from typing import Any, Dict, Optional
 
-from jobnet_agent.durable import atomic_write, fsync_dir
+from jobnet_agent.durable import atomic_write, fsync_dir, poke_fifo
 from jobnet_agent.endrule import WrapperExit, parse_wrapper_exit
 from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
@@ -260,15 +260,9 @@ class JobDir:
         """Wake the supervisor of an agent before 0.2 (it listens on the job's ``control`` FIFO, not
         on the event log), so that a kill reaches jobs it still runs after an upgrade."""
         try:
-            fd = os.open(os.path.join(self.path, _OLDER_CONTROL_FIFO), os.O_WRONLY | os.O_NONBLOCK)
+            poke_fifo(os.path.join(self.path, _OLDER_CONTROL_FIFO), b"k")
         except OSError:
-            return  # none: today's supervising process follows the journal
-        try:
-            os.write(fd, b"k")
-        except BlockingIOError:
-            pass  # full of earlier wake-ups: it looks anyway
-        finally:
-            os.close(fd)
+            pass  # none: today's supervising process follows the journal
 
     # -- exitcode ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,30 +45,34 @@ def test_a_job_changes_hands_with_its_lock_held_and_its_ready_pipe(tmp_path: Pat
         supervisor_side.close()
 
 
-def test_an_adoption_carries_the_lock_only(tmp_path: Path) -> None:
+@pytest.fixture
+def lock_fd(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    yield fd
+    os.close(fd)
+
+
+def hand_over(kind: bytes, job_dir: str, fds: list[int]) -> tuple[bytes, str, list[int]] | None:
+    """Send one hand-over through a fresh socket pair and receive it on the other side."""
     serve_side, supervisor_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    lock_fd = os.open(tmp_path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        send_job(serve_side, ADOPT, str(tmp_path), [lock_fd])
-        received = receive_job(supervisor_side)
-        assert received is not None and received[:2] == (ADOPT, str(tmp_path)) and len(received[2]) == 1
-        os.close(received[2][0])
+        send_job(serve_side, kind, job_dir, fds)
+        return receive_job(supervisor_side)
     finally:
-        os.close(lock_fd)
         serve_side.close()
         supervisor_side.close()
 
 
-def test_a_hand_over_with_fds_missing_is_dropped_and_its_fds_closed(tmp_path: Path) -> None:
-    serve_side, supervisor_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    lock_fd = os.open(tmp_path / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        send_job(serve_side, START, str(tmp_path), [lock_fd])  # a start needs its ready pipe too
-        assert receive_job(supervisor_side) == (START, str(tmp_path), [])
-    finally:
-        os.close(lock_fd)
-        serve_side.close()
-        supervisor_side.close()
+def test_an_adoption_carries_the_lock_only(tmp_path: Path, lock_fd: int) -> None:
+    received = hand_over(ADOPT, str(tmp_path), [lock_fd])
+
+    assert received is not None and received[:2] == (ADOPT, str(tmp_path)) and len(received[2]) == 1
+    os.close(received[2][0])
+
+
+def test_a_hand_over_with_fds_missing_is_dropped_and_its_fds_closed(tmp_path: Path, lock_fd: int) -> None:
+    # a start needs its ready pipe too
+    assert hand_over(START, str(tmp_path), [lock_fd]) == (START, str(tmp_path), [])
 
 
 def test_the_supervising_process_learns_that_serve_is_gone() -> None:
