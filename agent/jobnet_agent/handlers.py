@@ -153,6 +153,7 @@ class Handlers:
                 return None
             return current.replace(kill_requested=reason, grace_seconds=grace)
 
+        pause_point("serve:kill-before-request")  # held here, the kill has arrived but nothing acts on it yet
         current, committed = self.journal.update(key, request_kill)
         if current is None:
             raise ProtocolError("NotFound", f"the agent has no job {key.text()}")

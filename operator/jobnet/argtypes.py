@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 
 
-def positive_seconds(text: str) -> float:
-    """A duration in seconds, greater than zero."""
+def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, greater than zero."""
+    value = _seconds(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """A duration in seconds, zero or more (zero: the feature is off)."""
+    value = _seconds(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number of seconds, not {text!r}")
     return value
 
 

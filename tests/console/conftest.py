@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.console.browser import ConsoleProcess, Page, chromium, missing_browser
-from tests.scenarios.conftest import scenario  # noqa: F401 (the fixture, shared)
+from tests.scenarios.conftest import scenario, vm_factory  # noqa: F401 (the fixtures, shared)
 from tests.support.emulator import grant
 from tests.support.scenario import Scenario
 from tests.support.stuck import cut_until_stuck

@@ -143,6 +143,14 @@ def test_the_output_of_a_job_never_launched_is_refused_with_the_reason(world: Em
         status, body = client.get(f"{base}/stream?path=/nightly/extract&stream=stdout")
         assert status == 200 and body.startswith("event: problem\ndata: "), body
         assert "never launched" in json.loads(body.split("data: ", 1)[1])["message"], body
+        # The access line says 200; the console's log says what went wrong.
+        wait_until(
+            lambda: re.search(
+                r"output stream /runs/default/nightly-1/output/stream\?\S+: .*never launched", console.log_text()
+            ),
+            timeout=10,
+            what="the console's log line of the stream's problem",
+        )
     finally:
         console.stop()
 

@@ -43,6 +43,11 @@ def call(
         connection.close()
 
 
+def merge_patch(emulator: EmulatorServer, path: str, body: Any) -> tuple[int, Any]:
+    """A JSON merge patch (what kubectl annotate and the operator's status writes send)."""
+    return call(emulator, "PATCH", path, body, "application/merge-patch+json")
+
+
 def watch(emulator: EmulatorServer, path: str, count: int, timeout: float = 5.0) -> tuple[str, list[dict[str, Any]]]:
     """Read ``count`` events of a watch (server-side timeout bounds the wait); return content type and events."""
     connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=timeout + 5)
@@ -73,15 +78,11 @@ def test_objects_get_uid_timestamps_generation_and_increasing_resource_versions(
     assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
     first = int(meta["resourceVersion"])
 
-    _, annotated = call(
-        emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "b"}}}, "application/merge-patch+json"
-    )
+    _, annotated = merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "b"}}})
     assert int(annotated["metadata"]["resourceVersion"]) > first
     assert annotated["metadata"]["generation"] == 1  # metadata changes keep the generation
 
-    _, respecced = call(
-        emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}}, "application/merge-patch+json"
-    )
+    _, respecced = merge_patch(emulator, f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}})
     assert respecced["metadata"]["generation"] == 2
     assert int(respecced["metadata"]["resourceVersion"]) > int(annotated["metadata"]["resourceVersion"])
     assert respecced["metadata"]["uid"] == meta["uid"]
@@ -113,23 +114,15 @@ def test_a_status_patch_with_a_stale_resource_version_conflicts(emulator: Emulat
     """What a run's loop relies on (kube/versioned.py): a status write conditional on the version
     it decided from is refused once anything (here an annotation) changed the object."""
     version = create_jobnet(emulator, "one")["metadata"]["resourceVersion"]
-    status, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBNETS}/one/status",
-        {"metadata": {"resourceVersion": version}, "status": {"valid": True}},
-        "application/merge-patch+json",
+    status, body = merge_patch(
+        emulator, f"{JOBNETS}/one/status", {"metadata": {"resourceVersion": version}, "status": {"valid": True}}
     )
     assert status == 200 and body["status"]["valid"] is True
     current = body["metadata"]["resourceVersion"]
-    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "1"}}}, "application/merge-patch+json")
+    merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"annotations": {"a": "1"}}})
 
-    status, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBNETS}/one/status",
-        {"metadata": {"resourceVersion": current}, "status": {"valid": False}},
-        "application/merge-patch+json",
+    status, body = merge_patch(
+        emulator, f"{JOBNETS}/one/status", {"metadata": {"resourceVersion": current}, "status": {"valid": False}}
     )
     assert status == 409 and body["reason"] == "Conflict"
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one")["status"]["valid"] is True
@@ -139,9 +132,7 @@ def test_held_watch_events_are_released_late_in_order(emulator: EmulatorServer) 
     create_jobnet(emulator, "one")
     held = emulator.hold_watch_events("jobnets", "one")
     for value in ("1", "2"):
-        call(
-            emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"labels": {"v": value}}}, "application/merge-patch+json"
-        )
+        merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"labels": {"v": value}}})
     held.stop_capturing()
     assert [obj["metadata"]["labels"]["v"] for obj in held.held] == ["1", "2"]
     assert held.release() == 2 and held.held == []
@@ -149,35 +140,21 @@ def test_held_watch_events_are_released_late_in_order(emulator: EmulatorServer) 
 
 def test_merge_patch_removes_null_fields_and_merges_maps(emulator: EmulatorServer) -> None:
     create_jobnet(emulator, "one")
-    call(
-        emulator,
-        "PATCH",
-        f"{JOBNETS}/one",
-        {"metadata": {"labels": {"a": "1", "b": "2"}}},
-        "application/merge-patch+json",
-    )
-    _, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBNETS}/one",
-        {"metadata": {"labels": {"a": None, "c": "3"}}},
-        "application/merge-patch+json",
-    )
+    merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"labels": {"a": "1", "b": "2"}}})
+    _, body = merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"labels": {"a": None, "c": "3"}}})
     assert body["metadata"]["labels"] == {"b": "2", "c": "3"}
 
 
 def test_optimistic_concurrency_conflicts_on_stale_resource_version(emulator: EmulatorServer) -> None:
     stale = create_jobnet(emulator, "one")
-    call(emulator, "PATCH", f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}}, "application/merge-patch+json")
+    merge_patch(emulator, f"{JOBNETS}/one", {"spec": {"timeoutSeconds": 5}})
 
     status, body = call(emulator, "PUT", f"{JOBNETS}/one", stale)
     assert status == 409 and body["reason"] == "Conflict"
-    status, _ = call(
+    status, _ = merge_patch(
         emulator,
-        "PATCH",
         f"{JOBNETS}/one",
         {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}, "spec": {"timeoutSeconds": 7}},
-        "application/merge-patch+json",
     )
     assert status == 409
     status, _ = call(
@@ -190,15 +167,11 @@ def test_status_is_a_real_subresource(emulator: EmulatorServer) -> None:
     status, created = call(emulator, "POST", JOBRUNS, {**jobrun("x", name="r"), "status": {"phase": "Succeeded"}})
     assert status == 201 and "status" not in created  # status is dropped on create
 
-    _, body = call(emulator, "PATCH", f"{JOBRUNS}/r", {"status": {"phase": "Failed"}}, "application/merge-patch+json")
+    _, body = merge_patch(emulator, f"{JOBRUNS}/r", {"status": {"phase": "Failed"}})
     assert "status" not in body  # the main resource ignores .status
 
-    _, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBRUNS}/r/status",
-        {"status": {"phase": "Running"}, "spec": {"jobNetRef": "other"}},
-        "application/merge-patch+json",
+    _, body = merge_patch(
+        emulator, f"{JOBRUNS}/r/status", {"status": {"phase": "Running"}, "spec": {"jobNetRef": "other"}}
     )
     assert body["status"] == {"phase": "Running"}
     assert body["spec"]["jobNetRef"] == "x"  # /status changes nothing but .status
@@ -269,7 +242,7 @@ def test_finalizers_delay_deletion_until_removed(emulator: EmulatorServer) -> No
     assert status == 200 and body["metadata"]["deletionTimestamp"]
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one") is not None
 
-    call(emulator, "PATCH", f"{JOBNETS}/one", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    merge_patch(emulator, f"{JOBNETS}/one", {"metadata": {"finalizers": None}})
     assert emulator.get("jobnet.dev/v1alpha1", "jobnets", "default", "one") is None
 
 
@@ -297,21 +270,9 @@ def test_server_side_dry_run_admits_but_stores_nothing(emulator: EmulatorServer)
 
 def test_size_limits_of_a_real_cluster(emulator: EmulatorServer) -> None:
     call(emulator, "POST", JOBRUNS, jobrun("x", name="r"))
-    status, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBRUNS}/r/status",
-        {"status": {"message": "x" * 1_600_000}},
-        "application/merge-patch+json",
-    )
+    status, body = merge_patch(emulator, f"{JOBRUNS}/r/status", {"status": {"message": "x" * 1_600_000}})
     assert status == 500 and body["message"] == "etcdserver: request is too large"
-    status, body = call(
-        emulator,
-        "PATCH",
-        f"{JOBRUNS}/r",
-        {"metadata": {"annotations": {"big": "x" * 300_000}}},
-        "application/merge-patch+json",
-    )
+    status, body = merge_patch(emulator, f"{JOBRUNS}/r", {"metadata": {"annotations": {"big": "x" * 300_000}}})
     assert status == 422 and "metadata.annotations: Too long" in body["message"]
 
 
@@ -461,13 +422,7 @@ def test_unreachable_webhook_fails_or_is_ignored_per_failure_policy(emulator: Em
 
 def test_kubectl_get_shows_printer_columns_and_categories(emulator: EmulatorServer) -> None:
     assert kubectl_apply(emulator, jobrun("nightly", name="nightly-1")).rc == 0
-    call(
-        emulator,
-        "PATCH",
-        f"{JOBRUNS}/nightly-1/status",
-        {"status": {"phase": "Running", "progress": "3/7"}},
-        "application/merge-patch+json",
-    )
+    merge_patch(emulator, f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running", "progress": "3/7"}})
 
     result = emulator.kubectl("get", "jobruns")
     header, row = result.stdout.splitlines()
@@ -494,13 +449,7 @@ def test_kubectl_get_watch_prints_changes(emulator: EmulatorServer) -> None:
         assert process.stdout is not None
         first = process.stdout.readline()  # the current state
         assert first.split()[0] == "nightly-1"
-        call(
-            emulator,
-            "PATCH",
-            f"{JOBRUNS}/nightly-1/status",
-            {"status": {"phase": "Running"}},
-            "application/merge-patch+json",
-        )
+        merge_patch(emulator, f"{JOBRUNS}/nightly-1/status", {"status": {"phase": "Running"}})
         second = process.stdout.readline()
         assert second.split()[:3] == ["nightly-1", "nightly", "Running"]
     finally:

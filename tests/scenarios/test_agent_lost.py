@@ -9,7 +9,6 @@ import shutil
 
 import pytest
 
-from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -17,15 +16,7 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 def test_agent_state_wiped_while_a_job_runs_is_stuck_agent_lost_then_annotate_failed(scenario: Scenario) -> None:
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet(
-        "lost",
-        scenario.host(vm),
-        [{"name": "work", "script": work}, {"name": "after", "script": after, "after": ["work"]}],
-    )
-    scenario.wait_job_state(run, "/lost/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started")
+    run = scenario.run_long_work(vm, "lost")
 
     shutil.rmtree(vm.home / ".jobnet" / "state")  # the agent's journal, job records and log
     assert vm.kill_agent(("serve", "supervise")), "no agent process found"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -19,18 +18,7 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario: Scenario) -> None:
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet(
-        "f10",
-        scenario.host(vm),
-        [
-            {"name": "work", "script": work},
-            {"name": "after", "script": after, "after": ["work"]},
-        ],
-    )
-    scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f10/work started")
+    run = scenario.run_long_work(vm, "f10")
 
     vm.crash()
     vm.cut()
@@ -67,10 +55,7 @@ def test_F10_vm_back_after_the_stop_stuck_job_auto_resolved_failed_host_rebooted
     reboot (boot id changed), so the Stuck job is resolved to Failed (HostRebooted), recorded as
     an automatic settlement: never Stopped or Succeeded on a guess."""
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    run = scenario.run_jobnet("f10", scenario.host(vm), [{"name": "work", "script": work}])
-    scenario.wait_job_state(run, "/f10/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f10/work started")
+    run = scenario.run_long_work(vm, "f10", followers=())
 
     vm.crash()
     vm.cut()

@@ -14,7 +14,6 @@ import re
 
 import pytest
 
-from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
@@ -25,19 +24,7 @@ RETRY = {"dispatchAttempts": 30, "intervalSeconds": 0.5}
 def test_F11_cut_before_kill_retried_after_interval_stopped(scenario: Scenario) -> None:
     vm = scenario.vm()
     scenario.start_operator("--heartbeat-deadline=60")
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    after = scenario.marker_script(vm, "after")
-    run = scenario.run_jobnet(
-        "f11",
-        scenario.host(vm),
-        [
-            {"name": "work", "script": work},
-            {"name": "after", "script": after, "after": ["work"]},
-        ],
-        retry=RETRY,
-    )
-    scenario.wait_job_state(run, "/f11/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f11/work started")
+    run = scenario.run_long_work(vm, "f11", retry=RETRY)
 
     vm.cut()
     scenario.annotate(run, "jobnet.dev/stop", "/f11/work")

@@ -36,10 +36,7 @@ ANSWERS_HELD_BACK = (
 def test_F12_answer_lost_after_kill_repeated_kill_ignored_already_stopped(scenario: Scenario) -> None:
     vm = scenario.vm()
     scenario.start_operator(*ANSWERS_HELD_BACK)
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    run = scenario.run_jobnet("f12", scenario.host(vm), [{"name": "work", "script": work}], retry=RETRY)
-    scenario.wait_job_state(run, "/f12/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script of /f12/work started")
+    run = scenario.run_long_work(vm, "f12", followers=(), retry=RETRY)
 
     def describe() -> str:
         return f"agent log:\n{scenario.agent_log(vm)[-3000:]}\n{scenario.describe(run)}"

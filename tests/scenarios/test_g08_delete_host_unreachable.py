@@ -18,10 +18,7 @@ pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 def delete_while_cut(scenario: Scenario, name: str) -> tuple[NamespaceVM, str]:
     """A run with one job running, its VM's link cut, then the JobRun deleted: it waits."""
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 300\n")
-    run = scenario.run_jobnet(name, scenario.host(vm), [{"name": "work", "script": work}])
-    scenario.wait_job_state(run, f"/{name}/work", "Running", timeout=60)
-    wait_until(lambda: scenario.script_runs(vm, "work") == 1, timeout=30, what="the script started")
+    run = scenario.run_long_work(vm, name, followers=())
     vm.cut()
     deleted = scenario.kubectl("delete", "jobrun", run, "--wait=false")
     assert deleted.rc == 0, deleted.stderr

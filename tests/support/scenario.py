@@ -190,6 +190,19 @@ class Scenario:
         self.wait_phase(run, "Failed", timeout=60)
         return vm, run
 
+    def run_long_work(
+        self, vm: NamespaceVM, jobnet: str, *, followers: tuple[str, ...] = ("after",), **spec: Any
+    ) -> str:
+        """A run of JobNet ``jobnet`` on ``vm`` whose job ``work`` sleeps 300 s (a job to stop, kill
+        or lose), each of ``followers`` a marker script after it; returns the run's name once
+        ``work`` is Running and its script has started on the VM (its marker written)."""
+        work = self.marker_script(vm, "work", "sleep 300\n")
+        followed = [{"name": name, "script": self.marker_script(vm, name), "after": ["work"]} for name in followers]
+        run = self.run_jobnet(jobnet, self.host(vm), [{"name": "work", "script": work}, *followed], **spec)
+        self.wait_job_state(run, f"/{jobnet}/work", "Running", timeout=60)
+        wait_until(lambda: self.script_runs(vm, "work") == 1, timeout=30, what=f"the script of /{jobnet}/work started")
+        return run
+
     def run_jobnet(
         self, jobnet: str, host: dict[str, Any], jobs: list[dict[str, Any]], *, run: str | None = None, **spec: Any
     ) -> str:

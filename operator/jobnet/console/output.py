@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from jobnet.plugin.logs import READ_CHUNK, AgentOutputReader, JobLocation, LogsOptions
@@ -94,7 +94,8 @@ class OutputSource:
     """Where a job's output is (its current attempt's key and host) and how to log in there."""
 
     location: JobLocation
-    secret: dict[str, str]
+    #: the credentials Secret's data (a private key or password): never in a repr, so never in a log
+    secret: dict[str, str] = field(repr=False)
     options: LogsOptions
 
     def open(self) -> OutputReader:

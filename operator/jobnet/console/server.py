@@ -462,6 +462,8 @@ class Console:
         await response.prepare(request)
 
         async def send(event: str, data: Body) -> None:
+            if event == "problem":  # the access line says 200 whatever happened: this says what did
+                log.warning("output stream %s?%s: %s", request.path, request.query_string, data["message"])
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):

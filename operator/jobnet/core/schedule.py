@@ -94,10 +94,6 @@ class Slot:
     skipped: bool = False
     note: str | None = None  # why it was shifted or skipped
 
-    @property
-    def shifted(self) -> bool:
-        return not self.skipped and self.note is not None
-
     def sort_key(self) -> tuple[datetime.datetime, datetime.datetime]:
         return (self.run_at, self.nominal)
 

@@ -37,9 +37,9 @@ OVERRIDE_ID_ANNOTATION = "jobnet.dev/override-id"
 STOP_ID_ANNOTATION = "jobnet.dev/stop-id"
 #: Each steering annotation and the annotation holding its identity.
 IDENTITY_ANNOTATIONS = {OVERRIDE_ANNOTATION: OVERRIDE_ID_ANNOTATION, STOP_ANNOTATION: STOP_ID_ANNOTATION}
-#: Each steering annotation, its name in ``status.appliedSteering``, and what goes with it (read
-#: with it, removed with it).
+#: Each steering annotation and its name in ``status.appliedSteering``.
 STEERING_KINDS = {OVERRIDE_ANNOTATION: "override", STOP_ANNOTATION: "stop"}
+#: Each steering annotation and what goes with it (read with it, removed with it).
 COMPANIONS = {
     OVERRIDE_ANNOTATION: (OVERRIDE_MESSAGE_ANNOTATION, OVERRIDE_BY_ANNOTATION, OVERRIDE_ID_ANNOTATION),
     STOP_ANNOTATION: (STOP_BY_ANNOTATION, STOP_ID_ANNOTATION),

@@ -236,10 +236,6 @@ class OperatorProcess:
             self._log_file = None
         return int(self.process.returncode)
 
-    def restart(self) -> OperatorProcess:
-        self.stop()
-        return self.start()
-
     # -- the log --
 
     def log_text(self) -> str:

@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_PREFIX = "jobnet.dev"
 INVALID_JOBNET = "InvalidJobNet"
 SNAPSHOT_TOO_LARGE = "JobNetSnapshotTooLarge"
-#: Tries of one describe of a namespace's JobNets, or of one JobRun's start (retry_delay apart),
-#: before waiting for the next watch event (kopf lists everything again at each new watch).
+#: Tries of one describe of a namespace's JobNets (retry_delay apart) before waiting for the next
+#: watch event (kopf lists everything again at each new watch).
 API_TRIES = 3
 
 

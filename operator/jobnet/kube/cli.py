@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import kopf
 
-from jobnet.argtypes import add_host_alias_argument, positive_count, positive_seconds
+from jobnet.argtypes import add_host_alias_argument, non_negative_seconds, positive_count, positive_seconds
 from jobnet.core.lease import ElectionConfig, ElectionConfigError
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.certificates import CertificateConfig
@@ -210,14 +210,17 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     runtime.add_argument(
         "--launch-retry-window",
-        type=float,
+        type=non_negative_seconds,
         default=60.0,
         help="a launch that never left because its VM could not be reached is retried (same key, "
         "backoff between --reconnect-backoff-min and -max) this long before the job fails "
         "HostUnreachable; 0: only the job's own retry.dispatchAttempts (default: 60)",
     )
     runtime.add_argument(
-        "--kill-grace", type=float, default=10.0, help="SIGTERM to SIGKILL when a job is stopped (default: 10)"
+        "--kill-grace",
+        type=non_negative_seconds,
+        default=10.0,
+        help="SIGTERM to SIGKILL when a job is stopped (default: 10)",
     )
     runtime.add_argument(
         "--agent-request-timeout",

@@ -36,6 +36,8 @@ JOBSCHEDULES = "jobschedules"
 JOBCALENDARS = "jobcalendars"
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
+#: a JSON patch whose ``test`` failed (the object changed since it was read)
+HTTP_UNPROCESSABLE = 422
 Body = dict[str, Any]
 
 
@@ -59,6 +61,8 @@ class Gate(Protocol):
 
 
 class _Open:
+    """The gate of a client that never acts for the leader (a test's, a CLI's): every write allowed."""
+
     def check(self, what: str) -> None:
         pass
 
@@ -246,7 +250,8 @@ class KubeClient:
         return await self._request("GET", self._path(plural, namespace, name), f"reading {plural}/{name}")
 
     async def json_patch(self, plural: str, namespace: str, name: str, operations: list[Body], what: str) -> Body:
-        """Apply a JSON patch (RFC 6902) to the object; a failed ``test`` is HTTP 422. The object as stored."""
+        """Apply a JSON patch (RFC 6902) to the object; a failed ``test`` is HTTP 422
+        (:data:`HTTP_UNPROCESSABLE`). The object as stored."""
         operator_metrics.api_write(plural)
         return await self._request(
             "PATCH",

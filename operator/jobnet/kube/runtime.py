@@ -91,7 +91,7 @@ from jobnet.core.states import TERMINAL_STATES, JobState, RunPhase
 from jobnet.core.status import OUTPUT_TAIL_MAX_CHARS, JobRunStatus
 from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
 from jobnet.kube.agentlost import report_lost_keys
-from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, KubeApiError, KubeClient
+from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, HTTP_UNPROCESSABLE, KubeApiError, KubeClient
 from jobnet.kube.deletion import RunDeletions
 from jobnet.kube.leadership import ALWAYS_LEADING, LeaderGate, NotLeading
 from jobnet.kube.runmetrics import report_round
@@ -645,7 +645,7 @@ class RunLoop:
         try:
             await self.versioned.remove_applied(keys)
         except KubeApiError as e:
-            if e.status == 422:
+            if e.status == HTTP_UNPROCESSABLE:
                 # Changed since (a newer request, or already removed): read it again, decide again.
                 logger.info(
                     "run=%s the applied %s changed meanwhile: reading the run again", self.label, ", ".join(keys)

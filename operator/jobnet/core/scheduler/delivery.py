@@ -137,12 +137,7 @@ def check_dispatch(draft: Draft, path: str, pending: Dispatch) -> None:
         if draft.now < due:
             draft.wake_at(due)
             return
-        draft.update(
-            path,
-            dispatch=dispatch.model_copy(
-                update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": draft.now, "in_flight": True}
-            ),
-        )
+        draft.update(path, dispatch=dispatch.next_attempt(draft.now))
         draft.event(
             "Warning",
             "DeliveryRetried",
@@ -192,12 +187,7 @@ def retry_unreachable_launch(draft: Draft, path: str, dispatch: Dispatch) -> boo
     if draft.now < due:
         draft.wake_at(due)
         return True
-    draft.update(
-        path,
-        dispatch=dispatch.model_copy(
-            update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": draft.now, "in_flight": True}
-        ),
-    )
+    draft.update(path, dispatch=dispatch.next_attempt(draft.now))
     if extra == 0:  # one Event for the whole window; each try is in the operator log
         draft.event(
             "Warning",

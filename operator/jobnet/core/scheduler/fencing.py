@@ -167,10 +167,5 @@ def check_fence(draft: Draft, path: str, pending: Dispatch) -> None:
             f"retried every {draft.retry(path).interval_seconds:g}s until the agent answers",
             path,
         )
-    draft.update(
-        path,
-        dispatch=dispatch.model_copy(
-            update={"attempts_used": dispatch.attempts_used + 1, "last_attempt_at": draft.now, "in_flight": True}
-        ),
-    )
+    draft.update(path, dispatch=dispatch.next_attempt(draft.now))
     draft.send(path, "fence")

@@ -43,6 +43,12 @@ class Dispatch(FrozenModel):
     override_by: str | None = None
     override_message: str | None = None
 
+    def next_attempt(self, now: float) -> Dispatch:
+        """The same request sent again (same key) at ``now``: one more delivery attempt, in flight."""
+        return self.model_copy(
+            update={"attempts_used": self.attempts_used + 1, "last_attempt_at": now, "in_flight": True}
+        )
+
 
 class EarlierAttempt(FrozenModel):
     """How an earlier attempt of a job ended: kept when the job is run again (an override to
