@@ -11,14 +11,14 @@ operator process, the VM's own sshd and the agent), in three conditions:
 * **after idle**: the host idle for ``--idle`` seconds before the run (the operator may have
   closed its channel meanwhile);
 * **cold**: the operator restarted just before the run, so no channel, no agent ``serve`` and no
-  fork server exist yet (the agent is installed on the VM already, as in any later run).
+  supervising process exist yet (the agent is installed on the VM already, as in any later run).
 
 The time is from the JobRun being stored by the API server (its ADDED watch event) to the status
 write that says Succeeded (its MODIFIED event), both seen on a real watch; ``kubectl create``'s
 own start-up (~0.1 s) is not in it. Medians with min–max over ``--runs`` runs after one warm-up.
 
 The rest of issue 12's table, from the same world: the VM's CPU per job over the warm runs (every
-process of the VM: sshd, agent, fork server, supervisors, wrappers, scripts; a cgroup v1 cpuacct
+process of the VM: sshd, agent serve, its supervising process, wrappers, scripts; a cgroup v1 cpuacct
 group, as in bench_agent_chain), where a chain step goes (the last warm chain run's operator and
 agent log lines, as in bench_dispatch) and, with ``--fanout-vms``, bench_dispatch's fan-out of
 ``--fanout-jobs`` jobs over that many VMs (completions/s). The load average before and after is

@@ -38,13 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
     logs.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
     logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
-    supervise = commands.add_parser("supervise", help="(internal) supervise one job; started by serve")
+    supervise = commands.add_parser("supervise", help="(internal) supervise the jobs serve hands over")
     add_options(supervise)
-    supervise.add_argument("--job-dir", default=None)
-    supervise.add_argument("--lock-fd", type=int, default=None)
-    supervise.add_argument("--ready-fd", type=int, default=None)
-    supervise.add_argument("--adopt", action="store_true")
-    supervise.add_argument("--fork-server-fd", type=int, default=None)
+    supervise.add_argument("--channel-fd", type=int, default=None)
     commands.add_parser("version", help="print the agent and protocol version")
     return parser
 
@@ -63,11 +59,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return serve(config, config.read_boot_id())
         if args.command == "supervise":
-            from jobnet_agent.forkserver import run_supervise_command
+            from jobnet_agent.supervisor import run_supervise_command
 
-            return run_supervise_command(
-                config, args.job_dir, args.lock_fd, args.ready_fd, args.adopt, args.fork_server_fd
-            )
+            return run_supervise_command(config, args.channel_fd)
         if args.command == "status":
             return _status(config, journal)
         if args.command == "jobs":

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import ADOPT, END, Observation, Verdict, decide
-from jobnet_agent.forkserver import spawn_adopting_supervisor
 from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
@@ -33,7 +32,8 @@ def observe(journal: Journal, record: JobRecord, boot_id: str) -> Optional[Tuple
         process_alive=record.pid is not None
         and (process_alive(record.pid, record.pid_start_ticks) or group_alive(record.pgid or record.pid)),
         wrapper_exit=job.read_wrapper_exit(),
-        may_have_started=job.may_have_started(),
+        # A script starts only after its running record is durable (older agents: a marker).
+        may_have_started=record.state == RUNNING or job.may_have_started(),
     )
     return seen, lock_fd
 
@@ -95,11 +95,23 @@ class ActiveJobs:
 
 class Detector:
     """Finds active jobs whose supervisor is gone and settles them: adopts a job that still
-    runs, records the end of one that does not (serve runs it on start and every sweep)."""
+    runs, records the end of one that does not (serve runs it on start and every sweep).
 
-    def __init__(self, config: AgentConfig, boot_id: str, journal: Journal, log: AgentLog) -> None:
+    ``adopt(job_dir, lock_fd)`` hands a job that still runs to a supervising process (the fd is
+    the job's supervisor lock, held; the caller closes its copy afterwards).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        boot_id: str,
+        journal: Journal,
+        log: AgentLog,
+        adopt: Callable[[str, int], None],
+    ) -> None:
         self.config = config
         self.boot_id = boot_id
+        self._adopt = adopt
         self.journal = journal
         self.log = log
         self._active: Optional[ActiveJobs] = None
@@ -114,22 +126,16 @@ class Detector:
     def check_job(self, record: JobRecord) -> None:
         observed = observe(self.journal, record, self.boot_id)
         if observed is None:
-            if record.kill_requested is not None and record.state == RUNNING:
-                # A serve that recorded the kill may have died before waking the supervisor.
-                self.journal.job(record.key).wake_supervisor()
-            return
-        seen, taken = observed
-        lock_fd: Optional[int] = taken
+            return  # supervised: its supervisor follows the journal (kills included)
+        seen, lock_fd = observed
         try:
             verdict = decide(record, seen)
             if verdict.action == ADOPT:
                 self.log.line(verdict.why, record.key)
-                lock_fd = None  # handed over to the adopting supervisor
-                spawn_adopting_supervisor(self.config, self.journal.job(record.key).path, taken)
+                self._adopt(self.journal.job(record.key).path, lock_fd)
             elif verdict.action == END:
                 committed = end_record(self.journal, record, verdict)
                 if committed is not None:
                     self.log.line(f"{verdict.why}: {committed.message}", record.key)
         finally:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            os.close(lock_fd)

@@ -37,3 +37,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True
     os.rename(tmp, path)
     if durable:
         fsync_dir(os.path.dirname(path))
+
+
+def poke_fifo(path: str, byte: bytes) -> None:
+    """Write one byte to a FIFO without blocking (a full FIFO was poked already and its reader
+    looks anyway). Raises OSError when it cannot be opened (ENXIO: nobody reads it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, byte)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import signal
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from jobnet_agent.protocol import (
     EXITED,
@@ -35,35 +35,59 @@ END = "end"
 
 @dataclasses.dataclass(frozen=True)
 class WrapperExit:
-    """What the job's wrapper wrote when the script ended."""
+    """What the job's wrapper wrote: how the script ended, or that it never started."""
 
-    code: int
+    #: The script's exit code; None: the wrapper never started the script (its supervisor died
+    #: before telling it to go).
+    code: Optional[int]
     #: The wrapper's parent was no longer its supervisor: the script ended unsupervised.
     orphaned: bool
 
+    @property
+    def started(self) -> bool:
+        return self.code is not None
 
-def wrapper_command(exit_file: str, keep_fds: Tuple[int, ...], supervisor_pid: int) -> str:
+
+#: What the wrapper writes when its supervisor died before telling it to start the script.
+NEVER_STARTED = b"never"
+
+
+def wrapper_command(exit_file: str, supervisor_pid: int) -> str:
     """The ``sh -c`` program that runs the script (``"$@"``) and records how it ended.
 
-    The script does not inherit the output pipes' read ends the wrapper holds (closed for it).
-    When the script ends, the wrapper notes whether its parent is still ``supervisor_pid`` (else
-    the supervisor died mid-run), writes ``<code>[ orphaned]`` to the exit file and exits the
-    same way. The pid is given, not taken from ``$PPID``: the shell reads that at its start, and
-    a supervisor that dies before the shell gets to run would leave ``$PPID`` naming the new
-    parent (E02 then looked like a supervised end).
+    The wrapper starts with a *go* pipe as its stdin: it runs the script only once its supervisor
+    writes a line there, which the supervisor does after the job's ``running`` record (its pid) is
+    durable. If the supervisor dies first, the read sees end of file: the wrapper writes
+    ``never`` to the exit file and exits without running anything, so a ``running`` record whose
+    go never came is known never to have run.
+
+    The wrapper then holds read ends of its own output pipes (fds 3 and 4, reopened through
+    ``/proc``), so a supervisor that dies never SIGPIPEs the job; the script gets neither, and
+    its stdin is /dev/null. When the script ends, the wrapper notes whether its parent is still
+    ``supervisor_pid`` (else the supervisor died mid-run), writes ``<code>[ orphaned]`` to the
+    exit file and exits the same way. The pid is given, not taken from ``$PPID``: the shell reads
+    that at its start, and a supervisor that dies before the shell gets to run would leave
+    ``$PPID`` naming the new parent (E02 then looked like a supervised end).
     """
-    closed = " ".join(f"{fd}<&-" for fd in keep_fds)
+    exit_to = shlex.quote(exit_file)
+    never = NEVER_STARTED.decode()
     return (
-        f'"$@" {closed}; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
+        f"read -r _ || {{ printf '{never}\\n' > {exit_to}; exit 125; }}; "
+        "exec </dev/null; command exec 3</proc/$$/fd/1 4</proc/$$/fd/2 || :; "
+        f'"$@" 3<&- 4<&-; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
         f'[ -n "$p" ] && [ "$p" != {supervisor_pid} ] && o=" orphaned"; '
-        f'printf "%s%s\\n" "$c" "$o" > {shlex.quote(exit_file)}; exit "$c"'
+        f'printf "%s%s\\n" "$c" "$o" > {exit_to}; exit "$c"'
     )
 
 
 def parse_wrapper_exit(text: bytes) -> Optional[WrapperExit]:
     """The wrapper's record from its exit file's content; None when it was cut short."""
     fields = text.split()
-    if not text.endswith(b"\n") or not fields or not fields[0].isdigit():
+    if not text.endswith(b"\n") or not fields:
+        return None
+    if fields == [NEVER_STARTED]:
+        return WrapperExit(code=None, orphaned=True)
+    if not fields[0].isdigit():
         return None
     return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
 
@@ -95,6 +119,7 @@ def end_of(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reas
 
     ``status`` is the wrapper's wait status as ``Popen.returncode`` gives it (-N for signal N;
     None when it was not our child), ``kill_reason`` the kill we sent (``stop``/``timeout``).
+    A wrapper that never got its go never ran the script: ``failedToStart``, whatever else.
 
     The wrapper's exit code is the truth whenever the script ended supervised (even when a kill
     was requested: the script had already ended by itself, F06-F09). A script that ended after
@@ -103,6 +128,9 @@ def end_of(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reas
     the wrapper's record, a kill we sent explains the end; anything else is unknown and
     ``lost``, never a success.
     """
+    if wrapper_exit is not None and wrapper_exit.code is None:
+        message = "its supervisor died before telling the wrapper to start the script; it never ran"
+        return End(FAILED_TO_START, "SupervisorLost", message)
     if wrapper_exit is not None and wrapper_exit.orphaned:
         return End(
             LOST,
@@ -164,6 +192,8 @@ def decide(record: JobRecord, seen: Observation) -> Verdict:
         return Verdict(KEEP, None, "supervisor alive")
     if seen.wrapper_exit is not None:
         end = end_of(seen.wrapper_exit, None, None)
+        if end.state == FAILED_TO_START:
+            return Verdict(END, end, "lost: supervisor died before starting the script")
         if end.state != EXITED:
             return Verdict(END, end, "lost: supervisor died mid-run")
         code = seen.wrapper_exit.code

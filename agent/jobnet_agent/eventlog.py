@@ -24,7 +24,7 @@ import select
 import threading
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from jobnet_agent.durable import atomic_write
+from jobnet_agent.durable import atomic_write, poke_fifo
 from jobnet_agent.jobdir import dump_json
 from jobnet_agent.protocol import JobRecord
 
@@ -253,7 +253,7 @@ def wake_followers(watchers_dir: str) -> None:
             continue
         path = os.path.join(watchers_dir, name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            poke_fifo(path, b"!")
         except OSError as exc:
             if exc.errno == errno.ENXIO:
                 # Nobody holds it open: its follower died without removing it.
@@ -261,13 +261,6 @@ def wake_followers(watchers_dir: str) -> None:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-            continue
-        try:
-            os.write(fd, b"!")
-        except BlockingIOError:
-            pass  # full of earlier wake-ups: it wakes anyway
-        finally:
-            os.close(fd)
 
 
 class EventWakeup:
@@ -292,6 +285,14 @@ class EventWakeup:
     def wait(self, timeout: float) -> None:
         """Return once woken (or after ``timeout``), with the wake-ups consumed."""
         select.select([self._fd], [], [], timeout)
+        self.drain()
+
+    def fileno(self) -> int:
+        """Readable when woken (for a caller's own select loop; then :meth:`drain`)."""
+        return self._fd
+
+    def drain(self) -> None:
+        """Consume the wake-ups so far."""
         try:
             while os.read(self._fd, 4096):
                 pass

@@ -170,9 +170,11 @@ class Handlers:
             self.log.line(f"kill requested ({reason}, grace {grace}s)", key)
         crash_point("serve:kill-after-request")
         record = committed or current
-        if not self.journal.job(key).wake_supervisor():
-            # No supervisor listens (not started yet, or gone): detection settles it, and an
-            # adopting supervisor carries out the kill recorded in the journal.
+        # A supervisor learns of the kill from the journal. Without one (not handed over yet, or
+        # gone), detection settles the job, and an adopting supervisor carries out the kill.
+        job = self.journal.job(key)
+        job.wake_older_supervisor()
+        if not job.supervisor_alive():
             self._settle(record)
         return {"record": record.to_wire(), "deduplicated": committed is None, "alreadyEnded": False}
 

@@ -6,19 +6,21 @@ Layout of ``<state>/jobs/<run>/<path>#<attempt>/`` (run and path URL-quoted, has
                       cache of the event log, never fsynced (the journal's docstring says why);
                       written by the journal's transactions only.
     spec.json         what to run (mode 0600: env may hold secrets); written with the claim.
-    supervisor.lock   held (flock) by the job's supervisor for its whole life: liveness is the
-                      lock. Holds the supervisor's pid, for people.
-    control           FIFO made by the supervisor once the script runs: a byte written to it
-                      wakes the supervisor (kill requests).
-    started           marker made (fsynced) just before the script is started: without it, the
-                      script never ran.
+    supervisor.lock   held (flock) by the job's supervising process while it supervises the job:
+                      liveness is the lock. Holds that process's pid, for people.
+    control           (agents before 0.2 only) FIFO their supervisor listened on for kills.
+    started           (agents before 0.2 only) marker made just before the script was started.
+                      The ``running`` record is that marker now: a job's script is started only
+                      once its running event is durable (see :mod:`jobnet_agent.endrule`).
     exitcode          written by the job's shell wrapper when the script ends
-                      (``<code>[ orphaned]``, see :mod:`jobnet_agent.endrule`).
+                      (``<code>[ orphaned]``), or ``never`` when it never started it (see
+                      :mod:`jobnet_agent.endrule`).
     stdout, stderr    output head, and ``*.tail.<n>`` segments (see :mod:`jobnet_agent.output`).
 
 Every file costs an inode allocation, the most expensive file-system step of a job on a crowded
-ext4 (0.3-0.9 ms CPU measured): files are made only when needed, and a change of this layout
-(fewer files per job) is a change of this module.
+ext4 (0.3-0.9 ms CPU measured): files are made only when needed (a job that writes no output has
+its directory, ``record.json``, ``spec.json``, ``supervisor.lock`` and ``exitcode``), and a
+change of this layout is a change of this module.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import urllib.parse
 import zlib
 from typing import Any, Dict, Optional
 
-from jobnet_agent.durable import atomic_write, fsync_dir
+from jobnet_agent.durable import atomic_write, fsync_dir, poke_fifo
 from jobnet_agent.endrule import WrapperExit, parse_wrapper_exit
 from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
@@ -42,9 +44,9 @@ from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 _RECORD = "record.json"
 _SPEC = "spec.json"
 _SUPERVISOR_LOCK = "supervisor.lock"
-_CONTROL_FIFO = "control"
 _STARTED_MARKER = "started"
 _EXIT_CODE = "exitcode"
+_OLDER_CONTROL_FIFO = "control"
 
 #: A record file rewritten in place stays within the first page: one page is copied whole or not
 #: at all by a write that a kill -9 interrupts. A bigger record is replaced by a rename.
@@ -247,17 +249,20 @@ class JobDir:
         """For people (liveness is the lock): in the lock file, as a file more costs an inode."""
         os.pwrite(lock_fd, (b"%d\n" % pid).ljust(_PID_FIELD_BYTES), 0)
 
-    # -- started -----------------------------------------------------------------------------
-
-    def mark_started(self) -> None:
-        """Durably note that the script may start from now on: never start it again after this.
-        The marker's existence is what counts, so it and the job directory survive a power loss."""
-        fsync_dir(os.path.dirname(self.path))
-        os.close(os.open(os.path.join(self.path, _STARTED_MARKER), os.O_WRONLY | os.O_CREAT, 0o600))
-        fsync_dir(self.path)
+    # -- started (agents before 0.2) ----------------------------------------------------------
 
     def may_have_started(self) -> bool:
+        """Whether an agent before 0.2 marked the script started (it did so before its running
+        record); today's agent starts a script only after its running record is durable."""
         return os.path.exists(os.path.join(self.path, _STARTED_MARKER))
+
+    def wake_older_supervisor(self) -> None:
+        """Wake the supervisor of an agent before 0.2 (it listens on the job's ``control`` FIFO, not
+        on the event log), so that a kill reaches jobs it still runs after an upgrade."""
+        try:
+            poke_fifo(os.path.join(self.path, _OLDER_CONTROL_FIFO), b"k")
+        except OSError:
+            pass  # none: today's supervising process follows the journal
 
     # -- exitcode ----------------------------------------------------------------------------
 
@@ -273,32 +278,6 @@ class JobDir:
                 return parse_wrapper_exit(handle.read(64))
         except OSError:
             return None
-
-    # -- control -----------------------------------------------------------------------------
-
-    def open_control(self) -> int:
-        """Make (once) and open the control FIFO for the supervisor to listen on (read-write,
-        non-blocking: it never reports EOF)."""
-        path = os.path.join(self.path, _CONTROL_FIFO)
-        try:
-            os.mkfifo(path, 0o600)
-        except FileExistsError:
-            pass  # adopting: the first supervisor made it
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
-
-    def wake_supervisor(self) -> bool:
-        """Wake the job's supervisor; False when none listens (not started yet, or gone)."""
-        try:
-            fd = os.open(os.path.join(self.path, _CONTROL_FIFO), os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return False
-        try:
-            os.write(fd, b"k")
-        except BlockingIOError:
-            pass  # the FIFO is full of earlier wake-ups: the supervisor will look anyway
-        finally:
-            os.close(fd)
-        return True
 
     # -- output ------------------------------------------------------------------------------
 

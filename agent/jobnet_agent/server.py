@@ -19,8 +19,8 @@ from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.detection import Detector
 from jobnet_agent.eventlog import EventReader, EventWakeup
-from jobnet_agent.forkserver import SupervisorForkServer
 from jobnet_agent.handlers import Handled, Handlers, Later
+from jobnet_agent.handover import SupervisingProcess
 from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.protocol import (
@@ -70,10 +70,10 @@ class Server:
         self._current_watch: Optional[Tuple[threading.Event, EventWakeup]] = None
         self._watching = False
         self._last_sent_seq = 0
-        self._fork_server = SupervisorForkServer(config)
-        self._detector = Detector(config, boot_id, self.journal, self.log)
+        self._supervising = SupervisingProcess(config)
+        self._detector = Detector(config, boot_id, self.journal, self.log, self._supervising.adopt_job)
         self._handlers = Handlers(
-            config, boot_id, self.journal, self.log, self._fork_server.start_supervisor, self._detector.check_job
+            config, boot_id, self.journal, self.log, self._supervising.start_job, self._detector.check_job
         )
         self._request_slots = threading.BoundedSemaphore(_MAX_REQUESTS_IN_PROGRESS)
         #: Set (under the write lock) when a write to the channel failed; the serve loop then leaves.
@@ -86,7 +86,7 @@ class Server:
         """Serve until the channel ends; the one place where serve decides to leave."""
         self.log.line(f"serve started (agent {__version__}, protocol {PROTOCOL_VERSION}, boot id {self.boot_id})")
         self._repair()
-        self._fork_server.prepare()
+        self._supervising.prepare()
         self._detector.sweep()
         self._collect_garbage()
         threading.Thread(target=self._heartbeats, daemon=True).start()

@@ -1,17 +1,28 @@
-"""The per-job supervisor: starts one job, pumps its output, enforces timeout and kill, records the end.
+"""The supervising process: starts the jobs serve hands it, pumps their output, enforces timeouts
+and kills, records their ends. One per serve, long-lived, single-threaded.
 
-Started by ``serve`` (``jobnet-agent supervise``, or forked by its fork server) fully detached:
-its own session, stdin from /dev/null, never a child of serve (reparented to init by a fork, or
-once the fork server exits with serve), holding the job's ``supervisor.lock`` for its whole life
-(serve uses that lock to know whether a supervisor is alive).
+Started by serve (``jobnet-agent supervise --channel-fd N``, :mod:`jobnet_agent.handover`) fully
+detached: its own session, stdin from /dev/null, never a child of serve (reparented to init by a
+fork). It reads hand-overs from its channel; it leaves once serve is gone (end of the channel) and
+its last job ended. It holds each of its jobs' ``supervisor.lock`` while it supervises the job
+(serve uses that lock to know whether a job's supervisor lives).
 
-The script runs under a tiny ``/bin/sh`` wrapper, in its own session and process group (pgid =
-the wrapper's pid), so a kill reaches the whole tree. The wrapper writes the script's exit code
-to the job's ``exitcode`` file before it exits: if this supervisor dies at any moment, the
-result is still known. Output goes through pipes whose read ends the wrapper also holds: a
-dead supervisor never SIGPIPEs the job, and a new supervisor started in ``--adopt`` mode reopens
-the same pipes through ``/proc/<wrapper pid>/fd/1`` and ``/fd/2`` and resumes pumping them (pipes,
-not FIFOs in the job directory: a file costs an inode allocation, ~0.5 ms on a crowded ext4).
+Each script runs under a tiny ``/bin/sh`` wrapper (:func:`jobnet_agent.endrule.wrapper_command`),
+in its own session and process group (pgid = the wrapper's pid), so a kill reaches the whole
+tree; the supervising process is the wrapper's parent and reaps it. The wrapper waits for a *go*
+line on its stdin before it runs the script, and the supervising process writes it only once the
+job's ``running`` record (with pid and pgid) is durable: that record is the durable mark that the
+script may have started, and a job whose supervisor died before it is known never to have run.
+The wrapper writes the script's exit code to the job's ``exitcode`` file before it exits: if the
+supervising process dies at any moment, the result is still known. Output goes through pipes
+whose read ends the wrapper also holds: a dead supervisor never SIGPIPEs the job, and the next
+supervising process (``adopt``) reopens the same pipes through ``/proc/<wrapper pid>/fd/1`` and
+``/fd/2`` and resumes pumping them.
+
+What happens together shares one fsync: the jobs handed over together are started together (one
+fsync of their ``running`` events, then their go lines), and the ends seen together are recorded
+together. Kills are read from the event log, which the process follows like a watcher (woken by
+every journal writer), so any process that records a kill reaches the job.
 """
 
 from __future__ import annotations
@@ -20,8 +31,10 @@ import dataclasses
 import errno
 import fcntl
 import os
+import resource
 import selectors
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +44,7 @@ from typing import Dict, List, Optional, Tuple
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import end_of, signal_name, wrapper_command
 from jobnet_agent.faults import crash_point
+from jobnet_agent.handover import ADOPT, START, receive_job
 from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
@@ -51,9 +65,13 @@ _PIPE_SIZE = 1024 * 1024
 _READ_CHUNK = 256 * 1024
 #: Poll interval for an adopted job (not our child: no SIGCHLD tells us it ended).
 _ADOPTED_POLL_SECONDS = 0.05
+#: The longest sleep with nothing due (a bound, not a synchronisation: every event wakes it).
+_IDLE_SECONDS = 1.0
 _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
 #: How long after SIGKILL a process group may take to disappear before the end is recorded anyway.
 _KILL_WAIT_SECONDS = 5.0
+#: Hand-overs taken per round (the rest wait for the next round, after this one's fsync).
+_MAX_HANDOVERS_PER_ROUND = 64
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -86,6 +104,11 @@ def job_environment(key: JobKey, spec: LaunchSpec) -> Dict[str, str]:
     return env
 
 
+def _returncode(status: int) -> int:
+    """A wait status as ``Popen.returncode`` gives it: -N for signal N."""
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
 @dataclasses.dataclass
 class _Kill:
     reason: str  # "stop" or "timeout"
@@ -97,11 +120,12 @@ class _Leader:
     """The job's process-group leader (the wrapper): pid, pgid, and how to learn it ended."""
 
     def __init__(
-        self, pid: int, pgid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job: JobDir
+        self, pid: int, proc: Optional[subprocess.Popen[bytes]], start_ticks: Optional[int], job: JobDir
     ) -> None:
         self.pid = pid
-        self.pgid = pgid
-        self._proc = proc
+        self.pgid = pid
+        #: Our child (reaped by us), or None when adopted.
+        self.proc = proc
         self._start_ticks = start_ticks
         self._job = job
         self.status: Optional[int] = None  # Popen returncode: -N for signal N
@@ -109,142 +133,292 @@ class _Leader:
 
     @property
     def adopted(self) -> bool:
-        return self._proc is None
+        return self.proc is None
+
+    def reaped(self, status: int) -> None:
+        assert self.proc is not None
+        self.status = self.proc.returncode = _returncode(status)
+        self.ended = True
 
     def poll(self) -> bool:
-        if not self.ended:
-            if self._proc is not None:
-                self.status = self._proc.poll()
-                self.ended = self.status is not None
-            elif not process_alive(self.pid, self._start_ticks):
-                # Not our child: the wrapper's record says the script ended; without one (the
-                # wrapper was killed on its own), the job lasts as long as its process group.
-                self.ended = self._job.read_wrapper_exit() is not None or not group_alive(self.pgid)
+        if not self.ended and self.proc is None and not process_alive(self.pid, self._start_ticks):
+            # Not our child: the wrapper's record says the script ended; without one (the
+            # wrapper was killed on its own), the job lasts as long as its process group.
+            self.ended = self._job.read_wrapper_exit() is not None or not group_alive(self.pgid)
         return self.ended
 
 
-class Supervisor:
-    """Runs one job from its ``accepted`` record to its end, or adopts a running job whose
-    supervisor died.
+class _Job:
+    """One job the supervising process holds: its lock, its output, its leader, its kill."""
 
-    It exists so that a job outlives everything that started it (the SSH session, serve, the
-    fork server): it is detached, and the only process that waits for the job. It guarantees:
-    the script is started at most once (after the durable ``started`` marker, never again after
-    it); ``running`` is recorded, with pid and pgid, before serve answers the launch; output is
-    kept within its cap (head and tail) with flat memory; a kill or timeout reaches the whole
-    process group (SIGTERM, then SIGKILL after the grace period); the end is recorded by the end
-    rule (:func:`jobnet_agent.endrule.end_of`), never a guessed success. It holds the job's
-    ``supervisor.lock`` for its whole life: that lock is how serve knows it lives.
+    def __init__(self, key: JobKey, job: JobDir, lock_fd: int, ready_fd: Optional[int]) -> None:
+        self.key = key
+        self.job = job
+        self.lock_fd = lock_fd
+        #: serve's readiness pipe: a byte once the job has a pid or failed to start.
+        self.ready_fd = ready_fd
+        #: The write end of the wrapper's go pipe until the go line is written.
+        self.go_fd: Optional[int] = None
+        self.leader: Optional[_Leader] = None
+        #: Per stream: the pipe fd we read (None: closed, or unreachable after an adoption) and its writer.
+        self.readers: List[Tuple[Optional[int], CappedWriter]] = []
+        self.kill: Optional[_Kill] = None
+        self.deadline: Optional[float] = None
+        self.timeout_seconds: Optional[int] = None
+        self.script = ""
+
+
+class Supervisor:
+    """Runs the jobs serve hands it from their ``accepted`` record to their end, and adopts
+    running jobs whose supervisor died.
+
+    It exists so that a job outlives everything that started it (the SSH session, serve): it is
+    detached, and the only process that waits for the job. It guarantees: the script is started
+    at most once, and only after its durable ``running`` record (never again after it);
+    ``running`` is recorded, with pid and pgid, before serve answers the launch; output is kept
+    within its cap (head and tail) with flat memory; a kill or timeout reaches the whole process
+    group (SIGTERM, then SIGKILL after the grace period); the end is recorded by the end rule
+    (:func:`jobnet_agent.endrule.end_of`), never a guessed success. A job's lock is let go only
+    once its end is durable.
     """
 
-    def __init__(self, config: AgentConfig, job_dir: str) -> None:
+    def __init__(self, config: AgentConfig, channel: socket.socket) -> None:
         self.config = config
-        self.job = JobDir(os.path.abspath(job_dir))
         self.journal = Journal(config.state_dir, "supervise")
         self.log = AgentLog(config.agent_log_path, "supervise")
-        record = self.job.read_record()
-        if record is None:
-            raise RuntimeError(f"no journal record in {self.job.path}")
-        self.key = record.key
-        #: Per stream: the pipe fd we read (None: unreachable after an adoption) and its writer.
-        self._readers: List[Tuple[Optional[int], CappedWriter]] = []
-        #: The write ends we hold so that the pipes never report EOF to us.
-        self._pipe_write_ends: List[int] = []
-        self._kill: Optional[_Kill] = None
+        self._channel: Optional[socket.socket] = channel
+        self._jobs: Dict[JobKey, _Job] = {}
+        self._children: Dict[int, _Job] = {}
+        self._selector = selectors.DefaultSelector()
+        # Kills: every journal writer wakes us; the event log says what changed.
+        self._events = self.journal.events.reader(self.journal.last_seq())
+        self._wakeup = self.journal.events.wakeup()
+        self._wake_r, self._wake_w = os.pipe()
+        #: Jobs started this round: their go lines wait for the round's fsync.
+        self._starting: List[_Job] = []
+        #: Jobs settled this round (ended, or never started): released after the round's fsync.
+        self._settled: List[_Job] = []
 
-    # -- journal helpers ---------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------
 
-    def _commit_if(self, states: Tuple[str, ...], **changes: object) -> Optional[JobRecord]:
-        _, committed = self.journal.update(self.key, lambda r: r.replace(**changes) if r.state in states else None)
-        return committed
-
-    def _fail_to_start(self, reason: str, message: str) -> None:
-        self._commit_if((ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time())
-        self.log.line(f"failed to start: {message} ({reason})", self.key)
-
-    # -- start -------------------------------------------------------------------------------
-
-    def start(self, ready_fd: Optional[int]) -> None:
-        """Start the job of an ``accepted`` record, then supervise it to its end."""
+    def run(self) -> int:
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        previous = signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.set_wakeup_fd(self._wake_w)
+        channel = self._channel
+        assert channel is not None
+        channel.setblocking(False)
+        self._selector.register(channel, selectors.EVENT_READ, "channel")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "children")
+        self._selector.register(self._wakeup.fileno(), selectors.EVENT_READ, "journal")
         try:
-            leader = self._start()
+            while self._channel is not None or self._jobs:
+                self._round()
         finally:
-            if ready_fd is not None:
-                try:
-                    os.write(ready_fd, b"1")
-                except OSError:
-                    pass  # serve is gone; the journal has everything
-                os.close(ready_fd)
-        if leader is not None:
-            crash_point("supervise:after-running")
-            self._supervise(leader)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, previous)
+            self._wakeup.close()
+            self._selector.close()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+        return 0
 
-    def _start(self) -> Optional[_Leader]:
-        record = self.journal.read_record(self.key)
-        if record is None or record.state != ACCEPTED:
-            self.log.line("supervisor not needed: job is already %s" % (record.state if record else "gone"), self.key)
-            return None
+    def _round(self) -> None:
+        """Wait for something to do, do it, make its journal writes durable (one fsync), then
+        let the started jobs go and the settled jobs' locks free."""
+        handovers: List[Tuple[bytes, str, List[int]]] = []
+        for selected, _ in self._selector.select(self._next_timeout()):
+            what = selected.data
+            if what == "channel":
+                handovers.extend(self._receive())
+            elif what == "children":
+                _drain(self._wake_r)
+                self._reap()
+            elif what == "journal":
+                self._wakeup.drain()
+            else:
+                job, writer = what
+                self._pump(job, selected.fd, writer)
+        with self.journal.group_commit():
+            for kind, job_dir, fds in handovers:
+                self._take(kind, job_dir, fds)
+            self._follow_kills()
+            now = time.monotonic()
+            for job in list(self._jobs.values()):
+                self._tend(job, now)
+        # Durable: the go lines, then the answers (ready), then the locks of what was settled.
+        for job in self._starting:
+            self._go(job)
+        if self._starting:
+            crash_point("supervise:after-running")
+        self._starting.clear()
+        for job in self._settled:
+            self._release(job)
+        self._settled.clear()
+
+    def _next_timeout(self) -> float:
+        timeout = _IDLE_SECONDS
+        now = time.monotonic()
+        for job in self._jobs.values():
+            leader = job.leader
+            if leader is None:
+                continue
+            if leader.ended:
+                return 0.01  # its process group lingers after a kill: look again soon
+            if leader.adopted:
+                timeout = min(timeout, _ADOPTED_POLL_SECONDS)
+            for moment in (job.deadline if job.kill is None else None, _pending_sigkill(job)):
+                if moment is not None:
+                    timeout = min(timeout, max(0.0, moment - now))
+        return timeout
+
+    def _receive(self) -> List[Tuple[bytes, str, List[int]]]:
+        received: List[Tuple[bytes, str, List[int]]] = []
+        assert self._channel is not None
+        while len(received) < _MAX_HANDOVERS_PER_ROUND:
+            try:
+                handover = receive_job(self._channel)
+            except BlockingIOError:
+                break
+            if handover is None:
+                # serve is gone: finish the jobs we have, take no more.
+                self._selector.unregister(self._channel)
+                self._channel.close()
+                self._channel = None
+                break
+            if handover[2]:
+                received.append(handover)
+        return received
+
+    # -- taking jobs -------------------------------------------------------------------------
+
+    def _take(self, kind: bytes, job_dir: str, fds: List[int]) -> None:
+        job_files = JobDir(job_dir)
+        lock_fd, ready_fd = fds[0], (fds[1] if len(fds) > 1 else None)
+        try:
+            record = job_files.read_record()
+            if record is None or record.key in self._jobs:
+                raise RuntimeError(f"no journal record in {job_dir}" if record is None else "handed over twice")
+            JobDir.note_supervisor_pid(lock_fd, os.getpid())
+            job = _Job(record.key, job_files, lock_fd, ready_fd)
+        except Exception as exc:
+            self.log.line(f"cannot take the job in {job_dir}: {exc!r}")
+            for fd in fds:
+                os.close(fd)  # its lock is free: serve's detection settles it
+            return
+        self._jobs[job.key] = job
+        try:
+            if kind == START:
+                self._start(job, record)
+            elif kind == ADOPT:
+                self._adopt(job, record)
+        except Exception as exc:
+            # This job only: the others go on. Whatever it got to is in the journal, and its lock
+            # freed with its fds makes serve's detection settle it.
+            self.log.line(f"supervising failed: {exc!r}", job.key)
+            self._forget(job)
+
+    def _start(self, job: _Job, record: JobRecord) -> None:
+        """Start the job of an ``accepted`` record: its wrapper waits for the go line."""
+        if record.state != ACCEPTED:
+            self.log.line(f"supervisor not needed: job is already {record.state}", job.key)
+            self._settled.append(job)
+            return
         if record.kill_requested:
-            self._commit_if(
-                (ACCEPTED,),
-                state=KILLED,
-                reason="StopRequested",
-                message="stopped before it started",
-                ended_at=time.time(),
-            )
-            self.log.line("stopped before it started (kill requested)", self.key)
-            return None
-        spec = self.journal.read_spec(self.key)
+            self._commit_if(job, (ACCEPTED,), state=KILLED, reason="StopRequested", message="stopped before it started")
+            self.log.line("stopped before it started (kill requested)", job.key)
+            self._settled.append(job)
+            return
+        spec = job.job.read_spec()
         working_dir = spec.working_dir or os.path.expanduser("~")
         problem = check_launchable(spec, working_dir)
         if problem is not None:
-            self._fail_to_start(*problem)
-            return None
-        self._open_pipes()
-        # From here on a crash means "the script may have started": never start it again.
-        self.job.mark_started()
-        crash_point("supervise:before-start")
-        keep_fds = tuple(fd for fd, _ in self._readers if fd is not None)
-        wrapper = wrapper_command(self.job.exit_code_path, keep_fds, os.getpid())
-        out_w, err_w = self._pipe_write_ends
+            self._fail_to_start(job, *problem)
+            return
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        go_r, go_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", wrapper, spec.script, spec.script] + spec.args,
+                ["/bin/sh", "-c", wrapper_command(job.job.exit_code_path, os.getpid()), spec.script, spec.script]
+                + spec.args,
                 cwd=working_dir,
-                env=job_environment(self.key, spec),
-                stdin=subprocess.DEVNULL,
+                env=job_environment(job.key, spec),
+                stdin=go_r,
                 stdout=out_w,
                 stderr=err_w,
-                pass_fds=keep_fds,
                 start_new_session=True,
             )
         except OSError as exc:
+            for fd in (out_r, err_r, go_w):
+                os.close(fd)
             reason = "BadWorkingDirectory" if exc.filename == working_dir else "PermissionDenied"
-            self._fail_to_start(reason, f"cannot start {spec.script}: {exc}")
-            return None
-        crash_point("supervise:after-start")
+            self._fail_to_start(job, reason, f"cannot start {spec.script}: {exc}")
+            return
+        finally:
+            for fd in (out_w, err_w, go_r):
+                os.close(fd)
+        job.go_fd = go_w
+        job.script = spec.script
         ticks = process_start_ticks(proc.pid)
-        now = time.time()
+        job.leader = _Leader(proc.pid, proc, ticks, job.job)
+        self._children[proc.pid] = job
+        for stream, fd in (("stdout", out_r), ("stderr", err_r)):
+            self._add_reader(job, stream, fd, resume=False)
+        crash_point("supervise:after-start")
         running = self._commit_if(
-            (ACCEPTED,), state=RUNNING, pid=proc.pid, pgid=proc.pid, started_at=now, pid_start_ticks=ticks
+            job,
+            (ACCEPTED,),
+            state=RUNNING,
+            pid=proc.pid,
+            pgid=proc.pid,
+            started_at=time.time(),
+            pid_start_ticks=ticks,
         )
-        self.log.line(f"started pid {proc.pid} (script {spec.script})", self.key)
         if running is None:
-            # Impossible unless someone edited the journal by hand: do not leave an orphan behind.
-            self.log.line(f"journal changed under the supervisor; killing pid {proc.pid}", self.key)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return None
-        return _Leader(proc.pid, proc.pid, proc, ticks, self.job)
+            # Impossible unless someone edited the journal by hand: the wrapper never gets its
+            # go line, so it exits without running anything.
+            self.log.line(f"journal changed under the supervisor; pid {proc.pid} is not let go", job.key)
+            os.close(go_w)
+            job.go_fd = None
+            return
+        self._set_deadline(job, spec, running)
+        self._starting.append(job)
 
-    def _open_pipes(self) -> None:
-        for stream in ("stdout", "stderr"):
-            read_end, write_end = os.pipe()
-            os.set_blocking(read_end, False)
-            self._pipe_write_ends.append(write_end)
-            self._add_reader(stream, read_end, resume=False)
+    def _go(self, job: _Job) -> None:
+        """The job's running record is durable: let its wrapper start the script, answer serve."""
+        crash_point("supervise:before-start")
+        if job.go_fd is not None:
+            try:
+                os.write(job.go_fd, b"g\n")
+            except OSError as exc:
+                self.log.line(f"go line not delivered: {exc!r}", job.key)  # the wrapper is gone: it never ran
+            os.close(job.go_fd)
+            job.go_fd = None
+            assert job.leader is not None
+            self.log.line(f"started pid {job.leader.pid} (script {job.script})", job.key)
+        self._ready(job)
 
-    def _reopen_pipes(self, leader_pid: int, start_ticks: Optional[int]) -> None:
+    def _adopt(self, job: _Job, record: JobRecord) -> None:
+        """Take over a running job whose supervisor died (same boot, process still alive)."""
+        if record.state != RUNNING or record.pid is None:
+            self._settled.append(job)
+            return
+        job.leader = _Leader(record.pid, None, record.pid_start_ticks, job.job)
+        job.leader.pgid = record.pgid or record.pid
+        self._reopen_pipes(job, record.pid, record.pid_start_ticks)
+        self._set_deadline(job, job.job.read_spec(), record)
+        self.log.line(f"adopted pid {record.pid}: its supervisor was gone, the job still runs", job.key)
+        if record.kill_requested:
+            self._begin_kill(job, record.kill_requested, record.grace_seconds)
+
+    def _set_deadline(self, job: _Job, spec: LaunchSpec, record: JobRecord) -> None:
+        if spec.timeout_seconds is not None and record.started_at is not None:
+            job.timeout_seconds = spec.timeout_seconds
+            job.deadline = time.monotonic() + spec.timeout_seconds - (time.time() - record.started_at)
+
+    def _reopen_pipes(self, job: _Job, leader_pid: int, start_ticks: Optional[int]) -> None:
         """Reach the pipes of an adopted job through its wrapper's stdout and stderr."""
         for stream, fd_number in (("stdout", 1), ("stderr", 2)):
             fd: Optional[int] = None
@@ -261,177 +435,147 @@ class Supervisor:
             if fd is None:
                 self.log.line(
                     f"{stream} of pid {leader_pid} cannot be reached any more: the rest of it is not kept",
-                    self.key,
+                    job.key,
                 )
-            self._add_reader(stream, fd, resume=True)
+            self._add_reader(job, stream, fd, resume=True)
 
-    def _add_reader(self, stream: str, fd: Optional[int], resume: bool) -> None:
+    def _add_reader(self, job: _Job, stream: str, fd: Optional[int], resume: bool) -> None:
+        writer = CappedWriter(job.job.path, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume)
         if fd is not None:
+            os.set_blocking(fd, False)
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
             except OSError:
                 pass  # a smaller pipe only costs throughput
-        writer = CappedWriter(
-            self.job.path, stream, self.config.max_output_bytes, self.config.tail_bytes, resume=resume
-        )
-        self._readers.append((fd, writer))
+            self._selector.register(fd, selectors.EVENT_READ, (job, writer))
+        job.readers.append((fd, writer))
 
-    # -- adopt -------------------------------------------------------------------------------
+    # -- journal helpers ---------------------------------------------------------------------
 
-    def adopt(self, ready_fd: Optional[int]) -> None:
-        """Take over a running job whose supervisor died (same boot, process still alive)."""
-        if ready_fd is not None:
-            os.close(ready_fd)
-        record = self.journal.read_record(self.key)
-        if record is None or record.state != RUNNING or record.pid is None:
+    def _commit_if(self, job: _Job, states: Tuple[str, ...], **changes: object) -> Optional[JobRecord]:
+        _, committed = self.journal.update(job.key, lambda r: r.replace(**changes) if r.state in states else None)
+        return committed
+
+    def _fail_to_start(self, job: _Job, reason: str, message: str) -> None:
+        self._commit_if(job, (ACCEPTED,), state=FAILED_TO_START, reason=reason, message=message, ended_at=time.time())
+        self.log.line(f"failed to start: {message} ({reason})", job.key)
+        self._settled.append(job)
+
+    # -- supervising -------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while self._children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self._children.pop(pid, None)
+            if job is not None and job.leader is not None:
+                job.leader.reaped(status)
+
+    def _follow_kills(self) -> None:
+        """Kills recorded by anyone (serve, a person's command) since the last look."""
+        while True:
+            records = self._events.poll()
+            if not records:
+                return
+            for record in records:
+                job = self._jobs.get(record.key)
+                if job is not None and record.kill_requested and job.kill is None and job.leader is not None:
+                    if not job.leader.ended and record.state == RUNNING:
+                        self._begin_kill(job, record.kill_requested, record.grace_seconds)
+
+    def _tend(self, job: _Job, now: float) -> None:
+        """Timeouts, overdue SIGKILLs, and the end of a job whose leader is gone."""
+        leader = job.leader
+        if leader is None or job in self._starting:
             return
-        self._reopen_pipes(record.pid, record.pid_start_ticks)
-        leader = _Leader(record.pid, record.pgid or record.pid, None, record.pid_start_ticks, self.job)
-        self.log.line(f"adopted pid {record.pid}: its supervisor was gone, the job still runs", self.key)
-        self._supervise(leader)
-
-    # -- supervise ---------------------------------------------------------------------------
-
-    def _supervise(self, leader: _Leader) -> None:
-        # Listening before the record is read: a kill recorded after this read wakes us. Made
-        # here, not with the claim, so its inode allocation is off the launch path (serve
-        # reminds a supervisor without one yet of a recorded kill on its sweep).
-        control = self.job.open_control()
-        record = self.journal.read_record(self.key)
-        assert record is not None
-        spec = self.journal.read_spec(self.key)
-        deadline: Optional[float] = None
-        if spec.timeout_seconds is not None and record.started_at is not None:
-            deadline = time.monotonic() + spec.timeout_seconds - (time.time() - record.started_at)
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.signal(signal.SIGCHLD, _ignore_signal)
-        signal.set_wakeup_fd(wake_w)
-        selector = selectors.DefaultSelector()
-        for fd, writer in self._readers:
-            if fd is not None:
-                selector.register(fd, selectors.EVENT_READ, writer)
-        selector.register(control, selectors.EVENT_READ, "control")
-        selector.register(wake_r, selectors.EVENT_READ, "wake")
-        if record.kill_requested:
-            self._begin_kill(leader, record.kill_requested, record.grace_seconds)
-        try:
-            while True:
-                now = time.monotonic()
-                if deadline is not None and self._kill is None and now >= deadline:
-                    self._timeout(leader, spec.timeout_seconds or 0)
-                if self._kill is not None and not self._kill.sigkill_sent and now >= self._kill.kill_at:
-                    self._send(leader, signal.SIGKILL)
-                    self._kill.sigkill_sent = True
-                if leader.poll():
-                    self._pump_all()
-                    if self._kill is None or not group_alive(leader.pgid) or self._kill_overdue(now):
-                        break
-                timeout = 1.0 if not leader.adopted else _ADOPTED_POLL_SECONDS
-                if leader.ended:
-                    timeout = min(timeout, 0.01)
-                for moment in (deadline if self._kill is None else None, self._pending_sigkill()):
-                    if moment is not None:
-                        timeout = min(timeout, max(0.0, moment - now))
-                for selected, _ in selector.select(timeout):
-                    if selected.data == "control":
-                        self._drain(control)
-                        self._on_control(leader)
-                    elif selected.data == "wake":
-                        self._drain(wake_r)
-                    else:
-                        self._pump(selected.fd, selected.data)
+        if job.deadline is not None and job.kill is None and now >= job.deadline:
+            self._time_out(job)
+        if job.kill is not None and not job.kill.sigkill_sent and now >= job.kill.kill_at:
+            self._send(job, signal.SIGKILL)
+            job.kill.sigkill_sent = True
+        if not leader.poll():
+            return
+        self._pump_all(job)
+        if job.kill is None or not group_alive(leader.pgid) or self._kill_overdue(job, now):
             crash_point("supervise:after-exit")
-            self._record_end(leader)
-        finally:
-            signal.set_wakeup_fd(-1)
-            selector.close()
-            for fd in (wake_r, wake_w, control, *self._pipe_write_ends):
-                os.close(fd)
-            for fd, writer in self._readers:
-                if fd is not None:
-                    os.close(fd)
-                writer.close()
+            self._record_end(job)
+            self._settled.append(job)
+            self._forget(job, keep_lock=True)
 
-    def _kill_overdue(self, now: float) -> bool:
-        """SIGKILL was sent long ago and some of the group still stands (e.g. stuck in the
-        kernel): record the end rather than wait forever; the log says so."""
-        if self._kill is None or not self._kill.sigkill_sent or now < self._kill.kill_at + _KILL_WAIT_SECONDS:
-            return False
-        self.log.line(
-            f"process group still has members {_KILL_WAIT_SECONDS:.0f}s after SIGKILL; recording the end",
-            self.key,
-        )
-        return True
-
-    def _pending_sigkill(self) -> Optional[float]:
-        if self._kill is not None and not self._kill.sigkill_sent:
-            return self._kill.kill_at
-        return None
-
-    @staticmethod
-    def _drain(fd: int) -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def _pump(self, fd: int, writer: CappedWriter, max_chunks: int = 16) -> None:
+    def _pump(self, job: _Job, fd: int, writer: CappedWriter, max_chunks: int = 16) -> None:
         for _ in range(max_chunks):
             try:
                 data = os.read(fd, _READ_CHUNK)
             except BlockingIOError:
                 return
             if not data:
+                # Every writer is gone: nothing more will come.
+                self._close_reader(job, fd)
                 return
             writer.write(data)
 
-    def _pump_all(self) -> None:
+    def _pump_all(self, job: _Job) -> None:
         """Take what the pipes hold once the script ended (bounded: a background child the
         script left behind may keep writing; what it writes later is not the job's output)."""
-        for fd, writer in self._readers:
+        for fd, writer in list(job.readers):
             if fd is not None:
-                self._pump(fd, writer, max_chunks=2 * _PIPE_SIZE // _READ_CHUNK + 1)
+                self._pump(job, fd, writer, max_chunks=2 * _PIPE_SIZE // _READ_CHUNK + 1)
 
-    def _on_control(self, leader: _Leader) -> None:
-        record = self.journal.read_record(self.key)
-        if record is not None and record.kill_requested and self._kill is None and not leader.ended:
-            self._begin_kill(leader, record.kill_requested, record.grace_seconds)
+    def _close_reader(self, job: _Job, fd: int) -> None:
+        self._selector.unregister(fd)
+        os.close(fd)
+        job.readers = [(None if f == fd else f, w) for f, w in job.readers]
 
-    def _timeout(self, leader: _Leader, timeout_seconds: int) -> None:
+    def _time_out(self, job: _Job) -> None:
         grace = self.config.grace_seconds
         self.journal.update(
-            self.key,
+            job.key,
             lambda r: (
                 r.replace(kill_requested="timeout", grace_seconds=grace)
                 if r.state == RUNNING and not r.kill_requested
                 else None
             ),
         )
-        self.log.line(f"timed out after {timeout_seconds}s: killing pid {leader.pid}", self.key)
-        self._begin_kill(leader, "timeout", grace)
+        assert job.leader is not None
+        self.log.line(f"timed out after {job.timeout_seconds}s: killing pid {job.leader.pid}", job.key)
+        self._begin_kill(job, "timeout", grace)
 
-    def _begin_kill(self, leader: _Leader, reason: str, grace: Optional[float]) -> None:
+    def _begin_kill(self, job: _Job, reason: str, grace: Optional[float]) -> None:
         grace = self.config.grace_seconds if grace is None else grace
-        self._kill = _Kill(reason=reason, kill_at=time.monotonic() + grace)
-        self._send(leader, signal.SIGTERM)
+        job.kill = _Kill(reason=reason, kill_at=time.monotonic() + grace)
+        self._send(job, signal.SIGTERM)
         crash_point("supervise:after-sigterm")
         if grace <= 0:
-            self._send(leader, signal.SIGKILL)
-            self._kill.sigkill_sent = True
+            self._send(job, signal.SIGKILL)
+            job.kill.sigkill_sent = True
 
-    def _send(self, leader: _Leader, signum: int) -> None:
+    def _send(self, job: _Job, signum: int) -> None:
+        assert job.leader is not None
+        pgid = job.leader.pgid
         try:
-            os.killpg(leader.pgid, signum)
+            os.killpg(pgid, signum)
         except ProcessLookupError:
-            self.log.line(f"{signal_name(signum)} not sent: process group {leader.pgid} is gone", self.key)
+            self.log.line(f"{signal_name(signum)} not sent: process group {pgid} is gone", job.key)
             return
-        self.log.line(f"sent {signal_name(signum)} to process group {leader.pgid}", self.key)
+        self.log.line(f"sent {signal_name(signum)} to process group {pgid}", job.key)
 
-    def _record_end(self, leader: _Leader) -> None:
-        (_, out), (_, err) = self._readers
+    def _kill_overdue(self, job: _Job, now: float) -> bool:
+        """SIGKILL was sent long ago and some of the group still stands (e.g. stuck in the
+        kernel): record the end rather than wait forever; the log says so."""
+        kill = job.kill
+        if kill is None or not kill.sigkill_sent or now < kill.kill_at + _KILL_WAIT_SECONDS:
+            return False
+        assert job.leader is not None
+        self.log.line(f"process group {job.leader.pgid} still has processes after SIGKILL; recording the end", job.key)
+        return True
+
+    def _record_end(self, job: _Job) -> None:
+        assert job.leader is not None
+        (_, out), (_, err) = job.readers
         sizes = dict(
             stdout_bytes=out.total_bytes,
             stdout_dropped=out.dropped_bytes,
@@ -439,26 +583,85 @@ class Supervisor:
             stderr_dropped=err.dropped_bytes,
         )
         end = end_of(
-            wrapper_exit=self.job.read_wrapper_exit(),
-            status=leader.status,
-            kill_reason=self._kill.reason if self._kill else None,
+            wrapper_exit=job.job.read_wrapper_exit(),
+            status=job.leader.status,
+            kill_reason=job.kill.reason if job.kill else None,
         )
-        committed = self._commit_if((RUNNING,), ended_at=time.time(), **sizes, **end.changes())
+        committed = self._commit_if(job, (RUNNING,), ended_at=time.time(), **sizes, **end.changes())
         if committed is not None:
             how = committed.describe_end()
             details = "" if committed.message in (None, how) else f" ({committed.message})"
-            self.log.line(how + details, self.key)
+            self.log.line(how + details, job.key)
+
+    # -- letting go --------------------------------------------------------------------------
+
+    def _ready(self, job: _Job) -> None:
+        """Tell serve the launch has its answer in the journal (a pid, or why it did not start)."""
+        if job.ready_fd is not None:
+            try:
+                os.write(job.ready_fd, b"1")
+            except OSError:
+                pass  # serve is gone; the journal has everything
+            os.close(job.ready_fd)
+            job.ready_fd = None
+
+    def _forget(self, job: _Job, keep_lock: bool = False) -> None:
+        """Stop supervising the job: close its pipes and files (and its lock, unless it waits
+        for this round's fsync)."""
+        self._jobs.pop(job.key, None)
+        if job.leader is not None and job.leader.proc is not None and not job.leader.ended:
+            self._children.pop(job.leader.pid, None)
+        for fd, writer in job.readers:
+            if fd is not None:
+                self._selector.unregister(fd)
+                os.close(fd)
+            writer.close()
+        job.readers = []
+        if job.go_fd is not None:
+            os.close(job.go_fd)  # never let go: the wrapper exits without running anything
+            job.go_fd = None
+        if not keep_lock:
+            self._release(job)
+
+    def _release(self, job: _Job) -> None:
+        if job.key in self._jobs:
+            self._forget(job, keep_lock=True)
+        self._ready(job)
+        if job.lock_fd >= 0:
+            os.close(job.lock_fd)
+            job.lock_fd = -1
+
+
+def _pending_sigkill(job: _Job) -> Optional[float]:
+    if job.kill is not None and not job.kill.sigkill_sent:
+        return job.kill.kill_at
+    return None
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _raise_fd_limit() -> None:
+    """A job holds a few fds while supervised (its lock, two pipes, its output files): allow as
+    many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # the soft limit stays: fewer jobs at once, each refused cleanly
 
 
 def detach() -> None:
-    """Fork once more so the supervisor is reparented to init and serve's child exits at once."""
+    """Fork once more so the process is reparented to init and serve's child exits at once."""
     if os.fork() != 0:
         os._exit(0)
-    ignore_hangups()
-
-
-def ignore_hangups() -> None:
-    # A handler, not SIG_IGN: ignored signals would be inherited by the job through exec.
+    # A handler, not SIG_IGN: ignored signals would be inherited by the jobs through exec.
     signal.signal(signal.SIGHUP, _ignore_signal)
 
 
@@ -466,19 +669,17 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
-def supervise_job(config: AgentConfig, job_dir: str, lock_fd: int, ready_fd: Optional[int], adopt: bool) -> int:
-    """Take the job's supervisor lock (handed over already held) and supervise it to its end."""
+def run_supervise_command(config: AgentConfig, channel_fd: Optional[int]) -> int:
+    if channel_fd is None:
+        sys.stderr.write("jobnet-agent supervise: needs --channel-fd (it is started by serve)\n")
+        return 2
+    detach()
+    _raise_fd_limit()
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return Supervisor(config, channel).run()
     except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        sys.stderr.write(f"jobnet-agent supervise: {job_dir} already has a supervisor\n")
-        return 1
-    supervisor = Supervisor(config, job_dir)
-    JobDir.note_supervisor_pid(lock_fd, os.getpid())
-    if adopt:
-        supervisor.adopt(ready_fd)
-    else:
-        supervisor.start(ready_fd)
-    return 0
+        if exc.errno == errno.EBADF:
+            sys.stderr.write(f"jobnet-agent supervise: channel fd {channel_fd} is not open\n")
+            return 2
+        raise

@@ -34,6 +34,7 @@ KEY = JobKey(run="r1", path="/net/a", attempt=1)
         (b"0\n", WrapperExit(code=0, orphaned=False)),
         (b"3 orphaned\n", WrapperExit(code=3, orphaned=True)),
         (b"255\n", WrapperExit(code=255, orphaned=False)),
+        (b"never\n", WrapperExit(code=None, orphaned=True)),  # its supervisor died before the go line
         (b"3", None),  # cut short before its newline: the wrapper died writing it
         (b"", None),
         (b"\n", None),
@@ -45,13 +46,30 @@ def test_parse_wrapper_exit(content: bytes, expected: WrapperExit | None) -> Non
     assert parse_wrapper_exit(content) == expected
 
 
-def run_wrapper(job_dir: Path, supervisor_pid: int) -> WrapperExit | None:
-    """Run the job wrapper around ``exit 3`` as a child of this test process."""
+def run_wrapper(job_dir: Path, supervisor_pid: int, go: bytes = b"g\n", script: str = "exit 3") -> WrapperExit | None:
+    """Run the job wrapper around ``script`` as a child of this test process, ``go`` on its stdin."""
     exit_file = job_dir / "exitcode"
-    wrapper = wrapper_command(str(exit_file), (), supervisor_pid)
-    code = subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", "exit 3"], timeout=10).returncode
-    assert code == 3
+    wrapper = wrapper_command(str(exit_file), supervisor_pid)
+    subprocess.run(["/bin/sh", "-c", wrapper, "sh", "/bin/sh", "-c", script], input=go, timeout=10)
     return parse_wrapper_exit(exit_file.read_bytes())
+
+
+def test_the_wrapper_runs_nothing_without_its_go_line(tmp_path: Path) -> None:
+    """The supervisor died before the job's running record was durable: its go line never came
+    (end of file), so the script never runs and the wrapper says so."""
+    marker = tmp_path / "ran"
+
+    assert run_wrapper(tmp_path, os.getpid(), go=b"", script=f"touch {marker}") == WrapperExit(code=None, orphaned=True)
+    assert not marker.exists()
+
+
+def test_the_script_gets_dev_null_and_none_of_the_wrappers_pipes(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    script = f"cat > {seen}; ls /proc/$$/fd >> {seen}"
+
+    assert run_wrapper(tmp_path, os.getpid(), script=script) == WrapperExit(code=0, orphaned=False)
+    fds = seen.read_text().split()
+    assert "3" not in fds and "4" not in fds and "0" in fds, fds  # cat read nothing: /dev/null
 
 
 def test_the_wrapper_records_a_supervised_end_as_a_fact(tmp_path: Path) -> None:
@@ -72,6 +90,7 @@ def test_the_wrapper_records_an_end_under_another_parent_as_orphaned(tmp_path: P
 SUPERVISED_3 = WrapperExit(code=3, orphaned=False)
 SUPERVISED_0 = WrapperExit(code=0, orphaned=False)
 ORPHANED_0 = WrapperExit(code=0, orphaned=True)
+NEVER_STARTED = WrapperExit(code=None, orphaned=True)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +103,9 @@ ORPHANED_0 = WrapperExit(code=0, orphaned=True)
         # Ended unsupervised: lost for a person to settle, even with exit code 0 (E02).
         (ORPHANED_0, None, None, "lost", "SupervisorLost", 0, None),
         (ORPHANED_0, 0, "stop", "lost", "SupervisorLost", 0, None),
+        # The go line never came: the script never ran, whatever else is known.
+        (NEVER_STARTED, 125, None, "failedToStart", "SupervisorLost", None, None),
+        (NEVER_STARTED, -15, "stop", "failedToStart", "SupervisorLost", None, None),
         # No wrapper record: our kill explains the end.
         (None, -15, "stop", "killed", "StopRequested", None, 15),
         (None, -9, "timeout", "timedOut", "TimedOut", None, 9),
@@ -148,6 +170,9 @@ def seen(
         # E03: the wrapper recorded a supervised end, the supervisor died before reporting it.
         (RUNNING, seen(wrapper_exit=SUPERVISED_3), END, "exited", None),
         (RUNNING, seen(wrapper_exit=ORPHANED_0), END, "lost", "SupervisorLost"),
+        # Its supervisor died after the running record, before the go line: it never ran.
+        (RUNNING, seen(wrapper_exit=NEVER_STARTED), END, "failedToStart", "SupervisorLost"),
+        (RUNNING, seen(wrapper_exit=NEVER_STARTED, boot_id="boot-2"), END, "failedToStart", "SupervisorLost"),
         (RUNNING, seen(boot_id="boot-2", process_alive=True), END, "interrupted", "HostRebooted"),
         (ACCEPTED, seen(boot_id="boot-2", may_have_started=False), END, "failedToStart", "HostRebooted"),
         (ACCEPTED, seen(may_have_started=False), END, "failedToStart", "SupervisorLost"),

@@ -25,7 +25,7 @@ JOB_KEY = JobKey.from_json(KEY)
 
 
 class FakeStarter:
-    """Stands in for the fork server: notes the job and reports it ready at once."""
+    """Stands in for the supervising process: notes the job and reports it ready at once."""
 
     def __init__(self) -> None:
         self.started: list[str] = []

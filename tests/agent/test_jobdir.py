@@ -54,9 +54,9 @@ def test_a_torn_record_is_told_apart_and_discarded(job: JobDir) -> None:
     assert job.read_record() is None and job.discard_torn_record() is None
 
 
-def test_started_marker_and_wrapper_exit(job: JobDir) -> None:
+def test_an_older_agents_started_marker_and_the_wrapper_exit(job: JobDir) -> None:
     assert not job.may_have_started() and job.read_wrapper_exit() is None
-    job.mark_started()
+    Path(job.path, "started").touch()  # what an agent before 0.2 made before starting a script
     Path(job.exit_code_path).write_bytes(b"7 orphaned\n")
 
     assert job.may_have_started() and job.read_wrapper_exit() == WrapperExit(code=7, orphaned=True)
@@ -71,10 +71,12 @@ def test_the_supervisor_lock_tells_liveness(job: JobDir) -> None:
     assert not job.supervisor_alive()
 
 
-def test_waking_a_supervisor_needs_one_listening(job: JobDir) -> None:
-    assert not job.wake_supervisor()
-    control = job.open_control()
+def test_a_kill_wakes_an_older_agents_supervisor_on_its_control_fifo(job: JobDir) -> None:
+    job.wake_older_supervisor()  # none listens: nothing happens
+    os.mkfifo(os.path.join(job.path, "control"), 0o600)
+    listening = os.open(os.path.join(job.path, "control"), os.O_RDWR | os.O_NONBLOCK)
     try:
-        assert job.wake_supervisor() and os.read(control, 16) == b"k"
+        job.wake_older_supervisor()
+        assert os.read(listening, 16) == b"k"
     finally:
-        os.close(control)
+        os.close(listening)

@@ -145,58 +145,46 @@ def test_serve_killed_between_record_and_event_gets_its_event_logged_on_restart(
     assert_journal_consistent(dirs)
 
 
-def test_supervisor_killed_before_starting_the_script_is_lost_and_never_runs(dirs: AgentDirs) -> None:
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "supervise:after-start",  # the wrapper forked, its running record not written
+        "supervise:journal-after-record:running",  # written, its event not logged
+        "supervise:journal-before-group-sync",  # logged, not yet fsynced
+        "supervise:before-start",  # durable, the go line not yet written
+    ],
+)
+def test_supervisor_killed_before_the_go_line_never_runs_the_script_and_says_so(dirs: AgentDirs, crash_at: str) -> None:
+    """A script starts only once its running record is durable and its wrapper got the go line:
+    a supervisor killed at any step before leaves a wrapper that sees end of file, runs nothing
+    and writes ``never``, so the job is known never to have run (failedToStart, which the
+    operator may run again), not lost."""
     key = new_key()
     marker = dirs.work / "ran"
-    launch_crashing(dirs, "supervise:before-start", f"echo ran >> {marker}\n", key)
-
-    agent = Agent(dirs)
-    try:
-        record = agent.wait_state(key, "lost")
-    finally:
-        agent.close()
-
-    assert record["reason"] == "SupervisorLost" and record["exitCode"] is None
-    assert "unknown" in record["message"]
-    assert not marker.exists()
-    assert_journal_consistent(dirs)
-
-
-def test_supervisor_killed_before_recording_the_pid_ends_lost_and_ran_once(dirs: AgentDirs) -> None:
-    key = new_key()
-    marker, go = dirs.work / "ran", dirs.work / "go"
-    launch_crashing(
-        dirs,
-        "supervise:after-start",
-        f"while [ ! -e {go} ]; do sleep 0.02; done\necho ran >> {marker}\n",
-        key,
-    )
+    launch_crashing(dirs, crash_at, f"echo ran >> {marker}\n", key)
     wait_until(lambda: not supervisor_pids(dirs.state), what="the supervisor to crash")
 
     agent = Agent(dirs)
     try:
-        record = agent.wait_state(key, "lost")
-        go.touch()
-        wait_until(marker.exists, what="the orphaned script to finish")
+        record = agent.wait_state(key, "failedToStart")
         again = agent.launch(key, str(dirs.work / "job.sh"))
     finally:
         agent.close()
 
-    assert record["exitCode"] is None and record["pid"] is None and "unknown" in record["message"]
-    assert again["deduplicated"] is True and again["record"]["state"] == "lost"
-    assert marker.read_text() == "ran\n"
+    assert record["reason"] == "SupervisorLost" and record["exitCode"] is None
+    assert "never ran" in record["message"], record
+    assert again["deduplicated"] is True and not marker.exists()
     assert_journal_consistent(dirs)
 
 
-@pytest.mark.parametrize("crash_at", ["supervise:journal-after-record:running", "supervise:after-running"])
-def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: AgentDirs, crash_at: str) -> None:
+def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: AgentDirs) -> None:
     """E02: the job keeps running; a new supervisor adopts it (pumps output, honours kills);
     since it ran unsupervised for a while it ends ``lost`` with the recorded code in the message,
     however soon after starting the script the supervisor died."""
     key = new_key()
     go = dirs.work / "go"
     body = f"echo before\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho after\nexit 4\n"
-    launch_crashing(dirs, crash_at, body, key)
+    launch_crashing(dirs, "supervise:after-running", body, key)
 
     agent = Agent(dirs)
     try:

@@ -442,19 +442,59 @@ def test_pipelined_launches_are_all_answered_and_a_launch_is_visible_before_its_
         assert agent.wait_state(key, "exited")["exitCode"] == 0
 
 
-def test_launches_right_after_serve_starts_wait_for_the_fork_server(agent: Agent, dirs: AgentDirs) -> None:
-    """The first launches of a fan-out come while the fork server is still starting: they wait
-    for it (bounded) instead of each starting a Python supervisor of its own."""
+def test_launches_right_after_serve_starts_wait_for_the_supervising_process(agent: Agent, dirs: AgentDirs) -> None:
+    """The first launches of a fan-out come while the supervising process is still starting: they
+    wait for it (bounded) and it supervises them all, instead of each starting a Python process."""
     script = dirs.script("hold.sh", "sleep 30\n")
     keys = [new_key(f"/net/fan{i}") for i in range(4)]
     ids = [agent.send("launch", key=key, script=script, args=[], env={}) for key in keys]
     records = [agent.response(request_id)["result"]["record"] for request_id in ids]
     assert all(record["state"] == "running" for record in records), records
-    supervisors = supervisor_pids(dirs.state)
-    assert len(supervisors) == len(keys)
-    for pid in supervisors:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        # A forked supervisor carries its fork server's command line; one started the slow way names its job.
-        assert b"--fork-server-fd" in argv and b"--job-dir" not in argv, argv
+    [supervisor] = set(supervisor_pids(dirs.state))
+    argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+    assert b"supervise" in argv and b"--channel-fd" in argv, argv
     for record in records:
         os.killpg(record["pgid"], signal.SIGKILL)
+
+
+def test_the_supervising_process_outlives_serve_until_its_last_job_ended(dirs: AgentDirs) -> None:
+    go = dirs.work / "go"
+    agent = Agent(dirs)
+    key = new_key()
+    agent.launch(key, dirs.script("job.sh", f"while [ ! -e {go} ]; do sleep 0.02; done\n"))
+    [supervisor] = supervisor_pids(dirs.state)
+    agent.close()  # serve leaves; the job goes on, supervised
+
+    assert pid_alive(supervisor)
+    go.touch()
+    wait_until(lambda: not pid_alive(supervisor), what="the supervising process to leave after its job")
+    after = Agent(dirs)
+    try:
+        record = after.get(key)
+    finally:
+        after.close()
+    assert record["state"] == "exited" and record["exitCode"] == 0
+    assert "adopt" not in dirs.log_text()
+
+
+def test_a_burst_of_launches_is_started_by_one_supervising_process(agent: Agent, dirs: AgentDirs) -> None:
+    """Launches that arrive together are handed over together and started in few rounds (one
+    fsync of their running records each): every one is answered with its pid and runs once."""
+    script = dirs.script("ok.sh", "exit 0\n")
+    keys = [new_key(f"/burst/{i}") for i in range(12)]
+    assert agent.proc.stdin is not None
+    agent.proc.stdin.write(
+        b"".join(
+            (
+                json.dumps({"id": 100 + i, "op": "launch", "key": k, "script": script, "args": [], "env": {}}) + "\n"
+            ).encode()
+            for i, k in enumerate(keys)
+        )
+    )
+    agent.proc.stdin.flush()
+    answers = [agent.response(100 + i) for i in range(len(keys))]
+
+    assert all(a["ok"] and a["result"]["record"]["pid"] for a in answers), answers
+    for key in keys:
+        assert agent.wait_state(key, "exited")["exitCode"] == 0
+    assert len(set(supervisor_pids(dirs.state))) <= 1

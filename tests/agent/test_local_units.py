@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.durable import atomic_write
+from jobnet_agent.handover import START, send_job
 from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.protocol import (
     JobKey,
@@ -258,6 +260,25 @@ def test_an_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
         Journal(str(tmp_path / "empty"), "test").open(create=False)
 
 
+def supervise_alone(config: AgentConfig, journal: Journal, key: JobKey) -> None:
+    """Hand one claimed job to a supervising process run here, which leaves once it is done."""
+    lock_fd = journal.job(key).try_take_supervisor_lock()
+    assert lock_fd is not None
+    ready_r, ready_w = os.pipe()
+    serve_side, supervisor_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        send_job(serve_side, START, journal.job(key).path, [lock_fd, ready_w])
+    finally:
+        for fd in (lock_fd, ready_w):
+            os.close(fd)
+        serve_side.close()  # serve is gone: the process leaves once the job is settled
+    try:
+        assert Supervisor(config, supervisor_side).run() == 0
+        assert os.read(ready_r, 1) == b"1"  # answered once the outcome was in the journal
+    finally:
+        os.close(ready_r)
+
+
 def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     marker = tmp_path / "ran"
@@ -268,7 +289,7 @@ def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_
     os.close(journal.claim(KEY, spec, lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
     journal.update(KEY, lambda r: r.replace(kill_requested="stop"))
 
-    Supervisor(AgentConfig(state_dir=journal.state_dir), journal.job(KEY).path).start(ready_fd=None)
+    supervise_alone(AgentConfig(state_dir=journal.state_dir), journal, KEY)
 
     record = journal.read_record(KEY)
     assert record is not None and record.state == "killed" and record.message == "stopped before it started"

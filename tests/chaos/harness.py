@@ -92,6 +92,8 @@ class ChaosReport:
     """How often leadership changed hands (the Lease's transitions), by faults or by themselves."""
     handovers_missed: int = 0
     handover_modes: Counter[str] = field(default_factory=Counter)
+    watch: str = ""
+    """What the harness's own phase watch went through (streams, relists, late versions ignored)."""
     violations: list[Violation] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     wall: float = 0.0
@@ -108,6 +110,7 @@ class ChaosReport:
             + (", ".join(f"{mode} {n}" for mode, n in sorted(self.handover_modes.items())) or "none")
             + f"; not completed in time: {self.handovers_missed}",
             f"  unexpected operator exits: {self.operator_exits}",
+            f"  the harness's phase watch: {self.watch}",
             f"  violations: {len(self.violations) + len(self.malformed)}",
             *(f"    {violation}" for violation in self.violations),
             *(f"    malformed ledger line: {line!r}" for line in self.malformed),
@@ -174,6 +177,7 @@ class Chaos:
             self.report.wall = time.monotonic() - started
             self.report.handovers = lease_transitions(self.emulator)
             self.report.handovers_missed = self.handovers_missed
+            self.report.watch = f"{watch.streams} streams, {watch.relists} relists, {watch.late} late versions ignored"
         finally:
             stop_replicas(self.replicas)
         self._check(watch)

@@ -1,5 +1,5 @@
 """HostLink keeps an idle agent channel open for --agent-idle-timeout (the next run needs no
-connection, agent start or fork server start), checks its heartbeats meanwhile, never reopens
+connection, agent start or supervising process start), checks its heartbeats meanwhile, never reopens
 it while idle, and closes it at the deadline; a run subscribing meanwhile keeps it."""
 
 from __future__ import annotations

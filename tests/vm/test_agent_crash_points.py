@@ -17,10 +17,12 @@ CRASH_POINTS = {
     "serve:launch-after-accept": "failedToStart",  # accepted, no supervisor yet: it never ran
     "serve:journal-after-record": "failedToStart",
     "serve:journal-before-group-sync": "failedToStart",  # claimed, not yet fsynced nor handed over
-    "supervise:before-start": "lost",  # may have started: never guessed
-    "supervise:after-start": "lost",
-    "supervise:journal-after-record:running": "lost",
-    "supervise:after-running": "lost",
+    # Before the go line (its running record durable first), the wrapper runs nothing: known never run.
+    "supervise:after-start": "failedToStart",
+    "supervise:journal-after-record:running": "failedToStart",
+    "supervise:journal-before-group-sync": "failedToStart",
+    "supervise:before-start": "failedToStart",
+    "supervise:after-running": "lost",  # ran unsupervised for a while: never guessed
     "supervise:after-exit": "exited",  # recovered from the wrapper's exit code
     "supervise:journal-after-record:exited": "exited",  # the record was written; its event is replayed
 }
@@ -63,7 +65,7 @@ def test_launch_survives_kill_9_at(point: str, expected_end: str, agent: AgentHa
             for line in vm.read_agent_log().splitlines()
             if "supervise[" in line and str(key) in line and "exited with code" in line
         ], "supervisor died first"
-    if point.startswith("serve:"):
+    if record.state == "failedToStart":
         assert runs == 0
     records = agent.chan.call(ListRequest(), ListResult).records
     assert [r.key for r in records] == [key]

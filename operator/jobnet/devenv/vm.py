@@ -565,11 +565,24 @@ class NamespaceVM:
         return found
 
     def job_supervisors(self) -> dict[int, list[str]]:
-        """The agent's supervisors of jobs: ``supervise`` processes but the fork server, which
-        lives as long as ``serve`` (an open agent channel) and supervises nothing itself."""
-        return {
-            pid: argv for pid, argv in self.agent_processes(("supervise",)).items() if "--fork-server-fd" not in argv
-        }
+        """The agent's processes supervising a job right now: a supervising process holds each
+        job's ``supervisor.lock`` while it supervises the job (and lives on with ``serve``, an
+        open agent channel, without any)."""
+        holders = set()
+        for lock_file in self.state_dir.glob("jobs/*/*/supervisor.lock"):
+            try:
+                fd = os.open(lock_file, os.O_RDONLY)
+            except FileNotFoundError:  # collected meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                if text.isdigit():
+                    holders.add(int(text))
+            finally:
+                os.close(fd)
+        return {pid: argv for pid, argv in self.agent_processes(("supervise",)).items() if pid in holders}
 
     # ------------------------------------------------------------ faults
 

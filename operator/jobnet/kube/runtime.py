@@ -141,7 +141,7 @@ class RuntimeConfig:
     #: how long a launch that never left (host unreachable) is retried (SchedulerPolicy)
     launch_retry_window: float = 60.0
     #: how long a host's agent channel stays open after its last run ended: the next run's first
-    #: launch then needs no SSH connection, no agent start and no fork server start
+    #: launch then needs no SSH connection, no agent start and no supervising process start
     agent_idle_timeout: float = 300.0
     #: how long a round that only observed a stored launch (accepted, started) may wait to be
     #: written with a later round (core/scheduler/deferral.py); 0: written at once
@@ -500,7 +500,7 @@ class RunLoop:
     # -------------------------------------------------------------- the loop
 
     def start(self) -> None:
-        # Every host a job of the run may still need: its channel (and the agent's fork server)
+        # Every host a job of the run may still need: its channel (and the agent's supervising process)
         # opens now, while the run's first status write is on its way, not at the first launch.
         for node in self.graph.jobs():
             entry = self.state.jobs.get(node.path)
