@@ -19,7 +19,7 @@ def test_G09_old_versions_delivered_after_the_run_finished_change_nothing(scenar
     vm = scenario.vm()
     first = scenario.marker_script(vm, "first", "sleep 1\n")
     second = scenario.marker_script(vm, "second", "sleep 1\n")
-    third = scenario.marker_script(vm, "third")
+    third = scenario.marker_script(vm, "third", "sleep 1\n")  # the final version comes a second after the held ones
     run = scenario.run_jobnet("g09", scenario.host(vm), [
         {"name": "first", "script": first},
         {"name": "second", "script": second, "after": ["first"]},
