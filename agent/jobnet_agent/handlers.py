@@ -55,9 +55,9 @@ Handled = Union[Result, Later]
 class Handlers:
     """Carries out every request but ``watch`` (a stream: the transport's).
 
-    ``start_supervisor(job_dir, lock_fd, ready_w)`` gets an accepted job a supervisor (the fork
-    server in serve; a fake in tests); ``settle(record)`` settles a job whose supervisor is gone
-    (detection).
+    ``start_supervisor(job_dir, lock_fd, ready_w)`` gets an accepted job a supervisor (serve's
+    supervising process, see jobnet_agent.handover; a fake in tests); ``settle(record)`` settles
+    a job whose supervisor is gone (detection).
     """
 
     def __init__(
