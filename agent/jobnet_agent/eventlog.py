@@ -22,10 +22,10 @@ import json
 import os
 import select
 import threading
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from jobnet_agent.durable import atomic_write, poke_fifo
-from jobnet_agent.jobdir import dump_json
+from jobnet_agent.jobdir import dump_json, stored_json
 from jobnet_agent.protocol import JobRecord
 
 _WAKE_SUFFIX = ".wake"
@@ -59,8 +59,12 @@ def _whole_entry(line: bytes) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("seq"), int)
 
 
-def _entry(record: JobRecord) -> bytes:
-    return dump_json({"seq": record.seq, "record": record.to_stored()}) + b"\n"
+def _entry(record: JobRecord, body: Optional[bytes] = None) -> bytes:
+    """The event's line: ``{"seq":N,"record":BODY}``, BODY the record's stored JSON (given by a
+    caller that encoded it already for the record file: the same bytes as encoding it again)."""
+    if body is None:
+        body = stored_json(record)
+    return b'{"seq":%d,"record":%s}\n' % (record.seq, body)
 
 
 class EventLog:
@@ -69,19 +73,33 @@ class EventLog:
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, "events.log")
         self.watchers_dir = os.path.join(state_dir, "watchers")
+        #: The wake-up FIFO of a follower of this process that its own appends need not wake.
+        self._own_wakeup: Optional[str] = None
 
-    def append(self, record: JobRecord, durable: bool = True) -> None:
-        """Append the record's event; ``durable``: fsynced, and every follower woken. Otherwise
-        the writer calls :meth:`sync` before it reports the state (a group commit)."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+    def open_for_append(self) -> int:
+        """An fd to append to (and cut) the log: a journal transaction opens one, under its lock
+        (a compaction replaces the file, also under the lock)."""
+        return os.open(self.path, os.O_RDWR | os.O_APPEND)
+
+    def append(
+        self, record: JobRecord, durable: bool = True, fd: Optional[int] = None, body: Optional[bytes] = None
+    ) -> None:
+        """Append the record's event (to ``fd`` if given: see :meth:`open_for_append`; ``body``:
+        the record's stored JSON if encoded already); ``durable``: fsynced, and every follower
+        woken. Otherwise the writer calls :meth:`sync` before it reports the state (a group
+        commit)."""
+        own = fd is None
+        if fd is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, _entry(record))
+            os.write(fd, _entry(record, body))
             if durable:
                 os.fsync(fd)
         finally:
-            os.close(fd)
+            if own:
+                os.close(fd)
         if durable:
-            wake_followers(self.watchers_dir)
+            self.wake_followers()
 
     def sync(self) -> None:
         """Make every append so far durable (one fsync), then wake every follower."""
@@ -90,7 +108,14 @@ class EventLog:
             os.fsync(fd)
         finally:
             os.close(fd)
-        wake_followers(self.watchers_dir)
+        self.wake_followers()
+
+    def wake_followers(self) -> None:
+        wake_followers(self.watchers_dir, skip=self._own_wakeup)
+
+    def skip_own_wakeup(self, wakeup: EventWakeup) -> None:
+        """This process's appends do not wake ``wakeup`` (its follower needs only the others')."""
+        self._own_wakeup = wakeup.path
 
     def last_seq(self) -> int:
         """The seq of the last entry (0: none), the compaction marker included."""
@@ -121,19 +146,16 @@ class EventLog:
         finally:
             os.close(fd)
 
-    def cut_torn_append(self) -> int:
+    def cut_torn_append(self, fd: int) -> int:
         """Cut off a torn last line (a writer killed mid-append); return the last seq. Only under
-        the journal lock: the journal re-logs the cut event from its record file."""
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            size = os.fstat(fd).st_size
-            line, end = read_last_line(fd, size)
-            if end != size:
-                os.ftruncate(fd, end)
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return int(json.loads(line.decode("utf-8"))["seq"]) if line else 0
+        the journal lock, with its fd (:meth:`open_for_append`): the journal re-logs the cut event
+        from its record file."""
+        size = os.fstat(fd).st_size
+        line, end = read_last_line(fd, size)
+        if end != size:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+        return _seq_of(line) if line else 0
 
     def cut_at_first_unreadable(self) -> bool:
         """After a power loss, cut the log at its first line that is not a whole entry; True if
@@ -182,15 +204,34 @@ class EventLog:
         return EventWakeup(self.watchers_dir)
 
 
+def _seq_of(line: bytes) -> int:
+    """The seq of a whole entry, read without decoding the record when it is as appended."""
+    if line.startswith(_SEQ_PREFIX):
+        end = line.find(b",", len(_SEQ_PREFIX))
+        if end < 0:
+            end = line.find(b"}", len(_SEQ_PREFIX))
+        digits = line[len(_SEQ_PREFIX) : end]
+        if digits.isdigit():
+            return int(digits)
+    return int(json.loads(line.decode("utf-8"))["seq"])
+
+
+_SEQ_PREFIX = b'{"seq":'
+
+
 class EventReader:
     """Reads events with ``seq`` greater than a start point from the event log, incrementally.
 
     Follows appends cheaply (one ``stat`` when nothing changed) and notices a compaction
     (new inode): it then rereads from the start, skipping what it already delivered.
+
+    ``skip``: entries whose line contains these bytes are passed over undecoded (a follower
+    that needs only some records, e.g. the supervising process only those with a kill).
     """
 
-    def __init__(self, events_path: str, from_seq: int) -> None:
+    def __init__(self, events_path: str, from_seq: int, skip: Optional[bytes] = None) -> None:
         self.path = events_path
+        self._skip = skip
         self.delivered_seq = from_seq
         self._fd: Optional[int] = None
         self._inode: Optional[Tuple[int, int]] = None
@@ -203,6 +244,10 @@ class EventReader:
             self._fd = None
 
     def poll(self, max_bytes: int = 1024 * 1024) -> List[JobRecord]:
+        return [JobRecord.from_stored(stored) for stored in self.poll_stored(max_bytes)]
+
+    def poll_stored(self, max_bytes: int = 1024 * 1024) -> List[Dict[str, Any]]:
+        """As :meth:`poll`, the records as stored (what a watch sends needs no JobRecord)."""
         info = os.stat(self.path)
         identity = (info.st_dev, info.st_ino)
         if identity != self._inode:
@@ -224,11 +269,14 @@ class EventReader:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        records: List[JobRecord] = []
+        records: List[Dict[str, Any]] = []
         for line in lines:
             if not line:
                 continue
             try:
+                if self._skip is not None and self._skip in line:
+                    self.delivered_seq = max(self.delivered_seq, _seq_of(line))
+                    continue
                 entry = json.loads(line.decode("utf-8"))
             except ValueError:
                 # Read across a cut-off torn append: start over from the beginning next poll.
@@ -238,12 +286,12 @@ class EventReader:
             if entry["seq"] <= self.delivered_seq or "record" not in entry:
                 continue
             self.delivered_seq = entry["seq"]
-            records.append(JobRecord.from_stored(entry["record"]))
+            records.append(entry["record"])
         return records
 
 
-def wake_followers(watchers_dir: str) -> None:
-    """Write a byte to the wake-up FIFO of every process following the event log."""
+def wake_followers(watchers_dir: str, skip: Optional[str] = None) -> None:
+    """Write a byte to the wake-up FIFO of every process following the event log (but ``skip``)."""
     try:
         names = os.listdir(watchers_dir)
     except FileNotFoundError:
@@ -252,6 +300,8 @@ def wake_followers(watchers_dir: str) -> None:
         if not name.endswith(_WAKE_SUFFIX):
             continue
         path = os.path.join(watchers_dir, name)
+        if path == skip:
+            continue
         try:
             poke_fifo(path, b"!")
         except OSError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -67,7 +68,10 @@ def dump_json(data: Dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+@functools.lru_cache(maxsize=4096)
 def _dir_name(part: str) -> str:
+    # Cached: every transaction and every hand-over names its job directory (a run's id repeats
+    # for each of its jobs), and quoting is most of the cost of a name.
     quoted = urllib.parse.quote(part, safe="")
     if len(quoted) > 180:
         return "h-" + hashlib.sha256(part.encode("utf-8")).hexdigest()
@@ -83,10 +87,18 @@ def job_dir_path(jobs_dir: str, key: JobKey) -> str:
     return os.path.join(jobs_dir, _dir_name(key.run), f"{_dir_name(key.path)}#{key.attempt}")
 
 
-def sealed_record(record: JobRecord) -> bytes:
+def stored_json(record: JobRecord) -> bytes:
+    """The record as every file of the state dir stores it (the record file seals it, the event
+    log wraps it): encoded once per state change."""
+    return dump_json(record.to_stored())
+
+
+def sealed_record(record: JobRecord, body: Optional[bytes] = None) -> bytes:
     """The record file's content: one JSON line whose last member checks the rest (crc32), so a
-    reader can tell a record caught mid-rewrite (reread it) from a complete one."""
-    body = dump_json(record.to_stored())
+    reader can tell a record caught mid-rewrite (reread it) from a complete one. ``body``: the
+    record's :func:`stored_json`, when the caller has it already."""
+    if body is None:
+        body = stored_json(record)
     return body[:-1] + _CHECK + b"%d}\n" % zlib.crc32(body)
 
 
@@ -134,15 +146,16 @@ class JobDir:
 
     # -- record.json -------------------------------------------------------------------------
 
-    def write_record(self, record: JobRecord) -> None:
-        """Make the record file hold ``record`` (not durable: see the journal's docstring).
+    def write_record(self, record: JobRecord, body: Optional[bytes] = None) -> None:
+        """Make the record file hold ``record`` (not durable: see the journal's docstring);
+        ``body``: its :func:`stored_json`, when the caller has it already.
 
         An existing record file is rewritten in place, padded with spaces to its old size: a new
         file per state costs an inode allocation, and a truncation costs more. Readers check the
         seal (:func:`unseal_record`) and reread a record caught mid-rewrite.
         """
         path = os.path.join(self.path, _RECORD)
-        data = sealed_record(record)
+        data = sealed_record(record, body)
         try:
             fd: Optional[int] = os.open(path, os.O_WRONLY)
         except FileNotFoundError:

@@ -44,7 +44,7 @@ from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
 from jobnet_agent.durable import atomic_write, fsync_dir
 from jobnet_agent.eventlog import EventLog
 from jobnet_agent.faults import crash_point
-from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, run_dir_name
+from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, run_dir_name, stored_json
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
 __all__ = ["GroupCommit", "Journal", "JournalError", "RepairReport", "Transaction"]
@@ -56,9 +56,10 @@ _INTENT_BYTES = 1024
 class Transaction:
     """Journal writes made while holding ``journal.lock``."""
 
-    def __init__(self, journal: Journal, lock_fd: int, last_seq: int) -> None:
+    def __init__(self, journal: Journal, lock_fd: int, events_fd: int, last_seq: int) -> None:
         self._journal = journal
         self._lock_fd = lock_fd
+        self._events_fd = events_fd
         self.last_seq = last_seq
 
     def commit(self, record: JobRecord) -> JobRecord:
@@ -66,17 +67,20 @@ class Transaction:
         journal = self._journal
         record = record.replace(seq=self.last_seq + 1)
         job = journal.job(record.key)
-        intent = f"{record.seq} {os.path.relpath(job.path, journal.state_dir)}\n".encode()
+        # Relative to the state dir, which holds it (journal.job names it so).
+        intent = f"{record.seq} {job.path[len(journal.state_prefix) :]}\n".encode()
         # Overwritten in place at a fixed size: an ftruncate of the lock file costs milliseconds.
         os.pwrite(self._lock_fd, intent.ljust(_INTENT_BYTES), 0)
-        # Not fsynced: the event below is the durable copy (see the module docstring).
-        job.write_record(record)
+        # Not fsynced: the event below is the durable copy (see the module docstring). Encoded
+        # once for both.
+        body = stored_json(record)
+        job.write_record(record, body)
         crash_point(
             journal.role + ":journal-after-record",
             f"{journal.role}:journal-after-record:{record.state}",
         )
         group = journal.open_group()
-        journal.events.append(record, durable=group is None)
+        journal.events.append(record, durable=group is None, fd=self._events_fd, body=body)
         if group is not None:
             group.pending = True
         self.last_seq = record.seq
@@ -125,6 +129,8 @@ class Journal:
 
     def __init__(self, state_dir: str, role: str) -> None:
         self.state_dir = os.path.abspath(state_dir)
+        #: The state dir with a trailing separator: the paths inside it start with this.
+        self.state_prefix = os.path.join(self.state_dir, "")
         self.role = role
         self.jobs_dir = os.path.join(self.state_dir, "jobs")
         self.lock_path = os.path.join(self.state_dir, "journal.lock")
@@ -223,21 +229,26 @@ class Journal:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        events_fd = -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield Transaction(self, fd, self._finish_interrupted(fd))
+            # Opened under the lock: a compaction (which replaces the file) holds it too.
+            events_fd = self.events.open_for_append()
+            yield Transaction(self, fd, events_fd, self._finish_interrupted(fd, events_fd))
         finally:
+            if events_fd >= 0:
+                os.close(events_fd)
             os.close(fd)
 
-    def _finish_interrupted(self, lock_fd: int) -> int:
+    def _finish_interrupted(self, lock_fd: int, events_fd: int) -> int:
         """Repair what a process killed inside a transaction left; return the last logged seq."""
         # A torn append (killed mid-write) is cut off: the record file has it, the intent re-logs it.
-        last = self.events.cut_torn_append()
+        last = self.events.cut_torn_append(events_fd)
         intent = os.pread(lock_fd, _INTENT_BYTES, 0).decode("utf-8", "replace").split()
         if len(intent) == 2 and intent[0].isdigit() and int(intent[0]) > last:
             record = JobDir(os.path.join(self.state_dir, intent[1])).read_record_if_intact()
             if record is not None and record.seq == int(intent[0]):
-                self.events.append(record)
+                self.events.append(record, fd=events_fd)
                 last = record.seq
         return last
 

@@ -29,11 +29,11 @@ from jobnet_agent.protocol import (
     RequestError,
     encode,
     error,
-    event,
     heartbeat,
     int_arg,
     ok,
     parse_request,
+    stored_event,
 )
 
 _MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -334,9 +334,9 @@ class Server:
     def _stream_events(self, watcher: EventReader, stop: threading.Event, wakeup: EventWakeup) -> None:
         try:
             while not stop.is_set() and not self._stopping.is_set():
-                records = watcher.poll()
-                for record in records:
-                    if not self._send(event(record)):
+                records = watcher.poll_stored()
+                for stored in records:
+                    if not self._send(stored_event(stored)):
                         return
                 if not records:
                     # Woken by every journal writer; the timeout only bounds a missed wake-up

@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import end_of, signal_name, wrapper_command
+from jobnet_agent.eventlog import EventReader
 from jobnet_agent.faults import crash_point
 from jobnet_agent.handover import ADOPT, START, receive_job
 from jobnet_agent.jobdir import JobDir
@@ -72,6 +73,8 @@ _INTERNAL_ENV_PREFIX = "JOBNET_AGENT_"
 _KILL_WAIT_SECONDS = 5.0
 #: Hand-overs taken per round (the rest wait for the next round, after this one's fsync).
 _MAX_HANDOVERS_PER_ROUND = 64
+#: In an event's line, a record with no kill requested (as the journal encodes it, compactly).
+_NO_KILL = b'"killRequested":null'
 
 
 def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, str]]:
@@ -190,9 +193,12 @@ class Supervisor:
         self._jobs: Dict[JobKey, _Job] = {}
         self._children: Dict[int, _Job] = {}
         self._selector = selectors.DefaultSelector()
-        # Kills: every journal writer wakes us; the event log says what changed.
-        self._events = self.journal.events.reader(self.journal.last_seq())
+        # Kills: every other journal writer wakes us; the event log says what changed. Only
+        # records with a kill matter here: the others are passed over undecoded, and our own
+        # appends (which carry no kill we do not know of) do not wake us.
+        self._events = EventReader(self.journal.events.path, self.journal.last_seq(), skip=_NO_KILL)
         self._wakeup = self.journal.events.wakeup()
+        self.journal.events.skip_own_wakeup(self._wakeup)
         self._wake_r, self._wake_w = os.pipe()
         #: Jobs started this round: their go lines wait for the round's fsync.
         self._starting: List[_Job] = []
