@@ -197,8 +197,8 @@ class EventLog:
     def size(self) -> int:
         return os.path.getsize(self.path)
 
-    def reader(self, from_seq: int) -> EventReader:
-        return EventReader(self.path, from_seq)
+    def reader(self, from_seq: int, skip: Optional[bytes] = None) -> EventReader:
+        return EventReader(self.path, from_seq, skip)
 
     def wakeup(self) -> EventWakeup:
         return EventWakeup(self.watchers_dir)

@@ -90,13 +90,26 @@ class Transaction:
 class GroupCommit:
     """The transactions of one thread whose events share one fsync (:meth:`Journal.group_commit`)."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, one_transaction: bool) -> None:
         self._journal = journal
         #: an event appended but not yet fsynced
         self.pending = False
+        #: Its transactions are one: the lock is taken by the first and held until :meth:`sync`.
+        self.one_transaction = one_transaction
+        #: That transaction while it holds the lock: (lock fd, events fd, transaction).
+        self.held: Optional[Tuple[int, int, Transaction]] = None
+
+    def release(self) -> None:
+        """Let the journal lock go, if the group holds it (its next write takes it anew)."""
+        held, self.held = self.held, None
+        if held is not None:
+            os.close(held[1])
+            os.close(held[0])
 
     def sync(self) -> None:
-        """Make the events appended so far durable; nothing of them is reported before."""
+        """Make the events appended so far durable; nothing of them is reported before. The
+        lock is let go first: the fsync needs no lock, and other writers need not wait for it."""
+        self.release()
         if self.pending:
             self.pending = False  # once: a failed fsync is not retried
             crash_point(self._journal.role + ":journal-before-group-sync")
@@ -207,13 +220,19 @@ class Journal:
     # -- writes ------------------------------------------------------------------------------
 
     @contextmanager
-    def group_commit(self) -> Iterator[GroupCommit]:
+    def group_commit(self, one_transaction: bool = False) -> Iterator[GroupCommit]:
         """Inside, this thread's transactions append their events without fsync; the caller
         reports nothing of them before ``sync()`` (called at the end in any case). Each
         transaction is otherwise unchanged (its intent, record file and event in order), so a
         crash at any step leaves what it does today; only a power loss can take the appended
-        events since the last fsync, none of them answered yet."""
-        group = GroupCommit(self)
+        events since the last fsync, none of them answered yet.
+
+        ``one_transaction``: the group's transactions are one, from its first write to ``sync()``
+        (the lock, the check for what a killed writer left, and the open files once, not per
+        record). Only for a caller that never waits for another process inside the group: the
+        lock is held all along (the supervising process's round; not serve's batch, whose
+        requests may wait for a supervising process, or for a test's pause point)."""
+        group = GroupCommit(self, one_transaction)
         self._groups.group = group
         try:
             yield group
@@ -228,17 +247,39 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
+        group = self.open_group()
+        if group is not None and group.one_transaction:
+            if group.held is None:
+                group.held = self._begin()
+            try:
+                yield group.held[2]
+            except BaseException:
+                # Whatever it left (an intent without its event) is finished by the next
+                # transaction, which must start afresh for that.
+                group.release()
+                raise
+            return
+        fd, events_fd, tx = self._begin()
+        try:
+            yield tx
+        finally:
+            os.close(events_fd)
+            os.close(fd)
+
+    def _begin(self) -> Tuple[int, int, Transaction]:
+        """Take the journal lock: (lock fd, events fd, the transaction), repaired first."""
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         events_fd = -1
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Opened under the lock: a compaction (which replaces the file) holds it too.
             events_fd = self.events.open_for_append()
-            yield Transaction(self, fd, events_fd, self._finish_interrupted(fd, events_fd))
-        finally:
+            return fd, events_fd, Transaction(self, fd, events_fd, self._finish_interrupted(fd, events_fd))
+        except BaseException:
             if events_fd >= 0:
                 os.close(events_fd)
             os.close(fd)
+            raise
 
     def _finish_interrupted(self, lock_fd: int, events_fd: int) -> int:
         """Repair what a process killed inside a transaction left; return the last logged seq."""

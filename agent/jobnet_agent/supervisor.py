@@ -43,7 +43,6 @@ from typing import Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import end_of, signal_name, wrapper_command
-from jobnet_agent.eventlog import EventReader
 from jobnet_agent.faults import crash_point
 from jobnet_agent.handover import ADOPT, START, receive_job
 from jobnet_agent.jobdir import JobDir
@@ -196,7 +195,7 @@ class Supervisor:
         # Kills: every other journal writer wakes us; the event log says what changed. Only
         # records with a kill matter here: the others are passed over undecoded, and our own
         # appends (which carry no kill we do not know of) do not wake us.
-        self._events = EventReader(self.journal.events.path, self.journal.last_seq(), skip=_NO_KILL)
+        self._events = self.journal.events.reader(self.journal.last_seq(), skip=_NO_KILL)
         self._wakeup = self.journal.events.wakeup()
         self.journal.events.skip_own_wakeup(self._wakeup)
         self._wake_r, self._wake_w = os.pipe()
@@ -246,7 +245,8 @@ class Supervisor:
             else:
                 job, writer = what
                 self._pump(job, selected.fd, writer)
-        with self.journal.group_commit():
+        # One transaction for the round's writes (nothing in it waits for another process).
+        with self.journal.group_commit(one_transaction=True):
             for kind, job_dir, fds in handovers:
                 self._take(kind, job_dir, fds)
             self._follow_kills()

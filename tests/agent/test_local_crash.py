@@ -177,6 +177,40 @@ def test_supervisor_killed_before_the_go_line_never_runs_the_script_and_says_so(
     assert_journal_consistent(dirs)
 
 
+def test_supervisor_killed_inside_its_rounds_transaction_frees_the_lock_and_starts_nothing(dirs: AgentDirs) -> None:
+    """The supervising process makes a round's journal writes in one transaction (the lock held
+    from its first write to the round's fsync): killed after the first record of a round that
+    starts jobs handed over together, the lock is free again (the next writer finishes the
+    intent it left), and none of the jobs ran."""
+    keys = [new_key("/fan/a"), new_key("/fan/b"), new_key("/fan/c")]
+    marker = dirs.work / "ran"
+    script = dirs.script("job.sh", f"echo ran >> {marker}\n")
+    agent = Agent(dirs, crash_at="supervise:journal-after-record:running")
+    assert agent.proc.stdin is not None
+    agent.proc.stdin.write(
+        b"".join(
+            (json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n").encode()
+            for i, key in enumerate(keys, 1)
+        )
+    )
+    agent.proc.stdin.flush()
+    for i in range(1, len(keys) + 1):
+        agent.response(i, timeout=15)  # answered once their supervisors crashed (or gave up)
+    agent.close()
+    wait_until(lambda: not supervisor_pids(dirs.state), what="the supervisors to crash")
+
+    restarted = Agent(dirs)
+    try:
+        records = [restarted.wait_state(key, "failedToStart") for key in keys]
+        again = [restarted.launch(key, script) for key in keys]
+    finally:
+        restarted.close()
+
+    assert all(r["reason"] == "SupervisorLost" and "never ran" in r["message"] for r in records), records
+    assert all(a["deduplicated"] for a in again) and not marker.exists()
+    assert_journal_consistent(dirs)
+
+
 def test_supervisor_killed_after_starting_is_adopted_and_output_kept(dirs: AgentDirs) -> None:
     """E02: the job keeps running; a new supervisor adopts it (pumps output, honours kills);
     since it ran unsupervised for a while it ends ``lost`` with the recorded code in the message,

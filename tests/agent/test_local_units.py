@@ -20,6 +20,7 @@ from jobnet_agent.protocol import (
     LaunchSpec,
     ProtocolError,
     RequestError,
+    encode,
     kill_args,
     parse_request,
 )
@@ -294,3 +295,105 @@ def test_a_kill_that_arrives_before_the_start_means_the_script_never_starts(tmp_
     record = journal.read_record(KEY)
     assert record is not None and record.state == "killed" and record.message == "stopped before it started"
     assert not marker.exists() and not os.path.exists(os.path.join(journal.job(KEY).path, "started"))
+
+
+def _lock_is_free(journal: Journal) -> bool:
+    import fcntl
+
+    fd = os.open(journal.lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_one_transaction_group_takes_the_lock_once_and_lets_it_go_before_its_fsync(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    keys = [JobKey(run="r", path=f"/j{n}", attempt=1) for n in range(3)]
+    with journal.group_commit(one_transaction=True) as group:
+        assert _lock_is_free(journal)  # taken by the first write, not before
+        for key in keys:
+            os.close(journal.claim(key, _spec(), lambda key=key: JobRecord(key=key, state="accepted"))[1] or -1)
+            assert not _lock_is_free(journal)
+        journal.update(keys[0], lambda r: r.replace(state="running", pid=1))
+        held = group.held
+        group.sync()
+        assert _lock_is_free(journal) and held is not None and group.held is None
+        journal.update(keys[1], lambda r: r.replace(state="running", pid=2))  # takes it anew
+        assert not _lock_is_free(journal)
+    assert _lock_is_free(journal)
+
+    lines = Path(journal.events.path).read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert [r.seq for r in journal.events.reader(0).poll()] == [1, 2, 3, 4, 5]
+
+
+def test_a_one_transaction_group_starts_afresh_after_a_write_that_failed(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    other = JobKey(run="r2", path="/b", attempt=1)
+
+    def broken(record: JobRecord) -> JobRecord:
+        raise RuntimeError("a change that failed")
+
+    with journal.group_commit(one_transaction=True):
+        journal.update(KEY, lambda r: r.replace(state="running", pid=1))
+        with pytest.raises(RuntimeError):
+            journal.update(KEY, broken)
+        assert _lock_is_free(journal)  # let go: the next write repairs what this one left
+        os.close(journal.claim(other, _spec(), lambda: JobRecord(key=other, state="accepted"))[1] or -1)
+
+    assert [(r.seq, r.state) for r in journal.events.reader(0).poll()] == [
+        (1, "accepted"),
+        (2, "running"),
+        (3, "accepted"),
+    ]
+
+
+def test_a_follower_can_pass_over_events_undecoded_and_skip_its_own_wakeups(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    kills = journal.events.reader(0, skip=b'"killRequested":null')
+    wakeup = journal.events.wakeup()
+    other_process = Journal(journal.state_dir, "other")
+    journal.events.skip_own_wakeup(wakeup)
+    try:
+        journal.update(KEY, lambda r: r.replace(state="running", pid=1))
+        assert not _readable(wakeup.fileno())  # its own append
+        other_process.update(KEY, lambda r: r.replace(kill_requested="stop"))
+        assert _readable(wakeup.fileno())
+
+        assert [(r.seq, r.kill_requested) for r in kills.poll()] == [(3, "stop")]
+        assert kills.delivered_seq == 3 and kills.poll() == []
+    finally:
+        wakeup.close()
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_a_watched_event_is_sent_as_the_record_would_send_it(tmp_path: Path) -> None:
+    from jobnet_agent.protocol import event, stored_event
+
+    record = JobRecord(key=KEY, state="running", seq=4, pid=9, grace_seconds=2.0, pid_start_ticks=77)
+    stored = json.loads(json.dumps(record.to_stored()))
+    older = {k: v for k, v in stored.items() if k not in ("stdoutDropped", "_pidStartTicks")}
+
+    assert encode(stored_event(stored)) == encode(event(record))
+    assert stored_event(older) == event(JobRecord.from_stored(older))
+
+
+def test_replace_copies_a_record_and_refuses_unknown_fields() -> None:
+    record = JobRecord(key=KEY, state="accepted", seq=1)
+    changed = record.replace(state="running", pid=3, message="x" * 5000)
+
+    assert changed == JobRecord(key=KEY, state="running", seq=1, pid=3, message="x" * 1997 + "...")
+    assert record.state == "accepted" and hash(changed) == hash(changed.replace())
+    with pytest.raises(TypeError, match="no field"):
+        record.replace(colour="red")
