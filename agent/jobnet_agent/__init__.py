@@ -3,7 +3,7 @@
 Standard library only, Python >= 3.8. See docs/agent-protocol.md for the wire protocol.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: The protocol version spoken by ``serve`` (docs/agent-protocol.md).
 PROTOCOL_VERSION = 1

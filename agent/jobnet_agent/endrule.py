@@ -57,26 +57,27 @@ def wrapper_command(exit_file: str, supervisor_pid: int) -> str:
 
     The wrapper starts with a *go* pipe as its stdin: it runs the script only once its supervisor
     writes a line there, which the supervisor does after the job's ``running`` record (its pid) is
-    durable. If the supervisor dies first, the read sees end of file: the wrapper writes
+    durable. If the supervisor dies first, the read sees end of file: the wrapper appends
     ``never`` to the exit file and exits without running anything, so a ``running`` record whose
     go never came is known never to have run.
 
     The wrapper then holds read ends of its own output pipes (fds 3 and 4, reopened through
     ``/proc``), so a supervisor that dies never SIGPIPEs the job; the script gets neither, and
     its stdin is /dev/null. When the script ends, the wrapper notes whether its parent is still
-    ``supervisor_pid`` (else the supervisor died mid-run), writes ``<code>[ orphaned]`` to the
-    exit file and exits the same way. The pid is given, not taken from ``$PPID``: the shell reads
-    that at its start, and a supervisor that dies before the shell gets to run would leave
-    ``$PPID`` naming the new parent (E02 then looked like a supervised end).
+    ``supervisor_pid`` (else the supervisor died mid-run), appends the line ``<code>[ orphaned]``
+    to the exit file (a file the job has already: no inode more per job) and exits the same
+    way. The pid is given, not taken from ``$PPID``: the shell reads that at its start, and a
+    supervisor that dies before the shell gets to run would leave ``$PPID`` naming the new
+    parent (E02 then looked like a supervised end).
     """
     exit_to = shlex.quote(exit_file)
     never = NEVER_STARTED.decode()
     return (
-        f"read -r _ || {{ printf '{never}\\n' > {exit_to}; exit 125; }}; "
+        f"read -r _ || {{ printf '{never}\\n' >> {exit_to}; exit 125; }}; "
         "exec </dev/null; command exec 3</proc/$$/fd/1 4</proc/$$/fd/2 || :; "
         f'"$@" 3<&- 4<&-; c=$?; p=; read -r _ _ _ p _ 2>/dev/null </proc/$$/stat; o=; '
         f'[ -n "$p" ] && [ "$p" != {supervisor_pid} ] && o=" orphaned"; '
-        f'printf "%s%s\\n" "$c" "$o" > {exit_to}; exit "$c"'
+        f'printf "%s%s\\n" "$c" "$o" >> {exit_to}; exit "$c"'
     )
 
 

@@ -5,22 +5,25 @@ Layout of ``<state>/jobs/<run>/<path>#<attempt>/`` (run and path URL-quoted, has
     record.json       the job's latest JobRecord: one sealed JSON line, rewritten in place. A
                       cache of the event log, never fsynced (the journal's docstring says why);
                       written by the journal's transactions only.
-    spec.json         what to run (mode 0600: env may hold secrets); written with the claim.
     supervisor.lock   held (flock) by the job's supervising process while it supervises the job:
-                      liveness is the lock. Holds that process's pid, for people.
+                      liveness is the lock. Holds that process's pid, for people (its first
+                      16 bytes, a line padded with spaces; blank until a supervisor took the
+                      job), then what to run: the launch spec's JSON line (mode 0600: env may
+                      hold secrets), written with the claim; then the line the job's shell
+                      wrapper appends when the script ends (``<code>[ orphaned]``), or
+                      ``never`` when it never started it (see :mod:`jobnet_agent.endrule`).
+    spec.json         (agents before 0.3 only) the launch spec, in a file of its own.
+    exitcode          (agents before 0.3 only) the wrapper's line, in a file of its own.
     control           (agents before 0.2 only) FIFO their supervisor listened on for kills.
     started           (agents before 0.2 only) marker made just before the script was started.
                       The ``running`` record is that marker now: a job's script is started only
                       once its running event is durable (see :mod:`jobnet_agent.endrule`).
-    exitcode          written by the job's shell wrapper when the script ends
-                      (``<code>[ orphaned]``), or ``never`` when it never started it (see
-                      :mod:`jobnet_agent.endrule`).
     stdout, stderr    output head, and ``*.tail.<n>`` segments (see :mod:`jobnet_agent.output`).
 
 Every file costs an inode allocation, the most expensive file-system step of a job on a crowded
-ext4 (0.3-0.9 ms CPU measured): files are made only when needed (a job that writes no output has
-its directory, ``record.json``, ``spec.json``, ``supervisor.lock`` and ``exitcode``), and a
-change of this layout is a change of this module.
+or busy ext4 (0.3-1.7 ms of system CPU measured on the test machine): files are made only when
+needed (a job that writes no output has its directory, ``record.json`` and ``supervisor.lock``),
+and a change of this layout is a change of this module.
 """
 
 from __future__ import annotations
@@ -212,26 +215,44 @@ class JobDir:
         fsync_dir(self.path)
         return path
 
-    # -- spec.json ---------------------------------------------------------------------------
+    # -- the launch spec (in supervisor.lock) -----------------------------------------------
 
-    def write_spec(self, spec: LaunchSpec) -> None:
-        # Not durable: the spec is never needed after a reboot (the job is settled then).
-        atomic_write(os.path.join(self.path, _SPEC), dump_json(spec.to_json()), durable=False)
-
-    def read_spec(self) -> LaunchSpec:
-        path = os.path.join(self.path, _SPEC)
+    def read_spec(self, lock_fd: Optional[int] = None) -> LaunchSpec:
+        """What to run, from the lock file (through ``lock_fd`` when the caller holds it), or
+        from ``spec.json`` for a job claimed by an agent before 0.3."""
+        path = os.path.join(self.path, _SUPERVISOR_LOCK)
         try:
-            with open(path, "rb") as handle:
-                return LaunchSpec.from_json(json.loads(handle.read().decode("utf-8")))
+            fd = os.open(path, os.O_RDONLY) if lock_fd is None else lock_fd
+            try:
+                data = os.pread(fd, max(0, os.fstat(fd).st_size - _PID_FIELD_BYTES), _PID_FIELD_BYTES)
+            finally:
+                if lock_fd is None:
+                    os.close(fd)
+            data = data.split(b"\n", 1)[0]
+            if not data.strip():
+                path = os.path.join(self.path, _SPEC)
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            return LaunchSpec.from_json(json.loads(data.decode("utf-8")))
         except (OSError, ValueError) as exc:
-            raise JournalError(f"launch spec {path} is unreadable: {exc}") from exc
+            raise JournalError(f"launch spec in {path} is unreadable: {exc}") from exc
 
     # -- supervisor.lock ---------------------------------------------------------------------
 
-    def create_supervisor_lock(self) -> int:
-        """Create the supervisor lock, held: the fd travels to the job's supervisor."""
-        fd = os.open(os.path.join(self.path, _SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    def create_supervisor_lock(self, spec: LaunchSpec) -> int:
+        """Create the supervisor lock, held, with the spec of what to run (not durable: the spec
+        is never needed after a reboot, the job is settled then): the fd travels to the job's
+        supervisor. One file for both, as every file costs an inode."""
+        fd = os.open(os.path.join(self.path, _SUPERVISOR_LOCK), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = b" " * _PID_FIELD_BYTES + dump_json(spec.to_json()) + b"\n"
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], written)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     def try_take_supervisor_lock(self) -> Optional[int]:
@@ -262,6 +283,13 @@ class JobDir:
         """For people (liveness is the lock): in the lock file, as a file more costs an inode."""
         os.pwrite(lock_fd, (b"%d\n" % pid).ljust(_PID_FIELD_BYTES), 0)
 
+    @staticmethod
+    def supervisor_pid_of(lock_file_content: bytes) -> Optional[int]:
+        """The pid :meth:`note_supervisor_pid` wrote in a lock file's content, or None (blank:
+        no supervisor took the job yet)."""
+        field = lock_file_content[:_PID_FIELD_BYTES].strip()
+        return int(field) if field.isdigit() else None
+
     # -- started (agents before 0.2) ----------------------------------------------------------
 
     def may_have_started(self) -> bool:
@@ -277,17 +305,27 @@ class JobDir:
         except OSError:
             pass  # none: today's supervising process follows the journal
 
-    # -- exitcode ----------------------------------------------------------------------------
+    # -- the wrapper's exit line (in supervisor.lock) ----------------------------------------
 
     @property
     def exit_code_path(self) -> str:
-        """Where the job's wrapper writes the script's end."""
-        return os.path.join(self.path, _EXIT_CODE)
+        """Where the job's wrapper appends the script's end: after the spec in the lock file."""
+        return os.path.join(self.path, _SUPERVISOR_LOCK)
 
     def read_wrapper_exit(self) -> Optional[WrapperExit]:
         """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
         try:
-            with open(self.exit_code_path, "rb") as handle:
+            with open(os.path.join(self.path, _SUPERVISOR_LOCK), "rb") as handle:
+                handle.seek(_PID_FIELD_BYTES)
+                after_pid = handle.read()
+        except OSError:
+            after_pid = b""
+        spec, newline, wrapper_line = after_pid.partition(b"\n")
+        if spec.strip():
+            return parse_wrapper_exit(wrapper_line) if newline else None
+        # A job claimed by an agent before 0.3: its wrapper writes a file of its own.
+        try:
+            with open(os.path.join(self.path, _EXIT_CODE), "rb") as handle:
                 return parse_wrapper_exit(handle.read(64))
         except OSError:
             return None

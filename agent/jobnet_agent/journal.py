@@ -308,12 +308,10 @@ class Journal:
             existing = self._claim_job_dir(key)
             if existing is not None:
                 return existing, None
-            # Nothing here is fsynced but the accepted event (the commit below): the supervisor
-            # makes the job directory durable, outside the journal lock, before its ``started``
-            # marker; after a power loss before that, the job directory is rebuilt from the event
-            # log and the job never ran.
-            job.write_spec(spec)
-            lock_fd = job.create_supervisor_lock()
+            # Nothing here is fsynced but the accepted event (the commit below): after a power
+            # loss, the job directory is rebuilt from the event log, and a job whose running
+            # event was not durable never ran.
+            lock_fd = job.create_supervisor_lock(spec)
             try:
                 record = tx.commit(make_accepted())
             except BaseException:

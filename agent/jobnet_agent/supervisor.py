@@ -336,7 +336,7 @@ class Supervisor:
             self.log.line("stopped before it started (kill requested)", job.key)
             self._settled.append(job)
             return
-        spec = job.job.read_spec()
+        spec = job.job.read_spec(job.lock_fd)
         working_dir = spec.working_dir or os.path.expanduser("~")
         problem = check_launchable(spec, working_dir)
         if problem is not None:
@@ -414,7 +414,7 @@ class Supervisor:
         job.leader = _Leader(record.pid, None, record.pid_start_ticks, job.job)
         job.leader.pgid = record.pgid or record.pid
         self._reopen_pipes(job, record.pid, record.pid_start_ticks)
-        self._set_deadline(job, job.job.read_spec(), record)
+        self._set_deadline(job, job.job.read_spec(job.lock_fd), record)
         self.log.line(f"adopted pid {record.pid}: its supervisor was gone, the job still runs", job.key)
         if record.kill_requested:
             self._begin_kill(job, record.kill_requested, record.grace_seconds)

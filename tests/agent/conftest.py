@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from jobnet_agent.jobdir import JobDir
+
 AGENT_SRC = Path(__file__).resolve().parents[2] / "agent"
 #: The interpreter that runs the agent; e.g. JOBNET_AGENT_TEST_PYTHON=python3.8 to check 3.8.
 AGENT_PYTHON = os.environ.get("JOBNET_AGENT_TEST_PYTHON", sys.executable)
@@ -238,9 +240,9 @@ def supervisor_pids(state_dir: Path) -> list[int]:
     """Pids of the live supervisors of the jobs of a state dir."""
     found = []
     for lock_file in state_dir.glob("jobs/*/*/supervisor.lock"):
-        text = lock_file.read_text().strip()  # empty until a supervisor took the job
-        if text and pid_alive(int(text)):
-            found.append(int(text))
+        pid = JobDir.supervisor_pid_of(lock_file.read_bytes())  # None until a supervisor took the job
+        if pid is not None and pid_alive(pid):
+            found.append(pid)
     return found
 
 

@@ -383,7 +383,8 @@ def test_output_files_are_private(agent: Agent, dirs: AgentDirs) -> None:
     agent.wait_state(key, "exited")
     job_dir = next((dirs.state / "jobs").glob("*/*"))
 
-    assert os.stat(job_dir / "spec.json").st_mode & 0o077 == 0
+    assert os.stat(job_dir / "supervisor.lock").st_mode & 0o077 == 0  # holds the spec, env and all
+    assert not (job_dir / "spec.json").exists()
     assert os.stat(job_dir / "stdout").st_mode & 0o077 == 0
     assert "s3cr3t" not in dirs.log_text()
     assert "s3cr3t" not in Path(dirs.state / "events.log").read_text()

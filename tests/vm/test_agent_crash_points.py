@@ -8,6 +8,7 @@ import pytest
 
 from jobnet.core.agentproto import ListRequest, ListResult
 from jobnet.ssh import SshError
+from jobnet_agent.jobdir import JobDir
 from tests.support.netutil import wait_until
 from tests.support.vm import NamespaceVM, process_gone
 from tests.vm.harness import AgentHarness, new_key
@@ -30,7 +31,8 @@ CRASH_POINTS = {
 
 def _job_supervisors_gone(vm: NamespaceVM) -> bool:
     """Every supervisor that took a job is dead (an idle standby supervisor does not count)."""
-    pids = [int(p.read_text()) for p in vm.state_dir.glob("jobs/*/*/supervisor.lock") if p.read_text().strip()]
+    found = [JobDir.supervisor_pid_of(p.read_bytes()) for p in vm.state_dir.glob("jobs/*/*/supervisor.lock")]
+    pids = [pid for pid in found if pid is not None]
     return bool(pids) and all(process_gone(pid) for pid in pids)
 
 

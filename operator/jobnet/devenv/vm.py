@@ -577,7 +577,8 @@ class NamespaceVM:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                # The pid field: the first 16 bytes (the job's launch spec follows).
+                text = os.pread(fd, 16, 0).decode(errors="replace").strip()
                 if text.isdigit():
                     holders.add(int(text))
             finally:
