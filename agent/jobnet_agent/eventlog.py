@@ -29,6 +29,9 @@ from jobnet_agent.jobdir import dump_json, stored_json
 from jobnet_agent.protocol import JobRecord
 
 _WAKE_SUFFIX = ".wake"
+#: The wake-up FIFO of a follower that needs only records with a kill (agents before 0.3 wake it
+#: for every record too: its name ends with ``_WAKE_SUFFIX``).
+_KILLS_WAKE_SUFFIX = ".kills" + _WAKE_SUFFIX
 _wake_numbers = itertools.count(1)
 
 
@@ -99,19 +102,20 @@ class EventLog:
             if own:
                 os.close(fd)
         if durable:
-            self.wake_followers()
+            self.wake_followers(kills=record.kill_requested is not None)
 
-    def sync(self) -> None:
-        """Make every append so far durable (one fsync), then wake every follower."""
+    def sync(self, kills: bool = True) -> None:
+        """Make every append so far durable (one fsync), then wake every follower (those that
+        follow only kills if ``kills``: one of the appends carries one)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.wake_followers()
+        self.wake_followers(kills)
 
-    def wake_followers(self) -> None:
-        wake_followers(self.watchers_dir, skip=self._own_wakeup)
+    def wake_followers(self, kills: bool = True) -> None:
+        wake_followers(self.watchers_dir, skip=self._own_wakeup, kills=kills)
 
     def skip_own_wakeup(self, wakeup: EventWakeup) -> None:
         """This process's appends do not wake ``wakeup`` (its follower needs only the others')."""
@@ -200,8 +204,9 @@ class EventLog:
     def reader(self, from_seq: int, skip: Optional[bytes] = None) -> EventReader:
         return EventReader(self.path, from_seq, skip)
 
-    def wakeup(self) -> EventWakeup:
-        return EventWakeup(self.watchers_dir)
+    def wakeup(self, kills_only: bool = False) -> EventWakeup:
+        """A follower's wake-up; ``kills_only``: woken only by appends of records with a kill."""
+        return EventWakeup(self.watchers_dir, _KILLS_WAKE_SUFFIX if kills_only else _WAKE_SUFFIX)
 
 
 def _seq_of(line: bytes) -> int:
@@ -290,14 +295,15 @@ class EventReader:
         return records
 
 
-def wake_followers(watchers_dir: str, skip: Optional[str] = None) -> None:
-    """Write a byte to the wake-up FIFO of every process following the event log (but ``skip``)."""
+def wake_followers(watchers_dir: str, skip: Optional[str] = None, kills: bool = True) -> None:
+    """Write a byte to the wake-up FIFO of every process following the event log (but ``skip``,
+    and but those that follow only kills unless ``kills``)."""
     try:
         names = os.listdir(watchers_dir)
     except FileNotFoundError:
         return
     for name in names:
-        if not name.endswith(_WAKE_SUFFIX):
+        if not name.endswith(_WAKE_SUFFIX) or (not kills and name.endswith(_KILLS_WAKE_SUFFIX)):
             continue
         path = os.path.join(watchers_dir, name)
         if path == skip:
@@ -321,13 +327,13 @@ class EventWakeup:
     a writer never mistakes a live follower's FIFO for a stale one.
     """
 
-    def __init__(self, watchers_dir: str) -> None:
+    def __init__(self, watchers_dir: str, suffix: str = _WAKE_SUFFIX) -> None:
         os.makedirs(watchers_dir, mode=0o700, exist_ok=True)
         name = f"{os.getpid()}-{next(_wake_numbers)}"
         hidden = os.path.join(watchers_dir, name + ".new")
         os.mkfifo(hidden, 0o600)
         self._fd = os.open(hidden, os.O_RDWR | os.O_NONBLOCK)
-        self.path = os.path.join(watchers_dir, name + _WAKE_SUFFIX)
+        self.path = os.path.join(watchers_dir, name + suffix)
         os.rename(hidden, self.path)
         self._closed = False
         self._lock = threading.Lock()  # wake() may come from another thread than close()

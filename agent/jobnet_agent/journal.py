@@ -83,6 +83,7 @@ class Transaction:
         journal.events.append(record, durable=group is None, fd=self._events_fd, body=body)
         if group is not None:
             group.pending = True
+            group.kills = group.kills or record.kill_requested is not None
         self.last_seq = record.seq
         return record
 
@@ -94,6 +95,8 @@ class GroupCommit:
         self._journal = journal
         #: an event appended but not yet fsynced
         self.pending = False
+        #: one of them carries a kill (followers of kills only are woken for it)
+        self.kills = False
         #: Its transactions are one: the lock is taken by the first and held until :meth:`sync`.
         self.one_transaction = one_transaction
         #: That transaction while it holds the lock: (lock fd, events fd, transaction).
@@ -113,7 +116,8 @@ class GroupCommit:
         if self.pending:
             self.pending = False  # once: a failed fsync is not retried
             crash_point(self._journal.role + ":journal-before-group-sync")
-            self._journal.events.sync()
+            kills, self.kills = self.kills, False
+            self._journal.events.sync(kills)
 
 
 @dataclass

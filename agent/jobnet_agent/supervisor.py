@@ -192,11 +192,12 @@ class Supervisor:
         self._jobs: Dict[JobKey, _Job] = {}
         self._children: Dict[int, _Job] = {}
         self._selector = selectors.DefaultSelector()
-        # Kills: every other journal writer wakes us; the event log says what changed. Only
-        # records with a kill matter here: the others are passed over undecoded, and our own
-        # appends (which carry no kill we do not know of) do not wake us.
+        # Kills: a journal writer that appends a record with a kill wakes us (agents before 0.3:
+        # any record); the event log says what changed. Only records with a kill matter here:
+        # the others are passed over undecoded, and our own appends (which carry no kill we do
+        # not know of) do not wake us.
         self._events = self.journal.events.reader(self.journal.last_seq(), skip=_NO_KILL)
-        self._wakeup = self.journal.events.wakeup()
+        self._wakeup = self.journal.events.wakeup(kills_only=True)
         self.journal.events.skip_own_wakeup(self._wakeup)
         self._wake_r, self._wake_w = os.pipe()
         #: Jobs started this round: their go lines wait for the round's fsync.

@@ -397,3 +397,24 @@ def test_replace_copies_a_record_and_refuses_unknown_fields() -> None:
     assert record.state == "accepted" and hash(changed) == hash(changed.replace())
     with pytest.raises(TypeError, match="no field"):
         record.replace(colour="red")
+
+
+def test_a_follower_of_kills_only_is_woken_only_for_records_with_a_kill(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    kills_only, every = journal.events.wakeup(kills_only=True), journal.events.wakeup()
+    try:
+        with journal.group_commit():
+            journal.update(KEY, lambda r: r.replace(state="running", pid=1))
+        assert _readable(every.fileno()) and not _readable(kills_only.fileno())
+        every.drain()
+        journal.update(KEY, lambda r: r.replace(kill_requested="stop"))  # durable at once
+        assert _readable(every.fileno()) and _readable(kills_only.fileno())
+        every.drain()
+        kills_only.drain()
+        with journal.group_commit():
+            journal.update(KEY, lambda r: r.replace(grace_seconds=1.0))  # still carries the kill
+        assert _readable(every.fileno()) and _readable(kills_only.fileno())
+    finally:
+        kills_only.close()
+        every.close()
