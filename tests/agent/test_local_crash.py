@@ -79,6 +79,18 @@ def launch_crashing(dirs: AgentDirs, crash_at: str, body: str, key: dict[str, An
     return script
 
 
+def launch_together(agent: Agent, keys: list[dict[str, Any]], script: str) -> None:
+    """Launch ``keys`` in one write (requests 1..n): serve reads them at once, as one batch."""
+    assert agent.proc.stdin is not None
+    agent.proc.stdin.write(
+        b"".join(
+            (json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n").encode()
+            for i, key in enumerate(keys, 1)
+        )
+    )
+    agent.proc.stdin.flush()
+
+
 def test_serve_killed_after_accepting_never_starts_the_job(dirs: AgentDirs) -> None:
     key = new_key()
     marker = dirs.work / "ran"
@@ -106,14 +118,7 @@ def test_serve_killed_before_the_group_commit_of_launches_that_came_together_nev
     marker = dirs.work / "ran"
     script = dirs.script("job.sh", f"echo ran >> {marker}\n")
     agent = Agent(dirs, crash_at="serve:journal-before-group-sync")
-    assert agent.proc.stdin is not None
-    agent.proc.stdin.write(
-        b"".join(
-            (json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n").encode()
-            for i, key in enumerate(keys, 1)
-        )
-    )
-    agent.proc.stdin.flush()  # one write: serve reads both at once
+    launch_together(agent, keys, script)
     assert agent.proc.wait(timeout=10) == -signal.SIGKILL
     agent.close()
 
@@ -186,14 +191,7 @@ def test_supervisor_killed_inside_its_rounds_transaction_frees_the_lock_and_star
     marker = dirs.work / "ran"
     script = dirs.script("job.sh", f"echo ran >> {marker}\n")
     agent = Agent(dirs, crash_at="supervise:journal-after-record:running")
-    assert agent.proc.stdin is not None
-    agent.proc.stdin.write(
-        b"".join(
-            (json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n").encode()
-            for i, key in enumerate(keys, 1)
-        )
-    )
-    agent.proc.stdin.flush()
+    launch_together(agent, keys, script)
     for i in range(1, len(keys) + 1):
         agent.response(i, timeout=15)  # answered once their supervisors crashed (or gave up)
     agent.close()
