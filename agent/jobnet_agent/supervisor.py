@@ -46,7 +46,7 @@ from jobnet_agent.endrule import end_of, signal_name, wrapper_command
 from jobnet_agent.faults import crash_point
 from jobnet_agent.handover import ADOPT, START, receive_job
 from jobnet_agent.jobdir import JobDir
-from jobnet_agent.journal import Journal
+from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
 from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
@@ -204,6 +204,8 @@ class Supervisor:
         self._starting: List[_Job] = []
         #: Jobs settled this round (ended, or never started): released after the round's fsync.
         self._settled: List[_Job] = []
+        #: The round's group commit (its one transaction), while the round runs.
+        self._round_commit: Optional[GroupCommit] = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -246,14 +248,16 @@ class Supervisor:
             else:
                 job, writer = what
                 self._pump(job, selected.fd, writer)
-        # One transaction for the round's writes (nothing in it waits for another process).
-        with self.journal.group_commit(one_transaction=True):
+        # One transaction for the round's writes (nothing in it waits for another process), but
+        # the lock is let go while a wrapper starts (a fork+exec: serve's claims need the lock).
+        with self.journal.group_commit(one_transaction=True) as self._round_commit:
             for kind, job_dir, fds in handovers:
                 self._take(kind, job_dir, fds)
             self._follow_kills()
             now = time.monotonic()
             for job in list(self._jobs.values()):
                 self._tend(job, now)
+        self._round_commit = None
         # Durable: the go lines, then the answers (ready), then the locks of what was settled.
         for job in self._starting:
             self._go(job)
@@ -346,6 +350,8 @@ class Supervisor:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         go_r, go_w = os.pipe()
+        if self._round_commit is not None:
+            self._round_commit.release()
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", wrapper_command(job.job.exit_code_path, os.getpid()), spec.script, spec.script]
