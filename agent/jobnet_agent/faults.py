@@ -18,6 +18,7 @@ import errno
 import os
 import signal
 import time
+from typing import List
 
 _ENV = "JOBNET_AGENT_CRASH_AT"
 _PAUSE_ENV = "JOBNET_AGENT_PAUSE_AT"
@@ -33,25 +34,27 @@ def crash_point(*names: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _settings(variable: str, name: str) -> List[str]:
+    """The values ``name=VALUE`` of point ``name`` in the comma-separated list ``variable`` holds."""
+    found = []
+    for item in os.environ.get(variable, "").split(","):
+        point, _, value = item.strip().partition("=")
+        if point == name:
+            found.append(value)
+    return found
+
+
 def pause_point(name: str) -> None:
-    wanted = os.environ.get(_PAUSE_ENV)
-    if not wanted:
-        return
-    for item in wanted.split(","):
-        point, _, seconds = item.strip().partition("=")
-        if point == name and seconds.startswith("@"):
+    for seconds in _settings(_PAUSE_ENV, name):
+        if seconds.startswith("@"):
             _hold_until(seconds[1:])
-        elif point == name:
+        else:
             time.sleep(float(seconds))
 
 
 def fail_point(name: str) -> None:
-    wanted = os.environ.get(_FAIL_ENV)
-    if not wanted:
-        return
-    for item in wanted.split(","):
-        point, _, path = item.strip().partition("=@")
-        if point == name and path and os.path.exists(path):
+    for value in _settings(_FAIL_ENV, name):
+        if value.startswith("@") and os.path.exists(value[1:]):
             raise OSError(errno.EIO, f"injected I/O error at {name}")
 
 
