@@ -36,14 +36,13 @@ from jobnet.core.schedule import (
     ScheduleRules,
     Slot,
     concurrency_action,
-    next_run,
+    due_and_next,
     parse_rfc3339,
     plan_due,
     rfc3339,
     run_name,
     runs_to_delete,
     schedule_rules,
-    slots_between,
 )
 from jobnet.core.schedulevalidation import timing_problems
 from jobnet.core.validation import Problem, parse_spec
@@ -130,21 +129,21 @@ def schedule_run_body(
 class _Timing:
     """A schedule's timing as its spec and calendar say, kept while neither changes: parsing the
     spec, checking its cron expressions and building the calendar at every reconcile, and
-    searching the next slot when a run changed, cost more than all the rest of a reconcile."""
+    searching the slots when only a run changed, cost more than all the rest of a reconcile."""
 
     source: tuple[object, object]  # the raw spec and the calendar's raw spec it was made of
     spec: JobScheduleSpec | None
     rules: ScheduleRules | list[Problem]  # or why the schedule cannot be used
-    upcoming: Slot | None = None  # next_run(rules, since)
+    upcoming: Slot | None = None  # next_run(rules, since), once every slot due at since was handled
     since: datetime.datetime | None = None
 
-    def next_run(self, rules: ScheduleRules, now: datetime.datetime) -> Slot | None:
-        """``next_run(rules, now)``: the one found before while ``now`` is still before it (no
-        slot runs in between; a clock set back searches again)."""
+    def quiet(self, now: datetime.datetime) -> Slot | None:
+        """The next runnable slot while none came due since the last search: ``now`` is between
+        that search and the slot it found (a clock set back searches again). Slots the calendar
+        skips in between are not searched for: they are counted into ``lastScheduleTime`` at the
+        next search."""
         known = self.upcoming is not None and self.since is not None and self.since <= now < self.upcoming.run_at
-        if not known:
-            self.upcoming, self.since = next_run(rules, now), now
-        return self.upcoming
+        return self.upcoming if known else None
 
 
 def _run_record(item: Mapping[str, Any]) -> RunRecord | None:
@@ -332,7 +331,10 @@ class ScheduleController:
             ready = _condition("False", "Suspended", "spec.suspend is true: no runs are created", status, stamp)
             updates.update(nextScheduleTime=None)
         else:
-            slots = slots_between(rules, cursor, now)
+            # Only a run changed while no slot came due: nothing to search (the common reconcile).
+            upcoming = timing.quiet(now)
+            searched = upcoming is None
+            slots, upcoming = due_and_next(rules, cursor, now) if searched else ([], upcoming)
             deadline = spec.starting_deadline_seconds
             plan = plan_due(slots, now, None if deadline is None else datetime.timedelta(seconds=deadline))
             for slot in plan.due:
@@ -349,7 +351,8 @@ class ScheduleController:
                 cursor = slots[-1].run_at
                 self._cursor[key] = cursor
                 updates["lastScheduleTime"] = rfc3339(cursor.astimezone(datetime.UTC))
-            upcoming = timing.next_run(rules, now)
+            if searched:  # every slot due at now was handled
+                timing.upcoming, timing.since = upcoming, now
             self._due[key] = upcoming.run_at if upcoming is not None else None
             updates["nextScheduleTime"] = rfc3339(upcoming.run_at) if upcoming is not None else None
             ready = _condition("True", "Scheduled", "", status, stamp)
