@@ -145,6 +145,9 @@ def main() -> int:
         "--profile", metavar="FILE", help="record the burst with py-spy into FILE: .svg a flame graph, .txt raw stacks"
     )
     args = parser.parse_args()
+    # The operator runs in a temporary directory: a relative PYTHONPATH would not find this tree.
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(path).resolve()) for path in paths if path)
     if reason := missing_faketime():
         raise SystemExit(f"bench_schedules: {reason}")
 
@@ -204,7 +207,7 @@ def main() -> int:
             before, started = cpu_seconds(pid), time.monotonic()
             profiler = (
                 subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--output", args.profile]
+                    ["py-spy", "record", "--gil", "--pid", str(pid), "--rate", "100", "--output", args.profile]
                     + (["--format", "raw"] if args.profile.endswith(".txt") else [])
                 )
                 if args.profile

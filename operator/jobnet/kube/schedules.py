@@ -174,6 +174,8 @@ class ScheduleController:
         self._calendars: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, datetime.datetime | None] = {}  # when to reconcile next; None: only on a change
         self._cursor: dict[Key, datetime.datetime] = {}  # lastScheduleTime as written
+        #: status fields decided but not written yet (see :meth:`reconcile`)
+        self._unwritten: dict[Key, dict[str, Any]] = {}
         self._timing: dict[Key, _Timing] = {}
         self._changed: set[Key] = set()
         self._run_phases: dict[Key, str] = {}  # phase of each scheduled run seen
@@ -185,7 +187,7 @@ class ScheduleController:
         meta = body.get("metadata", {})
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         if event_type == "DELETED":
-            for table in (self._schedules, self._due, self._cursor, self._timing):
+            for table in (self._schedules, self._due, self._cursor, self._timing, self._unwritten):
                 table.pop(key, None)
             self._changed.discard(key)
             return
@@ -308,7 +310,7 @@ class ScheduleController:
         limits and write the status; ``listed``: the schedule's runs as just listed (else listed here)."""
         namespace, name = key
         body = self._schedules[key]
-        status = dict(body.get("status") or {})
+        status = {**(body.get("status") or {}), **self._unwritten.get(key, {})}
         stamp = rfc3339(now.astimezone(datetime.UTC))
         # A missing JobNet is admission's check (it may come later: its runs then say why).
         timing = self._timing_of(key, body)
@@ -318,7 +320,7 @@ class ScheduleController:
             message = describe_problems(f"JobSchedule {name!r}", rules)
             self._due[key] = None
             invalid = _condition("False", "InvalidSchedule", message, status, stamp)
-            await self._write_status(body, {"nextScheduleTime": None, "conditions": [invalid]})
+            await self._write_status(key, body, {"nextScheduleTime": None, "conditions": [invalid]})
             return
         cursor = self._cursor_of(key, body)
         runs = listed if listed is not None else await self._runs(namespace, name)
@@ -364,7 +366,14 @@ class ScheduleController:
             lastRunPhase=latest.phase if latest else None,
             conditions=[ready],
         )
-        await self._write_status(body, updates)
+        if created:
+            # Written at the next check, with what the new runs' first phase changes: one write
+            # (and one watch event) less per run. The slot's cursor is in memory meanwhile, and a
+            # crash before the write only repeats creates that answer 409.
+            self._unwritten[key] = {**self._unwritten.get(key, {}), **updates}
+            self._changed.add(key)
+            return
+        await self._write_status(key, body, updates)
 
     def _cursor_of(self, key: Key, body: Mapping[str, Any]) -> datetime.datetime:
         """The run time of the last slot handled: ours, else the status's, else the creation."""
@@ -467,13 +476,15 @@ class ScheduleController:
                     raise
         return [run for run in runs if run.name not in doomed]
 
-    async def _write_status(self, body: dict[str, Any], updates: Mapping[str, Any]) -> None:
+    async def _write_status(self, key: Key, body: dict[str, Any], updates: Mapping[str, Any]) -> None:
+        """Patch what changed of ``updates`` and of the fields left unwritten before."""
         current = body.get("status") or {}
-        if all(current.get(field) == value for field, value in updates.items()):
-            return
-        meta = body["metadata"]
-        await self.client.patch_status(JOBSCHEDULES, meta.get("namespace") or "default", meta["name"], updates)
-        body["status"] = {**current, **updates}
+        changes = {**self._unwritten.get(key, {}), **updates}
+        if any(current.get(field) != value for field, value in changes.items()):
+            meta = body["metadata"]
+            await self.client.patch_status(JOBSCHEDULES, meta.get("namespace") or "default", meta["name"], changes)
+            body["status"] = {**current, **changes}
+        self._unwritten.pop(key, None)
 
     # ------------------------------------------------------------------ kopf
 
