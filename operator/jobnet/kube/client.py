@@ -138,6 +138,8 @@ class KubeClient:
         self._headers: dict[str, str] = {}
         self._ssl: ssl.SSLContext | bool = False
         self._session: aiohttp.ClientSession | None = None
+        #: each namespace's JobNets as last listed, parsed: name -> ((uid, resourceVersion), spec or problems)
+        self._parsed: dict[str, dict[str, tuple[tuple[Any, Any], JobNetSpec | list[Problem]]]] = {}
 
     async def connect(self, info: kopf.ConnectionInfo) -> None:
         """Use these credentials from now on (called at every kopf login, also re-logins)."""
@@ -201,22 +203,30 @@ class KubeClient:
         return path + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
 
     async def list_jobnets(self, namespace: str) -> NamespaceJobNets:
-        """The namespace's JobNets, parsed; a JobNet whose spec does not parse is in ``broken``."""
+        """The namespace's JobNets, parsed; a JobNet whose spec does not parse is in ``broken``.
+        Always read from the API server; a JobNet listed at the same uid and resourceVersion as
+        at the namespace's last list is not parsed again (the same version is the same spec)."""
         reply = await self._request("GET", self._path(JOBNETS, namespace), f"listing JobNets in {namespace!r}")
         catalog: dict[str, JobNetSpec] = {}
         broken: dict[str, list[Problem]] = {}
         statuses: dict[str, dict[str, Any]] = {}
         versions: dict[str, dict[str, Any]] = {}
+        known, parsed_now = self._parsed.get(namespace, {}), {}
         for item in reply.get("items", []):
             meta = item.get("metadata", {})
             name = meta.get("name", "")
             statuses[name] = item.get("status") or {}
             versions[name] = {"resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation")}
-            parsed = parse_jobnet(item.get("spec"))
+            version = (meta.get("uid"), meta.get("resourceVersion"))
+            cached = known.get(name)
+            same = cached is not None and cached[0] == version and all(version)
+            parsed = cached[1] if cached is not None and same else parse_jobnet(item.get("spec"))
+            parsed_now[name] = (version, parsed)
             if isinstance(parsed, JobNetSpec):
                 catalog[name] = parsed
             else:
                 broken[name] = parsed
+        self._parsed[namespace] = parsed_now
         return NamespaceJobNets(catalog, broken, statuses, versions)
 
     async def patch_status(
