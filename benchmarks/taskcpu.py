@@ -17,7 +17,8 @@ Work done outside any task (transport callbacks: reading sockets, parsing HTTP) 
 ``callbacks``; the most costly tasks of no group are listed by name.
 
 Each group belongs to one side (:data:`SIDES`): *creating* a run from its schedule (the
-schedule controller, the create's admission, the JobSchedules' watch events) or *running* it
+schedule controller, the create's admission, the JobSchedules' watch events, whether the
+operator's own watch or kopf's) or *running* it
 (what a run created by kubectl costs as well: its start, its loop, its watch events).
 """
 
@@ -41,6 +42,7 @@ from typing import Any
 GROUPS = [
     ("schedule controller", re.compile(r"^jobschedule-loop$")),
     ("admission: JobRun create", re.compile(r"^admission /(validate|mutate)-jobrun$")),
+    ("JobSchedule watch", re.compile(r"^watch job(schedules|calendars)$")),
     ("kopf: JobSchedule events", re.compile(r"^worker for \(jobschedules")),
     ("kopf: JobSchedule watch", re.compile(r"^watcher for jobschedules\.")),
     ("kopf: JobRun events, start", re.compile(r"^(worker for \(jobruns|start jobrun )")),
@@ -54,6 +56,7 @@ GROUPS = [
 SIDES = {
     "schedule controller": "creating",
     "admission: JobRun create": "creating",
+    "JobSchedule watch": "creating",
     "kopf: JobSchedule events": "creating",
     "kopf: JobSchedule watch": "creating",
     "kopf: JobRun events, start": "running",

@@ -353,7 +353,11 @@ def build_registry(
     async def close_client(**_: Any) -> None:
         await client.close()
 
-    schedules = ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval))
+    schedules = ScheduleController(
+        client,
+        WallClock(),
+        ScheduleSettings(config.schedule_check_interval, config.namespaces, config.retry_delay),
+    )
     schedules.register(registry)
     if starter is not None:
         starter.register(registry, client, gate)

@@ -4,8 +4,10 @@ Every replica tracks the watched objects; only the leader runs the loop (``lead`
 see :mod:`jobnet.kube.leadership`), and its client writes only while it leads.
 
 The timing decisions are the pure core's (``jobnet.core.schedule``, ``jobnet.core.calendar``);
-this module keeps the watched JobSchedules and JobCalendars in memory (kopf event handlers),
-and one loop reads the wall clock through a :class:`Clock` every ``check_interval`` seconds:
+this module keeps the watched JobSchedules and JobCalendars in memory (watched by
+:mod:`jobnet.kube.objectwatch`, not kopf: each status write of a schedule comes back as a watch
+event, which kopf's machinery took about a millisecond to hand over), and one loop
+reads the wall clock through a :class:`Clock` every ``check_interval`` seconds:
 a schedule is reconciled when its next slot is due or when it, its calendar or one of its runs
 changed. The loop re-reads the clock instead of sleeping until the next slot, so a clock that
 jumps (NTP, a suspended VM, a test's fake clock) is noticed within one interval.
@@ -30,7 +32,7 @@ import kopf
 
 from jobnet.core.annotations import STOP_ANNOTATION
 from jobnet.core.calendar import UnknownHolidays
-from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, JobCalendarSpec, JobScheduleSpec
+from jobnet.core.models import GROUP_VERSION, JobCalendarSpec, JobScheduleSpec
 from jobnet.core.schedule import (
     RunRecord,
     ScheduleRules,
@@ -55,6 +57,7 @@ from jobnet.kube.client import (
     KubeApiError,
     KubeClient,
 )
+from jobnet.kube.objectwatch import ObjectWatch
 from jobnet.kube.webhook import describe_problems
 
 logger = logging.getLogger(__name__)
@@ -85,9 +88,12 @@ class WallClock:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """How often the wall clock is re-read (seconds)."""
+    """How often the wall clock is re-read (seconds), where JobSchedules and JobCalendars are
+    watched (no namespace: every one), and the pause before watching again after an API failure."""
 
     check_interval: float = 5.0
+    namespaces: tuple[str, ...] = ()
+    retry_delay: float = 5.0
 
 
 def schedule_run_body(
@@ -180,6 +186,7 @@ class ScheduleController:
         self._changed: set[Key] = set()
         self._run_phases: dict[Key, str] = {}  # phase of each scheduled run seen
         self._task: asyncio.Task[None] | None = None
+        self._watches: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ the watched objects
 
@@ -489,20 +496,23 @@ class ScheduleController:
     # ------------------------------------------------------------------ kopf
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
-        """Watch JobSchedules and JobCalendars (the operator's one JobRun handler passes on the
-        scheduled runs' events, :meth:`run_event`); stop the loop when the operator stops."""
+        """Watch JobSchedules and JobCalendars from the operator's start (every replica; the
+        operator's one JobRun handler passes on the scheduled runs' events, :meth:`run_event`);
+        stop the loop and the watches when the operator stops."""
 
-        @kopf.on.event(API_GROUP, API_VERSION, JOBSCHEDULES, id="track-jobschedules", registry=registry)
-        async def track_schedule(type: str | None, body: kopf.Body, **_: Any) -> None:
-            self.schedule_event(type, body)
-
-        @kopf.on.event(API_GROUP, API_VERSION, JOBCALENDARS, id="track-jobcalendars", registry=registry)
-        async def track_calendar(type: str | None, body: kopf.Body, **_: Any) -> None:
-            self.calendar_event(type, body)
+        @kopf.on.startup(registry=registry)
+        async def watch_schedules(**_: Any) -> None:
+            for namespace in self.settings.namespaces or (None,):
+                for plural, handler in ((JOBSCHEDULES, self.schedule_event), (JOBCALENDARS, self.calendar_event)):
+                    watch = ObjectWatch(self.client, plural, namespace, handler, self.settings.retry_delay)
+                    self._watches.append(asyncio.create_task(watch.run_forever(), name=f"watch {plural}"))
 
         @kopf.on.cleanup(registry=registry)
         async def stop_loop(**_: Any) -> None:
             await self.follow()
+            for task in self._watches:
+                task.cancel()
+            self._watches.clear()
 
     # ------------------------------------------------------------------ leadership
 
