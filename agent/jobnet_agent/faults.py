@@ -1,22 +1,28 @@
-"""Crash and pause points: make this process SIGKILL itself, or stall, at a named step.
+"""Crash, pause and failure points: make this process SIGKILL itself, stall, or see an I/O error
+at a named step.
 
 Set ``JOBNET_AGENT_CRASH_AT`` to a comma-separated list of point names (e.g.
 ``supervise:after-exit``), ``JOBNET_AGENT_PAUSE_AT`` to a comma-separated list of
 ``name=seconds`` (e.g. ``serve:before-hand-over=1``) or ``name=@path``: hold until ``path``
 exists (at most a minute), after creating ``path.reached`` so that a test knows the point was
-reached. Unset (the normal case), every point is a no-op. The tests use them to stop an agent
+reached. ``JOBNET_AGENT_FAIL_AT``: a comma-separated list of ``name=@path``: the step raises
+``OSError(EIO)`` while ``path`` exists (a disk that fails, then recovers). Unset (the normal
+case), every point is a no-op. The tests use them to stop an agent
 process at exactly one step, or to hold it there while they cut its channel or restart the
 operator, instead of racing a ``kill -9`` or a disconnect against it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
+from typing import List
 
 _ENV = "JOBNET_AGENT_CRASH_AT"
 _PAUSE_ENV = "JOBNET_AGENT_PAUSE_AT"
+_FAIL_ENV = "JOBNET_AGENT_FAIL_AT"
 
 
 def crash_point(*names: str) -> None:
@@ -28,16 +34,28 @@ def crash_point(*names: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _settings(variable: str, name: str) -> List[str]:
+    """The values ``name=VALUE`` of point ``name`` in the comma-separated list ``variable`` holds."""
+    found = []
+    for item in os.environ.get(variable, "").split(","):
+        point, _, value = item.strip().partition("=")
+        if point == name:
+            found.append(value)
+    return found
+
+
 def pause_point(name: str) -> None:
-    wanted = os.environ.get(_PAUSE_ENV)
-    if not wanted:
-        return
-    for item in wanted.split(","):
-        point, _, seconds = item.strip().partition("=")
-        if point == name and seconds.startswith("@"):
+    for seconds in _settings(_PAUSE_ENV, name):
+        if seconds.startswith("@"):
             _hold_until(seconds[1:])
-        elif point == name:
+        else:
             time.sleep(float(seconds))
+
+
+def fail_point(name: str) -> None:
+    for value in _settings(_FAIL_ENV, name):
+        if value.startswith("@") and os.path.exists(value[1:]):
+            raise OSError(errno.EIO, f"injected I/O error at {name}")
 
 
 #: A held point goes on by itself after this long, so that a test that fails never leaves it held.

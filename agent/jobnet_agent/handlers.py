@@ -43,10 +43,13 @@ Result = Dict[str, Any]
 
 class Later:
     """A request whose effect is done (and journaled) but whose answer takes a while: the
-    transport calls ``finish`` off its request loop and answers with what it returns."""
+    transport calls ``finish`` off its request loop and answers with what it returns, or, when
+    the journal writes could not be made durable, ``abandon`` instead (it releases what
+    ``finish`` would have)."""
 
-    def __init__(self, finish: Callable[[], Result]) -> None:
+    def __init__(self, finish: Callable[[], Result], abandon: Callable[[], None]) -> None:
         self.finish = finish
+        self.abandon = abandon
 
 
 Handled = Union[Result, Later]
@@ -126,7 +129,9 @@ class Handlers:
         pause_point("serve:launch-after-accept")
         # The claim is journaled: later requests on this channel already see the job. Starting
         # it and waiting for its pid happen off the request loop.
-        return Later(lambda: self._start_job(key, record, lock_fd))
+        # Abandoned (its claim not durable): the lock goes, so detection settles the job as never
+        # started instead of a serve that holds its lock keeping it accepted.
+        return Later(lambda: self._start_job(key, record, lock_fd), lambda: os.close(lock_fd))
 
     def _start_job(self, key: JobKey, accepted: JobRecord, lock_fd: int) -> Result:
         pause_point("serve:before-hand-over")

@@ -43,7 +43,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
 from jobnet_agent.durable import atomic_write, fsync_dir
 from jobnet_agent.eventlog import EventLog
-from jobnet_agent.faults import crash_point
+from jobnet_agent.faults import crash_point, fail_point
 from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, run_dir_name
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
@@ -96,6 +96,7 @@ class GroupCommit:
         if self.pending:
             self.pending = False  # once: a failed fsync is not retried
             crash_point(self._journal.role + ":journal-before-group-sync")
+            fail_point(self._journal.role + ":journal-group-sync")
             self._journal.events.sync()
 
 

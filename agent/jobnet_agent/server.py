@@ -13,7 +13,7 @@ import select
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
 from jobnet_agent.config import AgentConfig
@@ -44,6 +44,20 @@ _SHUTDOWN_SECONDS = 10.0
 #: How many requests may be in progress at once, most of them launches waiting for their
 #: supervisor (then the channel waits too).
 _MAX_REQUESTS_IN_PROGRESS = 16
+
+
+def _nothing_to_abandon() -> None:
+    pass
+
+
+class Done(NamedTuple):
+    """A request carried out, to be answered once its batch's journal writes are durable."""
+
+    request_id: Optional[int]
+    #: answers it (and frees its slot)
+    answer: Callable[[], None]
+    #: releases what ``answer`` would have used, when the writes could not be made durable
+    abandon: Callable[[], None] = _nothing_to_abandon
 
 
 class Server:
@@ -159,7 +173,7 @@ class Server:
         """Carry out requests that arrived together, in order, as one group commit: their journal
         writes share one fsync, and none of them is answered (nor a launch handed to its
         supervisor) before it. A fan-out's launches and a round's acks come this way."""
-        done: List[Tuple[Optional[int], Callable[[], None]]] = []
+        done: List[Done] = []
         with self.journal.group_commit() as group:
             try:
                 for line in lines:
@@ -174,18 +188,20 @@ class Server:
             finally:
                 self._finish_batch(group, done)
 
-    def _finish_batch(self, group: GroupCommit, done: List[Tuple[Optional[int], Callable[[], None]]]) -> None:
+    def _finish_batch(self, group: GroupCommit, done: List[Done]) -> None:
         """Make the batch's journal writes durable, then answer its requests (each frees its slot)."""
         try:
             group.sync()
         except OSError as exc:
             self.log.line(f"journal fsync failed: {exc!r}; the requests that wrote to it are not answered as done")
             failed = error(None, "Internal", f"the agent could not make its journal durable: {exc}")
-            finish = [(request_id, self._answer_with(dict(failed, id=request_id))) for request_id, _ in done]
+            for entry in done:
+                entry.abandon()  # nothing of it goes on: no launch is handed to a supervisor
+            finish = [self._answer_with(dict(failed, id=entry.request_id)) for entry in done]
         else:
-            finish = list(done)
+            finish = [entry.answer for entry in done]
         done.clear()
-        for _, answer in finish:
+        for answer in finish:
             answer()
 
     def _answer_with(self, message: Dict[str, Any]) -> Callable[[], None]:
@@ -195,7 +211,7 @@ class Server:
 
         return answer
 
-    def _handle_line(self, line: bytes) -> Tuple[Optional[int], Callable[[], None]]:
+    def _handle_line(self, line: bytes) -> Done:
         """Carry out one request (its slot taken); its id and what answers it once the journal
         writes of its batch are durable."""
         request_id: Optional[int] = None
@@ -208,13 +224,15 @@ class Server:
             else:
                 outcome, after = self._handlers.table[request.op](request), None
         except Exception as exc:
-            return request_id, self._answer_with(self._error_response(request_id, exc))
+            return Done(request_id, self._answer_with(self._error_response(request_id, exc)))
         if isinstance(outcome, Later):
             # Answered from a thread once done (it frees the slot); the next requests need not wait for it.
             later = outcome
-            return request.id, lambda: threading.Thread(
-                target=self._finish_later, args=(request.id, later), daemon=True
-            ).start()
+            return Done(
+                request.id,
+                lambda: threading.Thread(target=self._finish_later, args=(request.id, later), daemon=True).start(),
+                later.abandon,
+            )
         answer = self._answer_with(ok(request.id, outcome))
 
         def answer_then_stream() -> None:
@@ -222,7 +240,7 @@ class Server:
             if after is not None:
                 after()
 
-        return request.id, answer_then_stream
+        return Done(request.id, answer_then_stream)
 
     def _finish_later(self, request_id: int, later: Later) -> None:
         try:

@@ -53,6 +53,7 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(AGENT_SRC)
     env.pop("JOBNET_AGENT_CRASH_AT", None)
     env.pop("JOBNET_AGENT_PAUSE_AT", None)
+    env.pop("JOBNET_AGENT_FAIL_AT", None)
     env.update(extra or {})
     return env
 
@@ -115,12 +116,19 @@ class Agent:
     """One ``serve`` process: requests get responses by id; events and heartbeats are queued."""
 
     def __init__(
-        self, dirs: AgentDirs, crash_at: str | None = None, pause_at: str | None = None, **options: Any
+        self,
+        dirs: AgentDirs,
+        crash_at: str | None = None,
+        pause_at: str | None = None,
+        fail_at: str | None = None,
+        **options: Any,
     ) -> None:
         self.dirs = dirs
         extra = {"JOBNET_AGENT_CRASH_AT": crash_at} if crash_at else {}
         if pause_at:
             extra["JOBNET_AGENT_PAUSE_AT"] = pause_at
+        if fail_at:
+            extra["JOBNET_AGENT_FAIL_AT"] = fail_at
         self.proc = subprocess.Popen(
             [AGENT_PYTHON, "-m", "jobnet_agent", "serve", *dirs.options(**options)],
             stdin=subprocess.PIPE,

@@ -129,6 +129,48 @@ def test_serve_killed_before_the_group_commit_of_launches_that_came_together_nev
     assert_journal_consistent(dirs)
 
 
+def test_a_failed_fsync_of_a_group_commit_acknowledges_nothing_and_starts_nothing(dirs: AgentDirs) -> None:
+    """serve's fsync of a batch's journal writes fails (an I/O error, injected while a file
+    exists): no request of the batch is answered as done (each gets an Internal error naming the
+    journal), no job of it is handed to a supervisor, and the agent log says why. Once the disk
+    is back, the launches are known never to have run (``failedToStart``) and a repeat of the key
+    is deduplicated: the operator learns the truth without a second start."""
+    keys = [new_key("/fan/a"), new_key("/fan/b")]
+    marker = dirs.work / "ran"
+    script = dirs.script("job.sh", f"echo ran >> {marker}\n")
+    failing = dirs.work / "disk-fails"
+    failing.touch()
+    agent = Agent(dirs, fail_at=f"serve:journal-group-sync=@{failing}")
+    try:
+        assert agent.proc.stdin is not None
+        agent.proc.stdin.write(
+            b"".join(
+                (
+                    json.dumps({"id": i, "op": "launch", "key": key, "script": script, "args": [], "env": {}}) + "\n"
+                ).encode()
+                for i, key in enumerate(keys, 1)
+            )
+        )
+        agent.proc.stdin.flush()  # one write: serve reads both at once, one group commit
+        answers = [agent.response(request_id) for request_id in (1, 2)]
+        assert all(not answer["ok"] for answer in answers), answers
+        assert all(answer["error"]["code"] == "Internal" for answer in answers), answers
+        assert all("could not make its journal durable" in answer["error"]["message"] for answer in answers)
+        wait_until(lambda: "journal fsync failed" in dirs.log_text(), what="the fsync failure in the agent log")
+        agent._next_id = 2  # the ids written by hand above
+
+        failing.unlink()  # the disk is back
+        records = [agent.wait_state(key, "failedToStart") for key in keys]
+        again = [agent.launch(key, script) for key in keys]
+    finally:
+        agent.close()
+
+    assert [(r["state"], r["reason"]) for r in records] == [("failedToStart", "SupervisorLost")] * 2, records
+    assert all(a["deduplicated"] and a["record"]["state"] == "failedToStart" for a in again), again
+    assert not marker.exists() and not supervisor_pids(dirs.state)
+    assert_journal_consistent(dirs)
+
+
 def test_serve_killed_between_record_and_event_gets_its_event_logged_on_restart(dirs: AgentDirs) -> None:
     key = new_key()
     launch_crashing(dirs, "serve:journal-after-record:accepted", "exit 0\n", key)

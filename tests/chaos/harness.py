@@ -29,9 +29,11 @@ from tests.chaos.invariants import FINAL_PHASES, RunRecord, Settlement, Violatio
 from tests.chaos.shapes import LEDGER_SCRIPT, Catalogue, Requirement, draw_catalogue, manifests, requirements
 from tests.chaos.watch import PhaseWatch
 from tests.support.netutil import DeadlineExceeded, wait_until
+from tests.support.operator_proc import register_webhooks
 from tests.support.replicas import Replica, lease_transitions, start_replicas, stop_replicas
 from tests.support.replicas import leader as lease_leader
 from tests.support.scenario import JOBRUNS, NAMESPACE, Scenario
+from tests.support.service import ServiceProxy
 from tests.support.vm import NamespaceVM
 
 #: The operator retries API requests quickly (as in G10), so that it is back soon after an outage.
@@ -136,6 +138,7 @@ class Chaos:
         self.report = ChaosReport(seed)
         self.vms: list[NamespaceVM] = []
         self.replicas: list[Replica] = []
+        self.service: ServiceProxy | None = None
         self.handovers_missed = 0
         self.handover_modes: Counter[str] = self.report.handover_modes
         self.catalogue = Catalogue()
@@ -158,6 +161,11 @@ class Chaos:
             ledger = vm.put_file(LEDGER, "", 0o644)
             scripts.append(str(vm.put_file(SCRIPT, LEDGER_SCRIPT.format(ledger=ledger))))
         self.replicas = start_replicas(self.scenario, self.config.replicas, *OPERATOR_ARGS)
+        # The webhook goes through a Service over every replica, as the chart's does: admission
+        # works while any replica serves it, not only while the last one started runs.
+        replicas = self.replicas
+        self.service = ServiceProxy(lambda: [replica.process.webhook_port for replica in replicas]).start()
+        register_webhooks(self.emulator, self.service.url)
         self.catalogue = draw_catalogue(self.rng, hosts=len(self.vms))
         self.scenario.apply(manifests(self.catalogue.nets, [self.scenario.host(vm) for vm in self.vms], scripts))
 
@@ -180,6 +188,8 @@ class Chaos:
             self.report.watch = f"{watch.streams} streams, {watch.relists} relists, {watch.late} late versions ignored"
         finally:
             stop_replicas(self.replicas)
+            if self.service is not None:
+                self.service.stop()
         self._check(watch)
         for index, vm in enumerate(self.vms):  # the evidence outlives the VMs (in the test's tmp_path)
             (self.scenario.workdir / f"ledger-vm{index}").write_text((vm.home / LEDGER).read_text())

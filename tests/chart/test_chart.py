@@ -8,6 +8,8 @@ covered by the template's structure, not by a test here.
 
 from __future__ import annotations
 
+import argparse
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from jobnet.core.admission import ENDPOINTS
+from jobnet.kube.cli import add_operator_arguments
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "jobnet-operator"
@@ -55,6 +58,7 @@ OPERATOR_ARGS = [
     "--retry-period", "2",
     "--log-format", "json",
     "--agent-idle-timeout", "300",
+    "--observation-write-delay", "1",
 ]  # fmt: skip
 #: ... and with cert-manager: the mounted certificate instead of the operator's own.
 CERT_MANAGER_TLS_ARGS = [
@@ -207,6 +211,7 @@ def test_chart_metadata() -> None:
         ({"logFormat": "xml"}, "logFormat"),
         ({"rbac": {"secretNames": "vm1-ssh"}}, "secretNames"),
         ({"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}}, "kind"),
+        ({"observationWriteDelaySeconds": -1}, "observationWriteDelaySeconds"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], named: str) -> None:
@@ -245,6 +250,41 @@ def test_deployment_runs_the_operator_cli_exactly(rendered: dict[str, list[dict[
     operator = container(rendered["default"])
     assert operator["command"] == ["jobnet", "operator"]
     assert operator["args"] == OPERATOR_ARGS
+
+
+def test_runtime_values_reach_the_operator_command_line() -> None:
+    args = container(render({"observationWriteDelaySeconds": 0, "agentIdleTimeoutSeconds": 30}))["args"]
+    assert args[args.index("--observation-write-delay") + 1] == "0"
+    assert args[args.index("--agent-idle-timeout") + 1] == "30"
+
+
+def operator_options() -> set[str]:
+    parser = argparse.ArgumentParser()
+    add_operator_arguments(parser)
+    return {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+
+
+def options_without_a_chart_value() -> set[str]:
+    """The options docs/install.md lists, with a reason, as having no chart value."""
+    text = (REPO / "docs" / "install.md").read_text()
+    table = text.split("| options | why the chart has no value for them |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`(--[a-z0-9-]+)`", table))
+
+
+def test_every_operator_option_has_a_chart_value_or_a_documented_reason(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    charted = {
+        arg.split("=", 1)[0]
+        for objects in [*rendered.values(), render({"hostAliases": {"vm1.batch.example": "10.0.0.7"}})]
+        for arg in container(objects)["args"]
+        if arg.startswith("--")
+    }
+    documented = options_without_a_chart_value()
+    options = operator_options() - {"--help"}
+    assert options - charted - documented == set(), "options with neither a chart value nor a reason"
+    assert documented & charted == set(), "options the chart sets, listed as having no value"
+    assert documented - options == set(), "listed options jobnet operator does not have"
 
 
 def test_deployment_args_name_each_watched_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:

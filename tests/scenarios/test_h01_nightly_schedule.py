@@ -18,8 +18,7 @@ SECOND = datetime.timedelta(seconds=1)
 
 
 def test_H01_one_run_per_slot_with_scheduled_time_and_business_date(scenario: Scenario) -> None:
-    first = next_local(TOKYO, 2)
-    world = ScheduleWorld(scenario, first - BEFORE_SLOT)
+    world = ScheduleWorld(scenario, next_local(TOKYO, 2) - BEFORE_SLOT)
     vm = scenario.vm()
     report = scenario.write_script(
         vm,
@@ -30,6 +29,7 @@ def test_H01_one_run_per_slot_with_scheduled_time_and_business_date(scenario: Sc
         jobnet("nightly", scenario.host(vm), [{"name": "report", "script": report}]),
         schedule("nightly", "nightly", "0 2 * * *", timeZone="Asia/Tokyo"),
     )
+    first = next_local(TOKYO, 2, after=world.created("nightly"))
     world.wait_status("nightly", "nextScheduleTime", first.isoformat())
     assert world.runs("nightly") == []  # nothing before the slot
 

@@ -26,20 +26,20 @@ SECOND = datetime.timedelta(seconds=1)
 HOUR = datetime.timedelta(hours=1)
 
 
-def _next_hour() -> datetime.datetime:
-    now = datetime.datetime.now(UTC) + datetime.timedelta(minutes=1)
-    return now.replace(minute=0, second=0, microsecond=0) + HOUR
+def _next_hour(after: datetime.datetime) -> datetime.datetime:
+    """The first full hour after ``after``."""
+    return after.replace(minute=0, second=0, microsecond=0) + HOUR
 
 
 def test_H02_missed_slots_within_the_deadline_run_once_in_order(scenario: Scenario) -> None:
-    first = _next_hour()
-    world = ScheduleWorld(scenario, first - BEFORE_SLOT)
+    world = ScheduleWorld(scenario, _next_hour(datetime.datetime.now(UTC)) - BEFORE_SLOT)
     vm = scenario.vm()
     job = scenario.marker_script(vm, "hourly")
     world.apply(
         jobnet("hourly", scenario.host(vm), [{"name": "work", "script": job}]),
         schedule("hourly", "hourly", "0 * * * *", startingDeadlineSeconds=3 * 3600),
     )
+    first = _next_hour(world.created("hourly"))
     world.settle("hourly")
     scenario.operator.stop()  # type: ignore[union-attr]
 
@@ -64,23 +64,22 @@ def test_H02_missed_slots_within_the_deadline_run_once_in_order(scenario: Scenar
     assert scenario.script_runs(vm, "hourly") == 3
 
 
-def _slot_run_created(
-    scenario: Scenario, world: ScheduleWorld, slot: datetime.datetime
-) -> tuple[NamespaceVM, str, str]:
-    """A nightly schedule at ``slot``'s time, settled; then the clock at the slot, until its run
-    exists: the VM, the run's name and the schedule's lastScheduleTime before the slot."""
+def _slot_run_created(scenario: Scenario, world: ScheduleWorld) -> tuple[NamespaceVM, datetime.datetime, str, str]:
+    """A schedule at 03:00 UTC, settled; then the clock at its first slot, until its run exists:
+    the VM, the slot, the run's name and the schedule's lastScheduleTime before the slot."""
     vm = scenario.vm()
     job = scenario.marker_script(vm, "nightly")
     world.apply(
         jobnet("nightly", scenario.host(vm), [{"name": "work", "script": job}]),
         schedule("nightly", "nightly", "0 3 * * *"),
     )
+    slot = next_local(UTC, 3, after=world.created("nightly"))
     world.settle("nightly")
     before = world.status("nightly").get("lastScheduleTime")
     world.clock.set(slot + SECOND)
     name = f"nightly-{slot:%Y%m%d%H%M}"
     assert world.wait_runs("nightly", 1) == [name]
-    return vm, name, before
+    return vm, slot, name, before
 
 
 def _as_if_the_slot_was_never_recorded(scenario: Scenario, before: str) -> None:
@@ -92,9 +91,8 @@ def _as_if_the_slot_was_never_recorded(scenario: Scenario, before: str) -> None:
 
 
 def test_H03_no_second_run_after_a_kill_right_after_creating(scenario: Scenario) -> None:
-    slot = next_local(UTC, 3)
-    world = ScheduleWorld(scenario, slot - BEFORE_SLOT)
-    vm, name, before = _slot_run_created(scenario, world, slot)
+    world = ScheduleWorld(scenario, next_local(UTC, 3) - BEFORE_SLOT)
+    vm, slot, name, before = _slot_run_created(scenario, world)
     scenario.operator.kill()  # type: ignore[union-attr]
     _as_if_the_slot_was_never_recorded(scenario, before)
 
@@ -111,11 +109,10 @@ def test_H03_leader_killed_around_a_slots_creation_one_run_for_the_slot(scenario
     """Two replicas: the leader is killed right after creating the slot's run (perhaps before
     starting it, or recording the slot); the replica that takes over creates no second run for
     the slot and starts the one that exists."""
-    slot = next_local(UTC, 3)
-    world = ScheduleWorld(scenario, slot - BEFORE_SLOT)
+    world = ScheduleWorld(scenario, next_local(UTC, 3) - BEFORE_SLOT)
     replicas = start_replicas(scenario, 2, *world.operator_args, environment=world.clock.environment)
     try:
-        vm, name, before = _slot_run_created(scenario, world, slot)
+        vm, slot, name, before = _slot_run_created(scenario, world)
         # the leader that created it: the first replica, unless a loaded machine handed over meanwhile
         leader = wait_until(
             lambda: next((r for r in replicas if f"created JobRun {name}" in r.log()), None),

@@ -22,6 +22,20 @@ UTC = datetime.UTC
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
 SECOND = datetime.timedelta(seconds=1)
+DAY = datetime.timedelta(days=1)
+#: The schedules' slots count from their creation, on the API server's real clock, while the test
+#: plays next year's dates on its fake clock: a slot of this year still ahead when the test runs
+#: (say, in early January) is months late by then, and is missed, never run.
+DEADLINE = {"startingDeadlineSeconds": 30 * 86400}
+
+
+def _next_year(zone: ZoneInfo) -> int:
+    """Next year in ``zone``: every date the test plays is after the schedules' creation."""
+    return datetime.datetime.now(zone).year + 1
+
+
+def _weekday_on_or_after(day: datetime.date, weekday: int) -> datetime.date:
+    return day + (weekday - day.weekday()) % 7 * DAY
 
 
 def _slot_of(scenario: Scenario, run: str) -> tuple[str, str]:
@@ -30,85 +44,104 @@ def _slot_of(scenario: Scenario, run: str) -> tuple[str, str]:
 
 
 def test_H05_closed_days_skip_or_shift_and_base_time(scenario: Scenario) -> None:
-    # January 2027 in Tokyo: Fri 1 (New Year's Day), Sat 2, Sun 3, Mon 4, Tue 5, Mon 11 (Coming of Age Day).
-    world = ScheduleWorld(scenario, datetime.datetime(2027, 1, 1, 0, 0, tzinfo=TOKYO))
+    # January of next year in Tokyo: the 1st is New Year's Day, the second Monday Coming of Age Day.
+    year = _next_year(TOKYO)
+    saturday = _weekday_on_or_after(datetime.date(year, 1, 2), 5)  # the first one after New Year's Day
+    monday = saturday + 2 * DAY
+    holiday = _weekday_on_or_after(datetime.date(year, 1, 8), 0)  # Coming of Age Day
+    world = ScheduleWorld(scenario, datetime.datetime(year, 1, 1, 0, 0, tzinfo=TOKYO))
     vm = scenario.vm()
     report = scenario.write_script(
         vm, "bin/report.sh", f'echo "$JOBNET_SCHEDULE $JOBNET_BUSINESS_DATE" >> {vm.home}/days\n'
     )
     world.apply(
         jobnet("batch", scenario.host(vm), [{"name": "report", "script": report}]),
-        calendar("closed-4th", closedDates=["2027-01-04"]),
+        calendar("closed-4th", closedDates=[f"{year}-01-04"]),
         calendar("weekdays", closedWeekdays=["Saturday", "Sunday"], shift="Next"),
         calendar("holidays", publicHolidays={"country": "JP"}, shift="Previous"),
         calendar("late-day", baseTime="05:00"),
-        schedule("skip", "batch", "0 2 4,5 1 *", timeZone="Asia/Tokyo", calendarRef="closed-4th"),
-        schedule("next", "batch", "0 2 2 1 *", timeZone="Asia/Tokyo", calendarRef="weekdays"),
-        schedule("previous", "batch", "0 2 11 1 *", timeZone="Asia/Tokyo", calendarRef="holidays"),
-        schedule("base", "batch", "0 2 5 1 *", timeZone="Asia/Tokyo", calendarRef="late-day"),
+        schedule("skip", "batch", "0 2 4,5 1 *", timeZone="Asia/Tokyo", calendarRef="closed-4th", **DEADLINE),
+        schedule("next", "batch", f"0 2 {saturday.day} 1 *", timeZone="Asia/Tokyo", calendarRef="weekdays", **DEADLINE),
+        schedule(
+            "previous", "batch", f"0 2 {holiday.day} 1 *", timeZone="Asia/Tokyo", calendarRef="holidays", **DEADLINE
+        ),
+        schedule("base", "batch", "0 2 5 1 *", timeZone="Asia/Tokyo", calendarRef="late-day", **DEADLINE),
     )
     for name in ("skip", "next", "previous", "base"):
         world.settle(name)
     # Saturday's slot shifted to Monday: not at its own time.
-    world.clock.set(datetime.datetime(2027, 1, 3, 12, 0, tzinfo=TOKYO))
+    world.clock.set(datetime.datetime.combine(saturday + DAY, datetime.time(12, 0), tzinfo=TOKYO))
     world.settle("next")
     assert world.runs("next") == []
-    assert world.status("next")["nextScheduleTime"] == "2027-01-04T02:00:00+09:00"
+    assert world.status("next")["nextScheduleTime"] == f"{monday}T02:00:00+09:00"
 
-    world.clock.set(datetime.datetime(2027, 1, 12, 0, 0, tzinfo=TOKYO))
+    world.clock.set(datetime.datetime(year, 1, 15, 0, 0, tzinfo=TOKYO))
     for name in ("skip", "next", "previous", "base"):
         world.settle(name)
+    runs = {
+        "skip": f"skip-{year}01050200",
+        "next": f"next-{saturday:%Y%m%d}0200",
+        "previous": f"previous-{holiday:%Y%m%d}0200",
+        "base": f"base-{year}01050200",
+    }
     # Skip: the closed 4th has no run, the 5th has.
-    assert world.run_names("skip") == ["skip-202701050200"]
-    # Next: Saturday the 2nd runs on Monday the 4th, for business date the 2nd.
-    assert world.run_names("next") == ["next-202701020200"]
-    assert _slot_of(scenario, "next-202701020200") == ("2027-01-04T02:00:00+09:00", "2027-01-02")
-    # Previous: the holiday on the 11th runs on Sunday the 10th (only holidays close this calendar).
-    assert world.run_names("previous") == ["previous-202701110200"]
-    assert _slot_of(scenario, "previous-202701110200") == ("2027-01-10T02:00:00+09:00", "2027-01-11")
+    assert world.run_names("skip") == [runs["skip"]]
+    # Next: Saturday runs on Monday, for business date Saturday.
+    assert world.run_names("next") == [runs["next"]]
+    assert _slot_of(scenario, runs["next"]) == (f"{monday}T02:00:00+09:00", f"{saturday}")
+    # Previous: the holiday runs on the Sunday before (only holidays close this calendar).
+    assert world.run_names("previous") == [runs["previous"]]
+    assert _slot_of(scenario, runs["previous"]) == (f"{holiday - DAY}T02:00:00+09:00", f"{holiday}")
     # Base time 05:00: 02:00 on the 5th belongs to the 4th.
-    assert world.run_names("base") == ["base-202701050200"]
-    assert _slot_of(scenario, "base-202701050200") == ("2027-01-05T02:00:00+09:00", "2027-01-04")
+    assert world.run_names("base") == [runs["base"]]
+    assert _slot_of(scenario, runs["base"]) == (f"{year}-01-05T02:00:00+09:00", f"{year}-01-04")
 
     created = world.wait_event("next", "RunCreated")
-    assert "shifted to 2027-01-04: 2027-01-02 is a Saturday, a closed weekday" in created["message"]
-    for run in ("skip-202701050200", "next-202701020200", "previous-202701110200", "base-202701050200"):
+    assert f"shifted to {monday}: {saturday} is a Saturday, a closed weekday" in created["message"]
+    for run in runs.values():
         scenario.wait_phase(run, "Succeeded", timeout=60)
     assert sorted((vm.home / "days").read_text().splitlines()) == [
-        "base 2027-01-04",
-        "next 2027-01-02",
-        "previous 2027-01-11",
-        "skip 2027-01-05",
+        f"base {year}-01-04",
+        f"next {saturday}",
+        f"previous {holiday}",
+        f"skip {year}-01-05",
     ]
 
 
 def test_H06_daylight_saving_gap_and_repeat_run_once(scenario: Scenario) -> None:
-    # 2027-03-14 02:00 EST the clocks jump to 03:00 EDT; 2027-11-07 02:00 EDT they go back to 01:00 EST.
-    world = ScheduleWorld(scenario, datetime.datetime(2027, 3, 14, 7, 0, tzinfo=UTC) - BEFORE_SLOT)
+    # Next year in New York: on the second Sunday of March at 02:00 EST the clocks jump to 03:00
+    # EDT; on the first Sunday of November at 02:00 EDT they go back to 01:00 EST.
+    year = _next_year(NEW_YORK)
+    spring = _weekday_on_or_after(datetime.date(year, 3, 8), 6)
+    autumn = _weekday_on_or_after(datetime.date(year, 11, 1), 6)
+    jump = datetime.datetime.combine(spring, datetime.time(7, 0), tzinfo=UTC)  # 02:00 EST = 03:00 EDT
+    first_130 = datetime.datetime.combine(autumn, datetime.time(5, 30), tzinfo=UTC)  # 01:30 EDT
+    world = ScheduleWorld(scenario, jump - BEFORE_SLOT)
     vm = scenario.vm()
     job = scenario.marker_script(vm, "dst")
     world.apply(
         jobnet("dst", scenario.host(vm), [{"name": "work", "script": job}]),
-        schedule("gap", "dst", "30 2 14 3 *", timeZone="America/New_York"),
-        schedule("repeat", "dst", "30 1 7 11 *", timeZone="America/New_York"),
+        schedule("gap", "dst", f"30 2 {spring.day} 3 *", timeZone="America/New_York", **DEADLINE),
+        schedule("repeat", "dst", f"30 1 {autumn.day} 11 *", timeZone="America/New_York", **DEADLINE),
     )
+    gap, repeat = f"gap-{spring:%Y%m%d}0300", f"repeat-{autumn:%Y%m%d}0130"
     world.settle("gap")
-    assert world.status("gap")["nextScheduleTime"] == "2027-03-14T03:00:00-04:00"  # 02:30 does not exist
+    assert world.status("gap")["nextScheduleTime"] == f"{spring}T03:00:00-04:00"  # 02:30 does not exist
     assert world.runs("gap") == []
 
-    world.clock.set(datetime.datetime(2027, 3, 14, 7, 0, 1, tzinfo=UTC))  # 03:00:01 EDT
-    assert world.wait_runs("gap", 1) == ["gap-202703140300"]
-    assert _slot_of(scenario, "gap-202703140300")[0] == "2027-03-14T03:00:00-04:00"
-    world.clock.set(datetime.datetime(2027, 3, 14, 8, 0, 0, tzinfo=UTC))
+    world.clock.set(jump + SECOND)  # 03:00:01 EDT
+    assert world.wait_runs("gap", 1) == [gap]
+    assert _slot_of(scenario, gap)[0] == f"{spring}T03:00:00-04:00"
+    world.clock.set(jump + datetime.timedelta(hours=1))
     world.settle("gap")
-    assert world.run_names("gap") == ["gap-202703140300"]
+    assert world.run_names("gap") == [gap]
 
-    world.clock.set(datetime.datetime(2027, 11, 7, 5, 30, 1, tzinfo=UTC))  # 01:30:01 EDT, the first 01:30
-    assert world.wait_runs("repeat", 1) == ["repeat-202711070130"]
-    assert _slot_of(scenario, "repeat-202711070130")[0] == "2027-11-07T01:30:00-04:00"
-    world.clock.set(datetime.datetime(2027, 11, 7, 6, 30, 1, tzinfo=UTC))  # 01:30:01 EST, the second
+    world.clock.set(first_130 + SECOND)  # 01:30:01 EDT, the first 01:30
+    assert world.wait_runs("repeat", 1) == [repeat]
+    assert _slot_of(scenario, repeat)[0] == f"{autumn}T01:30:00-04:00"
+    world.clock.set(first_130 + datetime.timedelta(hours=1, seconds=1))  # 01:30:01 EST, the second
     world.settle("repeat")
-    assert world.run_names("repeat") == ["repeat-202711070130"]
-    scenario.wait_phase("gap-202703140300", "Succeeded", timeout=60)
-    scenario.wait_phase("repeat-202711070130", "Succeeded", timeout=60)
+    assert world.run_names("repeat") == [repeat]
+    scenario.wait_phase(gap, "Succeeded", timeout=60)
+    scenario.wait_phase(repeat, "Succeeded", timeout=60)
     assert scenario.script_runs(vm, "dst") == 2

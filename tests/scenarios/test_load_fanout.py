@@ -162,6 +162,7 @@ def test_load_launches_queued_longer_than_the_dispatch_timeout_are_not_taken_as_
 
     stored = decoded_status(status)
     assert all(stored["jobs"][f"/queue/{job['name']}"]["attempt"] == 1 for job in jobs)
+    scenario.wait_event(run, "RunSucceeded")  # posted after the status that says Succeeded
     assert scenario.event_reasons(run) == ["RunSucceeded"]  # no DeliveryRetried, JobStuck, LaunchDeduplicated
     runs = collections.Counter(line.split("#")[0] for line in (vm.home / "markers" / "queued").read_text().splitlines())
     assert runs == {f"/queue/{job['name']}": 1 for job in fan}, {path: n for path, n in runs.items() if n != 1}

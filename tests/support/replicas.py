@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import textwrap
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,8 @@ def start_replicas(
             workdir,
             *ELECTION_ARGS,
             *extra_args,
-            environment=environment,
+            # The log's time stamps (stamp_of) in UTC: compared across replicas, never across a DST change.
+            environment={"TZ": "UTC", **(environment or {})},
             kubeconfig=kubeconfig,
             leader_election=True,
         )
@@ -155,9 +157,9 @@ def lease_transitions(emulator: EmulatorServer) -> int:
 
 def wait_to_lead(replica: Replica, timeout: float) -> float:
     """Until ``replica`` logs that it leads; how long that took (seconds)."""
-    started = datetime.datetime.now()
+    started = time.monotonic()  # not the local wall clock: a DST change would add or take an hour
     replica.wait_log(LEADS, timeout)
-    return (datetime.datetime.now() - started).total_seconds()
+    return time.monotonic() - started
 
 
 def stamp_of(log: str, pattern: str, after: int = 0) -> datetime.datetime:

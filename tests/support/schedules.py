@@ -81,6 +81,14 @@ class ScheduleWorld:
         assert body is not None, f"JobSchedule {name} does not exist"
         return body.get("status") or {}
 
+    def created(self, name: str) -> datetime.datetime:
+        """JobSchedule ``name``'s creationTimestamp. It is stamped by the API server's clock, not the
+        fake one, and the controller counts a schedule's slots from it: a test's first slot is the
+        first one after it (a slot between it and the fake clock's start would be due at once)."""
+        body = self.scenario.emulator.get(API_VERSION, "jobschedules", NAMESPACE, name)
+        assert body is not None, f"JobSchedule {name} does not exist"
+        return datetime.datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return self.scenario.emulator.events_for(NAMESPACE, name)
 
@@ -140,9 +148,11 @@ class ScheduleWorld:
 def next_local(
     zone: datetime.tzinfo, hour: int, minute: int = 0, after: datetime.datetime | None = None
 ) -> datetime.datetime:
-    """The first ``hour:minute`` wall-clock time in ``zone`` more than a minute after ``after``
-    (default: now), as an aware datetime."""
-    after = (after or datetime.datetime.now(datetime.UTC)) + datetime.timedelta(minutes=1)
+    """The first ``hour:minute`` wall-clock time in ``zone`` after ``after`` (default: now), as an
+    aware datetime. A test starts its fake clock :data:`BEFORE_SLOT` before the one after now, then
+    takes its first slot after the schedule's :meth:`ScheduleWorld.created` (the same one, unless
+    the creation crossed it)."""
+    after = after or datetime.datetime.now(datetime.UTC)
     local = after.astimezone(zone)
     candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if candidate <= local:

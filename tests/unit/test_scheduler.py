@@ -9,12 +9,14 @@ from jobnet.core.scheduler import (
     AUTO_RESOLVER,
     AgentFacts,
     DeliveryResult,
+    Dispatch,
     JobRuntime,
     RunRuntime,
     SchedulerPolicy,
     job_states,
     reconcile,
 )
+from jobnet.core.scheduler.liveness import agent_may_have_lost
 from jobnet.core.states import JobState, RunPhase
 from jobnet.core.status import ATTEMPT_HISTORY_MAX
 from tests.support.scheduler_sim import HOST_ID, RUN_UID, Run, graph, job, sub
@@ -499,6 +501,46 @@ def test_a_job_stuck_for_its_heartbeat_the_agent_no_longer_knows_is_refined_to_a
     run.beat()
     run.reconcile()
     assert run.state("/net/a") == S.STUCK and run.reason("/net/a") == "AgentLost"
+
+
+_KILL = Dispatch(op="kill", attempts_used=1, last_attempt_at=1000.0)
+
+
+@pytest.mark.parametrize(
+    ("job_runtime", "may_have_lost"),
+    [
+        (JobRuntime(state=S.RUNNING, attempt=1, pid=42, started_at=1.0), True),
+        (JobRuntime(state=S.STUCK, attempt=1, reason="HeartbeatLost", pid=42, started_at=1.0), True),
+        (JobRuntime(state=S.STUCK, attempt=1, reason="LaunchOutcomeUnknown"), False),
+        (JobRuntime(state=S.STARTING, attempt=1), False),
+        # Stopping: the agent confirmed the attempt (running, or it answered the kill) ...
+        (JobRuntime(state=S.STOPPING, attempt=1, pid=42, started_at=1.0), True),
+        (JobRuntime(state=S.STOPPING, attempt=1, pid=42, started_at=1.0, dispatch=_KILL), True),
+        (JobRuntime(state=S.STOPPING, attempt=1, kill_reason="stop"), True),
+        # ... or not: stopped while its launch was unconfirmed, the kill is on its way.
+        (JobRuntime(state=S.STOPPING, attempt=1, kill_reason="stop", dispatch=_KILL), False),
+    ],
+)
+def test_only_a_job_the_agent_confirmed_may_have_been_lost_by_it(job_runtime: JobRuntime, may_have_lost: bool) -> None:
+    """The keys a new channel's ``list`` checks (kube/agentlost.py) and the jobs an absent key
+    makes Stuck AgentLost: a job stopped while its launch was unconfirmed is not one of them (its
+    launch may never have arrived; the kill's answer, fenced or found, settles it)."""
+    assert agent_may_have_lost(job_runtime) is may_have_lost
+
+
+def test_a_job_stopped_while_launching_whose_key_the_agent_lacks_is_not_agent_lost() -> None:
+    run = Run(graph("n", n={"jobs": [job("a")]}), NO_DEFAULT_RETRY)
+    run.reconcile()
+    run.stop("/")
+    run.deliver_launch("/n/a", "unknown", error_code="ConnectionLost")
+    run.reconcile()
+    assert run.state("/n/a") == S.STOPPING and not agent_may_have_lost(run.runtime.jobs["/n/a"])
+    run.absent.add(run.key("/n/a").text())  # a new channel's list: the launch never arrived
+    run.reconcile()
+    assert run.state("/n/a") == S.STOPPING and not run.events("JobStuck")
+    run.deliver_kill("/n/a", state="failedToStart")  # the kill's answer: fenced, never started
+    run.reconcile()
+    assert (run.state("/n/a"), run.reason("/n/a")) == (S.STOPPED, "StopRequested")
 
 
 # ---------------------------------------------------------------- overrides

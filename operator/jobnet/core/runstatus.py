@@ -90,6 +90,7 @@ def job_status(job: JobRuntime) -> JobStatus:
             override_by=dispatch.override_by,
             override_message=dispatch.override_message,
         ),
+        relaunching_since=to_rfc3339(job.relaunching_since) if undecided else None,
         earlier_attempts=[_earlier_status(earlier) for earlier in job.earlier] or None,
         earlier_attempts_dropped=job.earlier_dropped or None,
     )
@@ -261,6 +262,7 @@ def runtime_from_status(run_uid: str, graph: RunGraph, status: JobRunStatus) -> 
             deadline=from_rfc3339(entry.deadline),
             kill_reason=entry.kill_reason,
             dispatch=dispatch,
+            relaunching_since=from_rfc3339(entry.relaunching_since),
             earlier=tuple(_earlier_runtime(earlier) for earlier in entry.earlier_attempts or ()),
             earlier_dropped=entry.earlier_attempts_dropped or 0,
         )

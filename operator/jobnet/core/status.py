@@ -147,6 +147,11 @@ class JobStatus(StatusModel):
     dispatch: DispatchStatus | None = Field(
         default=None, description="The launch or kill request being delivered to the agent, while undecided."
     )
+    relaunching_since: str | None = _time(
+        "Since when the operator re-launches the job because its attempts provably never ran (the agent's "
+        "supervising process died before the script was let go); the launch retry window counts from here "
+        "(RFC 3339; kept while the job is not finished)."
+    )
     earlier_attempts: list[EarlierAttemptStatus] | None = Field(
         default=None,
         description=f"The attempts before the current one, oldest first (at most {ATTEMPT_HISTORY_MAX}; fewer in "

@@ -4,9 +4,12 @@ does not know any more (its state directory was wiped, the VM reinstalled) is re
 run's inbox as absent, and the scheduler makes the job Stuck ``AgentLost``
 (:func:`jobnet.core.scheduler.liveness.apply_record`).
 
-The keys asked about are those of jobs the agent had confirmed (Running, Stopping, or Stuck for a
-lost heartbeat) before the request left: the agent journals a key before it answers for it, so
-an agent that still has its state always lists them.
+The keys asked about are those of jobs the agent had confirmed (Running, Stuck for a lost
+heartbeat, Stopping once the agent reported it running or answered its kill:
+:func:`~jobnet.core.scheduler.liveness.agent_may_have_lost`) before the request left: the agent
+journals a key before it answers for it, so an agent that still has its state always lists them.
+A job stopped while its launch was unconfirmed is not asked about: its launch may never have
+arrived, and the kill's answer (fenced: never started) settles it.
 """
 
 from __future__ import annotations

@@ -119,17 +119,19 @@ def _now() -> str:
 
 
 class UnendingBackoffs:
-    """The delays between kopf's retries of one failed API request: doubling from one second up
-    to ``cap``, and never ending. kopf gives up on a request after the last delay of a finite
-    list and the operator then exits ("escalating"); an API server that flaps or is away for a
-    while must make the operator wait and carry on instead. Not ``Sized``, so kopf counts the
-    attempts without announcing a last one."""
+    """The delays between kopf's retries of one failed API request: doubling from ``first``
+    (one second) up to ``cap``, and never ending. kopf gives up on a request after the last delay
+    of a finite list and the operator then exits ("escalating"); an API server that flaps or is
+    away for a while must make the operator wait and carry on instead. Not ``Sized``, so kopf
+    counts the attempts without announcing a last one. Each iteration starts anew (a request that
+    succeeded resets its backoff)."""
 
-    def __init__(self, cap: float) -> None:
+    def __init__(self, cap: float, first: float = 1.0) -> None:
         self.cap = cap
+        self.first = first
 
     def __iter__(self) -> Iterator[float]:
-        delay = min(1.0, self.cap)
+        delay = min(self.first, self.cap)
         while True:
             yield delay
             delay = min(delay * 2, self.cap)
@@ -189,12 +191,22 @@ class RunLeader:
     leader (or under none) are picked up."""
 
     def __init__(
-        self, config: OperatorConfig, client: KubeClient, gate: LeaderGate, starter: RunStarter | None
+        self,
+        config: OperatorConfig,
+        client: KubeClient,
+        gate: LeaderGate,
+        starter: RunStarter | None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.client = client
         self.gate = gate
         self.starter = starter
+        self._sleep = sleep
+        #: the delays between tries of one failed API call while leading: doubling from
+        #: ``--retry-delay`` up to ``--api-retry-max-delay``, anew for each call
+        self._backoffs = UnendingBackoffs(max(config.retry_delay, config.api_retry_max_delay), config.retry_delay)
         self.active = False
         self._starting: set[str] = set()
         #: made Pending in this term (an event written before that may still come)
@@ -222,17 +234,18 @@ class RunLeader:
         task.add_done_callback(self._tasks.discard)
 
     async def _list_and_start(self) -> None:
-        """Every JobRun of the watched namespaces, tried again (retry_delay apart) while leading."""
+        """Every JobRun of the watched namespaces, each list tried again (with backoff) while
+        leading."""
         for namespace in self.config.namespaces or (None,):
+            delays = iter(self._backoffs)
             while True:
                 try:
                     runs = await self.client.list_objects(JOBRUNS, namespace)
                     break
                 except KubeApiError as e:
-                    logger.warning(
-                        "cannot list the JobRuns to drive (%s); retrying in %.1fs", e, self.config.retry_delay
-                    )
-                    await asyncio.sleep(self.config.retry_delay)
+                    delay = next(delays)
+                    logger.warning("cannot list the JobRuns to drive (%s); retrying in %.1fs", e, delay)
+                    await self._sleep(delay)
             for body in runs:
                 await self.on_jobrun("ADDED", body)
 
@@ -252,10 +265,11 @@ class RunLeader:
             await self.starter.on_jobrun(event_type, body)
 
     async def _start(self, body: dict[str, Any]) -> None:
-        """Expand and start a new run; an API failure is tried again (retry_delay apart) until
-        it works or this replica is leader no more (then the task is cancelled)."""
+        """Expand and start a new run; an API failure is tried again (with backoff) until it works
+        or this replica is leader no more (then the task is cancelled)."""
         meta = body["metadata"]
         name, namespace = meta["name"], meta.get("namespace") or "default"
+        delays = iter(self._backoffs)
         try:
             while True:
                 try:
@@ -265,14 +279,9 @@ class RunLeader:
                 except KubeApiError as e:
                     if e.status == HTTP_NOT_FOUND:
                         return  # deleted meanwhile
-                    logger.warning(
-                        "cannot start JobRun %s/%s yet: %s; retrying in %.1fs",
-                        namespace,
-                        name,
-                        e,
-                        self.config.retry_delay,
-                    )
-                    await asyncio.sleep(self.config.retry_delay)
+                    delay = next(delays)
+                    logger.warning("cannot start JobRun %s/%s yet: %s; retrying in %.1fs", namespace, name, e, delay)
+                    await self._sleep(delay)
         finally:
             self._starting.discard(meta["uid"])
 

@@ -176,10 +176,11 @@ class HostAgent:
 
     def drop_connection(self) -> None:
         """Forget the channel and the pooled transport (e.g. after the heartbeat was lost), so the
-        next request reconnects instead of waiting on a dead TCP connection."""
+        next request reconnects instead of waiting on a dead TCP connection; that connection is
+        reset, so nothing written to it reaches the agent later."""
         channel, self._channel = self._channel, None
         if channel is not None:
-            self.pool.invalidate(self.target, channel.transport)
+            self.pool.invalidate(self.target, channel.transport, reset=True)
             channel.close()
 
     # ------------------------------------------------------------ worker-thread side

@@ -20,6 +20,7 @@ import asyncio
 import io
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -207,14 +208,21 @@ class HostConnectionPool:
     async def atransport(self, target: SshTarget, credentials: SshCredentials) -> paramiko.Transport:
         return await asyncio.to_thread(self.transport, target, credentials)
 
-    def invalidate(self, target: SshTarget, transport: paramiko.Transport | None = None) -> None:
-        """Close the target's transport (only if it is still ``transport``, when given)."""
+    def invalidate(self, target: SshTarget, transport: paramiko.Transport | None = None, reset: bool = False) -> None:
+        """Close the target's transport (only if it is still ``transport``, when given).
+
+        ``reset``: the connection is given up as dead, so abort it (TCP RST) instead of closing it.
+        A closed socket's unacknowledged data stays with the kernel, which retransmits it for
+        minutes: a kill written while the link was cut would reach the agent once the link
+        returns, long after the job was reported Stuck with the kill's outcome unknown."""
         with self._lock:
             state = self._hosts.get(target)
         if state is None:
             return
         with state.lock:
             if state.transport is not None and (transport is None or state.transport is transport):
+                if reset:
+                    _discard_unsent(state.transport)
                 state.transport.close()
                 state.transport = None
 
@@ -333,3 +341,14 @@ def _describe(exc: BaseException) -> str:
     """A short cause for people: exception class and text (paramiko never puts secrets there)."""
     text = str(exc) or exc.__class__.__name__
     return text if text.startswith(exc.__class__.__name__) else f"{exc.__class__.__name__}: {text}"
+
+
+def _discard_unsent(transport: paramiko.Transport) -> None:
+    """Make the transport's socket reset on close (SO_LINGER on, zero seconds): what the kernel
+    still holds unacknowledged is dropped, not retransmitted."""
+    sock = transport.sock
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError as exc:  # already closed: nothing left to discard
+            log.debug("cannot set SO_LINGER on the connection to be reset: %s", exc)

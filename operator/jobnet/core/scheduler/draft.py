@@ -61,6 +61,7 @@ class JobChange(AttemptResults, total=False):
     dispatch: Dispatch | None
     earlier: tuple[EarlierAttempt, ...]
     earlier_dropped: int
+    relaunching_since: float | None
 
 
 ATTEMPT_CLEARED: AttemptResults = {
@@ -164,10 +165,20 @@ class Draft:
             self.changed.add(path)
         return updated
 
-    def rerun(self, path: str, reason: str | None, message: str, *, by: str | None = AUTO_RESOLVER) -> None:
+    def rerun(
+        self,
+        path: str,
+        reason: str | None,
+        message: str,
+        *,
+        by: str | None = AUTO_RESOLVER,
+        relaunching_since: float | None = None,
+    ) -> None:
         """Make the job Ready for its next attempt, as a person may ask (an override to Ready,
         ``by`` them) or as the operator decides itself: what the last attempt left moves to the
-        job's bounded history of earlier attempts."""
+        job's bounded history of earlier attempts. ``relaunching_since``: set for the operator's
+        re-launch of an attempt that never ran (:mod:`jobnet.core.scheduler.relaunch`); any other
+        re-run starts afresh."""
         job = self.jobs[path]
         earlier, dropped = job.earlier, job.earlier_dropped
         if job.attempt > 0:
@@ -198,6 +209,7 @@ class Draft:
             dispatch=None,
             earlier=earlier,
             earlier_dropped=dropped,
+            relaunching_since=relaunching_since,
             **ATTEMPT_CLEARED,
         )
 

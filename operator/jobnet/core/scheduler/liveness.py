@@ -16,9 +16,15 @@ _HEARTBEAT_WATCHED = frozenset({S.RUNNING, S.STOPPING})
 
 
 def agent_may_have_lost(job: JobRuntime) -> bool:
-    """The agent accepted the job (it ran, or went silent while it ran): if the agent answers that
-    it does not know the key, it lost it (its state was wiped, the VM reinstalled)."""
-    return job.state in (S.RUNNING, S.STOPPING) or (job.state == S.STUCK and job.reason == StuckReason.HEARTBEAT_LOST)
+    """The agent confirmed the job's current attempt (it ran, or went silent while it ran): if the
+    agent answers that it does not know the key, it lost it (its state was wiped, the VM
+    reinstalled). A Stopping job counts only once the agent confirmed it: it had reported the
+    attempt running, or answered its kill with its record. One stopped while its launch was
+    unconfirmed (Starting) is not: its launch may never have arrived, so the agent not knowing
+    the key proves nothing, and the kill's answer settles it (fenced: never started)."""
+    if job.state == S.STOPPING:
+        return job.dispatch is None or job.pid is not None or job.started_at is not None
+    return job.state == S.RUNNING or (job.state == S.STUCK and job.reason == StuckReason.HEARTBEAT_LOST)
 
 
 def live_paths(draft: Draft) -> list[str]:

@@ -1,6 +1,8 @@
 """Records and settlements: what the agent's record of a job, or a person, makes of it.
 
-A record that proves an outcome finishes the job; a live one makes it Running; a ``lost`` one
+A record that proves an outcome finishes the job (one that proves the attempt never ran, through
+no fault of the job, first makes it run again: :mod:`jobnet.core.scheduler.relaunch`); a live
+one makes it Running; a ``lost`` one
 makes it Stuck; a Stuck job is resolved from a record (``stuckResolution: Auto``) or the record
 is noted for the person who settles it (``Manual``); a ``lost`` record that carries the exit code
 the job's wrapper recorded is such a record too. A person's override settles a job here
@@ -13,6 +15,7 @@ from jobnet.core.agentproto import TERMINAL_RECORD_STATES, JobRecord
 from jobnet.core.outcome import Outcome, describe_record, record_outcome, recorded_outcome
 from jobnet.core.scheduler.actions import Ack
 from jobnet.core.scheduler.draft import Draft
+from jobnet.core.scheduler.relaunch import not_relaunched, relaunch_if_never_ran
 from jobnet.core.scheduler.state import AUTO_RESOLVER, JobRuntime
 from jobnet.core.states import TERMINAL_STATES, JobState, Reason, StuckReason, stuck_message
 
@@ -78,7 +81,9 @@ def take_record(draft: Draft, path: str, record: JobRecord) -> None:
         resolve_stuck(draft, path, record)
         return
     if outcome is not None:
-        finish(draft, path, record)
+        if relaunch_if_never_ran(draft, path, record):
+            return
+        finish(draft, path, record, not_relaunched(draft, path, record, outcome))
     elif job.state == S.STARTING:
         enter_running(draft, path, record)
     elif record.pid is not None and record.pid != job.pid:

@@ -87,6 +87,9 @@ class JobRuntime(FrozenModel):
     deadline: float | None = None
     kill_reason: KillReason | None = None
     dispatch: Dispatch | None = None
+    #: Since when the operator re-launches the job on its own because its attempts provably never
+    #: ran (:mod:`jobnet.core.scheduler.relaunch`): the start of the launch retry window.
+    relaunching_since: float | None = None
     #: The attempts before the current one, oldest first (at most
     #: :func:`jobnet.core.status.attempt_history_limit`), and how many older ones were dropped.
     earlier: tuple[EarlierAttempt, ...] = ()

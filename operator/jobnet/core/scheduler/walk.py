@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jobnet.core.scheduler.delivery import launch, start_kill
 from jobnet.core.scheduler.draft import Draft
+from jobnet.core.scheduler.relaunch import held_until
 from jobnet.core.states import TERMINAL_STATES, UNLAUNCHED_STATES, JobState, Reason, derive_jobnet_state
 
 S = JobState
@@ -69,7 +70,11 @@ def schedule_job(draft: Draft, path: str, gate_open: bool, blocked: str | None, 
         elif job.dispatch is not None:
             pass  # a re-run waiting for the fence of the previous attempt
         elif gate_open:
-            launch(draft, path)
+            held = held_until(job, draft.policy)
+            if held is not None and draft.now < held:
+                draft.wake_at(held)  # a re-launch of an attempt that never ran, after its backoff
+            else:
+                launch(draft, path)
         elif job.state == S.SKIPPED:
             draft.update(path, state=S.PENDING, reason=None, message=None)
     elif job.state == S.RUNNING and scope is not None:
