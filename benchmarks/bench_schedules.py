@@ -7,8 +7,8 @@ API emulator on a clock the benchmark controls (libfaketime, as in the H0x scena
 * **idle**: the operator's CPU (user + system, from /proc) over ``--idle-seconds`` while no slot is
   due, as a share of one core (target: under 1 %);
 * **burst**: the clock is set just past 03:00, so every schedule is due in the same minute; the
-  benchmark waits until every schedule has recorded its slot (the wall time to create them all),
-  then until every run has ended and every schedule's status says so; it checks that each
+  benchmark waits until every slot's run exists (the wall time to create them all), then until
+  every run has ended and every schedule's status says so; it checks that each
   schedule created exactly one JobRun (named after the slot) and prints the operator's CPU per
   created run (target: under 5 ms) over all of that: creating the run (the schedule controller),
   starting it (admission, its JobNet snapshot, status, the runtime) and recording its end. The
@@ -214,12 +214,13 @@ def main() -> int:
                 else None
             )
             clock.set(slot + datetime.timedelta(seconds=1))
+            wait(lambda: len(phases()) == args.schedules, args.timeout, "every slot's run being created")
+            created_wall = time.monotonic() - started
             wait(
                 lambda: sum(s.get("lastScheduleTime") == expected_next for s in statuses()) == args.schedules,
                 args.timeout,
                 "every schedule recording its slot",
             )
-            created_wall = time.monotonic() - started
 
             def settled() -> bool:  # every run ended, and every schedule's status says so
                 ended = phases()
