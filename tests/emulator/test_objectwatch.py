@@ -48,7 +48,9 @@ def test_lists_then_passes_on_each_event_and_lists_again_after_the_server_went_a
     async def scenario() -> None:
         client = KubeClient()
         await client.connect(kopf.ConnectionInfo(server=emulator.url))
-        watch = asyncio.create_task(ObjectWatch(client, JOBCALENDARS, None, record, retry_delay=0.2).run_forever())
+        watch = asyncio.create_task(
+            ObjectWatch(client, JOBCALENDARS, None, record, retry_delay=0.2, watch_seconds=1).run_forever()
+        )
         try:
             await until((None, "a", []))
             await asyncio.to_thread(emulator.put, calendar("b"))

@@ -365,7 +365,12 @@ def build_registry(
     schedules = ScheduleController(
         client,
         WallClock(),
-        ScheduleSettings(config.schedule_check_interval, config.namespaces, config.retry_delay),
+        ScheduleSettings(
+            config.schedule_check_interval,
+            config.namespaces,
+            config.retry_delay,
+            max(1, round(config.watch_server_timeout)),
+        ),
     )
     schedules.register(registry)
     if starter is not None:

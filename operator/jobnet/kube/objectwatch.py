@@ -25,8 +25,6 @@ from jobnet.kube.client import KubeApiError, KubeClient
 logger = logging.getLogger(__name__)
 
 HTTP_GONE = 410
-#: How long the API server keeps one watch open (seconds).
-WATCH_SECONDS = 300
 #: A watch that ends sooner than this without an event is followed by a pause of ``retry_delay``.
 SHORTEST_WATCH_SECONDS = 1.0
 
@@ -40,16 +38,24 @@ def _key(body: Mapping[str, Any]) -> tuple[str, str]:
 
 class ObjectWatch:
     """Lists and watches ``plural`` in ``namespace`` (None: every namespace), calling
-    ``on_event(type, body)`` for each object listed and each watch event."""
+    ``on_event(type, body)`` for each object listed and each watch event; the server ends each
+    watch after ``watch_seconds`` (``--watch-server-timeout``)."""
 
     def __init__(
-        self, client: KubeClient, plural: str, namespace: str | None, on_event: Handler, retry_delay: float
+        self,
+        client: KubeClient,
+        plural: str,
+        namespace: str | None,
+        on_event: Handler,
+        retry_delay: float,
+        watch_seconds: int,
     ) -> None:
         self.client = client
         self.plural = plural
         self.namespace = namespace
         self.on_event = on_event
         self.retry_delay = retry_delay
+        self.watch_seconds = watch_seconds
         #: the objects seen (only their name), to pass on those a new list no longer has
         self._known: dict[tuple[str, str], Mapping[str, Any]] = {}
 
@@ -81,7 +87,7 @@ class ObjectWatch:
         """Pass on the events of one watch: the version to watch on from (None: list again),
         and how many events came."""
         events = 0
-        async for event in self.client.watch_objects(self.plural, self.namespace, version, WATCH_SECONDS):
+        async for event in self.client.watch_objects(self.plural, self.namespace, version, self.watch_seconds):
             kind, body = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 if body.get("code") == HTTP_GONE:

@@ -89,11 +89,13 @@ class WallClock:
 @dataclass(frozen=True)
 class ScheduleSettings:
     """How often the wall clock is re-read (seconds), where JobSchedules and JobCalendars are
-    watched (no namespace: every one), and the pause before watching again after an API failure."""
+    watched (no namespace: every one), the pause before watching again after an API failure and
+    how long the API server keeps one watch open."""
 
     check_interval: float = 5.0
     namespaces: tuple[str, ...] = ()
     retry_delay: float = 5.0
+    watch_seconds: int = 60
 
 
 def schedule_run_body(
@@ -504,7 +506,10 @@ class ScheduleController:
         async def watch_schedules(**_: Any) -> None:
             for namespace in self.settings.namespaces or (None,):
                 for plural, handler in ((JOBSCHEDULES, self.schedule_event), (JOBCALENDARS, self.calendar_event)):
-                    watch = ObjectWatch(self.client, plural, namespace, handler, self.settings.retry_delay)
+                    settings = self.settings
+                    watch = ObjectWatch(
+                        self.client, plural, namespace, handler, settings.retry_delay, settings.watch_seconds
+                    )
                     self._watches.append(asyncio.create_task(watch.run_forever(), name=f"watch {plural}"))
 
         @kopf.on.cleanup(registry=registry)
