@@ -1,6 +1,6 @@
-"""The snapshot ConfigMap through the real client and the emulator over HTTP: the write that makes a
-run Pending names its snapshot; a start repeated after
-a crash between the two writes replaces the leftover (it was never used: the run was not Pending
+"""The snapshot ConfigMap through the real client and the emulator over HTTP: the run's first status
+write (its first decision) names its snapshot; a start repeated after
+a crash between the two writes replaces the leftover (it was never used: the run had no phase
 yet) with the snapshot of now; a snapshot too large for a ConfigMap fails the run at start with
 a clear reason (the real operator)."""
 
@@ -43,7 +43,7 @@ def spec(script: str) -> dict[str, JobNetSpec]:
     }
 
 
-def test_the_write_that_makes_a_run_pending_names_its_stored_snapshot(
+def test_the_first_status_write_of_a_run_names_its_stored_snapshot(
     emulator: EmulatorServer, operator: OperatorProcess
 ) -> None:
     # Nothing listens on 127.0.0.1:1: the run's job goes nowhere, which does not matter here.
@@ -57,7 +57,9 @@ def test_the_write_that_makes_a_run_pending_names_its_stored_snapshot(
             what="the JobRun's first status write",
         )
 
-    assert first["phase"] == "Pending" and first["jobNetSnapshot"]["jobNets"][0]["name"] == "quick", first
+    # One write: the run's first decision (its job is being launched) with the snapshot.
+    assert first["phase"] == "Running" and first["jobNetSnapshot"]["jobNets"][0]["name"] == "quick", first
+    assert first["jobs"]["/quick/a"]["state"] == "Starting", first
     assert emulator.get("v1", "configmaps", "default", first["jobNetSnapshot"]["configMap"]) is not None
 
 

@@ -100,7 +100,17 @@ def test_each_slot_is_created_once_and_a_restarted_controller_gets_409_not_a_sec
     # Since its creation on the 1st: the slots of the 2nd to the 4th are past the 60 s deadline.
     assert sorted(client.runs) == ["nightly-202701050200"]
     assert [reason for reason, _ in client.events] == ["RunCreated", "MissedSchedule"]
-    assert client.statuses[-1]["missedSlots"] == 3
+    assert client.statuses == []  # written at the next check, with the new run's first phase
+    client.runs["nightly-202701050200"]["status"] = {"phase": "Pending"}
+    first.run_event("MODIFIED", client.runs["nightly-202701050200"])
+    asyncio.run(first.check(clock.now()))
+    (status,) = client.statuses  # one write for the creation and the phase
+    assert (status["missedSlots"], status["lastScheduleTime"]) == (3, "2027-01-04T17:00:00Z")
+    assert (status["lastRun"], status["lastRunPhase"], status["active"]) == (
+        "nightly-202701050200",
+        "Pending",
+        ["nightly-202701050200"],
+    )
     clock.moment = SLOT + datetime.timedelta(seconds=1)
     asyncio.run(first.check(clock.now()))
     asyncio.run(first.check(clock.now()))  # nothing new is due
@@ -122,6 +132,7 @@ def test_each_slot_is_created_once_and_a_restarted_controller_gets_409_not_a_sec
     body["status"] = {"lastScheduleTime": "2027-01-04T17:00:00Z"}
     second.schedule_event(None, body)
     asyncio.run(second.check(clock.now()))
+    asyncio.run(second.check(clock.now()))  # writes the status
     assert client.creates[-1] == "nightly-202701060200"  # tried, refused with 409
     assert sorted(client.runs) == ["nightly-202701050200", "nightly-202701060200"]
     assert client.statuses[-1]["lastScheduleTime"] == "2027-01-05T17:00:00Z"
@@ -167,5 +178,6 @@ def test_a_burst_of_due_schedules_reads_their_runs_with_one_list() -> None:
     assert client.selectors == [SCHEDULE_LABEL]
     assert sorted(client.creates) == [f"{name}-202701060200" for name in names[1:]]
     assert sorted(client.runs) == sorted(f"{name}-202701060200" for name in names)
+    asyncio.run(ctrl.check(clock.now()))  # writes the statuses of those that created a run
     assert client.statuses[-1]["active"] == [f"{names[-1]}-202701060200"]
     assert client.statuses[-1]["lastRun"] == f"{names[-1]}-202701060200"

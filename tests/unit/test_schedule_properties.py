@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from jobnet.core.calendar import BusinessCalendar
 from jobnet.core.models import WEEKDAYS, JobCalendarSpec
-from jobnet.core.schedule import UTC, ScheduleRules, Slot, next_run, slots_between
+from jobnet.core.schedule import UTC, ScheduleRules, Slot, due_and_next, next_run, slots_between
 
 MINUTE = datetime.timedelta(minutes=1)
 DAY = datetime.timedelta(days=1)
@@ -272,12 +272,9 @@ def test_calendar_slots_match_a_day_by_day_reference(data: st.DataObject, start:
     assert as_tuples(slots_between(rules, start, until)) == brute_slots(rules, start, until, margin_days=margin)
 
 
-@settings(PROFILE, max_examples=30)
-@given(data=st.data(), start=st.one_of(moments, near_transitions()))
-def test_next_run_is_the_first_runnable_slot_of_a_long_window(data: st.DataObject, start: datetime.datetime) -> None:
-    """next_run searches windows from a guess at the next cron time: whatever the guess, it finds
-    the slot that one long window holds first (calendar shifts and skips, DST, any zone)."""
-    calendar = data.draw(calendars(start))
+def some_rules(data: st.DataObject, near: datetime.datetime) -> ScheduleRules:
+    """Rules with any calendar near ``near``, any zone, one or two of a few expressions."""
+    calendar = data.draw(calendars(near))
     zone = data.draw(st.sampled_from(ZONES))
     expressions = data.draw(
         st.lists(
@@ -287,7 +284,29 @@ def test_next_run_is_the_first_runnable_slot_of_a_long_window(data: st.DataObjec
             unique=True,
         )
     )
-    rules = ScheduleRules(tuple(expressions), ZoneInfo(zone), calendar)
+    return ScheduleRules(tuple(expressions), ZoneInfo(zone), calendar)
+
+
+@settings(PROFILE, max_examples=30)
+@given(data=st.data(), start=st.one_of(moments, near_transitions()))
+def test_next_run_is_the_first_runnable_slot_of_a_long_window(data: st.DataObject, start: datetime.datetime) -> None:
+    """next_run searches windows from a guess at the next cron time: whatever the guess, it finds
+    the slot that one long window holds first (calendar shifts and skips, DST, any zone)."""
+    rules = some_rules(data, start)
     runnable = [slot for slot in slots_between(rules, start, start + 40 * DAY) if not slot.skipped]
     assume(runnable)
     assert next_run(rules, start) == runnable[0]
+
+
+@settings(PROFILE, max_examples=30)
+@given(data=st.data(), cursor=st.one_of(moments, near_transitions()), hours=st.integers(-3, 72))
+def test_due_and_next_are_the_slots_since_the_cursor_and_the_next_run(
+    data: st.DataObject, cursor: datetime.datetime, hours: int
+) -> None:
+    """One search gives what slots_between (since the cursor, none when the clock is behind it)
+    and a long window's first runnable slot after now give."""
+    rules = some_rules(data, cursor)
+    now = cursor + hours * datetime.timedelta(hours=1)
+    runnable = [slot for slot in slots_between(rules, now, now + 40 * DAY) if not slot.skipped]
+    assume(runnable)
+    assert due_and_next(rules, cursor, now) == (slots_between(rules, cursor, now), runnable[0])

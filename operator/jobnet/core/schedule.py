@@ -241,13 +241,22 @@ def _first_window(rules: ScheduleRules, after: datetime.datetime) -> datetime.ti
 def next_run(rules: ScheduleRules, after: datetime.datetime) -> Slot | None:
     """The next slot after ``after`` that runs (not skipped), or None within CRON_HORIZON:
     searched in windows that double from a guess (:func:`_first_window`)."""
-    window = min(_first_window(rules, after), CRON_HORIZON)
+    return due_and_next(rules, after, after)[1]
+
+
+def due_and_next(
+    rules: ScheduleRules, cursor: datetime.datetime, now: datetime.datetime
+) -> tuple[list[Slot], Slot | None]:
+    """``slots_between(rules, cursor, now)`` and ``next_run(rules, now)`` from one search of the
+    cron times (a schedule reconciled at its slot needs both): windows from ``cursor`` (or
+    ``now``, the earlier) to ``now`` plus a window that doubles from a guess (:func:`_first_window`)."""
+    start = min(cursor, now)
+    window = min(_first_window(rules, now), CRON_HORIZON)
     while True:
-        runnable = [slot for slot in slots_between(rules, after, after + window) if not slot.skipped]
-        if runnable:
-            return runnable[0]
-        if window >= CRON_HORIZON:
-            return None
+        slots = slots_between(rules, start, now + window)
+        runnable = [slot for slot in slots if slot.run_at > now and not slot.skipped]
+        if runnable or window >= CRON_HORIZON:
+            return [slot for slot in slots if cursor < slot.run_at <= now], runnable[0] if runnable else None
         window *= 2
 
 

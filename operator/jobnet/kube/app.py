@@ -11,9 +11,9 @@ may have been down with ``failurePolicy: Ignore``). An invalid JobRun ends ``Fai
 reason ``InvalidJobNet``, a message naming every problem, and a Warning Event. For a valid one
 the JobNets it expands from are first stored as the run's snapshot (a ConfigMap owned by the
 run, ``jobnet.core.snapshot``: the run executes that definition to its end, whatever happens to
-the JobNets), then it becomes ``Pending`` with its job count and ``status.jobNetSnapshot``, and
-its expanded graph is handed to the :class:`RunStarter` (the runtime that dispatches jobs plugs
-in there).
+the JobNets), then its expanded graph is handed to the :class:`RunStarter` (the runtime that
+dispatches jobs plugs in there), whose first status write carries the run's first decision (its
+phase, every job) and ``status.jobNetSnapshot`` in one write.
 """
 
 from __future__ import annotations
@@ -94,10 +94,11 @@ class OperatorConfig:
 
 
 class RunStarter(Protocol):
-    """Receives each valid JobRun's expanded graph once its status is ``Pending``."""
+    """Receives each valid JobRun's expanded graph once its snapshot is stored."""
 
-    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
-        """``jobrun`` carries the status just written (``Pending``, ``jobNetSnapshot``)."""
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph, first_status: Mapping[str, Any]) -> None:
+        """``jobrun`` as watched (no phase yet); the starter's first status write carries
+        ``first_status`` (``jobNetSnapshot``) with the run's first decision."""
 
     def register(self, registry: kopf.OperatorRegistry, client: KubeClient, gate: LeaderGate) -> None:
         """Add the starter's own handlers (runs resumed after a restart, annotation changes);
@@ -361,7 +362,16 @@ def build_registry(
     async def close_client(**_: Any) -> None:
         await client.close()
 
-    schedules = ScheduleController(client, WallClock(), ScheduleSettings(config.schedule_check_interval))
+    schedules = ScheduleController(
+        client,
+        WallClock(),
+        ScheduleSettings(
+            config.schedule_check_interval,
+            config.namespaces,
+            config.retry_delay,
+            max(1, round(config.watch_server_timeout)),
+        ),
+    )
     schedules.register(registry)
     if starter is not None:
         starter.register(registry, client, gate)
@@ -475,20 +485,10 @@ async def _start(
     except SnapshotError as e:
         await _fail(body, name, namespace, client, SNAPSHOT_TOO_LARGE, f"JobRun {name!r} cannot start: {e}")
         return
-    # The snapshot is stored before the run is Pending: nothing can be launched without it.
+    # The snapshot is stored before the run has a phase: nothing can be launched without it.
     await store_snapshot(configmap, client)
     jobs = len(graph.jobs())
-    status = with_jobrun_conditions(
-        {
-            "phase": "Pending",
-            "progress": f"0/{jobs}",
-            "counts": {"Pending": jobs},
-            "jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json"),
-        },
-        body.get("metadata", {}),
-        _now(),
-    )
-    stored = await client.patch_status(JOBRUNS, namespace, name, status, answer=True)
+    first = {"jobNetSnapshot": snapshot.model_dump(by_alias=True, mode="json")}
     logger.info(
         "JobRun %s/%s expanded JobNet %r into %d jobs (snapshot of %d JobNets, %d bytes, in ConfigMap %s)",
         namespace,
@@ -500,7 +500,14 @@ async def _start(
         snapshot.config_map,
     )
     if starter is not None:
-        await starter.start(stored or {**body, "status": status}, graph)  # its loop writes at the stored version
+        # The run's loop writes its first decision with the snapshot (one write and one watch
+        # event less per run than a Pending write of its own before it).
+        await starter.start(body, graph, first)
+        return
+    status = {"phase": "Pending", "progress": f"0/{jobs}", "counts": {"Pending": jobs}, **first}
+    await client.patch_status(
+        JOBRUNS, namespace, name, with_jobrun_conditions(status, body.get("metadata", {}), _now())
+    )
 
 
 async def _fail(

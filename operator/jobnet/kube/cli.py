@@ -446,6 +446,9 @@ def run_operator(args: argparse.Namespace) -> int:
     # and admission request of every object: several lines per JobRun, a tenth of the operator's
     # CPU in a burst of scheduled runs. Its warnings and errors stay; --verbose shows everything.
     logging.getLogger("kopf.objects").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
+    # aiohttp logs every request its servers answer (admission reviews, liveness probes) at INFO:
+    # two lines per JobRun created. A failed check is logged by the webhook itself.
+    logging.getLogger("aiohttp.access").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     if args.metrics_port is not None:
         from jobnet.metrics import operator_metrics
 

@@ -1,7 +1,8 @@
 """All of the operator's own Kubernetes API I/O, in one place (like kopf's ``_cogs/clients``).
 
-kopf does the watching, the handler bookkeeping and the Events it posts itself; everything
-else the operator reads or writes goes through :class:`KubeClient`: the namespace's JobNets
+kopf does the watching (but of JobSchedules and JobCalendars: ``jobnet.kube.objectwatch``), the
+handler bookkeeping and the Events it posts itself; everything else the operator reads or writes
+goes through :class:`KubeClient`: the namespace's JobNets
 (for validation and expansion), status patches of JobRuns and JobNets, and Events.
 
 Credentials come from the same kopf login as the rest of the operator (a service account
@@ -11,13 +12,15 @@ never a token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import json
 import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -138,6 +141,9 @@ class KubeClient:
         self._headers: dict[str, str] = {}
         self._ssl: ssl.SSLContext | bool = False
         self._session: aiohttp.ClientSession | None = None
+        #: each namespace's JobNets as last listed, parsed: name -> ((uid, resourceVersion), spec or problems)
+        self._parsed: dict[str, dict[str, tuple[tuple[Any, Any], JobNetSpec | list[Problem]]]] = {}
+        self._connected = asyncio.Event()
 
     async def connect(self, info: kopf.ConnectionInfo) -> None:
         """Use these credentials from now on (called at every kopf login, also re-logins)."""
@@ -150,6 +156,11 @@ class KubeClient:
             basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {basic}"
         self._ssl = _ssl_context(info)
+        self._connected.set()
+
+    async def logged_in(self) -> None:
+        """Return once :meth:`connect` was called (kopf has logged in)."""
+        await self._connected.wait()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -201,22 +212,30 @@ class KubeClient:
         return path + (f"/{name}" if name else "") + (f"/{subresource}" if subresource else "")
 
     async def list_jobnets(self, namespace: str) -> NamespaceJobNets:
-        """The namespace's JobNets, parsed; a JobNet whose spec does not parse is in ``broken``."""
+        """The namespace's JobNets, parsed; a JobNet whose spec does not parse is in ``broken``.
+        Always read from the API server; a JobNet listed at the same uid and resourceVersion as
+        at the namespace's last list is not parsed again (the same version is the same spec)."""
         reply = await self._request("GET", self._path(JOBNETS, namespace), f"listing JobNets in {namespace!r}")
         catalog: dict[str, JobNetSpec] = {}
         broken: dict[str, list[Problem]] = {}
         statuses: dict[str, dict[str, Any]] = {}
         versions: dict[str, dict[str, Any]] = {}
+        known, parsed_now = self._parsed.get(namespace, {}), {}
         for item in reply.get("items", []):
             meta = item.get("metadata", {})
             name = meta.get("name", "")
             statuses[name] = item.get("status") or {}
             versions[name] = {"resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation")}
-            parsed = parse_jobnet(item.get("spec"))
+            version = (meta.get("uid"), meta.get("resourceVersion"))
+            cached = known.get(name)
+            same = cached is not None and cached[0] == version and all(version)
+            parsed = cached[1] if cached is not None and same else parse_jobnet(item.get("spec"))
+            parsed_now[name] = (version, parsed)
             if isinstance(parsed, JobNetSpec):
                 catalog[name] = parsed
             else:
                 broken[name] = parsed
+        self._parsed[namespace] = parsed_now
         return NamespaceJobNets(catalog, broken, statuses, versions)
 
     async def patch_status(
@@ -264,11 +283,51 @@ class KubeClient:
     async def list_objects(self, plural: str, namespace: str | None, label_selector: str | None = None) -> list[Body]:
         """The namespace's objects of one of our kinds (None: of every namespace;
         ``label_selector``: only those matching)."""
+        return (await self.list_versioned(plural, namespace, label_selector))[0]
+
+    async def list_versioned(
+        self, plural: str, namespace: str | None, label_selector: str | None = None
+    ) -> tuple[list[Body], str]:
+        """:meth:`list_objects` and the list's resourceVersion (where a watch of them starts)."""
         query = f"?labelSelector={label_selector}" if label_selector else ""
-        path = self._path(plural, namespace) if namespace else f"/apis/{API_GROUP}/{API_VERSION}/{plural}"
         where = f"in {namespace!r}" if namespace else "in all namespaces"
-        reply = await self._request("GET", path + query, f"listing {plural} {where}")
-        return list(reply.get("items", []))
+        reply = await self._request("GET", self._collection(plural, namespace) + query, f"listing {plural} {where}")
+        return list(reply.get("items", [])), str((reply.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_objects(
+        self, plural: str, namespace: str | None, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[Body]:
+        """The watch events (``{"type": ..., "object": ...}``, bookmarks included) of one of our
+        kinds after ``resource_version``, until the API server ends the watch (after
+        ``timeout_seconds``); KubeApiError when it cannot be opened or breaks off."""
+        if not self._server:
+            raise KubeApiError(f"watching {plural}", None, "not logged in to the API server yet")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        query = (
+            f"?watch=true&allowWatchBookmarks=true&resourceVersion={resource_version}&timeoutSeconds={timeout_seconds}"
+        )
+        # No deadline for the whole stream; a silent one ends after the server's timeout and a margin.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=timeout_seconds + 15
+        )
+        what = f"watching {plural}"
+        try:
+            async with self._session.get(
+                f"{self._server}{self._collection(plural, namespace)}{query}", ssl=self._ssl, timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    raise KubeApiError(what, response.status, response.reason or "watch refused")
+                async for line in response.content:
+                    if line.strip():
+                        yield json.loads(line)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise KubeApiError(what, None, f"the watch broke off ({type(e).__name__}: {e})") from None
+
+    @staticmethod
+    def _collection(plural: str, namespace: str | None) -> str:
+        """The path of one of our kinds in ``namespace`` (None: in every namespace)."""
+        return KubeClient._path(plural, namespace) if namespace else f"/apis/{API_GROUP}/{API_VERSION}/{plural}"
 
     async def create_object(self, plural: str, body: Mapping[str, Any]) -> None:
         """Create one of our objects (its namespace is in ``body``); HTTP 409 when it exists."""

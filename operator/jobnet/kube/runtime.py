@@ -387,7 +387,12 @@ class RunLoop:
     """The runtime of one JobRun (see the module docstring)."""
 
     def __init__(
-        self, runtime: JobRunRuntime, body: Mapping[str, Any], graph: RunGraph, policy: SchedulerPolicy
+        self,
+        runtime: JobRunRuntime,
+        body: Mapping[str, Any],
+        graph: RunGraph,
+        policy: SchedulerPolicy,
+        first_status: Mapping[str, Any] | None = None,
     ) -> None:
         meta = body.get("metadata", {})
         self.runtime = runtime
@@ -432,6 +437,8 @@ class RunLoop:
         self.links: dict[LinkKey, HostLink] = {}
         self.requests: set[asyncio.Task[None]] = set()
         self.last_summary: dict[str, Any] | None = None
+        #: what the loop's first write carries besides its decision (a new run's jobNetSnapshot)
+        self.first_status = dict(first_status or {})
         #: deleted (and held by our finalizer): the whole run is stopped, then released
         self.deleting = is_deleting(meta)
         #: the DeletionBlocked condition last written (None: nothing blocks the deletion)
@@ -592,7 +599,7 @@ class RunLoop:
         write_by = self.deferral.defer(decision, now) if may_wait else None
         if dirty and write_by is None:
             encoded = self.status_encoder.encode(patch, full=full)
-            status = with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now)))
+            status = {**self.first_status, **with_jobrun_conditions(encoded, self.metadata, str(to_rfc3339(now)))}
             if self.deleting:
                 status["conditions"] = [*status["conditions"], *([blocked] if blocked else [])]
             try:
@@ -602,6 +609,7 @@ class RunLoop:
                 self.inbox.put_back(facts)
                 return await self.stored_elsewhere(e, now)
             self.conflicts = 0
+            self.first_status = {}
             self.deferral.stored_as(decision)
             self.status_encoder.commit()
             self.last_summary = summary
@@ -942,9 +950,9 @@ class JobRunRuntime:
         async def stop_runtime(**_: Any) -> None:
             await self.close()
 
-    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph) -> None:
-        """A new run was expanded (status Pending): run it."""
-        await self.ensure_loop(jobrun, graph)
+    async def start(self, jobrun: Mapping[str, Any], graph: RunGraph, first_status: Mapping[str, Any]) -> None:
+        """A new run was expanded: run it (its loop's first write carries ``first_status``)."""
+        await self.ensure_loop(jobrun, graph, first_status)
 
     async def lead(self) -> None:
         """This replica leads: runs get loops from now on (``jobnet.kube.app`` lists them)."""
@@ -991,7 +999,9 @@ class JobRunRuntime:
                 return  # never expanded: nothing to run
             await self.ensure_loop(body, None)
 
-    async def ensure_loop(self, body: Mapping[str, Any], graph: RunGraph | None) -> None:
+    async def ensure_loop(
+        self, body: Mapping[str, Any], graph: RunGraph | None, first_status: Mapping[str, Any] | None = None
+    ) -> None:
         """Start the run's loop unless it runs (or is being started). API failures are retried in
         the background: kopf does not retry event handlers, and a resumed run may see no
         further event for a long time."""
@@ -999,23 +1009,27 @@ class JobRunRuntime:
         if uid in self.loops or uid in self._starting:
             return
         self._starting.add(uid)
-        if not await self._try_start(body, graph):
-            task = asyncio.create_task(self._retry_start(body, graph), name=f"start jobrun {uid}")
+        if not await self._try_start(body, graph, first_status):
+            task = asyncio.create_task(self._retry_start(body, graph, first_status), name=f"start jobrun {uid}")
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
             return
         self._starting.discard(uid)
 
-    async def _retry_start(self, body: Mapping[str, Any], graph: RunGraph | None) -> None:
+    async def _retry_start(
+        self, body: Mapping[str, Any], graph: RunGraph | None, first_status: Mapping[str, Any] | None
+    ) -> None:
         try:
             while True:
                 await asyncio.sleep(self.config.api_retry_delay)
-                if await self._try_start(body, graph):
+                if await self._try_start(body, graph, first_status):
                     return
         finally:
             self._starting.discard(body["metadata"]["uid"])
 
-    async def _try_start(self, body: Mapping[str, Any], graph: RunGraph | None) -> bool:
+    async def _try_start(
+        self, body: Mapping[str, Any], graph: RunGraph | None, first_status: Mapping[str, Any] | None = None
+    ) -> bool:
         """True when the loop runs now or never will; False to try again (the API failed).
 
         The run executes the JobNets of its snapshot (``status.jobNetSnapshot``), never the
@@ -1033,7 +1047,7 @@ class JobRunRuntime:
         marked = await self.deletions.ensure_finalizer(body)
         if marked is None:
             return False
-        loop = RunLoop(self, marked, graph, self.config.policy())
+        loop = RunLoop(self, marked, graph, self.config.policy(), first_status)
         self.loops[body["metadata"]["uid"]] = loop
         loop.start()
         return True

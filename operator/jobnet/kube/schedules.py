@@ -4,8 +4,10 @@ Every replica tracks the watched objects; only the leader runs the loop (``lead`
 see :mod:`jobnet.kube.leadership`), and its client writes only while it leads.
 
 The timing decisions are the pure core's (``jobnet.core.schedule``, ``jobnet.core.calendar``);
-this module keeps the watched JobSchedules and JobCalendars in memory (kopf event handlers),
-and one loop reads the wall clock through a :class:`Clock` every ``check_interval`` seconds:
+this module keeps the watched JobSchedules and JobCalendars in memory (watched by
+:mod:`jobnet.kube.objectwatch`, not kopf: each status write of a schedule comes back as a watch
+event, which kopf's machinery took about a millisecond to hand over), and one loop
+reads the wall clock through a :class:`Clock` every ``check_interval`` seconds:
 a schedule is reconciled when its next slot is due or when it, its calendar or one of its runs
 changed. The loop re-reads the clock instead of sleeping until the next slot, so a clock that
 jumps (NTP, a suspended VM, a test's fake clock) is noticed within one interval.
@@ -30,20 +32,19 @@ import kopf
 
 from jobnet.core.annotations import STOP_ANNOTATION
 from jobnet.core.calendar import UnknownHolidays
-from jobnet.core.models import API_GROUP, API_VERSION, GROUP_VERSION, JobCalendarSpec, JobScheduleSpec
+from jobnet.core.models import GROUP_VERSION, JobCalendarSpec, JobScheduleSpec
 from jobnet.core.schedule import (
     RunRecord,
     ScheduleRules,
     Slot,
     concurrency_action,
-    next_run,
+    due_and_next,
     parse_rfc3339,
     plan_due,
     rfc3339,
     run_name,
     runs_to_delete,
     schedule_rules,
-    slots_between,
 )
 from jobnet.core.schedulevalidation import timing_problems
 from jobnet.core.validation import Problem, parse_spec
@@ -56,6 +57,7 @@ from jobnet.kube.client import (
     KubeApiError,
     KubeClient,
 )
+from jobnet.kube.objectwatch import ObjectWatch
 from jobnet.kube.webhook import describe_problems
 
 logger = logging.getLogger(__name__)
@@ -86,9 +88,14 @@ class WallClock:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """How often the wall clock is re-read (seconds)."""
+    """How often the wall clock is re-read (seconds), where JobSchedules and JobCalendars are
+    watched (no namespace: every one), the pause before watching again after an API failure and
+    how long the API server keeps one watch open."""
 
     check_interval: float = 5.0
+    namespaces: tuple[str, ...] = ()
+    retry_delay: float = 5.0
+    watch_seconds: int = 60
 
 
 def schedule_run_body(
@@ -130,21 +137,21 @@ def schedule_run_body(
 class _Timing:
     """A schedule's timing as its spec and calendar say, kept while neither changes: parsing the
     spec, checking its cron expressions and building the calendar at every reconcile, and
-    searching the next slot when a run changed, cost more than all the rest of a reconcile."""
+    searching the slots when only a run changed, cost more than all the rest of a reconcile."""
 
     source: tuple[object, object]  # the raw spec and the calendar's raw spec it was made of
     spec: JobScheduleSpec | None
     rules: ScheduleRules | list[Problem]  # or why the schedule cannot be used
-    upcoming: Slot | None = None  # next_run(rules, since)
+    upcoming: Slot | None = None  # next_run(rules, since), once every slot due at since was handled
     since: datetime.datetime | None = None
 
-    def next_run(self, rules: ScheduleRules, now: datetime.datetime) -> Slot | None:
-        """``next_run(rules, now)``: the one found before while ``now`` is still before it (no
-        slot runs in between; a clock set back searches again)."""
+    def quiet(self, now: datetime.datetime) -> Slot | None:
+        """The next runnable slot while none came due since the last search: ``now`` is between
+        that search and the slot it found (a clock set back searches again). Slots the calendar
+        skips in between are not searched for: they are counted into ``lastScheduleTime`` at the
+        next search."""
         known = self.upcoming is not None and self.since is not None and self.since <= now < self.upcoming.run_at
-        if not known:
-            self.upcoming, self.since = next_run(rules, now), now
-        return self.upcoming
+        return self.upcoming if known else None
 
 
 def _run_record(item: Mapping[str, Any]) -> RunRecord | None:
@@ -175,10 +182,13 @@ class ScheduleController:
         self._calendars: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, datetime.datetime | None] = {}  # when to reconcile next; None: only on a change
         self._cursor: dict[Key, datetime.datetime] = {}  # lastScheduleTime as written
+        #: status fields decided but not written yet (see :meth:`reconcile`)
+        self._unwritten: dict[Key, dict[str, Any]] = {}
         self._timing: dict[Key, _Timing] = {}
         self._changed: set[Key] = set()
         self._run_phases: dict[Key, str] = {}  # phase of each scheduled run seen
         self._task: asyncio.Task[None] | None = None
+        self._watches: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ the watched objects
 
@@ -186,7 +196,7 @@ class ScheduleController:
         meta = body.get("metadata", {})
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         if event_type == "DELETED":
-            for table in (self._schedules, self._due, self._cursor, self._timing):
+            for table in (self._schedules, self._due, self._cursor, self._timing, self._unwritten):
                 table.pop(key, None)
             self._changed.discard(key)
             return
@@ -309,7 +319,7 @@ class ScheduleController:
         limits and write the status; ``listed``: the schedule's runs as just listed (else listed here)."""
         namespace, name = key
         body = self._schedules[key]
-        status = dict(body.get("status") or {})
+        status = {**(body.get("status") or {}), **self._unwritten.get(key, {})}
         stamp = rfc3339(now.astimezone(datetime.UTC))
         # A missing JobNet is admission's check (it may come later: its runs then say why).
         timing = self._timing_of(key, body)
@@ -319,7 +329,7 @@ class ScheduleController:
             message = describe_problems(f"JobSchedule {name!r}", rules)
             self._due[key] = None
             invalid = _condition("False", "InvalidSchedule", message, status, stamp)
-            await self._write_status(body, {"nextScheduleTime": None, "conditions": [invalid]})
+            await self._write_status(key, body, {"nextScheduleTime": None, "conditions": [invalid]})
             return
         cursor = self._cursor_of(key, body)
         runs = listed if listed is not None else await self._runs(namespace, name)
@@ -332,7 +342,10 @@ class ScheduleController:
             ready = _condition("False", "Suspended", "spec.suspend is true: no runs are created", status, stamp)
             updates.update(nextScheduleTime=None)
         else:
-            slots = slots_between(rules, cursor, now)
+            # Only a run changed while no slot came due: nothing to search (the common reconcile).
+            upcoming = timing.quiet(now)
+            searched = upcoming is None
+            slots, upcoming = due_and_next(rules, cursor, now) if searched else ([], upcoming)
             deadline = spec.starting_deadline_seconds
             plan = plan_due(slots, now, None if deadline is None else datetime.timedelta(seconds=deadline))
             for slot in plan.due:
@@ -349,7 +362,8 @@ class ScheduleController:
                 cursor = slots[-1].run_at
                 self._cursor[key] = cursor
                 updates["lastScheduleTime"] = rfc3339(cursor.astimezone(datetime.UTC))
-            upcoming = timing.next_run(rules, now)
+            if searched:  # every slot due at now was handled
+                timing.upcoming, timing.since = upcoming, now
             self._due[key] = upcoming.run_at if upcoming is not None else None
             updates["nextScheduleTime"] = rfc3339(upcoming.run_at) if upcoming is not None else None
             ready = _condition("True", "Scheduled", "", status, stamp)
@@ -361,7 +375,14 @@ class ScheduleController:
             lastRunPhase=latest.phase if latest else None,
             conditions=[ready],
         )
-        await self._write_status(body, updates)
+        if created:
+            # Written at the next check, with what the new runs' first phase changes: one write
+            # (and one watch event) less per run. The slot's cursor is in memory meanwhile, and a
+            # crash before the write only repeats creates that answer 409.
+            self._unwritten[key] = {**self._unwritten.get(key, {}), **updates}
+            self._changed.add(key)
+            return
+        await self._write_status(key, body, updates)
 
     def _cursor_of(self, key: Key, body: Mapping[str, Any]) -> datetime.datetime:
         """The run time of the last slot handled: ours, else the status's, else the creation."""
@@ -464,31 +485,39 @@ class ScheduleController:
                     raise
         return [run for run in runs if run.name not in doomed]
 
-    async def _write_status(self, body: dict[str, Any], updates: Mapping[str, Any]) -> None:
+    async def _write_status(self, key: Key, body: dict[str, Any], updates: Mapping[str, Any]) -> None:
+        """Patch what changed of ``updates`` and of the fields left unwritten before."""
         current = body.get("status") or {}
-        if all(current.get(field) == value for field, value in updates.items()):
-            return
-        meta = body["metadata"]
-        await self.client.patch_status(JOBSCHEDULES, meta.get("namespace") or "default", meta["name"], updates)
-        body["status"] = {**current, **updates}
+        changes = {**self._unwritten.get(key, {}), **updates}
+        if any(current.get(field) != value for field, value in changes.items()):
+            meta = body["metadata"]
+            await self.client.patch_status(JOBSCHEDULES, meta.get("namespace") or "default", meta["name"], changes)
+            body["status"] = {**current, **changes}
+        self._unwritten.pop(key, None)
 
     # ------------------------------------------------------------------ kopf
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
-        """Watch JobSchedules and JobCalendars (the operator's one JobRun handler passes on the
-        scheduled runs' events, :meth:`run_event`); stop the loop when the operator stops."""
+        """Watch JobSchedules and JobCalendars from the operator's start (every replica; the
+        operator's one JobRun handler passes on the scheduled runs' events, :meth:`run_event`);
+        stop the loop and the watches when the operator stops."""
 
-        @kopf.on.event(API_GROUP, API_VERSION, JOBSCHEDULES, id="track-jobschedules", registry=registry)
-        async def track_schedule(type: str | None, body: kopf.Body, **_: Any) -> None:
-            self.schedule_event(type, body)
-
-        @kopf.on.event(API_GROUP, API_VERSION, JOBCALENDARS, id="track-jobcalendars", registry=registry)
-        async def track_calendar(type: str | None, body: kopf.Body, **_: Any) -> None:
-            self.calendar_event(type, body)
+        @kopf.on.startup(registry=registry)
+        async def watch_schedules(**_: Any) -> None:
+            for namespace in self.settings.namespaces or (None,):
+                for plural, handler in ((JOBSCHEDULES, self.schedule_event), (JOBCALENDARS, self.calendar_event)):
+                    settings = self.settings
+                    watch = ObjectWatch(
+                        self.client, plural, namespace, handler, settings.retry_delay, settings.watch_seconds
+                    )
+                    self._watches.append(asyncio.create_task(watch.run_forever(), name=f"watch {plural}"))
 
         @kopf.on.cleanup(registry=registry)
         async def stop_loop(**_: Any) -> None:
             await self.follow()
+            for task in self._watches:
+                task.cancel()
+            self._watches.clear()
 
     # ------------------------------------------------------------------ leadership
 
