@@ -522,8 +522,9 @@ async def _fail(
 
 async def store_snapshot(configmap: dict[str, Any], client: KubeClient) -> None:
     """Create the run's snapshot ConfigMap. One that exists already is left from an earlier
-    attempt of this start (the name holds the run's uid) that never set the run Pending, so
-    nothing used it: it is replaced (it is immutable) by the snapshot of now."""
+    attempt of this start (the name holds the run's uid) whose reference never reached the run's
+    status (the loop's first write carries it, before any launch), so nothing used it: it is
+    replaced (it is immutable) by the snapshot of now."""
     try:
         await client.create_configmap(configmap)
     except KubeApiError as e:
