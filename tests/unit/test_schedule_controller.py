@@ -138,6 +138,27 @@ def test_each_slot_is_created_once_and_a_restarted_controller_gets_409_not_a_sec
     assert client.statuses[-1]["lastScheduleTime"] == "2027-01-05T17:00:00Z"
 
 
+def test_a_status_left_unwritten_at_a_lost_lead_never_sets_back_what_the_next_leader_wrote() -> None:
+    client = FakeClient()
+    replica, clock = controller(client, SLOT - datetime.timedelta(days=1, seconds=-1))
+    replica.schedule_event(None, schedule_body())
+    asyncio.run(replica.check(clock.now()))  # creates the 5th's run; its status waits for the next check
+    assert client.statuses == []
+    asyncio.run(replica.follow())
+    # The next leader created the 6th's run and wrote its status; this replica leads again later.
+    mine = client.runs["nightly-202701050200"]
+    client.runs["nightly-202701060200"] = {**mine, "metadata": {**mine["metadata"], "name": "nightly-202701060200"}}
+    body = schedule_body()
+    body["status"] = {"lastScheduleTime": "2027-01-05T17:00:00Z", "lastRun": "nightly-202701060200"}
+    replica.schedule_event("MODIFIED", body)
+    clock.moment = SLOT + datetime.timedelta(seconds=1)
+    asyncio.run(replica.check(clock.now()))
+    assert all(status.get("lastScheduleTime") in (None, "2027-01-05T17:00:00Z") for status in client.statuses), (
+        client.statuses
+    )
+    assert all(status.get("lastRun") != "nightly-202701050200" for status in client.statuses), client.statuses
+
+
 def test_invalid_schedule_reports_every_problem_and_creates_nothing() -> None:
     client = FakeClient()
     ctrl, clock = controller(client, SLOT)

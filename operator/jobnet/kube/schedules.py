@@ -532,3 +532,7 @@ class ScheduleController:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        # Status decided in this term but not written: the next leader writes its own from what it
+        # finds; written by this replica after a later election, it could set back what that
+        # leader wrote meanwhile (lastScheduleTime).
+        self._unwritten.clear()
