@@ -239,6 +239,7 @@ def main() -> int:
                 idle.append(runner.run(shape))
             cold = []
             cold_logs = []
+            cpu_before = vm_cpu.seconds()
             for _ in range(args.runs):
                 operator.stop()
                 operator.start()
@@ -249,7 +250,16 @@ def main() -> int:
                 )
             print(f"  warm:       {summary(warm)}")
             print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
+            cpu_after = vm_cpu.seconds()
             print(f"  cold:       {summary(cold)} (operator restarted before each)")
+            if vm_cpu.available:
+                user, system = (
+                    (after - before) / args.runs * 1e3 for before, after in zip(cpu_before, cpu_after, strict=True)
+                )
+                print(
+                    f"  cold runs: VM CPU per run {user + system:.0f} ms (user {user:.0f}, system {system:.0f}; "
+                    f"the channel's opening and the run's {len(SHAPES[shape]())} jobs)"
+                )
             print_cold_breakdown(cold_logs)
         if args.fanout_vms:
             bench_fanout(scenario, vms, args.fanout_jobs)
