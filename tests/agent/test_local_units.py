@@ -471,3 +471,17 @@ def test_a_follower_of_kills_only_is_woken_only_for_records_with_a_kill(tmp_path
     finally:
         kills_only.close()
         every.close()
+
+
+def test_an_entry_state_is_read_undecoded_as_decoding_reads_it() -> None:
+    from jobnet_agent.eventlog import EntryState, entry_state, record_of_entry
+    from jobnet_agent.jobdir import stored_json
+
+    key = JobKey(run="r-1", path='/a "b"/\\c/é}{,"seq":1', attempt=12)
+    record = JobRecord(key=key, state="timedOut", seq=77, message='"state":"running"')
+    line = b'{"seq":77,"record":%s}' % stored_json(record)
+    assert entry_state(line) == (77, EntryState(key, 77, "timedOut", line))
+    assert record_of_entry(line) == record
+    older = json.dumps({"seq": 5, "record": {"state": "running", "seq": 5, "key": KEY.to_json()}}).encode()
+    assert entry_state(older) == (5, EntryState(KEY, 5, "running", older))
+    assert entry_state(b'{"seq":9}') is None
