@@ -314,9 +314,7 @@ class JobDir:
     def read_wrapper_exit(self) -> Optional[WrapperExit]:
         """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
         try:
-            with open(os.path.join(self.path, _SUPERVISOR_LOCK), "rb") as handle:
-                handle.seek(_PID_FIELD_BYTES)
-                after_pid = handle.read()
+            after_pid = read_whole(os.path.join(self.path, _SUPERVISOR_LOCK))[_PID_FIELD_BYTES:]
         except OSError:
             after_pid = b""
         spec, newline, wrapper_line = after_pid.partition(b"\n")

@@ -91,7 +91,7 @@ def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, 
         return "ScriptNotFound", f"script {spec.script} does not exist (a path component is not a directory)"
     except PermissionError:
         return "PermissionDenied", f"script {spec.script} cannot be reached: permission denied"
-    if os.path.isdir(spec.script):
+    if stat.S_ISDIR(info.st_mode):
         return "PermissionDenied", f"script {spec.script} is a directory, not an executable file"
     if not os.access(spec.script, os.X_OK) or not info.st_mode & 0o111:
         return "PermissionDenied", f"script {spec.script} is not executable (mode {info.st_mode & 0o7777:o})"
