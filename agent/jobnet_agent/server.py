@@ -46,11 +46,7 @@ _SHUTDOWN_SECONDS = 10.0
 _MAX_REQUESTS_IN_PROGRESS = 16
 
 
-def _nothing_to_abandon() -> None:
-    pass
-
-
-def _nothing_follows() -> None:
+def _nothing() -> None:
     pass
 
 
@@ -62,9 +58,9 @@ class Done(NamedTuple):
     #: answers it later and frees its slot
     answer: Optional[Dict[str, Any]]
     #: what follows once the batch's answers are written (a watch's stream, a launch's wait)
-    then: Callable[[], None] = _nothing_follows
+    then: Callable[[], None] = _nothing
     #: releases what ``then`` would have used, when the writes could not be made durable
-    abandon: Callable[[], None] = _nothing_to_abandon
+    abandon: Callable[[], None] = _nothing
 
 
 class _Waiters:
@@ -270,7 +266,7 @@ class Server:
                 lambda: self._waiters.run(lambda: self._finish_later(request.id, later)),
                 later.abandon,
             )
-        return Done(request.id, ok(request.id, outcome), after or _nothing_follows)
+        return Done(request.id, ok(request.id, outcome), after or _nothing)
 
     def _finish_later(self, request_id: int, later: Later) -> None:
         try:
