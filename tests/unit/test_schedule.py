@@ -9,6 +9,7 @@ import re
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 
 from jobnet.core.calendar import MAX_SHIFT_DAYS, BusinessCalendar, holiday_problem
 from jobnet.core.models import NAME_MAX_LENGTH, WEEKDAYS, JobCalendarSpec, JobScheduleSpec
@@ -19,6 +20,7 @@ from jobnet.core.schedule import (
     Slot,
     concurrency_action,
     cron_problem,
+    next_cron_time,
     next_run,
     plan_due,
     resolve_local,
@@ -173,3 +175,21 @@ def test_schedule_validation_and_usage() -> None:
     )
     assert "JobSchedule/b spec.calendarRef" in schedules_using("JobCalendar", "cal", specs)[0].message
     assert schedules_using("JobCalendar", "other", specs) == []
+
+
+@pytest.mark.parametrize(
+    "expression", ["0 3 * * *", "*/7 * * * *", "30 2 29 2 *", "0 9 * * 1-5", "15 1 L * *", "@hourly", "59 23 31 12 *"]
+)
+def test_next_cron_time_iterates_as_one_croniter_would(expression: str) -> None:
+    """The remembered single steps (from any second of a minute) chain to what one croniter
+    iterating from the same start yields."""
+    start = datetime.datetime(2027, 2, 27, 23, 58, 41, 5)
+    iterator = croniter(expression, start)
+    expected = [iterator.get_next(datetime.datetime) for _ in range(12)]
+    moment, chained = start, []
+    for _ in range(12):
+        found = next_cron_time(expression, moment)
+        assert found is not None
+        chained.append(found)
+        moment = found + datetime.timedelta(seconds=59)  # any second of the minute found
+    assert chained == expected
