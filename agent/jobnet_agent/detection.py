@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import ADOPT, END, Observation, Verdict, decide
+from jobnet_agent.eventlog import record_of_entry
 from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
@@ -80,17 +81,23 @@ class ActiveJobs:
 
     def current(self) -> List[JobRecord]:
         while True:
-            records = self._reader.poll()
-            if not records:
+            entries = self._reader.poll_states()
+            if not entries:
                 return list(self._jobs.values())
-            for record in records:
-                if self._latest_seq.get(record.key, 0) >= record.seq:
+            # Only a job still active after these entries needs its record decoded (most of a
+            # sweep's entries are of jobs that started and ended since the last one).
+            active: Dict[JobKey, bytes] = {}
+            for entry in entries:
+                if self._latest_seq.get(entry.key, 0) >= entry.seq:
                     continue  # already known from the scan
-                self._latest_seq[record.key] = record.seq
-                if record.state in ACTIVE_STATES:
-                    self._jobs[record.key] = record
+                self._latest_seq[entry.key] = entry.seq
+                if entry.state in ACTIVE_STATES:
+                    active[entry.key] = entry.line
                 else:
-                    self._jobs.pop(record.key, None)
+                    active.pop(entry.key, None)
+                    self._jobs.pop(entry.key, None)
+            for key, line in active.items():
+                self._jobs[key] = record_of_entry(line)
 
 
 class Detector:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import List
 
 
 def fsync_dir(path: str) -> None:
@@ -19,6 +20,21 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def read_whole(path: str) -> bytes:
+    """A small file's content: an open, reads and a close (Python's buffered ``open`` adds five
+    system calls around them: a record file is read a few times per job)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks: List[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:

@@ -20,19 +20,21 @@ import errno
 import itertools
 import json
 import os
+import re
 import select
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from jobnet_agent.durable import atomic_write, poke_fifo
 from jobnet_agent.jobdir import dump_json, stored_json
-from jobnet_agent.protocol import JobRecord
+from jobnet_agent.protocol import JobKey, JobRecord, watched_event
 
 _WAKE_SUFFIX = ".wake"
 #: The wake-up FIFO of a follower that needs only records with a kill (agents before 0.3 wake it
 #: for every record too: its name ends with ``_WAKE_SUFFIX``).
 _KILLS_WAKE_SUFFIX = ".kills" + _WAKE_SUFFIX
 _wake_numbers = itertools.count(1)
+T = TypeVar("T")
 
 
 def read_last_line(fd: int, size: int) -> Tuple[Optional[bytes], int]:
@@ -252,7 +254,22 @@ class EventReader:
         return [JobRecord.from_stored(stored) for stored in self.poll_stored(max_bytes)]
 
     def poll_stored(self, max_bytes: int = 1024 * 1024) -> List[Dict[str, Any]]:
-        """As :meth:`poll`, the records as stored (what a watch sends needs no JobRecord)."""
+        """As :meth:`poll`, the records as stored."""
+        return self._poll(_stored_record, max_bytes)
+
+    def poll_watched(self, max_bytes: int = 1024 * 1024) -> List[Tuple[int, bytes]]:
+        """As :meth:`poll`, each event as (seq, the message the watch stream sends:
+        :func:`watched_event`, as stored and not decoded when it is stored as today)."""
+        return self._poll(_watched, max_bytes)
+
+    def poll_states(self, max_bytes: int = 1024 * 1024) -> List[EntryState]:
+        """As :meth:`poll`, each event as (its record's key, seq and state, its line), read
+        without decoding the record when it is stored as today (:func:`entry_state`)."""
+        return self._poll(entry_state, max_bytes)
+
+    def _poll(self, convert: Callable[[bytes], Optional[Tuple[int, T]]], max_bytes: int) -> List[T]:
+        """The new entries' events, each as ``convert`` makes it from its line: (seq, event), or
+        None for an entry that is no event; it raises ValueError for a line that is no JSON."""
         info = os.stat(self.path)
         identity = (info.st_dev, info.st_ino)
         if identity != self._inode:
@@ -274,7 +291,7 @@ class EventReader:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        records: List[Dict[str, Any]] = []
+        events: List[T] = []
         for line in lines:
             if not line:
                 continue
@@ -282,17 +299,64 @@ class EventReader:
                 if self._skip is not None and self._skip in line:
                     self.delivered_seq = max(self.delivered_seq, _seq_of(line))
                     continue
-                entry = json.loads(line.decode("utf-8"))
+                converted = convert(line)
             except ValueError:
                 # Read across a cut-off torn append: start over from the beginning next poll.
                 self._offset = 0
                 self._partial = b""
-                return records
-            if entry["seq"] <= self.delivered_seq or "record" not in entry:
+                return events
+            if converted is None or converted[0] <= self.delivered_seq:
                 continue
-            self.delivered_seq = entry["seq"]
-            records.append(entry["record"])
-        return records
+            self.delivered_seq, event = converted
+            events.append(event)
+        return events
+
+
+def _stored_record(line: bytes) -> Optional[Tuple[int, Dict[str, Any]]]:
+    entry = json.loads(line.decode("utf-8"))
+    if "record" not in entry:
+        return None
+    return int(entry["seq"]), entry["record"]
+
+
+class EntryState(NamedTuple):
+    key: JobKey
+    seq: int
+    state: str
+    #: the entry's line (:func:`record_of_entry` decodes it)
+    line: bytes
+
+
+_STRING = rb'"(?:[^"\\]|\\.)*"'
+#: An entry's beginning as appended today: its seq, its record's key, seq and state.
+_ENTRY_STATE = re.compile(
+    rb'\{"seq":([0-9]+),"record":\{"key":(\{"run":' + _STRING + rb',"path":' + _STRING + rb',"attempt":[0-9]+\}),'
+    rb'"seq":([0-9]+),"state":"([A-Za-z]+)"'
+)
+
+
+def entry_state(line: bytes) -> Optional[Tuple[int, EntryState]]:
+    """An entry's (seq, :class:`EntryState`), the record not decoded when it is stored as today;
+    None for an entry that is no event. Raises ValueError for a line that is no JSON."""
+    match = _ENTRY_STATE.match(line)
+    if match is not None:
+        key = json.loads(match.group(2).decode("utf-8"))
+        job = JobKey(run=key["run"], path=key["path"], attempt=key["attempt"])
+        return int(match.group(1)), EntryState(job, int(match.group(3)), match.group(4).decode("ascii"), line)
+    stored = _stored_record(line)
+    if stored is None:
+        return None
+    record = JobRecord.from_stored(stored[1])
+    return stored[0], EntryState(record.key, record.seq, record.state, line)
+
+
+def record_of_entry(line: bytes) -> JobRecord:
+    return JobRecord.from_stored(json.loads(line.decode("utf-8"))["record"])
+
+
+def _watched(line: bytes) -> Optional[Tuple[int, Tuple[int, bytes]]]:
+    event = watched_event(line)
+    return None if event is None else (event[0], event)
 
 
 def wake_followers(watchers_dir: str, skip: Optional[str] = None, kills: bool = True) -> None:

@@ -40,7 +40,7 @@ import urllib.parse
 import zlib
 from typing import Any, Dict, Optional
 
-from jobnet_agent.durable import atomic_write, fsync_dir, poke_fifo
+from jobnet_agent.durable import atomic_write, fsync_dir, poke_fifo, read_whole
 from jobnet_agent.endrule import WrapperExit, parse_wrapper_exit
 from jobnet_agent.output import StoredOutput
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
@@ -187,8 +187,7 @@ class JobDir:
         path = os.path.join(self.path, _RECORD)
         for _ in range(_TORN_READ_RETRIES):
             try:
-                with open(path, "rb") as handle:
-                    stored = unseal_record(handle.read())
+                stored = unseal_record(read_whole(path))
             except FileNotFoundError:
                 return None
             except OSError as exc:
@@ -315,9 +314,7 @@ class JobDir:
     def read_wrapper_exit(self) -> Optional[WrapperExit]:
         """The wrapper's record of the script's end, or None when it wrote none (or was cut short)."""
         try:
-            with open(os.path.join(self.path, _SUPERVISOR_LOCK), "rb") as handle:
-                handle.seek(_PID_FIELD_BYTES)
-                after_pid = handle.read()
+            after_pid = read_whole(os.path.join(self.path, _SUPERVISOR_LOCK))[_PID_FIELD_BYTES:]
         except OSError:
             after_pid = b""
         spec, newline, wrapper_line = after_pid.partition(b"\n")

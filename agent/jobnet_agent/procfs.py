@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from jobnet_agent.durable import read_whole
+
 
 def _stat_fields(pid: str) -> Optional[List[bytes]]:
     """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()
+        return read_whole(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
 

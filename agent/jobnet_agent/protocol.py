@@ -214,8 +214,9 @@ class JobRecord:
 
 
 _RECORD_FIELDS = frozenset(field.name for field in dataclasses.fields(JobRecord))
-#: The keys of a stored record (:meth:`JobRecord.to_stored`) and those of them never sent.
-_STORED_KEYS = frozenset(JobRecord(key=JobKey(run="r", path="/p", attempt=1), state=ACCEPTED).to_stored())
+#: The keys of a stored record (:meth:`JobRecord.to_stored`), in order, and those of them never sent.
+_STORED_ORDER = tuple(JobRecord(key=JobKey(run="r", path="/p", attempt=1), state=ACCEPTED).to_stored())
+_STORED_KEYS = frozenset(_STORED_ORDER)
 _INTERNAL_KEYS = ("_graceSeconds", "_pidStartTicks")
 
 
@@ -370,6 +371,36 @@ def stored_event(stored: Dict[str, Any]) -> Dict[str, Any]:
     for name in _INTERNAL_KEYS:
         del wire[name]
     return {"event": wire}
+
+
+def _stored_entry_pattern() -> re.Pattern[bytes]:
+    """An event log entry whose record is exactly as :meth:`JobRecord.to_stored` writes it today
+    (its members in that order, each a JSON scalar, the key an object of three): group 1 its seq,
+    group 2 its record up to the members never sent."""
+    scalar = rb'(?:null|true|false|-?[0-9][-+.0-9eE]*|"(?:[^"\\]|\\.)*")'
+    key = rb'\{"run":' + scalar + rb',"path":' + scalar + rb',"attempt":' + scalar + rb"\}"
+    sent = [name for name in _STORED_ORDER if name not in _INTERNAL_KEYS]
+    assert sent[0] == "key" and _STORED_ORDER[len(sent) :] == _INTERNAL_KEYS, "to_stored's order changed"
+    members = [rb'"key":' + key] + [b'"%s":' % name.encode() + scalar for name in sent[1:]]
+    internal = b"".join(b',"%s":' % name.encode() + scalar for name in _INTERNAL_KEYS)
+    return re.compile(rb'\{"seq":([0-9]+),"record":(\{' + b",".join(members) + rb")" + internal + rb"\}\}")
+
+
+_STORED_ENTRY = _stored_entry_pattern()
+
+
+def watched_event(line: bytes) -> Optional[Tuple[int, bytes]]:
+    """An event log line as the watch stream sends it: (seq, the encoded :func:`stored_event`
+    message), without decoding and encoding the record when it is stored as today (its JSON is
+    the wire's, but for the members never sent, which come last). None for an entry that is no
+    event (a compaction's marker). Raises ValueError for a line that is no JSON."""
+    match = _STORED_ENTRY.fullmatch(line)
+    if match is not None:
+        return int(match.group(1)), b'{"event":' + match.group(2) + b"}}\n"
+    entry = json.loads(line.decode("utf-8"))
+    if "record" not in entry:
+        return None
+    return int(entry["seq"]), encode(stored_event(entry["record"]))
 
 
 def heartbeat(now: float, last_seq: int) -> Dict[str, Any]:

@@ -9,6 +9,7 @@ this process) may die at any moment without losing anything.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import sys
 import threading
@@ -33,7 +34,6 @@ from jobnet_agent.protocol import (
     int_arg,
     ok,
     parse_request,
-    stored_event,
 )
 
 _MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -46,7 +46,7 @@ _SHUTDOWN_SECONDS = 10.0
 _MAX_REQUESTS_IN_PROGRESS = 16
 
 
-def _nothing_to_abandon() -> None:
+def _nothing() -> None:
     pass
 
 
@@ -54,10 +54,42 @@ class Done(NamedTuple):
     """A request carried out, to be answered once its batch's journal writes are durable."""
 
     request_id: Optional[int]
-    #: answers it (and frees its slot)
-    answer: Callable[[], None]
-    #: releases what ``answer`` would have used, when the writes could not be made durable
-    abandon: Callable[[], None] = _nothing_to_abandon
+    #: its answer, written with the batch's other answers (its slot freed then); None: ``then``
+    #: answers it later and frees its slot
+    answer: Optional[Dict[str, Any]]
+    #: what follows once the batch's answers are written (a watch's stream, a launch's wait)
+    then: Callable[[], None] = _nothing
+    #: releases what ``then`` would have used, when the writes could not be made durable
+    abandon: Callable[[], None] = _nothing
+
+
+class _Waiters:
+    """Threads that wait for launched jobs' pids off the request loop, kept for the next launches
+    (a thread per launch paid its start and exit every time). At most as many as launches wait at
+    once (bounded by the request slots)."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        #: Threads waiting for a task (each counted out as a task is queued for it).
+        self._idle = 0
+
+    def run(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            idle = self._idle > 0
+            if idle:
+                self._idle -= 1
+        if idle:
+            self._tasks.put(task)
+        else:
+            threading.Thread(target=self._work, args=(task,), daemon=True).start()
+
+    def _work(self, task: Callable[[], None]) -> None:
+        while True:
+            task()
+            with self._lock:
+                self._idle += 1
+            task = self._tasks.get()
 
 
 class Server:
@@ -90,6 +122,7 @@ class Server:
             config, boot_id, self.journal, self.log, self._supervising.start_job, self._detector.check_job
         )
         self._request_slots = threading.BoundedSemaphore(_MAX_REQUESTS_IN_PROGRESS)
+        self._waiters = _Waiters()
         #: Set (under the write lock) when a write to the channel failed; the serve loop then leaves.
         self._connection_lost = False
         self._leave_r, self._leave_w = os.pipe()
@@ -189,7 +222,8 @@ class Server:
                 self._finish_batch(group, done)
 
     def _finish_batch(self, group: GroupCommit, done: List[Done]) -> None:
-        """Make the batch's journal writes durable, then answer its requests (each frees its slot)."""
+        """Make the batch's journal writes durable, then answer its requests (each frees its slot)
+        in one write to the channel (one SSH message for a round's acks), then start what follows."""
         try:
             group.sync()
         except OSError as exc:
@@ -197,19 +231,17 @@ class Server:
             failed = error(None, "Internal", f"the agent could not make its journal durable: {exc}")
             for entry in done:
                 entry.abandon()  # nothing of it goes on: no launch is handed to a supervisor
-            finish = [self._answer_with(dict(failed, id=entry.request_id)) for entry in done]
+            answers = [dict(failed, id=entry.request_id) for entry in done]
+            follow: List[Callable[[], None]] = []
         else:
-            finish = [entry.answer for entry in done]
+            answers = [entry.answer for entry in done if entry.answer is not None]
+            follow = [entry.then for entry in done]
         done.clear()
-        for answer in finish:
-            answer()
-
-    def _answer_with(self, message: Dict[str, Any]) -> Callable[[], None]:
-        def answer() -> None:
+        for _ in answers:
             self._request_slots.release()
-            self._send(message)
-
-        return answer
+        self._send(*answers)
+        for then in follow:
+            then()
 
     def _handle_line(self, line: bytes) -> Done:
         """Carry out one request (its slot taken); its id and what answers it once the journal
@@ -224,23 +256,17 @@ class Server:
             else:
                 outcome, after = self._handlers.table[request.op](request), None
         except Exception as exc:
-            return Done(request_id, self._answer_with(self._error_response(request_id, exc)))
+            return Done(request_id, self._error_response(request_id, exc))
         if isinstance(outcome, Later):
-            # Answered from a thread once done (it frees the slot); the next requests need not wait for it.
+            # Answered by a waiter thread once done (it frees the slot); the next requests need not wait for it.
             later = outcome
             return Done(
                 request.id,
-                lambda: threading.Thread(target=self._finish_later, args=(request.id, later), daemon=True).start(),
+                None,
+                lambda: self._waiters.run(lambda: self._finish_later(request.id, later)),
                 later.abandon,
             )
-        answer = self._answer_with(ok(request.id, outcome))
-
-        def answer_then_stream() -> None:
-            answer()
-            if after is not None:
-                after()
-
-        return Done(request.id, answer_then_stream)
+        return Done(request.id, ok(request.id, outcome), after or _nothing)
 
     def _finish_later(self, request_id: int, later: Later) -> None:
         try:
@@ -260,17 +286,24 @@ class Server:
         self.log.line(f"internal error answering request {request_id}: {exc!r}")
         return error(request_id, "Internal", f"{type(exc).__name__}: {exc}")
 
-    def _send(self, message: Dict[str, Any]) -> bool:
-        """Write one message; False once the channel is lost (the serve loop is then told to leave)."""
-        data = encode(message)
+    def _send(self, *messages: Dict[str, Any]) -> bool:
+        """Write messages that are no events, in one write (one SSH message for what is ready
+        together); False once the channel is lost (the serve loop is then told to leave)."""
+        return not messages or self._write(b"".join(encode(message) for message in messages))
+
+    def _send_encoded(self, events: List[Tuple[int, bytes]]) -> bool:
+        """Write watched events (seq, encoded message), in one write."""
+        return not events or self._write(b"".join(message for _, message in events), events[-1][0])
+
+    def _write(self, data: bytes, last_event_seq: Optional[int] = None) -> bool:
         with self._write_lock:
             if self._connection_lost:
                 return False
             try:
                 self._writer.write(data)
                 self._writer.flush()
-                if "event" in message:
-                    self._last_sent_seq = message["event"]["seq"]
+                if last_event_seq is not None:
+                    self._last_sent_seq = last_event_seq
                 return True
             except (OSError, ValueError):
                 self._connection_lost = True
@@ -352,11 +385,10 @@ class Server:
     def _stream_events(self, watcher: EventReader, stop: threading.Event, wakeup: EventWakeup) -> None:
         try:
             while not stop.is_set() and not self._stopping.is_set():
-                records = watcher.poll_stored()
-                for stored in records:
-                    if not self._send(stored_event(stored)):
-                        return
-                if not records:
+                events = watcher.poll_watched()
+                if not self._send_encoded(events):
+                    return
+                if not events:
                     # Woken by every journal writer; the timeout only bounds a missed wake-up
                     # (e.g. from an older agent version sharing the state dir).
                     wakeup.wait(self.config.poll_seconds)

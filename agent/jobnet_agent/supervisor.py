@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
 import resource
 import selectors
@@ -90,15 +91,21 @@ def check_launchable(spec: LaunchSpec, working_dir: str) -> Optional[Tuple[str, 
         return "ScriptNotFound", f"script {spec.script} does not exist (a path component is not a directory)"
     except PermissionError:
         return "PermissionDenied", f"script {spec.script} cannot be reached: permission denied"
-    if os.path.isdir(spec.script):
+    if stat.S_ISDIR(info.st_mode):
         return "PermissionDenied", f"script {spec.script} is a directory, not an executable file"
     if not os.access(spec.script, os.X_OK) or not info.st_mode & 0o111:
         return "PermissionDenied", f"script {spec.script} is not executable (mode {info.st_mode & 0o7777:o})"
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _inherited_environment() -> Tuple[Tuple[str, str], ...]:
+    """What every job inherits of the agent's environment (read once: nothing changes it)."""
+    return tuple((k, v) for k, v in os.environ.items() if not k.startswith(_INTERNAL_ENV_PREFIX))
+
+
 def job_environment(key: JobKey, spec: LaunchSpec) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_INTERNAL_ENV_PREFIX)}
+    env = dict(_inherited_environment())
     env.setdefault("JOBNET_RUN", key.run)
     env.setdefault("JOBNET_JOB_PATH", key.path)
     env.setdefault("JOBNET_ATTEMPT", str(key.attempt))

@@ -389,6 +389,59 @@ def test_a_watched_event_is_sent_as_the_record_would_send_it(tmp_path: Path) -> 
     assert stored_event(older) == event(JobRecord.from_stored(older))
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        JobRecord(key=KEY, state="accepted", seq=1, accepted_at=1764780000.25, boot_id="b"),
+        JobRecord(
+            key=KEY, state="running", seq=4, pid=9, pgid=9, started_at=1.5e-05, grace_seconds=2.0, pid_start_ticks=7
+        ),
+        JobRecord(
+            key=JobKey(run="r:1", path='/a "b"/\\c/é}{,"seq":1', attempt=12),
+            state="exited",
+            seq=123456,
+            exit_code=0,
+            message='said "hi"\n\ttab ✓ \\ \u0001',
+            stdout_bytes=10**12,
+            kill_requested="stop",
+            acknowledged=True,
+        ),
+    ],
+)
+def test_a_watched_event_leaves_as_stored_and_equals_the_decoded_message(tmp_path: Path, record: JobRecord) -> None:
+    from jobnet_agent.jobdir import stored_json
+    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+
+    line = b'{"seq":%d,"record":%s}' % (record.seq, stored_json(record))
+    assert _STORED_ENTRY.fullmatch(line), "a record stored today takes the undecoded path"
+    assert watched_event(line) == (record.seq, encode(stored_event(json.loads(line)["record"])))
+
+
+def test_a_watched_event_stored_otherwise_is_decoded_and_a_marker_is_none() -> None:
+    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+
+    stored = JobRecord(key=KEY, state="running", seq=4, pid=9).to_stored()
+    older = json.dumps({"seq": 4, "record": {k: v for k, v in stored.items() if k != "_pidStartTicks"}}).encode()
+    reordered = json.dumps({"seq": 4, "record": dict(reversed(list(stored.items())))}).encode()
+    for line in (older, reordered):
+        assert not _STORED_ENTRY.fullmatch(line)
+        assert watched_event(line) == (4, encode(stored_event(json.loads(line)["record"])))
+    assert watched_event(b'{"seq":9}') is None
+    with pytest.raises(ValueError):
+        watched_event(b'{"seq":10,"record":{"key":{"run":"r1","pa')  # torn
+
+
+def test_a_watch_reads_the_events_a_record_reader_reads(tmp_path: Path) -> None:
+    from jobnet_agent.protocol import stored_event
+
+    journal = _journal(tmp_path)
+    journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))
+    journal.update(KEY, lambda r: r.replace(state="running", pid=3, message="ünïcode"))
+    watched = journal.events.reader(0).poll_watched()
+    assert watched == [(r["seq"], encode(stored_event(r))) for r in journal.events.reader(0).poll_stored()]
+    assert [seq for seq, _ in watched] == [1, 2]
+
+
 def test_replace_copies_a_record_and_refuses_unknown_fields() -> None:
     record = JobRecord(key=KEY, state="accepted", seq=1)
     changed = record.replace(state="running", pid=3, message="x" * 5000)
@@ -418,3 +471,17 @@ def test_a_follower_of_kills_only_is_woken_only_for_records_with_a_kill(tmp_path
     finally:
         kills_only.close()
         every.close()
+
+
+def test_an_entry_state_is_read_undecoded_as_decoding_reads_it() -> None:
+    from jobnet_agent.eventlog import EntryState, entry_state, record_of_entry
+    from jobnet_agent.jobdir import stored_json
+
+    key = JobKey(run="r-1", path='/a "b"/\\c/é}{,"seq":1', attempt=12)
+    record = JobRecord(key=key, state="timedOut", seq=77, message='"state":"running"')
+    line = b'{"seq":77,"record":%s}' % stored_json(record)
+    assert entry_state(line) == (77, EntryState(key, 77, "timedOut", line))
+    assert record_of_entry(line) == record
+    older = json.dumps({"seq": 5, "record": {"state": "running", "seq": 5, "key": KEY.to_json()}}).encode()
+    assert entry_state(older) == (5, EntryState(KEY, 5, "running", older))
+    assert entry_state(b'{"seq":9}') is None
