@@ -26,11 +26,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
+
+from _emulator_process import EmulatorProcess
 
 from jobnet.core.runstatus import decoded_status, from_rfc3339
 from tests.support.apiwatch import JobRunWatch
@@ -47,7 +49,8 @@ PRODUCT_DEADLINES = ("--agent-request-timeout=30", "--dispatch-timeout=60", "--h
 @contextmanager
 def world(stack: ExitStack) -> Iterator[Scenario]:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dispatch-")))
-    emulator = stack.enter_context(EmulatorServer(workdir))
+    # A process of its own, as a real API server (see _emulator_process.py).
+    emulator = cast(EmulatorServer, stack.enter_context(EmulatorProcess(workdir)))
 
     def make_vm(**kwargs: Any) -> NamespaceVM:
         vm = NamespaceVM(**kwargs).create()

@@ -28,7 +28,10 @@ connect, serve's start until hello, and the watch; the agent log, serve's first 
 first job's accepted and started lines).
 
 Needs root, ip netns and OpenSSH (like tests/vm). From the repository root:
-``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2] [--fanout-vms 4] [--fanout-jobs 1000]``.
+``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2] [--fanout-vms 4] [--fanout-jobs 1000]``
+(``--shapes chain --warm-only --fanout-vms 0``: the warm chain alone, for A/B comparisons).
+
+The API emulator runs in a process of its own, as a real API server (``_emulator_process.py``).
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _agent_vm import CpuMeter, VmCpu
+from _emulator_process import EmulatorProcess
 from bench_dispatch import PRODUCT_DEADLINES, bench_fanout, print_chain_breakdown
 from bench_dispatch import world as dispatch_world
 
@@ -141,10 +145,18 @@ class Runner:
         """``runs`` warm runs; prints the VM's CPU per job over them and, for the chain, where
         the last run's steps went."""
         walls = []
-        with CpuMeter(vm_cpu).measure(f"  {shape}, warm runs", len(SHAPES[shape]()) * runs):
+        jobs = len(SHAPES[shape]()) * runs
+        operator = self.scenario.operator
+        assert operator is not None and operator.process is not None
+        emulator = cast(EmulatorProcess, self.scenario.emulator)
+        pids = {"operator": operator.process.pid, "API emulator": emulator.pid}
+        cpu = {what: process_cpu_seconds(pid) for what, pid in pids.items()}
+        with CpuMeter(vm_cpu).measure(f"  {shape}, warm runs", jobs):
             for _ in range(runs):
                 logs = (len(self.scenario.operator_log()), len(self.scenario.agent_log(self.vm)))
                 walls.append(self.run(shape))
+        spent = {what: (process_cpu_seconds(pid) - cpu[what]) / jobs * 1e3 for what, pid in pids.items()}
+        print(f"  {shape}, warm runs: CPU per job " + ", ".join(f"{what} {ms:.2f} ms" for what, ms in spent.items()))
         if shape == "chain":
             print_chain_breakdown(
                 self.scenario.operator_log()[logs[0] :],
@@ -209,6 +221,12 @@ def print_cold_breakdown(logs: list[tuple[float, str, str]]) -> None:
     )
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
 
@@ -219,6 +237,10 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before an 'after idle' run")
     parser.add_argument("--fanout-vms", type=int, default=4, help="VMs of the large fan-out (0: skip it; default 4)")
     parser.add_argument("--fanout-jobs", type=int, default=1000, help="jobs of the large fan-out (default 1000)")
+    parser.add_argument(
+        "--shapes", default=",".join(SHAPES), help=f"the shapes measured, comma-separated (default {','.join(SHAPES)})"
+    )
+    parser.add_argument("--warm-only", action="store_true", help="only the warm runs (no after-idle or cold runs)")
     args = parser.parse_args()
     if missing := missing_requirements():
         print(f"skipped: {missing}")
@@ -228,11 +250,14 @@ def main() -> int:
         runner = Runner(scenario, vms[0])
         operator = scenario.operator
         assert operator is not None
-        for shape in SHAPES:
+        for shape in args.shapes.split(","):
             label = f"chain of {CHAIN}" if shape == "chain" else f"fan-out of {FANOUT} + join"
             print(f"{label} (target <= {TARGETS[shape]:.2f} s; Airflow 3.3.2 + SSHOperator: {AIRFLOW[shape]} s):")
             runner.run(shape)  # warm-up: the agent is installed on the VM
             warm = runner.warm(shape, args.runs, vm_cpu)
+            print(f"  warm:       {summary(warm)}")
+            if args.warm_only:
+                continue
             idle = []
             for _ in range(args.runs):
                 time.sleep(args.idle)  # the condition measured, not a synchronisation
@@ -248,7 +273,6 @@ def main() -> int:
                 cold_logs.append(
                     (runner.stored_at, scenario.operator_log()[logs[0] :], scenario.agent_log(vms[0])[logs[1] :])
                 )
-            print(f"  warm:       {summary(warm)}")
             print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
             cpu_after = vm_cpu.seconds()
             print(f"  cold:       {summary(cold)} (operator restarted before each)")

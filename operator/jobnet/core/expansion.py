@@ -280,6 +280,12 @@ def expand(root_name: str, catalog: Catalog, run_id: str = "") -> RunGraph:
     problems = validate_expansion(root_name, catalog)
     if problems:
         raise ExpansionError(problems)
+    return expand_validated(root_name, catalog, run_id)
+
+
+def expand_validated(root_name: str, catalog: Catalog, run_id: str = "") -> RunGraph:
+    """:func:`expand` of a JobNet that ``validate_expansion`` (or ``validate_jobrun``) has just
+    found free of problems in the same ``catalog``: a run's start validates once, not twice."""
     expander = _Expander(catalog, run_id)
     root_path = f"/{root_name}"
     expander.add_jobnet(root_path, root_name, None, root_name, _NO_DEFAULTS, (), False)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import kopf
 
 from jobnet.core.conditions import jobnet_conditions, with_jobrun_conditions
-from jobnet.core.expansion import RunGraph, expand, job_count
+from jobnet.core.expansion import RunGraph, expand_validated, job_count
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
 from jobnet.core.validation import validate_jobnet
@@ -476,7 +476,7 @@ async def _start(
         )
         return
     assert isinstance(reference, str)  # validate_jobrun reported anything else as a problem
-    graph = expand(reference, jobnets.catalog, run_id=uid)
+    graph = expand_validated(reference, jobnets.catalog, run_id=uid)
     used = used_jobnets(reference, jobnets.catalog)
     data = encode_snapshot(used)
     configmap = snapshot_configmap(body, data)

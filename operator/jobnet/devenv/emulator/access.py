@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import secrets
 
-from kmock import ResourcesArray, resource
+from kmock import ResourcesArray
 from multidict import MultiMapping
 
 from jobnet.devenv.emulator.authorization import (
@@ -26,7 +26,7 @@ from jobnet.devenv.emulator.authorization import (
     service_account_of,
     service_account_user,
 )
-from jobnet.devenv.emulator.kube import ApiError, Body, ResourceKey, clone
+from jobnet.devenv.emulator.kube import ApiError, Body, ResourceKey, clone, resource_of
 from jobnet.devenv.emulator.store import Store
 
 SERVICE_ACCOUNT_TOKEN_SECONDS = 3600  # a TokenRequest's default lifetime
@@ -170,7 +170,7 @@ class AccessControl:
 
     def review(self, rkey: ResourceKey, namespace: str | None, data: Body, user: UserInfo) -> Body:
         """Answer a SelfSubjectReview, a (Self/Local)SubjectAccessReview or a SelfSubjectRulesReview."""
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         group, version, plural = rkey
         reply = {**data, "apiVersion": f"{group}/{version}", "kind": info.kind}
         reply["metadata"] = {**(data.get("metadata") or {}), "creationTimestamp": None}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from kmock import ResourcesArray, resource
+from kmock import ResourcesArray
 
-from jobnet.devenv.emulator.kube import ApiError, Body, ResourceKey, json_patch, kind_label
+from jobnet.devenv.emulator.kube import ApiError, Body, ResourceKey, json_patch, kind_label, resource_of
 from jobnet.devenv.emulator.schema import prune, schema_errors, unknown_fields
 from jobnet.devenv.emulator.store import Store
 
@@ -74,7 +74,7 @@ class Admission:
             return obj
         unknown = unknown_fields(obj, extras.schema, before=before)
         if unknown and query.get("fieldValidation") == "Strict":
-            info = self.resources[resource(*rkey)]
+            info = self.resources[resource_of(*rkey)]
             details = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in unknown)
             raise ApiError(
                 400,
@@ -87,7 +87,7 @@ class Admission:
         required = [key for key in extras.schema.get("required", []) if key not in ("apiVersion", "kind", "metadata")]
         errors = schema_errors(body, {**extras.schema, "required": required}, before=before)
         if errors:
-            info = self.resources[resource(*rkey)]
+            info = self.resources[resource_of(*rkey)]
             listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
             raise ApiError(
                 422, "Invalid", f'{info.kind}.{rkey[0]} "{obj["metadata"].get("name", "")}" is invalid: {listed}'
@@ -179,7 +179,7 @@ class Admission:
         """The webhook's AdmissionReview response (a denial or a failed call raises)."""
         name = webhook.get("name", "")
         url = (webhook.get("clientConfig") or {}).get("url")
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         subject = new if new is not None else old
         assert subject is not None
         review = {

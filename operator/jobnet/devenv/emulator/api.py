@@ -93,6 +93,7 @@ from jobnet.devenv.emulator.kube import (
     now_text,
     parse_api_path,
     request_attributes,
+    resource_of,
 )
 from jobnet.devenv.emulator.store import Store, Watcher
 
@@ -215,7 +216,7 @@ class ApiEmulator:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
         if target.plural is None:
             return aiohttp.web.json_response(self._discover(target.group, target.version))
-        res = resource(target.group, target.version, target.plural)
+        res = resource_of(target.group, target.version, target.plural)
         if res not in self.resources:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
         info = self.resources[res]
@@ -269,7 +270,7 @@ class ApiEmulator:
             if method == "PATCH" and name is not None and raw.content_type == APPLY_PATCH:
                 # Server-side apply, its minimum: create the object if missing, else merge the
                 # applied fields in (no field ownership: fields dropped from the manifest stay).
-                info = self.resources[resource(*rkey)]
+                info = self.resources[resource_of(*rkey)]
                 if (rkey, namespace if info.namespaced else None, name) not in self.store.objects:
                     applied = {**data, "metadata": {**(data.get("metadata") or {}), "name": name}}
                     return aiohttp.web.json_response(
@@ -416,7 +417,7 @@ class ApiEmulator:
         raise ApiError(404, "NotFound", f"no resource for {api_version} {kind}")
 
     def list_body(self, rkey: ResourceKey, namespace: str | None, query: Mapping[str, str]) -> Body:
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         items = [
             obj
             for obj in self.store.objects_of(rkey, namespace)
@@ -433,12 +434,12 @@ class ApiEmulator:
     # -- writes --
 
     def _has_status(self, rkey: ResourceKey) -> bool:
-        return "status" in self.resources[resource(*rkey)].subresources
+        return "status" in self.resources[resource_of(*rkey)].subresources
 
     async def _create(
         self, rkey: ResourceKey, namespace: str | None, data: Any, query: Mapping[str, str], requester: Body
     ) -> Body:
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
         obj = data  # freshly parsed from the request: ours to change
@@ -515,7 +516,7 @@ class ApiEmulator:
         *,
         replace: bool,
     ) -> Body:
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
         old = self.store.get_or_404(rkey, key[1], name)
         if replace:
@@ -617,7 +618,7 @@ class ApiEmulator:
         query: Mapping[str, str],
         requester: Body,
     ) -> Body:
-        info = self.resources[resource(*rkey)]
+        info = self.resources[resource_of(*rkey)]
         key = (rkey, namespace if info.namespaced else None, name or "")
         old = self.store.get_or_404(rkey, key[1], name)
         preconditions = options.get("preconditions") or {}
