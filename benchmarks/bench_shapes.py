@@ -22,7 +22,10 @@ process of the VM: sshd, agent serve, its supervising process, wrappers, scripts
 group, as in bench_agent_chain), where a chain step goes (the last warm chain run's operator and
 agent log lines, as in bench_dispatch) and, with ``--fanout-vms``, bench_dispatch's fan-out of
 ``--fanout-jobs`` jobs over that many VMs (completions/s). The load average before and after is
-printed: other work on the machine shows in every figure.
+printed: other work on the machine shows in every figure. For the cold runs it prints where the
+channel's opening and the first launch went (the operator's channel-open line times its SSH
+connect, serve's start until hello, and the watch; the agent log, serve's first line and the
+first job's accepted and started lines).
 
 Needs root, ip netns and OpenSSH (like tests/vm). From the repository root:
 ``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2] [--fanout-vms 4] [--fanout-jobs 1000]``
@@ -34,12 +37,15 @@ The API emulator runs in a process of its own, as a real API server (``_emulator
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -97,6 +103,8 @@ class Runner:
         self.scenario = scenario
         self.vm = vm
         self.count = 0
+        #: when the last run's JobRun was stored (wall clock, the logs' clock)
+        self.stored_at = 0.0
         manifests = [
             {
                 "apiVersion": "jobnet.dev/v1alpha1",
@@ -130,6 +138,7 @@ class Runner:
             )
         assert watch.created_at is not None
         done = next(write.at for write in watch.writes if write.status.get("phase") == "Succeeded")
+        self.stored_at = watch.created_at
         return done - watch.created_at
 
     def warm(self, shape: str, runs: int, vm_cpu: VmCpu) -> list[float]:
@@ -155,6 +164,61 @@ class Runner:
                 [job["name"] for job in chain_jobs()],
             )
         return walls
+
+
+_OPERATOR_TIME = r"\[(\S+ \S+)\]"
+_AGENT_TIME = r"(\S+Z)"
+#: a cold run's phases: (label, operator or agent log, regex whose first group is the time)
+_COLD_MARKS = (
+    ("channel open", "operator", _OPERATOR_TIME + r" jobnet\.\S+ .*agent channel to \S+ open"),
+    ("first launch sent", "operator", _OPERATOR_TIME + r" jobnet\.runtime .*: launching"),
+    ("accepted", "agent", _AGENT_TIME + r" serve\[\d+\] \S+ accepted"),
+    ("script started", "agent", _AGENT_TIME + r" supervise\[\d+\] \S+ started"),
+)
+
+
+def print_cold_breakdown(logs: list[tuple[float, str, str]]) -> None:
+    """Where the cold runs' channel opening and first launch went (medians), from the operator's
+    channel-open line (its own timings) and the first launch's log lines (same host clock)."""
+    parts: dict[str, list[float]] = {}
+
+    def add(part: str, seconds: float) -> None:
+        parts.setdefault(part, []).append(seconds)
+
+    for stored_at, operator_log, agent_log in logs:
+        marks = {}
+        for label, source, pattern in _COLD_MARKS:
+            found = re.search(pattern, operator_log if source == "operator" else agent_log)
+            if found:
+                text = found.group(1)
+                time_format = "%Y-%m-%d %H:%M:%S,%f" if source == "operator" else "%Y-%m-%dT%H:%M:%S.%fZ"
+                marks[label] = datetime.strptime(text, time_format).replace(tzinfo=UTC).timestamp()
+        opened = re.search(
+            r"ssh ([\d.]+) s, serve started and answered hello ([\d.]+) s, watch ([\d.]+) s", operator_log
+        )
+        if opened:
+            if "channel open" in marks:
+                began = marks["channel open"] - sum(float(opened.group(part)) for part in (1, 2, 3))
+                add("JobRun stored -> channel opening began", began - stored_at)
+            add("SSH connect", float(opened.group(1)))
+            add("serve started -> hello answered (incl. any install)", float(opened.group(2)))
+            serve_ran = re.search(_AGENT_TIME + r" serve\[\d+\] serve started", agent_log)
+            if serve_ran and "channel open" in marks:
+                ran = datetime.strptime(serve_ran.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+                hello_at = marks["channel open"] - float(opened.group(3))
+                add(
+                    "of which: serve's command sent -> serve's first log line",
+                    ran - (hello_at - float(opened.group(2))),
+                )
+                add("serve's first log line -> hello answered", hello_at - ran)
+            add("watch", float(opened.group(3)))
+        for (before, _, _), (after, _, _) in itertools.pairwise(_COLD_MARKS):
+            if before in marks and after in marks:
+                add(f"{before} -> {after}", marks[after] - marks[before])
+    print(
+        "  cold, where the opening and the first launch went (medians): "
+        + "; ".join(f"{part} {statistics.median(values) * 1e3:.0f} ms" for part, values in parts.items())
+    )
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -199,12 +263,28 @@ def main() -> int:
                 time.sleep(args.idle)  # the condition measured, not a synchronisation
                 idle.append(runner.run(shape))
             cold = []
+            cold_logs = []
+            cpu_before = vm_cpu.seconds()
             for _ in range(args.runs):
                 operator.stop()
                 operator.start()
+                logs = (len(scenario.operator_log()), len(scenario.agent_log(vms[0])))
                 cold.append(runner.run(shape))
+                cold_logs.append(
+                    (runner.stored_at, scenario.operator_log()[logs[0] :], scenario.agent_log(vms[0])[logs[1] :])
+                )
             print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
+            cpu_after = vm_cpu.seconds()
             print(f"  cold:       {summary(cold)} (operator restarted before each)")
+            if vm_cpu.available:
+                user, system = (
+                    (after - before) / args.runs * 1e3 for before, after in zip(cpu_before, cpu_after, strict=True)
+                )
+                print(
+                    f"  cold runs: VM CPU per run {user + system:.0f} ms (user {user:.0f}, system {system:.0f}; "
+                    f"the channel's opening and the run's {len(SHAPES[shape]())} jobs)"
+                )
+            print_cold_breakdown(cold_logs)
         if args.fanout_vms:
             bench_fanout(scenario, vms, args.fanout_jobs)
     print(f"load average after: {load_average()}")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,16 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     assert first.read_bytes().startswith(b"#!/usr/bin/env python3\n") and first.stat().st_mode & 0o111
     assert version.returncode == 0 and __version__ in version.stdout
+
+
+def test_zipapp_modules_load_from_its_bytecode_on_the_building_python(tmp_path: Path) -> None:
+    """Python writes no bytecode into a zip: without the bundled .pyc every start compiled the agent."""
+    pyz = build_zipapp(tmp_path / "jobnet-agent.pyz")
+    load = f"import sys; sys.path.insert(0, {str(pyz)!r}); import jobnet_agent.server as s; print(s.__file__)"
+
+    loaded = subprocess.run([sys.executable, "-I", "-S", "-c", load], capture_output=True, text=True, timeout=30)
+
+    assert loaded.returncode == 0 and loaded.stdout.strip() == f"{pyz}/jobnet_agent/server.pyc", loaded.stderr
 
 
 PYTHONS = [

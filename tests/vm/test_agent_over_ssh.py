@@ -26,7 +26,8 @@ def test_hello_reports_protocol_agent_version_and_the_vms_boot_id(agent: AgentHa
 
 
 def test_the_agent_was_installed_over_sftp_into_the_users_home(agent: AgentHarness, vm: NamespaceVM) -> None:
-    installed = vm.home / ".jobnet" / f"jobnet-agent-{jobnet_agent.__version__}.pyz"
+    installed = vm.home / agent.installer.remote_name
+    assert installed.name.startswith(f"jobnet-agent-{jobnet_agent.__version__}-")
     assert agent.agent_path == str(installed)
     assert installed.read_bytes() == agent.installer.zipapp.read_bytes()
     assert installed.stat().st_uid == vm.uid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import paramiko
 import pytest
 
 from jobnet.core.agentproto import GetRequest, JobRecord, LaunchRequest, LaunchResult, RecordResult
@@ -76,6 +77,46 @@ def test_events_arrive_on_the_loop_once_in_order_across_a_reconnect(
     seqs = [r.seq for r in events]
     assert seqs == list(range(1, max(seqs) + 1))
     assert [r.state for r in events if r.key == second] == ["accepted", "running", "exited"]
+
+
+class _CountingInstaller(AgentInstaller):
+    """Counts the install checks (the probe, and the upload when it finds no such file)."""
+
+    checks = 0
+
+    def ensure(self, transport: paramiko.Transport, host: str) -> str:
+        self.checks += 1
+        return super().ensure(transport, host)
+
+
+def test_serve_starts_from_the_installed_zipapp_and_it_is_checked_only_when_serve_does_not_start(
+    vm: NamespaceVM, agent_installer: AgentInstaller
+) -> None:
+    installer = _CountingInstaller(agent_installer.zipapp, agent_installer.version)
+    installed = vm.home / installer.remote_name
+    shipped = installer.zipapp.read_bytes()
+    host = _host_agent(vm, installer, [])
+
+    async def reconnect() -> None:
+        host.drop_connection()  # a new SSH connection, serve and channel
+        await host.connect()
+
+    async def scenario() -> list[int]:
+        checks = []
+        await host.connect()  # a fresh VM: serve's command exits AGENT_MISSING_STATUS, then the install
+        checks.append(installer.checks)
+        await reconnect()  # installed: serve at once
+        checks.append(installer.checks)
+        installed.write_bytes(b"damaged")  # a file of the right name that does not run: checked, replaced
+        await reconnect()
+        checks.append(installer.checks)
+        await host.close()
+        return checks
+
+    assert not installed.exists()
+    assert asyncio.run(scenario()) == [1, 1, 2]
+    assert installed.read_bytes() == shipped
+    assert sorted(path.name for path in installed.parent.glob("*.pyz")) == [installed.name]
 
 
 def test_connect_errors_are_classified(vm: NamespaceVM, agent_installer: AgentInstaller) -> None:

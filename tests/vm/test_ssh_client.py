@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import zipfile
@@ -22,6 +23,7 @@ from jobnet.ssh import (
     default_zipapp,
     run_command,
 )
+from jobnet.ssh.installer import AGENT_MISSING_STATUS
 from tests.support.vm import NamespaceVM
 
 FAST = SshSettings(
@@ -164,23 +166,43 @@ def _dummy_zipapp(path: Path, greeting: str) -> Path:
     return path
 
 
-def test_installer_uploads_once_atomically_and_replaces_a_different_build(
+def test_installer_uploads_once_atomically_under_a_name_of_its_content(
+    vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path
+) -> None:
+    transport = pool.transport(target(vm), key_credentials(vm))
+    built = _dummy_zipapp(tmp_path / "a.pyz", "build-a")
+    installer = AgentInstaller(built, "9.9.9")
+
+    path = installer.ensure(transport, vm.address)
+    uploaded = Path(path).stat().st_ino
+
+    content = hashlib.sha256(built.read_bytes()).hexdigest()
+    assert path == f"{vm.home}/.jobnet/jobnet-agent-9.9.9-{content[:16]}.pyz" == f"{vm.home}/{installer.remote_name}"
+    assert run_command(transport, f"python3 {path}", timeout=10, host=vm.address)[1] == "build-a\n"
+    assert AgentInstaller(installer.zipapp, "9.9.9").ensure(transport, vm.address) == path
+    assert Path(path).stat().st_ino == uploaded  # not uploaded again
+    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == [Path(path).name]
+
+    rebuilt = AgentInstaller(_dummy_zipapp(tmp_path / "b.pyz", "build-b"), "9.9.9")
+    other = rebuilt.ensure(transport, vm.address)
+    assert other != path
+    assert run_command(transport, f"python3 {other}", timeout=10, host=vm.address)[1] == "build-b\n"
+    # The earlier build stays: a serve started from it may still import from it.
+    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == sorted([Path(path).name, Path(other).name])
+
+
+def test_start_command_runs_the_installed_zipapp_or_says_it_is_missing(
     vm: NamespaceVM, pool: HostConnectionPool, tmp_path: Path
 ) -> None:
     transport = pool.transport(target(vm), key_credentials(vm))
     installer = AgentInstaller(_dummy_zipapp(tmp_path / "a.pyz", "build-a"), "9.9.9")
 
-    path = installer.ensure(transport, vm.address)
+    missing = run_command(transport, installer.start_command(), timeout=10, host=vm.address)
+    installer.ensure(transport, vm.address)
+    installed = run_command(transport, installer.start_command(), timeout=10, host=vm.address)
 
-    assert path == f"{vm.home}/.jobnet/jobnet-agent-9.9.9.pyz"
-    assert run_command(transport, f"python3 {path}", timeout=10, host=vm.address)[1] == "build-a\n"
-    assert AgentInstaller(installer.zipapp, "9.9.9").ensure(transport, vm.address) == path
-    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == ["jobnet-agent-9.9.9.pyz"]
-
-    rebuilt = AgentInstaller(_dummy_zipapp(tmp_path / "b.pyz", "build-b"), "9.9.9")
-    assert rebuilt.ensure(transport, vm.address) == path
-    assert run_command(transport, f"python3 {path}", timeout=10, host=vm.address)[1] == "build-b\n"
-    assert sorted(p.name for p in (vm.home / ".jobnet").iterdir()) == ["jobnet-agent-9.9.9.pyz"]
+    assert missing[0] == AGENT_MISSING_STATUS
+    assert installed[:2] == (0, "build-a\n")
 
 
 def test_installer_says_clearly_when_python3_is_missing(

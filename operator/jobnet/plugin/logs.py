@@ -119,7 +119,6 @@ class AgentOutputReader:
             SshSettings,
             SshTarget,
             default_zipapp,
-            serve_command,
         )
 
         try:
@@ -140,18 +139,17 @@ class AgentOutputReader:
             transport = self.pool.transport(target, credentials)
             cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jobnet"
             installer = AgentInstaller(*default_zipapp(cache), timeout=timeout)
-            agent_path = installer.ensure(transport, location.host.address)
-            command = serve_command(agent_path, python=installer.python, serve_args=options.serve_args)
-            self.channel = AgentChannel(
-                transport, command, host=str(target), request_timeout=timeout, open_timeout=timeout
+            self.channel, _ = installer.start_serve(
+                transport,
+                location.host.address,
+                lambda command: AgentChannel(
+                    transport, command, host=str(target), request_timeout=timeout, open_timeout=timeout
+                ),
+                client="kubectl-jobnet",
+                serve_args=options.serve_args,
             )
         except BaseException:
             self.pool.close()
-            raise
-        try:
-            self.channel.hello("kubectl-jobnet")
-        except BaseException:
-            self.close()
             raise
 
     def read(self, key: JobKey, stream: OutputStream, offset: int, length: int = READ_CHUNK) -> ReadResult:

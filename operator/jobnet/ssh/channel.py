@@ -59,9 +59,15 @@ _STDERR_LINES_KEPT = 20
 _READ_CHUNK = 1 << 16
 
 
-def serve_command(agent_path: str, *, python: str = "python3", serve_args: Sequence[str] = ()) -> str:
-    """The shell command that starts ``serve`` from an installed zipapp (arguments quoted)."""
-    return " ".join(shlex.quote(part) for part in (python, agent_path, "serve", *serve_args))
+def serve_command(
+    agent_path: str, *, python: str = "python3", serve_args: Sequence[str] = (), quote_path: bool = True
+) -> str:
+    """The shell command that starts ``serve`` from an installed zipapp (arguments quoted; the
+    path too unless the caller quoted it). ``-I -S``: the agent is standard library only, so
+    no site-packages to scan and no ``PYTHON*`` variables of the login to follow."""
+    path = shlex.quote(agent_path) if quote_path else agent_path
+    rest = " ".join(shlex.quote(part) for part in ("serve", *serve_args))
+    return f"{shlex.quote(python)} -I -S {path} {rest}"
 
 
 class ChannelClosed(ConnectionLost):
@@ -100,6 +106,10 @@ class AgentChannel:
         self.last_event_seq = 0
         self.opened_at = time.monotonic()
         self.hello_result: HelloResult | None = None
+        #: the exit status of the command once the channel was lost, when the VM sent one
+        self.exit_status: int | None = None
+        #: set by the reader at the first line from the agent
+        self._heard = False
         try:
             self._channel = transport.open_session(timeout=open_timeout)
             self._channel.exec_command(command)
@@ -220,12 +230,20 @@ class AgentChannel:
                         self._dispatch(line)
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
+        if not self._heard:
+            # Nothing came from serve: its command may have failed to start it (the zipapp not
+            # installed, see AgentInstaller.start_command). The status follows the output's end
+            # (or the channel closes without one); bounded in case the session lingers.
+            self._channel.status_event.wait(self.request_timeout)
         status = self._channel.exit_status if self._channel.exit_status_ready() else None
+        if status not in (None, -1):
+            self.exit_status = status
         detail = f"; agent exited with status {status}" if status not in (None, -1) else ""
         last_stderr = f"; agent stderr: {self._stderr[-1]}" if self._stderr else ""
         self._fail(ConnectionLost(f"agent channel to {self.host} lost ({reason}{detail}{last_stderr})"))
 
     def _dispatch(self, line: bytes) -> None:
+        self._heard = True
         try:
             message = parse_agent_message(line)
         except AgentProtocolError as exc:

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from jobnet.core.agentproto import AgentRequest, Heartbeat, HelloResult, JobRecord
 from jobnet.metrics import operator_metrics
-from jobnet.ssh.channel import AgentChannel, ChannelClosed, serve_command
+from jobnet.ssh.channel import AgentChannel, ChannelClosed
 from jobnet.ssh.errors import ConnectionLost
 from jobnet.ssh.installer import AgentInstaller
 from jobnet.ssh.pool import HostConnectionPool, SshCredentials, SshTarget
@@ -128,9 +128,15 @@ class HostAgent:
             if self._channel is not None and not self._channel.closed:
                 return self._channel
             loop = asyncio.get_running_loop()
-            channel = await asyncio.to_thread(self._open_channel, loop)
+            began = time.monotonic()
+            opening = asyncio.ensure_future(asyncio.to_thread(self._open_channel, loop))
             try:
-                hello = await asyncio.to_thread(channel.hello, self.settings.client_name, self.settings.request_timeout)
+                channel, hello, connected_at = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                opening.add_done_callback(_close_opened)  # the thread goes on: close what it opens
+                raise
+            greeted_at = time.monotonic()
+            try:
                 if hello.last_seq < self.delivered_seq:
                     log.warning(
                         "agent on %s has journal seq %d < %d already seen: its state directory was reset; "
@@ -152,11 +158,15 @@ class HostAgent:
             self.hello = hello
             self._channel = channel
             log.info(
-                "agent channel to %s open (agent %s, boot id %s, watching after seq %d)",
+                "agent channel to %s open (agent %s, boot id %s, watching after seq %d; "
+                "ssh %.3f s, serve started and answered hello %.3f s, watch %.3f s)",
                 self.target,
                 hello.agent_version,
                 hello.boot_id,
                 watch_from,
+                connected_at - began,
+                greeted_at - connected_at,
+                time.monotonic() - greeted_at,
             )
             return channel
 
@@ -185,10 +195,11 @@ class HostAgent:
 
     # ------------------------------------------------------------ worker-thread side
 
-    def _open_channel(self, loop: asyncio.AbstractEventLoop) -> AgentChannel:
+    def _open_channel(self, loop: asyncio.AbstractEventLoop) -> tuple[AgentChannel, HelloResult, float]:
+        """A channel to a serve that answered hello (installing the agent when it is missing),
+        and when the SSH connection was there (monotonic)."""
         transport = self.pool.transport(self.target, self.credentials)
-        agent_path = self.installer.ensure(transport, self.target.address)
-        command = serve_command(agent_path, python=self.installer.python, serve_args=self.settings.serve_args)
+        connected_at = time.monotonic()
 
         def forward(record: JobRecord) -> None:
             loop.call_soon_threadsafe(self._deliver, record)
@@ -201,20 +212,31 @@ class HostAgent:
             if not isinstance(error, ChannelClosed):
                 log.warning("%s", error.message)
 
-        try:
-            return AgentChannel(
-                transport,
-                command,
-                host=str(self.target),
-                on_event=forward,
-                on_heartbeat=beat,
-                on_close=closed,
-                request_timeout=self.settings.request_timeout,
-                open_timeout=self.settings.open_timeout,
-            )
-        except ConnectionLost:
-            self.pool.invalidate(self.target, transport)
-            raise
+        def open_channel(command: str) -> AgentChannel:
+            try:
+                return AgentChannel(
+                    transport,
+                    command,
+                    host=str(self.target),
+                    on_event=forward,
+                    on_heartbeat=beat,
+                    on_close=closed,
+                    request_timeout=self.settings.request_timeout,
+                    open_timeout=self.settings.open_timeout,
+                )
+            except ConnectionLost:
+                self.pool.invalidate(self.target, transport)
+                raise
+
+        channel, hello = self.installer.start_serve(
+            transport,
+            self.target.address,
+            open_channel,
+            client=self.settings.client_name,
+            serve_args=self.settings.serve_args,
+            timeout=self.settings.request_timeout,
+        )
+        return channel, hello, connected_at
 
     def _deliver(self, record: JobRecord) -> None:
         """On the loop: hand over each journal entry once, in order (a resumed watch may overlap)."""
@@ -229,3 +251,9 @@ class HostAgent:
         # compared with the numbering of the old one.
         if self.connected:
             self._heartbeats.heard(announced_seq, arrived_at, self.delivered_seq)
+
+
+def _close_opened(opening: asyncio.Future[tuple[AgentChannel, HelloResult, float]]) -> None:
+    """The channel an abandoned opening made, closed (a failed opening closed its own)."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].close()

@@ -1,7 +1,11 @@
 """Install the agent zipapp on a VM over SFTP, atomically, only when it is missing or different.
 
 A VM needs nothing but sshd and ``python3`` (>= 3.8). The zipapp lands in
-``~/.jobnet/jobnet-agent-<version>.pyz``: one exec round trip checks python3 and the installed
+``~/.jobnet/jobnet-agent-<version>-<sha256 prefix>.pyz``, named by its content, so a file of
+that name is the operator's zipapp: a channel starts ``serve`` from it at once
+(:meth:`AgentInstaller.start_command`, no Python run before it), and only when that command
+exits before ``serve`` answered (:data:`AGENT_MISSING_STATUS`: no such file; or any other exit)
+does :meth:`AgentInstaller.ensure` run: one exec round trip checks python3 and the installed
 file's SHA-256; if they differ it is uploaded to a temporary name and renamed into place
 (``posix-rename``), so a concurrent ``serve`` never sees a half-written file.
 """
@@ -12,19 +16,24 @@ import hashlib
 import logging
 import os
 import shlex
-import threading
 import uuid
-import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import paramiko
 
+from jobnet.core.agentproto import HelloResult
+from jobnet.ssh.channel import AgentChannel, serve_command
 from jobnet.ssh.errors import AgentInstallFailed, ConnectionLost
 
 log = logging.getLogger(__name__)
 
 MIN_PYTHON = (3, 8)
 REMOTE_DIR = ".jobnet"
+#: The exit status of :meth:`AgentInstaller.start_command` when the zipapp is not on the VM.
+AGENT_MISSING_STATUS = 97
+#: Hex digits of the zipapp's SHA-256 in its name on the VM.
+_NAME_HASH_DIGITS = 16
 
 # Runs with the VM's python3: prints "<major>.<minor> <home> <sha256 or ->" for the given path.
 _PROBE = (
@@ -38,7 +47,7 @@ _PROBE = (
 
 
 class AgentInstaller:
-    """Ensures the operator's agent zipapp is on a VM; remembers per transport what it checked."""
+    """Starts ``serve`` from the operator's agent zipapp on a VM, installing it when missing."""
 
     def __init__(self, zipapp: Path, version: str, *, python: str = "python3", timeout: float = 30.0) -> None:
         self.zipapp = Path(zipapp)
@@ -47,26 +56,68 @@ class AgentInstaller:
         self.timeout = timeout
         self._content = self.zipapp.read_bytes()
         self._sha256 = hashlib.sha256(self._content).hexdigest()
-        self._installed: weakref.WeakKeyDictionary[paramiko.Transport, str] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
 
     @property
     def remote_name(self) -> str:
-        return f"{REMOTE_DIR}/jobnet-agent-{self.version}.pyz"
+        """Where the zipapp lives on a VM, relative to the home directory: named by its content."""
+        return f"{REMOTE_DIR}/jobnet-agent-{self.version}-{self._sha256[:_NAME_HASH_DIGITS]}.pyz"
+
+    def start_command(self, serve_args: Sequence[str] = ()) -> str:
+        """The shell command that starts ``serve`` from the installed zipapp without checking it
+        first: a file of its content-derived name is this zipapp (installs rename it into place
+        whole). Exits :data:`AGENT_MISSING_STATUS` when there is none; then :meth:`ensure`."""
+        installed = '"$HOME"/' + shlex.quote(self.remote_name)
+        return f"test -f {installed} || exit {AGENT_MISSING_STATUS}; exec " + serve_command(
+            installed, python=self.python, serve_args=serve_args, quote_path=False
+        )
+
+    def start_serve(
+        self,
+        transport: paramiko.Transport,
+        host: str,
+        open_channel: Callable[[str], AgentChannel],
+        *,
+        client: str,
+        serve_args: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> tuple[AgentChannel, HelloResult]:
+        """A channel (from ``open_channel(command)``) to a ``serve`` that answered hello.
+
+        Started from the installed zipapp at once; only when that command ended before ``serve``
+        answered (the zipapp not installed, or a file that does not run) is the install checked
+        (and made) by :meth:`ensure` and ``serve`` started once more."""
+        channel = open_channel(self.start_command(serve_args))
+        try:
+            return channel, channel.hello(client, timeout)
+        except ConnectionLost:
+            channel.close()
+            if channel.exit_status is None:
+                raise  # the connection broke, or serve is slow: nothing says the install is at fault
+            if channel.exit_status != AGENT_MISSING_STATUS:
+                log.warning(
+                    "serve on %s exited with status %d before answering: checking the installed agent (%s)",
+                    host,
+                    channel.exit_status,
+                    "; ".join(channel.stderr_tail()[-3:]),
+                )
+        except BaseException:
+            channel.close()
+            raise
+        path = self.ensure(transport, host)
+        channel = open_channel(serve_command(path, python=self.python, serve_args=serve_args))
+        try:
+            return channel, channel.hello(client, timeout)
+        except BaseException:
+            channel.close()
+            raise
 
     def ensure(self, transport: paramiko.Transport, host: str) -> str:
         """Install if needed; return the absolute path of the agent zipapp on the VM."""
-        with self._lock:
-            known = self._installed.get(transport)
-        if known:
-            return known
         version, home, remote_sha = self._probe(transport, host)
         path = f"{home}/{self.remote_name}"
         if remote_sha != self._sha256:
             self._upload(transport, host, home, path)
             log.info("installed agent %s on %s at %s (python %s)", self.version, host, path, version)
-        with self._lock:
-            self._installed[transport] = path
         return path
 
     def _probe(self, transport: paramiko.Transport, host: str) -> tuple[str, str, str]:
