@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from jobnet.core.deletion import FINALIZER
 from jobnet.core.expansion import RunGraph
 from jobnet.core.scheduler import SchedulerPolicy
 from jobnet.devenv.emulator.kube import json_patch, merge_patch
+from jobnet.kube import runtime as runtime_module
 from jobnet.kube.client import KubeApiError
 from jobnet.kube.leadership import LeaderGate, NotLeading
 from jobnet.kube.runtime import JobRunRuntime, LinkKey, RunLoop, RuntimeConfig
@@ -463,3 +466,32 @@ def test_a_finished_run_ignores_late_events_and_starts_again_for_a_new_request()
         assert not finished.stale(RUN_UID, late)  # forgotten once started again
 
     run(scenario())
+
+
+def test_the_agent_zipapp_is_made_at_start_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    zipapp = tmp_path / "jobnet-agent.pyz"
+    zipapp.write_bytes(b"PK agent")
+    made_in: list[threading.Thread] = []
+
+    def made(cache_dir: Path) -> tuple[Path, str]:
+        made_in.append(threading.current_thread())
+        return zipapp, "0.0.1"
+
+    monkeypatch.setattr(runtime_module, "default_zipapp", made)
+    runtime = JobRunRuntime()
+    run(runtime.prepare_installer())
+    assert made_in and made_in[0] is not threading.main_thread()  # never on the event loop
+    assert runtime.installer().zipapp == zipapp
+    assert len(made_in) == 1  # the first channel's opening finds it made
+
+
+def test_an_agent_zipapp_not_made_at_start_is_made_at_the_first_opening(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    zipapp = tmp_path / "jobnet-agent.pyz"
+    monkeypatch.setenv("JOBNET_AGENT_ZIPAPP", str(zipapp))
+    runtime = JobRunRuntime()
+    run(runtime.prepare_installer())  # the file is not there yet: the operator starts anyway
+    assert "cannot make the agent zipapp yet" in caplog.text
+    zipapp.write_bytes(b"PK agent")
+    assert runtime.installer().zipapp == zipapp
