@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from jobnet_agent.config import AgentConfig
 from jobnet_agent.endrule import ADOPT, END, Observation, Verdict, decide
-from jobnet_agent.eventlog import record_of_entry
+from jobnet_agent.eventlog import EventReader, record_of_entry
 from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import Journal
 from jobnet_agent.log import AgentLog
@@ -68,16 +68,16 @@ def stored_output_sizes(job: JobDir) -> Dict[str, int]:
 class ActiveJobs:
     """The accepted and running jobs, kept current by following the event log.
 
-    One directory scan when serve starts; afterwards a sweep costs a ``stat`` of the event log
-    plus the new events, however many ended jobs the state dir keeps.
+    One directory scan when serve starts (its repair's); afterwards a sweep costs a ``stat`` of
+    the event log plus the new events, however many ended jobs the state dir keeps.
     """
 
-    def __init__(self, journal: Journal) -> None:
-        from_seq = journal.last_seq()
-        records = journal.list_records()
+    def __init__(self, records: List[JobRecord], reader: EventReader) -> None:
+        """``records``: every job's record, read after ``reader`` was positioned (what changed
+        during the scan is read again from the log: the latest seq per key tells)."""
+        self._reader = reader
         self._latest_seq: Dict[JobKey, int] = {r.key: r.seq for r in records}
         self._jobs: Dict[JobKey, JobRecord] = {r.key: r for r in records if r.state in ACTIVE_STATES}
-        self._reader = journal.events.reader(from_seq)
 
     def current(self) -> List[JobRecord]:
         while True:
@@ -123,10 +123,14 @@ class Detector:
         self.log = log
         self._active: Optional[ActiveJobs] = None
 
+    def start_from(self, records: List[JobRecord], reader: EventReader) -> None:
+        """The active jobs are among ``records`` and what ``reader`` reads: serve's repair's
+        scan (:attr:`RepairReport.following`), so that its start reads the state dir once."""
+        self._active = ActiveJobs(records, reader)
+
     def sweep(self) -> None:
-        """Check every active job (the first sweep scans the journal: after its repair)."""
-        if self._active is None:
-            self._active = ActiveJobs(self.journal)
+        """Check every active job (known since :meth:`start_from`)."""
+        assert self._active is not None, "serve's repair (start_from) comes before any sweep"
         for record in self._active.current():
             self.check_job(record)
 

@@ -206,6 +206,18 @@ class EventLog:
     def reader(self, from_seq: int, skip: Optional[bytes] = None) -> EventReader:
         return EventReader(self.path, from_seq, skip)
 
+    def reader_at_end(self) -> EventReader:
+        """A reader of the entries after the last one, starting where they will start: for a
+        follower that learns the state so far otherwise (serve's first sweep, from the record
+        files), which ``reader(last_seq())`` would make read and skip every entry of the log."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            line, end = read_last_line(fd, os.fstat(fd).st_size)
+            return EventReader(self.path, _seq_of(line) if line else 0, opened=(fd, end))
+        except BaseException:
+            os.close(fd)
+            raise
+
     def wakeup(self, kills_only: bool = False) -> EventWakeup:
         """A follower's wake-up; ``kills_only``: woken only by appends of records with a kill."""
         return EventWakeup(self.watchers_dir, _KILLS_WAKE_SUFFIX if kills_only else _WAKE_SUFFIX)
@@ -236,7 +248,15 @@ class EventReader:
     that needs only some records, e.g. the supervising process only those with a kill).
     """
 
-    def __init__(self, events_path: str, from_seq: int, skip: Optional[bytes] = None) -> None:
+    def __init__(
+        self,
+        events_path: str,
+        from_seq: int,
+        skip: Optional[bytes] = None,
+        opened: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """``opened``: the log open already (the reader owns the fd from here) and the offset
+        where the entries after ``from_seq`` start (:meth:`EventLog.reader_at_end`)."""
         self.path = events_path
         self._skip = skip
         self.delivered_seq = from_seq
@@ -244,6 +264,10 @@ class EventReader:
         self._inode: Optional[Tuple[int, int]] = None
         self._offset = 0
         self._partial = b""
+        if opened is not None:
+            self._fd, self._offset = opened
+            info = os.fstat(self._fd)
+            self._inode = (info.st_dev, info.st_ino)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -42,7 +42,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
 from jobnet_agent.durable import atomic_write, fsync_dir
-from jobnet_agent.eventlog import EventLog
+from jobnet_agent.eventlog import EventLog, EventReader
 from jobnet_agent.faults import crash_point, fail_point
 from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, run_dir_name, stored_json
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
@@ -131,6 +131,9 @@ class RepairReport:
     relogged: List[JobRecord] = field(default_factory=list)
     #: Unreadable record files of claims whose accepted event never became durable (never started).
     discarded: List[str] = field(default_factory=list)
+    #: With ``repair(follow=True)``: every record as repaired, in seq order, and a reader of the
+    #: events logged after them (the caller's to close).
+    following: Optional[Tuple[List[JobRecord], EventReader]] = None
 
 
 class Journal:
@@ -367,12 +370,16 @@ class Journal:
 
     # -- recovery and garbage collection -----------------------------------------------------
 
-    def repair(self, boot_id: str) -> RepairReport:
+    def repair(self, boot_id: str, follow: bool = False) -> RepairReport:
         """Make the record files and the event log agree; serve calls it before any request.
 
         Under a new boot id (the machine went down: unsynced record files may be stale, torn or
         missing) every record file is first rebuilt from the event log. Then every record whose
         event is missing is logged.
+
+        ``follow``: the report carries the records it read and a reader of what is logged after
+        them (:attr:`RepairReport.following`), both taken under the lock, so that serve's first
+        sweep starts from this scan of the state dir instead of making its own.
         """
         report = RepairReport()
         with self.transaction() as tx:
@@ -381,10 +388,13 @@ class Journal:
                     tx.last_seq = self.events.last_seq()
                 self._restore_records(report)
                 atomic_write(self.boot_id_path, boot_id.encode("utf-8") + b"\n")
-            # In seq order: a group commit may leave several record files ahead of the log.
-            report.relogged = sorted((r for r in self.list_records() if r.seq > tx.last_seq), key=lambda r: r.seq)
+            # In seq order (as listed): a group commit may leave several record files ahead of the log.
+            records = self.list_records()
+            report.relogged = [r for r in records if r.seq > tx.last_seq]
             for record in report.relogged:
                 self.events.append(record)
+            if follow:
+                report.following = (records, self.events.reader_at_end())
         return report
 
     def _last_boot_id(self) -> Optional[str]:
@@ -422,10 +432,14 @@ class Journal:
         removed = []
         with self.transaction() as tx:
             for job in self.jobs():
+                # The record file's age first: a stat, where reading the record decodes it, and
+                # most jobs are within their retention (every job of a busy day, when serve
+                # starts and collects before its hello).
+                mtime = job.record_mtime()
+                if mtime is None or now - mtime < retention_seconds:
+                    continue
                 record = job.read_record()
                 if record is None or not (record.ended and record.acknowledged):
-                    continue
-                if now - job.record_mtime() < retention_seconds:
                     continue
                 job.remove()
                 removed.append(record.key)

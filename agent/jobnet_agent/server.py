@@ -190,7 +190,9 @@ class Server:
                 yield lines
 
     def _repair(self) -> None:
-        repaired = self.journal.repair(self.boot_id)
+        repaired = self.journal.repair(self.boot_id, follow=True)
+        assert repaired.following is not None, "asked for"
+        self._detector.start_from(*repaired.following)
         for record in repaired.restored:
             self.log.line(
                 f"journal repaired after a reboot: record restored from the event log (seq {record.seq}, "

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobnet_agent.endrule import WrapperExit
-from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, sealed_record, unseal_record
+from jobnet_agent.jobdir import JobDir, JournalError, job_dir_path, quote, sealed_record, unseal_record
 from jobnet_agent.protocol import JobKey, JobRecord, LaunchSpec
 
 KEY = JobKey(run="r1", path="/net/a b", attempt=2)
@@ -121,3 +124,9 @@ def test_the_wrapper_appends_its_line_to_the_lock_file_after_the_spec(job: JobDi
         assert JobDir.supervisor_pid_of(Path(job.exit_code_path).read_bytes()) == 4242
     finally:
         os.close(held)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",))))
+def test_a_name_is_quoted_as_urllib_quotes_it(part: str) -> None:
+    # The job directories of earlier agents were named by urllib.parse.quote: the same names.
+    assert quote(part) == urllib.parse.quote(part, safe="")

@@ -236,6 +236,50 @@ def test_event_reader_follows_appends_and_compaction(tmp_path: Path) -> None:
     assert [(r.seq, r.state) for r in reader.poll()] == [(2, "exited"), (3, "accepted")]
 
 
+def test_a_reader_at_the_end_reads_only_later_events_and_follows_a_compaction(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    with open(journal.events.path, "ab") as events:
+        events.write(b'{"seq":2,"rec')  # a torn append: not an entry, and where the next one starts
+    reader = journal.events.reader_at_end()
+    assert reader.delivered_seq == 1 and reader.poll() == []
+    journal.update(KEY, lambda r: r.replace(state="running"))  # cuts the torn append first
+    assert [(r.seq, r.state) for r in reader.poll()] == [(2, "running")]
+    journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0))
+    journal.events.rewrite(journal.list_records(), journal.last_seq())  # a new file: reread, skipping what was read
+
+    assert [(r.seq, r.state) for r in reader.poll()] == [(3, "exited")]
+    reader.close()
+
+
+def test_a_repair_asked_to_follow_hands_over_its_scan_and_a_reader_of_what_comes_after(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    other = JobKey(run="r2", path="/b", attempt=1)
+    for key in (KEY, other):
+        os.close(journal.claim(key, _spec(), lambda key=key: JobRecord(key=key, state="accepted"))[1] or -1)
+    assert journal.repair("boot-1").following is None
+
+    following = journal.repair("boot-1", follow=True).following
+    assert following is not None
+    records, reader = following
+    journal.update(KEY, lambda r: r.replace(state="running"))
+
+    assert [(r.key, r.seq) for r in records] == [(KEY, 1), (other, 2)]
+    assert [(r.key, r.seq) for r in reader.poll()] == [(KEY, 3)]
+    reader.close()
+
+
+def test_garbage_collection_passes_over_a_claim_without_a_record(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
+    journal.update(KEY, lambda r: r.replace(state="exited", exit_code=0, acknowledged=True))
+    unfinished = JobKey(run="r", path="/claimed", attempt=1)
+    os.makedirs(journal.job(unfinished).path)  # its claimant died before its first record
+
+    assert journal.collect_garbage(retention_seconds=0) == [KEY]
+    assert os.path.isdir(journal.job(unfinished).path)
+
+
 def test_garbage_collection_removes_only_acknowledged_ended_jobs(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     done = JobKey(run="r", path="/done", attempt=1)
