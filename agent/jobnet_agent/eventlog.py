@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 from jobnet_agent.durable import atomic_write, poke_fifo
 from jobnet_agent.jobdir import dump_json, stored_json
-from jobnet_agent.protocol import JobKey, JobRecord, watched_event
+from jobnet_agent.protocol import JSON_STRING, JobKey, JobRecord, watched_event
 
 _WAKE_SUFFIX = ".wake"
 #: The wake-up FIFO of a follower that needs only records with a kill (agents before 0.3 wake it
@@ -351,10 +351,13 @@ class EntryState(NamedTuple):
     line: bytes
 
 
-_STRING = rb'"(?:[^"\\]|\\.)*"'
 #: An entry's beginning as appended today: its seq, its record's key, seq and state.
 _ENTRY_STATE = re.compile(
-    rb'\{"seq":([0-9]+),"record":\{"key":(\{"run":' + _STRING + rb',"path":' + _STRING + rb',"attempt":[0-9]+\}),'
+    rb'\{"seq":([0-9]+),"record":\{"key":(\{"run":'
+    + JSON_STRING
+    + rb',"path":'
+    + JSON_STRING
+    + rb',"attempt":[0-9]+\}),'
     rb'"seq":([0-9]+),"state":"([A-Za-z]+)"'
 )
 

@@ -373,11 +373,16 @@ def stored_event(stored: Dict[str, Any]) -> Dict[str, Any]:
     return {"event": wire}
 
 
+#: A JSON string as the agent encodes it (a regex of bytes): shared by the patterns that read
+#: event log entries without decoding them (here and in ``jobnet_agent.eventlog``).
+JSON_STRING = rb'"(?:[^"\\]|\\.)*"'
+
+
 def _stored_entry_pattern() -> re.Pattern[bytes]:
     """An event log entry whose record is exactly as :meth:`JobRecord.to_stored` writes it today
     (its members in that order, each a JSON scalar, the key an object of three): group 1 its seq,
     group 2 its record up to the members never sent."""
-    scalar = rb'(?:null|true|false|-?[0-9][-+.0-9eE]*|"(?:[^"\\]|\\.)*")'
+    scalar = rb"(?:null|true|false|-?[0-9][-+.0-9eE]*|" + JSON_STRING + rb")"
     key = rb'\{"run":' + scalar + rb',"path":' + scalar + rb',"attempt":' + scalar + rb"\}"
     sent = [name for name in _STORED_ORDER if name not in _INTERNAL_KEYS]
     assert sent[0] == "key" and _STORED_ORDER[len(sent) :] == _INTERNAL_KEYS, "to_stored's order changed"
