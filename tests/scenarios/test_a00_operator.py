@@ -27,6 +27,10 @@ def _status(emulator: EmulatorServer, name: str) -> dict:
 def test_restarted_operator_does_not_start_a_run_again(emulator: EmulatorServer, operator: OperatorProcess) -> None:
     assert kubectl_apply(emulator, jobnet("hello", script_job("a")), jobrun("hello", name="r1")).rc == 0
     operator.wait_for_log(r"JobRun default/r1 expanded JobNet 'hello' into 1 jobs")
+    # The run is started once its first status write (phase and snapshot) is stored: a crash
+    # between the expansion's log line and that write leaves a run with no phase, which a
+    # restarted operator rightly starts (nothing can have been launched without that write).
+    wait_until(lambda: _status(emulator, "r1").get("phase"), timeout=15, what="r1's first status write")
 
     operator.kill()  # a crash: no cleanup
     operator.log_path.write_text("")
