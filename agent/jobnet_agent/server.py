@@ -133,7 +133,9 @@ class Server:
         """Serve until the channel ends; the one place where serve decides to leave."""
         self.log.line(f"serve started (agent {__version__}, protocol {PROTOCOL_VERSION}, boot id {self.boot_id})")
         self._repair()
-        self._supervising.prepare()
+        # A fork, not a new interpreter: serve has imported the agent already. Now, while serve
+        # has no thread: the first starts below.
+        self._supervising.fork()
         self._detector.sweep()
         self._collect_garbage()
         threading.Thread(target=self._heartbeats, daemon=True).start()

@@ -50,7 +50,13 @@ from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
-from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
+from jobnet_agent.procfs import (
+    SUPERVISING_PROCESS_NAME,
+    group_alive,
+    name_this_process,
+    process_alive,
+    process_start_ticks,
+)
 from jobnet_agent.protocol import (
     ACCEPTED,
     FAILED_TO_START,
@@ -694,6 +700,7 @@ def run_supervise_command(config: AgentConfig, channel_fd: Optional[int]) -> int
         sys.stderr.write("jobnet-agent supervise: needs --channel-fd (it is started by serve)\n")
         return 2
     detach()
+    name_this_process(SUPERVISING_PROCESS_NAME)  # its command line is its own already
     _raise_fd_limit()
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
     try:
@@ -703,3 +710,11 @@ def run_supervise_command(config: AgentConfig, channel_fd: Optional[int]) -> int
             sys.stderr.write(f"jobnet-agent supervise: channel fd {channel_fd} is not open\n")
             return 2
         raise
+
+
+def run_forked_supervisor(config: AgentConfig, channel: socket.socket) -> int:
+    """The supervising process forked from serve (:func:`jobnet_agent.handover.fork_supervising_process`:
+    detached and named already)."""
+    signal.signal(signal.SIGHUP, _ignore_signal)
+    _raise_fd_limit()
+    return Supervisor(config, channel).run()
