@@ -101,7 +101,9 @@ def _supervise_in_fork(config: AgentConfig, ours: socket.socket, theirs: socket.
     code = 1
     try:
         # First: until it has, it looks like serve to anyone reading /proc (a kill of serve's).
-        argv = ["jobnet-agent", "supervise", f"(forked from serve {serve_pid})", "--state-dir", config.state_dir]
+        # What serve runs from comes first (the zipapp's file, which the process may still import
+        # from: `pgrep -af <file>` before deleting an old build's file, docs/operations.md).
+        argv = [sys.argv[0], "supervise", f"(forked from serve {serve_pid})", "--state-dir", config.state_dir]
         name_this_process(SUPERVISING_PROCESS_NAME, argv)
         # serve's objects stay as they are: the collector must not free one (a file object would
         # close its fd number, by then another file's) nor touch their pages.
