@@ -82,6 +82,11 @@ def fork_supervising_process(config: AgentConfig) -> socket.socket:
     assert threading.active_count() == 1, "a fork of a threaded process copies locks other threads hold"
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     serve_pid = os.getpid()
+    # Every object so far (the agent's modules, mostly) is left alone by the collector from now
+    # on, in both processes: a full collection would write to every one of them, copying each
+    # page the two share; and the child must never free one of serve's (a file object would
+    # close its fd number, by then another file's).
+    gc.freeze()
     try:
         pid = os.fork()
     except BaseException:
@@ -91,7 +96,9 @@ def fork_supervising_process(config: AgentConfig) -> socket.socket:
     if pid == 0:
         _supervise_in_fork(config, ours, theirs, serve_pid)
     theirs.close()
-    os.waitpid(pid, 0)  # the first child leaves once it forked the supervising process
+    # The first child leaves once it forked the supervising process: reaped off serve's way (on a
+    # busy VM it may not run for tens of milliseconds).
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
     return ours
 
 
@@ -100,14 +107,14 @@ def _supervise_in_fork(config: AgentConfig, ours: socket.socket, theirs: socket.
     leave without returning into serve's code (nor running its cleanups)."""
     code = 1
     try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
         # First: until it has, it looks like serve to anyone reading /proc (a kill of serve's).
         # What serve runs from comes first (the zipapp's file, which the process may still import
         # from: `pgrep -af <file>` before deleting an old build's file, docs/operations.md).
         argv = [sys.argv[0], "supervise", f"(forked from serve {serve_pid})", "--state-dir", config.state_dir]
         name_this_process(SUPERVISING_PROCESS_NAME, argv)
-        # serve's objects stay as they are: the collector must not free one (a file object would
-        # close its fd number, by then another file's) nor touch their pages.
-        gc.freeze()
         ours.close()
         null = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -120,9 +127,6 @@ def _supervise_in_fork(config: AgentConfig, ours: socket.socket, theirs: socket.
                     os.close(int(name))
                 except OSError:
                     pass  # the listing's own fd, closed by now
-        os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
         from jobnet_agent.supervisor import run_forked_supervisor
 
         code = run_forked_supervisor(config, theirs)

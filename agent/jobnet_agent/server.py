@@ -134,7 +134,8 @@ class Server:
         self.log.line(f"serve started (agent {__version__}, protocol {PROTOCOL_VERSION}, boot id {self.boot_id})")
         self._repair()
         # A fork, not a new interpreter: serve has imported the agent already. Now, while serve
-        # has no thread: the first starts below.
+        # has no other thread: the first ones start below. After the repair: the supervising
+        # process reads the journal from its end, which a repair after a reboot may cut.
         self._supervising.fork()
         self._detector.sweep()
         self._collect_garbage()

@@ -17,6 +17,7 @@ from tests.agent.conftest import (
     Agent,
     AgentDirs,
     agent_env,
+    agent_process_pids,
     key_text,
     new_key,
     pid_alive,
@@ -455,6 +456,36 @@ def test_launches_right_after_serve_starts_share_its_supervising_process(agent: 
     assert len(set(supervisor_pids(dirs.state))) == 1
     for record in records:
         os.killpg(record["pgid"], signal.SIGKILL)
+
+
+def test_launches_while_a_new_supervising_process_starts_wait_for_it(agent: Agent, dirs: AgentDirs) -> None:
+    """The supervising process died: the next one is started as an interpreter of its own (serve
+    has threads now, so no fork), and launches that come meanwhile wait for it (bounded) instead
+    of each starting a Python process."""
+    agent.call("hello", protocol=1, client="test")
+    [forked] = wait_until(lambda: supervising_processes(dirs.state), what="serve's supervising process")
+    os.kill(forked, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(forked), what="the supervising process to die")
+    script = dirs.script("hold.sh", "sleep 30\n")
+    keys = [new_key(f"/net/fan{i}") for i in range(4)]
+    ids = [agent.send("launch", key=key, script=script, args=[], env={}) for key in keys]
+    records = [agent.response(request_id)["result"]["record"] for request_id in ids]
+    assert all(record["state"] == "running" for record in records), records
+    [supervisor] = set(supervisor_pids(dirs.state))
+    argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+    assert b"supervise" in argv and b"--channel-fd" in argv, argv
+    assert Path(f"/proc/{supervisor}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
+    for record in records:
+        os.killpg(record["pgid"], signal.SIGKILL)
+
+
+def supervising_processes(state_dir: Path) -> list[int]:
+    """The live supervising processes of a state dir, by their name."""
+    return [
+        pid
+        for pid in agent_process_pids(state_dir)
+        if Path(f"/proc/{pid}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
+    ]
 
 
 def _proc_status(pid: int, field: str) -> str:
