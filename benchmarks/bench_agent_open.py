@@ -105,13 +105,13 @@ def one_opening(zipapp: Path, state: Path, boot_id_file: Path) -> dict[str, floa
     script = re.search(r"(\S+Z) supervise\[\d+\] " + run + r"\S* started", text)
     assert accepted and script, text
     return {
-        "hello": hello,
-        "launch answered": launched,
-        "accepted -> started": log_time(script.group(1)) - log_time(accepted.group(1)),
-        "serve's CPU until then": serve_cpu,
-        "serve's minor page faults until then (thousands)": serve_faults / 1e6,
-        "CPU user": after.ru_utime - before.ru_utime,
-        "CPU system": after.ru_stime - before.ru_stime,
+        "hello answered, ms": hello * 1e3,
+        "launch answered, ms": launched * 1e3,
+        "accepted -> started, ms": (log_time(script.group(1)) - log_time(accepted.group(1))) * 1e3,
+        "serve's CPU until the launch was answered, ms": serve_cpu * 1e3,
+        "serve's minor page faults until then": serve_faults,
+        "CPU of the opening's processes, user, ms": (after.ru_utime - before.ru_utime) * 1e3,
+        "CPU of the opening's processes, system, ms": (after.ru_stime - before.ru_stime) * 1e3,
     }
 
 
@@ -129,8 +129,8 @@ def main() -> int:
         one_opening(zipapp, root / "state", boot_id_file)  # warm-up: the state dir made
         results = [one_opening(zipapp, root / "state", boot_id_file) for _ in range(args.runs)]
     for name in results[0]:
-        values = [result[name] * 1e3 for result in results]
-        print(f"  {name}: median {statistics.median(values):.1f} ms (min {min(values):.1f}, max {max(values):.1f})")
+        values = [result[name] for result in results]
+        print(f"  {name}: median {statistics.median(values):.1f} (min {min(values):.1f}, max {max(values):.1f})")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
