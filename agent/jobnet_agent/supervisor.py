@@ -1,10 +1,11 @@
 """The supervising process: starts the jobs serve hands it, pumps their output, enforces timeouts
 and kills, records their ends. One per serve, long-lived, single-threaded.
 
-Started by serve (``jobnet-agent supervise --channel-fd N``, :mod:`jobnet_agent.handover`) fully
-detached: its own session, stdin from /dev/null, never a child of serve (reparented to init by a
-fork). It reads hand-overs from its channel; it leaves once serve is gone (end of the channel) and
-its last job ended. It holds each of its jobs' ``supervisor.lock`` while it supervises the job
+Started by serve (:mod:`jobnet_agent.handover`: serve's first one a fork of serve, a later one
+``jobnet-agent supervise --channel-fd N``) fully detached: its own session, stdin from /dev/null,
+never a child of serve (reparented to init by a fork), named ``jobnetsupervise``. It reads
+hand-overs from its channel; it leaves once serve is gone (end of the channel) and its last job
+ended. It holds each of its jobs' ``supervisor.lock`` while it supervises the job
 (serve uses that lock to know whether a job's supervisor lives).
 
 Each script runs under a tiny ``/bin/sh`` wrapper (:func:`jobnet_agent.endrule.wrapper_command`),
