@@ -26,7 +26,7 @@ import pytest
 from tests.support.agentenv import set_agent_env
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
-from tests.support.vm import NamespaceVM, process_gone
+from tests.support.vm import NamespaceVM, process_gone, wait_connections_gone
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -132,6 +132,7 @@ class StopFault:
 
 def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped(scenario: Scenario) -> None:
     fault = StopFault(scenario, "f02")
+    log_before_cut = len(scenario.operator_log())
     fault.vm.cut()
     fault.stop()
 
@@ -140,9 +141,15 @@ def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped
 
     assert fault.kill_lines() == [], "the agent must never have seen the kill"
     assert not process_gone(fault.pid), "the script still runs"
-    # Restore only once the operator gave the old connection up: otherwise TCP would still carry
-    # the kill it had written to the agent, which is the other scenario (F03).
-    scenario.wait_operator_log(r"host=\S+ agent unreachable", timeout=60)
+    # Restore only once the connection the kill was written to is gone. The job goes Stuck when
+    # the kill's answer is overdue, which can be before the kernel gives the connection up (its
+    # unanswered data older than the dead-connection timeout) or the operator resets it (heartbeat
+    # lost); restored before that, TCP still delivers the kill, which is the other scenario (F03:
+    # the agent reports it and the job is resolved). The operator gave the channel up (a new
+    # connection failed, logged after the cut: the setup's own lines must not count), and the
+    # kernel keeps nothing that could still reach the VM.
+    scenario.wait_operator_log(r"host=\S+ agent unreachable", timeout=60, since=log_before_cut)
+    wait_connections_gone(fault.vm)
     opened = fault.channels_opened()
     fault.vm.restore()
     fault.wait_reconnected(opened)
