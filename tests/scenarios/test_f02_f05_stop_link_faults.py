@@ -1,8 +1,9 @@
 """F02-F05: a force stop meets a broken link between the operator and the VM.
 
 * F02: the link is cut before the kill request reaches the agent: Stuck StopOutcomeUnknown, the
-  agent never saw a kill and the script still runs; once the link is back, stopping again
-  delivers the kill: Stopped.
+  agent never saw a kill and the script still runs; once the link is back (restored after the
+  connection the kill was written on is gone: before, TCP would deliver it, which is F03), stopping
+  again delivers the kill: Stopped.
 * F03: only the agent's answers are lost (``vm.drop("out")``): the kill reaches the agent and the
   job dies, but the operator cannot know: Stuck until known; resolved to Stopped when the link
   returns (Auto), or a person annotates it Stopped (Manual). The agent holds the kill it received
