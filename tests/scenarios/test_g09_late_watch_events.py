@@ -25,7 +25,9 @@ def test_G09_old_versions_delivered_after_the_run_finished_change_nothing(scenar
         {"name": "second", "script": second, "after": ["first"]},
         {"name": "third", "script": third, "after": ["second"]},
     ])  # fmt: skip
-    scenario.wait_job_state(run, "/g09/first", "Running", timeout=60)
+    # first's script started (its marker), not its Running status: a loaded run saw a 1 s job's
+    # Running never stored or never seen (D04's quick, Succeeded with no Running seen in 60 s)
+    wait_until(lambda: scenario.script_runs(vm, "first") == 1, timeout=60, what="the script of /g09/first started")
 
     held = scenario.emulator.hold_watch_events("jobruns", run)
     wait_until(
