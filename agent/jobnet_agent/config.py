@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import List, Optional
+
+from jobnet_agent.frozen import Frozen, init_fields
 
 DEFAULT_STATE_DIR = "~/.jobnet/state"
 DEFAULT_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
@@ -17,20 +18,50 @@ class ConfigError(Exception):
     """Unusable settings; the message names what is wrong."""
 
 
-@dataclasses.dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(Frozen):
     state_dir: str
-    boot_id_file: str = DEFAULT_BOOT_ID_FILE
-    grace_seconds: float = 10.0
-    heartbeat_seconds: float = 5.0
-    max_output_bytes: int = 64 * 1024 * 1024
-    tail_bytes: int = 1024 * 1024
-    retention_seconds: float = 7 * 24 * 3600.0
-    log_file: Optional[str] = None
-    poll_seconds: float = 0.5
-    sweep_seconds: float = 1.0
-    start_timeout_seconds: float = 10.0
-    compact_threshold_bytes: int = DEFAULT_COMPACT_THRESHOLD_BYTES
+    boot_id_file: str
+    grace_seconds: float
+    heartbeat_seconds: float
+    max_output_bytes: int
+    tail_bytes: int
+    retention_seconds: float
+    log_file: Optional[str]
+    poll_seconds: float
+    sweep_seconds: float
+    start_timeout_seconds: float
+    compact_threshold_bytes: int
+
+    def __init__(
+        self,
+        state_dir: str,
+        boot_id_file: str = DEFAULT_BOOT_ID_FILE,
+        grace_seconds: float = 10.0,
+        heartbeat_seconds: float = 5.0,
+        max_output_bytes: int = 64 * 1024 * 1024,
+        tail_bytes: int = 1024 * 1024,
+        retention_seconds: float = 7 * 24 * 3600.0,
+        log_file: Optional[str] = None,
+        poll_seconds: float = 0.5,
+        sweep_seconds: float = 1.0,
+        start_timeout_seconds: float = 10.0,
+        compact_threshold_bytes: int = DEFAULT_COMPACT_THRESHOLD_BYTES,
+    ) -> None:
+        init_fields(
+            self,
+            state_dir=state_dir,
+            boot_id_file=boot_id_file,
+            grace_seconds=grace_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            max_output_bytes=max_output_bytes,
+            tail_bytes=tail_bytes,
+            retention_seconds=retention_seconds,
+            log_file=log_file,
+            poll_seconds=poll_seconds,
+            sweep_seconds=sweep_seconds,
+            start_timeout_seconds=start_timeout_seconds,
+            compact_threshold_bytes=compact_threshold_bytes,
+        )
 
     @property
     def agent_log_path(self) -> str:
@@ -54,8 +85,7 @@ class AgentConfig:
         return args
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tunable:
+class _Tunable(Frozen):
     """A number option of the agent: ``--<name with dashes>``, checked against ``minimum``."""
 
     name: str
@@ -64,6 +94,9 @@ class _Tunable:
     #: whether the minimum itself is allowed
     inclusive: bool
     help: str
+
+    def __init__(self, name: str, kind: type, minimum: float, inclusive: bool, help: str) -> None:
+        init_fields(self, name=name, kind=kind, minimum=minimum, inclusive=inclusive, help=help)
 
 
 _TUNABLES = (

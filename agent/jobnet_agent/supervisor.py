@@ -27,7 +27,6 @@ every journal writer), so any process that records a kill reaches the job.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -118,11 +117,11 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-@dataclasses.dataclass
 class _Kill:
-    reason: str  # "stop" or "timeout"
-    kill_at: float  # monotonic time of the SIGKILL
-    sigkill_sent: bool = False
+    def __init__(self, reason: str, kill_at: float) -> None:
+        self.reason = reason  # "stop" or "timeout"
+        self.kill_at = kill_at  # monotonic time of the SIGKILL
+        self.sigkill_sent = False
 
 
 class _Leader:

@@ -496,6 +496,23 @@ def test_replace_copies_a_record_and_refuses_unknown_fields() -> None:
         record.replace(colour="red")
 
 
+def test_records_behave_as_frozen_dataclasses_did() -> None:
+    """The agent's value classes (:class:`jobnet_agent.frozen.Frozen`, no ``dataclasses`` at a
+    process's start): equal and hashed by their fields, only within one class, shown with them,
+    and never changed in place."""
+    same = JobKey("r1", "/net/a", 1)
+
+    assert same == KEY and hash(same) == hash(("r1", "/net/a", 1)) and {same: 1}[KEY] == 1
+    assert KEY != JobKey("r1", "/net/a", 2) and KEY != ("r1", "/net/a", 1)
+    assert repr(KEY) == "JobKey(run='r1', path='/net/a', attempt=1)"
+    assert JobRecord._fields[:3] == ("key", "state", "seq") and len(JobRecord._fields) == 21
+    with pytest.raises(AttributeError, match="cannot assign to field 'run'"):
+        KEY.run = "r2"
+    with pytest.raises(AttributeError, match="cannot delete field 'state'"):
+        del JobRecord(key=KEY, state="accepted").state
+    assert KEY.run == "r1"
+
+
 def test_a_follower_of_kills_only_is_woken_only_for_records_with_a_kill(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     os.close(journal.claim(KEY, _spec(), lambda: JobRecord(key=KEY, state="accepted"))[1] or -1)
