@@ -454,21 +454,21 @@ def test_a_watched_event_is_sent_as_the_record_would_send_it(tmp_path: Path) -> 
 )
 def test_a_watched_event_leaves_as_stored_and_equals_the_decoded_message(tmp_path: Path, record: JobRecord) -> None:
     from jobnet_agent.jobdir import stored_json
-    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+    from jobnet_agent.protocol import _stored_entry_pattern, stored_event, watched_event
 
     line = b'{"seq":%d,"record":%s}' % (record.seq, stored_json(record))
-    assert _STORED_ENTRY.fullmatch(line), "a record stored today takes the undecoded path"
+    assert _stored_entry_pattern().fullmatch(line), "a record stored today takes the undecoded path"
     assert watched_event(line) == (record.seq, encode(stored_event(json.loads(line)["record"])))
 
 
 def test_a_watched_event_stored_otherwise_is_decoded_and_a_marker_is_none() -> None:
-    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+    from jobnet_agent.protocol import _stored_entry_pattern, stored_event, watched_event
 
     stored = JobRecord(key=KEY, state="running", seq=4, pid=9).to_stored()
     older = json.dumps({"seq": 4, "record": {k: v for k, v in stored.items() if k != "_pidStartTicks"}}).encode()
     reordered = json.dumps({"seq": 4, "record": dict(reversed(list(stored.items())))}).encode()
     for line in (older, reordered):
-        assert not _STORED_ENTRY.fullmatch(line)
+        assert not _stored_entry_pattern().fullmatch(line)
         assert watched_event(line) == (4, encode(stored_event(json.loads(line)["record"])))
     assert watched_event(b'{"seq":9}') is None
     with pytest.raises(ValueError):
