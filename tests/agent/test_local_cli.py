@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobnet_agent import __version__, cli
-from jobnet_agent.bundle import build_zipapp
+from jobnet_agent.bundle import build_zipapp, cached_zipapp, sources_digest
 from jobnet_agent.config import AgentConfig, from_options, plain_options
 from tests.agent.conftest import (
     AGENT_PYTHON,
@@ -255,6 +255,16 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     assert first.read_bytes().startswith(b"#!/usr/bin/env python3\n") and first.stat().st_mode & 0o111
     assert version.returncode == 0 and __version__ in version.stdout
+
+
+def test_a_cached_zipapp_is_built_once_per_version_of_the_sources(tmp_path: Path) -> None:
+    first = cached_zipapp(tmp_path)
+    built = first.stat()
+    again = cached_zipapp(tmp_path)  # a restarted operator: read, not compiled again
+
+    assert again == first and again.stat().st_ino == built.st_ino and again.stat().st_mtime_ns == built.st_mtime_ns
+    assert sources_digest()[:16] in first.name and __version__ in first.name
+    assert first.read_bytes() == build_zipapp(tmp_path / "fresh.pyz").read_bytes()
 
 
 def test_zipapp_modules_load_from_its_bytecode_on_the_building_python(tmp_path: Path) -> None:

@@ -473,7 +473,7 @@ def test_the_agent_zipapp_is_made_at_start_in_a_worker_thread(monkeypatch: pytes
     zipapp.write_bytes(b"PK agent")
     made_in: list[threading.Thread] = []
 
-    def made(cache_dir: Path) -> tuple[Path, str]:
+    def made(cache_dir: Path | None = None) -> tuple[Path, str]:
         made_in.append(threading.current_thread())
         return zipapp, "0.0.1"
 

@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import kopf
@@ -933,7 +931,7 @@ class JobRunRuntime:
 
     def installer(self) -> AgentInstaller:
         if self._installer is None:
-            zipapp, version = default_zipapp(Path(tempfile.mkdtemp(prefix="jobnet-agent-")))
+            zipapp, version = default_zipapp()
             self._installer = AgentInstaller(zipapp, version)
         return self._installer
 
