@@ -1,9 +1,9 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path, failed or held annotation patches, one client cut off) built on the emulator's request
-interceptors, a record of one client's requests, watch events of one object held back and
-released later in order (:class:`HeldWatchEvents`), and with RBAC helpers: :func:`grant` and
-:func:`bind` give a user, group or ServiceAccount permissions."""
+path, answers lost after the request was served, failed or held annotation patches, one client
+cut off) built on the emulator's request interceptors, a record of one client's requests, watch
+events of one object held back and released later in order (:class:`HeldWatchEvents`), and with
+RBAC helpers: :func:`grant` and :func:`bind` give a user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
 
@@ -129,6 +129,24 @@ class EmulatorServer(product.EmulatorServer):
 
         self.call(self.api.interceptors.insert, 0, record)
         return seen
+
+    def lose_answers(self, method: str, path: str, count: int) -> list[int]:
+        """The next ``count`` ``method`` requests for ``path`` are served (stored) but their
+        answer is lost: the connection drops before it is sent. Returns [how many were lost]."""
+        lost = [0]
+
+        async def serve_then_drop(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.method != method or raw.path != path or lost[0] >= count:
+                return None
+            lost[0] += 1
+            with contextlib.suppress(ApiError):  # a refusal's answer is lost the same way
+                await self.api._dispatch(raw, await raw.read())
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise ConnectionResetError("answer lost (test fault)")
+
+        self.call(self.api.interceptors.append, serve_then_drop)
+        return lost
 
     def fail_next(self, path: str, count: int) -> None:
         """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""
