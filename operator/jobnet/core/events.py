@@ -200,7 +200,12 @@ def implied_events(status: Mapping[str, Any], not_before: float) -> list[Implied
     keeps no trace of them that names one occurrence)."""
     entries: Mapping[str, Any] = status.get("jobs") or {}
     jobnets = {path.rpartition("/")[0] for path in entries}
-    jobs = {path: JobMark.of_status(path, entry) for path, entry in entries.items() if path not in jobnets}
+    # Only the jobs whose state has an Event (a 10,000-job run is mostly Succeeded jobs).
+    jobs = {
+        path: JobMark.of_status(path, entry)
+        for path, entry in entries.items()
+        if entry.get("state") in DERIVED_JOB_REASONS and path not in jobnets
+    }
     implied: list[ImpliedEvent] = []
     for job in jobs.values():
         reason, at = job.event_reason, job.at
@@ -209,7 +214,7 @@ def implied_events(status: Mapping[str, Any], not_before: float) -> list[Implied
         implied.append(ImpliedEvent(*_job_event(job, reason), identity=(reason, *job.identity()), at=at))
     implied.sort(key=lambda event: event.at)
     run = RunMark.of_status(status, jobs)
-    if run.phase == RunPhase.FAILED and not jobs and status.get("reason") and run.finished_at is not None:
+    if run.phase == RunPhase.FAILED and not entries and status.get("reason") and run.finished_at is not None:
         # The run never started (an invalid JobNet): the start's Event says why (kube/app.py).
         if (from_rfc3339(run.finished_at) or 0.0) >= not_before:
             implied.append(
