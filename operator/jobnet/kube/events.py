@@ -110,6 +110,7 @@ class EventPoster:
         the next leader posts again what the runs' status implies."""
         if self._worker is not None:
             self._worker.cancel()
+            self._worker = None  # the next post starts a new one (a new term)
         self._drop()
 
     def _drop(self) -> None:
