@@ -29,7 +29,8 @@ first job's accepted and started lines).
 
 Needs root, ip netns and OpenSSH (like tests/vm). From the repository root:
 ``python3 benchmarks/bench_shapes.py [--runs 5] [--idle 2] [--fanout-vms 4] [--fanout-jobs 1000]``
-(``--shapes chain --warm-only --fanout-vms 0``: the warm chain alone, for A/B comparisons).
+(``--shapes chain --warm-only --fanout-vms 0``: the warm chain alone, for A/B comparisons;
+``--cold-only --fanout-vms 0``: the cold runs and their breakdown alone).
 
 The API emulator runs in a process of its own, as a real API server (``_emulator_process.py``).
 """
@@ -241,6 +242,11 @@ def main() -> int:
         "--shapes", default=",".join(SHAPES), help=f"the shapes measured, comma-separated (default {','.join(SHAPES)})"
     )
     parser.add_argument("--warm-only", action="store_true", help="only the warm runs (no after-idle or cold runs)")
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only the cold runs (after one warm-up run; no warm or after-idle runs)",
+    )
     args = parser.parse_args()
     if missing := missing_requirements():
         print(f"skipped: {missing}")
@@ -254,12 +260,13 @@ def main() -> int:
             label = f"chain of {CHAIN}" if shape == "chain" else f"fan-out of {FANOUT} + join"
             print(f"{label} (target <= {TARGETS[shape]:.2f} s; Airflow 3.3.2 + SSHOperator: {AIRFLOW[shape]} s):")
             runner.run(shape)  # warm-up: the agent is installed on the VM
-            warm = runner.warm(shape, args.runs, vm_cpu)
-            print(f"  warm:       {summary(warm)}")
+            if not args.cold_only:
+                warm = runner.warm(shape, args.runs, vm_cpu)
+                print(f"  warm:       {summary(warm)}")
             if args.warm_only:
                 continue
             idle = []
-            for _ in range(args.runs):
+            for _ in range(0 if args.cold_only else args.runs):
                 time.sleep(args.idle)  # the condition measured, not a synchronisation
                 idle.append(runner.run(shape))
             cold = []
@@ -273,7 +280,8 @@ def main() -> int:
                 cold_logs.append(
                     (runner.stored_at, scenario.operator_log()[logs[0] :], scenario.agent_log(vms[0])[logs[1] :])
                 )
-            print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
+            if idle:
+                print(f"  after idle: {summary(idle)} ({args.idle:g} s idle before each)")
             cpu_after = vm_cpu.seconds()
             print(f"  cold:       {summary(cold)} (operator restarted before each)")
             if vm_cpu.available:

@@ -1,8 +1,12 @@
 """Getting jobs to a supervising process: serve's side of the hand-over, and the message.
 
-Each ``serve`` starts one *supervising process* ahead of time (``jobnet-agent supervise
---channel-fd N``, :mod:`jobnet_agent.supervisor`) and hands it every job it accepts, so a launch
-costs a message and one fork+exec of the job's ``/bin/sh`` wrapper, not a Python process. The
+Each ``serve`` starts one *supervising process* ahead of time (:mod:`jobnet_agent.supervisor`) and
+hands it every job it accepts, so a launch costs a message and one fork+exec of the job's
+``/bin/sh`` wrapper, not a Python process. The first one is a fork of ``serve`` taken before
+serve starts a thread (:func:`fork_supervising_process`): the agent is imported already, so it is
+ready within milliseconds, where a new interpreter (``jobnet-agent supervise --channel-fd N``,
+:func:`start_supervising_process`) takes a Python start-up; the later ones (a replacement, one
+for a job alone) are started that way, as serve then has threads. The
 hand-over is one SOCK_SEQPACKET message: what to do (start or adopt), the job directory, and the
 job's supervisor lock (held) plus, for a start, the write end of its readiness pipe as SCM_RIGHTS,
 so the lock changes hands without ever being free (:func:`send_job`, :func:`receive_job`).
@@ -16,16 +20,18 @@ the job ended) and a new one is prepared for the next launches.
 from __future__ import annotations
 
 import array
+import gc
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 import jobnet_agent
 from jobnet_agent.config import AgentConfig
+from jobnet_agent.procfs import SUPERVISING_PROCESS_NAME, name_this_process
 
 #: What a hand-over asks for: start an accepted job, or adopt a running one whose supervisor died.
 START = b"S"
@@ -64,6 +70,75 @@ def start_supervising_process(config: AgentConfig) -> socket.socket:
     return ours
 
 
+def fork_supervising_process(config: AgentConfig) -> socket.socket:
+    """Start the supervising process as a fork of this process, connected by a socket pair;
+    returns this side's end at once (hand-overs wait in the socket until it reads them).
+
+    Only while the caller is the process's one thread: a fork copies every lock as it is, held
+    by a thread that does not exist in the child. The child detaches as
+    :func:`start_supervising_process`'s does (its own session, SIGHUP ignored, stdin from
+    /dev/null, reparented to init) and holds nothing of serve's: not the SSH channel's stdin and
+    stdout, no file serve opened (a shared file description would keep serve's locks)."""
+    assert threading.active_count() == 1, "a fork of a threaded process copies locks other threads hold"
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    serve_pid = os.getpid()
+    # Every object so far (the agent's modules, mostly) is left alone by the collector from now
+    # on, in both processes: a full collection would write to every one of them, copying each
+    # page the two share; and the child must never free one of serve's (a file object would
+    # close its fd number, by then another file's).
+    gc.freeze()
+    try:
+        pid = os.fork()
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        _supervise_in_fork(config, ours, theirs, serve_pid)
+    theirs.close()
+    # The first child leaves once it forked the supervising process: reaped off serve's way (on a
+    # busy VM it may not run for tens of milliseconds).
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+    return ours
+
+
+def _supervise_in_fork(config: AgentConfig, ours: socket.socket, theirs: socket.socket, serve_pid: int) -> NoReturn:
+    """The child of :func:`fork_supervising_process`: detach, drop serve's files, supervise, and
+    leave without returning into serve's code (nor running its cleanups)."""
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        # First: until it has, it looks like serve to anyone reading /proc (a kill of serve's).
+        # What serve runs from comes first (the zipapp's file, which the process may still import
+        # from: `pgrep -af <file>` before deleting an old build's file, docs/operations.md).
+        argv = [sys.argv[0], "supervise", f"(forked from serve {serve_pid})", "--state-dir", config.state_dir]
+        name_this_process(SUPERVISING_PROCESS_NAME, argv)
+        ours.close()
+        null = os.open(os.devnull, os.O_RDWR)
+        log_fd = os.open(config.agent_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(log_fd, 2)  # a crashing supervising process's traceback lands in the agent log
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 2 and int(name) != theirs.fileno():
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass  # the listing's own fd, closed by now
+        from jobnet_agent.supervisor import run_forked_supervisor
+
+        code = run_forked_supervisor(config, theirs)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
 class SupervisingProcess:
     """serve's supervising process: started ahead of time, replaced when it died.
 
@@ -79,6 +154,19 @@ class SupervisingProcess:
         self._started = threading.Condition(self._lock)
         self._channel: Optional[socket.socket] = None
         self._preparing = False
+
+    def fork(self) -> None:
+        """Start the supervising process as a fork of serve, unless it runs or is on its way.
+        Only for serve's main thread while it has no other (before its first thread starts)."""
+        with self._lock:
+            if self._channel is not None or self._preparing:
+                return
+        try:
+            channel = fork_supervising_process(self._config)
+        except OSError:
+            return  # no process left to fork: the first launch starts one as after a death
+        with self._lock:
+            self._channel = channel
 
     def prepare(self) -> None:
         """Start the supervising process in the background unless it runs or is on its way."""

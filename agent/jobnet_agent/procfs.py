@@ -7,7 +7,7 @@ job still runs: a wrong "alive" adopts a stranger, a wrong "gone" reports a live
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from jobnet_agent.durable import read_whole
 
@@ -63,3 +63,35 @@ def group_alive(pgid: int) -> bool:
         if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
+
+
+#: The supervising process's name in ``/proc/<pid>/comm`` (what ``ps -o comm``, ``top`` and
+#: ``pgrep`` show; the kernel keeps 15 bytes): how the devenv, the tests and a person tell it from
+#: ``serve``, whichever way it was started (a fork of ``serve`` keeps serve's command line).
+SUPERVISING_PROCESS_NAME = "jobnetsupervise"
+
+
+def name_this_process(name: str, argv: Optional[Sequence[str]] = None) -> None:
+    """Give this process a name of its own: ``name`` in ``/proc/self/comm``, and ``argv`` in its
+    command line (``/proc/self/cmdline``: ``ps -f``, ``ps aux``) as far as the room of the one it
+    was started with allows (the kernel reads the command line from the memory it was passed in,
+    which this process may write through ``/proc/self/mem``: what setproctitle does). A fork keeps
+    its parent's name and command line; this is how it stops looking like its parent. Best effort:
+    a /proc that refuses either write leaves that one as it was."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
+    fields = _stat_fields("self") if argv is not None else None
+    if argv is None or fields is None or len(fields) < 47:  # arg_start and arg_end: fields 48 and 49 (Linux 3.5)
+        return
+    start, end = int(fields[45]), int(fields[46])
+    title = b"".join(arg.encode("utf-8", "replace") + b"\0" for arg in argv)[: end - start - 1]
+    try:
+        with open("/proc/self/mem", "r+b", buffering=0) as memory:
+            memory.seek(start)
+            # Padded with NULs to the old end: its last byte NUL, the kernel reads argv as written.
+            memory.write(title.ljust(end - start, b"\0"))
+    except (OSError, ValueError, OverflowError):
+        pass

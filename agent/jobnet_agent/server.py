@@ -133,7 +133,10 @@ class Server:
         """Serve until the channel ends; the one place where serve decides to leave."""
         self.log.line(f"serve started (agent {__version__}, protocol {PROTOCOL_VERSION}, boot id {self.boot_id})")
         self._repair()
-        self._supervising.prepare()
+        # A fork, not a new interpreter: serve has imported the agent already. Now, while serve
+        # has no other thread: the first ones start below. After the repair: the supervising
+        # process reads the journal from its end, which a repair after a reboot may cut.
+        self._supervising.fork()
         self._detector.sweep()
         self._collect_garbage()
         threading.Thread(target=self._heartbeats, daemon=True).start()

@@ -1,10 +1,11 @@
 """The supervising process: starts the jobs serve hands it, pumps their output, enforces timeouts
 and kills, records their ends. One per serve, long-lived, single-threaded.
 
-Started by serve (``jobnet-agent supervise --channel-fd N``, :mod:`jobnet_agent.handover`) fully
-detached: its own session, stdin from /dev/null, never a child of serve (reparented to init by a
-fork). It reads hand-overs from its channel; it leaves once serve is gone (end of the channel) and
-its last job ended. It holds each of its jobs' ``supervisor.lock`` while it supervises the job
+Started by serve (:mod:`jobnet_agent.handover`: serve's first one a fork of serve, a later one
+``jobnet-agent supervise --channel-fd N``) fully detached: its own session, stdin from /dev/null,
+never a child of serve (reparented to init by a fork), named ``jobnetsupervise``. It reads
+hand-overs from its channel; it leaves once serve is gone (end of the channel) and its last job
+ended. It holds each of its jobs' ``supervisor.lock`` while it supervises the job
 (serve uses that lock to know whether a job's supervisor lives).
 
 Each script runs under a tiny ``/bin/sh`` wrapper (:func:`jobnet_agent.endrule.wrapper_command`),
@@ -27,7 +28,6 @@ every journal writer), so any process that records a kill reaches the job.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -50,7 +50,13 @@ from jobnet_agent.jobdir import JobDir
 from jobnet_agent.journal import GroupCommit, Journal
 from jobnet_agent.log import AgentLog
 from jobnet_agent.output import CappedWriter
-from jobnet_agent.procfs import group_alive, process_alive, process_start_ticks
+from jobnet_agent.procfs import (
+    SUPERVISING_PROCESS_NAME,
+    group_alive,
+    name_this_process,
+    process_alive,
+    process_start_ticks,
+)
 from jobnet_agent.protocol import (
     ACCEPTED,
     FAILED_TO_START,
@@ -118,11 +124,11 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-@dataclasses.dataclass
 class _Kill:
-    reason: str  # "stop" or "timeout"
-    kill_at: float  # monotonic time of the SIGKILL
-    sigkill_sent: bool = False
+    def __init__(self, reason: str, kill_at: float) -> None:
+        self.reason = reason  # "stop" or "timeout"
+        self.kill_at = kill_at  # monotonic time of the SIGKILL
+        self.sigkill_sent = False
 
 
 class _Leader:
@@ -694,6 +700,7 @@ def run_supervise_command(config: AgentConfig, channel_fd: Optional[int]) -> int
         sys.stderr.write("jobnet-agent supervise: needs --channel-fd (it is started by serve)\n")
         return 2
     detach()
+    name_this_process(SUPERVISING_PROCESS_NAME)  # its command line is its own already
     _raise_fd_limit()
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=channel_fd)
     try:
@@ -703,3 +710,11 @@ def run_supervise_command(config: AgentConfig, channel_fd: Optional[int]) -> int
             sys.stderr.write(f"jobnet-agent supervise: channel fd {channel_fd} is not open\n")
             return 2
         raise
+
+
+def run_forked_supervisor(config: AgentConfig, channel: socket.socket) -> int:
+    """The supervising process forked from serve (:func:`jobnet_agent.handover.fork_supervising_process`:
+    detached and named already)."""
+    signal.signal(signal.SIGHUP, _ignore_signal)
+    _raise_fd_limit()
+    return Supervisor(config, channel).run()

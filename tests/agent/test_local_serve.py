@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from jobnet_agent.procfs import SUPERVISING_PROCESS_NAME
 from tests.agent.conftest import (
     AGENT_PYTHON,
     Agent,
     AgentDirs,
     agent_env,
+    agent_process_pids,
     key_text,
     new_key,
     pid_alive,
@@ -443,9 +445,27 @@ def test_pipelined_launches_are_all_answered_and_a_launch_is_visible_before_its_
         assert agent.wait_state(key, "exited")["exitCode"] == 0
 
 
-def test_launches_right_after_serve_starts_wait_for_the_supervising_process(agent: Agent, dirs: AgentDirs) -> None:
-    """The first launches of a fan-out come while the supervising process is still starting: they
-    wait for it (bounded) and it supervises them all, instead of each starting a Python process."""
+def test_launches_right_after_serve_starts_share_its_supervising_process(agent: Agent, dirs: AgentDirs) -> None:
+    """The first launches of a fan-out come right after serve started: one supervising process
+    takes them all, instead of each starting a Python process."""
+    script = dirs.script("hold.sh", "sleep 30\n")
+    keys = [new_key(f"/net/fan{i}") for i in range(4)]
+    ids = [agent.send("launch", key=key, script=script, args=[], env={}) for key in keys]
+    records = [agent.response(request_id)["result"]["record"] for request_id in ids]
+    assert all(record["state"] == "running" for record in records), records
+    assert len(set(supervisor_pids(dirs.state))) == 1
+    for record in records:
+        os.killpg(record["pgid"], signal.SIGKILL)
+
+
+def test_launches_while_a_new_supervising_process_starts_wait_for_it(agent: Agent, dirs: AgentDirs) -> None:
+    """The supervising process died: the next one is started as an interpreter of its own (serve
+    has threads now, so no fork), and launches that come meanwhile wait for it (bounded) instead
+    of each starting a Python process."""
+    agent.call("hello", protocol=1, client="test")
+    [forked] = wait_until(lambda: supervising_processes(dirs.state), what="serve's supervising process")
+    os.kill(forked, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(forked), what="the supervising process to die")
     script = dirs.script("hold.sh", "sleep 30\n")
     keys = [new_key(f"/net/fan{i}") for i in range(4)]
     ids = [agent.send("launch", key=key, script=script, args=[], env={}) for key in keys]
@@ -454,8 +474,51 @@ def test_launches_right_after_serve_starts_wait_for_the_supervising_process(agen
     [supervisor] = set(supervisor_pids(dirs.state))
     argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
     assert b"supervise" in argv and b"--channel-fd" in argv, argv
+    assert Path(f"/proc/{supervisor}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
     for record in records:
         os.killpg(record["pgid"], signal.SIGKILL)
+
+
+def supervising_processes(state_dir: Path) -> list[int]:
+    """The live supervising processes of a state dir, by their name."""
+    return [
+        pid
+        for pid in agent_process_pids(state_dir)
+        if Path(f"/proc/{pid}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
+    ]
+
+
+def _proc_status(pid: int, field: str) -> str:
+    [line] = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":")]
+    return line.split(":", 1)[1].strip()
+
+
+def test_the_supervising_process_is_a_detached_fork_of_serve_with_a_name_of_its_own(
+    agent: Agent, dirs: AgentDirs
+) -> None:
+    """serve forks its supervising process after its imports (no second interpreter start). The
+    fork must not look like serve (the devenv, the chaos faults and a person's ps tell the two
+    apart by name), and must hold nothing of serve's: not the channel (an SSH channel whose
+    stdout a live process holds never sees its end), nor its session."""
+    agent.launch(new_key(), dirs.script("hold.sh", "sleep 30\n"))
+    [supervisor] = supervisor_pids(dirs.state)
+    serve = agent.proc.pid
+
+    assert Path(f"/proc/{supervisor}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
+    argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    # What serve runs from first (python3 -m jobnet_agent here; the zipapp's file on a VM).
+    assert argv[0].endswith(b"/jobnet_agent/__main__.py"), argv
+    assert argv[1:] == [b"supervise", f"(forked from serve {serve})".encode(), b"--state-dir", bytes(dirs.state)]
+    assert b"serve" in Path(f"/proc/{serve}/cmdline").read_bytes().split(b"\0"), "serve's own is untouched"
+    assert os.getsid(supervisor) not in (os.getsid(serve), os.getsid(0))
+    assert int(_proc_status(supervisor, "PPid")) != serve
+    # SIGHUP has a handler: SIG_IGN would be inherited by the jobs.
+    assert int(_proc_status(supervisor, "SigCgt"), 16) & 1 << (signal.SIGHUP - 1)
+    serve_channel = {os.readlink(f"/proc/{serve}/fd/{fd}") for fd in (0, 1, 2)}
+    held = {os.readlink(f"/proc/{supervisor}/fd/{fd}") for fd in os.listdir(f"/proc/{supervisor}/fd")}
+    assert os.readlink(f"/proc/{supervisor}/fd/0") == os.devnull
+    assert os.readlink(f"/proc/{supervisor}/fd/2") == str(dirs.agent_log)
+    assert not held & serve_channel, held
 
 
 def test_the_supervising_process_outlives_serve_until_its_last_job_ended(dirs: AgentDirs) -> None:

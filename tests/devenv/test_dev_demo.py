@@ -69,6 +69,15 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def log_tail(path: Path, lines: int = 150) -> str:
+    """A log's last lines without kopf's DEBUG chatter: what a failed demo did, kept in the
+    message (pytest removes old tmp_paths; the demo keeps the VM's agent log beside its own)."""
+    if not path.exists():
+        return f"(no {path.name} at {path})"
+    kept = [line for line in path.read_text(errors="replace").splitlines() if "[DEBUG" not in line]
+    return f"{path.name}, last lines:\n" + "\n".join(kept[-lines:])
+
+
 def skip_unless_a_dev_vm_can_run() -> None:
     reason = missing_requirements()
     if reason:
@@ -87,7 +96,10 @@ def test_dev_demo_runs_the_examples_settles_a_stuck_job_and_cleans_up(tmp_path: 
     result = run_dev("--demo", "--workdir", str(tmp_path / "dev"), cwd=REPO)
     out = result.stdout
 
-    assert result.returncode == 0, f"exit {result.returncode}\n{out}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n{out}\n{result.stderr}\n{log_tail(tmp_path / 'dev' / 'operator.log')}\n"
+        f"{log_tail(tmp_path / 'dev' / 'agent.log')}"
+    )
     assert "jobnet dev --demo: OK" in out
     assert re.search(r"^== Watch it in the browser: http://127\.0\.0\.1:\d+/ \(jobnet console", out, re.MULTILINE), out
     assert re.search(r"^hello-\w+ +hello +Succeeded +1/1 ", out, re.MULTILINE), out

@@ -20,7 +20,6 @@ is proven.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import pytest
 from jobnet.core.agentproto import key_text
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
-from tests.support.vm import NamespaceVM
+from tests.support.vm import NamespaceVM, operator_connections, wait_connections_gone
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -50,6 +49,8 @@ class CutRun:
     net: NamespaceVM
     ctl: NamespaceVM
     run: str
+    #: the operator log's length when the fault was injected (its lines come after)
+    log_at_fault: int = 0
 
     def path(self, job: str) -> str:
         return f"/{self.name}/{job}"
@@ -74,6 +75,7 @@ class CutRun:
         self.scenario.wait_job_state(self.run, self.path("warmup"), "Succeeded", timeout=60)
         self.scenario.wait_job_state(self.run, self.path("gate"), "Running", timeout=60)
         assert operator_connections(self.net), f"no open connection to {self.net.netns} to break"
+        self.log_at_fault = len(self.scenario.operator_log())
         if fault == "cut":
             self.net.cut()
         else:
@@ -91,12 +93,7 @@ class CutRun:
     def wait_old_connection_gone(self) -> None:
         """Until the kernel has given up the connection the launch left on: after that, nothing
         queued before the cut can reach the VM when the link comes back."""
-        wait_until(
-            lambda: not operator_connections(self.net),
-            timeout=30,
-            what=f"no TCP connection left to {self.net.address}:22",
-            describe=lambda: "\n".join(operator_connections(self.net)),
-        )
+        wait_connections_gone(self.net)
 
     @property
     def net_host(self) -> str:
@@ -142,19 +139,6 @@ def start_cut_run(
     return CutRun(scenario, name, net, ctl, run)
 
 
-def operator_connections(vm: NamespaceVM) -> list[str]:
-    """The host's TCP connections to the VM's sshd that the kernel still keeps (any state but
-    TIME-WAIT): while one exists, bytes queued before a cut could still reach the VM."""
-    out = subprocess.run(
-        ["ss", "-Htn", "state", "all", "dst", f"{vm.address}:22"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    ).stdout
-    return [line for line in out.splitlines() if line.strip() and not line.startswith("TIME-WAIT")]
-
-
 def wait_for_file(path: Path) -> str:
     """Shell lines that wait (bounded) until ``path`` exists, and fail if it never does."""
     return f"""\
@@ -181,7 +165,7 @@ def test_C01_cut_before_launch_reaches_agent_no_retry_stuck_then_annotate_ready_
         # The launch left on the open connection and no answer came: the operator cannot know
         # whether the agent got it, so it does not guess Failed.
         assert job["reason"] == "LaunchOutcomeUnknown" and job["attempt"] == 1, job
-        scenario.wait_operator_log(rf"agent channel to {re.escape(cut.net_host)} lost")  # the SSH failure
+        scenario.wait_connection_given_up(cut.net, since=cut.log_at_fault)  # the SSH failure
         cut.wait_old_connection_gone()
     finally:
         log_offset = len(scenario.operator_log())

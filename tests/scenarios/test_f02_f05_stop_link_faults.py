@@ -1,8 +1,9 @@
 """F02-F05: a force stop meets a broken link between the operator and the VM.
 
 * F02: the link is cut before the kill request reaches the agent: Stuck StopOutcomeUnknown, the
-  agent never saw a kill and the script still runs; once the link is back, stopping again
-  delivers the kill: Stopped.
+  agent never saw a kill and the script still runs; once the link is back (restored after the
+  connection the kill was written on is gone: before, TCP would deliver it, which is F03), stopping
+  again delivers the kill: Stopped.
 * F03: only the agent's answers are lost (``vm.drop("out")``): the kill reaches the agent and the
   job dies, but the operator cannot know: Stuck until known; resolved to Stopped when the link
   returns (Auto), or a person annotates it Stopped (Manual). The agent holds the kill it received
@@ -26,7 +27,7 @@ import pytest
 from tests.support.agentenv import set_agent_env
 from tests.support.netutil import wait_until
 from tests.support.scenario import Scenario
-from tests.support.vm import NamespaceVM, process_gone
+from tests.support.vm import NamespaceVM, process_gone, wait_connections_gone
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
@@ -132,6 +133,7 @@ class StopFault:
 
 def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped(scenario: Scenario) -> None:
     fault = StopFault(scenario, "f02")
+    log_before_cut = len(scenario.operator_log())
     fault.vm.cut()
     fault.stop()
 
@@ -140,9 +142,15 @@ def test_F02_cut_before_the_kill_reached_the_agent_stuck_then_stop_again_stopped
 
     assert fault.kill_lines() == [], "the agent must never have seen the kill"
     assert not process_gone(fault.pid), "the script still runs"
-    # Restore only once the operator gave the old connection up: otherwise TCP would still carry
-    # the kill it had written to the agent, which is the other scenario (F03).
-    scenario.wait_operator_log(r"host=\S+ agent unreachable", timeout=60)
+    # Restore only once the connection the kill was written to is gone. The job goes Stuck when
+    # the kill's answer is overdue, which can be before the kernel gives the connection up (its
+    # unanswered data older than the dead-connection timeout) or the operator resets it (heartbeat
+    # lost); restored before that, TCP still delivers the kill, which is the other scenario (F03:
+    # the agent reports it and the job is resolved). The operator gave the channel up (a new
+    # connection failed, logged after the cut: the setup's own lines must not count), and the
+    # kernel keeps nothing that could still reach the VM.
+    scenario.wait_operator_log(r"host=\S+ agent unreachable", timeout=60, since=log_before_cut)
+    wait_connections_gone(fault.vm)
     opened = fault.channels_opened()
     fault.vm.restore()
     fault.wait_reconnected(opened)

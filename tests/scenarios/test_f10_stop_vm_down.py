@@ -20,9 +20,11 @@ def test_F10_stop_while_vm_down_is_stuck_host_down_then_annotate_failed(scenario
     vm = scenario.vm()
     run = scenario.run_long_work(vm, "f10")
 
+    log_before_crash = len(scenario.operator_log())
     vm.crash()
     vm.cut()
-    scenario.wait_operator_log(r"host=\S+ agent unreachable: ", timeout=30)  # the operator knows the VM is gone
+    # the operator knows the VM is gone (a line from before the crash would not say so)
+    scenario.wait_operator_log(r"host=\S+ agent unreachable: ", timeout=30, since=log_before_crash)
     scenario.annotate(run, "jobnet.dev/stop", "/f10/work")
 
     scenario.wait_job_state(run, "/f10/work", "Stuck", timeout=60)
@@ -57,9 +59,10 @@ def test_F10_vm_back_after_the_stop_stuck_job_auto_resolved_failed_host_rebooted
     vm = scenario.vm()
     run = scenario.run_long_work(vm, "f10", followers=())
 
+    log_before_crash = len(scenario.operator_log())
     vm.crash()
     vm.cut()
-    scenario.wait_operator_log(r"host=\S+ agent unreachable: ", timeout=30)
+    scenario.wait_operator_log(r"host=\S+ agent unreachable: ", timeout=30, since=log_before_crash)
     scenario.annotate(run, "jobnet.dev/stop", "/f10/work")
     scenario.wait_job_state(run, "/f10/work", "Stuck", timeout=60)
     assert scenario.job(run, "/f10/work")["reason"] == "HostDown"

@@ -318,9 +318,19 @@ class Scenario:
             find, timeout=timeout, what=f"Event {reason} ({contains!r}) on {run}", describe=lambda: self.describe(run)
         )
 
-    def wait_operator_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+    def wait_operator_log(self, pattern: str, timeout: float = 15.0, since: int = 0) -> re.Match[str]:
+        """Until ``pattern`` appears in the operator log (from offset ``since`` on: pass
+        ``len(operator_log())`` taken before a fault to wait for a line the fault caused)."""
         assert self.operator is not None, "the operator has not been started"
-        return self.operator.wait_for_log(pattern, timeout)
+        return self.operator.wait_for_log(pattern, timeout, since)
+
+    def wait_connection_given_up(self, vm: NamespaceVM, since: int, timeout: float = 30.0) -> re.Match[str]:
+        """Until the operator log, from offset ``since`` on, says it gave up its connection to
+        ``vm``: the channel lost (the kernel gave the TCP connection up) or dropped because the
+        heartbeat was lost, whichever came first."""
+        host = re.escape(f"{vm.user}@{vm.address}:22")
+        given_up = rf"agent channel to {host} lost|host={host} no heartbeat for \S+: dropping the connection"
+        return self.wait_operator_log(given_up, timeout, since)
 
     def wait_agent_log(self, vm: NamespaceVM, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         regex = re.compile(pattern)

@@ -8,6 +8,7 @@ Import the fixtures into a conftest.py to use namespace VMs there::
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -25,6 +26,11 @@ from jobnet.devenv.vm import (  # noqa: F401 (re-exports)
     process_gone,
     slot_subnet,
 )
+from tests.support.netutil import wait_until
+
+#: Connection states that carry nothing written before a cut: TIME-WAIT (closed, only waiting out
+#: stray packets) and SYN-SENT (a new connection still being made, its SSH handshake not begun).
+_NOTHING_QUEUED = ("TIME-WAIT", "SYN-SENT")
 
 
 @pytest.fixture
@@ -49,3 +55,29 @@ def vm_factory() -> Iterator[Callable[..., NamespaceVM]]:
 def vm(vm_factory: Callable[..., NamespaceVM]) -> NamespaceVM:
     """A fresh namespace VM of this test's own."""
     return vm_factory()
+
+
+def operator_connections(vm: NamespaceVM) -> list[str]:
+    """The host's TCP connections to the VM's sshd that the kernel still keeps (``ss`` lines, in
+    any state but those of ``_NOTHING_QUEUED``; an orphaned socket, closed by its process but
+    still sending, counts): while one exists, bytes written to it before a cut (a launch, a
+    kill) may still reach the VM once the link is back."""
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "all", "dst", f"{vm.address}:{SSH_PORT}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip() and not line.startswith(_NOTHING_QUEUED)]
+
+
+def wait_connections_gone(vm: NamespaceVM, timeout: float = 30.0) -> None:
+    """Until the host keeps no connection to the VM's sshd (see :func:`operator_connections`):
+    after that, nothing queued before a cut can reach the VM when the link comes back."""
+    wait_until(
+        lambda: not operator_connections(vm),
+        timeout=timeout,
+        what=f"no TCP connection left to {vm.address}:{SSH_PORT}",
+        describe=lambda: "\n".join(operator_connections(vm)),
+    )

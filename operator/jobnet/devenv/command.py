@@ -190,6 +190,18 @@ class DevEnvironment:
         assert self.vm is not None
         return self.vm.address
 
+    def keep_agent_log(self) -> Path | None:
+        """Copy the namespace VM's agent log into the workdir (the VM's home goes with its user at
+        the clean-up); where it is now, or None without a namespace VM or an agent log."""
+        if self.vm is None:
+            return None
+        text = self.vm.read_agent_log()
+        if not text:
+            return None
+        kept = self.workdir / "agent.log"
+        kept.write_text(text)
+        return kept
+
     def __enter__(self) -> DevEnvironment:
         try:
             self._start()
@@ -325,6 +337,9 @@ def run_dev(args: argparse.Namespace) -> int:
                     run_demo(env, args.examples)
                 except DemoFailed as failure:
                     print(f"jobnet dev --demo: FAILED: {failure}", file=sys.stderr)
+                    kept = env.keep_agent_log()
+                    if kept is not None:
+                        print(f"jobnet dev --demo: the VM's agent log is kept at {kept}", file=sys.stderr)
                     return EXIT_FAILED
                 print("jobnet dev --demo: OK (cleaning up)", flush=True)
                 return EXIT_OK

@@ -213,11 +213,14 @@ class OperatorProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def wait_for_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail."""
+    def wait_for_log(self, pattern: str, timeout: float = 15.0, since: int = 0) -> re.Match[str]:
+        """Poll the log until ``pattern`` (a regex) appears, or fail with the log's tail.
+
+        ``since``: search from that offset of :meth:`log_text` (its length taken earlier), so that
+        a line logged before then cannot match."""
         regex = re.compile(pattern)
         return wait_until(
-            lambda: regex.search(self.log_text()),
+            lambda: regex.search(self.log_text(), since),
             timeout=timeout,
             interval=0.1,
             what=f"{pattern!r} in the operator log",

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from jobnet.devenv.net import VM_RANGE, overlaps, tcp_port_open, wait_until
-from jobnet_agent.procfs import process_alive
+from jobnet_agent.procfs import SUPERVISING_PROCESS_NAME, process_alive
 
 SLOTS_DIR = Path("/run/jobnet-vms/slots")
 DATA_ROOT = Path("/var/tmp/jobnet-vms")
@@ -552,15 +552,25 @@ class NamespaceVM:
         return sorted(pid for pid in pids if process_alive(pid, None))
 
     def agent_processes(self, kinds: Sequence[str] = ("serve", "supervise")) -> dict[int, list[str]]:
-        """The agent's processes of the given kinds (``serve``, ``supervise``): pid -> argv."""
+        """The agent's processes of the given kinds (``serve``, ``supervise``): pid -> argv.
+
+        A supervising process is known by its name (``/proc/<pid>/comm``, the agent's
+        ``SUPERVISING_PROCESS_NAME``): a fork of serve writes it first, its command line after
+        (best effort), and one started as ``jobnet-agent supervise`` writes it too."""
         found = {}
         for pid in self.pids():
             try:
+                supervising = Path(f"/proc/{pid}/comm").read_text().strip() == SUPERVISING_PROCESS_NAME
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
             except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile (ESRCH while reading)
                 continue
-            is_agent = any("jobnet-agent" in arg or "jobnet_agent" in arg for arg in argv)
-            if is_agent and any(kind in argv for kind in kinds):
+            if supervising:
+                kind = "supervise"
+            elif any("jobnet-agent" in arg or "jobnet_agent" in arg for arg in argv):
+                kind = next((kind for kind in ("serve", "supervise") if kind in argv), "")
+            else:
+                continue
+            if kind in kinds:
                 found[pid] = argv
         return found
 
