@@ -90,6 +90,26 @@ def test_a_full_queue_gives_up_the_newest_event_with_an_error(caplog: pytest.Log
     assert "Event d (Reason-d) given up: 3 Events wait to be posted already" in caplog.text
 
 
+def test_events_posted_again_at_a_takeover_leave_half_the_queue_to_the_events_of_now(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeApi()
+    settings = EventSettings(queue_size=4, retry_for=0.2, backoff_min=0.01, backoff_max=0.02)
+
+    async def scenario() -> None:
+        poster = EventPoster(api, settings)  # type: ignore[arg-type]
+        for name in ("old-1", "old-2", "old-3", "old-4"):  # a takeover: runs that finished before
+            poster.post(INVOLVED, "Normal", "RunSucceeded", name, name=name, again=True)
+        for name in ("now-1", "now-2"):
+            poster.post(INVOLVED, "Warning", "JobFailed", name, name=name)
+        await asyncio.wait_for(poster.idle(), timeout=10)
+
+    with caplog.at_level(logging.WARNING, logger="jobnet.events"):
+        asyncio.run(scenario())
+    assert api.stored == ["old-1", "old-2", "now-1", "now-2"]
+    assert caplog.text.count("are not all posted again") == 1 and "given up" not in caplog.text
+
+
 def test_a_replica_that_leads_no_more_drops_what_it_has_not_posted() -> None:
     api = FakeApi([NotLeading("posting Event a", "replica-2")])
     post(api, "a", "b")

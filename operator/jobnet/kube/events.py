@@ -73,6 +73,8 @@ class EventPoster:
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Events posted again (see :meth:`post`) skipped in this term for want of room
+        self._skipped_again = 0
 
     def post(
         self,
@@ -83,9 +85,25 @@ class EventPoster:
         *,
         name: str,
         at: str | None = None,
+        again: bool = False,
     ) -> None:
-        """Queue the Event ``name`` (posted in the background, in order)."""
+        """Queue the Event ``name`` (posted in the background, in order).
+
+        ``again``: an Event a run's status implies, posted again at a takeover because the
+        operator before may have died before posting it (most exist: a 409). Those fill at most
+        half the queue, so that a takeover in a busy hour leaves room for the Events of now; one
+        that finds no room is skipped, said once per term at WARNING, not as an Event lost."""
         event = QueuedEvent(involved, event_type, reason, message, name, at, time.monotonic() + self.settings.retry_for)
+        if again and len(self._queue) >= self.settings.queue_size // 2:
+            if not self._skipped_again:
+                logger.warning(
+                    "Events implied by runs that finished before this term are not all posted again: "
+                    "%d Events wait already (half of --event-queue-size); one of them is missing only "
+                    "if the operator before died between a status write and its Event",
+                    len(self._queue),
+                )
+            self._skipped_again += 1
+            return
         if len(self._queue) >= self.settings.queue_size:
             logger.error(
                 "run=%s Event %s (%s) given up: %d Events wait to be posted already: %s",
@@ -112,6 +130,7 @@ class EventPoster:
             self._worker.cancel()
             self._worker = None  # the next post starts a new one (a new term)
         self._drop()
+        self._skipped_again = 0
 
     def _drop(self) -> None:
         if self._queue:

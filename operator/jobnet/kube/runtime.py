@@ -943,7 +943,7 @@ class JobRunRuntime:
         self.restored.add(meta["uid"])
         for event in implied_events(status, time.time() - self.config.events.restore_window):
             name = event_name(meta["name"], meta["uid"], *event.identity)
-            self.events.post(involved, event.type, event.reason, event.message, name=name, at=event.at)
+            self.events.post(involved, event.type, event.reason, event.message, name=name, at=event.at, again=True)
 
     async def prepare_installer(self) -> None:
         """Make the agent zipapp every channel's opening needs while the operator starts, in a
