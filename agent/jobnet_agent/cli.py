@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+import types
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
 
 from jobnet_agent import PROTOCOL_VERSION, __version__
-from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_args
+from jobnet_agent.config import AgentConfig, ConfigError, add_options, from_options, plain_options
 from jobnet_agent.journal import Journal, JournalError
 from jobnet_agent.protocol import ACTIVE_STATES, RUNNING, STREAMS, JobKey, JobRecord
+
+if TYPE_CHECKING:
+    import argparse
 
 #: How often ``logs --follow`` looks for more output.
 _FOLLOW_POLL_SECONDS = 0.2
@@ -18,40 +21,71 @@ _FOLLOW_POLL_SECONDS = 0.2
 _SHOW_TAIL_BYTES = 64 * 1024
 
 
-def _parser() -> argparse.ArgumentParser:
+def _jobs_options(command: argparse.ArgumentParser) -> None:
+    add_options(command)
+    command.add_argument("--run", help="only jobs of this JobRun uid")
+
+
+def _show_options(command: argparse.ArgumentParser) -> None:
+    add_options(command)
+    command.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
+    command.add_argument("--lines", type=int, default=10, help="lines of each output stream to show (default 10)")
+
+
+def _logs_options(command: argparse.ArgumentParser) -> None:
+    add_options(command)
+    command.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
+    command.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    command.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+
+
+def _supervise_options(command: argparse.ArgumentParser) -> None:
+    add_options(command)
+    command.add_argument("--channel-fd", type=int, default=None)
+
+
+def _no_options(command: argparse.ArgumentParser) -> None:
+    pass
+
+
+#: Each command: its help and what adds its options.
+_COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "serve": ("speak the agent protocol on stdin/stdout (used by the operator)", add_options),
+    "status": ("summary of the journal and active jobs", add_options),
+    "jobs": ("list the jobs the agent knows", _jobs_options),
+    "show": ("one job: state, exit code, pid, times, where its output is, its tail", _show_options),
+    "logs": ("print a job's stored output", _logs_options),
+    "supervise": ("(internal) supervise the jobs serve hands over", _supervise_options),
+    "version": ("print the agent and protocol version", _no_options),
+}
+
+
+def _parser(argv: List[str]) -> argparse.ArgumentParser:
+    """The parser of ``argv``: of its command alone when it starts with one (building every
+    command's options cost each start of the supervising process ~2 ms of CPU), of them all
+    otherwise (``--help``, a mistyped command)."""
+    import argparse  # here: serve as the operator starts it does without (config.plain_options)
+
     parser = argparse.ArgumentParser(prog="jobnet-agent", description="The jobnet watchdog agent.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    serve = commands.add_parser("serve", help="speak the agent protocol on stdin/stdout (used by the operator)")
-    add_options(serve)
-    status = commands.add_parser("status", help="summary of the journal and active jobs")
-    add_options(status)
-    jobs = commands.add_parser("jobs", help="list the jobs the agent knows")
-    add_options(jobs)
-    jobs.add_argument("--run", help="only jobs of this JobRun uid")
-    show = commands.add_parser("show", help="one job: state, exit code, pid, times, where its output is, its tail")
-    add_options(show)
-    show.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
-    show.add_argument("--lines", type=int, default=10, help="lines of each output stream to show (default 10)")
-    logs = commands.add_parser("logs", help="print a job's stored output")
-    add_options(logs)
-    logs.add_argument("key", help="job key: run:path#attempt, e.g. 6f1c:/nightly/load#1")
-    logs.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
-    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
-    supervise = commands.add_parser("supervise", help="(internal) supervise the jobs serve hands over")
-    add_options(supervise)
-    supervise.add_argument("--channel-fd", type=int, default=None)
-    commands.add_parser("version", help="print the agent and protocol version")
+    for name, (summary, add_command_options) in _COMMANDS.items():
+        if not argv or argv[0] not in _COMMANDS or argv[0] == name:
+            add_command_options(commands.add_parser(name, help=summary))
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    plain = plain_options(argv[1:]) if argv[:1] == ["serve"] else None
+    args: Union[argparse.Namespace, types.SimpleNamespace] = (
+        types.SimpleNamespace(command="serve", **plain) if plain is not None else _parser(argv).parse_args(argv)
+    )
     if args.command == "version":
         print(f"jobnet-agent {__version__} (protocol {PROTOCOL_VERSION}, python {sys.version.split()[0]})")
         return 0
     try:
-        config = from_args(args)
+        config = from_options(vars(args))
         journal = Journal(config.state_dir, args.command)
         journal.open(create=args.command in ("serve", "supervise"))
         if args.command == "serve":

@@ -13,11 +13,11 @@ supervised, or a status the supervisor saw itself.
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import signal
 from typing import Dict, Optional
 
+from jobnet_agent.frozen import Frozen, init_fields
 from jobnet_agent.protocol import (
     EXITED,
     FAILED_TO_START,
@@ -33,8 +33,7 @@ ADOPT = "adopt"
 END = "end"
 
 
-@dataclasses.dataclass(frozen=True)
-class WrapperExit:
+class WrapperExit(Frozen):
     """What the job's wrapper wrote: how the script ended, or that it never started."""
 
     #: The script's exit code; None: the wrapper never started the script (its supervisor died
@@ -42,6 +41,9 @@ class WrapperExit:
     code: Optional[int]
     #: The wrapper's parent was no longer its supervisor: the script ended unsupervised.
     orphaned: bool
+
+    def __init__(self, code: Optional[int], orphaned: bool) -> None:
+        init_fields(self, code=code, orphaned=orphaned)
 
     @property
     def started(self) -> bool:
@@ -96,19 +98,28 @@ def parse_wrapper_exit(text: bytes) -> Optional[WrapperExit]:
     return WrapperExit(code=int(fields[0]), orphaned=fields[1:] == [b"orphaned"])
 
 
-@dataclasses.dataclass(frozen=True)
-class End:
+class End(Frozen):
     """How a job ended: the fields of its terminal record."""
 
     state: str
     reason: Optional[str]
     message: str
-    exit_code: Optional[int] = None
-    signal: Optional[int] = None
+    exit_code: Optional[int]
+    signal: Optional[int]
+
+    def __init__(
+        self,
+        state: str,
+        reason: Optional[str],
+        message: str,
+        exit_code: Optional[int] = None,
+        signal: Optional[int] = None,
+    ) -> None:
+        init_fields(self, state=state, reason=reason, message=message, exit_code=exit_code, signal=signal)
 
     def changes(self) -> Dict[str, object]:
         """The record fields this end sets (for :meth:`JobRecord.replace`)."""
-        return dataclasses.asdict(self)
+        return dict(vars(self))
 
 
 def signal_name(number: int) -> str:
@@ -168,8 +179,7 @@ def end_of(wrapper_exit: Optional[WrapperExit], status: Optional[int], kill_reas
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Observation:
+class Observation(Frozen):
     """What the agent can see of an active job right now."""
 
     supervisor_alive: bool
@@ -178,9 +188,25 @@ class Observation:
     wrapper_exit: Optional[WrapperExit]
     may_have_started: bool
 
+    def __init__(
+        self,
+        supervisor_alive: bool,
+        boot_id: str,
+        process_alive: bool,
+        wrapper_exit: Optional[WrapperExit],
+        may_have_started: bool,
+    ) -> None:
+        init_fields(
+            self,
+            supervisor_alive=supervisor_alive,
+            boot_id=boot_id,
+            process_alive=process_alive,
+            wrapper_exit=wrapper_exit,
+            may_have_started=may_have_started,
+        )
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
+
+class Verdict(Frozen):
     """What to do about an active job: keep it, adopt it (a new supervisor), or end it."""
 
     action: str
@@ -188,6 +214,9 @@ class Verdict:
     end: Optional[End]
     #: For the agent log.
     why: str
+
+    def __init__(self, action: str, end: Optional[End], why: str) -> None:
+        init_fields(self, action=action, end=end, why=why)
 
 
 def decide(record: JobRecord, seen: Observation) -> Verdict:
@@ -202,7 +231,7 @@ def decide(record: JobRecord, seen: Observation) -> Verdict:
             return Verdict(END, end, "lost: supervisor died mid-run")
         code = seen.wrapper_exit.code
         message = f"exited with code {code} (recorded by the job's wrapper; its supervisor died before reporting)"
-        end = dataclasses.replace(end, message=message)
+        end = End(end.state, end.reason, message, end.exit_code, end.signal)
         return Verdict(END, end, "supervisor died after the job ended: result recovered")
     if record.boot_id is not None and record.boot_id != seen.boot_id:
         boots = f"boot id {record.boot_id}, now {seen.boot_id}"

@@ -37,7 +37,6 @@ import stat
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from jobnet_agent.config import DEFAULT_COMPACT_THRESHOLD_BYTES
@@ -121,19 +120,20 @@ class GroupCommit:
             self._journal.events.sync(kills)
 
 
-@dataclass
 class RepairReport:
     """What :meth:`Journal.repair` fixed."""
 
-    #: Record files rebuilt from the event log after a reboot (stale, torn or missing).
-    restored: List[JobRecord] = field(default_factory=list)
-    #: Records whose event was missing, now logged.
-    relogged: List[JobRecord] = field(default_factory=list)
-    #: Unreadable record files of claims whose accepted event never became durable (never started).
-    discarded: List[str] = field(default_factory=list)
-    #: With ``repair(follow=True)``: every record as repaired, in seq order, and a reader of the
-    #: events logged after them (the caller's to close).
-    following: Optional[Tuple[List[JobRecord], EventReader]] = None
+    def __init__(self) -> None:
+        #: Record files rebuilt from the event log after a reboot (stale, torn or missing).
+        self.restored: List[JobRecord] = []
+        #: Records whose event was missing, now logged.
+        self.relogged: List[JobRecord] = []
+        #: Unreadable record files of claims whose accepted event never became durable (never
+        #: started).
+        self.discarded: List[str] = []
+        #: With ``repair(follow=True)``: every record as repaired, in seq order, and a reader of
+        #: the events logged after them (the caller's to close).
+        self.following: Optional[Tuple[List[JobRecord], EventReader]] = None
 
 
 class Journal:

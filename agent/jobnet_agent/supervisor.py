@@ -28,7 +28,6 @@ every journal writer), so any process that records a kill reaches the job.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -125,11 +124,11 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-@dataclasses.dataclass
 class _Kill:
-    reason: str  # "stop" or "timeout"
-    kill_at: float  # monotonic time of the SIGKILL
-    sigkill_sent: bool = False
+    def __init__(self, reason: str, kill_at: float) -> None:
+        self.reason = reason  # "stop" or "timeout"
+        self.kill_at = kill_at  # monotonic time of the SIGKILL
+        self.sigkill_sent = False
 
 
 class _Leader:

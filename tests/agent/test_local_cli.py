@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -10,9 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from jobnet_agent import __version__
-from jobnet_agent.bundle import build_zipapp
+from jobnet_agent import __version__, cli
+from jobnet_agent.bundle import build_zipapp, cached_zipapp, sources_digest
+from jobnet_agent.config import AgentConfig, from_options, plain_options
 from tests.agent.conftest import (
     AGENT_PYTHON,
     Agent,
@@ -173,12 +178,64 @@ def test_status_of_a_state_dir_that_does_not_exist_says_so(dirs: AgentDirs) -> N
         (["--grace-seconds", "-1"], "--grace-seconds must be >= 0"),
         (["--tail-bytes", "100", "--max-output-bytes", "100"], "--tail-bytes must be between"),
         (["--heartbeat-seconds", "0"], "--heartbeat-seconds must be > 0"),
+        (["--max-output-bytes", "lots"], "argument --max-output-bytes: invalid int value: 'lots'"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(dirs: AgentDirs, options: list[str], needle: str) -> None:
     result = dirs.cli("serve", "--state-dir", str(dirs.state), *options)
 
     assert result.returncode == 2 and needle in result.stderr
+
+
+def _argparse_options(argv: list[str]) -> dict[str, object] | None:
+    """What the command line parser reads from ``serve``'s ``argv``; None where it refuses it."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            options = vars(cli._parser(["serve", *argv]).parse_args(["serve", *argv]))
+        except SystemExit:
+            return None
+    del options["command"]
+    return options
+
+
+_FLAGS = ["--" + name.replace("_", "-") for name in AgentConfig._fields]
+
+
+_ODD_FLAGS = ["--state", "--grace", "--state-dir=/s", "--grace_seconds", "-h", "--", "x"]
+#: Mostly values every option takes (a number that is no negative one), some that only a few do.
+_VALUES = st.one_of(
+    st.integers(min_value=0).map(str),
+    st.integers(min_value=0).map(str),
+    st.integers().map(str),
+    st.floats().map(str),
+    st.text(),
+    st.sampled_from(["-1", "--x", "-", ""]),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_FLAGS) | st.sampled_from(_FLAGS) | st.sampled_from(_ODD_FLAGS), _VALUES),
+        max_size=5,
+    ).map(lambda pairs: [part for pair in pairs for part in pair])
+)
+def test_serve_options_are_read_without_argparse_exactly_as_argparse_reads_them(argv: list[str]) -> None:
+    plain = plain_options(argv)
+
+    # Where plain_options reads an argv, argparse reads it the same; where it does not, argparse
+    # reads it (or refuses it) as it always did.
+    assert plain is None or plain == _argparse_options(argv)
+
+
+def test_the_options_serve_is_started_with_are_read_without_argparse() -> None:
+    config = AgentConfig(state_dir="/s", boot_id_file="/b", log_file="/l", grace_seconds=0.5, tail_bytes=3)
+    options = plain_options(config.to_args())
+
+    assert options is not None and from_options(options) == config
+    assert plain_options(["--heartbeat-seconds", "0.2", "--state-dir", "/s"]) == _argparse_options(
+        ["--heartbeat-seconds", "0.2", "--state-dir", "/s"]
+    )
+    assert plain_options(["--heartbeat-seconds"]) is None  # argparse's to refuse
 
 
 def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentDirs) -> None:
@@ -198,6 +255,16 @@ def test_zipapp_is_deterministic_and_self_contained(tmp_path: Path, dirs: AgentD
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     assert first.read_bytes().startswith(b"#!/usr/bin/env python3\n") and first.stat().st_mode & 0o111
     assert version.returncode == 0 and __version__ in version.stdout
+
+
+def test_a_cached_zipapp_is_built_once_per_version_of_the_sources(tmp_path: Path) -> None:
+    first = cached_zipapp(tmp_path)
+    built = first.stat()
+    again = cached_zipapp(tmp_path)  # a restarted operator: read, not compiled again
+
+    assert again == first and again.stat().st_ino == built.st_ino and again.stat().st_mtime_ns == built.st_mtime_ns
+    assert sources_digest()[:16] in first.name and __version__ in first.name
+    assert first.read_bytes() == build_zipapp(tmp_path / "fresh.pyz").read_bytes()
 
 
 def test_zipapp_modules_load_from_its_bytecode_on_the_building_python(tmp_path: Path) -> None:

@@ -454,21 +454,21 @@ def test_a_watched_event_is_sent_as_the_record_would_send_it(tmp_path: Path) -> 
 )
 def test_a_watched_event_leaves_as_stored_and_equals_the_decoded_message(tmp_path: Path, record: JobRecord) -> None:
     from jobnet_agent.jobdir import stored_json
-    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+    from jobnet_agent.protocol import _stored_entry_pattern, stored_event, watched_event
 
     line = b'{"seq":%d,"record":%s}' % (record.seq, stored_json(record))
-    assert _STORED_ENTRY.fullmatch(line), "a record stored today takes the undecoded path"
+    assert _stored_entry_pattern().fullmatch(line), "a record stored today takes the undecoded path"
     assert watched_event(line) == (record.seq, encode(stored_event(json.loads(line)["record"])))
 
 
 def test_a_watched_event_stored_otherwise_is_decoded_and_a_marker_is_none() -> None:
-    from jobnet_agent.protocol import _STORED_ENTRY, stored_event, watched_event
+    from jobnet_agent.protocol import _stored_entry_pattern, stored_event, watched_event
 
     stored = JobRecord(key=KEY, state="running", seq=4, pid=9).to_stored()
     older = json.dumps({"seq": 4, "record": {k: v for k, v in stored.items() if k != "_pidStartTicks"}}).encode()
     reordered = json.dumps({"seq": 4, "record": dict(reversed(list(stored.items())))}).encode()
     for line in (older, reordered):
-        assert not _STORED_ENTRY.fullmatch(line)
+        assert not _stored_entry_pattern().fullmatch(line)
         assert watched_event(line) == (4, encode(stored_event(json.loads(line)["record"])))
     assert watched_event(b'{"seq":9}') is None
     with pytest.raises(ValueError):
@@ -494,6 +494,23 @@ def test_replace_copies_a_record_and_refuses_unknown_fields() -> None:
     assert record.state == "accepted" and hash(changed) == hash(changed.replace())
     with pytest.raises(TypeError, match="no field"):
         record.replace(colour="red")
+
+
+def test_records_behave_as_frozen_dataclasses_did() -> None:
+    """The agent's value classes (:class:`jobnet_agent.frozen.Frozen`, no ``dataclasses`` at a
+    process's start): equal and hashed by their fields, only within one class, shown with them,
+    and never changed in place."""
+    same = JobKey("r1", "/net/a", 1)
+
+    assert same == KEY and hash(same) == hash(("r1", "/net/a", 1)) and {same: 1}[KEY] == 1
+    assert KEY != JobKey("r1", "/net/a", 2) and KEY != ("r1", "/net/a", 1)
+    assert repr(KEY) == "JobKey(run='r1', path='/net/a', attempt=1)"
+    assert JobRecord._fields[:3] == ("key", "state", "seq") and len(JobRecord._fields) == 21
+    with pytest.raises(AttributeError, match="cannot assign to field 'run'"):
+        KEY.run = "r2"
+    with pytest.raises(AttributeError, match="cannot delete field 'state'"):
+        del JobRecord(key=KEY, state="accepted").state
+    assert KEY.run == "r1"
 
 
 def test_a_follower_of_kills_only_is_woken_only_for_records_with_a_kill(tmp_path: Path) -> None:

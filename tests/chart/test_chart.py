@@ -59,6 +59,8 @@ OPERATOR_ARGS = [
     "--log-format", "json",
     "--agent-idle-timeout", "300",
     "--observation-write-delay", "1",
+    "--event-retry-for", "300",
+    "--event-restore-window", "3600",
 ]  # fmt: skip
 #: ... and with cert-manager: the mounted certificate instead of the operator's own.
 CERT_MANAGER_TLS_ARGS = [
@@ -212,6 +214,7 @@ def test_chart_metadata() -> None:
         ({"rbac": {"secretNames": "vm1-ssh"}}, "secretNames"),
         ({"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}}, "kind"),
         ({"observationWriteDelaySeconds": -1}, "observationWriteDelaySeconds"),
+        ({"eventRetryForSeconds": 0}, "eventRetryForSeconds"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], named: str) -> None:
@@ -253,8 +256,11 @@ def test_deployment_runs_the_operator_cli_exactly(rendered: dict[str, list[dict[
 
 
 def test_runtime_values_reach_the_operator_command_line() -> None:
-    args = container(render({"observationWriteDelaySeconds": 0, "agentIdleTimeoutSeconds": 30}))["args"]
+    values = {"observationWriteDelaySeconds": 0, "agentIdleTimeoutSeconds": 30, "eventRetryForSeconds": 60}
+    args = container(render({**values, "eventRestoreWindowSeconds": 600}))["args"]
     assert args[args.index("--observation-write-delay") + 1] == "0"
+    assert args[args.index("--event-retry-for") + 1] == "60"
+    assert args[args.index("--event-restore-window") + 1] == "600"
     assert args[args.index("--agent-idle-timeout") + 1] == "30"
 
 

@@ -1,4 +1,7 @@
-"""The operator's Event posts survive a generated-name collision (HTTP 409 from the API server)."""
+"""Event names at the API server: a generated name that collides is retried (HTTP 409); a
+deterministic name (jobnet.core.events) taken already is a 409 that counts as posted, so a post
+repeated after a lost answer stores the Event once; an invalid name is refused as by a real API
+server."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from collections.abc import Iterator
 import kopf
 import pytest
 
-from jobnet.kube.client import KubeClient
+from jobnet.kube.client import KubeApiError, KubeClient
+from jobnet.kube.events import EventPoster, EventSettings
 from tests.support.emulator import EmulatorServer
 
 pytestmark = pytest.mark.emulator
@@ -58,3 +62,59 @@ def test_a_taken_generated_name_is_retried_and_the_event_is_stored(
     assert sorted(event["message"] for event in events) == ["event 0", "event 1"]
     assert sorted(event["metadata"]["name"] for event in events) == ["nightly.bbbbb", "nightly.ccccc"]
     assert colliding_names[:3] == ["bbbbb", "bbbbb", "ccccc"]  # the second post was refused once
+
+
+def test_an_event_name_taken_already_is_answered_409_and_counts_as_posted(emulator: EmulatorServer) -> None:
+    async def post() -> list[bool]:
+        client = KubeClient()
+        await client.connect(kopf.ConnectionInfo(server=emulator.url))
+        try:
+            return [
+                await client.post_event(INVOLVED, "Normal", "Test", "once", name="nightly.0123456789abcdef")
+                for _ in range(2)
+            ]
+        finally:
+            await client.close()
+
+    assert asyncio.run(post()) == [True, False]
+    (event,) = emulator.list_objects("v1", "events", "default")
+    assert event["metadata"]["name"] == "nightly.0123456789abcdef" and event["message"] == "once"
+
+
+def test_an_invalid_event_name_is_refused_as_by_a_real_api_server(emulator: EmulatorServer) -> None:
+    async def post(name: str) -> None:
+        client = KubeClient()
+        await client.connect(kopf.ConnectionInfo(server=emulator.url))
+        try:
+            await client.post_event(INVOLVED, "Normal", "Test", "bad", name=name)
+        finally:
+            await client.close()
+
+    for name in ("Nightly.ABC", "a" * 254, "nightly..x", "-nightly"):
+        with pytest.raises(KubeApiError) as refused:
+            asyncio.run(post(name))
+        assert refused.value.status == 422, name
+    assert emulator.list_objects("v1", "events", "default") == []
+
+
+def test_a_post_whose_answer_was_lost_is_retried_and_the_event_stored_once(emulator: EmulatorServer) -> None:
+    lost = emulator.lose_answers("POST", "/api/v1/namespaces/default/events", 2)
+
+    async def post() -> None:
+        client = KubeClient()
+        await client.connect(kopf.ConnectionInfo(server=emulator.url))
+        poster = EventPoster(client, EventSettings(retry_for=30, backoff_min=0.01, backoff_max=0.05))
+        try:
+            poster.post(INVOLVED, "Warning", "RunFailed", "run is Failed", name="nightly.0123456789abcdef")
+            poster.post(INVOLVED, "Normal", "Test", "the next one", name="nightly.fedcba9876543210")
+            await asyncio.wait_for(poster.idle(), timeout=30)
+        finally:
+            await client.close()
+
+    asyncio.run(post())
+    assert lost == [2]
+    events = emulator.list_objects("v1", "events", "default")
+    assert sorted((e["metadata"]["name"], e["reason"]) for e in events) == [
+        ("nightly.0123456789abcdef", "RunFailed"),
+        ("nightly.fedcba9876543210", "Test"),
+    ]

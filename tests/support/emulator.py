@@ -1,9 +1,10 @@
 """The Kubernetes API emulator lives in the product (``jobnet dev`` uses it); tests use it from here,
 as :class:`EmulatorServer` with test-only fault injection (an outage, a stalled API, 503s on a
-path, failed or held annotation patches, one client cut off) built on the emulator's request
-interceptors, a record of one client's requests, watch events of one object held back and
-released later in order (:class:`HeldWatchEvents`), and with RBAC helpers: :func:`grant` and
-:func:`bind` give a user, group or ServiceAccount permissions."""
+path or for the Events of some reasons, answers lost after the request was served, failed or
+held annotation patches, one client cut off) built on the emulator's request interceptors, a
+record of one client's requests, watch events of one object held back and released later in
+order (:class:`HeldWatchEvents`), and with RBAC helpers: :func:`grant` and :func:`bind` give a
+user, group or ServiceAccount permissions."""
 
 from __future__ import annotations
 
@@ -129,6 +130,47 @@ class EmulatorServer(product.EmulatorServer):
 
         self.call(self.api.interceptors.insert, 0, record)
         return seen
+
+    @contextlib.contextmanager
+    def refusing_event_posts(self, *reasons: str) -> Iterator[list[int]]:
+        """Inside the block, every post of an Event with one of ``reasons`` is answered 503 (the
+        API server cannot take it; nothing is stored); yields [how many were refused so far]."""
+        refused = [0]
+
+        async def unavailable(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.method != "POST" or not raw.path.endswith("/events"):
+                return None
+            if json.loads(await raw.read()).get("reason") not in reasons:
+                return None
+            refused[0] += 1
+            busy = ApiError(
+                503, "ServiceUnavailable", f"the server is currently unable to handle the request ({raw.path})"
+            )
+            return aiohttp.web.json_response(busy.status(), status=busy.code)
+
+        self.call(self.api.interceptors.append, unavailable)
+        try:
+            yield refused
+        finally:
+            self.call(self.api.interceptors.remove, unavailable)
+
+    def lose_answers(self, method: str, path: str, count: int) -> list[int]:
+        """The next ``count`` ``method`` requests for ``path`` are served (stored) but their
+        answer is lost: the connection drops before it is sent. Returns [how many were lost]."""
+        lost = [0]
+
+        async def serve_then_drop(raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
+            if raw.method != method or raw.path != path or lost[0] >= count:
+                return None
+            lost[0] += 1
+            with contextlib.suppress(ApiError):  # a refusal's answer is lost the same way
+                await self.api._dispatch(raw, await raw.read())
+            if raw.transport is not None:
+                raw.transport.abort()
+            raise ConnectionResetError("answer lost (test fault)")
+
+        self.call(self.api.interceptors.append, serve_then_drop)
+        return lost
 
     def fail_next(self, path: str, count: int) -> None:
         """The next ``count`` requests for ``path`` are answered 503 ServiceUnavailable (an overloaded API)."""

@@ -62,6 +62,9 @@ class FakeClient:
         self.patches: list[Mapping[str, Any]] = []
         self.removed: list[list[dict[str, Any]]] = []
         self.events: list[tuple[str, str]] = []
+        self.event_names: set[str | None] = set()
+        #: when set, Event posts wait for it (an API server that does not answer them yet)
+        self.events_held: asyncio.Event | None = None
         self.failing_patches = 0
         self.failing_removals = 0
         #: the finalizer patches (added when a loop starts, removed when a deleted run is released)
@@ -120,8 +123,24 @@ class FakeClient:
         self.stored["metadata"]["annotations"] = annotations
         return self.write({})
 
-    async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        *,
+        name: str | None = None,
+        at: str | None = None,
+    ) -> bool:
+        """Stored once per name, as an API server does (a second post of a name is a 409)."""
+        if self.events_held is not None:
+            await self.events_held.wait()
+        if name in self.event_names:
+            return False
+        self.event_names.add(name)
         self.events.append((event_type, reason))
+        return True
 
     async def read_jobnet_snapshot(self, namespace: str, stored: Mapping[str, Any]) -> None:
         raise AssertionError("a run started with its graph must not read its snapshot back")
@@ -215,9 +234,11 @@ def run(test: Coroutine[Any, Any, None]) -> None:
 
 
 async def settle(loop: RunLoop) -> None:
-    """Wait until the loop's background requests (agent requests, tail fetches) have ended."""
+    """Wait until the loop's background requests (agent requests, tail fetches) have ended and
+    its Events are posted."""
     for _ in range(MAX_SETTLE_ROUNDS):
         if not loop.requests:
+            await loop.runtime.events.idle()
             return
         await asyncio.gather(*list(loop.requests))
     raise AssertionError(f"requests still running after {MAX_SETTLE_ROUNDS} rounds: {loop.requests}")
@@ -422,6 +443,35 @@ async def failed_run() -> tuple[FakeClient, FakeAgent, RunLoop]:
     return client, agent, loop
 
 
+def test_a_loop_decides_on_while_its_events_wait_for_the_api_server() -> None:
+    async def scenario() -> None:
+        client, agent, loop = await running_job()
+        client.events_held = asyncio.Event()
+        exited(agent, loop, exit_code=3, stdout_bytes=0)
+        await loop.iterate()  # returns: the run is Failed, its JobFailed and RunFailed not yet posted
+        assert client.phase() == "Failed" and client.events == []
+        client.events_held.set()
+        await settle(loop)
+        assert [reason for _, reason in client.events] == ["JobFailed", "RunFailed"]
+
+    run(scenario())
+
+
+def test_an_operator_that_died_before_posting_the_events_of_its_last_write_posts_them_once() -> None:
+    async def scenario() -> None:
+        before, _, _ = await failed_run()
+        assert [reason for _, reason in before.events] == ["JobFailed", "RunFailed"]
+        client = FakeClient(before.stored)  # the same status; its Events never posted
+        for _ in range(2):  # an operator restart, then another
+            runtime = FakeRuntime(client, FakeAgent())
+            await runtime.on_jobrun(None, client.stored)  # listed at the start: finished, no loop
+            await runtime.events.idle()
+        assert [reason for _, reason in client.events] == ["JobFailed", "RunFailed"]
+        assert len(client.event_names) == 2
+
+    run(scenario())
+
+
 def test_an_applied_override_whose_removal_failed_is_only_removed_by_the_next_loop() -> None:
     async def scenario() -> None:
         client, agent, loop = await failed_run()
@@ -473,7 +523,7 @@ def test_the_agent_zipapp_is_made_at_start_in_a_worker_thread(monkeypatch: pytes
     zipapp.write_bytes(b"PK agent")
     made_in: list[threading.Thread] = []
 
-    def made(cache_dir: Path) -> tuple[Path, str]:
+    def made(cache_dir: Path | None = None) -> tuple[Path, str]:
         made_in.append(threading.current_thread())
         return zipapp, "0.0.1"
 

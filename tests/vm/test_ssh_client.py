@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import subprocess
 import zipfile
@@ -222,7 +223,15 @@ def test_default_zipapp_is_built_from_the_installed_agent_unless_configured(
     monkeypatch.delenv("JOBNET_AGENT_ZIPAPP", raising=False)
     built, version = default_zipapp(tmp_path / "cache")
     assert version == jobnet_agent.__version__
-    assert zipfile.is_zipfile(built) and built.name == f"jobnet-agent-{version}.pyz"
+    assert zipfile.is_zipfile(built) and re.fullmatch(
+        rf"jobnet-agent-{re.escape(version)}-[0-9a-f]{{16}}\.pyz", built.name
+    )
+    assert built.parent == tmp_path / "cache" and (tmp_path / "cache").stat().st_mode & 0o077 == 0
+
+    # A cache that cannot be written (here a file in the way): built in a temporary directory.
+    (tmp_path / "blocked").write_text("")
+    elsewhere, _ = default_zipapp(tmp_path / "blocked" / "cache")
+    assert zipfile.is_zipfile(elsewhere) and elsewhere.name == built.name and elsewhere.parent != built.parent
 
     monkeypatch.setenv("JOBNET_AGENT_ZIPAPP", str(built))
     assert default_zipapp(tmp_path / "elsewhere") == (built, version)

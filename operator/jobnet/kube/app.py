@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import kopf
 
 from jobnet.core.conditions import jobnet_conditions, with_jobrun_conditions
+from jobnet.core.events import event_name, start_failure_identity
 from jobnet.core.expansion import RunGraph, expand_validated, job_count
 from jobnet.core.models import API_GROUP, API_VERSION
 from jobnet.core.snapshot import SnapshotError, encode_snapshot, snapshot_configmap, snapshot_status, used_jobnets
@@ -516,7 +517,9 @@ async def _fail(
     now = _now()
     status = {"phase": "Failed", "reason": reason, "message": message, "finishedAt": now}
     await client.patch_status(JOBRUNS, namespace, name, with_jobrun_conditions(status, body.get("metadata", {}), now))
-    await client.post_event(body, "Warning", reason, message)
+    # Named as a restarted operator names the Event this status implies (jobnet.core.events).
+    event = event_name(name, body["metadata"]["uid"], *start_failure_identity(now))
+    await client.post_event(body, "Warning", reason, message, name=event)
     logger.warning("JobRun %s/%s failed to start: %s", namespace, name, message.replace("\n", " "))
 
 

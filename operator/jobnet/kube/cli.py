@@ -14,6 +14,7 @@ from jobnet.argtypes import add_host_alias_argument, non_negative_seconds, posit
 from jobnet.core.lease import ElectionConfig, ElectionConfigError
 from jobnet.kube.app import OperatorConfig, WebhookConfig, run_blocking
 from jobnet.kube.certificates import CertificateConfig
+from jobnet.kube.events import EventSettings
 from jobnet.kube.leadership import LeaseSettings, default_identity
 from jobnet.kube.runtime import JobRunRuntime, RuntimeConfig
 from jobnet.ssh import SshSettings
@@ -281,6 +282,28 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
         "(accepted, started) may wait to be made with a later round; 0: at once (default: 1)",
     )
     runtime.add_argument(
+        "--event-retry-for",
+        type=positive_seconds,
+        default=300.0,
+        help="how long an Event the API server did not take is tried again (backoff up to "
+        "--reconnect-backoff-max) before it is given up with an ERROR log line (default: 300)",
+    )
+    runtime.add_argument(
+        "--event-queue-size",
+        type=positive_count,
+        default=1000,
+        metavar="N",
+        help="Events waiting to be posted at most; one more is given up at once, logged at ERROR (default: 1000)",
+    )
+    runtime.add_argument(
+        "--event-restore-window",
+        type=positive_seconds,
+        default=3600.0,
+        help="an operator that takes over a run posts again the Events its status implies (terminal, "
+        "Failed, Stopped, Stuck) that happened within this long; existing ones are answered 409 "
+        "(default: 3600, the Kubernetes Event TTL)",
+    )
+    runtime.add_argument(
         "--agent-serve-arg",
         dest="agent_serve_args",
         action="append",
@@ -435,6 +458,13 @@ def runtime_config_from_arguments(args: argparse.Namespace) -> RuntimeConfig:
         launch_retry_window=args.launch_retry_window,
         agent_idle_timeout=args.agent_idle_timeout,
         observation_write_delay=args.observation_write_delay,
+        events=EventSettings(
+            queue_size=args.event_queue_size,
+            retry_for=args.event_retry_for,
+            backoff_min=args.reconnect_backoff_min,
+            backoff_max=args.reconnect_backoff_max,
+            restore_window=args.event_restore_window,
+        ),
     )
 
 

@@ -491,15 +491,29 @@ class KubeClient:
         version = (reply.get("metadata") or {}).get("resourceVersion")
         return version if isinstance(version, str) else None
 
-    async def post_event(self, involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Post a core v1 Event about ``involved`` (a JobNet or JobRun body)."""
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        *,
+        name: str | None = None,
+        at: str | None = None,
+    ) -> bool:
+        """Post a core v1 Event about ``involved`` (a JobNet, JobRun or JobSchedule body): True
+        when stored, False when an Event of that ``name`` exists already (posted before: a
+        deterministic name, see jobnet.core.events, makes a repeated post a 409). Without a
+        name, the API server generates one. ``at``: when it happened (RFC 3339; default now)."""
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace", "default")
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = (at or now)[:19] + "Z"  # Event timestamps are whole seconds
+        identity = {"name": name} if name else {"generateName": f"{meta.get('name', 'jobnet')}."}
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'jobnet')}.", "namespace": namespace},
+            "metadata": {**identity, "namespace": namespace},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),
@@ -513,13 +527,14 @@ class KubeClient:
             "source": {"component": REPORTING_COMPONENT},
             "reportingComponent": REPORTING_COMPONENT,
             "reportingInstance": self.instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": when,
+            "lastTimestamp": when,
             "count": 1,
         }
         # A generated name can collide (5 random characters: likely once among a few thousand
         # Events of one run); API servers before Kubernetes 1.32 answer 409 instead of retrying.
-        for attempt in range(1, _GENERATED_NAME_TRIES + 1):
+        tries = 1
+        while True:
             operator_metrics.api_write("events")
             try:
                 await self._request(
@@ -529,7 +544,12 @@ class KubeClient:
                     json=event,
                     answer=False,
                 )
-                return
+                return True
             except KubeApiError as e:
-                if e.status != 409 or attempt == _GENERATED_NAME_TRIES:
+                if e.status != HTTP_CONFLICT:
                     raise
+                if name:
+                    return False
+                if tries == _GENERATED_NAME_TRIES:
+                    raise
+                tries += 1

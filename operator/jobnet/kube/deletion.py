@@ -24,6 +24,7 @@ from jobnet.core.deletion import (
     remove_finalizer_patch,
     stored_job_places,
 )
+from jobnet.core.events import event_name
 from jobnet.core.runstatus import decoded_status
 from jobnet.core.states import RunPhase
 from jobnet.kube.client import HTTP_NOT_FOUND, JOBRUNS, KubeApiError
@@ -105,10 +106,8 @@ class RunDeletions:
         namespace, name, uid = meta.get("namespace") or "default", meta["name"], meta["uid"]
         log = logger.warning if event_type == "Warning" else logger.info
         log("run=%s/%s %s: %s", namespace, name, reason, message)
-        try:
-            await self.runtime.client.post_event(body, event_type, reason, message)
-        except KubeApiError as e:
-            logger.warning("run=%s/%s cannot post Event %s: %s", namespace, name, reason, e)
+        # A run is released once: a second release (its finalizer removal failed) finds the Event posted.
+        self.runtime.events.post(body, event_type, reason, message, name=event_name(name, uid, "released", reason))
         try:
             for _ in range(RELEASE_TRIES):
                 ops = remove_finalizer_patch(self.latest.get(uid, body)["metadata"])

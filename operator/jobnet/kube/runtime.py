@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import kopf
@@ -61,12 +59,14 @@ from jobnet.core.agentproto import (
 from jobnet.core.conditions import Condition, keep_transition_times, with_jobrun_conditions
 from jobnet.core.deletion import DELETION_BLOCKED, blocked_condition, is_deleting
 from jobnet.core.env import job_environment, run_environment
+from jobnet.core.events import event_identity, event_name, implied_events
 from jobnet.core.expansion import ExpansionError, RunGraph, expand
 from jobnet.core.hosts import host_id
 from jobnet.core.models import GROUP_VERSION, HostSpec
 from jobnet.core.runstatus import (
     StatusEncoder,
     decoded_status,
+    from_rfc3339,
     runtime_from_status,
     status_patch,
     to_rfc3339,
@@ -94,6 +94,7 @@ from jobnet.core.steering import STEERING_KINDS, applied_status, plan_steering
 from jobnet.kube.agentlost import report_lost_keys
 from jobnet.kube.client import HTTP_CONFLICT, HTTP_NOT_FOUND, HTTP_UNPROCESSABLE, KubeApiError, KubeClient
 from jobnet.kube.deletion import RunDeletions
+from jobnet.kube.events import EventPoster, EventSettings
 from jobnet.kube.leadership import ALWAYS_LEADING, LeaderGate, NotLeading
 from jobnet.kube.runmetrics import report_round
 from jobnet.kube.versioned import FinishedRuns, StatusChanged, VersionedRun
@@ -146,6 +147,8 @@ class RuntimeConfig:
     #: how long a round that only observed a stored launch (accepted, started) may wait to be
     #: written with a later round (core/scheduler/deferral.py); 0: written at once
     observation_write_delay: float = 1.0
+    #: how Events are retried, and which are posted again after a restart (kube/events.py)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def secret_read_deadline(self) -> float:
@@ -445,6 +448,8 @@ class RunLoop:
         self.blocked: Condition | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # The operator before may have died between a status write and its Events.
+        runtime.restore_events(self.involved, status)
 
     @property
     def label(self) -> str:
@@ -614,7 +619,7 @@ class RunLoop:
             self.status_encoder.commit()
             self.last_summary = summary
             if blocked is not None and blocked != self.blocked:
-                await self.post_event(Event(type="Warning", reason=DELETION_BLOCKED, message=blocked["message"]))
+                self.post_event(Event(type="Warning", reason=DELETION_BLOCKED, message=blocked["message"]), now)
             self.blocked = blocked
         for text in tails_written:
             del self.tails[text]
@@ -623,7 +628,7 @@ class RunLoop:
         self.jobnet_states = dict(decision.jobnet_states)
         removed = await self.remove_applied()
         for action in decision.actions:  # in the scheduler's order: requests, acks, Events
-            await self.act(action)
+            self.act(action, now)
         if not removed:
             return now + self.runtime.config.api_retry_delay
         if self.state.phase in _FINISHED and not self.requests and not self.inbox.deliveries:
@@ -691,9 +696,9 @@ class RunLoop:
 
     # -------------------------------------------------------------- acting
 
-    async def act(self, action: Action) -> None:
+    def act(self, action: Action, now: float) -> None:
         if isinstance(action, Event):
-            await self.post_event(action)
+            self.post_event(action, now)
         else:
             self.dispatch(action)
 
@@ -735,7 +740,8 @@ class RunLoop:
         )
         logger.log(level, f"run={self.label}{where}: {text}", *args)
 
-    async def post_event(self, event: Event) -> None:
+    def post_event(self, event: Event, now: float) -> None:
+        """Log ``event`` and queue it (named after what it is about: jobnet.core.events)."""
         self.job_log(
             logging.WARNING if event.type == "Warning" else logging.INFO,
             event.path,
@@ -743,10 +749,8 @@ class RunLoop:
             event.reason,
             event.message,
         )
-        try:
-            await self.runtime.client.post_event(self.involved, event.type, event.reason, event.message)
-        except KubeApiError as e:
-            logger.warning("run=%s cannot post Event %s: %s", self.label, event.reason, e)
+        name = event_name(self.name, self.uid, *event_identity(event, self.state, now))
+        self.runtime.events.post(self.involved, event.type, event.reason, event.message, name=name)
 
     async def _connected(self, link: HostLink, key: JobKey, op: DispatchOp) -> HostAgent | DeliveryResult:
         """The connected agent, or the failure that proves the request never left."""
@@ -914,11 +918,32 @@ class JobRunRuntime:
         #: while this replica leads (see :meth:`lead`)
         self.active = False
         self.deletions = RunDeletions(self)
+        self._events: EventPoster | None = None
+        #: runs whose implied Events were posted again in this term (see :meth:`restore_events`)
+        self.restored: set[str] = set()
 
     @property
     def client(self) -> KubeClient:
         assert self._client is not None, "register() first"
         return self._client
+
+    @property
+    def events(self) -> EventPoster:
+        if self._events is None:
+            self._events = EventPoster(self.client, self.config.events)
+        return self._events
+
+    def restore_events(self, involved: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """Queue the Events the run's (decoded) status implies that happened within the restore
+        window, once per run and term: the operator that wrote the status may have died before
+        it posted them. Those that exist cost a 409 (jobnet.core.events)."""
+        meta = involved["metadata"]
+        if meta["uid"] in self.restored:
+            return
+        self.restored.add(meta["uid"])
+        for event in implied_events(status, time.time() - self.config.events.restore_window):
+            name = event_name(meta["name"], meta["uid"], *event.identity)
+            self.events.post(involved, event.type, event.reason, event.message, name=name, at=event.at, again=True)
 
     async def prepare_installer(self) -> None:
         """Make the agent zipapp every channel's opening needs while the operator starts, in a
@@ -933,7 +958,7 @@ class JobRunRuntime:
 
     def installer(self) -> AgentInstaller:
         if self._installer is None:
-            zipapp, version = default_zipapp(Path(tempfile.mkdtemp(prefix="jobnet-agent-")))
+            zipapp, version = default_zipapp()
             self._installer = AgentInstaller(zipapp, version)
         return self._installer
 
@@ -984,6 +1009,7 @@ class JobRunRuntime:
         self.loops.clear()
         self._starting.clear()
         self.links.clear()
+        self.restored.clear()
 
     async def on_jobrun(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         uid = body.get("metadata", {}).get("uid")
@@ -993,6 +1019,7 @@ class JobRunRuntime:
         if event_type == "DELETED":
             operator_metrics.forget_run(uid)
             self.finished.forget(uid)
+            self.restored.discard(uid)
             self.deletions.released(uid)
             if loop is not None and loop.task is not None:
                 loop.task.cancel()
@@ -1013,6 +1040,8 @@ class JobRunRuntime:
             if (body.get("status") or {}).get("reason") == "InvalidJobNet":
                 return  # never expanded: nothing to run
             await self.ensure_loop(body, None)
+        elif phase in _FINISHED and uid not in self.restored:
+            self.restore_finished(body)
 
     async def ensure_loop(
         self, body: Mapping[str, Any], graph: RunGraph | None, first_status: Mapping[str, Any] | None = None
@@ -1084,7 +1113,14 @@ class JobRunRuntime:
                     f"JobNet {reference!r} and the JobNets it expands as they are now"
                 )
                 logger.warning("run=%s/%s %s", namespace, name, message)
-                await self.client.post_event(body, "Warning", "NoJobNetSnapshot", message)
+                # Every resume says so again (a name of its own: the time of this resume).
+                self.events.post(
+                    body,
+                    "Warning",
+                    "NoJobNetSnapshot",
+                    message,
+                    name=event_name(name, uid, "resume", repr(time.time())),
+                )
             return expand(reference, catalog, run_id=uid)
         except KubeApiError as e:
             if e.status != HTTP_NOT_FOUND or stored is None:
@@ -1101,21 +1137,35 @@ class JobRunRuntime:
             why = f"its JobNet snapshot is unusable: {e}"
         except (ExpansionError, KeyError) as e:
             why = f"JobNet {reference!r} no longer expands: {e}"
-        return await self._resume_failed(body, why)
+        return self._resume_failed(body, why)
 
-    async def _resume_failed(self, body: Mapping[str, Any], why: str) -> bool:
-        """Say why the run cannot resume (never with a guessed graph); False when that could not
-        be said yet (the API failed), to try again."""
+    def _resume_failed(self, body: Mapping[str, Any], why: str) -> bool:
+        """Say why the run cannot resume (never with a guessed graph): True, it never resumes.
+        The Event is named after why, so an operator started again says it once."""
         meta = body["metadata"]
         message = f"cannot resume the run: {why}"
         logger.error("run=%s/%s %s", meta.get("namespace") or "default", meta.get("name"), message)
-        try:
-            await self.client.post_event(body, "Warning", "ResumeFailed", message)
-        except KubeApiError:
-            return False
+        name = event_name(meta["name"], meta["uid"], "resume", "ResumeFailed", why)
+        self.events.post(body, "Warning", "ResumeFailed", message, name=name)
         return True
 
+    def restore_finished(self, body: Mapping[str, Any]) -> None:
+        """A run that finished before this term: its Events (see :meth:`restore_events`), when
+        it finished within the restore window (its status is decoded only then)."""
+        finished_at = from_rfc3339((body.get("status") or {}).get("finishedAt"))
+        if finished_at is None or finished_at < time.time() - self.config.events.restore_window:
+            return
+        meta = body["metadata"]
+        involved = {
+            "apiVersion": GROUP_VERSION,
+            "kind": "JobRun",
+            "metadata": {"name": meta["name"], "namespace": meta.get("namespace") or "default", "uid": meta["uid"]},
+        }
+        self.restore_events(involved, decoded_status(body.get("status") or {}))
+
     async def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
         self.deletions.close()
         for task in list(self._retries):
             task.cancel()

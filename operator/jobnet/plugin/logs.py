@@ -17,7 +17,6 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from jobnet.core.agentproto import (
@@ -137,8 +136,7 @@ class AgentOutputReader:
         target = SshTarget(location.host.address, location.host.port, location.host.user)
         try:
             transport = self.pool.transport(target, credentials)
-            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jobnet"
-            installer = AgentInstaller(*default_zipapp(cache), timeout=timeout)
+            installer = AgentInstaller(*default_zipapp(), timeout=timeout)
             self.channel, _ = installer.start_serve(
                 transport,
                 location.host.address,

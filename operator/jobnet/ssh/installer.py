@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shlex
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,17 +185,29 @@ def run_command(transport: paramiko.Transport, command: str, *, timeout: float, 
         raise ConnectionLost(f"running a command on {host} failed: {exc.__class__.__name__}: {exc}") from None
 
 
-def default_zipapp(cache_dir: Path) -> tuple[Path, str]:
+def agent_cache_dir() -> Path:
+    """Where zipapps built from the installed agent package are kept: ``$XDG_CACHE_HOME/jobnet``
+    (``~/.cache/jobnet``), private to the user."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jobnet"
+
+
+def default_zipapp(cache_dir: Path | None = None) -> tuple[Path, str]:
     """The agent zipapp to install and its version.
 
-    ``JOBNET_AGENT_ZIPAPP`` (set in the operator image) wins; otherwise it is built from the
-    installed ``jobnet_agent`` package into ``cache_dir``."""
+    ``JOBNET_AGENT_ZIPAPP`` (set in the operator image) wins; otherwise the one built from the
+    installed ``jobnet_agent`` package, kept in ``cache_dir`` (default :func:`agent_cache_dir`;
+    one that cannot be written falls back to a new temporary directory) by the digest of its
+    sources, so it is built once per version of the sources, not at every start."""
     import jobnet_agent
-    from jobnet_agent.bundle import build_zipapp
+    from jobnet_agent.bundle import cached_zipapp
 
     version = jobnet_agent.__version__
     configured = os.environ.get("JOBNET_AGENT_ZIPAPP")
     if configured:
         return Path(configured), version
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return build_zipapp(cache_dir / f"jobnet-agent-{version}.pyz"), version
+    directory = agent_cache_dir() if cache_dir is None else cache_dir
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cached_zipapp(directory), version
+    except OSError:
+        return cached_zipapp(tempfile.mkdtemp(prefix="jobnet-agent-")), version
