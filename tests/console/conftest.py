@@ -16,7 +16,7 @@ from tests.console.browser import ConsoleProcess, Page, chromium, missing_browse
 from tests.scenarios.conftest import scenario, vm_factory  # noqa: F401 (the fixtures, shared)
 from tests.support.emulator import grant
 from tests.support.scenario import Scenario
-from tests.support.stuck import cut_until_stuck
+from tests.support.stuck import after_the_cut, cut_until_stuck
 
 #: The person the console acts as in the tests (the kubeconfig's ``as``).
 PERSON = "alice@example.com"
@@ -77,7 +77,8 @@ def stuck_run(scenario: Scenario, jobnet: str) -> tuple[Any, str, str]:  # noqa:
     """A run of ``work`` then ``next`` (``stuckResolution: Manual``) whose ``work`` is Stuck
     HeartbeatLost: the link to its VM was cut while it ran, and restored once it was Stuck (the
     job stays Stuck: a person decides). Returns the VM, the run's name and the job's path."""
-    vm, run, path = cut_until_stuck(scenario, jobnet, "sleep 3\n", "Manual")
+    # 3 s from the cut on (a 3 s sleep from the start could end before a loaded test cut the link)
+    vm, run, path = cut_until_stuck(scenario, jobnet, after_the_cut("sleep 3\n"), "Manual")
     scenario.wait_phase(run, "Stuck", timeout=30)
     return vm, run, path
 

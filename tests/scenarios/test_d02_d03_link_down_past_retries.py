@@ -11,12 +11,9 @@ from typing import Any
 import pytest
 
 from tests.support.scenario import Scenario
-from tests.support.stuck import cut_until_stuck
+from tests.support.stuck import after_the_cut, cut_until_stuck
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
-
-#: The job outlives the moment of the cut but ends well before the link returns.
-JOB_SECONDS = 2
 
 
 def _cut_until_stuck_and_ended(scenario: Scenario, jobnet: str, exit_code: int, resolution: str) -> tuple[Any, str]:
@@ -34,7 +31,8 @@ def _cut_until_stuck_and_ended(scenario: Scenario, jobnet: str, exit_code: int, 
         assert scenario.job(run, path)["state"] == "Stuck"  # still unknown to the operator
         assert scenario.script_runs(vm, "next") == 0
 
-    body = f"sleep {JOB_SECONDS}\necho work output\nexit {exit_code}\n"
+    # The job outlives the moment of the cut but ends well before the link returns.
+    body = after_the_cut(f"echo work output\nexit {exit_code}\n")
     vm, run, _ = cut_until_stuck(scenario, jobnet, body, resolution, while_cut)
     return vm, run
 

@@ -6,6 +6,7 @@ cannot store anything) while a job ends."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +15,19 @@ from tests.support.scenario import Scenario
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 
+def wait_for(gate: Path) -> str:
+    """Shell lines that wait (bounded: 60 s) until ``gate`` exists, and fail if it never does."""
+    return f"for i in $(seq 600); do [ -e {gate} ] && break; sleep 0.1; done\n[ -e {gate} ]\n"
+
+
 def test_D04_operator_killed_mid_run_collects_results_and_completes(scenario: Scenario) -> None:
     vm = scenario.vm()
-    quick = scenario.marker_script(vm, "quick", "sleep 1\necho quick done\n")
-    long = scenario.marker_script(vm, "long", "sleep 8\n")
+    # Each job runs until the test lets it end (bounded: 60 s), whatever the load: quick once the
+    # operator is dead (a fixed sleep could end before the test saw it Running, or before the
+    # kill), long once the operator is back (it could end before the restart).
+    quick_may_end, long_may_end = vm.home / "quick-may-end", vm.home / "long-may-end"
+    quick = scenario.marker_script(vm, "quick", wait_for(quick_may_end) + "echo quick done\n")
+    long = scenario.marker_script(vm, "long", wait_for(long_may_end))
     join = scenario.marker_script(vm, "join")
     run = scenario.run_jobnet(
         "d04",
@@ -35,11 +45,13 @@ def test_D04_operator_killed_mid_run_collects_results_and_completes(scenario: Sc
 
     operator.kill()
     # While nobody watches: quick ends (its result must not be lost), long keeps running.
+    quick_may_end.touch()
     scenario.wait_agent_log(vm, r"/d04/quick#1 exited with code 0", timeout=30)
     assert scenario.job(run, "/d04/quick")["state"] == "Running"  # the status still says so
     assert not re.search(r"/d04/long#1 exited", scenario.agent_log(vm)), "long ended before the restart"
     log_before_restart = len(operator.log_text())
     operator.start()
+    long_may_end.touch()
 
     status = scenario.wait_phase(run, "Succeeded", timeout=60)
 
@@ -90,7 +102,8 @@ def test_D04_operator_killed_right_after_a_launch_left_never_runs_it_twice(scena
 
 def test_D04_api_server_unreachable_while_a_job_ends_then_the_run_completes(scenario: Scenario) -> None:
     vm = scenario.vm()
-    work = scenario.marker_script(vm, "work", "sleep 2\n")
+    work_may_end = vm.home / "work-may-end"  # once the API server is unreachable, whatever the load
+    work = scenario.marker_script(vm, "work", wait_for(work_may_end))
     downstream = scenario.marker_script(vm, "next")
     run = scenario.run_jobnet(
         "d04a",
@@ -102,10 +115,12 @@ def test_D04_api_server_unreachable_while_a_job_ends_then_the_run_completes(scen
     )
     scenario.wait_job_state(run, "/d04a/work", "Running", timeout=60)
 
+    log_before_outage = len(scenario.operator_log())  # a status write that failed before does not count
     with scenario.emulator.outage():
+        work_may_end.touch()
         scenario.wait_agent_log(vm, r"/d04a/work#1 exited with code 0", timeout=30)
         # The operator knows the result but cannot store it; nothing acts before it is stored.
-        scenario.wait_operator_log(rf"run=default/{run} cannot store the status", timeout=30)
+        scenario.wait_operator_log(rf"run=default/{run} cannot store the status", timeout=30, since=log_before_outage)
         assert scenario.script_runs(vm, "next") == 0
 
     status = scenario.wait_phase(run, "Succeeded", timeout=60)

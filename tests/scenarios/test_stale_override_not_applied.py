@@ -20,13 +20,13 @@ import pytest
 
 from tests.support.operator_proc import register_webhooks
 from tests.support.scenario import Scenario
-from tests.support.stuck import cut_until_stuck
+from tests.support.stuck import after_the_cut, cut_until_stuck
 
 pytestmark = [pytest.mark.emulator, pytest.mark.vm]
 
 OVERRIDE = "jobnet.dev/override"
 #: Attempt 1 outlives the cut and fails on the VM while the link is down; attempt 2 succeeds.
-WORK = 'sleep 2\n[ "$JOBNET_ATTEMPT" -ge 2 ] || exit 3\n'
+WORK = after_the_cut('[ "$JOBNET_ATTEMPT" -ge 2 ] || exit 3\n')
 
 
 def _resolved_failed_while_seen_stuck(scenario: Scenario, jobnet: str) -> tuple[Any, str, str]:

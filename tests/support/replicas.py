@@ -80,8 +80,10 @@ class Replica:
     def log(self) -> str:
         return self.process.log_text()
 
-    def wait_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        return self.process.wait_for_log(pattern, timeout)
+    def wait_log(self, pattern: str, timeout: float = 15.0, since: int = 0) -> re.Match[str]:
+        """Until ``pattern`` appears in this replica's log from offset ``since`` on (``len(log())``
+        taken before a fault, so that a line of an earlier phase cannot match)."""
+        return self.process.wait_for_log(pattern, timeout, since)
 
     def pid(self) -> int:
         assert self.process.process is not None
@@ -155,10 +157,12 @@ def lease_transitions(emulator: EmulatorServer) -> int:
     return 0 if lease is None else LeaseRecord.from_lease(lease).transitions
 
 
-def wait_to_lead(replica: Replica, timeout: float) -> float:
-    """Until ``replica`` logs that it leads; how long that took (seconds)."""
+def wait_to_lead(replica: Replica, timeout: float, since: int = 0) -> float:
+    """Until ``replica`` logs that it leads (from log offset ``since`` on: a replica that led
+    before, as a loaded machine's handover in the set-up may make it, must lead again); how long
+    that took (seconds)."""
     started = time.monotonic()  # not the local wall clock: a DST change would add or take an hour
-    replica.wait_log(LEADS, timeout)
+    replica.wait_log(LEADS, timeout, since)
     return time.monotonic() - started
 
 
